@@ -1,0 +1,16 @@
+# Writes a C++ file holding the SQL migrations listed in FILES as raw string literals.
+# Invoked by mkt_embed_sql() at build time.
+set(body "// Generated from SQL migration files; do not edit.\n#include \"libs/pg/migrations.h\"\n\nnamespace mkt::pg {\n\nconst MigrationSet& ${FUNCTION}() {\n  static const MigrationSet* set = new MigrationSet{\"${COMPONENT}\", {\n")
+foreach(f ${FILES})
+  get_filename_component(name "${f}" NAME)
+  string(REGEX MATCH "^V([0-9]+)__(.*)\\.sql$" _ "${name}")
+  if(NOT CMAKE_MATCH_1)
+    message(FATAL_ERROR "migration file name must look like V001__what.sql: ${name}")
+  endif()
+  math(EXPR version "${CMAKE_MATCH_1}")
+  file(READ "${f}" sql)
+  string(APPEND body "    {${version}, \"${name}\", R\"mkt_sql(${sql})mkt_sql\"},\n")
+endforeach()
+string(APPEND body "  }};\n  return *set;\n}\n\n}  // namespace mkt::pg\n")
+file(WRITE "${OUT}.tmp" "${body}")
+file(COPY_FILE "${OUT}.tmp" "${OUT}" ONLY_IF_DIFFERENT)

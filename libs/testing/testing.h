@@ -1,0 +1,74 @@
+// Fixtures for integration tests: a fresh PostgreSQL database per test, the real Kafka broker's
+// address and fresh topics, free ports, and child processes (services under test).
+//
+// ./dev test exports MKT_TEST_PG_DSN (a DSN of the test server's maintenance database) and
+// MKT_TEST_KAFKA_BOOTSTRAP; without them the fixtures fail the test with a message saying so.
+#pragma once
+
+#include <sys/types.h>
+
+#include <map>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/time/time.h"
+
+namespace mkt::testing {
+
+// A database created for one test and dropped (connections terminated) when destroyed.
+class TestDatabase {
+ public:
+  // Creates database "t_<random>"; aborts the test with a clear message when PostgreSQL is not up.
+  TestDatabase();
+  ~TestDatabase();
+  TestDatabase(const TestDatabase&) = delete;
+  TestDatabase& operator=(const TestDatabase&) = delete;
+
+  const std::string& name() const { return name_; }
+  // A libpq connection string for this database.
+  const std::string& dsn() const { return dsn_; }
+
+ private:
+  std::string admin_dsn_;
+  std::string name_;
+  std::string dsn_;
+};
+
+// Returns the test broker's bootstrap address (MKT_TEST_KAFKA_BOOTSTRAP).
+std::string KafkaBootstrap();
+
+// Creates a new topic named "<prefix>.<random>" with `partitions` partitions and returns its name.
+std::string NewTopic(std::string_view prefix, int partitions = 3);
+
+// Returns a TCP port on 127.0.0.1 that was free a moment ago.
+int FreePort();
+
+// A program started by a test; killed with SIGKILL on destruction if still running.
+class ChildProcess {
+ public:
+  // Starts `argv[0]` with `argv` and the current environment plus `env`; output goes to
+  // `log_path` (appended).
+  ChildProcess(std::vector<std::string> argv, std::map<std::string, std::string> env,
+               std::string log_path);
+  ~ChildProcess();
+  ChildProcess(const ChildProcess&) = delete;
+  ChildProcess& operator=(const ChildProcess&) = delete;
+
+  pid_t pid() const { return pid_; }
+  // Sends `signal`; then waits for exit (up to `timeout`) and returns the wait status, or -1.
+  int Kill(int signal, absl::Duration timeout = absl::Seconds(10));
+  bool running();
+
+ private:
+  pid_t pid_ = -1;
+};
+
+// Returns the directory holding the build's binaries (MKT_BIN_DIR, set by CMake for tests).
+std::string BinDir();
+
+// Waits until http://127.0.0.1:<port><path> answers 200 or `timeout` passes; returns whether it did.
+bool WaitForHttp(int port, std::string_view path, absl::Duration timeout);
+
+}  // namespace mkt::testing
