@@ -5,6 +5,8 @@
 #include <string>
 #include <string_view>
 
+#include "libs/log/format.h"
+
 namespace mkt::log {
 
 enum class Format { kAuto, kText, kJson };

@@ -226,6 +226,12 @@ absl::Status WithTransaction(Pool& pool, const std::function<absl::Status(pqxx::
       return StatusFromException(e);
     } catch (const std::exception& e) {
       // The lease is dropped (and a broken connection with it) before the next attempt.
+      if (committing && IsBrokenConnection(e)) {
+        return Error(absl::StatusCode::kUnknown, pb::INTERNAL,
+                     absl::StrCat("the commit outcome is unknown (connection lost while "
+                                  "committing): ",
+                                  FirstLine(e.what())));
+      }
       last = StatusFromException(e);
       const bool retryable =
           IsSerializationFailure(e) || IsDeadlock(e) || (IsBrokenConnection(e) && !committing);
@@ -277,3 +283,9 @@ absl::Status StatusFromException(const std::exception& e) {
 }
 
 }  // namespace mkt::pg
+
+// libpqxx 6.4 leaks the PGresult of a statement whose connection the server closed: it asks for
+// the client encoding before taking ownership of the result, and that throws broken_connection.
+// A few KB per lost connection is harmless, but LeakSanitizer would fail every sanitized binary
+// (tests included) that survives a database restart, so that one leak is declared known.
+extern "C" const char* __lsan_default_suppressions() { return "leak:PQmakeEmptyPGresult\n"; }

@@ -1,0 +1,94 @@
+// mkt-channels: the channel registry service.
+#include <cstdlib>
+#include <iostream>
+#include <thread>
+
+#include "libs/auth/crypto.h"
+#include "libs/core/worker_pool.h"
+#include "libs/kafka/kafka.h"
+#include "libs/kafka/outbox.h"
+#include "libs/log/log.h"
+#include "libs/metrics/metrics.h"
+#include "libs/pg/migrations.h"
+#include "libs/pg/pool.h"
+#include "libs/rpc/server.h"
+#include "services/channels/channel_registry.h"
+#include "services/channels/channels_config.h"
+#include "services/channels/channels_grpc.h"
+#include "services/channels/pg_channel_repository.h"
+#include "spdlog/spdlog.h"
+
+extern char** environ;
+
+namespace {
+
+int Fail(const absl::Status& status) {
+  spdlog::critical("channels cannot start: {}", status.message());
+  return 1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  using namespace mkt;
+  rpc::BlockTerminationSignals();
+  auto cl = config::ParseCommandLine(argc, argv);
+  if (!cl.ok()) {
+    std::cerr << cl.status().message() << "\n";
+    return 2;
+  }
+  const auto& schema = channels::ChannelsConfigSchema();
+  auto cfg = schema.Load(cl->config_path, environ);
+  if (cl->describe) {
+    std::cout << schema.Describe(cfg.ok() ? *cfg : channels::ChannelsConfig{});
+    return cfg.ok() ? 0 : 2;
+  }
+  if (!cfg.ok()) {
+    std::cerr << cfg.status().message() << "\n";
+    return 2;
+  }
+  log::Init("channels", log::ParseFormat(cfg->log_format), cfg->log_level);
+
+  auto secret_box = auth::SecretBox::FromHexKey(cfg->secret_key);
+  if (!secret_box.ok()) return Fail(secret_box.status());
+  auto pool = pg::Pool::Connect({.dsn = cfg->pg_dsn, .size = static_cast<int>(cfg->pg_pool_size)});
+  if (!pool.ok()) return Fail(pool.status());
+  if (auto s = pg::ApplyMigrations(**pool, {&kafka::OutboxMigrations(), &channels::ChannelsMigrations()});
+      !s.ok()) {
+    return Fail(s);
+  }
+  if (auto s = metrics::StartExposer(cfg->metrics_address); !s.ok()) return Fail(s);
+
+  auto producer = kafka::Producer::Create(
+      {.bootstrap_servers = cfg->kafka_bootstrap, .client_id = "channels"});
+  if (!producer.ok()) return Fail(producer.status());
+  if (auto s = kafka::EnsureTopic({.bootstrap_servers = cfg->kafka_bootstrap, .client_id = "channels"},
+                                  channels::kChannelChangesTopic, 3);
+      !s.ok()) {
+    // The relay keeps retrying; a broker that is down now must not keep the registry offline.
+    spdlog::warn("cannot create topic {} yet: {}", channels::kChannelChangesTopic, s.message());
+  }
+  kafka::OutboxRelay relay(**pool, **producer);
+  std::thread relay_thread([&relay] { relay.Run(); });
+
+  channels::PgChannelRepository repository(**pool);
+  channels::ChannelRegistry registry(repository, *std::move(secret_box));
+  WorkerPool workers("channels", static_cast<int>(cfg->worker_threads),
+                     static_cast<size_t>(cfg->worker_queue));
+  auto service = channels::NewChannelRegistryService(registry, workers);
+  auto server = rpc::Server::Start({.service_name = "channels", .address = cfg->grpc_address},
+                                   {service.get()});
+  if (!server.ok()) {
+    relay.Stop();
+    relay_thread.join();
+    return Fail(server.status());
+  }
+
+  int sig = rpc::WaitForTerminationSignal();
+  spdlog::info("channels stopping on signal {}", sig);
+  (*server)->Shutdown(absl::Seconds(5));
+  relay.Stop();
+  relay_thread.join();
+  spdlog::info("channels stopped");
+  return 0;
+}
