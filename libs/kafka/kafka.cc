@@ -296,7 +296,10 @@ struct Consumer::Impl {
     }
   }
 
-  // Handles one message until it succeeds, is dead-lettered, or Stop() is called.
+  // Handles one message until it succeeds, is dead-lettered, or Stop() is called. Retrying in
+  // place (rather than pausing the partition and polling on) keeps the code simple; an outage
+  // longer than max.poll.interval.ms (5 min) costs the partition to another member, which gets
+  // the uncommitted message again and dedupes it.
   void Handle(const Handler& handler, const IncomingMessage& in) {
     while (!stop) {
       const absl::Time start = absl::Now();

@@ -87,7 +87,8 @@ struct ConsumerOptions {
 // What a handler says about one message:
 // - OK: the effect is durable; the offset is committed.
 // - a permanent error (INVALID_ARGUMENT, FAILED_PRECONDITION, NOT_FOUND, ALREADY_EXISTS,
-//   OUT_OF_RANGE): the message goes to mkt.dead-letters.v1 with the reason, then is committed.
+//   OUT_OF_RANGE, UNIMPLEMENTED): the message goes to the dead-letter topic with the reason,
+//   then is committed.
 // - any other error (UNAVAILABLE, ABORTED, INTERNAL, ...): transient; the same message is tried
 //   again after the backoff and nothing after it in its partition is handled meanwhile.
 using Handler = std::function<absl::Status(const IncomingMessage&)>;

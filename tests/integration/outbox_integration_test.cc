@@ -225,6 +225,40 @@ TEST(OutboxIntegrationTest, RelayOnceLeavesRowsUnsentWhenPublishingFails) {
   EXPECT_EQ(*healthy.RelayOnce(), 0);
 }
 
+TEST(OutboxIntegrationTest, RunDeletesSentRowsOlderThanTheRetention) {
+  mkt::testing::TestDatabase db;
+  auto pool = Connect(db.dsn());
+  ASSERT_NE(pool, nullptr);
+  ASSERT_TRUE(pg::ApplyMigrations(*pool, {&OutboxMigrations()}).ok());
+  ASSERT_TRUE(AppendRows(*pool, "outbox.unit", 0, 6).ok());
+  // Rows 1-2 were sent two days ago, 3-4 an hour ago; 5-6 are still waiting.
+  ASSERT_TRUE(pg::WithTransaction(*pool, [](pqxx::work& tx) {
+                tx.exec("UPDATE outbox SET sent_at = now() - interval '2 days' WHERE id <= 2");
+                tx.exec(
+                    "UPDATE outbox SET sent_at = now() - interval '1 hour' "
+                    "WHERE id BETWEEN 3 AND 4");
+                return absl::OkStatus();
+              }).ok());
+
+  RecordingPublisher::Shared shared;
+  RecordingPublisher publisher(shared);
+  RelayOptions options;
+  options.retention = absl::Hours(24);
+  OutboxRelay relay(*pool, publisher, options);
+  std::thread running([&] { relay.Run(); });
+  const absl::Time deadline = absl::Now() + absl::Seconds(10);
+  while (QueryInt(*pool, "SELECT count(*) FROM outbox") != 4 && absl::Now() < deadline) {
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+  relay.Stop();
+  running.join();
+  EXPECT_EQ(QueryInt(*pool, "SELECT count(*) FROM outbox WHERE id <= 2"), 0);
+  EXPECT_EQ(QueryInt(*pool, "SELECT count(*) FROM outbox WHERE id > 2"), 4);
+  EXPECT_EQ(QueryInt(*pool, "SELECT count(*) FROM outbox WHERE sent_at IS NULL"), 0);
+  std::lock_guard<std::mutex> lock(shared.mu);
+  EXPECT_EQ(shared.event_ids.size(), 2u);  // only the unsent rows were published
+}
+
 // ------------------------------------------------------------------------------------------------
 
 // THE acceptance test: 1,000 business transactions, the relay SIGKILLed and restarted twice while

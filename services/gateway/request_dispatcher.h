@@ -1,0 +1,42 @@
+// What happens to every HTTP request between the server and a route handler, in one place so
+// every endpoint behaves the same: the request id is bound to the log, the route is found
+// (404/405 otherwise), the channel is authenticated when the route asks for it, the handler runs
+// on the handler pool (or on the I/O thread for cheap routes), failures become the JSON error
+// shape, and each request is counted in mkt_gateway_http_* (by route template and error code)
+// and written to the access log.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "libs/core/worker_pool.h"
+#include "libs/metrics/metrics.h"
+#include "services/gateway/channel_auth.h"
+#include "services/gateway/http_server.h"
+#include "services/gateway/router.h"
+
+namespace mkt::gateway {
+
+class RequestDispatcher final : public HttpHandler {
+ public:
+  // All references must outlive the dispatcher; `handler_pool` runs the routes that may block.
+  RequestDispatcher(const Router& router, const ChannelAuthenticator& authenticator,
+                    WorkerPool& handler_pool);
+
+  void Handle(HttpRequest request, Respond respond) override;
+
+ private:
+  struct Call;
+
+  // Authenticates (when the route asks for it) and runs the route's handler.
+  void Run(Call& call);
+  // Records metrics and the access log line, then sends the response.
+  void Complete(Call& call, HttpResponse response);
+
+  const Router& router_;
+  const ChannelAuthenticator& authenticator_;
+  WorkerPool& handler_pool_;
+  metrics::OperationMetrics metrics_;
+};
+
+}  // namespace mkt::gateway
