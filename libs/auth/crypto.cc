@@ -53,9 +53,10 @@ bool ConstantTimeEquals(std::string_view a, std::string_view b) {
 
 absl::StatusOr<SecretBox> SecretBox::FromHexKey(std::string_view hex_key) {
   if (hex_key.size() != 64 || !IsHex(hex_key)) {
-    return InvalidArgument("secret_key",
-                           "the secret encryption key must be 64 hexadecimal characters (32 bytes); "
-                           "generate one with `openssl rand -hex 32`");
+    return InvalidArgument(
+        "secret_key",
+        "the secret encryption key must be 64 hexadecimal characters (32 bytes); "
+        "generate one with `openssl rand -hex 32`");
   }
   return SecretBox(absl::HexStringToBytes(AsAbsl(hex_key)));
 }
@@ -66,10 +67,11 @@ std::string SecretBox::Seal(std::string_view plaintext, std::string_view associa
   CipherCtx ctx(EVP_CIPHER_CTX_new(), EVP_CIPHER_CTX_free);
   EVP_EncryptInit_ex(ctx.get(), EVP_aes_256_gcm(), nullptr, nullptr, nullptr);
   EVP_CIPHER_CTX_ctrl(ctx.get(), EVP_CTRL_GCM_SET_IVLEN, kNonceBytes, nullptr);
-  EVP_EncryptInit_ex(ctx.get(), nullptr, nullptr, reinterpret_cast<const unsigned char*>(key_.data()),
-                     nonce);
+  EVP_EncryptInit_ex(ctx.get(), nullptr, nullptr,
+                     reinterpret_cast<const unsigned char*>(key_.data()), nonce);
   int len = 0;
-  EVP_EncryptUpdate(ctx.get(), nullptr, &len, reinterpret_cast<const unsigned char*>(associated.data()),
+  EVP_EncryptUpdate(ctx.get(), nullptr, &len,
+                    reinterpret_cast<const unsigned char*>(associated.data()),
                     static_cast<int>(associated.size()));
   std::string out(kNonceBytes + plaintext.size() + kTagBytes, '\0');
   auto* o = reinterpret_cast<unsigned char*>(out.data());
@@ -95,10 +97,11 @@ absl::StatusOr<std::string> SecretBox::Open(std::string_view sealed_hex,
   CipherCtx ctx(EVP_CIPHER_CTX_new(), EVP_CIPHER_CTX_free);
   EVP_DecryptInit_ex(ctx.get(), EVP_aes_256_gcm(), nullptr, nullptr, nullptr);
   EVP_CIPHER_CTX_ctrl(ctx.get(), EVP_CTRL_GCM_SET_IVLEN, kNonceBytes, nullptr);
-  EVP_DecryptInit_ex(ctx.get(), nullptr, nullptr, reinterpret_cast<const unsigned char*>(key_.data()),
-                     s);
+  EVP_DecryptInit_ex(ctx.get(), nullptr, nullptr,
+                     reinterpret_cast<const unsigned char*>(key_.data()), s);
   int len = 0;
-  EVP_DecryptUpdate(ctx.get(), nullptr, &len, reinterpret_cast<const unsigned char*>(associated.data()),
+  EVP_DecryptUpdate(ctx.get(), nullptr, &len,
+                    reinterpret_cast<const unsigned char*>(associated.data()),
                     static_cast<int>(associated.size()));
   std::string out(body, '\0');
   EVP_DecryptUpdate(ctx.get(), reinterpret_cast<unsigned char*>(out.data()), &len, s + kNonceBytes,

@@ -107,8 +107,8 @@ absl::Status LoadInto(const std::string& service, const std::vector<FieldSpec>& 
                              "config file " + file_path + " is not valid JSON: " + e.what());
     }
     if (!doc.is_object()) {
-      return InvalidArgument("config", "config file " + file_path +
-                                           " must hold a JSON object of key: value pairs");
+      return InvalidArgument(
+          "config", "config file " + file_path + " must hold a JSON object of key: value pairs");
     }
     for (const auto& [key, value] : doc.items()) {
       std::string source = "config file " + file_path;
@@ -138,8 +138,8 @@ absl::Status LoadInto(const std::string& service, const std::vector<FieldSpec>& 
   }
 
   if (!problems.empty()) {
-    return InvalidArgument("config", "configuration of " + service + " is invalid: " +
-                                         Join(problems, "; ") +
+    return InvalidArgument("config", "configuration of " + service +
+                                         " is invalid: " + Join(problems, "; ") +
                                          " (run with --describe-config to list the keys)");
   }
   return absl::OkStatus();
@@ -172,8 +172,7 @@ absl::StatusOr<CommandLine> ParseCommandLine(int argc, char** argv) {
     } else if (arg == "--describe-config") {
       cl.describe = true;
     } else {
-      return InvalidArgument("argv", "unknown argument \"" + arg +
-                                         "\"; usage: " + argv[0] +
+      return InvalidArgument("argv", "unknown argument \"" + arg + "\"; usage: " + argv[0] +
                                          " [--config FILE.json] [--describe-config]");
     }
   }

@@ -54,12 +54,13 @@ class Schema {
   explicit Schema(std::string service) : service_(std::move(service)) {}
 
   Schema& Field(std::string key, std::string T::*member, std::string doc) {
-    return Add(std::move(key), std::move(doc), "string", member,
-               [](const std::string& text, std::string* f) {
-                 *f = text;
-                 return absl::OkStatus();
-               },
-               [](const std::string& f) { return f; });
+    return Add(
+        std::move(key), std::move(doc), "string", member,
+        [](const std::string& text, std::string* f) {
+          *f = text;
+          return absl::OkStatus();
+        },
+        [](const std::string& f) { return f; });
   }
   // Like Field, but the value is never printed by Describe or logs.
   Schema& Secret(std::string key, std::string T::*member, std::string doc) {

@@ -13,7 +13,9 @@ namespace mkt {
 
 // Debian's Abseil is built with its own absl::string_view (not an alias of std::string_view).
 // Project APIs take std::string_view; this converts at the boundary to Abseil.
-inline absl::string_view AsAbsl(std::string_view s) { return absl::string_view(s.data(), s.size()); }
+inline absl::string_view AsAbsl(std::string_view s) {
+  return absl::string_view(s.data(), s.size());
+}
 
 using ErrorReason = ::marketing::common::v1::ErrorReason;
 

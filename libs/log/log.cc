@@ -17,7 +17,8 @@ thread_local std::string current_request_id = "-";
 // %q: the request id bound to the logging thread.
 class RequestIdFlag final : public spdlog::custom_flag_formatter {
  public:
-  void format(const spdlog::details::log_msg&, const std::tm&, spdlog::memory_buf_t& dest) override {
+  void format(const spdlog::details::log_msg&, const std::tm&,
+              spdlog::memory_buf_t& dest) override {
     dest.append(current_request_id.data(), current_request_id.data() + current_request_id.size());
   }
   std::unique_ptr<custom_flag_formatter> clone() const override {
@@ -57,15 +58,15 @@ void Init(std::string_view service, Format format, std::string_view level) {
   auto formatter = std::make_unique<spdlog::pattern_formatter>();
   formatter->add_flag<RequestIdFlag>('q').add_flag<JsonMessageFlag>('j');
   if (format == Format::kText) {
-    formatter->set_pattern("%Y-%m-%d %H:%M:%S.%e %^%-5l%$ [" + std::string(service) +
-                           "] [%q] %v");
+    formatter->set_pattern("%Y-%m-%d %H:%M:%S.%e %^%-5l%$ [" + std::string(service) + "] [%q] %v");
   } else {
     formatter->set_pattern(R"({"ts":"%Y-%m-%dT%H:%M:%S.%e%z","level":"%l","service":")" +
                            JsonEscape(service) + R"(","request_id":"%q","msg":"%j"})");
   }
   logger->set_formatter(std::move(formatter));
   logger->set_level(spdlog::level::from_str(std::string(level)));
-  if (logger->level() == spdlog::level::off && level != "off") logger->set_level(spdlog::level::info);
+  if (logger->level() == spdlog::level::off && level != "off")
+    logger->set_level(spdlog::level::info);
   logger->flush_on(spdlog::level::warn);
   spdlog::set_default_logger(logger);
   spdlog::flush_every(std::chrono::seconds(1));

@@ -17,9 +17,7 @@ TEST(LogTest, MaskKeepsOnlyEnds) {
   EXPECT_EQ(Mask(""), "");
 }
 
-TEST(LogTest, JsonEscape) {
-  EXPECT_EQ(JsonEscape("a\"b\\c\nd\x01"), "a\\\"b\\\\c\\nd\\u0001");
-}
+TEST(LogTest, JsonEscape) { EXPECT_EQ(JsonEscape("a\"b\\c\nd\x01"), "a\\\"b\\\\c\\nd\\u0001"); }
 
 TEST(LogTest, ScopedRequestIdNests) {
   EXPECT_EQ(CurrentRequestId(), "-");

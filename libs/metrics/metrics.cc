@@ -19,8 +19,8 @@ std::unique_ptr<prometheus::Exposer>& ExposerSlot() {
 }  // namespace
 
 std::shared_ptr<prometheus::Registry> SharedRegistry() {
-  static auto* registry = new std::shared_ptr<prometheus::Registry>(
-      std::make_shared<prometheus::Registry>());
+  static auto* registry =
+      new std::shared_ptr<prometheus::Registry>(std::make_shared<prometheus::Registry>());
   return *registry;
 }
 

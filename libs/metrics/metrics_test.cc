@@ -53,8 +53,7 @@ TEST(MetricsTest, OperationMetricsAppearInTextAndOnExposer) {
   EXPECT_NE(text.find("mkt_unit_rpc_errors_total{code=\"INTERNAL\",method=\"Grant\"} 1"),
             std::string::npos)
       << text;
-  EXPECT_NE(text.find("mkt_unit_rpc_latency_seconds_count{method=\"Grant\"} 2"),
-            std::string::npos);
+  EXPECT_NE(text.find("mkt_unit_rpc_latency_seconds_count{method=\"Grant\"} 2"), std::string::npos);
 
   int port = FreePort();
   ASSERT_TRUE(StartExposer("127.0.0.1:" + std::to_string(port)).ok());

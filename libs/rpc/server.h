@@ -45,7 +45,8 @@ class Server {
   void Shutdown(absl::Duration grace);
 
  private:
-  Server(std::unique_ptr<grpc::Server> server, int port) : server_(std::move(server)), port_(port) {}
+  Server(std::unique_ptr<grpc::Server> server, int port)
+      : server_(std::move(server)), port_(port) {}
   std::unique_ptr<grpc::Server> server_;
   int port_;
   bool shut_down_ = false;

@@ -68,7 +68,8 @@ class ChildProcess {
 // Returns the directory holding the build's binaries (MKT_BIN_DIR, set by CMake for tests).
 std::string BinDir();
 
-// Waits until http://127.0.0.1:<port><path> answers 200 or `timeout` passes; returns whether it did.
+// Waits until http://127.0.0.1:<port><path> answers 200 or `timeout` passes; returns whether it
+// did.
 bool WaitForHttp(int port, std::string_view path, absl::Duration timeout);
 
 }  // namespace mkt::testing

@@ -18,7 +18,11 @@ int CountDisplayChars(const std::string& s) {
   int count = 0;
   for (size_t i = 0; i < s.size();) {
     auto c = static_cast<unsigned char>(s[i]);
-    size_t len = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xe ? 3 : (c >> 3) == 0x1e ? 4 : 0;
+    size_t len = c < 0x80           ? 1
+                 : (c >> 5) == 0x6  ? 2
+                 : (c >> 4) == 0xe  ? 3
+                 : (c >> 3) == 0x1e ? 4
+                                    : 0;
     if (len == 0 || i + len > s.size()) return -1;
     if (len == 1 && (c < 0x20 || c == 0x7f)) return -1;
     for (size_t k = 1; k < len; ++k) {
@@ -155,45 +159,47 @@ absl::StatusOr<pb::ListChannelsResponse> ChannelRegistry::List(
 absl::StatusOr<pb::Channel> ChannelRegistry::Update(const pb::UpdateChannelRequest& request,
                                                     const std::string& request_id) {
   MKT_RETURN_IF_ERROR(ValidateDisplayName(request.display_name()));
-  if (!IsWellFormedChannelId(request.id())) return NotFound("no channel with id \"" + request.id() + "\"");
-  MKT_ASSIGN_OR_RETURN(
-      ChannelRecord record,
-      repository_.Update(request.id(), pb::ChannelChanged::UPDATED,
-                         [&](ChannelRecord& r) {
-                           if (r.display_name == request.display_name()) return false;
-                           r.display_name = request.display_name();
-                           return true;
-                         },
-                         request_id));
+  if (!IsWellFormedChannelId(request.id()))
+    return NotFound("no channel with id \"" + request.id() + "\"");
+  MKT_ASSIGN_OR_RETURN(ChannelRecord record, repository_.Update(
+                                                 request.id(), pb::ChannelChanged::UPDATED,
+                                                 [&](ChannelRecord& r) {
+                                                   if (r.display_name == request.display_name())
+                                                     return false;
+                                                   r.display_name = request.display_name();
+                                                   return true;
+                                                 },
+                                                 request_id));
   return ToProto(record);
 }
 
 absl::StatusOr<pb::Channel> ChannelRegistry::SetEnabled(const std::string& id, bool enabled,
                                                         const std::string& request_id) {
   if (!IsWellFormedChannelId(id)) return NotFound("no channel with id \"" + id + "\"");
-  MKT_ASSIGN_OR_RETURN(
-      ChannelRecord record,
-      repository_.Update(id, enabled ? pb::ChannelChanged::ENABLED : pb::ChannelChanged::DISABLED,
-                         [&](ChannelRecord& r) {
-                           if (r.enabled == enabled) return false;
-                           r.enabled = enabled;
-                           return true;
-                         },
-                         request_id));
+  MKT_ASSIGN_OR_RETURN(ChannelRecord record,
+                       repository_.Update(
+                           id, enabled ? pb::ChannelChanged::ENABLED : pb::ChannelChanged::DISABLED,
+                           [&](ChannelRecord& r) {
+                             if (r.enabled == enabled) return false;
+                             r.enabled = enabled;
+                             return true;
+                           },
+                           request_id));
   return ToProto(record);
 }
 
 absl::StatusOr<pb::ChannelWithSecret> ChannelRegistry::RotateSecret(
     const pb::RotateSecretRequest& request, const std::string& request_id) {
-  if (!IsWellFormedChannelId(request.id())) return NotFound("no channel with id \"" + request.id() + "\"");
+  if (!IsWellFormedChannelId(request.id()))
+    return NotFound("no channel with id \"" + request.id() + "\"");
   std::string secret = NewSecret();
-  MKT_ASSIGN_OR_RETURN(ChannelRecord record,
-                       repository_.Update(request.id(), pb::ChannelChanged::SECRET_ROTATED,
-                                          [&](ChannelRecord& r) {
-                                            r.sealed_secret = secret_box_.Seal(secret, r.id);
-                                            return true;
-                                          },
-                                          request_id));
+  MKT_ASSIGN_OR_RETURN(ChannelRecord record, repository_.Update(
+                                                 request.id(), pb::ChannelChanged::SECRET_ROTATED,
+                                                 [&](ChannelRecord& r) {
+                                                   r.sealed_secret = secret_box_.Seal(secret, r.id);
+                                                   return true;
+                                                 },
+                                                 request_id));
   return WithSecret(record, std::move(secret));
 }
 

@@ -31,10 +31,10 @@ class FakeRepository final : public ChannelRepository {
     return it->second;
   }
   absl::StatusOr<std::vector<ChannelRecord>> List(const std::string& org_id,
-                                                  const std::string& after_id,
-                                                  int limit) override {
+                                                  const std::string& after_id, int limit) override {
     std::vector<ChannelRecord> out;
-    for (auto it = rows_.upper_bound(after_id); it != rows_.end() && (int)out.size() < limit; ++it) {
+    for (auto it = rows_.upper_bound(after_id); it != rows_.end() && (int)out.size() < limit;
+         ++it) {
       if (org_id.empty() || it->second.org_id == org_id) out.push_back(it->second);
     }
     return out;
@@ -60,8 +60,7 @@ class FakeRepository final : public ChannelRepository {
 
 class ChannelRegistryTest : public ::testing::Test {
  protected:
-  ChannelRegistryTest()
-      : registry_(repo_, *auth::SecretBox::FromHexKey(std::string(64, 'a'))) {}
+  ChannelRegistryTest() : registry_(repo_, *auth::SecretBox::FromHexKey(std::string(64, 'a'))) {}
 
   pb::ChannelWithSecret CreateOk(const std::string& code, const std::string& org = "fed") {
     pb::CreateChannelRequest req;
@@ -104,11 +103,16 @@ TEST_F(ChannelRegistryTest, RejectsBadInputNamingTheField) {
   struct Case {
     std::string code, org, name, field;
   } cases[] = {
-      {"Mobile", "fed", "x", "code"},        {"m", "fed", "x", "code"},
-      {"1abc", "fed", "x", "code"},          {"mobile-banking", "fed", "x", "code"},
-      {"mobile", "", "x", "org_id"},         {"mobile", "Fed!", "x", "org_id"},
-      {"mobile", "fed", "", "display_name"}, {"mobile", "fed", std::string(65, 'x'), "display_name"},
-      {"mobile", "fed", "bad\x01", "display_name"}, {"mobile", "fed", "\xff\xfe", "display_name"},
+      {"Mobile", "fed", "x", "code"},
+      {"m", "fed", "x", "code"},
+      {"1abc", "fed", "x", "code"},
+      {"mobile-banking", "fed", "x", "code"},
+      {"mobile", "", "x", "org_id"},
+      {"mobile", "Fed!", "x", "org_id"},
+      {"mobile", "fed", "", "display_name"},
+      {"mobile", "fed", std::string(65, 'x'), "display_name"},
+      {"mobile", "fed", "bad\x01", "display_name"},
+      {"mobile", "fed", "\xff\xfe", "display_name"},
   };
   for (const auto& c : cases) {
     pb::CreateChannelRequest req;
@@ -152,9 +156,9 @@ TEST_F(ChannelRegistryTest, DisableEnableAreIdempotentAndPublishOnlyRealChanges)
   EXPECT_EQ(again->version(), 2);
   auto enabled = registry_.SetEnabled(id, true, "r");
   EXPECT_TRUE(enabled->enabled());
-  EXPECT_EQ(repo_.facts, (std::vector<Change>{pb::ChannelChanged::CREATED,
-                                              pb::ChannelChanged::DISABLED,
-                                              pb::ChannelChanged::ENABLED}));
+  EXPECT_EQ(repo_.facts,
+            (std::vector<Change>{pb::ChannelChanged::CREATED, pb::ChannelChanged::DISABLED,
+                                 pb::ChannelChanged::ENABLED}));
 }
 
 TEST_F(ChannelRegistryTest, RotateSecretReplacesTheSecret) {

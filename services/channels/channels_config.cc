@@ -8,7 +8,8 @@ const config::Schema<ChannelsConfig>& ChannelsConfigSchema() {
     s->Field("grpc_address", &ChannelsConfig::grpc_address, "gRPC listen address (host:port)")
         .Field("metrics_address", &ChannelsConfig::metrics_address,
                "Prometheus /metrics listen address (host:port)")
-        .Field("pg_dsn", &ChannelsConfig::pg_dsn, "libpq connection string of the channels database")
+        .Field("pg_dsn", &ChannelsConfig::pg_dsn,
+               "libpq connection string of the channels database")
         .Field("pg_pool_size", &ChannelsConfig::pg_pool_size, "PostgreSQL connections in the pool")
         .Field("kafka_bootstrap", &ChannelsConfig::kafka_bootstrap,
                "Kafka bootstrap servers for the outbox relay")

@@ -26,16 +26,16 @@ class ChannelRegistryService final : public pb::ChannelRegistry::CallbackService
                                    pb::ListChannelsResponse* resp) override {
     return Run(ctx, resp, [=, this] { return registry_.List(*req); });
   }
-  ServerUnaryReactor* UpdateChannel(CallbackServerContext* ctx,
-                                    const pb::UpdateChannelRequest* req,
+  ServerUnaryReactor* UpdateChannel(CallbackServerContext* ctx, const pb::UpdateChannelRequest* req,
                                     pb::Channel* resp) override {
     return Run(ctx, resp, [=, this] { return registry_.Update(*req, rpc::RequestIdOf(*ctx)); });
   }
   ServerUnaryReactor* DisableChannel(CallbackServerContext* ctx,
                                      const pb::SetChannelEnabledRequest* req,
                                      pb::Channel* resp) override {
-    return Run(ctx, resp,
-               [=, this] { return registry_.SetEnabled(req->id(), false, rpc::RequestIdOf(*ctx)); });
+    return Run(ctx, resp, [=, this] {
+      return registry_.SetEnabled(req->id(), false, rpc::RequestIdOf(*ctx));
+    });
   }
   ServerUnaryReactor* EnableChannel(CallbackServerContext* ctx,
                                     const pb::SetChannelEnabledRequest* req,
@@ -48,8 +48,7 @@ class ChannelRegistryService final : public pb::ChannelRegistry::CallbackService
     return Run(ctx, resp,
                [=, this] { return registry_.RotateSecret(*req, rpc::RequestIdOf(*ctx)); });
   }
-  ServerUnaryReactor* GetCredential(CallbackServerContext* ctx,
-                                    const pb::GetCredentialRequest* req,
+  ServerUnaryReactor* GetCredential(CallbackServerContext* ctx, const pb::GetCredentialRequest* req,
                                     pb::ChannelCredential* resp) override {
     return Run(ctx, resp, [=, this] { return registry_.GetCredential(*req); });
   }

@@ -53,17 +53,19 @@ int main(int argc, char** argv) {
   if (!secret_box.ok()) return Fail(secret_box.status());
   auto pool = pg::Pool::Connect({.dsn = cfg->pg_dsn, .size = static_cast<int>(cfg->pg_pool_size)});
   if (!pool.ok()) return Fail(pool.status());
-  if (auto s = pg::ApplyMigrations(**pool, {&kafka::OutboxMigrations(), &channels::ChannelsMigrations()});
+  if (auto s = pg::ApplyMigrations(**pool,
+                                   {&kafka::OutboxMigrations(), &channels::ChannelsMigrations()});
       !s.ok()) {
     return Fail(s);
   }
   if (auto s = metrics::StartExposer(cfg->metrics_address); !s.ok()) return Fail(s);
 
-  auto producer = kafka::Producer::Create(
-      {.bootstrap_servers = cfg->kafka_bootstrap, .client_id = "channels"});
+  auto producer =
+      kafka::Producer::Create({.bootstrap_servers = cfg->kafka_bootstrap, .client_id = "channels"});
   if (!producer.ok()) return Fail(producer.status());
-  if (auto s = kafka::EnsureTopic({.bootstrap_servers = cfg->kafka_bootstrap, .client_id = "channels"},
-                                  channels::kChannelChangesTopic, 3);
+  if (auto s =
+          kafka::EnsureTopic({.bootstrap_servers = cfg->kafka_bootstrap, .client_id = "channels"},
+                             channels::kChannelChangesTopic, 3);
       !s.ok()) {
     // The relay keeps retrying; a broker that is down now must not keep the registry offline.
     spdlog::warn("cannot create topic {} yet: {}", channels::kChannelChangesTopic, s.message());

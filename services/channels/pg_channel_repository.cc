@@ -14,10 +14,10 @@ namespace {
 
 namespace pb = ::marketing::channels::v1;
 
-#define MKT_CHANNEL_COLUMNS                                                                     \
-  "id, org_id, code, display_name, enabled, version, sealed_secret, "                          \
-  "(extract(epoch from created_at) * 1000000)::bigint, "                                        \
-  "(extract(epoch from updated_at) * 1000000)::bigint, "                                        \
+#define MKT_CHANNEL_COLUMNS                                           \
+  "id, org_id, code, display_name, enabled, version, sealed_secret, " \
+  "(extract(epoch from created_at) * 1000000)::bigint, "              \
+  "(extract(epoch from updated_at) * 1000000)::bigint, "              \
   "(extract(epoch from secret_rotated_at) * 1000000)::bigint"
 
 constexpr char kInsertChannel[] =

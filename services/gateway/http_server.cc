@@ -9,6 +9,8 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <chrono>
+#include <cstdint>
+#include <limits>
 #include <optional>
 #include <thread>
 #include <vector>
@@ -128,7 +130,9 @@ class Session : public std::enable_shared_from_this<Session> {
  private:
   void ReadHeader() {
     parser_.emplace();
-    parser_->body_limit(state_.options.max_body_bytes);
+    // The body limit is checked once the header is complete, so that a 413 still knows the
+    // request (its X-Request-Id, method and target); see OnHeader.
+    parser_->body_limit(std::numeric_limits<std::uint64_t>::max());
     parser_->header_limit(static_cast<uint32_t>(state_.options.max_header_bytes));
     stream_.expires_after(absl::ToChronoMilliseconds(state_.options.idle_timeout));
     http::async_read_header(stream_, buffer_, *parser_,
@@ -137,8 +141,13 @@ class Session : public std::enable_shared_from_this<Session> {
 
   void OnHeader(beast::error_code ec, size_t) {
     if (ec) return OnRead(ec, 0);
-    // A client that asked to be told before sending a large body is told now (or gets the
-    // 413 straight away, above).
+    if (parser_->content_length() && *parser_->content_length() > state_.options.max_body_bytes) {
+      return OnRead(http::error::body_limit, 0);
+    }
+    // Chunked bodies have no length up front; the parser stops them at the limit.
+    parser_->body_limit(state_.options.max_body_bytes);
+    // A client that asked to be told before sending a large body is told now (a body too large
+    // was answered 413 above, without a 100 Continue).
     const auto& header = parser_->get();
     if (auto it = header.find(http::field::expect);
         it != header.end() && beast::iequals(it->value(), "100-continue")) {

@@ -20,7 +20,8 @@ class ChannelsPgTest : public ::testing::Test {
     auto pool = pg::Pool::Connect({.dsn = db_.dsn(), .size = 8});
     ASSERT_TRUE(pool.ok()) << pool.status();
     pool_ = std::move(*pool);
-    ASSERT_TRUE(pg::ApplyMigrations(*pool_, {&kafka::OutboxMigrations(), &ChannelsMigrations()}).ok());
+    ASSERT_TRUE(
+        pg::ApplyMigrations(*pool_, {&kafka::OutboxMigrations(), &ChannelsMigrations()}).ok());
     repo_ = std::make_unique<PgChannelRepository>(*pool_);
     registry_ = std::make_unique<ChannelRegistry>(*repo_, *auth::SecretBox::FromHexKey(kKey));
   }
@@ -78,7 +79,8 @@ TEST_F(ChannelsPgTest, CreateStoresRowAndCreatedFactTogether) {
   auto lease = pool_->Acquire();
   pqxx::work tx(**lease);
   auto n = tx.exec_params("SELECT count(*) FROM channels WHERE sealed_secret LIKE '%' || $1 || '%'",
-                          created.secret())[0][0].as<int>();
+                          created.secret())[0][0]
+               .as<int>();
   EXPECT_EQ(n, 0);
 }
 

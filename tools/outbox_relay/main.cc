@@ -12,6 +12,7 @@
 #include "libs/kafka/kafka.h"
 #include "libs/kafka/outbox.h"
 #include "libs/log/log.h"
+#include "libs/metrics/metrics.h"
 #include "libs/pg/pool.h"
 #include "spdlog/spdlog.h"
 
@@ -25,6 +26,8 @@ struct RelayConfig {
   int64_t batch_size = 500;
   int64_t idle_poll_ms = 50;
   std::string log_format = "auto";
+  // Empty: no /metrics endpoint.
+  std::string metrics_address;
 };
 
 mkt::config::Schema<RelayConfig> MakeSchema() {
@@ -36,7 +39,9 @@ mkt::config::Schema<RelayConfig> MakeSchema() {
       .Field("batch_size", &RelayConfig::batch_size, "outbox rows published per transaction")
       .Field("idle_poll_ms", &RelayConfig::idle_poll_ms,
              "milliseconds between polls when the outbox is empty")
-      .Field("log_format", &RelayConfig::log_format, "auto, text or json");
+      .Field("log_format", &RelayConfig::log_format, "auto, text or json")
+      .Field("metrics_address", &RelayConfig::metrics_address,
+             "host:port serving Prometheus /metrics (mkt_outbox_relayed_total, ...); empty: none");
   return schema;
 }
 
@@ -68,6 +73,13 @@ int Main(int argc, char** argv) {
     return 2;
   }
   mkt::log::Init("outbox_relay", mkt::log::ParseFormat(config->log_format));
+
+  if (!config->metrics_address.empty()) {
+    if (auto s = mkt::metrics::StartExposer(config->metrics_address); !s.ok()) {
+      spdlog::error("outbox relay: {}", s);
+      return 1;
+    }
+  }
 
   mkt::pg::PoolOptions pool_options;
   pool_options.dsn = config->pg_dsn;

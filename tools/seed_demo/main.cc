@@ -118,9 +118,12 @@ int main(int argc, char** argv) {
   std::string gateway_url = "http://127.0.0.1:8080";
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string a = argv[i];
-    if (a == "--channels") channels_target = argv[i + 1];
-    else if (a == "--out") out_path = argv[i + 1];
-    else if (a == "--gateway-url") gateway_url = argv[i + 1];
+    if (a == "--channels")
+      channels_target = argv[i + 1];
+    else if (a == "--out")
+      out_path = argv[i + 1];
+    else if (a == "--gateway-url")
+      gateway_url = argv[i + 1];
     else {
       std::cerr << "usage: " << argv[0]
                 << " [--channels HOST:PORT] [--out FILE] [--gateway-url URL]\n";

@@ -20,7 +20,8 @@ int Usage(const char* argv0) {
             << " (--credentials FILE --channel CODE [--org ORG] | --channel-id ID --secret HEX)\n"
                "       [--url BASE_URL] [--data BODY] METHOD TARGET\n"
                "example: "
-            << argv0 << " --credentials .local/credentials.json --channel mobile_banking GET /v1/channel\n";
+            << argv0
+            << " --credentials .local/credentials.json --channel mobile_banking GET /v1/channel\n";
   return 2;
 }
 
@@ -37,16 +38,26 @@ int main(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     auto next = [&]() -> std::string { return i + 1 < argc ? argv[++i] : ""; };
-    if (a == "--credentials") credentials = next();
-    else if (a == "--channel") code = next();
-    else if (a == "--org") org = next();
-    else if (a == "--channel-id") channel_id = next();
-    else if (a == "--secret") secret = next();
-    else if (a == "--url") url = next();
-    else if (a == "--data") body = next();
-    else if (method.empty()) method = a;
-    else if (target.empty()) target = a;
-    else return Usage(argv[0]);
+    if (a == "--credentials")
+      credentials = next();
+    else if (a == "--channel")
+      code = next();
+    else if (a == "--org")
+      org = next();
+    else if (a == "--channel-id")
+      channel_id = next();
+    else if (a == "--secret")
+      secret = next();
+    else if (a == "--url")
+      url = next();
+    else if (a == "--data")
+      body = next();
+    else if (method.empty())
+      method = a;
+    else if (target.empty())
+      target = a;
+    else
+      return Usage(argv[0]);
   }
   if (method.empty() || target.empty() || target[0] != '/') return Usage(argv[0]);
   if (!credentials.empty()) {
@@ -77,8 +88,7 @@ int main(int argc, char** argv) {
   if (url.empty()) url = "http://127.0.0.1:8080";
   std::string timestamp = std::to_string(std::time(nullptr));
   std::string nonce = mkt::RandomHex(12);
-  std::string signature =
-      mkt::auth::SignRequest(secret, {method, target, timestamp, nonce, body});
+  std::string signature = mkt::auth::SignRequest(secret, {method, target, timestamp, nonce, body});
   std::cout << "curl -sS -X " << method << " " << ShellQuote(url + target)
             << " -H 'X-Channel-Id: " << channel_id << "' -H 'X-Timestamp: " << timestamp
             << "' -H 'X-Nonce: " << nonce << "' -H 'X-Signature: " << signature << "'";
