@@ -53,20 +53,19 @@ struct SignatureHeaders {
 // Step 1: every header present exactly once and well-formed; names every missing header.
 absl::StatusOr<SignatureHeaders> ReadHeaders(const HttpHeaders& headers) {
   std::vector<std::string_view> missing;
-  for (std::string_view name : {kChannelIdHeader, kTimestampHeader, kNonceHeader,
-                                kSignatureHeader}) {
+  for (std::string_view name :
+       {kChannelIdHeader, kTimestampHeader, kNonceHeader, kSignatureHeader}) {
     const int count = headers.Count(name);
     if (count == 0) missing.push_back(name);
     if (count > 1) return Malformed(name, "is sent more than once");
   }
   if (!missing.empty()) {
-    return Unauthenticated(pb::CREDENTIALS_MISSING,
-                           absl::StrCat("missing header", missing.size() > 1 ? "s " : " ",
-                                        absl::StrJoin(missing, ", ", [](std::string* out,
-                                                                         std::string_view s) {
-                                          out->append(s);
-                                        }),
-                                        "; every /v1 request is signed"));
+    return Unauthenticated(
+        pb::CREDENTIALS_MISSING,
+        absl::StrCat("missing header", missing.size() > 1 ? "s " : " ",
+                     absl::StrJoin(missing, ", ",
+                                   [](std::string* out, std::string_view s) { out->append(s); }),
+                     "; every /v1 request is signed"));
   }
   SignatureHeaders h;
   h.channel_id = *headers.Find(kChannelIdHeader);

@@ -16,7 +16,7 @@ absl::Status ApplyChannelChange(const kafka::IncomingMessage& message, Credentia
   if (!envelope.payload().Is<marketing::channels::v1::ChannelChanged>() ||
       !envelope.payload().UnpackTo(&change)) {
     return InvalidArgument("payload", absl::StrCat("expected a ChannelChanged payload, got ",
-                                                    envelope.payload().type_url()));
+                                                   envelope.payload().type_url()));
   }
   if (change.channel().id().empty()) {
     return InvalidArgument("channel.id", "a ChannelChanged without a channel id");
@@ -58,8 +58,9 @@ absl::StatusOr<std::unique_ptr<ChannelChangeListener>> ChannelChangeListener::St
 
   kafka::Consumer* consumer = listener->consumer_.get();
   listener->thread_ = std::thread([consumer, &store] {
-    consumer->Run(
-        [&store](const kafka::IncomingMessage& message) { return ApplyChannelChange(message, store); });
+    consumer->Run([&store](const kafka::IncomingMessage& message) {
+      return ApplyChannelChange(message, store);
+    });
   });
   spdlog::info("listening for channel changes on {} (group {})", options.topic,
                listener->group_id_);

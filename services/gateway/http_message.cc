@@ -17,8 +17,9 @@ std::string Lowercase(std::string_view text) {
 
 bool NameEquals(std::string_view lowercase, std::string_view any_case) {
   return lowercase.size() == any_case.size() &&
-         std::equal(lowercase.begin(), lowercase.end(), any_case.begin(),
-                    [](char a, char b) { return a == std::tolower(static_cast<unsigned char>(b)); });
+         std::equal(lowercase.begin(), lowercase.end(), any_case.begin(), [](char a, char b) {
+           return a == std::tolower(static_cast<unsigned char>(b));
+         });
 }
 
 // What a caller can do about a failure on our side; the internal message stays in our logs.
@@ -70,8 +71,8 @@ HttpResponse ErrorResponse(const absl::Status& status, std::string_view request_
   HttpResponse response;
   response.status = HttpStatusFor(status);
   response.error_code = ReasonName(ReasonOf(status));
-  const std::string message = response.status >= 500 ? PublicMessageFor(response.status)
-                                                     : std::string(status.message());
+  const std::string message =
+      response.status >= 500 ? PublicMessageFor(response.status) : std::string(status.message());
   nlohmann::json body = {{"error",
                           {{"code", response.error_code},
                            {"message", message},

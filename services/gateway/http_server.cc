@@ -2,6 +2,7 @@
 
 #include <atomic>
 #include <boost/asio/dispatch.hpp>
+#include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
@@ -64,9 +65,9 @@ absl::StatusOr<tcp::endpoint> ParseAddress(const std::string& address) {
 std::optional<absl::Status> ReadErrorStatus(const beast::error_code& ec,
                                             const HttpServerOptions& options) {
   if (ec == http::error::body_limit) {
-    return Error(absl::StatusCode::kResourceExhausted, pb::BODY_TOO_LARGE,
-                 absl::StrCat("the request body exceeds the limit of ", options.max_body_bytes,
-                              " bytes"));
+    return Error(
+        absl::StatusCode::kResourceExhausted, pb::BODY_TOO_LARGE,
+        absl::StrCat("the request body exceeds the limit of ", options.max_body_bytes, " bytes"));
   }
   if (ec == http::error::header_limit) {
     return InvalidArgument("headers", absl::StrCat("the request header exceeds the limit of ",
@@ -93,6 +94,9 @@ struct HttpServer::State : std::enable_shared_from_this<HttpServer::State> {
   const HttpServerOptions options;
   HttpHandler& handler;
   net::io_context ioc;
+  // Keeps the I/O threads running while no socket operation is pending (every connection
+  // waiting for its handler, acceptor closed during shutdown).
+  net::executor_work_guard<net::io_context::executor_type> work{ioc.get_executor()};
   // The acceptor and its backoff timer share one strand, so Shutdown can close it safely.
   tcp::acceptor acceptor;
   net::steady_timer accept_backoff{acceptor.get_executor()};
@@ -216,10 +220,9 @@ class Session : public std::enable_shared_from_this<Session> {
         state->in_flight.fetch_sub(1);
         return;
       }
-      net::post(self->stream_.get_executor(),
-                [self, response = std::move(response)]() mutable {
-                  self->Write(std::move(response));
-                });
+      net::post(self->stream_.get_executor(), [self, response = std::move(response)]() mutable {
+        self->Write(std::move(response));
+      });
     };
     try {
       state_.handler.Handle(std::move(request), respond);
@@ -347,8 +350,8 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(const HttpServerOp
   if (!ec) state->acceptor.bind(endpoint, ec);
   if (!ec) state->acceptor.listen(net::socket_base::max_listen_connections, ec);
   if (ec) {
-    return Unavailable(absl::StrCat("cannot listen for HTTP on ", options.address, ": ",
-                                    ec.message()));
+    return Unavailable(
+        absl::StrCat("cannot listen for HTTP on ", options.address, ": ", ec.message()));
   }
   state->port = state->acceptor.local_endpoint().port();
   state->Accept();
@@ -391,6 +394,7 @@ void HttpServer::Shutdown(absl::Duration grace) {
     s.accepting_responses = false;
     sessions.swap(s.sessions);
   }
+  s.work.reset();
   s.ioc.stop();
   for (std::thread& t : s.threads) t.join();
   s.threads.clear();

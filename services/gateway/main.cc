@@ -5,7 +5,6 @@
 
 #include "libs/config/config.h"
 #include "libs/core/ids.h"
-#include "libs/core/worker_pool.h"
 #include "libs/log/log.h"
 #include "libs/rpc/client.h"
 #include "libs/rpc/server.h"
@@ -65,12 +64,11 @@ int Main(int argc, char** argv) {
     spdlog::error("cannot register routes: {}", s.ToString());
     return 1;
   }
-  WorkerPool handler_pool("gateway-handlers", static_cast<int>(config.handler_threads),
-                          static_cast<size_t>(config.max_queued_requests));
-  RequestDispatcher dispatcher(router, authenticator, handler_pool);
+  RequestDispatcher dispatcher(router, authenticator, static_cast<int>(config.handler_threads),
+                               static_cast<size_t>(config.max_queued_requests));
 
-  auto listener = ChannelChangeListener::Start({.kafka_bootstrap = config.kafka_bootstrap},
-                                               credentials);
+  auto listener =
+      ChannelChangeListener::Start({.kafka_bootstrap = config.kafka_bootstrap}, credentials);
   if (!listener.ok()) {
     spdlog::error("cannot listen for channel changes: {}", listener.status().ToString());
     return 1;
@@ -88,8 +86,8 @@ int Main(int argc, char** argv) {
 
   const int signal_number = rpc::WaitForTerminationSignal();
   spdlog::info("gateway stopping on signal {}", signal_number);
-  // Finish the requests in hand, then stop taking changes; the handler pool drains when it is
-  // destroyed, after the server that feeds it.
+  // Finish the requests in hand, then stop taking changes; requests still queued run when the
+  // dispatcher is destroyed (their responses are dropped: the server is closed).
   (*server)->Shutdown(absl::Seconds(5));
   listener->reset();
   spdlog::info("gateway stopped");

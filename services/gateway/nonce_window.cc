@@ -20,8 +20,8 @@ absl::Duration NonceWindow::RetentionFor(absl::Duration window) {
 }
 
 NonceWindow::Shard& NonceWindow::ShardFor(std::string_view channel_id) {
-  const size_t hash = absl::Hash<absl::string_view>{}(absl::string_view(channel_id.data(),
-                                                                        channel_id.size()));
+  const size_t hash =
+      absl::Hash<absl::string_view>{}(absl::string_view(channel_id.data(), channel_id.size()));
   return shards_[hash % kShards];
 }
 
@@ -33,7 +33,7 @@ void NonceWindow::Expire(ChannelNonces& nonces, absl::Time now) const {
 }
 
 NonceWindow::Check NonceWindow::CheckAndRemember(std::string_view channel_id,
-                                                  std::string_view nonce, absl::Time now) {
+                                                 std::string_view nonce, absl::Time now) {
   bool sweep_due = false;
   {
     absl::MutexLock lock(&sweep_mu_);

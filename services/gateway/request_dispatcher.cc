@@ -34,12 +34,12 @@ struct RequestDispatcher::Call {
 };
 
 RequestDispatcher::RequestDispatcher(const Router& router,
-                                     const ChannelAuthenticator& authenticator,
-                                     WorkerPool& handler_pool)
+                                     const ChannelAuthenticator& authenticator, int handler_threads,
+                                     size_t max_queued)
     : router_(router),
       authenticator_(authenticator),
-      handler_pool_(handler_pool),
-      metrics_("mkt_gateway_http", "HTTP requests") {}
+      metrics_("mkt_gateway_http", "HTTP requests"),
+      handler_pool_("gateway-handlers", handler_threads, max_queued) {}
 
 void RequestDispatcher::Handle(HttpRequest request, Respond respond) {
   log::ScopedRequestId scoped(request.request_id);
@@ -122,9 +122,8 @@ void RequestDispatcher::Complete(Call& call, HttpResponse response) {
   // Never the signature, the secret or the body; the channel only once authenticated.
   spdlog::info("http {} {} {} {}{:.1f}ms channel={}",
                call.request.method.empty() ? "-" : call.request.method, call.route_template,
-               response.status,
-               response.error_code.empty() ? "" : response.error_code + " ", seconds * 1000,
-               call.channel ? call.channel->channel_id : "-");
+               response.status, response.error_code.empty() ? "" : response.error_code + " ",
+               seconds * 1000, call.channel ? call.channel->channel_id : "-");
   call.respond(std::move(response));
 }
 

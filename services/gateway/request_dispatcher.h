@@ -19,11 +19,16 @@ namespace mkt::gateway {
 
 class RequestDispatcher final : public HttpHandler {
  public:
-  // All references must outlive the dispatcher; `handler_pool` runs the routes that may block.
+  // `router` and `authenticator` must outlive the dispatcher. Routes that may block run on
+  // `handler_threads` threads; when `max_queued` requests already wait for one, the gateway
+  // answers 429 at once.
   RequestDispatcher(const Router& router, const ChannelAuthenticator& authenticator,
-                    WorkerPool& handler_pool);
+                    int handler_threads, size_t max_queued);
 
   void Handle(HttpRequest request, Respond respond) override;
+
+  // Returns how many requests wait for a handler thread.
+  size_t queued() const { return handler_pool_.queued(); }
 
  private:
   struct Call;
@@ -35,8 +40,9 @@ class RequestDispatcher final : public HttpHandler {
 
   const Router& router_;
   const ChannelAuthenticator& authenticator_;
-  WorkerPool& handler_pool_;
   metrics::OperationMetrics metrics_;
+  // Last, so it is destroyed first: the requests still queued run while the rest is alive.
+  WorkerPool handler_pool_;
 };
 
 }  // namespace mkt::gateway

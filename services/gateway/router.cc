@@ -28,9 +28,8 @@ std::vector<std::string_view> SplitPath(std::string_view path) {
 
 bool IsParamName(std::string_view name) {
   if (name.empty() || std::isdigit(static_cast<unsigned char>(name[0]))) return false;
-  return std::all_of(name.begin(), name.end(), [](unsigned char c) {
-    return std::isalnum(c) || c == '_';
-  });
+  return std::all_of(name.begin(), name.end(),
+                     [](unsigned char c) { return std::isalnum(c) || c == '_'; });
 }
 
 absl::StatusOr<std::vector<Route::Segment>> ParseTemplate(std::string_view path_template) {

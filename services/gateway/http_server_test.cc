@@ -1,0 +1,368 @@
+// The HTTP server and the request dispatcher together, over real sockets: what a client sees.
+#include "services/gateway/http_server.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/synchronization/notification.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "libs/core/status.h"
+#include "services/gateway/channel_auth.h"
+#include "services/gateway/credential_store.h"
+#include "services/gateway/gateway_routes.h"
+#include "services/gateway/http_test_client.h"
+#include "services/gateway/nonce_window.h"
+#include "services/gateway/request_dispatcher.h"
+#include "services/gateway/router.h"
+#include "services/gateway/test_fakes.h"
+
+namespace mkt::gateway {
+namespace {
+
+using testing::FakeClock;
+using testing::FakeCredentialSource;
+using ::testing::HasSubstr;
+using testing::SignedHeaders;
+using testing::TestHttpClient;
+using testing::TestResponse;
+
+constexpr size_t kBodyLimit = 4096;
+constexpr char kSecret[] = "test-secret-0123456789";
+
+// Sends `data` on a new connection and returns everything read until the server closes it or
+// `timeout` passes.
+std::string RawExchange(int port, const std::string& data,
+                        absl::Duration timeout = absl::Seconds(5)) {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+    ::close(fd);
+    return "connect failed";
+  }
+  timeval tv{static_cast<time_t>(absl::ToInt64Seconds(timeout)), 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  if (!data.empty()) ::send(fd, data.data(), data.size(), MSG_NOSIGNAL);
+  std::string out;
+  char buf[4096];
+  while (true) {
+    ssize_t n = ::recv(fd, buf, sizeof(buf), 0);
+    if (n <= 0) break;
+    out.append(buf, static_cast<size_t>(n));
+  }
+  ::close(fd);
+  return out;
+}
+
+// Runs `body` on a helper thread; an exception (a failed HTTP call) fails the test instead of
+// terminating the binary.
+template <class Body>
+void OrFail(Body body) {
+  try {
+    body();
+  } catch (const std::exception& e) {
+    ADD_FAILURE() << e.what();
+  }
+}
+
+class GatewayHttpTest : public ::testing::Test {
+ protected:
+  void SetUp() override { StartServer(); }
+
+  void StartServer(int handler_threads = 4, size_t max_queue = 64,
+                   absl::Duration idle_timeout = absl::Seconds(30)) {
+    source_.Set(Credential{"ch_test", "bank-a", kSecret, true, 1});
+    ASSERT_TRUE(RegisterGatewayRoutes(router_, clock_).ok());
+    ASSERT_TRUE(router_
+                    .Add("POST", "/test/echo-size", {},
+                         [](const RouteRequest& r) -> absl::StatusOr<HttpResponse> {
+                           return JsonResponse(std::to_string(r.http.body.size()));
+                         })
+                    .ok());
+    ASSERT_TRUE(router_
+                    .Add("GET", "/test/throws", {},
+                         [](const RouteRequest&) -> absl::StatusOr<HttpResponse> {
+                           throw std::runtime_error("secret internals at 10.0.0.7");
+                         })
+                    .ok());
+    ASSERT_TRUE(router_
+                    .Add("GET", "/test/fails", {},
+                         [](const RouteRequest&) -> absl::StatusOr<HttpResponse> {
+                           return Internal("db password=hunter2 rejected");
+                         })
+                    .ok());
+    ASSERT_TRUE(router_
+                    .Add("GET", "/test/slow", {},
+                         [this](const RouteRequest&) -> absl::StatusOr<HttpResponse> {
+                           slow_started_.fetch_add(1);
+                           release_slow_.WaitForNotification();
+                           return JsonResponse(R"({"slow":true})");
+                         })
+                    .ok());
+    dispatcher_ =
+        std::make_unique<RequestDispatcher>(router_, authenticator_, handler_threads, max_queue);
+    HttpServerOptions options;
+    options.address = "127.0.0.1:0";
+    options.io_threads = 2;
+    options.max_body_bytes = kBodyLimit;
+    options.idle_timeout = idle_timeout;
+    auto server = HttpServer::Start(options, *dispatcher_);
+    ASSERT_TRUE(server.ok()) << server.status();
+    server_ = *std::move(server);
+  }
+
+  void TearDown() override {
+    if (!release_slow_.HasBeenNotified()) release_slow_.Notify();
+    if (server_) server_->Shutdown(absl::Seconds(1));
+  }
+
+  int port() const { return server_->port(); }
+
+  testing::Headers Signed(const std::string& target, const std::string& nonce) {
+    return SignedHeaders(kSecret, "ch_test", "GET", target, "", absl::ToUnixSeconds(clock_.Now()),
+                         nonce);
+  }
+
+  static void ExpectErrorShape(const TestResponse& response, int status, const std::string& code) {
+    EXPECT_EQ(response.status, status) << response.body;
+    EXPECT_EQ(response.Header("content-type"), "application/json");
+    nlohmann::json body = response.Json();
+    ASSERT_TRUE(body.is_object()) << response.body;
+    EXPECT_EQ(body["error"]["code"], code) << response.body;
+    EXPECT_TRUE(body["error"]["message"].is_string());
+    EXPECT_FALSE(body["error"]["message"].get<std::string>().empty());
+    EXPECT_EQ(body["error"]["request_id"], response.Header("x-request-id"));
+  }
+
+  FakeClock clock_;
+  FakeCredentialSource source_;
+  CredentialStore store_{source_, clock_};
+  NonceWindow nonces_{NonceWindow::RetentionFor(absl::Seconds(300)), 1000};
+  ChannelAuthenticator authenticator_{store_, nonces_, clock_, absl::Seconds(300)};
+  Router router_;
+  std::unique_ptr<RequestDispatcher> dispatcher_;
+  std::unique_ptr<HttpServer> server_;
+  std::atomic<int> slow_started_{0};
+  absl::Notification release_slow_;
+};
+
+TEST_F(GatewayHttpTest, HealthzOnAKeepAliveConnection) {
+  TestHttpClient client(port());
+  for (int i = 0; i < 3; ++i) {
+    TestResponse response = client.Send("GET", "/healthz");
+    EXPECT_EQ(response.status, 200);
+    EXPECT_EQ(response.Json(), nlohmann::json({{"status", "ok"}}));
+  }
+  EXPECT_EQ(client.connects(), 1);
+}
+
+TEST_F(GatewayHttpTest, RequestIdIsEchoedWhenAcceptableAndGeneratedOtherwise) {
+  TestHttpClient client(port());
+  EXPECT_EQ(
+      client.Send("GET", "/healthz", {{"X-Request-Id", "trace-42.a_b"}}).Header("x-request-id"),
+      "trace-42.a_b");
+  const std::string generated =
+      client.Send("GET", "/healthz", {{"X-Request-Id", "evil id\twith spaces"}})
+          .Header("x-request-id");
+  EXPECT_EQ(generated.size(), 32u);
+  EXPECT_NE(generated, client.Send("GET", "/healthz").Header("x-request-id"));
+}
+
+TEST_F(GatewayHttpTest, UnknownPathAndWrongMethodAnswerInTheErrorShape) {
+  TestHttpClient client(port());
+  TestResponse not_found = client.Send("GET", "/v1/nothing-here", {{"X-Request-Id", "rid-404"}});
+  ExpectErrorShape(not_found, 404, "NOT_FOUND");
+  EXPECT_EQ(not_found.Header("x-request-id"), "rid-404");
+  TestResponse wrong_method = client.Send("DELETE", "/v1/channel");
+  ExpectErrorShape(wrong_method, 405, "METHOD_NOT_ALLOWED");
+  EXPECT_EQ(wrong_method.Header("allow"), "GET");
+}
+
+TEST_F(GatewayHttpTest, SignedChannelRequestAndItsFailures) {
+  TestHttpClient client(port());
+  TestResponse ok = client.Send("GET", "/v1/channel", Signed("/v1/channel", "nonce-0001"));
+  ASSERT_EQ(ok.status, 200) << ok.body;
+  EXPECT_EQ(ok.Json(), nlohmann::json({{"channel_id", "ch_test"},
+                                       {"org_id", "bank-a"},
+                                       {"server_time", "2027-01-15T08:00:00Z"},
+                                       {"server_time_unix", 1800000000}}));
+
+  ExpectErrorShape(client.Send("GET", "/v1/channel", Signed("/v1/channel", "nonce-0001")), 401,
+                   "NONCE_REPLAYED");
+  ExpectErrorShape(client.Send("GET", "/v1/channel?x=1", Signed("/v1/channel", "nonce-0002")), 401,
+                   "SIGNATURE_INVALID");
+  ExpectErrorShape(client.Send("GET", "/v1/channel"), 401, "CREDENTIALS_MISSING");
+  // A channel not cached yet, while the registry is down.
+  source_.FailWith(Unavailable("registry at 10.1.2.3:50061 refused"));
+  TestResponse down = client.Send("GET", "/v1/channel",
+                                  SignedHeaders(kSecret, "ch_uncached", "GET", "/v1/channel", "",
+                                                absl::ToUnixSeconds(clock_.Now()), "nonce-0003"));
+  ExpectErrorShape(down, 503, "DEPENDENCY_UNAVAILABLE");
+  EXPECT_THAT(down.body, ::testing::Not(HasSubstr("10.1.2.3")));
+}
+
+TEST_F(GatewayHttpTest, FailuresOnOurSideNeverShowInternals) {
+  TestHttpClient client(port());
+  TestResponse thrown = client.Send("GET", "/test/throws");
+  ExpectErrorShape(thrown, 500, "INTERNAL");
+  EXPECT_THAT(thrown.body, ::testing::Not(HasSubstr("10.0.0.7")));
+  TestResponse failed = client.Send("GET", "/test/fails");
+  ExpectErrorShape(failed, 500, "INTERNAL");
+  EXPECT_THAT(failed.body, ::testing::Not(HasSubstr("hunter2")));
+  EXPECT_EQ(client.Send("GET", "/healthz").status, 200);  // the connection and server live on
+}
+
+TEST_F(GatewayHttpTest, BodyAtTheLimitIsAcceptedAndOneByteMoreIs413) {
+  TestHttpClient client(port());
+  TestResponse at_limit = client.Send("POST", "/test/echo-size", {}, std::string(kBodyLimit, 'x'));
+  EXPECT_EQ(at_limit.status, 200);
+  EXPECT_EQ(at_limit.body, std::to_string(kBodyLimit));
+
+  TestResponse over = client.Send("POST", "/test/echo-size", {{"X-Request-Id", "rid-big"}},
+                                  std::string(kBodyLimit + 1, 'x'));
+  ExpectErrorShape(over, 413, "BODY_TOO_LARGE");
+  EXPECT_EQ(over.Header("x-request-id"), "rid-big");
+  EXPECT_EQ(over.Header("connection"), "close");
+  // A much larger body too (the server discards what it did not read), and the server still
+  // answers the next request.
+  ExpectErrorShape(client.Send("POST", "/test/echo-size", {}, std::string(2 << 20, 'y')), 413,
+                   "BODY_TOO_LARGE");
+  EXPECT_EQ(client.Send("GET", "/healthz").status, 200);
+}
+
+TEST_F(GatewayHttpTest, ChunkedBodyOverTheLimitIs413) {
+  std::string request =
+      "POST /test/echo-size HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n";
+  for (int i = 0; i < 3; ++i) request += "800\r\n" + std::string(0x800, 'z') + "\r\n";
+  request += "0\r\n\r\n";
+  const std::string response = RawExchange(port(), request);
+  EXPECT_TRUE(absl::StartsWith(response, "HTTP/1.1 413")) << response;
+  EXPECT_THAT(response, HasSubstr("BODY_TOO_LARGE"));
+}
+
+TEST_F(GatewayHttpTest, ExpectContinueIsAnsweredBeforeTheBody) {
+  const std::string response = RawExchange(
+      port(),
+      "POST /test/echo-size HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nExpect: 100-continue\r\n"
+      "Connection: close\r\n\r\n",
+      absl::Seconds(1));
+  EXPECT_TRUE(absl::StartsWith(response, "HTTP/1.1 100 Continue")) << response;
+}
+
+TEST_F(GatewayHttpTest, MalformedRequestIs400AndClosed) {
+  const std::string response = RawExchange(port(), "NOT HTTP AT ALL\r\n\r\n");
+  EXPECT_TRUE(absl::StartsWith(response, "HTTP/1.1 400")) << response;
+  EXPECT_THAT(response, HasSubstr("INVALID_ARGUMENT"));
+}
+
+TEST_F(GatewayHttpTest, MetricsCountRequestsByRouteTemplate) {
+  TestHttpClient client(port());
+  client.Send("GET", "/healthz");
+  client.Send("GET", "/v1/channel");
+  TestResponse metrics = client.Send("GET", "/metrics");
+  EXPECT_EQ(metrics.status, 200);
+  EXPECT_THAT(metrics.Header("content-type"), HasSubstr("text/plain"));
+  EXPECT_THAT(metrics.body, HasSubstr(R"(mkt_gateway_http_total{method="GET /healthz"})"));
+  EXPECT_THAT(
+      metrics.body,
+      HasSubstr(
+          R"(mkt_gateway_http_errors_total{code="CREDENTIALS_MISSING",method="GET /v1/channel"})"));
+}
+
+TEST_F(GatewayHttpTest, ConcurrentSignedRequestsFromManyConnections) {
+  constexpr int kClients = 8;
+  constexpr int kRequests = 20;
+  std::atomic<int> ok{0};
+  std::vector<std::thread> threads;
+  for (int c = 0; c < kClients; ++c) {
+    threads.emplace_back([&, c] {
+      OrFail([&] {
+        TestHttpClient client(port());
+        for (int i = 0; i < kRequests; ++i) {
+          const std::string nonce = "nonce-" + std::to_string(c) + "-" + std::to_string(i);
+          if (client.Send("GET", "/v1/channel", Signed("/v1/channel", nonce)).status == 200) {
+            ok.fetch_add(1);
+          }
+        }
+      });
+    });
+  }
+  for (std::thread& t : threads) t.join();
+  EXPECT_EQ(ok.load(), kClients * kRequests);
+}
+
+class BusyGatewayTest : public GatewayHttpTest {
+ protected:
+  void SetUp() override { StartServer(/*handler_threads=*/1, /*max_queue=*/1); }
+};
+
+TEST_F(BusyGatewayTest, FullHandlerPoolAnswers429WhileHealthzStillAnswers) {
+  std::vector<std::thread> blocked;
+  std::atomic<int> blocked_ok{0};
+  // One request occupies the only handler thread, one waits in the queue.
+  for (int i = 0; i < 2; ++i) {
+    blocked.emplace_back([&] {
+      OrFail([&] {
+        TestHttpClient client(port());
+        if (client.Send("GET", "/test/slow").status == 200) blocked_ok.fetch_add(1);
+      });
+    });
+    if (i == 0) {
+      while (slow_started_.load() == 0) absl::SleepFor(absl::Milliseconds(5));
+    }
+  }
+  while (dispatcher_->queued() == 0) absl::SleepFor(absl::Milliseconds(5));
+  TestHttpClient client(port());
+  TestResponse busy = client.Send("GET", "/test/fails");
+  ExpectErrorShape(busy, 429, "RATE_LIMITED");
+  EXPECT_EQ(busy.Header("retry-after"), "1");
+  EXPECT_EQ(client.Send("GET", "/healthz").status, 200);  // runs on the I/O thread
+  release_slow_.Notify();
+  for (std::thread& t : blocked) t.join();
+  EXPECT_EQ(blocked_ok.load(), 2);
+}
+
+TEST_F(GatewayHttpTest, ShutdownLetsARunningRequestFinish) {
+  TestResponse slow;
+  std::thread caller([&] {
+    OrFail([&] {
+      TestHttpClient client(port());
+      slow = client.Send("GET", "/test/slow");
+    });
+  });
+  while (slow_started_.load() == 0) absl::SleepFor(absl::Milliseconds(5));
+  std::thread releaser([&] {
+    absl::SleepFor(absl::Milliseconds(200));
+    release_slow_.Notify();
+  });
+  const int port_before = port();
+  server_->Shutdown(absl::Seconds(5));
+  caller.join();
+  releaser.join();
+  EXPECT_EQ(slow.status, 200);
+  EXPECT_EQ(RawExchange(port_before, "GET /healthz HTTP/1.1\r\n\r\n"), "connect failed");
+}
+
+class IdleGatewayTest : public GatewayHttpTest {
+ protected:
+  void SetUp() override { StartServer(4, 64, absl::Milliseconds(300)); }
+};
+
+TEST_F(IdleGatewayTest, IdleConnectionsAreClosed) {
+  const absl::Time start = absl::Now();
+  EXPECT_EQ(RawExchange(port(), "", absl::Seconds(5)), "");  // the server closed it
+  EXPECT_LT(absl::Now() - start, absl::Seconds(3));
+}
+
+}  // namespace
+}  // namespace mkt::gateway
