@@ -29,7 +29,7 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 now() { date +%s.%N; }
 rss_mb() { awk '/^VmRSS/ {printf "%.1f", $2/1024}' "/proc/$1/status"; }
 
-CH_GRPC=$(free_port); CH_METRICS=$(free_port); GW_HTTP=$(free_port)
+CH_GRPC=$(free_port); CH_METRICS=$(free_port); GW_HTTP=$(free_port); GW_GRPC=$(free_port)
 
 # Waits until "$@" succeeds (polling every 5 ms, 10 s at most); prints the seconds it took.
 time_until() {
@@ -50,7 +50,7 @@ CH_PID=$!; PIDS+=("$CH_PID")
 ch_start=$(time_until "$start" "$BIN/tools/healthcheck/mkt-healthcheck" "127.0.0.1:$CH_GRPC")
 
 start=$(now)
-MKT_GATEWAY_HTTP_ADDRESS=127.0.0.1:$GW_HTTP MKT_GATEWAY_CHANNELS_TARGET=127.0.0.1:$CH_GRPC \
+MKT_GATEWAY_HTTP_ADDRESS=127.0.0.1:$GW_HTTP MKT_GATEWAY_GRPC_ADDRESS=127.0.0.1:$GW_GRPC MKT_GATEWAY_CHANNELS_TARGET=127.0.0.1:$CH_GRPC \
 MKT_GATEWAY_KAFKA_BOOTSTRAP=127.0.0.1:$KAFKA_PORT MKT_GATEWAY_LOG_FORMAT=json \
   "$BIN/services/gateway/mkt-gateway" >"$WORK/gateway.log" 2>&1 &
 GW_PID=$!; PIDS+=("$GW_PID")

@@ -3,7 +3,7 @@
 // environment under the service's prefix) and values of the wrong type are start-up errors
 // whose message names the key and the source.
 //
-//   struct ChannelsConfig { std::string grpc_address = "127.0.0.1:50061"; int64_t pool_size = 8; };
+//   struct ChannelsConfig { std::string grpc_address = "127.0.0.1:20061"; int64_t pool_size = 8; };
 //   mkt::config::Schema<ChannelsConfig> schema("channels");
 //   schema.Field("grpc_address", &ChannelsConfig::grpc_address, "gRPC listen address")
 //         .Field("pool_size", &ChannelsConfig::pool_size, "PostgreSQL connections");

@@ -1,5 +1,7 @@
 #include "libs/config/config.h"
 
+#include <unistd.h>
+
 #include <cstdio>
 #include <fstream>
 #include <string>
@@ -11,7 +13,7 @@ namespace mkt::config {
 namespace {
 
 struct DemoConfig {
-  std::string grpc_address = "127.0.0.1:50061";
+  std::string grpc_address = "127.0.0.1:20061";
   std::string secret_key;
   int64_t pool_size = 8;
   bool metrics_enabled = true;
@@ -41,8 +43,11 @@ class Env {
   std::vector<char*> ptrs_;
 };
 
+// Each test process writes its own files: ctest runs tests of this binary in parallel.
 std::string WriteFile(const std::string& text) {
-  std::string path = ::testing::TempDir() + "/config_test_" + std::to_string(rand()) + ".json";
+  static int counter = 0;
+  std::string path = ::testing::TempDir() + "/config_test_" + std::to_string(getpid()) + "_" +
+                     std::to_string(++counter) + ".json";
   std::ofstream(path) << text;
   return path;
 }
@@ -51,7 +56,7 @@ TEST(ConfigTest, DefaultsWhenNothingIsGiven) {
   Env env({"PATH=/usr/bin", "MKT_OTHER_POOL_SIZE=zzz"});
   auto cfg = DemoSchema().Load("", env.get());
   ASSERT_TRUE(cfg.ok()) << cfg.status();
-  EXPECT_EQ(cfg->grpc_address, "127.0.0.1:50061");
+  EXPECT_EQ(cfg->grpc_address, "127.0.0.1:20061");
   EXPECT_EQ(cfg->pool_size, 8);
 }
 

@@ -17,7 +17,7 @@
 namespace mkt::pg {
 
 struct PoolOptions {
-  // libpq connection string, e.g. "host=127.0.0.1 port=55432 dbname=channels user=postgres".
+  // libpq connection string, e.g. "host=127.0.0.1 port=25432 dbname=channels user=postgres".
   std::string dsn;
   int size = 8;
   // How long Acquire() waits for a free connection before answering UNAVAILABLE.

@@ -10,6 +10,8 @@ const config::Schema<GatewayConfig>& GatewayConfigSchema() {
     auto* s = new config::Schema<GatewayConfig>("gateway");
     s->Field("http_address", &GatewayConfig::http_address,
              "host:port of the REST API, /healthz and /metrics")
+        .Field("grpc_address", &GatewayConfig::grpc_address,
+               "host:port of the gRPC health and reflection services")
         .Field("io_threads", &GatewayConfig::io_threads, "HTTP I/O threads")
         .Field("handler_threads", &GatewayConfig::handler_threads,
                "threads running route handlers (they wait on backend calls)")

@@ -203,7 +203,7 @@ TEST_F(GatewayHttpTest, SignedChannelRequestAndItsFailures) {
                    "SIGNATURE_INVALID");
   ExpectErrorShape(client.Send("GET", "/v1/channel"), 401, "CREDENTIALS_MISSING");
   // A channel not cached yet, while the registry is down.
-  source_.FailWith(Unavailable("registry at 10.1.2.3:50061 refused"));
+  source_.FailWith(Unavailable("registry at 10.1.2.3:20061 refused"));
   TestResponse down = client.Send("GET", "/v1/channel",
                                   SignedHeaders(kSecret, "ch_uncached", "GET", "/v1/channel", "",
                                                 absl::ToUnixSeconds(clock_.Now()), "nonce-0003"));

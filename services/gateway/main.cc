@@ -84,7 +84,14 @@ int Main(int argc, char** argv) {
     return 1;
   }
 
+  auto health = rpc::Server::Start({.service_name = "gateway", .address = config.grpc_address}, {});
+  if (!health.ok()) {
+    spdlog::error("{}", health.status().ToString());
+    return 1;
+  }
+
   const int signal_number = rpc::WaitForTerminationSignal();
+  (*health)->Shutdown(absl::Seconds(1));
   spdlog::info("gateway stopping on signal {}", signal_number);
   // Finish the requests in hand, then stop taking changes; requests still queued run when the
   // dispatcher is destroyed (their responses are dropped: the server is closed).

@@ -69,6 +69,7 @@ class GatewayE2eTest : public ::testing::Test {
     const int channels_port = testing::FreePort();
     channels_metrics_port_ = testing::FreePort();
     gateway_port_ = testing::FreePort();
+    gateway_grpc_port_ = testing::FreePort();
     channels_ = std::make_unique<testing::ChildProcess>(
         std::vector<std::string>{testing::BinDir() + "/services/channels/mkt-channels"},
         std::map<std::string, std::string>{
@@ -83,6 +84,7 @@ class GatewayE2eTest : public ::testing::Test {
         std::vector<std::string>{testing::BinDir() + "/services/gateway/mkt-gateway"},
         std::map<std::string, std::string>{
             {"MKT_GATEWAY_HTTP_ADDRESS", absl::StrCat("127.0.0.1:", gateway_port_)},
+            {"MKT_GATEWAY_GRPC_ADDRESS", absl::StrCat("127.0.0.1:", gateway_grpc_port_)},
             {"MKT_GATEWAY_CHANNELS_TARGET", absl::StrCat("127.0.0.1:", channels_port)},
             {"MKT_GATEWAY_KAFKA_BOOTSTRAP", testing::KafkaBootstrap()},
         },
@@ -99,6 +101,11 @@ class GatewayE2eTest : public ::testing::Test {
         << Tail(channels_log_, 40);
     ASSERT_TRUE(testing::WaitForHttp(gateway_port_, "/healthz", absl::Seconds(30)))
         << "mkt-gateway did not answer /healthz; its log:\n"
+        << Tail(gateway_log_, 40);
+    ASSERT_TRUE(WaitForPort(gateway_grpc_port_, absl::Seconds(30)));
+    ASSERT_TRUE(WaitForGrpcHealth(rpc::Connect(absl::StrCat("127.0.0.1:", gateway_grpc_port_)),
+                                  absl::Seconds(30)))
+        << "mkt-gateway did not serve gRPC health; its log:\n"
         << Tail(gateway_log_, 40);
     client_ = std::make_unique<TestHttpClient>(gateway_port_);
   }
@@ -256,6 +263,7 @@ class GatewayE2eTest : public ::testing::Test {
   std::string gateway_log_;
   int channels_metrics_port_ = 0;
   int gateway_port_ = 0;
+  int gateway_grpc_port_ = 0;
   std::unique_ptr<testing::ChildProcess> channels_;
   std::unique_ptr<testing::ChildProcess> gateway_;
   std::unique_ptr<channels_pb::ChannelRegistry::Stub> registry_;

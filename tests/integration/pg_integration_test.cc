@@ -80,7 +80,10 @@ TEST_F(PgTest, MigrationsAreAppliedOnceAndRecorded) {
                    "WHERE table_name = 'items' AND column_name = 'price'"),
             "1");
   // No advisory lock is left behind on the pooled connection.
-  EXPECT_EQ(Scalar("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"), "0");
+  EXPECT_EQ(
+      Scalar("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
+             "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"),
+      "0");
 }
 
 TEST_F(PgTest, SeveralComponentsShareTheTable) {
@@ -106,7 +109,10 @@ TEST_F(PgTest, EditedMigrationIsRefused) {
               HasSubstr("migration shop V1 (V001__items.sql) was changed after it was applied"));
   // Nothing after the refusal ran.
   EXPECT_FALSE(TableExists("orders"));
-  EXPECT_EQ(Scalar("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"), "0");
+  EXPECT_EQ(
+      Scalar("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
+             "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"),
+      "0");
 }
 
 TEST_F(PgTest, DatabaseNewerThanTheBinaryIsRefused) {
@@ -132,7 +138,10 @@ TEST_F(PgTest, FailingMigrationStopsAndIsNotRecorded) {
   EXPECT_THAT(status.message(), HasSubstr("shop V3 (V003__broken.sql)"));
   EXPECT_EQ(Scalar("SELECT max(version) FROM schema_migrations"), "2");
   EXPECT_FALSE(TableExists("after_broken"));
-  EXPECT_EQ(Scalar("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"), "0");
+  EXPECT_EQ(
+      Scalar("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
+             "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"),
+      "0");
 }
 
 // Replicas starting together: each has its own pool; the advisory lock makes them take turns.

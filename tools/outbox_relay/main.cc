@@ -21,8 +21,8 @@ extern char** environ;
 namespace {
 
 struct RelayConfig {
-  std::string pg_dsn = "host=127.0.0.1 port=55432 user=postgres dbname=postgres";
-  std::string kafka_bootstrap = "127.0.0.1:59092";
+  std::string pg_dsn = "host=127.0.0.1 port=25432 user=postgres dbname=postgres";
+  std::string kafka_bootstrap = "127.0.0.1:29092";
   int64_t batch_size = 500;
   int64_t idle_poll_ms = 50;
   std::string log_format = "auto";

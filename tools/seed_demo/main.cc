@@ -2,7 +2,7 @@
 // writes what a developer needs to call them to a credentials file. Safe to run again: channels
 // recorded in an existing file are kept while they still exist.
 //
-//   mkt-seed-demo --channels 127.0.0.1:50061 --out .local/credentials.json
+//   mkt-seed-demo --channels 127.0.0.1:20061 --out .local/credentials.json
 //                 [--gateway-url http://127.0.0.1:8080]
 #include <sys/stat.h>
 
@@ -113,7 +113,7 @@ class Seeder {
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::string channels_target = "127.0.0.1:50061";
+  std::string channels_target = "127.0.0.1:20061";
   std::string out_path = ".local/credentials.json";
   std::string gateway_url = "http://127.0.0.1:8080";
   for (int i = 1; i + 1 < argc; i += 2) {
