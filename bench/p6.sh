@@ -23,7 +23,7 @@ trap cleanup EXIT
 
 ./dev build release >/dev/null
 ./dev infra >/dev/null
-psql -h 127.0.0.1 -p "$PG_PORT" -U postgres -qAt -c 'DROP DATABASE IF EXISTS bench_p6_channels WITH (FORCE)' -c 'CREATE DATABASE bench_p6_channels' >/dev/null
+psql -h 127.0.0.1 -p "$PG_PORT" -U postgres -qAt -c "SET client_min_messages = warning" -c "DROP DATABASE IF EXISTS bench_p6_channels WITH (FORCE)" -c "CREATE DATABASE bench_p6_channels" >/dev/null
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 now() { date +%s.%N; }
