@@ -152,13 +152,11 @@ std::string Describe(const std::string& service, const std::vector<FieldSpec>& f
   out << "Configuration keys of " << service
       << " (JSON file via --config, overridden by environment variables):\n";
   for (const auto& f : fields) {
-    out << "  " << f.key << " (" << f.type_name << ", env " << EnvName(prefix, f.key)
-        << ") = "
-        << (f.secret                   ? "<secret>"
+    out << "  " << f.key << " (" << f.type_name << ", env " << EnvName(prefix, f.key) << ") = "
+        << (f.secret                  ? "<secret>"
             : f.type_name == "string" ? "\"" + f.get_text(target) + "\""
-                                       : f.get_text(target))
-        << "\n      "
-        << f.doc << "\n";
+                                      : f.get_text(target))
+        << "\n      " << f.doc << "\n";
   }
   return out.str();
 }

@@ -1,5 +1,4 @@
-#include <grpcpp/generic/generic_stub.h>
-
+#include "gmock/gmock.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "gtest/gtest.h"
 #include "libs/core/status.h"
@@ -79,42 +78,16 @@ TEST_F(RpcServerTest, RecordsPerMethodMetrics) {
       << text;
 }
 
-// Asks the reflection service to list services, speaking its protocol by hand (the generated
-// reflection classes live inside libgrpc++_reflection and cannot be linked twice).
 TEST_F(RpcServerTest, ServesReflection) {
-  grpc::GenericStub stub(channel_);
-  grpc::CompletionQueue cq;
-  grpc::ClientContext ctx;
-  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
-  auto call =
-      stub.PrepareCall(&ctx, "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo", &cq);
-  void* tag;
-  bool ok;
-  call->StartCall(reinterpret_cast<void*>(1));
-  ASSERT_TRUE(cq.Next(&tag, &ok) && ok);
-  // ServerReflectionRequest{list_services = ""}: field 7, wire type 2, length 0.
-  std::string request("\x3a\x00", 2);
-  grpc::Slice slice(request);
-  grpc::ByteBuffer out(&slice, 1);
-  call->Write(out, reinterpret_cast<void*>(2));
-  ASSERT_TRUE(cq.Next(&tag, &ok) && ok);
-  grpc::ByteBuffer in;
-  call->Read(&in, reinterpret_cast<void*>(3));
-  ASSERT_TRUE(cq.Next(&tag, &ok) && ok);
-  std::vector<grpc::Slice> slices;
-  ASSERT_TRUE(in.Dump(&slices).ok());
-  std::string response;
-  for (auto& s : slices) response.append(reinterpret_cast<const char*>(s.begin()), s.size());
-  EXPECT_NE(response.find("grpc.health.v1.Health"), std::string::npos);
-  EXPECT_NE(response.find("grpc.reflection.v1alpha.ServerReflection"), std::string::npos);
-  call->WritesDone(reinterpret_cast<void*>(4));
-  cq.Next(&tag, &ok);
-  grpc::Status status;
-  call->Finish(&status, reinterpret_cast<void*>(5));
-  cq.Next(&tag, &ok);
-  cq.Shutdown();
-  while (cq.Next(&tag, &ok)) {
-  }
+  auto services = ListServices(channel_, absl::Seconds(5));
+  ASSERT_TRUE(services.ok()) << services.status();
+  EXPECT_THAT(*services, ::testing::IsSupersetOf({"grpc.health.v1.Health",
+                                                  "grpc.reflection.v1alpha.ServerReflection"}));
+}
+
+TEST(RpcClientTest, ListServicesOfNothingIsUnavailable) {
+  auto services = ListServices(Connect("127.0.0.1:1"), absl::Milliseconds(500));
+  EXPECT_FALSE(services.ok());
 }
 
 TEST(RpcStatusTest, ReasonAndFieldCrossTheWire) {

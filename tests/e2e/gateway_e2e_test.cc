@@ -67,6 +67,7 @@ class GatewayE2eTest : public ::testing::Test {
     std::remove(gateway_log_.c_str());
 
     const int channels_port = testing::FreePort();
+    channels_target_ = absl::StrCat("127.0.0.1:", channels_port);
     channels_metrics_port_ = testing::FreePort();
     gateway_port_ = testing::FreePort();
     gateway_grpc_port_ = testing::FreePort();
@@ -261,6 +262,7 @@ class GatewayE2eTest : public ::testing::Test {
   testing::TestDatabase database_;
   std::string channels_log_;
   std::string gateway_log_;
+  std::string channels_target_;
   int channels_metrics_port_ = 0;
   int gateway_port_ = 0;
   int gateway_grpc_port_ = 0;
@@ -414,6 +416,20 @@ TEST_F(GatewayE2eTest, ChannelCallsThroughTheGateway) {
     TestResponse channels = channels_metrics.Send("GET", "/metrics");
     EXPECT_EQ(channels.status, 200);
     EXPECT_THAT(channels.body, HasSubstr("mkt_channels_rpc_total"));
+  }
+
+  // Both serve gRPC health (checked in SetUp) and reflection.
+  {
+    auto channels = rpc::ListServices(rpc::Connect(channels_target_), absl::Seconds(5));
+    ASSERT_TRUE(channels.ok()) << channels.status();
+    EXPECT_THAT(*channels, ::testing::IsSupersetOf({"marketing.channels.v1.ChannelRegistry",
+                                                    "grpc.health.v1.Health",
+                                                    "grpc.reflection.v1alpha.ServerReflection"}));
+    auto gateway = rpc::ListServices(rpc::Connect(absl::StrCat("127.0.0.1:", gateway_grpc_port_)),
+                                     absl::Seconds(5));
+    ASSERT_TRUE(gateway.ok()) << gateway.status();
+    EXPECT_THAT(*gateway, ::testing::IsSupersetOf({"grpc.health.v1.Health",
+                                                   "grpc.reflection.v1alpha.ServerReflection"}));
   }
 }
 
