@@ -21,7 +21,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-./dev build release >/dev/null
+./dev build release >/dev/null  # P6 measures the release binaries
 ./dev infra >/dev/null
 psql -h 127.0.0.1 -p "$PG_PORT" -U postgres -qAt -c "SET client_min_messages = warning" -c "DROP DATABASE IF EXISTS bench_p6_channels WITH (FORCE)" -c "CREATE DATABASE bench_p6_channels" >/dev/null
 

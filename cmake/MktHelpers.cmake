@@ -11,6 +11,9 @@
 
 set(MKT_WARNINGS -Wall -Wextra -Werror -Wno-missing-field-initializers)
 
+# Every shipped binary (services and tools), without tests: `./dev up` builds just this.
+add_custom_target(mkt_runtime)
+
 # Proto sources live under proto/; generated code goes to the build tree and is never committed.
 # ROOT (default: the calling directory) is the directory the PROTOS paths are relative to; it
 # decides where the generated files land (gen/<path>.pb.h), e.g. ROOT /usr/share/grpc-proto.
@@ -56,6 +59,7 @@ function(mkt_cc_binary)
   target_compile_options(${ARG_NAME} PRIVATE ${MKT_WARNINGS})
   target_include_directories(${ARG_NAME} PRIVATE "${PROJECT_SOURCE_DIR}")
   target_link_libraries(${ARG_NAME} PRIVATE ${ARG_DEPS})
+  add_dependencies(mkt_runtime ${ARG_NAME})
 endfunction()
 
 # Tests carry a label: `unit` (no servers), `integration` (real PostgreSQL/Kafka),

@@ -11,9 +11,11 @@
 #pragma once
 
 #include <cstdint>
+#include <cstdio>
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -123,5 +125,32 @@ struct CommandLine {
   bool describe = false;
 };
 absl::StatusOr<CommandLine> ParseCommandLine(int argc, char** argv);
+
+// The start of every binary's main(): parses the command line and loads `schema` from the file
+// and `environ`, then checks it with `validate` (which may be null). Returns the configuration,
+// or nullopt when main() should return `*exit_code` at once: 0 after printing --describe-config,
+// 2 after printing what is wrong (to stderr, naming every bad key).
+template <class T>
+std::optional<T> LoadForMain(const Schema<T>& schema, int argc, char** argv, char** environ,
+                             int* exit_code, absl::Status (*validate)(const T&) = nullptr) {
+  auto fail = [&](const absl::Status& status) -> std::optional<T> {
+    std::fprintf(stderr, "%s: %s\n", argv[0], std::string(status.message()).c_str());
+    *exit_code = 2;
+    return std::nullopt;
+  };
+  absl::StatusOr<CommandLine> command_line = ParseCommandLine(argc, argv);
+  if (!command_line.ok()) return fail(command_line.status());
+  absl::StatusOr<T> loaded = schema.Load(command_line->config_path, environ);
+  if (loaded.ok() && validate != nullptr) {
+    if (absl::Status valid = validate(*loaded); !valid.ok()) loaded = valid;
+  }
+  if (!loaded.ok()) return fail(loaded.status());
+  if (command_line->describe) {
+    std::fputs(schema.Describe(*loaded).c_str(), stdout);
+    *exit_code = 0;
+    return std::nullopt;
+  }
+  return *std::move(loaded);
+}
 
 }  // namespace mkt::config

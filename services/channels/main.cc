@@ -1,6 +1,6 @@
 // mkt-channels: the channel registry service.
 #include <cstdlib>
-#include <iostream>
+#include <optional>
 #include <thread>
 
 #include "libs/auth/crypto.h"
@@ -32,21 +32,10 @@ int Fail(const absl::Status& status) {
 int main(int argc, char** argv) {
   using namespace mkt;
   rpc::BlockTerminationSignals();
-  auto cl = config::ParseCommandLine(argc, argv);
-  if (!cl.ok()) {
-    std::cerr << cl.status().message() << "\n";
-    return 2;
-  }
-  const auto& schema = channels::ChannelsConfigSchema();
-  auto cfg = schema.Load(cl->config_path, environ);
-  if (cl->describe) {
-    std::cout << schema.Describe(cfg.ok() ? *cfg : channels::ChannelsConfig{});
-    return cfg.ok() ? 0 : 2;
-  }
-  if (!cfg.ok()) {
-    std::cerr << cfg.status().message() << "\n";
-    return 2;
-  }
+  int exit_code = 0;
+  std::optional<channels::ChannelsConfig> cfg =
+      config::LoadForMain(channels::ChannelsConfigSchema(), argc, argv, environ, &exit_code);
+  if (!cfg) return exit_code;
   log::Init("channels", log::ParseFormat(cfg->log_format), cfg->log_level);
 
   auto secret_box = auth::SecretBox::FromHexKey(cfg->secret_key);

@@ -2,6 +2,7 @@
 // objects from its configuration, serves until SIGTERM/SIGINT, then drains and stops.
 #include <cstdio>
 #include <memory>
+#include <optional>
 
 #include "libs/config/config.h"
 #include "libs/core/ids.h"
@@ -29,25 +30,11 @@ constexpr size_t kMaxNoncesPerChannel = 200000;
 
 int Main(int argc, char** argv) {
   rpc::BlockTerminationSignals();
-  const auto& schema = GatewayConfigSchema();
-  auto command_line = config::ParseCommandLine(argc, argv);
-  if (!command_line.ok()) {
-    std::fprintf(stderr, "mkt-gateway: %s\n", command_line.status().ToString().c_str());
-    return 2;
-  }
-  absl::StatusOr<GatewayConfig> loaded = schema.Load(command_line->config_path, environ);
-  if (loaded.ok()) {
-    if (absl::Status valid = Validate(*loaded); !valid.ok()) loaded = valid;
-  }
-  if (!loaded.ok()) {
-    std::fprintf(stderr, "mkt-gateway: %s\n", loaded.status().ToString().c_str());
-    return 2;
-  }
+  int exit_code = 0;
+  std::optional<GatewayConfig> loaded =
+      config::LoadForMain(GatewayConfigSchema(), argc, argv, environ, &exit_code, &Validate);
+  if (!loaded) return exit_code;
   const GatewayConfig& config = *loaded;
-  if (command_line->describe) {
-    std::fputs(schema.Describe(config).c_str(), stdout);
-    return 0;
-  }
   log::Init("gateway", log::ParseFormat(config.log_format), config.log_level);
 
   const Clock& clock = SystemClock();

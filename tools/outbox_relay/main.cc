@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <cstdio>
+#include <optional>
 #include <thread>
 
 #include "libs/config/config.h"
@@ -45,6 +46,13 @@ mkt::config::Schema<RelayConfig> MakeSchema() {
   return schema;
 }
 
+absl::Status Validate(const RelayConfig& config) {
+  if (config.batch_size <= 0 || config.idle_poll_ms < 0) {
+    return absl::InvalidArgumentError("batch_size must be > 0 and idle_poll_ms >= 0");
+  }
+  return absl::OkStatus();
+}
+
 int Main(int argc, char** argv) {
   // Before any thread starts, so that only sigwait below sees the termination signals.
   sigset_t termination;
@@ -53,25 +61,10 @@ int Main(int argc, char** argv) {
   sigaddset(&termination, SIGINT);
   pthread_sigmask(SIG_BLOCK, &termination, nullptr);
 
-  auto schema = MakeSchema();
-  auto command_line = mkt::config::ParseCommandLine(argc, argv);
-  if (!command_line.ok()) {
-    std::fprintf(stderr, "mkt-outbox-relay: %s\n", command_line.status().ToString().c_str());
-    return 2;
-  }
-  auto config = schema.Load(command_line->config_path, environ);
-  if (!config.ok()) {
-    std::fprintf(stderr, "mkt-outbox-relay: %s\n", config.status().ToString().c_str());
-    return 2;
-  }
-  if (command_line->describe) {
-    std::fputs(schema.Describe(*config).c_str(), stdout);
-    return 0;
-  }
-  if (config->batch_size <= 0 || config->idle_poll_ms < 0) {
-    std::fprintf(stderr, "mkt-outbox-relay: batch_size must be > 0 and idle_poll_ms >= 0\n");
-    return 2;
-  }
+  int exit_code = 0;
+  std::optional<RelayConfig> config =
+      mkt::config::LoadForMain(MakeSchema(), argc, argv, environ, &exit_code, &Validate);
+  if (!config) return exit_code;
   mkt::log::Init("outbox_relay", mkt::log::ParseFormat(config->log_format));
 
   if (!config->metrics_address.empty()) {
