@@ -1,0 +1,85 @@
+// Storage of the benefit ledger: accounts, transfers, points lots, and the facts they publish.
+// The PostgreSQL implementation applies many linked batches in one database transaction (group
+// commit) while keeping each batch all-or-nothing, which is what lets a hot campaign budget take
+// thousands of grants a second. docs/decisions/006-ledger.md describes the model.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "marketing/rewards/v1/ledger.pb.h"
+
+namespace mkt::rewards {
+
+namespace pb = ::marketing::rewards::v1;
+
+// The topic every posted (or voided) transfer is published on, through the outbox.
+inline constexpr char kLedgerFactsTopic[] = "mkt.ledger-facts.v1";
+
+// One client request: transfers applied all-or-nothing. `batch_id` is the request's idempotency
+// key (stored on each transfer); transfers carry their own ids. Specs are validated before they
+// reach the store (ValidateTransferSpecs in ledger_service.h).
+struct LinkedBatch {
+  std::string batch_id;
+  std::vector<pb::TransferSpec> transfers;
+};
+
+// What happened to one batch of an Apply call.
+using BatchResult = absl::StatusOr<std::vector<pb::Transfer>>;
+
+class LedgerStore {
+ public:
+  virtual ~LedgerStore() = default;
+
+  // Applies `batches` (in order) and returns one result per batch. Each batch is independent and
+  // all-or-nothing: its transfers are all stored, or none is and its result is the first failing
+  // transfer's error:
+  //   INSUFFICIENT_BALANCE / BUDGET_EXHAUSTED (BUDGET_FEN) / STOCK_EXHAUSTED (STOCK) when a flagged
+  //   account would go below zero (FAILED_PRECONDITION, field "transfers[i]");
+  //   ACCOUNT_NOT_FOUND (NOT_FOUND) for a campaign/template account that was never funded;
+  //   IDEMPOTENCY_KEY_REUSED (ALREADY_EXISTS) when an id exists with different content;
+  //   NOT_FOUND / CONFLICT for a reversal of an unknown transfer or beyond what is left of it.
+  // A batch whose ids all exist with the same content returns the stored transfers (replay).
+  // A non-OK *return status of the whole call* (e.g. the database is down) means nothing of any
+  // batch was stored.
+  virtual absl::StatusOr<std::vector<BatchResult>> Apply(const std::vector<LinkedBatch>& batches) = 0;
+
+  // Posts (post=true) or voids a pending transfer with a new transfer `id` (idempotent).
+  // NOT_FOUND for an unknown pending id; CONFLICT when it is already resolved the other way.
+  virtual absl::StatusOr<pb::Transfer> ResolvePending(const std::string& id,
+                                                      const std::string& pending_id,
+                                                      bool post) = 0;
+
+  // Voids up to `limit` pending transfers whose timeout passed before `now`; returns how many.
+  virtual absl::StatusOr<int> VoidTimedOutPending(absl::Time now, int limit) = 0;
+
+  // Moves what is left of points lots that expired before `as_of` to the org's EXPIRY account as
+  // EXPIRE transfers with ids "expire:<lot id>" (so re-runs change nothing); up to `limit` lots.
+  virtual absl::StatusOr<pb::RunExpiryResponse> ExpireLots(absl::Time as_of, int limit) = 0;
+
+  virtual absl::StatusOr<pb::Account> GetAccount(const pb::AccountRef& ref) = 0;
+  virtual absl::StatusOr<std::vector<pb::Account>> GetCustomerAccounts(
+      const std::string& org_id, const std::string& customer_id) = 0;
+  // Lots of the customer's POINTS account with remaining > 0 expiring before `until`, soonest first.
+  virtual absl::StatusOr<pb::ListExpiringLotsResponse> ListExpiringLots(
+      const std::string& org_id, const std::string& customer_id, absl::Time until) = 0;
+  // Transfers touching any of the customer's accounts, newest first; `page_token` as returned.
+  virtual absl::StatusOr<pb::ListHistoryResponse> ListHistory(const std::string& org_id,
+                                                              const std::string& customer_id,
+                                                              const std::string& page_token,
+                                                              int limit) = 0;
+  virtual absl::StatusOr<pb::GetStatementResponse> GetStatement(const pb::AccountRef& account,
+                                                                absl::Time from, absl::Time to,
+                                                                const std::string& page_token,
+                                                                int limit) = 0;
+  // The posted transfers of a batch, for reversals.
+  virtual absl::StatusOr<std::vector<pb::Transfer>> GetBatch(const std::string& batch_id) = 0;
+  virtual absl::StatusOr<pb::Transfer> GetTransfer(const std::string& id) = 0;
+
+  // Verifies the ledger's invariants over the whole database (see decision 006).
+  virtual absl::StatusOr<pb::CheckIntegrityResponse> CheckIntegrity() = 0;
+};
+
+}  // namespace mkt::rewards
