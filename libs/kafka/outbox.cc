@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <vector>
 
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
@@ -29,6 +30,12 @@ constexpr int64_t kRelayLockKey = 0x6d6b745f72656c79;  // "mkt_rely"
 
 constexpr char kInsertOutbox[] =
     "INSERT INTO outbox (topic, msg_key, msg_value, event_id) VALUES ($1, $2, $3, $4)";
+// Keys and values travel hex-encoded in text arrays: a text array literal cannot carry bytes.
+constexpr char kInsertOutboxMany[] =
+    "INSERT INTO outbox (topic, msg_key, msg_value, event_id) "
+    "SELECT u.topic, decode(u.msg_key, 'hex'), decode(u.msg_value, 'hex'), u.event_id "
+    "FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) WITH ORDINALITY "
+    "AS u(topic, msg_key, msg_value, event_id, ord) ORDER BY u.ord";
 constexpr char kTryRelayLock[] = "SELECT pg_try_advisory_xact_lock($1)";
 constexpr char kSelectUnsent[] =
     "SELECT id, topic, msg_key, msg_value, event_id FROM outbox WHERE sent_at IS NULL "
@@ -73,6 +80,20 @@ RelayMetrics& Metrics() {
 
 std::string AsString(std::string_view s) { return std::string(s); }
 
+// Appends `value` to a PostgreSQL array literal as a quoted element.
+void AppendArrayElement(std::string& literal, std::string_view value) {
+  literal += literal.size() > 1 ? ",\"" : "\"";
+  if (value.find_first_of("\"\\") == std::string_view::npos) {
+    literal.append(value);  // the hex columns always take this path
+  } else {
+    for (char c : value) {
+      if (c == '"' || c == '\\') literal += '\\';
+      literal += c;
+    }
+  }
+  literal += '"';
+}
+
 }  // namespace
 
 const pg::MigrationSet& OutboxMigrations() { return pg::KafkaOutboxMigrationSet(); }
@@ -95,6 +116,19 @@ void AppendToOutbox(pqxx::work& tx, std::string_view topic, std::string_view key
                     const pb::Envelope& envelope) {
   tx.exec_params(kInsertOutbox, AsString(topic), pqxx::binarystring(key.data(), key.size()),
                  pqxx::binarystring(envelope.SerializeAsString()), envelope.event_id());
+}
+
+void AppendManyToOutbox(pqxx::work& tx, const std::vector<OutboxMessage>& messages) {
+  if (messages.empty()) return;
+  std::string topics = "{", keys = "{", values = "{", event_ids = "{";
+  for (const OutboxMessage& m : messages) {
+    AppendArrayElement(topics, m.topic);
+    AppendArrayElement(keys, absl::BytesToHexString(m.key));
+    AppendArrayElement(values, absl::BytesToHexString(m.envelope.SerializeAsString()));
+    AppendArrayElement(event_ids, m.envelope.event_id());
+  }
+  for (std::string* literal : {&topics, &keys, &values, &event_ids}) *literal += '}';
+  tx.exec_params(kInsertOutboxMany, topics, keys, values, event_ids);
 }
 
 OutboxRelay::OutboxRelay(pg::Pool& pool, Publisher& publisher, RelayOptions options)

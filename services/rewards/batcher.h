@@ -4,6 +4,7 @@
 // lock; correctness across replicas comes from the store (row locks, unique transfer ids).
 #pragma once
 
+#include <chrono>
 #include <condition_variable>
 #include <deque>
 #include <functional>
@@ -33,7 +34,9 @@ class GrantBatcher {
   // Finishes what is queued, then stops the writers.
   ~GrantBatcher();
 
-  // Queues `batch`; `done` is called exactly once, from a writer thread, with its result.
+  // Queues `batch`; `done` is called exactly once with its result: from a writer thread after
+  // the Apply call that carried it, or at once on the caller's thread with RESOURCE_EXHAUSTED
+  // when max_queued requests already wait (UNAVAILABLE once the batcher is stopping).
   void Submit(LinkedBatch batch, std::function<void(BatchResult)> done);
   // Submits and waits for the result.
   BatchResult Apply(LinkedBatch batch);
@@ -42,6 +45,8 @@ class GrantBatcher {
   struct Pending {
     LinkedBatch batch;
     std::function<void(BatchResult)> done;
+    // The linger is counted from the oldest waiting request, so under load no one waits for it.
+    std::chrono::steady_clock::time_point queued_at;
   };
   void RunWriter();
 

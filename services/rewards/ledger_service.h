@@ -11,6 +11,7 @@
 #include "libs/core/ids.h"
 #include "services/rewards/batcher.h"
 #include "services/rewards/ledger_store.h"
+#include "services/rewards/points_expiry.h"  // ExpiryOf: when a points lot expires
 
 namespace mkt::rewards {
 
@@ -22,25 +23,36 @@ namespace mkt::rewards {
 // that is empty or too long; POINTS credited to a CUSTOMER without an expiry rule (or with a
 // rule out of range); pending credits of POINTS to a customer; timeout out of 1..86400 s for a
 // pending transfer; duplicate ids within the list; REVERSE without reverses_transfer_id.
+// Also: no transfers or more than 500 (field "transfers"); a code outside the enum; an expiry
+// rule where none applies (anything but POINTS credited to a customer; REVERSE transfers give
+// back the lots they undo and carry none); a timeout on a posted transfer; reverses_transfer_id
+// on anything but REVERSE; references or metadata that are not short clean UTF-8 (PostgreSQL
+// and JSON would refuse them later, looking like our fault); and a request whose amounts on one
+// account and side sum past int64 (field "transfers[i].amount" of the transfer that overflows).
 absl::Status ValidateTransferSpecs(const std::vector<pb::TransferSpec>& specs);
-
-// Returns the instant a points lot granted at `granted_at` expires under `rule`
-// (China Standard Time, UTC+8, for calendar rules).
-absl::StatusOr<absl::Time> ExpiryOf(const pb::PointsExpiry& rule, absl::Time granted_at);
 
 class LedgerService {
  public:
   LedgerService(GrantBatcher& batcher, LedgerStore& store, const Clock& clock)
       : batcher_(batcher), store_(store), clock_(clock) {}
 
+  // One linked batch, named by its first transfer's id (the request carries no id of its own,
+  // and the first id is as stable across replays as the client's keys).
   absl::StatusOr<pb::CreateTransfersResponse> CreateTransfers(
       const pb::CreateTransfersRequest& request);
+  // Posts or voids a pending transfer; goes to the store directly (one transfer, nothing to
+  // group with).
   absl::StatusOr<pb::Transfer> ResolvePending(const pb::ResolvePendingRequest& request, bool post);
+  // Request fields are validated under their own names ("quantity", "expiry.days_after_grant").
+  // request_id is 1..64 characters of [A-Za-z0-9._:-], as for Spend, Reverse and Fund; amounts
+  // above 10^15 are refused as unreasonable.
   // Transfer ids are "<request_id>:budget", "<request_id>:stock", "<request_id>:benefit".
   absl::StatusOr<pb::GrantResponse> Grant(const pb::GrantRequest& request);
   // Transfer id "<request_id>:spend".
   absl::StatusOr<pb::SpendResponse> Spend(const pb::SpendRequest& request);
-  // Reversal ids "<request_id>:<original transfer id>"; legs in the reverse order of the batch.
+  // Reversal ids "<request_id>:<original transfer id>" (INVALID_ARGUMENT on request_id when one
+  // would exceed 128 characters); legs in the reverse order of the batch; the transfers of the
+  // batch that are not POSTED or are themselves reversals are left out.
   absl::StatusOr<pb::ReverseResponse> Reverse(const pb::ReverseRequest& request);
   // Transfer id "<request_id>:fund".
   absl::StatusOr<pb::FundResponse> Fund(const pb::FundRequest& request);

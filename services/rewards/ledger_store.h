@@ -44,13 +44,13 @@ class LedgerStore {
   // A batch whose ids all exist with the same content returns the stored transfers (replay).
   // A non-OK *return status of the whole call* (e.g. the database is down) means nothing of any
   // batch was stored.
-  virtual absl::StatusOr<std::vector<BatchResult>> Apply(const std::vector<LinkedBatch>& batches) = 0;
+  virtual absl::StatusOr<std::vector<BatchResult>> Apply(
+      const std::vector<LinkedBatch>& batches) = 0;
 
   // Posts (post=true) or voids a pending transfer with a new transfer `id` (idempotent).
   // NOT_FOUND for an unknown pending id; CONFLICT when it is already resolved the other way.
   virtual absl::StatusOr<pb::Transfer> ResolvePending(const std::string& id,
-                                                      const std::string& pending_id,
-                                                      bool post) = 0;
+                                                      const std::string& pending_id, bool post) = 0;
 
   // Voids up to `limit` pending transfers whose timeout passed before `now`; returns how many.
   virtual absl::StatusOr<int> VoidTimedOutPending(absl::Time now, int limit) = 0;
@@ -62,7 +62,8 @@ class LedgerStore {
   virtual absl::StatusOr<pb::Account> GetAccount(const pb::AccountRef& ref) = 0;
   virtual absl::StatusOr<std::vector<pb::Account>> GetCustomerAccounts(
       const std::string& org_id, const std::string& customer_id) = 0;
-  // Lots of the customer's POINTS account with remaining > 0 expiring before `until`, soonest first.
+  // Lots of the customer's POINTS account with remaining > 0 expiring before `until`, soonest
+  // first.
   virtual absl::StatusOr<pb::ListExpiringLotsResponse> ListExpiringLots(
       const std::string& org_id, const std::string& customer_id, absl::Time until) = 0;
   // Transfers touching any of the customer's accounts, newest first; `page_token` as returned.

@@ -225,6 +225,67 @@ TEST(OutboxIntegrationTest, RelayOnceLeavesRowsUnsentWhenPublishingFails) {
   EXPECT_EQ(*healthy.RelayOnce(), 0);
 }
 
+TEST(OutboxIntegrationTest, AppendManyWritesEveryMessageInOrderInOneStatement) {
+  mkt::testing::TestDatabase db;
+  auto pool = Connect(db.dsn());
+  ASSERT_NE(pool, nullptr);
+  ASSERT_TRUE(pg::ApplyMigrations(*pool, {&OutboxMigrations()}).ok());
+
+  // Keys are bytes (NUL, high bytes, quotes and backslashes, empty); event ids and topics are
+  // text that needs quoting in an array literal.
+  std::vector<OutboxMessage> messages;
+  const std::vector<std::string> keys = {std::string("cu\0st\xff\"{,}\\", 11), "", "plain"};
+  for (int i = 0; i < 30; ++i) {
+    google::protobuf::StringValue payload;
+    payload.set_value(absl::StrCat("fact \"", i, "\" \\ {x,y} 积分"));
+    OutboxMessage m;
+    m.topic = i % 2 == 0 ? "outbox.many" : "outbox.many \"b\"";
+    m.key = keys[i % keys.size()];
+    m.envelope = MakeEnvelope("test.Many", "org-1", "", payload);
+    m.envelope.set_event_id(absl::StrCat("ledger:\"x\\", i, "}"));
+    messages.push_back(std::move(m));
+  }
+  ASSERT_TRUE(pg::WithTransaction(*pool, [&](pqxx::work& tx) {
+                AppendManyToOutbox(tx, {});  // nothing to write is fine
+                AppendManyToOutbox(tx, messages);
+                return absl::OkStatus();
+              }).ok());
+
+  std::vector<OutboxMessage> stored;
+  ASSERT_TRUE(pg::WithTransaction(*pool, [&](pqxx::work& tx) {
+                for (const auto& row : tx.exec("SELECT topic, msg_key, msg_value, event_id "
+                                               "FROM outbox ORDER BY id")) {
+                  OutboxMessage m;
+                  m.topic = row[0].as<std::string>();
+                  m.key = pqxx::binarystring(row[1]).str();
+                  EXPECT_TRUE(m.envelope.ParseFromString(pqxx::binarystring(row[2]).str()));
+                  EXPECT_EQ(row[3].as<std::string>(), m.envelope.event_id());
+                  stored.push_back(std::move(m));
+                }
+                return absl::OkStatus();
+              }).ok());
+  ASSERT_EQ(stored.size(), messages.size());
+  for (size_t i = 0; i < messages.size(); ++i) {
+    EXPECT_EQ(stored[i].topic, messages[i].topic) << i;
+    EXPECT_EQ(stored[i].key, messages[i].key) << i;
+    EXPECT_EQ(stored[i].envelope.SerializeAsString(), messages[i].envelope.SerializeAsString())
+        << i;
+  }
+
+  // The relay publishes them like any other rows, in the order they were appended.
+  RecordingPublisher::Shared shared;
+  RecordingPublisher publisher(shared);
+  OutboxRelay relay(*pool, publisher);
+  auto relayed = relay.RelayOnce();
+  ASSERT_TRUE(relayed.ok()) << relayed.status();
+  EXPECT_EQ(*relayed, 30);
+  std::lock_guard<std::mutex> lock(shared.mu);
+  ASSERT_EQ(shared.event_ids.size(), 30u);
+  for (size_t i = 0; i < messages.size(); ++i) {
+    EXPECT_EQ(shared.event_ids[i], messages[i].envelope.event_id());
+  }
+}
+
 TEST(OutboxIntegrationTest, RunDeletesSentRowsOlderThanTheRetention) {
   mkt::testing::TestDatabase db;
   auto pool = Connect(db.dsn());

@@ -1,0 +1,194 @@
+// mkt-rewards: the benefit ledger service.
+#include <condition_variable>
+#include <cstdlib>
+#include <functional>
+#include <mutex>
+#include <optional>
+#include <thread>
+#include <vector>
+
+#include "libs/core/ids.h"
+#include "libs/core/worker_pool.h"
+#include "libs/kafka/kafka.h"
+#include "libs/kafka/outbox.h"
+#include "libs/log/log.h"
+#include "libs/metrics/metrics.h"
+#include "libs/pg/migrations.h"
+#include "libs/pg/pool.h"
+#include "libs/rpc/server.h"
+#include "services/rewards/batcher.h"
+#include "services/rewards/ledger_grpc.h"
+#include "services/rewards/ledger_service.h"
+#include "services/rewards/pg_ledger_store.h"
+#include "services/rewards/rewards_config.h"
+#include "spdlog/spdlog.h"
+
+extern char** environ;
+
+namespace {
+
+using namespace mkt;
+
+int Fail(const absl::Status& status) {
+  spdlog::critical("rewards cannot start: {}", status.message());
+  return 1;
+}
+
+// Runs the ledger's timed jobs (expiry, the pending sweeper) on one thread until Stop().
+class Housekeeping {
+ public:
+  struct Job {
+    const char* name;
+    absl::Duration interval;  // zero: the job is off
+    std::function<void()> run;
+    absl::Time next = absl::InfinitePast();
+  };
+
+  explicit Housekeeping(std::vector<Job> jobs) : jobs_(std::move(jobs)) {
+    thread_ = std::thread([this] { Run(); });
+  }
+  ~Housekeeping() { Stop(); }
+
+  void Stop() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    if (thread_.joinable()) thread_.join();
+  }
+
+ private:
+  void Run() {
+    std::unique_lock<std::mutex> lock(mu_);
+    while (!stop_) {
+      absl::Time now = absl::Now();
+      absl::Time wake = now + absl::Seconds(60);
+      for (Job& job : jobs_) {
+        if (job.interval <= absl::ZeroDuration()) continue;
+        if (job.next <= now) {
+          lock.unlock();
+          job.run();
+          lock.lock();
+          if (stop_) return;
+          job.next = absl::Now() + job.interval;
+        }
+        wake = std::min(wake, job.next);
+      }
+      cv_.wait_for(lock,
+                   absl::ToChronoNanoseconds(std::max(wake - absl::Now(), absl::Milliseconds(10))),
+                   [this] { return stop_; });
+    }
+  }
+
+  std::vector<Job> jobs_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool stop_ = false;
+  std::thread thread_;
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  rpc::BlockTerminationSignals();
+  int exit_code = 0;
+  std::optional<rewards::RewardsConfig> cfg =
+      config::LoadForMain(rewards::RewardsConfigSchema(), argc, argv, environ, &exit_code,
+                          &rewards::ValidateRewardsConfig);
+  if (!cfg) return exit_code;
+  log::Init("rewards", log::ParseFormat(cfg->log_format), cfg->log_level);
+
+  auto pool = pg::Pool::Connect({.dsn = cfg->pg_dsn, .size = static_cast<int>(cfg->pg_pool_size)});
+  if (!pool.ok()) return Fail(pool.status());
+  if (auto s =
+          pg::ApplyMigrations(**pool, {&kafka::OutboxMigrations(), &rewards::RewardsMigrations()});
+      !s.ok()) {
+    return Fail(s);
+  }
+  if (auto s = metrics::StartExposer(cfg->metrics_address); !s.ok()) return Fail(s);
+
+  const kafka::ClientOptions kafka_options{.bootstrap_servers = cfg->kafka_bootstrap,
+                                           .client_id = "rewards"};
+  auto producer = kafka::Producer::Create(kafka_options);
+  if (!producer.ok()) return Fail(producer.status());
+  if (auto s = kafka::EnsureTopic(kafka_options, rewards::kLedgerFactsTopic, 3); !s.ok()) {
+    // The relay keeps retrying; a broker that is down now must not keep the ledger offline.
+    spdlog::warn("cannot create topic {} yet: {}", rewards::kLedgerFactsTopic, s.message());
+  }
+  const kafka::RelayOptions relay_options;
+  kafka::OutboxRelay relay(**pool, **producer, relay_options);
+  std::thread relay_thread([&relay] { relay.Run(); });
+
+  // The integrity check expects a fact for every transfer still inside the relay's retention.
+  rewards::PgLedgerStore store(**pool, SystemClock(), relay_options.retention);
+  std::optional<rewards::GrantBatcher> batcher;
+  batcher.emplace(store, rewards::BatcherOptions{
+                             .writers = static_cast<int>(cfg->batch_writers),
+                             .max_batches = static_cast<int>(cfg->batch_max),
+                             .linger = absl::Microseconds(cfg->batch_linger_us),
+                             .max_queued = static_cast<int>(cfg->worker_queue),
+                         });
+  rewards::LedgerService ledger(*batcher, store, SystemClock());
+
+  Housekeeping housekeeping({
+      {.name = "expiry",
+       .interval = absl::Seconds(cfg->expiry_interval_s),
+       .run =
+           [&ledger] {
+             auto done = ledger.RunExpiry({});
+             if (!done.ok()) {
+               spdlog::warn("points expiry failed (retried next interval): {}", done.status());
+             } else if (done->lots_expired() > 0) {
+               spdlog::info("points expiry: {} lots, {} points expired", done->lots_expired(),
+                            done->points_expired());
+             }
+           }},
+      {.name = "pending-sweep",
+       .interval = absl::Seconds(cfg->pending_sweep_interval_s),
+       .run =
+           [&store] {
+             constexpr int kChunk = 1000;
+             int total = 0;
+             for (int round = 0; round < 100; ++round) {
+               auto voided = store.VoidTimedOutPending(absl::Now(), kChunk);
+               if (!voided.ok()) {
+                 spdlog::warn("voiding timed-out pending transfers failed: {}", voided.status());
+                 break;
+               }
+               total += *voided;
+               if (*voided < kChunk) break;
+             }
+             if (total > 0) spdlog::info("voided {} timed-out pending transfers", total);
+           }},
+  });
+
+  std::optional<WorkerPool> workers;
+  workers.emplace("rewards", static_cast<int>(cfg->worker_threads),
+                  static_cast<size_t>(cfg->worker_queue));
+  auto service = rewards::NewLedgerGrpcService(ledger, *workers);
+  auto server = rpc::Server::Start({.service_name = "rewards", .address = cfg->grpc_address},
+                                   {service.get()});
+  if (!server.ok()) {
+    workers.reset();
+    housekeeping.Stop();
+    relay.Stop();
+    relay_thread.join();
+    return Fail(server.status());
+  }
+  spdlog::info("rewards serving on {}", cfg->grpc_address);
+
+  int sig = rpc::WaitForTerminationSignal();
+  spdlog::info("rewards stopping on signal {}", sig);
+  // Calls first, then the workers finish what they hold (their grants are answered by the
+  // batcher), then what is still queued in the batcher is committed, then the relay publishes
+  // until it is told to stop.
+  (*server)->Shutdown(absl::Seconds(5));
+  workers.reset();
+  housekeeping.Stop();
+  batcher.reset();
+  relay.Stop();
+  relay_thread.join();
+  spdlog::info("rewards stopped");
+  return 0;
+}

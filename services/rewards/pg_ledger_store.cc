@@ -1,0 +1,2022 @@
+#include "services/rewards/pg_ledger_store.h"
+
+#include <algorithm>
+#include <cstdint>
+#include <functional>
+#include <limits>
+#include <map>
+#include <optional>
+#include <set>
+#include <string_view>
+#include <tuple>
+#include <utility>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "google/protobuf/io/coded_stream.h"
+#include "google/protobuf/io/zero_copy_stream_impl_lite.h"
+#include "libs/auth/crypto.h"
+#include "libs/core/status.h"
+#include "libs/kafka/outbox.h"
+#include "libs/log/log.h"
+#include "nlohmann/json.hpp"
+#include "services/rewards/points_expiry.h"
+#include "spdlog/spdlog.h"
+
+namespace mkt::pg {
+const MigrationSet& RewardsMigrationSet();  // embedded by mkt_embed_sql()
+}  // namespace mkt::pg
+
+namespace mkt::rewards {
+namespace {
+
+namespace cpb = ::marketing::common::v1;
+using json = nlohmann::json;
+
+// A unique violation on a transfer id means another replica stored it a moment earlier; the
+// next attempt sees it and answers the batch as a replay. The first try and three retries.
+constexpr int kApplyAttempts = 4;
+constexpr int kDefaultPageSize = 50;
+constexpr int kMaxPageSize = 500;
+constexpr char kFactType[] = "rewards.TransferPosted";
+// New lots get their ids from the sequence only when written; until then they carry provisional
+// ids that sort after every stored lot, in creation order, as their real ids will.
+constexpr int64_t kFirstProvisionalLotId = int64_t{1} << 62;
+
+// ------------------------------------------------------------------------------------------------
+// SQL. Times cross as RFC 3339 text ($n::timestamptz in, microseconds since the epoch out);
+// many rows cross as one JSON array read with jsonb_populate_recordset, so a whole group commit
+// is a handful of statements whatever the number of batches.
+
+#define MKT_ACCOUNT_COLUMNS                                                               \
+  "a.id, a.org_id, a.asset, a.asset_ref, a.owner_kind, a.owner_id, "                      \
+  "a.debits_must_not_exceed_credits, a.credits_must_not_exceed_debits, a.debits_posted, " \
+  "a.credits_posted, a.debits_pending, a.credits_pending, "                               \
+  "(extract(epoch from a.created_at) * 1000000)::bigint"
+
+#define MKT_TRANSFER_COLUMNS                                                                  \
+  "t.id, t.debit_account_id, t.credit_account_id, d.org_id, d.asset, d.asset_ref, "           \
+  "d.owner_kind, d.owner_id, c.org_id, c.asset, c.asset_ref, c.owner_kind, c.owner_id, "      \
+  "t.asset, t.amount, t.code, t.state, t.pending, t.campaign_id, t.event_id, t.order_id, "    \
+  "t.metadata::text, t.reverses_transfer_id, t.pending_id, t.batch_id, "                      \
+  "(extract(epoch from t.created_at) * 1000000)::bigint, "                                    \
+  "(extract(epoch from t.timeout_at) * 1000000)::bigint, t.reversed_amount, t.content_hash, " \
+  "t.seq, t.debit_balance_after, t.credit_balance_after"
+
+#define MKT_TRANSFER_FROM                                           \
+  " FROM transfers t JOIN accounts d ON d.id = t.debit_account_id " \
+  "JOIN accounts c ON c.id = t.credit_account_id "
+
+#define MKT_LOT_COLUMNS                                                              \
+  "l.id, l.account_id, l.amount, l.remaining, "                                      \
+  "(extract(epoch from l.expires_at) * 1000000)::bigint, l.granted_by_transfer_id, " \
+  "coalesce(l.restored_from_lot_id, 0), (extract(epoch from l.expired_at) * 1000000)::bigint"
+
+constexpr char kSelectAccountIds[] =
+    "SELECT a.id, k.ordinality FROM jsonb_populate_recordset(NULL::accounts, $1::jsonb) "
+    "WITH ORDINALITY AS k JOIN accounts a ON a.org_id = k.org_id AND a.asset = k.asset "
+    "AND a.asset_ref = k.asset_ref AND a.owner_kind = k.owner_kind AND a.owner_id = k.owner_id";
+// In key order, so that two transactions creating the same accounts never wait on each other
+// crosswise.
+constexpr char kInsertAccounts[] =
+    "INSERT INTO accounts (org_id, asset, asset_ref, owner_kind, owner_id, "
+    "debits_must_not_exceed_credits, credits_must_not_exceed_debits, created_at) "
+    "SELECT k.org_id, k.asset, k.asset_ref, k.owner_kind, k.owner_id, "
+    "k.debits_must_not_exceed_credits, k.credits_must_not_exceed_debits, k.created_at "
+    "FROM jsonb_populate_recordset(NULL::accounts, $1::jsonb) WITH ORDINALITY AS k "
+    "ORDER BY k.ordinality "
+    "ON CONFLICT (org_id, asset, asset_ref, owner_kind, owner_id) DO NOTHING RETURNING id";
+// The sort sits below the row locks, so rows are locked in id order: no deadlocks between
+// group commits, whichever accounts they share.
+constexpr char kLockAccounts[] = "SELECT " MKT_ACCOUNT_COLUMNS
+                                 " FROM accounts a WHERE a.id = ANY($1::bigint[]) "
+                                 "ORDER BY a.id FOR UPDATE";
+constexpr char kLockAccountsSkipLocked[] = "SELECT " MKT_ACCOUNT_COLUMNS
+                                           " FROM accounts a WHERE a.id = ANY($1::bigint[]) "
+                                           "ORDER BY a.id FOR UPDATE SKIP LOCKED";
+constexpr char kSelectAccountByRef[] =
+    "SELECT " MKT_ACCOUNT_COLUMNS
+    " FROM accounts a WHERE a.org_id = $1 AND a.asset = $2 AND a.asset_ref = $3 "
+    "AND a.owner_kind = $4 AND a.owner_id = $5";
+constexpr char kSelectCustomerAccounts[] =
+    "SELECT " MKT_ACCOUNT_COLUMNS
+    " FROM accounts a WHERE a.org_id = $1 AND a.owner_kind = 1 AND a.owner_id = $2 "
+    "ORDER BY a.asset, a.asset_ref";
+constexpr char kUpdateAccountTotals[] =
+    "UPDATE accounts a SET debits_posted = a.debits_posted + r.debits_posted, "
+    "credits_posted = a.credits_posted + r.credits_posted, "
+    "debits_pending = a.debits_pending + r.debits_pending, "
+    "credits_pending = a.credits_pending + r.credits_pending "
+    "FROM jsonb_populate_recordset(NULL::accounts, $1::jsonb) AS r WHERE a.id = r.id";
+constexpr char kDeleteAccounts[] = "DELETE FROM accounts WHERE id = ANY($1::bigint[])";
+
+constexpr char kSelectTransfersByIds[] =
+    "SELECT " MKT_TRANSFER_COLUMNS MKT_TRANSFER_FROM "WHERE t.id = ANY($1::text[])";
+constexpr char kSelectResolutions[] =
+    "SELECT " MKT_TRANSFER_COLUMNS MKT_TRANSFER_FROM "WHERE t.pending_id = ANY($1::text[])";
+constexpr char kSelectTransfer[] =
+    "SELECT " MKT_TRANSFER_COLUMNS MKT_TRANSFER_FROM "WHERE t.id = $1";
+constexpr char kSelectBatch[] = "SELECT " MKT_TRANSFER_COLUMNS MKT_TRANSFER_FROM
+                                "WHERE t.batch_id = $1 AND t.state = 2 AND NOT t.pending "
+                                "ORDER BY t.seq";
+// The reservation row is locked before its accounts (the sweeper does the same); nothing that
+// holds account locks ever waits for a reservation row, so the two orders cannot cross.
+constexpr char kLockReservation[] =
+    "SELECT debit_account_id, credit_account_id FROM transfers WHERE id = $1 AND pending "
+    "FOR UPDATE";
+constexpr char kLockTimedOut[] =
+    "SELECT id, debit_account_id, credit_account_id FROM transfers "
+    "WHERE state = 1 AND pending AND timeout_at < $1::timestamptz "
+    "ORDER BY timeout_at, id LIMIT $2 FOR UPDATE SKIP LOCKED";
+constexpr char kInsertTransfers[] =
+    "INSERT INTO transfers (id, batch_id, debit_account_id, credit_account_id, asset, amount, "
+    "code, state, pending, campaign_id, event_id, order_id, metadata, reverses_transfer_id, "
+    "pending_id, reversed_amount, content_hash, debit_balance_after, credit_balance_after, "
+    "created_at, timeout_at) "
+    "SELECT r.id, r.batch_id, r.debit_account_id, r.credit_account_id, r.asset, r.amount, "
+    "r.code, r.state, r.pending, r.campaign_id, r.event_id, r.order_id, r.metadata, "
+    "r.reverses_transfer_id, r.pending_id, r.reversed_amount, r.content_hash, "
+    "r.debit_balance_after, r.credit_balance_after, r.created_at, r.timeout_at "
+    "FROM jsonb_populate_recordset(NULL::transfers, $1::jsonb) WITH ORDINALITY AS r "
+    "ORDER BY r.ordinality";
+constexpr char kUpdateTransfers[] =
+    "UPDATE transfers t SET state = r.state, reversed_amount = t.reversed_amount + "
+    "r.reversed_amount FROM jsonb_populate_recordset(NULL::transfers, $1::jsonb) AS r "
+    "WHERE t.id = r.id";
+
+constexpr char kSelectOpenLots[] = "SELECT " MKT_LOT_COLUMNS
+                                   " FROM lots l WHERE l.account_id = ANY($1::bigint[]) "
+                                   "AND l.remaining > 0";
+constexpr char kSelectLotsByIds[] =
+    "SELECT " MKT_LOT_COLUMNS " FROM lots l WHERE l.id = ANY($1::bigint[])";
+constexpr char kSelectTaken[] =
+    "SELECT transfer_id, lot_id, amount FROM lot_movements "
+    "WHERE transfer_id = ANY($1::text[]) AND amount > 0 ORDER BY transfer_id, lot_id";
+constexpr char kSelectPutBack[] =
+    "SELECT r.reverses_transfer_id, m.origin_lot_id, -m.amount FROM transfers r "
+    "JOIN lot_movements m ON m.transfer_id = r.id "
+    "WHERE r.reverses_transfer_id = ANY($1::text[]) AND m.amount < 0";
+constexpr char kNextLotIds[] =
+    "SELECT nextval(pg_get_serial_sequence('lots', 'id')) FROM generate_series(1, $1)";
+constexpr char kInsertLots[] =
+    "INSERT INTO lots (id, account_id, amount, remaining, expires_at, granted_by_transfer_id, "
+    "restored_from_lot_id, expired_at, created_at) "
+    "SELECT r.id, r.account_id, r.amount, r.remaining, r.expires_at, r.granted_by_transfer_id, "
+    "r.restored_from_lot_id, r.expired_at, r.created_at "
+    "FROM jsonb_populate_recordset(NULL::lots, $1::jsonb) AS r ORDER BY r.id";
+constexpr char kUpdateLots[] =
+    "UPDATE lots l SET remaining = r.remaining, expired_at = r.expired_at "
+    "FROM jsonb_populate_recordset(NULL::lots, $1::jsonb) AS r WHERE l.id = r.id";
+constexpr char kInsertMovements[] =
+    "INSERT INTO lot_movements (transfer_id, lot_id, origin_lot_id, amount) "
+    "SELECT r.transfer_id, r.lot_id, r.origin_lot_id, r.amount "
+    "FROM jsonb_populate_recordset(NULL::lot_movements, $1::jsonb) AS r";
+constexpr char kSelectExpiredLots[] =
+    "SELECT l.id, l.account_id, a.org_id FROM lots l JOIN accounts a ON a.id = l.account_id "
+    "WHERE l.remaining > 0 AND l.expires_at < $1::timestamptz "
+    "ORDER BY l.expires_at, l.id LIMIT $2";
+constexpr char kSelectExpiringLots[] =
+    "SELECT l.id, l.remaining, (extract(epoch from l.expires_at) * 1000000)::bigint, "
+    "l.granted_by_transfer_id "
+    "FROM lots l JOIN accounts a ON a.id = l.account_id "
+    "WHERE a.org_id = $1 AND a.owner_kind = 1 AND a.owner_id = $2 AND a.asset = 1 "
+    "AND l.remaining > 0 AND l.expires_at < $3::timestamptz ORDER BY l.expires_at, l.id";
+
+constexpr char kSelectHistory[] =
+    "SELECT " MKT_TRANSFER_COLUMNS MKT_TRANSFER_FROM
+    "WHERE (t.debit_account_id = ANY($1::bigint[]) OR t.credit_account_id = ANY($1::bigint[])) "
+    "AND t.seq < $2 ORDER BY t.seq DESC LIMIT $3";
+// Two index range scans merged, so that a hot account's statement does not sort its history.
+constexpr char kSelectStatementLines[] =
+    "WITH u AS ("
+    "(SELECT seq FROM transfers WHERE debit_account_id = $1 AND seq > $2 AND state = 2 "
+    "AND NOT pending AND created_at >= $3::timestamptz AND created_at < $4::timestamptz "
+    "ORDER BY seq LIMIT $5) UNION ALL "
+    "(SELECT seq FROM transfers WHERE credit_account_id = $1 AND seq > $2 AND state = 2 "
+    "AND NOT pending AND created_at >= $3::timestamptz AND created_at < $4::timestamptz "
+    "ORDER BY seq LIMIT $5)) "
+    "SELECT " MKT_TRANSFER_COLUMNS MKT_TRANSFER_FROM
+    "WHERE t.seq IN (SELECT seq FROM u ORDER BY seq LIMIT $5) ORDER BY t.seq";
+// Every transfer row knows both accounts' posted balances after it, pending ones included.
+constexpr char kBalanceBeforeTime[] =
+    "SELECT bal FROM ("
+    "(SELECT seq, debit_balance_after AS bal FROM transfers WHERE debit_account_id = $1 "
+    "AND created_at < $2::timestamptz ORDER BY seq DESC LIMIT 1) UNION ALL "
+    "(SELECT seq, credit_balance_after FROM transfers WHERE credit_account_id = $1 "
+    "AND created_at < $2::timestamptz ORDER BY seq DESC LIMIT 1)) u ORDER BY seq DESC LIMIT 1";
+constexpr char kBalanceAtSeq[] =
+    "SELECT bal FROM ("
+    "(SELECT seq, debit_balance_after AS bal FROM transfers WHERE debit_account_id = $1 "
+    "AND seq <= $2 ORDER BY seq DESC LIMIT 1) UNION ALL "
+    "(SELECT seq, credit_balance_after FROM transfers WHERE credit_account_id = $1 "
+    "AND seq <= $2 ORDER BY seq DESC LIMIT 1)) u ORDER BY seq DESC LIMIT 1";
+
+// ---- CheckIntegrity: each query returns the first offenders and, in its last column, how many
+// there are in all.
+constexpr char kCheckZeroSum[] =
+    "SELECT asset, sum(credits_posted - debits_posted)::bigint, "
+    "(sum(credits_pending) - sum(debits_pending))::bigint, count(*) OVER () FROM accounts "
+    "GROUP BY asset HAVING sum(credits_posted - debits_posted) <> 0 "
+    "OR sum(credits_pending) <> sum(debits_pending) ORDER BY asset";
+constexpr char kCheckFlags[] =
+    "SELECT id, credits_posted - debits_posted, credits_posted - debits_posted - debits_pending, "
+    "count(*) OVER () FROM accounts "
+    "WHERE (debits_must_not_exceed_credits AND (credits_posted - debits_posted < 0 "
+    "OR credits_posted - debits_posted - debits_pending < 0)) "
+    "OR (credits_must_not_exceed_debits AND (debits_posted - credits_posted < 0 "
+    "OR debits_posted - credits_posted - credits_pending < 0)) ORDER BY id LIMIT 5";
+constexpr char kCheckTotals[] =
+    "WITH d AS (SELECT debit_account_id AS id, "
+    "coalesce(sum(amount) FILTER (WHERE state = 2 AND NOT pending), 0) AS posted, "
+    "coalesce(sum(amount) FILTER (WHERE state = 1 AND pending), 0) AS pending "
+    "FROM transfers GROUP BY 1), "
+    "c AS (SELECT credit_account_id AS id, "
+    "coalesce(sum(amount) FILTER (WHERE state = 2 AND NOT pending), 0) AS posted, "
+    "coalesce(sum(amount) FILTER (WHERE state = 1 AND pending), 0) AS pending "
+    "FROM transfers GROUP BY 1) "
+    "SELECT a.id, a.debits_posted, coalesce(d.posted, 0), a.credits_posted, "
+    "coalesce(c.posted, 0), a.debits_pending, coalesce(d.pending, 0), a.credits_pending, "
+    "coalesce(c.pending, 0), count(*) OVER () "
+    "FROM accounts a LEFT JOIN d ON d.id = a.id LEFT JOIN c ON c.id = a.id "
+    "WHERE a.debits_posted <> coalesce(d.posted, 0) OR a.credits_posted <> coalesce(c.posted, 0) "
+    "OR a.debits_pending <> coalesce(d.pending, 0) "
+    "OR a.credits_pending <> coalesce(c.pending, 0) ORDER BY a.id LIMIT 5";
+constexpr char kCheckLots[] =
+    "WITH l AS (SELECT account_id, sum(remaining) AS remaining FROM lots GROUP BY 1) "
+    "SELECT a.id, CASE WHEN a.owner_kind = 1 AND a.asset = 1 "
+    "THEN a.credits_posted - a.debits_posted - a.debits_pending ELSE 0 END, "
+    "coalesce(l.remaining, 0), count(*) OVER () "
+    "FROM accounts a LEFT JOIN l ON l.account_id = a.id "
+    "WHERE (a.owner_kind = 1 AND a.asset = 1 AND "
+    "a.credits_posted - a.debits_posted - a.debits_pending <> coalesce(l.remaining, 0)) "
+    "OR (NOT (a.owner_kind = 1 AND a.asset = 1) AND l.remaining IS NOT NULL) "
+    "ORDER BY a.id LIMIT 5";
+// Every transfer that is not a reservation (posted, posting or voiding) is a fact. Rows older
+// than the relay's retention may have been deleted once sent; duplicates are wrong at any age.
+constexpr char kCheckFacts[] =
+    "WITH f AS (SELECT 'ledger:' || id AS event_id FROM transfers "
+    "WHERE NOT pending AND recorded_at > now() - $1::interval), "
+    "o AS (SELECT event_id, count(*) AS n FROM outbox WHERE topic = $2 "
+    "AND event_id LIKE 'ledger:%' GROUP BY event_id), "
+    "bad AS (SELECT f.event_id, coalesce(o.n, 0) AS n FROM f LEFT JOIN o USING (event_id) "
+    "WHERE coalesce(o.n, 0) <> 1 UNION SELECT event_id, n FROM o WHERE n > 1) "
+    "SELECT event_id, n, count(*) OVER () FROM bad ORDER BY event_id LIMIT 5";
+
+// ------------------------------------------------------------------------------------------------
+// Small conversions.
+
+using AccountKey = std::tuple<std::string, int, std::string, int, std::string>;
+// Looks an AccountKey up without copying the strings (the maps use std::less<>).
+using AccountKeyView = std::tuple<std::string_view, int, std::string_view, int, std::string_view>;
+
+AccountKeyView ViewOf(const pb::AccountRef& r) {
+  return {r.org_id(), r.asset(), r.asset_ref(), r.owner_kind(), r.owner_id()};
+}
+AccountKeyView ViewOf(const AccountKey& k) {
+  return {std::get<0>(k), std::get<1>(k), std::get<2>(k), std::get<3>(k), std::get<4>(k)};
+}
+
+AccountKey KeyOf(const pb::AccountRef& r) {
+  return {r.org_id(), r.asset(), r.asset_ref(), r.owner_kind(), r.owner_id()};
+}
+
+std::string RoleId(pb::SystemRole role) {
+  std::string name = pb::SystemRole_Name(role);
+  if (name.rfind("ROLE_", 0) == 0) name = name.substr(5);
+  return absl::AsciiStrToLower(name);
+}
+
+AccountKey SystemKey(const std::string& org_id, pb::Asset asset, pb::SystemRole role) {
+  return {org_id, asset, "", pb::SYSTEM, RoleId(role)};
+}
+
+bool IsCustomerPoints(const pb::AccountRef& r) {
+  return r.owner_kind() == pb::CUSTOMER && r.asset() == pb::POINTS;
+}
+// Budget and stock accounts exist only once funded.
+bool IsFundedKind(int owner_kind) {
+  return owner_kind == pb::CAMPAIGN || owner_kind == pb::TEMPLATE;
+}
+bool IsFlagged(int owner_kind) { return owner_kind == pb::CUSTOMER || IsFundedKind(owner_kind); }
+
+std::string Unit(pb::Asset asset) {
+  switch (asset) {
+    case pb::POINTS:
+      return "points";
+    case pb::CASH_FEN:
+    case pb::BUDGET_FEN:
+      return "fen";
+    case pb::LOTTERY_CHANCE:
+      return "chances";
+    case pb::STOCK:
+      return "units";
+    default:
+      return "units";
+  }
+}
+
+std::string Describe(const pb::AccountRef& r) {
+  switch (r.owner_kind()) {
+    case pb::CAMPAIGN:
+      return absl::StrCat("the budget of campaign \"", r.owner_id(), "\" (org ", r.org_id(), ")");
+    case pb::TEMPLATE:
+      return absl::StrCat("the stock of template \"", r.owner_id(), "\" (org ", r.org_id(), ")");
+    case pb::CUSTOMER:
+      return absl::StrCat("the ", pb::Asset_Name(r.asset()), " account of customer \"",
+                          r.owner_id(), "\" (org ", r.org_id(), ")");
+    default:
+      return absl::StrCat("the ", pb::Asset_Name(r.asset()), " ", r.owner_id(), " account of org ",
+                          r.org_id());
+  }
+}
+
+// True for valid UTF-8 without NUL: what PostgreSQL text and jsonb accept. Anything else would
+// fail the whole group commit, so it is refused per batch before.
+bool IsCleanText(std::string_view s) {
+  for (size_t i = 0; i < s.size();) {
+    const unsigned char c = static_cast<unsigned char>(s[i]);
+    int extra;
+    unsigned char lo = 0x80, hi = 0xbf;
+    if (c == 0) return false;
+    if (c < 0x80) {
+      extra = 0;
+    } else if (c >= 0xc2 && c <= 0xdf) {
+      extra = 1;
+    } else if (c >= 0xe0 && c <= 0xef) {
+      extra = 2;
+      if (c == 0xe0) lo = 0xa0;
+      if (c == 0xed) hi = 0x9f;  // no UTF-16 surrogates
+    } else if (c >= 0xf0 && c <= 0xf4) {
+      extra = 3;
+      if (c == 0xf0) lo = 0x90;
+      if (c == 0xf4) hi = 0x8f;
+    } else {
+      return false;
+    }
+    if (s.size() - i <= static_cast<size_t>(extra)) return false;
+    for (int k = 1; k <= extra; ++k) {
+      const unsigned char next = static_cast<unsigned char>(s[i + k]);
+      if (next < (k == 1 ? lo : 0x80) || next > (k == 1 ? hi : 0xbf)) return false;
+    }
+    i += extra + 1;
+  }
+  return true;
+}
+
+absl::Time Truncated(absl::Time t) { return absl::FromUnixMicros(absl::ToUnixMicros(t)); }
+
+// PostgreSQL's timestamptz covers years 4713 BC..294276 AD; callers may pass infinities.
+absl::Time Clamped(absl::Time t) {
+  static const absl::Time kMin = absl::FromCivil(absl::CivilSecond(1, 1, 1), absl::UTCTimeZone());
+  static const absl::Time kMax =
+      absl::FromCivil(absl::CivilSecond(9999, 12, 31, 23, 59, 59), absl::UTCTimeZone());
+  return std::clamp(t, kMin, kMax);
+}
+
+std::string PgTime(absl::Time t) {
+  return absl::FormatTime("%Y-%m-%dT%H:%M:%E6SZ", Clamped(t), absl::UTCTimeZone());
+}
+
+void SetTime(google::protobuf::Timestamp* ts, absl::Time t) {
+  const int64_t micros = absl::ToUnixMicros(t);
+  int64_t seconds = micros / 1000000;
+  int64_t rest = micros % 1000000;
+  if (rest < 0) {
+    rest += 1000000;
+    --seconds;
+  }
+  ts->set_seconds(seconds);
+  ts->set_nanos(static_cast<int32_t>(rest * 1000));
+}
+
+absl::Time TimeOf(const google::protobuf::Timestamp& ts) {
+  return absl::FromUnixSeconds(ts.seconds()) + absl::Nanoseconds(ts.nanos());
+}
+
+template <typename Container>
+std::string TextArray(const Container& values) {
+  std::string out = "{";
+  for (const std::string& v : values) {
+    if (out.size() > 1) out += ',';
+    out += '"';
+    for (char c : v) {
+      if (c == '"' || c == '\\') out += '\\';
+      out += c;
+    }
+    out += '"';
+  }
+  out += '}';
+  return out;
+}
+
+template <typename Container>
+std::string IdArray(const Container& ids) {
+  return absl::StrCat("{", absl::StrJoin(ids, ","), "}");
+}
+
+// Writes the JSON array of objects that a statement reads with jsonb_populate_recordset. By hand
+// rather than through a DOM: it is on the path of every group commit. Text is valid UTF-8 (see
+// IsCleanText), so only quotes, backslashes and control characters need escaping.
+class JsonRows {
+ public:
+  JsonRows& Row() {
+    out_ += out_.empty() ? "[{" : "},{";
+    first_ = true;
+    ++rows_;
+    return *this;
+  }
+  JsonRows& Text(std::string_view key, std::string_view value) {
+    Key(key);
+    AppendQuoted(value);
+    return *this;
+  }
+  JsonRows& Int(std::string_view key, int64_t value) {
+    Key(key);
+    absl::StrAppend(&out_, value);
+    return *this;
+  }
+  JsonRows& Bool(std::string_view key, bool value) {
+    Key(key);
+    out_ += value ? "true" : "false";
+    return *this;
+  }
+  JsonRows& Null(std::string_view key) {
+    Key(key);
+    out_ += "null";
+    return *this;
+  }
+  JsonRows& Time(std::string_view key, absl::Time value) { return Text(key, PgTime(value)); }
+  JsonRows& OptionalTime(std::string_view key, const std::optional<absl::Time>& value) {
+    return value ? Time(key, *value) : Null(key);
+  }
+  JsonRows& TextMap(std::string_view key,
+                    const google::protobuf::Map<std::string, std::string>& map) {
+    Key(key);
+    // Sorted, so that equal maps store equal documents.
+    std::map<std::string_view, std::string_view> sorted(map.begin(), map.end());
+    out_ += '{';
+    bool first = true;
+    for (const auto& [k, v] : sorted) {
+      if (!first) out_ += ',';
+      first = false;
+      AppendQuoted(k);
+      out_ += ':';
+      AppendQuoted(v);
+    }
+    out_ += '}';
+    return *this;
+  }
+
+  int rows() const { return rows_; }
+  std::string Finish() const { return out_.empty() ? "[]" : out_ + "}]"; }
+
+ private:
+  void Key(std::string_view key) {
+    if (!first_) out_ += ',';
+    first_ = false;
+    AppendQuoted(key);
+    out_ += ':';
+  }
+  void AppendQuoted(std::string_view value) {
+    out_ += '"';
+    size_t start = 0;
+    for (size_t i = 0; i < value.size(); ++i) {
+      const unsigned char c = static_cast<unsigned char>(value[i]);
+      if (c >= 0x20 && c != '"' && c != '\\') continue;
+      out_.append(value.data() + start, i - start);
+      if (c == '"' || c == '\\') {
+        out_ += '\\';
+        out_ += static_cast<char>(c);
+      } else {
+        absl::StrAppend(&out_, "\\u00", absl::Hex(c, absl::kZeroPad2));
+      }
+      start = i + 1;
+    }
+    out_.append(value.data() + start, value.size() - start);
+    out_ += '"';
+  }
+
+  std::string out_;
+  bool first_ = true;
+  int rows_ = 0;
+};
+
+std::string Deterministic(const google::protobuf::MessageLite& message) {
+  std::string out;
+  {
+    google::protobuf::io::StringOutputStream stream(&out);
+    google::protobuf::io::CodedOutputStream coded(&stream);
+    coded.SetSerializationDeterministic(true);
+    message.SerializeToCodedStream(&coded);
+  }
+  return out;
+}
+
+// The idempotency hashes: SHA-256 over a canonical form of what created the transfer (map
+// entries sorted by the deterministic serialization), prefixed by what kind of request it was.
+std::string SpecHash(const pb::TransferSpec& spec) {
+  return auth::Sha256Hex("transfer-spec/v1\n" + Deterministic(spec));
+}
+std::string ResolutionHash(const std::string& pending_id, bool post) {
+  return auth::Sha256Hex(absl::StrCat("resolve/v1\n", post ? "post\n" : "void\n", pending_id));
+}
+std::string ExpiryHash(int64_t lot_id) {
+  return auth::Sha256Hex(absl::StrCat("expire/v1\n", lot_id));
+}
+
+absl::Status Exhausted(const pb::AccountRef& ref, int64_t account_id, int64_t available,
+                       int64_t amount, const std::string& field) {
+  const cpb::ErrorReason reason = ref.asset() == pb::BUDGET_FEN ? cpb::BUDGET_EXHAUSTED
+                                  : ref.asset() == pb::STOCK    ? cpb::STOCK_EXHAUSTED
+                                                                : cpb::INSUFFICIENT_BALANCE;
+  return Error(absl::StatusCode::kFailedPrecondition, reason,
+               absl::StrCat(Describe(ref), " (account ", account_id, ") has ", available, " ",
+                            Unit(ref.asset()), " available; the transfer needs ", amount),
+               field);
+}
+
+absl::Status Conflict(std::string_view message, std::string_view field) {
+  return Error(absl::StatusCode::kFailedPrecondition, cpb::CONFLICT, message, field);
+}
+
+absl::Status KeyReused(const std::string& id, const std::string& field) {
+  return Error(
+      absl::StatusCode::kAlreadyExists, cpb::IDEMPOTENCY_KEY_REUSED,
+      absl::StrCat("transfer id \"", id, "\" was already used for a different transfer or batch"),
+      field);
+}
+
+// ---- Rows.
+
+struct Account {
+  int64_t id = 0;
+  pb::AccountRef ref;
+  bool debits_must_not_exceed_credits = false;
+  bool credits_must_not_exceed_debits = false;
+  int64_t debits_posted = 0;
+  int64_t credits_posted = 0;
+  int64_t debits_pending = 0;
+  int64_t credits_pending = 0;
+  absl::Time created_at;
+
+  int64_t balance() const { return credits_posted - debits_posted; }
+  int64_t available() const { return balance() - debits_pending; }
+  bool SameTotals(const Account& o) const {
+    return debits_posted == o.debits_posted && credits_posted == o.credits_posted &&
+           debits_pending == o.debits_pending && credits_pending == o.credits_pending;
+  }
+};
+
+Account AccountFromRow(const pqxx::row& row) {
+  Account a;
+  a.id = row[0].as<int64_t>();
+  a.ref.set_org_id(row[1].as<std::string>());
+  a.ref.set_asset(static_cast<pb::Asset>(row[2].as<int>()));
+  a.ref.set_asset_ref(row[3].as<std::string>());
+  a.ref.set_owner_kind(static_cast<pb::OwnerKind>(row[4].as<int>()));
+  a.ref.set_owner_id(row[5].as<std::string>());
+  a.debits_must_not_exceed_credits = row[6].as<bool>();
+  a.credits_must_not_exceed_debits = row[7].as<bool>();
+  a.debits_posted = row[8].as<int64_t>();
+  a.credits_posted = row[9].as<int64_t>();
+  a.debits_pending = row[10].as<int64_t>();
+  a.credits_pending = row[11].as<int64_t>();
+  a.created_at = absl::FromUnixMicros(row[12].as<int64_t>());
+  return a;
+}
+
+pb::Account ToProto(const Account& a) {
+  pb::Account out;
+  out.set_id(a.id);
+  *out.mutable_ref() = a.ref;
+  out.set_debits_must_not_exceed_credits(a.debits_must_not_exceed_credits);
+  out.set_credits_must_not_exceed_debits(a.credits_must_not_exceed_debits);
+  out.set_debits_posted(a.debits_posted);
+  out.set_credits_posted(a.credits_posted);
+  out.set_debits_pending(a.debits_pending);
+  out.set_credits_pending(a.credits_pending);
+  out.set_balance(a.balance());
+  out.set_available(a.available());
+  SetTime(out.mutable_created_at(), a.created_at);
+  return out;
+}
+
+struct StoredTransfer {
+  pb::Transfer t;
+  bool pending = false;  // created as a reservation
+  int64_t reversed_amount = 0;
+  std::string content_hash;
+  int64_t debit_balance_after = 0;
+  int64_t credit_balance_after = 0;
+  int64_t seq = 0;
+  // Bookkeeping of this session: created here, or changed here (state, reversed amount).
+  bool is_new = false;
+  bool state_changed = false;
+  int64_t reversed_delta = 0;
+};
+
+pb::AccountRef RefFromRow(const pqxx::row& row, int first) {
+  pb::AccountRef r;
+  r.set_org_id(row[first].as<std::string>());
+  r.set_asset(static_cast<pb::Asset>(row[first + 1].as<int>()));
+  r.set_asset_ref(row[first + 2].as<std::string>());
+  r.set_owner_kind(static_cast<pb::OwnerKind>(row[first + 3].as<int>()));
+  r.set_owner_id(row[first + 4].as<std::string>());
+  return r;
+}
+
+StoredTransfer TransferFromRow(const pqxx::row& row) {
+  StoredTransfer s;
+  pb::Transfer& t = s.t;
+  t.set_id(row[0].as<std::string>());
+  t.set_debit_account_id(row[1].as<int64_t>());
+  t.set_credit_account_id(row[2].as<int64_t>());
+  *t.mutable_debit() = RefFromRow(row, 3);
+  *t.mutable_credit() = RefFromRow(row, 8);
+  t.set_asset(static_cast<pb::Asset>(row[13].as<int>()));
+  t.set_amount(row[14].as<int64_t>());
+  t.set_code(static_cast<pb::TransferCode>(row[15].as<int>()));
+  t.set_state(static_cast<pb::TransferState>(row[16].as<int>()));
+  s.pending = row[17].as<bool>();
+  t.set_campaign_id(row[18].as<std::string>());
+  t.set_event_id(row[19].as<std::string>());
+  t.set_order_id(row[20].as<std::string>());
+  const json metadata = json::parse(row[21].as<std::string>());
+  for (auto it = metadata.begin(); it != metadata.end(); ++it) {
+    (*t.mutable_metadata())[it.key()] = it.value().get<std::string>();
+  }
+  t.set_reverses_transfer_id(row[22].as<std::string>());
+  t.set_pending_id(row[23].as<std::string>());
+  t.set_batch_id(row[24].as<std::string>());
+  SetTime(t.mutable_created_at(), absl::FromUnixMicros(row[25].as<int64_t>()));
+  if (!row[26].is_null()) {
+    SetTime(t.mutable_timeout_at(), absl::FromUnixMicros(row[26].as<int64_t>()));
+  }
+  s.reversed_amount = row[27].as<int64_t>();
+  s.content_hash = row[28].as<std::string>();
+  s.seq = row[29].as<int64_t>();
+  s.debit_balance_after = row[30].as<int64_t>();
+  s.credit_balance_after = row[31].as<int64_t>();
+  return s;
+}
+
+void AddTransferRow(JsonRows& rows, const StoredTransfer& s) {
+  const pb::Transfer& t = s.t;
+  rows.Row()
+      .Text("id", t.id())
+      .Text("batch_id", t.batch_id())
+      .Int("debit_account_id", t.debit_account_id())
+      .Int("credit_account_id", t.credit_account_id())
+      .Int("asset", t.asset())
+      .Int("amount", t.amount())
+      .Int("code", t.code())
+      .Int("state", t.state())
+      .Bool("pending", s.pending)
+      .Text("campaign_id", t.campaign_id())
+      .Text("event_id", t.event_id())
+      .Text("order_id", t.order_id())
+      .TextMap("metadata", t.metadata())
+      .Text("reverses_transfer_id", t.reverses_transfer_id())
+      .Text("pending_id", t.pending_id())
+      .Int("reversed_amount", s.reversed_amount)
+      .Text("content_hash", s.content_hash)
+      .Int("debit_balance_after", s.debit_balance_after)
+      .Int("credit_balance_after", s.credit_balance_after)
+      .Time("created_at", TimeOf(t.created_at()))
+      .OptionalTime("timeout_at", t.has_timeout_at()
+                                      ? std::optional<absl::Time>(TimeOf(t.timeout_at()))
+                                      : std::nullopt);
+}
+
+kafka::OutboxMessage FactOf(const pb::Transfer& t) {
+  kafka::OutboxMessage m;
+  m.topic = kLedgerFactsTopic;
+  if (t.debit().owner_kind() == pb::CUSTOMER) {
+    m.key = t.debit().owner_id();
+  } else if (t.credit().owner_kind() == pb::CUSTOMER) {
+    m.key = t.credit().owner_id();
+  } else {
+    m.key = t.batch_id();
+  }
+  pb::TransferPosted fact;
+  *fact.mutable_transfer() = t;
+  m.envelope = kafka::MakeEnvelope(kFactType, t.debit().org_id(), t.batch_id(), fact);
+  // Deterministic, so a fact re-published after a relay crash is deduplicated downstream.
+  m.envelope.set_event_id("ledger:" + t.id());
+  *m.envelope.mutable_occurred_at() = t.created_at();
+  return m;
+}
+
+struct Lot {
+  int64_t id = 0;
+  int64_t account_id = 0;
+  int64_t amount = 0;
+  int64_t remaining = 0;
+  absl::Time expires_at;
+  std::string granted_by;
+  int64_t restored_from = 0;
+  std::optional<absl::Time> expired_at;
+  bool is_new = false;
+  bool dirty = false;
+};
+
+Lot LotFromRow(const pqxx::row& row) {
+  Lot l;
+  l.id = row[0].as<int64_t>();
+  l.account_id = row[1].as<int64_t>();
+  l.amount = row[2].as<int64_t>();
+  l.remaining = row[3].as<int64_t>();
+  l.expires_at = absl::FromUnixMicros(row[4].as<int64_t>());
+  l.granted_by = row[5].as<std::string>();
+  l.restored_from = row[6].as<int64_t>();
+  if (!row[7].is_null()) l.expired_at = absl::FromUnixMicros(row[7].as<int64_t>());
+  return l;
+}
+
+struct Movement {
+  std::string transfer_id;
+  int64_t lot_id = 0;
+  int64_t origin_lot_id = 0;
+  int64_t amount = 0;  // > 0 taken, < 0 put back
+};
+
+// Refuses per batch what the service's validation should have refused already, so that one bad
+// batch can never fail the statements shared with every other batch of the group.
+absl::Status CheckRef(const pb::AccountRef& ref, const std::string& field) {
+  if (ref.asset() == pb::ASSET_UNSPECIFIED || !pb::Asset_IsValid(ref.asset())) {
+    return InvalidArgument(field + ".asset", "unknown asset");
+  }
+  if (ref.owner_kind() == pb::OWNER_KIND_UNSPECIFIED || !pb::OwnerKind_IsValid(ref.owner_kind())) {
+    return InvalidArgument(field + ".owner_kind", "unknown owner kind");
+  }
+  if (ref.org_id().empty() || !IsCleanText(ref.org_id())) {
+    return InvalidArgument(field + ".org_id", "the org id must be non-empty UTF-8 text");
+  }
+  if (ref.owner_id().empty() || !IsCleanText(ref.owner_id())) {
+    return InvalidArgument(field + ".owner_id", "the owner id must be non-empty UTF-8 text");
+  }
+  if (!IsCleanText(ref.asset_ref())) {
+    return InvalidArgument(field + ".asset_ref", "the asset ref must be UTF-8 text");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckShape(const LinkedBatch& batch) {
+  if (!IsCleanText(batch.batch_id)) {
+    return InvalidArgument("batch_id", "the batch id must be UTF-8 text without NUL");
+  }
+  if (batch.transfers.empty()) {
+    return InvalidArgument("transfers", "a batch needs at least one transfer");
+  }
+  std::set<std::string> seen;
+  for (size_t i = 0; i < batch.transfers.size(); ++i) {
+    const pb::TransferSpec& spec = batch.transfers[i];
+    const std::string field = absl::StrCat("transfers[", i, "]");
+    if (spec.id().empty() || !IsCleanText(spec.id())) {
+      return InvalidArgument(field + ".id", "the transfer id must be non-empty UTF-8 text");
+    }
+    if (!seen.insert(spec.id()).second) {
+      return InvalidArgument(field + ".id", "the transfer id appears twice in the batch");
+    }
+    if (spec.amount() <= 0) return InvalidArgument(field + ".amount", "the amount must be > 0");
+    if (spec.code() == pb::TRANSFER_CODE_UNSPECIFIED || !pb::TransferCode_IsValid(spec.code())) {
+      return InvalidArgument(field + ".code", "unknown transfer code");
+    }
+    MKT_RETURN_IF_ERROR(CheckRef(spec.debit(), field + ".debit"));
+    MKT_RETURN_IF_ERROR(CheckRef(spec.credit(), field + ".credit"));
+    if (spec.debit().asset() != spec.credit().asset()) {
+      return InvalidArgument(field + ".credit.asset", "debit and credit differ in asset");
+    }
+    if (ViewOf(spec.debit()) == ViewOf(spec.credit())) {
+      return InvalidArgument(field + ".credit", "debit and credit are the same account");
+    }
+    for (const std::string* text :
+         {&spec.campaign_id(), &spec.event_id(), &spec.order_id(), &spec.reverses_transfer_id()}) {
+      if (!IsCleanText(*text)) return InvalidArgument(field, "references must be UTF-8 text");
+    }
+    for (const auto& [key, value] : spec.metadata()) {
+      if (!IsCleanText(key) || !IsCleanText(value)) {
+        return InvalidArgument(field + ".metadata", "metadata must be UTF-8 text");
+      }
+    }
+    if (spec.pending()) {
+      if (spec.timeout_seconds() <= 0) {
+        return InvalidArgument(field + ".timeout_seconds", "a pending transfer needs a timeout");
+      }
+      if (!spec.reverses_transfer_id().empty()) {
+        return InvalidArgument(field + ".pending", "a reversal cannot be pending");
+      }
+      if (IsCustomerPoints(spec.credit())) {
+        return InvalidArgument(field + ".pending",
+                               "points are credited to a customer only as posted transfers");
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
+// ------------------------------------------------------------------------------------------------
+// One attempt of one write transaction: what it loaded under its locks, the in-memory
+// simulation of its batches (each undone alone when it fails), and the writes of the survivors.
+
+class Session {
+ public:
+  Session(pqxx::work& tx, absl::Time now) : tx_(tx), now_(Truncated(now)) {}
+
+  // ---- Loading. Everything that decides a batch is read after the account locks are held.
+
+  // Finds the ids of `wanted` accounts, creating those marked creatable that do not exist.
+  void ResolveAccounts(const std::map<AccountKey, bool>& wanted) {
+    if (wanted.empty()) return;
+    std::vector<AccountKey> keys;
+    for (const auto& [key, creatable] : wanted) keys.push_back(key);
+    SelectAccountIds(keys);
+    std::vector<AccountKey> missing;
+    JsonRows rows;
+    for (const auto& [key, creatable] : wanted) {
+      if (!creatable || ids_by_key_.count(key) > 0) continue;
+      missing.push_back(key);
+      AddKeyRow(rows, key)
+          .Bool("debits_must_not_exceed_credits", IsFlagged(std::get<3>(key)))
+          .Bool("credits_must_not_exceed_debits", false)
+          .Time("created_at", now_);
+    }
+    if (missing.empty()) return;
+    for (const pqxx::row& row : tx_.exec_params(kInsertAccounts, rows.Finish())) {
+      created_accounts_.insert(row[0].as<int64_t>());
+    }
+    SelectAccountIds(missing);
+  }
+
+  // Locks the accounts in id order and loads their totals. With `skip_locked`, accounts another
+  // transaction holds are left out; returns the ids locked.
+  std::set<int64_t> LockAccounts(std::vector<int64_t> ids, bool skip_locked) {
+    std::set<int64_t> locked;
+    std::sort(ids.begin(), ids.end());
+    ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
+    if (ids.empty()) return locked;
+    for (const pqxx::row& row :
+         tx_.exec_params(skip_locked ? kLockAccountsSkipLocked : kLockAccounts, IdArray(ids))) {
+      Account a = AccountFromRow(row);
+      locked.insert(a.id);
+      initial_[a.id] = a;
+      accounts_[a.id] = std::move(a);
+    }
+    return locked;
+  }
+
+  void LoadTransfers(const std::set<std::string>& ids) {
+    if (ids.empty()) return;
+    for (const pqxx::row& row : tx_.exec_params(kSelectTransfersByIds, TextArray(ids))) {
+      StoredTransfer s = TransferFromRow(row);
+      const std::string id = s.t.id();
+      transfers_.emplace(id, std::move(s));
+    }
+  }
+
+  // Loads the postings/voidings of the given reservations.
+  void LoadResolutionsOf(const std::set<std::string>& pending_ids) {
+    if (pending_ids.empty()) return;
+    for (const pqxx::row& row : tx_.exec_params(kSelectResolutions, TextArray(pending_ids))) {
+      StoredTransfer s = TransferFromRow(row);
+      resolution_of_[s.t.pending_id()] = s.t.id();
+      const std::string id = s.t.id();
+      transfers_.emplace(id, std::move(s));
+    }
+  }
+
+  // Loads the lots with points left of customer POINTS accounts that will be debited.
+  void LoadOpenLots(const std::set<int64_t>& account_ids) {
+    if (account_ids.empty()) return;
+    for (const pqxx::row& row : tx_.exec_params(kSelectOpenLots, IdArray(account_ids))) {
+      AddLoadedLot(LotFromRow(row));
+    }
+  }
+
+  // Loads what the given transfers (reversal targets, reservations to void) took from lots and
+  // what earlier reversals already put back, with the lots concerned.
+  void LoadLotHistory(const std::set<std::string>& targets) {
+    std::set<std::string> sources;
+    for (const std::string& id : targets) {
+      auto it = transfers_.find(id);
+      if (it != transfers_.end()) sources.insert(SourceOf(it->second.t));
+    }
+    if (sources.empty()) return;
+    std::set<int64_t> lot_ids;
+    for (const pqxx::row& row : tx_.exec_params(kSelectTaken, TextArray(sources))) {
+      const int64_t lot_id = row[1].as<int64_t>();
+      taken_[row[0].as<std::string>()].push_back({lot_id, row[2].as<int64_t>()});
+      lot_ids.insert(lot_id);
+    }
+    for (const pqxx::row& row : tx_.exec_params(kSelectPutBack, TextArray(targets))) {
+      put_back_[row[0].as<std::string>()][row[1].as<int64_t>()] += row[2].as<int64_t>();
+    }
+    std::vector<int64_t> unknown;
+    for (int64_t id : lot_ids) {
+      if (lots_.count(id) == 0) unknown.push_back(id);
+    }
+    if (unknown.empty()) return;
+    for (const pqxx::row& row : tx_.exec_params(kSelectLotsByIds, IdArray(unknown))) {
+      AddLoadedLot(LotFromRow(row));
+    }
+  }
+
+  // The id of an account resolved by ResolveAccounts, locked or not.
+  std::optional<int64_t> ResolvedIdOf(const AccountKeyView& key) const {
+    auto it = ids_by_key_.find(key);
+    if (it == ids_by_key_.end()) return std::nullopt;
+    return it->second;
+  }
+
+  // The id of a resolved account this session holds locked.
+  std::optional<int64_t> AccountIdOf(const AccountKeyView& key) const {
+    auto it = ids_by_key_.find(key);
+    if (it == ids_by_key_.end() || accounts_.count(it->second) == 0) return std::nullopt;
+    return it->second;
+  }
+
+  // ---- Simulation.
+
+  // Applies the batches of one Apply call in order; their results, in order.
+  std::vector<BatchResult> ApplyBatches(const std::vector<LinkedBatch>& batches) {
+    std::vector<BatchResult> results(batches.size(), std::vector<pb::Transfer>{});
+    std::vector<bool> well_formed(batches.size(), false);
+    std::map<AccountKey, bool> wanted;  // -> may be created
+    std::set<std::string> transfer_ids;
+    for (size_t b = 0; b < batches.size(); ++b) {
+      absl::Status shape = CheckShape(batches[b]);
+      if (!shape.ok()) {
+        results[b] = shape;
+        continue;
+      }
+      well_formed[b] = true;
+      for (const pb::TransferSpec& spec : batches[b].transfers) {
+        wanted[KeyOf(spec.debit())] |= !IsFundedKind(spec.debit().owner_kind());
+        wanted[KeyOf(spec.credit())] |=
+            !IsFundedKind(spec.credit().owner_kind()) || spec.code() == pb::FUND;
+        transfer_ids.insert(spec.id());
+        if (!spec.reverses_transfer_id().empty()) transfer_ids.insert(spec.reverses_transfer_id());
+      }
+    }
+    ResolveAccounts(wanted);
+    std::vector<int64_t> account_ids;
+    for (const auto& [key, id] : ids_by_key_) account_ids.push_back(id);
+    LockAccounts(account_ids, /*skip_locked=*/false);
+    LoadTransfers(transfer_ids);
+    std::set<int64_t> debited_points;
+    std::set<std::string> reversed_to_customer_points;
+    for (size_t b = 0; b < batches.size(); ++b) {
+      if (!well_formed[b]) continue;
+      for (const pb::TransferSpec& spec : batches[b].transfers) {
+        if (IsCustomerPoints(spec.debit())) {
+          if (auto id = AccountIdOf(ViewOf(spec.debit()))) debited_points.insert(*id);
+        }
+        if (IsCustomerPoints(spec.credit()) && !spec.reverses_transfer_id().empty()) {
+          reversed_to_customer_points.insert(spec.reverses_transfer_id());
+        }
+      }
+    }
+    LoadOpenLots(debited_points);
+    LoadLotHistory(reversed_to_customer_points);
+    for (size_t b = 0; b < batches.size(); ++b) {
+      if (well_formed[b]) results[b] = ApplyBatch(batches[b]);
+    }
+    return results;
+  }
+
+  // Posts or voids reservation `pending_id` with a new transfer `id`; `created` tells whether a
+  // transfer was written (false for a replay or an earlier resolution the same way).
+  absl::StatusOr<pb::Transfer> Resolve(const std::string& id, const std::string& pending_id,
+                                       bool post, bool* created) {
+    *created = false;
+    const std::string hash = ResolutionHash(pending_id, post);
+    if (auto it = transfers_.find(id); it != transfers_.end()) {
+      if (it->second.content_hash == hash) return it->second.t;
+      return KeyReused(id, "id");
+    }
+    auto found = transfers_.find(pending_id);
+    if (found == transfers_.end()) {
+      return Error(absl::StatusCode::kNotFound, cpb::NOT_FOUND,
+                   absl::StrCat("no pending transfer \"", pending_id, "\""), "pending_id");
+    }
+    const StoredTransfer& p = found->second;
+    if (!p.pending) {
+      return Conflict(absl::StrCat("transfer \"", pending_id, "\" is not a pending transfer"),
+                      "pending_id");
+    }
+    const pb::TransferState wanted = post ? pb::POSTED : pb::VOIDED;
+    if (p.t.state() != pb::PENDING) {
+      auto resolution = resolution_of_.find(pending_id);
+      if (p.t.state() == wanted && resolution != resolution_of_.end()) {
+        return transfers_.at(resolution->second).t;
+      }
+      return Conflict(absl::StrCat("pending transfer \"", pending_id, "\" was already ",
+                                   p.t.state() == pb::POSTED ? "posted" : "voided",
+                                   resolution != resolution_of_.end()
+                                       ? absl::StrCat(" by \"", resolution->second, "\"")
+                                       : ""),
+                      "pending_id");
+    }
+    if (post && p.t.has_timeout_at() && now_ >= TimeOf(p.t.timeout_at())) {
+      return Conflict(
+          absl::StrCat("pending transfer \"", pending_id, "\" timed out at ",
+                       absl::FormatTime(TimeOf(p.t.timeout_at())), "; it can only be voided"),
+          "pending_id");
+    }
+    const int64_t debit_id = p.t.debit_account_id();
+    const int64_t credit_id = p.t.credit_account_id();
+    if (accounts_.count(debit_id) == 0 || accounts_.count(credit_id) == 0) {
+      return Internal("the accounts of the pending transfer are not locked");
+    }
+    const int64_t amount = p.t.amount();
+    if (!post && IsCustomerPoints(accounts_.at(debit_id).ref)) {
+      MKT_RETURN_IF_ERROR(PutBack(id, p.t, debit_id, amount, "pending_id"));
+    }
+    Account& d = MutableAccount(debit_id);
+    Account& c = MutableAccount(credit_id);
+    d.debits_pending -= amount;
+    c.credits_pending -= amount;
+    if (post) {
+      d.debits_posted += amount;
+      c.credits_posted += amount;
+    }
+    StoredTransfer& reservation = MutableTransfer(pending_id);
+    reservation.t.set_state(wanted);
+    reservation.state_changed = true;
+
+    StoredTransfer s;
+    s.t = reservation.t;
+    s.t.set_id(id);
+    s.t.set_state(wanted);
+    s.t.set_pending_id(pending_id);
+    s.t.set_batch_id(id);
+    s.t.clear_timeout_at();
+    SetTime(s.t.mutable_created_at(), now_);
+    s.content_hash = hash;
+    s.debit_balance_after = d.balance();
+    s.credit_balance_after = c.balance();
+    pb::Transfer out = s.t;
+    AddTransfer(std::move(s));
+    resolution_of_[pending_id] = id;
+    undo_.push_back([this, pending_id] { resolution_of_.erase(pending_id); });
+    *created = true;
+    return out;
+  }
+
+  // Turns what is left of lot `lot_id` into an EXPIRE transfer if it expired before `as_of`;
+  // returns the points expired (0 when there was nothing to do).
+  absl::StatusOr<int64_t> ExpireLot(int64_t lot_id, absl::Time as_of) {
+    auto it = lots_.find(lot_id);
+    if (it == lots_.end() || it->second.remaining <= 0 || it->second.expires_at >= as_of) return 0;
+    const std::string id = absl::StrCat("expire:", lot_id);
+    if (transfers_.count(id) > 0) return 0;
+    const Lot& lot = it->second;
+    auto account = accounts_.find(lot.account_id);
+    if (account == accounts_.end()) return 0;  // another transaction holds it; next run
+    const std::optional<int64_t> expiry_id =
+        AccountIdOf(ViewOf(SystemKey(account->second.ref.org_id(), pb::POINTS, pb::ROLE_EXPIRY)));
+    if (!expiry_id) return Internal("the org's points expiry account is not locked");
+    const int64_t amount = lot.remaining;
+    if (account->second.available() < amount) {
+      return Conflict(
+          absl::StrCat("lot ", lot_id, " holds ", amount, " points but account ", lot.account_id,
+                       " has only ", account->second.available(), " available; run CheckIntegrity"),
+          "lot");
+    }
+    Lot& expired = MutableLot(lot_id);
+    expired.remaining = 0;
+    expired.expired_at = now_;
+    expired.dirty = true;
+    AddMovement(id, lot_id, lot_id, amount);
+    Account& d = MutableAccount(lot.account_id);
+    Account& c = MutableAccount(*expiry_id);
+    d.debits_posted += amount;
+    c.credits_posted += amount;
+    StoredTransfer s;
+    s.t.set_id(id);
+    s.t.set_debit_account_id(d.id);
+    s.t.set_credit_account_id(c.id);
+    *s.t.mutable_debit() = d.ref;
+    *s.t.mutable_credit() = c.ref;
+    s.t.set_asset(pb::POINTS);
+    s.t.set_amount(amount);
+    s.t.set_code(pb::EXPIRE);
+    s.t.set_state(pb::POSTED);
+    s.t.set_batch_id(id);
+    SetTime(s.t.mutable_created_at(), now_);
+    s.content_hash = ExpiryHash(lot_id);
+    s.debit_balance_after = d.balance();
+    s.credit_balance_after = c.balance();
+    AddTransfer(std::move(s));
+    return amount;
+  }
+
+  // ---- Batches: everything a batch changes is undone when one of its transfers fails.
+
+  struct Mark {
+    size_t undo;
+    size_t transfers;
+    size_t movements;
+    int64_t next_lot;
+  };
+  Mark Begin() const {
+    return {undo_.size(), new_transfer_ids_.size(), movements_.size(), next_provisional_lot_};
+  }
+  void Rollback(const Mark& mark) {
+    while (undo_.size() > mark.undo) {
+      undo_.back()();
+      undo_.pop_back();
+    }
+    while (new_transfer_ids_.size() > mark.transfers) {
+      transfers_.erase(new_transfer_ids_.back());
+      new_transfer_ids_.pop_back();
+    }
+    movements_.resize(mark.movements);
+    next_provisional_lot_ = mark.next_lot;
+  }
+  void Commit() { undo_.clear(); }
+
+  // ---- Writing: a handful of multi-row statements for everything the session did.
+  void Write() {
+    std::map<int64_t, int64_t> real_lot_ids;  // provisional -> from the sequence
+    std::vector<int64_t> provisional;
+    for (const auto& [id, lot] : lots_) {
+      if (lot.is_new) provisional.push_back(id);
+    }
+    if (!provisional.empty()) {
+      std::vector<int64_t> ids;
+      for (const pqxx::row& row :
+           tx_.exec_params(kNextLotIds, static_cast<int>(provisional.size()))) {
+        ids.push_back(row[0].as<int64_t>());
+      }
+      std::sort(ids.begin(), ids.end());
+      for (size_t i = 0; i < provisional.size() && i < ids.size(); ++i) {
+        real_lot_ids[provisional[i]] = ids[i];
+      }
+    }
+    auto lot_id = [&](int64_t id) {
+      auto it = real_lot_ids.find(id);
+      return it == real_lot_ids.end() ? id : it->second;
+    };
+
+    if (!new_transfer_ids_.empty()) {
+      JsonRows rows;
+      for (const std::string& id : new_transfer_ids_) AddTransferRow(rows, transfers_.at(id));
+      tx_.exec_params(kInsertTransfers, rows.Finish());
+    }
+
+    JsonRows deltas;
+    for (const auto& [id, a] : accounts_) {
+      const Account& before = initial_.at(id);
+      if (a.SameTotals(before)) continue;
+      deltas.Row()
+          .Int("id", id)
+          .Int("debits_posted", a.debits_posted - before.debits_posted)
+          .Int("credits_posted", a.credits_posted - before.credits_posted)
+          .Int("debits_pending", a.debits_pending - before.debits_pending)
+          .Int("credits_pending", a.credits_pending - before.credits_pending);
+    }
+    if (deltas.rows() > 0) tx_.exec_params(kUpdateAccountTotals, deltas.Finish());
+
+    JsonRows new_lots;
+    JsonRows changed_lots;
+    for (const auto& [id, lot] : lots_) {
+      if (lot.is_new) {
+        new_lots.Row()
+            .Int("id", lot_id(id))
+            .Int("account_id", lot.account_id)
+            .Int("amount", lot.amount)
+            .Int("remaining", lot.remaining)
+            .Time("expires_at", lot.expires_at)
+            .Text("granted_by_transfer_id", lot.granted_by)
+            .OptionalTime("expired_at", lot.expired_at)
+            .Time("created_at", now_);
+        if (lot.restored_from != 0) {
+          new_lots.Int("restored_from_lot_id", lot_id(lot.restored_from));
+        } else {
+          new_lots.Null("restored_from_lot_id");
+        }
+      } else if (lot.dirty) {
+        changed_lots.Row()
+            .Int("id", id)
+            .Int("remaining", lot.remaining)
+            .OptionalTime("expired_at", lot.expired_at);
+      }
+    }
+    if (new_lots.rows() > 0) tx_.exec_params(kInsertLots, new_lots.Finish());
+    if (changed_lots.rows() > 0) tx_.exec_params(kUpdateLots, changed_lots.Finish());
+
+    std::map<std::pair<std::string, int64_t>, std::pair<int64_t, int64_t>> movements;
+    for (const Movement& m : movements_) {
+      auto& [origin, amount] = movements[{m.transfer_id, lot_id(m.lot_id)}];
+      origin = lot_id(m.origin_lot_id);
+      amount += m.amount;
+    }
+    JsonRows movement_rows;
+    for (const auto& [key, value] : movements) {
+      if (value.second == 0) continue;
+      movement_rows.Row()
+          .Text("transfer_id", key.first)
+          .Int("lot_id", key.second)
+          .Int("origin_lot_id", value.first)
+          .Int("amount", value.second);
+    }
+    if (movement_rows.rows() > 0) tx_.exec_params(kInsertMovements, movement_rows.Finish());
+
+    JsonRows changed_transfers;
+    for (const auto& [id, s] : transfers_) {
+      if (s.is_new || (!s.state_changed && s.reversed_delta == 0)) continue;
+      changed_transfers.Row()
+          .Text("id", id)
+          .Int("state", s.t.state())
+          .Int("reversed_amount", s.reversed_delta);
+    }
+    if (changed_transfers.rows() > 0) {
+      tx_.exec_params(kUpdateTransfers, changed_transfers.Finish());
+    }
+
+    std::vector<kafka::OutboxMessage> facts;
+    for (const std::string& id : new_transfer_ids_) {
+      const StoredTransfer& s = transfers_.at(id);
+      if (!s.pending) facts.push_back(FactOf(s.t));
+    }
+    kafka::AppendManyToOutbox(tx_, facts);
+
+    // A budget or stock account created for a FUND whose batch then failed never existed.
+    std::vector<int64_t> unfunded;
+    for (int64_t id : created_accounts_) {
+      auto it = accounts_.find(id);
+      if (it != accounts_.end() && IsFundedKind(it->second.ref.owner_kind()) &&
+          funded_.count(id) == 0) {
+        unfunded.push_back(id);
+      }
+    }
+    if (!unfunded.empty()) tx_.exec_params(kDeleteAccounts, IdArray(unfunded));
+  }
+
+ private:
+  static JsonRows& AddKeyRow(JsonRows& rows, const AccountKey& key) {
+    return rows.Row()
+        .Text("org_id", std::get<0>(key))
+        .Int("asset", std::get<1>(key))
+        .Text("asset_ref", std::get<2>(key))
+        .Int("owner_kind", std::get<3>(key))
+        .Text("owner_id", std::get<4>(key));
+  }
+
+  void SelectAccountIds(const std::vector<AccountKey>& keys) {
+    JsonRows rows;
+    for (const AccountKey& key : keys) AddKeyRow(rows, key);
+    for (const pqxx::row& row : tx_.exec_params(kSelectAccountIds, rows.Finish())) {
+      const auto ordinal = row[1].as<int64_t>();
+      if (ordinal >= 1 && ordinal <= static_cast<int64_t>(keys.size())) {
+        ids_by_key_[keys[ordinal - 1]] = row[0].as<int64_t>();
+      }
+    }
+  }
+
+  void AddLoadedLot(Lot lot) {
+    if (lots_.count(lot.id) > 0) return;
+    lots_by_account_[lot.account_id].push_back(lot.id);
+    const int64_t id = lot.id;
+    lots_.emplace(id, std::move(lot));
+  }
+
+  // The transfer whose lot movements a reversal or void of `t` puts back: a posting's
+  // reservation took the lots.
+  static std::string SourceOf(const pb::Transfer& t) {
+    return t.pending_id().empty() ? t.id() : t.pending_id();
+  }
+
+  Account& MutableAccount(int64_t id) {
+    Account& a = accounts_.at(id);
+    undo_.push_back([this, id, copy = a] { accounts_[id] = copy; });
+    return a;
+  }
+  Lot& MutableLot(int64_t id) {
+    Lot& l = lots_.at(id);
+    undo_.push_back([this, id, copy = l] { lots_[id] = copy; });
+    return l;
+  }
+  StoredTransfer& MutableTransfer(const std::string& id) {
+    StoredTransfer& s = transfers_.at(id);
+    undo_.push_back([this, id, copy = s] { transfers_[id] = copy; });
+    return s;
+  }
+  void AddTransfer(StoredTransfer s) {
+    s.is_new = true;
+    const std::string id = s.t.id();
+    transfers_[id] = std::move(s);
+    new_transfer_ids_.push_back(id);
+  }
+  void AddMovement(const std::string& transfer_id, int64_t lot_id, int64_t origin, int64_t amount) {
+    movements_.push_back({transfer_id, lot_id, origin, amount});
+    if (amount > 0) {
+      taken_[transfer_id].push_back({lot_id, amount});
+      undo_.push_back([this, transfer_id] {
+        auto& list = taken_[transfer_id];
+        list.pop_back();
+        if (list.empty()) taken_.erase(transfer_id);
+      });
+    }
+  }
+  int64_t NewLot(int64_t account_id, int64_t amount, absl::Time expires_at,
+                 const std::string& granted_by, int64_t restored_from) {
+    const int64_t id = next_provisional_lot_++;
+    Lot lot;
+    lot.id = id;
+    lot.account_id = account_id;
+    lot.amount = amount;
+    lot.remaining = amount;
+    lot.expires_at = expires_at;
+    lot.granted_by = granted_by;
+    lot.restored_from = restored_from;
+    lot.is_new = true;
+    lots_.emplace(id, std::move(lot));
+    lots_by_account_[account_id].push_back(id);
+    undo_.push_back([this, id, account_id] {
+      lots_.erase(id);
+      lots_by_account_[account_id].pop_back();
+    });
+    return id;
+  }
+
+  // Takes `amount` from the account's lots: first from `preferred` (the lot a reversed grant
+  // created), then soonest-expiring first, ties by lot id.
+  absl::Status TakeFromLots(const std::string& transfer_id, int64_t account_id, int64_t amount,
+                            const std::string& preferred_grant, const std::string& field) {
+    std::vector<const Lot*> open;
+    for (int64_t id : lots_by_account_[account_id]) {
+      const Lot& lot = lots_.at(id);
+      if (lot.remaining > 0) open.push_back(&lot);
+    }
+    auto order_key = [&](const Lot* lot) {
+      const bool preferred = !preferred_grant.empty() && lot->granted_by == preferred_grant;
+      return std::make_tuple(!preferred, lot->expires_at, lot->id);
+    };
+    std::sort(open.begin(), open.end(),
+              [&](const Lot* a, const Lot* b) { return order_key(a) < order_key(b); });
+    std::vector<int64_t> order;
+    for (const Lot* lot : open) order.push_back(lot->id);
+    int64_t left = amount;
+    for (int64_t id : order) {
+      if (left == 0) break;
+      Lot& lot = MutableLot(id);
+      const int64_t n = std::min(lot.remaining, left);
+      lot.remaining -= n;
+      lot.dirty = true;
+      AddMovement(transfer_id, id, id, n);
+      left -= n;
+    }
+    if (left > 0) {
+      return Error(absl::StatusCode::kFailedPrecondition, cpb::INSUFFICIENT_BALANCE,
+                   absl::StrCat("the points lots of account ", account_id, " hold ", amount - left,
+                                " points; the transfer needs ", amount),
+                   field);
+    }
+    return absl::OkStatus();
+  }
+
+  // Puts `amount` points back into the lots `target` (a reversed debit, or a reservation being
+  // voided) took them from, latest-expiring first; into a new lot with the same expiry when the
+  // original has expired meanwhile, so that the expiry job turns them over with their own id.
+  absl::Status PutBack(const std::string& transfer_id, const pb::Transfer& target,
+                       int64_t account_id, int64_t amount, const std::string& field) {
+    std::map<int64_t, int64_t> took;  // lot -> amount
+    if (auto it = taken_.find(SourceOf(target)); it != taken_.end()) {
+      for (const auto& [lot, n] : it->second) took[lot] += n;
+    }
+    std::map<int64_t, int64_t>& already = put_back_[target.id()];
+    std::vector<int64_t> order;
+    for (const auto& [lot, n] : took) {
+      if (n > already[lot] && lots_.count(lot) > 0) order.push_back(lot);
+    }
+    std::sort(order.begin(), order.end(), [&](int64_t a, int64_t b) {
+      return std::tie(lots_.at(b).expires_at, b) < std::tie(lots_.at(a).expires_at, a);
+    });
+    int64_t left = amount;
+    for (int64_t origin : order) {
+      if (left == 0) break;
+      const int64_t n = std::min(took[origin] - already[origin], left);
+      const Lot& lot = lots_.at(origin);
+      if (!lot.expired_at && lot.account_id == account_id && lot.remaining + n <= lot.amount) {
+        Lot& back = MutableLot(origin);
+        back.remaining += n;
+        back.dirty = true;
+        AddMovement(transfer_id, origin, origin, -n);
+      } else {
+        const int64_t fresh = NewLot(account_id, n, lot.expires_at, transfer_id, origin);
+        AddMovement(transfer_id, fresh, origin, -n);
+      }
+      const std::string target_id = target.id();
+      put_back_[target_id][origin] += n;
+      undo_.push_back([this, target_id, origin, n] { put_back_[target_id][origin] -= n; });
+      left -= n;
+    }
+    if (left > 0) {
+      return Conflict(
+          absl::StrCat("cannot tell which lots to put ", left, " points back into: ", "transfer \"",
+                       target.id(), "\" took only ", amount - left, " more from lots"),
+          field);
+    }
+    return absl::OkStatus();
+  }
+
+  // Returns the id of a spec's account, or ACCOUNT_NOT_FOUND. A budget or stock account made
+  // in this session exists for other transfers only once a FUND into it has stuck.
+  absl::StatusOr<int64_t> UsableAccount(const pb::AccountRef& ref, const pb::TransferSpec& spec,
+                                        bool is_credit, const std::string& field) const {
+    std::optional<int64_t> id = AccountIdOf(ViewOf(ref));
+    if (id && IsFundedKind(ref.owner_kind()) && created_accounts_.count(*id) > 0 &&
+        funded_.count(*id) == 0 && !(is_credit && spec.code() == pb::FUND)) {
+      id.reset();
+    }
+    if (!id) {
+      return Error(
+          absl::StatusCode::kNotFound, cpb::ACCOUNT_NOT_FOUND,
+          absl::StrCat(Describe(ref), " does not exist",
+                       IsFundedKind(ref.owner_kind()) ? " (it is created by funding it)" : ""),
+          field);
+    }
+    return *id;
+  }
+
+  BatchResult ApplyBatch(const LinkedBatch& batch) {
+    // A replay: every id stored with the same content. Any other overlap is a reused key.
+    size_t existing = 0;
+    for (size_t i = 0; i < batch.transfers.size(); ++i) {
+      auto it = transfers_.find(batch.transfers[i].id());
+      if (it == transfers_.end()) continue;
+      ++existing;
+      if (it->second.content_hash != SpecHash(batch.transfers[i])) {
+        return KeyReused(it->first, absl::StrCat("transfers[", i, "].id"));
+      }
+    }
+    if (existing > 0 && existing < batch.transfers.size()) {
+      for (size_t i = 0; i < batch.transfers.size(); ++i) {
+        if (transfers_.count(batch.transfers[i].id()) > 0) {
+          return KeyReused(batch.transfers[i].id(), absl::StrCat("transfers[", i, "].id"));
+        }
+      }
+    }
+    if (existing > 0) {
+      std::vector<pb::Transfer> stored;
+      for (const pb::TransferSpec& spec : batch.transfers)
+        stored.push_back(transfers_.at(spec.id()).t);
+      return stored;
+    }
+    const Mark mark = Begin();
+    std::vector<pb::Transfer> out;
+    for (size_t i = 0; i < batch.transfers.size(); ++i) {
+      absl::StatusOr<pb::Transfer> t =
+          ApplyTransfer(batch.batch_id, batch.transfers[i], absl::StrCat("transfers[", i, "]"));
+      if (!t.ok()) {
+        Rollback(mark);
+        return t.status();
+      }
+      out.push_back(*std::move(t));
+    }
+    Commit();
+    return out;
+  }
+
+  absl::StatusOr<pb::Transfer> ApplyTransfer(const std::string& batch_id,
+                                             const pb::TransferSpec& spec,
+                                             const std::string& field) {
+    MKT_ASSIGN_OR_RETURN(const int64_t debit_id,
+                         UsableAccount(spec.debit(), spec, /*is_credit=*/false, field));
+    MKT_ASSIGN_OR_RETURN(const int64_t credit_id,
+                         UsableAccount(spec.credit(), spec, /*is_credit=*/true, field));
+    const int64_t amount = spec.amount();
+    const Account& debit = accounts_.at(debit_id);
+    const Account& credit = accounts_.at(credit_id);
+
+    std::string target_id;
+    if (!spec.reverses_transfer_id().empty()) {
+      target_id = spec.reverses_transfer_id();
+      auto it = transfers_.find(target_id);
+      if (it == transfers_.end()) {
+        return Error(absl::StatusCode::kNotFound, cpb::NOT_FOUND,
+                     absl::StrCat("there is no transfer \"", target_id, "\" to reverse"),
+                     field + ".reverses_transfer_id");
+      }
+      const StoredTransfer& target = it->second;
+      if (target.pending || target.t.state() != pb::POSTED) {
+        return Conflict(
+            absl::StrCat("transfer \"", target_id, "\" is ",
+                         target.pending ? "a reservation (reverse its posting)" : "not posted",
+                         "; only posted transfers can be reversed"),
+            field + ".reverses_transfer_id");
+      }
+      if (target.t.debit_account_id() != credit_id || target.t.credit_account_id() != debit_id) {
+        return Conflict(absl::StrCat("a reversal of \"", target_id,
+                                     "\" must debit the account it credited and credit the "
+                                     "account it debited"),
+                        field + ".reverses_transfer_id");
+      }
+      const int64_t left = target.t.amount() - target.reversed_amount;
+      if (amount > left) {
+        return Conflict(absl::StrCat("only ", left, " of transfer \"", target_id,
+                                     "\" is left to reverse; the reversal asks for ", amount),
+                        field + ".amount");
+      }
+    }
+
+    int64_t sum;
+    if (__builtin_add_overflow(debit.debits_posted + debit.debits_pending, amount, &sum) ||
+        __builtin_add_overflow(credit.credits_posted + credit.credits_pending, amount, &sum)) {
+      return InvalidArgument(field + ".amount", "the amount would overflow an account's totals");
+    }
+    if (debit.debits_must_not_exceed_credits &&
+        debit.debits_posted + debit.debits_pending + amount > debit.credits_posted) {
+      return Exhausted(debit.ref, debit.id, debit.available(), amount, field);
+    }
+    if (credit.credits_must_not_exceed_debits &&
+        credit.credits_posted + credit.credits_pending + amount > credit.debits_posted) {
+      return Error(absl::StatusCode::kFailedPrecondition, cpb::INSUFFICIENT_BALANCE,
+                   absl::StrCat(Describe(credit.ref), " (account ", credit.id,
+                                ") may not be credited beyond its debits"),
+                   field);
+    }
+
+    if (IsCustomerPoints(debit.ref)) {
+      MKT_RETURN_IF_ERROR(TakeFromLots(spec.id(), debit_id, amount, target_id, field));
+    }
+    if (IsCustomerPoints(credit.ref)) {
+      if (spec.pending()) {
+        return InvalidArgument(field + ".pending",
+                               "points are credited to a customer only as posted transfers");
+      }
+      if (!target_id.empty()) {
+        MKT_RETURN_IF_ERROR(
+            PutBack(spec.id(), transfers_.at(target_id).t, credit_id, amount, field));
+      } else {
+        absl::StatusOr<absl::Time> expires_at = ExpiryOf(spec.expiry(), now_);
+        if (!expires_at.ok()) {
+          return InvalidArgument(field + ".expiry", std::string(expires_at.status().message()));
+        }
+        NewLot(credit_id, amount, *expires_at, spec.id(), 0);
+      }
+    }
+
+    Account& d = MutableAccount(debit_id);
+    Account& c = MutableAccount(credit_id);
+    if (spec.pending()) {
+      d.debits_pending += amount;
+      c.credits_pending += amount;
+    } else {
+      d.debits_posted += amount;
+      c.credits_posted += amount;
+    }
+    if (!target_id.empty()) {
+      StoredTransfer& target = MutableTransfer(target_id);
+      target.reversed_amount += amount;
+      if (!target.is_new) target.reversed_delta += amount;
+    }
+    if (spec.code() == pb::FUND && created_accounts_.count(credit_id) > 0 &&
+        funded_.insert(credit_id).second) {
+      undo_.push_back([this, credit_id] { funded_.erase(credit_id); });
+    }
+
+    StoredTransfer s;
+    pb::Transfer& t = s.t;
+    t.set_id(spec.id());
+    t.set_debit_account_id(debit_id);
+    t.set_credit_account_id(credit_id);
+    *t.mutable_debit() = d.ref;
+    *t.mutable_credit() = c.ref;
+    t.set_asset(spec.debit().asset());
+    t.set_amount(amount);
+    t.set_code(spec.code());
+    t.set_state(spec.pending() ? pb::PENDING : pb::POSTED);
+    t.set_campaign_id(spec.campaign_id());
+    t.set_event_id(spec.event_id());
+    t.set_order_id(spec.order_id());
+    *t.mutable_metadata() = spec.metadata();
+    t.set_reverses_transfer_id(spec.reverses_transfer_id());
+    t.set_batch_id(batch_id);
+    SetTime(t.mutable_created_at(), now_);
+    if (spec.pending()) {
+      SetTime(t.mutable_timeout_at(), now_ + absl::Seconds(spec.timeout_seconds()));
+    }
+    s.pending = spec.pending();
+    s.content_hash = SpecHash(spec);
+    s.debit_balance_after = d.balance();
+    s.credit_balance_after = c.balance();
+    pb::Transfer out = t;
+    AddTransfer(std::move(s));
+    return out;
+  }
+
+  pqxx::work& tx_;
+  const absl::Time now_;
+
+  std::map<AccountKey, int64_t, std::less<>> ids_by_key_;
+  std::set<int64_t> created_accounts_;
+  std::set<int64_t> funded_;
+  std::map<int64_t, Account> accounts_;  // locked, with the session's changes
+  std::map<int64_t, Account> initial_;   // as locked
+  std::map<std::string, StoredTransfer> transfers_;
+  std::vector<std::string> new_transfer_ids_;         // in creation order
+  std::map<std::string, std::string> resolution_of_;  // reservation -> posting/voiding
+  std::map<int64_t, Lot> lots_;
+  std::map<int64_t, std::vector<int64_t>> lots_by_account_;
+  int64_t next_provisional_lot_ = kFirstProvisionalLotId;
+  // transfer -> (lot, amount) it took; reversed transfer -> origin lot -> amount put back.
+  std::map<std::string, std::vector<std::pair<int64_t, int64_t>>> taken_;
+  std::map<std::string, std::map<int64_t, int64_t>> put_back_;
+  std::vector<Movement> movements_;
+  std::vector<std::function<void()>> undo_;
+};
+
+bool IsUniqueViolation(const absl::Status& status) {
+  return status.code() == absl::StatusCode::kAlreadyExists &&
+         ReasonOf(status) == cpb::ALREADY_EXISTS;
+}
+
+int PageSize(int limit) {
+  if (limit <= 0) return kDefaultPageSize;
+  return std::min(limit, kMaxPageSize);
+}
+
+absl::StatusOr<int64_t> ParsePageToken(const std::string& token) {
+  if (token.empty()) return 0;
+  int64_t seq = 0;
+  if (!absl::SimpleAtoi(token, &seq) || seq <= 0) {
+    return InvalidArgument("page.page_token", "the page token is not one this service returned");
+  }
+  return seq;
+}
+
+pb::IntegrityCheck MakeCheck(std::string name, bool ok, std::string detail) {
+  pb::IntegrityCheck check;
+  check.set_name(std::move(name));
+  check.set_ok(ok);
+  check.set_detail(std::move(detail));
+  return check;
+}
+
+}  // namespace
+
+const pg::MigrationSet& RewardsMigrations() { return pg::RewardsMigrationSet(); }
+
+absl::StatusOr<std::vector<BatchResult>> PgLedgerStore::Apply(
+    const std::vector<LinkedBatch>& batches) {
+  std::vector<BatchResult> results;
+  if (batches.empty()) return results;
+  absl::Status status;
+  for (int attempt = 1; attempt <= kApplyAttempts; ++attempt) {
+    status = pg::WithTransaction(pool_, [&](pqxx::work& tx) {
+      Session session(tx, clock_.Now());
+      results = session.ApplyBatches(batches);
+      session.Write();
+      return absl::OkStatus();
+    });
+    if (!IsUniqueViolation(status)) break;
+  }
+  MKT_RETURN_IF_ERROR(status);
+  return results;
+}
+
+absl::StatusOr<pb::Transfer> PgLedgerStore::ResolvePending(const std::string& id,
+                                                           const std::string& pending_id,
+                                                           bool post) {
+  if (id.empty() || !IsCleanText(id)) return InvalidArgument("id", "the id must be UTF-8 text");
+  if (pending_id.empty() || !IsCleanText(pending_id)) {
+    return InvalidArgument("pending_id", "the pending id must be UTF-8 text");
+  }
+  pb::Transfer result;
+  absl::Status status;
+  for (int attempt = 1; attempt <= kApplyAttempts; ++attempt) {
+    status = pg::WithTransaction(pool_, [&](pqxx::work& tx) -> absl::Status {
+      Session session(tx, clock_.Now());
+      pqxx::result reservation = tx.exec_params(kLockReservation, pending_id);
+      if (!reservation.empty()) {
+        session.LockAccounts({reservation[0][0].as<int64_t>(), reservation[0][1].as<int64_t>()},
+                             false);
+      }
+      session.LoadTransfers({id, pending_id});
+      session.LoadResolutionsOf({pending_id});
+      session.LoadLotHistory({pending_id});
+      bool created = false;
+      MKT_ASSIGN_OR_RETURN(result, session.Resolve(id, pending_id, post, &created));
+      session.Write();
+      return absl::OkStatus();
+    });
+    if (!IsUniqueViolation(status)) break;
+  }
+  MKT_RETURN_IF_ERROR(status);
+  return result;
+}
+
+absl::StatusOr<int> PgLedgerStore::VoidTimedOutPending(absl::Time now, int limit) {
+  if (limit <= 0) return InvalidArgument("limit", "limit must be > 0");
+  int voided = 0;
+  absl::Status status;
+  for (int attempt = 1; attempt <= kApplyAttempts; ++attempt) {
+    status = pg::WithTransaction(pool_, [&](pqxx::work& tx) {
+      voided = 0;
+      Session session(tx, clock_.Now());
+      // Reservations another sweeper holds are left to it.
+      pqxx::result due = tx.exec_params(kLockTimedOut, PgTime(now), limit);
+      if (due.empty()) return absl::OkStatus();
+      std::vector<std::string> pending_ids;
+      std::set<std::string> ids;
+      std::vector<int64_t> accounts;
+      for (const pqxx::row& row : due) {
+        pending_ids.push_back(row[0].as<std::string>());
+        ids.insert(pending_ids.back());
+        ids.insert("timeout:" + pending_ids.back());
+        accounts.push_back(row[1].as<int64_t>());
+        accounts.push_back(row[2].as<int64_t>());
+      }
+      session.LockAccounts(accounts, false);
+      session.LoadTransfers(ids);
+      const std::set<std::string> pending_set(pending_ids.begin(), pending_ids.end());
+      session.LoadResolutionsOf(pending_set);
+      session.LoadLotHistory(pending_set);
+      for (const std::string& pending_id : pending_ids) {
+        const auto mark = session.Begin();
+        bool created = false;
+        absl::StatusOr<pb::Transfer> r =
+            session.Resolve("timeout:" + pending_id, pending_id, /*post=*/false, &created);
+        if (!r.ok()) {
+          session.Rollback(mark);
+          spdlog::warn("ledger: cannot void timed-out transfer {}: {}", pending_id, r.status());
+          continue;
+        }
+        session.Commit();
+        if (created) ++voided;
+      }
+      session.Write();
+      return absl::OkStatus();
+    });
+    if (!IsUniqueViolation(status)) break;
+  }
+  MKT_RETURN_IF_ERROR(status);
+  return voided;
+}
+
+absl::StatusOr<pb::RunExpiryResponse> PgLedgerStore::ExpireLots(absl::Time as_of, int limit) {
+  if (limit <= 0) return InvalidArgument("limit", "limit must be > 0");
+  pb::RunExpiryResponse response;
+  absl::Status status;
+  for (int attempt = 1; attempt <= kApplyAttempts; ++attempt) {
+    status = pg::WithTransaction(pool_, [&](pqxx::work& tx) {
+      response.Clear();
+      Session session(tx, clock_.Now());
+      pqxx::result due = tx.exec_params(kSelectExpiredLots, PgTime(as_of), limit);
+      if (due.empty()) return absl::OkStatus();
+      std::vector<int64_t> lot_ids;
+      std::vector<int64_t> customers;
+      std::map<AccountKey, bool> expiry_accounts;
+      for (const pqxx::row& row : due) {
+        lot_ids.push_back(row[0].as<int64_t>());
+        customers.push_back(row[1].as<int64_t>());
+        expiry_accounts[SystemKey(row[2].as<std::string>(), pb::POINTS, pb::ROLE_EXPIRY)] = true;
+      }
+      // The expiry accounts are waited for (everyone takes them in id order); customers held by
+      // another transaction (a spend, another replica's expiry run) are left to the next run, so
+      // this job never waits while holding a customer.
+      session.ResolveAccounts(expiry_accounts);
+      std::vector<int64_t> expiry_ids;
+      for (const auto& [key, unused] : expiry_accounts) {
+        if (auto id = session.ResolvedIdOf(ViewOf(key))) expiry_ids.push_back(*id);
+      }
+      session.LockAccounts(expiry_ids, /*skip_locked=*/false);
+      const std::set<int64_t> locked = session.LockAccounts(customers, /*skip_locked=*/true);
+      session.LoadOpenLots(locked);
+      std::set<std::string> ids;
+      for (int64_t lot : lot_ids) ids.insert(absl::StrCat("expire:", lot));
+      session.LoadTransfers(ids);
+      for (int64_t lot : lot_ids) {
+        const auto mark = session.Begin();
+        absl::StatusOr<int64_t> expired = session.ExpireLot(lot, as_of);
+        if (!expired.ok()) {
+          session.Rollback(mark);
+          spdlog::warn("ledger: cannot expire lot {}: {}", lot, expired.status());
+          continue;
+        }
+        session.Commit();
+        if (*expired > 0) {
+          response.set_lots_expired(response.lots_expired() + 1);
+          response.set_points_expired(response.points_expired() + *expired);
+        }
+      }
+      session.Write();
+      return absl::OkStatus();
+    });
+    if (!IsUniqueViolation(status)) break;
+  }
+  MKT_RETURN_IF_ERROR(status);
+  return response;
+}
+
+absl::StatusOr<pb::Account> PgLedgerStore::GetAccount(const pb::AccountRef& ref) {
+  std::optional<pb::Account> found;
+  MKT_RETURN_IF_ERROR(pg::WithTransaction(pool_, [&](pqxx::work& tx) {
+    pqxx::result rows =
+        tx.exec_params(kSelectAccountByRef, ref.org_id(), static_cast<int>(ref.asset()),
+                       ref.asset_ref(), static_cast<int>(ref.owner_kind()), ref.owner_id());
+    if (!rows.empty()) found = ToProto(AccountFromRow(rows[0]));
+    return absl::OkStatus();
+  }));
+  if (!found) {
+    return Error(absl::StatusCode::kNotFound, cpb::ACCOUNT_NOT_FOUND,
+                 absl::StrCat(Describe(ref), " does not exist"), "ref");
+  }
+  return *std::move(found);
+}
+
+absl::StatusOr<std::vector<pb::Account>> PgLedgerStore::GetCustomerAccounts(
+    const std::string& org_id, const std::string& customer_id) {
+  std::vector<pb::Account> out;
+  MKT_RETURN_IF_ERROR(pg::WithTransaction(pool_, [&](pqxx::work& tx) {
+    out.clear();
+    for (const pqxx::row& row : tx.exec_params(kSelectCustomerAccounts, org_id, customer_id)) {
+      out.push_back(ToProto(AccountFromRow(row)));
+    }
+    return absl::OkStatus();
+  }));
+  return out;
+}
+
+absl::StatusOr<pb::ListExpiringLotsResponse> PgLedgerStore::ListExpiringLots(
+    const std::string& org_id, const std::string& customer_id, absl::Time until) {
+  pb::ListExpiringLotsResponse out;
+  MKT_RETURN_IF_ERROR(pg::WithTransaction(pool_, [&](pqxx::work& tx) {
+    out.Clear();
+    for (const pqxx::row& row :
+         tx.exec_params(kSelectExpiringLots, org_id, customer_id, PgTime(until))) {
+      pb::ExpiringLot* lot = out.add_lots();
+      lot->set_lot_id(row[0].as<int64_t>());
+      lot->set_remaining(row[1].as<int64_t>());
+      SetTime(lot->mutable_expires_at(), absl::FromUnixMicros(row[2].as<int64_t>()));
+      lot->set_granted_by_transfer_id(row[3].as<std::string>());
+      out.set_total(out.total() + lot->remaining());
+    }
+    return absl::OkStatus();
+  }));
+  return out;
+}
+
+absl::StatusOr<pb::ListHistoryResponse> PgLedgerStore::ListHistory(const std::string& org_id,
+                                                                   const std::string& customer_id,
+                                                                   const std::string& page_token,
+                                                                   int limit) {
+  MKT_ASSIGN_OR_RETURN(const int64_t before, ParsePageToken(page_token));
+  const int size = PageSize(limit);
+  pb::ListHistoryResponse out;
+  MKT_RETURN_IF_ERROR(pg::WithTransaction(pool_, [&](pqxx::work& tx) {
+    out.Clear();
+    std::vector<int64_t> accounts;
+    for (const pqxx::row& row : tx.exec_params(kSelectCustomerAccounts, org_id, customer_id)) {
+      accounts.push_back(row[0].as<int64_t>());
+    }
+    if (accounts.empty()) return absl::OkStatus();
+    pqxx::result rows =
+        tx.exec_params(kSelectHistory, IdArray(accounts),
+                       before > 0 ? before : std::numeric_limits<int64_t>::max(), size + 1);
+    int64_t last_seq = 0;
+    for (int i = 0; i < static_cast<int>(rows.size()) && i < size; ++i) {
+      StoredTransfer s = TransferFromRow(rows[i]);
+      last_seq = s.seq;
+      *out.add_transfers() = std::move(s.t);
+    }
+    if (static_cast<int>(rows.size()) > size) {
+      out.mutable_page()->set_next_page_token(absl::StrCat(last_seq));
+    }
+    return absl::OkStatus();
+  }));
+  return out;
+}
+
+absl::StatusOr<pb::GetStatementResponse> PgLedgerStore::GetStatement(const pb::AccountRef& account,
+                                                                     absl::Time from, absl::Time to,
+                                                                     const std::string& page_token,
+                                                                     int limit) {
+  MKT_ASSIGN_OR_RETURN(const int64_t after, ParsePageToken(page_token));
+  MKT_ASSIGN_OR_RETURN(const pb::Account found, GetAccount(account));
+  const int size = PageSize(limit);
+  pb::GetStatementResponse out;
+  MKT_RETURN_IF_ERROR(pg::WithTransaction(pool_, [&](pqxx::work& tx) {
+    out.Clear();
+    const int64_t id = found.id();
+    pqxx::result rows =
+        tx.exec_params(kSelectStatementLines, id, after, PgTime(from), PgTime(to), size + 1);
+    int64_t last_seq = 0;
+    for (int i = 0; i < static_cast<int>(rows.size()) && i < size; ++i) {
+      StoredTransfer s = TransferFromRow(rows[i]);
+      pb::StatementLine* line = out.add_lines();
+      const bool credited = s.t.credit_account_id() == id;
+      line->set_delta(credited ? s.t.amount() : -s.t.amount());
+      line->set_balance_after(credited ? s.credit_balance_after : s.debit_balance_after);
+      last_seq = s.seq;
+      *line->mutable_transfer() = std::move(s.t);
+    }
+    if (out.lines_size() > 0) {
+      out.set_opening_balance(out.lines(0).balance_after() - out.lines(0).delta());
+      out.set_closing_balance(out.lines(out.lines_size() - 1).balance_after());
+    } else {
+      pqxx::result balance = after > 0 ? tx.exec_params(kBalanceAtSeq, id, after)
+                                       : tx.exec_params(kBalanceBeforeTime, id, PgTime(from));
+      const int64_t value = balance.empty() ? 0 : balance[0][0].as<int64_t>();
+      out.set_opening_balance(value);
+      out.set_closing_balance(value);
+    }
+    if (static_cast<int>(rows.size()) > size) {
+      out.mutable_page()->set_next_page_token(absl::StrCat(last_seq));
+    }
+    return absl::OkStatus();
+  }));
+  return out;
+}
+
+absl::StatusOr<std::vector<pb::Transfer>> PgLedgerStore::GetBatch(const std::string& batch_id) {
+  std::vector<pb::Transfer> out;
+  MKT_RETURN_IF_ERROR(pg::WithTransaction(pool_, [&](pqxx::work& tx) {
+    out.clear();
+    for (const pqxx::row& row : tx.exec_params(kSelectBatch, batch_id)) {
+      out.push_back(TransferFromRow(row).t);
+    }
+    return absl::OkStatus();
+  }));
+  if (out.empty()) {
+    return NotFound(absl::StrCat("batch \"", batch_id, "\" has no posted transfer"));
+  }
+  return out;
+}
+
+absl::StatusOr<pb::Transfer> PgLedgerStore::GetTransfer(const std::string& id) {
+  std::optional<pb::Transfer> found;
+  MKT_RETURN_IF_ERROR(pg::WithTransaction(pool_, [&](pqxx::work& tx) {
+    pqxx::result rows = tx.exec_params(kSelectTransfer, id);
+    if (!rows.empty()) found = TransferFromRow(rows[0]).t;
+    return absl::OkStatus();
+  }));
+  if (!found) return NotFound(absl::StrCat("there is no transfer \"", id, "\""));
+  return *std::move(found);
+}
+
+absl::StatusOr<pb::CheckIntegrityResponse> PgLedgerStore::CheckIntegrity() {
+  pb::CheckIntegrityResponse out;
+  // One snapshot for all five checks, so that they describe the same moment.
+  pg::TxOptions options;
+  options.isolation = pg::Isolation::kRepeatableRead;
+  MKT_RETURN_IF_ERROR(pg::WithTransaction(
+      pool_,
+      [&](pqxx::work& tx) {
+        out.Clear();
+        auto add = [&](std::string name, const pqxx::result& rows,
+                       const std::function<std::string(const pqxx::row&)>& describe) {
+          if (rows.empty()) {
+            *out.add_checks() = MakeCheck(std::move(name), true, "ok");
+            return;
+          }
+          std::vector<std::string> parts;
+          for (const pqxx::row& row : rows) parts.push_back(describe(row));
+          const int64_t total = rows[0][rows.columns() - 1].as<int64_t>();
+          *out.add_checks() =
+              MakeCheck(std::move(name), false,
+                        absl::StrCat(total, " offending: ", absl::StrJoin(parts, "; "),
+                                     total > static_cast<int64_t>(rows.size()) ? "; ..." : ""));
+        };
+        add("zero_sum", tx.exec(kCheckZeroSum), [](const pqxx::row& r) {
+          return absl::StrCat("asset ", pb::Asset_Name(static_cast<pb::Asset>(r[0].as<int>())),
+                              ": sum of balances ", r[1].as<int64_t>(),
+                              ", pending credits - pending debits ", r[2].as<int64_t>());
+        });
+        add("no_negative_flagged_account", tx.exec(kCheckFlags), [](const pqxx::row& r) {
+          return absl::StrCat("account ", r[0].as<int64_t>(), ": balance ", r[1].as<int64_t>(),
+                              ", available ", r[2].as<int64_t>());
+        });
+        add("totals_match_transfers", tx.exec(kCheckTotals), [](const pqxx::row& r) {
+          return absl::StrCat("account ", r[0].as<int64_t>(), ": debits_posted ",
+                              r[1].as<int64_t>(), " vs ", r[2].as<int64_t>(), ", credits_posted ",
+                              r[3].as<int64_t>(), " vs ", r[4].as<int64_t>(), ", debits_pending ",
+                              r[5].as<int64_t>(), " vs ", r[6].as<int64_t>(), ", credits_pending ",
+                              r[7].as<int64_t>(), " vs ", r[8].as<int64_t>());
+        });
+        add("lots_match_available", tx.exec(kCheckLots), [](const pqxx::row& r) {
+          return absl::StrCat("account ", r[0].as<int64_t>(), ": available ", r[1].as<int64_t>(),
+                              ", lots remaining ", r[2].as<int64_t>());
+        });
+        add("one_fact_per_posted_transfer",
+            tx.exec_params(kCheckFacts,
+                           absl::StrCat(absl::ToInt64Seconds(outbox_retention_), " seconds"),
+                           std::string(kLedgerFactsTopic)),
+            [](const pqxx::row& r) {
+              return absl::StrCat(r[0].as<std::string>(), ": ", r[1].as<int64_t>(), " outbox rows");
+            });
+        bool ok = true;
+        for (const auto& check : out.checks()) ok = ok && check.ok();
+        out.set_ok(ok);
+        return absl::OkStatus();
+      },
+      options));
+  return out;
+}
+
+}  // namespace mkt::rewards

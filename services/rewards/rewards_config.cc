@@ -1,0 +1,69 @@
+#include "services/rewards/rewards_config.h"
+
+#include "libs/core/status.h"
+
+namespace mkt::rewards {
+namespace {
+
+absl::Status InRange(const char* key, int64_t value, int64_t low, int64_t high) {
+  if (value < low || value > high) {
+    return InvalidArgument(key, std::string(key) + " must be between " + std::to_string(low) +
+                                    " and " + std::to_string(high) + " (got " +
+                                    std::to_string(value) + ")");
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+const config::Schema<RewardsConfig>& RewardsConfigSchema() {
+  static const auto* schema = [] {
+    auto* s = new config::Schema<RewardsConfig>("rewards");
+    s->Field("grpc_address", &RewardsConfig::grpc_address, "gRPC listen address (host:port)")
+        .Field("metrics_address", &RewardsConfig::metrics_address,
+               "Prometheus /metrics listen address (host:port)")
+        .Field("pg_dsn", &RewardsConfig::pg_dsn, "libpq connection string of the rewards database")
+        .Field("pg_pool_size", &RewardsConfig::pg_pool_size,
+               "PostgreSQL connections in the pool (batch writers, reads and background jobs)")
+        .Field("kafka_bootstrap", &RewardsConfig::kafka_bootstrap,
+               "Kafka bootstrap servers for the outbox relay")
+        .Field("worker_threads", &RewardsConfig::worker_threads,
+               "threads running gRPC calls; each grant holds one until its group commit")
+        .Field("worker_queue", &RewardsConfig::worker_queue,
+               "calls that may wait for a worker before RESOURCE_EXHAUSTED")
+        .Field("batch_writers", &RewardsConfig::batch_writers,
+               "group-commit writer threads, each running one ledger transaction at a time")
+        .Field("batch_max", &RewardsConfig::batch_max,
+               "most requests applied in one ledger transaction")
+        .Field("batch_linger_us", &RewardsConfig::batch_linger_us,
+               "microseconds a writer waits for more requests after the first one")
+        .Field("expiry_interval_s", &RewardsConfig::expiry_interval_s,
+               "seconds between points-expiry runs (0: off)")
+        .Field("pending_sweep_interval_s", &RewardsConfig::pending_sweep_interval_s,
+               "seconds between voiding timed-out pending transfers (0: off)")
+        .Field("log_format", &RewardsConfig::log_format, "auto, text or json")
+        .Field("log_level", &RewardsConfig::log_level, "trace, debug, info, warn or error");
+    return s;
+  }();
+  return *schema;
+}
+
+absl::Status ValidateRewardsConfig(const RewardsConfig& c) {
+  MKT_RETURN_IF_ERROR(InRange("pg_pool_size", c.pg_pool_size, 1, 256));
+  MKT_RETURN_IF_ERROR(InRange("worker_threads", c.worker_threads, 1, 1024));
+  MKT_RETURN_IF_ERROR(InRange("worker_queue", c.worker_queue, 1, 1'000'000));
+  MKT_RETURN_IF_ERROR(InRange("batch_writers", c.batch_writers, 1, 64));
+  MKT_RETURN_IF_ERROR(InRange("batch_max", c.batch_max, 1, 10'000));
+  MKT_RETURN_IF_ERROR(InRange("batch_linger_us", c.batch_linger_us, 0, 1'000'000));
+  MKT_RETURN_IF_ERROR(InRange("expiry_interval_s", c.expiry_interval_s, 0, 86'400));
+  MKT_RETURN_IF_ERROR(InRange("pending_sweep_interval_s", c.pending_sweep_interval_s, 0, 86'400));
+  if (c.pg_pool_size <= c.batch_writers) {
+    // Each writer holds a connection for its whole transaction; reads need some left over.
+    return InvalidArgument("pg_pool_size",
+                           "pg_pool_size must be larger than batch_writers, so reads and the "
+                           "background jobs still get a connection");
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace mkt::rewards

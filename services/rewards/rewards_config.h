@@ -1,0 +1,36 @@
+// Configuration of the rewards (ledger) service; defaults work on the local stack (see ./dev).
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "absl/status/status.h"
+#include "libs/config/config.h"
+
+namespace mkt::rewards {
+
+struct RewardsConfig {
+  std::string grpc_address = "127.0.0.1:20071";
+  std::string metrics_address = "127.0.0.1:9471";
+  std::string pg_dsn = "host=127.0.0.1 port=25432 user=postgres dbname=rewards";
+  int64_t pg_pool_size = 8;
+  std::string kafka_bootstrap = "127.0.0.1:29092";
+  // Grants block a worker until their group commit, so there are many more workers than cores.
+  int64_t worker_threads = 32;
+  int64_t worker_queue = 20000;
+  int64_t batch_writers = 2;
+  int64_t batch_max = 256;
+  int64_t batch_linger_us = 2000;
+  // 0 turns the job off (another replica runs it).
+  int64_t expiry_interval_s = 60;
+  int64_t pending_sweep_interval_s = 5;
+  std::string log_format = "auto";
+  std::string log_level = "info";
+};
+
+const config::Schema<RewardsConfig>& RewardsConfigSchema();
+
+// Returns INVALID_ARGUMENT naming the first key whose value is out of range.
+absl::Status ValidateRewardsConfig(const RewardsConfig& config);
+
+}  // namespace mkt::rewards
