@@ -85,4 +85,17 @@ grpc::ServerUnaryReactor* RunBlocking(grpc::CallbackServerContext* context, Work
   return reactor;
 }
 
+// Like RunBlocking for a `call` returning absl::StatusOr<Response>: on success its value is
+// moved into `response` (the call's response message, owned by gRPC).
+template <class Response, class Call>
+grpc::ServerUnaryReactor* RunBlockingInto(grpc::CallbackServerContext* context, WorkerPool& pool,
+                                          Response* response, Call call) {
+  return RunBlocking(context, pool, [response, call = std::move(call)]() mutable -> absl::Status {
+    auto result = call();
+    if (!result.ok()) return result.status();
+    *response = *std::move(result);
+    return absl::OkStatus();
+  });
+}
+
 }  // namespace mkt::rpc

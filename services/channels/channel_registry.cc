@@ -3,6 +3,7 @@
 #include "google/protobuf/util/time_util.h"
 #include "libs/core/ids.h"
 #include "libs/core/status.h"
+#include "libs/core/text.h"
 
 namespace mkt::channels {
 namespace {
@@ -12,27 +13,6 @@ constexpr int kMaxPageSize = 500;
 constexpr char kPageTokenPrefix[] = "after:";
 
 bool IsLowerAlnum(char c) { return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9'); }
-
-// Counts UTF-8 code points; returns -1 when `s` is not valid UTF-8 or has control characters.
-int CountDisplayChars(const std::string& s) {
-  int count = 0;
-  for (size_t i = 0; i < s.size();) {
-    auto c = static_cast<unsigned char>(s[i]);
-    size_t len = c < 0x80           ? 1
-                 : (c >> 5) == 0x6  ? 2
-                 : (c >> 4) == 0xe  ? 3
-                 : (c >> 3) == 0x1e ? 4
-                                    : 0;
-    if (len == 0 || i + len > s.size()) return -1;
-    if (len == 1 && (c < 0x20 || c == 0x7f)) return -1;
-    for (size_t k = 1; k < len; ++k) {
-      if ((static_cast<unsigned char>(s[i + k]) >> 6) != 0x2) return -1;
-    }
-    i += len;
-    ++count;
-  }
-  return count;
-}
 
 pb::ChannelWithSecret WithSecret(const ChannelRecord& record, std::string secret) {
   pb::ChannelWithSecret out;
@@ -57,7 +37,7 @@ absl::Status ValidateCode(const std::string& code) {
 }
 
 absl::Status ValidateDisplayName(const std::string& name) {
-  int n = CountDisplayChars(name);
+  int n = PrintableUtf8Length(name);
   if (n < 1 || n > 64) {
     return InvalidArgument("display_name",
                            "display_name must be 1 to 64 characters of valid UTF-8 text without "

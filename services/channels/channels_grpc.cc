@@ -54,16 +54,9 @@ class ChannelRegistryService final : public pb::ChannelRegistry::CallbackService
   }
 
  private:
-  // Runs `call` (returning StatusOr<Response>) on the worker pool and copies its value into
-  // `response`.
   template <class Response, class Call>
   ServerUnaryReactor* Run(CallbackServerContext* ctx, Response* response, Call call) {
-    return rpc::RunBlocking(ctx, pool_, [response, call = std::move(call)]() -> absl::Status {
-      auto result = call();
-      if (!result.ok()) return result.status();
-      *response = *std::move(result);
-      return absl::OkStatus();
-    });
+    return rpc::RunBlockingInto(ctx, pool_, response, std::move(call));
   }
 
   ChannelRegistry& registry_;

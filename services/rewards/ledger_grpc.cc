@@ -73,16 +73,9 @@ class LedgerGrpcService final : public pb::Ledger::CallbackService {
   }
 
  private:
-  // Runs `call` (returning StatusOr<Response>) on the worker pool and copies its value into
-  // `response`.
   template <class Response, class Call>
   ServerUnaryReactor* Run(CallbackServerContext* ctx, Response* response, Call call) {
-    return rpc::RunBlocking(ctx, pool_, [response, call = std::move(call)]() -> absl::Status {
-      auto result = call();
-      if (!result.ok()) return result.status();
-      *response = *std::move(result);
-      return absl::OkStatus();
-    });
+    return rpc::RunBlockingInto(ctx, pool_, response, std::move(call));
   }
 
   LedgerService& ledger_;

@@ -10,6 +10,7 @@
 
 #include "google/protobuf/util/time_util.h"
 #include "libs/core/status.h"
+#include "libs/core/text.h"
 
 namespace mkt::rewards {
 namespace {
@@ -65,25 +66,9 @@ bool IsKey(const std::string& s, size_t max) {
   return std::all_of(s.begin(), s.end(), IsKeyChar);
 }
 
-// Valid UTF-8 of at most `max` bytes without control characters. PostgreSQL text and JSON both
-// refuse what this refuses, and would answer with an error that looks like our fault.
+// At most `max` bytes of printable UTF-8 (see libs/core/text.h).
 bool IsCleanText(const std::string& s, size_t max) {
-  if (s.size() > max) return false;
-  for (size_t i = 0; i < s.size();) {
-    auto c = static_cast<unsigned char>(s[i]);
-    size_t len = c < 0x80           ? 1
-                 : (c >> 5) == 0x6  ? 2
-                 : (c >> 4) == 0xe  ? 3
-                 : (c >> 3) == 0x1e ? 4
-                                    : 0;
-    if (len == 0 || i + len > s.size()) return false;
-    if (len == 1 && (c < 0x20 || c == 0x7f)) return false;
-    for (size_t k = 1; k < len; ++k) {
-      if ((static_cast<unsigned char>(s[i + k]) >> 6) != 0x2) return false;
-    }
-    i += len;
-  }
-  return true;
+  return s.size() <= max && PrintableUtf8Length(s) >= 0;
 }
 
 bool IsKnownAsset(pb::Asset asset) { return asset >= pb::POINTS && asset <= pb::STOCK; }

@@ -19,6 +19,7 @@
 #include "google/protobuf/io/zero_copy_stream_impl_lite.h"
 #include "libs/auth/crypto.h"
 #include "libs/core/status.h"
+#include "libs/core/text.h"
 #include "libs/kafka/outbox.h"
 #include "libs/log/log.h"
 #include "nlohmann/json.hpp"
@@ -330,39 +331,6 @@ std::string Describe(const pb::AccountRef& r) {
       return absl::StrCat("the ", pb::Asset_Name(r.asset()), " ", r.owner_id(), " account of org ",
                           r.org_id());
   }
-}
-
-// True for valid UTF-8 without NUL: what PostgreSQL text and jsonb accept. Anything else would
-// fail the whole group commit, so it is refused per batch before.
-bool IsCleanText(std::string_view s) {
-  for (size_t i = 0; i < s.size();) {
-    const unsigned char c = static_cast<unsigned char>(s[i]);
-    int extra;
-    unsigned char lo = 0x80, hi = 0xbf;
-    if (c == 0) return false;
-    if (c < 0x80) {
-      extra = 0;
-    } else if (c >= 0xc2 && c <= 0xdf) {
-      extra = 1;
-    } else if (c >= 0xe0 && c <= 0xef) {
-      extra = 2;
-      if (c == 0xe0) lo = 0xa0;
-      if (c == 0xed) hi = 0x9f;  // no UTF-16 surrogates
-    } else if (c >= 0xf0 && c <= 0xf4) {
-      extra = 3;
-      if (c == 0xf0) lo = 0x90;
-      if (c == 0xf4) hi = 0x8f;
-    } else {
-      return false;
-    }
-    if (s.size() - i <= static_cast<size_t>(extra)) return false;
-    for (int k = 1; k <= extra; ++k) {
-      const unsigned char next = static_cast<unsigned char>(s[i + k]);
-      if (next < (k == 1 ? lo : 0x80) || next > (k == 1 ? hi : 0xbf)) return false;
-    }
-    i += extra + 1;
-  }
-  return true;
 }
 
 absl::Time Truncated(absl::Time t) { return absl::FromUnixMicros(absl::ToUnixMicros(t)); }
@@ -751,20 +719,20 @@ absl::Status CheckRef(const pb::AccountRef& ref, const std::string& field) {
   if (ref.owner_kind() == pb::OWNER_KIND_UNSPECIFIED || !pb::OwnerKind_IsValid(ref.owner_kind())) {
     return InvalidArgument(field + ".owner_kind", "unknown owner kind");
   }
-  if (ref.org_id().empty() || !IsCleanText(ref.org_id())) {
+  if (ref.org_id().empty() || !IsWellFormedUtf8(ref.org_id())) {
     return InvalidArgument(field + ".org_id", "the org id must be non-empty UTF-8 text");
   }
-  if (ref.owner_id().empty() || !IsCleanText(ref.owner_id())) {
+  if (ref.owner_id().empty() || !IsWellFormedUtf8(ref.owner_id())) {
     return InvalidArgument(field + ".owner_id", "the owner id must be non-empty UTF-8 text");
   }
-  if (!IsCleanText(ref.asset_ref())) {
+  if (!IsWellFormedUtf8(ref.asset_ref())) {
     return InvalidArgument(field + ".asset_ref", "the asset ref must be UTF-8 text");
   }
   return absl::OkStatus();
 }
 
 absl::Status CheckShape(const LinkedBatch& batch) {
-  if (!IsCleanText(batch.batch_id)) {
+  if (!IsWellFormedUtf8(batch.batch_id)) {
     return InvalidArgument("batch_id", "the batch id must be UTF-8 text without NUL");
   }
   if (batch.transfers.empty()) {
@@ -774,7 +742,7 @@ absl::Status CheckShape(const LinkedBatch& batch) {
   for (size_t i = 0; i < batch.transfers.size(); ++i) {
     const pb::TransferSpec& spec = batch.transfers[i];
     const std::string field = absl::StrCat("transfers[", i, "]");
-    if (spec.id().empty() || !IsCleanText(spec.id())) {
+    if (spec.id().empty() || !IsWellFormedUtf8(spec.id())) {
       return InvalidArgument(field + ".id", "the transfer id must be non-empty UTF-8 text");
     }
     if (!seen.insert(spec.id()).second) {
@@ -794,10 +762,10 @@ absl::Status CheckShape(const LinkedBatch& batch) {
     }
     for (const std::string* text :
          {&spec.campaign_id(), &spec.event_id(), &spec.order_id(), &spec.reverses_transfer_id()}) {
-      if (!IsCleanText(*text)) return InvalidArgument(field, "references must be UTF-8 text");
+      if (!IsWellFormedUtf8(*text)) return InvalidArgument(field, "references must be UTF-8 text");
     }
     for (const auto& [key, value] : spec.metadata()) {
-      if (!IsCleanText(key) || !IsCleanText(value)) {
+      if (!IsWellFormedUtf8(key) || !IsWellFormedUtf8(value)) {
         return InvalidArgument(field + ".metadata", "metadata must be UTF-8 text");
       }
     }
@@ -1683,8 +1651,9 @@ absl::StatusOr<std::vector<BatchResult>> PgLedgerStore::Apply(
 absl::StatusOr<pb::Transfer> PgLedgerStore::ResolvePending(const std::string& id,
                                                            const std::string& pending_id,
                                                            bool post) {
-  if (id.empty() || !IsCleanText(id)) return InvalidArgument("id", "the id must be UTF-8 text");
-  if (pending_id.empty() || !IsCleanText(pending_id)) {
+  if (id.empty() || !IsWellFormedUtf8(id))
+    return InvalidArgument("id", "the id must be UTF-8 text");
+  if (pending_id.empty() || !IsWellFormedUtf8(pending_id)) {
     return InvalidArgument("pending_id", "the pending id must be UTF-8 text");
   }
   pb::Transfer result;
