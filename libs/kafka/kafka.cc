@@ -11,6 +11,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "libs/core/status.h"
 #include "libs/metrics/metrics.h"
 #include "marketing/common/v1/envelope.pb.h"
 #include "spdlog/spdlog.h"
@@ -303,7 +304,15 @@ struct Consumer::Impl {
   void Handle(const Handler& handler, const IncomingMessage& in) {
     while (!stop) {
       const absl::Time start = absl::Now();
-      absl::Status status = handler(in);
+      absl::Status status;
+      try {
+        status = handler(in);
+      } catch (const std::exception& e) {
+        // A throwing handler must not end the consumer thread (std::terminate); retry it.
+        status = mkt::Internal(std::string("the handler threw: ") + e.what());
+      } catch (...) {
+        status = mkt::Internal("the handler threw a non-standard exception");
+      }
       metrics.Record(in.topic, CodeName(status), absl::ToDoubleSeconds(absl::Now() - start));
       if (status.ok()) {
         Commit(in);

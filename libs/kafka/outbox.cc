@@ -25,7 +25,7 @@ namespace {
 namespace pb = ::marketing::common::v1;
 
 // Serialises relays over one database (any key no other component uses as an advisory lock):
-// only the holder reads and marks rows, so rows leave in id order even with several replicas.
+// only the holder reads and marks rows, so two replicas never interleave their batches.
 constexpr int64_t kRelayLockKey = 0x6d6b745f72656c79;  // "mkt_rely"
 
 constexpr char kInsertOutbox[] =

@@ -59,7 +59,9 @@ struct RelayOptions {
 };
 
 // Publishes outbox rows in id order and marks them sent. Several replicas may run it: a
-// transaction-scoped advisory lock lets one publish at a time (keeping order), the others wait.
+// transaction-scoped advisory lock lets one publish at a time, the others wait. Order holds
+// between facts whose writers serialise on a row lock (decision 004), not across concurrent
+// writers: ids are assigned at insert, visibility comes at commit.
 // A crash between publish and mark re-publishes the batch, so delivery is at-least-once with the
 // same event ids; consumers dedupe with MarkProcessed.
 class OutboxRelay {

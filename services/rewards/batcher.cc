@@ -1,5 +1,7 @@
 #include "services/rewards/batcher.h"
 
+#include "spdlog/spdlog.h"
+
 #include <pthread.h>
 
 #include <algorithm>
@@ -147,12 +149,19 @@ void GrantBatcher::RunWriter() {
     m.apply_latency.Observe(std::chrono::duration<double>(SteadyClock::now() - started).count());
     m.batch_size.Observe(static_cast<double>(n));
     for (size_t i = 0; i < n; ++i) {
-      if (!results.ok()) {
-        taken[i].done(results.status());
-      } else if (i < results->size()) {
-        taken[i].done(std::move((*results)[i]));
-      } else {
-        taken[i].done(Internal("the ledger store answered fewer batches than it was given"));
+      BatchResult result =
+          !results.ok() ? BatchResult(results.status())
+          : i < results->size()
+              ? std::move((*results)[i])
+              : BatchResult(Internal("the ledger store answered fewer batches than it was given"));
+      // One caller's failing callback must neither end the writer thread nor leave the other
+      // callers of this commit without their answer.
+      try {
+        taken[i].done(std::move(result));
+      } catch (const std::exception& e) {
+        spdlog::error("ledger batcher: a caller's completion threw: {}", e.what());
+      } catch (...) {
+        spdlog::error("ledger batcher: a caller's completion threw");
       }
     }
     lock.lock();

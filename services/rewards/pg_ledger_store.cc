@@ -770,8 +770,9 @@ absl::Status CheckShape(const LinkedBatch& batch) {
       }
     }
     if (spec.pending()) {
-      if (spec.timeout_seconds() <= 0) {
-        return InvalidArgument(field + ".timeout_seconds", "a pending transfer needs a timeout");
+      if (spec.timeout_seconds() <= 0 || spec.timeout_seconds() > 86400) {
+        return InvalidArgument(field + ".timeout_seconds",
+                               "a pending transfer needs a timeout of 1 to 86400 seconds");
       }
       if (!spec.reverses_transfer_id().empty()) {
         return InvalidArgument(field + ".pending", "a reversal cannot be pending");
