@@ -15,6 +15,10 @@
 
 #include "absl/time/time.h"
 
+namespace grpc {
+class Channel;
+}  // namespace grpc
+
 namespace mkt::testing {
 
 // A database created for one test and dropped (connections terminated) when destroyed.
@@ -71,5 +75,15 @@ std::string BinDir();
 // Waits until http://127.0.0.1:<port><path> answers 200 or `timeout` passes; returns whether it
 // did.
 bool WaitForHttp(int port, std::string_view path, absl::Duration timeout);
+
+// Waits until 127.0.0.1:<port> accepts TCP connections or `timeout` passes; returns whether it did.
+bool WaitForPort(int port, absl::Duration timeout);
+
+// Waits until the gRPC server behind `channel` reports SERVING (grpc.health.v1) or `timeout`
+// passes; returns whether it did.
+bool WaitForGrpcHealth(const std::shared_ptr<grpc::Channel>& channel, absl::Duration timeout);
+
+// Returns the last `lines` lines of the file at `path`, for failure messages about a child's log.
+std::string Tail(const std::string& path, int lines);
 
 }  // namespace mkt::testing

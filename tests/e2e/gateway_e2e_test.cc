@@ -45,18 +45,6 @@ using ::testing::HasSubstr;
 // acceptance bound; the credential TTL is 60 s, so meeting it proves the Kafka invalidation).
 constexpr absl::Duration kPropagationBound = absl::Seconds(2);
 
-std::string Tail(const std::string& path, int lines) {
-  std::ifstream in(path);
-  std::vector<std::string> all;
-  for (std::string line; std::getline(in, line);) all.push_back(line);
-  std::ostringstream out;
-  for (size_t i = all.size() > static_cast<size_t>(lines) ? all.size() - lines : 0; i < all.size();
-       ++i) {
-    out << all[i] << "\n";
-  }
-  return out.str();
-}
-
 class GatewayE2eTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -92,30 +80,30 @@ class GatewayE2eTest : public ::testing::Test {
         gateway_log_);
 
     // A gRPC channel that failed to connect backs off for seconds; wait for the port first.
-    ASSERT_TRUE(WaitForPort(channels_port, absl::Seconds(60)))
+    ASSERT_TRUE(testing::WaitForPort(channels_port, absl::Seconds(60)))
         << "mkt-channels did not listen; its log:\n"
-        << Tail(channels_log_, 40);
+        << testing::Tail(channels_log_, 40);
     auto grpc_channel = rpc::Connect(absl::StrCat("127.0.0.1:", channels_port));
     registry_ = channels_pb::ChannelRegistry::NewStub(grpc_channel);
-    ASSERT_TRUE(WaitForGrpcHealth(grpc_channel, absl::Seconds(30)))
+    ASSERT_TRUE(testing::WaitForGrpcHealth(grpc_channel, absl::Seconds(30)))
         << "mkt-channels did not become healthy; its log:\n"
-        << Tail(channels_log_, 40);
+        << testing::Tail(channels_log_, 40);
     ASSERT_TRUE(testing::WaitForHttp(gateway_port_, "/healthz", absl::Seconds(30)))
         << "mkt-gateway did not answer /healthz; its log:\n"
-        << Tail(gateway_log_, 40);
-    ASSERT_TRUE(WaitForPort(gateway_grpc_port_, absl::Seconds(30)));
-    ASSERT_TRUE(WaitForGrpcHealth(rpc::Connect(absl::StrCat("127.0.0.1:", gateway_grpc_port_)),
-                                  absl::Seconds(30)))
+        << testing::Tail(gateway_log_, 40);
+    ASSERT_TRUE(testing::WaitForPort(gateway_grpc_port_, absl::Seconds(30)));
+    ASSERT_TRUE(testing::WaitForGrpcHealth(
+        rpc::Connect(absl::StrCat("127.0.0.1:", gateway_grpc_port_)), absl::Seconds(30)))
         << "mkt-gateway did not serve gRPC health; its log:\n"
-        << Tail(gateway_log_, 40);
+        << testing::Tail(gateway_log_, 40);
     client_ = std::make_unique<TestHttpClient>(gateway_port_);
   }
 
   void TearDown() override {
     if (HasFailure()) {
       std::cerr << "---- mkt-gateway log (tail) ----\n"
-                << Tail(gateway_log_, 60) << "---- mkt-channels log (tail) ----\n"
-                << Tail(channels_log_, 30);
+                << testing::Tail(gateway_log_, 60) << "---- mkt-channels log (tail) ----\n"
+                << testing::Tail(channels_log_, 30);
     }
     // SIGTERM first: a clean stop is part of what the services promise.
     if (gateway_) {
@@ -125,40 +113,6 @@ class GatewayE2eTest : public ::testing::Test {
     if (channels_) {
       EXPECT_EQ(channels_->Kill(SIGTERM), 0) << "mkt-channels did not exit 0 on SIGTERM";
     }
-  }
-
-  static bool WaitForPort(int port, absl::Duration timeout) {
-    const absl::Time deadline = absl::Now() + timeout;
-    while (absl::Now() < deadline) {
-      const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-      sockaddr_in addr{};
-      addr.sin_family = AF_INET;
-      addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-      addr.sin_port = htons(static_cast<uint16_t>(port));
-      const bool open = ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
-      ::close(fd);
-      if (open) return true;
-      absl::SleepFor(absl::Milliseconds(20));
-    }
-    return false;
-  }
-
-  static bool WaitForGrpcHealth(const std::shared_ptr<grpc::Channel>& channel,
-                                absl::Duration timeout) {
-    auto health = grpc::health::v1::Health::NewStub(channel);
-    const absl::Time deadline = absl::Now() + timeout;
-    while (absl::Now() < deadline) {
-      grpc::ClientContext context;
-      rpc::PrepareClientContext(context, absl::Seconds(1), "e2e-health");
-      grpc::health::v1::HealthCheckRequest request;
-      grpc::health::v1::HealthCheckResponse response;
-      if (health->Check(&context, request, &response).ok() &&
-          response.status() == grpc::health::v1::HealthCheckResponse::SERVING) {
-        return true;
-      }
-      absl::SleepFor(absl::Milliseconds(100));
-    }
-    return false;
   }
 
   channels_pb::ChannelWithSecret CreateChannel(const std::string& code, const std::string& org,

@@ -112,51 +112,6 @@ std::string Describe(const absl::StatusOr<T>& result) {
   return result.ok() ? std::string("OK") : Describe(result.status());
 }
 
-std::string Tail(const std::string& path, int lines) {
-  std::ifstream in(path);
-  std::vector<std::string> all;
-  for (std::string line; std::getline(in, line);) all.push_back(line);
-  std::ostringstream out;
-  for (size_t i = all.size() > static_cast<size_t>(lines) ? all.size() - lines : 0; i < all.size();
-       ++i) {
-    out << all[i] << "\n";
-  }
-  return out.str();
-}
-
-bool WaitForPort(int port, absl::Duration timeout) {
-  const absl::Time deadline = absl::Now() + timeout;
-  while (absl::Now() < deadline) {
-    const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    addr.sin_port = htons(static_cast<uint16_t>(port));
-    const bool open = ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
-    ::close(fd);
-    if (open) return true;
-    absl::SleepFor(absl::Milliseconds(20));
-  }
-  return false;
-}
-
-bool WaitForGrpcHealth(const std::shared_ptr<grpc::Channel>& channel, absl::Duration timeout) {
-  auto health = grpc::health::v1::Health::NewStub(channel);
-  const absl::Time deadline = absl::Now() + timeout;
-  while (absl::Now() < deadline) {
-    grpc::ClientContext context;
-    rpc::PrepareClientContext(context, absl::Seconds(1), "e2e-health");
-    grpc::health::v1::HealthCheckRequest request;
-    grpc::health::v1::HealthCheckResponse response;
-    if (health->Check(&context, request, &response).ok() &&
-        response.status() == grpc::health::v1::HealthCheckResponse::SERVING) {
-      return true;
-    }
-    absl::SleepFor(absl::Milliseconds(100));
-  }
-  return false;
-}
-
 // ---- The ledger's client -----------------------------------------------------------------------
 
 // The ledger's gRPC API with statuses turned back into absl::Status (reason and field kept).
@@ -449,16 +404,16 @@ class RewardsReplica {
     for (const auto& [key, value] : extra_env_) env[key] = value;
     process_ = std::make_unique<testing::ChildProcess>(
         std::vector<std::string>{testing::BinDir() + "/services/rewards/mkt-rewards"}, env, log_);
-    if (!WaitForPort(port_, absl::Seconds(60))) {
+    if (!testing::WaitForPort(port_, absl::Seconds(60))) {
       ADD_FAILURE() << "mkt-rewards " << name_ << " did not listen on " << port_ << "; its log:\n"
-                    << Tail(log_, 40);
+                    << testing::Tail(log_, 40);
       return false;
     }
     // A fresh channel: one that saw the previous process die may still be backing off.
     auto channel = rpc::Connect(target());
-    if (!WaitForGrpcHealth(channel, absl::Seconds(30))) {
+    if (!testing::WaitForGrpcHealth(channel, absl::Seconds(30))) {
       ADD_FAILURE() << "mkt-rewards " << name_ << " did not become healthy; its log:\n"
-                    << Tail(log_, 40);
+                    << testing::Tail(log_, 40);
       return false;
     }
     client_ = std::make_unique<LedgerClient>(target());
@@ -483,7 +438,7 @@ class RewardsReplica {
   LedgerClient& client() { return *client_; }
   std::string target() const { return absl::StrCat("127.0.0.1:", port_); }
   const std::string& name() const { return name_; }
-  std::string LogTail(int lines) const { return Tail(log_, lines); }
+  std::string LogTail(int lines) const { return testing::Tail(log_, lines); }
 
  private:
   std::string name_;
