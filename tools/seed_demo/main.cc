@@ -3,7 +3,9 @@
 // recorded in an existing file are kept while they still exist.
 //
 //   mkt-seed-demo --channels 127.0.0.1:20061 --out .local/credentials.json
-//                 [--gateway-url http://127.0.0.1:8080]
+//                 [--rewards 127.0.0.1:20071] [--gateway-url http://127.0.0.1:8080]
+// With --rewards it also funds a demo campaign budget per org and grants each demo customer
+// welcome points, through the ledger's own idempotent Fund and Grant calls.
 #include <sys/stat.h>
 
 #include <fstream>
@@ -15,6 +17,7 @@
 #include "libs/rpc/client.h"
 #include "libs/rpc/server.h"
 #include "marketing/channels/v1/channels.grpc.pb.h"
+#include "marketing/rewards/v1/ledger.grpc.pb.h"
 #include "nlohmann/json.hpp"
 
 namespace {
@@ -110,12 +113,55 @@ class Seeder {
   std::unique_ptr<pb::ChannelRegistry::Stub> stub_;
 };
 
+namespace ledger = ::marketing::rewards::v1;
+
+constexpr char kDemoCampaign[] = "demo-welcome";
+constexpr int64_t kDemoBudgetFen = 1000000;  // 10,000 yuan
+constexpr int64_t kWelcomePoints = 1000;
+constexpr int64_t kWelcomeCostFen = 100;
+
+// Funds the org's demo campaign and grants each customer welcome points, once: the request ids
+// are fixed, so a second run is a replay that changes nothing.
+absl::Status SeedLedger(const std::string& target, const std::string& org,
+                        const std::vector<std::string>& customer_ids) {
+  auto stub = ledger::Ledger::NewStub(mkt::rpc::Connect(target));
+  auto call = [](auto fn) {
+    grpc::ClientContext ctx;
+    mkt::rpc::PrepareClientContext(ctx, absl::Seconds(10), "seed-demo");
+    return mkt::rpc::FromGrpcStatus(fn(&ctx));
+  };
+  ledger::FundRequest fund;
+  fund.set_request_id("seed-" + org + "-budget");
+  fund.set_org_id(org);
+  fund.set_asset(ledger::BUDGET_FEN);
+  fund.set_owner_id(kDemoCampaign);
+  fund.set_amount(kDemoBudgetFen);
+  ledger::FundResponse funded;
+  MKT_RETURN_IF_ERROR(call([&](grpc::ClientContext* c) { return stub->Fund(c, fund, &funded); }));
+  for (const std::string& customer : customer_ids) {
+    ledger::GrantRequest grant;
+    grant.set_request_id("seed-" + customer + "-welcome");
+    grant.set_org_id(org);
+    grant.set_campaign_id(kDemoCampaign);
+    grant.set_customer_id(customer);
+    grant.set_asset(ledger::POINTS);
+    grant.set_quantity(kWelcomePoints);
+    grant.set_budget_cost_fen(kWelcomeCostFen);
+    grant.mutable_expiry()->set_days_after_grant(365);
+    ledger::GrantResponse granted;
+    MKT_RETURN_IF_ERROR(
+        call([&](grpc::ClientContext* c) { return stub->Grant(c, grant, &granted); }));
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   std::string channels_target = "127.0.0.1:20061";
   std::string out_path = ".local/credentials.json";
   std::string gateway_url = "http://127.0.0.1:8080";
+  std::string rewards_target;
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string a = argv[i];
     if (a == "--channels")
@@ -124,9 +170,12 @@ int main(int argc, char** argv) {
       out_path = argv[i + 1];
     else if (a == "--gateway-url")
       gateway_url = argv[i + 1];
+    else if (a == "--rewards")
+      rewards_target = argv[i + 1];
     else {
-      std::cerr << "usage: " << argv[0]
-                << " [--channels HOST:PORT] [--out FILE] [--gateway-url URL]\n";
+      std::cerr
+          << "usage: " << argv[0]
+          << " [--channels HOST:PORT] [--rewards HOST:PORT] [--out FILE] [--gateway-url URL]\n";
       return 2;
     }
   }
@@ -158,10 +207,20 @@ int main(int argc, char** argv) {
       }
       channels.push_back(*ch);
     }
+    std::vector<std::string> ids;
     for (int i = 1; i <= 3; ++i) {
       char id[32];
       std::snprintf(id, sizeof(id), "%s-cust-%04d", org.id, i);
-      customers.push_back({{"customer_id", id}, {"org_id", org.id}});
+      ids.push_back(id);
+      json customer = {{"customer_id", id}, {"org_id", org.id}};
+      if (!rewards_target.empty()) customer["welcome_points"] = kWelcomePoints;
+      customers.push_back(customer);
+    }
+    if (!rewards_target.empty()) {
+      if (absl::Status s = SeedLedger(rewards_target, org.id, ids); !s.ok()) {
+        std::cerr << "seeding the ledger of " << org.id << " failed: " << s.message() << "\n";
+        return 1;
+      }
     }
   }
 
@@ -170,6 +229,9 @@ int main(int argc, char** argv) {
       {"orgs", orgs},
       {"channels", channels},
       {"customers", customers},
+      {"demo_campaign", rewards_target.empty() ? json(nullptr)
+                                               : json{{"campaign_id", kDemoCampaign},
+                                                      {"budget_fen_per_org", kDemoBudgetFen}}},
       {"operators", json::array()},
       {"operators_note",
        "Operator accounts (one per role and org) arrive with the admin API; none exist yet."},
