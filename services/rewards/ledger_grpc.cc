@@ -28,7 +28,17 @@ class LedgerGrpcService final : public pb::Ledger::CallbackService {
   }
   ServerUnaryReactor* Grant(CallbackServerContext* ctx, const pb::GrantRequest* req,
                             pb::GrantResponse* resp) override {
-    return Run(ctx, resp, [=, this] { return ledger_.Grant(*req); });
+    // Asynchronous: a grant waits for its group commit without holding a worker thread, so the
+    // batch size follows the load instead of the worker count.
+    grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+    ledger_.GrantAsync(*req, pool_,
+                       [reactor, resp, request_id = rpc::RequestIdOf(*ctx)](
+                           absl::StatusOr<pb::GrantResponse> result) {
+                         log::ScopedRequestId scoped(request_id);
+                         if (result.ok()) *resp = *std::move(result);
+                         reactor->Finish(rpc::ToGrpcStatus(result.status()));
+                       });
+    return reactor;
   }
   ServerUnaryReactor* Spend(CallbackServerContext* ctx, const pb::SpendRequest* req,
                             pb::SpendResponse* resp) override {

@@ -1,5 +1,7 @@
 #include "services/rewards/ledger_service.h"
 
+#include <memory>
+
 #include <algorithm>
 #include <cctype>
 #include <cstdint>
@@ -472,7 +474,7 @@ absl::StatusOr<pb::Transfer> LedgerService::ResolvePending(const pb::ResolvePend
   return store_.ResolvePending(request.id(), request.pending_id(), post);
 }
 
-absl::StatusOr<pb::GrantResponse> LedgerService::Grant(const pb::GrantRequest& request) {
+absl::StatusOr<LinkedBatch> LedgerService::PrepareGrant(const pb::GrantRequest& request) const {
   MKT_RETURN_IF_ERROR(ValidateRequestId(request.request_id()));
   MKT_RETURN_IF_ERROR(ValidateIdField(request.org_id(), "org_id", kMaxIdLength));
   MKT_RETURN_IF_ERROR(ValidateIdField(request.customer_id(), "customer_id", kMaxIdLength));
@@ -540,13 +542,46 @@ absl::StatusOr<pb::GrantResponse> LedgerService::Grant(const pb::GrantRequest& r
   if (request.asset() == pb::POINTS) *benefit.mutable_expiry() = request.expiry();
   batch.transfers.push_back(std::move(benefit));
   MKT_RETURN_IF_ERROR(ValidateTransferSpecs(batch.transfers));
+  return batch;
+}
 
-  pb::AccountRef customer = batch.transfers.back().credit();
-  MKT_ASSIGN_OR_RETURN(std::vector<pb::Transfer> transfers, batcher_.Apply(std::move(batch)));
+absl::StatusOr<pb::GrantResponse> LedgerService::FinishGrant(std::vector<pb::Transfer> transfers,
+                                                             const pb::AccountRef& customer) {
   pb::GrantResponse response;
   for (auto& t : transfers) *response.add_transfers() = std::move(t);
   MKT_ASSIGN_OR_RETURN(*response.mutable_account(), store_.GetAccount(customer));
   return response;
+}
+
+absl::StatusOr<pb::GrantResponse> LedgerService::Grant(const pb::GrantRequest& request) {
+  MKT_ASSIGN_OR_RETURN(LinkedBatch batch, PrepareGrant(request));
+  pb::AccountRef customer = batch.transfers.back().credit();
+  MKT_ASSIGN_OR_RETURN(std::vector<pb::Transfer> transfers, batcher_.Apply(std::move(batch)));
+  return FinishGrant(std::move(transfers), customer);
+}
+
+void LedgerService::GrantAsync(const pb::GrantRequest& request, WorkerPool& readers,
+                               std::function<void(absl::StatusOr<pb::GrantResponse>)> done) {
+  absl::StatusOr<LinkedBatch> batch = PrepareGrant(request);
+  if (!batch.ok()) {
+    done(batch.status());
+    return;
+  }
+  pb::AccountRef customer = batch->transfers.back().credit();
+  auto shared_done =
+      std::make_shared<std::function<void(absl::StatusOr<pb::GrantResponse>)>>(std::move(done));
+  batcher_.Submit(std::move(*batch), [this, &readers, customer = std::move(customer),
+                                      shared_done](BatchResult result) mutable {
+    if (!result.ok()) {
+      (*shared_done)(result.status());
+      return;
+    }
+    auto transfers = std::make_shared<std::vector<pb::Transfer>>(*std::move(result));
+    auto finish = [this, customer, transfers, shared_done] {
+      (*shared_done)(FinishGrant(std::move(*transfers), customer));
+    };
+    if (!readers.TrySubmit(finish)) finish();
+  });
 }
 
 absl::StatusOr<pb::SpendResponse> LedgerService::Spend(const pb::SpendRequest& request) {

@@ -4,11 +4,13 @@
 // one LedgerStore::Apply call.
 #pragma once
 
+#include <functional>
 #include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
 #include "libs/core/ids.h"
+#include "libs/core/worker_pool.h"
 #include "services/rewards/batcher.h"
 #include "services/rewards/ledger_store.h"
 #include "services/rewards/points_expiry.h"  // ExpiryOf: when a points lot expires
@@ -48,6 +50,12 @@ class LedgerService {
   // above 10^15 are refused as unreasonable.
   // Transfer ids are "<request_id>:budget", "<request_id>:stock", "<request_id>:benefit".
   absl::StatusOr<pb::GrantResponse> Grant(const pb::GrantRequest& request);
+  // The same grant without holding the caller's thread while the group commit gathers: validates
+  // and queues the batch, and calls `done` once. After the commit the customer's account is read
+  // on `readers` (a blocking database read must not stall the batcher's writer thread; if the pool
+  // is full the writer reads it itself, since the grant is already committed).
+  void GrantAsync(const pb::GrantRequest& request, WorkerPool& readers,
+                  std::function<void(absl::StatusOr<pb::GrantResponse>)> done);
   // Transfer id "<request_id>:spend".
   absl::StatusOr<pb::SpendResponse> Spend(const pb::SpendRequest& request);
   // Reversal ids "<request_id>:<original transfer id>" (INVALID_ARGUMENT on request_id when one
@@ -67,6 +75,12 @@ class LedgerService {
   absl::StatusOr<pb::CheckIntegrityResponse> CheckIntegrity();
 
  private:
+  // Validates a grant and builds its linked batch (no I/O).
+  absl::StatusOr<LinkedBatch> PrepareGrant(const pb::GrantRequest& request) const;
+  // The response once the grant's transfers are committed: adds the customer's account.
+  absl::StatusOr<pb::GrantResponse> FinishGrant(std::vector<pb::Transfer> transfers,
+                                                const pb::AccountRef& customer);
+
   GrantBatcher& batcher_;
   LedgerStore& store_;
   const Clock& clock_;
