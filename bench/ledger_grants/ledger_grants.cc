@@ -36,6 +36,7 @@
 #include "libs/core/ids.h"
 #include "libs/core/status.h"
 #include "libs/kafka/outbox.h"
+#include "libs/pg/arrays.h"
 #include "libs/rpc/client.h"
 #include "libs/rpc/server.h"
 #include "marketing/rewards/v1/ledger.grpc.pb.h"
@@ -315,25 +316,6 @@ constexpr char kInsertLots[] =
     "created_at) SELECT u.account, u.amount, u.amount, now() + interval '365 days', u.transfer, "
     "now() FROM unnest($1::bigint[], $2::bigint[], $3::text[]) AS u(account, amount, transfer)";
 
-// A PostgreSQL array literal of quoted strings.
-std::string TextArray(const std::vector<std::string>& values) {
-  std::string literal = "{";
-  for (const std::string& v : values) {
-    if (literal.size() > 1) literal += ',';
-    literal += '"';
-    for (char c : v) {
-      if (c == '"' || c == '\\') literal += '\\';
-      literal += c;
-    }
-    literal += '"';
-  }
-  return literal + "}";
-}
-
-std::string IntArray(const std::vector<int64_t>& values) {
-  return absl::StrCat("{", absl::StrJoin(values, ","), "}");
-}
-
 struct CeilingOptions {
   std::string dsn;
   int customers = 10000;
@@ -419,7 +401,7 @@ int64_t WriteCeiling(const CeilingOptions& options, const Accounts& accounts,
     pqxx::work tx(conn);
     // Lock in id order and read the totals, as a group-committing writer must.
     std::map<int64_t, int64_t> balance;  // credits - debits
-    for (const auto& row : tx.exec_params(kLockAccounts, IntArray(ids))) {
+    for (const auto& row : tx.exec_params(kLockAccounts, mkt::pg::IntArrayLiteral(ids))) {
       balance[row[0].as<int64_t>()] = row[2].as<int64_t>() - row[1].as<int64_t>();
     }
     step(times.lock);
@@ -484,16 +466,18 @@ int64_t WriteCeiling(const CeilingOptions& options, const Accounts& accounts,
       delta_credits.push_back(d.second);
     }
     step(times.build);
-    tx.exec_params(kUpdateTotals, IntArray(delta_ids), IntArray(delta_debits),
-                   IntArray(delta_credits));
+    tx.exec_params(kUpdateTotals, mkt::pg::IntArrayLiteral(delta_ids),
+                   mkt::pg::IntArrayLiteral(delta_debits), mkt::pg::IntArrayLiteral(delta_credits));
     step(times.totals);
-    tx.exec_params(kInsertTransfers, TextArray(transfer_ids), TextArray(batch_ids),
-                   IntArray(debits), IntArray(credits), IntArray(assets), IntArray(amounts),
-                   IntArray(codes), TextArray(hashes), "camp-ceiling", IntArray(debit_after),
-                   IntArray(credit_after));
+    tx.exec_params(kInsertTransfers, mkt::pg::TextArrayLiteral(transfer_ids),
+                   mkt::pg::TextArrayLiteral(batch_ids), mkt::pg::IntArrayLiteral(debits),
+                   mkt::pg::IntArrayLiteral(credits), mkt::pg::IntArrayLiteral(assets),
+                   mkt::pg::IntArrayLiteral(amounts), mkt::pg::IntArrayLiteral(codes),
+                   mkt::pg::TextArrayLiteral(hashes), "camp-ceiling",
+                   mkt::pg::IntArrayLiteral(debit_after), mkt::pg::IntArrayLiteral(credit_after));
     step(times.transfers);
-    tx.exec_params(kInsertLots, IntArray(lot_accounts), IntArray(lot_amounts),
-                   TextArray(lot_transfers));
+    tx.exec_params(kInsertLots, mkt::pg::IntArrayLiteral(lot_accounts),
+                   mkt::pg::IntArrayLiteral(lot_amounts), mkt::pg::TextArrayLiteral(lot_transfers));
     step(times.lots);
     kafka::AppendManyToOutbox(tx, facts);
     step(times.outbox);

@@ -10,6 +10,7 @@
 #include "libs/core/ids.h"
 #include "libs/core/status.h"
 #include "libs/metrics/metrics.h"
+#include "libs/pg/arrays.h"
 #include "prometheus/counter.h"
 #include "prometheus/histogram.h"
 #include "spdlog/spdlog.h"
@@ -80,20 +81,6 @@ RelayMetrics& Metrics() {
 
 std::string AsString(std::string_view s) { return std::string(s); }
 
-// Appends `value` to a PostgreSQL array literal as a quoted element.
-void AppendArrayElement(std::string& literal, std::string_view value) {
-  literal += literal.size() > 1 ? ",\"" : "\"";
-  if (value.find_first_of("\"\\") == std::string_view::npos) {
-    literal.append(value);  // the hex columns always take this path
-  } else {
-    for (char c : value) {
-      if (c == '"' || c == '\\') literal += '\\';
-      literal += c;
-    }
-  }
-  literal += '"';
-}
-
 }  // namespace
 
 const pg::MigrationSet& OutboxMigrations() { return pg::KafkaOutboxMigrationSet(); }
@@ -122,10 +109,10 @@ void AppendManyToOutbox(pqxx::work& tx, const std::vector<OutboxMessage>& messag
   if (messages.empty()) return;
   std::string topics = "{", keys = "{", values = "{", event_ids = "{";
   for (const OutboxMessage& m : messages) {
-    AppendArrayElement(topics, m.topic);
-    AppendArrayElement(keys, absl::BytesToHexString(m.key));
-    AppendArrayElement(values, absl::BytesToHexString(m.envelope.SerializeAsString()));
-    AppendArrayElement(event_ids, m.envelope.event_id());
+    pg::AppendTextArrayElement(topics, m.topic);
+    pg::AppendTextArrayElement(keys, absl::BytesToHexString(m.key));
+    pg::AppendTextArrayElement(values, absl::BytesToHexString(m.envelope.SerializeAsString()));
+    pg::AppendTextArrayElement(event_ids, m.envelope.event_id());
   }
   for (std::string* literal : {&topics, &keys, &values, &event_ids}) *literal += '}';
   tx.exec_params(kInsertOutboxMany, topics, keys, values, event_ids);
@@ -165,7 +152,7 @@ absl::StatusOr<int> OutboxRelay::RelayOnce() {
         // Dropping the transaction on failure leaves the rows unsent; anything that did reach
         // the broker goes again with the same event ids and consumers dedupe it.
         MKT_RETURN_IF_ERROR(publisher_.Publish(messages, options_.publish_timeout));
-        tx.exec_params(kMarkSent, absl::StrCat("{", absl::StrJoin(ids, ","), "}"));
+        tx.exec_params(kMarkSent, pg::TextArrayLiteral(ids));
         relayed = static_cast<int>(rows.size());
         return absl::OkStatus();
       },

@@ -22,6 +22,7 @@
 #include "libs/core/text.h"
 #include "libs/kafka/outbox.h"
 #include "libs/log/log.h"
+#include "libs/pg/arrays.h"
 #include "nlohmann/json.hpp"
 #include "services/rewards/points_expiry.h"
 #include "spdlog/spdlog.h"
@@ -361,27 +362,6 @@ void SetTime(google::protobuf::Timestamp* ts, absl::Time t) {
 
 absl::Time TimeOf(const google::protobuf::Timestamp& ts) {
   return absl::FromUnixSeconds(ts.seconds()) + absl::Nanoseconds(ts.nanos());
-}
-
-template <typename Container>
-std::string TextArray(const Container& values) {
-  std::string out = "{";
-  for (const std::string& v : values) {
-    if (out.size() > 1) out += ',';
-    out += '"';
-    for (char c : v) {
-      if (c == '"' || c == '\\') out += '\\';
-      out += c;
-    }
-    out += '"';
-  }
-  out += '}';
-  return out;
-}
-
-template <typename Container>
-std::string IdArray(const Container& ids) {
-  return absl::StrCat("{", absl::StrJoin(ids, ","), "}");
 }
 
 // Writes the JSON array of objects that a statement reads with jsonb_populate_recordset. By hand
@@ -826,8 +806,8 @@ class Session {
     std::sort(ids.begin(), ids.end());
     ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
     if (ids.empty()) return locked;
-    for (const pqxx::row& row :
-         tx_.exec_params(skip_locked ? kLockAccountsSkipLocked : kLockAccounts, IdArray(ids))) {
+    for (const pqxx::row& row : tx_.exec_params(
+             skip_locked ? kLockAccountsSkipLocked : kLockAccounts, pg::IntArrayLiteral(ids))) {
       Account a = AccountFromRow(row);
       locked.insert(a.id);
       initial_[a.id] = a;
@@ -838,7 +818,7 @@ class Session {
 
   void LoadTransfers(const std::set<std::string>& ids) {
     if (ids.empty()) return;
-    for (const pqxx::row& row : tx_.exec_params(kSelectTransfersByIds, TextArray(ids))) {
+    for (const pqxx::row& row : tx_.exec_params(kSelectTransfersByIds, pg::TextArrayLiteral(ids))) {
       StoredTransfer s = TransferFromRow(row);
       const std::string id = s.t.id();
       transfers_.emplace(id, std::move(s));
@@ -848,7 +828,8 @@ class Session {
   // Loads the postings/voidings of the given reservations.
   void LoadResolutionsOf(const std::set<std::string>& pending_ids) {
     if (pending_ids.empty()) return;
-    for (const pqxx::row& row : tx_.exec_params(kSelectResolutions, TextArray(pending_ids))) {
+    for (const pqxx::row& row :
+         tx_.exec_params(kSelectResolutions, pg::TextArrayLiteral(pending_ids))) {
       StoredTransfer s = TransferFromRow(row);
       resolution_of_[s.t.pending_id()] = s.t.id();
       const std::string id = s.t.id();
@@ -859,7 +840,8 @@ class Session {
   // Loads the lots with points left of customer POINTS accounts that will be debited.
   void LoadOpenLots(const std::set<int64_t>& account_ids) {
     if (account_ids.empty()) return;
-    for (const pqxx::row& row : tx_.exec_params(kSelectOpenLots, IdArray(account_ids))) {
+    for (const pqxx::row& row :
+         tx_.exec_params(kSelectOpenLots, pg::IntArrayLiteral(account_ids))) {
       AddLoadedLot(LotFromRow(row));
     }
   }
@@ -874,12 +856,12 @@ class Session {
     }
     if (sources.empty()) return;
     std::set<int64_t> lot_ids;
-    for (const pqxx::row& row : tx_.exec_params(kSelectTaken, TextArray(sources))) {
+    for (const pqxx::row& row : tx_.exec_params(kSelectTaken, pg::TextArrayLiteral(sources))) {
       const int64_t lot_id = row[1].as<int64_t>();
       taken_[row[0].as<std::string>()].push_back({lot_id, row[2].as<int64_t>()});
       lot_ids.insert(lot_id);
     }
-    for (const pqxx::row& row : tx_.exec_params(kSelectPutBack, TextArray(targets))) {
+    for (const pqxx::row& row : tx_.exec_params(kSelectPutBack, pg::TextArrayLiteral(targets))) {
       put_back_[row[0].as<std::string>()][row[1].as<int64_t>()] += row[2].as<int64_t>();
     }
     std::vector<int64_t> unknown;
@@ -887,7 +869,7 @@ class Session {
       if (lots_.count(id) == 0) unknown.push_back(id);
     }
     if (unknown.empty()) return;
-    for (const pqxx::row& row : tx_.exec_params(kSelectLotsByIds, IdArray(unknown))) {
+    for (const pqxx::row& row : tx_.exec_params(kSelectLotsByIds, pg::IntArrayLiteral(unknown))) {
       AddLoadedLot(LotFromRow(row));
     }
   }
@@ -1222,7 +1204,7 @@ class Session {
         unfunded.push_back(id);
       }
     }
-    if (!unfunded.empty()) tx_.exec_params(kDeleteAccounts, IdArray(unfunded));
+    if (!unfunded.empty()) tx_.exec_params(kDeleteAccounts, pg::IntArrayLiteral(unfunded));
   }
 
  private:
@@ -1847,7 +1829,7 @@ absl::StatusOr<pb::ListHistoryResponse> PgLedgerStore::ListHistory(const std::st
     }
     if (accounts.empty()) return absl::OkStatus();
     pqxx::result rows =
-        tx.exec_params(kSelectHistory, IdArray(accounts),
+        tx.exec_params(kSelectHistory, pg::IntArrayLiteral(accounts),
                        before > 0 ? before : std::numeric_limits<int64_t>::max(), size + 1);
     int64_t last_seq = 0;
     for (int i = 0; i < static_cast<int>(rows.size()) && i < size; ++i) {
