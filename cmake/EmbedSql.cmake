@@ -1,5 +1,6 @@
 # Writes a C++ file holding the SQL migrations listed in FILES as raw string literals.
-# Invoked by mkt_embed_sql() at build time.
+# Invoked by mkt_embed_sql() at build time; FILES is separated by '|'.
+string(REPLACE "|" ";" FILES "${FILES}")
 set(body "// Generated from SQL migration files; do not edit.\n#include \"libs/pg/migrations.h\"\n\nnamespace mkt::pg {\n\nconst MigrationSet& ${FUNCTION}() {\n  static const MigrationSet* set = new MigrationSet{\"${COMPONENT}\", {\n")
 foreach(f ${FILES})
   get_filename_component(name "${f}" NAME)

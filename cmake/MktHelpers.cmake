@@ -84,12 +84,14 @@ function(mkt_embed_sql)
   file(GLOB sql_files CONFIGURE_DEPENDS "${ARG_DIR}/V*.sql")
   list(SORT sql_files)
   set(out "${CMAKE_CURRENT_BINARY_DIR}/${ARG_NAME}_embedded.cc")
+  # A ';' list would split into several shell words; EmbedSql.cmake splits on '|' again.
+  string(REPLACE ";" "|" files_arg "${sql_files}")
   add_custom_command(OUTPUT "${out}"
     COMMAND ${CMAKE_COMMAND} -DOUT=${out} -DCOMPONENT=${ARG_COMPONENT}
-            -DFUNCTION=${ARG_FUNCTION} "-DFILES=${sql_files}"
+            -DFUNCTION=${ARG_FUNCTION} "-DFILES=${files_arg}"
             -P "${PROJECT_SOURCE_DIR}/cmake/EmbedSql.cmake"
     DEPENDS ${sql_files} "${PROJECT_SOURCE_DIR}/cmake/EmbedSql.cmake"
-    COMMENT "Embedding SQL migrations of ${ARG_COMPONENT}")
+    COMMENT "Embedding SQL migrations of ${ARG_COMPONENT}" VERBATIM)
   add_library(${ARG_NAME} STATIC "${out}")
   target_include_directories(${ARG_NAME} PUBLIC "${PROJECT_SOURCE_DIR}")
   target_link_libraries(${ARG_NAME} PUBLIC mkt_pg)

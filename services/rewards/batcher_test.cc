@@ -51,7 +51,7 @@ class ScriptedStore final : public LedgerStore {
       pb::Transfer t;
       t.set_id(b.transfers.empty() ? "" : b.transfers[0].id());
       t.set_batch_id(b.batch_id);
-      out.push_back(std::vector<pb::Transfer>{t});
+      out.push_back(AppliedBatch{.transfers = {t}});
     }
     return out;
   }
@@ -216,13 +216,13 @@ TEST(GrantBatcherTest, ManyThreadsEachGetTheirOwnResultExactlyOnceAndRequestsAre
             // Half wait for their answer (the way LedgerService calls) ...
             calls[n]++;
             BatchResult r = batcher.Apply(Batch(id));
-            if (!r.ok() || r->size() != 1 || (*r)[0].id() != id + ":leg") wrong++;
+            if (!r.ok() || r->transfers.size() != 1 || r->transfers[0].id() != id + ":leg") wrong++;
             blocking_ok++;
           } else {
             // ... and half are answered through their callback.
             batcher.Submit(Batch(id), [&, n, id](BatchResult r) {
               calls[n]++;
-              if (!r.ok() || r->size() != 1 || (*r)[0].batch_id() != id) wrong++;
+              if (!r.ok() || r->transfers.size() != 1 || r->transfers[0].batch_id() != id) wrong++;
               all.CountDown();
             });
           }

@@ -456,9 +456,9 @@ absl::StatusOr<pb::CreateTransfersResponse> LedgerService::CreateTransfers(
   // The request has no id of its own; the first transfer's id is as stable as the client's keys,
   // so a replay lands in the same batch.
   LinkedBatch batch{.batch_id = specs.front().id(), .transfers = std::move(specs)};
-  MKT_ASSIGN_OR_RETURN(std::vector<pb::Transfer> transfers, batcher_.Apply(std::move(batch)));
+  MKT_ASSIGN_OR_RETURN(AppliedBatch applied, batcher_.Apply(std::move(batch)));
   pb::CreateTransfersResponse response;
-  for (auto& t : transfers) *response.add_transfers() = std::move(t);
+  for (auto& t : applied.transfers) *response.add_transfers() = std::move(t);
   return response;
 }
 
@@ -540,24 +540,29 @@ absl::StatusOr<LinkedBatch> LedgerService::PrepareGrant(const pb::GrantRequest& 
   *benefit.mutable_credit() = CustomerAccount(org, request.asset(), request.customer_id());
   benefit.set_amount(request.quantity());
   if (request.asset() == pb::POINTS) *benefit.mutable_expiry() = request.expiry();
+  batch.report_account = benefit.credit();
   batch.transfers.push_back(std::move(benefit));
   MKT_RETURN_IF_ERROR(ValidateTransferSpecs(batch.transfers));
   return batch;
 }
 
-absl::StatusOr<pb::GrantResponse> LedgerService::FinishGrant(std::vector<pb::Transfer> transfers,
+absl::StatusOr<pb::GrantResponse> LedgerService::FinishGrant(AppliedBatch applied,
                                                              const pb::AccountRef& customer) {
   pb::GrantResponse response;
-  for (auto& t : transfers) *response.add_transfers() = std::move(t);
-  MKT_ASSIGN_OR_RETURN(*response.mutable_account(), store_.GetAccount(customer));
+  for (auto& t : applied.transfers) *response.add_transfers() = std::move(t);
+  if (applied.account) {
+    *response.mutable_account() = *std::move(applied.account);
+  } else {
+    MKT_ASSIGN_OR_RETURN(*response.mutable_account(), store_.GetAccount(customer));
+  }
   return response;
 }
 
 absl::StatusOr<pb::GrantResponse> LedgerService::Grant(const pb::GrantRequest& request) {
   MKT_ASSIGN_OR_RETURN(LinkedBatch batch, PrepareGrant(request));
   pb::AccountRef customer = batch.transfers.back().credit();
-  MKT_ASSIGN_OR_RETURN(std::vector<pb::Transfer> transfers, batcher_.Apply(std::move(batch)));
-  return FinishGrant(std::move(transfers), customer);
+  MKT_ASSIGN_OR_RETURN(AppliedBatch applied, batcher_.Apply(std::move(batch)));
+  return FinishGrant(std::move(applied), customer);
 }
 
 void LedgerService::GrantAsync(const pb::GrantRequest& request, WorkerPool& readers,
@@ -576,9 +581,13 @@ void LedgerService::GrantAsync(const pb::GrantRequest& request, WorkerPool& read
       (*shared_done)(result.status());
       return;
     }
-    auto transfers = std::make_shared<std::vector<pb::Transfer>>(*std::move(result));
-    auto finish = [this, customer, transfers, shared_done] {
-      (*shared_done)(FinishGrant(std::move(*transfers), customer));
+    if (result->account) {  // the usual case: nothing left to read
+      (*shared_done)(FinishGrant(*std::move(result), customer));
+      return;
+    }
+    auto applied = std::make_shared<AppliedBatch>(*std::move(result));
+    auto finish = [this, customer, applied, shared_done] {
+      (*shared_done)(FinishGrant(std::move(*applied), customer));
     };
     if (!readers.TrySubmit(finish)) finish();
   });
@@ -616,15 +625,20 @@ absl::StatusOr<pb::SpendResponse> LedgerService::Spend(const pb::SpendRequest& r
   spend.set_pending(request.pending());
   spend.set_timeout_seconds(request.timeout_seconds());
   spend.mutable_metadata()->insert(request.metadata().begin(), request.metadata().end());
-  LinkedBatch batch{.batch_id = request.request_id(), .transfers = {spend}};
+  LinkedBatch batch{
+      .batch_id = request.request_id(), .transfers = {spend}, .report_account = spend.debit()};
   MKT_RETURN_IF_ERROR(ValidateTransferSpecs(batch.transfers));
 
-  MKT_ASSIGN_OR_RETURN(std::vector<pb::Transfer> transfers, batcher_.Apply(std::move(batch)));
-  const pb::Transfer* stored = FindTransfer(transfers, spend.id());
+  MKT_ASSIGN_OR_RETURN(AppliedBatch applied, batcher_.Apply(std::move(batch)));
+  const pb::Transfer* stored = FindTransfer(applied.transfers, spend.id());
   if (stored == nullptr) return Internal("the ledger did not return the spend transfer");
   pb::SpendResponse response;
   *response.mutable_transfer() = *stored;
-  MKT_ASSIGN_OR_RETURN(*response.mutable_account(), store_.GetAccount(spend.debit()));
+  if (applied.account) {
+    *response.mutable_account() = *std::move(applied.account);
+  } else {
+    MKT_ASSIGN_OR_RETURN(*response.mutable_account(), store_.GetAccount(spend.debit()));
+  }
   return response;
 }
 
@@ -687,9 +701,9 @@ absl::StatusOr<pb::ReverseResponse> LedgerService::Reverse(const pb::ReverseRequ
     return NotFound("batch \"" + request.batch_id() + "\" has no posted transfer to reverse");
   }
   MKT_RETURN_IF_ERROR(ValidateTransferSpecs(batch.transfers));
-  MKT_ASSIGN_OR_RETURN(std::vector<pb::Transfer> transfers, batcher_.Apply(std::move(batch)));
+  MKT_ASSIGN_OR_RETURN(AppliedBatch applied, batcher_.Apply(std::move(batch)));
   pb::ReverseResponse response;
-  for (auto& t : transfers) *response.add_transfers() = std::move(t);
+  for (auto& t : applied.transfers) *response.add_transfers() = std::move(t);
   return response;
 }
 
@@ -716,15 +730,20 @@ absl::StatusOr<pb::FundResponse> LedgerService::Fund(const pb::FundRequest& requ
   }
   fund.set_amount(request.amount());
   fund.set_code(pb::FUND);
-  LinkedBatch batch{.batch_id = request.request_id(), .transfers = {fund}};
+  LinkedBatch batch{
+      .batch_id = request.request_id(), .transfers = {fund}, .report_account = fund.credit()};
   MKT_RETURN_IF_ERROR(ValidateTransferSpecs(batch.transfers));
 
-  MKT_ASSIGN_OR_RETURN(std::vector<pb::Transfer> transfers, batcher_.Apply(std::move(batch)));
-  const pb::Transfer* stored = FindTransfer(transfers, fund.id());
+  MKT_ASSIGN_OR_RETURN(AppliedBatch applied, batcher_.Apply(std::move(batch)));
+  const pb::Transfer* stored = FindTransfer(applied.transfers, fund.id());
   if (stored == nullptr) return Internal("the ledger did not return the funding transfer");
   pb::FundResponse response;
   *response.mutable_transfer() = *stored;
-  MKT_ASSIGN_OR_RETURN(*response.mutable_account(), store_.GetAccount(fund.credit()));
+  if (applied.account) {
+    *response.mutable_account() = *std::move(applied.account);
+  } else {
+    MKT_ASSIGN_OR_RETURN(*response.mutable_account(), store_.GetAccount(fund.credit()));
+  }
   return response;
 }
 

@@ -77,8 +77,9 @@ class LedgerService {
  private:
   // Validates a grant and builds its linked batch (no I/O).
   absl::StatusOr<LinkedBatch> PrepareGrant(const pb::GrantRequest& request) const;
-  // The response once the grant's transfers are committed: adds the customer's account.
-  absl::StatusOr<pb::GrantResponse> FinishGrant(std::vector<pb::Transfer> transfers,
+  // The response once the grant's transfers are committed, with the customer's account as the
+  // store reported it (read separately only when it did not).
+  absl::StatusOr<pb::GrantResponse> FinishGrant(AppliedBatch applied,
                                                 const pb::AccountRef& customer);
 
   GrantBatcher& batcher_;

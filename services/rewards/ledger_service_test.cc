@@ -34,12 +34,12 @@ class FakeLedgerStore final : public LedgerStore {
         results.push_back(it->second);
         continue;
       }
-      std::vector<pb::Transfer> out;
+      AppliedBatch out;
       for (const pb::TransferSpec& spec : batch.transfers) {
         pb::Transfer t = FromSpec(spec, batch.batch_id);
         transfers_[t.id()] = t;
         batches_[batch.batch_id].push_back(t);
-        out.push_back(t);
+        out.transfers.push_back(t);
       }
       results.push_back(std::move(out));
     }

@@ -4,6 +4,7 @@
 // thousands of grants a second. docs/decisions/006-ledger.md describes the model.
 #pragma once
 
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -24,10 +25,22 @@ inline constexpr char kLedgerFactsTopic[] = "mkt.ledger-facts.v1";
 struct LinkedBatch {
   std::string batch_id;
   std::vector<pb::TransferSpec> transfers;
+  // When set to one of the batch's accounts, the result carries that account as it stood right
+  // after the batch, so that a grant or a spend answers with the customer's balance without a
+  // second read of the database.
+  std::optional<pb::AccountRef> report_account;
+};
+
+// A batch as stored (or found stored, for a replay).
+struct AppliedBatch {
+  std::vector<pb::Transfer> transfers;
+  // LinkedBatch::report_account right after the batch (for a replay: now); empty when it was not
+  // asked for.
+  std::optional<pb::Account> account;
 };
 
 // What happened to one batch of an Apply call.
-using BatchResult = absl::StatusOr<std::vector<pb::Transfer>>;
+using BatchResult = absl::StatusOr<AppliedBatch>;
 
 class LedgerStore {
  public:

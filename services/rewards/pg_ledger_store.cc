@@ -15,6 +15,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/synchronization/mutex.h"
 #include "google/protobuf/io/coded_stream.h"
 #include "google/protobuf/io/zero_copy_stream_impl_lite.h"
 #include "libs/auth/crypto.h"
@@ -76,6 +77,14 @@ constexpr int64_t kFirstProvisionalLotId = int64_t{1} << 62;
   "(extract(epoch from l.expires_at) * 1000000)::bigint, l.granted_by_transfer_id, " \
   "coalesce(l.restored_from_lot_id, 0), (extract(epoch from l.expired_at) * 1000000)::bigint"
 
+// LATERAL: one unique-index probe per key, whatever the statistics of a young table say (a hash
+// join over every account was the planner's choice while autovacuum had not analysed it yet).
+// Every statement of a group commit touches a few hundred rows by key. A function scan's fixed
+// estimate of 100 rows made the planner hash-join them against every account (or transfer) once
+// the tables had a few thousand rows; in this transaction only index lookups are worth planning.
+constexpr char kKeyLookupsOnly[] =
+    "SET LOCAL enable_seqscan = off; SET LOCAL enable_hashjoin = off; "
+    "SET LOCAL enable_mergejoin = off";
 constexpr char kSelectAccountIds[] =
     "SELECT a.id, k.ordinality FROM jsonb_populate_recordset(NULL::accounts, $1::jsonb) "
     "WITH ORDINALITY AS k JOIN accounts a ON a.org_id = k.org_id AND a.asset = k.asset "
@@ -114,6 +123,9 @@ constexpr char kUpdateAccountTotals[] =
     "FROM jsonb_populate_recordset(NULL::accounts, $1::jsonb) AS r WHERE a.id = r.id";
 constexpr char kDeleteAccounts[] = "DELETE FROM accounts WHERE id = ANY($1::bigint[])";
 
+// Most ids of a group commit are new: their existence is checked on the primary key alone, and
+// only the ones found are read in full (with their accounts).
+constexpr char kSelectExistingTransferIds[] = "SELECT id FROM transfers WHERE id = ANY($1::text[])";
 constexpr char kSelectTransfersByIds[] =
     "SELECT " MKT_TRANSFER_COLUMNS MKT_TRANSFER_FROM "WHERE t.id = ANY($1::text[])";
 constexpr char kSelectResolutions[] =
@@ -255,6 +267,17 @@ constexpr char kCheckLots[] =
     "a.credits_posted - a.debits_posted - a.debits_pending <> coalesce(l.remaining, 0)) "
     "OR (NOT (a.owner_kind = 1 AND a.asset = 1) AND l.remaining IS NOT NULL) "
     "ORDER BY a.id LIMIT 5";
+// Transfers and lots name existing accounts (the store resolves every account before it writes;
+// the tables carry no foreign keys to accounts since V002, so this check is the guard).
+constexpr char kCheckOrphans[] =
+    "WITH o AS ("
+    "SELECT 'transfer ' || t.id AS what, t.debit_account_id AS account_id FROM transfers t "
+    "WHERE NOT EXISTS (SELECT 1 FROM accounts a WHERE a.id = t.debit_account_id) UNION ALL "
+    "SELECT 'transfer ' || t.id, t.credit_account_id FROM transfers t "
+    "WHERE NOT EXISTS (SELECT 1 FROM accounts a WHERE a.id = t.credit_account_id) UNION ALL "
+    "SELECT 'lot ' || l.id, l.account_id FROM lots l "
+    "WHERE NOT EXISTS (SELECT 1 FROM accounts a WHERE a.id = l.account_id)) "
+    "SELECT what, account_id, count(*) OVER () FROM o ORDER BY what LIMIT 5";
 // Every transfer that is not a reservation (posted, posting or voiding) is a fact. Rows older
 // than the relay's retention may have been deleted once sent; duplicates are wrong at any age.
 constexpr char kCheckFacts[] =
@@ -770,9 +793,47 @@ absl::Status CheckShape(const LinkedBatch& batch) {
 // One attempt of one write transaction: what it loaded under its locks, the in-memory
 // simulation of its batches (each undone alone when it fails), and the writes of the survivors.
 
+}  // namespace
+
+// Committed account ids by key. Bounded: when full it starts over (the database answers misses).
+class AccountIdCache {
+ public:
+  std::optional<int64_t> Find(const AccountKey& key) const {
+    absl::MutexLock lock(&mu_);
+    auto it = ids_.find(key);
+    if (it == ids_.end()) return std::nullopt;
+    return it->second;
+  }
+  template <class Map>
+  void Remember(const Map& ids) {
+    absl::MutexLock lock(&mu_);
+    if (ids_.size() + ids.size() > kMaxEntries) ids_.clear();
+    for (const auto& [key, id] : ids) ids_.emplace(key, id);
+  }
+
+ private:
+  // About 150 bytes an entry: a few tens of MB at most.
+  static constexpr size_t kMaxEntries = 200'000;
+  mutable absl::Mutex mu_;
+  std::map<AccountKey, int64_t> ids_ ABSL_GUARDED_BY(mu_);
+};
+
+namespace {
+
 class Session {
  public:
-  Session(pqxx::work& tx, absl::Time now) : tx_(tx), now_(Truncated(now)) {}
+  // `account_ids` (may be null) saves the key -> id lookups of accounts seen before.
+  Session(pqxx::work& tx, absl::Time now, const AccountIdCache* account_ids = nullptr)
+      : tx_(tx), now_(Truncated(now)), account_ids_(account_ids) {}
+
+  // The accounts this session resolved that exist once it commits.
+  std::map<AccountKey, int64_t> CommittedAccountIds() const {
+    std::map<AccountKey, int64_t> out;
+    for (const auto& [key, id] : ids_by_key_) {
+      if (deleted_accounts_.count(id) == 0) out.emplace(key, id);
+    }
+    return out;
+  }
 
   // ---- Loading. Everything that decides a batch is read after the account locks are held.
 
@@ -780,8 +841,16 @@ class Session {
   void ResolveAccounts(const std::map<AccountKey, bool>& wanted) {
     if (wanted.empty()) return;
     std::vector<AccountKey> keys;
-    for (const auto& [key, creatable] : wanted) keys.push_back(key);
-    SelectAccountIds(keys);
+    for (const auto& [key, creatable] : wanted) {
+      if (account_ids_ != nullptr) {
+        if (std::optional<int64_t> id = account_ids_->Find(key)) {
+          ids_by_key_[key] = *id;
+          continue;
+        }
+      }
+      keys.push_back(key);
+    }
+    if (!keys.empty()) SelectAccountIds(keys);
     std::vector<AccountKey> missing;
     JsonRows rows;
     for (const auto& [key, creatable] : wanted) {
@@ -818,7 +887,14 @@ class Session {
 
   void LoadTransfers(const std::set<std::string>& ids) {
     if (ids.empty()) return;
-    for (const pqxx::row& row : tx_.exec_params(kSelectTransfersByIds, pg::TextArrayLiteral(ids))) {
+    std::vector<std::string> existing;
+    for (const pqxx::row& row :
+         tx_.exec_params(kSelectExistingTransferIds, pg::TextArrayLiteral(ids))) {
+      existing.push_back(row[0].as<std::string>());
+    }
+    if (existing.empty()) return;
+    for (const pqxx::row& row :
+         tx_.exec_params(kSelectTransfersByIds, pg::TextArrayLiteral(existing))) {
       StoredTransfer s = TransferFromRow(row);
       const std::string id = s.t.id();
       transfers_.emplace(id, std::move(s));
@@ -892,7 +968,7 @@ class Session {
 
   // Applies the batches of one Apply call in order; their results, in order.
   std::vector<BatchResult> ApplyBatches(const std::vector<LinkedBatch>& batches) {
-    std::vector<BatchResult> results(batches.size(), std::vector<pb::Transfer>{});
+    std::vector<BatchResult> results(batches.size(), AppliedBatch{});
     std::vector<bool> well_formed(batches.size(), false);
     std::map<AccountKey, bool> wanted;  // -> may be created
     std::set<std::string> transfer_ids;
@@ -1205,6 +1281,7 @@ class Session {
       }
     }
     if (!unfunded.empty()) tx_.exec_params(kDeleteAccounts, pg::IntArrayLiteral(unfunded));
+    deleted_accounts_.insert(unfunded.begin(), unfunded.end());
   }
 
  private:
@@ -1412,14 +1489,14 @@ class Session {
         }
       }
     }
+    AppliedBatch out;
     if (existing > 0) {
-      std::vector<pb::Transfer> stored;
       for (const pb::TransferSpec& spec : batch.transfers)
-        stored.push_back(transfers_.at(spec.id()).t);
-      return stored;
+        out.transfers.push_back(transfers_.at(spec.id()).t);
+      out.account = Report(batch);
+      return out;
     }
     const Mark mark = Begin();
-    std::vector<pb::Transfer> out;
     for (size_t i = 0; i < batch.transfers.size(); ++i) {
       absl::StatusOr<pb::Transfer> t =
           ApplyTransfer(batch.batch_id, batch.transfers[i], absl::StrCat("transfers[", i, "]"));
@@ -1427,10 +1504,19 @@ class Session {
         Rollback(mark);
         return t.status();
       }
-      out.push_back(*std::move(t));
+      out.transfers.push_back(*std::move(t));
     }
     Commit();
+    out.account = Report(batch);
     return out;
+  }
+
+  // The batch's report account as this session holds it now (locked, so it is what commits).
+  std::optional<pb::Account> Report(const LinkedBatch& batch) const {
+    if (!batch.report_account) return std::nullopt;
+    const std::optional<int64_t> id = AccountIdOf(ViewOf(*batch.report_account));
+    if (!id) return std::nullopt;
+    return ToProto(accounts_.at(*id));
   }
 
   absl::StatusOr<pb::Transfer> ApplyTransfer(const std::string& batch_id,
@@ -1566,6 +1652,8 @@ class Session {
 
   std::map<AccountKey, int64_t, std::less<>> ids_by_key_;
   std::set<int64_t> created_accounts_;
+  std::set<int64_t> deleted_accounts_;
+  const AccountIdCache* account_ids_;
   std::set<int64_t> funded_;
   std::map<int64_t, Account> accounts_;  // locked, with the session's changes
   std::map<int64_t, Account> initial_;   // as locked
@@ -1613,21 +1701,33 @@ pb::IntegrityCheck MakeCheck(std::string name, bool ok, std::string detail) {
 
 const pg::MigrationSet& RewardsMigrations() { return pg::RewardsMigrationSet(); }
 
+PgLedgerStore::PgLedgerStore(pg::Pool& pool, const Clock& clock, absl::Duration outbox_retention)
+    : pool_(pool),
+      clock_(clock),
+      outbox_retention_(outbox_retention),
+      account_ids_(std::make_unique<AccountIdCache>()) {}
+
+PgLedgerStore::~PgLedgerStore() = default;
+
 absl::StatusOr<std::vector<BatchResult>> PgLedgerStore::Apply(
     const std::vector<LinkedBatch>& batches) {
   std::vector<BatchResult> results;
   if (batches.empty()) return results;
   absl::Status status;
+  std::map<AccountKey, int64_t> account_ids;
   for (int attempt = 1; attempt <= kApplyAttempts; ++attempt) {
     status = pg::WithTransaction(pool_, [&](pqxx::work& tx) {
-      Session session(tx, clock_.Now());
+      tx.exec(kKeyLookupsOnly);
+      Session session(tx, clock_.Now(), account_ids_.get());
       results = session.ApplyBatches(batches);
       session.Write();
+      account_ids = session.CommittedAccountIds();
       return absl::OkStatus();
     });
     if (!IsUniqueViolation(status)) break;
   }
   MKT_RETURN_IF_ERROR(status);
+  account_ids_->Remember(account_ids);
   return results;
 }
 
@@ -1914,7 +2014,7 @@ absl::StatusOr<pb::Transfer> PgLedgerStore::GetTransfer(const std::string& id) {
 
 absl::StatusOr<pb::CheckIntegrityResponse> PgLedgerStore::CheckIntegrity() {
   pb::CheckIntegrityResponse out;
-  // One snapshot for all five checks, so that they describe the same moment.
+  // One snapshot for all six checks, so that they describe the same moment.
   pg::TxOptions options;
   options.isolation = pg::Isolation::kRepeatableRead;
   MKT_RETURN_IF_ERROR(pg::WithTransaction(
@@ -1954,6 +2054,10 @@ absl::StatusOr<pb::CheckIntegrityResponse> PgLedgerStore::CheckIntegrity() {
         add("lots_match_available", tx.exec(kCheckLots), [](const pqxx::row& r) {
           return absl::StrCat("account ", r[0].as<int64_t>(), ": available ", r[1].as<int64_t>(),
                               ", lots remaining ", r[2].as<int64_t>());
+        });
+        add("transfers_and_lots_name_accounts", tx.exec(kCheckOrphans), [](const pqxx::row& r) {
+          return absl::StrCat(r[0].as<std::string>(), " names missing account ",
+                              r[1].as<int64_t>());
         });
         add("one_fact_per_posted_transfer",
             tx.exec_params(kCheckFacts,

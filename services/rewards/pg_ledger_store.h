@@ -4,6 +4,7 @@
 // alone), and writes the survivors with a handful of multi-row statements, facts included.
 #pragma once
 
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -19,14 +20,16 @@ namespace mkt::rewards {
 // kafka::OutboxMigrations() beside them: facts go through the outbox.
 const pg::MigrationSet& RewardsMigrations();
 
+class AccountIdCache;
+
 class PgLedgerStore final : public LedgerStore {
  public:
   // `clock` stamps transfers, lots and timeouts. `outbox_retention` is how long the outbox relay
   // keeps sent rows (RelayOptions::retention): CheckIntegrity expects exactly one fact row for
   // every posted or voiding transfer recorded within that window.
   PgLedgerStore(pg::Pool& pool, const Clock& clock,
-                absl::Duration outbox_retention = absl::Hours(24))
-      : pool_(pool), clock_(clock), outbox_retention_(outbox_retention) {}
+                absl::Duration outbox_retention = absl::Hours(24));
+  ~PgLedgerStore() override;
 
   absl::StatusOr<std::vector<BatchResult>> Apply(const std::vector<LinkedBatch>& batches) override;
   // A pending transfer that was already resolved the same way (e.g. voided by the timeout
@@ -63,6 +66,9 @@ class PgLedgerStore final : public LedgerStore {
   pg::Pool& pool_;
   const Clock& clock_;
   const absl::Duration outbox_retention_;
+  // Account ids never change once committed, so the group-commit path looks them up here and
+  // asks the database only for accounts it has not seen (defined in the .cc).
+  std::unique_ptr<AccountIdCache> account_ids_;
 };
 
 }  // namespace mkt::rewards
