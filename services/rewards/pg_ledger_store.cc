@@ -50,7 +50,7 @@ constexpr int64_t kFirstProvisionalLotId = int64_t{1} << 62;
 
 // ------------------------------------------------------------------------------------------------
 // SQL. Times cross as RFC 3339 text ($n::timestamptz in, microseconds since the epoch out);
-// many rows cross as one JSON array read with jsonb_populate_recordset, so a whole group commit
+// many rows cross as one JSON array read with json_populate_recordset, so a whole group commit
 // is a handful of statements whatever the number of batches.
 
 #define MKT_ACCOUNT_COLUMNS                                                               \
@@ -86,7 +86,7 @@ constexpr char kKeyLookupsOnly[] =
     "SET LOCAL enable_seqscan = off; SET LOCAL enable_hashjoin = off; "
     "SET LOCAL enable_mergejoin = off";
 constexpr char kSelectAccountIds[] =
-    "SELECT a.id, k.ordinality FROM jsonb_populate_recordset(NULL::accounts, $1::jsonb) "
+    "SELECT a.id, k.ordinality FROM json_populate_recordset(NULL::accounts, $1::json) "
     "WITH ORDINALITY AS k JOIN accounts a ON a.org_id = k.org_id AND a.asset = k.asset "
     "AND a.asset_ref = k.asset_ref AND a.owner_kind = k.owner_kind AND a.owner_id = k.owner_id";
 // In key order, so that two transactions creating the same accounts never wait on each other
@@ -96,7 +96,7 @@ constexpr char kInsertAccounts[] =
     "debits_must_not_exceed_credits, credits_must_not_exceed_debits, created_at) "
     "SELECT k.org_id, k.asset, k.asset_ref, k.owner_kind, k.owner_id, "
     "k.debits_must_not_exceed_credits, k.credits_must_not_exceed_debits, k.created_at "
-    "FROM jsonb_populate_recordset(NULL::accounts, $1::jsonb) WITH ORDINALITY AS k "
+    "FROM json_populate_recordset(NULL::accounts, $1::json) WITH ORDINALITY AS k "
     "ORDER BY k.ordinality "
     "ON CONFLICT (org_id, asset, asset_ref, owner_kind, owner_id) DO NOTHING RETURNING id";
 // The sort sits below the row locks, so rows are locked in id order: no deadlocks between
@@ -120,7 +120,7 @@ constexpr char kUpdateAccountTotals[] =
     "credits_posted = a.credits_posted + r.credits_posted, "
     "debits_pending = a.debits_pending + r.debits_pending, "
     "credits_pending = a.credits_pending + r.credits_pending "
-    "FROM jsonb_populate_recordset(NULL::accounts, $1::jsonb) AS r WHERE a.id = r.id";
+    "FROM json_populate_recordset(NULL::accounts, $1::json) AS r WHERE a.id = r.id";
 constexpr char kDeleteAccounts[] = "DELETE FROM accounts WHERE id = ANY($1::bigint[])";
 
 // Most ids of a group commit are new: their existence is checked on the primary key alone, and
@@ -153,11 +153,11 @@ constexpr char kInsertTransfers[] =
     "r.code, r.state, r.pending, r.campaign_id, r.event_id, r.order_id, r.metadata, "
     "r.reverses_transfer_id, r.pending_id, r.reversed_amount, r.content_hash, "
     "r.debit_balance_after, r.credit_balance_after, r.created_at, r.timeout_at "
-    "FROM jsonb_populate_recordset(NULL::transfers, $1::jsonb) WITH ORDINALITY AS r "
-    "ORDER BY r.ordinality";
+    "FROM json_populate_recordset(NULL::transfers, $1::json) WITH ORDINALITY AS r "
+    "ORDER BY r.ordinality ON CONFLICT (id) DO NOTHING RETURNING 1";
 constexpr char kUpdateTransfers[] =
     "UPDATE transfers t SET state = r.state, reversed_amount = t.reversed_amount + "
-    "r.reversed_amount FROM jsonb_populate_recordset(NULL::transfers, $1::jsonb) AS r "
+    "r.reversed_amount FROM json_populate_recordset(NULL::transfers, $1::json) AS r "
     "WHERE t.id = r.id";
 
 constexpr char kSelectOpenLots[] = "SELECT " MKT_LOT_COLUMNS
@@ -179,14 +179,21 @@ constexpr char kInsertLots[] =
     "restored_from_lot_id, expired_at, created_at) "
     "SELECT r.id, r.account_id, r.amount, r.remaining, r.expires_at, r.granted_by_transfer_id, "
     "r.restored_from_lot_id, r.expired_at, r.created_at "
-    "FROM jsonb_populate_recordset(NULL::lots, $1::jsonb) AS r ORDER BY r.id";
+    "FROM json_populate_recordset(NULL::lots, $1::json) AS r ORDER BY r.id";
+// The same rows with ids from the sequence, drawn in provisional-id (creation) order.
+constexpr char kInsertLotsDrawingIds[] =
+    "INSERT INTO lots (account_id, amount, remaining, expires_at, granted_by_transfer_id, "
+    "restored_from_lot_id, expired_at, created_at) "
+    "SELECT r.account_id, r.amount, r.remaining, r.expires_at, r.granted_by_transfer_id, "
+    "r.restored_from_lot_id, r.expired_at, r.created_at "
+    "FROM json_populate_recordset(NULL::lots, $1::json) AS r ORDER BY r.id";
 constexpr char kUpdateLots[] =
     "UPDATE lots l SET remaining = r.remaining, expired_at = r.expired_at "
-    "FROM jsonb_populate_recordset(NULL::lots, $1::jsonb) AS r WHERE l.id = r.id";
+    "FROM json_populate_recordset(NULL::lots, $1::json) AS r WHERE l.id = r.id";
 constexpr char kInsertMovements[] =
     "INSERT INTO lot_movements (transfer_id, lot_id, origin_lot_id, amount) "
     "SELECT r.transfer_id, r.lot_id, r.origin_lot_id, r.amount "
-    "FROM jsonb_populate_recordset(NULL::lot_movements, $1::jsonb) AS r";
+    "FROM json_populate_recordset(NULL::lot_movements, $1::json) AS r";
 constexpr char kSelectExpiredLots[] =
     "SELECT l.id, l.account_id, a.org_id FROM lots l JOIN accounts a ON a.id = l.account_id "
     "WHERE l.remaining > 0 AND l.expires_at < $1::timestamptz "
@@ -387,7 +394,7 @@ absl::Time TimeOf(const google::protobuf::Timestamp& ts) {
   return absl::FromUnixSeconds(ts.seconds()) + absl::Nanoseconds(ts.nanos());
 }
 
-// Writes the JSON array of objects that a statement reads with jsonb_populate_recordset. By hand
+// Writes the JSON array of objects that a statement reads with json_populate_recordset. By hand
 // rather than through a DOM: it is on the path of every group commit. Text is valid UTF-8 (see
 // IsCleanText), so only quotes, backslashes and control characters need escaping.
 class JsonRows {
@@ -823,8 +830,15 @@ namespace {
 class Session {
  public:
   // `account_ids` (may be null) saves the key -> id lookups of accounts seen before.
-  Session(pqxx::work& tx, absl::Time now, const AccountIdCache* account_ids = nullptr)
-      : tx_(tx), now_(Truncated(now)), account_ids_(account_ids) {}
+  // `look_up_new_ids`: whether the ids of the batches' own transfers are looked up before the
+  // simulation (replays, reused keys) or assumed new (group commits; Apply retries with the
+  // lookup when one was not).
+  Session(pqxx::work& tx, absl::Time now, const AccountIdCache* account_ids = nullptr,
+          bool look_up_new_ids = true)
+      : tx_(tx),
+        now_(Truncated(now)),
+        account_ids_(account_ids),
+        look_up_new_ids_(look_up_new_ids) {}
 
   // The accounts this session resolved that exist once it commits.
   std::map<AccountKey, int64_t> CommittedAccountIds() const {
@@ -983,7 +997,8 @@ class Session {
         wanted[KeyOf(spec.debit())] |= !IsFundedKind(spec.debit().owner_kind());
         wanted[KeyOf(spec.credit())] |=
             !IsFundedKind(spec.credit().owner_kind()) || spec.code() == pb::FUND;
-        transfer_ids.insert(spec.id());
+        // New ids are assumed new (Write's insert proves it); only a retry looks them up.
+        if (look_up_new_ids_) transfer_ids.insert(spec.id());
         if (!spec.reverses_transfer_id().empty()) transfer_ids.insert(spec.reverses_transfer_id());
       }
     }
@@ -1010,7 +1025,29 @@ class Session {
     for (size_t b = 0; b < batches.size(); ++b) {
       if (well_formed[b]) results[b] = ApplyBatch(batches[b]);
     }
+    if (!look_up_new_ids_) RefuseOnlyWhatWasNeverStored(batches, well_formed, results);
     return results;
+  }
+
+  // Without the lookup of its own ids a refused batch may be a replay of one that succeeded
+  // before (its stock since gone, say): it must answer with what was stored, so its ids are
+  // checked, and any found sends the call back to Apply's retry with lookups.
+  void RefuseOnlyWhatWasNeverStored(const std::vector<LinkedBatch>& batches,
+                                    const std::vector<bool>& well_formed,
+                                    const std::vector<BatchResult>& results) {
+    std::set<std::string> refused_ids;
+    for (size_t b = 0; b < batches.size(); ++b) {
+      if (!well_formed[b] || results[b].ok()) continue;
+      for (const pb::TransferSpec& spec : batches[b].transfers) refused_ids.insert(spec.id());
+    }
+    if (refused_ids.empty()) return;
+    const pqxx::result found =
+        tx_.exec_params(kSelectExistingTransferIds, pg::TextArrayLiteral(refused_ids));
+    if (!found.empty()) {
+      throw pqxx::unique_violation(
+          absl::StrCat(found.size(), " transfer id(s) of refused batches already stored"), "",
+          "23505");
+    }
   }
 
   // Posts or voids reservation `pending_id` with a new transfer `id`; `created` tells whether a
@@ -1169,10 +1206,18 @@ class Session {
   void Write() {
     std::map<int64_t, int64_t> real_lot_ids;  // provisional -> from the sequence
     std::vector<int64_t> provisional;
+    // Only a new lot that another row names (a movement, a restored lot) needs its real id
+    // before it is written; otherwise the insert draws them, in creation order (a grant's case).
+    bool new_lot_named = false;
     for (const auto& [id, lot] : lots_) {
       if (lot.is_new) provisional.push_back(id);
+      new_lot_named = new_lot_named || lot.restored_from >= kFirstProvisionalLotId;
     }
-    if (!provisional.empty()) {
+    for (const Movement& m : movements_) {
+      new_lot_named = new_lot_named || m.lot_id >= kFirstProvisionalLotId ||
+                      m.origin_lot_id >= kFirstProvisionalLotId;
+    }
+    if (new_lot_named) {
       std::vector<int64_t> ids;
       for (const pqxx::row& row :
            tx_.exec_params(kNextLotIds, static_cast<int>(provisional.size()))) {
@@ -1191,7 +1236,14 @@ class Session {
     if (!new_transfer_ids_.empty()) {
       JsonRows rows;
       for (const std::string& id : new_transfer_ids_) AddTransferRow(rows, transfers_.at(id));
-      tx_.exec_params(kInsertTransfers, rows.Finish());
+      const pqxx::result inserted = tx_.exec_params(kInsertTransfers, rows.Finish());
+      if (inserted.size() != new_transfer_ids_.size()) {
+        // An id assumed new was stored already (a replay, or another replica a moment ago):
+        // treated like the unique violation it would have been, the call is retried with lookups.
+        throw pqxx::unique_violation(absl::StrCat(new_transfer_ids_.size() - inserted.size(),
+                                                  " transfer id(s) already stored"),
+                                     "", "23505");
+      }
     }
 
     JsonRows deltas;
@@ -1232,7 +1284,9 @@ class Session {
             .OptionalTime("expired_at", lot.expired_at);
       }
     }
-    if (new_lots.rows() > 0) tx_.exec_params(kInsertLots, new_lots.Finish());
+    if (new_lots.rows() > 0) {
+      tx_.exec_params(new_lot_named ? kInsertLots : kInsertLotsDrawingIds, new_lots.Finish());
+    }
     if (changed_lots.rows() > 0) tx_.exec_params(kUpdateLots, changed_lots.Finish());
 
     std::map<std::pair<std::string, int64_t>, std::pair<int64_t, int64_t>> movements;
@@ -1654,6 +1708,7 @@ class Session {
   std::set<int64_t> created_accounts_;
   std::set<int64_t> deleted_accounts_;
   const AccountIdCache* account_ids_;
+  const bool look_up_new_ids_;
   std::set<int64_t> funded_;
   std::map<int64_t, Account> accounts_;  // locked, with the session's changes
   std::map<int64_t, Account> initial_;   // as locked
@@ -1716,9 +1771,12 @@ absl::StatusOr<std::vector<BatchResult>> PgLedgerStore::Apply(
   absl::Status status;
   std::map<AccountKey, int64_t> account_ids;
   for (int attempt = 1; attempt <= kApplyAttempts; ++attempt) {
+    // The first attempt assumes every transfer id is new (the common case, one lookup less under
+    // the hot locks); after a unique violation the next one looks them up.
+    const bool look_up_new_ids = attempt > 1;
     status = pg::WithTransaction(pool_, [&](pqxx::work& tx) {
       tx.exec(kKeyLookupsOnly);
-      Session session(tx, clock_.Now(), account_ids_.get());
+      Session session(tx, clock_.Now(), account_ids_.get(), look_up_new_ids);
       results = session.ApplyBatches(batches);
       session.Write();
       account_ids = session.CommittedAccountIds();

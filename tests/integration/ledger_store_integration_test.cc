@@ -538,6 +538,20 @@ TEST_F(LedgerStoreTest, ReplayReturnsTheStoredTransfersAndChangesNothing) {
   EXPECT_EQ(Balance(Budget()), 1'000'000 - 200);
 }
 
+// A group commit assumes its ids are new; a replay that would now be refused (the stock it
+// took is gone) must still answer with what was stored, never with the refusal.
+TEST_F(LedgerStoreTest, ReplayAfterTheStockRanOutAnswersWithTheStoredGrant) {
+  FundDefaults(/*budget_fen=*/1'000'000, /*stock_units=*/1);
+  const std::vector<pb::Transfer> stored = MustApply(Grant("g1", "cust-1", 10));
+  ASSERT_EQ(stored.size(), 3u);
+  ExpectError(ApplyOne(Grant("g2", "cust-2", 10)), absl::StatusCode::kFailedPrecondition,
+              cpb::STOCK_EXHAUSTED, "transfers[1]");
+  BatchResult replay = ApplyOne(Grant("g1", "cust-1", 10));
+  ASSERT_TRUE(replay.ok()) << replay.status();
+  EXPECT_TRUE(Same(replay->transfers, stored));
+  EXPECT_EQ(Balance(Points("cust-1")), 10);
+}
+
 TEST_F(LedgerStoreTest, SameIdWithOtherContentIsIdempotencyKeyReused) {
   FundDefaults();
   MustApply(Grant("g1", "cust-1", 10));
