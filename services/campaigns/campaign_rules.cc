@@ -1,0 +1,419 @@
+#include "services/campaigns/campaign_rules.h"
+
+#include <set>
+
+#include "absl/status/status.h"
+#include "libs/core/text.h"
+#include "libs/tenancy/tenancy.h"
+#include "services/campaigns/trigger_expression.h"
+
+namespace mkt::campaigns {
+namespace {
+
+std::string Indexed(const std::string& list, int i, const std::string& field = "") {
+  std::string path = list + "[" + std::to_string(i) + "]";
+  return field.empty() ? path : path + "." + field;
+}
+
+// Code points of well-formed UTF-8 (line breaks allowed: descriptions and rules are paragraphs);
+// -1 when malformed.
+int TextLength(const std::string& s) {
+  if (!IsWellFormedUtf8(s)) return -1;
+  int n = 0;
+  for (unsigned char c : s) n += (c & 0xC0) != 0x80;
+  return n;
+}
+
+// A one-line label shown to people: required or optional, at most `max` code points.
+void CheckLabel(FieldErrors& errors, const std::string& field, const std::string& value, int max,
+                bool required) {
+  if (value.empty()) {
+    if (required) errors.Add(field, "is required");
+    return;
+  }
+  const int n = PrintableUtf8Length(value);
+  if (n < 0) {
+    errors.Add(field, "must be printable UTF-8 without control characters");
+  } else if (n > max) {
+    errors.Add(field, "is " + std::to_string(n) + " characters; at most " + std::to_string(max));
+  }
+}
+
+void CheckText(FieldErrors& errors, const std::string& field, const std::string& value, int max) {
+  const int n = TextLength(value);
+  if (n < 0) {
+    errors.Add(field, "must be well-formed UTF-8");
+  } else if (n > max) {
+    errors.Add(field, "is " + std::to_string(n) + " characters; at most " + std::to_string(max));
+  }
+}
+
+bool IsCodeLike(const std::string& s, size_t max) {
+  if (s.empty() || s.size() > max) return false;
+  for (char c : s) {
+    if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '-')) return false;
+  }
+  return true;
+}
+
+void CheckBasics(const pb::CampaignConfig& c, const ValidationContext&, FieldErrors& errors) {
+  CheckLabel(errors, "name", c.name(), kMaxNameLength, true);
+  if (c.type() == pb::CAMPAIGN_TYPE_UNSPECIFIED || !pb::CampaignType_IsValid(c.type())) {
+    errors.Add("type",
+               "is required: EVENT_TRIGGER, COUPON_CLAIM, LOTTERY, POINTS_EXCHANGE, "
+               "ASSET_GROWTH_TASK or BATCH_GRANT");
+  }
+  CheckLabel(errors, "plan_id", c.plan_id(), 64, false);
+  CheckLabel(errors, "department", c.department(), kMaxNameLength, false);
+  const bool has_start = c.has_start_time();
+  const bool has_end = c.has_end_time();
+  if (!has_start) errors.Add("start_time", "is required");
+  if (!has_end) errors.Add("end_time", "is required");
+  auto bad_timestamp = [](const google::protobuf::Timestamp& t) {
+    return t.nanos() < 0 || t.nanos() > 999'999'999 || t.seconds() < 0 ||
+           t.seconds() > 253'402'300'799;  // 9999-12-31
+  };
+  if (has_start && bad_timestamp(c.start_time())) errors.Add("start_time", "is not a valid time");
+  if (has_end && bad_timestamp(c.end_time())) errors.Add("end_time", "is not a valid time");
+  if (has_start && has_end && !errors.Mentions("start_time") && !errors.Mentions("end_time")) {
+    const int64_t start = c.start_time().seconds();
+    const int64_t end = c.end_time().seconds();
+    if (end < start || (end == start && c.end_time().nanos() <= c.start_time().nanos())) {
+      errors.Add("end_time", "must be after start_time (the window is inverted or empty)");
+    } else if (end - start > 2 * 366 * 86400) {
+      errors.Add("end_time", "the window may last at most two years");
+    }
+  }
+  if (c.priority() < 0 || c.priority() > kMaxPriority) {
+    errors.Add("priority", "must be between 0 and " + std::to_string(kMaxPriority));
+  }
+  if (!c.exclusion_group().empty() && !IsCodeLike(c.exclusion_group(), 64)) {
+    errors.Add("exclusion_group", "must be 1..64 of [a-z0-9_-]");
+  }
+  CheckText(errors, "description", c.description(), kMaxDescriptionLength);
+}
+
+void CheckSegmentList(const google::protobuf::RepeatedPtrField<pb::SegmentRef>& refs,
+                      const std::string& list, const ValidationContext& ctx,
+                      std::set<std::string>& seen, FieldErrors& errors) {
+  if (refs.size() > kMaxSegmentsPerList) {
+    errors.Add(list, "at most " + std::to_string(kMaxSegmentsPerList) + " segments");
+    return;
+  }
+  for (int i = 0; i < refs.size(); ++i) {
+    const pb::SegmentRef& ref = refs[i];
+    const std::string field = Indexed(list, i, "segment_id");
+    if (ref.segment_id().empty()) {
+      errors.Add(field, "is required");
+      continue;
+    }
+    if (ref.segment_id().size() > 64 || PrintableUtf8Length(ref.segment_id()) < 0) {
+      errors.Add(field, "is not a segment id");
+      continue;
+    }
+    if (!seen.insert(ref.segment_id()).second) {
+      errors.Add(field, "segment '" + ref.segment_id() + "' is listed twice");
+      continue;
+    }
+    if (ref.version() < 0) {
+      errors.Add(Indexed(list, i, "version"), "must not be negative");
+      continue;
+    }
+    if (ctx.segments == nullptr) continue;
+    absl::StatusOr<SegmentInfo> info = ctx.segments->Lookup(ref.segment_id());
+    // Another org's segment is reported like an unknown one: its existence is not ours to show.
+    if ((!info.ok() && info.status().code() == absl::StatusCode::kNotFound) ||
+        (info.ok() && !tenancy::Covers(info->owner_org, ctx.owner_org))) {
+      errors.Add(field, "unknown segment '" + ref.segment_id() + "'");
+    } else if (!info.ok()) {
+      errors.Add(field, "cannot be checked now (segment directory: " +
+                            std::string(info.status().message()) + ")");
+    } else if (ref.version() > info->version) {
+      errors.Add(Indexed(list, i, "version"),
+                 "version " + std::to_string(ref.version()) + " of '" + ref.segment_id() +
+                     "' does not exist (current: " + std::to_string(info->version) + ")");
+    }
+  }
+}
+
+void CheckAudience(const pb::CampaignConfig& c, const ValidationContext& ctx, FieldErrors& errors) {
+  if (c.audience().include().empty()) {
+    errors.Add("audience.include", "at least one segment to include is required");
+  }
+  std::set<std::string> seen;
+  CheckSegmentList(c.audience().include(), "audience.include", ctx, seen, errors);
+  CheckSegmentList(c.audience().exclude(), "audience.exclude", ctx, seen, errors);
+}
+
+void CheckBenefit(const std::string& field, const std::string& id, const ValidationContext& ctx,
+                  FieldErrors& errors) {
+  if (id.empty()) {
+    errors.Add(field, "is required");
+    return;
+  }
+  if (id.size() > 64 || PrintableUtf8Length(id) < 0) {
+    errors.Add(field, "is not a benefit template id");
+    return;
+  }
+  if (ctx.benefits == nullptr) return;
+  absl::StatusOr<BenefitInfo> info = ctx.benefits->Lookup(id);
+  if ((!info.ok() && info.status().code() == absl::StatusCode::kNotFound) ||
+      (info.ok() && !tenancy::Covers(info->owner_org, ctx.owner_org))) {
+    errors.Add(field, "unknown benefit template '" + id + "'");
+  } else if (!info.ok()) {
+    errors.Add(field, "cannot be checked now (benefit catalog: " +
+                          std::string(info.status().message()) + ")");
+  }
+}
+
+void CheckQuantity(const std::string& field, int64_t quantity, FieldErrors& errors) {
+  if (quantity <= 0) {
+    errors.Add(field, "must be at least 1");
+  } else if (quantity > 1'000'000) {
+    errors.Add(field, "must be at most 1000000");
+  }
+}
+
+void CheckRulesAndRewards(const pb::CampaignConfig& c, const ValidationContext& ctx,
+                          FieldErrors& errors) {
+  if (c.type() == pb::EVENT_TRIGGER || !c.trigger_expression().empty()) {
+    if (absl::Status s = CheckTriggerExpression(c.trigger_expression()); !s.ok()) {
+      errors.Add("trigger_expression", std::string(s.message()));
+    }
+  }
+  const pb::ParticipationLimits& l = c.limits();
+  const std::pair<const char*, int64_t> limits[] = {
+      {"limits.per_customer_total", l.per_customer_total()},
+      {"limits.per_customer_daily", l.per_customer_daily()},
+      {"limits.per_customer_weekly", l.per_customer_weekly()},
+      {"limits.global_total", l.global_total()},
+      {"limits.per_org_total", l.per_org_total()},
+  };
+  for (const auto& [field, value] : limits) {
+    if (value < 0) errors.Add(field, "must not be negative (0 means no limit)");
+  }
+  if (l.per_customer_daily() > 0 && l.per_customer_weekly() > 0 &&
+      l.per_customer_daily() > l.per_customer_weekly()) {
+    errors.Add("limits.per_customer_daily", "exceeds the weekly limit");
+  }
+  if (l.per_customer_weekly() > 0 && l.per_customer_total() > 0 &&
+      l.per_customer_weekly() > l.per_customer_total()) {
+    errors.Add("limits.per_customer_weekly", "exceeds the per-customer total");
+  }
+
+  if (c.type() == pb::LOTTERY) {
+    if (!c.rewards().empty()) {
+      errors.Add("rewards", "a lottery grants its prizes; use the prize table");
+    }
+    if (c.prizes().empty()) errors.Add("prizes", "a lottery needs at least one prize");
+    if (c.prizes().size() > kMaxPrizes) {
+      errors.Add("prizes", "at most " + std::to_string(kMaxPrizes) + " prizes");
+    }
+    int64_t total_bp = 0;
+    std::set<std::string> names;
+    for (int i = 0; i < c.prizes().size() && i < kMaxPrizes; ++i) {
+      const pb::Prize& p = c.prizes(i);
+      CheckLabel(errors, Indexed("prizes", i, "name"), p.name(), 32, true);
+      if (!p.name().empty() && !names.insert(p.name()).second) {
+        errors.Add(Indexed("prizes", i, "name"), "prize '" + p.name() + "' is listed twice");
+      }
+      CheckBenefit(Indexed("prizes", i, "benefit_template_id"), p.benefit_template_id(), ctx,
+                   errors);
+      CheckQuantity(Indexed("prizes", i, "quantity"), p.quantity(), errors);
+      if (p.probability_bp() <= 0 || p.probability_bp() > kFullProbabilityBp) {
+        errors.Add(Indexed("prizes", i, "probability_bp"), "must be between 1 and 10000");
+      } else {
+        total_bp += p.probability_bp();
+      }
+    }
+    if (total_bp > kFullProbabilityBp) {
+      errors.Add("prizes", "probabilities add up to " + std::to_string(total_bp) +
+                               " bp, more than 10000 (100%)");
+    }
+  } else {
+    if (!c.prizes().empty()) errors.Add("prizes", "only a lottery has a prize table");
+    if (c.rewards().empty()) errors.Add("rewards", "at least one reward item is required");
+    if (c.rewards().size() > kMaxRewardItems) {
+      errors.Add("rewards", "at most " + std::to_string(kMaxRewardItems) + " reward items");
+    }
+    for (int i = 0; i < c.rewards().size() && i < kMaxRewardItems; ++i) {
+      CheckBenefit(Indexed("rewards", i, "benefit_template_id"), c.rewards(i).benefit_template_id(),
+                   ctx, errors);
+      CheckQuantity(Indexed("rewards", i, "quantity"), c.rewards(i).quantity(), errors);
+    }
+  }
+  if (c.budget_cap_fen() <= 0) {
+    errors.Add("budget_cap_fen", "a budget cap (in fen, more than 0) is required");
+  } else if (c.budget_cap_fen() > 1'000'000'000'000'000) {
+    errors.Add("budget_cap_fen", "is implausibly large");
+  }
+}
+
+void CheckChannels(const pb::CampaignConfig& c, FieldErrors& errors) {
+  if (c.channels().empty()) errors.Add("channels", "at least one channel is required");
+  if (c.channels().size() > kMaxChannels) {
+    errors.Add("channels", "at most " + std::to_string(kMaxChannels) + " channels");
+    return;
+  }
+  std::set<std::string> seen;
+  for (int i = 0; i < c.channels().size(); ++i) {
+    const pb::ChannelPlacement& p = c.channels(i);
+    const std::string channel_field = Indexed("channels", i, "channel");
+    if (!IsCodeLike(p.channel(), 32)) {
+      errors.Add(channel_field, "must be a channel code of [a-z0-9_-], e.g. mobile_banking");
+    } else if (!seen.insert(p.channel()).second) {
+      errors.Add(channel_field, "channel '" + p.channel() + "' is listed twice");
+    }
+    const pb::ChannelContent& content = p.content();
+    CheckLabel(errors, Indexed("channels", i, "content.title"), content.title(), kMaxTitleLength,
+               true);
+    CheckText(errors, Indexed("channels", i, "content.description"), content.description(),
+              kMaxChannelDescriptionLength);
+    CheckText(errors, Indexed("channels", i, "content.rules_text"), content.rules_text(),
+              kMaxRulesTextLength);
+    const std::string& url = content.image_url();
+    if (!url.empty()) {
+      const std::string field = Indexed("channels", i, "content.image_url");
+      if (url.size() > kMaxImageUrlBytes) {
+        errors.Add(field, "is " + std::to_string(url.size()) + " bytes; at most " +
+                              std::to_string(kMaxImageUrlBytes));
+      } else if ((url.rfind("https://", 0) != 0 && url.rfind("http://", 0) != 0) ||
+                 PrintableUtf8Length(url) < 0 || url.find(' ') != std::string::npos) {
+        errors.Add(field, "must be an http(s) URL without spaces");
+      }
+    }
+  }
+}
+
+void CheckReview(const pb::CampaignConfig& c, FieldErrors& errors) {
+  if (c.expected_uptake_bp() < 0 || c.expected_uptake_bp() > kFullProbabilityBp) {
+    errors.Add("expected_uptake_bp", "must be between 0 and 10000 (0: the default)");
+  }
+}
+
+}  // namespace
+
+void MergeStep(pb::Step step, const pb::CampaignConfig& from, pb::CampaignConfig* to) {
+  switch (step) {
+    case pb::STEP_BASICS:
+      to->set_name(from.name());
+      to->set_type(from.type());
+      to->set_plan_id(from.plan_id());
+      to->set_department(from.department());
+      if (from.has_start_time()) {
+        *to->mutable_start_time() = from.start_time();
+      } else {
+        to->clear_start_time();
+      }
+      if (from.has_end_time()) {
+        *to->mutable_end_time() = from.end_time();
+      } else {
+        to->clear_end_time();
+      }
+      to->set_priority(from.priority());
+      to->set_exclusion_group(from.exclusion_group());
+      to->set_description(from.description());
+      break;
+    case pb::STEP_AUDIENCE:
+      *to->mutable_audience() = from.audience();
+      break;
+    case pb::STEP_RULES_REWARDS:
+      to->set_trigger_expression(from.trigger_expression());
+      *to->mutable_limits() = from.limits();
+      *to->mutable_rewards() = from.rewards();
+      *to->mutable_prizes() = from.prizes();
+      to->set_budget_cap_fen(from.budget_cap_fen());
+      break;
+    case pb::STEP_CHANNELS_CONTENT:
+      *to->mutable_channels() = from.channels();
+      break;
+    case pb::STEP_REVIEW:
+      to->set_expected_uptake_bp(from.expected_uptake_bp());
+      break;
+    default:
+      break;
+  }
+}
+
+FieldErrors ValidateStep(pb::Step step, const pb::CampaignConfig& config,
+                         const ValidationContext& context) {
+  FieldErrors errors;
+  switch (step) {
+    case pb::STEP_BASICS:
+      CheckBasics(config, context, errors);
+      break;
+    case pb::STEP_AUDIENCE:
+      CheckAudience(config, context, errors);
+      break;
+    case pb::STEP_RULES_REWARDS:
+      CheckRulesAndRewards(config, context, errors);
+      break;
+    case pb::STEP_CHANNELS_CONTENT:
+      CheckChannels(config, errors);
+      break;
+    case pb::STEP_REVIEW:
+      CheckReview(config, errors);
+      break;
+    default:
+      errors.Add("step", "must be one of STEP_BASICS .. STEP_REVIEW");
+  }
+  return errors;
+}
+
+FieldErrors ValidateForSubmission(const pb::CampaignConfig& config,
+                                  const ValidationContext& context) {
+  FieldErrors errors;
+  for (pb::Step step : {pb::STEP_BASICS, pb::STEP_AUDIENCE, pb::STEP_RULES_REWARDS,
+                        pb::STEP_CHANNELS_CONTENT, pb::STEP_REVIEW}) {
+    errors.Append(ValidateStep(step, config, context));
+  }
+  if (config.has_end_time() && !errors.Mentions("end_time") &&
+      absl::FromUnixSeconds(config.end_time().seconds()) +
+              absl::Nanoseconds(config.end_time().nanos()) <=
+          context.now) {
+    errors.Add("end_time", "the window has already ended");
+  }
+  if (config.ByteSizeLong() > kMaxConfigBytes) {
+    errors.Add("config",
+               "the configuration is larger than " + std::to_string(kMaxConfigBytes) + " bytes");
+  }
+  return errors;
+}
+
+void PinSegmentVersions(pb::CampaignConfig* config, const SegmentDirectory& segments) {
+  for (auto* list : {config->mutable_audience()->mutable_include(),
+                     config->mutable_audience()->mutable_exclude()}) {
+    for (pb::SegmentRef& ref : *list) {
+      if (ref.version() != 0) continue;
+      if (auto info = segments.Lookup(ref.segment_id()); info.ok()) ref.set_version(info->version);
+    }
+  }
+}
+
+const std::vector<std::string>& CopyFlaggedFields() {
+  static const auto* fields = new std::vector<std::string>{
+      "start_time", "end_time", "budget_cap_fen", "audience.include", "audience.exclude"};
+  return *fields;
+}
+
+void ClearFlaggedFields(pb::CampaignConfig* config) {
+  config->clear_start_time();
+  config->clear_end_time();
+  config->set_budget_cap_fen(0);
+  config->clear_audience();
+}
+
+std::vector<std::string> FlaggedFieldsOfStep(pb::Step step) {
+  switch (step) {
+    case pb::STEP_BASICS:
+      return {"start_time", "end_time"};
+    case pb::STEP_AUDIENCE:
+      return {"audience.include", "audience.exclude"};
+    case pb::STEP_RULES_REWARDS:
+      return {"budget_cap_fen"};
+    default:
+      return {};
+  }
+}
+
+}  // namespace mkt::campaigns

@@ -1,0 +1,65 @@
+// The rules of a campaign's configuration: which fields each of the five set-up steps owns, how
+// each step is validated on its own (every error against its field), what blocks submission, and
+// which fields a copy from a template or another campaign must fill in itself.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "absl/time/time.h"
+#include "marketing/campaigns/v1/campaigns.pb.h"
+#include "services/campaigns/field_errors.h"
+#include "services/campaigns/reference_data.h"
+
+namespace mkt::campaigns {
+
+namespace pb = ::marketing::campaigns::v1;
+
+// Size limits of operator-entered content (code points unless said otherwise).
+inline constexpr int kMaxNameLength = 64;
+inline constexpr int kMaxDescriptionLength = 2000;
+inline constexpr int kMaxTitleLength = 64;
+inline constexpr int kMaxChannelDescriptionLength = 500;
+inline constexpr int kMaxRulesTextLength = 4000;
+inline constexpr int kMaxImageUrlBytes = 512;
+inline constexpr int kMaxSegmentsPerList = 20;
+inline constexpr int kMaxRewardItems = 20;
+inline constexpr int kMaxPrizes = 50;
+inline constexpr int kMaxChannels = 10;
+inline constexpr int kMaxPriority = 1000;
+inline constexpr int32_t kFullProbabilityBp = 10000;
+// The whole configuration as stored (protobuf bytes); guards the database and the change topic.
+inline constexpr size_t kMaxConfigBytes = 64 * 1024;
+
+// What the checks of a configuration need besides the configuration.
+struct ValidationContext {
+  const SegmentDirectory* segments = nullptr;
+  const BenefitCatalog* benefits = nullptr;
+  // The owning org: segments and benefit templates must be its own or an ancestor's.
+  std::string owner_org;
+  absl::Time now;
+};
+
+// Copies the fields `step` owns from `from` into `to`, leaving the other steps' fields alone.
+void MergeStep(pb::Step step, const pb::CampaignConfig& from, pb::CampaignConfig* to);
+
+// Checks the fields `step` owns. STEP_REVIEW checks only its own input (expected uptake).
+FieldErrors ValidateStep(pb::Step step, const pb::CampaignConfig& config,
+                         const ValidationContext& context);
+
+// Everything that would block submission: all steps, and a window that has not ended yet.
+FieldErrors ValidateForSubmission(const pb::CampaignConfig& config,
+                                  const ValidationContext& context);
+
+// Pins every segment reference with version 0 to the segment's current version (references the
+// directory does not know are left for validation to report).
+void PinSegmentVersions(pb::CampaignConfig* config, const SegmentDirectory& segments);
+
+// The fields every copy must set for itself: the window, the budget, its own segments.
+const std::vector<std::string>& CopyFlaggedFields();
+// Clears CopyFlaggedFields() in `config`.
+void ClearFlaggedFields(pb::CampaignConfig* config);
+// The flagged fields `step` sets (removed from a campaign's flags when the step is saved).
+std::vector<std::string> FlaggedFieldsOfStep(pb::Step step);
+
+}  // namespace mkt::campaigns

@@ -1,0 +1,92 @@
+#include "services/campaigns/cost_forecast.h"
+
+#include <limits>
+
+#include "gtest/gtest.h"
+#include "services/campaigns/test_configs.h"
+
+namespace mkt::campaigns {
+namespace {
+
+class CampaignCostForecastTest : public ::testing::Test {
+ protected:
+  CampaignCostForecastTest() : data_(*ParseReferenceData(test::kReferenceJson)) {}
+  pb::CostForecast Forecast(const pb::CampaignConfig& c, int32_t override_bp = 0) {
+    return ForecastCost(c, *data_.segments, *data_.benefits, 1000, override_bp);
+  }
+  ReferenceData data_;
+  absl::Time t_ = absl::FromUnixSeconds(1'800'000'000);
+};
+
+TEST_F(CampaignCostForecastTest, AudienceTimesUptakeTimesRewardCost) {
+  auto c = test::CompleteCoupon("x", t_, t_ + absl::Hours(1));  // seg-a1: 10000, 50-yuan coupon
+  c.set_expected_uptake_bp(2500);
+  pb::CostForecast f = Forecast(c);
+  EXPECT_EQ(f.audience_size(), 10000);
+  EXPECT_EQ(f.uptake_bp(), 2500);
+  EXPECT_EQ(f.expected_participations(), 2500);
+  EXPECT_EQ(f.cost_per_participation_fen(), 5000);
+  EXPECT_EQ(f.forecast_cost_fen(), 12'500'000);
+  EXPECT_EQ(f.budget_cap_fen(), 10'000'000);
+  EXPECT_TRUE(f.exceeds_budget());
+
+  EXPECT_FALSE(Forecast(c, 1000).exceeds_budget());  // 1000 × 5000 = 5,000,000
+  EXPECT_EQ(Forecast(c, 1000).forecast_cost_fen(), 5'000'000);
+}
+
+TEST_F(CampaignCostForecastTest, TheDefaultUptakeAppliesWhenTheOperatorGaveNone) {
+  auto c = test::CompleteCoupon("x", t_, t_ + absl::Hours(1));
+  pb::CostForecast f = Forecast(c);
+  EXPECT_EQ(f.uptake_bp(), 1000);
+  EXPECT_EQ(f.expected_participations(), 1000);
+  EXPECT_FALSE(f.notes().empty());
+}
+
+TEST_F(CampaignCostForecastTest, LimitsScaleAndCapParticipations) {
+  auto c = test::CompleteCoupon("x", t_, t_ + absl::Hours(1));
+  c.set_expected_uptake_bp(10000);
+  c.mutable_limits()->set_per_customer_total(3);
+  EXPECT_EQ(Forecast(c).expected_participations(), 30000);
+  c.mutable_limits()->set_global_total(500);
+  EXPECT_EQ(Forecast(c).expected_participations(), 500);
+  EXPECT_EQ(Forecast(c).forecast_cost_fen(), 500 * 5000);
+}
+
+TEST_F(CampaignCostForecastTest, ALotteryCostsItsProbabilityWeightedPrizes) {
+  auto c = test::CompleteCoupon("x", t_, t_ + absl::Hours(1));
+  c.set_type(pb::LOTTERY);
+  c.clear_rewards();
+  auto* big = c.add_prizes();
+  big->set_benefit_template_id("bt-coupon-50");  // 5000 fen
+  big->set_quantity(1);
+  big->set_probability_bp(100);  // 1%: 50 fen expected
+  auto* small = c.add_prizes();
+  small->set_benefit_template_id("bt-points-100");  // 100 fen
+  small->set_quantity(2);
+  small->set_probability_bp(5000);  // 50%: 100 fen expected
+  EXPECT_EQ(Forecast(c).cost_per_participation_fen(), 150);
+}
+
+TEST_F(CampaignCostForecastTest, UnknownReferencesCountAsZeroWithANote) {
+  auto c = test::CompleteCoupon("x", t_, t_ + absl::Hours(1), "seg-missing");
+  c.mutable_rewards(0)->set_benefit_template_id("bt-missing");
+  pb::CostForecast f = Forecast(c);
+  EXPECT_EQ(f.audience_size(), 0);
+  EXPECT_EQ(f.forecast_cost_fen(), 0);
+  EXPECT_GE(f.notes_size(), 2);
+}
+
+TEST_F(CampaignCostForecastTest, HugeNumbersSaturateInsteadOfWrapping) {
+  data_.segments->Put("seg-huge", {"bank-a", 1, std::numeric_limits<int64_t>::max()});
+  data_.benefits->Put("bt-huge", {"fed", std::numeric_limits<int64_t>::max()});
+  auto c = test::CompleteCoupon("x", t_, t_ + absl::Hours(1), "seg-huge");
+  c.mutable_rewards(0)->set_benefit_template_id("bt-huge");
+  c.mutable_rewards(0)->set_quantity(1000);
+  c.set_expected_uptake_bp(10000);
+  pb::CostForecast f = Forecast(c);
+  EXPECT_EQ(f.forecast_cost_fen(), std::numeric_limits<int64_t>::max());
+  EXPECT_TRUE(f.exceeds_budget());
+}
+
+}  // namespace
+}  // namespace mkt::campaigns
