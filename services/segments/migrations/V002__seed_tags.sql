@@ -1,0 +1,26 @@
+-- The federation's tag dictionary (readable by every member bank). Values come from the CRM /
+-- profile service (mkt.customer-profiles.v1), CSV imports, and the RFM model (R17).
+INSERT INTO tags (name, org_id, type, description, source, allowed_values, multi_valued) VALUES
+  ('age', 'fed', 3, '年龄 (years)', 'crm', '{}', false),
+  ('gender', 'fed', 2, '性别', 'crm', '{male,female,unknown}', false),
+  ('region_county', 'fed', 2, '所属区县 (county code)', 'crm',
+   '{county-01,county-02,county-03,county-04,county-05,county-06,county-07,county-08,county-09,county-10}',
+   false),
+  ('customer_level', 'fed', 2, '客户等级', 'crm', '{normal,silver,gold,platinum,diamond}', false),
+  ('aum_band', 'fed', 2, 'AUM 分层 (assets under management band)', 'core-banking',
+   '{lt_10k,10k_50k,50k_200k,200k_1m,1m_5m,ge_5m}', false),
+  ('aum_fen', 'fed', 4, 'AUM in fen', 'core-banking', '{}', false),
+  ('has_credit_card', 'fed', 1, '持有信用卡', 'card', '{}', false),
+  ('has_loan', 'fed', 1, '有贷款', 'loan', '{}', false),
+  ('payroll_customer', 'fed', 1, '代发工资客户', 'core-banking', '{}', false),
+  ('mobile_active_days_30d', 'fed', 3, '近30天手机银行活跃天数', 'mobile-banking', '{}', false),
+  ('last_login_date', 'fed', 5, '最近登录日期 (mobile banking)', 'mobile-banking', '{}', false),
+  ('risk_rating', 'fed', 2, '风险评级', 'wealth', '{R1,R2,R3,R4,R5}', false),
+  ('product_holdings', 'fed', 2, '持有产品', 'core-banking',
+   '{deposit,time_deposit,wealth,fund,insurance,loan,credit_card,debit_card,mobile_banking}', true),
+  ('rfm_r_score', 'fed', 3, 'RFM recency score 1-5 (5 = most recent)', 'rfm', '{}', false),
+  ('rfm_f_score', 'fed', 3, 'RFM frequency score 1-5', 'rfm', '{}', false),
+  ('rfm_m_score', 'fed', 3, 'RFM monetary score 1-5', 'rfm', '{}', false),
+  ('rfm_group', 'fed', 2, 'RFM 客户分群', 'rfm',
+   '{important_value,important_develop,important_retain,important_recall,general_value,general_develop,general_retain,general_recall}',
+   false);

@@ -1,0 +1,123 @@
+// The in-memory index every membership question is answered from: per tag, a CRoaring bitmap of
+// the customers that have a value and, for bool and enum tags, one bitmap per value; int, fen and
+// date tags are bit-sliced (one bitmap per bit of the order-preserving unsigned encoding), so a
+// comparison or range costs two bitmap operations per used bit instead of a scan. Rules evaluate
+// to bitmaps (Evaluate) for counts and materialisation, or for one customer (Matches) with a few
+// bitmap probes. Each customer also has a home org, whose bitmaps scope what an org may see.
+//
+// Rebuilt from PostgreSQL at start-up and kept current after each committed change. Thread-safe:
+// readers share a lock, writers (the profile consumer, imports) take it exclusively.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <roaring/roaring.hh>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/synchronization/mutex.h"
+#include "services/segments/customer_directory.h"
+#include "services/segments/tag_value.h"
+
+namespace mkt::segments {
+
+class TagIndex {
+ public:
+  TagIndex() = default;
+  TagIndex(const TagIndex&) = delete;
+  TagIndex& operator=(const TagIndex&) = delete;
+
+  // Adds a tag or updates its schema (its type never changes).
+  void DefineTag(const TagSchema& schema);
+  std::optional<TagSchema> Schema(std::string_view tag) const;
+
+  // Records a customer at `dense_id` with home org `home_org` (changes the home org if it differs).
+  void PutCustomer(uint32_t dense_id, std::string_view customer_id, std::string_view home_org);
+  std::optional<uint32_t> Find(std::string_view customer_id) const;
+  std::string CustomerId(uint32_t dense_id) const;
+  // Returns customer ids for `dense_ids`, in order.
+  std::vector<std::string> CustomerIds(const std::vector<uint32_t>& dense_ids) const;
+  size_t customer_count() const;
+
+  // Sets (replaces) the customer's value of `tag`; ignored for an unknown tag.
+  void Set(uint32_t dense_id, std::string_view tag, const Value& value);
+  void Remove(uint32_t dense_id, std::string_view tag);
+  // Makes `values` the customer's complete set of tag values (others are removed).
+  void ReplaceCustomer(uint32_t dense_id, const std::vector<std::pair<std::string, Value>>& values);
+  std::optional<Value> ValueOf(uint32_t dense_id, std::string_view tag) const;
+
+  // Returns the customers matching `rule` (all customers, unscoped) on day `today`.
+  Roaring Evaluate(const pb::Condition& rule, int32_t today) const;
+  // Returns whether customer `dense_id` matches `rule` on day `today`.
+  bool Matches(const pb::Condition& rule, uint32_t dense_id, int32_t today) const;
+
+  // The customers whose home org `org` covers (libs/tenancy): what an actor of `org` may see.
+  Roaring Scope(std::string_view org) const;
+  bool InScope(std::string_view org, uint32_t dense_id) const;
+
+  // Bulk loading into an empty column (start-up, benchmarks): `dense_ids` ascending and already
+  // put, one value each. Much faster than Set() per value because every bitmap is appended to in
+  // order, in batches.
+  void LoadNumeric(std::string_view tag, const std::vector<uint32_t>& dense_ids,
+                   const std::vector<int64_t>& numbers);
+  // As LoadNumeric for bool/enum tags: customer i has label labels[label_of[i]].
+  void LoadLabels(std::string_view tag, const std::vector<uint32_t>& dense_ids,
+                  const std::vector<uint16_t>& label_of, const std::vector<std::string>& labels);
+  // Puts customers dense_ids first..first+count-1 with ids from `customer_id(i)` and one home org.
+  template <class IdOf>
+  void LoadCustomers(uint32_t first, uint32_t count, IdOf customer_id, std::string_view home_org) {
+    PutCustomer(first, customer_id(first), home_org);
+    absl::MutexLock lock(&mu_);
+    directory_.Reserve(count, 12);
+    home_org_.resize(static_cast<size_t>(first) + count, home_org_[first]);
+    for (uint32_t i = first + 1; i < first + count; ++i) directory_.Put(i, customer_id(i));
+    all_customers_.addRange(first, static_cast<uint64_t>(first) + count);
+    customers_by_org_[home_org_[first]].addRange(first, static_cast<uint64_t>(first) + count);
+  }
+
+  // Compresses runs in every bitmap (after a bulk load).
+  void Optimize();
+  size_t MemoryBytes() const;
+
+ private:
+  struct Column {
+    TagSchema schema;
+    Roaring exists;
+    std::map<std::string, Roaring, std::less<>> labels;
+    std::vector<Roaring> slices;  // 64 for numeric tags
+    uint64_t used_slices = 0;
+  };
+
+  const Column* ColumnOf(std::string_view tag) const ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  void SetLocked(uint32_t dense_id, Column& column, const Value& value)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  static void RemoveFrom(uint32_t dense_id, Column& column);
+  static std::optional<Value> ValueIn(const Column& column, uint32_t dense_id);
+  // `within` (may be null: everyone) restricts the result to a set of candidates.
+  Roaring EvaluateLocked(const pb::Condition& rule, int32_t today, int depth,
+                         const Roaring* within) const ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  // Returns -1, 0 or 1 as the customer's value (which must exist) is below, equal to or above x.
+  static int CompareValue(const Column& column, uint32_t dense_id, int64_t x);
+  bool MatchesLocked(const pb::Condition& rule, uint32_t dense_id, int32_t today, int depth) const
+      ABSL_SHARED_LOCKS_REQUIRED(mu_);
+
+  mutable absl::Mutex mu_;
+  absl::flat_hash_map<std::string, std::unique_ptr<Column>> columns_ ABSL_GUARDED_BY(mu_);
+  CustomerDirectory directory_ ABSL_GUARDED_BY(mu_);
+  Roaring all_customers_ ABSL_GUARDED_BY(mu_);
+  // Home orgs: names, one bitmap per org, and each customer's org (index into org_names_).
+  std::vector<std::string> org_names_ ABSL_GUARDED_BY(mu_);
+  std::vector<Roaring> customers_by_org_ ABSL_GUARDED_BY(mu_);
+  std::vector<uint16_t> home_org_ ABSL_GUARDED_BY(mu_);
+};
+
+// Returns the order-preserving unsigned encoding of `v` that the bit slices hold.
+inline uint64_t SliceEncode(int64_t v) { return static_cast<uint64_t>(v) ^ (uint64_t{1} << 63); }
+inline int64_t SliceDecode(uint64_t u) { return static_cast<int64_t>(u ^ (uint64_t{1} << 63)); }
+
+}  // namespace mkt::segments

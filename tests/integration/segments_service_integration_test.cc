@@ -1,0 +1,593 @@
+// The segments service against a real PostgreSQL: CSV imports (good rows in, bad rows reported by
+// line, no row and no failed import half-applied), tenant isolation of tags and segments (read,
+// list, use in a rule, membership), segment versions pinned by callers, profile messages (dedupe,
+// ordering, ownership), snapshots read in pages, RFM scoring written back as tags, and the index
+// rebuilt from the database matching the one kept current.
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "gtest/gtest.h"
+#include "libs/core/ids.h"
+#include "libs/core/status.h"
+#include "libs/kafka/outbox.h"
+#include "libs/pg/migrations.h"
+#include "libs/pg/pool.h"
+#include "libs/testing/testing.h"
+#include "marketing/events/v1/business_event.pb.h"
+#include "services/segments/pg_segment_store.h"
+#include "services/segments/segment_service.h"
+#include "services/segments/tag_index.h"
+
+namespace mkt::segments {
+namespace {
+
+using ::marketing::common::v1::ErrorReason;
+
+tenancy::Actor Operator(const std::string& org) {
+  return {.org_id = org, .operator_id = "op-" + org, .roles = {tenancy::Role::kAdmin}};
+}
+
+pb::Condition Compare(const std::string& tag, pb::Operator op, int64_t value) {
+  pb::Condition c;
+  c.mutable_compare()->set_tag(tag);
+  c.mutable_compare()->set_op(op);
+  c.mutable_compare()->mutable_value()->set_int_value(value);
+  return c;
+}
+
+pb::Condition BoolIs(const std::string& tag, bool value) {
+  pb::Condition c;
+  c.mutable_compare()->set_tag(tag);
+  c.mutable_compare()->set_op(pb::EQ);
+  c.mutable_compare()->mutable_value()->set_bool_value(value);
+  return c;
+}
+
+pb::SegmentRef Ref(const std::string& id, int64_t version = 0) {
+  pb::SegmentRef r;
+  r.set_segment_id(id);
+  r.set_version(version);
+  return r;
+}
+
+pb::TagValue IntValue(const std::string& tag, int64_t v) {
+  pb::TagValue t;
+  t.set_tag(tag);
+  t.set_int_value(v);
+  return t;
+}
+
+class SegmentsServiceTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto pool = pg::Pool::Connect({.dsn = db_.dsn(), .size = 4});
+    ASSERT_TRUE(pool.ok()) << pool.status();
+    pool_ = *std::move(pool);
+    ASSERT_TRUE(
+        pg::ApplyMigrations(*pool_, {&kafka::OutboxMigrations(), &SegmentsMigrations()}).ok());
+    store_ = std::make_unique<PgSegmentStore>(*pool_);
+    service_ = std::make_unique<SegmentService>(*store_, index_, SystemClock());
+    ASSERT_TRUE(service_->Rebuild().ok());
+  }
+
+  int64_t Sql(const std::string& query) {
+    auto lease = pool_->Acquire();
+    pqxx::work tx(**lease);
+    pqxx::result r = tx.exec(query);
+    tx.commit();
+    return r.empty() || r[0][0].is_null() ? 0 : r[0][0].as<int64_t>();
+  }
+
+  pb::ImportTagValuesResponse Import(const std::string& org, const std::string& csv) {
+    pb::ImportTagValuesRequest req;
+    req.set_csv(csv);
+    auto resp = service_->ImportTagValues(Operator(org), req);
+    EXPECT_TRUE(resp.ok()) << resp.status();
+    return resp.ok() ? *resp : pb::ImportTagValuesResponse();
+  }
+
+  std::string CreateRule(const std::string& org, const pb::Condition& rule) {
+    pb::CreateSegmentRequest req;
+    req.set_name("rule of " + org);
+    *req.mutable_definition()->mutable_rule() = rule;
+    auto s = service_->CreateSegment(Operator(org), req);
+    EXPECT_TRUE(s.ok()) << s.status();
+    return s.ok() ? s->id() : "";
+  }
+
+  absl::StatusOr<std::vector<bool>> Members(const std::string& org, const std::string& customer,
+                                            const std::vector<pb::SegmentRef>& refs) {
+    pb::IsMemberRequest req;
+    req.set_org_id(org);
+    req.set_customer_id(customer);
+    for (const auto& r : refs) *req.add_segments() = r;
+    MKT_ASSIGN_OR_RETURN(pb::IsMemberResponse resp, service_->IsMember(req));
+    return std::vector<bool>(resp.member().begin(), resp.member().end());
+  }
+
+  absl::StatusOr<int64_t> CountOf(const std::string& org, const pb::SegmentRef& ref) {
+    pb::CountRequest req;
+    req.set_org_id(org);
+    *req.mutable_segment() = ref;
+    MKT_ASSIGN_OR_RETURN(pb::CountResponse resp, service_->Count(req));
+    return resp.count();
+  }
+
+  kafka::IncomingMessage ProfileMessage(const pb::CustomerProfileChanged& profile,
+                                        const std::string& event_id = NewEventId()) {
+    auto envelope =
+        kafka::MakeEnvelope("segments.CustomerProfileChanged", profile.org_id(), "t", profile);
+    envelope.set_event_id(event_id);
+    kafka::IncomingMessage m;
+    m.topic = "mkt.customer-profiles.v1";
+    m.key = profile.customer_id();
+    m.value = envelope.SerializeAsString();
+    return m;
+  }
+
+  testing::TestDatabase db_;
+  std::unique_ptr<pg::Pool> pool_;
+  std::unique_ptr<PgSegmentStore> store_;
+  TagIndex index_;
+  std::unique_ptr<SegmentService> service_;
+};
+
+// ---- CSV import --------------------------------------------------------------------------------
+
+TEST_F(SegmentsServiceTest, CsvImportTakesGoodRowsAndReportsBadRowsByLine) {
+  const std::string csv =
+      "customer_id,age,gender,has_credit_card,aum_fen,last_login_date,product_holdings\n"
+      "c-1,35,male,yes,1200.50,2026-11-20,deposit|loan\n"  // line 2: good
+      "c-2,abc,female,no,10,2026-11-01,\n"                 // line 3: bad age
+      "c-3,40,martian,no,10,2026-11-01,\n"                 // line 4: bad gender
+      "c-4,41,female\n"                                    // line 5: too few fields
+      "c-5,29,female,no,1.234,2026-02-30,deposit\n"        // line 6: bad fen and date
+      "c-6,52,,n,,-,wealth\n"                              // line 7: good, sparse
+      "\"\",30,male,no,1,2026-11-01,\n";                   // line 8: no customer id
+  pb::ImportTagValuesResponse r = Import("fed", csv);
+  EXPECT_EQ(r.rows_read(), 7);
+  EXPECT_EQ(r.rows_imported(), 2);
+  EXPECT_EQ(r.rows_rejected(), 5);
+  std::map<int64_t, std::string> errors;
+  for (const auto& e : r.errors()) errors[e.line()] = e.message();
+  EXPECT_EQ((std::set<int64_t>{3, 4, 5, 6, 8}), [&] {
+    std::set<int64_t> s;
+    for (auto& [l, m] : errors) s.insert(l);
+    return s;
+  }());
+  EXPECT_NE(errors[3].find("age"), std::string::npos) << errors[3];
+  EXPECT_NE(errors[4].find("martian"), std::string::npos) << errors[4];
+  EXPECT_NE(errors[6].find("aum_fen"), std::string::npos) << errors[6];
+  EXPECT_NE(errors[6].find("last_login_date"), std::string::npos) << errors[6];
+
+  // A bad row writes none of its values, not even the good cells (c-2's gender, c-3's age).
+  EXPECT_EQ(Sql("SELECT count(*) FROM customers WHERE customer_id IN ('c-2','c-3','c-4','c-5')"),
+            0);
+  EXPECT_EQ(Sql("SELECT count(*) FROM tag_values"), 6 + 3);
+  EXPECT_EQ(Sql("SELECT count(*) FROM tag_values v JOIN customers c USING (dense_id) "
+                "WHERE c.customer_id = 'c-1' AND v.tag = 'aum_fen' AND v.value = '120050'"),
+            1);
+  ASSERT_TRUE(index_.Find("c-1").has_value());
+  EXPECT_FALSE(index_.Find("c-2").has_value());
+  EXPECT_EQ(index_.ValueOf(*index_.Find("c-1"), "aum_fen")->number, 120050);
+
+  // The rows are usable in rules at once.
+  std::string s = CreateRule("fed", Compare("age", pb::GE, 30));
+  EXPECT_EQ(*CountOf("fed", Ref(s)), 2);
+
+  // "-" removes a value; an empty cell leaves it.
+  Import("fed", "customer_id,age,gender\nc-1,-,\n");
+  EXPECT_FALSE(index_.ValueOf(*index_.Find("c-1"), "age").has_value());
+  EXPECT_TRUE(index_.ValueOf(*index_.Find("c-1"), "gender").has_value());
+  EXPECT_EQ(*CountOf("fed", Ref(s)), 1);
+}
+
+TEST_F(SegmentsServiceTest, FailedImportLeavesNothingBehind) {
+  Import("fed", "customer_id,age\nc-1,20\n");
+  // The database refuses one value in the middle of the file (as a constraint or a lost
+  // connection would): the whole import must roll back, in PostgreSQL and in the index.
+  Sql("CREATE FUNCTION refuse_999() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+      "IF NEW.value = '999' THEN RAISE EXCEPTION 'refused'; END IF; RETURN NEW; END $$");
+  Sql("CREATE TRIGGER refuse BEFORE INSERT OR UPDATE ON tag_values FOR EACH ROW "
+      "EXECUTE FUNCTION refuse_999()");
+  const int64_t values_before = Sql("SELECT count(*) FROM tag_values");
+  const int64_t customers_before = Sql("SELECT count(*) FROM customers");
+  pb::ImportTagValuesRequest req;
+  req.set_csv("customer_id,age\nc-1,21\nc-2,22\nc-3,999\nc-4,23\n");
+  auto resp = service_->ImportTagValues(Operator("fed"), req);
+  EXPECT_FALSE(resp.ok());
+  EXPECT_EQ(Sql("SELECT count(*) FROM tag_values"), values_before);
+  EXPECT_EQ(Sql("SELECT count(*) FROM customers"), customers_before);
+  EXPECT_EQ(index_.ValueOf(*index_.Find("c-1"), "age")->number, 20);
+  EXPECT_FALSE(index_.Find("c-2").has_value());
+}
+
+TEST_F(SegmentsServiceTest, ImportRefusesTagsTheActorDoesNotOwn) {
+  pb::ImportTagValuesRequest req;
+  req.set_csv("customer_id,age\nc-1,20\n");
+  auto resp = service_->ImportTagValues(Operator("bank-a"), req);  // "age" belongs to fed
+  EXPECT_EQ(resp.status().code(), absl::StatusCode::kPermissionDenied) << resp.status();
+  req.set_csv("customer_id,no_such_tag\nc-1,20\n");
+  EXPECT_EQ(service_->ImportTagValues(Operator("fed"), req).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(Sql("SELECT count(*) FROM customers"), 0);
+}
+
+// ---- Tenant isolation --------------------------------------------------------------------------
+
+class TenancyTest : public SegmentsServiceTest {
+ protected:
+  void SetUp() override {
+    SegmentsServiceTest::SetUp();
+    pb::CreateTagRequest tag;
+    tag.mutable_tag()->set_name("bank_a_vip");
+    tag.mutable_tag()->set_type(pb::TAG_TYPE_BOOL);
+    auto created = service_->CreateTag(Operator("bank-a"), tag);
+    ASSERT_TRUE(created.ok()) << created.status();
+    EXPECT_EQ(created->org_id(), "bank-a");
+    Import("bank-a", "customer_id,bank_a_vip\na-1,true\na-2,false\na-3,true\n");
+    // Federation tags are written by the federation; home orgs come from the first import.
+    Import("bank-b", "customer_id\nb-1\nb-2\n");
+    Import("fed", "customer_id,age\na-1,30\na-2,40\na-3,50\nb-1,35\nb-2,45\n");
+    seg_a_ = CreateRule("bank-a", BoolIs("bank_a_vip", true));
+    seg_fed_ = CreateRule("fed", Compare("age", pb::GE, 40));
+  }
+  std::string seg_a_, seg_fed_;
+};
+
+TEST_F(TenancyTest, ABankCannotReadAnotherBanksTagsOrSegments) {
+  pb::GetTagRequest get_tag;
+  get_tag.set_name("bank_a_vip");
+  EXPECT_TRUE(service_->GetTag(Operator("bank-a"), get_tag).ok());
+  EXPECT_TRUE(service_->GetTag(Operator("fed"), get_tag).ok());
+  EXPECT_EQ(service_->GetTag(Operator("bank-b"), get_tag).status().code(),
+            absl::StatusCode::kNotFound);
+  get_tag.set_name("age");  // federation tags are readable by everyone
+  EXPECT_TRUE(service_->GetTag(Operator("bank-b"), get_tag).ok());
+
+  pb::GetSegmentRequest get_seg;
+  *get_seg.mutable_segment() = Ref(seg_a_);
+  EXPECT_TRUE(service_->GetSegment(Operator("bank-a"), get_seg).ok());
+  EXPECT_EQ(service_->GetSegment(Operator("bank-b"), get_seg).status().code(),
+            absl::StatusCode::kNotFound);
+  EXPECT_EQ(service_->GetSegment(Operator("bank-ab"), get_seg).status().code(),
+            absl::StatusCode::kNotFound);
+  *get_seg.mutable_segment() = Ref(seg_fed_);
+  EXPECT_TRUE(service_->GetSegment(Operator("bank-b"), get_seg).ok());
+}
+
+TEST_F(TenancyTest, ListsShowOwnAndFederationItemsOnly) {
+  auto tags_b = service_->ListTags(Operator("bank-b"), pb::ListTagsRequest());
+  ASSERT_TRUE(tags_b.ok());
+  std::set<std::string> names;
+  for (const auto& t : tags_b->tags()) names.insert(t.name());
+  EXPECT_FALSE(names.count("bank_a_vip"));
+  EXPECT_TRUE(names.count("age"));
+  auto tags_a = service_->ListTags(Operator("bank-a"), pb::ListTagsRequest());
+  names.clear();
+  for (const auto& t : tags_a->tags()) names.insert(t.name());
+  EXPECT_TRUE(names.count("bank_a_vip"));
+
+  auto segs_b = service_->ListSegments(Operator("bank-b"), pb::ListSegmentsRequest());
+  ASSERT_TRUE(segs_b.ok());
+  std::set<std::string> ids;
+  for (const auto& s : segs_b->segments()) ids.insert(s.id());
+  EXPECT_EQ(ids, (std::set<std::string>{seg_fed_}));
+  auto segs_fed = service_->ListSegments(Operator("fed"), pb::ListSegmentsRequest());
+  EXPECT_EQ(segs_fed->segments_size(), 2);
+}
+
+TEST_F(TenancyTest, ABankCannotUseAnotherBanksTagOrSegmentInARule) {
+  pb::CreateSegmentRequest req;
+  req.set_name("steal");
+  *req.mutable_definition()->mutable_rule() = BoolIs("bank_a_vip", true);
+  auto s = service_->CreateSegment(Operator("bank-b"), req);
+  EXPECT_EQ(s.status().code(), absl::StatusCode::kInvalidArgument) << s.status();
+
+  pb::PreviewRequest preview;
+  *preview.mutable_definition()->mutable_rule() = BoolIs("bank_a_vip", true);
+  EXPECT_EQ(service_->Preview(Operator("bank-b"), preview).status().code(),
+            absl::StatusCode::kInvalidArgument);
+
+  pb::CreateSegmentRequest composed;
+  composed.set_name("compose");
+  auto* c = composed.mutable_definition()->mutable_composed();
+  c->set_op(pb::Composition::INTERSECTION);
+  *c->add_operands() = Ref(seg_fed_);
+  *c->add_operands() = Ref(seg_a_);
+  EXPECT_EQ(service_->CreateSegment(Operator("bank-b"), composed).status().code(),
+            absl::StatusCode::kNotFound);
+  EXPECT_TRUE(service_->CreateSegment(Operator("bank-a"), composed).ok());
+
+  // Creating for another org, or changing another bank's segment, is refused.
+  req.set_org_id("bank-a");
+  EXPECT_EQ(service_->CreateSegment(Operator("bank-b"), req).status().code(),
+            absl::StatusCode::kPermissionDenied);
+  pb::UpdateSegmentRequest update;
+  update.set_segment_id(seg_a_);
+  update.set_name("mine now");
+  EXPECT_EQ(service_->UpdateSegment(Operator("bank-b"), update).status().code(),
+            absl::StatusCode::kNotFound);
+  update.set_segment_id(seg_fed_);
+  EXPECT_EQ(service_->UpdateSegment(Operator("bank-b"), update).status().code(),
+            absl::StatusCode::kPermissionDenied);
+}
+
+TEST_F(TenancyTest, MembershipIsScopedToTheAskingBank) {
+  // bank-a's segment works for bank-a (and the federation) and does not exist for bank-b.
+  EXPECT_EQ(*Members("bank-a", "a-1", {Ref(seg_a_)}), std::vector<bool>{true});
+  EXPECT_EQ(*Members("bank-a", "a-2", {Ref(seg_a_)}), std::vector<bool>{false});
+  EXPECT_EQ(Members("bank-b", "a-1", {Ref(seg_a_)}).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(CountOf("bank-b", Ref(seg_a_)).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(*CountOf("bank-a", Ref(seg_a_)), 2);
+
+  // A federation segment is usable by every bank, but each sees only its own customers.
+  EXPECT_EQ(*CountOf("fed", Ref(seg_fed_)), 3);     // a-2, a-3, b-2
+  EXPECT_EQ(*CountOf("bank-a", Ref(seg_fed_)), 2);  // a-2, a-3
+  EXPECT_EQ(*CountOf("bank-b", Ref(seg_fed_)), 1);  // b-2
+  EXPECT_EQ(*Members("bank-b", "b-2", {Ref(seg_fed_)}), std::vector<bool>{true});
+  EXPECT_EQ(*Members("bank-b", "a-3", {Ref(seg_fed_)}), std::vector<bool>{false});
+  EXPECT_EQ(*Members("fed", "a-3", {Ref(seg_fed_)}), std::vector<bool>{true});
+
+  pb::SampleRequest sample;
+  sample.set_org_id("bank-b");
+  *sample.mutable_segment() = Ref(seg_fed_);
+  sample.set_size(10);
+  auto got = service_->Sample(sample);
+  ASSERT_TRUE(got.ok());
+  EXPECT_EQ(std::vector<std::string>(got->customer_ids().begin(), got->customer_ids().end()),
+            std::vector<std::string>{"b-2"});
+
+  // A snapshot of bank-a cannot be read by bank-b.
+  pb::MaterializeRequest mat;
+  mat.set_org_id("bank-a");
+  *mat.mutable_segment() = Ref(seg_fed_);
+  auto snap = service_->Materialize(mat);
+  ASSERT_TRUE(snap.ok()) << snap.status();
+  pb::ReadSnapshotRequest read;
+  read.set_org_id("bank-b");
+  read.set_snapshot_id(snap->id());
+  EXPECT_EQ(service_->ReadSnapshot(read).status().code(), absl::StatusCode::kNotFound);
+  read.set_org_id("bank-a");
+  EXPECT_EQ(service_->ReadSnapshot(read)->customer_ids_size(), 2);
+}
+
+// ---- Versions, snapshots, profile messages -----------------------------------------------------
+
+TEST_F(SegmentsServiceTest, CallersPinTheVersionTheyWereApprovedWith) {
+  Import("fed", "customer_id,age\nc-30,30\nc-60,60\n");
+  const std::string id = CreateRule("fed", Compare("age", pb::GE, 25));
+  pb::UpdateSegmentRequest update;
+  update.set_segment_id(id);
+  *update.mutable_definition()->mutable_rule() = Compare("age", pb::GE, 50);
+  update.set_expected_version(1);
+  auto v2 = service_->UpdateSegment(Operator("fed"), update);
+  ASSERT_TRUE(v2.ok()) << v2.status();
+  EXPECT_EQ(v2->version(), 2);
+  // A stale edit conflicts.
+  auto stale = service_->UpdateSegment(Operator("fed"), update);
+  EXPECT_EQ(ReasonOf(stale.status()), marketing::common::v1::CONFLICT) << stale.status();
+
+  EXPECT_EQ(*Members("fed", "c-30", {Ref(id, 1), Ref(id, 2), Ref(id, 0)}),
+            (std::vector<bool>{true, false, false}));
+  EXPECT_EQ(*CountOf("fed", Ref(id, 1)), 2);
+  EXPECT_EQ(*CountOf("fed", Ref(id, 2)), 1);
+  EXPECT_EQ(CountOf("fed", Ref(id, 3)).status().code(), absl::StatusCode::kNotFound);
+  // A composition may not contain itself.
+  pb::UpdateSegmentRequest loop;
+  loop.set_segment_id(id);
+  loop.mutable_definition()->mutable_composed()->set_op(pb::Composition::UNION);
+  *loop.mutable_definition()->mutable_composed()->add_operands() = Ref(id, 1);
+  EXPECT_EQ(service_->UpdateSegment(Operator("fed"), loop).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+TEST_F(SegmentsServiceTest, ListAndComposedSegmentsAndSnapshotPages) {
+  std::string csv = "customer_id,age\n";
+  for (int i = 0; i < 2500; ++i) absl::StrAppend(&csv, "c", i, ",", i % 100, "\n");
+  Import("fed", csv);
+  pb::CreateSegmentRequest list;
+  list.set_name("uploaded");
+  for (int i = 0; i < 3000; i += 2) {
+    list.mutable_definition()->mutable_list()->add_customer_ids(absl::StrCat("c", i));
+  }
+  auto listed = service_->CreateSegment(Operator("fed"), list);
+  ASSERT_TRUE(listed.ok()) << listed.status();
+  EXPECT_EQ(listed->list_size(), 1500);  // 250 of them are new customers
+  const std::string old = CreateRule("fed", Compare("age", pb::GE, 50));
+  pb::CreateSegmentRequest composed;
+  composed.set_name("old and uploaded, minus 90+");
+  auto* c = composed.mutable_definition()->mutable_composed();
+  c->set_op(pb::Composition::INTERSECTION);
+  *c->add_operands() = Ref(listed->id());
+  *c->add_operands() = Ref(old);
+  auto both = service_->CreateSegment(Operator("fed"), composed);
+  ASSERT_TRUE(both.ok()) << both.status();
+  pb::CreateSegmentRequest excl;
+  excl.set_name("minus");
+  auto* e = excl.mutable_definition()->mutable_composed();
+  e->set_op(pb::Composition::EXCLUSION);
+  *e->add_operands() = Ref(both->id());
+  *e->add_operands() = Ref(CreateRule("fed", Compare("age", pb::GE, 90)));
+  auto minus = service_->CreateSegment(Operator("fed"), excl);
+  ASSERT_TRUE(minus.ok()) << minus.status();
+
+  std::set<std::string> want;
+  for (int i = 0; i < 2500; i += 2) {
+    if (i % 100 >= 50 && i % 100 < 90) want.insert(absl::StrCat("c", i));
+  }
+  EXPECT_EQ(*CountOf("fed", Ref(minus->id())), static_cast<int64_t>(want.size()));
+  EXPECT_EQ(*Members("fed", "c52", {Ref(minus->id()), Ref(both->id())}),
+            (std::vector<bool>{true, true}));
+  EXPECT_EQ(*Members("fed", "c92", {Ref(minus->id()), Ref(both->id())}),
+            (std::vector<bool>{false, true}));
+
+  pb::OverlapRequest overlap;
+  overlap.set_org_id("fed");
+  *overlap.mutable_a() = Ref(listed->id());
+  *overlap.mutable_b() = Ref(old);
+  auto o = service_->Overlap(overlap);
+  ASSERT_TRUE(o.ok());
+  EXPECT_EQ(o->both(), 625);
+  EXPECT_EQ(o->a_only(), 1500 - 625);
+
+  pb::MaterializeRequest mat;
+  mat.set_org_id("fed");
+  *mat.mutable_segment() = Ref(minus->id());
+  mat.set_purpose("campaign:test");
+  auto snap = service_->Materialize(mat);
+  ASSERT_TRUE(snap.ok()) << snap.status();
+  EXPECT_EQ(snap->segment().version(), 1);
+  std::set<std::string> got;
+  pb::ReadSnapshotRequest read;
+  read.set_org_id("fed");
+  read.set_snapshot_id(snap->id());
+  read.mutable_page()->set_page_size(37);
+  int pages = 0;
+  do {
+    auto page = service_->ReadSnapshot(read);
+    ASSERT_TRUE(page.ok()) << page.status();
+    for (const auto& id : page->customer_ids()) EXPECT_TRUE(got.insert(id).second) << id;
+    read.mutable_page()->set_page_token(page->page().next_page_token());
+    ++pages;
+  } while (!read.page().page_token().empty());
+  EXPECT_EQ(got, want);
+  EXPECT_EQ(pages, static_cast<int>((want.size() + 36) / 37));
+}
+
+TEST_F(SegmentsServiceTest, ProfileMessagesDedupeOrderAndOwnership) {
+  const std::string seg = CreateRule("fed", Compare("age", pb::GE, 30));
+  pb::CustomerProfileChanged p;
+  p.set_customer_id("k-1");
+  p.set_org_id("bank-a");
+  p.set_version(5);
+  *p.add_set_values() = IntValue("age", 35);
+  ASSERT_TRUE(service_->HandleProfileMessage(ProfileMessage(p, "ev-1")).ok());
+  EXPECT_EQ(*Members("bank-a", "k-1", {Ref(seg)}), std::vector<bool>{true});
+  // The same event id again changes nothing, even with other content.
+  p.mutable_set_values(0)->set_int_value(20);
+  ASSERT_TRUE(service_->HandleProfileMessage(ProfileMessage(p, "ev-1")).ok());
+  EXPECT_EQ(*Members("bank-a", "k-1", {Ref(seg)}), std::vector<bool>{true});
+  // An older version arriving late is ignored; a newer one applies.
+  p.set_version(4);
+  ASSERT_TRUE(service_->HandleProfileMessage(ProfileMessage(p)).ok());
+  EXPECT_EQ(*Members("bank-a", "k-1", {Ref(seg)}), std::vector<bool>{true});
+  p.set_version(6);
+  ASSERT_TRUE(service_->HandleProfileMessage(ProfileMessage(p)).ok());
+  EXPECT_EQ(*Members("bank-a", "k-1", {Ref(seg)}), std::vector<bool>{false});
+  // Removal.
+  pb::CustomerProfileChanged removal;
+  removal.set_customer_id("k-1");
+  removal.set_org_id("bank-a");
+  removal.set_version(7);
+  removal.add_removed_tags("age");
+  ASSERT_TRUE(service_->HandleProfileMessage(ProfileMessage(removal)).ok());
+  EXPECT_EQ(Sql("SELECT count(*) FROM tag_values"), 0);
+
+  // Wrong types, unknown tags and another bank's tags are permanent errors (dead-lettered).
+  pb::CreateTagRequest tag;
+  tag.mutable_tag()->set_name("bank_a_score");
+  tag.mutable_tag()->set_type(pb::TAG_TYPE_INT);
+  ASSERT_TRUE(service_->CreateTag(Operator("bank-a"), tag).ok());
+  pb::CustomerProfileChanged bad;
+  bad.set_customer_id("k-2");
+  bad.set_org_id("bank-b");
+  *bad.add_set_values() = IntValue("bank_a_score", 1);
+  absl::Status s = service_->HandleProfileMessage(ProfileMessage(bad));
+  EXPECT_TRUE(kafka::IsPermanent(s)) << s;
+  bad.mutable_set_values(0)->set_tag("gender");
+  EXPECT_TRUE(kafka::IsPermanent(service_->HandleProfileMessage(ProfileMessage(bad))));
+  bad.mutable_set_values(0)->set_tag("nope");
+  EXPECT_TRUE(kafka::IsPermanent(service_->HandleProfileMessage(ProfileMessage(bad))));
+  kafka::IncomingMessage garbage;
+  garbage.value = "not an envelope";
+  EXPECT_TRUE(kafka::IsPermanent(service_->HandleProfileMessage(garbage)));
+  EXPECT_FALSE(index_.Find("k-2").has_value());
+}
+
+TEST_F(SegmentsServiceTest, RfmScoresBecomeTagsUsableInRules) {
+  // 10 customers: customer i made i+1 purchases of (i+1)*1000 fen, the last one i days ago.
+  const absl::Time now = absl::Now();
+  for (int i = 0; i < 10; ++i) {
+    for (int k = 0; k <= i; ++k) {
+      marketing::events::v1::BusinessEvent ev;
+      ev.set_source("card");
+      ev.set_source_event_id(absl::StrCat("tx-", i, "-", k));
+      ev.set_event_type("credit_card.spend");
+      ev.set_customer_id(absl::StrCat("r-", i));
+      ev.set_org_id("bank-a");
+      ev.set_amount_fen((i + 1) * 1000);
+      ev.mutable_occurred_at()->set_seconds(absl::ToUnixSeconds(now - absl::Hours(24 * (i + k))));
+      auto env = kafka::MakeEnvelope("events.BusinessEvent", "bank-a", "t", ev);
+      kafka::IncomingMessage m;
+      m.value = env.SerializeAsString();
+      ASSERT_TRUE(service_->HandleBusinessEvent(m).ok());
+      if (k == 0) {
+        ASSERT_TRUE(service_->HandleBusinessEvent(m).ok());  // a duplicate
+      }
+    }
+  }
+  EXPECT_EQ(Sql("SELECT sum(txn_count) FROM rfm_aggregates"), 55);
+  auto scored = service_->RecomputeRfm(Operator("fed"));
+  ASSERT_TRUE(scored.ok()) << scored.status();
+  EXPECT_EQ(scored->customers_scored(), 10);
+  EXPECT_EQ(service_->RecomputeRfm(Operator("bank-a")).status().code(),
+            absl::StatusCode::kPermissionDenied);
+  // r-0: most recent, fewest, smallest → general_develop; r-9: oldest, most, biggest →
+  // important_retain.
+  auto value = [&](const std::string& c, const std::string& tag) {
+    return index_.ValueOf(*index_.Find(c), tag);
+  };
+  EXPECT_EQ(value("r-0", "rfm_r_score")->number, 5);
+  EXPECT_EQ(value("r-9", "rfm_f_score")->number, 5);
+  EXPECT_EQ(value("r-0", "rfm_group")->labels[0], "general_develop");
+  EXPECT_EQ(value("r-9", "rfm_group")->labels[0], "important_retain");
+  pb::Condition rule;
+  rule.mutable_compare()->set_tag("rfm_group");
+  rule.mutable_compare()->set_op(pb::EQ);
+  rule.mutable_compare()->mutable_value()->set_enum_value("important_retain");
+  const std::string seg = CreateRule("bank-a", rule);
+  EXPECT_EQ(*Members("bank-a", "r-9", {Ref(seg)}), std::vector<bool>{true});
+  EXPECT_EQ(*Members("bank-a", "r-0", {Ref(seg)}), std::vector<bool>{false});
+}
+
+TEST_F(SegmentsServiceTest, RebuiltIndexAnswersLikeTheLiveOne) {
+  std::string csv = "customer_id,age,region_county,product_holdings,last_login_date\n";
+  for (int i = 0; i < 500; ++i) {
+    absl::StrAppend(&csv, "c", i, ",", i % 80, ",county-0", 1 + i % 9, ",",
+                    i % 3 ? "deposit|fund" : "loan", ",2026-", (1 + i % 12) / 10, (1 + i % 12) % 10,
+                    "-1", i % 10, "\n");
+  }
+  Import("bank-a", "customer_id\n");  // nothing: header only
+  EXPECT_EQ(Import("fed", csv).rows_imported(), 500);
+  pb::Condition rule;
+  auto* all = rule.mutable_all();
+  *all->add_conditions() = Compare("age", pb::GT, 30);
+  auto* in = all->add_conditions()->mutable_in();
+  in->set_tag("product_holdings");
+  in->add_values()->set_enum_value("fund");
+  auto* range = all->add_conditions()->mutable_range();
+  range->set_tag("last_login_date");
+  range->mutable_low()->set_date_value("2026-03-01");
+  range->mutable_high()->set_date_value("2026-09-30");
+  const std::string seg = CreateRule("fed", rule);
+  const int64_t live = *CountOf("fed", Ref(seg));
+  EXPECT_GT(live, 0);
+
+  TagIndex rebuilt;
+  SegmentService restarted(*store_, rebuilt, SystemClock());
+  ASSERT_TRUE(restarted.Rebuild().ok());
+  pb::CountRequest count;
+  count.set_org_id("fed");
+  *count.mutable_segment() = Ref(seg);
+  EXPECT_EQ(restarted.Count(count)->count(), live);
+  EXPECT_EQ(rebuilt.customer_count(), index_.customer_count());
+}
+
+}  // namespace
+}  // namespace mkt::segments
