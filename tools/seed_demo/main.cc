@@ -3,19 +3,32 @@
 // recorded in an existing file are kept while they still exist.
 //
 //   mkt-seed-demo --channels 127.0.0.1:20061 --out .local/credentials.json
-//                 [--rewards 127.0.0.1:20071] [--gateway-url http://127.0.0.1:8080]
+//                 [--rewards 127.0.0.1:20071] [--campaigns 127.0.0.1:20031]
+//                 [--gateway-url http://127.0.0.1:8080]
 // With --rewards it also funds a demo campaign budget per org and grants each demo customer
 // welcome points, through the ledger's own idempotent Fund and Grant calls.
+// With --campaigns it creates the member banks and a branch in the campaigns service, takes a
+// coupon campaign of bank-a through maker-checker to ONLINE, saves a federation lottery as a
+// template and copies it into a bank-b draft. Campaign ids are the service's, so each step first
+// looks for what an earlier run made and carries on from the state it finds.
 #include <sys/stat.h>
 
 #include <fstream>
+#include <functional>
 #include <iostream>
 #include <map>
+#include <optional>
 #include <string>
+#include <thread>
+#include <vector>
 
+#include "absl/time/clock.h"
 #include "libs/core/status.h"
+#include "libs/rpc/actor.h"
 #include "libs/rpc/client.h"
 #include "libs/rpc/server.h"
+#include "libs/tenancy/tenancy.h"
+#include "marketing/campaigns/v1/campaigns.grpc.pb.h"
 #include "marketing/channels/v1/channels.grpc.pb.h"
 #include "marketing/rewards/v1/ledger.grpc.pb.h"
 #include "nlohmann/json.hpp"
@@ -155,6 +168,363 @@ absl::Status SeedLedger(const std::string& target, const std::string& org,
   return absl::OkStatus();
 }
 
+namespace cmp = ::marketing::campaigns::v1;
+using mkt::tenancy::Actor;
+using mkt::tenancy::Role;
+
+// The operators the demo acts as. Until the gateway's admin sessions exist, whoever calls the
+// campaigns service directly names the operator in metadata (decision 007).
+struct DemoOperator {
+  const char* key;
+  const char* org;
+  const char* operator_id;
+  Role role;
+  const char* use;
+};
+constexpr DemoOperator kOperators[] = {
+    {"root", "fed", "root", Role::kAdmin, "federation admin: creates orgs"},
+    {"fred", "fed", "fred", Role::kPlanner, "federation planner: owns the lottery template"},
+    {"alice", "bank-a", "alice", Role::kPlanner, "bank-a planner: maker of the coupon campaign"},
+    {"bob", "bank-a", "bob", Role::kApprover, "bank-a approver: checker of alice's campaigns"},
+    {"beth", "bank-b", "beth", Role::kPlanner, "bank-b planner: owns the draft from the template"},
+};
+
+Actor ActorFor(const DemoOperator& op) { return Actor{op.org, op.operator_id, {op.role}}; }
+
+Actor Operator(std::string_view key) {
+  for (const DemoOperator& op : kOperators) {
+    if (key == op.key) return ActorFor(op);
+  }
+  return Actor{};
+}
+
+struct CampaignOrg {
+  const char* id;
+  const char* name;
+  const char* region;
+};
+constexpr CampaignOrg kCampaignOrgs[] = {
+    {"bank-a", "Member bank A (rural commercial bank)", "north"},
+    {"bank-b", "Member bank B (rural credit cooperative)", "south"},
+    {"bank-a.branch-01", "Bank A, branch 01", "north"},
+};
+
+constexpr char kCouponName[] = "Payroll customers: 50 yuan coupon";
+constexpr char kLotteryName[] = "New year lottery (federation)";
+constexpr char kTemplateName[] = "New year lottery";
+constexpr char kBankBDraftName[] = "Bank B new year lottery";
+// How long to wait for the scheduler to take the published coupon campaign online.
+constexpr absl::Duration kOnlineWait = absl::Seconds(5);
+
+google::protobuf::Timestamp Ts(absl::Time t) {
+  google::protobuf::Timestamp ts;
+  ts.set_seconds(absl::ToUnixSeconds(t));
+  return ts;
+}
+
+json ActorJson(const DemoOperator& op) {
+  return json{{"org_id", op.org},
+              {"operator_id", op.operator_id},
+              {"roles", {std::string(mkt::tenancy::RoleName(op.role))}},
+              {"use", op.use}};
+}
+
+json CampaignJson(const cmp::Campaign& c) {
+  json flagged = json::array();
+  for (const std::string& f : c.flagged_fields()) flagged.push_back(f);
+  return json{{"campaign_id", c.id()},
+              {"org_id", c.org_id()},
+              {"name", c.draft().name()},
+              {"type", cmp::CampaignType_Name(c.draft().type())},
+              {"state", cmp::CampaignState_Name(c.state())},
+              {"live_version", c.live_version()},
+              {"flagged_fields", flagged}};
+}
+
+// Seeds the campaigns service; `done` collects what this run changed (empty on a replay).
+class CampaignSeeder {
+ public:
+  explicit CampaignSeeder(const std::string& target)
+      : stub_(cmp::Campaigns::NewStub(mkt::rpc::Connect(target))) {}
+
+  const std::vector<std::string>& done() const { return done_; }
+
+  // Creates the org unless it exists.
+  absl::Status EnsureOrg(const CampaignOrg& org) {
+    const Actor root = Operator("root");
+    cmp::GetOrgRequest get;
+    get.set_id(org.id);
+    absl::Status found = Call(root, &cmp::Campaigns::Stub::GetOrg, get).status();
+    if (found.ok()) return absl::OkStatus();
+    if (found.code() != absl::StatusCode::kNotFound) return found;
+    cmp::CreateOrgRequest create;
+    create.set_id(org.id);
+    create.set_display_name(org.name);
+    create.set_region(org.region);
+    absl::Status created = Call(root, &cmp::Campaigns::Stub::CreateOrg, create).status();
+    if (created.code() == absl::StatusCode::kAlreadyExists) return absl::OkStatus();
+    MKT_RETURN_IF_ERROR(created);
+    done_.push_back(std::string("created org ") + org.id);
+    return absl::OkStatus();
+  }
+
+  // Bank-a's coupon campaign, taken as far as ONLINE: created by alice, submitted by alice,
+  // approved by bob, published by alice, started by the service's scheduler.
+  absl::StatusOr<cmp::Campaign> EnsureCouponCampaign() {
+    const Actor alice = Operator("alice");
+    const Actor bob = Operator("bob");
+    MKT_ASSIGN_OR_RETURN(
+        std::optional<cmp::Campaign> found,
+        FindCampaign(alice, "bank-a", cmp::COUPON_CLAIM, [](const cmp::Campaign& c) {
+          // One that ran its month out (or was archived) leaves room for a fresh one.
+          return c.draft().name() == kCouponName && c.state() != cmp::ENDED &&
+                 c.state() != cmp::ARCHIVED;
+        }));
+    cmp::Campaign c;
+    if (found) {
+      c = *std::move(found);
+    } else {
+      cmp::CreateCampaignRequest create;
+      create.set_org_id("bank-a");
+      *create.mutable_config() = CouponConfig(absl::Now());
+      MKT_ASSIGN_OR_RETURN(c, Call(alice, &cmp::Campaigns::Stub::CreateCampaign, create));
+      done_.push_back("created coupon campaign " + c.id());
+    }
+    // Carry on from wherever an earlier (interrupted) run left it.
+    if (c.state() == cmp::DRAFT) {
+      MKT_ASSIGN_OR_RETURN(c, Act(alice, &cmp::Campaigns::Stub::SubmitCampaign, c, "submit"));
+    }
+    if (c.state() == cmp::PENDING_APPROVAL) {
+      MKT_ASSIGN_OR_RETURN(c, Act(bob, &cmp::Campaigns::Stub::ApproveCampaign, c, "approve"));
+    }
+    if (c.state() == cmp::APPROVED) {
+      MKT_ASSIGN_OR_RETURN(c, Act(alice, &cmp::Campaigns::Stub::PublishCampaign, c, "publish"));
+    }
+    // The scheduler starts it at its window (now); with the scheduler off it stays SCHEDULED.
+    const absl::Time deadline = absl::Now() + kOnlineWait;
+    while (c.state() == cmp::SCHEDULED && absl::Now() < deadline) {
+      absl::SleepFor(absl::Milliseconds(200));
+      cmp::GetCampaignRequest get;
+      get.set_campaign_id(c.id());
+      MKT_ASSIGN_OR_RETURN(c, Call(alice, &cmp::Campaigns::Stub::GetCampaign, get));
+    }
+    return c;
+  }
+
+  // The federation's lottery template, saved by fred from a lottery draft of the federation.
+  absl::StatusOr<cmp::Template> EnsureLotteryTemplate() {
+    const Actor fred = Operator("fred");
+    cmp::ListTemplatesRequest list;
+    list.set_type(cmp::LOTTERY);
+    list.mutable_page()->set_page_size(500);
+    while (true) {
+      MKT_ASSIGN_OR_RETURN(cmp::ListTemplatesResponse page,
+                           Call(fred, &cmp::Campaigns::Stub::ListTemplates, list));
+      for (const cmp::Template& t : page.templates()) {
+        if (t.org_id() == mkt::tenancy::kFederation && t.name() == kTemplateName) return t;
+      }
+      if (page.page().next_page_token().empty()) break;
+      list.mutable_page()->set_page_token(page.page().next_page_token());
+    }
+    MKT_ASSIGN_OR_RETURN(
+        std::optional<cmp::Campaign> source,
+        FindCampaign(fred, mkt::tenancy::kFederation, cmp::LOTTERY, [](const cmp::Campaign& c) {
+          return c.org_id() == mkt::tenancy::kFederation && c.draft().name() == kLotteryName;
+        }));
+    if (!source) {
+      cmp::CreateCampaignRequest create;
+      create.set_org_id(mkt::tenancy::kFederation);
+      *create.mutable_config() = LotteryConfig(absl::Now());
+      MKT_ASSIGN_OR_RETURN(source, Call(fred, &cmp::Campaigns::Stub::CreateCampaign, create));
+      done_.push_back("created lottery campaign " + source->id());
+    }
+    cmp::SaveAsTemplateRequest save;
+    save.set_campaign_id(source->id());
+    save.set_name(kTemplateName);
+    save.set_description(
+        "A prize draw for the new year: red envelopes and points, one draw a day per customer. "
+        "Set your own window, budget and audience.");
+    save.set_org_id(mkt::tenancy::kFederation);
+    MKT_ASSIGN_OR_RETURN(cmp::Template t, Call(fred, &cmp::Campaigns::Stub::SaveAsTemplate, save));
+    done_.push_back("saved template " + t.id());
+    return t;
+  }
+
+  // Beth's bank-b draft copied from the template, left as a draft with its flagged fields.
+  absl::StatusOr<cmp::Campaign> EnsureDraftFromTemplate(const cmp::Template& t) {
+    const Actor beth = Operator("beth");
+    MKT_ASSIGN_OR_RETURN(
+        std::optional<cmp::Campaign> found,
+        FindCampaign(beth, "bank-b", cmp::CAMPAIGN_TYPE_UNSPECIFIED, [&](const cmp::Campaign& c) {
+          return c.org_id() == "bank-b" && c.source_template_id() == t.id();
+        }));
+    if (found) return *std::move(found);
+    cmp::CreateFromTemplateRequest create;
+    create.set_template_id(t.id());
+    create.set_org_id("bank-b");
+    create.set_name(kBankBDraftName);
+    MKT_ASSIGN_OR_RETURN(cmp::Campaign c,
+                         Call(beth, &cmp::Campaigns::Stub::CreateFromTemplate, create));
+    done_.push_back("created bank-b draft " + c.id() + " from the template");
+    return c;
+  }
+
+ private:
+  template <class Request, class Response>
+  using Method = grpc::Status (cmp::Campaigns::Stub::*)(grpc::ClientContext*, const Request&,
+                                                        Response*);
+
+  template <class Request, class Response>
+  absl::StatusOr<Response> Call(const Actor& actor, Method<Request, Response> method,
+                                const Request& request) {
+    grpc::ClientContext ctx;
+    mkt::rpc::PrepareClientContext(ctx, absl::Seconds(10), "seed-demo");
+    mkt::rpc::AttachActor(ctx, actor);
+    Response response;
+    MKT_RETURN_IF_ERROR(mkt::rpc::FromGrpcStatus((stub_.get()->*method)(&ctx, request, &response)));
+    return response;
+  }
+
+  absl::StatusOr<cmp::Campaign> Act(const Actor& actor,
+                                    Method<cmp::CampaignActionRequest, cmp::Campaign> method,
+                                    const cmp::Campaign& c, const std::string& what) {
+    cmp::CampaignActionRequest request;
+    request.set_campaign_id(c.id());
+    request.set_expected_revision(c.revision());
+    request.set_comment("demo data");
+    absl::StatusOr<cmp::Campaign> after = Call(actor, method, request);
+    if (after.ok()) done_.push_back(what + " " + c.id() + " as " + actor.operator_id);
+    return after;
+  }
+
+  // The first campaign of `org`'s subtree (of `type` unless unspecified) that `match` accepts.
+  absl::StatusOr<std::optional<cmp::Campaign>> FindCampaign(
+      const Actor& actor, const std::string& org, cmp::CampaignType type,
+      const std::function<bool(const cmp::Campaign&)>& match) {
+    cmp::ListCampaignsRequest list;
+    list.set_org_id(org);
+    list.set_type(type);
+    list.mutable_page()->set_page_size(500);
+    while (true) {
+      MKT_ASSIGN_OR_RETURN(cmp::ListCampaignsResponse page,
+                           Call(actor, &cmp::Campaigns::Stub::ListCampaigns, list));
+      for (const cmp::Campaign& c : page.campaigns()) {
+        if (match(c)) return c;
+      }
+      if (page.page().next_page_token().empty()) return std::nullopt;
+      list.mutable_page()->set_page_token(page.page().next_page_token());
+    }
+  }
+
+  static void AddChannel(cmp::CampaignConfig& c, const char* title, const char* description,
+                         const char* image, const char* rules) {
+    cmp::ChannelPlacement* p = c.add_channels();
+    p->set_channel("mobile_banking");
+    p->mutable_content()->set_title(title);
+    p->mutable_content()->set_description(description);
+    p->mutable_content()->set_image_url(image);
+    p->mutable_content()->set_rules_text(rules);
+  }
+
+  // Complete in all five steps; segment and benefit ids are the service's built-in demo catalog.
+  static cmp::CampaignConfig CouponConfig(absl::Time now) {
+    cmp::CampaignConfig c;
+    c.set_name(kCouponName);
+    c.set_type(cmp::COUPON_CLAIM);
+    c.set_plan_id("demo-2026-q4");
+    c.set_department("retail banking");
+    *c.mutable_start_time() = Ts(now);
+    *c.mutable_end_time() = Ts(now + absl::Hours(24 * 30));
+    c.set_priority(100);
+    c.set_description("Payroll customers of bank A claim one 50-yuan coupon each.");
+    c.mutable_audience()->add_include()->set_segment_id("seg-a-payroll");
+    c.mutable_limits()->set_per_customer_total(1);
+    cmp::RewardItem* reward = c.add_rewards();
+    reward->set_benefit_template_id("bt-fed-coupon-50");
+    reward->set_quantity(1);
+    c.set_budget_cap_fen(10'000'000);
+    AddChannel(c, "50 yuan off for payroll customers",
+               "Claim a 50-yuan coupon in the mobile banking app.",
+               "https://img.example.cn/demo/coupon-50.png",
+               "One coupon per customer while the budget lasts.");
+    return c;
+  }
+
+  static cmp::CampaignConfig LotteryConfig(absl::Time now) {
+    cmp::CampaignConfig c;
+    c.set_name(kLotteryName);
+    c.set_type(cmp::LOTTERY);
+    c.set_department("federation marketing");
+    *c.mutable_start_time() = Ts(now);
+    *c.mutable_end_time() = Ts(now + absl::Hours(24 * 30));
+    c.set_priority(50);
+    c.set_description("One prize draw a day for every adult customer.");
+    c.mutable_audience()->add_include()->set_segment_id("seg-fed-all-adults");
+    c.mutable_limits()->set_per_customer_daily(1);
+    c.mutable_limits()->set_per_customer_total(7);
+    cmp::Prize* red_envelope = c.add_prizes();
+    red_envelope->set_name("Red envelope 8.88 yuan");
+    red_envelope->set_benefit_template_id("bt-fed-red-envelope-888");
+    red_envelope->set_quantity(1);
+    red_envelope->set_probability_bp(2000);
+    cmp::Prize* points = c.add_prizes();
+    points->set_name("100 points");
+    points->set_benefit_template_id("bt-fed-points-100");
+    points->set_quantity(1);
+    points->set_probability_bp(5000);
+    c.set_budget_cap_fen(50'000'000);
+    AddChannel(c, "New year lottery", "Draw once a day for a red envelope or points.",
+               "https://img.example.cn/demo/new-year-lottery.png",
+               "One draw per customer a day, seven in all.");
+    return c;
+  }
+
+  std::unique_ptr<cmp::Campaigns::Stub> stub_;
+  std::vector<std::string> done_;
+};
+
+// Returns the "campaigns" entry of the credentials file.
+absl::StatusOr<json> SeedCampaigns(const std::string& target) {
+  CampaignSeeder seeder(target);
+  json orgs = json::array();
+  for (const CampaignOrg& org : kCampaignOrgs) {
+    MKT_RETURN_IF_ERROR(seeder.EnsureOrg(org));
+    orgs.push_back({{"org_id", org.id}, {"name", org.name}, {"region", org.region}});
+  }
+  MKT_ASSIGN_OR_RETURN(cmp::Campaign coupon, seeder.EnsureCouponCampaign());
+  if (coupon.state() != cmp::ONLINE) {
+    std::cerr << "note: coupon campaign " << coupon.id() << " is "
+              << cmp::CampaignState_Name(coupon.state())
+              << ", not ONLINE (is the scheduler off, MKT_CAMPAIGNS_SCHEDULER_INTERVAL_MS=0?)\n";
+  }
+  MKT_ASSIGN_OR_RETURN(cmp::Template lottery, seeder.EnsureLotteryTemplate());
+  MKT_ASSIGN_OR_RETURN(cmp::Campaign draft, seeder.EnsureDraftFromTemplate(lottery));
+
+  if (seeder.done().empty()) {
+    std::cout << "campaigns: already seeded, nothing changed\n";
+  } else {
+    for (const std::string& d : seeder.done()) std::cout << "campaigns: " << d << "\n";
+  }
+  json actors = json::object();
+  for (const DemoOperator& op : kOperators) actors[op.key] = ActorJson(op);
+  return json{
+      {"grpc_target", target},
+      {"actor_metadata_note",
+       "Every call to the campaigns service names its operator in gRPC metadata: x-mkt-org, "
+       "x-mkt-operator, x-mkt-roles (comma-separated). Use the actors below."},
+      {"actors", actors},
+      {"orgs", orgs},
+      {"coupon_campaign", CampaignJson(coupon)},
+      {"lottery_template",
+       {{"template_id", lottery.id()},
+        {"org_id", lottery.org_id()},
+        {"name", lottery.name()},
+        {"type", cmp::CampaignType_Name(lottery.type())},
+        {"source_campaign_id", lottery.source_campaign_id()}}},
+      {"bank_b_draft", CampaignJson(draft)},
+  };
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -162,6 +532,7 @@ int main(int argc, char** argv) {
   std::string out_path = ".local/credentials.json";
   std::string gateway_url = "http://127.0.0.1:8080";
   std::string rewards_target;
+  std::string campaigns_target;
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string a = argv[i];
     if (a == "--channels")
@@ -172,10 +543,12 @@ int main(int argc, char** argv) {
       gateway_url = argv[i + 1];
     else if (a == "--rewards")
       rewards_target = argv[i + 1];
+    else if (a == "--campaigns")
+      campaigns_target = argv[i + 1];
     else {
-      std::cerr
-          << "usage: " << argv[0]
-          << " [--channels HOST:PORT] [--rewards HOST:PORT] [--out FILE] [--gateway-url URL]\n";
+      std::cerr << "usage: " << argv[0]
+                << " [--channels HOST:PORT] [--rewards HOST:PORT] [--campaigns HOST:PORT]"
+                   " [--out FILE] [--gateway-url URL]\n";
       return 2;
     }
   }
@@ -224,6 +597,16 @@ int main(int argc, char** argv) {
     }
   }
 
+  json campaigns = nullptr;
+  if (!campaigns_target.empty()) {
+    absl::StatusOr<json> seeded = SeedCampaigns(campaigns_target);
+    if (!seeded.ok()) {
+      std::cerr << "seeding the campaigns service failed: " << seeded.status().message() << "\n";
+      return 1;
+    }
+    campaigns = *std::move(seeded);
+  }
+
   json doc = {
       {"gateway_url", gateway_url},
       {"orgs", orgs},
@@ -232,9 +615,12 @@ int main(int argc, char** argv) {
       {"demo_campaign", rewards_target.empty() ? json(nullptr)
                                                : json{{"campaign_id", kDemoCampaign},
                                                       {"budget_fen_per_org", kDemoBudgetFen}}},
+      {"campaigns", campaigns},
       {"operators", json::array()},
       {"operators_note",
-       "Operator accounts (one per role and org) arrive with the admin API; none exist yet."},
+       "Operator accounts (one per role and org) arrive with the admin API; none exist yet. "
+       "Until then the campaigns service takes the operator from gRPC metadata: see "
+       "campaigns.actors."},
   };
   std::string tmp = out_path + ".tmp";
   {
@@ -251,6 +637,8 @@ int main(int argc, char** argv) {
     return 1;
   }
   std::cout << "demo data: " << orgs.size() << " orgs, " << channels.size() << " channels, "
-            << customers.size() << " customers -> " << out_path << "\n";
+            << customers.size() << " customers"
+            << (campaigns.is_null() ? "" : ", campaigns (see \"campaigns\")") << " -> " << out_path
+            << "\n";
   return 0;
 }
