@@ -50,8 +50,9 @@ constexpr int64_t kFirstProvisionalLotId = int64_t{1} << 62;
 
 // ------------------------------------------------------------------------------------------------
 // SQL. Times cross as RFC 3339 text ($n::timestamptz in, microseconds since the epoch out);
-// many rows cross as one JSON array read with json_populate_recordset, so a whole group commit
-// is a handful of statements whatever the number of batches.
+// many rows cross as one JSON array read with jsonb_populate_recordset (the transfers of a group
+// commit as parallel arrays read with unnest, which the server reads fastest), so a whole group
+// commit is a handful of statements whatever the number of batches.
 
 #define MKT_ACCOUNT_COLUMNS                                                               \
   "a.id, a.org_id, a.asset, a.asset_ref, a.owner_kind, a.owner_id, "                      \
@@ -86,7 +87,7 @@ constexpr char kKeyLookupsOnly[] =
     "SET LOCAL enable_seqscan = off; SET LOCAL enable_hashjoin = off; "
     "SET LOCAL enable_mergejoin = off";
 constexpr char kSelectAccountIds[] =
-    "SELECT a.id, k.ordinality FROM json_populate_recordset(NULL::accounts, $1::json) "
+    "SELECT a.id, k.ordinality FROM jsonb_populate_recordset(NULL::accounts, $1::jsonb) "
     "WITH ORDINALITY AS k JOIN accounts a ON a.org_id = k.org_id AND a.asset = k.asset "
     "AND a.asset_ref = k.asset_ref AND a.owner_kind = k.owner_kind AND a.owner_id = k.owner_id";
 // In key order, so that two transactions creating the same accounts never wait on each other
@@ -96,7 +97,7 @@ constexpr char kInsertAccounts[] =
     "debits_must_not_exceed_credits, credits_must_not_exceed_debits, created_at) "
     "SELECT k.org_id, k.asset, k.asset_ref, k.owner_kind, k.owner_id, "
     "k.debits_must_not_exceed_credits, k.credits_must_not_exceed_debits, k.created_at "
-    "FROM json_populate_recordset(NULL::accounts, $1::json) WITH ORDINALITY AS k "
+    "FROM jsonb_populate_recordset(NULL::accounts, $1::jsonb) WITH ORDINALITY AS k "
     "ORDER BY k.ordinality "
     "ON CONFLICT (org_id, asset, asset_ref, owner_kind, owner_id) DO NOTHING RETURNING id";
 // The sort sits below the row locks, so rows are locked in id order: no deadlocks between
@@ -120,7 +121,7 @@ constexpr char kUpdateAccountTotals[] =
     "credits_posted = a.credits_posted + r.credits_posted, "
     "debits_pending = a.debits_pending + r.debits_pending, "
     "credits_pending = a.credits_pending + r.credits_pending "
-    "FROM json_populate_recordset(NULL::accounts, $1::json) AS r WHERE a.id = r.id";
+    "FROM jsonb_populate_recordset(NULL::accounts, $1::jsonb) AS r WHERE a.id = r.id";
 constexpr char kDeleteAccounts[] = "DELETE FROM accounts WHERE id = ANY($1::bigint[])";
 
 // Most ids of a group commit are new: their existence is checked on the primary key alone, and
@@ -144,20 +145,27 @@ constexpr char kLockTimedOut[] =
     "SELECT id, debit_account_id, credit_account_id FROM transfers "
     "WHERE state = 1 AND pending AND timeout_at < $1::timestamptz "
     "ORDER BY timeout_at, id LIMIT $2 FOR UPDATE SKIP LOCKED";
+// Parallel arrays, one per column, read with unnest: for a group commit's transfers the server
+// reads them in about two thirds of the time a JSON row set takes.
 constexpr char kInsertTransfers[] =
     "INSERT INTO transfers (id, batch_id, debit_account_id, credit_account_id, asset, amount, "
     "code, state, pending, campaign_id, event_id, order_id, metadata, reverses_transfer_id, "
     "pending_id, reversed_amount, content_hash, debit_balance_after, credit_balance_after, "
     "created_at, timeout_at) "
-    "SELECT r.id, r.batch_id, r.debit_account_id, r.credit_account_id, r.asset, r.amount, "
-    "r.code, r.state, r.pending, r.campaign_id, r.event_id, r.order_id, r.metadata, "
-    "r.reverses_transfer_id, r.pending_id, r.reversed_amount, r.content_hash, "
-    "r.debit_balance_after, r.credit_balance_after, r.created_at, r.timeout_at "
-    "FROM json_populate_recordset(NULL::transfers, $1::json) WITH ORDINALITY AS r "
-    "ORDER BY r.ordinality ON CONFLICT (id) DO NOTHING RETURNING 1";
+    "SELECT u.id, u.batch_id, u.debit, u.credit, u.asset, u.amount, u.code, u.state, u.pending, "
+    "u.campaign_id, u.event_id, u.order_id, u.metadata::jsonb, u.reverses, u.pending_id, "
+    "u.reversed, u.hash, u.debit_after, u.credit_after, u.created_at::timestamptz, "
+    "NULLIF(u.timeout_at, '')::timestamptz "
+    "FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::smallint[], "
+    "$6::bigint[], $7::smallint[], $8::smallint[], $9::boolean[], $10::text[], $11::text[], "
+    "$12::text[], $13::text[], $14::text[], $15::text[], $16::bigint[], $17::text[], "
+    "$18::bigint[], $19::bigint[], $20::text[], $21::text[]) WITH ORDINALITY AS u(id, batch_id, "
+    "debit, credit, asset, amount, code, state, pending, campaign_id, event_id, order_id, "
+    "metadata, reverses, pending_id, reversed, hash, debit_after, credit_after, created_at, "
+    "timeout_at, ord) ORDER BY u.ord ON CONFLICT (id) DO NOTHING RETURNING 1";
 constexpr char kUpdateTransfers[] =
     "UPDATE transfers t SET state = r.state, reversed_amount = t.reversed_amount + "
-    "r.reversed_amount FROM json_populate_recordset(NULL::transfers, $1::json) AS r "
+    "r.reversed_amount FROM jsonb_populate_recordset(NULL::transfers, $1::jsonb) AS r "
     "WHERE t.id = r.id";
 
 constexpr char kSelectOpenLots[] = "SELECT " MKT_LOT_COLUMNS
@@ -179,21 +187,21 @@ constexpr char kInsertLots[] =
     "restored_from_lot_id, expired_at, created_at) "
     "SELECT r.id, r.account_id, r.amount, r.remaining, r.expires_at, r.granted_by_transfer_id, "
     "r.restored_from_lot_id, r.expired_at, r.created_at "
-    "FROM json_populate_recordset(NULL::lots, $1::json) AS r ORDER BY r.id";
+    "FROM jsonb_populate_recordset(NULL::lots, $1::jsonb) AS r ORDER BY r.id";
 // The same rows with ids from the sequence, drawn in provisional-id (creation) order.
 constexpr char kInsertLotsDrawingIds[] =
     "INSERT INTO lots (account_id, amount, remaining, expires_at, granted_by_transfer_id, "
     "restored_from_lot_id, expired_at, created_at) "
     "SELECT r.account_id, r.amount, r.remaining, r.expires_at, r.granted_by_transfer_id, "
     "r.restored_from_lot_id, r.expired_at, r.created_at "
-    "FROM json_populate_recordset(NULL::lots, $1::json) AS r ORDER BY r.id";
+    "FROM jsonb_populate_recordset(NULL::lots, $1::jsonb) AS r ORDER BY r.id";
 constexpr char kUpdateLots[] =
     "UPDATE lots l SET remaining = r.remaining, expired_at = r.expired_at "
-    "FROM json_populate_recordset(NULL::lots, $1::json) AS r WHERE l.id = r.id";
+    "FROM jsonb_populate_recordset(NULL::lots, $1::jsonb) AS r WHERE l.id = r.id";
 constexpr char kInsertMovements[] =
     "INSERT INTO lot_movements (transfer_id, lot_id, origin_lot_id, amount) "
     "SELECT r.transfer_id, r.lot_id, r.origin_lot_id, r.amount "
-    "FROM json_populate_recordset(NULL::lot_movements, $1::json) AS r";
+    "FROM jsonb_populate_recordset(NULL::lot_movements, $1::jsonb) AS r";
 constexpr char kSelectExpiredLots[] =
     "SELECT l.id, l.account_id, a.org_id FROM lots l JOIN accounts a ON a.id = l.account_id "
     "WHERE l.remaining > 0 AND l.expires_at < $1::timestamptz "
@@ -394,9 +402,44 @@ absl::Time TimeOf(const google::protobuf::Timestamp& ts) {
   return absl::FromUnixSeconds(ts.seconds()) + absl::Nanoseconds(ts.nanos());
 }
 
-// Writes the JSON array of objects that a statement reads with json_populate_recordset. By hand
-// rather than through a DOM: it is on the path of every group commit. Text is valid UTF-8 (see
-// IsCleanText), so only quotes, backslashes and control characters need escaping.
+// JSON text by hand rather than through a DOM: it is on the path of every group commit. Text is
+// valid UTF-8 (see IsCleanText), so only quotes, backslashes and control characters need escaping.
+void AppendJsonQuoted(std::string& out, std::string_view value) {
+  out += '"';
+  size_t start = 0;
+  for (size_t i = 0; i < value.size(); ++i) {
+    const unsigned char c = static_cast<unsigned char>(value[i]);
+    if (c >= 0x20 && c != '"' && c != '\\') continue;
+    out.append(value.data() + start, i - start);
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += static_cast<char>(c);
+    } else {
+      absl::StrAppend(&out, "\\u00", absl::Hex(c, absl::kZeroPad2));
+    }
+    start = i + 1;
+  }
+  out.append(value.data() + start, value.size() - start);
+  out += '"';
+}
+
+// A string map as a JSON object with sorted keys, so that equal maps store equal documents.
+void AppendJsonObject(std::string& out,
+                      const google::protobuf::Map<std::string, std::string>& map) {
+  std::map<std::string_view, std::string_view> sorted(map.begin(), map.end());
+  out += '{';
+  bool first = true;
+  for (const auto& [k, v] : sorted) {
+    if (!first) out += ',';
+    first = false;
+    AppendJsonQuoted(out, k);
+    out += ':';
+    AppendJsonQuoted(out, v);
+  }
+  out += '}';
+}
+
+// Writes the JSON array of objects that a statement reads with jsonb_populate_recordset.
 class JsonRows {
  public:
   JsonRows& Row() {
@@ -432,18 +475,7 @@ class JsonRows {
   JsonRows& TextMap(std::string_view key,
                     const google::protobuf::Map<std::string, std::string>& map) {
     Key(key);
-    // Sorted, so that equal maps store equal documents.
-    std::map<std::string_view, std::string_view> sorted(map.begin(), map.end());
-    out_ += '{';
-    bool first = true;
-    for (const auto& [k, v] : sorted) {
-      if (!first) out_ += ',';
-      first = false;
-      AppendQuoted(k);
-      out_ += ':';
-      AppendQuoted(v);
-    }
-    out_ += '}';
+    AppendJsonObject(out_, map);
     return *this;
   }
 
@@ -457,24 +489,7 @@ class JsonRows {
     AppendQuoted(key);
     out_ += ':';
   }
-  void AppendQuoted(std::string_view value) {
-    out_ += '"';
-    size_t start = 0;
-    for (size_t i = 0; i < value.size(); ++i) {
-      const unsigned char c = static_cast<unsigned char>(value[i]);
-      if (c >= 0x20 && c != '"' && c != '\\') continue;
-      out_.append(value.data() + start, i - start);
-      if (c == '"' || c == '\\') {
-        out_ += '\\';
-        out_ += static_cast<char>(c);
-      } else {
-        absl::StrAppend(&out_, "\\u00", absl::Hex(c, absl::kZeroPad2));
-      }
-      start = i + 1;
-    }
-    out_.append(value.data() + start, value.size() - start);
-    out_ += '"';
-  }
+  void AppendQuoted(std::string_view value) { AppendJsonQuoted(out_, value); }
 
   std::string out_;
   bool first_ = true;
@@ -640,33 +655,65 @@ StoredTransfer TransferFromRow(const pqxx::row& row) {
   return s;
 }
 
-void AddTransferRow(JsonRows& rows, const StoredTransfer& s) {
-  const pb::Transfer& t = s.t;
-  rows.Row()
-      .Text("id", t.id())
-      .Text("batch_id", t.batch_id())
-      .Int("debit_account_id", t.debit_account_id())
-      .Int("credit_account_id", t.credit_account_id())
-      .Int("asset", t.asset())
-      .Int("amount", t.amount())
-      .Int("code", t.code())
-      .Int("state", t.state())
-      .Bool("pending", s.pending)
-      .Text("campaign_id", t.campaign_id())
-      .Text("event_id", t.event_id())
-      .Text("order_id", t.order_id())
-      .TextMap("metadata", t.metadata())
-      .Text("reverses_transfer_id", t.reverses_transfer_id())
-      .Text("pending_id", t.pending_id())
-      .Int("reversed_amount", s.reversed_amount)
-      .Text("content_hash", s.content_hash)
-      .Int("debit_balance_after", s.debit_balance_after)
-      .Int("credit_balance_after", s.credit_balance_after)
-      .Time("created_at", TimeOf(t.created_at()))
-      .OptionalTime("timeout_at", t.has_timeout_at()
-                                      ? std::optional<absl::Time>(TimeOf(t.timeout_at()))
-                                      : std::nullopt);
-}
+// One column of a multi-row statement as a PostgreSQL array literal.
+class ArrayColumn {
+ public:
+  void Text(std::string_view value) { pg::AppendTextArrayElement(literal_, value); }
+  void Int(int64_t value) {
+    if (literal_.size() > 1) literal_ += ',';
+    absl::StrAppend(&literal_, value);
+  }
+  void Bool(bool value) { Int(value ? 1 : 0); }
+  std::string Finish() const { return literal_ + "}"; }
+
+ private:
+  std::string literal_ = "{";
+};
+
+// The new transfers of a group commit, column by column (kInsertTransfers).
+struct TransferColumns {
+  ArrayColumn id, batch_id, debit, credit, asset, amount, code, state, pending, campaign_id,
+      event_id, order_id, metadata, reverses, pending_id, reversed, hash, debit_after, credit_after,
+      created_at, timeout_at;
+  size_t rows = 0;
+
+  void Add(const StoredTransfer& s) {
+    const pb::Transfer& t = s.t;
+    id.Text(t.id());
+    batch_id.Text(t.batch_id());
+    debit.Int(t.debit_account_id());
+    credit.Int(t.credit_account_id());
+    asset.Int(t.asset());
+    amount.Int(t.amount());
+    code.Int(t.code());
+    state.Int(t.state());
+    pending.Bool(s.pending);
+    campaign_id.Text(t.campaign_id());
+    event_id.Text(t.event_id());
+    order_id.Text(t.order_id());
+    std::string json;
+    AppendJsonObject(json, t.metadata());
+    metadata.Text(json);
+    reverses.Text(t.reverses_transfer_id());
+    pending_id.Text(t.pending_id());
+    reversed.Int(s.reversed_amount);
+    hash.Text(s.content_hash);
+    debit_after.Int(s.debit_balance_after);
+    credit_after.Int(s.credit_balance_after);
+    created_at.Text(PgTime(TimeOf(t.created_at())));
+    timeout_at.Text(t.has_timeout_at() ? PgTime(TimeOf(t.timeout_at())) : "");
+    ++rows;
+  }
+
+  pqxx::result Insert(pqxx::work& tx) const {
+    return tx.exec_params(
+        kInsertTransfers, id.Finish(), batch_id.Finish(), debit.Finish(), credit.Finish(),
+        asset.Finish(), amount.Finish(), code.Finish(), state.Finish(), pending.Finish(),
+        campaign_id.Finish(), event_id.Finish(), order_id.Finish(), metadata.Finish(),
+        reverses.Finish(), pending_id.Finish(), reversed.Finish(), hash.Finish(),
+        debit_after.Finish(), credit_after.Finish(), created_at.Finish(), timeout_at.Finish());
+  }
+};
 
 kafka::OutboxMessage FactOf(const pb::Transfer& t) {
   kafka::OutboxMessage m;
@@ -1234,9 +1281,9 @@ class Session {
     };
 
     if (!new_transfer_ids_.empty()) {
-      JsonRows rows;
-      for (const std::string& id : new_transfer_ids_) AddTransferRow(rows, transfers_.at(id));
-      const pqxx::result inserted = tx_.exec_params(kInsertTransfers, rows.Finish());
+      TransferColumns columns;
+      for (const std::string& id : new_transfer_ids_) columns.Add(transfers_.at(id));
+      const pqxx::result inserted = columns.Insert(tx_);
       if (inserted.size() != new_transfer_ids_.size()) {
         // An id assumed new was stored already (a replay, or another replica a moment ago):
         // treated like the unique violation it would have been, the call is retried with lookups.

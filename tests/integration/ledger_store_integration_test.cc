@@ -437,6 +437,25 @@ TEST_F(LedgerStoreTest, BatchReportsItsAccountAsCommitted) {
   EXPECT_EQ(replay->transfers.size(), 3u);
 }
 
+// Every text column crosses to PostgreSQL inside an array literal (and metadata inside JSON):
+// quotes, backslashes, braces, commas, control characters and non-ASCII text come back intact.
+TEST_F(LedgerStoreTest, TextSurvivesTheRoundTrip) {
+  FundDefaults();
+  const std::string awkward = "a \"quoted\", {braced} \\ back\nline\ttab 积分 \xF0\x9F\x8E\x81";
+  LinkedBatch grant = Grant("g,\"1\"", "cust-1", 10);
+  (*grant.transfers[2].mutable_metadata())["note"] = awkward;
+  (*grant.transfers[2].mutable_metadata())["k\"ey"] = "{}";
+  grant.transfers[2].set_order_id(awkward);
+  MustApply(grant);
+  auto stored = store_->GetTransfer("g,\"1\":benefit");
+  ASSERT_TRUE(stored.ok()) << stored.status();
+  EXPECT_EQ(stored->metadata().at("note"), awkward);
+  EXPECT_EQ(stored->metadata().at("k\"ey"), "{}");
+  EXPECT_EQ(stored->metadata().at("channel"), "mobile_banking");
+  EXPECT_EQ(stored->order_id(), awkward);
+  EXPECT_EQ(stored->batch_id(), "g,\"1\"");
+}
+
 TEST_F(LedgerStoreTest, LinkedBatchFailingOnItsThirdTransferStoresNothing) {
   FundDefaults(10'000, 10);
   const int64_t transfers_before = Sql("SELECT count(*) FROM transfers");
