@@ -1,0 +1,669 @@
+#include "services/events/event_store.h"
+
+#include <algorithm>
+#include <map>
+#include <tuple>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/civil_time.h"
+#include "google/protobuf/util/json_util.h"
+#include "libs/core/status.h"
+#include "libs/pg/arrays.h"
+#include "nlohmann/json.hpp"
+#include "services/events/events_sql.h"
+
+namespace mkt::events {
+namespace {
+
+using Key = std::tuple<std::string, std::string, std::string>;  // rule, customer, window
+
+std::string ToJson(const google::protobuf::Message& m) {
+  std::string out;
+  (void)google::protobuf::util::MessageToJsonString(m, &out);
+  return out;
+}
+
+template <class M>
+absl::StatusOr<M> FromJson(const std::string& json) {
+  M m;
+  if (!google::protobuf::util::JsonStringToMessage(json, &m).ok()) {
+    return Internal("a stored definition does not parse");
+  }
+  return m;
+}
+
+std::string PgTime(absl::Time t) {
+  return absl::FormatTime("%Y-%m-%d %H:%M:%E6S+00", t, absl::UTCTimeZone());
+}
+
+struct Contribution {
+  std::string event_key;
+  std::string rule_id;
+  std::string customer_id;
+  std::string window_key;
+  int64_t amount_fen = 0;
+  int64_t refunded_fen = 0;
+  bool cancelled = false;
+  bool changed = false;
+};
+
+struct ActiveGrant {
+  std::string grant_id;
+  std::string event_key;
+  int tier = 0;
+};
+
+struct NewGrant {
+  std::string grant_id;
+  std::string event_key;
+  const CompiledRule* rule;
+  int tier;
+  std::string customer_id;
+  std::string org_id;
+  std::string window_key;
+};
+
+}  // namespace
+}  // namespace mkt::events
+
+namespace mkt::pg {
+const MigrationSet& EventsMigrationSet();  // embedded by mkt_embed_sql()
+}  // namespace mkt::pg
+
+namespace mkt::events {
+
+const pg::MigrationSet& EventsMigrations() { return pg::EventsMigrationSet(); }
+
+absl::StatusOr<std::vector<pb::EventType>> EventStore::SeedAndLoadEventTypes() {
+  std::vector<pb::EventType> out;
+  MKT_RETURN_IF_ERROR(pg::WithTransaction(pool_, [&](pqxx::work& tx) -> absl::Status {
+    for (const pb::EventType& t : DefaultEventTypes()) {
+      tx.exec_params(kInsertEventTypeIfAbsent, t.name(), ToJson(t));
+    }
+    out.clear();
+    for (const auto& row : tx.exec(kSelectEventTypes)) {
+      MKT_ASSIGN_OR_RETURN(auto t, FromJson<pb::EventType>(row[0].as<std::string>()));
+      out.push_back(std::move(t));
+    }
+    return absl::OkStatus();
+  }));
+  return out;
+}
+
+absl::Status EventStore::SaveEventType(const pb::EventType& type) {
+  return pg::WithTransaction(pool_, [&](pqxx::work& tx) {
+    tx.exec_params(kUpsertEventType, type.name(), ToJson(type));
+    return absl::OkStatus();
+  });
+}
+
+absl::StatusOr<bool> EventStore::SaveRule(const pb::TriggerRule& rule) {
+  bool stored = false;
+  MKT_RETURN_IF_ERROR(pg::WithTransaction(pool_, [&](pqxx::work& tx) {
+    stored = !tx.exec_params(kUpsertRule, rule.rule_id(), rule.campaign_id(), rule.revision(),
+                             ToJson(rule))
+                  .empty();
+    return absl::OkStatus();
+  }));
+  return stored;
+}
+
+absl::StatusOr<std::vector<pb::TriggerRule>> EventStore::LoadRules() {
+  std::vector<pb::TriggerRule> out;
+  MKT_RETURN_IF_ERROR(pg::WithTransaction(pool_, [&](pqxx::work& tx) -> absl::Status {
+    out.clear();
+    for (const auto& row : tx.exec(kSelectRules)) {
+      MKT_ASSIGN_OR_RETURN(auto r, FromJson<pb::TriggerRule>(row[0].as<std::string>()));
+      out.push_back(std::move(r));
+    }
+    return absl::OkStatus();
+  }));
+  return out;
+}
+
+absl::Status EventStore::EnsurePartitions(const std::vector<ValidatedEvent>& events) {
+  static const absl::TimeZone utc = absl::UTCTimeZone();
+  std::set<std::string> months;
+  for (const auto& e : events) months.insert(absl::FormatTime("%Y-%m", e.occurred_at, utc));
+  for (const std::string& month : months) {
+    {
+      absl::MutexLock lock(&partitions_mu_);
+      if (partitions_.count(month) > 0) continue;
+    }
+    absl::CivilMonth m;
+    if (!absl::ParseCivilTime(month, &m)) return Internal("bad partition month");
+    const std::string name = absl::StrCat("event_log_", absl::FormatCivilTime(m).substr(0, 4), "_",
+                                          absl::FormatCivilTime(m).substr(5, 2));
+    const std::string sql = absl::StrCat(
+        "CREATE TABLE IF NOT EXISTS ", name, " PARTITION OF event_log FOR VALUES FROM ('",
+        absl::FormatCivilTime(absl::CivilDay(m)), " 00:00:00+00') TO ('",
+        absl::FormatCivilTime(absl::CivilDay(m + 1)), " 00:00:00+00')");
+    // Replicas creating the same partition at once: one wins, the other retries and sees it.
+    absl::Status s;
+    for (int attempt = 0; attempt < 3; ++attempt) {
+      s = pg::WithTransaction(pool_, [&](pqxx::work& tx) {
+        tx.exec(sql);
+        return absl::OkStatus();
+      });
+      if (s.ok()) break;
+    }
+    MKT_RETURN_IF_ERROR(s);
+    absl::MutexLock lock(&partitions_mu_);
+    partitions_.insert(month);
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<BatchStats> EventStore::ProcessBatch(const std::vector<ValidatedEvent>& events,
+                                                    const RuleIndex& rules,
+                                                    const CustomerTags* tags) {
+  BatchStats stats;
+  if (events.empty()) return stats;
+  MKT_RETURN_IF_ERROR(EnsurePartitions(events));
+
+  // Conditions are evaluated before the transaction: they read only the event and tags.
+  struct Candidate {
+    const CompiledRule* rule;
+    std::string window_key;
+  };
+  std::vector<std::vector<Candidate>> candidates(events.size());
+  for (size_t i = 0; i < events.size(); ++i) {
+    const ValidatedEvent& e = events[i];
+    if (e.reversal != pb::NOT_A_REVERSAL) continue;
+    auto it = rules.by_type.find(e.event_type);
+    if (it == rules.by_type.end()) continue;
+    EventActivation activation(e, tags);
+    for (const auto& rule : it->second) {
+      std::optional<std::string> window = WindowKey(*rule, e.occurred_at);
+      if (!window) continue;
+      if (rule->condition != nullptr && !rule->condition->Matches(activation)) continue;
+      candidates[i].push_back({rule.get(), *window});
+    }
+  }
+
+  absl::Status status = pg::WithTransaction(pool_, [&](pqxx::work& tx) -> absl::Status {
+    stats = BatchStats{};
+    // 1. Dedupe: the first of each key in the batch, then against what is stored.
+    std::set<std::string> in_batch;
+    std::vector<size_t> firsts;
+    std::string keys = "{", customers = "{", orgs = "{", types = "{", times = "{", amounts = "{";
+    for (size_t i = 0; i < events.size(); ++i) {
+      const ValidatedEvent& e = events[i];
+      if (!in_batch.insert(e.event_key).second) continue;
+      firsts.push_back(i);
+      pg::AppendTextArrayElement(keys, e.event_key);
+      pg::AppendTextArrayElement(customers, e.customer_id);
+      pg::AppendTextArrayElement(orgs, e.org_id);
+      pg::AppendTextArrayElement(types, e.event_type);
+      pg::AppendTextArrayElement(times, PgTime(e.occurred_at));
+      if (amounts.size() > 1) amounts += ',';
+      amounts += std::to_string(e.amount_fen);
+    }
+    std::set<std::string> fresh;
+    for (const auto& row : tx.exec_params(kInsertEventKeys, keys + "}", customers + "}", orgs + "}",
+                                          types + "}", times + "}", amounts + "}")) {
+      fresh.insert(row[0].as<std::string>());
+    }
+    std::vector<size_t> todo;
+    for (size_t i : firsts) {
+      if (fresh.count(events[i].event_key) > 0) todo.push_back(i);
+    }
+    stats.events = static_cast<int>(todo.size());
+    stats.duplicates = static_cast<int>(events.size() - todo.size());
+    if (todo.empty()) return absl::OkStatus();
+
+    // 2. The event log.
+    {
+      std::string t = "{", k = "{", c = "{", o = "{", ty = "{", a = "{", p = "{", at = "{",
+                  env = "{";
+      for (size_t i : todo) {
+        const ValidatedEvent& e = events[i];
+        pg::AppendTextArrayElement(t, PgTime(e.occurred_at));
+        pg::AppendTextArrayElement(k, e.event_key);
+        pg::AppendTextArrayElement(c, e.customer_id);
+        pg::AppendTextArrayElement(o, e.org_id);
+        pg::AppendTextArrayElement(ty, e.event_type);
+        if (a.size() > 1) a += ',';
+        a += std::to_string(e.amount_fen);
+        pg::AppendTextArrayElement(p, e.product_code);
+        nlohmann::json attrs = nlohmann::json::object();
+        for (const auto& [name, value] : e.attributes) attrs[name] = value;
+        pg::AppendTextArrayElement(at, attrs.dump());
+        pg::AppendTextArrayElement(env, e.envelope_event_id);
+      }
+      tx.exec_params(kInsertEventLog, t + "}", k + "}", c + "}", o + "}", ty + "}", a + "}",
+                     p + "}", at + "}", env + "}");
+    }
+
+    // 3. What the reversals undo: the originals' contributions.
+    std::map<std::string, std::vector<Contribution>> contributions;  // by original event key
+    {
+      std::vector<std::string> originals;
+      for (size_t i : todo) {
+        if (events[i].reversal != pb::NOT_A_REVERSAL) originals.push_back(events[i].original_key);
+      }
+      if (!originals.empty()) {
+        for (const auto& row :
+             tx.exec_params(kSelectContributions, pg::TextArrayLiteral(originals))) {
+          Contribution c;
+          c.event_key = row[0].as<std::string>();
+          c.rule_id = row[1].as<std::string>();
+          c.customer_id = row[2].as<std::string>();
+          c.window_key = row[3].as<std::string>();
+          c.amount_fen = row[4].as<int64_t>();
+          c.refunded_fen = row[5].as<int64_t>();
+          c.cancelled = row[6].as<bool>();
+          contributions[c.event_key].push_back(std::move(c));
+        }
+      }
+    }
+    // Contributions of events earlier in this same batch (a spend and its refund together).
+    std::map<std::string, std::vector<Contribution>> batch_contributions;
+
+    // 4. Lock and load the aggregates every matching and reversal touches.
+    std::set<Key> agg_keys;
+    std::set<Key> grant_window_keys;
+    for (size_t i : todo) {
+      for (const Candidate& cand : candidates[i]) {
+        agg_keys.insert({cand.rule->proto.rule_id(), events[i].customer_id, cand.window_key});
+        agg_keys.insert({cand.rule->proto.rule_id(), events[i].customer_id, kGrantsWindow});
+        grant_window_keys.insert(
+            {cand.rule->proto.rule_id(), events[i].customer_id, cand.window_key});
+      }
+    }
+    for (const auto& [key, list] : contributions) {
+      for (const Contribution& c : list) {
+        agg_keys.insert({c.rule_id, c.customer_id, c.window_key});
+        agg_keys.insert({c.rule_id, c.customer_id, kGrantsWindow});
+        grant_window_keys.insert({c.rule_id, c.customer_id, c.window_key});
+      }
+    }
+    std::map<Key, Aggregate> aggregates;
+    if (!agg_keys.empty()) {
+      std::string r = "{", c = "{", w = "{";
+      for (const auto& [rule, customer, window] : agg_keys) {
+        pg::AppendTextArrayElement(r, rule);
+        pg::AppendTextArrayElement(c, customer);
+        pg::AppendTextArrayElement(w, window);
+        aggregates[{rule, customer, window}] = Aggregate{};
+      }
+      for (const auto& row : tx.exec_params(kLockAggregates, r + "}", c + "}", w + "}")) {
+        Aggregate& a = aggregates[{row[0].as<std::string>(), row[1].as<std::string>(),
+                                   row[2].as<std::string>()}];
+        a.count = row[3].as<int64_t>();
+        a.amount_fen = row[4].as<int64_t>();
+        a.tiers_granted = row[5].as<int64_t>();
+      }
+    }
+    // Grants that a reversal may claw back, by (rule, customer, window).
+    std::map<Key, std::vector<ActiveGrant>> active_grants;
+    if (!contributions.empty()) {
+      std::string r = "{", c = "{", w = "{";
+      for (const auto& [rule, customer, window] : grant_window_keys) {
+        pg::AppendTextArrayElement(r, rule);
+        pg::AppendTextArrayElement(c, customer);
+        pg::AppendTextArrayElement(w, window);
+      }
+      for (const auto& row : tx.exec_params(kSelectActiveGrants, r + "}", c + "}", w + "}")) {
+        active_grants[{row[0].as<std::string>(), row[1].as<std::string>(),
+                       row[2].as<std::string>()}]
+            .push_back({row[3].as<std::string>(), row[4].as<std::string>(), row[5].as<int>()});
+      }
+    }
+
+    // 5. Apply each event in order.
+    std::vector<NewGrant> new_grants;
+    std::vector<std::string> clawbacks;
+    struct NewOutcome {
+      std::string event_key, rule_id, customer_id, window_key, decision;
+      int64_t amount_fen;
+    };
+    std::vector<NewOutcome> outcomes;
+    auto claw_back = [&](const Key& key, auto&& pick) {
+      auto& list = active_grants[key];
+      for (auto it = list.begin(); it != list.end();) {
+        if (pick(*it)) {
+          clawbacks.push_back(it->grant_id);
+          aggregates[{std::get<0>(key), std::get<1>(key), kGrantsWindow}].count -= 1;
+          ++stats.clawbacks;
+          it = list.erase(it);
+        } else {
+          ++it;
+        }
+      }
+    };
+    for (size_t i : todo) {
+      const ValidatedEvent& e = events[i];
+      if (e.reversal == pb::NOT_A_REVERSAL) {
+        for (const Candidate& cand : candidates[i]) {
+          const std::string& rule_id = cand.rule->proto.rule_id();
+          const Key key{rule_id, e.customer_id, cand.window_key};
+          Aggregate& agg = aggregates[key];
+          Aggregate& granted = aggregates[{rule_id, e.customer_id, kGrantsWindow}];
+          MatchEffect effect = ApplyMatch(cand.rule->proto, e.amount_fen, agg, granted);
+          ++stats.matches;
+          outcomes.push_back({e.event_key, rule_id, e.customer_id, cand.window_key, effect.decision,
+                              e.amount_fen});
+          batch_contributions[e.event_key].push_back({e.event_key, rule_id, e.customer_id,
+                                                      cand.window_key, e.amount_fen, 0, false,
+                                                      false});
+          for (int tier : effect.grant_tiers) {
+            NewGrant g{GrantId(e.event_key, rule_id, tier),
+                       e.event_key,
+                       cand.rule,
+                       tier,
+                       e.customer_id,
+                       e.org_id,
+                       cand.window_key};
+            active_grants[key].push_back({g.grant_id, e.event_key, tier});
+            new_grants.push_back(std::move(g));
+          }
+        }
+        continue;
+      }
+      // A reversal: take the original's contribution back from each rule it counted for.
+      std::vector<Contribution>* list = nullptr;
+      if (auto it = contributions.find(e.original_key); it != contributions.end()) {
+        list = &it->second;
+      } else if (auto jt = batch_contributions.find(e.original_key);
+                 jt != batch_contributions.end()) {
+        list = &jt->second;
+      }
+      if (list == nullptr) continue;  // the original matched nothing (or is unknown): no effect
+      for (Contribution& c : *list) {
+        if (c.cancelled) continue;
+        const Key key{c.rule_id, c.customer_id, c.window_key};
+        int64_t take = c.amount_fen - c.refunded_fen;
+        if (e.reversal == pb::REFUND) take = std::min(take, e.amount_fen);
+        c.refunded_fen += take;
+        const bool cancel = e.reversal == pb::CANCEL || c.refunded_fen >= c.amount_fen;
+        c.cancelled = cancel;
+        c.changed = true;
+        auto rule_it = rules.by_id.find(c.rule_id);
+        if (rule_it == rules.by_id.end()) continue;
+        const pb::TriggerRule& rule = rule_it->second->proto;
+        std::vector<int> lost = ApplyReversal(rule, cancel ? 1 : 0, take, aggregates[key]);
+        const std::string original = c.event_key;
+        claw_back(key, [&](const ActiveGrant& g) {
+          if (cancel && g.event_key == original) return true;
+          return std::find(lost.begin(), lost.end(), g.tier) != lost.end() &&
+                 rule.kind() != pb::EVERY_MATCH && rule.kind() != pb::FIRST_TIME;
+        });
+      }
+    }
+
+    // 6. Write it all.
+    if (!aggregates.empty()) {
+      std::string r = "{", c = "{", w = "{", n = "{", a = "{", t = "{";
+      for (const auto& [key, agg] : aggregates) {
+        pg::AppendTextArrayElement(r, std::get<0>(key));
+        pg::AppendTextArrayElement(c, std::get<1>(key));
+        pg::AppendTextArrayElement(w, std::get<2>(key));
+        if (n.size() > 1) {
+          n += ',';
+          a += ',';
+          t += ',';
+        }
+        n += std::to_string(agg.count);
+        a += std::to_string(agg.amount_fen);
+        t += std::to_string(agg.tiers_granted);
+      }
+      tx.exec_params(kUpsertAggregates, r + "}", c + "}", w + "}", n + "}", a + "}", t + "}");
+    }
+    if (!outcomes.empty()) {
+      std::string k = "{", r = "{", c = "{", w = "{", a = "{", d = "{";
+      for (const auto& o : outcomes) {
+        pg::AppendTextArrayElement(k, o.event_key);
+        pg::AppendTextArrayElement(r, o.rule_id);
+        pg::AppendTextArrayElement(c, o.customer_id);
+        pg::AppendTextArrayElement(w, o.window_key);
+        if (a.size() > 1) a += ',';
+        a += std::to_string(o.amount_fen);
+        pg::AppendTextArrayElement(d, o.decision);
+      }
+      tx.exec_params(kInsertOutcomes, k + "}", r + "}", c + "}", w + "}", a + "}", d + "}");
+    }
+    {
+      std::string k = "{", r = "{", f = "{", x = "{";
+      bool any = false;
+      for (auto* source : {&contributions, &batch_contributions}) {
+        for (const auto& [key, list] : *source) {
+          for (const Contribution& c : list) {
+            if (!c.changed) continue;
+            any = true;
+            pg::AppendTextArrayElement(k, c.event_key);
+            pg::AppendTextArrayElement(r, c.rule_id);
+            if (f.size() > 1) {
+              f += ',';
+              x += ',';
+            }
+            f += std::to_string(c.refunded_fen);
+            x += c.cancelled ? "true" : "false";
+          }
+        }
+      }
+      if (any) tx.exec_params(kUpdateOutcomes, k + "}", r + "}", f + "}", x + "}");
+    }
+    if (!new_grants.empty()) {
+      std::string id = "{", ek = "{", rule = "{", tier = "{", camp = "{", org = "{", cust = "{",
+                  win = "{", asset = "{", qty = "{", cost = "{", stock = "{", units = "{",
+                  expiry = "{";
+      for (const NewGrant& g : new_grants) {
+        const pb::RewardSpec& reward = RewardOf(g.rule->proto, g.tier);
+        pg::AppendTextArrayElement(id, g.grant_id);
+        pg::AppendTextArrayElement(ek, g.event_key);
+        pg::AppendTextArrayElement(rule, g.rule->proto.rule_id());
+        pg::AppendTextArrayElement(camp, g.rule->proto.campaign_id());
+        pg::AppendTextArrayElement(org, g.org_id);
+        pg::AppendTextArrayElement(cust, g.customer_id);
+        pg::AppendTextArrayElement(win, g.window_key);
+        pg::AppendTextArrayElement(stock, reward.stock_template_id());
+        for (auto [s, v] : std::initializer_list<std::pair<std::string*, int64_t>>{
+                 {&tier, g.tier},
+                 {&asset, reward.asset()},
+                 {&qty, reward.quantity()},
+                 {&cost, reward.budget_cost_fen()},
+                 {&units, reward.stock_units()},
+                 {&expiry, reward.points_expiry_days() > 0 ? reward.points_expiry_days() : 365}}) {
+          if (s->size() > 1) *s += ',';
+          *s += std::to_string(v);
+        }
+      }
+      tx.exec_params(kInsertGrants, id + "}", ek + "}", rule + "}", tier + "}", camp + "}",
+                     org + "}", cust + "}", win + "}", asset + "}", qty + "}", cost + "}",
+                     stock + "}", units + "}", expiry + "}");
+      stats.grants = static_cast<int>(new_grants.size());
+    }
+    if (!clawbacks.empty()) tx.exec_params(kRequestReversal, pg::TextArrayLiteral(clawbacks));
+    return absl::OkStatus();
+  });
+  if (!status.ok()) return status;
+  return stats;
+}
+
+absl::StatusOr<std::vector<GrantRow>> EventStore::ClaimDue(int limit) {
+  std::vector<GrantRow> out;
+  MKT_RETURN_IF_ERROR(pg::WithTransaction(pool_, [&](pqxx::work& tx) {
+    out.clear();
+    // Nothing is in flight between two passes of the single grant sender, so a grant to reverse
+    // that was never granted can simply be cancelled.
+    tx.exec(kCancelUngranted);
+    for (const auto& row : tx.exec_params(kSelectDue, limit)) {
+      GrantRow g;
+      g.seq = row[0].as<int64_t>();
+      g.grant_id = row[1].as<std::string>();
+      g.event_key = row[2].as<std::string>();
+      g.rule_id = row[3].as<std::string>();
+      g.tier = row[4].as<int>();
+      g.campaign_id = row[5].as<std::string>();
+      g.org_id = row[6].as<std::string>();
+      g.customer_id = row[7].as<std::string>();
+      g.reward.set_asset(static_cast<::marketing::rewards::v1::Asset>(row[8].as<int>()));
+      g.reward.set_quantity(row[9].as<int64_t>());
+      g.reward.set_budget_cost_fen(row[10].as<int64_t>());
+      g.reward.set_stock_template_id(row[11].as<std::string>());
+      g.reward.set_stock_units(row[12].as<int64_t>());
+      g.reward.set_points_expiry_days(row[13].as<int>());
+      g.state = row[14].as<std::string>();
+      g.granted = row[15].as<bool>();
+      g.attempts = row[16].as<int>();
+      out.push_back(std::move(g));
+    }
+    return absl::OkStatus();
+  }));
+  return out;
+}
+
+absl::Status EventStore::Finish(const std::vector<GrantResult>& results) {
+  if (results.empty()) return absl::OkStatus();
+  std::string ids = "{", kinds = "{", reasons = "{";
+  for (const GrantResult& r : results) {
+    pg::AppendTextArrayElement(ids, r.grant_id);
+    const char* kind = "retry";
+    switch (r.kind) {
+      case GrantResult::Kind::kGranted:
+        kind = "granted";
+        break;
+      case GrantResult::Kind::kRejected:
+        kind = "rejected";
+        break;
+      case GrantResult::Kind::kReversed:
+        kind = "reversed";
+        break;
+      case GrantResult::Kind::kReverseFailed:
+        kind = "reverse_failed";
+        break;
+      case GrantResult::Kind::kRetry:
+        break;
+    }
+    pg::AppendTextArrayElement(kinds, kind);
+    pg::AppendTextArrayElement(reasons, r.reason.substr(0, 500));
+  }
+  return pg::WithTransaction(pool_, [&](pqxx::work& tx) {
+    tx.exec_params(kFinishGrants, ids + "}", kinds + "}", reasons + "}");
+    return absl::OkStatus();
+  });
+}
+
+absl::StatusOr<std::vector<pb::LoggedEvent>> EventStore::ListCustomerEvents(
+    const pb::ListCustomerEventsRequest& request) {
+  if (request.customer_id().empty())
+    return InvalidArgument("customer_id", "customer_id is required");
+  const absl::Time from = request.has_from() ? absl::FromUnixSeconds(request.from().seconds())
+                                             : absl::FromUnixSeconds(0);
+  const absl::Time to = request.has_to() ? absl::FromUnixSeconds(request.to().seconds())
+                                         : absl::FromUnixSeconds(4102444800);  // 2100
+  const int limit = request.limit() > 0 ? std::min(request.limit(), 1000) : 100;
+  std::vector<pb::LoggedEvent> out;
+  MKT_RETURN_IF_ERROR(pg::WithTransaction(pool_, [&](pqxx::work& tx) {
+    out.clear();
+    for (const auto& row : tx.exec_params(kListCustomerEvents, request.customer_id(),
+                                          request.org_id(), PgTime(from), PgTime(to), limit)) {
+      pb::LoggedEvent e;
+      e.set_event_key(row[0].as<std::string>());
+      e.set_event_type(row[1].as<std::string>());
+      e.set_customer_id(row[2].as<std::string>());
+      e.set_org_id(row[3].as<std::string>());
+      const int64_t micros = row[4].as<int64_t>();
+      e.mutable_occurred_at()->set_seconds(micros / 1000000);
+      e.mutable_occurred_at()->set_nanos(static_cast<int32_t>(micros % 1000000) * 1000);
+      e.set_amount_fen(row[5].as<int64_t>());
+      e.set_product_code(row[6].as<std::string>());
+      auto attrs = nlohmann::json::parse(row[7].as<std::string>(), nullptr, false);
+      if (attrs.is_object()) {
+        for (auto it = attrs.begin(); it != attrs.end(); ++it) {
+          if (it.value().is_string()) (*e.mutable_attributes())[it.key()] = it.value();
+        }
+      }
+      out.push_back(std::move(e));
+    }
+    return absl::OkStatus();
+  }));
+  return out;
+}
+
+absl::StatusOr<std::optional<ValidatedEvent>> EventStore::LoadEvent(
+    const std::string& event_key, const EventTypeRegistry& types) {
+  std::optional<pb::BusinessEvent> found;
+  std::string envelope;
+  MKT_RETURN_IF_ERROR(pg::WithTransaction(pool_, [&](pqxx::work& tx) {
+    auto rows = tx.exec_params(kSelectLoggedEvent, event_key);
+    if (rows.empty()) return absl::OkStatus();
+    const auto& row = rows[0];
+    pb::BusinessEvent e;
+    const std::string key = row[0].as<std::string>();
+    const size_t colon = key.find(':');
+    e.set_source(key.substr(0, colon));
+    e.set_source_event_id(colon == std::string::npos ? "" : key.substr(colon + 1));
+    e.set_event_type(row[1].as<std::string>());
+    e.set_customer_id(row[2].as<std::string>());
+    e.set_org_id(row[3].as<std::string>());
+    const int64_t micros = row[4].as<int64_t>();
+    e.mutable_occurred_at()->set_seconds(micros / 1000000);
+    e.mutable_occurred_at()->set_nanos(static_cast<int32_t>(micros % 1000000) * 1000);
+    e.set_amount_fen(row[5].as<int64_t>());
+    e.set_product_code(row[6].as<std::string>());
+    auto attrs = nlohmann::json::parse(row[7].as<std::string>(), nullptr, false);
+    if (attrs.is_object()) {
+      for (auto it = attrs.begin(); it != attrs.end(); ++it) {
+        if (it.value().is_string()) (*e.mutable_attributes())[it.key()] = it.value();
+      }
+    }
+    envelope = row[8].as<std::string>();
+    found = std::move(e);
+    return absl::OkStatus();
+  }));
+  if (!found) return std::optional<ValidatedEvent>();
+  MKT_ASSIGN_OR_RETURN(ValidatedEvent v, types.Validate(*found, envelope));
+  return std::optional<ValidatedEvent>(std::move(v));
+}
+
+absl::StatusOr<std::string> EventStore::LoadDecision(const std::string& event_key,
+                                                     const std::string& rule_id) {
+  std::string decision;
+  MKT_RETURN_IF_ERROR(pg::WithTransaction(pool_, [&](pqxx::work& tx) {
+    auto rows = tx.exec_params(kSelectDecision, event_key, rule_id);
+    decision = rows.empty() ? "" : rows[0][0].as<std::string>();
+    return absl::OkStatus();
+  }));
+  return decision;
+}
+
+absl::StatusOr<Aggregate> EventStore::LoadAggregate(const std::string& rule_id,
+                                                    const std::string& customer_id,
+                                                    const std::string& window_key) {
+  Aggregate a;
+  MKT_RETURN_IF_ERROR(pg::WithTransaction(pool_, [&](pqxx::work& tx) {
+    auto rows = tx.exec_params(kSelectAggregate, rule_id, customer_id, window_key);
+    if (!rows.empty()) {
+      a.count = rows[0][0].as<int64_t>();
+      a.amount_fen = rows[0][1].as<int64_t>();
+      a.tiers_granted = rows[0][2].as<int64_t>();
+    }
+    return absl::OkStatus();
+  }));
+  return a;
+}
+
+absl::StatusOr<std::vector<pb::GrantOutcome>> EventStore::ListGrants(const std::string& event_key,
+                                                                     const std::string& rule_id) {
+  std::vector<pb::GrantOutcome> out;
+  MKT_RETURN_IF_ERROR(pg::WithTransaction(pool_, [&](pqxx::work& tx) {
+    out.clear();
+    for (const auto& row : tx.exec_params(kSelectGrantsOf, event_key, rule_id)) {
+      pb::GrantOutcome g;
+      g.set_grant_id(row[0].as<std::string>());
+      g.set_rule_id(row[1].as<std::string>());
+      g.set_tier(row[2].as<int>());
+      g.set_state(row[3].as<std::string>());
+      g.set_reason(row[4].as<std::string>());
+      g.set_event_key(row[5].as<std::string>());
+      out.push_back(std::move(g));
+    }
+    return absl::OkStatus();
+  }));
+  return out;
+}
+
+}  // namespace mkt::events

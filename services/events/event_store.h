@@ -1,0 +1,101 @@
+// The events service's PostgreSQL store: event types and rules, and the matching transaction —
+// one per consumed batch — that records the dedupe keys, the event log, the per-customer
+// aggregates, the match outcomes and the grant outbox together, so a batch either happened
+// entirely or not at all. Also the grant outbox's reads and state changes.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "libs/pg/migrations.h"
+#include "libs/pg/pool.h"
+#include "services/events/event_types.h"
+#include "services/events/rules.h"
+
+namespace mkt::events {
+
+const pg::MigrationSet& EventsMigrations();
+
+struct BatchStats {
+  int events = 0;
+  int duplicates = 0;
+  int matches = 0;
+  int grants = 0;
+  int clawbacks = 0;
+};
+
+// One row of the grant outbox.
+struct GrantRow {
+  int64_t seq = 0;
+  std::string grant_id;
+  std::string event_key;
+  std::string rule_id;
+  int tier = 0;
+  std::string campaign_id;
+  std::string org_id;
+  std::string customer_id;
+  pb::RewardSpec reward;
+  std::string state;
+  bool granted = false;
+  std::string reason;
+  int attempts = 0;
+};
+
+// How a grant-outbox call ended.
+struct GrantResult {
+  std::string grant_id;
+  enum class Kind { kGranted, kRejected, kReversed, kReverseFailed, kRetry } kind;
+  std::string reason;
+};
+
+class EventStore {
+ public:
+  explicit EventStore(pg::Pool& pool) : pool_(pool) {}
+
+  // Inserts the default event types that are not there yet; returns every stored type.
+  absl::StatusOr<std::vector<pb::EventType>> SeedAndLoadEventTypes();
+  absl::Status SaveEventType(const pb::EventType& type);
+  // Stores `rule` unless a higher revision is stored; returns whether it was stored.
+  absl::StatusOr<bool> SaveRule(const pb::TriggerRule& rule);
+  absl::StatusOr<std::vector<pb::TriggerRule>> LoadRules();
+
+  // Applies a batch of valid events (in order) in one transaction: dedupe, log, match against
+  // `rules`, aggregates, outcomes, grants, clawbacks.
+  absl::StatusOr<BatchStats> ProcessBatch(const std::vector<ValidatedEvent>& events,
+                                          const RuleIndex& rules, const CustomerTags* tags);
+
+  // Returns up to `limit` due rows of the grant outbox (oldest first). Rows to reverse that were
+  // never granted are cancelled on the way (no call is needed).
+  absl::StatusOr<std::vector<GrantRow>> ClaimDue(int limit);
+  absl::Status Finish(const std::vector<GrantResult>& results);
+
+  // ---- Operators' reads ----
+  absl::StatusOr<std::vector<pb::LoggedEvent>> ListCustomerEvents(
+      const pb::ListCustomerEventsRequest& request);
+  absl::StatusOr<std::optional<ValidatedEvent>> LoadEvent(const std::string& event_key,
+                                                          const EventTypeRegistry& types);
+  // The decision recorded for (event, rule), or "" if the condition did not match.
+  absl::StatusOr<std::string> LoadDecision(const std::string& event_key,
+                                           const std::string& rule_id);
+  absl::StatusOr<Aggregate> LoadAggregate(const std::string& rule_id,
+                                          const std::string& customer_id,
+                                          const std::string& window_key);
+  absl::StatusOr<std::vector<pb::GrantOutcome>> ListGrants(const std::string& event_key,
+                                                           const std::string& rule_id);
+
+ private:
+  absl::Status EnsurePartitions(const std::vector<ValidatedEvent>& events);
+
+  pg::Pool& pool_;
+  absl::Mutex partitions_mu_;
+  std::set<std::string> partitions_ ABSL_GUARDED_BY(partitions_mu_);
+};
+
+}  // namespace mkt::events

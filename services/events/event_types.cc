@@ -1,0 +1,352 @@
+#include "services/events/event_types.h"
+
+#include <set>
+#include <utility>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "libs/core/status.h"
+
+namespace mkt::events {
+namespace {
+
+absl::Status Unfit(std::string_view field, std::string message) {
+  return InvalidArgument(field, message);
+}
+
+pb::AttributeSpec Attr(std::string name, pb::AttributeType type, bool required,
+                       std::vector<std::string> enum_values = {}) {
+  pb::AttributeSpec a;
+  a.set_name(std::move(name));
+  a.set_type(type);
+  a.set_required(required);
+  for (auto& v : enum_values) a.add_enum_values(std::move(v));
+  return a;
+}
+
+pb::EventType Type(std::string name, std::string description, bool amount_required,
+                   std::vector<pb::AttributeSpec> attributes,
+                   pb::ReversalKind reversal = pb::NOT_A_REVERSAL) {
+  pb::EventType t;
+  t.set_name(std::move(name));
+  t.set_description(std::move(description));
+  t.set_amount_required(amount_required);
+  t.set_reversal(reversal);
+  t.set_version(1);
+  for (auto& a : attributes) *t.add_attributes() = std::move(a);
+  return t;
+}
+
+bool ValidName(std::string_view name) {
+  if (name.empty() || name.size() > 64) return false;
+  for (char c : name) {
+    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '.')) return false;
+  }
+  return true;
+}
+
+const std::set<std::string, std::less<>>& BuiltinNames() {
+  static const auto* names = new std::set<std::string, std::less<>>{
+      "type", "customer_id", "org_id", "source", "amount_fen", "product_code", "occurred_at"};
+  return *names;
+}
+
+absl::StatusOr<TypedValue> Typed(const pb::AttributeSpec& spec, const std::string& raw) {
+  TypedValue v;
+  const std::string field = "attributes." + spec.name();
+  switch (spec.type()) {
+    case pb::STRING:
+      v.kind = expr::Value::Kind::kString;
+      v.text = raw;
+      return v;
+    case pb::ENUM:
+      for (const auto& allowed : spec.enum_values()) {
+        if (allowed == raw) {
+          v.kind = expr::Value::Kind::kString;
+          v.text = raw;
+          return v;
+        }
+      }
+      return Unfit(field, absl::StrCat("attribute ", spec.name(), " = \"", raw,
+                                       "\" is not one of its enum values"));
+    case pb::INT:
+    case pb::DECIMAL_FEN:
+      if (!absl::SimpleAtoi(raw, &v.number)) {
+        return Unfit(field, absl::StrCat("attribute ", spec.name(), " = \"", raw, "\" is not ",
+                                         spec.type() == pb::INT ? "an integer"
+                                                                : "an integer amount of fen"));
+      }
+      v.kind = expr::Value::Kind::kNumber;
+      return v;
+    case pb::BOOL:
+      if (raw != "true" && raw != "false") {
+        return Unfit(field, absl::StrCat("attribute ", spec.name(), " = \"", raw,
+                                         "\" is not true or false"));
+      }
+      v.kind = expr::Value::Kind::kBool;
+      v.boolean = raw == "true";
+      return v;
+    case pb::TIMESTAMP: {
+      absl::Time t;
+      std::string err;
+      if (!absl::ParseTime(absl::RFC3339_full, raw, &t, &err)) {
+        return Unfit(field, absl::StrCat("attribute ", spec.name(), " = \"", raw,
+                                         "\" is not an RFC 3339 timestamp"));
+      }
+      v.kind = expr::Value::Kind::kNumber;
+      v.number = absl::ToUnixSeconds(t);
+      return v;
+    }
+    default:
+      return Internal("attribute of unknown type");
+  }
+}
+
+}  // namespace
+
+EventTypeInfo::EventTypeInfo(pb::EventType type) : type_(std::move(type)) {}
+
+std::optional<expr::FieldInfo> EventTypeInfo::Field(std::string_view name) const {
+  if (name.substr(0, 6) == "event.") name.remove_prefix(6);
+  using expr::Type;
+  if (name == "type") return expr::FieldInfo{Type::kString, kSlotType};
+  if (name == "customer_id") return expr::FieldInfo{Type::kString, kSlotCustomer};
+  if (name == "org_id") return expr::FieldInfo{Type::kString, kSlotOrg};
+  if (name == "source") return expr::FieldInfo{Type::kString, kSlotSource};
+  if (name == "amount_fen") return expr::FieldInfo{Type::kNumber, kSlotAmount};
+  if (name == "product_code") return expr::FieldInfo{Type::kString, kSlotProduct};
+  if (name == "occurred_at") return expr::FieldInfo{Type::kNumber, kSlotOccurredAt};
+  for (int i = 0; i < type_.attributes_size(); ++i) {
+    const pb::AttributeSpec& a = type_.attributes(i);
+    if (a.name() != name) continue;
+    Type t = Type::kString;
+    if (a.type() == pb::INT || a.type() == pb::DECIMAL_FEN || a.type() == pb::TIMESTAMP) {
+      t = Type::kNumber;
+    }
+    if (a.type() == pb::BOOL) t = Type::kBool;
+    return expr::FieldInfo{t, kFirstAttributeSlot + i};
+  }
+  return std::nullopt;
+}
+
+std::vector<pb::EventType> DefaultEventTypes() {
+  using A = pb::AttributeType;
+  return {
+      Type("card.opened", "A debit card was opened", false,
+           {Attr("card_level", A::ENUM, false, {"standard", "gold", "platinum"})}),
+      Type("card.activated", "A debit card was activated", false,
+           {Attr("card_level", A::ENUM, false, {"standard", "gold", "platinum"})}),
+      Type("loan.contract_signed", "A loan contract was signed", false,
+           {Attr("contract_id", A::STRING, true), Attr("tenor_months", A::INT, false)}),
+      Type("loan.disbursed", "A loan was disbursed (amount_fen = principal)", true,
+           {Attr("contract_id", A::STRING, true), Attr("tenor_months", A::INT, false)}),
+      Type("credit_card.application_approved", "A credit-card application was approved", false,
+           {Attr("credit_limit_fen", A::DECIMAL_FEN, false)}),
+      Type("credit_card.activated", "A credit card was activated", false, {}),
+      Type("credit_card.first_spend", "The first spend on a new credit card", true,
+           {Attr("merchant_category", A::STRING, false)}),
+      Type("credit_card.spend", "A credit-card spend", true,
+           {Attr("merchant_category", A::STRING, false),
+            Attr("channel", A::ENUM, false, {"POS", "ONLINE", "QR"})}),
+      Type("wealth.subscribed", "A wealth-management product was subscribed", true,
+           {Attr("risk_level", A::INT, false)}),
+      Type("deposit.made", "A deposit was made", true,
+           {Attr("term_months", A::INT, false), Attr("new_money", A::BOOL, false)}),
+      Type("mobile_banking.first_login", "The customer's first mobile-banking login", false,
+           {Attr("device_os", A::ENUM, false, {"ios", "android", "harmony"})}),
+      Type("payment.merchant_qr", "A payment by merchant QR code", true,
+           {Attr("merchant_id", A::STRING, true), Attr("paid_at", A::TIMESTAMP, false)}),
+      Type("loan.cancelled", "A loan was cancelled in its cooling-off period", false,
+           {Attr(kOriginalEventAttribute, A::STRING, true)}, pb::CANCEL),
+      Type("credit_card.refunded", "A credit-card spend was refunded (amount_fen given back)", true,
+           {Attr(kOriginalEventAttribute, A::STRING, true)}, pb::REFUND),
+  };
+}
+
+absl::Status CheckEventType(const pb::EventType& type) {
+  if (!ValidName(type.name())) {
+    return InvalidArgument("name", "an event type name is 1..64 characters of [A-Za-z0-9_.]");
+  }
+  std::set<std::string> seen;
+  for (int i = 0; i < type.attributes_size(); ++i) {
+    const auto& a = type.attributes(i);
+    const std::string field = absl::StrCat("attributes[", i, "]");
+    if (!ValidName(a.name()) || a.name().find('.') != std::string::npos) {
+      return InvalidArgument(field + ".name", "an attribute name is 1..64 of [A-Za-z0-9_]");
+    }
+    if (BuiltinNames().count(a.name()) > 0 || !seen.insert(a.name()).second) {
+      return InvalidArgument(field + ".name", "attribute " + a.name() + " is defined twice");
+    }
+    if (a.type() == pb::ATTRIBUTE_TYPE_UNSPECIFIED) {
+      return InvalidArgument(field + ".type", "attribute " + a.name() + " needs a type");
+    }
+    if (a.type() == pb::ENUM && a.enum_values_size() == 0) {
+      return InvalidArgument(field + ".enum_values", "an ENUM attribute lists its values");
+    }
+  }
+  if (type.reversal() != pb::NOT_A_REVERSAL) {
+    bool has_original = false;
+    for (const auto& a : type.attributes()) {
+      has_original = has_original || (a.name() == kOriginalEventAttribute && a.required());
+    }
+    if (!has_original) {
+      return InvalidArgument("attributes",
+                             "a reversal type requires the attribute original_event_id");
+    }
+  }
+  return absl::OkStatus();
+}
+
+void EventTypeRegistry::Load(const std::vector<pb::EventType>& types) {
+  absl::MutexLock lock(&mu_);
+  types_.clear();
+  for (const auto& t : types) types_[t.name()] = std::make_shared<const EventTypeInfo>(t);
+}
+
+absl::Status EventTypeRegistry::Put(const pb::EventType& type) {
+  MKT_RETURN_IF_ERROR(CheckEventType(type));
+  absl::MutexLock lock(&mu_);
+  types_[type.name()] = std::make_shared<const EventTypeInfo>(type);
+  return absl::OkStatus();
+}
+
+std::shared_ptr<const EventTypeInfo> EventTypeRegistry::Find(std::string_view name) const {
+  absl::MutexLock lock(&mu_);
+  auto it = types_.find(name);
+  return it == types_.end() ? nullptr : it->second;
+}
+
+std::vector<pb::EventType> EventTypeRegistry::List() const {
+  absl::MutexLock lock(&mu_);
+  std::vector<pb::EventType> out;
+  for (const auto& [name, info] : types_) out.push_back(info->proto());
+  return out;
+}
+
+absl::StatusOr<ValidatedEvent> EventTypeRegistry::Validate(
+    const pb::BusinessEvent& event, std::string_view envelope_event_id) const {
+  std::shared_ptr<const EventTypeInfo> info = Find(event.event_type());
+  if (info == nullptr) {
+    return Unfit("event_type", absl::StrCat("unknown event type \"", event.event_type(), "\""));
+  }
+  if (event.source().empty() || event.source().size() > 64) {
+    return Unfit("source", "source must be 1..64 characters");
+  }
+  if (event.source_event_id().empty() || event.source_event_id().size() > 128) {
+    return Unfit("source_event_id", "source_event_id must be 1..128 characters");
+  }
+  if (event.customer_id().empty() || event.customer_id().size() > 64) {
+    return Unfit("customer_id", "customer_id must be 1..64 characters");
+  }
+  if (event.org_id().empty() || event.org_id().size() > 64) {
+    return Unfit("org_id", "org_id must be 1..64 characters");
+  }
+  if (event.occurred_at().seconds() <= 0) {
+    return Unfit("occurred_at", "occurred_at is required");
+  }
+  if (event.amount_fen() < 0) return Unfit("amount_fen", "amount_fen cannot be negative");
+  const pb::EventType& type = info->proto();
+  if (type.amount_required() && event.amount_fen() <= 0) {
+    return Unfit("amount_fen", absl::StrCat("a ", type.name(), " event needs amount_fen > 0"));
+  }
+  ValidatedEvent v;
+  v.event_key = absl::StrCat(event.source(), ":", event.source_event_id());
+  v.envelope_event_id = std::string(envelope_event_id);
+  v.source = event.source();
+  v.event_type = event.event_type();
+  v.customer_id = event.customer_id();
+  v.org_id = event.org_id();
+  v.product_code = event.product_code();
+  v.occurred_at = absl::FromUnixSeconds(event.occurred_at().seconds()) +
+                  absl::Nanoseconds(event.occurred_at().nanos());
+  v.amount_fen = event.amount_fen();
+  v.reversal = type.reversal();
+  for (const auto& [name, value] : event.attributes()) {
+    bool known = false;
+    for (const auto& a : type.attributes()) known = known || a.name() == name;
+    if (!known) {
+      return Unfit("attributes",
+                   absl::StrCat("attribute \"", name, "\" is not in the schema of ", type.name()));
+    }
+    v.attributes[name] = value;
+  }
+  v.typed.resize(static_cast<size_t>(type.attributes_size()));
+  for (int i = 0; i < type.attributes_size(); ++i) {
+    const pb::AttributeSpec& spec = type.attributes(i);
+    auto it = event.attributes().find(spec.name());
+    if (it == event.attributes().end()) {
+      if (spec.required()) {
+        return Unfit("attributes." + spec.name(), absl::StrCat("required attribute ", spec.name(),
+                                                               " of ", type.name(), " is missing"));
+      }
+      continue;
+    }
+    MKT_ASSIGN_OR_RETURN(v.typed[static_cast<size_t>(i)], Typed(spec, it->second));
+  }
+  if (v.reversal != pb::NOT_A_REVERSAL) {
+    v.original_key = absl::StrCat(v.source, ":", v.attributes[kOriginalEventAttribute]);
+  }
+  return v;
+}
+
+void InMemoryCustomerTags::Set(std::string customer_id, std::string tag, TagValue value) {
+  absl::MutexLock lock(&mu_);
+  tags_[{std::move(customer_id), std::move(tag)}] = std::move(value);
+}
+
+std::optional<TagValue> InMemoryCustomerTags::Get(std::string_view, std::string_view customer_id,
+                                                  std::string_view tag) const {
+  absl::MutexLock lock(&mu_);
+  auto it = tags_.find({std::string(customer_id), std::string(tag)});
+  if (it == tags_.end()) return std::nullopt;
+  return it->second;
+}
+
+expr::Value EventActivation::Slot(int slot) const {
+  switch (slot) {
+    case kSlotType:
+      return expr::Value::String(event_.event_type);
+    case kSlotCustomer:
+      return expr::Value::String(event_.customer_id);
+    case kSlotOrg:
+      return expr::Value::String(event_.org_id);
+    case kSlotSource:
+      return expr::Value::String(event_.source);
+    case kSlotAmount:
+      return expr::Value::Int(event_.amount_fen);
+    case kSlotProduct:
+      return event_.product_code.empty() ? expr::Value::Missing()
+                                         : expr::Value::String(event_.product_code);
+    case kSlotOccurredAt:
+      return expr::Value::Int(absl::ToUnixSeconds(event_.occurred_at));
+    default: {
+      const size_t i = static_cast<size_t>(slot - kFirstAttributeSlot);
+      if (slot < kFirstAttributeSlot || i >= event_.typed.size()) return expr::Value::Missing();
+      const TypedValue& t = event_.typed[i];
+      switch (t.kind) {
+        case expr::Value::Kind::kBool:
+          return expr::Value::Bool(t.boolean);
+        case expr::Value::Kind::kNumber:
+          return expr::Value::Int(t.number);
+        case expr::Value::Kind::kString:
+          return expr::Value::String(t.text);
+        default:
+          return expr::Value::Missing();
+      }
+    }
+  }
+}
+
+expr::Value EventActivation::Tag(std::string_view name) const {
+  if (tags_ == nullptr) return expr::Value::Missing();
+  auto it = cache_.find(name);
+  if (it == cache_.end()) {
+    it = cache_.emplace(std::string(name), tags_->Get(event_.org_id, event_.customer_id, name))
+             .first;
+  }
+  if (!it->second) return expr::Value::Missing();
+  return it->second->is_number ? expr::Value::Int(it->second->number)
+                               : expr::Value::String(it->second->text);
+}
+
+}  // namespace mkt::events

@@ -1,0 +1,60 @@
+#include "services/events/events_config.h"
+
+#include "libs/core/status.h"
+
+namespace mkt::events {
+namespace {
+
+absl::Status InRange(const char* key, int64_t value, int64_t low, int64_t high) {
+  if (value < low || value > high) {
+    return InvalidArgument(key, std::string(key) + " must be between " + std::to_string(low) +
+                                    " and " + std::to_string(high));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+const config::Schema<EventsConfig>& EventsConfigSchema() {
+  static const auto* schema = [] {
+    auto* s = new config::Schema<EventsConfig>("events");
+    s->Field("grpc_address", &EventsConfig::grpc_address, "gRPC listen address (host:port)")
+        .Field("metrics_address", &EventsConfig::metrics_address, "Prometheus /metrics address")
+        .Field("pg_dsn", &EventsConfig::pg_dsn, "libpq connection string of the events database")
+        .Field("pg_pool_size", &EventsConfig::pg_pool_size, "PostgreSQL connections")
+        .Field("kafka_bootstrap", &EventsConfig::kafka_bootstrap, "Kafka bootstrap servers")
+        .Field("events_topic", &EventsConfig::events_topic, "topic of business events")
+        .Field("campaign_changes_topic", &EventsConfig::campaign_changes_topic,
+               "topic of campaign changes (rules)")
+        .Field("dead_letter_topic", &EventsConfig::dead_letter_topic,
+               "where events that do not fit their schema go")
+        .Field("consumer_group", &EventsConfig::consumer_group,
+               "consumer group of the business-events consumer")
+        .Field("rewards_address", &EventsConfig::rewards_address, "the rewards ledger (gRPC)")
+        .Field("batch_max", &EventsConfig::batch_max, "most events per matching transaction")
+        .Field("batch_linger_ms", &EventsConfig::batch_linger_ms,
+               "milliseconds to wait for more events after the first of a batch")
+        .Field("grants_in_flight", &EventsConfig::grants_in_flight,
+               "ledger calls the grant sender keeps in flight")
+        .Field("worker_threads", &EventsConfig::worker_threads, "threads serving admin RPCs")
+        .Field("worker_queue", &EventsConfig::worker_queue, "admin RPCs that may wait")
+        .Field("tags_file", &EventsConfig::tags_file,
+               "customer tags as customer,tag,value lines (until the segments client is wired)")
+        .Field("log_format", &EventsConfig::log_format, "auto, text or json")
+        .Field("log_level", &EventsConfig::log_level, "trace, debug, info, warn or error");
+    return s;
+  }();
+  return *schema;
+}
+
+absl::Status ValidateEventsConfig(const EventsConfig& c) {
+  MKT_RETURN_IF_ERROR(InRange("pg_pool_size", c.pg_pool_size, 2, 256));
+  MKT_RETURN_IF_ERROR(InRange("batch_max", c.batch_max, 1, 10000));
+  MKT_RETURN_IF_ERROR(InRange("batch_linger_ms", c.batch_linger_ms, 0, 10000));
+  MKT_RETURN_IF_ERROR(InRange("grants_in_flight", c.grants_in_flight, 1, 10000));
+  MKT_RETURN_IF_ERROR(InRange("worker_threads", c.worker_threads, 1, 256));
+  MKT_RETURN_IF_ERROR(InRange("worker_queue", c.worker_queue, 1, 1000000));
+  return absl::OkStatus();
+}
+
+}  // namespace mkt::events

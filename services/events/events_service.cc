@@ -1,0 +1,267 @@
+#include "services/events/events_service.h"
+
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "libs/core/status.h"
+#include "libs/kafka/outbox.h"
+#include "libs/log/log.h"
+#include "spdlog/spdlog.h"
+
+namespace mkt::events {
+namespace {
+
+namespace cpb = ::marketing::campaigns::v1;
+
+absl::Status CheckScope(const tenancy::Actor& actor, const std::string& org) {
+  if (!tenancy::Covers(actor.org_id, org)) {
+    return Error(absl::StatusCode::kPermissionDenied, ::marketing::common::v1::PERMISSION_DENIED,
+                 "org " + org + " is outside the operator's organisation");
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+EventsService::EventsService(EventStore& store, const CustomerTags* tags)
+    : store_(store), tags_(tags) {}
+
+absl::Status EventsService::Start() {
+  MKT_ASSIGN_OR_RETURN(std::vector<pb::EventType> types, store_.SeedAndLoadEventTypes());
+  types_.Load(types);
+  MKT_ASSIGN_OR_RETURN(std::vector<pb::TriggerRule> rules, store_.LoadRules());
+  for (const pb::TriggerRule& rule : rules) {
+    auto compiled = CompileRule(rule, types_);
+    if (!compiled.ok()) {
+      spdlog::warn("stored rule {} does not compile, skipped: {}", rule.rule_id(),
+                   compiled.status());
+      continue;
+    }
+    rules_.Upsert(*std::move(compiled));
+  }
+  spdlog::info("events: {} event types, {} active rules", types.size(), rules_.active_count());
+  return absl::OkStatus();
+}
+
+absl::Status EventsService::HandleBatch(const std::vector<kafka::IncomingMessage>& batch,
+                                        std::vector<Rejected>* rejected) {
+  std::vector<ValidatedEvent> events;
+  events.reserve(batch.size());
+  for (size_t i = 0; i < batch.size(); ++i) {
+    const kafka::IncomingMessage& m = batch[i];
+    if (m.value.size() > kMaxEventBytes) {
+      rejected->push_back(
+          {i, absl::StrCat("oversized: ", m.value.size(), " bytes (limit ", kMaxEventBytes, ")")});
+      continue;
+    }
+    auto envelope = kafka::ParseEnvelope(m);
+    if (!envelope.ok()) {
+      rejected->push_back(
+          {i, "not a protobuf envelope: " + std::string(envelope.status().message())});
+      continue;
+    }
+    pb::BusinessEvent event;
+    if (envelope->type() != kBusinessEventType || !envelope->payload().UnpackTo(&event)) {
+      rejected->push_back(
+          {i, absl::StrCat("envelope type \"", envelope->type(),
+                           "\" does not hold a marketing.events.v1.BusinessEvent")});
+      continue;
+    }
+    auto valid = types_.Validate(event, envelope->event_id());
+    if (!valid.ok()) {
+      rejected->push_back({i, std::string(valid.status().message())});
+      continue;
+    }
+    events.push_back(*std::move(valid));
+  }
+  if (events.empty()) return absl::OkStatus();
+  auto snapshot = rules_.Snapshot();
+  MKT_ASSIGN_OR_RETURN(BatchStats stats, store_.ProcessBatch(events, *snapshot, tags_));
+  if ((stats.grants > 0 || stats.clawbacks > 0) && on_grants_) on_grants_();
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::optional<pb::TriggerRule>> RuleFromCampaign(
+    const cpb::CampaignChanged& change) {
+  const cpb::CampaignConfig& config = change.config();
+  if (config.type() != cpb::EVENT_TRIGGER) return std::optional<pb::TriggerRule>();
+  pb::TriggerRule rule;
+  rule.set_rule_id("campaign:" + change.campaign_id());
+  rule.set_campaign_id(change.campaign_id());
+  rule.set_org_id(change.org_id());
+  rule.set_revision(change.revision());
+  rule.set_kind(pb::EVERY_MATCH);
+  rule.set_window(pb::CAMPAIGN_WINDOW);
+  rule.set_condition(config.trigger_expression());
+  if (config.has_start_time()) *rule.mutable_start_time() = config.start_time();
+  if (config.has_end_time()) *rule.mutable_end_time() = config.end_time();
+  rule.set_per_customer_total(config.limits().per_customer_total());
+  rule.set_active(change.state() == cpb::ONLINE);
+  auto parsed = expr::Parse(config.trigger_expression());
+  if (!parsed.ok())
+    return InvalidArgument("trigger_expression", std::string(parsed.status().message()));
+  std::vector<std::string> types = expr::RequiredValues(*parsed, "event.type");
+  if (types.size() != 1) {
+    return InvalidArgument(
+        "trigger_expression",
+        "the trigger expression must pin one event type (event.type == \"...\")");
+  }
+  rule.set_event_type(types[0]);
+  for (const auto& item : config.rewards()) {
+    ::marketing::rewards::v1::Asset asset;
+    if (!::marketing::rewards::v1::Asset_Parse(item.benefit_template_id(), &asset)) continue;
+    rule.mutable_reward()->set_asset(asset);
+    rule.mutable_reward()->set_quantity(item.quantity());
+    rule.mutable_reward()->set_benefit_template_id(item.benefit_template_id());
+    break;
+  }
+  return std::optional<pb::TriggerRule>(std::move(rule));
+}
+
+absl::Status EventsService::HandleCampaignChange(const kafka::IncomingMessage& message) {
+  MKT_ASSIGN_OR_RETURN(auto envelope, kafka::ParseEnvelope(message));
+  cpb::CampaignChanged change;
+  if (!envelope.payload().UnpackTo(&change)) {
+    return InvalidArgument("payload", "not a marketing.campaigns.v1.CampaignChanged");
+  }
+  MKT_ASSIGN_OR_RETURN(std::optional<pb::TriggerRule> rule, RuleFromCampaign(change));
+  if (!rule) return absl::OkStatus();
+  auto compiled = CompileRule(*rule, types_);
+  if (!compiled.ok()) {
+    // Permanent: the change is dead-lettered with the reason for the campaign's operators.
+    return InvalidArgument(
+        "config", absl::StrCat("campaign ", change.campaign_id(), " cannot become a rule: ",
+                               std::string(compiled.status().message())));
+  }
+  MKT_ASSIGN_OR_RETURN(bool stored, store_.SaveRule(*rule));
+  if (stored) rules_.Upsert(*std::move(compiled));
+  return absl::OkStatus();
+}
+
+absl::StatusOr<pb::EventType> EventsService::UpsertEventType(const tenancy::Actor& actor,
+                                                             pb::EventType type) {
+  if (!actor.Has(tenancy::Role::kAdmin)) {
+    return Error(absl::StatusCode::kPermissionDenied, ::marketing::common::v1::PERMISSION_DENIED,
+                 "defining event types needs the admin role");
+  }
+  MKT_RETURN_IF_ERROR(CheckEventType(type));
+  if (auto held = types_.Find(type.name()); held != nullptr) {
+    type.set_version(held->proto().version() + 1);
+  } else {
+    type.set_version(1);
+  }
+  MKT_RETURN_IF_ERROR(store_.SaveEventType(type));
+  MKT_RETURN_IF_ERROR(types_.Put(type));
+  return type;
+}
+
+absl::StatusOr<pb::UpsertRuleResponse> EventsService::UpsertRule(const tenancy::Actor& actor,
+                                                                 const pb::TriggerRule& rule) {
+  MKT_RETURN_IF_ERROR(CheckScope(actor, rule.org_id()));
+  MKT_ASSIGN_OR_RETURN(auto compiled, CompileRule(rule, types_));
+  MKT_ASSIGN_OR_RETURN(bool stored, store_.SaveRule(rule));
+  if (!stored) {
+    return Error(absl::StatusCode::kFailedPrecondition, ::marketing::common::v1::CONFLICT,
+                 "a higher revision of rule " + rule.rule_id() + " is stored", "revision");
+  }
+  rules_.Upsert(std::move(compiled));
+  pb::UpsertRuleResponse response;
+  *response.mutable_rule() = rule;
+  return response;
+}
+
+absl::StatusOr<pb::ListRulesResponse> EventsService::ListRules(
+    const tenancy::Actor& actor, const pb::ListRulesRequest& request) const {
+  pb::ListRulesResponse response;
+  for (const auto& [id, rule] : rules_.Snapshot()->by_id) {
+    if (!tenancy::Covers(actor.org_id, rule->proto.org_id())) continue;
+    if (!request.campaign_id().empty() && rule->proto.campaign_id() != request.campaign_id()) {
+      continue;
+    }
+    *response.add_rules() = rule->proto;
+  }
+  return response;
+}
+
+absl::StatusOr<pb::ListCustomerEventsResponse> EventsService::ListCustomerEvents(
+    const tenancy::Actor& actor, const pb::ListCustomerEventsRequest& request) {
+  pb::ListCustomerEventsRequest scoped = request;
+  if (scoped.org_id().empty()) scoped.set_org_id("");
+  MKT_ASSIGN_OR_RETURN(auto events, store_.ListCustomerEvents(scoped));
+  pb::ListCustomerEventsResponse response;
+  for (auto& e : events) {
+    if (!tenancy::Covers(actor.org_id, e.org_id())) continue;
+    *response.add_events() = std::move(e);
+  }
+  return response;
+}
+
+absl::StatusOr<pb::ExplainResponse> EventsService::Explain(const tenancy::Actor& actor,
+                                                           const pb::ExplainRequest& request) {
+  auto snapshot = rules_.Snapshot();
+  auto rule_it = snapshot->by_id.find(request.rule_id());
+  if (rule_it == snapshot->by_id.end()) return NotFound("no rule " + request.rule_id());
+  const CompiledRule& rule = *rule_it->second;
+  MKT_RETURN_IF_ERROR(CheckScope(actor, rule.proto.org_id()));
+  MKT_ASSIGN_OR_RETURN(std::optional<ValidatedEvent> event,
+                       store_.LoadEvent(request.event_key(), types_));
+  if (!event) return NotFound("no event " + request.event_key() + " in the event log");
+  pb::ExplainResponse response;
+  response.set_event_type_matches(event->event_type == rule.proto.event_type());
+  std::optional<std::string> window = WindowKey(rule, event->occurred_at);
+  response.set_within_window(window.has_value());
+  if (rule.condition != nullptr) {
+    EventActivation activation(*event, tags_);
+    expr::Explanation e = rule.condition->Explain(activation);
+    response.set_condition_holds(e.result);
+    response.set_failed_condition(e.failed_condition);
+    for (const auto& o : e.observations) {
+      auto* obs = response.add_observations();
+      obs->set_condition(o.condition);
+      obs->set_left(o.left);
+      obs->set_right(o.right);
+      obs->set_result(o.result);
+    }
+  } else {
+    response.set_condition_holds(true);
+  }
+  MKT_ASSIGN_OR_RETURN(std::string decision,
+                       store_.LoadDecision(event->event_key, rule.proto.rule_id()));
+  response.set_decision(decision);
+  if (window) {
+    MKT_ASSIGN_OR_RETURN(Aggregate agg,
+                         store_.LoadAggregate(rule.proto.rule_id(), event->customer_id, *window));
+    response.set_aggregate_count(agg.count);
+    response.set_aggregate_amount_fen(agg.amount_fen);
+  }
+  MKT_ASSIGN_OR_RETURN(auto grants, store_.ListGrants(event->event_key, rule.proto.rule_id()));
+  bool granted = false;
+  for (auto& g : grants) {
+    granted = granted || g.state() == "granted" || g.state() == "pending";
+    *response.add_grants() = std::move(g);
+  }
+  response.set_granted(granted);
+  std::string summary;
+  if (!response.event_type_matches()) {
+    summary =
+        absl::StrCat("the rule listens to ", rule.proto.event_type(), ", not ", event->event_type);
+  } else if (!response.within_window()) {
+    summary = "the event occurred outside the rule's window";
+  } else if (!response.condition_holds()) {
+    summary = absl::StrCat("the condition failed at `", response.failed_condition(), "`");
+  } else if (decision.empty()) {
+    summary =
+        "the condition holds now but did not when the event was processed (rule or tags changed "
+        "since)";
+  } else if (response.grants_size() == 0) {
+    summary = absl::StrCat("matched but granted nothing: ", decision);
+  } else {
+    summary = absl::StrCat(
+        decision, "; grant state: ", response.grants(0).state(),
+        response.grants(0).reason().empty() ? "" : " (" + response.grants(0).reason() + ")");
+  }
+  response.set_summary(summary);
+  return response;
+}
+
+}  // namespace mkt::events

@@ -1,0 +1,69 @@
+// The events service: turns consumed business events into matched rules and grants (through the
+// store's batch transaction and the grant outbox), keeps the rules in memory (from UpsertRule
+// and mkt.campaign-changes.v1), and answers operators (event types, rules, the event log, and
+// why an event did or did not grant).
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "libs/kafka/kafka.h"
+#include "libs/tenancy/tenancy.h"
+#include "marketing/campaigns/v1/campaigns.pb.h"
+#include "services/events/batch_consumer.h"
+#include "services/events/event_store.h"
+#include "services/events/event_types.h"
+#include "services/events/rules.h"
+
+namespace mkt::events {
+
+inline constexpr char kBusinessEventsTopic[] = "mkt.business-events.v1";
+inline constexpr char kCampaignChangesTopic[] = "mkt.campaign-changes.v1";
+inline constexpr char kBusinessEventType[] = "events.BusinessEvent";
+
+class EventsService {
+ public:
+  EventsService(EventStore& store, const CustomerTags* tags);
+
+  // Seeds and loads the event types, then loads and compiles the stored rules.
+  absl::Status Start();
+  // Called after a batch committed grants (wakes the grant sender).
+  void OnGrantsCommitted(std::function<void()> callback) { on_grants_ = std::move(callback); }
+
+  // The BatchConsumer handler of mkt.business-events.v1.
+  absl::Status HandleBatch(const std::vector<kafka::IncomingMessage>& batch,
+                           std::vector<Rejected>* rejected);
+  // The handler of mkt.campaign-changes.v1.
+  absl::Status HandleCampaignChange(const kafka::IncomingMessage& message);
+
+  std::vector<pb::EventType> ListEventTypes() const { return types_.List(); }
+  absl::StatusOr<pb::EventType> UpsertEventType(const tenancy::Actor& actor, pb::EventType type);
+  absl::StatusOr<pb::UpsertRuleResponse> UpsertRule(const tenancy::Actor& actor,
+                                                    const pb::TriggerRule& rule);
+  absl::StatusOr<pb::ListRulesResponse> ListRules(const tenancy::Actor& actor,
+                                                  const pb::ListRulesRequest& request) const;
+  absl::StatusOr<pb::ListCustomerEventsResponse> ListCustomerEvents(
+      const tenancy::Actor& actor, const pb::ListCustomerEventsRequest& request);
+  absl::StatusOr<pb::ExplainResponse> Explain(const tenancy::Actor& actor,
+                                              const pb::ExplainRequest& request);
+
+  const RuleBook& rules() const { return rules_; }
+
+ private:
+  EventStore& store_;
+  const CustomerTags* tags_;
+  EventTypeRegistry types_;
+  RuleBook rules_;
+  std::function<void()> on_grants_;
+};
+
+// Returns the rule an EVENT_TRIGGER campaign's change describes, or nullopt for campaigns of
+// other kinds. The event type comes from the trigger expression's `event.type == "..."`; each
+// reward item whose benefit_template_id names an asset ("POINTS", "CASH_FEN", "LOTTERY_CHANCE")
+// grants that asset (until benefit templates exist).
+absl::StatusOr<std::optional<pb::TriggerRule>> RuleFromCampaign(
+    const ::marketing::campaigns::v1::CampaignChanged& change);
+
+}  // namespace mkt::events

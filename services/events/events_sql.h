@@ -1,0 +1,143 @@
+// The SQL of the events store, as named constants (parameterised; arrays for multi-row writes).
+#pragma once
+
+namespace mkt::events {
+
+inline constexpr char kInsertEventTypeIfAbsent[] =
+    "INSERT INTO event_types (name, definition) VALUES ($1, $2) ON CONFLICT DO NOTHING";
+inline constexpr char kUpsertEventType[] =
+    "INSERT INTO event_types (name, definition) VALUES ($1, $2) "
+    "ON CONFLICT (name) DO UPDATE SET definition = EXCLUDED.definition, updated_at = now()";
+inline constexpr char kSelectEventTypes[] = "SELECT definition FROM event_types ORDER BY name";
+
+inline constexpr char kUpsertRule[] =
+    "INSERT INTO trigger_rules (rule_id, campaign_id, revision, definition) "
+    "VALUES ($1, $2, $3, $4) "
+    "ON CONFLICT (rule_id) DO UPDATE SET campaign_id = EXCLUDED.campaign_id, "
+    "  revision = EXCLUDED.revision, definition = EXCLUDED.definition, updated_at = now() "
+    "WHERE trigger_rules.revision <= EXCLUDED.revision RETURNING rule_id";
+inline constexpr char kSelectRules[] = "SELECT definition FROM trigger_rules ORDER BY rule_id";
+
+inline constexpr char kInsertEventKeys[] =
+    "INSERT INTO event_keys (event_key, customer_id, org_id, event_type, occurred_at, amount_fen) "
+    "SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[], "
+    "  $6::bigint[]) "
+    "ON CONFLICT DO NOTHING RETURNING event_key";
+
+inline constexpr char kInsertEventLog[] =
+    "INSERT INTO event_log (occurred_at, event_key, customer_id, org_id, event_type, amount_fen, "
+    "  product_code, attributes, envelope_id) "
+    "SELECT t, k, c, o, ty, a, p, at::jsonb, env FROM unnest($1::timestamptz[], $2::text[], "
+    "  $3::text[], $4::text[], $5::text[], $6::bigint[], $7::text[], $8::text[], $9::text[]) "
+    "  AS x(t, k, c, o, ty, a, p, at, env)";
+
+inline constexpr char kSelectContributions[] =
+    "SELECT event_key, rule_id, customer_id, window_key, amount_fen, refunded_fen, cancelled "
+    "FROM match_outcomes WHERE event_key = ANY($1::text[]) ORDER BY event_key, rule_id";
+
+// Sorted, so that two writers never lock the same rows in opposite orders.
+inline constexpr char kLockAggregates[] =
+    "SELECT rule_id, customer_id, window_key, event_count, amount_fen, tiers_granted "
+    "FROM rule_aggregates WHERE (rule_id, customer_id, window_key) IN "
+    "  (SELECT * FROM unnest($1::text[], $2::text[], $3::text[])) "
+    "ORDER BY rule_id, customer_id, window_key FOR UPDATE";
+
+inline constexpr char kSelectActiveGrants[] =
+    "SELECT rule_id, customer_id, window_key, grant_id, event_key, tier FROM grants "
+    "WHERE (rule_id, customer_id, window_key) IN "
+    "  (SELECT * FROM unnest($1::text[], $2::text[], $3::text[])) "
+    "  AND state IN ('pending', 'granted') ORDER BY seq";
+
+inline constexpr char kUpsertAggregates[] =
+    "INSERT INTO rule_aggregates (rule_id, customer_id, window_key, event_count, amount_fen, "
+    "  tiers_granted) "
+    "SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bigint[], "
+    "  $6::bigint[]) "
+    "ON CONFLICT (rule_id, customer_id, window_key) DO UPDATE SET "
+    "  event_count = EXCLUDED.event_count, amount_fen = EXCLUDED.amount_fen, "
+    "  tiers_granted = EXCLUDED.tiers_granted, updated_at = now()";
+
+inline constexpr char kInsertOutcomes[] =
+    "INSERT INTO match_outcomes (event_key, rule_id, customer_id, window_key, amount_fen, "
+    "  decision) "
+    "SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], "
+    "  $6::text[]) ON CONFLICT DO NOTHING";
+
+inline constexpr char kUpdateOutcomes[] =
+    "UPDATE match_outcomes m SET refunded_fen = x.f, cancelled = x.c "
+    "FROM unnest($1::text[], $2::text[], $3::bigint[], $4::boolean[]) AS x(k, r, f, c) "
+    "WHERE m.event_key = x.k AND m.rule_id = x.r";
+
+inline constexpr char kInsertGrants[] =
+    "INSERT INTO grants (grant_id, event_key, rule_id, tier, campaign_id, org_id, customer_id, "
+    "  window_key, asset, quantity, budget_cost_fen, stock_template_id, stock_units, expiry_days, "
+    "  state) "
+    "SELECT *, 'pending' FROM unnest($1::text[], $2::text[], $3::text[], $4::int[], $5::text[], "
+    "  $6::text[], $7::text[], $8::text[], $9::int[], $10::bigint[], $11::bigint[], $12::text[], "
+    "  $13::bigint[], $14::int[]) ON CONFLICT DO NOTHING";
+
+inline constexpr char kRequestReversal[] =
+    "UPDATE grants SET state = 'reverse_pending', next_attempt_at = now(), updated_at = now() "
+    "WHERE grant_id = ANY($1::text[]) AND state IN ('pending', 'granted')";
+
+inline constexpr char kCancelUngranted[] =
+    "UPDATE grants SET state = 'cancelled', updated_at = now() "
+    "WHERE state = 'reverse_pending' AND NOT granted AND attempts = 0";
+
+inline constexpr char kSelectDue[] =
+    "SELECT seq, grant_id, event_key, rule_id, tier, campaign_id, org_id, customer_id, asset, "
+    "  quantity, budget_cost_fen, stock_template_id, stock_units, expiry_days, state, granted, "
+    "  attempts "
+    "FROM grants WHERE state IN ('pending', 'reverse_pending') AND next_attempt_at <= now() "
+    "ORDER BY seq LIMIT $1";
+
+// A grant that succeeded while a reversal was requested stays reverse_pending (now granted), so
+// the next pass reverses it.
+inline constexpr char kFinishGrants[] =
+    "UPDATE grants g SET "
+    "  granted = g.granted OR x.kind = 'granted', "
+    "  state = CASE "
+    "    WHEN x.kind = 'granted' AND g.state = 'pending' THEN 'granted' "
+    "    WHEN x.kind = 'rejected' AND g.state = 'pending' THEN 'rejected' "
+    "    WHEN x.kind = 'rejected' AND g.state = 'reverse_pending' THEN 'cancelled' "
+    "    WHEN x.kind IN ('reversed', 'reverse_failed') THEN x.kind "
+    "    ELSE g.state END, "
+    "  reason = x.reason, "
+    "  attempts = g.attempts + 1, "
+    "  next_attempt_at = CASE WHEN x.kind = 'retry' "
+    "    THEN now() + least(30, power(2, least(g.attempts, 5)) * 0.2) * interval '1 second' "
+    "    ELSE g.next_attempt_at END, "
+    "  updated_at = now() "
+    "FROM unnest($1::text[], $2::text[], $3::text[]) AS x(id, kind, reason) "
+    "WHERE g.grant_id = x.id";
+
+inline constexpr char kListCustomerEvents[] =
+    "SELECT event_key, event_type, customer_id, org_id, "
+    "  (extract(epoch FROM occurred_at) * 1000000)::bigint, amount_fen, product_code, "
+    "  attributes::text "
+    "FROM event_log WHERE customer_id = $1 AND ($2 = '' OR org_id = $2) "
+    "  AND occurred_at >= $3::timestamptz AND occurred_at < $4::timestamptz "
+    "ORDER BY occurred_at DESC LIMIT $5";
+
+inline constexpr char kSelectLoggedEvent[] =
+    "SELECT l.event_key, l.event_type, l.customer_id, l.org_id, "
+    "  (extract(epoch FROM l.occurred_at) * 1000000)::bigint, l.amount_fen, l.product_code, "
+    "  l.attributes::text, l.envelope_id "
+    "FROM event_keys k JOIN event_log l "
+    "  ON l.occurred_at = k.occurred_at AND l.event_key = k.event_key "
+    "WHERE k.event_key = $1";
+
+inline constexpr char kSelectDecision[] =
+    "SELECT decision || CASE WHEN cancelled THEN ' (later cancelled)' "
+    "  WHEN refunded_fen > 0 THEN ' (refunded ' || refunded_fen || ' fen)' ELSE '' END "
+    "FROM match_outcomes WHERE event_key = $1 AND rule_id = $2";
+
+inline constexpr char kSelectAggregate[] =
+    "SELECT event_count, amount_fen, tiers_granted FROM rule_aggregates "
+    "WHERE rule_id = $1 AND customer_id = $2 AND window_key = $3";
+
+inline constexpr char kSelectGrantsOf[] =
+    "SELECT grant_id, rule_id, tier, state, reason, event_key FROM grants "
+    "WHERE event_key = $1 AND ($2 = '' OR rule_id = $2) ORDER BY seq";
+
+}  // namespace mkt::events

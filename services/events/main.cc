@@ -1,0 +1,145 @@
+// mkt-events: business events in, matched trigger rules, grants out to the rewards ledger.
+#include <fstream>
+#include <optional>
+#include <thread>
+
+#include "absl/strings/numbers.h"
+#include "libs/core/ids.h"
+#include "libs/core/worker_pool.h"
+#include "libs/kafka/kafka.h"
+#include "libs/log/log.h"
+#include "libs/metrics/metrics.h"
+#include "libs/pg/migrations.h"
+#include "libs/pg/pool.h"
+#include "libs/rpc/server.h"
+#include "services/events/batch_consumer.h"
+#include "services/events/event_store.h"
+#include "services/events/events_config.h"
+#include "services/events/events_grpc.h"
+#include "services/events/events_service.h"
+#include "services/events/grant_sender.h"
+#include "spdlog/spdlog.h"
+
+extern char** environ;
+
+namespace {
+
+using namespace mkt;
+
+int Fail(const absl::Status& status) {
+  spdlog::critical("events cannot start: {}", status.message());
+  return 1;
+}
+
+absl::Status LoadTags(const std::string& path, events::InMemoryCustomerTags& tags) {
+  if (path.empty()) return absl::OkStatus();
+  std::ifstream in(path);
+  if (!in) return absl::NotFoundError("cannot read tags_file " + path);
+  std::string line;
+  while (std::getline(in, line)) {
+    const size_t a = line.find(',');
+    const size_t b = a == std::string::npos ? a : line.find(',', a + 1);
+    if (b == std::string::npos) continue;
+    events::TagValue v;
+    v.text = line.substr(b + 1);
+    v.is_number = absl::SimpleAtoi(v.text, &v.number);
+    tags.Set(line.substr(0, a), line.substr(a + 1, b - a - 1), v);
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  rpc::BlockTerminationSignals();
+  int exit_code = 0;
+  std::optional<events::EventsConfig> cfg = config::LoadForMain(
+      events::EventsConfigSchema(), argc, argv, environ, &exit_code, &events::ValidateEventsConfig);
+  if (!cfg) return exit_code;
+  log::Init("events", log::ParseFormat(cfg->log_format), cfg->log_level);
+
+  auto pool = pg::Pool::Connect({.dsn = cfg->pg_dsn, .size = static_cast<int>(cfg->pg_pool_size)});
+  if (!pool.ok()) return Fail(pool.status());
+  if (auto s = pg::ApplyMigrations(**pool, {&events::EventsMigrations()}); !s.ok()) return Fail(s);
+  if (auto s = metrics::StartExposer(cfg->metrics_address); !s.ok()) return Fail(s);
+
+  const kafka::ClientOptions kafka_options{.bootstrap_servers = cfg->kafka_bootstrap,
+                                           .client_id = "events"};
+  for (const std::string& topic :
+       {cfg->events_topic, cfg->dead_letter_topic, cfg->campaign_changes_topic}) {
+    if (auto s = kafka::EnsureTopic(kafka_options, topic, 3); !s.ok()) {
+      spdlog::warn("cannot create topic {} yet: {}", topic, s.message());
+    }
+  }
+  auto producer = kafka::Producer::Create(kafka_options);
+  if (!producer.ok()) return Fail(producer.status());
+
+  events::InMemoryCustomerTags tags;
+  if (auto s = LoadTags(cfg->tags_file, tags); !s.ok()) return Fail(s);
+  events::EventStore store(**pool);
+  events::EventsService service(store, &tags);
+  if (auto s = service.Start(); !s.ok()) return Fail(s);
+
+  events::GrantSender sender(store, {.rewards_address = cfg->rewards_address,
+                                     .max_in_flight = static_cast<int>(cfg->grants_in_flight)});
+  service.OnGrantsCommitted([&sender] { sender.Notify(); });
+  std::thread sender_thread([&sender] { sender.Run(); });
+
+  events::BatchConsumerOptions consumer_options;
+  consumer_options.consumer.client = kafka_options;
+  consumer_options.consumer.group_id = cfg->consumer_group;
+  consumer_options.consumer.topics = {cfg->events_topic};
+  consumer_options.consumer.metrics_name = "events";
+  consumer_options.consumer.dead_letter_topic = cfg->dead_letter_topic;
+  consumer_options.max_batch = static_cast<int>(cfg->batch_max);
+  consumer_options.linger = absl::Milliseconds(cfg->batch_linger_ms);
+  auto consumer = events::BatchConsumer::Create(consumer_options, producer->get());
+  if (!consumer.ok()) return Fail(consumer.status());
+  std::thread consumer_thread([&] {
+    (*consumer)->Run([&service](const auto& batch, auto* rejected) {
+      return service.HandleBatch(batch, rejected);
+    });
+  });
+
+  // Every replica needs every campaign change: a group of its own, from the beginning (the
+  // highest revision of each rule wins, so replaying old changes is harmless).
+  kafka::ConsumerOptions changes_options{.client = kafka_options,
+                                         .group_id = "events-rules-" + RandomHex(6),
+                                         .topics = {cfg->campaign_changes_topic},
+                                         .auto_offset_reset = "earliest",
+                                         .metrics_name = "events_campaign_changes",
+                                         .dead_letter_topic = cfg->dead_letter_topic};
+  auto changes = kafka::Consumer::Create(changes_options, producer->get());
+  if (!changes.ok()) return Fail(changes.status());
+  std::thread changes_thread([&] {
+    (*changes)->Run([&service](const auto& m) { return service.HandleCampaignChange(m); });
+  });
+
+  std::optional<WorkerPool> workers;
+  workers.emplace("events", static_cast<int>(cfg->worker_threads),
+                  static_cast<size_t>(cfg->worker_queue));
+  auto admin = events::NewEventsAdminService(service, *workers);
+  auto server =
+      rpc::Server::Start({.service_name = "events", .address = cfg->grpc_address}, {admin.get()});
+  auto stop_background = [&] {
+    (*consumer)->Stop();
+    (*changes)->Stop();
+    consumer_thread.join();
+    changes_thread.join();
+    sender.Stop();
+    sender_thread.join();
+  };
+  if (!server.ok()) {
+    workers.reset();
+    stop_background();
+    return Fail(server.status());
+  }
+  spdlog::info("events serving on {}", cfg->grpc_address);
+  const int sig = rpc::WaitForTerminationSignal();
+  spdlog::info("events stopping on signal {}", sig);
+  (*server)->Shutdown(absl::Seconds(5));
+  workers.reset();
+  stop_background();
+  spdlog::info("events stopped");
+  return 0;
+}

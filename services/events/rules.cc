@@ -1,0 +1,236 @@
+#include "services/events/rules.h"
+
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/civil_time.h"
+#include "libs/auth/crypto.h"
+#include "libs/core/status.h"
+
+namespace mkt::events {
+namespace {
+
+absl::Time FromProto(const google::protobuf::Timestamp& ts) {
+  return absl::FromUnixSeconds(ts.seconds()) + absl::Nanoseconds(ts.nanos());
+}
+
+absl::Status CheckReward(const pb::RewardSpec& reward, const std::string& field) {
+  if (reward.asset() != ::marketing::rewards::v1::POINTS &&
+      reward.asset() != ::marketing::rewards::v1::CASH_FEN &&
+      reward.asset() != ::marketing::rewards::v1::LOTTERY_CHANCE) {
+    return InvalidArgument(field + ".asset", "a reward is POINTS, CASH_FEN or LOTTERY_CHANCE");
+  }
+  if (reward.quantity() <= 0) return InvalidArgument(field + ".quantity", "quantity must be > 0");
+  if (reward.budget_cost_fen() < 0 || reward.stock_units() < 0) {
+    return InvalidArgument(field, "costs cannot be negative");
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<std::shared_ptr<const CompiledRule>> CompileRule(const pb::TriggerRule& rule,
+                                                                const EventTypeRegistry& types) {
+  if (rule.rule_id().empty() || rule.rule_id().size() > 64) {
+    return InvalidArgument("rule_id", "rule_id must be 1..64 characters");
+  }
+  if (rule.campaign_id().empty() || rule.org_id().empty()) {
+    return InvalidArgument("campaign_id", "a rule belongs to a campaign and an org");
+  }
+  std::shared_ptr<const EventTypeInfo> type = types.Find(rule.event_type());
+  if (type == nullptr) {
+    return InvalidArgument("event_type", "unknown event type \"" + rule.event_type() + "\"");
+  }
+  if (type->proto().reversal() != pb::NOT_A_REVERSAL) {
+    return InvalidArgument("event_type", "a reversal event type cannot trigger grants");
+  }
+  auto compiled = std::make_shared<CompiledRule>();
+  compiled->proto = rule;
+  if (rule.has_start_time()) compiled->start = FromProto(rule.start_time());
+  if (rule.has_end_time()) compiled->end = FromProto(rule.end_time());
+  if (compiled->end <= compiled->start) {
+    return InvalidArgument("end_time", "end_time must be after start_time");
+  }
+  if (!rule.condition().empty()) {
+    auto program = expr::CompileExpression(rule.condition(), *type);
+    if (!program.ok()) {
+      return InvalidArgument("condition", std::string(program.status().message()));
+    }
+    compiled->condition = *std::move(program);
+  }
+  switch (rule.kind()) {
+    case pb::EVERY_MATCH:
+    case pb::FIRST_TIME:
+      MKT_RETURN_IF_ERROR(CheckReward(rule.reward(), "reward"));
+      break;
+    case pb::COUNT_AT_LEAST:
+      if (rule.count_threshold() < 1) {
+        return InvalidArgument("count_threshold", "COUNT_AT_LEAST needs count_threshold >= 1");
+      }
+      MKT_RETURN_IF_ERROR(CheckReward(rule.reward(), "reward"));
+      break;
+    case pb::CUMULATIVE_AMOUNT: {
+      if (rule.tiers_size() < 1 || rule.tiers_size() > 62) {
+        return InvalidArgument("tiers", "CUMULATIVE_AMOUNT needs 1..62 tiers");
+      }
+      int64_t previous = 0;
+      for (int i = 0; i < rule.tiers_size(); ++i) {
+        if (rule.tiers(i).threshold_fen() <= previous) {
+          return InvalidArgument(absl::StrCat("tiers[", i, "].threshold_fen"),
+                                 "tier thresholds must be positive and increasing");
+        }
+        previous = rule.tiers(i).threshold_fen();
+        MKT_RETURN_IF_ERROR(
+            CheckReward(rule.tiers(i).reward(), absl::StrCat("tiers[", i, "].reward")));
+      }
+      break;
+    }
+    default:
+      return InvalidArgument("kind", "a rule needs a kind");
+  }
+  if (rule.per_customer_total() < 0) {
+    return InvalidArgument("per_customer_total", "per_customer_total cannot be negative");
+  }
+  return std::shared_ptr<const CompiledRule>(std::move(compiled));
+}
+
+RuleBook::RuleBook() : index_(std::make_shared<RuleIndex>()) {}
+
+std::shared_ptr<const RuleIndex> RuleBook::Snapshot() const {
+  absl::MutexLock lock(&mu_);
+  return index_;
+}
+
+bool RuleBook::Upsert(std::shared_ptr<const CompiledRule> rule) {
+  absl::MutexLock lock(&mu_);
+  const std::string& id = rule->proto.rule_id();
+  auto held = index_->by_id.find(id);
+  if (held != index_->by_id.end() && held->second->proto.revision() > rule->proto.revision()) {
+    return false;
+  }
+  auto next = std::make_shared<RuleIndex>(*index_);
+  next->by_id[id] = rule;
+  for (auto& [type, rules] : next->by_type) {
+    std::erase_if(rules, [&](const auto& r) { return r->proto.rule_id() == id; });
+  }
+  if (rule->proto.active()) next->by_type[rule->proto.event_type()].push_back(rule);
+  index_ = std::move(next);
+  return true;
+}
+
+size_t RuleBook::active_count() const {
+  auto snapshot = Snapshot();
+  size_t n = 0;
+  for (const auto& [type, rules] : snapshot->by_type) n += rules.size();
+  return n;
+}
+
+std::optional<std::string> WindowKey(const CompiledRule& rule, absl::Time occurred_at) {
+  if (occurred_at < rule.start || occurred_at >= rule.end) return std::nullopt;
+  static const absl::TimeZone kChina = absl::FixedTimeZone(8 * 3600);
+  switch (rule.proto.window()) {
+    case pb::CALENDAR_MONTH:
+      return absl::FormatTime("m:%Y-%m", occurred_at, kChina);
+    case pb::CALENDAR_DAY:
+      return absl::FormatTime("d:%Y-%m-%d", occurred_at, kChina);
+    default:
+      return std::string("c");
+  }
+}
+
+MatchEffect ApplyMatch(const pb::TriggerRule& rule, int64_t amount_fen, Aggregate& agg,
+                       Aggregate& grants) {
+  MatchEffect effect;
+  const int64_t count_before = agg.count;
+  agg.count += 1;
+  agg.amount_fen += amount_fen;
+  std::vector<int> due;
+  switch (rule.kind()) {
+    case pb::EVERY_MATCH:
+      due.push_back(0);
+      effect.decision = "matched";
+      break;
+    case pb::FIRST_TIME:
+      if (count_before == 0 && (agg.tiers_granted & 1) == 0) {
+        due.push_back(0);
+        effect.decision = "first matching event";
+      } else {
+        effect.decision = absl::StrCat("not the first: matching event number ", agg.count);
+      }
+      break;
+    case pb::COUNT_AT_LEAST:
+      if (agg.count >= rule.count_threshold() && (agg.tiers_granted & 1) == 0) {
+        due.push_back(0);
+        effect.decision = absl::StrCat("count ", agg.count, " reached ", rule.count_threshold());
+      } else {
+        effect.decision = (agg.tiers_granted & 1) != 0
+                              ? absl::StrCat("count ", agg.count, ": already granted this window")
+                              : absl::StrCat("count ", agg.count, " of ", rule.count_threshold());
+      }
+      break;
+    case pb::CUMULATIVE_AMOUNT:
+      for (int i = 0; i < rule.tiers_size(); ++i) {
+        if (agg.amount_fen >= rule.tiers(i).threshold_fen() &&
+            (agg.tiers_granted & (int64_t{1} << i)) == 0) {
+          due.push_back(i);
+        }
+      }
+      effect.decision = absl::StrCat("cumulative ", agg.amount_fen, " fen");
+      break;
+    default:
+      break;
+  }
+  for (int tier : due) {
+    if (rule.per_customer_total() > 0 && grants.count >= rule.per_customer_total()) {
+      absl::StrAppend(&effect.decision, "; per-customer limit ", rule.per_customer_total(),
+                      " reached");
+      // The tier stays unearned so that a later rule change (higher limit) can grant it.
+      break;
+    }
+    grants.count += 1;
+    if (rule.kind() != pb::EVERY_MATCH) agg.tiers_granted |= int64_t{1} << tier;
+    effect.grant_tiers.push_back(tier);
+    absl::StrAppend(&effect.decision, "; grants tier ", tier);
+  }
+  return effect;
+}
+
+std::vector<int> ApplyReversal(const pb::TriggerRule& rule, int64_t count, int64_t amount_fen,
+                               Aggregate& agg) {
+  agg.count = std::max<int64_t>(0, agg.count - count);
+  agg.amount_fen = std::max<int64_t>(0, agg.amount_fen - amount_fen);
+  std::vector<int> lost;
+  if (rule.kind() == pb::COUNT_AT_LEAST) {
+    if ((agg.tiers_granted & 1) != 0 && agg.count < rule.count_threshold()) {
+      agg.tiers_granted &= ~int64_t{1};
+      lost.push_back(0);
+    }
+  } else if (rule.kind() == pb::CUMULATIVE_AMOUNT) {
+    for (int i = 0; i < rule.tiers_size(); ++i) {
+      const int64_t bit = int64_t{1} << i;
+      if ((agg.tiers_granted & bit) != 0 && agg.amount_fen < rule.tiers(i).threshold_fen()) {
+        agg.tiers_granted &= ~bit;
+        lost.push_back(i);
+      }
+    }
+  }
+  return lost;
+}
+
+const pb::RewardSpec& RewardOf(const pb::TriggerRule& rule, int tier) {
+  if (rule.kind() == pb::CUMULATIVE_AMOUNT && tier >= 0 && tier < rule.tiers_size()) {
+    return rule.tiers(tier).reward();
+  }
+  return rule.reward();
+}
+
+std::string GrantId(std::string_view event_key, std::string_view rule_id, int tier) {
+  return "evg-" + auth::Sha256Hex(absl::StrCat(AsAbsl(event_key), "|", AsAbsl(rule_id), "|", tier))
+                      .substr(0, 40);
+}
+
+std::string ReversalId(std::string_view grant_id) {
+  return "evr-" + std::string(grant_id.substr(4));
+}
+
+}  // namespace mkt::events

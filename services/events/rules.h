@@ -1,0 +1,102 @@
+// Trigger rules held in memory and the pure decisions of matching: which window an event falls
+// in, how a matching event moves a customer's aggregate for a rule, which rewards (tiers) that
+// grants, and which grants a reversal claws back. No I/O here: the store applies the decisions
+// inside its transaction, and unit tests drive them directly.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "libs/expr/expr.h"
+#include "services/events/event_types.h"
+
+namespace mkt::events {
+
+// A rule ready to match: its condition compiled against its event type's schema.
+struct CompiledRule {
+  pb::TriggerRule proto;
+  std::shared_ptr<const expr::Program> condition;  // null: always true
+  absl::Time start = absl::InfinitePast();
+  absl::Time end = absl::InfiniteFuture();
+};
+
+// Returns the compiled rule, or INVALID_ARGUMENT (parse/type errors with their position in
+// field "condition", unknown event type, missing reward or tiers).
+absl::StatusOr<std::shared_ptr<const CompiledRule>> CompileRule(const pb::TriggerRule& rule,
+                                                                const EventTypeRegistry& types);
+
+// An immutable snapshot of the rules: active ones indexed by event type, every one by id (a
+// reversal must still find a rule that has since been deactivated).
+struct RuleIndex {
+  std::map<std::string, std::vector<std::shared_ptr<const CompiledRule>>, std::less<>> by_type;
+  std::map<std::string, std::shared_ptr<const CompiledRule>, std::less<>> by_id;
+};
+
+// The rules in memory; readers take a snapshot without locking out writers.
+class RuleBook {
+ public:
+  RuleBook();
+  std::shared_ptr<const RuleIndex> Snapshot() const;
+  // Adds or replaces `rule` unless a higher revision of it is held; returns whether it changed.
+  bool Upsert(std::shared_ptr<const CompiledRule> rule);
+  size_t active_count() const;
+
+ private:
+  mutable absl::Mutex mu_;
+  std::shared_ptr<const RuleIndex> index_ ABSL_GUARDED_BY(mu_);
+};
+
+// Returns the key of the window `occurred_at` falls in for `rule` ("c" for the campaign window,
+// "m:2026-11", "d:2026-11-26" in China time), or nullopt when it is outside start..end.
+std::optional<std::string> WindowKey(const CompiledRule& rule, absl::Time occurred_at);
+
+// Grants made per customer for a rule are counted in the aggregate row with this window key.
+inline constexpr char kGrantsWindow[] = "*grants";
+
+// One customer's running state for one rule in one window.
+struct Aggregate {
+  int64_t count = 0;
+  int64_t amount_fen = 0;
+  // Bit i: tier i was granted in this window (COUNT_AT_LEAST and FIRST_TIME use bit 0).
+  int64_t tiers_granted = 0;
+};
+
+// What a matching event did to its aggregate.
+struct MatchEffect {
+  // Tier indexes to grant now (EVERY_MATCH, FIRST_TIME and COUNT_AT_LEAST use tier 0).
+  std::vector<int> grant_tiers;
+  // For operators: "granted tier 1 (cumulative 120000 >= 100000)", "count 2 of 3", ...
+  std::string decision;
+};
+
+// Applies a matching event of `amount_fen` to `agg` and decides what it grants, given the
+// customer's grants so far for the rule (`grants`, whose count is increased by what is granted;
+// per_customer_total caps it).
+MatchEffect ApplyMatch(const pb::TriggerRule& rule, int64_t amount_fen, Aggregate& agg,
+                       Aggregate& grants);
+
+// Takes back `count` events and `amount_fen` from `agg` (a cancelled or refunded event) and
+// returns the tiers whose condition no longer holds (their bits are cleared: they can be earned
+// again). EVERY_MATCH and FIRST_TIME grants belong to their event and are clawed back by event,
+// not here.
+std::vector<int> ApplyReversal(const pb::TriggerRule& rule, int64_t count, int64_t amount_fen,
+                               Aggregate& agg);
+
+// The reward of `tier` (the rule's reward, or the tier's own for CUMULATIVE_AMOUNT).
+const pb::RewardSpec& RewardOf(const pb::TriggerRule& rule, int tier);
+
+// Returns the ledger request id of the grant of `rule`'s `tier` caused by `event_key`: the same
+// inputs always give the same id, so a redelivered or replayed event never grants twice.
+std::string GrantId(std::string_view event_key, std::string_view rule_id, int tier);
+// The request id of the reversal of grant `grant_id`.
+std::string ReversalId(std::string_view grant_id);
+
+}  // namespace mkt::events

@@ -1,0 +1,157 @@
+#include "services/events/rules.h"
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace mkt::events {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::IsEmpty;
+
+pb::TriggerRule Cumulative(std::vector<int64_t> thresholds) {
+  pb::TriggerRule r;
+  r.set_rule_id("r1");
+  r.set_campaign_id("c1");
+  r.set_org_id("bank-a");
+  r.set_event_type("credit_card.spend");
+  r.set_kind(pb::CUMULATIVE_AMOUNT);
+  r.set_window(pb::CALENDAR_MONTH);
+  r.set_active(true);
+  for (int64_t t : thresholds) {
+    auto* tier = r.add_tiers();
+    tier->set_threshold_fen(t);
+    tier->mutable_reward()->set_asset(::marketing::rewards::v1::POINTS);
+    tier->mutable_reward()->set_quantity(t / 100);
+  }
+  return r;
+}
+
+TEST(ApplyMatchTest, TiersAreGrantedOnceEachWhateverTheOrder) {
+  const pb::TriggerRule rule = Cumulative({100000, 300000});
+  for (std::vector<int64_t> order :
+       {std::vector<int64_t>{50000, 60000, 200000}, std::vector<int64_t>{200000, 60000, 50000},
+        std::vector<int64_t>{60000, 200000, 50000}}) {
+    Aggregate agg, grants;
+    std::vector<int> granted;
+    for (int64_t amount : order) {
+      for (int t : ApplyMatch(rule, amount, agg, grants).grant_tiers) granted.push_back(t);
+    }
+    std::sort(granted.begin(), granted.end());
+    EXPECT_THAT(granted, ElementsAre(0, 1));
+    EXPECT_EQ(agg.amount_fen, 310000);
+    EXPECT_EQ(agg.tiers_granted, 3);
+    EXPECT_EQ(grants.count, 2);
+  }
+}
+
+TEST(ApplyMatchTest, OneBigEventReachesSeveralTiersAtOnce) {
+  Aggregate agg, grants;
+  EXPECT_THAT(ApplyMatch(Cumulative({100, 200, 300}), 250, agg, grants).grant_tiers,
+              ElementsAre(0, 1));
+}
+
+TEST(ApplyReversalTest, ARefundBelowAThresholdLosesThatTierOnly) {
+  const pb::TriggerRule rule = Cumulative({100000, 300000});
+  Aggregate agg, grants;
+  ApplyMatch(rule, 320000, agg, grants);
+  EXPECT_THAT(ApplyReversal(rule, 0, 30000, agg), ElementsAre(1));
+  EXPECT_EQ(agg.amount_fen, 290000);
+  EXPECT_EQ(agg.tiers_granted, 1);
+  EXPECT_THAT(ApplyReversal(rule, 0, 200000, agg), ElementsAre(0));
+  EXPECT_EQ(agg.tiers_granted, 0);
+  // Spending again earns the tiers again.
+  EXPECT_THAT(ApplyMatch(rule, 220000, agg, grants).grant_tiers, ElementsAre(0, 1));
+}
+
+TEST(ApplyMatchTest, FirstTimeGrantsOnlyTheFirst) {
+  pb::TriggerRule rule = Cumulative({1});
+  rule.set_kind(pb::FIRST_TIME);
+  Aggregate agg, grants;
+  EXPECT_THAT(ApplyMatch(rule, 0, agg, grants).grant_tiers, ElementsAre(0));
+  EXPECT_THAT(ApplyMatch(rule, 0, agg, grants).grant_tiers, IsEmpty());
+}
+
+TEST(ApplyMatchTest, CountAtLeastGrantsAtTheNthOncePerWindow) {
+  pb::TriggerRule rule = Cumulative({1});
+  rule.set_kind(pb::COUNT_AT_LEAST);
+  rule.set_count_threshold(3);
+  Aggregate agg, grants;
+  EXPECT_THAT(ApplyMatch(rule, 0, agg, grants).grant_tiers, IsEmpty());
+  EXPECT_THAT(ApplyMatch(rule, 0, agg, grants).grant_tiers, IsEmpty());
+  EXPECT_THAT(ApplyMatch(rule, 0, agg, grants).grant_tiers, ElementsAre(0));
+  EXPECT_THAT(ApplyMatch(rule, 0, agg, grants).grant_tiers, IsEmpty());
+  EXPECT_EQ(agg.count, 4);
+}
+
+TEST(ApplyMatchTest, PerCustomerTotalCapsGrants) {
+  pb::TriggerRule rule = Cumulative({1});
+  rule.set_kind(pb::EVERY_MATCH);
+  rule.set_per_customer_total(2);
+  Aggregate agg, grants;
+  EXPECT_THAT(ApplyMatch(rule, 0, agg, grants).grant_tiers, ElementsAre(0));
+  EXPECT_THAT(ApplyMatch(rule, 0, agg, grants).grant_tiers, ElementsAre(0));
+  MatchEffect third = ApplyMatch(rule, 0, agg, grants);
+  EXPECT_THAT(third.grant_tiers, IsEmpty());
+  EXPECT_THAT(third.decision, ::testing::HasSubstr("limit 2 reached"));
+}
+
+TEST(WindowKeyTest, MonthsAndDaysAreInChinaTime) {
+  EventTypeRegistry types;
+  types.Load(DefaultEventTypes());
+  pb::TriggerRule rule = Cumulative({100});
+  rule.mutable_start_time()->set_seconds(1'000'000'000);
+  rule.mutable_end_time()->set_seconds(2'000'000'000);
+  auto compiled = CompileRule(rule, types);
+  ASSERT_TRUE(compiled.ok()) << compiled.status();
+  // 2026-11-30T16:30:00Z is 2026-12-01 00:30 in China.
+  absl::Time t;
+  std::string err;
+  ASSERT_TRUE(absl::ParseTime(absl::RFC3339_full, "2026-11-30T16:30:00Z", &t, &err));
+  EXPECT_EQ(WindowKey(**compiled, t), "m:2026-12");
+  EXPECT_EQ(WindowKey(**compiled, absl::FromUnixSeconds(999'999'999)), std::nullopt);
+  EXPECT_EQ(WindowKey(**compiled, absl::FromUnixSeconds(2'000'000'000)), std::nullopt);
+}
+
+TEST(CompileRuleTest, ConditionErrorsKeepTheirPosition) {
+  EventTypeRegistry types;
+  types.Load(DefaultEventTypes());
+  pb::TriggerRule rule = Cumulative({100});
+  rule.set_condition("amount_fen >= 100 && merchant_categry == 'x'");
+  auto compiled = CompileRule(rule, types);
+  ASSERT_FALSE(compiled.ok());
+  EXPECT_THAT(std::string(compiled.status().message()),
+              ::testing::HasSubstr("unknown field 'merchant_categry' at character 22"));
+  rule.set_condition("channel in ['QR', 'POS'] && customer.tag('age') < 35");
+  EXPECT_TRUE(CompileRule(rule, types).ok());
+  rule.set_event_type("credit_card.refunded");
+  EXPECT_FALSE(CompileRule(rule, types).ok());
+}
+
+TEST(GrantIdTest, IsDeterministicAndFitsTheLedger) {
+  EXPECT_EQ(GrantId("card:1", "r1", 0), GrantId("card:1", "r1", 0));
+  EXPECT_NE(GrantId("card:1", "r1", 0), GrantId("card:1", "r1", 1));
+  EXPECT_NE(GrantId("card:1", "r1", 0), GrantId("card:1", "r2", 0));
+  EXPECT_EQ(GrantId("card:1", "r1", 0).size(), 44u);
+  EXPECT_EQ(ReversalId(GrantId("x", "y", 0)).substr(0, 4), "evr-");
+}
+
+TEST(RuleBookTest, IndexesActiveRulesByTypeAndKeepsTheHighestRevision) {
+  EventTypeRegistry types;
+  types.Load(DefaultEventTypes());
+  RuleBook book;
+  pb::TriggerRule rule = Cumulative({100});
+  rule.set_revision(2);
+  ASSERT_TRUE(book.Upsert(*CompileRule(rule, types)));
+  EXPECT_EQ(book.Snapshot()->by_type.at("credit_card.spend").size(), 1u);
+  rule.set_revision(1);
+  rule.set_active(false);
+  EXPECT_FALSE(book.Upsert(*CompileRule(rule, types)));
+  rule.set_revision(3);
+  EXPECT_TRUE(book.Upsert(*CompileRule(rule, types)));
+  EXPECT_EQ(book.active_count(), 0u);
+  EXPECT_EQ(book.Snapshot()->by_id.count("r1"), 1u);
+}
+
+}  // namespace
+}  // namespace mkt::events

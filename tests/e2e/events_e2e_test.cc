@@ -1,0 +1,467 @@
+// The events service end to end: mkt-rewards and mkt-events run as processes on fresh databases
+// and the real Kafka; the test publishes business events as the core systems would, loads
+// trigger rules through the admin gRPC API, and checks the grants in the ledger (balances and
+// CheckIntegrity), replays, dead letters, reversals and explanations.
+#include <librdkafka/rdkafkacpp.h>
+
+#include <fstream>
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "gtest/gtest.h"
+#include "libs/core/ids.h"
+#include "libs/core/status.h"
+#include "libs/kafka/kafka.h"
+#include "libs/kafka/outbox.h"
+#include "libs/rpc/actor.h"
+#include "libs/rpc/client.h"
+#include "libs/rpc/server.h"
+#include "libs/testing/testing.h"
+#include "marketing/common/v1/envelope.pb.h"
+#include "marketing/events/v1/business_event.pb.h"
+#include "marketing/events/v1/events.grpc.pb.h"
+#include "marketing/rewards/v1/ledger.grpc.pb.h"
+
+namespace mkt {
+namespace {
+
+namespace epb = ::marketing::events::v1;
+namespace rpb = ::marketing::rewards::v1;
+
+constexpr char kOrg[] = "bank-a";
+
+// Starts mkt-rewards and mkt-events on fresh databases and fresh topics.
+class Stack {
+ public:
+  Stack()
+      : events_topic_(testing::NewTopic("events-e2e.business", 3)),
+        dead_letters_(testing::NewTopic("events-e2e.dlq", 1)),
+        changes_(testing::NewTopic("events-e2e.changes", 1)) {
+    rewards_port_ = testing::FreePort();
+    const std::string rewards_log = "/tmp/events_e2e_rewards_" + RandomHex(4) + ".log";
+    rewards_ = std::make_unique<testing::ChildProcess>(
+        std::vector<std::string>{testing::BinDir() + "/services/rewards/mkt-rewards"},
+        std::map<std::string, std::string>{
+            {"MKT_REWARDS_PG_DSN", rewards_db_.dsn()},
+            {"MKT_REWARDS_KAFKA_BOOTSTRAP", testing::KafkaBootstrap()},
+            {"MKT_REWARDS_GRPC_ADDRESS", absl::StrCat("127.0.0.1:", rewards_port_)},
+            {"MKT_REWARDS_METRICS_ADDRESS", absl::StrCat("127.0.0.1:", testing::FreePort())},
+            {"MKT_REWARDS_EXPIRY_INTERVAL_S", "0"},
+            {"MKT_REWARDS_LOG_FORMAT", "json"}},
+        rewards_log);
+    ledger_ = rpb::Ledger::NewStub(rpc::Connect(absl::StrCat("127.0.0.1:", rewards_port_)));
+    EXPECT_TRUE(testing::WaitForGrpcHealth(rpc::Connect(absl::StrCat("127.0.0.1:", rewards_port_)),
+                                           absl::Seconds(30)))
+        << testing::Tail(rewards_log, 30);
+    tags_file_ = "/tmp/events_e2e_tags_" + RandomHex(4) + ".csv";
+    std::ofstream(tags_file_) << "cust-1,age,30\ncust-2,age,40\ncust-3,age,25\n";
+    StartEvents();
+    auto producer = kafka::Producer::Create(
+        {.bootstrap_servers = testing::KafkaBootstrap(), .client_id = "events-e2e"});
+    EXPECT_TRUE(producer.ok());
+    producer_ = *std::move(producer);
+  }
+
+  void StartEvents() {
+    events_port_ = testing::FreePort();
+    events_log_ = "/tmp/events_e2e_events_" + RandomHex(4) + ".log";
+    events_ = std::make_unique<testing::ChildProcess>(
+        std::vector<std::string>{testing::BinDir() + "/services/events/mkt-events"},
+        std::map<std::string, std::string>{
+            {"MKT_EVENTS_PG_DSN", events_db_.dsn()},
+            {"MKT_EVENTS_KAFKA_BOOTSTRAP", testing::KafkaBootstrap()},
+            {"MKT_EVENTS_GRPC_ADDRESS", absl::StrCat("127.0.0.1:", events_port_)},
+            {"MKT_EVENTS_METRICS_ADDRESS", absl::StrCat("127.0.0.1:", testing::FreePort())},
+            {"MKT_EVENTS_EVENTS_TOPIC", events_topic_},
+            {"MKT_EVENTS_DEAD_LETTER_TOPIC", dead_letters_},
+            {"MKT_EVENTS_CAMPAIGN_CHANGES_TOPIC", changes_},
+            {"MKT_EVENTS_CONSUMER_GROUP", "events-e2e-" + RandomHex(4)},
+            {"MKT_EVENTS_REWARDS_ADDRESS", absl::StrCat("127.0.0.1:", rewards_port_)},
+            {"MKT_EVENTS_TAGS_FILE", tags_file_},
+            {"MKT_EVENTS_LOG_FORMAT", "json"}},
+        events_log_);
+    auto channel = rpc::Connect(absl::StrCat("127.0.0.1:", events_port_));
+    admin_ = epb::EventsAdmin::NewStub(channel);
+    EXPECT_TRUE(testing::WaitForGrpcHealth(channel, absl::Seconds(30)))
+        << testing::Tail(events_log_, 30);
+  }
+
+  // ---- Calls ----
+  template <class Resp, class Req, class Method>
+  absl::StatusOr<Resp> Admin(Method method, const Req& request) {
+    grpc::ClientContext context;
+    rpc::PrepareClientContext(context, absl::Seconds(30), NewRequestId());
+    rpc::AttachActor(context, tenancy::SystemActor("events-e2e"));
+    Resp response;
+    grpc::Status status = ((*admin_).*method)(&context, request, &response);
+    if (!status.ok()) return rpc::FromGrpcStatus(status);
+    return response;
+  }
+
+  absl::Status UpsertRule(const epb::TriggerRule& rule) {
+    return Admin<epb::UpsertRuleResponse>(&epb::EventsAdmin::Stub::UpsertRule, rule).status();
+  }
+
+  std::map<rpb::Asset, int64_t> Balances(const std::string& customer) {
+    rpb::GetBalancesRequest request;
+    request.set_org_id(kOrg);
+    request.set_customer_id(customer);
+    grpc::ClientContext context;
+    rpc::PrepareClientContext(context, absl::Seconds(10), NewRequestId());
+    rpb::GetBalancesResponse response;
+    std::map<rpb::Asset, int64_t> out;
+    if (!ledger_->GetBalances(&context, request, &response).ok()) return out;
+    for (const auto& a : response.accounts()) {
+      if (a.balance() != 0) out[a.ref().asset()] = a.balance();
+    }
+    return out;
+  }
+
+  // Waits until every customer of `expected` has exactly those balances; returns the last seen.
+  std::map<std::string, std::map<rpb::Asset, int64_t>> AwaitBalances(
+      const std::map<std::string, std::map<rpb::Asset, int64_t>>& expected,
+      absl::Duration timeout = absl::Seconds(40)) {
+    std::map<std::string, std::map<rpb::Asset, int64_t>> seen;
+    const absl::Time deadline = absl::Now() + timeout;
+    while (absl::Now() < deadline) {
+      seen.clear();
+      for (const auto& [customer, balances] : expected) seen[customer] = Balances(customer);
+      if (seen == expected) return seen;
+      absl::SleepFor(absl::Milliseconds(200));
+    }
+    return seen;
+  }
+
+  void ExpectIntegrity() {
+    grpc::ClientContext context;
+    rpc::PrepareClientContext(context, absl::Seconds(60), NewRequestId());
+    rpb::CheckIntegrityResponse response;
+    ASSERT_TRUE(ledger_->CheckIntegrity(&context, rpb::CheckIntegrityRequest(), &response).ok());
+    std::string checks;
+    for (const auto& c : response.checks()) {
+      absl::StrAppend(&checks, c.ok() ? "ok " : "FAILED ", c.name(), ": ", c.detail(), "\n");
+    }
+    EXPECT_TRUE(response.ok()) << checks;
+  }
+
+  // Publishes raw values keyed by customer.
+  void PublishRaw(const std::vector<std::pair<std::string, std::string>>& keyed_values) {
+    std::vector<kafka::OutgoingMessage> out;
+    for (const auto& [key, value] : keyed_values) out.push_back({events_topic_, key, value, {}});
+    ASSERT_TRUE(producer_->Publish(out, absl::Seconds(30)).ok());
+  }
+
+  static std::string Envelope(const epb::BusinessEvent& e) {
+    return kafka::MakeEnvelope("events.BusinessEvent", e.org_id(), "", e).SerializeAsString();
+  }
+
+  void Publish(const std::vector<epb::BusinessEvent>& events) {
+    std::vector<std::pair<std::string, std::string>> values;
+    for (const auto& e : events) values.emplace_back(e.customer_id(), Envelope(e));
+    PublishRaw(values);
+  }
+
+  // True once `event_key` is in the customer's event log.
+  bool AwaitLogged(const std::string& customer, const std::string& event_key,
+                   absl::Duration timeout = absl::Seconds(30)) {
+    const absl::Time deadline = absl::Now() + timeout;
+    while (absl::Now() < deadline) {
+      epb::ListCustomerEventsRequest request;
+      request.set_customer_id(customer);
+      request.set_limit(1000);
+      auto r = Admin<epb::ListCustomerEventsResponse>(&epb::EventsAdmin::Stub::ListCustomerEvents,
+                                                      request);
+      if (r.ok()) {
+        for (const auto& e : r->events()) {
+          if (e.event_key() == event_key) return true;
+        }
+      }
+      absl::SleepFor(absl::Milliseconds(100));
+    }
+    return false;
+  }
+
+  testing::TestDatabase rewards_db_;
+  testing::TestDatabase events_db_;
+  std::string events_topic_, dead_letters_, changes_;
+  int rewards_port_ = 0, events_port_ = 0;
+  std::string tags_file_, events_log_;
+  std::unique_ptr<testing::ChildProcess> rewards_;
+  std::unique_ptr<testing::ChildProcess> events_;
+  std::unique_ptr<rpb::Ledger::Stub> ledger_;
+  std::unique_ptr<epb::EventsAdmin::Stub> admin_;
+  std::unique_ptr<kafka::Producer> producer_;
+};
+
+// ---- Builders -----------------------------------------------------------------------------------
+
+int counter = 0;
+
+epb::BusinessEvent Event(const std::string& type, const std::string& customer,
+                         int64_t amount_fen = 0, std::map<std::string, std::string> attrs = {},
+                         const std::string& product = "") {
+  epb::BusinessEvent e;
+  e.set_source("core");
+  e.set_source_event_id(absl::StrCat("ev-", RandomHex(6), "-", ++counter));
+  e.set_event_type(type);
+  e.set_customer_id(customer);
+  e.set_org_id(kOrg);
+  e.mutable_occurred_at()->set_seconds(absl::ToUnixSeconds(absl::Now()));
+  e.set_amount_fen(amount_fen);
+  e.set_product_code(product);
+  for (auto& [k, v] : attrs) (*e.mutable_attributes())[k] = v;
+  return e;
+}
+
+epb::RewardSpec Reward(rpb::Asset asset, int64_t quantity) {
+  epb::RewardSpec r;
+  r.set_asset(asset);
+  r.set_quantity(quantity);
+  return r;
+}
+
+epb::TriggerRule Rule(const std::string& id, const std::string& type, epb::RuleKind kind,
+                      const std::string& condition, epb::RewardSpec reward) {
+  epb::TriggerRule r;
+  r.set_rule_id(id);
+  r.set_campaign_id("camp-" + id);
+  r.set_org_id(kOrg);
+  r.set_event_type(type);
+  r.set_kind(kind);
+  r.set_window(epb::CAMPAIGN_WINDOW);
+  r.set_condition(condition);
+  *r.mutable_reward() = reward;
+  r.set_active(true);
+  r.set_revision(1);
+  r.mutable_start_time()->set_seconds(absl::ToUnixSeconds(absl::Now() - absl::Hours(24)));
+  r.mutable_end_time()->set_seconds(absl::ToUnixSeconds(absl::Now() + absl::Hours(24 * 30)));
+  return r;
+}
+
+epb::TriggerRule SpendTiers(const std::string& id) {
+  epb::TriggerRule r = Rule(id, "credit_card.spend", epb::CUMULATIVE_AMOUNT, "", {});
+  r.clear_reward();
+  r.set_window(epb::CALENDAR_MONTH);
+  for (auto [threshold, points] : {std::pair<int64_t, int64_t>{100000, 100}, {300000, 500}}) {
+    auto* t = r.add_tiers();
+    t->set_threshold_fen(threshold);
+    *t->mutable_reward() = Reward(rpb::POINTS, points);
+  }
+  return r;
+}
+
+class EventsE2eTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() { stack_ = new Stack(); }
+  static void TearDownTestSuite() {
+    delete stack_;
+    stack_ = nullptr;
+  }
+  static Stack* stack_;
+};
+Stack* EventsE2eTest::stack_ = nullptr;
+
+using Balances = std::map<std::string, std::map<rpb::Asset, int64_t>>;
+
+TEST_F(EventsE2eTest, TwelveScenariosGrantExactlyOnceEvenWhenEveryEventIsPublishedThreeTimes) {
+  Stack& s = *stack_;
+  const std::vector<epb::TriggerRule> rules = {
+      Rule("card-opened", "card.opened", epb::EVERY_MATCH, "", Reward(rpb::POINTS, 100)),
+      Rule("card-activated", "card.activated", epb::FIRST_TIME, "", Reward(rpb::POINTS, 200)),
+      Rule("loan-signed", "loan.contract_signed", epb::EVERY_MATCH, "tenor_months >= 12",
+           Reward(rpb::LOTTERY_CHANCE, 1)),
+      Rule(
+          "loan-disbursed", "loan.disbursed", epb::EVERY_MATCH,
+          R"(amount_fen >= 1000000 && product_code in ["LOAN_A","LOAN_B"] && customer.tag("age") < 35)",
+          Reward(rpb::CASH_FEN, 500)),
+      Rule("cc-approved", "credit_card.application_approved", epb::EVERY_MATCH, "",
+           Reward(rpb::POINTS, 50)),
+      Rule("cc-activated", "credit_card.activated", epb::FIRST_TIME, "", Reward(rpb::POINTS, 300)),
+      Rule("cc-first-spend", "credit_card.first_spend", epb::EVERY_MATCH, "amount_fen >= 10000",
+           Reward(rpb::CASH_FEN, 1000)),
+      SpendTiers("cc-spend-tiers"),
+      Rule("wealth", "wealth.subscribed", epb::EVERY_MATCH, "risk_level <= 3",
+           Reward(rpb::POINTS, 88)),
+      [] {
+        auto r = Rule("deposits", "deposit.made", epb::COUNT_AT_LEAST, "",
+                      Reward(rpb::LOTTERY_CHANCE, 2));
+        r.set_count_threshold(3);
+        return r;
+      }(),
+      Rule("mb-first-login", "mobile_banking.first_login", epb::FIRST_TIME, "",
+           Reward(rpb::POINTS, 10)),
+      [] {
+        auto r = Rule("qr-pay", "payment.merchant_qr", epb::EVERY_MATCH, "amount_fen >= 500",
+                      Reward(rpb::POINTS, 5));
+        r.set_per_customer_total(2);
+        return r;
+      }(),
+  };
+  for (const auto& r : rules) ASSERT_TRUE(s.UpsertRule(r).ok()) << r.rule_id();
+
+  std::vector<epb::BusinessEvent> events = {
+      Event("card.opened", "cust-1"),
+      Event("card.activated", "cust-1"),
+      Event("card.activated", "cust-1"),
+      Event("loan.contract_signed", "cust-1", 0, {{"contract_id", "K1"}, {"tenor_months", "24"}}),
+      Event("loan.contract_signed", "cust-2", 0, {{"contract_id", "K2"}, {"tenor_months", "6"}}),
+      Event("loan.disbursed", "cust-1", 1500000, {{"contract_id", "K1"}}, "LOAN_A"),
+      Event("loan.disbursed", "cust-2", 1500000, {{"contract_id", "K2"}}, "LOAN_A"),
+      Event("credit_card.application_approved", "cust-2"),
+      Event("credit_card.activated", "cust-2"),
+      Event("credit_card.first_spend", "cust-2", 20000),
+      Event("credit_card.spend", "cust-3", 200000),  // out of order: the big one first
+      Event("credit_card.spend", "cust-3", 60000),
+      Event("credit_card.spend", "cust-3", 50000),
+      Event("wealth.subscribed", "cust-3", 100000, {{"risk_level", "2"}}),
+      Event("wealth.subscribed", "cust-3", 100000, {{"risk_level", "5"}}),
+      Event("deposit.made", "cust-3", 1000),
+      Event("deposit.made", "cust-3", 1000),
+      Event("deposit.made", "cust-3", 1000),
+      Event("deposit.made", "cust-3", 1000),
+      Event("mobile_banking.first_login", "cust-3"),
+      Event("payment.merchant_qr", "cust-1", 1000, {{"merchant_id", "M1"}}),
+      Event("payment.merchant_qr", "cust-1", 1000, {{"merchant_id", "M1"}}),
+      Event("payment.merchant_qr", "cust-1", 1000, {{"merchant_id", "M1"}}),
+  };
+  s.Publish(events);
+  const Balances expected = {
+      {"cust-1", {{rpb::POINTS, 310}, {rpb::LOTTERY_CHANCE, 1}, {rpb::CASH_FEN, 500}}},
+      {"cust-2", {{rpb::POINTS, 350}, {rpb::CASH_FEN, 1000}}},
+      {"cust-3", {{rpb::POINTS, 698}, {rpb::LOTTERY_CHANCE, 2}}},
+  };
+  EXPECT_EQ(s.AwaitBalances(expected), expected) << testing::Tail(s.events_log_, 20);
+  s.ExpectIntegrity();
+
+  // Every event three more times, then one event per customer that grants nothing: once it is
+  // in the log, every replay before it in its partition was handled.
+  for (int round = 0; round < 3; ++round) s.Publish(events);
+  std::vector<epb::BusinessEvent> sentinels;
+  for (const char* c : {"cust-1", "cust-2", "cust-3"}) {
+    sentinels.push_back(
+        Event("loan.contract_signed", c, 0, {{"contract_id", "S"}, {"tenor_months", "1"}}));
+  }
+  s.Publish(sentinels);
+  for (const auto& e : sentinels) {
+    ASSERT_TRUE(s.AwaitLogged(e.customer_id(), e.source() + ":" + e.source_event_id()));
+  }
+  absl::SleepFor(absl::Seconds(1));  // let the grant sender finish any (wrong) pass
+  EXPECT_EQ(s.AwaitBalances(expected, absl::Seconds(1)), expected);
+  s.ExpectIntegrity();
+}
+
+TEST_F(EventsE2eTest, RefundBelowATierClawsItBackAndCancellationClawsBackTheGrant) {
+  Stack& s = *stack_;
+  ASSERT_TRUE(s.UpsertRule(SpendTiers("refund-tiers")).ok());
+  auto loan = Rule("cancel-loan", "loan.disbursed", epb::EVERY_MATCH, "amount_fen >= 100",
+                   Reward(rpb::CASH_FEN, 800));
+  ASSERT_TRUE(s.UpsertRule(loan).ok());
+  epb::BusinessEvent spend = Event("credit_card.spend", "cust-4", 320000);
+  epb::BusinessEvent disbursed = Event("loan.disbursed", "cust-5", 500000, {{"contract_id", "K9"}});
+  s.Publish({spend, disbursed});
+  // Both tier rules (refund-tiers and the first test's cc-spend-tiers, if loaded) grant 600.
+  Balances before = s.AwaitBalances({{"cust-5", {{rpb::CASH_FEN, 800}}}});
+  ASSERT_EQ(before["cust-5"][rpb::CASH_FEN], 800);
+  const int64_t points = s.Balances("cust-4")[rpb::POINTS];
+  ASSERT_GT(points, 0);
+  const int rules = static_cast<int>(points / 600);
+
+  epb::BusinessEvent refund = Event("credit_card.refunded", "cust-4", 30000,
+                                    {{"original_event_id", spend.source_event_id()}});
+  refund.set_source(spend.source());
+  epb::BusinessEvent cancel =
+      Event("loan.cancelled", "cust-5", 0, {{"original_event_id", disbursed.source_event_id()}});
+  s.Publish({refund, cancel, refund, cancel});
+  // 320000 - 30000 = 290000 < 300000: tier 2 (500 points) is clawed back for each tier rule.
+  const Balances expected = {{"cust-4", {{rpb::POINTS, 100 * rules}}}, {"cust-5", {}}};
+  EXPECT_EQ(s.AwaitBalances(expected), expected) << testing::Tail(s.events_log_, 20);
+  s.ExpectIntegrity();
+}
+
+TEST_F(EventsE2eTest, BadEventsAreDeadLetteredWithAReasonAndTheConsumerGoesOn) {
+  Stack& s = *stack_;
+  auto unknown = Event("card.swallowed", "cust-7");
+  auto missing = Event("loan.disbursed", "cust-7", 1000);  // no contract_id
+  auto wrong = Event("loan.contract_signed", "cust-7", 0,
+                     {{"contract_id", "K"}, {"tenor_months", "twelve"}});
+  auto big = Event("card.opened", "cust-7");
+  (*big.mutable_attributes())["card_level"] = std::string(70000, 'x');
+  s.PublishRaw({{"cust-7", Stack::Envelope(unknown)},
+                {"cust-7", Stack::Envelope(missing)},
+                {"cust-7", Stack::Envelope(wrong)},
+                {"cust-7", Stack::Envelope(big)},
+                {"cust-7", "this is not protobuf \xff\xff\xff"}});
+  auto good = Event("loan.contract_signed", "cust-7", 0, {{"contract_id", "K"}});
+  s.Publish({good});
+  EXPECT_TRUE(s.AwaitLogged("cust-7", good.source() + ":" + good.source_event_id()));
+
+  // Read the dead-letter topic from the start.
+  std::string err;
+  std::unique_ptr<RdKafka::Conf> conf(RdKafka::Conf::create(RdKafka::Conf::CONF_GLOBAL));
+  conf->set("bootstrap.servers", testing::KafkaBootstrap(), err);
+  conf->set("group.id", "dlq-reader-" + RandomHex(4), err);
+  conf->set("auto.offset.reset", "earliest", err);
+  std::unique_ptr<RdKafka::KafkaConsumer> consumer(RdKafka::KafkaConsumer::create(conf.get(), err));
+  ASSERT_NE(consumer, nullptr) << err;
+  consumer->subscribe({s.dead_letters_});
+  std::vector<std::string> reasons;
+  const absl::Time deadline = absl::Now() + absl::Seconds(30);
+  while (reasons.size() < 5 && absl::Now() < deadline) {
+    std::unique_ptr<RdKafka::Message> m(consumer->consume(200));
+    if (m->err() != RdKafka::ERR_NO_ERROR) continue;
+    ::marketing::common::v1::DeadLetter letter;
+    ASSERT_TRUE(letter.ParseFromArray(m->payload(), static_cast<int>(m->len())));
+    reasons.push_back(letter.reason());
+  }
+  consumer->close();
+  ASSERT_EQ(reasons.size(), 5u);
+  std::string all;
+  for (const auto& r : reasons) absl::StrAppend(&all, r, "\n");
+  for (const char* want : {"unknown event type", "required attribute contract_id",
+                           "is not an integer", "oversized", "not a protobuf envelope"}) {
+    EXPECT_NE(all.find(want), std::string::npos) << want << " not in:\n" << all;
+  }
+}
+
+TEST_F(EventsE2eTest, ExplainSaysWhichConditionFailedWithTheValuesSeen) {
+  Stack& s = *stack_;
+  auto rule = Rule("explain-loan", "loan.disbursed", epb::EVERY_MATCH,
+                   R"(amount_fen >= 1000000 && customer.tag("age") < 35)", Reward(rpb::POINTS, 1));
+  ASSERT_TRUE(s.UpsertRule(rule).ok());
+  auto old_customer = Event("loan.disbursed", "cust-2", 2000000, {{"contract_id", "X"}});
+  auto young = Event("loan.disbursed", "cust-3", 2000000, {{"contract_id", "Y"}});
+  s.Publish({old_customer, young});
+  ASSERT_TRUE(s.AwaitLogged("cust-2", "core:" + old_customer.source_event_id()));
+  ASSERT_TRUE(s.AwaitLogged("cust-3", "core:" + young.source_event_id()));
+  epb::ExplainRequest request;
+  request.set_rule_id("explain-loan");
+  request.set_event_key("core:" + old_customer.source_event_id());
+  auto why = s.Admin<epb::ExplainResponse>(&epb::EventsAdmin::Stub::Explain, request);
+  ASSERT_TRUE(why.ok()) << why.status();
+  EXPECT_FALSE(why->granted());
+  EXPECT_FALSE(why->condition_holds());
+  EXPECT_EQ(why->failed_condition(), "customer.tag(\"age\") < 35");
+  ASSERT_EQ(why->observations_size(), 2);
+  EXPECT_EQ(why->observations(1).left(), "40");
+  EXPECT_NE(why->summary().find("customer.tag(\"age\") < 35"), std::string::npos);
+
+  request.set_event_key("core:" + young.source_event_id());
+  const absl::Time deadline = absl::Now() + absl::Seconds(20);
+  do {
+    why = s.Admin<epb::ExplainResponse>(&epb::EventsAdmin::Stub::Explain, request);
+    ASSERT_TRUE(why.ok());
+    if (why->grants_size() > 0 && why->grants(0).state() == "granted") break;
+    absl::SleepFor(absl::Milliseconds(100));
+  } while (absl::Now() < deadline);
+  EXPECT_TRUE(why->granted()) << why->summary();
+  EXPECT_TRUE(why->condition_holds());
+  EXPECT_EQ(why->decision(), "matched; grants tier 0");
+}
+
+}  // namespace
+}  // namespace mkt
