@@ -1,9 +1,13 @@
 // The in-memory index every membership question is answered from: per tag, a CRoaring bitmap of
-// the customers that have a value and, for bool and enum tags, one bitmap per value; int, fen and
-// date tags are bit-sliced (one bitmap per bit of the order-preserving unsigned encoding), so a
-// comparison or range costs two bitmap operations per used bit instead of a scan. Rules evaluate
-// to bitmaps (Evaluate) for counts and materialisation, or for one customer (Matches) with a few
-// bitmap probes. Each customer also has a home org, whose bitmaps scope what an org may see.
+// the customers that have a value and, for bool and enum tags, one bitmap per value. Int and date
+// tags with a small domain (ages, day counts, dates as day numbers: at most kMaxValueBitmaps
+// distinct values) also keep one bitmap per value, so a range is the union of the values in it
+// (or its complement); fen tags and int/date tags whose domain outgrows that are bit-sliced (one
+// bitmap per bit of the order-preserving unsigned encoding: two bitmap operations per used bit).
+// Rules evaluate to bitmaps (Evaluate) for counts and materialisation - a conjunction starts with
+// its most selective condition and restricts the others to what is left - or for one customer
+// (Matches) with a few bitmap probes. Each customer also has a home org, whose bitmaps scope what
+// an org may see.
 //
 // Rebuilt from PostgreSQL at start-up and kept current after each committed change. Thread-safe:
 // readers share a lock, writers (the profile consumer, imports) take it exclusively.
@@ -28,6 +32,10 @@ namespace mkt::segments {
 
 class TagIndex {
  public:
+  // A small-domain int/date tag holding more distinct values than this becomes bit-sliced (for
+  // good: one bitmap per value stops paying once values are rare and ranges span many of them).
+  static constexpr size_t kMaxValueBitmaps = 1024;
+
   TagIndex() = default;
   TagIndex(const TagIndex&) = delete;
   TagIndex& operator=(const TagIndex&) = delete;
@@ -80,17 +88,33 @@ class TagIndex {
     customers_by_org_[home_org_[first]].addRange(first, static_cast<uint64_t>(first) + count);
   }
 
+  // Whether `tag` is kept as one bitmap per value (false: bit slices, labels or unknown).
+  bool PerValue(std::string_view tag) const;
+
   // Compresses runs in every bitmap (after a bulk load).
   void Optimize();
   size_t MemoryBytes() const;
 
  private:
+  enum class Encoding { kLabels, kValues, kSlices };
+  struct ValueBitmap {
+    Roaring customers;
+    uint64_t count = 0;  // customers.cardinality(), kept so planning costs no container walk
+  };
   struct Column {
     TagSchema schema;
+    Encoding encoding = Encoding::kLabels;
     Roaring exists;
-    std::map<std::string, Roaring, std::less<>> labels;
-    std::vector<Roaring> slices;  // 64 for numeric tags
+    std::map<std::string, Roaring, std::less<>> labels;  // kLabels
+    std::map<int64_t, ValueBitmap> values;               // kValues: never an empty one
+    std::vector<Roaring> slices;                         // kSlices: 64
     uint64_t used_slices = 0;
+  };
+  // A numeric condition as the customers whose value lies in [low, high] (inclusive), or outside
+  // it when `negate` (customers with a value only).
+  struct Interval {
+    int64_t low = 0, high = -1;
+    bool negate = false;
   };
 
   const Column* ColumnOf(std::string_view tag) const ABSL_SHARED_LOCKS_REQUIRED(mu_);
@@ -98,6 +122,19 @@ class TagIndex {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   static void RemoveFrom(uint32_t dense_id, Column& column);
   static std::optional<Value> ValueIn(const Column& column, uint32_t dense_id);
+  static void ConvertToSlices(Column& column);
+  // The customers of `column` (restricted to `within` unless null) whose value is in [low, high].
+  static Roaring InInterval(const Column& column, int64_t low, int64_t high, const Roaring* within);
+  // A numeric leaf (compare, range, relative date) as an interval; nullopt for a leaf that
+  // selects nobody (bad literal, wrong kind).
+  static std::optional<Interval> NumericInterval(const pb::Condition& rule, const TagSchema& schema,
+                                                 int32_t today);
+  static Roaring EvaluateInterval(const Column& column, const Interval& interval,
+                                  const Roaring* within);
+  static bool MatchesInterval(const Column& column, uint32_t dense_id, const Interval& interval);
+  // Estimated number of customers `rule` selects, to order the conditions of a conjunction.
+  uint64_t EstimateLocked(const pb::Condition& rule, int32_t today, int depth) const
+      ABSL_SHARED_LOCKS_REQUIRED(mu_);
   // `within` (may be null: everyone) restricts the result to a set of candidates.
   Roaring EvaluateLocked(const pb::Condition& rule, int32_t today, int depth,
                          const Roaring* within) const ABSL_SHARED_LOCKS_REQUIRED(mu_);

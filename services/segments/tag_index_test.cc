@@ -34,6 +34,9 @@ std::vector<TagSchema> Tags() {
       MakeTag("age", pb::TAG_TYPE_INT),
       MakeTag("visits", pb::TAG_TYPE_INT),  // never negative: most high bit slices stay unused
       MakeTag("balance", pb::TAG_TYPE_DECIMAL_FEN),
+      // Wider than kMaxValueBitmaps: starts with one bitmap per value, becomes bit-sliced while
+      // the customers are being set.
+      MakeTag("points", pb::TAG_TYPE_INT),
       MakeTag("last_login", pb::TAG_TYPE_DATE),
   };
 }
@@ -152,6 +155,7 @@ class Random {
   int64_t Number(const TagSchema& s) {
     switch (s.type) {
       case pb::TAG_TYPE_INT:
+        if (s.name == "points") return Chance(0.5) ? Int(-3, 3) : Int(-100000, 100000);
         return s.name == "visits" ? Int(0, 50) : Int(-5, 100);
       case pb::TAG_TYPE_DECIMAL_FEN:
         return Chance(0.1) ? -int64_t{Int(0, 100000)} : int64_t{Int(0, 20)} * 500000 + Int(0, 3);
@@ -163,6 +167,13 @@ class Random {
   // A literal for a rule: usually near the data, sometimes far above every stored value (so the
   // comparison meets bits no customer has).
   int64_t LiteralNumber(const TagSchema& s) {
+    // The edges of the domains (ranges starting or ending exactly there) and values outside them.
+    if (s.type == pb::TAG_TYPE_INT && Chance(0.1)) {
+      return Pick(std::vector<int64_t>{-5, 100, 0, 50, -6, 101, 51, -1000, 100000});
+    }
+    if (s.type == pb::TAG_TYPE_DATE && Chance(0.1)) {
+      return kToday - Pick(std::vector<int64_t>{-3, 400, -4, 401, 0});
+    }
     int64_t n = Number(s);
     if (Chance(0.15)) n = s.type == pb::TAG_TYPE_DATE ? n + Int(0, 1000000) : n * 64 + Int(0, 63);
     return n;
@@ -298,6 +309,11 @@ TEST(TagIndexTest, RandomRulesMatchTheReferenceEvaluation) {
       index.Set(id, t.name, customers[id][t.name]);
     }
   }
+  // Both encodings of numeric tags are exercised.
+  EXPECT_TRUE(index.PerValue("age"));
+  EXPECT_TRUE(index.PerValue("last_login"));
+  EXPECT_FALSE(index.PerValue("points"));
+  EXPECT_FALSE(index.PerValue("balance"));
   for (uint32_t id = 0; id < kCustomers; id += 97) {
     for (const auto& t : tags) {
       auto it = customers[id].find(t.name);
@@ -428,11 +444,14 @@ namespace {
 TEST(TagIndexTest, BulkLoadingBuildsTheSameIndexAsSettingValues) {
   TagSchema n = MakeTag("n", pb::TAG_TYPE_INT);
   TagSchema e = MakeTag("e", pb::TAG_TYPE_ENUM, {"x", "y", "z"});
+  TagSchema d = MakeTag("d", pb::TAG_TYPE_DATE);  // a small domain: one bitmap per value
   TagIndex bulk, single;
   for (TagIndex* index : {&bulk, &single}) {
     index->DefineTag(n);
     index->DefineTag(e);
+    index->DefineTag(d);
   }
+  std::vector<int64_t> days;
   Random random(7);
   std::vector<uint32_t> ids;
   std::vector<int64_t> numbers;
@@ -448,19 +467,80 @@ TEST(TagIndexTest, BulkLoadingBuildsTheSameIndexAsSettingValues) {
       label_of.push_back(static_cast<uint16_t>(random.Int(0, 2)));
       single.Set(i, "n", Value{.number = numbers.back()});
       single.Set(i, "e", Value{.labels = {labels[label_of.back()]}});
+      days.push_back(kToday - random.Int(-3, 400));
+      single.Set(i, "d", Value{.number = days.back()});
     }
   }
   bulk.LoadNumeric("n", ids, numbers);
   bulk.LoadLabels("e", ids, label_of, labels);
+  bulk.LoadNumeric("d", ids, days);
+  EXPECT_FALSE(bulk.PerValue("n"));
+  EXPECT_TRUE(bulk.PerValue("d"));
   EXPECT_EQ(bulk.Find("c4999"), std::optional<uint32_t>(4999));
   EXPECT_TRUE(bulk.InScope("bank-a", 4999));
   EXPECT_EQ(bulk.Scope("bank-a").cardinality(), 5000u);
-  const std::vector<TagSchema> tags = {e, n};
+  const std::vector<TagSchema> tags = {e, n, d};
   for (int r = 0; r < 300; ++r) {
     pb::Condition rule = random.Rule(tags, 0);
     ASSERT_TRUE(bulk.Evaluate(rule, kToday) == single.Evaluate(rule, kToday))
         << rule.ShortDebugString();
   }
+}
+
+// One bitmap per value: moving customers between values, emptying a value, and outgrowing the
+// domain limit (the column becomes bit-sliced and answers the same).
+TEST(TagIndexTest, PerValueColumnsFollowUpdatesAndBecomeBitSlicedWhenWide) {
+  TagIndex index;
+  index.DefineTag(MakeTag("n", pb::TAG_TYPE_INT));
+  constexpr uint32_t kCustomers = 3 * TagIndex::kMaxValueBitmaps;
+  std::vector<std::optional<int64_t>> want(kCustomers);
+  for (uint32_t i = 0; i < kCustomers; ++i) index.PutCustomer(i, "c" + std::to_string(i), "bank-a");
+  auto check = [&](const std::string& when) {
+    for (int64_t lo : {-2, 0, 5, 6, 1000}) {
+      for (int64_t hi : {-1, 0, 5, 9, 4000}) {
+        pb::Condition c;
+        c.mutable_range()->set_tag("n");
+        c.mutable_range()->mutable_low()->set_int_value(lo);
+        c.mutable_range()->mutable_high()->set_int_value(hi);
+        pb::Condition ne;
+        ne.mutable_compare()->set_tag("n");
+        ne.mutable_compare()->set_op(pb::NE);
+        ne.mutable_compare()->mutable_value()->set_int_value(lo);
+        Roaring got = index.Evaluate(c, kToday), got_ne = index.Evaluate(ne, kToday);
+        for (uint32_t i = 0; i < kCustomers; ++i) {
+          const bool in = want[i] && lo <= *want[i] && *want[i] <= hi;
+          ASSERT_EQ(got.contains(i), in) << when << " [" << lo << "," << hi << "] customer " << i;
+          ASSERT_EQ(index.Matches(c, i, kToday), in) << when;
+          ASSERT_EQ(got_ne.contains(i), want[i] && *want[i] != lo) << when;
+        }
+      }
+    }
+  };
+  for (uint32_t i = 0; i < kCustomers; ++i) {
+    want[i] = i % 10;
+    index.Set(i, "n", Value{.number = *want[i]});
+  }
+  EXPECT_TRUE(index.PerValue("n"));
+  check("ten values");
+  // Everyone at 5 moves to 6 (5 is left empty), a few lose their value.
+  for (uint32_t i = 5; i < kCustomers; i += 10) {
+    want[i] = 6;
+    index.Set(i, "n", Value{.number = 6});
+  }
+  for (uint32_t i = 0; i < kCustomers; i += 7) {
+    want[i].reset();
+    index.Remove(i, "n");
+  }
+  for (uint32_t i = 3; i < kCustomers; i += 70) EXPECT_EQ(index.ValueOf(i, "n")->number, *want[i]);
+  EXPECT_TRUE(index.PerValue("n"));
+  check("after moves and removals");
+  for (uint32_t i = 0; i < kCustomers; ++i) {
+    want[i] = static_cast<int64_t>(i);
+    index.Set(i, "n", Value{.number = i});
+  }
+  EXPECT_FALSE(index.PerValue("n"));
+  for (uint32_t i = 0; i < kCustomers; i += 50) EXPECT_EQ(index.ValueOf(i, "n")->number, i);
+  check("bit-sliced");
 }
 
 }  // namespace
