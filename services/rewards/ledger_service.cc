@@ -73,7 +73,7 @@ bool IsCleanText(const std::string& s, size_t max) {
   return s.size() <= max && PrintableUtf8Length(s) >= 0;
 }
 
-bool IsKnownAsset(pb::Asset asset) { return asset >= pb::POINTS && asset <= pb::STOCK; }
+bool IsKnownAsset(pb::Asset asset) { return asset >= pb::POINTS && asset <= pb::COUPON; }
 
 bool IsBenefitAsset(pb::Asset asset) {
   return asset == pb::POINTS || asset == pb::CASH_FEN || asset == pb::LOTTERY_CHANCE;
@@ -230,7 +230,7 @@ absl::Status ValidateAccountRef(const pb::AccountRef& ref, const std::string& fi
                                                           pb::Asset_Name(ref.asset()) +
                                                           " account must be " + allowed);
   }
-  if (ref.asset() == pb::STOCK) {
+  if (ref.asset() == pb::STOCK || ref.asset() == pb::COUPON) {
     if (!IsKey(ref.asset_ref(), kMaxIdLength)) {
       return InvalidArgument(Join(field, "asset_ref"),
                              Join(field, "asset_ref") +

@@ -17,8 +17,11 @@
 #include "libs/pg/pool.h"
 #include "libs/rpc/server.h"
 #include "services/rewards/batcher.h"
+#include "services/rewards/benefits.h"
+#include "services/rewards/benefits_grpc.h"
 #include "services/rewards/ledger_grpc.h"
 #include "services/rewards/ledger_service.h"
+#include "services/rewards/payouts.h"
 #include "services/rewards/pg_ledger_store.h"
 #include "services/rewards/rewards_config.h"
 #include "spdlog/spdlog.h"
@@ -130,6 +133,32 @@ int main(int argc, char** argv) {
                              .max_queued = static_cast<int>(cfg->worker_queue),
                          });
   rewards::LedgerService ledger(*batcher, store, SystemClock());
+  rewards::Benefits benefits(
+      **pool, store, SystemClock(),
+      rewards::BenefitsOptions{.lock_ttl = absl::Seconds(cfg->coupon_lock_ttl_s),
+                               .qr_ttl = absl::Seconds(cfg->qr_ttl_s),
+                               .qr_key = cfg->qr_signing_key});
+  rewards::Payouts payouts(**pool, store, SystemClock());
+  for (const char* topic : {rewards::kPayoutCommandsTopic, rewards::kPayoutResultsTopic}) {
+    if (auto s = kafka::EnsureTopic(kafka_options, topic, 3); !s.ok()) {
+      spdlog::warn("cannot create topic {} yet: {}", topic, s.message());
+    }
+  }
+  // Core banking's payout replies: deduplicated by event id with their effect (payouts.h).
+  std::unique_ptr<kafka::Consumer> payout_results;
+  std::thread payout_thread;
+  if (cfg->consume_payout_results) {
+    auto consumer = kafka::Consumer::Create({.client = kafka_options,
+                                             .group_id = "rewards-payout-results",
+                                             .topics = {rewards::kPayoutResultsTopic},
+                                             .metrics_name = "rewards_payout_results"},
+                                            producer->get());
+    if (!consumer.ok()) return Fail(consumer.status());
+    payout_results = *std::move(consumer);
+    payout_thread = std::thread([&] {
+      payout_results->Run([&](const kafka::IncomingMessage& m) { return payouts.HandleResult(m); });
+    });
+  }
 
   Housekeeping housekeeping({
       {.name = "expiry",
@@ -161,16 +190,47 @@ int main(int argc, char** argv) {
              }
              if (total > 0) spdlog::info("voided {} timed-out pending transfers", total);
            }},
+      {.name = "coupon-expiry",
+       .interval = absl::Seconds(cfg->coupon_expiry_interval_s),
+       .run =
+           [&benefits] {
+             auto done = benefits.RunCouponExpiry(absl::Now(), 1000);
+             if (!done.ok()) {
+               spdlog::warn("coupon expiry failed (retried next interval): {}", done.status());
+             } else if (done->coupons_expired() + done->locks_released() > 0) {
+               spdlog::info("coupon expiry: {} coupons expired, {} locks released",
+                            done->coupons_expired(), done->locks_released());
+             }
+           }},
+      {.name = "benefits-repair",
+       .interval = absl::Seconds(cfg->benefits_repair_interval_s),
+       .run =
+           [&benefits, &payouts] {
+             auto coupons = benefits.RepairLedger(1000);
+             auto paid = payouts.RepairLedger(1000);
+             if (!coupons.ok() || !paid.ok()) {
+               spdlog::warn("benefits repair failed (retried next interval)");
+             } else if (*coupons + *paid > 0) {
+               spdlog::info("benefits repair: {} coupons, {} payouts brought up to date", *coupons,
+                            *paid);
+             }
+           }},
   });
 
   std::optional<WorkerPool> workers;
   workers.emplace("rewards", static_cast<int>(cfg->worker_threads),
                   static_cast<size_t>(cfg->worker_queue));
   auto service = rewards::NewLedgerGrpcService(ledger, *workers);
+  auto benefits_service = rewards::NewBenefitsGrpcService(benefits, payouts, *workers);
+  auto stop_payout_results = [&] {
+    if (payout_results) payout_results->Stop();
+    if (payout_thread.joinable()) payout_thread.join();
+  };
   auto server = rpc::Server::Start({.service_name = "rewards", .address = cfg->grpc_address},
-                                   {service.get()});
+                                   {service.get(), benefits_service.get()});
   if (!server.ok()) {
     workers.reset();
+    stop_payout_results();
     housekeeping.Stop();
     relay.Stop();
     relay_thread.join();
@@ -185,6 +245,7 @@ int main(int argc, char** argv) {
   // until it is told to stop.
   (*server)->Shutdown(absl::Seconds(5));
   workers.reset();
+  stop_payout_results();
   housekeeping.Stop();
   batcher.reset();
   relay.Stop();

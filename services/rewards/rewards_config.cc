@@ -41,6 +41,17 @@ const config::Schema<RewardsConfig>& RewardsConfigSchema() {
                "seconds between points-expiry runs (0: off)")
         .Field("pending_sweep_interval_s", &RewardsConfig::pending_sweep_interval_s,
                "seconds between voiding timed-out pending transfers (0: off)")
+        .Secret("qr_signing_key", &RewardsConfig::qr_signing_key,
+                "HMAC key of offline QR tokens (at least 32 bytes; same on every replica)")
+        .Field("qr_ttl_s", &RewardsConfig::qr_ttl_s, "seconds a QR token may be used (1..120)")
+        .Field("coupon_lock_ttl_s", &RewardsConfig::coupon_lock_ttl_s,
+               "seconds an online checkout lock holds a coupon before it is released")
+        .Field("coupon_expiry_interval_s", &RewardsConfig::coupon_expiry_interval_s,
+               "seconds between coupon expiry / lock-timeout runs (0: off)")
+        .Field("benefits_repair_interval_s", &RewardsConfig::benefits_repair_interval_s,
+               "seconds between applying coupon/payout ledger work a crash left undone (0: off)")
+        .Field("consume_payout_results", &RewardsConfig::consume_payout_results,
+               "consume mkt.payout-results.v1 from core banking")
         .Field("log_format", &RewardsConfig::log_format, "auto, text or json")
         .Field("log_level", &RewardsConfig::log_level, "trace, debug, info, warn or error");
     return s;
@@ -57,6 +68,14 @@ absl::Status ValidateRewardsConfig(const RewardsConfig& c) {
   MKT_RETURN_IF_ERROR(InRange("batch_linger_us", c.batch_linger_us, 0, 1'000'000));
   MKT_RETURN_IF_ERROR(InRange("expiry_interval_s", c.expiry_interval_s, 0, 86'400));
   MKT_RETURN_IF_ERROR(InRange("pending_sweep_interval_s", c.pending_sweep_interval_s, 0, 86'400));
+  MKT_RETURN_IF_ERROR(InRange("qr_ttl_s", c.qr_ttl_s, 1, 120));
+  MKT_RETURN_IF_ERROR(InRange("coupon_lock_ttl_s", c.coupon_lock_ttl_s, 10, 82'800));
+  MKT_RETURN_IF_ERROR(InRange("coupon_expiry_interval_s", c.coupon_expiry_interval_s, 0, 86'400));
+  MKT_RETURN_IF_ERROR(
+      InRange("benefits_repair_interval_s", c.benefits_repair_interval_s, 0, 86'400));
+  if (c.qr_signing_key.size() < 32) {
+    return InvalidArgument("qr_signing_key", "qr_signing_key must be at least 32 bytes");
+  }
   if (c.pg_pool_size <= c.batch_writers) {
     // Each writer holds a connection for its whole transaction; reads need some left over.
     return InvalidArgument("pg_pool_size",

@@ -24,6 +24,13 @@ struct RewardsConfig {
   // 0 turns the job off (another replica runs it).
   int64_t expiry_interval_s = 60;
   int64_t pending_sweep_interval_s = 5;
+  // Benefits (decision 011). The QR signing key is a secret: set it per environment.
+  std::string qr_signing_key = "local-dev-qr-signing-key-change-me-0123456789";
+  int64_t qr_ttl_s = 60;
+  int64_t coupon_lock_ttl_s = 900;
+  int64_t coupon_expiry_interval_s = 60;
+  int64_t benefits_repair_interval_s = 10;
+  bool consume_payout_results = true;
   std::string log_format = "auto";
   std::string log_level = "info";
 };

@@ -1,0 +1,1086 @@
+#include "services/rewards/benefits.h"
+
+#include <map>
+#include <optional>
+#include <vector>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
+#include "libs/core/status.h"
+#include "libs/log/log.h"
+#include "services/rewards/coupon_rules.h"
+#include "services/rewards/ledger_service.h"
+#include "spdlog/spdlog.h"
+
+namespace mkt::rewards {
+namespace {
+
+namespace cpb = ::marketing::common::v1;
+
+// ---- SQL.
+#define MKT_COUPON_COLUMNS                                                                 \
+  "c.id, c.code, c.org_id, c.template_id, c.type, c.customer_id, c.campaign_id, c.state, " \
+  "(extract(epoch from c.valid_from) * 1000000)::bigint, "                                 \
+  "(extract(epoch from c.valid_until) * 1000000)::bigint, coalesce(c.redemption_id, ''), " \
+  "(extract(epoch from c.collected_at) * 1000000)::bigint, "                               \
+  "(extract(epoch from c.issued_at) * 1000000)::bigint"
+
+constexpr char kInsertTemplate[] =
+    "INSERT INTO benefit_templates (id, org_id, type, status, spec, created_at, updated_at) "
+    "VALUES ($1, $2, $3, $4, decode($5, 'hex'), $6::timestamptz, $6::timestamptz) "
+    "ON CONFLICT (id) DO NOTHING";
+constexpr char kSelectTemplate[] =
+    "SELECT encode(spec, 'hex'), status FROM benefit_templates WHERE id = $1";
+constexpr char kLockTemplate[] =
+    "SELECT encode(spec, 'hex'), status FROM benefit_templates WHERE id = $1 FOR UPDATE";
+constexpr char kUpdateTemplate[] =
+    "UPDATE benefit_templates SET status = $2, spec = decode($3, 'hex'), "
+    "updated_at = $4::timestamptz WHERE id = $1";
+
+constexpr char kSelectCouponByRequest[] =
+    "SELECT id, template_id, customer_id FROM coupons WHERE issue_request_id = $1";
+constexpr char kInsertCoupon[] =
+    "INSERT INTO coupons (code, issue_request_id, org_id, template_id, type, customer_id, "
+    "campaign_id, state, valid_from, valid_until, issued_at, updated_at) "
+    "VALUES ($1, $2, $3, $4, $5, $6, $7, 0, $8::timestamptz, $9::timestamptz, $10::timestamptz, "
+    "$10::timestamptz) RETURNING id";
+constexpr char kSelectCouponById[] = "SELECT " MKT_COUPON_COLUMNS " FROM coupons c WHERE c.id = $1";
+constexpr char kSelectCouponByCode[] =
+    "SELECT " MKT_COUPON_COLUMNS " FROM coupons c WHERE c.code = $1";
+constexpr char kLockCouponById[] =
+    "SELECT " MKT_COUPON_COLUMNS " FROM coupons c WHERE c.id = $1 FOR UPDATE";
+constexpr char kLockCouponByCode[] =
+    "SELECT " MKT_COUPON_COLUMNS " FROM coupons c WHERE c.code = $1 FOR UPDATE";
+constexpr char kUpdateCouponState[] =
+    "UPDATE coupons SET state = $2, redemption_id = nullif($3, ''), version = version + 1, "
+    "updated_at = $4::timestamptz WHERE id = $1";
+constexpr char kSetCollected[] =
+    "UPDATE coupons SET collected_at = $2::timestamptz, version = version + 1, "
+    "updated_at = $2::timestamptz WHERE id = $1";
+constexpr char kDeleteUnissuedCoupon[] = "DELETE FROM coupons WHERE id = $1 AND state = 0";
+constexpr char kSelectWalletCoupons[] =
+    "SELECT " MKT_COUPON_COLUMNS
+    " FROM coupons c WHERE c.org_id = $1 AND c.customer_id = $2 AND c.state > 0 "
+    "ORDER BY c.state, c.valid_until, c.id";
+
+constexpr char kInsertEvent[] =
+    "INSERT INTO coupon_events (coupon_id, seq, from_state, to_state, actor, cause, "
+    "redemption_id, at, intent, applied) "
+    "SELECT $1, coalesce(max(seq), 0) + 1, $2, $3, $4, $5, nullif($6, ''), $7::timestamptz, "
+    "CASE WHEN $8 = '' THEN NULL ELSE decode($8, 'hex') END, $8 = '' "
+    "FROM coupon_events WHERE coupon_id = $1";
+constexpr char kSelectUnappliedOfCoupon[] =
+    "SELECT seq, encode(intent, 'hex'), from_state, to_state FROM coupon_events "
+    "WHERE coupon_id = $1 AND NOT applied ORDER BY seq";
+constexpr char kMarkApplied[] =
+    "UPDATE coupon_events SET applied = true WHERE coupon_id = $1 AND seq = $2";
+constexpr char kFinishIssue[] =
+    "UPDATE coupons SET state = $2, updated_at = $3::timestamptz WHERE id = $1 AND state = 0";
+constexpr char kSelectStaleIntents[] =
+    "SELECT DISTINCT coupon_id FROM coupon_events WHERE NOT applied AND at < $1::timestamptz "
+    "LIMIT $2";
+
+constexpr char kInsertRedemption[] =
+    "INSERT INTO redemptions (id, coupon_id, order_id, state, detail, lock_expires_at, "
+    "created_at, updated_at) VALUES ($1, $2, $3, $4, decode($5, 'hex'), $6::timestamptz, "
+    "$7::timestamptz, $7::timestamptz)";
+constexpr char kSelectRedemptionByOrder[] =
+    "SELECT id, encode(detail, 'hex') FROM redemptions WHERE order_id = $1 AND coupon_id = $2";
+constexpr char kSelectRedemptionCoupon[] = "SELECT coupon_id FROM redemptions WHERE id = $1";
+constexpr char kLockRedemption[] =
+    "SELECT encode(detail, 'hex'), coupon_id FROM redemptions WHERE id = $1 FOR UPDATE";
+constexpr char kUpdateRedemption[] =
+    "UPDATE redemptions SET state = $2, detail = decode($3, 'hex'), updated_at = $4::timestamptz "
+    "WHERE id = $1";
+constexpr char kSelectDueLocks[] =
+    "SELECT id FROM redemptions WHERE state = 1 AND lock_expires_at <= $1::timestamptz "
+    "ORDER BY lock_expires_at LIMIT $2";
+constexpr char kSelectDueCoupons[] =
+    "SELECT id FROM coupons WHERE state = 1 AND valid_until <= $1::timestamptz "
+    "ORDER BY valid_until LIMIT $2";
+
+constexpr char kInsertQrToken[] =
+    "INSERT INTO qr_tokens (jti, coupon_id, customer_id, expires_at) "
+    "VALUES ($1, $2, $3, $4::timestamptz)";
+constexpr char kSelectQrToken[] = "SELECT coupon_id FROM qr_tokens WHERE jti = $1";
+constexpr char kLockQrToken[] =
+    "SELECT coupon_id, used_at IS NOT NULL, coalesce(terminal_id, '') FROM qr_tokens "
+    "WHERE jti = $1 FOR UPDATE";
+constexpr char kUseQrToken[] =
+    "UPDATE qr_tokens SET used_at = $2::timestamptz, terminal_id = $3, redemption_id = $4 "
+    "WHERE jti = $1";
+
+// ---- Small helpers.
+
+constexpr int kLockTimeoutMarginSeconds = 3600;
+
+std::string HexOf(std::string_view data) {
+  static constexpr char kDigits[] = "0123456789abcdef";
+  std::string out;
+  out.reserve(data.size() * 2);
+  for (unsigned char c : data) {
+    out += kDigits[c >> 4];
+    out += kDigits[c & 15];
+  }
+  return out;
+}
+
+std::string FromHex(std::string_view hex) {
+  auto nibble = [](char c) { return c <= '9' ? c - '0' : c - 'a' + 10; };
+  std::string out;
+  out.reserve(hex.size() / 2);
+  for (size_t i = 0; i + 1 < hex.size(); i += 2) {
+    out += static_cast<char>(nibble(hex[i]) * 16 + nibble(hex[i + 1]));
+  }
+  return out;
+}
+
+std::string Bytes(const google::protobuf::MessageLite& m) { return HexOf(m.SerializeAsString()); }
+
+template <class Message>
+Message Parse(const std::string& hex) {
+  Message m;
+  m.ParseFromString(FromHex(hex));
+  return m;
+}
+
+std::string PgTime(absl::Time t) {
+  return absl::FormatTime("%Y-%m-%dT%H:%M:%E6SZ", t, absl::UTCTimeZone());
+}
+
+void SetTime(google::protobuf::Timestamp* ts, absl::Time t) {
+  const int64_t micros = absl::ToUnixMicros(t);
+  ts->set_seconds(micros / 1000000);
+  ts->set_nanos(static_cast<int32_t>(micros % 1000000) * 1000);
+}
+
+absl::Time TimeOf(const google::protobuf::Timestamp& ts) {
+  return absl::FromUnixSeconds(ts.seconds()) + absl::Nanoseconds(ts.nanos());
+}
+
+bool IsKeyChar(char c) {
+  return absl::ascii_isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' || c == ':' ||
+         c == '-';
+}
+
+absl::Status KeyField(const std::string& value, const std::string& field) {
+  if (value.empty() || value.size() > 64 || !std::all_of(value.begin(), value.end(), IsKeyChar)) {
+    return InvalidArgument(field, field +
+                                      " must be 1 to 64 characters of letters, digits, '.', "
+                                      "'_', ':' and '-'");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CodeField(const std::string& code) {
+  if (code.empty() || code.size() > 64 || !std::all_of(code.begin(), code.end(), IsKeyChar)) {
+    return InvalidArgument("coupon_code", "coupon_code is malformed");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Conflict(const std::string& message, const std::string& field) {
+  return Error(absl::StatusCode::kFailedPrecondition, cpb::CONFLICT, message, field);
+}
+absl::Status NotUsable(const std::string& message, const std::string& field = "coupon_code") {
+  return Error(absl::StatusCode::kFailedPrecondition, cpb::COUPON_NOT_USABLE, message, field);
+}
+absl::Status Denied(const std::string& message, const std::string& field) {
+  return Error(absl::StatusCode::kPermissionDenied, cpb::PERMISSION_DENIED, message, field);
+}
+absl::Status UnknownCoupon() {
+  return Error(absl::StatusCode::kNotFound, cpb::NOT_FOUND, "there is no coupon with this code",
+               "coupon_code");
+}
+
+// A ledger refusal that retrying will not change (the batch is wrong or a balance is short).
+bool IsPermanent(const absl::Status& s) {
+  return s.code() == absl::StatusCode::kFailedPrecondition ||
+         s.code() == absl::StatusCode::kNotFound ||
+         s.code() == absl::StatusCode::kInvalidArgument ||
+         s.code() == absl::StatusCode::kAlreadyExists;
+}
+
+pb::TransferSpec Spec(std::string id, pb::AccountRef debit, pb::AccountRef credit, int64_t amount,
+                      pb::TransferCode code) {
+  pb::TransferSpec s;
+  s.set_id(std::move(id));
+  *s.mutable_debit() = std::move(debit);
+  *s.mutable_credit() = std::move(credit);
+  s.set_amount(amount);
+  s.set_code(code);
+  return s;
+}
+
+std::string StateName(int state) {
+  return state == 0 ? "being issued" : pb::CouponState_Name(static_cast<pb::CouponState>(state));
+}
+
+}  // namespace
+
+pb::AccountRef CustomerCoupons(const std::string& org_id, const std::string& template_id,
+                               const std::string& customer_id) {
+  pb::AccountRef ref = CustomerAccount(org_id, pb::COUPON, customer_id);
+  ref.set_asset_ref(template_id);
+  return ref;
+}
+
+pb::AccountRef SystemCoupons(const std::string& org_id, const std::string& template_id,
+                             pb::SystemRole role) {
+  return SystemAccount(org_id, pb::COUPON, role, template_id);
+}
+
+struct Benefits::CouponRow {
+  int64_t id = 0;
+  std::string code;
+  std::string org_id;
+  std::string template_id;
+  int type = 0;
+  std::string customer_id;
+  std::string campaign_id;
+  int state = 0;
+  absl::Time valid_from;
+  absl::Time valid_until;
+  std::string redemption_id;
+  std::optional<absl::Time> collected_at;
+  absl::Time issued_at;
+
+  static CouponRow From(const pqxx::row& r) {
+    CouponRow c;
+    c.id = r[0].as<int64_t>();
+    c.code = r[1].as<std::string>();
+    c.org_id = r[2].as<std::string>();
+    c.template_id = r[3].as<std::string>();
+    c.type = r[4].as<int>();
+    c.customer_id = r[5].as<std::string>();
+    c.campaign_id = r[6].as<std::string>();
+    c.state = r[7].as<int>();
+    c.valid_from = absl::FromUnixMicros(r[8].as<int64_t>());
+    c.valid_until = absl::FromUnixMicros(r[9].as<int64_t>());
+    c.redemption_id = r[10].as<std::string>();
+    if (!r[11].is_null()) c.collected_at = absl::FromUnixMicros(r[11].as<int64_t>());
+    c.issued_at = absl::FromUnixMicros(r[12].as<int64_t>());
+    return c;
+  }
+};
+
+// One state change of a coupon: the new state, the history row and the ledger intent.
+struct Benefits::Change {
+  int to_state = 0;
+  std::string redemption_id;  // what the coupon row keeps
+  std::string actor;
+  std::string cause;
+  std::string event_redemption_id;
+  std::optional<pb::LedgerIntent> intent;
+
+  void Write(pqxx::work& tx, const CouponRow& c, absl::Time now) const {
+    tx.exec_params(kUpdateCouponState, c.id, to_state, redemption_id, PgTime(now));
+    tx.exec_params(kInsertEvent, c.id, c.state, to_state, actor, cause, event_redemption_id,
+                   PgTime(now), intent ? Bytes(*intent) : std::string());
+  }
+};
+
+Benefits::Benefits(pg::Pool& pool, LedgerStore& ledger, const Clock& clock, BenefitsOptions options)
+    : pool_(pool),
+      ledger_(ledger),
+      clock_(clock),
+      options_(std::move(options)),
+      signer_(options_.qr_key) {}
+
+// ---- Templates.
+
+absl::StatusOr<pb::BenefitTemplate> Benefits::CreateTemplate(const pb::BenefitTemplate& in) {
+  MKT_RETURN_IF_ERROR(ValidateTemplate(in));
+  pb::BenefitTemplate t = in;
+  t.set_status(pb::TEMPLATE_DRAFT);
+  const absl::Time now = clock_.Now();
+  SetTime(t.mutable_created_at(), now);
+  SetTime(t.mutable_updated_at(), now);
+  bool inserted = false;
+  MKT_RETURN_IF_ERROR(pg::WithTransaction(pool_, [&](pqxx::work& tx) {
+    inserted = tx.exec_params(kInsertTemplate, t.id(), t.org_id(), static_cast<int>(t.type()),
+                              static_cast<int>(t.status()), Bytes(t), PgTime(now))
+                   .affected_rows() == 1;
+    return absl::OkStatus();
+  }));
+  if (!inserted) {
+    MKT_ASSIGN_OR_RETURN(pb::BenefitTemplate existing, LoadTemplate(t.id()));
+    pb::BenefitTemplate a = existing, b = t;
+    for (auto* x : {&a, &b}) {
+      x->clear_status();
+      x->clear_created_at();
+      x->clear_updated_at();
+    }
+    if (a.SerializeAsString() != b.SerializeAsString()) {
+      return Error(absl::StatusCode::kAlreadyExists, cpb::ALREADY_EXISTS,
+                   "a different template with this id exists", "template.id");
+    }
+    return existing;
+  }
+  return t;
+}
+
+absl::StatusOr<pb::BenefitTemplate> Benefits::LoadTemplate(const std::string& id) {
+  MKT_RETURN_IF_ERROR(KeyField(id, "template_id"));
+  std::optional<pb::BenefitTemplate> t;
+  MKT_RETURN_IF_ERROR(pg::WithTransaction(pool_, [&](pqxx::work& tx) {
+    pqxx::result r = tx.exec_params(kSelectTemplate, id);
+    if (!r.empty()) {
+      t = Parse<pb::BenefitTemplate>(r[0][0].as<std::string>());
+      t->set_status(static_cast<pb::TemplateStatus>(r[0][1].as<int>()));
+    }
+    return absl::OkStatus();
+  }));
+  if (!t) {
+    return Error(absl::StatusCode::kNotFound, cpb::NOT_FOUND,
+                 "there is no benefit template \"" + id + "\"", "template_id");
+  }
+  return *std::move(t);
+}
+
+absl::StatusOr<pb::BenefitTemplate> Benefits::GetTemplate(const std::string& id) {
+  return LoadTemplate(id);
+}
+
+absl::StatusOr<pb::BenefitTemplate> Benefits::SetStatus(const std::string& id,
+                                                        pb::TemplateStatus from,
+                                                        pb::TemplateStatus to) {
+  MKT_RETURN_IF_ERROR(KeyField(id, "template_id"));
+  std::optional<pb::BenefitTemplate> out;
+  MKT_RETURN_IF_ERROR(pg::WithTransaction(pool_, [&](pqxx::work& tx) -> absl::Status {
+    pqxx::result r = tx.exec_params(kLockTemplate, id);
+    if (r.empty()) {
+      return Error(absl::StatusCode::kNotFound, cpb::NOT_FOUND,
+                   "there is no benefit template \"" + id + "\"", "template_id");
+    }
+    pb::BenefitTemplate t = Parse<pb::BenefitTemplate>(r[0][0].as<std::string>());
+    t.set_status(static_cast<pb::TemplateStatus>(r[0][1].as<int>()));
+    if (t.status() != to) {
+      if (t.status() != from) {
+        return Conflict("template \"" + id + "\" is " + pb::TemplateStatus_Name(t.status()) +
+                            "; it must be " + pb::TemplateStatus_Name(from),
+                        "template_id");
+      }
+      t.set_status(to);
+      SetTime(t.mutable_updated_at(), clock_.Now());
+      tx.exec_params(kUpdateTemplate, id, static_cast<int>(to), Bytes(t), PgTime(clock_.Now()));
+    }
+    out = t;
+    return absl::OkStatus();
+  }));
+  return *std::move(out);
+}
+
+absl::StatusOr<pb::BenefitTemplate> Benefits::ActivateTemplate(const std::string& id) {
+  MKT_ASSIGN_OR_RETURN(pb::BenefitTemplate t, LoadTemplate(id));
+  if (t.status() == pb::TEMPLATE_DRAFT && IsInstanceType(t.type())) {
+    // Ledger first: the funding transfer's id makes a retry after a crash a replay, and the
+    // template only turns ACTIVE once its stock exists.
+    pb::LedgerIntent fund;
+    fund.set_batch_id("tpl." + id + ".fund");
+    pb::AccountRef stock;
+    stock.set_org_id(t.org_id());
+    stock.set_asset(pb::STOCK);
+    stock.set_asset_ref(id);
+    stock.set_owner_kind(pb::TEMPLATE);
+    stock.set_owner_id(id);
+    *fund.add_transfers() =
+        Spec(fund.batch_id(), SystemAccount(t.org_id(), pb::STOCK, pb::ROLE_FUNDING, id), stock,
+             t.total_stock(), pb::FUND);
+    MKT_RETURN_IF_ERROR(ApplyIntent(fund));
+  }
+  return SetStatus(id, pb::TEMPLATE_DRAFT, pb::TEMPLATE_ACTIVE);
+}
+
+absl::StatusOr<pb::BenefitTemplate> Benefits::RetireTemplate(const std::string& id) {
+  return SetStatus(id, pb::TEMPLATE_ACTIVE, pb::TEMPLATE_RETIRED);
+}
+
+// ---- Ledger intents.
+
+absl::Status Benefits::ApplyIntent(const pb::LedgerIntent& intent) {
+  if (!intent.resolve_id().empty()) {
+    return ledger_.ResolvePending(intent.resolve_id(), intent.pending_id(), intent.post()).status();
+  }
+  std::vector<pb::TransferSpec> specs(intent.transfers().begin(), intent.transfers().end());
+  MKT_RETURN_IF_ERROR(ValidateTransferSpecs(specs));
+  LinkedBatch batch{.batch_id = intent.batch_id(), .transfers = std::move(specs)};
+  MKT_ASSIGN_OR_RETURN(std::vector<BatchResult> results, ledger_.Apply({std::move(batch)}));
+  if (results.size() != 1) return Internal("the ledger answered a batch with no result");
+  return results[0].status();
+}
+
+absl::Status Benefits::ApplyIntents(int64_t coupon_id) {
+  struct Pending {
+    int seq;
+    std::string intent;
+    int from_state;
+    int to_state;
+  };
+  std::vector<Pending> pending;
+  MKT_RETURN_IF_ERROR(pg::WithTransaction(pool_, [&](pqxx::work& tx) {
+    pending.clear();
+    for (const pqxx::row& r : tx.exec_params(kSelectUnappliedOfCoupon, coupon_id)) {
+      pending.push_back({r[0].as<int>(), r[1].as<std::string>(), r[2].as<int>(), r[3].as<int>()});
+    }
+    return absl::OkStatus();
+  }));
+  // In order: a confirmation posts the reservation its lock created.
+  for (const Pending& p : pending) {
+    MKT_RETURN_IF_ERROR(ApplyIntent(Parse<pb::LedgerIntent>(p.intent)));
+    MKT_RETURN_IF_ERROR(pg::WithTransaction(pool_, [&](pqxx::work& tx) {
+      tx.exec_params(kMarkApplied, coupon_id, p.seq);
+      if (p.from_state == 0)
+        tx.exec_params(kFinishIssue, coupon_id, p.to_state, PgTime(clock_.Now()));
+      return absl::OkStatus();
+    }));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<int> Benefits::RepairLedger(int limit) {
+  std::vector<int64_t> coupons;
+  MKT_RETURN_IF_ERROR(pg::WithTransaction(pool_, [&](pqxx::work& tx) {
+    coupons.clear();
+    for (const pqxx::row& r :
+         tx.exec_params(kSelectStaleIntents, PgTime(clock_.Now() - options_.repair_grace), limit)) {
+      coupons.push_back(r[0].as<int64_t>());
+    }
+    return absl::OkStatus();
+  }));
+  int repaired = 0;
+  for (int64_t id : coupons) {
+    absl::Status s = ApplyIntents(id);
+    if (s.ok()) {
+      ++repaired;
+    } else if (IsPermanent(s)) {
+      // An issue the ledger refuses (stock or budget ran out) leaves no coupon; any other
+      // refusal is a bug that the integrity alarms must show, so it stays unapplied.
+      bool deleted = false;
+      MKT_RETURN_IF_ERROR(pg::WithTransaction(pool_, [&](pqxx::work& tx) {
+        deleted = tx.exec_params(kDeleteUnissuedCoupon, id).affected_rows() > 0;
+        return absl::OkStatus();
+      }));
+      if (!deleted) spdlog::error("benefits: the ledger refuses coupon {}'s change: {}", id, s);
+    } else {
+      spdlog::warn("benefits: repairing coupon {} failed (retried later): {}", id, s);
+    }
+  }
+  return repaired;
+}
+
+// ---- Issue.
+
+absl::StatusOr<pb::Coupon> Benefits::IssueCoupon(const pb::IssueCouponRequest& req) {
+  MKT_RETURN_IF_ERROR(KeyField(req.request_id(), "request_id"));
+  MKT_RETURN_IF_ERROR(KeyField(req.customer_id(), "customer_id"));
+  if (!req.campaign_id().empty()) MKT_RETURN_IF_ERROR(KeyField(req.campaign_id(), "campaign_id"));
+  MKT_ASSIGN_OR_RETURN(const pb::BenefitTemplate t, LoadTemplate(req.template_id()));
+  if (!IsInstanceType(t.type())) {
+    return InvalidArgument("template_id",
+                           "points, red envelopes and lottery chances are granted through "
+                           "Ledger.Grant, not as coupon instances");
+  }
+  if (t.unit_cost_fen() > 0 && req.campaign_id().empty()) {
+    return InvalidArgument("campaign_id", "campaign_id is required: the template costs " +
+                                              std::to_string(t.unit_cost_fen()) +
+                                              " fen of a campaign's budget");
+  }
+  int64_t coupon_id = 0;
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    const absl::Time now = clock_.Now();
+    absl::Status s = pg::WithTransaction(pool_, [&](pqxx::work& tx) -> absl::Status {
+      pqxx::result existing = tx.exec_params(kSelectCouponByRequest, req.request_id());
+      if (!existing.empty()) {
+        if (existing[0][1].as<std::string>() != req.template_id() ||
+            existing[0][2].as<std::string>() != req.customer_id()) {
+          return Error(absl::StatusCode::kAlreadyExists, cpb::IDEMPOTENCY_KEY_REUSED,
+                       "request_id was used to issue another coupon", "request_id");
+        }
+        coupon_id = existing[0][0].as<int64_t>();
+        return absl::OkStatus();
+      }
+      if (t.status() != pb::TEMPLATE_ACTIVE) {
+        return Conflict("template \"" + t.id() + "\" is " + pb::TemplateStatus_Name(t.status()) +
+                            "; only ACTIVE templates are granted",
+                        "template_id");
+      }
+      const ValidityWindow w = WindowFor(t.validity(), now);
+      if (w.until <= now) {
+        return Conflict("the validity of template \"" + t.id() + "\" has ended", "template_id");
+      }
+      const std::string code = "C" + absl::AsciiStrToUpper(RandomHex(10));
+      coupon_id = tx.exec_params(kInsertCoupon, code, req.request_id(), t.org_id(), t.id(),
+                                 static_cast<int>(t.type()), req.customer_id(), req.campaign_id(),
+                                 PgTime(w.from), PgTime(w.until), PgTime(now))[0][0]
+                      .as<int64_t>();
+      pb::LedgerIntent intent;
+      const std::string batch = absl::StrCat("cpn.", coupon_id, ".issue");
+      intent.set_batch_id(batch);
+      if (t.unit_cost_fen() > 0) {
+        pb::AccountRef budget;
+        budget.set_org_id(t.org_id());
+        budget.set_asset(pb::BUDGET_FEN);
+        budget.set_owner_kind(pb::CAMPAIGN);
+        budget.set_owner_id(req.campaign_id());
+        pb::TransferSpec* s = intent.add_transfers();
+        *s = Spec(batch + ":budget", budget,
+                  SystemAccount(t.org_id(), pb::BUDGET_FEN, pb::ROLE_EXPENSE), t.unit_cost_fen(),
+                  pb::GRANT);
+        s->set_campaign_id(req.campaign_id());
+      }
+      pb::AccountRef stock;
+      stock.set_org_id(t.org_id());
+      stock.set_asset(pb::STOCK);
+      stock.set_asset_ref(t.id());
+      stock.set_owner_kind(pb::TEMPLATE);
+      stock.set_owner_id(t.id());
+      *intent.add_transfers() =
+          Spec(batch + ":stock", stock,
+               SystemAccount(t.org_id(), pb::STOCK, pb::ROLE_ISSUANCE, t.id()), 1, pb::GRANT);
+      pb::TransferSpec* benefit = intent.add_transfers();
+      *benefit = Spec(batch + ":benefit", SystemCoupons(t.org_id(), t.id(), pb::ROLE_ISSUANCE),
+                      CustomerCoupons(t.org_id(), t.id(), req.customer_id()), 1, pb::GRANT);
+      benefit->set_campaign_id(req.campaign_id());
+      (*benefit->mutable_metadata())["coupon_code"] = code;
+      tx.exec_params(kInsertEvent, coupon_id, 0, static_cast<int>(pb::COUPON_ISSUED),
+                     req.campaign_id().empty() ? "issuer" : "campaign:" + req.campaign_id(),
+                     "issue", "", PgTime(now), Bytes(intent));
+      return absl::OkStatus();
+    });
+    // Two replays racing to insert the same request: the loser reads the winner's coupon.
+    if (s.code() == absl::StatusCode::kAlreadyExists && ReasonOf(s) == cpb::ALREADY_EXISTS) {
+      continue;
+    }
+    MKT_RETURN_IF_ERROR(s);
+    break;
+  }
+  if (absl::Status s = ApplyIntents(coupon_id); !s.ok()) {
+    if (IsPermanent(s)) {
+      MKT_RETURN_IF_ERROR(pg::WithTransaction(pool_, [&](pqxx::work& tx) {
+        tx.exec_params(kDeleteUnissuedCoupon, coupon_id);
+        return absl::OkStatus();
+      }));
+    }
+    return s;
+  }
+  std::optional<CouponRow> row;
+  MKT_RETURN_IF_ERROR(pg::WithTransaction(pool_, [&](pqxx::work& tx) {
+    pqxx::result r = tx.exec_params(kSelectCouponById, coupon_id);
+    if (!r.empty()) row = CouponRow::From(r[0]);
+    return absl::OkStatus();
+  }));
+  if (!row) return Internal("the issued coupon disappeared");
+  return ToCoupon(*row);
+}
+
+absl::StatusOr<pb::Coupon> Benefits::ToCoupon(const CouponRow& c) {
+  pb::Coupon out;
+  out.set_code(c.code);
+  out.set_org_id(c.org_id);
+  out.set_template_id(c.template_id);
+  out.set_type(static_cast<pb::BenefitType>(c.type));
+  out.set_customer_id(c.customer_id);
+  out.set_state(static_cast<pb::CouponState>(c.state));
+  out.set_campaign_id(c.campaign_id);
+  SetTime(out.mutable_valid_from(), c.valid_from);
+  SetTime(out.mutable_valid_until(), c.valid_until);
+  SetTime(out.mutable_issued_at(), c.issued_at);
+  if (c.collected_at) SetTime(out.mutable_collected_at(), *c.collected_at);
+  out.set_redemption_id(c.redemption_id);
+  return out;
+}
+
+absl::StatusOr<pb::Coupon> Benefits::GetCoupon(const std::string& code) {
+  MKT_RETURN_IF_ERROR(CodeField(code));
+  std::optional<CouponRow> row;
+  MKT_RETURN_IF_ERROR(pg::WithTransaction(pool_, [&](pqxx::work& tx) {
+    pqxx::result r = tx.exec_params(kSelectCouponByCode, code);
+    if (!r.empty()) row = CouponRow::From(r[0]);
+    return absl::OkStatus();
+  }));
+  if (!row || row->state == 0) return UnknownCoupon();
+  MKT_ASSIGN_OR_RETURN(pb::Coupon out, ToCoupon(*row));
+  if (auto t = LoadTemplate(row->template_id); t.ok()) {
+    out.set_name(t->name());
+    out.set_face_value(t->face_value());
+  }
+  return out;
+}
+
+// ---- Online checkout.
+
+absl::StatusOr<pb::Redemption> Benefits::LockCoupon(const pb::LockCouponRequest& req) {
+  MKT_RETURN_IF_ERROR(CodeField(req.coupon_code()));
+  MKT_RETURN_IF_ERROR(KeyField(req.customer_id(), "customer_id"));
+  MKT_RETURN_IF_ERROR(ValidateOrder(req.order()));
+  pb::Redemption out;
+  int64_t coupon_id = 0;
+  MKT_RETURN_IF_ERROR(pg::WithTransaction(pool_, [&](pqxx::work& tx) -> absl::Status {
+    const absl::Time now = clock_.Now();
+    pqxx::result r = tx.exec_params(kLockCouponByCode, req.coupon_code());
+    if (r.empty()) return UnknownCoupon();
+    const CouponRow c = CouponRow::From(r[0]);
+    coupon_id = c.id;
+    if (c.state == 0) return UnknownCoupon();
+    if (c.customer_id != req.customer_id()) {
+      return Denied("the coupon belongs to another customer", "customer_id");
+    }
+    pqxx::result prior = tx.exec_params(kSelectRedemptionByOrder, req.order().order_id(), c.id);
+    if (!prior.empty()) {
+      out = Parse<pb::Redemption>(prior[0][1].as<std::string>());
+      if (out.order_amount_fen() != req.order().amount_fen()) {
+        return Error(absl::StatusCode::kAlreadyExists, cpb::IDEMPOTENCY_KEY_REUSED,
+                     "this order already locked this coupon with another amount",
+                     "order.amount_fen");
+      }
+      return absl::OkStatus();
+    }
+    if (c.state != pb::COUPON_ISSUED) {
+      return NotUsable("the coupon is " + StateName(c.state) +
+                       (c.state == pb::COUPON_LOCKED ? " by another order" : ""));
+    }
+    if (now < c.valid_from) return NotUsable("the coupon is not valid yet");
+    if (now >= c.valid_until) return NotUsable("the coupon has expired");
+    pqxx::result tr = tx.exec_params(kSelectTemplate, c.template_id);
+    if (tr.empty()) return Internal("the coupon's template is missing");
+    const pb::BenefitTemplate t = Parse<pb::BenefitTemplate>(tr[0][0].as<std::string>());
+    if (!IsCheckoutCoupon(t.type())) {
+      return NotUsable("a " + pb::BenefitType_Name(t.type()) +
+                       " is redeemed at a counter, not at an online checkout");
+    }
+    MKT_RETURN_IF_ERROR(CheckUsage(t, req.order()));
+    MKT_ASSIGN_OR_RETURN(const Discount d, ComputeDiscount(t, req.order().amount_fen()));
+
+    out.set_id("rdm-" + RandomHex(12));
+    out.set_coupon_code(c.code);
+    out.set_customer_id(c.customer_id);
+    out.set_order_id(req.order().order_id());
+    out.set_order_amount_fen(req.order().amount_fen());
+    out.set_discount_fen(d.fen);
+    out.set_rate_bp(d.rate_bp);
+    out.set_product_code(d.product_code);
+    out.set_state(pb::REDEMPTION_LOCKED);
+    out.set_channel(req.order().channel());
+    out.set_merchant_id(req.order().merchant_id());
+    out.set_terminal_id(req.order().terminal_id());
+    const absl::Time expires = now + options_.lock_ttl;
+    SetTime(out.mutable_lock_expires_at(), expires);
+    SetTime(out.mutable_created_at(), now);
+    SetTime(out.mutable_updated_at(), now);
+    tx.exec_params(kInsertRedemption, out.id(), c.id, out.order_id(), static_cast<int>(out.state()),
+                   Bytes(out), PgTime(expires), PgTime(now));
+
+    pb::LedgerIntent intent;
+    intent.set_batch_id(out.id() + ".lock");
+    pb::TransferSpec* s = intent.add_transfers();
+    *s = Spec(out.id() + ".lock", CustomerCoupons(c.org_id, c.template_id, c.customer_id),
+              SystemCoupons(c.org_id, c.template_id, pb::ROLE_REDEMPTION), 1, pb::SPEND);
+    s->set_order_id(out.order_id());
+    s->set_pending(true);
+    // The coupon's own timeout releases the lock; the ledger's is a backstop well after it.
+    s->set_timeout_seconds(static_cast<int32_t>(std::min<int64_t>(
+        86400, absl::ToInt64Seconds(options_.lock_ttl) + kLockTimeoutMarginSeconds)));
+    (*s->mutable_metadata())["coupon_code"] = c.code;
+    (*s->mutable_metadata())["discount_fen"] = absl::StrCat(d.fen);
+    Change{.to_state = pb::COUPON_LOCKED,
+           .redemption_id = out.id(),
+           .actor = "customer:" + c.customer_id,
+           .cause = "lock",
+           .event_redemption_id = out.id(),
+           .intent = intent}
+        .Write(tx, c, now);
+    return absl::OkStatus();
+  }));
+  if (absl::Status s = ApplyIntents(coupon_id); !s.ok()) {
+    spdlog::warn("benefits: lock {} committed, ledger behind (repaired later): {}", out.id(), s);
+  }
+  return out;
+}
+
+absl::StatusOr<pb::Redemption> Benefits::ConfirmRedemption(const pb::RedemptionRequest& req) {
+  return Resolve(req.redemption_id(), "confirm", "checkout");
+}
+absl::StatusOr<pb::Redemption> Benefits::CancelRedemption(const pb::RedemptionRequest& req) {
+  return Resolve(req.redemption_id(), "cancel", "checkout");
+}
+
+absl::StatusOr<pb::Redemption> Benefits::Resolve(const std::string& redemption_id,
+                                                 const std::string& op, const std::string& actor) {
+  MKT_RETURN_IF_ERROR(KeyField(redemption_id, "redemption_id"));
+  const bool confirm = op == "confirm";
+  const bool timeout = op == "lock-timeout";
+  const bool reverse = op == "reverse";
+  pb::Redemption out;
+  int64_t coupon_id = 0;
+  MKT_RETURN_IF_ERROR(pg::WithTransaction(pool_, [&](pqxx::work& tx) -> absl::Status {
+    const absl::Time now = clock_.Now();
+    pqxx::result owner = tx.exec_params(kSelectRedemptionCoupon, redemption_id);
+    if (owner.empty()) {
+      return Error(absl::StatusCode::kNotFound, cpb::NOT_FOUND,
+                   "there is no redemption \"" + redemption_id + "\"", "redemption_id");
+    }
+    coupon_id = owner[0][0].as<int64_t>();
+    // Coupon first, then the redemption: the order every writer of both takes.
+    pqxx::result cr = tx.exec_params(kLockCouponById, coupon_id);
+    const CouponRow c = CouponRow::From(cr[0]);
+    pqxx::result rr = tx.exec_params(kLockRedemption, redemption_id);
+    out = Parse<pb::Redemption>(rr[0][0].as<std::string>());
+    const pb::RedemptionState state = out.state();
+    const pb::RedemptionState wanted = confirm   ? pb::REDEMPTION_CONFIRMED
+                                       : reverse ? pb::REDEMPTION_REVERSED
+                                                 : pb::REDEMPTION_CANCELLED;
+    if (state == wanted) {
+      // A replay (or the timeout got there first: a cancel then answers with it).
+      return timeout ? Conflict("already resolved", "redemption_id") : absl::OkStatus();
+    }
+    const std::string name = pb::RedemptionState_Name(state);
+    if (reverse) {
+      if (state != pb::REDEMPTION_CONFIRMED) {
+        return Conflict("redemption \"" + redemption_id + "\" is " + name +
+                            "; only a confirmed redemption can be reversed (cancel a lock)",
+                        "redemption_id");
+      }
+    } else if (state != pb::REDEMPTION_LOCKED) {
+      return Conflict("redemption \"" + redemption_id + "\" is " + name + "; it cannot be " +
+                          (confirm ? "confirmed" : "cancelled") +
+                          (state == pb::REDEMPTION_CONFIRMED ? " (reverse it instead)" : ""),
+                      "redemption_id");
+    }
+    if (confirm && now >= TimeOf(out.lock_expires_at())) {
+      return Conflict(
+          "the lock of redemption \"" + redemption_id + "\" expired; lock the coupon again",
+          "redemption_id");
+    }
+    if (timeout && now < TimeOf(out.lock_expires_at())) {
+      return Conflict("the lock has not expired", "redemption_id");
+    }
+    out.set_state(wanted);
+    out.set_timed_out(timeout);
+    SetTime(out.mutable_updated_at(), now);
+    tx.exec_params(kUpdateRedemption, redemption_id, static_cast<int>(wanted), Bytes(out),
+                   PgTime(now));
+    pb::LedgerIntent intent;
+    Change change{.actor = actor, .cause = op, .event_redemption_id = redemption_id};
+    if (reverse) {
+      // A refund gives the coupon back only while it is still valid; afterwards it stays used.
+      if (now >= c.valid_until) {
+        tx.exec_params(kInsertEvent, c.id, c.state, c.state, actor, "reverse-after-expiry",
+                       redemption_id, PgTime(now), std::string());
+        return absl::OkStatus();
+      }
+      const std::string posting = redemption_id + (out.offline() ? ".redeem" : ".confirm");
+      intent.set_batch_id(redemption_id + ".reverse");
+      pb::TransferSpec* s = intent.add_transfers();
+      *s = Spec(redemption_id + ".reverse",
+                SystemCoupons(c.org_id, c.template_id, pb::ROLE_REDEMPTION),
+                CustomerCoupons(c.org_id, c.template_id, c.customer_id), 1, pb::REVERSE);
+      s->set_reverses_transfer_id(posting);
+      s->set_order_id(out.order_id());
+      change.to_state = pb::COUPON_ISSUED;
+    } else {
+      intent.set_resolve_id(redemption_id + (confirm ? ".confirm" : ".cancel"));
+      intent.set_pending_id(redemption_id + ".lock");
+      intent.set_post(confirm);
+      change.to_state = confirm ? pb::COUPON_REDEEMED : pb::COUPON_ISSUED;
+      change.redemption_id = confirm ? redemption_id : "";
+    }
+    change.intent = intent;
+    change.Write(tx, c, now);
+    return absl::OkStatus();
+  }));
+  if (absl::Status s = ApplyIntents(coupon_id); !s.ok()) {
+    spdlog::warn("benefits: {} of {} committed, ledger behind (repaired later): {}", op,
+                 redemption_id, s);
+  }
+  return out;
+}
+
+absl::StatusOr<pb::Redemption> Benefits::ReverseRedemption(const pb::RedemptionRequest& req) {
+  return Resolve(req.redemption_id(), "reverse", "checkout");
+}
+
+// ---- Offline.
+
+absl::StatusOr<pb::QrToken> Benefits::IssueQrToken(const pb::IssueQrTokenRequest& req) {
+  MKT_RETURN_IF_ERROR(CodeField(req.coupon_code()));
+  MKT_RETURN_IF_ERROR(KeyField(req.customer_id(), "customer_id"));
+  pb::QrToken out;
+  MKT_RETURN_IF_ERROR(pg::WithTransaction(pool_, [&](pqxx::work& tx) -> absl::Status {
+    const absl::Time now = clock_.Now();
+    pqxx::result r = tx.exec_params(kSelectCouponByCode, req.coupon_code());
+    if (r.empty()) return UnknownCoupon();
+    const CouponRow c = CouponRow::From(r[0]);
+    if (c.state == 0) return UnknownCoupon();
+    if (c.customer_id != req.customer_id()) {
+      return Denied("the coupon belongs to another customer", "customer_id");
+    }
+    if (c.state != pb::COUPON_ISSUED) return NotUsable("the coupon is " + StateName(c.state));
+    if (now < c.valid_from || now >= c.valid_until) return NotUsable("the coupon is not valid now");
+    if (c.type == pb::THIRD_PARTY) return NotUsable("a third-party benefit has no QR code");
+    QrClaims claims{.jti = RandomHex(12),
+                    .coupon_code = c.code,
+                    .customer_id = c.customer_id,
+                    .expires_at = now + std::min(options_.qr_ttl, absl::Seconds(120))};
+    tx.exec_params(kInsertQrToken, claims.jti, c.id, c.customer_id, PgTime(claims.expires_at));
+    out.set_token(signer_.Sign(claims));
+    SetTime(out.mutable_expires_at(), claims.expires_at);
+    return absl::OkStatus();
+  }));
+  return out;
+}
+
+absl::StatusOr<pb::Redemption> Benefits::RedeemQrToken(const pb::RedeemQrTokenRequest& req) {
+  MKT_RETURN_IF_ERROR(KeyField(req.merchant_id(), "merchant_id"));
+  MKT_RETURN_IF_ERROR(KeyField(req.terminal_id(), "terminal_id"));
+  if (!req.customer_id().empty()) MKT_RETURN_IF_ERROR(KeyField(req.customer_id(), "customer_id"));
+  MKT_ASSIGN_OR_RETURN(const QrClaims claims, signer_.Verify(req.token()));
+  if (clock_.Now() >= claims.expires_at) {
+    return Error(absl::StatusCode::kUnauthenticated, cpb::TOKEN_INVALID,
+                 "the QR token expired; ask the customer to refresh it", "token.expires_at");
+  }
+  if (!req.customer_id().empty() && req.customer_id() != claims.customer_id) {
+    return Denied("the QR token belongs to another customer", "customer_id");
+  }
+  pb::OrderInfo order;
+  order.set_order_id(req.order_id().empty() ? "qr-" + claims.jti : req.order_id());
+  order.set_amount_fen(req.order_amount_fen());
+  order.set_merchant_id(req.merchant_id());
+  order.set_terminal_id(req.terminal_id());
+  MKT_RETURN_IF_ERROR(ValidateOrder(order));
+  int64_t coupon_id = 0;
+  MKT_RETURN_IF_ERROR(pg::WithTransaction(pool_, [&](pqxx::work& tx) -> absl::Status {
+    pqxx::result r = tx.exec_params(kSelectQrToken, claims.jti);
+    if (r.empty()) {
+      return Error(absl::StatusCode::kUnauthenticated, cpb::TOKEN_INVALID,
+                   "the QR token is not known here", "token");
+    }
+    coupon_id = r[0][0].as<int64_t>();
+    return absl::OkStatus();
+  }));
+  return RedeemOffline(coupon_id, order, claims.customer_id, claims.jti,
+                       "terminal:" + req.terminal_id());
+}
+
+absl::StatusOr<pb::Redemption> Benefits::RedeemOffline(int64_t coupon_id,
+                                                       const pb::OrderInfo& order,
+                                                       const std::string& customer_id,
+                                                       const std::string& jti,
+                                                       const std::string& actor) {
+  pb::Redemption out;
+  MKT_RETURN_IF_ERROR(pg::WithTransaction(pool_, [&](pqxx::work& tx) -> absl::Status {
+    const absl::Time now = clock_.Now();
+    pqxx::result cr = tx.exec_params(kLockCouponById, coupon_id);
+    if (cr.empty()) return UnknownCoupon();
+    const CouponRow c = CouponRow::From(cr[0]);
+    if (!jti.empty()) {
+      // Under the coupon's lock: of two terminals presenting one token, the second sees it used.
+      pqxx::result tr = tx.exec_params(kLockQrToken, jti);
+      if (tr[0][1].as<bool>()) {
+        return Conflict(
+            "the QR token was already used (terminal " + tr[0][2].as<std::string>() + ")", "token");
+      }
+    }
+    if (c.customer_id != customer_id) {
+      return Denied("the coupon belongs to another customer", "customer_id");
+    }
+    if (c.state != pb::COUPON_ISSUED) return NotUsable("the coupon is " + StateName(c.state));
+    if (now < c.valid_from || now >= c.valid_until) return NotUsable("the coupon is not valid now");
+    pqxx::result tr = tx.exec_params(kSelectTemplate, c.template_id);
+    const pb::BenefitTemplate t = Parse<pb::BenefitTemplate>(tr[0][0].as<std::string>());
+    MKT_RETURN_IF_ERROR(CheckUsage(t, order));
+    MKT_ASSIGN_OR_RETURN(const Discount d, ComputeDiscount(t, order.amount_fen()));
+    if (!tx.exec_params(kSelectRedemptionByOrder, order.order_id(), c.id).empty()) {
+      return Conflict("this order already redeemed the coupon", "order_id");
+    }
+    out.set_id("rdm-" + RandomHex(12));
+    out.set_coupon_code(c.code);
+    out.set_customer_id(c.customer_id);
+    out.set_order_id(order.order_id());
+    out.set_order_amount_fen(order.amount_fen());
+    out.set_discount_fen(d.fen);
+    out.set_rate_bp(d.rate_bp);
+    out.set_product_code(d.product_code);
+    out.set_state(pb::REDEMPTION_CONFIRMED);
+    out.set_merchant_id(order.merchant_id());
+    out.set_terminal_id(order.terminal_id());
+    out.set_offline(true);
+    SetTime(out.mutable_created_at(), now);
+    SetTime(out.mutable_updated_at(), now);
+    tx.exec_params(kInsertRedemption, out.id(), c.id, out.order_id(), static_cast<int>(out.state()),
+                   Bytes(out), std::optional<std::string>(), PgTime(now));
+    if (!jti.empty()) tx.exec_params(kUseQrToken, jti, PgTime(now), order.terminal_id(), out.id());
+    pb::LedgerIntent intent;
+    intent.set_batch_id(out.id() + ".redeem");
+    pb::TransferSpec* s = intent.add_transfers();
+    *s = Spec(out.id() + ".redeem", CustomerCoupons(c.org_id, c.template_id, c.customer_id),
+              SystemCoupons(c.org_id, c.template_id, pb::ROLE_REDEMPTION), 1, pb::SPEND);
+    s->set_order_id(out.order_id());
+    (*s->mutable_metadata())["terminal_id"] = order.terminal_id();
+    Change{.to_state = pb::COUPON_REDEEMED,
+           .redemption_id = out.id(),
+           .actor = actor,
+           .cause = jti.empty() ? "redeem-by-code" : "redeem-by-qr",
+           .event_redemption_id = out.id(),
+           .intent = intent}
+        .Write(tx, c, now);
+    return absl::OkStatus();
+  }));
+  if (absl::Status s = ApplyIntents(coupon_id); !s.ok()) {
+    spdlog::warn("benefits: redemption {} committed, ledger behind (repaired later): {}", out.id(),
+                 s);
+  }
+  return out;
+}
+
+absl::StatusOr<pb::Coupon> Benefits::MarkCollected(const pb::MarkCollectedRequest& req) {
+  MKT_RETURN_IF_ERROR(CodeField(req.coupon_code()));
+  MKT_RETURN_IF_ERROR(KeyField(req.terminal_id(), "terminal_id"));
+  std::optional<CouponRow> row;
+  MKT_RETURN_IF_ERROR(pg::WithTransaction(pool_, [&](pqxx::work& tx) {
+    pqxx::result r = tx.exec_params(kSelectCouponByCode, req.coupon_code());
+    if (!r.empty()) row = CouponRow::From(r[0]);
+    return absl::OkStatus();
+  }));
+  if (!row || row->state == 0) return UnknownCoupon();
+  if (row->type != pb::GIFT_VOUCHER) return NotUsable("only gift vouchers are collected");
+  if (row->state == pb::COUPON_ISSUED) {
+    // Redeemed by code at the counter: the customer proves ownership by identity, not by QR.
+    MKT_RETURN_IF_ERROR(KeyField(req.customer_id(), "customer_id"));
+    pb::OrderInfo order;
+    order.set_order_id("counter-" + row->code);
+    order.set_merchant_id(req.merchant_id().empty() ? "counter" : req.merchant_id());
+    order.set_terminal_id(req.terminal_id());
+    MKT_RETURN_IF_ERROR(ValidateOrder(order));
+    MKT_RETURN_IF_ERROR(
+        RedeemOffline(row->id, order, req.customer_id(), "", "terminal:" + req.terminal_id())
+            .status());
+  }
+  MKT_RETURN_IF_ERROR(pg::WithTransaction(pool_, [&](pqxx::work& tx) -> absl::Status {
+    const absl::Time now = clock_.Now();
+    const CouponRow c = CouponRow::From(tx.exec_params(kLockCouponById, row->id)[0]);
+    if (c.state != pb::COUPON_REDEEMED) return NotUsable("the voucher is " + StateName(c.state));
+    if (!c.collected_at) {
+      tx.exec_params(kSetCollected, c.id, PgTime(now));
+      tx.exec_params(kInsertEvent, c.id, c.state, c.state, "terminal:" + req.terminal_id(),
+                     "collected", c.redemption_id, PgTime(now), std::string());
+    }
+    return absl::OkStatus();
+  }));
+  return GetCoupon(row->code);
+}
+
+// ---- Wallet and expiry.
+
+absl::StatusOr<pb::Wallet> Benefits::GetWallet(const pb::GetWalletRequest& req) {
+  MKT_RETURN_IF_ERROR(KeyField(req.org_id(), "org_id"));
+  MKT_RETURN_IF_ERROR(KeyField(req.customer_id(), "customer_id"));
+  pb::Wallet w;
+  MKT_ASSIGN_OR_RETURN(std::vector<pb::Account> accounts,
+                       ledger_.GetCustomerAccounts(req.org_id(), req.customer_id()));
+  for (const pb::Account& a : accounts) {
+    switch (a.ref().asset()) {
+      case pb::POINTS:
+        w.set_points(a.available());
+        break;
+      case pb::CASH_FEN:
+        w.set_cash_fen(a.available());
+        w.set_cash_pending_payout_fen(a.debits_pending());
+        break;
+      case pb::LOTTERY_CHANCE:
+        w.set_lottery_chances(a.available());
+        break;
+      default:
+        break;
+    }
+  }
+  MKT_ASSIGN_OR_RETURN(pb::ListExpiringLotsResponse lots,
+                       ledger_.ListExpiringLots(req.org_id(), req.customer_id(),
+                                                clock_.Now() + absl::Hours(24 * 30)));
+  w.set_points_expiring_30d(lots.total());
+  std::vector<CouponRow> rows;
+  MKT_RETURN_IF_ERROR(pg::WithTransaction(pool_, [&](pqxx::work& tx) {
+    rows.clear();
+    for (const pqxx::row& r :
+         tx.exec_params(kSelectWalletCoupons, req.org_id(), req.customer_id())) {
+      rows.push_back(CouponRow::From(r));
+    }
+    return absl::OkStatus();
+  }));
+  std::map<std::string, pb::BenefitTemplate> templates;
+  for (const CouponRow& row : rows) {
+    if (w.coupons_size() == 0 || w.coupons(w.coupons_size() - 1).state() != row.state) {
+      w.add_coupons()->set_state(static_cast<pb::CouponState>(row.state));
+    }
+    MKT_ASSIGN_OR_RETURN(pb::Coupon c, ToCoupon(row));
+    auto it = templates.find(row.template_id);
+    if (it == templates.end()) {
+      if (auto t = LoadTemplate(row.template_id); t.ok()) {
+        it = templates.emplace(row.template_id, *t).first;
+      }
+    }
+    if (it != templates.end()) {
+      c.set_name(it->second.name());
+      c.set_face_value(it->second.face_value());
+    }
+    *w.mutable_coupons(w.coupons_size() - 1)->add_coupons() = std::move(c);
+  }
+  return w;
+}
+
+absl::StatusOr<pb::RunCouponExpiryResponse> Benefits::RunCouponExpiry(absl::Time as_of, int limit) {
+  pb::RunCouponExpiryResponse out;
+  std::vector<std::string> locks;
+  std::vector<int64_t> coupons;
+  MKT_RETURN_IF_ERROR(pg::WithTransaction(pool_, [&](pqxx::work& tx) {
+    locks.clear();
+    for (const pqxx::row& r : tx.exec_params(kSelectDueLocks, PgTime(clock_.Now()), limit)) {
+      locks.push_back(r[0].as<std::string>());
+    }
+    return absl::OkStatus();
+  }));
+  for (const std::string& id : locks) {
+    // A confirm or cancel that got there first makes this a CONFLICT: nothing to release.
+    if (Resolve(id, "lock-timeout", "job:lock-timeout").ok()) {
+      out.set_locks_released(out.locks_released() + 1);
+    }
+  }
+  MKT_RETURN_IF_ERROR(pg::WithTransaction(pool_, [&](pqxx::work& tx) {
+    coupons.clear();
+    for (const pqxx::row& r : tx.exec_params(kSelectDueCoupons, PgTime(as_of), limit)) {
+      coupons.push_back(r[0].as<int64_t>());
+    }
+    return absl::OkStatus();
+  }));
+  for (int64_t id : coupons) {
+    bool expired = false;
+    MKT_RETURN_IF_ERROR(pg::WithTransaction(pool_, [&](pqxx::work& tx) {
+      expired = false;
+      const absl::Time now = clock_.Now();
+      const CouponRow c = CouponRow::From(tx.exec_params(kLockCouponById, id)[0]);
+      // Re-checked under the lock: a coupon locked meanwhile is left to its lock's fate.
+      if (c.state != pb::COUPON_ISSUED || c.valid_until > as_of) return absl::OkStatus();
+      pb::LedgerIntent intent;
+      intent.set_batch_id(absl::StrCat("cpn.", c.id, ".expire"));
+      *intent.add_transfers() =
+          Spec(intent.batch_id(), CustomerCoupons(c.org_id, c.template_id, c.customer_id),
+               SystemCoupons(c.org_id, c.template_id, pb::ROLE_EXPIRY), 1, pb::EXPIRE);
+      Change{.to_state = pb::COUPON_EXPIRED,
+             .actor = "job:coupon-expiry",
+             .cause = "expire",
+             .intent = intent}
+          .Write(tx, c, now);
+      expired = true;
+      return absl::OkStatus();
+    }));
+    if (expired) {
+      out.set_coupons_expired(out.coupons_expired() + 1);
+      if (absl::Status s = ApplyIntents(id); !s.ok()) {
+        spdlog::warn("benefits: expiry of coupon {} committed, ledger behind: {}", id, s);
+      }
+    }
+  }
+  return out;
+}
+
+}  // namespace mkt::rewards

@@ -1,0 +1,120 @@
+// Benefits customers hold and use (decision 011): benefit templates, coupon and gift-voucher
+// instances with their state machine (ISSUED → LOCKED → REDEEMED, back to ISSUED on cancel,
+// timeout or reversal, EXPIRED, VOIDED), online checkout deduction (lock/confirm/cancel/reverse),
+// offline QR redemption, gift collection, expiry and the wallet.
+//
+// A coupon row is the source of truth of its state. Each state change commits, in one PostgreSQL
+// transaction, the new state, a history row (who, what, when) and a LedgerIntent naming the
+// ledger transfer(s) that mirror it under deterministic ids; right after the commit the intent is
+// applied to the LedgerStore and marked applied. A crash in between leaves an unapplied intent
+// that RepairLedger applies later; the deterministic ids make every re-application idempotent.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "libs/core/ids.h"
+#include "libs/pg/pool.h"
+#include "marketing/rewards/v1/benefits.pb.h"
+#include "services/rewards/ledger_store.h"
+#include "services/rewards/qr_tokens.h"
+
+namespace mkt::rewards {
+
+struct BenefitsOptions {
+  // How long an online lock holds a coupon before it is released by itself.
+  absl::Duration lock_ttl = absl::Minutes(15);
+  // How long an offline QR token may be used (at most 120 s).
+  absl::Duration qr_ttl = absl::Seconds(60);
+  // The QR signing secret (config rewards.qr_signing_key).
+  std::string qr_key;
+  // RepairLedger leaves intents younger than this to the call that wrote them.
+  absl::Duration repair_grace = absl::Seconds(10);
+};
+
+class Benefits {
+ public:
+  Benefits(pg::Pool& pool, LedgerStore& ledger, const Clock& clock, BenefitsOptions options);
+
+  // Templates. Create stores a DRAFT; Activate funds the template's STOCK account with
+  // total_stock (transfer "tpl.<id>.fund") and makes it ACTIVE; Retire stops new grants.
+  absl::StatusOr<pb::BenefitTemplate> CreateTemplate(const pb::BenefitTemplate& t);
+  absl::StatusOr<pb::BenefitTemplate> ActivateTemplate(const std::string& template_id);
+  absl::StatusOr<pb::BenefitTemplate> RetireTemplate(const std::string& template_id);
+  absl::StatusOr<pb::BenefitTemplate> GetTemplate(const std::string& template_id);
+
+  // Grants one instance of an ACTIVE coupon/voucher/third-party template, idempotent by
+  // request_id. Ledger batch "cpn.<n>.issue": the campaign's budget (unit_cost_fen), the
+  // template's stock (1) and the customer's COUPON holding (1), all-or-nothing: STOCK_EXHAUSTED,
+  // BUDGET_EXHAUSTED or ACCOUNT_NOT_FOUND leave no coupon behind.
+  absl::StatusOr<pb::Coupon> IssueCoupon(const pb::IssueCouponRequest& request);
+
+  // Online checkout (try–confirm–cancel). Lock checks owner, state, validity, usage rules and
+  // the order, computes the discount and reserves the coupon (pending transfer "<rdm>.lock");
+  // idempotent by (order id, coupon). Confirm posts it; Cancel (or the lock timeout) voids it;
+  // Reverse gives a confirmed coupon back while it is still valid (REVERSE of the posting).
+  // Refusals: CONFLICT (field "redemption_id") for confirm after cancel, cancel after confirm,
+  // reverse of an unconfirmed redemption, confirm after the lock expired.
+  absl::StatusOr<pb::Redemption> LockCoupon(const pb::LockCouponRequest& request);
+  absl::StatusOr<pb::Redemption> ConfirmRedemption(const pb::RedemptionRequest& request);
+  absl::StatusOr<pb::Redemption> CancelRedemption(const pb::RedemptionRequest& request);
+  absl::StatusOr<pb::Redemption> ReverseRedemption(const pb::RedemptionRequest& request);
+
+  // Offline: a token valid for qr_ttl for one ISSUED coupon or voucher of the customer, and its
+  // single use by a terminal. Refusals of RedeemQrToken, each with its own reason/field:
+  //   forged or altered  TOKEN_INVALID field "token"
+  //   expired            TOKEN_INVALID field "token.expires_at"
+  //   already used       CONFLICT field "token"
+  //   another customer   PERMISSION_DENIED field "customer_id"
+  absl::StatusOr<pb::QrToken> IssueQrToken(const pb::IssueQrTokenRequest& request);
+  absl::StatusOr<pb::Redemption> RedeemQrToken(const pb::RedeemQrTokenRequest& request);
+  // Gift vouchers at a branch counter (see MarkCollectedRequest).
+  absl::StatusOr<pb::Coupon> MarkCollected(const pb::MarkCollectedRequest& request);
+
+  // Points (and what expires within 30 days), cash, chances, and coupons grouped by state.
+  absl::StatusOr<pb::Wallet> GetWallet(const pb::GetWalletRequest& request);
+
+  // Releases locks past their timeout, then expires ISSUED coupons whose validity ended before
+  // `as_of` (transfer "cpn.<n>.expire"); re-runs change nothing. Up to `limit` of each.
+  absl::StatusOr<pb::RunCouponExpiryResponse> RunCouponExpiry(absl::Time as_of, int limit);
+
+  // Applies the ledger intents that stayed unapplied for longer than repair_grace (a crash
+  // between a coupon's commit and its ledger transfers); returns how many were applied.
+  absl::StatusOr<int> RepairLedger(int limit);
+
+  // The coupon behind a code, for tests and the admin console.
+  absl::StatusOr<pb::Coupon> GetCoupon(const std::string& code);
+
+ private:
+  struct CouponRow;
+  struct Change;
+  absl::StatusOr<pb::BenefitTemplate> LoadTemplate(const std::string& id);
+  absl::StatusOr<pb::BenefitTemplate> SetStatus(const std::string& id, pb::TemplateStatus from,
+                                                pb::TemplateStatus to);
+  // Applies the coupon's unapplied intents in order; the first failure stops (and is returned).
+  absl::Status ApplyIntents(int64_t coupon_id);
+  absl::Status ApplyIntent(const pb::LedgerIntent& intent);
+  // Resolves a LOCKED redemption: post (confirm) or void (cancel / timeout).
+  absl::StatusOr<pb::Redemption> Resolve(const std::string& redemption_id, const std::string& op,
+                                         const std::string& actor);
+  absl::StatusOr<pb::Redemption> RedeemOffline(int64_t coupon_id, const pb::OrderInfo& order,
+                                               const std::string& customer_id,
+                                               const std::string& jti, const std::string& actor);
+  absl::StatusOr<pb::Coupon> ToCoupon(const CouponRow& row);
+
+  pg::Pool& pool_;
+  LedgerStore& ledger_;
+  const Clock& clock_;
+  const BenefitsOptions options_;
+  QrTokenSigner signer_;
+};
+
+// The ledger accounts of coupons of template `template_id`.
+pb::AccountRef CustomerCoupons(const std::string& org_id, const std::string& template_id,
+                               const std::string& customer_id);
+pb::AccountRef SystemCoupons(const std::string& org_id, const std::string& template_id,
+                             pb::SystemRole role);
+
+}  // namespace mkt::rewards

@@ -1,0 +1,714 @@
+// Coupons against the real PostgreSQL (decision 011): issuing (budget + stock + holding in one
+// linked batch), the checkout state machine (lock/confirm/cancel/reverse/timeout), real races
+// (two checkouts on one coupon, two terminals on one QR token), the QR token's refusals, expiry,
+// gift vouchers, the wallet, bad input, and the crash window between a coupon's commit and its
+// ledger transfers. After every scenario: the ledger's CheckIntegrity, and the books explain the
+// coupons (each customer's COUPON account holds exactly their ISSUED + LOCKED coupons).
+#include <atomic>
+#include <barrier>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "gtest/gtest.h"
+#include "libs/core/status.h"
+#include "libs/kafka/outbox.h"
+#include "libs/pg/migrations.h"
+#include "libs/pg/pool.h"
+#include "libs/testing/testing.h"
+#include "services/rewards/batcher.h"
+#include "services/rewards/benefits.h"
+#include "services/rewards/ledger_service.h"
+#include "services/rewards/pg_ledger_store.h"
+
+namespace mkt::rewards {
+namespace {
+
+namespace cpb = ::marketing::common::v1;
+
+constexpr char kOrg[] = "bank-a";
+constexpr char kCampaign[] = "camp-1";
+constexpr char kKey[] = "test-qr-signing-key-of-at-least-32-bytes!";
+
+class FakeClock final : public Clock {
+ public:
+  explicit FakeClock(absl::Time now) : now_(now) {}
+  absl::Time Now() const override {
+    std::lock_guard<std::mutex> lock(mu_);
+    return now_;
+  }
+  void Advance(absl::Duration d) {
+    std::lock_guard<std::mutex> lock(mu_);
+    now_ += d;
+  }
+
+ private:
+  mutable std::mutex mu_;
+  absl::Time now_;
+};
+
+// The real store, with a switch that makes the ledger unreachable: the crash window between a
+// coupon's commit and its transfers.
+class SwitchableLedger final : public LedgerStore {
+ public:
+  explicit SwitchableLedger(LedgerStore& real) : real_(real) {}
+  std::atomic<bool> down{false};
+
+  absl::StatusOr<std::vector<BatchResult>> Apply(const std::vector<LinkedBatch>& b) override {
+    if (down) return Unavailable("ledger down (test)");
+    return real_.Apply(b);
+  }
+  absl::StatusOr<pb::Transfer> ResolvePending(const std::string& id, const std::string& p,
+                                              bool post) override {
+    if (down) return Unavailable("ledger down (test)");
+    return real_.ResolvePending(id, p, post);
+  }
+  absl::StatusOr<int> VoidTimedOutPending(absl::Time now, int limit) override {
+    return real_.VoidTimedOutPending(now, limit);
+  }
+  absl::StatusOr<pb::RunExpiryResponse> ExpireLots(absl::Time as_of, int limit) override {
+    return real_.ExpireLots(as_of, limit);
+  }
+  absl::StatusOr<pb::Account> GetAccount(const pb::AccountRef& ref) override {
+    return real_.GetAccount(ref);
+  }
+  absl::StatusOr<std::vector<pb::Account>> GetCustomerAccounts(const std::string& o,
+                                                               const std::string& c) override {
+    return real_.GetCustomerAccounts(o, c);
+  }
+  absl::StatusOr<pb::ListExpiringLotsResponse> ListExpiringLots(const std::string& o,
+                                                                const std::string& c,
+                                                                absl::Time until) override {
+    return real_.ListExpiringLots(o, c, until);
+  }
+  absl::StatusOr<pb::ListHistoryResponse> ListHistory(const std::string& o, const std::string& c,
+                                                      const std::string& t, int l) override {
+    return real_.ListHistory(o, c, t, l);
+  }
+  absl::StatusOr<pb::GetStatementResponse> GetStatement(const pb::AccountRef& a, absl::Time f,
+                                                        absl::Time t, const std::string& p,
+                                                        int l) override {
+    return real_.GetStatement(a, f, t, p, l);
+  }
+  absl::StatusOr<std::vector<pb::Transfer>> GetBatch(const std::string& b) override {
+    return real_.GetBatch(b);
+  }
+  absl::StatusOr<pb::Transfer> GetTransfer(const std::string& id) override {
+    return real_.GetTransfer(id);
+  }
+  absl::StatusOr<pb::CheckIntegrityResponse> CheckIntegrity() override {
+    return real_.CheckIntegrity();
+  }
+
+ private:
+  LedgerStore& real_;
+};
+
+class BenefitsTest : public ::testing::Test {
+ protected:
+  BenefitsTest() : clock_(absl::FromUnixSeconds(absl::ToUnixSeconds(absl::Now()))) {}
+
+  void SetUp() override {
+    auto pool = pg::Pool::Connect({.dsn = db_.dsn(), .size = 12});
+    ASSERT_TRUE(pool.ok()) << pool.status();
+    pool_ = *std::move(pool);
+    ASSERT_TRUE(
+        pg::ApplyMigrations(*pool_, {&kafka::OutboxMigrations(), &RewardsMigrations()}).ok());
+    store_ = std::make_unique<PgLedgerStore>(*pool_, clock_);
+    ledger_ = std::make_unique<SwitchableLedger>(*store_);
+    batcher_ = std::make_unique<GrantBatcher>(*store_, BatcherOptions{});
+    ledger_service_ = std::make_unique<LedgerService>(*batcher_, *store_, clock_);
+    benefits_ = std::make_unique<Benefits>(*pool_, *ledger_, clock_,
+                                           BenefitsOptions{.lock_ttl = absl::Minutes(15),
+                                                           .qr_ttl = absl::Seconds(60),
+                                                           .qr_key = kKey,
+                                                           .repair_grace = absl::Seconds(10)});
+    FundBudget(kCampaign, 1'000'000);
+  }
+
+  void TearDown() override {
+    if (!HasFailure()) ExpectBooksBalanced();
+  }
+
+  void FundBudget(const std::string& campaign, int64_t fen) {
+    pb::FundRequest f;
+    f.set_request_id("fund-" + campaign);
+    f.set_org_id(kOrg);
+    f.set_asset(pb::BUDGET_FEN);
+    f.set_owner_id(campaign);
+    f.set_amount(fen);
+    auto r = ledger_service_->Fund(f);
+    ASSERT_TRUE(r.ok()) << r.status();
+  }
+
+  pb::BenefitTemplate Template(const std::string& id, pb::BenefitType type, int64_t stock = 100) {
+    pb::BenefitTemplate t;
+    t.set_id(id);
+    t.set_org_id(kOrg);
+    t.set_type(type);
+    t.set_name("template " + id);
+    t.set_face_value(type == pb::GIFT_VOUCHER ? 0 : 500);
+    if (type == pb::GIFT_VOUCHER) t.set_gift_sku("umbrella");
+    t.set_unit_cost_fen(300);
+    t.set_total_stock(stock);
+    t.mutable_validity()->set_days_after_grant(7);
+    return t;
+  }
+
+  void Activate(const pb::BenefitTemplate& t) {
+    auto created = benefits_->CreateTemplate(t);
+    ASSERT_TRUE(created.ok()) << created.status();
+    auto active = benefits_->ActivateTemplate(t.id());
+    ASSERT_TRUE(active.ok()) << active.status();
+    ASSERT_EQ(active->status(), pb::TEMPLATE_ACTIVE);
+  }
+
+  absl::StatusOr<pb::Coupon> Issue(const std::string& request, const std::string& tpl,
+                                   const std::string& customer,
+                                   const std::string& campaign = kCampaign) {
+    pb::IssueCouponRequest r;
+    r.set_request_id(request);
+    r.set_template_id(tpl);
+    r.set_customer_id(customer);
+    r.set_campaign_id(campaign);
+    return benefits_->IssueCoupon(r);
+  }
+
+  pb::Coupon MustIssue(const std::string& tpl, const std::string& customer) {
+    auto c = Issue("req-" + std::to_string(++issued_), tpl, customer);
+    EXPECT_TRUE(c.ok()) << c.status();
+    return c.ok() ? *c : pb::Coupon();
+  }
+
+  absl::StatusOr<pb::Redemption> Lock(const pb::Coupon& c, const std::string& order, int64_t amount,
+                                      const std::string& customer = "") {
+    pb::LockCouponRequest r;
+    r.set_coupon_code(c.code());
+    r.set_customer_id(customer.empty() ? c.customer_id() : customer);
+    r.mutable_order()->set_order_id(order);
+    r.mutable_order()->set_amount_fen(amount);
+    r.mutable_order()->set_channel("mobile");
+    return benefits_->LockCoupon(r);
+  }
+
+  pb::RedemptionRequest Rdm(const std::string& id) {
+    pb::RedemptionRequest r;
+    r.set_redemption_id(id);
+    return r;
+  }
+
+  pb::CouponState StateOf(const pb::Coupon& c) {
+    auto got = benefits_->GetCoupon(c.code());
+    EXPECT_TRUE(got.ok()) << got.status();
+    return got.ok() ? got->state() : pb::COUPON_STATE_UNSPECIFIED;
+  }
+
+  int64_t Count(const std::string& sql) {
+    int64_t n = 0;
+    EXPECT_TRUE(pg::WithTransaction(*pool_, [&](pqxx::work& tx) {
+                  n = tx.exec(sql)[0][0].as<int64_t>();
+                  return absl::OkStatus();
+                }).ok());
+    return n;
+  }
+
+  // The ledger's invariants, and that it explains every customer's coupons: the COUPON account of
+  // (customer, template) has balance = ISSUED + LOCKED coupons and available = ISSUED ones.
+  void ExpectBooksBalanced() {
+    auto integrity = store_->CheckIntegrity();
+    ASSERT_TRUE(integrity.ok()) << integrity.status();
+    EXPECT_TRUE(integrity->ok()) << integrity->DebugString();
+    EXPECT_EQ(Count("SELECT count(*) FROM coupon_events WHERE NOT applied"), 0);
+    std::vector<std::tuple<std::string, std::string, int64_t, int64_t>> expected;
+    ASSERT_TRUE(pg::WithTransaction(*pool_, [&](pqxx::work& tx) {
+                  for (const auto& r :
+                       tx.exec("SELECT customer_id, template_id, "
+                               "count(*) FILTER (WHERE state IN (1, 2)), "
+                               "count(*) FILTER (WHERE state = 1) FROM coupons WHERE state > 0 "
+                               "GROUP BY 1, 2")) {
+                    expected.emplace_back(r[0].as<std::string>(), r[1].as<std::string>(),
+                                          r[2].as<int64_t>(), r[3].as<int64_t>());
+                  }
+                  return absl::OkStatus();
+                }).ok());
+    for (const auto& [customer, tpl, held, available] : expected) {
+      auto account = store_->GetAccount(CustomerCoupons(kOrg, tpl, customer));
+      ASSERT_TRUE(account.ok()) << account.status();
+      EXPECT_EQ(account->balance(), held) << customer << " " << tpl;
+      EXPECT_EQ(account->available(), available) << customer << " " << tpl;
+    }
+  }
+
+  testing::TestDatabase db_;
+  FakeClock clock_;
+  std::unique_ptr<pg::Pool> pool_;
+  std::unique_ptr<PgLedgerStore> store_;
+  std::unique_ptr<SwitchableLedger> ledger_;
+  std::unique_ptr<GrantBatcher> batcher_;
+  std::unique_ptr<LedgerService> ledger_service_;
+  std::unique_ptr<Benefits> benefits_;
+  int issued_ = 0;
+};
+
+// ---- Issuing.
+
+TEST_F(BenefitsTest, IssueMovesBudgetStockAndHoldingTogetherAndStopsAtStock) {
+  Activate(Template("cash", pb::COUPON_CASH, /*stock=*/2));
+  auto a = Issue("r1", "cash", "cust-1");
+  ASSERT_TRUE(a.ok()) << a.status();
+  EXPECT_EQ(a->state(), pb::COUPON_ISSUED);
+  EXPECT_GE(a->code().size(), 20u);  // 80 random bits
+  auto replay = Issue("r1", "cash", "cust-1");
+  ASSERT_TRUE(replay.ok());
+  EXPECT_EQ(replay->code(), a->code());
+  EXPECT_EQ(ReasonOf(Issue("r1", "cash", "cust-2").status()), cpb::IDEMPOTENCY_KEY_REUSED);
+  ASSERT_TRUE(Issue("r2", "cash", "cust-2").ok());
+
+  auto none = Issue("r3", "cash", "cust-3");
+  EXPECT_EQ(ReasonOf(none.status()), cpb::STOCK_EXHAUSTED) << none.status();
+  EXPECT_EQ(Count("SELECT count(*) FROM coupons"), 2);  // nothing left of the refused grant
+
+  pb::AccountRef budget;
+  budget.set_org_id(kOrg);
+  budget.set_asset(pb::BUDGET_FEN);
+  budget.set_owner_kind(pb::CAMPAIGN);
+  budget.set_owner_id(kCampaign);
+  EXPECT_EQ(store_->GetAccount(budget)->balance(), 1'000'000 - 2 * 300);
+}
+
+TEST_F(BenefitsTest, IssueStopsAtTheBudgetAndRefusesInactiveTemplates) {
+  FundBudget("poor", 500);
+  Activate(Template("cash", pb::COUPON_CASH));
+  ASSERT_TRUE(Issue("p1", "cash", "cust-1", "poor").ok());
+  EXPECT_EQ(ReasonOf(Issue("p2", "cash", "cust-1", "poor").status()), cpb::BUDGET_EXHAUSTED);
+  EXPECT_EQ(ReasonOf(Issue("p3", "cash", "cust-1", "never-funded").status()),
+            cpb::ACCOUNT_NOT_FOUND);
+  ASSERT_TRUE(benefits_->CreateTemplate(Template("draft", pb::COUPON_CASH)).ok());
+  EXPECT_EQ(ReasonOf(Issue("p4", "draft", "cust-1").status()), cpb::CONFLICT);
+  EXPECT_EQ(ReasonOf(Issue("p5", "nope", "cust-1").status()), cpb::NOT_FOUND);
+  EXPECT_EQ(Count("SELECT count(*) FROM coupons"), 1);
+}
+
+// ---- Online checkout.
+
+TEST_F(BenefitsTest, LockConfirmReverseRestoresCouponAndLedger) {
+  Activate(Template("cash", pb::COUPON_CASH));
+  pb::Coupon c = MustIssue("cash", "cust-1");
+  auto lock = Lock(c, "order-1", 10000);
+  ASSERT_TRUE(lock.ok()) << lock.status();
+  EXPECT_EQ(lock->discount_fen(), 500);
+  EXPECT_EQ(StateOf(c), pb::COUPON_LOCKED);
+  // Idempotent by order + coupon.
+  auto again = Lock(c, "order-1", 10000);
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(again->id(), lock->id());
+  EXPECT_EQ(ReasonOf(Lock(c, "order-1", 999).status()), cpb::IDEMPOTENCY_KEY_REUSED);
+  ExpectBooksBalanced();
+
+  auto confirmed = benefits_->ConfirmRedemption(Rdm(lock->id()));
+  ASSERT_TRUE(confirmed.ok()) << confirmed.status();
+  EXPECT_EQ(confirmed->state(), pb::REDEMPTION_CONFIRMED);
+  EXPECT_EQ(StateOf(c), pb::COUPON_REDEEMED);
+  EXPECT_TRUE(benefits_->ConfirmRedemption(Rdm(lock->id())).ok());  // replay
+  auto cancel = benefits_->CancelRedemption(Rdm(lock->id()));
+  EXPECT_EQ(ReasonOf(cancel.status()), cpb::CONFLICT);
+  EXPECT_EQ(FieldOf(cancel.status()), "redemption_id");
+  ExpectBooksBalanced();
+
+  auto reversed = benefits_->ReverseRedemption(Rdm(lock->id()));
+  ASSERT_TRUE(reversed.ok()) << reversed.status();
+  EXPECT_EQ(reversed->state(), pb::REDEMPTION_REVERSED);
+  EXPECT_EQ(StateOf(c), pb::COUPON_ISSUED);
+  auto held = store_->GetAccount(CustomerCoupons(kOrg, "cash", "cust-1"));
+  EXPECT_EQ(held->available(), 1);
+  EXPECT_TRUE(store_->GetTransfer(lock->id() + ".reverse").ok());
+  // The coupon is usable again, by a new order.
+  EXPECT_TRUE(Lock(c, "order-2", 10000).ok());
+}
+
+TEST_F(BenefitsTest, ConfirmAfterCancelIsRefusedAndCancelReleasesTheCoupon) {
+  Activate(Template("cash", pb::COUPON_CASH));
+  pb::Coupon c = MustIssue("cash", "cust-1");
+  auto lock = Lock(c, "order-1", 10000);
+  ASSERT_TRUE(lock.ok());
+  ASSERT_TRUE(benefits_->CancelRedemption(Rdm(lock->id())).ok());
+  EXPECT_EQ(StateOf(c), pb::COUPON_ISSUED);
+  auto confirm = benefits_->ConfirmRedemption(Rdm(lock->id()));
+  EXPECT_EQ(ReasonOf(confirm.status()), cpb::CONFLICT);
+  EXPECT_NE(confirm.status().message().find("CANCELLED"), std::string_view::npos);
+  EXPECT_EQ(ReasonOf(benefits_->ReverseRedemption(Rdm(lock->id())).status()), cpb::CONFLICT);
+  EXPECT_EQ(store_->GetTransfer(lock->id() + ".lock")->state(), pb::VOIDED);
+}
+
+TEST_F(BenefitsTest, LockTimeoutReleasesTheCoupon) {
+  Activate(Template("cash", pb::COUPON_CASH));
+  pb::Coupon c = MustIssue("cash", "cust-1");
+  auto lock = Lock(c, "order-1", 10000);
+  ASSERT_TRUE(lock.ok());
+  auto early = benefits_->RunCouponExpiry(clock_.Now(), 100);
+  ASSERT_TRUE(early.ok());
+  EXPECT_EQ(early->locks_released(), 0);
+  clock_.Advance(absl::Minutes(15) + absl::Seconds(1));
+  auto run = benefits_->RunCouponExpiry(clock_.Now(), 100);
+  ASSERT_TRUE(run.ok()) << run.status();
+  EXPECT_EQ(run->locks_released(), 1);
+  EXPECT_EQ(StateOf(c), pb::COUPON_ISSUED);
+  auto confirm = benefits_->ConfirmRedemption(Rdm(lock->id()));
+  EXPECT_EQ(ReasonOf(confirm.status()), cpb::CONFLICT);
+  auto cancelled = benefits_->CancelRedemption(Rdm(lock->id()));  // answers with the timeout
+  ASSERT_TRUE(cancelled.ok());
+  EXPECT_TRUE(cancelled->timed_out());
+  EXPECT_EQ(benefits_->RunCouponExpiry(clock_.Now(), 100)->locks_released(), 0);
+}
+
+TEST_F(BenefitsTest, ConfirmAfterTheLockExpiredIsRefusedEvenBeforeTheSweep) {
+  Activate(Template("cash", pb::COUPON_CASH));
+  pb::Coupon c = MustIssue("cash", "cust-1");
+  auto lock = Lock(c, "order-1", 10000);
+  ASSERT_TRUE(lock.ok());
+  clock_.Advance(absl::Minutes(16));
+  EXPECT_EQ(ReasonOf(benefits_->ConfirmRedemption(Rdm(lock->id())).status()), cpb::CONFLICT);
+  EXPECT_EQ(benefits_->RunCouponExpiry(clock_.Now(), 100)->locks_released(), 1);
+}
+
+TEST_F(BenefitsTest, TwoCheckoutsRacingForOneCouponExactlyOneWins) {
+  Activate(Template("cash", pb::COUPON_CASH));
+  pb::Coupon c = MustIssue("cash", "cust-1");
+  constexpr int kRounds = 50;
+  for (int round = 0; round < kRounds; ++round) {
+    std::barrier start(2);
+    absl::StatusOr<pb::Redemption> results[2] = {Internal("unset"), Internal("unset")};
+    std::vector<std::thread> threads;
+    for (int i = 0; i < 2; ++i) {
+      threads.emplace_back([&, i] {
+        start.arrive_and_wait();
+        results[i] = Lock(c, absl::StrCat("order-", round, "-", i), 10000);
+      });
+    }
+    for (auto& t : threads) t.join();
+    const int wins = results[0].ok() + results[1].ok();
+    ASSERT_EQ(wins, 1) << "round " << round << ": " << results[0].status() << " / "
+                       << results[1].status();
+    const auto& loser = results[0].ok() ? results[1] : results[0];
+    EXPECT_EQ(ReasonOf(loser.status()), cpb::COUPON_NOT_USABLE) << loser.status();
+    const auto& winner = results[0].ok() ? results[0] : results[1];
+    ASSERT_TRUE(benefits_->CancelRedemption(Rdm(winner->id())).ok());
+  }
+  EXPECT_EQ(Count("SELECT count(*) FROM redemptions"), kRounds);
+}
+
+// ---- Offline QR.
+
+absl::StatusOr<pb::QrToken> Qr(Benefits& b, const pb::Coupon& c, const std::string& customer) {
+  pb::IssueQrTokenRequest r;
+  r.set_coupon_code(c.code());
+  r.set_customer_id(customer);
+  return b.IssueQrToken(r);
+}
+
+pb::RedeemQrTokenRequest Redeem(const std::string& token, const std::string& terminal = "t-1") {
+  pb::RedeemQrTokenRequest r;
+  r.set_token(token);
+  r.set_merchant_id("m-1");
+  r.set_terminal_id(terminal);
+  r.set_order_amount_fen(10000);
+  return r;
+}
+
+TEST_F(BenefitsTest, QrTokenRefusalsEachHaveTheirOwnCode) {
+  Activate(Template("cash", pb::COUPON_CASH));
+  pb::Coupon mine = MustIssue("cash", "cust-1");
+  pb::Coupon theirs = MustIssue("cash", "cust-2");
+
+  // Another customer's coupon: no token for it.
+  auto stolen = Qr(*benefits_, theirs, "cust-1");
+  EXPECT_EQ(ReasonOf(stolen.status()), cpb::PERMISSION_DENIED);
+
+  auto token = Qr(*benefits_, mine, "cust-1");
+  ASSERT_TRUE(token.ok()) << token.status();
+  EXPECT_LE(absl::FromUnixSeconds(token->expires_at().seconds()) - clock_.Now(),
+            absl::Seconds(120));
+
+  // Forged: one character of the claims changed; or signed with another key.
+  std::string forged = token->token();
+  forged[5] = forged[5] == 'a' ? 'b' : 'a';
+  auto f = benefits_->RedeemQrToken(Redeem(forged));
+  EXPECT_EQ(ReasonOf(f.status()), cpb::TOKEN_INVALID);
+  EXPECT_EQ(FieldOf(f.status()), "token");
+  QrTokenSigner other("another-key-another-key-another-key!!");
+  auto f2 = benefits_->RedeemQrToken(
+      Redeem(other.Sign({.jti = "x",
+                         .coupon_code = mine.code(),
+                         .customer_id = "cust-1",
+                         .expires_at = clock_.Now() + absl::Seconds(60)})));
+  EXPECT_EQ(ReasonOf(f2.status()), cpb::TOKEN_INVALID);
+
+  // Presented for another customer.
+  pb::RedeemQrTokenRequest wrong_customer = Redeem(token->token());
+  wrong_customer.set_customer_id("cust-2");
+  auto w = benefits_->RedeemQrToken(wrong_customer);
+  EXPECT_EQ(ReasonOf(w.status()), cpb::PERMISSION_DENIED);
+  EXPECT_EQ(FieldOf(w.status()), "customer_id");
+
+  // Wrong merchant for a merchant-bound coupon is refused without using the token.
+  pb::BenefitTemplate bound = Template("bound", pb::COUPON_CASH);
+  bound.mutable_usage()->add_merchants("m-9");
+  Activate(bound);
+  pb::Coupon b = MustIssue("bound", "cust-1");
+  auto bt = Qr(*benefits_, b, "cust-1");
+  ASSERT_TRUE(bt.ok());
+  auto wm = benefits_->RedeemQrToken(Redeem(bt->token()));
+  EXPECT_EQ(ReasonOf(wm.status()), cpb::COUPON_NOT_USABLE);
+  EXPECT_EQ(FieldOf(wm.status()), "order.merchant_id");
+  EXPECT_EQ(StateOf(b), pb::COUPON_ISSUED);
+
+  // Valid: redeems once; replayed: refused.
+  auto ok = benefits_->RedeemQrToken(Redeem(token->token()));
+  ASSERT_TRUE(ok.ok()) << ok.status();
+  EXPECT_EQ(ok->discount_fen(), 500);
+  EXPECT_EQ(StateOf(mine), pb::COUPON_REDEEMED);
+  auto replay = benefits_->RedeemQrToken(Redeem(token->token(), "t-2"));
+  EXPECT_EQ(ReasonOf(replay.status()), cpb::CONFLICT);
+  EXPECT_EQ(FieldOf(replay.status()), "token");
+
+  // Expired.
+  pb::Coupon later = MustIssue("cash", "cust-1");
+  auto late = Qr(*benefits_, later, "cust-1");
+  ASSERT_TRUE(late.ok());
+  clock_.Advance(absl::Seconds(61));
+  auto e = benefits_->RedeemQrToken(Redeem(late->token()));
+  EXPECT_EQ(ReasonOf(e.status()), cpb::TOKEN_INVALID);
+  EXPECT_EQ(FieldOf(e.status()), "token.expires_at");
+  EXPECT_EQ(StateOf(later), pb::COUPON_ISSUED);
+}
+
+TEST_F(BenefitsTest, TwoTerminalsSubmittingOneTokenRedeemItExactlyOnce) {
+  Activate(Template("cash", pb::COUPON_CASH));
+  constexpr int kRounds = 50;
+  for (int round = 0; round < kRounds; ++round) {
+    pb::Coupon c = MustIssue("cash", "cust-1");
+    auto token = Qr(*benefits_, c, "cust-1");
+    ASSERT_TRUE(token.ok());
+    std::barrier start(2);
+    absl::StatusOr<pb::Redemption> results[2] = {Internal("unset"), Internal("unset")};
+    std::vector<std::thread> threads;
+    for (int i = 0; i < 2; ++i) {
+      threads.emplace_back([&, i] {
+        start.arrive_and_wait();
+        results[i] = benefits_->RedeemQrToken(Redeem(token->token(), absl::StrCat("t-", i)));
+      });
+    }
+    for (auto& t : threads) t.join();
+    ASSERT_EQ(results[0].ok() + results[1].ok(), 1)
+        << results[0].status() << " / " << results[1].status();
+    const auto& loser = results[0].ok() ? results[1] : results[0];
+    EXPECT_EQ(ReasonOf(loser.status()), cpb::CONFLICT) << loser.status();
+  }
+  EXPECT_EQ(Count("SELECT count(*) FROM redemptions"), kRounds);
+  EXPECT_EQ(store_->GetAccount(SystemCoupons(kOrg, "cash", pb::ROLE_REDEMPTION))->balance(),
+            kRounds);
+}
+
+TEST_F(BenefitsTest, OfflineRedemptionCanBeReversedWhileValid) {
+  Activate(Template("cash", pb::COUPON_CASH));
+  pb::Coupon c = MustIssue("cash", "cust-1");
+  auto token = Qr(*benefits_, c, "cust-1");
+  auto used = benefits_->RedeemQrToken(Redeem(token->token()));
+  ASSERT_TRUE(used.ok());
+  ASSERT_TRUE(benefits_->ReverseRedemption(Rdm(used->id())).ok());
+  EXPECT_EQ(StateOf(c), pb::COUPON_ISSUED);
+}
+
+// ---- Gift vouchers.
+
+TEST_F(BenefitsTest, GiftVoucherRedeemedAtACounterAndCollected) {
+  Activate(Template("gift", pb::GIFT_VOUCHER));
+  pb::Coupon byqr = MustIssue("gift", "cust-1");
+  auto token = Qr(*benefits_, byqr, "cust-1");
+  ASSERT_TRUE(token.ok());
+  ASSERT_TRUE(benefits_->RedeemQrToken(Redeem(token->token(), "counter-7")).ok());
+  pb::MarkCollectedRequest m;
+  m.set_coupon_code(byqr.code());
+  m.set_terminal_id("counter-7");
+  auto collected = benefits_->MarkCollected(m);
+  ASSERT_TRUE(collected.ok()) << collected.status();
+  EXPECT_TRUE(collected->has_collected_at());
+  EXPECT_EQ(collected->state(), pb::COUPON_REDEEMED);
+
+  pb::Coupon bycode = MustIssue("gift", "cust-1");
+  m.set_coupon_code(bycode.code());
+  m.set_customer_id("cust-2");
+  EXPECT_EQ(ReasonOf(benefits_->MarkCollected(m).status()), cpb::PERMISSION_DENIED);
+  m.set_customer_id("cust-1");
+  auto direct = benefits_->MarkCollected(m);
+  ASSERT_TRUE(direct.ok()) << direct.status();
+  EXPECT_EQ(direct->state(), pb::COUPON_REDEEMED);
+  EXPECT_TRUE(direct->has_collected_at());
+  // A gift voucher has no online checkout.
+  pb::Coupon third = MustIssue("gift", "cust-1");
+  EXPECT_EQ(ReasonOf(Lock(third, "o", 100).status()), cpb::COUPON_NOT_USABLE);
+}
+
+// ---- Expiry.
+
+TEST_F(BenefitsTest, ExpiryJobExpiresOnceAndMovesTheHoldingToExpiry) {
+  Activate(Template("cash", pb::COUPON_CASH));
+  pb::Coupon a = MustIssue("cash", "cust-1");
+  pb::Coupon b = MustIssue("cash", "cust-1");
+  ASSERT_TRUE(Lock(b, "o-b", 10000).ok());
+  clock_.Advance(absl::Hours(24 * 7) + absl::Seconds(1));
+  auto run = benefits_->RunCouponExpiry(clock_.Now(), 100);
+  ASSERT_TRUE(run.ok()) << run.status();
+  EXPECT_EQ(run->locks_released(), 1);
+  EXPECT_EQ(run->coupons_expired(), 2);  // b: released first, then expired
+  EXPECT_EQ(StateOf(a), pb::COUPON_EXPIRED);
+  EXPECT_EQ(StateOf(b), pb::COUPON_EXPIRED);
+  auto again = benefits_->RunCouponExpiry(clock_.Now(), 100);
+  EXPECT_EQ(again->coupons_expired(), 0);
+  EXPECT_EQ(store_->GetAccount(SystemCoupons(kOrg, "cash", pb::ROLE_EXPIRY))->balance(), 2);
+  EXPECT_EQ(ReasonOf(Lock(a, "o-late", 10000).status()), cpb::COUPON_NOT_USABLE);
+}
+
+// ---- Bad input.
+
+TEST_F(BenefitsTest, BadInputIsRefusedClearlyAndChangesNothing) {
+  pb::BenefitTemplate t = Template("thr", pb::COUPON_THRESHOLD);
+  t.set_threshold_fen(10000);
+  t.set_face_value(2000);
+  t.mutable_usage()->add_merchants("m-1");
+  Activate(t);
+  pb::Coupon c = MustIssue("thr", "cust-1");
+  const int64_t events = Count("SELECT count(*) FROM coupon_events");
+  const int64_t transfers = Count("SELECT count(*) FROM transfers");
+
+  pb::Coupon unknown = c;
+  unknown.set_code("CNOSUCHCODE");
+  EXPECT_EQ(ReasonOf(Lock(unknown, "o1", 10000).status()), cpb::NOT_FOUND);
+  unknown.set_code("bad code!");
+  EXPECT_EQ(ReasonOf(Lock(unknown, "o1", 10000).status()), cpb::INVALID_ARGUMENT);
+  auto negative = Lock(c, "o1", -1);
+  EXPECT_EQ(ReasonOf(negative.status()), cpb::INVALID_ARGUMENT);
+  EXPECT_EQ(FieldOf(negative.status()), "order.amount_fen");
+  EXPECT_EQ(ReasonOf(Lock(c, "o1", int64_t{1} << 62).status()), cpb::INVALID_ARGUMENT);
+  EXPECT_EQ(ReasonOf(Lock(c, "", 10000).status()), cpb::INVALID_ARGUMENT);
+  EXPECT_EQ(ReasonOf(Lock(c, "o1", 10000, "cust-2").status()), cpb::PERMISSION_DENIED);
+  EXPECT_EQ(ReasonOf(Lock(c, "o1", 9999).status()), cpb::COUPON_NOT_USABLE);  // below threshold
+  pb::LockCouponRequest wrong_merchant;
+  wrong_merchant.set_coupon_code(c.code());
+  wrong_merchant.set_customer_id("cust-1");
+  wrong_merchant.mutable_order()->set_order_id("o1");
+  wrong_merchant.mutable_order()->set_amount_fen(10000);
+  wrong_merchant.mutable_order()->set_merchant_id("m-2");
+  auto wm = benefits_->LockCoupon(wrong_merchant);
+  EXPECT_EQ(ReasonOf(wm.status()), cpb::COUPON_NOT_USABLE);
+  EXPECT_EQ(FieldOf(wm.status()), "order.merchant_id");
+  EXPECT_EQ(ReasonOf(benefits_->ConfirmRedemption(Rdm("rdm-nope")).status()), cpb::NOT_FOUND);
+  EXPECT_EQ(ReasonOf(benefits_->ConfirmRedemption(Rdm("")).status()), cpb::INVALID_ARGUMENT);
+  pb::BenefitTemplate bad = Template("bad", pb::COUPON_CASH);
+  bad.set_face_value(-100);
+  EXPECT_EQ(ReasonOf(benefits_->CreateTemplate(bad).status()), cpb::INVALID_ARGUMENT);
+
+  EXPECT_EQ(StateOf(c), pb::COUPON_ISSUED);
+  EXPECT_EQ(Count("SELECT count(*) FROM coupon_events"), events);
+  EXPECT_EQ(Count("SELECT count(*) FROM transfers"), transfers);
+  EXPECT_EQ(Count("SELECT count(*) FROM redemptions"), 0);
+
+  // At the right merchant and exactly at the threshold: usable, 2000 off.
+  pb::LockCouponRequest exact_request = wrong_merchant;
+  exact_request.mutable_order()->set_merchant_id("m-1");
+  auto exact = benefits_->LockCoupon(exact_request);
+  ASSERT_TRUE(exact.ok()) << exact.status();
+  EXPECT_EQ(exact->discount_fen(), 2000);
+}
+
+// ---- The crash window (decision 011): coupon committed, ledger not yet.
+
+TEST_F(BenefitsTest, CrashBetweenCouponCommitAndLedgerIsRepairedIdempotently) {
+  Activate(Template("cash", pb::COUPON_CASH));
+  pb::Coupon c = MustIssue("cash", "cust-1");
+  ledger_->down = true;
+  auto lock = Lock(c, "order-1", 10000);
+  ASSERT_TRUE(lock.ok()) << lock.status();  // the coupon row is the truth
+  auto confirmed = benefits_->ConfirmRedemption(Rdm(lock->id()));
+  ASSERT_TRUE(confirmed.ok()) << confirmed.status();
+  EXPECT_EQ(StateOf(c), pb::COUPON_REDEEMED);
+  EXPECT_FALSE(store_->GetTransfer(lock->id() + ".lock").ok());
+  EXPECT_EQ(Count("SELECT count(*) FROM coupon_events WHERE NOT applied"), 2);
+  ledger_->down = false;
+
+  // Young intents are left to their caller; after the grace the sweeper applies them, in order.
+  EXPECT_EQ(*benefits_->RepairLedger(100), 0);
+  clock_.Advance(absl::Seconds(11));
+  EXPECT_EQ(*benefits_->RepairLedger(100), 1);
+  EXPECT_EQ(store_->GetTransfer(lock->id() + ".lock")->state(), pb::POSTED);
+  EXPECT_TRUE(store_->GetTransfer(lock->id() + ".confirm").ok());
+  // A second sweeper (another replica) re-applying changes nothing.
+  ASSERT_TRUE(pg::WithTransaction(*pool_, [&](pqxx::work& tx) {
+                tx.exec("UPDATE coupon_events SET applied = false");
+                return absl::OkStatus();
+              }).ok());
+  const int64_t transfers = Count("SELECT count(*) FROM transfers");
+  EXPECT_GE(*benefits_->RepairLedger(100), 1);
+  EXPECT_EQ(Count("SELECT count(*) FROM transfers"), transfers);
+
+  // A crashed issue: the coupon waits invisible until its grant lands (or is refused).
+  ledger_->down = true;
+  auto pending = Issue("crash-issue", "cash", "cust-2");
+  EXPECT_EQ(pending.status().code(), absl::StatusCode::kUnavailable);
+  ledger_->down = false;
+  clock_.Advance(absl::Seconds(11));
+  EXPECT_EQ(*benefits_->RepairLedger(100), 1);
+  auto done = Issue("crash-issue", "cash", "cust-2");  // the replay finds it issued
+  ASSERT_TRUE(done.ok()) << done.status();
+  EXPECT_EQ(done->state(), pb::COUPON_ISSUED);
+}
+
+// ---- Wallet.
+
+TEST_F(BenefitsTest, WalletShowsPointsExpiringCashChancesAndCouponsByState) {
+  auto grant = [&](const std::string& id, pb::Asset asset, int64_t qty, int days) {
+    pb::GrantRequest g;
+    g.set_request_id(id);
+    g.set_org_id(kOrg);
+    g.set_campaign_id(kCampaign);
+    g.set_customer_id("cust-1");
+    g.set_asset(asset);
+    g.set_quantity(qty);
+    if (asset == pb::POINTS) g.mutable_expiry()->set_days_after_grant(days);
+    auto r = ledger_service_->Grant(g);
+    ASSERT_TRUE(r.ok()) << r.status();
+  };
+  grant("g1", pb::POINTS, 100, 10);
+  grant("g2", pb::POINTS, 50, 365);
+  grant("g3", pb::CASH_FEN, 888, 0);
+  grant("g4", pb::LOTTERY_CHANCE, 3, 0);
+  Activate(Template("cash", pb::COUPON_CASH));
+  pb::Coupon a = MustIssue("cash", "cust-1");
+  MustIssue("cash", "cust-1");
+  ASSERT_TRUE(Lock(a, "o-1", 10000).ok());
+
+  pb::GetWalletRequest r;
+  r.set_org_id(kOrg);
+  r.set_customer_id("cust-1");
+  auto w = benefits_->GetWallet(r);
+  ASSERT_TRUE(w.ok()) << w.status();
+  EXPECT_EQ(w->points(), 150);
+  EXPECT_EQ(w->points_expiring_30d(), 100);
+  EXPECT_EQ(w->cash_fen(), 888);
+  EXPECT_EQ(w->lottery_chances(), 3);
+  ASSERT_EQ(w->coupons_size(), 2);
+  EXPECT_EQ(w->coupons(0).state(), pb::COUPON_ISSUED);
+  EXPECT_EQ(w->coupons(0).coupons_size(), 1);
+  EXPECT_EQ(w->coupons(1).state(), pb::COUPON_LOCKED);
+  EXPECT_EQ(w->coupons(1).coupons(0).code(), a.code());
+  EXPECT_EQ(w->coupons(1).coupons(0).face_value(), 500);
+  r.set_customer_id("");
+  EXPECT_EQ(ReasonOf(benefits_->GetWallet(r).status()), cpb::INVALID_ARGUMENT);
+}
+
+}  // namespace
+}  // namespace mkt::rewards

@@ -1,0 +1,197 @@
+// Red-envelope payouts against the real PostgreSQL and Kafka (decision 011): the reservation and
+// the command leave together; success posts and failure voids the reservation; a duplicate reply
+// (same event, or a second reply for a settled payout) changes nothing; the ledger's invariants
+// hold after each step. One scenario runs core banking's replies through a real kafka::Consumer.
+#include <atomic>
+#include <memory>
+#include <mutex>
+#include <thread>
+
+#include "absl/time/clock.h"
+#include "gtest/gtest.h"
+#include "libs/core/status.h"
+#include "libs/kafka/kafka.h"
+#include "libs/kafka/outbox.h"
+#include "libs/pg/migrations.h"
+#include "libs/pg/pool.h"
+#include "libs/testing/testing.h"
+#include "services/rewards/batcher.h"
+#include "services/rewards/ledger_service.h"
+#include "services/rewards/payouts.h"
+#include "services/rewards/pg_ledger_store.h"
+
+namespace mkt::rewards {
+namespace {
+
+namespace cpb = ::marketing::common::v1;
+constexpr char kOrg[] = "bank-a";
+
+class PayoutsTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto pool = pg::Pool::Connect({.dsn = db_.dsn(), .size = 6});
+    ASSERT_TRUE(pool.ok()) << pool.status();
+    pool_ = *std::move(pool);
+    ASSERT_TRUE(
+        pg::ApplyMigrations(*pool_, {&kafka::OutboxMigrations(), &RewardsMigrations()}).ok());
+    store_ = std::make_unique<PgLedgerStore>(*pool_, SystemClock());
+    batcher_ = std::make_unique<GrantBatcher>(*store_, BatcherOptions{});
+    ledger_ = std::make_unique<LedgerService>(*batcher_, *store_, SystemClock());
+    payouts_ = std::make_unique<Payouts>(*pool_, *store_, SystemClock());
+    // A red envelope: 1000 fen credited to the customer's CASH_FEN account.
+    pb::GrantRequest g;
+    g.set_request_id("red-envelope-1");
+    g.set_org_id(kOrg);
+    g.set_campaign_id("camp-1");
+    g.set_customer_id("cust-1");
+    g.set_asset(pb::CASH_FEN);
+    g.set_quantity(1000);
+    ASSERT_TRUE(ledger_->Grant(g).ok());
+  }
+
+  void TearDown() override { ExpectBalanced(); }
+
+  void ExpectBalanced() {
+    auto integrity = store_->CheckIntegrity();
+    ASSERT_TRUE(integrity.ok()) << integrity.status();
+    EXPECT_TRUE(integrity->ok()) << integrity->DebugString();
+  }
+
+  absl::StatusOr<pb::Payout> Request(const std::string& id, int64_t fen) {
+    pb::RequestPayoutRequest r;
+    r.set_request_id(id);
+    r.set_org_id(kOrg);
+    r.set_customer_id("cust-1");
+    r.set_amount_fen(fen);
+    r.set_bank_account("6222020200112233");
+    return payouts_->RequestPayout(r);
+  }
+
+  static kafka::IncomingMessage Reply(const std::string& event_id, const std::string& payout,
+                                      bool success) {
+    pb::PayoutResult result;
+    result.set_payout_id(payout);
+    result.set_success(success);
+    result.set_failure_reason(success ? "" : "account closed");
+    auto envelope = kafka::MakeEnvelope("core.PayoutResult", kOrg, "t", result);
+    envelope.set_event_id(event_id);
+    kafka::IncomingMessage m;
+    m.topic = kPayoutResultsTopic;
+    m.key = "cust-1";
+    m.value = envelope.SerializeAsString();
+    return m;
+  }
+
+  pb::Account Cash() { return *store_->GetAccount(CustomerAccount(kOrg, pb::CASH_FEN, "cust-1")); }
+  pb::Account PayoutAccount() {
+    return *store_->GetAccount(SystemAccount(kOrg, pb::CASH_FEN, pb::ROLE_PAYOUT));
+  }
+
+  int64_t Commands() {
+    int64_t n = 0;
+    EXPECT_TRUE(pg::WithTransaction(*pool_, [&](pqxx::work& tx) {
+                  n = tx.exec_params("SELECT count(*) FROM outbox WHERE topic = $1",
+                                     std::string(kPayoutCommandsTopic))[0][0]
+                          .as<int64_t>();
+                  return absl::OkStatus();
+                }).ok());
+    return n;
+  }
+
+  testing::TestDatabase db_;
+  std::unique_ptr<pg::Pool> pool_;
+  std::unique_ptr<PgLedgerStore> store_;
+  std::unique_ptr<GrantBatcher> batcher_;
+  std::unique_ptr<LedgerService> ledger_;
+  std::unique_ptr<Payouts> payouts_;
+};
+
+TEST_F(PayoutsTest, SuccessPostsFailureVoidsDuplicatesChangeNothing) {
+  auto p = Request("pay-1", 600);
+  ASSERT_TRUE(p.ok()) << p.status();
+  EXPECT_EQ(p->state(), pb::PAYOUT_REQUESTED);
+  EXPECT_EQ(Cash().available(), 400);
+  EXPECT_EQ(Cash().debits_pending(), 600);
+  EXPECT_EQ(Commands(), 1);
+  ASSERT_TRUE(Request("pay-1", 600).ok());  // replay: no second reservation or command
+  EXPECT_EQ(Commands(), 1);
+  EXPECT_EQ(ReasonOf(Request("pay-1", 601).status()), cpb::IDEMPOTENCY_KEY_REUSED);
+  EXPECT_EQ(ReasonOf(Request("pay-2", 401).status()), cpb::INSUFFICIENT_BALANCE);
+  EXPECT_EQ(ReasonOf(payouts_->GetPayout("pay-2").status()), cpb::NOT_FOUND);
+  EXPECT_EQ(ReasonOf(Request("pay-3", -5).status()), cpb::INVALID_ARGUMENT);
+  ExpectBalanced();
+
+  ASSERT_TRUE(payouts_->HandleResult(Reply("ev-1", "pay-1", true)).ok());
+  EXPECT_EQ(payouts_->GetPayout("pay-1")->state(), pb::PAYOUT_SUCCEEDED);
+  EXPECT_EQ(Cash().balance(), 400);
+  EXPECT_EQ(Cash().debits_pending(), 0);
+  EXPECT_EQ(PayoutAccount().balance(), 600);
+  ExpectBalanced();
+  // The same reply again, and a contradicting late reply: nothing changes.
+  ASSERT_TRUE(payouts_->HandleResult(Reply("ev-1", "pay-1", true)).ok());
+  ASSERT_TRUE(payouts_->HandleResult(Reply("ev-2", "pay-1", false)).ok());
+  EXPECT_EQ(payouts_->GetPayout("pay-1")->state(), pb::PAYOUT_SUCCEEDED);
+  EXPECT_EQ(Cash().balance(), 400);
+  EXPECT_EQ(PayoutAccount().balance(), 600);
+  ExpectBalanced();
+
+  auto q = Request("pay-4", 300);
+  ASSERT_TRUE(q.ok()) << q.status();
+  ASSERT_TRUE(payouts_->HandleResult(Reply("ev-3", "pay-4", false)).ok());
+  auto failed = payouts_->GetPayout("pay-4");
+  EXPECT_EQ(failed->state(), pb::PAYOUT_FAILED);
+  EXPECT_EQ(failed->failure_reason(), "account closed");
+  EXPECT_EQ(Cash().available(), 400);  // the cash is back
+  EXPECT_EQ(PayoutAccount().balance(), 600);
+  ASSERT_TRUE(payouts_->HandleResult(Reply("ev-3", "pay-4", false)).ok());
+  EXPECT_EQ(Cash().available(), 400);
+
+  // Garbage and unknown payouts are permanent errors (dead-lettered by the consumer).
+  kafka::IncomingMessage garbage;
+  garbage.value = "not an envelope";
+  EXPECT_TRUE(kafka::IsPermanent(payouts_->HandleResult(garbage)));
+  EXPECT_TRUE(kafka::IsPermanent(payouts_->HandleResult(Reply("ev-9", "pay-unknown", true))));
+}
+
+TEST_F(PayoutsTest, RepliesThroughARealKafkaConsumerAreAppliedOnce) {
+  ASSERT_TRUE(Request("pay-k", 700).ok());
+  const std::string topic = testing::NewTopic("mkt.payout-results.test", 1);
+  const std::string dead = testing::NewTopic("mkt.dead-letters.test", 1);
+  const kafka::ClientOptions client{.bootstrap_servers = testing::KafkaBootstrap(),
+                                    .client_id = "payouts-test"};
+  auto producer = kafka::Producer::Create(client);
+  ASSERT_TRUE(producer.ok());
+  const kafka::IncomingMessage reply = Reply("core-ev-1", "pay-k", true);
+  // Core banking delivers its reply twice (at-least-once).
+  ASSERT_TRUE(
+      (*producer)
+          ->Publish({{topic, "cust-1", reply.value, {}}, {topic, "cust-1", reply.value, {}}},
+                    absl::Seconds(10))
+          .ok());
+  auto consumer = kafka::Consumer::Create({.client = client,
+                                           .group_id = "payouts-test-" + RandomHex(4),
+                                           .topics = {topic},
+                                           .metrics_name = "payouts_test",
+                                           .dead_letter_topic = dead},
+                                          producer->get());
+  ASSERT_TRUE(consumer.ok()) << consumer.status();
+  std::atomic<int> handled{0};
+  std::thread runner([&] {
+    (*consumer)->Run([&](const kafka::IncomingMessage& m) {
+      absl::Status s = payouts_->HandleResult(m);
+      ++handled;
+      return s;
+    });
+  });
+  const absl::Time deadline = absl::Now() + absl::Seconds(30);
+  while (handled < 2 && absl::Now() < deadline) absl::SleepFor(absl::Milliseconds(50));
+  (*consumer)->Stop();
+  runner.join();
+  ASSERT_EQ(handled, 2);
+  EXPECT_EQ(payouts_->GetPayout("pay-k")->state(), pb::PAYOUT_SUCCEEDED);
+  EXPECT_EQ(Cash().balance(), 300);
+  EXPECT_EQ(PayoutAccount().balance(), 700);
+}
+
+}  // namespace
+}  // namespace mkt::rewards
