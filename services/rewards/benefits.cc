@@ -836,7 +836,7 @@ absl::StatusOr<pb::Redemption> Benefits::RedeemQrToken(const pb::RedeemQrTokenRe
   if (!req.customer_id().empty()) MKT_RETURN_IF_ERROR(KeyField(req.customer_id(), "customer_id"));
   MKT_ASSIGN_OR_RETURN(const QrClaims claims, signer_.Verify(req.token()));
   if (clock_.Now() >= claims.expires_at) {
-    return Error(absl::StatusCode::kUnauthenticated, cpb::TOKEN_INVALID,
+    return Error(absl::StatusCode::kFailedPrecondition, cpb::TOKEN_EXPIRED,
                  "the QR token expired; ask the customer to refresh it", "token.expires_at");
   }
   if (!req.customer_id().empty() && req.customer_id() != claims.customer_id) {
@@ -852,7 +852,7 @@ absl::StatusOr<pb::Redemption> Benefits::RedeemQrToken(const pb::RedeemQrTokenRe
   MKT_RETURN_IF_ERROR(pg::WithTransaction(pool_, [&](pqxx::work& tx) -> absl::Status {
     pqxx::result r = tx.exec_params(kSelectQrToken, claims.jti);
     if (r.empty()) {
-      return Error(absl::StatusCode::kUnauthenticated, cpb::TOKEN_INVALID,
+      return Error(absl::StatusCode::kInvalidArgument, cpb::TOKEN_INVALID,
                    "the QR token is not known here", "token");
     }
     coupon_id = r[0][0].as<int64_t>();
@@ -877,8 +877,9 @@ absl::StatusOr<pb::Redemption> Benefits::RedeemOffline(int64_t coupon_id,
       // Under the coupon's lock: of two terminals presenting one token, the second sees it used.
       pqxx::result tr = tx.exec_params(kLockQrToken, jti);
       if (tr[0][1].as<bool>()) {
-        return Conflict(
-            "the QR token was already used (terminal " + tr[0][2].as<std::string>() + ")", "token");
+        return Error(absl::StatusCode::kFailedPrecondition, cpb::TOKEN_ALREADY_USED,
+                     "the QR token was already used (terminal " + tr[0][2].as<std::string>() + ")",
+                     "token");
       }
     }
     if (c.customer_id != customer_id) {

@@ -46,7 +46,8 @@ bool FromHex(std::string_view hex, std::string* out) {
 }
 
 absl::Status Invalid() {
-  return Error(absl::StatusCode::kUnauthenticated, cpb::TOKEN_INVALID,
+  // Bad input from the terminal, not a failed authentication of the caller: 400.
+  return Error(absl::StatusCode::kInvalidArgument, cpb::TOKEN_INVALID,
                "the QR token is not one this service issued (malformed or altered)", "token");
 }
 

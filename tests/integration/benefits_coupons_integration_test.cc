@@ -472,7 +472,7 @@ TEST_F(BenefitsTest, QrTokenRefusalsEachHaveTheirOwnCode) {
   EXPECT_EQ(ok->discount_fen(), 500);
   EXPECT_EQ(StateOf(mine), pb::COUPON_REDEEMED);
   auto replay = benefits_->RedeemQrToken(Redeem(token->token(), "t-2"));
-  EXPECT_EQ(ReasonOf(replay.status()), cpb::CONFLICT);
+  EXPECT_EQ(ReasonOf(replay.status()), cpb::TOKEN_ALREADY_USED);
   EXPECT_EQ(FieldOf(replay.status()), "token");
 
   // Expired.
@@ -481,7 +481,7 @@ TEST_F(BenefitsTest, QrTokenRefusalsEachHaveTheirOwnCode) {
   ASSERT_TRUE(late.ok());
   clock_.Advance(absl::Seconds(61));
   auto e = benefits_->RedeemQrToken(Redeem(late->token()));
-  EXPECT_EQ(ReasonOf(e.status()), cpb::TOKEN_INVALID);
+  EXPECT_EQ(ReasonOf(e.status()), cpb::TOKEN_EXPIRED);
   EXPECT_EQ(FieldOf(e.status()), "token.expires_at");
   EXPECT_EQ(StateOf(later), pb::COUPON_ISSUED);
 }
@@ -506,7 +506,7 @@ TEST_F(BenefitsTest, TwoTerminalsSubmittingOneTokenRedeemItExactlyOnce) {
     ASSERT_EQ(results[0].ok() + results[1].ok(), 1)
         << results[0].status() << " / " << results[1].status();
     const auto& loser = results[0].ok() ? results[1] : results[0];
-    EXPECT_EQ(ReasonOf(loser.status()), cpb::CONFLICT) << loser.status();
+    EXPECT_EQ(ReasonOf(loser.status()), cpb::TOKEN_ALREADY_USED) << loser.status();
   }
   EXPECT_EQ(Count("SELECT count(*) FROM redemptions"), kRounds);
   EXPECT_EQ(store_->GetAccount(SystemCoupons(kOrg, "cash", pb::ROLE_REDEMPTION))->balance(),
