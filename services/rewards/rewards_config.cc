@@ -27,8 +27,9 @@ const config::Schema<RewardsConfig>& RewardsConfigSchema() {
                "PostgreSQL connections in the pool (batch writers, reads and background jobs)")
         .Field("kafka_bootstrap", &RewardsConfig::kafka_bootstrap,
                "Kafka bootstrap servers for the outbox relay")
-        .Field("worker_threads", &RewardsConfig::worker_threads,
-               "threads running gRPC calls; each grant holds one until its group commit")
+        .Field(
+            "worker_threads", &RewardsConfig::worker_threads,
+            "threads running blocking gRPC calls (grants wait for their group commit without one)")
         .Field("worker_queue", &RewardsConfig::worker_queue,
                "calls that may wait for a worker before RESOURCE_EXHAUSTED")
         .Field("batch_writers", &RewardsConfig::batch_writers,
