@@ -9,6 +9,7 @@
 #include "libs/core/status.h"
 #include "libs/log/log.h"
 #include "services/rewards/coupon_rules.h"
+#include "services/rewards/fulfilment.h"
 #include "services/rewards/ledger_service.h"
 #include "spdlog/spdlog.h"
 
@@ -76,6 +77,9 @@ constexpr char kMarkApplied[] =
     "UPDATE coupon_events SET applied = true WHERE coupon_id = $1 AND seq = $2";
 constexpr char kFinishIssue[] =
     "UPDATE coupons SET state = $2, updated_at = $3::timestamptz WHERE id = $1 AND state = 0";
+constexpr char kSelectIssueIntent[] =
+    "SELECT encode(intent, 'hex') FROM coupon_events WHERE coupon_id = $1 AND from_state = 0 "
+    "AND intent IS NOT NULL ORDER BY seq LIMIT 1";
 constexpr char kSelectStaleIntents[] =
     "SELECT DISTINCT coupon_id FROM coupon_events WHERE NOT applied AND at < $1::timestamptz "
     "LIMIT $2";
@@ -546,6 +550,9 @@ absl::StatusOr<pb::Coupon> Benefits::IssueCoupon(const pb::IssueCouponRequest& r
       tx.exec_params(kInsertEvent, coupon_id, 0, static_cast<int>(pb::COUPON_ISSUED),
                      req.campaign_id().empty() ? "issuer" : "campaign:" + req.campaign_id(),
                      "issue", "", PgTime(now), Bytes(intent));
+      if (t.type() == pb::THIRD_PARTY) {
+        InsertPendingFulfilment(tx, coupon_id, t, req.customer_id(), now);
+      }
       return absl::OkStatus();
     });
     // Two replays racing to insert the same request: the loser reads the winner's coupon.
@@ -563,6 +570,13 @@ absl::StatusOr<pb::Coupon> Benefits::IssueCoupon(const pb::IssueCouponRequest& r
       }));
     }
     return s;
+  }
+  if (Fulfilments* f = fulfilments_.load(); f != nullptr && t.type() == pb::THIRD_PARTY) {
+    // The benefit is the customer's now; the scheduler sends what this could not.
+    if (absl::Status s = f->SubmitFirst(coupon_id); !s.ok()) {
+      spdlog::warn("benefits: coupon {} issued, fulfilment not sent yet (retried): {}", coupon_id,
+                   s);
+    }
   }
   std::optional<CouponRow> row;
   MKT_RETURN_IF_ERROR(pg::WithTransaction(pool_, [&](pqxx::work& tx) {
@@ -588,7 +602,71 @@ absl::StatusOr<pb::Coupon> Benefits::ToCoupon(const CouponRow& c) {
   SetTime(out.mutable_issued_at(), c.issued_at);
   if (c.collected_at) SetTime(out.mutable_collected_at(), *c.collected_at);
   out.set_redemption_id(c.redemption_id);
+  if (c.type == pb::THIRD_PARTY) {
+    MKT_RETURN_IF_ERROR(pg::WithTransaction(pool_, [&](pqxx::work& tx) {
+      if (auto f = FulfilmentOfCoupon(tx, c.id)) {
+        out.set_fulfilment_id(f->first);
+        out.set_fulfilment_state(f->second);
+      }
+      return absl::OkStatus();
+    }));
+  }
   return out;
+}
+
+bool Benefits::SettleThirdParty(pqxx::work& tx, int64_t coupon_id, bool delivered,
+                                const std::string& fulfilment_id, const std::string& actor,
+                                const std::string& cause) {
+  pqxx::result r = tx.exec_params(kLockCouponById, coupon_id);
+  if (r.empty()) return false;
+  const CouponRow c = CouponRow::From(r[0]);
+  if (c.type != pb::THIRD_PARTY) return false;
+  pb::LedgerIntent intent;
+  Change change{.actor = actor, .cause = cause};
+  if (delivered) {
+    // An expired (or already settled) benefit keeps its state; the history of the fulfilment
+    // says it was delivered.
+    if (c.state != pb::COUPON_ISSUED) return false;
+    intent.set_batch_id(fulfilment_id + ".deliver");
+    pb::TransferSpec* s = intent.add_transfers();
+    *s = Spec(intent.batch_id(), CustomerCoupons(c.org_id, c.template_id, c.customer_id),
+              SystemCoupons(c.org_id, c.template_id, pb::ROLE_REDEMPTION), 1, pb::SPEND);
+    (*s->mutable_metadata())["fulfilment_id"] = fulfilment_id;
+    change.to_state = pb::COUPON_REDEEMED;
+  } else {
+    if (c.state != pb::COUPON_ISSUED && c.state != pb::COUPON_EXPIRED) return false;
+    pqxx::result ir = tx.exec_params(kSelectIssueIntent, coupon_id);
+    if (ir.empty()) return false;
+    const pb::LedgerIntent issue = Parse<pb::LedgerIntent>(ir[0][0].as<std::string>());
+    const std::string batch = absl::StrCat("cpn.", c.id, ".compensate");
+    intent.set_batch_id(batch);
+    auto reverse = [&](const std::string& id, const pb::AccountRef& debit,
+                       const pb::AccountRef& credit, int64_t amount, const std::string& original,
+                       const std::string& campaign) {
+      pb::TransferSpec* s = intent.add_transfers();
+      *s = Spec(id, debit, credit, amount, pb::REVERSE);
+      s->set_reverses_transfer_id(original);
+      s->set_campaign_id(campaign);
+      (*s->mutable_metadata())["fulfilment_id"] = fulfilment_id;
+    };
+    if (c.state == pb::COUPON_EXPIRED) {
+      // The unit comes back from EXPIRY first, so the holding leg below finds it.
+      reverse(batch + ":expire", SystemCoupons(c.org_id, c.template_id, pb::ROLE_EXPIRY),
+              CustomerCoupons(c.org_id, c.template_id, c.customer_id), 1,
+              absl::StrCat("cpn.", c.id, ".expire"), "");
+    }
+    // The last leg of the issue is undone first: the holding, then stock, then budget.
+    for (auto it = issue.transfers().rbegin(); it != issue.transfers().rend(); ++it) {
+      const std::string& id = it->id();
+      const size_t colon = id.rfind(':');
+      reverse(batch + (colon == std::string::npos ? ":" + id : id.substr(colon)), it->credit(),
+              it->debit(), it->amount(), id, it->campaign_id());
+    }
+    change.to_state = pb::COUPON_VOIDED;
+  }
+  change.intent = intent;
+  change.Write(tx, c, clock_.Now());
+  return true;
 }
 
 absl::StatusOr<pb::Coupon> Benefits::GetCoupon(const std::string& code) {

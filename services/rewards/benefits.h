@@ -10,6 +10,7 @@
 // that RepairLedger applies later; the deterministic ids make every re-application idempotent.
 #pragma once
 
+#include <atomic>
 #include <memory>
 #include <string>
 
@@ -22,6 +23,8 @@
 #include "services/rewards/qr_tokens.h"
 
 namespace mkt::rewards {
+
+class Fulfilments;
 
 struct BenefitsOptions {
   // How long an online lock holds a coupon before it is released by itself.
@@ -87,6 +90,20 @@ class Benefits {
   // The coupon behind a code, for tests and the admin console.
   absl::StatusOr<pb::Coupon> GetCoupon(const std::string& code);
 
+  // Third-party fulfilment (fulfilment.h). Once attached, a THIRD_PARTY coupon's first attempt
+  // is submitted right after its issue; nullptr detaches.
+  void AttachFulfilments(Fulfilments* fulfilments) { fulfilments_.store(fulfilments); }
+  // Inside the caller's transaction, settles THIRD_PARTY coupon `coupon_id` by its supplier's
+  // outcome: delivered moves an ISSUED coupon to REDEEMED (SPEND "<fulfilment_id>.deliver" to
+  // COUPON REDEMPTION); not delivered moves an ISSUED or EXPIRED one to VOIDED with the
+  // compensating batch "cpn.<n>.compensate" (REVERSE of the expiry, if any, then of the issue's
+  // benefit, stock and budget legs). Returns whether a change was written; the caller applies it
+  // after commit with ApplyCouponIntents (or RepairLedger does).
+  bool SettleThirdParty(pqxx::work& tx, int64_t coupon_id, bool delivered,
+                        const std::string& fulfilment_id, const std::string& actor,
+                        const std::string& cause);
+  absl::Status ApplyCouponIntents(int64_t coupon_id) { return ApplyIntents(coupon_id); }
+
  private:
   struct CouponRow;
   struct Change;
@@ -109,6 +126,7 @@ class Benefits {
   const Clock& clock_;
   const BenefitsOptions options_;
   QrTokenSigner signer_;
+  std::atomic<Fulfilments*> fulfilments_{nullptr};
 };
 
 // The ledger accounts of coupons of template `template_id`.

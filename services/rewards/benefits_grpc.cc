@@ -30,8 +30,9 @@ absl::Status MayManage(const CallbackServerContext& ctx, const std::string& owne
 
 class BenefitsGrpcService final : public pb::Benefits::CallbackService {
  public:
-  BenefitsGrpcService(Benefits& benefits, Payouts& payouts, WorkerPool& pool)
-      : b_(benefits), payouts_(payouts), pool_(pool) {}
+  BenefitsGrpcService(Benefits& benefits, Payouts& payouts, WorkerPool& pool,
+                      Fulfilments* fulfilments)
+      : b_(benefits), payouts_(payouts), pool_(pool), fulfilments_(fulfilments) {}
 
   ServerUnaryReactor* CreateTemplate(CallbackServerContext* ctx,
                                      const pb::CreateTemplateRequest* req,
@@ -119,6 +120,16 @@ class BenefitsGrpcService final : public pb::Benefits::CallbackService {
                                     pb::Payout* resp) override {
     return Run(ctx, resp, [=, this] { return payouts_.RequestPayout(*req); });
   }
+  ServerUnaryReactor* GetFulfilment(CallbackServerContext* ctx, const pb::GetFulfilmentRequest* req,
+                                    pb::Fulfilment* resp) override {
+    return Run(ctx, resp, [=, this]() -> absl::StatusOr<pb::Fulfilment> {
+      if (fulfilments_ == nullptr) {
+        return Error(absl::StatusCode::kUnavailable, cpb::DEPENDENCY_UNAVAILABLE,
+                     "third-party fulfilment is not running in this process");
+      }
+      return fulfilments_->GetFulfilment(*req);
+    });
+  }
 
  private:
   template <class Response, class Call>
@@ -129,13 +140,14 @@ class BenefitsGrpcService final : public pb::Benefits::CallbackService {
   Benefits& b_;
   Payouts& payouts_;
   WorkerPool& pool_;
+  Fulfilments* fulfilments_;
 };
 
 }  // namespace
 
 std::unique_ptr<grpc::Service> NewBenefitsGrpcService(Benefits& benefits, Payouts& payouts,
-                                                      WorkerPool& pool) {
-  return std::make_unique<BenefitsGrpcService>(benefits, payouts, pool);
+                                                      WorkerPool& pool, Fulfilments* fulfilments) {
+  return std::make_unique<BenefitsGrpcService>(benefits, payouts, pool, fulfilments);
 }
 
 }  // namespace mkt::rewards

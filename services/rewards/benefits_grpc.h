@@ -8,11 +8,14 @@
 #include "grpcpp/grpcpp.h"
 #include "libs/core/worker_pool.h"
 #include "services/rewards/benefits.h"
+#include "services/rewards/fulfilment.h"
 #include "services/rewards/payouts.h"
 
 namespace mkt::rewards {
 
+// `fulfilments` may be null (GetFulfilment then answers UNAVAILABLE).
 std::unique_ptr<grpc::Service> NewBenefitsGrpcService(Benefits& benefits, Payouts& payouts,
-                                                      WorkerPool& pool);
+                                                      WorkerPool& pool,
+                                                      Fulfilments* fulfilments = nullptr);
 
 }  // namespace mkt::rewards

@@ -19,6 +19,7 @@
 #include "services/rewards/batcher.h"
 #include "services/rewards/benefits.h"
 #include "services/rewards/benefits_grpc.h"
+#include "services/rewards/fulfilment.h"
 #include "services/rewards/ledger_grpc.h"
 #include "services/rewards/ledger_service.h"
 #include "services/rewards/payouts.h"
@@ -160,6 +161,36 @@ int main(int argc, char** argv) {
     });
   }
 
+  // Third-party benefits: commands out through the outbox, supplier results in (fulfilment.h).
+  for (const char* topic : {rewards::kFulfilmentCommandsTopic, rewards::kFulfilmentResultsTopic}) {
+    if (auto s = kafka::EnsureTopic(kafka_options, topic, 3); !s.ok()) {
+      spdlog::warn("cannot create topic {} yet: {}", topic, s.message());
+    }
+  }
+  rewards::KafkaSupplierAdapter supplier(
+      {.client = kafka_options, .dead_letters = producer->get()});
+  rewards::Fulfilments fulfilments(
+      **pool, benefits, supplier, SystemClock(),
+      rewards::FulfilmentOptions{
+          .backoff_base = absl::Seconds(cfg->fulfilment_backoff_base_s),
+          .backoff_max = absl::Seconds(cfg->fulfilment_backoff_max_s),
+          .max_attempts = static_cast<int>(cfg->fulfilment_max_attempts),
+          .result_timeout = absl::Seconds(cfg->fulfilment_result_timeout_s)});
+  if (cfg->consume_fulfilment_results) {
+    if (auto s = supplier.Start([&fulfilments](const std::string& event_id,
+                                               const rewards::pb::FulfilmentResult& result) {
+          return fulfilments.HandleResult(event_id, result);
+        });
+        !s.ok()) {
+      // Threads already running must be joined before leaving.
+      if (payout_results) payout_results->Stop();
+      if (payout_thread.joinable()) payout_thread.join();
+      relay.Stop();
+      relay_thread.join();
+      return Fail(s);
+    }
+  }
+
   Housekeeping housekeeping({
       {.name = "expiry",
        .interval = absl::Seconds(cfg->expiry_interval_s),
@@ -202,6 +233,18 @@ int main(int argc, char** argv) {
                             done->coupons_expired(), done->locks_released());
              }
            }},
+      {.name = "fulfilment-scheduler",
+       .interval = absl::Seconds(cfg->fulfilment_interval_s),
+       .run =
+           [&fulfilments] {
+             auto done = fulfilments.RunDue(1000);
+             if (!done.ok()) {
+               spdlog::warn("fulfilment scheduler failed (retried next interval): {}",
+                            done.status());
+             } else if (*done > 0) {
+               spdlog::info("fulfilment scheduler: {} fulfilments moved on", *done);
+             }
+           }},
       {.name = "benefits-repair",
        .interval = absl::Seconds(cfg->benefits_repair_interval_s),
        .run =
@@ -221,10 +264,12 @@ int main(int argc, char** argv) {
   workers.emplace("rewards", static_cast<int>(cfg->worker_threads),
                   static_cast<size_t>(cfg->worker_queue));
   auto service = rewards::NewLedgerGrpcService(ledger, *workers);
-  auto benefits_service = rewards::NewBenefitsGrpcService(benefits, payouts, *workers);
+  auto benefits_service =
+      rewards::NewBenefitsGrpcService(benefits, payouts, *workers, &fulfilments);
   auto stop_payout_results = [&] {
     if (payout_results) payout_results->Stop();
     if (payout_thread.joinable()) payout_thread.join();
+    supplier.Stop();
   };
   auto server = rpc::Server::Start({.service_name = "rewards", .address = cfg->grpc_address},
                                    {service.get(), benefits_service.get()});

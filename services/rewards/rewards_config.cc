@@ -53,6 +53,18 @@ const config::Schema<RewardsConfig>& RewardsConfigSchema() {
                "seconds between applying coupon/payout ledger work a crash left undone (0: off)")
         .Field("consume_payout_results", &RewardsConfig::consume_payout_results,
                "consume mkt.payout-results.v1 from core banking")
+        .Field("fulfilment_backoff_base_s", &RewardsConfig::fulfilment_backoff_base_s,
+               "seconds before the 2nd attempt of a third-party fulfilment (doubling after)")
+        .Field("fulfilment_backoff_max_s", &RewardsConfig::fulfilment_backoff_max_s,
+               "longest wait between two attempts of a third-party fulfilment")
+        .Field("fulfilment_max_attempts", &RewardsConfig::fulfilment_max_attempts,
+               "attempts before a third-party fulfilment fails and its issue is compensated")
+        .Field("fulfilment_result_timeout_s", &RewardsConfig::fulfilment_result_timeout_s,
+               "seconds a supplier may take to answer an attempt before it is retried")
+        .Field("fulfilment_interval_s", &RewardsConfig::fulfilment_interval_s,
+               "seconds between runs of the fulfilment retry scheduler (0: off)")
+        .Field("consume_fulfilment_results", &RewardsConfig::consume_fulfilment_results,
+               "consume mkt.fulfilment-results.v1 from suppliers")
         .Field("log_format", &RewardsConfig::log_format, "auto, text or json")
         .Field("log_level", &RewardsConfig::log_level, "trace, debug, info, warn or error");
     return s;
@@ -74,6 +86,13 @@ absl::Status ValidateRewardsConfig(const RewardsConfig& c) {
   MKT_RETURN_IF_ERROR(InRange("coupon_expiry_interval_s", c.coupon_expiry_interval_s, 0, 86'400));
   MKT_RETURN_IF_ERROR(
       InRange("benefits_repair_interval_s", c.benefits_repair_interval_s, 0, 86'400));
+  MKT_RETURN_IF_ERROR(InRange("fulfilment_backoff_base_s", c.fulfilment_backoff_base_s, 1, 86'400));
+  MKT_RETURN_IF_ERROR(InRange("fulfilment_backoff_max_s", c.fulfilment_backoff_max_s,
+                              c.fulfilment_backoff_base_s, 7 * 86'400));
+  MKT_RETURN_IF_ERROR(InRange("fulfilment_max_attempts", c.fulfilment_max_attempts, 1, 100));
+  MKT_RETURN_IF_ERROR(
+      InRange("fulfilment_result_timeout_s", c.fulfilment_result_timeout_s, 1, 7 * 86'400));
+  MKT_RETURN_IF_ERROR(InRange("fulfilment_interval_s", c.fulfilment_interval_s, 0, 86'400));
   if (c.qr_signing_key.size() < 32) {
     return InvalidArgument("qr_signing_key", "qr_signing_key must be at least 32 bytes");
   }

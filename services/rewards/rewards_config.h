@@ -31,6 +31,13 @@ struct RewardsConfig {
   int64_t coupon_expiry_interval_s = 60;
   int64_t benefits_repair_interval_s = 10;
   bool consume_payout_results = true;
+  // Third-party fulfilment (decision 011): retries with exponential backoff.
+  int64_t fulfilment_backoff_base_s = 30;
+  int64_t fulfilment_backoff_max_s = 1800;
+  int64_t fulfilment_max_attempts = 5;
+  int64_t fulfilment_result_timeout_s = 600;
+  int64_t fulfilment_interval_s = 5;
+  bool consume_fulfilment_results = true;
   std::string log_format = "auto";
   std::string log_level = "info";
 };
