@@ -36,6 +36,40 @@ const config::Schema<CampaignsConfig>& CampaignsConfigSchema() {
                "expected uptake (basis points) for cost forecasts when the operator gives none")
         .Field("catalog_file", &CampaignsConfig::catalog_file,
                "JSON file of segments and benefit templates (empty: built-in demo set)")
+        .Field("rewards_address", &CampaignsConfig::rewards_address,
+               "rewards ledger gRPC address that participations grant through")
+        .Field("rewards_timeout_ms", &CampaignsConfig::rewards_timeout_ms,
+               "deadline of one grant call to the ledger")
+        .Field("segments_address", &CampaignsConfig::segments_address,
+               "segments gRPC address for audience membership (empty: membership_file)")
+        .Field("membership_file", &CampaignsConfig::membership_file,
+               "JSON audience membership used when segments_address is empty")
+        .Field("segments_timeout_ms", &CampaignsConfig::segments_timeout_ms,
+               "deadline of one membership call")
+        .Field("participation_threads", &CampaignsConfig::participation_threads,
+               "threads running participations")
+        .Field("participation_queue", &CampaignsConfig::participation_queue,
+               "participations that may wait for a thread before RESOURCE_EXHAUSTED")
+        .Field("participation_writer_lanes", &CampaignsConfig::participation_writer_lanes,
+               "group-commit writer threads per phase (reserve, finish)")
+        .Field("participation_batch_max", &CampaignsConfig::participation_batch_max,
+               "most participation records per transaction")
+        .Field("participation_linger_us", &CampaignsConfig::participation_linger_us,
+               "microseconds a writer waits for company")
+        .Field("customer_rate_per_s", &CampaignsConfig::customer_rate_per_s,
+               "participations per second per customer (0: off)")
+        .Field("customer_burst", &CampaignsConfig::customer_burst, "per-customer burst")
+        .Field("campaign_rate_per_s", &CampaignsConfig::campaign_rate_per_s,
+               "participations per second per campaign (0: off)")
+        .Field("campaign_burst", &CampaignsConfig::campaign_burst, "per-campaign burst")
+        .Field("campaign_cache_ms", &CampaignsConfig::campaign_cache_ms,
+               "how long a campaign read for participation is cached")
+        .Field("sold_out_ttl_ms", &CampaignsConfig::sold_out_ttl_ms,
+               "how long a sold-out campaign is refused from memory")
+        .Field("charge_budget", &CampaignsConfig::charge_budget,
+               "take reward costs from the campaign's ledger budget")
+        .Field("recovery_after_s", &CampaignsConfig::recovery_after_s,
+               "complete PENDING participations older than this (0: no recovery sweep)")
         .Field("log_format", &CampaignsConfig::log_format, "auto, text or json")
         .Field("log_level", &CampaignsConfig::log_level, "trace, debug, info, warn or error");
     return s;
@@ -49,6 +83,21 @@ absl::Status ValidateCampaignsConfig(const CampaignsConfig& c) {
   MKT_RETURN_IF_ERROR(InRange("worker_queue", c.worker_queue, 1, 1'000'000));
   MKT_RETURN_IF_ERROR(InRange("scheduler_interval_ms", c.scheduler_interval_ms, 0, 3'600'000));
   MKT_RETURN_IF_ERROR(InRange("default_uptake_bp", c.default_uptake_bp, 1, 10'000));
+  MKT_RETURN_IF_ERROR(InRange("participation_threads", c.participation_threads, 1, 4096));
+  MKT_RETURN_IF_ERROR(InRange("participation_queue", c.participation_queue, 1, 1'000'000));
+  MKT_RETURN_IF_ERROR(InRange("participation_writer_lanes", c.participation_writer_lanes, 1, 64));
+  MKT_RETURN_IF_ERROR(InRange("participation_batch_max", c.participation_batch_max, 1, 10000));
+  MKT_RETURN_IF_ERROR(InRange("participation_linger_us", c.participation_linger_us, 0, 1'000'000));
+  MKT_RETURN_IF_ERROR(InRange("rewards_timeout_ms", c.rewards_timeout_ms, 1, 600'000));
+  MKT_RETURN_IF_ERROR(InRange("segments_timeout_ms", c.segments_timeout_ms, 1, 600'000));
+  MKT_RETURN_IF_ERROR(InRange("campaign_cache_ms", c.campaign_cache_ms, 0, 3'600'000));
+  MKT_RETURN_IF_ERROR(InRange("sold_out_ttl_ms", c.sold_out_ttl_ms, 0, 3'600'000));
+  MKT_RETURN_IF_ERROR(InRange("recovery_after_s", c.recovery_after_s, 0, 86'400));
+  if (c.customer_rate_per_s < 0 || c.campaign_rate_per_s < 0 || c.customer_burst < 1 ||
+      c.campaign_burst < 1) {
+    return InvalidArgument("customer_rate_per_s",
+                           "rates must be 0 (off) or more and bursts at least 1");
+  }
   return absl::OkStatus();
 }
 

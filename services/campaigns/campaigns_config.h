@@ -13,7 +13,7 @@ struct CampaignsConfig {
   std::string grpc_address = "127.0.0.1:20031";
   std::string metrics_address = "127.0.0.1:9431";
   std::string pg_dsn = "host=127.0.0.1 port=25432 user=postgres dbname=campaigns";
-  int64_t pg_pool_size = 8;
+  int64_t pg_pool_size = 12;
   std::string kafka_bootstrap = "127.0.0.1:29092";
   int64_t worker_threads = 8;
   int64_t worker_queue = 2000;
@@ -24,6 +24,32 @@ struct CampaignsConfig {
   // Segments and benefit templates until the segments/rewards APIs serve them: a JSON file
   // (see reference_data.h); empty: the built-in demo set.
   std::string catalog_file;
+  // Participation (decision 013).
+  // The rewards ledger (marketing.rewards.v1.Ledger) that participations grant through.
+  std::string rewards_address = "127.0.0.1:20071";
+  int64_t rewards_timeout_ms = 3000;
+  // The segments service for audience membership; empty: membership_file (or, without it, every
+  // customer is in every audience — the local stack only).
+  std::string segments_address = "127.0.0.1:20041";
+  std::string membership_file;
+  int64_t segments_timeout_ms = 500;
+  // Threads running participations (each blocks on the group commit and the ledger).
+  int64_t participation_threads = 64;
+  int64_t participation_queue = 20000;
+  // Group commit of participation records: writer lanes per phase, most records per transaction.
+  int64_t participation_writer_lanes = 2;
+  int64_t participation_batch_max = 128;
+  int64_t participation_linger_us = 300;
+  // Token buckets (requests per second and burst); 0 turns a bucket off.
+  double customer_rate_per_s = 5;
+  double customer_burst = 10;
+  double campaign_rate_per_s = 0;
+  double campaign_burst = 1000;
+  int64_t campaign_cache_ms = 1000;
+  int64_t sold_out_ttl_ms = 10000;
+  bool charge_budget = true;
+  // PENDING participations older than this are completed by the recovery sweep; 0: no sweep.
+  int64_t recovery_after_s = 30;
   std::string log_format = "auto";
   std::string log_level = "info";
 };

@@ -1,4 +1,6 @@
-// mkt-campaigns: campaign configuration, approval, publishing and the org reference data.
+// mkt-campaigns: campaign configuration, approval, publishing, the org reference data, and
+// participation (claims, draws, exchanges; eligibility and the coupon centre).
+#include <atomic>
 #include <optional>
 #include <thread>
 
@@ -10,13 +12,19 @@
 #include "libs/metrics/metrics.h"
 #include "libs/pg/migrations.h"
 #include "libs/pg/pool.h"
+#include "libs/rpc/client.h"
 #include "libs/rpc/server.h"
+#include "services/campaigns/audience.h"
 #include "services/campaigns/campaign_scheduler.h"
 #include "services/campaigns/campaign_service.h"
 #include "services/campaigns/campaigns_config.h"
 #include "services/campaigns/campaigns_grpc.h"
+#include "services/campaigns/participation_grpc.h"
+#include "services/campaigns/participation_service.h"
+#include "services/campaigns/participation_store.h"
 #include "services/campaigns/pg_campaign_store.h"
 #include "services/campaigns/reference_data.h"
+#include "services/campaigns/reward_issuer.h"
 #include "spdlog/spdlog.h"
 
 extern char** environ;
@@ -60,6 +68,9 @@ int main(int argc, char** argv) {
     // The relay keeps retrying; a broker that is down must not keep configuration offline.
     spdlog::warn("cannot create topic {} yet: {}", campaigns::kCampaignChangesTopic, s.message());
   }
+  if (auto s = kafka::EnsureTopic(kafka_options, campaigns::kParticipationsTopic, 6); !s.ok()) {
+    spdlog::warn("cannot create topic {} yet: {}", campaigns::kParticipationsTopic, s.message());
+  }
   kafka::OutboxRelay relay(**pool, **producer);
   std::thread relay_thread([&relay] { relay.Run(); });
 
@@ -72,13 +83,76 @@ int main(int argc, char** argv) {
     scheduler.emplace(service, absl::Milliseconds(cfg->scheduler_interval_ms));
   }
 
-  std::optional<WorkerPool> workers;
+  // Participation: audience, ledger, group-committed records, the recovery sweep.
+  std::unique_ptr<campaigns::AudienceMembership> audience;
+  if (!cfg->segments_address.empty()) {
+    audience = campaigns::NewSegmentsMembership(rpc::Connect(cfg->segments_address),
+                                                absl::Milliseconds(cfg->segments_timeout_ms));
+  } else if (!cfg->membership_file.empty()) {
+    auto loaded = campaigns::LoadMembership(cfg->membership_file);
+    if (!loaded.ok()) return Fail(loaded.status());
+    audience = *std::move(loaded);
+  } else {
+    spdlog::warn(
+        "no segments_address and no membership_file: every customer is in every "
+        "audience (local stack only)");
+    auto open = std::make_unique<campaigns::InMemoryMembership>();
+    open->SetAllOpen(true);
+    audience = std::move(open);
+  }
+  auto issuer = campaigns::NewLedgerRewardIssuer(rpc::Connect(cfg->rewards_address),
+                                                 absl::Milliseconds(cfg->rewards_timeout_ms));
+  const campaigns::GroupCommitter::Options commit_options{
+      .lanes = static_cast<int>(cfg->participation_writer_lanes),
+      .max_items = static_cast<int>(cfg->participation_batch_max),
+      .linger = absl::Microseconds(cfg->participation_linger_us)};
+  std::optional<campaigns::GroupCommitter> reserve_commits, finish_commits;
+  reserve_commits.emplace(**pool, commit_options);
+  finish_commits.emplace(**pool, commit_options);
+  campaigns::PgParticipationStore participation_store(**pool, *reserve_commits, *finish_commits);
+  campaigns::ParticipationService participation(
+      store, participation_store, *audience, *reference->benefits, *issuer, SystemClock(),
+      {.customer_rate_per_s = cfg->customer_rate_per_s,
+       .customer_burst = cfg->customer_burst,
+       .campaign_rate_per_s = cfg->campaign_rate_per_s,
+       .campaign_burst = cfg->campaign_burst,
+       .campaign_cache_ttl = absl::Milliseconds(cfg->campaign_cache_ms),
+       .sold_out_ttl = absl::Milliseconds(cfg->sold_out_ttl_ms),
+       .charge_budget = cfg->charge_budget});
+  std::atomic<bool> stop_recovery{false};
+  std::thread recovery_thread([&] {
+    if (cfg->recovery_after_s <= 0) return;
+    while (!stop_recovery) {
+      for (int i = 0; i < 50 && !stop_recovery; ++i) absl::SleepFor(absl::Milliseconds(100));
+      if (stop_recovery) break;
+      auto done = participation.RecoverPending(absl::Seconds(cfg->recovery_after_s));
+      if (!done.ok()) {
+        spdlog::warn("participation recovery failed (retried): {}", done.status());
+      } else if (*done > 0) {
+        spdlog::info("completed {} pending participations", *done);
+      }
+    }
+  });
+
+  std::optional<WorkerPool> workers, participation_workers;
   workers.emplace("campaigns", static_cast<int>(cfg->worker_threads),
                   static_cast<size_t>(cfg->worker_queue));
+  participation_workers.emplace("participation", static_cast<int>(cfg->participation_threads),
+                                static_cast<size_t>(cfg->participation_queue));
   auto grpc_service = campaigns::NewCampaignsGrpcService(service, *workers);
+  auto participation_grpc =
+      campaigns::NewParticipationsGrpcService(participation, *participation_workers);
+  auto stop_participation = [&] {
+    stop_recovery = true;
+    recovery_thread.join();
+    participation_workers.reset();
+    reserve_commits.reset();
+    finish_commits.reset();
+  };
   auto server = rpc::Server::Start({.service_name = "campaigns", .address = cfg->grpc_address},
-                                   {grpc_service.get()});
+                                   {grpc_service.get(), participation_grpc.get()});
   if (!server.ok()) {
+    stop_participation();
     workers.reset();
     scheduler.reset();
     relay.Stop();
@@ -90,6 +164,7 @@ int main(int argc, char** argv) {
   int sig = rpc::WaitForTerminationSignal();
   spdlog::info("campaigns stopping on signal {}", sig);
   (*server)->Shutdown(absl::Seconds(5));
+  stop_participation();
   workers.reset();
   scheduler.reset();
   relay.Stop();

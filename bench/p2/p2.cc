@@ -1,0 +1,262 @@
+// P2 (PERFORMANCE.md): a coupon grab through the campaigns service's gRPC participation API —
+// 10,000 stock, 2,000 concurrent customers, 50,000 claim attempts, one coupon per customer —
+// against mkt-campaigns and mkt-rewards started by bench/p2.sh. Prints the claim rate, the
+// sold-out rejection rate and p99, checks exactly-once (claims == stock, nobody twice), then
+// measures the ceiling: a bare `UPDATE ... SET n = n - 1 WHERE n > 0` loop on one row of the same
+// PostgreSQL from 16 connections, and prints `BENCH P2 <claims/s> claims/s ceiling=<x> ratio=<r>`.
+#include <algorithm>
+#include <atomic>
+#include <cstdio>
+#include <map>
+#include <mutex>
+#include <pqxx/pqxx>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "libs/core/ids.h"
+#include "libs/core/status.h"
+#include "libs/rpc/actor.h"
+#include "libs/rpc/client.h"
+#include "libs/rpc/server.h"
+#include "marketing/campaigns/v1/campaigns.grpc.pb.h"
+#include "marketing/campaigns/v1/participation.grpc.pb.h"
+#include "marketing/rewards/v1/ledger.grpc.pb.h"
+
+namespace {
+
+namespace cpb = ::marketing::campaigns::v1;
+namespace rpb = ::marketing::rewards::v1;
+using mkt::tenancy::Actor;
+using mkt::tenancy::Role;
+
+std::string Flag(int argc, char** argv, const std::string& name, const std::string& fallback) {
+  const std::string prefix = "--" + name + "=";
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    if (a.rfind(prefix, 0) == 0) return a.substr(prefix.size());
+  }
+  return fallback;
+}
+
+[[noreturn]] void Die(const std::string& what, const grpc::Status& s) {
+  std::fprintf(stderr, "p2: %s failed: %s\n", what.c_str(), s.error_message().c_str());
+  std::exit(1);
+}
+
+template <class Stub, class Req, class Resp>
+Resp Call(Stub* stub, grpc::Status (Stub::*method)(grpc::ClientContext*, const Req&, Resp*),
+          const Req& req, const Actor* actor, const std::string& what) {
+  grpc::ClientContext ctx;
+  mkt::rpc::PrepareClientContext(ctx, absl::Seconds(30), "");
+  if (actor) mkt::rpc::AttachActor(ctx, *actor);
+  Resp resp;
+  grpc::Status s = (stub->*method)(&ctx, req, &resp);
+  if (!s.ok()) Die(what, s);
+  return resp;
+}
+
+google::protobuf::Timestamp Ts(absl::Time t) {
+  google::protobuf::Timestamp ts;
+  ts.set_seconds(absl::ToUnixSeconds(t));
+  return ts;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const std::string campaigns_target = Flag(argc, argv, "campaigns", "127.0.0.1:20031");
+  const std::string rewards_target = Flag(argc, argv, "rewards", "127.0.0.1:20071");
+  const std::string dsn = Flag(argc, argv, "dsn", "");
+  const int stock = std::stoi(Flag(argc, argv, "stock", "10000"));
+  // 2,000 customers in flight at a time (threads × channels), 25,000 distinct customers so the
+  // stock of 10,000 can sell out under a limit of one per customer.
+  const int customers = std::stoi(Flag(argc, argv, "customers", "25000"));
+  const int attempts = std::stoi(Flag(argc, argv, "attempts", "50000"));
+  const int threads = std::stoi(Flag(argc, argv, "threads", "256"));
+
+  auto campaigns = cpb::Campaigns::NewStub(mkt::rpc::Connect(campaigns_target));
+  auto ledger = rpb::Ledger::NewStub(mkt::rpc::Connect(rewards_target));
+  const Actor root{"fed", "root", {Role::kAdmin}};
+  const Actor planner{"bank-a", "alice", {Role::kPlanner}};
+  const Actor approver{"bank-a", "bob", {Role::kApprover}};
+
+  cpb::CreateOrgRequest org;
+  org.set_id("bank-a");
+  org.set_display_name("Bank A");
+  {
+    grpc::ClientContext ctx;
+    mkt::rpc::PrepareClientContext(ctx, absl::Seconds(30), "");
+    mkt::rpc::AttachActor(ctx, root);
+    cpb::Org out;
+    campaigns->CreateOrg(&ctx, org, &out);  // exists already on a rerun: fine
+  }
+  cpb::CreateCampaignRequest create;
+  cpb::CampaignConfig& c = *create.mutable_config();
+  c.set_name("P2 grab " + mkt::RandomHex(3));
+  c.set_type(cpb::COUPON_CLAIM);
+  c.set_department("retail");
+  *c.mutable_start_time() = Ts(absl::Now() - absl::Minutes(1));
+  *c.mutable_end_time() = Ts(absl::Now() + absl::Hours(2));
+  c.set_priority(10);
+  c.mutable_audience()->add_include()->set_segment_id("seg-a-payroll");
+  c.mutable_limits()->set_per_customer_total(1);
+  auto* reward = c.add_rewards();
+  reward->set_benefit_template_id("bt-a-coupon-20");
+  reward->set_quantity(1);
+  c.set_budget_cap_fen(1'000'000'000);
+  auto* placement = c.add_channels();
+  placement->set_channel("mobile_banking");
+  placement->mutable_content()->set_title("20 yuan off");
+  cpb::Campaign campaign = Call(campaigns.get(), &cpb::Campaigns::Stub::CreateCampaign, create,
+                                &planner, "CreateCampaign");
+  cpb::CampaignActionRequest act;
+  act.set_campaign_id(campaign.id());
+  Call(campaigns.get(), &cpb::Campaigns::Stub::SubmitCampaign, act, &planner, "Submit");
+  Call(campaigns.get(), &cpb::Campaigns::Stub::ApproveCampaign, act, &approver, "Approve");
+  Call(campaigns.get(), &cpb::Campaigns::Stub::PublishCampaign, act, &planner, "Publish");
+  for (int i = 0;; ++i) {
+    cpb::GetCampaignRequest get;
+    get.set_campaign_id(campaign.id());
+    if (Call(campaigns.get(), &cpb::Campaigns::Stub::GetCampaign, get, &planner, "Get").state() ==
+        cpb::ONLINE) {
+      break;
+    }
+    if (i > 100) {
+      std::fprintf(stderr, "p2: the campaign did not go online\n");
+      return 1;
+    }
+    absl::SleepFor(absl::Milliseconds(100));
+  }
+  for (auto [asset, owner, amount] :
+       {std::tuple{rpb::STOCK, std::string("bt-a-coupon-20"), int64_t{stock}},
+        std::tuple{rpb::BUDGET_FEN, campaign.id(), int64_t{1'000'000'000}}}) {
+    rpb::FundRequest fund;
+    fund.set_request_id("p2-fund-" + mkt::RandomHex(6));
+    fund.set_org_id("bank-a");
+    fund.set_asset(asset);
+    fund.set_owner_id(owner);
+    fund.set_amount(amount);
+    Call(ledger.get(), &rpb::Ledger::Stub::Fund, fund, nullptr, "Fund");
+  }
+  absl::SleepFor(absl::Milliseconds(1200));  // the service's campaign cache
+
+  // Several channels so one HTTP/2 connection is not the bottleneck.
+  std::vector<std::unique_ptr<cpb::Participations::Stub>> stubs;
+  for (int i = 0; i < 8; ++i) {
+    grpc::ChannelArguments args;
+    args.SetInt("grpc.channel_id", i);  // distinct subchannels
+    stubs.push_back(cpb::Participations::NewStub(
+        grpc::CreateCustomChannel(campaigns_target, grpc::InsecureChannelCredentials(), args)));
+  }
+  std::atomic<int> next{0};
+  std::mutex mu;
+  std::map<std::string, int> wins;
+  std::map<std::string, int> reasons;
+  std::vector<double> latencies_ms;
+  latencies_ms.reserve(attempts);
+  absl::Time last_claim = absl::InfinitePast();
+  absl::Time sold_out_first = absl::InfiniteFuture(), sold_out_last = absl::InfinitePast();
+  int64_t sold_out_count = 0;
+  const absl::Time start = absl::Now();
+  std::vector<std::thread> workers;
+  for (int t = 0; t < threads; ++t) {
+    workers.emplace_back([&, t] {
+      auto* stub = stubs[t % stubs.size()].get();
+      for (int i = next++; i < attempts; i = next++) {
+        const std::string customer = "p2c-" + std::to_string(i % customers);
+        cpb::ParticipateRequest r;
+        r.set_campaign_id(campaign.id());
+        r.set_customer_id(customer);
+        r.set_customer_org_id("bank-a");
+        r.set_channel("mobile_banking");
+        r.set_idempotency_key("p2-" + std::to_string(i));
+        grpc::ClientContext ctx;
+        mkt::rpc::PrepareClientContext(ctx, absl::Seconds(30), "");
+        cpb::Participation out;
+        const absl::Time sent = absl::Now();
+        grpc::Status s = stub->Participate(&ctx, r, &out);
+        const absl::Time got = absl::Now();
+        std::lock_guard<std::mutex> lock(mu);
+        latencies_ms.push_back(absl::ToDoubleMilliseconds(got - sent));
+        if (s.ok()) {
+          ++wins[customer];
+          last_claim = std::max(last_claim, got);
+        } else {
+          const std::string reason = mkt::ReasonName(mkt::ReasonOf(mkt::rpc::FromGrpcStatus(s)));
+          ++reasons[reason];
+          if (reason == "STOCK_EXHAUSTED") {
+            ++sold_out_count;
+            sold_out_first = std::min(sold_out_first, sent);
+            sold_out_last = std::max(sold_out_last, got);
+          }
+        }
+      }
+    });
+  }
+  for (auto& w : workers) w.join();
+  const absl::Time end = absl::Now();
+
+  int claims = 0, twice = 0;
+  for (const auto& [customer, n] : wins) {
+    claims += n;
+    if (n > 1) ++twice;
+  }
+  std::sort(latencies_ms.begin(), latencies_ms.end());
+  const double p99 = latencies_ms.empty() ? 0 : latencies_ms[latencies_ms.size() * 99 / 100];
+  const double claim_seconds = absl::ToDoubleSeconds(last_claim - start);
+  const double claims_per_s = claim_seconds > 0 ? claims / claim_seconds : 0;
+  const double sold_out_seconds = absl::ToDoubleSeconds(sold_out_last - sold_out_first);
+  std::printf("p2: %d attempts in %.2f s by %d threads; claims=%d (stock %d) customers-twice=%d\n",
+              attempts, absl::ToDoubleSeconds(end - start), threads, claims, stock, twice);
+  for (const auto& [reason, n] : reasons) std::printf("p2: refused %s: %d\n", reason.c_str(), n);
+  std::printf("p2: claims/s=%.0f over %.2f s; sold-out rejections/s=%.0f; p99=%.1f ms\n",
+              claims_per_s, claim_seconds,
+              sold_out_seconds > 0 ? sold_out_count / sold_out_seconds : 0.0, p99);
+  const bool exact = claims == stock && twice == 0;
+  if (!exact) std::printf("p2: EXACTLY-ONCE VIOLATED\n");
+
+  // The ceiling: one hot row, 16 connections, 3 seconds.
+  double ceiling = 0;
+  try {
+    {
+      pqxx::connection conn(dsn);
+      pqxx::work tx(conn);
+      tx.exec("DROP TABLE IF EXISTS p2_hot_row");
+      tx.exec("CREATE TABLE p2_hot_row (id int PRIMARY KEY, n bigint NOT NULL)");
+      tx.exec("INSERT INTO p2_hot_row VALUES (1, 1000000000)");
+      tx.commit();
+    }
+    std::atomic<int64_t> updates{0};
+    std::atomic<bool> stop{false};
+    std::vector<std::thread> hot;
+    for (int i = 0; i < 16; ++i) {
+      hot.emplace_back([&] {
+        pqxx::connection conn(dsn);
+        while (!stop) {
+          pqxx::work tx(conn);
+          tx.exec("UPDATE p2_hot_row SET n = n - 1 WHERE id = 1 AND n > 0");
+          tx.commit();
+          ++updates;
+        }
+      });
+    }
+    const absl::Time hot_start = absl::Now();
+    absl::SleepFor(absl::Seconds(3));
+    stop = true;
+    for (auto& h : hot) h.join();
+    ceiling = updates / absl::ToDoubleSeconds(absl::Now() - hot_start);
+    pqxx::connection conn(dsn);
+    pqxx::work tx(conn);
+    tx.exec("DROP TABLE p2_hot_row");
+    tx.commit();
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "p2: ceiling failed: %s\n", e.what());
+    return 1;
+  }
+  std::printf("BENCH P2 %.0f claims/s ceiling=%.0f ratio=%.2f\n", claims_per_s, ceiling,
+              ceiling > 0 ? claims_per_s / ceiling : 0.0);
+  return exact ? 0 : 1;
+}

@@ -1,0 +1,645 @@
+#include "services/campaigns/participation_service.h"
+
+#include <algorithm>
+#include <limits>
+
+#include "absl/time/civil_time.h"
+#include "libs/auth/crypto.h"
+#include "libs/core/status.h"
+#include "libs/core/text.h"
+#include "libs/log/log.h"
+#include "libs/tenancy/tenancy.h"
+#include "services/campaigns/lottery.h"
+#include "spdlog/spdlog.h"
+
+namespace mkt::campaigns {
+namespace {
+
+using ::marketing::common::v1::ErrorReason;
+namespace common = ::marketing::common::v1;
+
+constexpr int64_t kNoLimit = std::numeric_limits<int64_t>::max();
+
+absl::Status Refuse(ErrorReason reason, const std::string& message) {
+  return Error(absl::StatusCode::kFailedPrecondition, reason, message);
+}
+
+bool IsKeyChar(char c) {
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
+         c == '_' || c == ':' || c == '-';
+}
+
+absl::Status CheckKey(const std::string& value, const char* field, size_t max) {
+  if (value.empty() || value.size() > max || !std::all_of(value.begin(), value.end(), IsKeyChar)) {
+    return InvalidArgument(field, std::string(field) + " must be 1 to " + std::to_string(max) +
+                                      " characters of letters, digits, '.', '_', ':' and '-'");
+  }
+  return absl::OkStatus();
+}
+
+absl::Time TimeOf(const google::protobuf::Timestamp& ts) {
+  return absl::FromUnixSeconds(ts.seconds()) + absl::Nanoseconds(ts.nanos());
+}
+
+google::protobuf::Timestamp Proto(absl::Time t) {
+  google::protobuf::Timestamp ts;
+  const int64_t micros = absl::ToUnixMicros(t);
+  ts.set_seconds(micros / 1000000);
+  ts.set_nanos(static_cast<int32_t>(micros % 1000000) * 1000);
+  return ts;
+}
+
+bool OffersChannel(const pb::CampaignConfig& config, const std::string& channel) {
+  for (const auto& c : config.channels()) {
+    if (c.channel() == channel) return true;
+  }
+  return false;
+}
+
+const pb::ChannelContent* ContentFor(const pb::CampaignConfig& config, const std::string& channel) {
+  for (const auto& c : config.channels()) {
+    if (c.channel() == channel) return &c.content();
+  }
+  return nullptr;
+}
+
+int64_t Cap(int64_t limit) { return limit > 0 ? limit : kNoLimit; }
+
+bool Participatory(pb::CampaignType type) {
+  return type == pb::COUPON_CLAIM || type == pb::LOTTERY || type == pb::POINTS_EXCHANGE;
+}
+
+// Reasons of the ledger that settle a participation as refused (anything else leaves its outcome
+// unknown, to be retried).
+bool IsBusinessRefusal(ErrorReason reason) {
+  switch (reason) {
+    case common::STOCK_EXHAUSTED:
+    case common::BUDGET_EXHAUSTED:
+    case common::INSUFFICIENT_BALANCE:
+    case common::ACCOUNT_NOT_FOUND:
+    case common::IDEMPOTENCY_KEY_REUSED:
+    case common::INVALID_ARGUMENT:
+      return true;
+    default:
+      return false;
+  }
+}
+
+std::string RefusalMessage(ErrorReason reason, const pb::Participation& p) {
+  switch (reason) {
+    case common::STOCK_EXHAUSTED:
+      return "the campaign's rewards are all given out";
+    case common::BUDGET_EXHAUSTED:
+      return "the campaign's budget is used up";
+    case common::INSUFFICIENT_BALANCE:
+      return p.points_spent() > 0 ? "the customer does not have enough points"
+                                  : "the customer has no lottery chances left";
+    case common::ACCOUNT_NOT_FOUND:
+      return "the campaign's stock or budget is not funded yet";
+    default:
+      return "the rewards ledger refused the grant";
+  }
+}
+
+// What a request asked for, beside its key: a replay must ask for the same.
+std::string RequestHash(const pb::ParticipateRequest& r) {
+  return auth::Sha256Hex(r.customer_id() + "\n" + r.customer_org_id() + "\n" + r.channel() + "\n" +
+                         r.item_id());
+}
+
+absl::Status KeyReused() {
+  return Error(absl::StatusCode::kFailedPrecondition, common::IDEMPOTENCY_KEY_REUSED,
+               "idempotency_key was used for a different participation request");
+}
+
+}  // namespace
+
+std::string DayKey(absl::Time t) {
+  static const absl::TimeZone kChina = absl::FixedTimeZone(8 * 3600);
+  return absl::FormatCivilTime(absl::ToCivilDay(t, kChina));
+}
+
+std::string WeekKey(absl::Time t) {
+  static const absl::TimeZone kChina = absl::FixedTimeZone(8 * 3600);
+  const absl::CivilDay day = absl::ToCivilDay(t, kChina);
+  return absl::FormatCivilTime(absl::PrevWeekday(day + 1, absl::Weekday::monday));
+}
+
+absl::StatusOr<pb::Participation> AnswerFor(const pb::Participation& p) {
+  if (p.status() != pb::PARTICIPATION_REJECTED) return p;
+  common::ErrorReason reason = common::ERROR_REASON_UNSPECIFIED;
+  if (!common::ErrorReason_Parse(p.reason(), &reason)) reason = common::CONFLICT;
+  return Refuse(reason, RefusalMessage(reason, p));
+}
+
+// ---- CampaignCache -----------------------------------------------------------------------------
+
+absl::StatusOr<std::shared_ptr<const pb::Campaign>> CampaignCache::Get(const std::string& id) {
+  const absl::Time now = clock_.Now();
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = entries_.find(id);
+    if (it != entries_.end() && now - it->second.loaded < ttl_) return it->second.campaign;
+  }
+  std::shared_ptr<const pb::Campaign> loaded;
+  absl::StatusOr<pb::Campaign> campaign = store_.GetCampaign(id);
+  if (campaign.ok()) {
+    loaded = std::make_shared<const pb::Campaign>(*std::move(campaign));
+  } else if (campaign.status().code() != absl::StatusCode::kNotFound) {
+    return campaign.status();
+  }
+  absl::MutexLock lock(&mu_);
+  // Unknown ids are remembered too (as null), so a flood of bogus ids reads the database once
+  // per id and TTL; the map is cleared when it grows past reason.
+  if (entries_.size() > 100000) entries_.clear();
+  entries_[id] = Entry{loaded, now};
+  return loaded;
+}
+
+absl::StatusOr<std::shared_ptr<const std::vector<pb::Campaign>>> CampaignCache::Online() {
+  const absl::Time now = clock_.Now();
+  {
+    absl::MutexLock lock(&mu_);
+    if (online_ && now - online_loaded_ < ttl_) return online_;
+  }
+  auto all = std::make_shared<std::vector<pb::Campaign>>();
+  CampaignFilter filter{.subtree_org = tenancy::kFederation, .states = {"ONLINE"}, .limit = 500};
+  for (;;) {
+    MKT_ASSIGN_OR_RETURN(std::vector<pb::Campaign> page, store_.ListCampaigns(filter));
+    for (auto& c : page) all->push_back(std::move(c));
+    if (page.size() < static_cast<size_t>(filter.limit)) break;
+    filter.after_id = all->back().id();
+  }
+  absl::MutexLock lock(&mu_);
+  online_ = all;
+  online_loaded_ = now;
+  return online_;
+}
+
+// ---- ParticipationService ----------------------------------------------------------------------
+
+ParticipationService::ParticipationService(PgCampaignStore& campaigns, PgParticipationStore& store,
+                                           AudienceMembership& audience,
+                                           const BenefitCatalog& benefits, RewardIssuer& issuer,
+                                           const Clock& clock, ParticipationOptions options)
+    : campaigns_(campaigns),
+      store_(store),
+      audience_(audience),
+      benefits_(benefits),
+      issuer_(issuer),
+      clock_(clock),
+      options_(options),
+      cache_(campaigns, clock, options.campaign_cache_ttl),
+      customer_limiter_(options.customer_rate_per_s, options.customer_burst),
+      campaign_limiter_(options.campaign_rate_per_s, options.campaign_burst, 100000),
+      sold_out_(options.sold_out_ttl) {}
+
+absl::Status ParticipationService::Screen(const pb::ParticipateRequest& r) {
+  MKT_RETURN_IF_ERROR(CheckKey(r.campaign_id(), "campaign_id", 64));
+  MKT_RETURN_IF_ERROR(CheckKey(r.customer_id(), "customer_id", 64));
+  if (!tenancy::IsValidOrgId(r.customer_org_id())) {
+    return InvalidArgument("customer_org_id", "customer_org_id must be an org id such as bank-a");
+  }
+  MKT_RETURN_IF_ERROR(CheckKey(r.channel(), "channel", 32));
+  if (r.idempotency_key().empty() || r.idempotency_key().size() > 128 ||
+      PrintableUtf8Length(r.idempotency_key()) < 0) {
+    return InvalidArgument("idempotency_key",
+                           "idempotency_key must be 1 to 128 bytes of printable text");
+  }
+  if (!r.item_id().empty()) MKT_RETURN_IF_ERROR(CheckKey(r.item_id(), "item_id", 64));
+  const absl::Time now = clock_.Now();
+  if (sold_out_.IsSoldOut(r.campaign_id(), now) &&
+      !sold_out_.WasGranted(r.campaign_id(), r.idempotency_key())) {
+    return Refuse(common::STOCK_EXHAUSTED, "the campaign's rewards are all given out");
+  }
+  if (!customer_limiter_.Allow(r.customer_id(), now)) {
+    return Error(absl::StatusCode::kResourceExhausted, common::RATE_LIMITED,
+                 "too many requests from this customer; retry in a moment");
+  }
+  if (!campaign_limiter_.Allow(r.campaign_id(), now)) {
+    return Error(absl::StatusCode::kResourceExhausted, common::RATE_LIMITED,
+                 "too many requests for this campaign; retry in a moment");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ParticipationService::CheckOpen(const pb::Campaign& c, const std::string& customer_org,
+                                             const std::string& channel, absl::Time now) const {
+  if (c.state() != pb::ONLINE) {
+    return Refuse(common::CAMPAIGN_NOT_ACTIVE,
+                  "the campaign is " + pb::CampaignState_Name(c.state()) + ", not online");
+  }
+  const pb::CampaignConfig& live = c.live();
+  if ((live.has_start_time() && now < TimeOf(live.start_time())) ||
+      (live.has_end_time() && now >= TimeOf(live.end_time()))) {
+    return Refuse(common::CAMPAIGN_NOT_ACTIVE, "the campaign's window is not open now");
+  }
+  if (!tenancy::Covers(c.org_id(), customer_org)) {
+    return Refuse(common::NOT_ELIGIBLE,
+                  "the campaign belongs to " + c.org_id() + ", not to the customer's bank");
+  }
+  if (!OffersChannel(live, channel)) {
+    return Refuse(common::NOT_ELIGIBLE, "the campaign is not offered on channel " + channel);
+  }
+  if (!Participatory(live.type())) {
+    return Refuse(common::NOT_ELIGIBLE, "a " + pb::CampaignType_Name(live.type()) +
+                                            " campaign is not joined through participation");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ParticipationService::ReplayOrFail(const pb::ParticipateRequest& r,
+                                                absl::Status refusal, pb::Participation* replayed) {
+  // A replay of a participation recorded before the campaign closed (or the customer left the
+  // audience) still gets its first outcome.
+  MKT_ASSIGN_OR_RETURN(auto stored, store_.Get(r.campaign_id(), r.idempotency_key()));
+  if (!stored || stored->participation.status() == pb::PARTICIPATION_PENDING) return refusal;
+  if (stored->request_hash != RequestHash(r)) return KeyReused();
+  *replayed = stored->participation;
+  return absl::OkStatus();
+}
+
+absl::StatusOr<pb::Participation> ParticipationService::Participate(
+    const pb::ParticipateRequest& r) {
+  const absl::Time now = clock_.Now();
+  MKT_ASSIGN_OR_RETURN(std::shared_ptr<const pb::Campaign> campaign, cache_.Get(r.campaign_id()));
+  if (!campaign) return NotFound("campaign " + r.campaign_id() + " does not exist");
+  const pb::CampaignConfig& live = campaign->live();
+  if (absl::Status open = CheckOpen(*campaign, r.customer_org_id(), r.channel(), now); !open.ok()) {
+    pb::Participation replayed;
+    MKT_RETURN_IF_ERROR(ReplayOrFail(r, open, &replayed));
+    return AnswerFor(replayed);
+  }
+  MKT_ASSIGN_OR_RETURN(bool member,
+                       audience_.InAudience(campaign->org_id(), r.customer_id(), live.audience()));
+  if (!member) {
+    pb::Participation replayed;
+    MKT_RETURN_IF_ERROR(ReplayOrFail(
+        r, Refuse(common::NOT_ELIGIBLE, "the customer is not in the campaign's audience"),
+        &replayed));
+    return AnswerFor(replayed);
+  }
+
+  Reservation rsv;
+  pb::Participation& p = rsv.participation;
+  p.set_id("par_" + RandomHex(10));
+  p.set_campaign_id(campaign->id());
+  p.set_org_id(campaign->org_id());
+  p.set_campaign_type(live.type());
+  p.set_campaign_version(campaign->live_version());
+  p.set_customer_id(r.customer_id());
+  p.set_customer_org_id(r.customer_org_id());
+  p.set_channel(r.channel());
+  p.set_idempotency_key(r.idempotency_key());
+  p.set_status(pb::PARTICIPATION_PENDING);
+  p.set_ledger_request_id(
+      "p:" + auth::Sha256Hex(campaign->id() + "\n" + r.idempotency_key()).substr(0, 40));
+  *p.mutable_created_at() = Proto(now);
+  *p.mutable_updated_at() = Proto(now);
+  rsv.request_hash = RequestHash(r);
+
+  const pb::ParticipationLimits& limits = live.limits();
+  const std::string cust = "c:" + r.customer_id();
+  const std::string day = DayKey(now);
+  rsv.counters.push_back({cust + ":all", Cap(limits.per_customer_total())});
+  if (limits.per_customer_daily() > 0) {
+    rsv.counters.push_back({cust + ":d:" + day, limits.per_customer_daily()});
+  }
+  if (limits.per_customer_weekly() > 0) {
+    rsv.counters.push_back({cust + ":w:" + WeekKey(now), limits.per_customer_weekly()});
+  }
+  if (limits.per_org_total() > 0) {
+    rsv.counters.push_back({"o:" + r.customer_org_id() + ":all", limits.per_org_total()});
+  }
+  if (limits.global_total() > 0) rsv.counters.push_back({"g:all", limits.global_total()});
+  if (!live.exclusion_group().empty()) {
+    rsv.exclusion_org = campaign->org_id();
+    rsv.exclusion_group = live.exclusion_group();
+  }
+
+  if (live.type() == pb::LOTTERY) {
+    rsv.lottery = true;
+    const PrizeTable table = BuildPrizeTable(live);
+    const int64_t value = SecureUniform(kDrawRange);
+    const int drawn = SelectPrize(table, value);
+    pb::DrawRecord* draw = p.mutable_draw();
+    draw->set_table_version(campaign->live_version());
+    draw->set_random_value(value);
+    draw->set_drawn_prize(drawn);
+    if (limits.free_draws_per_day() > 0) {
+      rsv.free_draw =
+          CounterTake{"free:" + r.customer_id() + ":d:" + day, limits.free_draws_per_day()};
+    }
+    rsv.chances_per_draw = limits.chances_per_draw() > 0 ? limits.chances_per_draw() : 1;
+    std::vector<int> candidates;
+    if (drawn >= 0) {
+      candidates.push_back(drawn);
+      if (table.fallback >= 0 && table.fallback != drawn) candidates.push_back(table.fallback);
+    }
+    for (int i : candidates) {
+      const pb::Prize& prize = table.prizes[i];
+      std::vector<CounterTake> counters;
+      const std::string key = "prize:" + std::to_string(i);
+      if (prize.stock() > 0) counters.push_back({key + ":all", prize.stock()});
+      if (prize.daily_release_cap() > 0) {
+        counters.push_back({key + ":d:" + day, prize.daily_release_cap()});
+      }
+      pb::GrantedReward reward;
+      reward.set_benefit_template_id(prize.benefit_template_id());
+      reward.set_kind(prize.kind());
+      reward.set_quantity(prize.quantity() > 0 ? prize.quantity() : 1);
+      reward.set_prize_name(prize.name());
+      rsv.prize_candidates.push_back(i);
+      rsv.prize_counters.push_back(std::move(counters));
+      rsv.prize_rewards.push_back({reward});
+    }
+  } else {
+    bool found = r.item_id().empty();
+    for (const auto& item : live.rewards()) {
+      if (!r.item_id().empty() && item.benefit_template_id() != r.item_id()) continue;
+      found = true;
+      pb::GrantedReward* reward = p.add_rewards();
+      reward->set_benefit_template_id(item.benefit_template_id());
+      reward->set_kind(item.kind());
+      reward->set_quantity(item.quantity() > 0 ? item.quantity() : 1);
+      if (live.type() == pb::POINTS_EXCHANGE) {
+        p.set_points_spent(item.price_points());
+        // One item per exchange: the first match (or the only item).
+        break;
+      }
+    }
+    if (!found) {
+      return InvalidArgument("item_id", "the campaign has no item " + r.item_id());
+    }
+    if (live.type() == pb::POINTS_EXCHANGE && live.rewards_size() > 1 && r.item_id().empty()) {
+      return InvalidArgument("item_id", "item_id is required: the campaign offers several items");
+    }
+  }
+
+  MKT_ASSIGN_OR_RETURN(ReserveResult reserved, store_.Reserve(rsv));
+  if (reserved.replay) {
+    if (reserved.stored_request_hash != rsv.request_hash) {
+      return KeyReused();
+    }
+    if (reserved.participation.status() != pb::PARTICIPATION_PENDING) {
+      return AnswerFor(reserved.participation);
+    }
+  }
+  return Complete(std::move(reserved.participation), *campaign);
+}
+
+absl::StatusOr<IssueRequest> ParticipationService::IssueFor(const pb::Participation& p,
+                                                            const pb::Campaign& campaign) {
+  IssueRequest issue;
+  issue.request_id = p.ledger_request_id();
+  issue.org_id = campaign.org_id();
+  issue.campaign_id = campaign.id();
+  issue.customer_id = p.customer_id();
+  issue.participation_id = p.id();
+  issue.spend_points = p.points_spent();
+  issue.spend_chances = p.chances_spent();
+  for (const auto& reward : p.rewards()) {
+    RewardGrant grant;
+    grant.kind = reward.kind();
+    grant.benefit_template_id = reward.benefit_template_id();
+    grant.quantity = reward.quantity();
+    if (options_.charge_budget) {
+      absl::StatusOr<BenefitInfo> info = benefits_.Lookup(reward.benefit_template_id());
+      if (info.ok()) grant.cost_fen = info->unit_cost_fen * reward.quantity();
+    }
+    for (const auto& item : campaign.live().rewards()) {
+      if (item.benefit_template_id() == reward.benefit_template_id() &&
+          item.points_valid_days() > 0) {
+        grant.points_valid_days = item.points_valid_days();
+      }
+    }
+    for (const auto& prize : campaign.live().prizes()) {
+      if (prize.name() == reward.prize_name() && prize.points_valid_days() > 0) {
+        grant.points_valid_days = prize.points_valid_days();
+      }
+    }
+    issue.rewards.push_back(std::move(grant));
+  }
+  return issue;
+}
+
+absl::StatusOr<pb::Participation> ParticipationService::Complete(pb::Participation p,
+                                                                 const pb::Campaign& campaign) {
+  MKT_ASSIGN_OR_RETURN(IssueRequest issue, IssueFor(p, campaign));
+  absl::Status issued = issuer_.Issue(issue);
+  const ErrorReason reason = issued.ok() ? common::ERROR_REASON_UNSPECIFIED : ReasonOf(issued);
+  if (!issued.ok() && !IsBusinessRefusal(reason)) {
+    // Outcome unknown (the ledger is down or slow): the participation stays PENDING; a replay
+    // or the recovery sweep issues the same request id again.
+    return Error(
+        issued.code() == absl::StatusCode::kDeadlineExceeded ? absl::StatusCode::kDeadlineExceeded
+                                                             : absl::StatusCode::kUnavailable,
+        issued.code() == absl::StatusCode::kDeadlineExceeded ? common::DEADLINE_EXCEEDED
+                                                             : common::DEPENDENCY_UNAVAILABLE,
+        "the rewards ledger did not confirm the grant; retry with the same "
+        "idempotency key");
+  }
+  if (issued.ok()) {
+    p.set_status(p.rewards_size() == 0 && p.campaign_type() == pb::LOTTERY ? pb::NO_PRIZE
+                                                                           : pb::GRANTED);
+  } else {
+    p.set_status(pb::PARTICIPATION_REJECTED);
+    p.set_reason(ReasonName(reason));
+    if (reason == common::STOCK_EXHAUSTED && p.campaign_type() == pb::COUPON_CLAIM) {
+      sold_out_.MarkSoldOut(p.campaign_id(), clock_.Now());
+    }
+  }
+  *p.mutable_updated_at() = Proto(clock_.Now());
+  MKT_ASSIGN_OR_RETURN(pb::Participation stored, store_.Finish(p));
+  if (stored.status() == pb::GRANTED)
+    sold_out_.RememberGranted(p.campaign_id(), p.idempotency_key());
+  return AnswerFor(stored);
+}
+
+absl::StatusOr<pb::Participation> ParticipationService::GetParticipation(
+    const pb::GetParticipationRequest& r) {
+  MKT_RETURN_IF_ERROR(CheckKey(r.campaign_id(), "campaign_id", 64));
+  MKT_ASSIGN_OR_RETURN(auto stored, store_.Get(r.campaign_id(), r.idempotency_key()));
+  if (!stored) return NotFound("no participation with this idempotency key");
+  return stored->participation;
+}
+
+absl::StatusOr<int> ParticipationService::RecoverPending(absl::Duration older_than, int limit) {
+  MKT_ASSIGN_OR_RETURN(std::vector<pb::Participation> stale,
+                       store_.ListStalePending(clock_.Now() - older_than, limit));
+  int done = 0;
+  for (auto& p : stale) {
+    MKT_ASSIGN_OR_RETURN(std::shared_ptr<const pb::Campaign> campaign, cache_.Get(p.campaign_id()));
+    if (!campaign) continue;
+    absl::StatusOr<pb::Participation> completed = Complete(std::move(p), *campaign);
+    const ErrorReason reason =
+        completed.ok() ? common::ERROR_REASON_UNSPECIFIED : ReasonOf(completed.status());
+    if (completed.ok() || IsBusinessRefusal(reason)) ++done;
+  }
+  return done;
+}
+
+absl::StatusOr<pb::DrawStats> ParticipationService::GetDrawStats(const pb::GetDrawStatsRequest& r) {
+  MKT_RETURN_IF_ERROR(CheckKey(r.campaign_id(), "campaign_id", 64));
+  MKT_ASSIGN_OR_RETURN(std::shared_ptr<const pb::Campaign> campaign, cache_.Get(r.campaign_id()));
+  if (!campaign) return NotFound("campaign " + r.campaign_id() + " does not exist");
+  return store_.DrawStats(r.campaign_id(), campaign->live().prizes_size());
+}
+
+absl::StatusOr<pb::ListEligibleResponse> ParticipationService::ListEligible(
+    const pb::ListEligibleRequest& r) {
+  MKT_RETURN_IF_ERROR(CheckKey(r.customer_id(), "customer_id", 64));
+  if (!tenancy::IsValidOrgId(r.customer_org_id())) {
+    return InvalidArgument("customer_org_id", "customer_org_id must be an org id such as bank-a");
+  }
+  MKT_RETURN_IF_ERROR(CheckKey(r.channel(), "channel", 32));
+  const absl::Time now = clock_.Now();
+  MKT_ASSIGN_OR_RETURN(auto online, cache_.Online());
+
+  std::vector<const pb::Campaign*> here;
+  std::vector<std::string> ids;
+  for (const auto& c : *online) {
+    // Other banks' campaigns are not even explained: their existence is theirs.
+    if (!tenancy::Covers(c.org_id(), r.customer_org_id())) continue;
+    if (!OffersChannel(c.live(), r.channel()) || !Participatory(c.live().type())) continue;
+    if (!CheckOpen(c, r.customer_org_id(), r.channel(), now).ok()) continue;
+    here.push_back(&c);
+    ids.push_back(c.id());
+  }
+  const std::string cust = "c:" + r.customer_id();
+  const std::string day = DayKey(now);
+  const std::vector<std::string> keys = {cust + ":all",
+                                         cust + ":d:" + day,
+                                         cust + ":w:" + WeekKey(now),
+                                         "free:" + r.customer_id() + ":d:" + day,
+                                         "g:all",
+                                         "o:" + r.customer_org_id() + ":all"};
+  MKT_ASSIGN_OR_RETURN(std::vector<CounterValue> counters, store_.ReadCounters(ids, keys));
+  MKT_ASSIGN_OR_RETURN(auto claims, store_.ReadExclusionClaims(r.customer_id()));
+  auto count = [&](const std::string& id, const std::string& key) -> int64_t {
+    for (const auto& v : counters) {
+      if (v.campaign_id == id && v.counter == key) return v.n;
+    }
+    return 0;
+  };
+
+  std::vector<pb::EligibleCampaign> open, closed;
+  for (const pb::Campaign* c : here) {
+    const pb::CampaignConfig& live = c->live();
+    const pb::ParticipationLimits& limits = live.limits();
+    pb::EligibleCampaign e;
+    e.set_campaign_id(c->id());
+    e.set_org_id(c->org_id());
+    e.set_type(live.type());
+    e.set_priority(live.priority());
+    if (live.has_end_time()) *e.mutable_end_time() = live.end_time();
+    if (const auto* content = ContentFor(live, r.channel())) *e.mutable_content() = *content;
+    for (const auto& item : live.rewards()) *e.add_items() = item;
+    const int64_t total = count(c->id(), cust + ":all");
+    const int64_t today = count(c->id(), cust + ":d:" + day);
+    const int64_t week = count(c->id(), cust + ":w:" + WeekKey(now));
+    e.set_remaining_total(limits.per_customer_total() > 0
+                              ? std::max<int64_t>(0, limits.per_customer_total() - total)
+                              : -1);
+    e.set_remaining_today(limits.per_customer_daily() > 0
+                              ? std::max<int64_t>(0, limits.per_customer_daily() - today)
+                              : -1);
+    e.set_claimed(live.type() == pb::COUPON_CLAIM && total > 0);
+    if (live.type() == pb::LOTTERY) {
+      e.set_free_draws_left_today(std::max<int64_t>(
+          0,
+          limits.free_draws_per_day() - count(c->id(), "free:" + r.customer_id() + ":d:" + day)));
+    }
+    e.set_sold_out(sold_out_.IsSoldOut(c->id(), now));
+
+    std::string why, reason;
+    auto refuse = [&](const std::string& w, ErrorReason code) {
+      if (why.empty()) {
+        why = w;
+        reason = ReasonName(code);
+      }
+    };
+    if (limits.per_customer_total() > 0 && total >= limits.per_customer_total()) {
+      refuse("already taken part " + std::to_string(total) + " time(s); the limit is " +
+                 std::to_string(limits.per_customer_total()),
+             common::LIMIT_REACHED);
+    }
+    if (limits.per_customer_daily() > 0 && today >= limits.per_customer_daily()) {
+      refuse("daily limit of " + std::to_string(limits.per_customer_daily()) + " reached today",
+             common::LIMIT_REACHED);
+    }
+    if (limits.per_customer_weekly() > 0 && week >= limits.per_customer_weekly()) {
+      refuse("weekly limit of " + std::to_string(limits.per_customer_weekly()) + " reached",
+             common::LIMIT_REACHED);
+    }
+    if (limits.global_total() > 0 && count(c->id(), "g:all") >= limits.global_total()) {
+      refuse("all " + std::to_string(limits.global_total()) + " participations are taken",
+             common::LIMIT_REACHED);
+    }
+    if (limits.per_org_total() > 0 &&
+        count(c->id(), "o:" + r.customer_org_id() + ":all") >= limits.per_org_total()) {
+      refuse("the bank's " + std::to_string(limits.per_org_total()) + " participations are taken",
+             common::LIMIT_REACHED);
+    }
+    if (e.sold_out())
+      refuse("sold out: the campaign's rewards are all given out", common::STOCK_EXHAUSTED);
+    if (!live.exclusion_group().empty()) {
+      for (const auto& claim : claims) {
+        if (claim[0] == c->org_id() && claim[1] == live.exclusion_group() && claim[2] != c->id()) {
+          refuse("already takes part in campaign " + claim[2] + " of the exclusion group '" +
+                     live.exclusion_group() + "'",
+                 common::NOT_ELIGIBLE);
+        }
+      }
+    }
+    if (why.empty()) {
+      absl::StatusOr<bool> member =
+          audience_.InAudience(c->org_id(), r.customer_id(), live.audience());
+      if (!member.ok()) return member.status();
+      if (!*member) refuse("not in the campaign's audience", common::NOT_ELIGIBLE);
+    }
+    if (why.empty()) {
+      e.set_open(true);
+      open.push_back(std::move(e));
+    } else if (r.explain()) {
+      e.set_open(false);
+      e.set_not_open_because(why);
+      e.set_not_open_reason(reason);
+      closed.push_back(std::move(e));
+    }
+  }
+  auto ranked = [](const pb::EligibleCampaign& a, const pb::EligibleCampaign& b) {
+    if (a.priority() != b.priority()) return a.priority() > b.priority();
+    const int64_t ea = a.has_end_time() ? a.end_time().seconds() : INT64_MAX;
+    const int64_t eb = b.has_end_time() ? b.end_time().seconds() : INT64_MAX;
+    if (ea != eb) return ea < eb;
+    return a.campaign_id() < b.campaign_id();
+  };
+  std::sort(open.begin(), open.end(), ranked);
+  std::sort(closed.begin(), closed.end(), ranked);
+  pb::ListEligibleResponse response;
+  for (auto& e : open) *response.add_campaigns() = std::move(e);
+  for (auto& e : closed) *response.add_campaigns() = std::move(e);
+  return response;
+}
+
+absl::StatusOr<pb::ListCouponsResponse> ParticipationService::ListCoupons(
+    const pb::ListCouponsRequest& r) {
+  pb::ListEligibleRequest eligible;
+  eligible.set_customer_id(r.customer_id());
+  eligible.set_customer_org_id(r.customer_org_id());
+  eligible.set_channel(r.channel());
+  eligible.set_explain(true);
+  MKT_ASSIGN_OR_RETURN(pb::ListEligibleResponse all, ListEligible(eligible));
+  pb::ListCouponsResponse response;
+  for (auto& e : *all.mutable_campaigns()) {
+    if (e.type() != pb::COUPON_CLAIM) continue;
+    // Sold-out and already-claimed coupons stay visible (greyed out); audience and exclusion
+    // refusals do not list the coupon at all.
+    if (!e.open() && !e.sold_out() && !e.claimed()) continue;
+    *response.add_coupons() = std::move(e);
+  }
+  return response;
+}
+
+}  // namespace mkt::campaigns

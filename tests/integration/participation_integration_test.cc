@@ -1,0 +1,574 @@
+// Participation end to end in process: the campaigns service (configuration and participation
+// gRPC APIs, its own fresh database) granting through a real rewards ledger (its gRPC API, its own
+// fresh database, group commit). Real threads make real concurrent gRPC calls: a coupon grab with
+// 2,000 customers, concurrent lottery draws against per-prize stock, concurrent points exchanges
+// with exactly enough points for one item, replays by idempotency key, and the eligibility list.
+#include <algorithm>
+#include <atomic>
+#include <cstdio>
+#include <map>
+#include <mutex>
+#include <set>
+#include <thread>
+
+#include "absl/time/clock.h"
+#include "gtest/gtest.h"
+#include "libs/core/ids.h"
+#include "libs/core/status.h"
+#include "libs/core/worker_pool.h"
+#include "libs/kafka/outbox.h"
+#include "libs/pg/migrations.h"
+#include "libs/pg/pool.h"
+#include "libs/rpc/client.h"
+#include "libs/rpc/server.h"
+#include "libs/testing/testing.h"
+#include "marketing/campaigns/v1/participation.grpc.pb.h"
+#include "marketing/rewards/v1/ledger.grpc.pb.h"
+#include "services/campaigns/audience.h"
+#include "services/campaigns/campaign_service.h"
+#include "services/campaigns/campaigns_grpc.h"
+#include "services/campaigns/campaigns_test_client.h"
+#include "services/campaigns/participation_grpc.h"
+#include "services/campaigns/participation_service.h"
+#include "services/campaigns/participation_store.h"
+#include "services/campaigns/pg_campaign_store.h"
+#include "services/campaigns/reward_issuer.h"
+#include "services/campaigns/test_configs.h"
+#include "services/rewards/batcher.h"
+#include "services/rewards/ledger_grpc.h"
+#include "services/rewards/ledger_service.h"
+#include "services/rewards/pg_ledger_store.h"
+
+namespace mkt::campaigns {
+namespace {
+
+namespace rpb = ::marketing::rewards::v1;
+namespace common = ::marketing::common::v1;
+using tenancy::Actor;
+using tenancy::Role;
+
+std::string Describe(const absl::Status& s) {
+  return s.ToString() + " [" + ReasonName(ReasonOf(s)) + "]";
+}
+
+class ParticipationIntegrationTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    // The rewards ledger.
+    auto rpool = pg::Pool::Connect({.dsn = rewards_db_.dsn(), .size = 6});
+    ASSERT_TRUE(rpool.ok()) << rpool.status();
+    rewards_pool_ = *std::move(rpool);
+    ASSERT_TRUE(pg::ApplyMigrations(*rewards_pool_,
+                                    {&kafka::OutboxMigrations(), &rewards::RewardsMigrations()})
+                    .ok());
+    ledger_store_ = std::make_unique<rewards::PgLedgerStore>(*rewards_pool_, SystemClock());
+    batcher_ = std::make_unique<rewards::GrantBatcher>(*ledger_store_, rewards::BatcherOptions{});
+    ledger_ = std::make_unique<rewards::LedgerService>(*batcher_, *ledger_store_, SystemClock());
+    ledger_workers_ = std::make_unique<WorkerPool>("ledger-test", 16, 20000);
+    ledger_grpc_ = rewards::NewLedgerGrpcService(*ledger_, *ledger_workers_);
+    auto rserver = rpc::Server::Start(
+        {.service_name = "rewards_test", .address = "127.0.0.1:0", .access_log = false},
+        {ledger_grpc_.get()});
+    ASSERT_TRUE(rserver.ok()) << rserver.status();
+    rewards_server_ = *std::move(rserver);
+    ledger_stub_ =
+        rpb::Ledger::NewStub(rpc::Connect("127.0.0.1:" + std::to_string(rewards_server_->port())));
+
+    // The campaigns service.
+    auto cpool = pg::Pool::Connect({.dsn = campaigns_db_.dsn(), .size = 12});
+    ASSERT_TRUE(cpool.ok()) << cpool.status();
+    pool_ = *std::move(cpool);
+    ASSERT_TRUE(
+        pg::ApplyMigrations(*pool_, {&kafka::OutboxMigrations(), &CampaignsMigrations()}).ok());
+    auto data = ParseReferenceData(test::kReferenceJson);
+    ASSERT_TRUE(data.ok()) << data.status();
+    reference_ = *std::move(data);
+    store_ = std::make_unique<PgCampaignStore>(*pool_);
+    service_ = std::make_unique<CampaignService>(*store_, *reference_.segments,
+                                                 *reference_.benefits, SystemClock());
+    membership_.SetOpen("seg-a1");
+    issuer_ = NewLedgerRewardIssuer(
+        rpc::Connect("127.0.0.1:" + std::to_string(rewards_server_->port())), absl::Seconds(20));
+    reserve_ = std::make_unique<GroupCommitter>(*pool_, GroupCommitter::Options{});
+    finish_ = std::make_unique<GroupCommitter>(*pool_, GroupCommitter::Options{});
+    participation_store_ = std::make_unique<PgParticipationStore>(*pool_, *reserve_, *finish_);
+    participation_ = std::make_unique<ParticipationService>(
+        *store_, *participation_store_, membership_, *reference_.benefits, *issuer_, SystemClock(),
+        ParticipationOptions{.customer_rate_per_s = 0, .campaign_cache_ttl = absl::Seconds(1)});
+    workers_ = std::make_unique<WorkerPool>("campaigns-test", 4, 1000);
+    participation_workers_ = std::make_unique<WorkerPool>("participation-test", 64, 50000);
+    grpc_service_ = NewCampaignsGrpcService(*service_, *workers_);
+    participation_grpc_ = NewParticipationsGrpcService(*participation_, *participation_workers_);
+    auto server = rpc::Server::Start(
+        {.service_name = "campaigns_test", .address = "127.0.0.1:0", .access_log = false},
+        {grpc_service_.get(), participation_grpc_.get()});
+    ASSERT_TRUE(server.ok()) << server.status();
+    server_ = *std::move(server);
+    const std::string target = "127.0.0.1:" + std::to_string(server_->port());
+    client_ = std::make_unique<test::CampaignsClient>(target);
+    channel_ = rpc::Connect(target);
+    stub_ = pb::Participations::NewStub(channel_);
+    ASSERT_TRUE(client_->CreateOrg(root_, "bank-a", "Bank A").ok());
+    ASSERT_TRUE(client_->CreateOrg(root_, "bank-b", "Bank B").ok());
+  }
+
+  void TearDown() override {
+    if (server_) server_->Shutdown(absl::Seconds(1));
+    participation_workers_.reset();
+    workers_.reset();
+    reserve_.reset();
+    finish_.reset();
+    if (rewards_server_) rewards_server_->Shutdown(absl::Seconds(1));
+    ledger_workers_.reset();
+    batcher_.reset();
+  }
+
+  // Creates, approves, publishes and starts a campaign of bank A; funds its budget.
+  std::string Online(pb::CampaignConfig config) {
+    auto created = client_->Create(planner_a_, config);
+    EXPECT_TRUE(created.ok()) << Describe(created.status());
+    if (!created.ok()) return "";
+    const std::string id = created->id();
+    EXPECT_TRUE(client_->Submit(planner_a_, id).ok());
+    EXPECT_TRUE(client_->Approve(approver_a_, id).ok());
+    auto published = client_->Publish(planner_a_, id);
+    EXPECT_TRUE(published.ok()) << Describe(published.status());
+    EXPECT_TRUE(service_->AdvanceDue().ok());
+    auto c = client_->Get(planner_a_, id);
+    EXPECT_TRUE(c.ok() && c->state() == pb::ONLINE);
+    Fund(rpb::BUDGET_FEN, id, 1'000'000'000);
+    return id;
+  }
+
+  void Fund(rpb::Asset asset, const std::string& owner, int64_t amount) {
+    rpb::FundRequest r;
+    r.set_request_id("fund-" + RandomHex(8));
+    r.set_org_id("bank-a");
+    r.set_asset(asset);
+    r.set_owner_id(owner);
+    r.set_amount(amount);
+    grpc::ClientContext ctx;
+    rpc::PrepareClientContext(ctx, absl::Seconds(10), "");
+    rpb::FundResponse resp;
+    grpc::Status s = ledger_stub_->Fund(&ctx, r, &resp);
+    ASSERT_TRUE(s.ok()) << s.error_message();
+  }
+
+  int64_t Balance(rpb::Asset asset, rpb::OwnerKind kind, const std::string& owner,
+                  const std::string& asset_ref = "") {
+    rpb::GetAccountRequest r;
+    r.mutable_ref()->set_org_id("bank-a");
+    r.mutable_ref()->set_asset(asset);
+    r.mutable_ref()->set_owner_kind(kind);
+    r.mutable_ref()->set_owner_id(owner);
+    r.mutable_ref()->set_asset_ref(asset_ref);
+    grpc::ClientContext ctx;
+    rpc::PrepareClientContext(ctx, absl::Seconds(10), "");
+    rpb::Account account;
+    grpc::Status s = ledger_stub_->GetAccount(&ctx, r, &account);
+    return s.ok() ? account.balance() : 0;
+  }
+
+  bool LedgerIntact() {
+    grpc::ClientContext ctx;
+    rpc::PrepareClientContext(ctx, absl::Seconds(60), "");
+    rpb::CheckIntegrityResponse resp;
+    grpc::Status s = ledger_stub_->CheckIntegrity(&ctx, {}, &resp);
+    if (!s.ok()) return false;
+    for (const auto& c : resp.checks()) {
+      if (!c.ok()) ADD_FAILURE() << c.name() << ": " << c.detail();
+    }
+    return resp.ok();
+  }
+
+  absl::StatusOr<pb::Participation> Participate(const std::string& campaign,
+                                                const std::string& customer, const std::string& key,
+                                                const std::string& item = "",
+                                                const std::string& channel = "mobile_banking") {
+    pb::ParticipateRequest r;
+    r.set_campaign_id(campaign);
+    r.set_customer_id(customer);
+    r.set_customer_org_id("bank-a");
+    r.set_channel(channel);
+    r.set_idempotency_key(key);
+    r.set_item_id(item);
+    grpc::ClientContext ctx;
+    rpc::PrepareClientContext(ctx, absl::Seconds(30), "");
+    pb::Participation out;
+    grpc::Status s = stub_->Participate(&ctx, r, &out);
+    if (!s.ok()) return rpc::FromGrpcStatus(s);
+    return out;
+  }
+
+  int64_t Scalar(const std::string& sql) {
+    int64_t v = -1;
+    EXPECT_TRUE(pg::WithTransaction(*pool_, [&](pqxx::work& tx) {
+                  v = tx.exec(sql)[0][0].as<int64_t>();
+                  return absl::OkStatus();
+                }).ok());
+    return v;
+  }
+
+  pb::CampaignConfig Coupon(const std::string& name) {
+    return test::CompleteCoupon(name, absl::Now() - absl::Minutes(1), absl::Now() + absl::Hours(2));
+  }
+
+  const Actor root_{"fed", "root", {Role::kAdmin}};
+  const Actor planner_a_{"bank-a", "alice", {Role::kPlanner}};
+  const Actor approver_a_{"bank-a", "bob", {Role::kApprover}};
+  testing::TestDatabase rewards_db_;
+  testing::TestDatabase campaigns_db_;
+  std::unique_ptr<pg::Pool> rewards_pool_;
+  std::unique_ptr<rewards::PgLedgerStore> ledger_store_;
+  std::unique_ptr<rewards::GrantBatcher> batcher_;
+  std::unique_ptr<rewards::LedgerService> ledger_;
+  std::unique_ptr<WorkerPool> ledger_workers_;
+  std::unique_ptr<grpc::Service> ledger_grpc_;
+  std::unique_ptr<rpc::Server> rewards_server_;
+  std::unique_ptr<rpb::Ledger::Stub> ledger_stub_;
+  std::unique_ptr<pg::Pool> pool_;
+  ReferenceData reference_;
+  std::unique_ptr<PgCampaignStore> store_;
+  std::unique_ptr<CampaignService> service_;
+  InMemoryMembership membership_;
+  std::unique_ptr<RewardIssuer> issuer_;
+  std::unique_ptr<GroupCommitter> reserve_;
+  std::unique_ptr<GroupCommitter> finish_;
+  std::unique_ptr<PgParticipationStore> participation_store_;
+  std::unique_ptr<ParticipationService> participation_;
+  std::unique_ptr<WorkerPool> workers_;
+  std::unique_ptr<WorkerPool> participation_workers_;
+  std::unique_ptr<grpc::Service> grpc_service_;
+  std::unique_ptr<grpc::Service> participation_grpc_;
+  std::unique_ptr<rpc::Server> server_;
+  std::unique_ptr<test::CampaignsClient> client_;
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<pb::Participations::Stub> stub_;
+};
+
+// 2,000 customers, 20,000 attempts from 100 threads, stock 1,000, one per customer: exactly
+// 1,000 claims, nobody twice, the ledger's stock and the customers' coupons agree with the
+// participation records, and every refusal carries the reason that fits it.
+TEST_F(ParticipationIntegrationTest, CouponGrabGrantsExactlyTheStockOncePerCustomer) {
+  const std::string id = Online(Coupon("Grab"));
+  ASSERT_FALSE(id.empty());
+  Fund(rpb::STOCK, "bt-coupon-50", 1000);
+
+  constexpr int kCustomers = 2000;
+  constexpr int kAttempts = 20000;
+  std::atomic<int> next{0};
+  std::mutex mu;
+  std::map<std::string, int> wins;
+  std::map<std::string, std::set<std::string>> refusals;  // customer -> reasons
+  std::map<std::string, int> reason_counts;
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 100; ++t) {
+    threads.emplace_back([&] {
+      for (int i = next++; i < kAttempts; i = next++) {
+        // Four adjacent attempts per customer, so a customer's attempts are in flight together.
+        const std::string customer = "cust-" + std::to_string((i / 4) % kCustomers);
+        auto r = Participate(id, customer, "grab-" + std::to_string(i));
+        std::lock_guard<std::mutex> lock(mu);
+        if (r.ok()) {
+          EXPECT_EQ(r->status(), pb::GRANTED);
+          ++wins[customer];
+        } else {
+          const std::string reason = ReasonName(ReasonOf(r.status()));
+          refusals[customer].insert(reason);
+          ++reason_counts[reason];
+        }
+      }
+    });
+  }
+  const absl::Time started = absl::Now();
+  for (auto& t : threads) t.join();
+  std::string summary;
+  for (const auto& [reason, n] : reason_counts) summary += " " + reason + "=" + std::to_string(n);
+  std::printf("grab: %d attempts in %.1f s; refusals:%s\n", kAttempts,
+              absl::ToDoubleSeconds(absl::Now() - started), summary.c_str());
+
+  int claims = 0;
+  for (const auto& [customer, n] : wins) {
+    EXPECT_EQ(n, 1) << customer << " claimed more than once";
+    claims += n;
+  }
+  EXPECT_EQ(claims, 1000);
+  for (const auto& [reason, n] : reason_counts) {
+    EXPECT_TRUE(reason == "STOCK_EXHAUSTED" || reason == "LIMIT_REACHED")
+        << n << " refusals with " << reason;
+  }
+  // LIMIT_REACHED only for a customer who holds a claim, or whose other attempt was in flight
+  // and then found the stock gone.
+  for (const auto& [customer, reasons] : refusals) {
+    if (reasons.count("LIMIT_REACHED") > 0) {
+      EXPECT_TRUE(wins.count(customer) > 0 || reasons.count("STOCK_EXHAUSTED") > 0) << customer;
+    }
+  }
+  EXPECT_EQ(Balance(rpb::STOCK, rpb::TEMPLATE, "bt-coupon-50", "bt-coupon-50"), 0);
+  int64_t coupons = 0;
+  for (const auto& [customer, n] : wins) {
+    coupons += Balance(rpb::COUPON, rpb::CUSTOMER, customer, "bt-coupon-50");
+  }
+  EXPECT_EQ(coupons, 1000);
+  EXPECT_EQ(Scalar("SELECT count(*) FROM participations WHERE status = 'GRANTED'"), 1000);
+  EXPECT_EQ(Scalar("SELECT count(*) FROM participations WHERE status = 'PENDING'"), 0);
+  EXPECT_EQ(Scalar("SELECT count(DISTINCT customer_id) FROM participations "
+                   "WHERE status = 'GRANTED'"),
+            1000);
+  // The counters were given back for every refused participation.
+  EXPECT_EQ(Scalar("SELECT coalesce(sum(n), 0) FROM participation_counters "
+                   "WHERE counter LIKE 'c:%:all'"),
+            1000);
+  // Every recorded participation has its fact in the outbox.
+  EXPECT_EQ(Scalar("SELECT count(*) FROM outbox WHERE topic = 'mkt.participations.v1'"),
+            Scalar("SELECT count(*) FROM participations"));
+  EXPECT_TRUE(LedgerIntact());
+}
+
+TEST_F(ParticipationIntegrationTest, ReplaysReturnTheFirstOutcome) {
+  const std::string id = Online(Coupon("Replay"));
+  ASSERT_FALSE(id.empty());
+  Fund(rpb::STOCK, "bt-coupon-50", 1);
+  auto first = Participate(id, "cust-r1", "key-1");
+  ASSERT_TRUE(first.ok()) << Describe(first.status());
+  EXPECT_EQ(first->status(), pb::GRANTED);
+  // Concurrent replays of the same key: all answer with the same participation, one grant.
+  std::vector<std::thread> threads;
+  std::atomic<int> same{0};
+  for (int i = 0; i < 8; ++i) {
+    threads.emplace_back([&] {
+      auto again = Participate(id, "cust-r1", "key-1");
+      if (again.ok() && again->id() == first->id() && again->status() == pb::GRANTED) ++same;
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(same.load(), 8);
+  EXPECT_EQ(Balance(rpb::COUPON, rpb::CUSTOMER, "cust-r1", "bt-coupon-50"), 1);
+  // The same key with a different request.
+  auto reused = Participate(id, "cust-r1", "key-1", "", "wecom");
+  EXPECT_EQ(ReasonOf(reused.status()), common::IDEMPOTENCY_KEY_REUSED) << Describe(reused.status());
+  // Another customer finds the stock gone; a replay of that refusal is refused the same way,
+  // and the first customer's replay still gets its coupon although the campaign is sold out.
+  auto second = Participate(id, "cust-r2", "key-2");
+  EXPECT_EQ(ReasonOf(second.status()), common::STOCK_EXHAUSTED);
+  auto second_again = Participate(id, "cust-r2", "key-2");
+  EXPECT_EQ(ReasonOf(second_again.status()), common::STOCK_EXHAUSTED);
+  auto first_again = Participate(id, "cust-r1", "key-1");
+  ASSERT_TRUE(first_again.ok()) << Describe(first_again.status());
+  EXPECT_EQ(first_again->id(), first->id());
+  // A second claim by the first customer with a new key hits the limit of one.
+  auto over = Participate(id, "cust-r1", "key-3");
+  EXPECT_TRUE(ReasonOf(over.status()) == common::LIMIT_REACHED ||
+              ReasonOf(over.status()) == common::STOCK_EXHAUSTED)
+      << Describe(over.status());
+  EXPECT_TRUE(LedgerIntact());
+}
+
+// Lottery: 600 customers draw once each (free) at the same time against a prize with a stock
+// of 20 and a fallback: the stock is never exceeded, the fallback takes the overflow, every draw
+// is logged with its random value, and the table's shares hold for what was drawn.
+TEST_F(ParticipationIntegrationTest, LotteryNeverExceedsPrizeStockAndFallsBack) {
+  pb::CampaignConfig config = Coupon("Lucky draw");
+  config.set_type(pb::LOTTERY);
+  config.clear_rewards();
+  config.mutable_limits()->set_per_customer_total(0);
+  config.mutable_limits()->set_free_draws_per_day(1);
+  auto* top = config.add_prizes();
+  top->set_name("top");
+  top->set_benefit_template_id("bt-points-100");
+  top->set_kind(pb::REWARD_KIND_POINTS);
+  top->set_quantity(1000);
+  top->set_probability_bp(2000);
+  top->set_stock(20);
+  auto* consolation = config.add_prizes();
+  consolation->set_name("consolation");
+  consolation->set_benefit_template_id("bt-points-100");
+  consolation->set_kind(pb::REWARD_KIND_POINTS);
+  consolation->set_quantity(10);
+  consolation->set_probability_bp(3000);
+  consolation->set_fallback(true);
+  const std::string id = Online(config);
+  ASSERT_FALSE(id.empty());
+
+  constexpr int kCustomers = 600;
+  std::atomic<int> next{0};
+  std::atomic<int> top_won{0}, consolation_won{0}, nothing{0}, errors{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 50; ++t) {
+    threads.emplace_back([&] {
+      for (int i = next++; i < kCustomers; i = next++) {
+        auto r = Participate(id, "drawer-" + std::to_string(i), "draw-" + std::to_string(i));
+        if (!r.ok()) {
+          ++errors;
+          ADD_FAILURE() << Describe(r.status());
+          continue;
+        }
+        EXPECT_TRUE(r->draw().free_draw());
+        if (r->status() == pb::NO_PRIZE) {
+          ++nothing;
+        } else if (r->rewards(0).prize_name() == "top") {
+          ++top_won;
+        } else {
+          ++consolation_won;
+        }
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(errors.load(), 0);
+  EXPECT_LE(top_won.load(), 20);
+  pb::GetDrawStatsRequest sr;
+  sr.set_campaign_id(id);
+  grpc::ClientContext ctx;
+  pb::DrawStats stats;
+  ASSERT_TRUE(stub_->GetDrawStats(&ctx, sr, &stats).ok());
+  EXPECT_EQ(stats.draws(), kCustomers);
+  EXPECT_EQ(stats.awarded(0), top_won.load());
+  EXPECT_EQ(stats.awarded(1), consolation_won.load());
+  EXPECT_EQ(stats.drawn_no_prize(), nothing.load());
+  // 600 draws at 20% select "top" ~120 times: far beyond its stock of 20, so it sells out and the
+  // overflow gets the fallback.
+  EXPECT_EQ(top_won.load(), 20);
+  EXPECT_EQ(stats.fallbacks(), stats.drawn(0) - 20);
+  EXPECT_EQ(stats.awarded(1), stats.drawn(1) + stats.fallbacks());
+  // Shares drawn stay near the table's (20% / 30% / 50%) — a coarse sanity bound here; the
+  // chi-square over 100,000 draws is in lottery_test.cc.
+  EXPECT_NEAR(stats.drawn(0) / 600.0, 0.2, 0.08);
+  EXPECT_NEAR(stats.drawn_no_prize() / 600.0, 0.5, 0.09);
+  EXPECT_EQ(Scalar("SELECT count(*) FROM lottery_draws WHERE random_value < 0 OR "
+                   "random_value >= 10000"),
+            0);
+  int64_t points = 0;
+  for (int i = 0; i < kCustomers; ++i) {
+    points += Balance(rpb::POINTS, rpb::CUSTOMER, "drawer-" + std::to_string(i));
+  }
+  EXPECT_EQ(points, 1000 * top_won.load() + 10 * consolation_won.load());
+
+  // The free draw of the day is used: the next draw costs a chance the customer does not have;
+  // it is refused and leaves nothing taken.
+  auto paid = Participate(id, "drawer-0", "draw-paid");
+  EXPECT_EQ(ReasonOf(paid.status()), common::INSUFFICIENT_BALANCE) << Describe(paid.status());
+  EXPECT_TRUE(LedgerIntact());
+}
+
+// Exactly 800 points and ten concurrent exchanges of an 800-point item: one succeeds, the
+// points and the item move together (both or neither), the others are INSUFFICIENT_BALANCE.
+TEST_F(ParticipationIntegrationTest, PointsExchangeUnderConcurrencySucceedsOnce) {
+  pb::CampaignConfig config = Coupon("Exchange");
+  config.set_type(pb::POINTS_EXCHANGE);
+  config.mutable_limits()->set_per_customer_total(0);
+  config.mutable_rewards(0)->set_benefit_template_id("bt-a-gift");
+  config.mutable_rewards(0)->set_price_points(800);
+  const std::string id = Online(config);
+  ASSERT_FALSE(id.empty());
+  Fund(rpb::STOCK, "bt-a-gift", 5);
+  rpb::GrantRequest g;
+  g.set_request_id("seed-points");
+  g.set_org_id("bank-a");
+  g.set_customer_id("saver");
+  g.set_asset(rpb::POINTS);
+  g.set_quantity(800);
+  g.mutable_expiry()->set_days_after_grant(30);
+  {
+    grpc::ClientContext ctx;
+    rpc::PrepareClientContext(ctx, absl::Seconds(10), "");
+    rpb::GrantResponse resp;
+    ASSERT_TRUE(ledger_stub_->Grant(&ctx, g, &resp).ok());
+  }
+  std::atomic<int> ok{0}, insufficient{0}, other{0};
+  std::vector<std::thread> threads;
+  for (int i = 0; i < 10; ++i) {
+    threads.emplace_back([&, i] {
+      auto r = Participate(id, "saver", "ex-" + std::to_string(i));
+      if (r.ok()) {
+        ++ok;
+      } else if (ReasonOf(r.status()) == common::INSUFFICIENT_BALANCE) {
+        ++insufficient;
+      } else {
+        ++other;
+        ADD_FAILURE() << Describe(r.status());
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(ok.load(), 1);
+  EXPECT_EQ(insufficient.load(), 9);
+  EXPECT_EQ(Balance(rpb::POINTS, rpb::CUSTOMER, "saver"), 0);
+  EXPECT_EQ(Balance(rpb::COUPON, rpb::CUSTOMER, "saver", "bt-a-gift"), 1);
+  EXPECT_EQ(Balance(rpb::STOCK, rpb::TEMPLATE, "bt-a-gift", "bt-a-gift"), 4);
+  EXPECT_TRUE(LedgerIntact());
+}
+
+TEST_F(ParticipationIntegrationTest, EligibleCampaignsAreRankedAndExplained) {
+  pb::CampaignConfig low = Coupon("Low priority");
+  low.set_priority(5);
+  pb::CampaignConfig high = Coupon("High priority");
+  high.set_priority(50);
+  pb::CampaignConfig other_segment = Coupon("Payroll only");
+  other_segment.set_priority(99);
+  other_segment.mutable_audience()->mutable_include(0)->set_segment_id("seg-a2");
+  const std::string low_id = Online(low);
+  const std::string high_id = Online(high);
+  const std::string seg_id = Online(other_segment);
+  Fund(rpb::STOCK, "bt-coupon-50", 10);
+  auto claimed = Participate(low_id, "eve", "eve-1");
+  ASSERT_TRUE(claimed.ok()) << Describe(claimed.status());
+  absl::SleepFor(absl::Milliseconds(1100));  // the online list is cached for a second
+
+  pb::ListEligibleRequest r;
+  r.set_customer_id("eve");
+  r.set_customer_org_id("bank-a");
+  r.set_channel("mobile_banking");
+  r.set_explain(true);
+  grpc::ClientContext ctx;
+  pb::ListEligibleResponse resp;
+  ASSERT_TRUE(stub_->ListEligible(&ctx, r, &resp).ok());
+  ASSERT_EQ(resp.campaigns_size(), 3);
+  EXPECT_EQ(resp.campaigns(0).campaign_id(), high_id);
+  EXPECT_TRUE(resp.campaigns(0).open());
+  EXPECT_EQ(resp.campaigns(0).remaining_total(), 1);
+  EXPECT_FALSE(resp.campaigns(0).claimed());
+  // Not open: ranked after the open ones, each with its failing check.
+  std::map<std::string, pb::EligibleCampaign> closed;
+  for (int i = 1; i < 3; ++i) closed[resp.campaigns(i).campaign_id()] = resp.campaigns(i);
+  EXPECT_FALSE(closed[low_id].open());
+  EXPECT_TRUE(closed[low_id].claimed());
+  EXPECT_EQ(closed[low_id].not_open_reason(), "LIMIT_REACHED");
+  EXPECT_EQ(closed[seg_id].not_open_reason(), "NOT_ELIGIBLE");
+  EXPECT_NE(closed[seg_id].not_open_because().find("audience"), std::string::npos);
+
+  // Without explain, only the open one; on another channel, none; the coupon centre shows the
+  // claimed coupon too.
+  r.set_explain(false);
+  grpc::ClientContext ctx2;
+  ASSERT_TRUE(stub_->ListEligible(&ctx2, r, &resp).ok());
+  ASSERT_EQ(resp.campaigns_size(), 1);
+  r.set_channel("wecom");
+  grpc::ClientContext ctx3;
+  ASSERT_TRUE(stub_->ListEligible(&ctx3, r, &resp).ok());
+  EXPECT_EQ(resp.campaigns_size(), 0);
+  pb::ListCouponsRequest cr;
+  cr.set_customer_id("eve");
+  cr.set_customer_org_id("bank-a");
+  cr.set_channel("mobile_banking");
+  grpc::ClientContext ctx4;
+  pb::ListCouponsResponse coupons;
+  ASSERT_TRUE(stub_->ListCoupons(&ctx4, cr, &coupons).ok());
+  EXPECT_EQ(coupons.coupons_size(), 2);
+
+  // A customer outside the audience is refused with the reason.
+  auto refused = Participate(seg_id, "eve", "eve-2");
+  EXPECT_EQ(ReasonOf(refused.status()), common::NOT_ELIGIBLE);
+  // A customer of another bank does not see bank A's campaigns at all.
+  pb::ListEligibleRequest b;
+  b.set_customer_id("bob-b");
+  b.set_customer_org_id("bank-b");
+  b.set_channel("mobile_banking");
+  b.set_explain(true);
+  grpc::ClientContext ctx5;
+  ASSERT_TRUE(stub_->ListEligible(&ctx5, b, &resp).ok());
+  EXPECT_EQ(resp.campaigns_size(), 0);
+}
+
+}  // namespace
+}  // namespace mkt::campaigns
