@@ -29,6 +29,57 @@ const config::Schema<GatewayConfig>& GatewayConfigSchema() {
                "seconds a cached channel credential is used (changes invalidate it sooner)")
         .Field("backend_timeout_ms", &GatewayConfig::backend_timeout_ms,
                "deadline of calls to backend services")
+        .Field("campaigns_target", &GatewayConfig::campaigns_target,
+               "host:port of the campaigns service")
+        .Field("segments_target", &GatewayConfig::segments_target,
+               "host:port of the segments service")
+        .Field("rewards_target", &GatewayConfig::rewards_target, "host:port of the rewards service")
+        .Field("pg_dsn", &GatewayConfig::pg_dsn,
+               "the gateway's database (idempotency records, operators, sessions)")
+        .Field("pg_pool_size", &GatewayConfig::pg_pool_size, "PostgreSQL connections")
+        .Field("business_events_topic", &GatewayConfig::business_events_topic,
+               "topic of POST /v1/events")
+        .Field("tracking_topic", &GatewayConfig::tracking_topic, "topic of POST /v1/tracking")
+        .Secret(
+            "token_key", &GatewayConfig::token_key,
+            "HMAC key of admin bearer tokens, shared by all replicas (empty: random per process)")
+        .Field("token_ttl_s", &GatewayConfig::token_ttl_s, "lifetime of an admin session")
+        .Field("bootstrap_admin_id", &GatewayConfig::bootstrap_admin_id,
+               "operator created at start-up when missing")
+        .Field("bootstrap_admin_org", &GatewayConfig::bootstrap_admin_org,
+               "org of the bootstrap operator")
+        .Secret("bootstrap_admin_password", &GatewayConfig::bootstrap_admin_password,
+                "password of the bootstrap operator (empty: no bootstrap)")
+        .Field("lockout_failures", &GatewayConfig::lockout_failures,
+               "wrong passwords in a row that lock an operator account")
+        .Field("lockout_s", &GatewayConfig::lockout_s, "how long a locked account stays locked")
+        .Field("scrypt_n", &GatewayConfig::scrypt_n, "scrypt cost N of new password hashes")
+        .Field("channel_rate", &GatewayConfig::channel_rate, "requests/s per channel (0: off)")
+        .Field("channel_burst", &GatewayConfig::channel_burst, "burst per channel")
+        .Field("customer_rate", &GatewayConfig::customer_rate,
+               "requests/s per customer on customer routes (0: off)")
+        .Field("customer_burst", &GatewayConfig::customer_burst, "burst per customer")
+        .Field("route_rate", &GatewayConfig::route_rate, "requests/s per route (0: off)")
+        .Field("route_burst", &GatewayConfig::route_burst, "burst per route")
+        .Field("operator_rate", &GatewayConfig::operator_rate, "requests/s per operator (0: off)")
+        .Field("operator_burst", &GatewayConfig::operator_burst, "burst per operator")
+        .Field("breaker_window", &GatewayConfig::breaker_window,
+               "calls a backend's circuit breaker judges")
+        .Field("breaker_min_calls", &GatewayConfig::breaker_min_calls,
+               "calls needed before a breaker may open")
+        .Field("breaker_failure_ratio", &GatewayConfig::breaker_failure_ratio,
+               "share of failed calls that opens a breaker")
+        .Field("breaker_slow_ratio", &GatewayConfig::breaker_slow_ratio,
+               "share of slow calls that opens a breaker")
+        .Field("breaker_slow_call_ms", &GatewayConfig::breaker_slow_call_ms,
+               "a call slower than this counts as slow")
+        .Field("breaker_open_ms", &GatewayConfig::breaker_open_ms,
+               "how long an open breaker refuses calls before probing")
+        .Field("breaker_probes", &GatewayConfig::breaker_probes,
+               "successful probes that close a half-open breaker")
+        .Field("max_json_depth", &GatewayConfig::max_json_depth, "deepest JSON nesting accepted")
+        .Field("idempotency_retention_h", &GatewayConfig::idempotency_retention_h,
+               "hours an Idempotency-Key is remembered")
         .Field("log_format", &GatewayConfig::log_format, "auto, text or json")
         .Field("log_level", &GatewayConfig::log_level, "trace, debug, info, warn or error");
     return s;
@@ -48,6 +99,24 @@ absl::Status Validate(const GatewayConfig& c) {
   MKT_RETURN_IF_ERROR(at_least("timestamp_window_s", c.timestamp_window_s, 1));
   MKT_RETURN_IF_ERROR(at_least("credential_ttl_s", c.credential_ttl_s, 1));
   MKT_RETURN_IF_ERROR(at_least("backend_timeout_ms", c.backend_timeout_ms, 1));
+  MKT_RETURN_IF_ERROR(at_least("pg_pool_size", c.pg_pool_size, 1));
+  MKT_RETURN_IF_ERROR(at_least("token_ttl_s", c.token_ttl_s, 60));
+  MKT_RETURN_IF_ERROR(at_least("lockout_failures", c.lockout_failures, 1));
+  MKT_RETURN_IF_ERROR(at_least("lockout_s", c.lockout_s, 1));
+  MKT_RETURN_IF_ERROR(at_least("scrypt_n", c.scrypt_n, 1024));
+  if ((c.scrypt_n & (c.scrypt_n - 1)) != 0) {
+    return InvalidArgument("scrypt_n", "scrypt_n must be a power of two");
+  }
+  MKT_RETURN_IF_ERROR(at_least("breaker_window", c.breaker_window, 1));
+  MKT_RETURN_IF_ERROR(at_least("breaker_min_calls", c.breaker_min_calls, 1));
+  MKT_RETURN_IF_ERROR(at_least("breaker_open_ms", c.breaker_open_ms, 1));
+  MKT_RETURN_IF_ERROR(at_least("breaker_probes", c.breaker_probes, 1));
+  MKT_RETURN_IF_ERROR(at_least("max_json_depth", c.max_json_depth, 2));
+  MKT_RETURN_IF_ERROR(at_least("idempotency_retention_h", c.idempotency_retention_h, 1));
+  for (double v : {c.channel_rate, c.channel_burst, c.customer_rate, c.customer_burst, c.route_rate,
+                   c.route_burst, c.operator_rate, c.operator_burst}) {
+    if (v < 0) return InvalidArgument("rate", "rate limits must not be negative");
+  }
   return absl::OkStatus();
 }
 

@@ -28,6 +28,46 @@ struct GatewayConfig {
   int64_t timestamp_window_s = 300;
   int64_t credential_ttl_s = 60;
   int64_t backend_timeout_ms = 2000;
+  // The other backends of the REST API.
+  std::string campaigns_target = "127.0.0.1:20031";
+  std::string segments_target = "127.0.0.1:20041";
+  std::string rewards_target = "127.0.0.1:20071";
+  // The gateway's own database: idempotency records, operators, admin sessions. The gateway
+  // starts without it (channel authentication does not need it) and connects when first needed.
+  std::string pg_dsn = "host=127.0.0.1 port=25432 user=postgres dbname=gateway";
+  int64_t pg_pool_size = 8;
+  std::string business_events_topic = "mkt.business-events.v1";
+  std::string tracking_topic = "mkt.tracking.v1";
+  // Admin bearer tokens: the HMAC key every replica shares (empty: a random key per process, so
+  // tokens do not survive a restart — fine on a laptop, wrong behind a load balancer).
+  std::string token_key;
+  int64_t token_ttl_s = 28800;
+  // The first operator, created at start-up when missing (empty password: none).
+  std::string bootstrap_admin_id = "admin";
+  std::string bootstrap_admin_org = "fed";
+  std::string bootstrap_admin_password;
+  int64_t lockout_failures = 5;
+  int64_t lockout_s = 900;
+  int64_t scrypt_n = 16384;
+  // Token-bucket rate limits (requests per second and burst); a rate of 0 disables one.
+  double channel_rate = 500;
+  double channel_burst = 1000;
+  double customer_rate = 20;
+  double customer_burst = 40;
+  double route_rate = 0;
+  double route_burst = 0;
+  double operator_rate = 50;
+  double operator_burst = 100;
+  // Circuit breaker per backend.
+  int64_t breaker_window = 20;
+  int64_t breaker_min_calls = 10;
+  double breaker_failure_ratio = 0.5;
+  double breaker_slow_ratio = 0.8;
+  int64_t breaker_slow_call_ms = 1000;
+  int64_t breaker_open_ms = 5000;
+  int64_t breaker_probes = 3;
+  int64_t max_json_depth = 32;
+  int64_t idempotency_retention_h = 24;
   std::string log_format = "auto";
   std::string log_level = "info";
 };

@@ -70,7 +70,23 @@ HttpResponse JsonResponse(std::string body, int status) {
 HttpResponse ErrorResponse(const absl::Status& status, std::string_view request_id) {
   HttpResponse response;
   response.status = HttpStatusFor(status);
-  response.error_code = ReasonName(ReasonOf(status));
+  const ErrorReason reason = ReasonOf(status);
+  // A business rejection is a 409 whatever status code the backend chose for it.
+  switch (reason) {
+    case ::marketing::common::v1::NOT_ELIGIBLE:
+    case ::marketing::common::v1::LIMIT_REACHED:
+    case ::marketing::common::v1::STOCK_EXHAUSTED:
+    case ::marketing::common::v1::BUDGET_EXHAUSTED:
+    case ::marketing::common::v1::CAMPAIGN_NOT_ACTIVE:
+    case ::marketing::common::v1::INSUFFICIENT_BALANCE:
+    case ::marketing::common::v1::COUPON_NOT_USABLE:
+    case ::marketing::common::v1::IDEMPOTENCY_KEY_REUSED:
+      response.status = 409;
+      break;
+    default:
+      break;
+  }
+  response.error_code = ReasonName(reason);
   const std::string message =
       response.status >= 500 ? PublicMessageFor(response.status) : std::string(status.message());
   nlohmann::json body = {{"error",

@@ -53,6 +53,9 @@ struct HttpResponse {
   // For failures, the error code name (e.g. "SIGNATURE_INVALID"); "" for success. Used by
   // metrics and the access log, never sent as a header.
   std::string error_code;
+  // Extra "key=value" words for the access log line (operator, masked customer id, the cause of
+  // a 5xx); never sent.
+  std::string log_note;
 };
 
 // Returns a response with `body` (already JSON) and status 200 unless given.

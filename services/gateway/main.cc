@@ -1,21 +1,32 @@
-// mkt-gateway: the REST entry point for channels (and, later, operators). Builds the gateway's
-// objects from its configuration, serves until SIGTERM/SIGINT, then drains and stops.
+// mkt-gateway: the REST entry point for channels (/v1) and operators (/admin/v1). Builds the
+// gateway's objects from its configuration, serves until SIGTERM/SIGINT, then drains and stops.
 #include <cstdio>
 #include <memory>
 #include <optional>
+#include <thread>
 
+#include "absl/synchronization/notification.h"
 #include "libs/config/config.h"
 #include "libs/core/ids.h"
+#include "libs/kafka/kafka.h"
 #include "libs/log/log.h"
 #include "libs/rpc/client.h"
 #include "libs/rpc/server.h"
+#include "services/gateway/admin_auth.h"
+#include "services/gateway/api.h"
+#include "services/gateway/api_routes.h"
+#include "services/gateway/backend.h"
 #include "services/gateway/channel_auth.h"
 #include "services/gateway/channel_changes.h"
 #include "services/gateway/credential_store.h"
 #include "services/gateway/gateway_config.h"
+#include "services/gateway/gateway_database.h"
 #include "services/gateway/gateway_routes.h"
 #include "services/gateway/http_server.h"
+#include "services/gateway/idempotency_store.h"
 #include "services/gateway/nonce_window.h"
+#include "services/gateway/openapi.h"
+#include "services/gateway/operator_store.h"
 #include "services/gateway/request_dispatcher.h"
 #include "services/gateway/router.h"
 #include "spdlog/spdlog.h"
@@ -46,11 +57,99 @@ int Main(int argc, char** argv) {
   NonceWindow nonces(NonceWindow::RetentionFor(window), kMaxNoncesPerChannel);
   ChannelAuthenticator authenticator(credentials, nonces, clock, window);
 
+  // The gateway's own database, connected when first needed.
+  std::unique_ptr<AdminAuth> admin;
+  GatewayDatabase database({.dsn = config.pg_dsn, .size = static_cast<int>(config.pg_pool_size)},
+                           [&config, &admin](pg::Pool&) -> absl::Status {
+                             if (config.bootstrap_admin_password.empty()) return absl::OkStatus();
+                             return admin->EnsureBootstrapAdmin(config.bootstrap_admin_id,
+                                                                config.bootstrap_admin_org,
+                                                                config.bootstrap_admin_password);
+                           });
+  OperatorStore operators(database.Getter());
+  std::string token_key = config.token_key;
+  if (token_key.empty()) {
+    spdlog::warn("token_key is not set: admin sessions end when this process stops");
+    token_key = RandomHex(32);
+  }
+  admin = std::make_unique<AdminAuth>(
+      operators, clock,
+      AdminAuthOptions{.token_key = token_key,
+                       .token_ttl = absl::Seconds(config.token_ttl_s),
+                       .lockout = {.max_failures = static_cast<int>(config.lockout_failures),
+                                   .lock_for = absl::Seconds(config.lockout_s)},
+                       .scrypt = {.n = static_cast<uint64_t>(config.scrypt_n)}});
+  PgIdempotencyStore idempotency(database.Getter(), absl::Hours(config.idempotency_retention_h));
+  // Connect now if we can (bootstrap admin, migrations); if not, requests retry later.
+  (void)database.Get();
+
+  auto producer = kafka::Producer::Create(
+      {.bootstrap_servers = config.kafka_bootstrap, .client_id = "mkt-gateway"});
+  if (!producer.ok()) {
+    spdlog::error("cannot create the Kafka producer: {}", producer.status().ToString());
+    return 1;
+  }
+
+  const CircuitBreakerOptions breaker{.window = static_cast<int>(config.breaker_window),
+                                      .min_calls = static_cast<int>(config.breaker_min_calls),
+                                      .failure_ratio = config.breaker_failure_ratio,
+                                      .slow_ratio = config.breaker_slow_ratio,
+                                      .slow_call = absl::Milliseconds(config.breaker_slow_call_ms),
+                                      .open_for = absl::Milliseconds(config.breaker_open_ms),
+                                      .probes = static_cast<int>(config.breaker_probes)};
+  const absl::Duration timeout = absl::Milliseconds(config.backend_timeout_ms);
+  Backend campaigns("campaigns", config.campaigns_target, timeout, breaker, clock);
+  Backend segments("segments", config.segments_target, timeout, breaker, clock);
+  Backend channels("channels", config.channels_target, timeout, breaker, clock);
+  Backend rewards("rewards", config.rewards_target, timeout, breaker, clock);
+
   Router router;
   if (absl::Status s = RegisterGatewayRoutes(router, clock); !s.ok()) {
     spdlog::error("cannot register routes: {}", s.ToString());
     return 1;
   }
+  ApiOptions api_options;
+  api_options.max_json_depth = static_cast<int>(config.max_json_depth);
+  api_options.max_body_bytes = static_cast<size_t>(config.max_body_bytes);
+  api_options.per_channel = {config.channel_rate, config.channel_burst};
+  api_options.per_customer = {config.customer_rate, config.customer_burst};
+  api_options.per_route = {config.route_rate, config.route_burst};
+  api_options.per_operator = {config.operator_rate, config.operator_burst};
+  ApiService api(api_options, clock, admin.get(), &idempotency);
+  ApiDependencies deps;
+  deps.campaigns = &campaigns;
+  deps.segments = &segments;
+  deps.channels = &channels;
+  deps.rewards = &rewards;
+  deps.admin = admin.get();
+  deps.publisher = producer->get();
+  deps.clock = &clock;
+  deps.business_events_topic = config.business_events_topic;
+  deps.tracking_topic = config.tracking_topic;
+  deps.publish_timeout = timeout;
+  if (absl::Status s = RegisterApiRoutes(api, router, deps); !s.ok()) {
+    spdlog::error("cannot register API routes: {}", s.ToString());
+    return 1;
+  }
+  const std::string openapi = OpenApiDocument(api.routes());
+  if (absl::Status s = router.Add("GET", "/openapi.json", {.on_io_thread = true},
+                                  [&openapi](const RouteRequest&) -> absl::StatusOr<HttpResponse> {
+                                    return JsonResponse(openapi);
+                                  });
+      !s.ok()) {
+    spdlog::error("cannot register /openapi.json: {}", s.ToString());
+    return 1;
+  }
+
+  // Idempotency records past their retention are deleted every ten minutes.
+  absl::Notification stopping;
+  std::thread purger([&] {
+    while (!stopping.WaitForNotificationWithTimeout(absl::Minutes(10))) {
+      if (auto purged = idempotency.Purge(); !purged.ok()) {
+        spdlog::warn("idempotency purge failed: {}", purged.status().ToString());
+      }
+    }
+  });
   RequestDispatcher dispatcher(router, authenticator, static_cast<int>(config.handler_threads),
                                static_cast<size_t>(config.max_queued_requests));
 
@@ -84,6 +183,8 @@ int Main(int argc, char** argv) {
   // dispatcher is destroyed (their responses are dropped: the server is closed).
   (*server)->Shutdown(absl::Seconds(5));
   listener->reset();
+  stopping.Notify();
+  purger.join();
   spdlog::info("gateway stopped");
   return 0;
 }

@@ -120,10 +120,11 @@ void RequestDispatcher::Complete(Call& call, HttpResponse response) {
     }
   }
   // Never the signature, the secret or the body; the channel only once authenticated.
-  spdlog::info("http {} {} {} {}{:.1f}ms channel={}",
+  spdlog::info("http {} {} {} {}{:.1f}ms channel={}{}{}",
                call.request.method.empty() ? "-" : call.request.method, call.route_template,
                response.status, response.error_code.empty() ? "" : response.error_code + " ",
-               seconds * 1000, call.channel ? call.channel->channel_id : "-");
+               seconds * 1000, call.channel ? call.channel->channel_id : "-",
+               response.log_note.empty() ? "" : " ", response.log_note);
   call.respond(std::move(response));
 }
 

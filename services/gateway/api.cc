@@ -1,0 +1,349 @@
+#include "services/gateway/api.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "absl/strings/str_cat.h"
+#include "google/protobuf/message.h"
+#include "libs/auth/crypto.h"
+#include "libs/core/status.h"
+#include "services/gateway/json_codec.h"
+
+namespace mkt::gateway {
+namespace {
+
+namespace gpb = ::google::protobuf;
+namespace pb = ::marketing::common::v1;
+
+constexpr char kIdempotencyHeader[] = "Idempotency-Key";
+
+bool ValidIdempotencyKey(const std::string& key) {
+  return !key.empty() && key.size() <= 128 &&
+         std::all_of(key.begin(), key.end(), [](unsigned char c) { return c > 32 && c < 127; });
+}
+
+std::string QueryOf(const std::string& target) {
+  const size_t q = target.find('?');
+  return q == std::string::npos ? "" : target.substr(q + 1);
+}
+
+int HexDigit(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+absl::StatusOr<std::string> DecodeQueryComponent(std::string_view text) {
+  std::string out;
+  for (size_t i = 0; i < text.size(); ++i) {
+    if (text[i] == '+') {
+      out.push_back(' ');
+    } else if (text[i] == '%') {
+      const int hi = i + 2 < text.size() ? HexDigit(text[i + 1]) : -1;
+      const int lo = i + 2 < text.size() ? HexDigit(text[i + 2]) : -1;
+      if (hi < 0 || lo < 0) {
+        return InvalidArgument("query", "broken percent-encoding in the query string");
+      }
+      out.push_back(static_cast<char>(hi * 16 + lo));
+      i += 2;
+    } else {
+      out.push_back(text[i]);
+    }
+  }
+  return out;
+}
+
+// Fills `message` from the query string: each name=value sets the field QueryParametersOf maps
+// the name to. Unknown names are a 400, like unknown JSON fields.
+absl::Status BindQuery(const std::string& query, const ApiRoute& route, gpb::Message* message) {
+  if (query.empty()) return absl::OkStatus();
+  std::vector<std::string> bound;
+  for (const auto& p : route.PathParams()) bound.push_back(route.FieldForParam(p));
+  const std::vector<QueryParameter> params = QueryParametersOf(message->GetDescriptor(), bound);
+  size_t start = 0;
+  while (start <= query.size()) {
+    size_t amp = query.find('&', start);
+    if (amp == std::string::npos) amp = query.size();
+    const std::string_view pair(query.data() + start, amp - start);
+    start = amp + 1;
+    if (pair.empty()) continue;
+    const size_t eq = pair.find('=');
+    MKT_ASSIGN_OR_RETURN(std::string name, DecodeQueryComponent(pair.substr(0, eq)));
+    MKT_ASSIGN_OR_RETURN(
+        std::string value,
+        DecodeQueryComponent(eq == std::string_view::npos ? "" : pair.substr(eq + 1)));
+    auto it = std::find_if(params.begin(), params.end(),
+                           [&](const QueryParameter& p) { return p.name == name; });
+    if (it == params.end()) {
+      return InvalidArgument(name, absl::StrCat("unknown query parameter \"", name, "\""));
+    }
+    MKT_RETURN_IF_ERROR(SetFieldFromText(message, it->field_path, value, name));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status SetStringField(gpb::Message* message, const std::string& path,
+                            const std::string& value) {
+  return SetFieldFromText(message, path, value, path);
+}
+
+std::string RequestHash(const HttpRequest& http) {
+  return auth::Sha256Hex(absl::StrCat(http.method, "\n", http.target, "\n", http.body));
+}
+
+}  // namespace
+
+bool ApiRoute::RequiresIdempotencyKey() const {
+  return method == "POST" && access == Access::kChannel && idempotency == Idempotency::kDefault;
+}
+
+bool ApiRoute::AcceptsIdempotencyKey() const {
+  return method == "POST" && access != Access::kPublic && idempotency == Idempotency::kDefault;
+}
+
+std::vector<std::string> ApiRoute::PathParams() const {
+  std::vector<std::string> out;
+  size_t pos = 0;
+  while ((pos = path.find('{', pos)) != std::string::npos) {
+    const size_t close = path.find('}', pos);
+    if (close == std::string::npos) break;
+    out.push_back(path.substr(pos + 1, close - pos - 1));
+    pos = close + 1;
+  }
+  return out;
+}
+
+std::string ApiRoute::FieldForParam(const std::string& param) const {
+  auto it = path_fields.find(param);
+  return it == path_fields.end() ? param : it->second;
+}
+
+std::string MaskCustomerId(std::string_view customer_id) {
+  if (customer_id.size() <= 4) return std::string(customer_id.size(), '*');
+  return absl::StrCat(AsAbsl(customer_id.substr(0, 2)), std::string(customer_id.size() - 4, '*'),
+                      AsAbsl(customer_id.substr(customer_id.size() - 2)));
+}
+
+ApiService::ApiService(ApiOptions options, const Clock& clock, AdminAuth* admin,
+                       IdempotencyStore* idempotency)
+    : options_(options),
+      admin_(admin),
+      idempotency_(idempotency),
+      per_channel_(options.per_channel, clock),
+      per_customer_(options.per_customer, clock),
+      per_route_(options.per_route, clock),
+      per_operator_(options.per_operator, clock) {}
+
+absl::Status ApiService::Add(Router& router, ApiRoute route) {
+  const std::string name = absl::StrCat(route.method, " ", route.path);
+  if (route.request_type == nullptr || route.response_type == nullptr || !route.invoke) {
+    return Internal(absl::StrCat(name, ": a route needs request and response types and a call"));
+  }
+  for (const auto& param : route.PathParams()) {
+    if (ResolveFieldPath(route.request_type, route.FieldForParam(param)).empty()) {
+      return Internal(absl::StrCat(name, ": {", param, "} names no field of ",
+                                   route.request_type->full_name()));
+    }
+  }
+  if (!route.body.empty() && route.body != "*") {
+    auto fields = ResolveFieldPath(route.request_type, route.body);
+    if (fields.empty() || fields.back()->message_type() == nullptr) {
+      return Internal(absl::StrCat(name, ": body field ", route.body, " is not a message field"));
+    }
+  }
+  routes_.push_back(std::move(route));
+  const ApiRoute& stored = routes_.back();
+  return router.Add(
+      stored.method, stored.path, {.channel_auth = stored.access == Access::kChannel},
+      [this, &stored](const RouteRequest& request) { return Serve(stored, request); });
+}
+
+std::optional<HttpResponse> ApiService::Throttle(RateLimiter& limiter, const std::string& key,
+                                                 const std::string& request_id) {
+  const absl::Duration wait = limiter.Acquire(key);
+  if (wait <= absl::ZeroDuration()) return std::nullopt;
+  HttpResponse response =
+      ErrorResponse(Error(absl::StatusCode::kResourceExhausted, pb::RATE_LIMITED,
+                          "too many requests; retry after the number of seconds in Retry-After"),
+                    request_id);
+  response.headers.emplace_back(
+      "Retry-After", std::to_string(std::max<int64_t>(
+                         1, static_cast<int64_t>(std::ceil(absl::ToDoubleSeconds(wait))))));
+  return response;
+}
+
+absl::StatusOr<HttpResponse> ApiService::Serve(const ApiRoute& route, const RouteRequest& request) {
+  const std::string& request_id = request.http.request_id;
+  ApiCall call{request.http, request.channel, std::nullopt, {}, {request_id, std::nullopt}};
+  std::string log_note;
+
+  // Who is calling.
+  if (route.access == Access::kOperator) {
+    if (admin_ == nullptr) return Unavailable("operator sign-in is not configured");
+    MKT_ASSIGN_OR_RETURN(OperatorSession session,
+                         admin_->Authenticate(request.http.headers.Find("Authorization")));
+    call.actor = session.actor;
+    call.session = std::move(session);
+    log_note = absl::StrCat("operator=", call.actor.operator_id);
+    if (!route.roles.empty() && std::none_of(route.roles.begin(), route.roles.end(),
+                                             [&](tenancy::Role r) { return call.actor.Has(r); })) {
+      std::string names;
+      for (auto r : route.roles)
+        absl::StrAppend(&names, names.empty() ? "" : ", ", AsAbsl(tenancy::RoleName(r)));
+      HttpResponse response =
+          ErrorResponse(Error(absl::StatusCode::kPermissionDenied, pb::PERMISSION_DENIED,
+                              absl::StrCat("this needs one of the roles: ", names)),
+                        request_id);
+      response.log_note = log_note;
+      return response;
+    }
+    call.caller.actor = call.actor;
+  } else if (route.access == Access::kChannel) {
+    call.actor.org_id = request.channel->org_id;
+    call.actor.operator_id = absl::StrCat("channel:", request.channel->channel_id);
+    call.caller.actor = call.actor;
+  }
+
+  // Rate limits, cheapest key first; a refused request takes no token from the later buckets.
+  std::optional<HttpResponse> throttled;
+  if (route.access == Access::kChannel) {
+    throttled = Throttle(per_channel_, request.channel->channel_id, request_id);
+  } else if (route.access == Access::kOperator) {
+    throttled = Throttle(per_operator_, call.actor.operator_id, request_id);
+  }
+  std::string customer;
+  if (!throttled && !route.customer_param.empty()) {
+    if (auto it = request.params.find(route.customer_param); it != request.params.end()) {
+      customer = it->second;
+      absl::StrAppend(&log_note, log_note.empty() ? "" : " ",
+                      "customer=", MaskCustomerId(customer));
+      throttled = Throttle(per_customer_, customer, request_id);
+    }
+  }
+  if (!throttled)
+    throttled = Throttle(per_route_, absl::StrCat(route.method, " ", route.path), request_id);
+  if (throttled) {
+    throttled->log_note = log_note;
+    return *std::move(throttled);
+  }
+
+  absl::StatusOr<HttpResponse> result = Execute(route, request, call);
+  if (result.ok()) {
+    result->log_note = log_note;
+    return result;
+  }
+  HttpResponse response = ErrorResponse(result.status(), request_id);
+  response.log_note = log_note;
+  if (response.status >= 500) {
+    absl::StrAppend(&response.log_note, " cause=\"", result.status().message(), "\"");
+  }
+  if (response.status == 503) response.headers.emplace_back("Retry-After", "1");
+  return response;
+}
+
+absl::StatusOr<HttpResponse> ApiService::Execute(const ApiRoute& route, const RouteRequest& request,
+                                                 ApiCall& call) {
+  const HttpRequest& http = request.http;
+  const size_t max_body = route.max_body_bytes > 0 ? route.max_body_bytes : options_.max_body_bytes;
+  if (http.body.size() > max_body) {
+    return Error(
+        absl::StatusCode::kResourceExhausted, pb::BODY_TOO_LARGE,
+        absl::StrCat("the request body exceeds this route's limit of ", max_body, " bytes"));
+  }
+
+  // The request message: body, then query, then path parameters (which win).
+  const gpb::Message* prototype =
+      gpb::MessageFactory::generated_factory()->GetPrototype(route.request_type);
+  std::unique_ptr<gpb::Message> message(prototype->New());
+  if (route.body.empty()) {
+    if (!http.body.empty() && http.body.find_first_not_of(" \t\r\n") != std::string::npos) {
+      return InvalidArgument("body", "this request takes no body");
+    }
+    MKT_RETURN_IF_ERROR(BindQuery(QueryOf(http.target), route, message.get()));
+  } else {
+    if (!QueryOf(http.target).empty()) {
+      return InvalidArgument("query", "this request takes its parameters in the JSON body");
+    }
+    gpb::Message* target = message.get();
+    if (route.body != "*") {
+      for (const auto* f : ResolveFieldPath(route.request_type, route.body)) {
+        target = target->GetReflection()->MutableMessage(target, f);
+      }
+    }
+    if (http.body.find_first_not_of(" \t\r\n") != std::string::npos) {
+      MKT_RETURN_IF_ERROR(ParseJsonInto(http.body, target, options_.max_json_depth));
+    }
+  }
+  for (const auto& [param, value] : request.params) {
+    MKT_RETURN_IF_ERROR(SetFieldFromText(message.get(), route.FieldForParam(param), value, param));
+  }
+
+  // Org scope of the request.
+  if (!route.scope_field.empty()) {
+    const std::string org = GetStringField(*message, route.scope_field);
+    if (org.empty()) {
+      MKT_RETURN_IF_ERROR(SetStringField(message.get(), route.scope_field, call.actor.org_id));
+    } else if (!tenancy::IsValidOrgId(org)) {
+      return InvalidArgument(route.scope_field, absl::StrCat("\"", org, "\" is not an org id"));
+    } else if (!tenancy::Covers(call.actor.org_id, org)) {
+      return Error(
+          absl::StatusCode::kPermissionDenied, pb::PERMISSION_DENIED,
+          absl::StrCat("org \"", org, "\" is outside your organisation (", call.actor.org_id, ")"),
+          route.scope_field);
+    }
+  }
+
+  absl::Status failure;
+  auto run = [&]() -> StoredResponse {
+    std::unique_ptr<gpb::Message> response(
+        gpb::MessageFactory::generated_factory()->GetPrototype(route.response_type)->New());
+    absl::Status status = route.invoke(call, *message, response.get());
+    if (status.ok() && !route.owner_field.empty()) {
+      const std::string owner = GetStringField(*response, route.owner_field);
+      if (!owner.empty() && !tenancy::Covers(call.actor.org_id, owner)) {
+        // Another bank's resource is indistinguishable from a missing one.
+        status = NotFound("no such resource in your organisation");
+      }
+    }
+    if (!status.ok()) {
+      failure = status;
+      HttpResponse error = ErrorResponse(status, http.request_id);
+      return {error.status, error.content_type, error.body};
+    }
+    return {route.success_status, "application/json", RenderJson(*response)};
+  };
+
+  const std::string* key = http.headers.Find(kIdempotencyHeader);
+  if (key != nullptr && !route.AcceptsIdempotencyKey()) key = nullptr;
+  if (key == nullptr && route.RequiresIdempotencyKey()) {
+    return InvalidArgument(kIdempotencyHeader,
+                           "every POST needs an Idempotency-Key header (1..128 printable ASCII "
+                           "characters, new for each new request)");
+  }
+  StoredResponse stored;
+  bool replayed = false;
+  if (key != nullptr) {
+    if (!ValidIdempotencyKey(*key)) {
+      return InvalidArgument(kIdempotencyHeader,
+                             "Idempotency-Key must be 1..128 printable ASCII characters");
+    }
+    if (idempotency_ == nullptr) return Unavailable("the idempotency store is not configured");
+    const std::string scope = call.channel ? absl::StrCat("channel:", call.channel->channel_id)
+                                           : absl::StrCat("operator:", call.actor.operator_id);
+    MKT_ASSIGN_OR_RETURN(stored, RunIdempotently(*idempotency_, scope, *key, RequestHash(http), run,
+                                                 &replayed, options_.idempotency_wait));
+  } else {
+    stored = run();
+  }
+  if (!failure.ok() && HttpStatusFor(failure) >= 500) return failure;
+  HttpResponse response;
+  response.status = stored.status;
+  response.content_type = stored.content_type;
+  response.body = std::move(stored.body);
+  if (!failure.ok()) response.error_code = ReasonName(ReasonOf(failure));
+  if (replayed) response.headers.emplace_back("Idempotent-Replayed", "true");
+  return response;
+}
+
+}  // namespace mkt::gateway

@@ -1,0 +1,149 @@
+// The REST API as a route table. Each ApiRoute row says: method and path template, who may call
+// (channel signature, operator bearer token with one of some roles, or anyone), the protobuf
+// request and response types, how the body and the path/query parameters fill the request, how
+// the call is carried out (a backend RPC or a local function), which request field names the
+// owning org (checked against the caller's org subtree) and which response field names it, and
+// the documented outcomes. ApiService turns every row into a router handler running the same
+// pipeline, in this order:
+//   operator authentication and role check (channel signatures are checked by the dispatcher)
+//   → rate limits (per channel or operator, per customer, per route; 429 + Retry-After)
+//   → body limits and strict JSON parsing into the request message, path and query binding
+//   → org scope of the request → idempotency (POST with Idempotency-Key) → the call
+//   → org scope of the response → JSON.
+// The same table generates the OpenAPI document (openapi.h), so the two cannot drift.
+#pragma once
+
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "google/protobuf/descriptor.h"
+#include "google/protobuf/message.h"
+#include "libs/core/ids.h"
+#include "libs/tenancy/tenancy.h"
+#include "services/gateway/admin_auth.h"
+#include "services/gateway/backend.h"
+#include "services/gateway/idempotency_store.h"
+#include "services/gateway/rate_limiter.h"
+#include "services/gateway/router.h"
+
+namespace mkt::gateway {
+
+enum class Access {
+  kPublic,    // no credentials (sign-in)
+  kChannel,   // /v1: HMAC-signed by a registered channel
+  kOperator,  // /admin/v1: an operator's bearer token
+};
+
+enum class Idempotency {
+  kDefault,  // POST: required on channel routes, optional on operator routes; others: none
+  kNone,     // never stored (sign-in: the response holds a token)
+};
+
+// What a route's call sees.
+struct ApiCall {
+  const HttpRequest& http;
+  std::optional<AuthenticatedChannel> channel;
+  std::optional<OperatorSession> session;
+  // The operator, or for channel routes the channel's org (operator id "channel:<id>", no roles).
+  tenancy::Actor actor;
+  CallerIdentity caller;
+};
+
+using Invoker =
+    std::function<absl::Status(const ApiCall& call, const google::protobuf::Message& request,
+                               google::protobuf::Message* response)>;
+
+struct ApiRoute {
+  std::string method;
+  // Router template; every {param} binds to the request field named in path_fields, else the
+  // field of the same name.
+  std::string path;
+  Access access = Access::kOperator;
+  // The operator needs one of these roles; empty: any operator.
+  std::vector<tenancy::Role> roles;
+  const google::protobuf::Descriptor* request_type = nullptr;
+  const google::protobuf::Descriptor* response_type = nullptr;
+  // "*": the JSON body is the request message; "<field>": the body is that message field; "":
+  // no body, query parameters fill the request's scalar fields (json_codec QueryParametersOf).
+  std::string body = "*";
+  std::map<std::string, std::string> path_fields;
+  // The backend the call goes to ("" for the gateway itself), for documentation.
+  std::string backend;
+  Invoker invoke;
+  int success_status = 200;
+  // A request field naming the owning org: filled with the caller's org when empty; refused
+  // (403) when outside the caller's subtree.
+  std::string scope_field;
+  // A response field naming the owning org: a resource outside the caller's subtree is 404.
+  std::string owner_field;
+  // A path parameter naming the customer: rate-limited per customer, masked in the access log.
+  std::string customer_param;
+  Idempotency idempotency = Idempotency::kDefault;
+  std::string summary;
+  std::string description;
+  // OpenAPI tag ("campaigns", "events", ...).
+  std::string tag;
+  // Error codes this route documents besides the common ones of its access kind.
+  std::vector<std::string> errors;
+  // 0: the server's limit.
+  size_t max_body_bytes = 0;
+
+  // Derived: whether POST requests must / may carry an Idempotency-Key.
+  bool RequiresIdempotencyKey() const;
+  bool AcceptsIdempotencyKey() const;
+  // The {param} names of `path`, in order.
+  std::vector<std::string> PathParams() const;
+  // The request field a path parameter fills.
+  std::string FieldForParam(const std::string& param) const;
+};
+
+struct ApiOptions {
+  int max_json_depth = 32;
+  size_t max_body_bytes = 1 << 20;
+  RateLimit per_channel;
+  RateLimit per_customer;
+  RateLimit per_route;
+  RateLimit per_operator;
+  // How long a duplicate waits for the first request with its Idempotency-Key.
+  absl::Duration idempotency_wait = absl::Seconds(5);
+};
+
+class ApiService {
+ public:
+  // `admin` and `idempotency` may be null (routes that need them then answer 503).
+  ApiService(ApiOptions options, const Clock& clock, AdminAuth* admin,
+             IdempotencyStore* idempotency);
+
+  // Validates `route` (types, invoker, path parameters bound to existing fields) and adds it to
+  // the router and the table.
+  absl::Status Add(Router& router, ApiRoute route);
+  const std::deque<ApiRoute>& routes() const { return routes_; }
+
+ private:
+  absl::StatusOr<HttpResponse> Serve(const ApiRoute& route, const RouteRequest& request);
+  absl::StatusOr<HttpResponse> Execute(const ApiRoute& route, const RouteRequest& request,
+                                       ApiCall& call);
+  // Returns 429 with Retry-After when one of `keys`' buckets is empty.
+  std::optional<HttpResponse> Throttle(RateLimiter& limiter, const std::string& key,
+                                       const std::string& request_id);
+
+  const ApiOptions options_;
+  AdminAuth* admin_;
+  IdempotencyStore* idempotency_;
+  RateLimiter per_channel_;
+  RateLimiter per_customer_;
+  RateLimiter per_route_;
+  RateLimiter per_operator_;
+  std::deque<ApiRoute> routes_;
+};
+
+// Returns the customer id masked for logs: first two and last two characters.
+std::string MaskCustomerId(std::string_view customer_id);
+
+}  // namespace mkt::gateway

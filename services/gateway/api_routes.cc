@@ -1,0 +1,679 @@
+#include "services/gateway/api_routes.h"
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "google/protobuf/descriptor.h"
+#include "libs/auth/crypto.h"
+#include "libs/core/status.h"
+#include "libs/kafka/outbox.h"
+#include "marketing/campaigns/v1/campaigns.pb.h"
+#include "marketing/channels/v1/channels.pb.h"
+#include "marketing/events/v1/business_event.pb.h"
+#include "marketing/gateway/v1/gateway.pb.h"
+#include "marketing/rewards/v1/benefits.pb.h"
+#include "marketing/segments/v1/segments.pb.h"
+
+namespace mkt::gateway {
+namespace {
+
+namespace gpb = ::google::protobuf;
+namespace gw = ::marketing::gateway::v1;
+namespace pb = ::marketing::common::v1;
+using tenancy::Role;
+
+constexpr size_t kMaxTrackingBatch = 500;
+
+// Makes sure the generated descriptors of every backend's protos are linked in (a static
+// library's object files are only linked when referenced).
+void TouchDescriptors() {
+  (void)::marketing::campaigns::v1::Campaign::descriptor();
+  (void)::marketing::segments::v1::Segment::descriptor();
+  (void)::marketing::channels::v1::Channel::descriptor();
+  (void)::marketing::rewards::v1::Wallet::descriptor();
+  (void)::marketing::events::v1::BusinessEvent::descriptor();
+  (void)gw::Operator::descriptor();
+}
+
+// One row that maps a path onto a backend RPC ("marketing.campaigns.v1.Campaigns.GetCampaign").
+struct RpcRow {
+  std::string method;
+  std::string path;
+  std::string rpc;
+  std::vector<Role> roles;
+  std::string summary;
+  std::string body = "*";
+  std::string scope_field;
+  std::string owner_field;
+  std::map<std::string, std::string> path_fields;
+  std::vector<std::string> errors;
+  std::string customer_param;
+};
+
+Invoker CallBackend(Backend* backend, const gpb::MethodDescriptor* method) {
+  return [backend, method](const ApiCall& call, const gpb::Message& request,
+                           gpb::Message* response) -> absl::Status {
+    if (backend == nullptr) return Unavailable("backend not configured");
+    return backend->Call(*method, request, response, call.caller);
+  };
+}
+
+absl::StatusOr<ApiRoute> FromRpc(const RpcRow& row, Access access, Backend* backend,
+                                 const std::string& backend_name, const std::string& tag) {
+  const gpb::MethodDescriptor* method =
+      gpb::DescriptorPool::generated_pool()->FindMethodByName(row.rpc);
+  if (method == nullptr) return Internal(absl::StrCat("no RPC ", row.rpc, " is linked in"));
+  ApiRoute route;
+  route.method = row.method;
+  route.path = row.path;
+  route.access = access;
+  route.roles = row.roles;
+  route.request_type = method->input_type();
+  route.response_type = method->output_type();
+  route.body = row.body;
+  route.path_fields = row.path_fields;
+  route.backend = backend_name;
+  route.invoke = CallBackend(backend, method);
+  route.scope_field = row.scope_field;
+  route.owner_field = row.owner_field;
+  route.customer_param = row.customer_param;
+  route.summary = row.summary;
+  route.description = absl::StrCat("Calls `", row.rpc, "` on the ", backend_name, " service.");
+  route.tag = tag;
+  route.errors = row.errors;
+  return route;
+}
+
+absl::Status AddRows(ApiService& api, Router& router, const std::vector<RpcRow>& rows,
+                     Access access, Backend* backend, const std::string& backend_name,
+                     const std::string& tag) {
+  for (const auto& row : rows) {
+    MKT_ASSIGN_OR_RETURN(ApiRoute route, FromRpc(row, access, backend, backend_name, tag));
+    MKT_RETURN_IF_ERROR(api.Add(router, std::move(route)));
+  }
+  return absl::OkStatus();
+}
+
+// The channel registry serves every org and trusts its callers, so the gateway checks that the
+// channel being changed belongs to the operator's subtree before changing it.
+Invoker ScopedChannelCall(Backend* backend, const gpb::MethodDescriptor* method) {
+  const gpb::MethodDescriptor* get = gpb::DescriptorPool::generated_pool()->FindMethodByName(
+      "marketing.channels.v1.ChannelRegistry.GetChannel");
+  return [backend, method, get](const ApiCall& call, const gpb::Message& request,
+                                gpb::Message* response) -> absl::Status {
+    if (backend == nullptr) return Unavailable("backend not configured");
+    ::marketing::channels::v1::GetChannelRequest get_request;
+    get_request.set_id(request.GetReflection()->GetString(
+        request, request.GetDescriptor()->FindFieldByName("id")));
+    ::marketing::channels::v1::Channel channel;
+    MKT_RETURN_IF_ERROR(backend->Call(*get, get_request, &channel, call.caller));
+    if (!tenancy::Covers(call.actor.org_id, channel.org_id())) {
+      return NotFound("no such channel in your organisation");
+    }
+    return backend->Call(*method, request, response, call.caller);
+  };
+}
+
+// ---- Local calls -------------------------------------------------------------------------------
+
+absl::Status PublishEvent(const ApiDependencies& deps, const ApiCall& call,
+                          const gpb::Message& request, gpb::Message* response) {
+  auto event = static_cast<const ::marketing::events::v1::BusinessEvent&>(request);
+  if (event.source_event_id().empty() || event.source_event_id().size() > 128) {
+    return InvalidArgument("source_event_id", "source_event_id is required (1..128 characters)");
+  }
+  if (event.event_type().empty()) return InvalidArgument("event_type", "event_type is required");
+  if (event.customer_id().empty() || event.customer_id().size() > 64) {
+    return InvalidArgument("customer_id", "customer_id is required (1..64 characters)");
+  }
+  if (event.amount_fen() < 0)
+    return InvalidArgument("amount_fen", "amount_fen must not be negative");
+  // Events reported through the gateway are the channel's: its id is the source.
+  event.set_source(call.channel->channel_id);
+  if (!event.has_occurred_at()) {
+    event.mutable_occurred_at()->set_seconds(absl::ToUnixSeconds(deps.clock->Now()));
+  }
+  if (deps.publisher == nullptr) return Unavailable("event publishing is not configured");
+  pb::Envelope envelope =
+      kafka::MakeEnvelope("events.BusinessEvent", event.org_id(), call.caller.request_id, event);
+  // The same source event always gets the same envelope id, so consumers dedupe replays.
+  envelope.set_event_id(absl::StrCat(
+      "gw-",
+      auth::Sha256Hex(absl::StrCat(event.source(), "\n", event.source_event_id())).substr(0, 32)));
+  kafka::OutgoingMessage message{deps.business_events_topic,
+                                 event.customer_id(),
+                                 envelope.SerializeAsString(),
+                                 {{"event_id", envelope.event_id()}}};
+  absl::Status published = deps.publisher->Publish({message}, deps.publish_timeout);
+  if (!published.ok()) {
+    return Error(absl::StatusCode::kUnavailable, pb::DEPENDENCY_UNAVAILABLE,
+                 absl::StrCat("cannot publish the event: ", published.message()));
+  }
+  static_cast<gw::EventAccepted*>(response)->set_event_id(envelope.event_id());
+  return absl::OkStatus();
+}
+
+absl::Status PublishTracking(const ApiDependencies& deps, const ApiCall& call,
+                             const gpb::Message& request, gpb::Message* response) {
+  const auto& batch = static_cast<const gw::TrackingBatch&>(request);
+  if (batch.events().empty() || batch.events_size() > static_cast<int>(kMaxTrackingBatch)) {
+    return InvalidArgument("events", "send 1..500 events");
+  }
+  std::vector<kafka::OutgoingMessage> messages;
+  for (int i = 0; i < batch.events_size(); ++i) {
+    gw::TrackingEvent event = batch.events(i);
+    const std::string at = absl::StrCat("events[", i, "]");
+    if (event.customer_id().empty()) {
+      return InvalidArgument(absl::StrCat(at, ".customer_id"), "customer_id is required");
+    }
+    if (event.action() == gw::TRACKING_ACTION_UNSPECIFIED) {
+      return InvalidArgument(absl::StrCat(at, ".action"), "action is EXPOSURE or CLICK");
+    }
+    if (event.client_event_id().empty() || event.client_event_id().size() > 64) {
+      return InvalidArgument(absl::StrCat(at, ".client_event_id"),
+                             "client_event_id is required (1..64 characters)");
+    }
+    event.set_channel_id(call.channel->channel_id);
+    event.set_org_id(call.channel->org_id);
+    if (!event.has_occurred_at()) {
+      event.mutable_occurred_at()->set_seconds(absl::ToUnixSeconds(deps.clock->Now()));
+    }
+    pb::Envelope envelope =
+        kafka::MakeEnvelope("gateway.TrackingEvent", event.org_id(), call.caller.request_id, event);
+    envelope.set_event_id(absl::StrCat(
+        "gw-trk-", auth::Sha256Hex(absl::StrCat(event.channel_id(), "\n", event.client_event_id()))
+                       .substr(0, 32)));
+    messages.push_back({deps.tracking_topic,
+                        event.customer_id(),
+                        envelope.SerializeAsString(),
+                        {{"event_id", envelope.event_id()}}});
+  }
+  if (deps.publisher == nullptr) return Unavailable("event publishing is not configured");
+  absl::Status published = deps.publisher->Publish(messages, deps.publish_timeout);
+  if (!published.ok()) {
+    return Error(absl::StatusCode::kUnavailable, pb::DEPENDENCY_UNAVAILABLE,
+                 absl::StrCat("cannot publish tracking events: ", published.message()));
+  }
+  static_cast<gw::TrackingAccepted*>(response)->set_accepted(batch.events_size());
+  return absl::OkStatus();
+}
+
+ApiRoute Local(std::string method, std::string path, Access access, std::vector<Role> roles,
+               const gpb::Descriptor* request, const gpb::Descriptor* response, Invoker invoke,
+               std::string summary, std::string tag) {
+  ApiRoute route;
+  route.method = std::move(method);
+  route.path = std::move(path);
+  route.access = access;
+  route.roles = std::move(roles);
+  route.request_type = request;
+  route.response_type = response;
+  route.invoke = std::move(invoke);
+  route.summary = std::move(summary);
+  route.tag = std::move(tag);
+  return route;
+}
+
+absl::Status AddChannelApi(ApiService& api, Router& router, const ApiDependencies& deps) {
+  ApiRoute events = Local(
+      "POST", "/v1/events", Access::kChannel, {},
+      ::marketing::events::v1::BusinessEvent::descriptor(), gw::EventAccepted::descriptor(),
+      [deps](const ApiCall& call, const gpb::Message& req, gpb::Message* resp) {
+        return PublishEvent(deps, call, req, resp);
+      },
+      "Report a business event", "events");
+  events.success_status = 202;
+  events.scope_field = "org_id";
+  events.description =
+      "Publishes the event on mkt.business-events.v1 for the events service. `source` is set to "
+      "the calling channel's id; `org_id` defaults to the channel's org and must be inside it. "
+      "The same source_event_id is accepted again idempotently (same event id).";
+  MKT_RETURN_IF_ERROR(api.Add(router, std::move(events)));
+
+  ApiRoute tracking = Local(
+      "POST", "/v1/tracking", Access::kChannel, {}, gw::TrackingBatch::descriptor(),
+      gw::TrackingAccepted::descriptor(),
+      [deps](const ApiCall& call, const gpb::Message& req, gpb::Message* resp) {
+        return PublishTracking(deps, call, req, resp);
+      },
+      "Report a batch of exposure and click events", "tracking");
+  tracking.success_status = 202;
+  tracking.description =
+      "Publishes 1..500 events on mkt.tracking.v1; channel_id and org_id are set by the gateway.";
+  MKT_RETURN_IF_ERROR(api.Add(router, std::move(tracking)));
+
+  // Wallet, redemptions and QR: the rewards service's Benefits API.
+  const std::string b = "marketing.rewards.v1.Benefits.";
+  const std::vector<RpcRow> rewards = {
+      {.method = "GET",
+       .path = "/v1/customers/{customer_id}/wallet",
+       .rpc = b + "GetWallet",
+       .summary = "The customer's points, cash, lottery chances and coupons by state",
+       .body = "",
+       .scope_field = "org_id",
+       .customer_param = "customer_id"},
+      {.method = "POST",
+       .path = "/v1/redemptions",
+       .rpc = b + "LockCoupon",
+       .summary = "Lock a coupon against an order (online checkout)",
+       .errors = {"COUPON_NOT_USABLE"}},
+      {.method = "POST",
+       .path = "/v1/redemptions/{redemption_id}:confirm",
+       .rpc = b + "ConfirmRedemption",
+       .summary = "Confirm a locked redemption (order paid)",
+       .errors = {"COUPON_NOT_USABLE"}},
+      {.method = "POST",
+       .path = "/v1/redemptions/{redemption_id}:cancel",
+       .rpc = b + "CancelRedemption",
+       .summary = "Cancel a locked redemption (order abandoned)",
+       .errors = {"COUPON_NOT_USABLE"}},
+      {.method = "POST",
+       .path = "/v1/redemptions/{redemption_id}:reverse",
+       .rpc = b + "ReverseRedemption",
+       .summary = "Reverse a confirmed redemption (refund)",
+       .errors = {"COUPON_NOT_USABLE"}},
+      {.method = "POST",
+       .path = "/v1/coupons/{coupon_code}/qr",
+       .rpc = b + "IssueQrToken",
+       .summary = "A short-lived one-time QR token for offline use",
+       .errors = {"COUPON_NOT_USABLE"}},
+      {.method = "POST",
+       .path = "/v1/qr-redemptions",
+       .rpc = b + "RedeemQrToken",
+       .summary = "A merchant or counter redeems a QR token",
+       .errors = {"COUPON_NOT_USABLE"}},
+  };
+  return AddRows(api, router, rewards, Access::kChannel, deps.rewards, "rewards", "rewards");
+}
+
+absl::Status AddSessionAndOperatorApi(ApiService& api, Router& router,
+                                      const ApiDependencies& deps) {
+  AdminAuth* admin = deps.admin;
+  ApiRoute sign_in = Local(
+      "POST", "/admin/v1/sessions", Access::kPublic, {}, gw::CreateSessionRequest::descriptor(),
+      gw::Session::descriptor(),
+      [admin](const ApiCall&, const gpb::Message& req, gpb::Message* resp) -> absl::Status {
+        if (admin == nullptr) return Unavailable("sign-in is not configured");
+        MKT_ASSIGN_OR_RETURN(*static_cast<gw::Session*>(resp),
+                             admin->SignIn(static_cast<const gw::CreateSessionRequest&>(req)));
+        return absl::OkStatus();
+      },
+      "Sign in: a bearer token for /admin/v1", "sessions");
+  sign_in.success_status = 201;
+  sign_in.idempotency = Idempotency::kNone;
+  sign_in.description =
+      "Five wrong passwords in a row lock the account (429 until the lock ends or an admin "
+      "unlocks it). The token expires; DELETE /admin/v1/sessions/current ends it earlier.";
+  sign_in.errors = {"TOKEN_INVALID", "RATE_LIMITED", "PERMISSION_DENIED"};
+  MKT_RETURN_IF_ERROR(api.Add(router, std::move(sign_in)));
+
+  MKT_RETURN_IF_ERROR(api.Add(
+      router, Local(
+                  "GET", "/admin/v1/sessions/current", Access::kOperator, {},
+                  gw::GetCurrentSessionRequest::descriptor(), gw::SessionInfo::descriptor(),
+                  [](const ApiCall& call, const gpb::Message&, gpb::Message* resp) {
+                    auto* info = static_cast<gw::SessionInfo*>(resp);
+                    const TokenClaims& c = call.session->claims;
+                    info->set_session_id(c.session_id);
+                    info->set_operator_id(c.operator_id);
+                    info->set_org_id(c.org_id);
+                    for (const auto& r : c.roles) info->add_roles(r);
+                    info->mutable_expires_at()->set_seconds(absl::ToUnixSeconds(c.expires_at));
+                    return absl::OkStatus();
+                  },
+                  "Who the bearer token is for", "sessions")));
+  ApiRoute sign_out = Local(
+      "DELETE", "/admin/v1/sessions/current", Access::kOperator, {},
+      gw::DeleteSessionRequest::descriptor(), gw::SessionEnded::descriptor(),
+      [admin](const ApiCall& call, const gpb::Message&, gpb::Message* resp) -> absl::Status {
+        MKT_RETURN_IF_ERROR(admin->SignOut(*call.session));
+        static_cast<gw::SessionEnded*>(resp)->set_session_id(call.session->claims.session_id);
+        return absl::OkStatus();
+      },
+      "Sign out: the token stops working at once", "sessions");
+  sign_out.body = "";
+  MKT_RETURN_IF_ERROR(api.Add(router, std::move(sign_out)));
+
+  ApiRoute create = Local(
+      "POST", "/admin/v1/operators", Access::kOperator, {Role::kAdmin},
+      gw::CreateOperatorRequest::descriptor(), gw::Operator::descriptor(),
+      [admin](const ApiCall& call, const gpb::Message& req, gpb::Message* resp) -> absl::Status {
+        MKT_ASSIGN_OR_RETURN(
+            *static_cast<gw::Operator*>(resp),
+            admin->CreateOperator(call.actor, static_cast<const gw::CreateOperatorRequest&>(req)));
+        return absl::OkStatus();
+      },
+      "Create an operator in your org or below", "operators");
+  create.success_status = 201;
+  create.scope_field = "org_id";
+  MKT_RETURN_IF_ERROR(api.Add(router, std::move(create)));
+
+  ApiRoute list = Local(
+      "GET", "/admin/v1/operators", Access::kOperator, {Role::kAdmin, Role::kAuditor},
+      gw::ListOperatorsRequest::descriptor(), gw::ListOperatorsResponse::descriptor(),
+      [admin](const ApiCall& call, const gpb::Message& req, gpb::Message* resp) -> absl::Status {
+        MKT_ASSIGN_OR_RETURN(
+            *static_cast<gw::ListOperatorsResponse*>(resp),
+            admin->ListOperators(call.actor, static_cast<const gw::ListOperatorsRequest&>(req)));
+        return absl::OkStatus();
+      },
+      "Operators of your org's subtree", "operators");
+  list.body = "";
+  list.scope_field = "org_id";
+  MKT_RETURN_IF_ERROR(api.Add(router, std::move(list)));
+
+  ApiRoute get = Local(
+      "GET", "/admin/v1/operators/{id}", Access::kOperator, {Role::kAdmin, Role::kAuditor},
+      gw::GetOperatorRequest::descriptor(), gw::Operator::descriptor(),
+      [admin](const ApiCall& call, const gpb::Message& req, gpb::Message* resp) -> absl::Status {
+        MKT_ASSIGN_OR_RETURN(
+            *static_cast<gw::Operator*>(resp),
+            admin->GetOperator(call.actor, static_cast<const gw::GetOperatorRequest&>(req).id()));
+        return absl::OkStatus();
+      },
+      "One operator", "operators");
+  get.body = "";
+  MKT_RETURN_IF_ERROR(api.Add(router, std::move(get)));
+
+  ApiRoute update = Local(
+      "PATCH", "/admin/v1/operators/{id}", Access::kOperator, {Role::kAdmin},
+      gw::UpdateOperatorRequest::descriptor(), gw::Operator::descriptor(),
+      [admin](const ApiCall& call, const gpb::Message& req, gpb::Message* resp) -> absl::Status {
+        MKT_ASSIGN_OR_RETURN(
+            *static_cast<gw::Operator*>(resp),
+            admin->UpdateOperator(call.actor, static_cast<const gw::UpdateOperatorRequest&>(req)));
+        return absl::OkStatus();
+      },
+      "Change roles, password, display name; disable or unlock", "operators");
+  return api.Add(router, std::move(update));
+}
+
+absl::Status AddCampaignsAdmin(ApiService& api, Router& router, const ApiDependencies& deps) {
+  const std::string c = "marketing.campaigns.v1.Campaigns.";
+  const std::vector<Role> editors = {Role::kPlanner, Role::kAdmin};
+  const std::vector<Role> approvers = {Role::kApprover};
+  const std::vector<RpcRow> orgs = {
+      {.method = "POST",
+       .path = "/admin/v1/orgs",
+       .rpc = c + "CreateOrg",
+       .roles = {Role::kAdmin},
+       .summary = "Create an org below one you administer"},
+      {.method = "GET",
+       .path = "/admin/v1/orgs",
+       .rpc = c + "ListOrgs",
+       .summary = "Your org, its descendants and ancestors",
+       .body = ""},
+      {.method = "GET",
+       .path = "/admin/v1/orgs/{id}",
+       .rpc = c + "GetOrg",
+       .summary = "One org",
+       .body = ""},
+  };
+  MKT_RETURN_IF_ERROR(
+      AddRows(api, router, orgs, Access::kOperator, deps.campaigns, "campaigns", "orgs"));
+
+  std::vector<RpcRow> campaigns = {
+      {.method = "POST",
+       .path = "/admin/v1/campaigns",
+       .rpc = c + "CreateCampaign",
+       .roles = editors,
+       .summary = "Create a campaign draft (step 1, or a complete config)",
+       .scope_field = "org_id"},
+      {.method = "GET",
+       .path = "/admin/v1/campaigns",
+       .rpc = c + "ListCampaigns",
+       .summary = "Campaigns of your org's subtree",
+       .body = "",
+       .scope_field = "org_id"},
+      {.method = "GET",
+       .path = "/admin/v1/campaigns/{campaign_id}",
+       .rpc = c + "GetCampaign",
+       .summary = "One campaign",
+       .body = "",
+       .owner_field = "org_id"},
+      {.method = "PUT",
+       .path = "/admin/v1/campaigns/{campaign_id}/steps/{step}",
+       .rpc = c + "SaveStep",
+       .roles = editors,
+       .summary = "Save one step of the guided set-up (STEP_BASICS ... STEP_REVIEW)"},
+      {.method = "POST",
+       .path = "/admin/v1/campaigns/{campaign_id}:validate",
+       .rpc = c + "ValidateCampaign",
+       .summary = "Check the draft and forecast its cost"},
+      {.method = "POST",
+       .path = "/admin/v1/campaigns/{campaign_id}:forecast",
+       .rpc = c + "ForecastCost",
+       .summary = "Forecast the cost of the draft"},
+      {.method = "GET",
+       .path = "/admin/v1/campaigns/{campaign_id}/versions",
+       .rpc = c + "ListVersions",
+       .summary = "Submitted versions and their decisions",
+       .body = ""},
+      {.method = "POST",
+       .path = "/admin/v1/campaigns/{campaign_id}:copy",
+       .rpc = c + "CopyCampaign",
+       .roles = editors,
+       .summary = "Copy a campaign into a new draft",
+       .scope_field = "org_id",
+       .path_fields = {{"campaign_id", "source_campaign_id"}}},
+      {.method = "POST",
+       .path = "/admin/v1/campaigns/{campaign_id}:save-as-template",
+       .rpc = c + "SaveAsTemplate",
+       .roles = editors,
+       .summary = "Save a campaign as a template",
+       .scope_field = "org_id"},
+      {.method = "GET",
+       .path = "/admin/v1/templates",
+       .rpc = c + "ListTemplates",
+       .summary = "Templates visible to your org",
+       .body = ""},
+      {.method = "GET",
+       .path = "/admin/v1/templates/{template_id}",
+       .rpc = c + "GetTemplate",
+       .summary = "One template",
+       .body = ""},
+      {.method = "POST",
+       .path = "/admin/v1/templates/{template_id}:instantiate",
+       .rpc = c + "CreateFromTemplate",
+       .roles = editors,
+       .summary = "Create a campaign draft from a template",
+       .scope_field = "org_id"},
+      {.method = "GET",
+       .path = "/admin/v1/audit",
+       .rpc = c + "ListAudit",
+       .roles = {Role::kAuditor, Role::kAdmin},
+       .summary = "The audit trail of configuration changes",
+       .body = ""},
+  };
+  struct Action {
+    const char* verb;
+    const char* rpc;
+    std::vector<Role> roles;
+    const char* summary;
+  };
+  const std::vector<Action> actions = {
+      {"submit", "SubmitCampaign", editors, "Submit the draft for approval"},
+      {"approve", "ApproveCampaign", approvers, "Approve (not by the submitter: maker-checker)"},
+      {"reject", "RejectCampaign", approvers, "Reject with a comment"},
+      {"publish", "PublishCampaign", editors, "Publish an approved campaign"},
+      {"pause", "PauseCampaign", editors, "Pause a running campaign"},
+      {"resume", "ResumeCampaign", editors, "Resume a paused campaign"},
+      {"end", "EndCampaign", editors, "End a campaign now"},
+      {"archive", "ArchiveCampaign", editors, "Archive an ended campaign"},
+  };
+  for (const auto& a : actions) {
+    campaigns.push_back({.method = "POST",
+                         .path = absl::StrCat("/admin/v1/campaigns/{campaign_id}:", a.verb),
+                         .rpc = c + a.rpc,
+                         .roles = a.roles,
+                         .summary = a.summary});
+  }
+  return AddRows(api, router, campaigns, Access::kOperator, deps.campaigns, "campaigns",
+                 "campaigns");
+}
+
+absl::Status AddSegmentsAdmin(ApiService& api, Router& router, const ApiDependencies& deps) {
+  const std::string s = "marketing.segments.v1.Segments.";
+  const std::vector<Role> editors = {Role::kPlanner, Role::kAdmin};
+  const std::vector<RpcRow> rows = {
+      {.method = "POST",
+       .path = "/admin/v1/tags",
+       .rpc = s + "CreateTag",
+       .roles = editors,
+       .summary = "Add a tag to the dictionary",
+       .body = "tag"},
+      {.method = "GET",
+       .path = "/admin/v1/tags",
+       .rpc = s + "ListTags",
+       .summary = "The tag dictionary",
+       .body = ""},
+      {.method = "GET",
+       .path = "/admin/v1/tags/{name}",
+       .rpc = s + "GetTag",
+       .summary = "One tag",
+       .body = ""},
+      {.method = "PATCH",
+       .path = "/admin/v1/tags/{name}",
+       .rpc = s + "UpdateTag",
+       .roles = editors,
+       .summary = "Change a tag's description, source or allowed values"},
+      {.method = "POST",
+       .path = "/admin/v1/tags:import",
+       .rpc = s + "ImportTagValues",
+       .roles = editors,
+       .summary = "Import tag values from CSV (base64 in `csv`)",
+       .scope_field = "org_id"},
+      {.method = "POST",
+       .path = "/admin/v1/segments",
+       .rpc = s + "CreateSegment",
+       .roles = editors,
+       .summary = "Create a segment",
+       .scope_field = "org_id"},
+      {.method = "GET",
+       .path = "/admin/v1/segments",
+       .rpc = s + "ListSegments",
+       .summary = "Segments visible to your org",
+       .body = ""},
+      {.method = "GET",
+       .path = "/admin/v1/segments/{segment_id}",
+       .rpc = s + "GetSegment",
+       .summary = "One segment (latest, or ?version=)",
+       .body = "",
+       .path_fields = {{"segment_id", "segment.segment_id"}}},
+      {.method = "PATCH",
+       .path = "/admin/v1/segments/{segment_id}",
+       .rpc = s + "UpdateSegment",
+       .roles = editors,
+       .summary = "Store a new version of a segment"},
+      {.method = "POST",
+       .path = "/admin/v1/segments/{segment_id}:archive",
+       .rpc = s + "ArchiveSegment",
+       .roles = editors,
+       .summary = "Archive a segment"},
+      {.method = "POST",
+       .path = "/admin/v1/segments:preview",
+       .rpc = s + "Preview",
+       .roles = {Role::kPlanner, Role::kAdmin, Role::kAnalyst},
+       .summary = "Size and sample of a rule while it is edited",
+       .scope_field = "org_id"},
+  };
+  return AddRows(api, router, rows, Access::kOperator, deps.segments, "segments", "segments");
+}
+
+absl::Status AddChannelsAdmin(ApiService& api, Router& router, const ApiDependencies& deps) {
+  const std::string r = "marketing.channels.v1.ChannelRegistry.";
+  const std::vector<RpcRow> rows = {
+      {.method = "POST",
+       .path = "/admin/v1/channels",
+       .rpc = r + "CreateChannel",
+       .roles = {Role::kAdmin},
+       .summary = "Register a channel; the answer holds its secret once",
+       .scope_field = "org_id"},
+      {.method = "GET",
+       .path = "/admin/v1/channels",
+       .rpc = r + "ListChannels",
+       .summary = "Channels of one org (default: yours)",
+       .body = "",
+       .scope_field = "org_id"},
+      {.method = "GET",
+       .path = "/admin/v1/channels/{id}",
+       .rpc = r + "GetChannel",
+       .summary = "One channel",
+       .body = "",
+       .owner_field = "org_id"},
+  };
+  MKT_RETURN_IF_ERROR(
+      AddRows(api, router, rows, Access::kOperator, deps.channels, "channels", "channels"));
+  struct Change {
+    const char* method;
+    const char* path;
+    const char* rpc;
+    const char* summary;
+  };
+  const std::vector<Change> changes = {
+      {"PATCH", "/admin/v1/channels/{id}", "UpdateChannel", "Rename a channel"},
+      {"POST", "/admin/v1/channels/{id}:disable", "DisableChannel",
+       "Disable a channel (its requests fail within 2 s)"},
+      {"POST", "/admin/v1/channels/{id}:enable", "EnableChannel", "Enable a channel again"},
+      {"POST", "/admin/v1/channels/{id}:rotate-secret", "RotateSecret",
+       "Issue a new secret (the old one stops working within 2 s)"},
+  };
+  for (const auto& ch : changes) {
+    RpcRow row{.method = ch.method,
+               .path = ch.path,
+               .rpc = r + ch.rpc,
+               .roles = {Role::kAdmin},
+               .summary = ch.summary};
+    MKT_ASSIGN_OR_RETURN(ApiRoute route,
+                         FromRpc(row, Access::kOperator, deps.channels, "channels", "channels"));
+    route.invoke = ScopedChannelCall(
+        deps.channels, gpb::DescriptorPool::generated_pool()->FindMethodByName(row.rpc));
+    MKT_RETURN_IF_ERROR(api.Add(router, std::move(route)));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status AddBenefitsAdmin(ApiService& api, Router& router, const ApiDependencies& deps) {
+  const std::string b = "marketing.rewards.v1.Benefits.";
+  const std::vector<Role> editors = {Role::kPlanner, Role::kAdmin};
+  const std::vector<RpcRow> rows = {
+      {.method = "POST",
+       .path = "/admin/v1/benefit-templates",
+       .rpc = b + "CreateTemplate",
+       .roles = editors,
+       .summary = "Create a benefit template (coupon, points, gift, ...)",
+       .body = "template",
+       .scope_field = "template.org_id"},
+      {.method = "GET",
+       .path = "/admin/v1/benefit-templates/{template_id}",
+       .rpc = b + "GetTemplate",
+       .summary = "One benefit template",
+       .body = "",
+       .owner_field = "org_id"},
+      {.method = "POST",
+       .path = "/admin/v1/benefit-templates/{template_id}:activate",
+       .rpc = b + "ActivateTemplate",
+       .roles = editors,
+       .summary = "Activate a template (funds its stock)"},
+      {.method = "POST",
+       .path = "/admin/v1/benefit-templates/{template_id}:retire",
+       .rpc = b + "RetireTemplate",
+       .roles = editors,
+       .summary = "Retire a template"},
+  };
+  return AddRows(api, router, rows, Access::kOperator, deps.rewards, "rewards",
+                 "benefit-templates");
+}
+
+}  // namespace
+
+absl::Status RegisterApiRoutes(ApiService& api, Router& router, const ApiDependencies& deps) {
+  TouchDescriptors();
+  MKT_RETURN_IF_ERROR(AddChannelApi(api, router, deps));
+  MKT_RETURN_IF_ERROR(AddSessionAndOperatorApi(api, router, deps));
+  MKT_RETURN_IF_ERROR(AddCampaignsAdmin(api, router, deps));
+  MKT_RETURN_IF_ERROR(AddSegmentsAdmin(api, router, deps));
+  MKT_RETURN_IF_ERROR(AddChannelsAdmin(api, router, deps));
+  return AddBenefitsAdmin(api, router, deps);
+}
+
+}  // namespace mkt::gateway

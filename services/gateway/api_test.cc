@@ -1,0 +1,319 @@
+// The API pipeline (ApiService) on local routes, without HTTP or backends: parsing, binding,
+// idempotency, rate limits, org scope. Operator routes need the database and are covered by
+// gateway_pg_test and tests/e2e/gateway_api_e2e_test.cc.
+#include "services/gateway/api.h"
+
+#include <atomic>
+#include <map>
+#include <thread>
+
+#include "absl/synchronization/mutex.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "libs/core/status.h"
+#include "marketing/gateway/v1/gateway.pb.h"
+#include "nlohmann/json.hpp"
+#include "services/gateway/test_fakes.h"
+
+namespace mkt::gateway {
+namespace {
+
+namespace gpb = ::google::protobuf;
+namespace gw = ::marketing::gateway::v1;
+using ::testing::HasSubstr;
+
+// Idempotency records in memory, with the same claim semantics as the PostgreSQL store.
+class MemoryIdempotencyStore final : public IdempotencyStore {
+ public:
+  absl::StatusOr<BeginResult> Begin(std::string_view scope, std::string_view key,
+                                    std::string_view hash) override {
+    absl::MutexLock lock(&mu_);
+    auto [it, inserted] =
+        records_.try_emplace(Key(scope, key), Record{std::string(hash), {}, false});
+    if (inserted) return BeginResult{Claim::kProceed, {}};
+    if (it->second.hash != hash) return BeginResult{Claim::kMismatch, {}};
+    if (!it->second.done) return BeginResult{Claim::kInProgress, {}};
+    return BeginResult{Claim::kReplay, it->second.response};
+  }
+  absl::Status Complete(std::string_view scope, std::string_view key,
+                        const StoredResponse& response) override {
+    absl::MutexLock lock(&mu_);
+    Record& r = records_[Key(scope, key)];
+    r.response = response;
+    r.done = true;
+    return absl::OkStatus();
+  }
+  absl::Status Abandon(std::string_view scope, std::string_view key) override {
+    absl::MutexLock lock(&mu_);
+    records_.erase(Key(scope, key));
+    return absl::OkStatus();
+  }
+
+ private:
+  struct Record {
+    std::string hash;
+    StoredResponse response;
+    bool done;
+  };
+  static std::string Key(std::string_view scope, std::string_view key) {
+    return std::string(scope) + "|" + std::string(key);
+  }
+  absl::Mutex mu_;
+  std::map<std::string, Record> records_;
+};
+
+class ApiTest : public ::testing::Test {
+ protected:
+  ApiTest() : api_(Options(), clock_, nullptr, &store_) {}
+
+  static ApiOptions Options() {
+    ApiOptions o;
+    o.max_json_depth = 6;
+    o.max_body_bytes = 4096;
+    o.per_channel = {.per_second = 1, .burst = 5};
+    o.per_customer = {.per_second = 1, .burst = 3};
+    o.idempotency_wait = absl::Seconds(2);
+    return o;
+  }
+
+  void SetUp() override {
+    // A channel POST counting its executions; echoes how many events it got.
+    ApiRoute track;
+    track.method = "POST";
+    track.path = "/v1/tracking";
+    track.access = Access::kChannel;
+    track.request_type = gw::TrackingBatch::descriptor();
+    track.response_type = gw::TrackingAccepted::descriptor();
+    track.success_status = 202;
+    track.invoke = [this](const ApiCall&, const gpb::Message& req, gpb::Message* resp) {
+      executions_.fetch_add(1);
+      std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms_.load()));
+      const auto& batch = static_cast<const gw::TrackingBatch&>(req);
+      if (batch.events_size() == 0) return InvalidArgument("events", "no events");
+      if (batch.events(0).page() == "fail") return Unavailable("backend down");
+      static_cast<gw::TrackingAccepted*>(resp)->set_accepted(batch.events_size());
+      return absl::OkStatus();
+    };
+    ASSERT_TRUE(api_.Add(router_, track).ok());
+
+    // A channel GET with a customer path parameter and an org-scoped request field; answers the
+    // org it was asked for as the owner.
+    ApiRoute list;
+    list.method = "GET";
+    list.path = "/v1/customers/{org_id}/operators";
+    list.access = Access::kChannel;
+    list.request_type = gw::ListOperatorsRequest::descriptor();
+    list.response_type = gw::Operator::descriptor();
+    list.body = "";
+    list.customer_param = "org_id";
+    list.owner_field = "org_id";
+    list.invoke = [](const ApiCall&, const gpb::Message& req, gpb::Message* resp) {
+      const auto& r = static_cast<const gw::ListOperatorsRequest&>(req);
+      auto* op = static_cast<gw::Operator*>(resp);
+      op->set_org_id(r.org_id());
+      op->set_failed_sign_ins(r.page().page_size());
+      op->set_id(r.page().page_token());
+      return absl::OkStatus();
+    };
+    ASSERT_TRUE(api_.Add(router_, list).ok());
+
+    ApiRoute scoped;
+    scoped.method = "POST";
+    scoped.path = "/v1/scoped";
+    scoped.access = Access::kChannel;
+    scoped.request_type = gw::CreateOperatorRequest::descriptor();
+    scoped.response_type = gw::Operator::descriptor();
+    scoped.scope_field = "org_id";
+    scoped.invoke = [](const ApiCall&, const gpb::Message& req, gpb::Message* resp) {
+      static_cast<gw::Operator*>(resp)->set_org_id(
+          static_cast<const gw::CreateOperatorRequest&>(req).org_id());
+      return absl::OkStatus();
+    };
+    ASSERT_TRUE(api_.Add(router_, scoped).ok());
+  }
+
+  HttpResponse Send(const std::string& method, const std::string& target, const std::string& body,
+                    const std::string& idempotency_key = "", const std::string& channel = "ch_a") {
+    HttpRequest http;
+    http.method = method;
+    http.target = target;
+    http.body = body;
+    http.request_id = "req-1";
+    if (!idempotency_key.empty()) http.headers.Add("Idempotency-Key", idempotency_key);
+    absl::StatusOr<RouteMatch> match = router_.Match(method, http.path());
+    if (!match.ok()) return ErrorResponse(match.status(), http.request_id);
+    AuthenticatedChannel ch{channel, "bank-a"};
+    absl::StatusOr<HttpResponse> r = match->route->handler(RouteRequest{http, match->params, ch});
+    if (!r.ok()) return ErrorResponse(r.status(), http.request_id);
+    return *r;
+  }
+
+  static std::string Code(const HttpResponse& r) {
+    auto j = nlohmann::json::parse(r.body, nullptr, false);
+    return j.is_object() && j.contains("error") ? j["error"]["code"].get<std::string>() : "";
+  }
+
+  testing::FakeClock clock_;
+  MemoryIdempotencyStore store_;
+  Router router_;
+  ApiService api_;
+  std::atomic<int> executions_{0};
+  std::atomic<int> delay_ms_{0};
+};
+
+constexpr char kBatch[] = R"({"events":[{"customer_id":"c1","action":"CLICK"}]})";
+
+TEST_F(ApiTest, ParsesTheBodyAndAnswersWithTheRouteStatus) {
+  HttpResponse r = Send("POST", "/v1/tracking", kBatch, "k1");
+  EXPECT_EQ(r.status, 202) << r.body;
+  EXPECT_EQ(nlohmann::json::parse(r.body)["accepted"], 1);
+}
+
+TEST_F(ApiTest, UnknownFieldsAndBadJsonAre400NamingTheField) {
+  HttpResponse r = Send("POST", "/v1/tracking", R"({"events":[],"evnts":[]})", "k1");
+  EXPECT_EQ(r.status, 400);
+  EXPECT_EQ(Code(r), "INVALID_ARGUMENT");
+  EXPECT_THAT(r.body, HasSubstr("evnts"));
+  EXPECT_EQ(Send("POST", "/v1/tracking", "{", "k2").status, 400);
+  EXPECT_EQ(Send("POST", "/v1/tracking", "[[[[[[[[[[]]]]]]]]]]", "k3").status, 400);
+  EXPECT_EQ(executions_.load(), 0);
+}
+
+TEST_F(ApiTest, BodyOverTheRouteLimitIs413) {
+  HttpResponse r = Send("POST", "/v1/tracking", std::string(5000, ' '), "k1");
+  EXPECT_EQ(r.status, 413);
+  EXPECT_EQ(Code(r), "BODY_TOO_LARGE");
+}
+
+TEST_F(ApiTest, ChannelPostsNeedAnIdempotencyKey) {
+  HttpResponse r = Send("POST", "/v1/tracking", kBatch);
+  EXPECT_EQ(r.status, 400);
+  EXPECT_THAT(r.body, HasSubstr("Idempotency-Key"));
+  EXPECT_EQ(Send("POST", "/v1/tracking", kBatch, std::string(200, 'k')).status, 400);
+}
+
+TEST_F(ApiTest, ReplayReturnsTheFirstResponseAndADifferentBodyIs409) {
+  HttpResponse first = Send("POST", "/v1/tracking", kBatch, "key-1");
+  HttpResponse again = Send("POST", "/v1/tracking", kBatch, "key-1");
+  EXPECT_EQ(again.status, 202);
+  EXPECT_EQ(again.body, first.body);
+  EXPECT_EQ(executions_.load(), 1);
+  bool replay_header = false;
+  for (const auto& [name, value] : again.headers) replay_header |= name == "Idempotent-Replayed";
+  EXPECT_TRUE(replay_header);
+
+  HttpResponse other = Send("POST", "/v1/tracking",
+                            R"({"events":[{"customer_id":"c2","action":"CLICK"}]})", "key-1");
+  EXPECT_EQ(other.status, 409);
+  EXPECT_EQ(Code(other), "IDEMPOTENCY_KEY_REUSED");
+  // Keys are per channel: another channel may use the same key.
+  EXPECT_EQ(Send("POST", "/v1/tracking", kBatch, "key-1", "ch_b").status, 202);
+  EXPECT_EQ(executions_.load(), 2);
+}
+
+TEST_F(ApiTest, ClientErrorsAreStoredButServerErrorsAreNot) {
+  EXPECT_EQ(Send("POST", "/v1/tracking", R"({"events":[]})", "k-bad").status, 400);
+  EXPECT_EQ(Send("POST", "/v1/tracking", R"({"events":[]})", "k-bad").status, 400);
+  EXPECT_EQ(executions_.load(), 1);
+  const std::string failing = R"({"events":[{"page":"fail"}]})";
+  EXPECT_EQ(Send("POST", "/v1/tracking", failing, "k-503").status, 503);
+  EXPECT_EQ(Send("POST", "/v1/tracking", failing, "k-503").status, 503);
+  EXPECT_EQ(executions_.load(), 3) << "a 503 is retried, not replayed";
+}
+
+TEST_F(ApiTest, ConcurrentDuplicatesExecuteOnce) {
+  delay_ms_ = 200;
+  std::vector<std::thread> threads;
+  std::atomic<int> ok{0};
+  for (int i = 0; i < 4; ++i) {
+    threads.emplace_back([&] {
+      if (Send("POST", "/v1/tracking", kBatch, "same-key").status == 202) ok.fetch_add(1);
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(ok.load(), 4);
+  EXPECT_EQ(executions_.load(), 1);
+}
+
+TEST_F(ApiTest, ChannelOverItsLimitGets429WithRetryAfterOthersUnaffected) {
+  int limited = 0;
+  std::string retry_after;
+  for (int i = 0; i < 8; ++i) {
+    HttpResponse r = Send("POST", "/v1/tracking", kBatch, "k" + std::to_string(i));
+    if (r.status == 429) {
+      ++limited;
+      EXPECT_EQ(Code(r), "RATE_LIMITED");
+      for (const auto& [name, value] : r.headers) {
+        if (name == "Retry-After") retry_after = value;
+      }
+    }
+  }
+  EXPECT_EQ(limited, 3);
+  EXPECT_EQ(retry_after, "1");
+  EXPECT_EQ(Send("POST", "/v1/tracking", kBatch, "x", "ch_b").status, 202);
+}
+
+TEST_F(ApiTest, CustomerLimitAppliesPerCustomer) {
+  int limited = 0;
+  for (int i = 0; i < 5; ++i) {
+    if (Send("GET", "/v1/customers/bank-a/operators", "", "", "ch_" + std::to_string(i)).status ==
+        429) {
+      ++limited;
+    }
+  }
+  EXPECT_EQ(limited, 2);
+  EXPECT_EQ(Send("GET", "/v1/customers/bank-a.branch-01/operators", "", "", "ch_z").status, 200);
+}
+
+TEST_F(ApiTest, QueryParametersBindAndUnknownOnesAre400) {
+  HttpResponse r =
+      Send("GET", "/v1/customers/bank-a.q1/operators?page_size=7&page_token=abc%20d", "");
+  ASSERT_EQ(r.status, 200) << r.body;
+  auto j = nlohmann::json::parse(r.body);
+  EXPECT_EQ(j["failed_sign_ins"], 7);
+  EXPECT_EQ(j["id"], "abc d");
+  r = Send("GET", "/v1/customers/bank-a.q2/operators?pagesize=7", "");
+  EXPECT_EQ(r.status, 400);
+  EXPECT_THAT(r.body, HasSubstr("pagesize"));
+  EXPECT_EQ(Send("GET", "/v1/customers/bank-a.q3/operators?page_size=x", "").status, 400);
+  EXPECT_EQ(Send("GET", "/v1/customers/bank-a.q4/operators", "{\"a\":1}").status, 400);
+}
+
+TEST_F(ApiTest, ResponsesOwnedOutsideTheCallersOrgAre404) {
+  EXPECT_EQ(Send("GET", "/v1/customers/bank-a.branch-01/operators", "").status, 200);
+  HttpResponse r = Send("GET", "/v1/customers/bank-b/operators", "");
+  EXPECT_EQ(r.status, 404);
+  EXPECT_EQ(Code(r), "NOT_FOUND");
+}
+
+TEST_F(ApiTest, RequestScopeIsFilledOrCheckedAgainstTheCallersOrg) {
+  HttpResponse r = Send("POST", "/v1/scoped", "{}", "s1");
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(nlohmann::json::parse(r.body)["org_id"], "bank-a");
+  r = Send("POST", "/v1/scoped", R"({"org_id":"bank-b"})", "s2");
+  EXPECT_EQ(r.status, 403);
+  EXPECT_EQ(Code(r), "PERMISSION_DENIED");
+  EXPECT_EQ(Send("POST", "/v1/scoped", R"({"org_id":"bank-a.x"})", "s3").status, 200);
+  EXPECT_EQ(Send("POST", "/v1/scoped", R"({"org_id":"BANK"})", "s4").status, 400);
+}
+
+TEST_F(ApiTest, RowsWithBrokenBindingsAreRefusedAtRegistration) {
+  ApiRoute bad;
+  bad.method = "GET";
+  bad.path = "/v1/x/{nope}";
+  bad.request_type = gw::GetOperatorRequest::descriptor();
+  bad.response_type = gw::Operator::descriptor();
+  bad.invoke = [](const ApiCall&, const gpb::Message&, gpb::Message*) { return absl::OkStatus(); };
+  EXPECT_FALSE(api_.Add(router_, bad).ok());
+  bad.path = "/v1/x/{id}";
+  bad.body = "id";
+  EXPECT_FALSE(api_.Add(router_, bad).ok());
+}
+
+TEST(MaskCustomerIdTest, KeepsOnlyTheEnds) {
+  EXPECT_EQ(MaskCustomerId("C1234567890"), "C1*******90");
+  EXPECT_EQ(MaskCustomerId("abc"), "***");
+}
+
+}  // namespace
+}  // namespace mkt::gateway

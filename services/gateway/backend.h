@@ -1,0 +1,63 @@
+// A backend service the gateway calls over gRPC, by method descriptor rather than generated stub,
+// so that a route table row ("this path → that RPC") is all a new endpoint needs. Each call gets
+// a deadline, the request id and the actor as metadata (libs/rpc/actor.h); calls pass through the
+// backend's circuit breaker, which answers 503 at once while the backend is known to be down; and
+// every call is counted in mkt_gateway_backend_* by backend and method.
+#pragma once
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "absl/status/status.h"
+#include "absl/time/time.h"
+#include "google/protobuf/descriptor.h"
+#include "google/protobuf/message.h"
+#include "libs/core/ids.h"
+#include "libs/tenancy/tenancy.h"
+#include "services/gateway/circuit_breaker.h"
+
+namespace grpc {
+class Channel;
+}  // namespace grpc
+
+namespace mkt::gateway {
+
+// Who a backend call is made for.
+struct CallerIdentity {
+  std::string request_id;
+  // The operator (admin API) or the channel's org (channel API); unset for none.
+  std::optional<tenancy::Actor> actor;
+};
+
+class Backend {
+ public:
+  // `name` labels metrics and logs ("campaigns"); `target` is host:port.
+  Backend(std::string name, const std::string& target, absl::Duration timeout,
+          CircuitBreakerOptions breaker, const Clock& clock);
+  ~Backend();
+
+  // Calls `method` (whose input and output types must be those of `request` and `response`).
+  // Errors keep the backend's reason (mkt::ReasonOf); an open breaker is 503
+  // DEPENDENCY_UNAVAILABLE without calling.
+  absl::Status Call(const google::protobuf::MethodDescriptor& method,
+                    const google::protobuf::Message& request, google::protobuf::Message* response,
+                    const CallerIdentity& caller);
+
+  const std::string& name() const { return name_; }
+  CircuitBreaker& breaker() { return breaker_; }
+
+ private:
+  struct Stub;
+  const std::string name_;
+  const absl::Duration timeout_;
+  std::unique_ptr<Stub> stub_;
+  CircuitBreaker breaker_;
+};
+
+// Returns true when a status from a backend means the backend is unwell (and should count
+// against its circuit breaker), as opposed to a well-formed refusal.
+bool IsBackendFailure(const absl::Status& status);
+
+}  // namespace mkt::gateway

@@ -1,0 +1,242 @@
+#include "services/gateway/json_codec.h"
+
+#include <map>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "google/protobuf/util/json_util.h"
+#include "libs/core/status.h"
+
+namespace mkt::gateway {
+namespace {
+
+namespace gpb = ::google::protobuf;
+using FieldDescriptor = gpb::FieldDescriptor;
+
+bool IsScalar(const FieldDescriptor* f) {
+  return f->cpp_type() != FieldDescriptor::CPPTYPE_MESSAGE && !f->is_map();
+}
+
+absl::Status BadParam(std::string_view param, std::string_view message) {
+  return InvalidArgument(param, absl::StrCat(AsAbsl(param), ": ", AsAbsl(message)));
+}
+
+}  // namespace
+
+absl::Status CheckJsonDepth(std::string_view json, int max_depth) {
+  int depth = 0;
+  bool in_string = false;
+  for (size_t i = 0; i < json.size(); ++i) {
+    const char c = json[i];
+    if (in_string) {
+      if (c == '\\') {
+        ++i;
+      } else if (c == '"') {
+        in_string = false;
+      }
+      continue;
+    }
+    if (c == '"') {
+      in_string = true;
+    } else if (c == '{' || c == '[') {
+      if (++depth > max_depth) {
+        return InvalidArgument(
+            "body", absl::StrCat("the JSON body nests deeper than ", max_depth, " levels"));
+      }
+    } else if (c == '}' || c == ']') {
+      --depth;
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ParseJsonInto(std::string_view json, gpb::Message* message, int max_depth) {
+  MKT_RETURN_IF_ERROR(CheckJsonDepth(json, max_depth));
+  size_t first = json.find_first_not_of(" \t\r\n");
+  if (first == std::string_view::npos || json[first] != '{') {
+    return InvalidArgument("body", "the body must be a JSON object");
+  }
+  gpb::util::JsonParseOptions options;
+  options.ignore_unknown_fields = false;
+  const auto status =
+      gpb::util::JsonStringToMessage(gpb::StringPiece(json.data(), json.size()), message, options);
+  if (status.ok()) return absl::OkStatus();
+  // protobuf says "<field path>: <what is wrong>"; the path is the field the 400 is about.
+  std::string text(status.message().data(), status.message().size());
+  std::string field;
+  if (size_t colon = text.find(": "); colon != std::string::npos && colon > 0) {
+    field = text.substr(0, colon);
+    // Map keys come as "(fields[0]) a"; keep the readable part.
+    if (size_t paren = field.rfind(") "); paren != std::string::npos)
+      field = field.substr(paren + 2);
+  }
+  if (text.find("Cannot find field") != std::string::npos) {
+    return InvalidArgument(
+        field, absl::StrCat("unknown field \"", field, "\" in ", message->GetDescriptor()->name()));
+  }
+  return InvalidArgument(field.empty() ? "body" : field, absl::StrCat("invalid JSON body: ", text));
+}
+
+std::string RenderJson(const gpb::Message& message) {
+  gpb::util::JsonPrintOptions options;
+  options.preserve_proto_field_names = true;
+  options.always_print_primitive_fields = true;
+  std::string out;
+  const auto status = gpb::util::MessageToJsonString(message, &out, options);
+  if (!status.ok()) return "{}";
+  return out;
+}
+
+std::vector<const FieldDescriptor*> ResolveFieldPath(const gpb::Descriptor* type,
+                                                     std::string_view path) {
+  std::vector<const FieldDescriptor*> fields;
+  for (absl::string_view part : absl::StrSplit(AsAbsl(path), '.')) {
+    if (type == nullptr) return {};
+    const FieldDescriptor* f = type->FindFieldByName(std::string(part));
+    if (f == nullptr) return {};
+    fields.push_back(f);
+    type = f->cpp_type() == FieldDescriptor::CPPTYPE_MESSAGE && !f->is_repeated()
+               ? f->message_type()
+               : nullptr;
+  }
+  return fields;
+}
+
+absl::Status SetFieldFromText(gpb::Message* message, std::string_view path, std::string_view text,
+                              std::string_view param) {
+  const auto fields = ResolveFieldPath(message->GetDescriptor(), path);
+  if (fields.empty() || !IsScalar(fields.back())) {
+    return BadParam(param, "is not a parameter of this request");
+  }
+  gpb::Message* target = message;
+  for (size_t i = 0; i + 1 < fields.size(); ++i) {
+    target = target->GetReflection()->MutableMessage(target, fields[i]);
+  }
+  const FieldDescriptor* f = fields.back();
+  const gpb::Reflection* r = target->GetReflection();
+  const bool repeated = f->is_repeated();
+  const std::string value(text);
+  switch (f->cpp_type()) {
+    case FieldDescriptor::CPPTYPE_STRING:
+      repeated ? r->AddString(target, f, value) : r->SetString(target, f, value);
+      return absl::OkStatus();
+    case FieldDescriptor::CPPTYPE_INT32: {
+      int32_t v;
+      if (!absl::SimpleAtoi(value, &v)) return BadParam(param, "must be a 32-bit integer");
+      repeated ? r->AddInt32(target, f, v) : r->SetInt32(target, f, v);
+      return absl::OkStatus();
+    }
+    case FieldDescriptor::CPPTYPE_INT64: {
+      int64_t v;
+      if (!absl::SimpleAtoi(value, &v)) return BadParam(param, "must be an integer");
+      repeated ? r->AddInt64(target, f, v) : r->SetInt64(target, f, v);
+      return absl::OkStatus();
+    }
+    case FieldDescriptor::CPPTYPE_UINT32: {
+      uint32_t v;
+      if (!absl::SimpleAtoi(value, &v)) return BadParam(param, "must be a non-negative integer");
+      repeated ? r->AddUInt32(target, f, v) : r->SetUInt32(target, f, v);
+      return absl::OkStatus();
+    }
+    case FieldDescriptor::CPPTYPE_UINT64: {
+      uint64_t v;
+      if (!absl::SimpleAtoi(value, &v)) return BadParam(param, "must be a non-negative integer");
+      repeated ? r->AddUInt64(target, f, v) : r->SetUInt64(target, f, v);
+      return absl::OkStatus();
+    }
+    case FieldDescriptor::CPPTYPE_DOUBLE:
+    case FieldDescriptor::CPPTYPE_FLOAT: {
+      double v;
+      if (!absl::SimpleAtod(value, &v)) return BadParam(param, "must be a number");
+      if (f->cpp_type() == FieldDescriptor::CPPTYPE_DOUBLE) {
+        repeated ? r->AddDouble(target, f, v) : r->SetDouble(target, f, v);
+      } else {
+        repeated ? r->AddFloat(target, f, static_cast<float>(v))
+                 : r->SetFloat(target, f, static_cast<float>(v));
+      }
+      return absl::OkStatus();
+    }
+    case FieldDescriptor::CPPTYPE_BOOL: {
+      bool v;
+      if (value == "true") {
+        v = true;
+      } else if (value == "false") {
+        v = false;
+      } else {
+        return BadParam(param, "must be true or false");
+      }
+      repeated ? r->AddBool(target, f, v) : r->SetBool(target, f, v);
+      return absl::OkStatus();
+    }
+    case FieldDescriptor::CPPTYPE_ENUM: {
+      const gpb::EnumValueDescriptor* e = f->enum_type()->FindValueByName(value);
+      int number;
+      if (e == nullptr && absl::SimpleAtoi(value, &number)) {
+        e = f->enum_type()->FindValueByNumber(number);
+      }
+      if (e == nullptr) {
+        return BadParam(param,
+                        absl::StrCat("must be one of the names of ", f->enum_type()->full_name()));
+      }
+      repeated ? r->AddEnum(target, f, e) : r->SetEnum(target, f, e);
+      return absl::OkStatus();
+    }
+    default:
+      return BadParam(param, "is not a parameter of this request");
+  }
+}
+
+std::string GetStringField(const gpb::Message& message, std::string_view path) {
+  const auto fields = ResolveFieldPath(message.GetDescriptor(), path);
+  if (fields.empty() || fields.back()->is_repeated() ||
+      fields.back()->cpp_type() != FieldDescriptor::CPPTYPE_STRING) {
+    return "";
+  }
+  const gpb::Message* m = &message;
+  for (size_t i = 0; i + 1 < fields.size(); ++i) {
+    m = &m->GetReflection()->GetMessage(*m, fields[i]);
+  }
+  return m->GetReflection()->GetString(*m, fields.back());
+}
+
+std::vector<QueryParameter> QueryParametersOf(const gpb::Descriptor* type,
+                                              const std::vector<std::string>& path_fields) {
+  std::vector<QueryParameter> out;
+  if (type == nullptr) return out;
+  auto bound = [&](const std::string& path) {
+    for (const auto& p : path_fields) {
+      if (p == path) return true;
+    }
+    return false;
+  };
+  std::map<std::string, int> name_count;
+  std::vector<QueryParameter> nested;
+  for (int i = 0; i < type->field_count(); ++i) {
+    const FieldDescriptor* f = type->field(i);
+    if (IsScalar(f)) {
+      if (!bound(f->name())) out.push_back({f->name(), f->name(), f});
+      name_count[f->name()]++;
+      continue;
+    }
+    if (f->is_repeated() || f->is_map() ||
+        f->message_type()->full_name().rfind("google.", 0) == 0) {
+      continue;
+    }
+    for (int j = 0; j < f->message_type()->field_count(); ++j) {
+      const FieldDescriptor* g = f->message_type()->field(j);
+      if (!IsScalar(g)) continue;
+      const std::string path = absl::StrCat(f->name(), ".", g->name());
+      if (bound(path)) continue;
+      nested.push_back({g->name(), path, g});
+      name_count[g->name()]++;
+    }
+  }
+  for (auto& p : nested) {
+    if (name_count[p.name] > 1) p.name = p.field_path;
+    out.push_back(std::move(p));
+  }
+  return out;
+}
+
+}  // namespace mkt::gateway

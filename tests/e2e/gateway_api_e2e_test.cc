@@ -1,0 +1,620 @@
+// The REST API through the real services: mkt-channels, mkt-campaigns, mkt-segments and
+// mkt-gateway run as processes on fresh databases and the real Kafka. The test signs in as the
+// bootstrap admin, sets up orgs, operators and channels through /admin/v1, then drives the
+// channel API (/v1/events, /v1/tracking) with signed requests and their error paths, the
+// admin API's security rules on every route of the table (401 without or with a bad token, 403
+// without the role, 403/404 across member banks), the lock-out after five wrong passwords, and a
+// campaign through its maker-checker lifecycle over REST.
+#include <csignal>
+#include <fstream>
+#include <iostream>
+#include <map>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
+#include "absl/time/clock.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "libs/core/ids.h"
+#include "libs/kafka/kafka.h"
+#include "libs/rpc/client.h"
+#include "libs/testing/testing.h"
+#include "marketing/common/v1/envelope.pb.h"
+#include "marketing/events/v1/business_event.pb.h"
+#include "services/campaigns/test_configs.h"
+#include "services/gateway/admin_auth.h"
+#include "services/gateway/api_routes.h"
+#include "services/gateway/http_test_client.h"
+#include "services/gateway/json_codec.h"
+
+namespace mkt {
+namespace {
+
+using gateway::testing::Headers;
+using gateway::testing::SignedHeaders;
+using gateway::testing::TestHttpClient;
+using gateway::testing::TestResponse;
+using ::testing::HasSubstr;
+using Json = nlohmann::json;
+
+constexpr char kAdminPassword[] = "bootstrap-admin-password";
+constexpr char kTokenKey[] = "e2e-token-key-0123456789";
+
+struct Process {
+  std::unique_ptr<testing::ChildProcess> child;
+  std::string log;
+  int port = 0;
+};
+
+class GatewayApiE2eTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    env_ = new Env();
+    env_->Start();
+  }
+  static void TearDownTestSuite() {
+    env_->Stop();
+    delete env_;
+    env_ = nullptr;
+  }
+
+  struct Env {
+    testing::TestDatabase channels_db, campaigns_db, segments_db, gateway_db;
+    Process channels, campaigns, segments, gateway;
+    std::string events_topic, tracking_topic, catalog;
+    bool healthy = false;
+
+    Process Spawn(const std::string& name, const std::string& binary,
+                  std::map<std::string, std::string> env) {
+      Process p;
+      p.log = ::testing::TempDir() + "gateway_api_e2e_" + name + "_" + RandomHex(3) + ".log";
+      p.child = std::make_unique<testing::ChildProcess>(
+          std::vector<std::string>{testing::BinDir() + binary}, std::move(env), p.log);
+      return p;
+    }
+
+    void Start() {
+      events_topic = testing::NewTopic("e2e.business-events", 1);
+      tracking_topic = testing::NewTopic("e2e.tracking", 1);
+      catalog = ::testing::TempDir() + "gateway_api_catalog_" + RandomHex(4) + ".json";
+      std::ofstream(catalog) << campaigns::test::kReferenceJson;
+      const int channels_port = testing::FreePort();
+      channels =
+          Spawn("channels", "/services/channels/mkt-channels",
+                {{"MKT_CHANNELS_PG_DSN", channels_db.dsn()},
+                 {"MKT_CHANNELS_KAFKA_BOOTSTRAP", testing::KafkaBootstrap()},
+                 {"MKT_CHANNELS_GRPC_ADDRESS", absl::StrCat("127.0.0.1:", channels_port)},
+                 {"MKT_CHANNELS_METRICS_ADDRESS", absl::StrCat("127.0.0.1:", testing::FreePort())},
+                 {"MKT_CHANNELS_SECRET_KEY", RandomHex(32)}});
+      channels.port = channels_port;
+      const int campaigns_port = testing::FreePort();
+      campaigns =
+          Spawn("campaigns", "/services/campaigns/mkt-campaigns",
+                {{"MKT_CAMPAIGNS_PG_DSN", campaigns_db.dsn()},
+                 {"MKT_CAMPAIGNS_KAFKA_BOOTSTRAP", testing::KafkaBootstrap()},
+                 {"MKT_CAMPAIGNS_GRPC_ADDRESS", absl::StrCat("127.0.0.1:", campaigns_port)},
+                 {"MKT_CAMPAIGNS_METRICS_ADDRESS", absl::StrCat("127.0.0.1:", testing::FreePort())},
+                 {"MKT_CAMPAIGNS_CATALOG_FILE", catalog}});
+      campaigns.port = campaigns_port;
+      const int segments_port = testing::FreePort();
+      const std::string profiles = testing::NewTopic("e2e.profiles", 1);
+      segments =
+          Spawn("segments", "/services/segments/mkt-segments",
+                {{"MKT_SEGMENTS_PG_DSN", segments_db.dsn()},
+                 {"MKT_SEGMENTS_KAFKA_BOOTSTRAP", testing::KafkaBootstrap()},
+                 {"MKT_SEGMENTS_GRPC_ADDRESS", absl::StrCat("127.0.0.1:", segments_port)},
+                 {"MKT_SEGMENTS_METRICS_ADDRESS", absl::StrCat("127.0.0.1:", testing::FreePort())},
+                 {"MKT_SEGMENTS_PROFILES_TOPIC", profiles},
+                 {"MKT_SEGMENTS_BUSINESS_EVENTS_TOPIC", ""},
+                 {"MKT_SEGMENTS_DEAD_LETTER_TOPIC", profiles + ".dead"},
+                 {"MKT_SEGMENTS_REPLICA_ID", "e2e-" + RandomHex(4)},
+                 {"MKT_SEGMENTS_RFM_INTERVAL_S", "0"}});
+      segments.port = segments_port;
+      const int gateway_port = testing::FreePort();
+      gateway =
+          Spawn("gateway", "/services/gateway/mkt-gateway",
+                {{"MKT_GATEWAY_HTTP_ADDRESS", absl::StrCat("127.0.0.1:", gateway_port)},
+                 {"MKT_GATEWAY_GRPC_ADDRESS", absl::StrCat("127.0.0.1:", testing::FreePort())},
+                 {"MKT_GATEWAY_CHANNELS_TARGET", absl::StrCat("127.0.0.1:", channels_port)},
+                 {"MKT_GATEWAY_CAMPAIGNS_TARGET", absl::StrCat("127.0.0.1:", campaigns_port)},
+                 {"MKT_GATEWAY_SEGMENTS_TARGET", absl::StrCat("127.0.0.1:", segments_port)},
+                 // Nothing listens there: the rewards routes answer 503 and trip the breaker.
+                 {"MKT_GATEWAY_REWARDS_TARGET", absl::StrCat("127.0.0.1:", testing::FreePort())},
+                 {"MKT_GATEWAY_KAFKA_BOOTSTRAP", testing::KafkaBootstrap()},
+                 {"MKT_GATEWAY_PG_DSN", gateway_db.dsn()},
+                 {"MKT_GATEWAY_BUSINESS_EVENTS_TOPIC", events_topic},
+                 {"MKT_GATEWAY_TRACKING_TOPIC", tracking_topic},
+                 {"MKT_GATEWAY_TOKEN_KEY", kTokenKey},
+                 {"MKT_GATEWAY_BOOTSTRAP_ADMIN_PASSWORD", kAdminPassword},
+                 {"MKT_GATEWAY_SCRYPT_N", "1024"},
+                 {"MKT_GATEWAY_CHANNEL_RATE", "2"},
+                 {"MKT_GATEWAY_CHANNEL_BURST", "12"},
+                 {"MKT_GATEWAY_OPERATOR_RATE", "0"},
+                 {"MKT_GATEWAY_MAX_BODY_BYTES", "65536"}});
+      gateway.port = gateway_port;
+      for (const Process* p : {&channels, &campaigns, &segments}) {
+        if (!testing::WaitForPort(p->port, absl::Seconds(60)) ||
+            !testing::WaitForGrpcHealth(rpc::Connect(absl::StrCat("127.0.0.1:", p->port)),
+                                        absl::Seconds(30))) {
+          std::cerr << "a backend did not start:\n" << testing::Tail(p->log, 40);
+          return;
+        }
+      }
+      if (!testing::WaitForHttp(gateway.port, "/healthz", absl::Seconds(60))) {
+        std::cerr << "gateway did not start:\n" << testing::Tail(gateway.log, 40);
+        return;
+      }
+      healthy = true;
+    }
+
+    void Stop() {
+      if (gateway.child) {
+        EXPECT_EQ(gateway.child->Kill(SIGTERM), 0) << testing::Tail(gateway.log, 30);
+      }
+      for (Process* p : {&segments, &campaigns, &channels}) {
+        if (p->child) p->child->Kill(SIGTERM);
+      }
+    }
+  };
+
+  void SetUp() override {
+    ASSERT_NE(env_, nullptr);
+    ASSERT_TRUE(env_->healthy) << "the services did not start";
+    client_ = std::make_unique<TestHttpClient>(env_->gateway.port);
+  }
+
+  void TearDown() override {
+    if (HasFailure()) {
+      std::cerr << "---- mkt-gateway log (tail) ----\n" << testing::Tail(env_->gateway.log, 40);
+    }
+  }
+
+  TestResponse Admin(const std::string& token, const std::string& method, const std::string& target,
+                     const Json& body = nullptr, Headers extra = {}) {
+    Headers headers = std::move(extra);
+    if (!token.empty()) headers.emplace_back("Authorization", "Bearer " + token);
+    headers.emplace_back("Content-Type", "application/json");
+    return client_->Send(method, target, headers, body.is_null() ? "" : body.dump());
+  }
+
+  std::string SignIn(const std::string& id, const std::string& password) {
+    TestResponse r =
+        Admin("", "POST", "/admin/v1/sessions", {{"operator_id", id}, {"password", password}});
+    EXPECT_EQ(r.status, 201) << r.body;
+    return r.Json().value("token", "");
+  }
+
+  std::string RootToken() {
+    static std::string token;
+    if (token.empty()) token = SignIn("admin", kAdminPassword);
+    return token;
+  }
+
+  // Creates (once) the orgs and an operator, and returns a session token for it.
+  std::string Operator(const std::string& id, const std::string& org,
+                       const std::vector<std::string>& roles) {
+    for (const std::string& o : {std::string("bank-a"), std::string("bank-b")}) {
+      TestResponse r = Admin(RootToken(), "POST", "/admin/v1/orgs",
+                             {{"id", o}, {"display_name", o}, {"region", "north"}});
+      EXPECT_TRUE(r.status == 200 || r.status == 409) << r.body;
+    }
+    TestResponse r =
+        Admin(RootToken(), "POST", "/admin/v1/operators",
+              {{"id", id}, {"org_id", org}, {"roles", roles}, {"password", "password-of-" + id}});
+    EXPECT_TRUE(r.status == 201 || r.status == 409) << r.body;
+    return SignIn(id, "password-of-" + id);
+  }
+
+  struct ChannelCredentials {
+    std::string id;
+    std::string secret;
+  };
+
+  ChannelCredentials NewChannel(const std::string& org = "bank-a") {
+    Operator("setup", "fed", {"admin"});
+    TestResponse r = Admin(RootToken(), "POST", "/admin/v1/channels",
+                           {{"code", "mobile_banking_" + RandomHex(3)},
+                            {"display_name", "Mobile banking"},
+                            {"org_id", org}});
+    EXPECT_EQ(r.status, 200) << r.body;
+    return {r.Json()["channel"]["id"], r.Json()["secret"]};
+  }
+
+  TestResponse Signed(const ChannelCredentials& ch, const std::string& method,
+                      const std::string& target, const std::string& body,
+                      const std::string& idempotency_key = "") {
+    Headers h = SignedHeaders(ch.secret, ch.id, method, target, body,
+                              absl::ToUnixSeconds(absl::Now()), "n" + RandomHex(8));
+    if (!idempotency_key.empty()) h.emplace_back("Idempotency-Key", idempotency_key);
+    h.emplace_back("Content-Type", "application/json");
+    return client_->Send(method, target, h, body);
+  }
+
+  // Every route of the gateway's table, as a concrete request target.
+  static std::vector<gateway::ApiRoute> Routes() {
+    struct Table {
+      gateway::Router router;
+      gateway::ApiService api{{}, SystemClock(), nullptr, nullptr};
+    };
+    static Table* table = [] {
+      auto* t = new Table();
+      gateway::ApiDependencies deps;
+      deps.clock = &SystemClock();
+      EXPECT_TRUE(gateway::RegisterApiRoutes(t->api, t->router, deps).ok());
+      return t;
+    }();
+    return {table->api.routes().begin(), table->api.routes().end()};
+  }
+
+  static std::string Concrete(const std::string& path) {
+    std::string out;
+    for (size_t i = 0; i < path.size(); ++i) {
+      if (path[i] == '{') {
+        const size_t close = path.find('}', i);
+        const std::string name = path.substr(i + 1, close - i - 1);
+        out += name == "step" ? "STEP_BASICS" : "x1";
+        i = close;
+      } else {
+        out.push_back(path[i]);
+      }
+    }
+    return out;
+  }
+
+  static Env* env_;
+  std::unique_ptr<TestHttpClient> client_;
+};
+
+GatewayApiE2eTest::Env* GatewayApiE2eTest::env_ = nullptr;
+
+// ---- Channel API
+// ---------------------------------------------------------------------------------
+
+TEST_F(GatewayApiE2eTest, EventsArePublishedOnceAndReplaysAreIdempotent) {
+  ChannelCredentials ch = NewChannel();
+  const std::string body = Json{
+      {"source_event_id", "TX-" + RandomHex(4)},
+      {"event_type", "card.activated"},
+      {"customer_id", "C000123456"},
+      {"amount_fen", "5000"}}.dump();
+  TestResponse first = Signed(ch, "POST", "/v1/events", body, "evt-key-1");
+  ASSERT_EQ(first.status, 202) << first.body;
+  const std::string event_id = first.Json()["event_id"];
+  TestResponse again = Signed(ch, "POST", "/v1/events", body, "evt-key-1");
+  EXPECT_EQ(again.status, 202);
+  EXPECT_EQ(again.body, first.body);
+  EXPECT_EQ(again.Header("idempotent-replayed"), "true");
+
+  TestResponse reused =
+      Signed(ch, "POST", "/v1/events", absl::StrReplaceAll(body, {{"C000123456", "C000999999"}}),
+             "evt-key-1");
+  EXPECT_EQ(reused.status, 409);
+  EXPECT_EQ(reused.ErrorCode(), "IDEMPOTENCY_KEY_REUSED");
+
+  // On the topic: one envelope carrying the event, source = the channel, org = the channel's.
+  kafka::ConsumerOptions options;
+  options.client.bootstrap_servers = testing::KafkaBootstrap();
+  options.group_id = "e2e-" + RandomHex(4);
+  options.topics = {env_->events_topic};
+  options.metrics_name = "e2e_events";
+  auto consumer = kafka::Consumer::Create(options, nullptr);
+  ASSERT_TRUE(consumer.ok()) << consumer.status();
+  std::vector<marketing::common::v1::Envelope> seen;
+  std::thread stopper([&] {
+    absl::SleepFor(absl::Seconds(8));
+    (*consumer)->Stop();
+  });
+  (*consumer)->Run([&](const kafka::IncomingMessage& m) {
+    marketing::common::v1::Envelope envelope;
+    if (envelope.ParseFromString(m.value)) seen.push_back(envelope);
+    return absl::OkStatus();
+  });
+  stopper.join();
+  int matching = 0;
+  for (const auto& e : seen) {
+    marketing::events::v1::BusinessEvent event;
+    ASSERT_TRUE(e.payload().UnpackTo(&event));
+    if (e.event_id() != event_id) continue;
+    ++matching;
+    EXPECT_EQ(event.source(), ch.id);
+    EXPECT_EQ(event.org_id(), "bank-a");
+    EXPECT_EQ(event.customer_id(), "C000123456");
+    EXPECT_EQ(event.amount_fen(), 5000);
+  }
+  EXPECT_EQ(matching, 1);
+}
+
+TEST_F(GatewayApiE2eTest, ChannelErrorPathsAnswerTheDocumentedCodes) {
+  ChannelCredentials ch = NewChannel();
+  const std::string good =
+      R"({"source_event_id":"e1","event_type":"card.opened","customer_id":"C1"})";
+  TestResponse r = Signed(
+      ch, "POST", "/v1/events",
+      R"({"source_event_id":"e1","event_type":"x","customer_id":"C1","colour":1})", "k-unknown");
+  EXPECT_EQ(r.status, 400);
+  EXPECT_EQ(r.ErrorCode(), "INVALID_ARGUMENT");
+  EXPECT_THAT(r.body, HasSubstr("colour"));
+  r = Signed(ch, "POST", "/v1/events", good);
+  EXPECT_EQ(r.status, 400) << "no Idempotency-Key";
+  EXPECT_THAT(r.body, HasSubstr("Idempotency-Key"));
+  r = Signed(ch, "POST", "/v1/events", R"({"event_type":"x","customer_id":"C1"})", "k-missing");
+  EXPECT_EQ(r.status, 400);
+  r = Signed(ch, "POST", "/v1/events",
+             R"({"source_event_id":"e2","event_type":"x","customer_id":"C1","org_id":"bank-b"})",
+             "k-other-org");
+  EXPECT_EQ(r.status, 403);
+  EXPECT_EQ(r.ErrorCode(), "PERMISSION_DENIED");
+  r = Signed(ch, "POST", "/v1/events", std::string(70000, ' '), "k-large");
+  EXPECT_EQ(r.status, 413);
+  EXPECT_EQ(r.ErrorCode(), "BODY_TOO_LARGE");
+  client_ = std::make_unique<TestHttpClient>(env_->gateway.port);  // 413 closes the connection
+  r = client_->Send("POST", "/v1/events", {{"Idempotency-Key", "k"}}, good);
+  EXPECT_EQ(r.status, 401);
+  EXPECT_EQ(r.ErrorCode(), "CREDENTIALS_MISSING");
+  ChannelCredentials forged{ch.id, std::string(ch.secret.size(), 'f')};
+  EXPECT_EQ(Signed(forged, "POST", "/v1/events", good, "k1").ErrorCode(), "SIGNATURE_INVALID");
+
+  r = Signed(ch, "POST", "/v1/tracking",
+             R"({"events":[{"client_event_id":"t1","customer_id":"C1","action":"EXPOSURE",)"
+             R"("campaign_id":"cmp_1","placement":"home_banner_1"}]})",
+             "trk-1");
+  EXPECT_EQ(r.status, 202) << r.body;
+  EXPECT_EQ(r.Json()["accepted"], 1);
+  EXPECT_EQ(Signed(ch, "POST", "/v1/tracking", R"({"events":[]})", "trk-2").status, 400);
+}
+
+TEST_F(GatewayApiE2eTest, AChannelOverItsLimitGets429WhileAnotherIsUnaffected) {
+  ChannelCredentials noisy = NewChannel();
+  ChannelCredentials quiet = NewChannel();
+  int limited = 0;
+  std::string retry_after;
+  for (int i = 0; i < 25; ++i) {
+    TestResponse r =
+        Signed(noisy, "POST", "/v1/tracking",
+               R"({"events":[{"client_event_id":"t","customer_id":"C1","action":"CLICK"}]})",
+               "rl-" + std::to_string(i));
+    if (r.status == 429) {
+      ++limited;
+      retry_after = r.Header("retry-after");
+      EXPECT_EQ(r.ErrorCode(), "RATE_LIMITED");
+    }
+  }
+  EXPECT_GE(limited, 5);
+  EXPECT_FALSE(retry_after.empty());
+  TestResponse r = Signed(quiet, "GET", "/v1/channel", "");
+  EXPECT_EQ(r.status, 200) << r.body;
+  r = Signed(quiet, "POST", "/v1/tracking",
+             R"({"events":[{"client_event_id":"t","customer_id":"C1","action":"CLICK"}]})", "q1");
+  EXPECT_EQ(r.status, 202) << r.body;
+}
+
+TEST_F(GatewayApiE2eTest, WalletFailsFastWithTheRewardsServiceDown) {
+  ChannelCredentials ch = NewChannel();
+  std::vector<double> ms;
+  // Within the channel's burst (12): every answer is the breaker's or the dead backend's.
+  for (int i = 0; i < 11; ++i) {
+    const absl::Time start = absl::Now();
+    TestResponse r = Signed(ch, "GET", "/v1/customers/C" + std::to_string(i) + "/wallet", "");
+    ms.push_back(absl::ToDoubleMilliseconds(absl::Now() - start));
+    EXPECT_EQ(r.status, 503) << r.body;
+    EXPECT_EQ(r.ErrorCode(), "DEPENDENCY_UNAVAILABLE");
+    if (i == 9) {
+      EXPECT_FALSE(r.Header("retry-after").empty());
+    }
+  }
+  std::sort(ms.begin(), ms.end());
+  EXPECT_LT(ms[ms.size() * 99 / 100], 250) << "503 answers must not wait for deadlines";
+  // Other routes are unaffected.
+  EXPECT_EQ(Admin(RootToken(), "GET", "/admin/v1/orgs").status, 200);
+}
+
+// ---- Admin API security
+// --------------------------------------------------------------------------
+
+TEST_F(GatewayApiE2eTest, EveryAdminRouteNeedsAValidToken) {
+  // A token signed with the right key but expired, and a tampered one.
+  gateway::TokenSigner signer(kTokenKey);
+  const std::string expired =
+      signer.Sign({"s-old", "admin", "fed", {"admin"}, absl::Now() - absl::Minutes(1)});
+  std::string tampered = RootToken();
+  tampered[tampered.size() / 2] = tampered[tampered.size() / 2] == 'A' ? 'B' : 'A';
+  int checked = 0;
+  for (const auto& route : Routes()) {
+    if (route.access != gateway::Access::kOperator) continue;
+    const std::string target = Concrete(route.path);
+    const std::string body = route.body.empty() ? "" : "{}";
+    for (const std::string& token : {std::string(), expired, tampered, std::string("garbage")}) {
+      Headers h;
+      if (!token.empty()) h.emplace_back("Authorization", "Bearer " + token);
+      TestResponse r = client_->Send(route.method, target, h, body);
+      EXPECT_EQ(r.status, 401) << route.method << " " << target << " token=" << token.size();
+      EXPECT_THAT(r.ErrorCode(), ::testing::AnyOf("CREDENTIALS_MISSING", "TOKEN_INVALID"));
+    }
+    ++checked;
+  }
+  EXPECT_GT(checked, 40);
+}
+
+TEST_F(GatewayApiE2eTest, RoutesRefuseOperatorsWithoutTheRole) {
+  const std::string analyst = Operator("ann-analyst", "bank-a", {"analyst"});
+  int checked = 0;
+  for (const auto& route : Routes()) {
+    if (route.access != gateway::Access::kOperator || route.roles.empty()) continue;
+    if (std::count(route.roles.begin(), route.roles.end(), tenancy::Role::kAnalyst) > 0) continue;
+    TestResponse r = Admin(analyst, route.method, Concrete(route.path),
+                           route.body.empty() ? Json(nullptr) : Json::object());
+    EXPECT_EQ(r.status, 403) << route.method << " " << route.path << ": " << r.body;
+    EXPECT_EQ(r.ErrorCode(), "PERMISSION_DENIED");
+    ++checked;
+  }
+  EXPECT_GT(checked, 20);
+}
+
+TEST_F(GatewayApiE2eTest, MemberBanksCannotSeeOrChangeEachOthersResources) {
+  const std::string a_admin = Operator("ada-admin", "bank-a", {"admin", "planner"});
+  const std::string b_admin = Operator("bea-admin", "bank-b", {"admin", "planner"});
+
+  // Campaigns.
+  const absl::Time start = absl::Now() + absl::Hours(24);
+  Json config = Json::parse(gateway::RenderJson(
+      campaigns::test::CompleteCoupon("Bank A coupons", start, start + absl::Hours(24))));
+  TestResponse created =
+      Admin(a_admin, "POST", "/admin/v1/campaigns", {{"org_id", "bank-a"}, {"config", config}});
+  ASSERT_EQ(created.status, 200) << created.body;
+  const std::string campaign = created.Json()["id"];
+  EXPECT_EQ(Admin(a_admin, "GET", "/admin/v1/campaigns/" + campaign).status, 200);
+  EXPECT_EQ(Admin(b_admin, "GET", "/admin/v1/campaigns/" + campaign).status, 404);
+  EXPECT_EQ(
+      Admin(b_admin, "POST", "/admin/v1/campaigns/" + campaign + ":submit", Json::object()).status,
+      404);
+  EXPECT_EQ(
+      Admin(b_admin, "POST", "/admin/v1/campaigns", {{"org_id", "bank-a"}, {"config", config}})
+          .status,
+      403);
+  TestResponse listed = Admin(b_admin, "GET", "/admin/v1/campaigns");
+  ASSERT_EQ(listed.status, 200);
+  EXPECT_THAT(listed.body, ::testing::Not(HasSubstr(campaign)));
+  EXPECT_EQ(Admin(b_admin, "GET", "/admin/v1/campaigns?org_id=bank-a").status, 403);
+
+  // Operators.
+  EXPECT_EQ(Admin(b_admin, "GET", "/admin/v1/operators/ada-admin").status, 404);
+  EXPECT_EQ(Admin(b_admin, "PATCH", "/admin/v1/operators/ada-admin", {{"disabled", true}}).status,
+            404);
+  EXPECT_EQ(Admin(b_admin, "POST", "/admin/v1/operators",
+                  {{"id", "mallory"},
+                   {"org_id", "bank-a"},
+                   {"roles", {"admin"}},
+                   {"password", "mallory-password"}})
+                .status,
+            403);
+
+  // Channels.
+  ChannelCredentials a_channel = NewChannel("bank-a");
+  EXPECT_EQ(Admin(a_admin, "GET", "/admin/v1/channels/" + a_channel.id).status, 200);
+  EXPECT_EQ(Admin(b_admin, "GET", "/admin/v1/channels/" + a_channel.id).status, 404);
+  EXPECT_EQ(
+      Admin(b_admin, "POST", "/admin/v1/channels/" + a_channel.id + ":disable", Json::object())
+          .status,
+      404);
+  EXPECT_EQ(Admin(b_admin, "GET", "/admin/v1/channels?org_id=bank-a").status, 403);
+  // The disable was refused: the channel still works.
+  EXPECT_EQ(Signed(a_channel, "GET", "/v1/channel", "").status, 200);
+
+  // Segments.
+  TestResponse segment =
+      Admin(a_admin, "POST", "/admin/v1/segments",
+            Json::parse(R"({"name":"A list","definition":{"list":{"customer_ids":["C1","C2"]}}})"));
+  if (segment.status == 200) {
+    const std::string id = segment.Json()["id"];
+    EXPECT_EQ(Admin(a_admin, "GET", "/admin/v1/segments/" + id).status, 200);
+    EXPECT_EQ(Admin(b_admin, "GET", "/admin/v1/segments/" + id).status, 404);
+  } else {
+    ADD_FAILURE() << "segment not created: " << segment.body;
+  }
+  EXPECT_EQ(
+      Admin(b_admin, "POST", "/admin/v1/segments", {{"org_id", "bank-a"}, {"name", "x"}}).status,
+      403);
+}
+
+TEST_F(GatewayApiE2eTest, FiveWrongPasswordsLockTheAccount) {
+  Operator("lou-locked", "bank-a", {"planner"});
+  for (int i = 0; i < 5; ++i) {
+    TestResponse r =
+        Admin("", "POST", "/admin/v1/sessions",
+              {{"operator_id", "lou-locked"}, {"password", "wrong password " + std::to_string(i)}});
+    EXPECT_EQ(r.status, 401) << r.body;
+  }
+  TestResponse r = Admin("", "POST", "/admin/v1/sessions",
+                         {{"operator_id", "lou-locked"}, {"password", "password-of-lou-locked"}});
+  EXPECT_EQ(r.status, 429) << r.body;
+  EXPECT_THAT(r.body, HasSubstr("locked"));
+  ASSERT_EQ(
+      Admin(RootToken(), "PATCH", "/admin/v1/operators/lou-locked", {{"unlock", true}}).status,
+      200);
+  SignIn("lou-locked", "password-of-lou-locked");
+}
+
+TEST_F(GatewayApiE2eTest, SignOutEndsTheSession) {
+  const std::string token = Operator("sam-session", "bank-a", {"analyst"});
+  ASSERT_EQ(Admin(token, "GET", "/admin/v1/sessions/current").status, 200);
+  EXPECT_EQ(Admin(token, "DELETE", "/admin/v1/sessions/current").status, 200);
+  TestResponse r = Admin(token, "GET", "/admin/v1/sessions/current");
+  EXPECT_EQ(r.status, 401);
+  EXPECT_EQ(r.ErrorCode(), "TOKEN_INVALID");
+}
+
+// ---- A campaign through its lifecycle
+// ------------------------------------------------------------
+
+TEST_F(GatewayApiE2eTest, CampaignLifecycleWithMakerChecker) {
+  const std::string planner = Operator("pia-planner", "bank-a", {"planner"});
+  const std::string approver = Operator("abe-approver", "bank-a", {"approver"});
+  const std::string both = Operator("bo-both", "bank-a", {"planner", "approver"});
+  const absl::Time start = absl::Now() + absl::Hours(48);
+  Json config = Json::parse(gateway::RenderJson(
+      campaigns::test::CompleteCoupon("Lifecycle", start, start + absl::Hours(24))));
+
+  TestResponse created = Admin(planner, "POST", "/admin/v1/campaigns", {{"config", config}},
+                               {{"Idempotency-Key", "create-lifecycle"}});
+  ASSERT_EQ(created.status, 200) << created.body;
+  const std::string id = created.Json()["id"];
+  EXPECT_EQ(created.Json()["org_id"], "bank-a");
+  EXPECT_EQ(created.Json()["state"], "DRAFT");
+  // The same creation replayed does not create a second campaign.
+  TestResponse replay = Admin(planner, "POST", "/admin/v1/campaigns", {{"config", config}},
+                              {{"Idempotency-Key", "create-lifecycle"}});
+  EXPECT_EQ(replay.Json()["id"], id);
+
+  TestResponse step = Admin(planner, "PUT", "/admin/v1/campaigns/" + id + "/steps/STEP_BASICS",
+                            {{"config",
+                              {{"name", "Lifecycle 2"},
+                               {"type", "COUPON_CLAIM"},
+                               {"department", "retail"},
+                               {"start_time", config["start_time"]},
+                               {"end_time", config["end_time"]},
+                               {"priority", 10}}},
+                             {"expected_revision", created.Json()["revision"]}});
+  EXPECT_EQ(step.status, 200) << step.body;
+  TestResponse validated = Admin(planner, "POST", "/admin/v1/campaigns/" + id + ":validate");
+  EXPECT_EQ(validated.status, 200) << validated.body;
+  EXPECT_TRUE(validated.Json()["errors"].empty()) << validated.body;
+
+  EXPECT_EQ(Admin(planner, "POST", "/admin/v1/campaigns/" + id + ":submit").status, 200);
+  EXPECT_EQ(Admin(planner, "POST", "/admin/v1/campaigns/" + id + ":approve").status, 403);
+  TestResponse approved =
+      Admin(approver, "POST", "/admin/v1/campaigns/" + id + ":approve", {{"comment", "fine"}});
+  ASSERT_EQ(approved.status, 200) << approved.body;
+  TestResponse published = Admin(planner, "POST", "/admin/v1/campaigns/" + id + ":publish");
+  ASSERT_EQ(published.status, 200) << published.body;
+  EXPECT_EQ(published.Json()["state"], "SCHEDULED");
+  EXPECT_EQ(Admin(planner, "GET", "/admin/v1/campaigns/" + id + "/versions").status, 200);
+
+  // Maker-checker: whoever submitted may not approve, even holding the approver role.
+  TestResponse second = Admin(both, "POST", "/admin/v1/campaigns", {{"config", config}});
+  ASSERT_EQ(second.status, 200) << second.body;
+  const std::string id2 = second.Json()["id"];
+  ASSERT_EQ(Admin(both, "POST", "/admin/v1/campaigns/" + id2 + ":submit").status, 200);
+  TestResponse self = Admin(both, "POST", "/admin/v1/campaigns/" + id2 + ":approve");
+  EXPECT_EQ(self.status, 403) << self.body;
+
+  const std::string auditor = Operator("aud-auditor", "bank-a", {"auditor"});
+  TestResponse audit = Admin(auditor, "GET", "/admin/v1/audit?campaign_id=" + id);
+  ASSERT_EQ(audit.status, 200) << audit.body;
+  EXPECT_GE(audit.Json()["entries"].size(), 4u);
+  EXPECT_EQ(Admin(planner, "GET", "/admin/v1/audit").status, 403);
+}
+
+TEST_F(GatewayApiE2eTest, OpenApiDocumentIsServed) {
+  TestResponse r = client_->Send("GET", "/openapi.json");
+  ASSERT_EQ(r.status, 200);
+  EXPECT_EQ(r.Json()["openapi"], "3.0.3");
+  EXPECT_TRUE(r.Json()["paths"].contains("/v1/events"));
+  EXPECT_TRUE(r.Json()["paths"].contains("/admin/v1/campaigns/{campaign_id}:approve"));
+}
+
+}  // namespace
+}  // namespace mkt
