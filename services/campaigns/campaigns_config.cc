@@ -34,8 +34,17 @@ const config::Schema<CampaignsConfig>& CampaignsConfigSchema() {
                "milliseconds between looks for campaigns to start or end (0: off)")
         .Field("default_uptake_bp", &CampaignsConfig::default_uptake_bp,
                "expected uptake (basis points) for cost forecasts when the operator gives none")
+        .Field("reference_source", &CampaignsConfig::reference_source,
+               "where segments and benefit templates are looked up: services (segments_address "
+               "and rewards_address) or catalog (catalog_file)")
         .Field("catalog_file", &CampaignsConfig::catalog_file,
-               "JSON file of segments and benefit templates (empty: built-in demo set)")
+               "reference_source=catalog: JSON file of segments and benefit templates (empty: "
+               "built-in demo set)")
+        .Field("reference_timeout_ms", &CampaignsConfig::reference_timeout_ms,
+               "reference_source=services: deadline of one segment or template lookup")
+        .Field("reference_cache_ms", &CampaignsConfig::reference_cache_ms,
+               "reference_source=services: how long a looked-up segment or template is reused "
+               "(0: no cache)")
         .Field("rewards_address", &CampaignsConfig::rewards_address,
                "rewards ledger gRPC address that participations grant through")
         .Field("rewards_timeout_ms", &CampaignsConfig::rewards_timeout_ms,
@@ -93,6 +102,24 @@ absl::Status ValidateCampaignsConfig(const CampaignsConfig& c) {
   MKT_RETURN_IF_ERROR(InRange("campaign_cache_ms", c.campaign_cache_ms, 0, 3'600'000));
   MKT_RETURN_IF_ERROR(InRange("sold_out_ttl_ms", c.sold_out_ttl_ms, 0, 3'600'000));
   MKT_RETURN_IF_ERROR(InRange("recovery_after_s", c.recovery_after_s, 0, 86'400));
+  MKT_RETURN_IF_ERROR(InRange("reference_timeout_ms", c.reference_timeout_ms, 1, 600'000));
+  MKT_RETURN_IF_ERROR(InRange("reference_cache_ms", c.reference_cache_ms, 0, 3'600'000));
+  if (c.reference_source == "services") {
+    // A catalog file that is silently ignored would make a stack look configured when it is not.
+    if (!c.catalog_file.empty()) {
+      return InvalidArgument("catalog_file",
+                             "catalog_file is read only with reference_source=catalog");
+    }
+    if (c.segments_address.empty() || c.rewards_address.empty()) {
+      return InvalidArgument("reference_source",
+                             "reference_source=services needs segments_address and "
+                             "rewards_address");
+    }
+  } else if (c.reference_source != "catalog") {
+    return InvalidArgument(
+        "reference_source",
+        "reference_source must be services or catalog (got '" + c.reference_source + "')");
+  }
   if (c.customer_rate_per_s < 0 || c.campaign_rate_per_s < 0 || c.customer_burst < 1 ||
       c.campaign_burst < 1) {
     return InvalidArgument("customer_rate_per_s",

@@ -21,9 +21,15 @@ struct CampaignsConfig {
   int64_t scheduler_interval_ms = 1000;
   // Expected uptake for cost forecasts when the operator gives none.
   int64_t default_uptake_bp = 1000;
-  // Segments and benefit templates until the segments/rewards APIs serve them: a JSON file
-  // (see reference_data.h); empty: the built-in demo set.
+  // Where segments and benefit templates are looked up while configuring a campaign:
+  // "services" asks the segments service (segments_address) and the rewards Benefits API
+  // (rewards_address); "catalog" reads catalog_file, or the built-in demo set when it is empty
+  // (tests and a stack without those services).
+  std::string reference_source = "services";
   std::string catalog_file;
+  // Deadline of one GetSegment/Count/GetTemplate call, and how long an answer is reused.
+  int64_t reference_timeout_ms = 1000;
+  int64_t reference_cache_ms = 5000;
   // Participation (decision 013).
   // The rewards ledger (marketing.rewards.v1.Ledger) that participations grant through.
   std::string rewards_address = "127.0.0.1:20071";

@@ -24,6 +24,7 @@
 #include "services/campaigns/participation_store.h"
 #include "services/campaigns/pg_campaign_store.h"
 #include "services/campaigns/reference_data.h"
+#include "services/campaigns/remote_reference.h"
 #include "services/campaigns/reward_issuer.h"
 #include "spdlog/spdlog.h"
 
@@ -49,8 +50,33 @@ int main(int argc, char** argv) {
   if (!cfg) return exit_code;
   log::Init("campaigns", log::ParseFormat(cfg->log_format), cfg->log_level);
 
-  auto reference = campaigns::LoadReferenceData(cfg->catalog_file);
-  if (!reference.ok()) return Fail(reference.status());
+  // Segments and benefit templates: the neighbours' APIs, or the in-memory catalog. Configuring a
+  // campaign must not pick a retired template; charging a running one needs the real cost of any.
+  std::unique_ptr<campaigns::SegmentDirectory> segments;
+  std::unique_ptr<campaigns::BenefitCatalog> benefits, charged_benefits;
+  if (cfg->reference_source == "services") {
+    const campaigns::RemoteReferenceOptions options{
+        .timeout = absl::Milliseconds(cfg->reference_timeout_ms),
+        .cache_ttl = absl::Milliseconds(cfg->reference_cache_ms)};
+    auto rewards_channel = rpc::Connect(cfg->rewards_address);
+    segments = std::make_unique<campaigns::GrpcSegmentDirectory>(
+        rpc::Connect(cfg->segments_address), options);
+    benefits = std::make_unique<campaigns::GrpcBenefitCatalog>(rewards_channel, options,
+                                                               /*hide_retired=*/true);
+    charged_benefits = std::make_unique<campaigns::GrpcBenefitCatalog>(rewards_channel, options,
+                                                                       /*hide_retired=*/false);
+    spdlog::info("reference data from segments at {} and rewards at {}", cfg->segments_address,
+                 cfg->rewards_address);
+  } else {
+    auto reference = campaigns::LoadReferenceData(cfg->catalog_file);
+    if (!reference.ok()) return Fail(reference.status());
+    spdlog::info("reference data from {}",
+                 cfg->catalog_file.empty() ? "the built-in demo catalog" : cfg->catalog_file);
+    segments = std::move(reference->segments);
+    benefits = std::move(reference->benefits);
+  }
+  const campaigns::BenefitCatalog& participation_benefits =
+      charged_benefits ? *charged_benefits : *benefits;
   auto pool = pg::Pool::Connect({.dsn = cfg->pg_dsn, .size = static_cast<int>(cfg->pg_pool_size)});
   if (!pool.ok()) return Fail(pool.status());
   if (auto s = pg::ApplyMigrations(**pool,
@@ -76,7 +102,7 @@ int main(int argc, char** argv) {
 
   campaigns::PgCampaignStore store(**pool);
   campaigns::CampaignService service(
-      store, *reference->segments, *reference->benefits, SystemClock(),
+      store, *segments, *benefits, SystemClock(),
       {.default_uptake_bp = static_cast<int32_t>(cfg->default_uptake_bp)});
   std::optional<campaigns::CampaignScheduler> scheduler;
   if (cfg->scheduler_interval_ms > 0) {
@@ -111,7 +137,7 @@ int main(int argc, char** argv) {
   finish_commits.emplace(**pool, commit_options);
   campaigns::PgParticipationStore participation_store(**pool, *reserve_commits, *finish_commits);
   campaigns::ParticipationService participation(
-      store, participation_store, *audience, *reference->benefits, *issuer, SystemClock(),
+      store, participation_store, *audience, participation_benefits, *issuer, SystemClock(),
       {.customer_rate_per_s = cfg->customer_rate_per_s,
        .customer_burst = cfg->customer_burst,
        .campaign_rate_per_s = cfg->campaign_rate_per_s,

@@ -404,8 +404,16 @@ absl::StatusOr<IssueRequest> ParticipationService::IssueFor(const pb::Participat
     grant.benefit_template_id = reward.benefit_template_id();
     grant.quantity = reward.quantity();
     if (options_.charge_budget) {
+      // Never grant uncharged: without the unit cost the participation stays PENDING and a
+      // replay or the recovery sweep prices it once the rewards service answers again.
       absl::StatusOr<BenefitInfo> info = benefits_.Lookup(reward.benefit_template_id());
-      if (info.ok()) grant.cost_fen = info->unit_cost_fen * reward.quantity();
+      if (!info.ok()) {
+        return Error(absl::StatusCode::kUnavailable, common::DEPENDENCY_UNAVAILABLE,
+                     "cannot read the unit cost of benefit template " +
+                         reward.benefit_template_id() + " (" + std::string(info.status().message()) +
+                         "); retry with the same idempotency key");
+      }
+      grant.cost_fen = info->unit_cost_fen * reward.quantity();
     }
     for (const auto& item : campaign.live().rewards()) {
       if (item.benefit_template_id() == reward.benefit_template_id() &&

@@ -41,6 +41,7 @@ TEST(CampaignsE2eTest, ACampaignGoesOnlineAndOfflineByItselfAndEveryChangeIsPubl
        {"MKT_CAMPAIGNS_GRPC_ADDRESS", absl::StrCat("127.0.0.1:", port)},
        {"MKT_CAMPAIGNS_METRICS_ADDRESS", absl::StrCat("127.0.0.1:", metrics_port)},
        {"MKT_CAMPAIGNS_SCHEDULER_INTERVAL_MS", "200"},
+       {"MKT_CAMPAIGNS_REFERENCE_SOURCE", "catalog"},
        {"MKT_CAMPAIGNS_CATALOG_FILE", catalog},
        {"MKT_CAMPAIGNS_LOG_FORMAT", "json"}},
       log);

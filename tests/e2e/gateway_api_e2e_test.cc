@@ -98,6 +98,7 @@ class GatewayApiE2eTest : public ::testing::Test {
                  {"MKT_CAMPAIGNS_KAFKA_BOOTSTRAP", testing::KafkaBootstrap()},
                  {"MKT_CAMPAIGNS_GRPC_ADDRESS", absl::StrCat("127.0.0.1:", campaigns_port)},
                  {"MKT_CAMPAIGNS_METRICS_ADDRESS", absl::StrCat("127.0.0.1:", testing::FreePort())},
+                 {"MKT_CAMPAIGNS_REFERENCE_SOURCE", "catalog"},
                  {"MKT_CAMPAIGNS_CATALOG_FILE", catalog}});
       campaigns.port = campaigns_port;
       const int segments_port = testing::FreePort();

@@ -3,14 +3,21 @@
 // recorded in an existing file are kept while they still exist.
 //
 //   mkt-seed-demo --channels 127.0.0.1:20061 --out .local/credentials.json
-//                 [--rewards 127.0.0.1:20071] [--campaigns 127.0.0.1:20031]
-//                 [--gateway-url http://127.0.0.1:8080]
+//                 [--rewards 127.0.0.1:20071] [--segments 127.0.0.1:20041]
+//                 [--campaigns 127.0.0.1:20031] [--gateway-url http://127.0.0.1:8080]
 // With --rewards it also funds a demo campaign budget per org and grants each demo customer
-// welcome points, through the ledger's own idempotent Fund and Grant calls.
+// welcome points, through the ledger's own idempotent Fund and Grant calls, and creates (and
+// activates) the demo benefit templates the demo campaigns grant ("bt-fed-coupon-50", ...).
+// With --segments it gives the demo customers an age and a payroll flag (a CSV import) and
+// creates the demo segments the demo campaigns target: the segments service names segments
+// itself, so they are found again by name, and the campaigns use the ids it gave.
 // With --campaigns it creates the member banks and a branch in the campaigns service, takes a
 // coupon campaign of bank-a through maker-checker to ONLINE, saves a federation lottery as a
 // template and copies it into a bank-b draft. Campaign ids are the service's, so each step first
-// looks for what an earlier run made and carries on from the state it finds.
+// looks for what an earlier run made and carries on from the state it finds. A campaigns service
+// that looks reference data up in the real services (MKT_CAMPAIGNS_REFERENCE_SOURCE=services, the
+// default) needs --rewards and --segments in the same run; one on its built-in demo catalog
+// (=catalog) takes the catalog's segment ids when --segments is not given.
 #include <sys/stat.h>
 
 #include <fstream>
@@ -30,7 +37,9 @@
 #include "libs/tenancy/tenancy.h"
 #include "marketing/campaigns/v1/campaigns.grpc.pb.h"
 #include "marketing/channels/v1/channels.grpc.pb.h"
+#include "marketing/rewards/v1/benefits.grpc.pb.h"
 #include "marketing/rewards/v1/ledger.grpc.pb.h"
+#include "marketing/segments/v1/segments.grpc.pb.h"
 #include "nlohmann/json.hpp"
 
 namespace {
@@ -169,8 +178,166 @@ absl::Status SeedLedger(const std::string& target, const std::string& org,
 }
 
 namespace cmp = ::marketing::campaigns::v1;
+namespace seg = ::marketing::segments::v1;
 using mkt::tenancy::Actor;
 using mkt::tenancy::Role;
+
+// The federation admin that owns the demo's reference data (templates, tag values, segments).
+Actor ReferenceAdmin() { return Actor{"fed", "root", {Role::kAdmin}}; }
+
+template <class Fn>
+absl::Status CallAs(const Actor& actor, Fn fn) {
+  grpc::ClientContext ctx;
+  mkt::rpc::PrepareClientContext(ctx, absl::Seconds(10), "seed-demo");
+  mkt::rpc::AttachActor(ctx, actor);
+  return mkt::rpc::FromGrpcStatus(fn(&ctx));
+}
+
+// The benefit templates the demo campaigns grant; the same ids and unit costs as the campaigns
+// service's built-in demo catalog (services/campaigns/reference_data.cc).
+struct DemoTemplate {
+  const char* id;
+  const char* org;
+  ledger::BenefitType type;
+  const char* name;
+  int64_t face_value;
+  int64_t unit_cost_fen;
+  const char* gift_sku;
+};
+constexpr DemoTemplate kTemplates[] = {
+    {"bt-fed-coupon-50", "fed", ledger::COUPON_CASH, "50 yuan off", 5000, 5000, ""},
+    {"bt-fed-points-100", "fed", ledger::BENEFIT_POINTS, "100 points", 100, 100, ""},
+    {"bt-fed-red-envelope-888", "fed", ledger::RED_ENVELOPE, "Red envelope 8.88 yuan", 888, 888,
+     ""},
+    {"bt-a-coupon-20", "bank-a", ledger::COUPON_CASH, "Bank A: 20 yuan off", 2000, 2000, ""},
+    {"bt-b-rice-gift", "bank-b", ledger::GIFT_VOUCHER, "Bank B: a bag of rice", 0, 3500,
+     "rice-5kg"},
+};
+
+// Creates and activates each demo template unless it exists; returns what it did.
+absl::StatusOr<json> SeedBenefitTemplates(const std::string& target,
+                                          std::vector<std::string>& done) {
+  auto stub = ledger::Benefits::NewStub(mkt::rpc::Connect(target));
+  const Actor admin = ReferenceAdmin();
+  json out = json::array();
+  for (const DemoTemplate& d : kTemplates) {
+    ledger::GetTemplateRequest get;
+    get.set_template_id(d.id);
+    ledger::BenefitTemplate t;
+    absl::Status found =
+        CallAs(admin, [&](grpc::ClientContext* c) { return stub->GetTemplate(c, get, &t); });
+    if (found.code() == absl::StatusCode::kNotFound) {
+      ledger::CreateTemplateRequest create;
+      ledger::BenefitTemplate* n = create.mutable_template_();
+      n->set_id(d.id);
+      n->set_org_id(d.org);
+      n->set_type(d.type);
+      n->set_name(d.name);
+      n->set_face_value(d.face_value);
+      n->set_gift_sku(d.gift_sku);
+      n->set_unit_cost_fen(d.unit_cost_fen);
+      n->set_total_stock(1'000'000);
+      n->mutable_validity()->set_days_after_grant(30);
+      MKT_RETURN_IF_ERROR(CallAs(
+          admin, [&](grpc::ClientContext* c) { return stub->CreateTemplate(c, create, &t); }));
+      done.push_back(std::string("created benefit template ") + d.id);
+    } else {
+      MKT_RETURN_IF_ERROR(found);
+    }
+    if (t.status() == ledger::TEMPLATE_DRAFT) {
+      ledger::ActivateTemplateRequest activate;
+      activate.set_template_id(d.id);
+      MKT_RETURN_IF_ERROR(CallAs(
+          admin, [&](grpc::ClientContext* c) { return stub->ActivateTemplate(c, activate, &t); }));
+      done.push_back(std::string("activated benefit template ") + d.id);
+    }
+    out.push_back({{"template_id", t.id()},
+                   {"org_id", t.org_id()},
+                   {"unit_cost_fen", t.unit_cost_fen()},
+                   {"status", ledger::TemplateStatus_Name(t.status())}});
+  }
+  return out;
+}
+
+// The segments the demo campaigns target, by the key the demo catalog gives them.
+struct DemoSegment {
+  const char* key;
+  const char* org;
+  const char* name;
+  const char* tag;  // a rule: the int tag "age" >= 18, or the bool tag `tag` is true
+};
+constexpr DemoSegment kSegments[] = {
+    {"seg-fed-all-adults", "fed", "Demo: all adult customers", "age"},
+    {"seg-a-payroll", "bank-a", "Demo: bank A payroll customers", "payroll_customer"},
+};
+
+// Gives the demo customers an age and a payroll flag (the first two of each org are payroll
+// customers), then creates each demo segment unless one of that name and org exists. Returns
+// the segment ids by key.
+absl::StatusOr<std::map<std::string, std::string>> SeedSegments(
+    const std::string& target, const std::map<std::string, std::vector<std::string>>& customers,
+    std::vector<std::string>& done) {
+  auto stub = seg::Segments::NewStub(mkt::rpc::Connect(target));
+  const Actor admin = ReferenceAdmin();
+  for (const auto& [org, ids] : customers) {
+    seg::ImportTagValuesRequest import;
+    import.set_org_id(org);
+    std::string csv = "customer_id,age,payroll_customer\n";
+    for (size_t i = 0; i < ids.size(); ++i) {
+      csv += ids[i] + "," + std::to_string(28 + 11 * static_cast<int>(i)) + "," +
+             (i < 2 ? "true" : "false") + "\n";
+    }
+    import.set_csv(csv);
+    seg::ImportTagValuesResponse imported;
+    MKT_RETURN_IF_ERROR(CallAs(admin, [&](grpc::ClientContext* c) {
+      return stub->ImportTagValues(c, import, &imported);
+    }));
+    if (imported.rows_rejected() > 0) {
+      return absl::InternalError(
+          "tag values of " + org + " rejected: " +
+          (imported.errors().empty() ? std::string("?") : imported.errors(0).message()));
+    }
+  }
+  std::map<std::string, std::string> existing;  // "<org>/<name>" -> id
+  seg::ListSegmentsRequest list;
+  list.mutable_page()->set_page_size(500);
+  while (true) {
+    seg::ListSegmentsResponse page;
+    MKT_RETURN_IF_ERROR(
+        CallAs(admin, [&](grpc::ClientContext* c) { return stub->ListSegments(c, list, &page); }));
+    for (const seg::Segment& s : page.segments()) {
+      if (!s.archived()) existing.emplace(s.org_id() + "/" + s.name(), s.id());
+    }
+    if (page.page().next_page_token().empty()) break;
+    list.mutable_page()->set_page_token(page.page().next_page_token());
+  }
+  std::map<std::string, std::string> ids;
+  for (const DemoSegment& d : kSegments) {
+    if (auto it = existing.find(std::string(d.org) + "/" + d.name); it != existing.end()) {
+      ids[d.key] = it->second;
+      continue;
+    }
+    seg::CreateSegmentRequest create;
+    create.set_org_id(d.org);
+    create.set_name(d.name);
+    create.set_description("Created by mkt-seed-demo for the demo campaigns.");
+    seg::Comparison* rule = create.mutable_definition()->mutable_rule()->mutable_compare();
+    rule->set_tag(d.tag);
+    if (std::string_view(d.tag) == "age") {
+      rule->set_op(seg::GE);
+      rule->mutable_value()->set_int_value(18);
+    } else {
+      rule->set_op(seg::EQ);
+      rule->mutable_value()->set_bool_value(true);
+    }
+    seg::Segment created;
+    MKT_RETURN_IF_ERROR(CallAs(
+        admin, [&](grpc::ClientContext* c) { return stub->CreateSegment(c, create, &created); }));
+    done.push_back("created segment " + created.id() + " (" + d.key + ")");
+    ids[d.key] = created.id();
+  }
+  return ids;
+}
 
 // The operators the demo acts as. Until the gateway's admin sessions exist, whoever calls the
 // campaigns service directly names the operator in metadata (decision 007).
@@ -244,8 +411,11 @@ json CampaignJson(const cmp::Campaign& c) {
 // Seeds the campaigns service; `done` collects what this run changed (empty on a replay).
 class CampaignSeeder {
  public:
-  explicit CampaignSeeder(const std::string& target)
-      : stub_(cmp::Campaigns::NewStub(mkt::rpc::Connect(target))) {}
+  // `segment_ids` maps the demo catalog's segment keys to the ids to use (the segments
+  // service's); a key missing from it is used as it is (the campaigns service's demo catalog).
+  CampaignSeeder(const std::string& target, std::map<std::string, std::string> segment_ids)
+      : stub_(cmp::Campaigns::NewStub(mkt::rpc::Connect(target))),
+        segment_ids_(std::move(segment_ids)) {}
 
   const std::vector<std::string>& done() const { return done_; }
 
@@ -286,7 +456,7 @@ class CampaignSeeder {
     } else {
       cmp::CreateCampaignRequest create;
       create.set_org_id("bank-a");
-      *create.mutable_config() = CouponConfig(absl::Now());
+      *create.mutable_config() = CouponConfig(absl::Now(), SegmentId("seg-a-payroll"));
       MKT_ASSIGN_OR_RETURN(c, Call(alice, &cmp::Campaigns::Stub::CreateCampaign, create));
       done_.push_back("created coupon campaign " + c.id());
     }
@@ -334,7 +504,7 @@ class CampaignSeeder {
     if (!source) {
       cmp::CreateCampaignRequest create;
       create.set_org_id(mkt::tenancy::kFederation);
-      *create.mutable_config() = LotteryConfig(absl::Now());
+      *create.mutable_config() = LotteryConfig(absl::Now(), SegmentId("seg-fed-all-adults"));
       MKT_ASSIGN_OR_RETURN(source, Call(fred, &cmp::Campaigns::Stub::CreateCampaign, create));
       done_.push_back("created lottery campaign " + source->id());
     }
@@ -426,8 +596,13 @@ class CampaignSeeder {
     p->mutable_content()->set_rules_text(rules);
   }
 
-  // Complete in all five steps; segment and benefit ids are the service's built-in demo catalog.
-  static cmp::CampaignConfig CouponConfig(absl::Time now) {
+  std::string SegmentId(const std::string& key) const {
+    auto it = segment_ids_.find(key);
+    return it == segment_ids_.end() ? key : it->second;
+  }
+
+  // Complete in all five steps; benefit ids are the demo templates' (kTemplates).
+  static cmp::CampaignConfig CouponConfig(absl::Time now, const std::string& segment_id) {
     cmp::CampaignConfig c;
     c.set_name(kCouponName);
     c.set_type(cmp::COUPON_CLAIM);
@@ -437,7 +612,7 @@ class CampaignSeeder {
     *c.mutable_end_time() = Ts(now + absl::Hours(24 * 30));
     c.set_priority(100);
     c.set_description("Payroll customers of bank A claim one 50-yuan coupon each.");
-    c.mutable_audience()->add_include()->set_segment_id("seg-a-payroll");
+    c.mutable_audience()->add_include()->set_segment_id(segment_id);
     c.mutable_limits()->set_per_customer_total(1);
     cmp::RewardItem* reward = c.add_rewards();
     reward->set_benefit_template_id("bt-fed-coupon-50");
@@ -450,7 +625,7 @@ class CampaignSeeder {
     return c;
   }
 
-  static cmp::CampaignConfig LotteryConfig(absl::Time now) {
+  static cmp::CampaignConfig LotteryConfig(absl::Time now, const std::string& segment_id) {
     cmp::CampaignConfig c;
     c.set_name(kLotteryName);
     c.set_type(cmp::LOTTERY);
@@ -459,7 +634,7 @@ class CampaignSeeder {
     *c.mutable_end_time() = Ts(now + absl::Hours(24 * 30));
     c.set_priority(50);
     c.set_description("One prize draw a day for every adult customer.");
-    c.mutable_audience()->add_include()->set_segment_id("seg-fed-all-adults");
+    c.mutable_audience()->add_include()->set_segment_id(segment_id);
     c.mutable_limits()->set_per_customer_daily(1);
     c.mutable_limits()->set_per_customer_total(7);
     cmp::Prize* red_envelope = c.add_prizes();
@@ -480,18 +655,27 @@ class CampaignSeeder {
   }
 
   std::unique_ptr<cmp::Campaigns::Stub> stub_;
+  const std::map<std::string, std::string> segment_ids_;
   std::vector<std::string> done_;
 };
 
 // Returns the "campaigns" entry of the credentials file.
-absl::StatusOr<json> SeedCampaigns(const std::string& target) {
-  CampaignSeeder seeder(target);
+absl::StatusOr<json> SeedCampaigns(const std::string& target,
+                                   std::map<std::string, std::string> segment_ids) {
+  CampaignSeeder seeder(target, std::move(segment_ids));
   json orgs = json::array();
   for (const CampaignOrg& org : kCampaignOrgs) {
     MKT_RETURN_IF_ERROR(seeder.EnsureOrg(org));
     orgs.push_back({{"org_id", org.id}, {"name", org.name}, {"region", org.region}});
   }
-  MKT_ASSIGN_OR_RETURN(cmp::Campaign coupon, seeder.EnsureCouponCampaign());
+  absl::StatusOr<cmp::Campaign> seeded_coupon = seeder.EnsureCouponCampaign();
+  if (absl::IsInvalidArgument(seeded_coupon.status())) {
+    return absl::InvalidArgumentError(
+        std::string(seeded_coupon.status().message()) +
+        " (a campaigns service with MKT_CAMPAIGNS_REFERENCE_SOURCE=services needs this run to "
+        "have --rewards and --segments too)");
+  }
+  MKT_ASSIGN_OR_RETURN(cmp::Campaign coupon, std::move(seeded_coupon));
   if (coupon.state() != cmp::ONLINE) {
     std::cerr << "note: coupon campaign " << coupon.id() << " is "
               << cmp::CampaignState_Name(coupon.state())
@@ -532,6 +716,7 @@ int main(int argc, char** argv) {
   std::string out_path = ".local/credentials.json";
   std::string gateway_url = "http://127.0.0.1:8080";
   std::string rewards_target;
+  std::string segments_target;
   std::string campaigns_target;
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string a = argv[i];
@@ -543,12 +728,14 @@ int main(int argc, char** argv) {
       gateway_url = argv[i + 1];
     else if (a == "--rewards")
       rewards_target = argv[i + 1];
+    else if (a == "--segments")
+      segments_target = argv[i + 1];
     else if (a == "--campaigns")
       campaigns_target = argv[i + 1];
     else {
       std::cerr << "usage: " << argv[0]
-                << " [--channels HOST:PORT] [--rewards HOST:PORT] [--campaigns HOST:PORT]"
-                   " [--out FILE] [--gateway-url URL]\n";
+                << " [--channels HOST:PORT] [--rewards HOST:PORT] [--segments HOST:PORT]"
+                   " [--campaigns HOST:PORT] [--out FILE] [--gateway-url URL]\n";
       return 2;
     }
   }
@@ -567,6 +754,7 @@ int main(int argc, char** argv) {
   json orgs = json::array();
   json channels = json::array();
   json customers = json::array();
+  std::map<std::string, std::vector<std::string>> customers_by_org;
   for (const DemoOrg& org : kOrgs) {
     orgs.push_back({{"org_id", org.id},
                     {"name", org.name},
@@ -585,6 +773,7 @@ int main(int argc, char** argv) {
       char id[32];
       std::snprintf(id, sizeof(id), "%s-cust-%04d", org.id, i);
       ids.push_back(id);
+      customers_by_org[org.id].push_back(id);
       json customer = {{"customer_id", id}, {"org_id", org.id}};
       if (!rewards_target.empty()) customer["welcome_points"] = kWelcomePoints;
       customers.push_back(customer);
@@ -597,9 +786,35 @@ int main(int argc, char** argv) {
     }
   }
 
+  // The reference data the demo campaigns name, in the services that own it.
+  std::vector<std::string> reference_done;
+  json templates = nullptr;
+  if (!rewards_target.empty()) {
+    absl::StatusOr<json> seeded = SeedBenefitTemplates(rewards_target, reference_done);
+    if (!seeded.ok()) {
+      std::cerr << "seeding the benefit templates failed: " << seeded.status().message() << "\n";
+      return 1;
+    }
+    templates = *std::move(seeded);
+  }
+  std::map<std::string, std::string> segment_ids;
+  json segments = nullptr;
+  if (!segments_target.empty()) {
+    absl::StatusOr<std::map<std::string, std::string>> seeded =
+        SeedSegments(segments_target, customers_by_org, reference_done);
+    if (!seeded.ok()) {
+      std::cerr << "seeding the segments service failed: " << seeded.status().message() << "\n";
+      return 1;
+    }
+    segment_ids = *std::move(seeded);
+    segments = json::object();
+    for (const auto& [key, id] : segment_ids) segments[key] = id;
+  }
+  for (const std::string& d : reference_done) std::cout << "reference data: " << d << "\n";
+
   json campaigns = nullptr;
   if (!campaigns_target.empty()) {
-    absl::StatusOr<json> seeded = SeedCampaigns(campaigns_target);
+    absl::StatusOr<json> seeded = SeedCampaigns(campaigns_target, segment_ids);
     if (!seeded.ok()) {
       std::cerr << "seeding the campaigns service failed: " << seeded.status().message() << "\n";
       return 1;
@@ -615,6 +830,8 @@ int main(int argc, char** argv) {
       {"demo_campaign", rewards_target.empty() ? json(nullptr)
                                                : json{{"campaign_id", kDemoCampaign},
                                                       {"budget_fen_per_org", kDemoBudgetFen}}},
+      {"benefit_templates", templates},
+      {"segments", segments},
       {"campaigns", campaigns},
       {"operators", json::array()},
       {"operators_note",
