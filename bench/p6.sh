@@ -13,21 +13,23 @@ IDLE_SECONDS=${P6_IDLE_SECONDS:-5}
 BIN=build/release
 WORK=$(mktemp -d /tmp/mkt-p6.XXXXXX)
 PIDS=()
-# Every gRPC service of the platform; the gateway is measured separately (HTTP health).
-SERVICES=(channels rewards campaigns segments)
+# Every gRPC service of the platform, in dependency order; the gateway is measured separately
+# (HTTP health).
+SERVICES=(channels rewards segments campaigns events)
 cleanup() {
   for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
   for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-  for svc in "${SERVICES[@]}"; do
+  for svc in "${SERVICES[@]}" gateway; do
     psql -h 127.0.0.1 -p "$PG_PORT" -U postgres -qAt -c "SET client_min_messages = warning" -c "DROP DATABASE IF EXISTS bench_p6_$svc WITH (FORCE)" >/dev/null 2>&1 || true
   done
   rm -rf "$WORK"
 }
 trap cleanup EXIT
 
-./dev build release >/dev/null  # P6 measures the release binaries
+# P6 measures the release binaries; MKT_BENCH_NO_BUILD=1 measures what is built already.
+[[ ${MKT_BENCH_NO_BUILD:-0} == 1 ]] || ./dev build release >/dev/null
 ./dev infra >/dev/null
-for svc in "${SERVICES[@]}"; do
+for svc in "${SERVICES[@]}" gateway; do
   psql -h 127.0.0.1 -p "$PG_PORT" -U postgres -qAt -c "SET client_min_messages = warning" -c "DROP DATABASE IF EXISTS bench_p6_$svc WITH (FORCE)" -c "CREATE DATABASE bench_p6_$svc" >/dev/null
 done
 
@@ -57,6 +59,10 @@ start_service() {
     "MKT_${upper}_METRICS_ADDRESS=127.0.0.1:$metrics"
     "MKT_${upper}_LOG_FORMAT=json")
   [[ $svc == channels ]] && env+=("MKT_CHANNELS_SECRET_KEY=$(openssl rand -hex 32)")
+  # Its neighbours are the scratch instances started before it (dependency order).
+  [[ $svc == campaigns ]] && env+=("MKT_CAMPAIGNS_REWARDS_ADDRESS=127.0.0.1:${GRPC[rewards]}"
+    "MKT_CAMPAIGNS_SEGMENTS_ADDRESS=127.0.0.1:${GRPC[segments]}")
+  [[ $svc == events ]] && env+=("MKT_EVENTS_REWARDS_ADDRESS=127.0.0.1:${GRPC[rewards]}")
   start=$(now)
   env "${env[@]}" "$BIN/services/$svc/mkt-$svc" >"$WORK/$svc.log" 2>&1 &
   PID[$svc]=$!; PIDS+=("$!")
@@ -69,6 +75,11 @@ GW_HTTP=$(free_port); GW_GRPC=$(free_port)
 start=$(now)
 MKT_GATEWAY_HTTP_ADDRESS=127.0.0.1:$GW_HTTP MKT_GATEWAY_GRPC_ADDRESS=127.0.0.1:$GW_GRPC \
 MKT_GATEWAY_CHANNELS_TARGET=127.0.0.1:${GRPC[channels]} \
+MKT_GATEWAY_CAMPAIGNS_TARGET=127.0.0.1:${GRPC[campaigns]} \
+MKT_GATEWAY_SEGMENTS_TARGET=127.0.0.1:${GRPC[segments]} \
+MKT_GATEWAY_REWARDS_TARGET=127.0.0.1:${GRPC[rewards]} \
+MKT_GATEWAY_PG_DSN="host=127.0.0.1 port=$PG_PORT user=postgres dbname=bench_p6_gateway" \
+MKT_GATEWAY_TOKEN_KEY=$(openssl rand -hex 32) MKT_GATEWAY_BOOTSTRAP_ADMIN_PASSWORD=$(openssl rand -hex 16) \
 MKT_GATEWAY_KAFKA_BOOTSTRAP=127.0.0.1:$KAFKA_PORT MKT_GATEWAY_LOG_FORMAT=json \
   "$BIN/services/gateway/mkt-gateway" >"$WORK/gateway.log" 2>&1 &
 PID[gateway]=$!; PIDS+=("$!")
