@@ -51,6 +51,22 @@ std::string Describe(const absl::Status& s) {
   return s.ToString() + " [" + ReasonName(ReasonOf(s)) + "]";
 }
 
+// The benefit catalog as participation sees it, with a switch that makes it unreachable (the
+// rewards service down while a claim is priced).
+class SwitchableCatalog final : public BenefitCatalog {
+ public:
+  explicit SwitchableCatalog(const BenefitCatalog& real) : real_(real) {}
+  void SetDown(bool down) { down_ = down; }
+  absl::StatusOr<BenefitInfo> Lookup(std::string_view template_id) const override {
+    if (down_) return absl::UnavailableError("benefit templates cannot be read");
+    return real_.Lookup(template_id);
+  }
+
+ private:
+  const BenefitCatalog& real_;
+  std::atomic<bool> down_{false};
+};
+
 class ParticipationIntegrationTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -92,8 +108,9 @@ class ParticipationIntegrationTest : public ::testing::Test {
     reserve_ = std::make_unique<GroupCommitter>(*pool_, GroupCommitter::Options{});
     finish_ = std::make_unique<GroupCommitter>(*pool_, GroupCommitter::Options{});
     participation_store_ = std::make_unique<PgParticipationStore>(*pool_, *reserve_, *finish_);
+    pricing_ = std::make_unique<SwitchableCatalog>(*reference_.benefits);
     participation_ = std::make_unique<ParticipationService>(
-        *store_, *participation_store_, membership_, *reference_.benefits, *issuer_, SystemClock(),
+        *store_, *participation_store_, membership_, *pricing_, *issuer_, SystemClock(),
         ParticipationOptions{.customer_rate_per_s = 0, .campaign_cache_ttl = absl::Seconds(1)});
     workers_ = std::make_unique<WorkerPool>("campaigns-test", 4, 1000);
     participation_workers_ = std::make_unique<WorkerPool>("participation-test", 64, 50000);
@@ -235,6 +252,7 @@ class ParticipationIntegrationTest : public ::testing::Test {
   std::unique_ptr<GroupCommitter> reserve_;
   std::unique_ptr<GroupCommitter> finish_;
   std::unique_ptr<PgParticipationStore> participation_store_;
+  std::unique_ptr<SwitchableCatalog> pricing_;
   std::unique_ptr<ParticipationService> participation_;
   std::unique_ptr<WorkerPool> workers_;
   std::unique_ptr<WorkerPool> participation_workers_;
@@ -361,6 +379,30 @@ TEST_F(ParticipationIntegrationTest, ReplaysReturnTheFirstOutcome) {
   EXPECT_TRUE(ReasonOf(over.status()) == common::LIMIT_REACHED ||
               ReasonOf(over.status()) == common::STOCK_EXHAUSTED)
       << Describe(over.status());
+  EXPECT_TRUE(LedgerIntact());
+}
+
+// A claim that cannot be priced (the benefit catalog unreachable) is never granted uncharged:
+// it fails as retryable, nothing reaches the ledger, and the replay once the catalog answers
+// grants it and charges the budget the template's unit cost.
+TEST_F(ParticipationIntegrationTest, ClaimIsNeverGrantedWithoutItsCost) {
+  const std::string id = Online(Coupon("Priced"));
+  ASSERT_FALSE(id.empty());
+  Fund(rpb::STOCK, "bt-coupon-50", 5);
+  const int64_t budget = Balance(rpb::BUDGET_FEN, rpb::CAMPAIGN, id);
+  ASSERT_GT(budget, 0);
+  pricing_->SetDown(true);
+  auto refused = Participate(id, "cust-p1", "priced-1");
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kUnavailable) << Describe(refused.status());
+  EXPECT_EQ(ReasonOf(refused.status()), common::DEPENDENCY_UNAVAILABLE);
+  EXPECT_EQ(Balance(rpb::COUPON, rpb::CUSTOMER, "cust-p1", "bt-coupon-50"), 0);
+  EXPECT_EQ(Balance(rpb::BUDGET_FEN, rpb::CAMPAIGN, id), budget);
+  pricing_->SetDown(false);
+  auto granted = Participate(id, "cust-p1", "priced-1");
+  ASSERT_TRUE(granted.ok()) << Describe(granted.status());
+  EXPECT_EQ(granted->status(), pb::GRANTED);
+  EXPECT_EQ(Balance(rpb::COUPON, rpb::CUSTOMER, "cust-p1", "bt-coupon-50"), 1);
+  EXPECT_EQ(Balance(rpb::BUDGET_FEN, rpb::CAMPAIGN, id), budget - 5000);
   EXPECT_TRUE(LedgerIntact());
 }
 
