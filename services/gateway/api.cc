@@ -58,9 +58,7 @@ absl::StatusOr<std::string> DecodeQueryComponent(std::string_view text) {
 // the name to. Unknown names are a 400, like unknown JSON fields.
 absl::Status BindQuery(const std::string& query, const ApiRoute& route, gpb::Message* message) {
   if (query.empty()) return absl::OkStatus();
-  std::vector<std::string> bound;
-  for (const auto& p : route.PathParams()) bound.push_back(route.FieldForParam(p));
-  const std::vector<QueryParameter> params = QueryParametersOf(message->GetDescriptor(), bound);
+  const std::vector<QueryParameter> params = route.QueryParameters();
   size_t start = 0;
   while (start <= query.size()) {
     size_t amp = query.find('&', start);
@@ -86,6 +84,15 @@ absl::Status BindQuery(const std::string& query, const ApiRoute& route, gpb::Mes
 absl::Status SetStringField(gpb::Message* message, const std::string& path,
                             const std::string& value) {
   return SetFieldFromText(message, path, value, path);
+}
+
+// The backend's idempotency key for a channel's Idempotency-Key: scoped by the channel, like the
+// gateway's own records, and within the 128 bytes backends accept.
+std::string BackendIdempotencyKey(const ApiCall& call, const std::string& key) {
+  const std::string scope = call.channel ? call.channel->channel_id : call.actor.operator_id;
+  std::string scoped = absl::StrCat(scope, ":", key);
+  if (scoped.size() <= 128) return scoped;
+  return absl::StrCat(scope, ":sha256:", auth::Sha256Hex(key)).substr(0, 128);
 }
 
 std::string RequestHash(const HttpRequest& http) {
@@ -119,6 +126,17 @@ std::string ApiRoute::FieldForParam(const std::string& param) const {
   return it == path_fields.end() ? param : it->second;
 }
 
+std::vector<QueryParameter> ApiRoute::QueryParameters() const {
+  std::vector<std::string> bound;
+  for (const auto& p : PathParams()) bound.push_back(FieldForParam(p));
+  if (!idempotency_field.empty()) bound.push_back(idempotency_field);
+  std::vector<QueryParameter> params = QueryParametersOf(request_type, bound);
+  for (auto& p : params) {
+    if (auto it = query_names.find(p.field_path); it != query_names.end()) p.name = it->second;
+  }
+  return params;
+}
+
 std::string MaskCustomerId(std::string_view customer_id) {
   if (customer_id.size() <= 4) return std::string(customer_id.size(), '*');
   return absl::StrCat(AsAbsl(customer_id.substr(0, 2)), std::string(customer_id.size() - 4, '*'),
@@ -144,6 +162,21 @@ absl::Status ApiService::Add(Router& router, ApiRoute route) {
     if (ResolveFieldPath(route.request_type, route.FieldForParam(param)).empty()) {
       return Internal(absl::StrCat(name, ": {", param, "} names no field of ",
                                    route.request_type->full_name()));
+    }
+  }
+  for (const std::string* field :
+       {&route.customer_field, &route.idempotency_field, &route.scope_field}) {
+    if (field->empty()) continue;
+    auto fields = ResolveFieldPath(route.request_type, *field);
+    if (fields.empty() || fields.back()->type() != gpb::FieldDescriptor::TYPE_STRING ||
+        fields.back()->is_repeated()) {
+      return Internal(absl::StrCat(name, ": ", *field, " is not a string field of ",
+                                   route.request_type->full_name()));
+    }
+  }
+  for (const auto& [field, query_name] : route.query_names) {
+    if (ResolveFieldPath(route.request_type, field).empty() || query_name.empty()) {
+      return Internal(absl::StrCat(name, ": query name for ", field, " names no field"));
     }
   }
   if (!route.body.empty() && route.body != "*") {
@@ -228,7 +261,7 @@ absl::StatusOr<HttpResponse> ApiService::Serve(const ApiRoute& route, const Rout
     return *std::move(throttled);
   }
 
-  absl::StatusOr<HttpResponse> result = Execute(route, request, call);
+  absl::StatusOr<HttpResponse> result = Execute(route, request, call, log_note);
   if (result.ok()) {
     result->log_note = log_note;
     return result;
@@ -243,7 +276,7 @@ absl::StatusOr<HttpResponse> ApiService::Serve(const ApiRoute& route, const Rout
 }
 
 absl::StatusOr<HttpResponse> ApiService::Execute(const ApiRoute& route, const RouteRequest& request,
-                                                 ApiCall& call) {
+                                                 ApiCall& call, std::string& log_note) {
   const HttpRequest& http = request.http;
   const size_t max_body = route.max_body_bytes > 0 ? route.max_body_bytes : options_.max_body_bytes;
   if (http.body.size() > max_body) {
@@ -277,6 +310,24 @@ absl::StatusOr<HttpResponse> ApiService::Execute(const ApiRoute& route, const Ro
   }
   for (const auto& [param, value] : request.params) {
     MKT_RETURN_IF_ERROR(SetFieldFromText(message.get(), route.FieldForParam(param), value, param));
+  }
+  if (!route.idempotency_field.empty() &&
+      !GetStringField(*message, route.idempotency_field).empty()) {
+    return InvalidArgument(route.idempotency_field,
+                           absl::StrCat(route.idempotency_field, " is taken from the ",
+                                        kIdempotencyHeader, " header; do not send it"));
+  }
+
+  // The customer named in the body has the same per-customer budget as one named in the path.
+  if (!route.customer_field.empty()) {
+    const std::string customer = GetStringField(*message, route.customer_field);
+    if (!customer.empty()) {
+      absl::StrAppend(&log_note, log_note.empty() ? "" : " ",
+                      "customer=", MaskCustomerId(customer));
+      if (auto throttled = Throttle(per_customer_, customer, http.request_id)) {
+        return *std::move(throttled);
+      }
+    }
   }
 
   // Org scope of the request.
@@ -329,6 +380,10 @@ absl::StatusOr<HttpResponse> ApiService::Execute(const ApiRoute& route, const Ro
                              "Idempotency-Key must be 1..128 printable ASCII characters");
     }
     if (idempotency_ == nullptr) return Unavailable("the idempotency store is not configured");
+    if (!route.idempotency_field.empty()) {
+      MKT_RETURN_IF_ERROR(SetStringField(message.get(), route.idempotency_field,
+                                         BackendIdempotencyKey(call, *key)));
+    }
     const std::string scope = call.channel ? absl::StrCat("channel:", call.channel->channel_id)
                                            : absl::StrCat("operator:", call.actor.operator_id);
     MKT_ASSIGN_OR_RETURN(stored, RunIdempotently(*idempotency_, scope, *key, RequestHash(http), run,

@@ -29,6 +29,7 @@
 #include "services/gateway/admin_auth.h"
 #include "services/gateway/backend.h"
 #include "services/gateway/idempotency_store.h"
+#include "services/gateway/json_codec.h"
 #include "services/gateway/rate_limiter.h"
 #include "services/gateway/router.h"
 
@@ -84,6 +85,16 @@ struct ApiRoute {
   std::string owner_field;
   // A path parameter naming the customer: rate-limited per customer, masked in the access log.
   std::string customer_param;
+  // For routes that name the customer in the body instead: the request field holding it, rate
+  // limited per customer (the same buckets) once the request is parsed.
+  std::string customer_field;
+  // A request field the Idempotency-Key header fills, so the backend can dedupe by it too
+  // (participations). The value is "<channel id>:<key>" so two channels' keys never meet (keys
+  // too long for that are hashed); the body may not set it.
+  std::string idempotency_field;
+  // Public names of query parameters that differ from their field path ("customer_org_id" →
+  // "org"). Only the public name is accepted.
+  std::map<std::string, std::string> query_names;
   Idempotency idempotency = Idempotency::kDefault;
   std::string summary;
   std::string description;
@@ -101,6 +112,8 @@ struct ApiRoute {
   std::vector<std::string> PathParams() const;
   // The request field a path parameter fills.
   std::string FieldForParam(const std::string& param) const;
+  // The query parameters of a bodiless route, under their public names.
+  std::vector<QueryParameter> QueryParameters() const;
 };
 
 struct ApiOptions {
@@ -128,7 +141,7 @@ class ApiService {
  private:
   absl::StatusOr<HttpResponse> Serve(const ApiRoute& route, const RouteRequest& request);
   absl::StatusOr<HttpResponse> Execute(const ApiRoute& route, const RouteRequest& request,
-                                       ApiCall& call);
+                                       ApiCall& call, std::string& log_note);
   // Returns 429 with Retry-After when one of `keys`' buckets is empty.
   std::optional<HttpResponse> Throttle(RateLimiter& limiter, const std::string& key,
                                        const std::string& request_id);

@@ -7,6 +7,7 @@
 #include "libs/core/status.h"
 #include "libs/kafka/outbox.h"
 #include "marketing/campaigns/v1/campaigns.pb.h"
+#include "marketing/campaigns/v1/participation.pb.h"
 #include "marketing/channels/v1/channels.pb.h"
 #include "marketing/events/v1/business_event.pb.h"
 #include "marketing/gateway/v1/gateway.pb.h"
@@ -27,6 +28,7 @@ constexpr size_t kMaxTrackingBatch = 500;
 // library's object files are only linked when referenced).
 void TouchDescriptors() {
   (void)::marketing::campaigns::v1::Campaign::descriptor();
+  (void)::marketing::campaigns::v1::Participation::descriptor();
   (void)::marketing::segments::v1::Segment::descriptor();
   (void)::marketing::channels::v1::Channel::descriptor();
   (void)::marketing::rewards::v1::Wallet::descriptor();
@@ -47,6 +49,11 @@ struct RpcRow {
   std::map<std::string, std::string> path_fields;
   std::vector<std::string> errors;
   std::string customer_param;
+  std::string customer_field;
+  std::string idempotency_field;
+  std::map<std::string, std::string> query_names;
+  int success_status = 200;
+  std::string description;
 };
 
 Invoker CallBackend(Backend* backend, const gpb::MethodDescriptor* method) {
@@ -76,8 +83,13 @@ absl::StatusOr<ApiRoute> FromRpc(const RpcRow& row, Access access, Backend* back
   route.scope_field = row.scope_field;
   route.owner_field = row.owner_field;
   route.customer_param = row.customer_param;
+  route.customer_field = row.customer_field;
+  route.idempotency_field = row.idempotency_field;
+  route.query_names = row.query_names;
+  route.success_status = row.success_status;
   route.summary = row.summary;
-  route.description = absl::StrCat("Calls `", row.rpc, "` on the ", backend_name, " service.");
+  route.description = absl::StrCat(row.description, row.description.empty() ? "" : "\n\n",
+                                   "Calls `", row.rpc, "` on the ", backend_name, " service.");
   route.tag = tag;
   route.errors = row.errors;
   return route;
@@ -241,6 +253,59 @@ absl::Status AddChannelApi(ApiService& api, Router& router, const ApiDependencie
       "Publishes 1..500 events on mkt.tracking.v1; channel_id and org_id are set by the gateway.";
   MKT_RETURN_IF_ERROR(api.Add(router, std::move(tracking)));
 
+  // Taking part and what is open to a customer: the campaigns service's Participations API. The
+  // customer's org defaults to the channel's and must be inside it.
+  const std::string p = "marketing.campaigns.v1.Participations.";
+  const std::vector<std::string> refusals = {"NOT_ELIGIBLE",        "LIMIT_REACHED",
+                                             "STOCK_EXHAUSTED",     "BUDGET_EXHAUSTED",
+                                             "CAMPAIGN_NOT_ACTIVE", "INSUFFICIENT_BALANCE"};
+  const std::vector<RpcRow> participation = {
+      {.method = "GET",
+       .path = "/v1/customers/{customer_id}/campaigns",
+       .rpc = p + "ListEligible",
+       .summary = "Campaigns open to the customer on a channel, ranked",
+       .body = "",
+       .scope_field = "customer_org_id",
+       .customer_param = "customer_id",
+       .query_names = {{"customer_org_id", "org"}},
+       .description =
+           "`channel` is the channel code the customer is on (mobile_banking, wecom, ...); `org` "
+           "the customer's org, by default the calling channel's (it must be inside it). Each "
+           "campaign says what the customer can still do (remaining_total, remaining_today, "
+           "claimed, free draws, sold_out); with `explain=true` the campaigns of the channel that "
+           "are not open follow, with not_open_because and not_open_reason."},
+      {.method = "POST",
+       .path = "/v1/campaigns/{campaign_id}/participations",
+       .rpc = p + "Participate",
+       .summary = "Take part: claim a coupon, draw a lottery, exchange points",
+       .scope_field = "customer_org_id",
+       .errors = refusals,
+       .customer_field = "customer_id",
+       .idempotency_field = "idempotency_key",
+       .success_status = 201,
+       .description =
+           "Body: customer_id, channel (the channel code), customer_org_id (default: the calling "
+           "channel's org), item_id (exchanges with several items). The answer is the "
+           "participation with its status (GRANTED, NO_PRIZE, ...) and the rewards granted. The "
+           "Idempotency-Key also reaches the campaigns service (as idempotency_key, which the "
+           "body must not set), so a retry never takes part twice. Refusals are 409 with the "
+           "reason as the code; an unknown campaign is 404."},
+      {.method = "GET",
+       .path = "/v1/customers/{customer_id}/coupons",
+       .rpc = p + "ListCoupons",
+       .summary = "The coupon centre: coupon campaigns for the customer on a channel",
+       .body = "",
+       .scope_field = "customer_org_id",
+       .customer_param = "customer_id",
+       .query_names = {{"customer_org_id", "org"}},
+       .description =
+           "The coupon-claim campaigns open to the customer on `channel`, ranked like "
+           "/v1/customers/{customer_id}/campaigns; sold-out and already claimed ones stay listed "
+           "(sold_out, claimed) so the channel can grey them out."},
+  };
+  MKT_RETURN_IF_ERROR(AddRows(api, router, participation, Access::kChannel, deps.campaigns,
+                              "campaigns", "participation"));
+
   // Wallet, redemptions and QR: the rewards service's Benefits API.
   const std::string b = "marketing.rewards.v1.Benefits.";
   const std::vector<RpcRow> rewards = {
@@ -280,7 +345,7 @@ absl::Status AddChannelApi(ApiService& api, Router& router, const ApiDependencie
        .path = "/v1/qr-redemptions",
        .rpc = b + "RedeemQrToken",
        .summary = "A merchant or counter redeems a QR token",
-       .errors = {"COUPON_NOT_USABLE"}},
+       .errors = {"COUPON_NOT_USABLE", "TOKEN_EXPIRED", "TOKEN_ALREADY_USED"}},
   };
   return AddRows(api, router, rewards, Access::kChannel, deps.rewards, "rewards", "rewards");
 }

@@ -11,6 +11,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "libs/core/status.h"
+#include "marketing/campaigns/v1/participation.pb.h"
 #include "marketing/gateway/v1/gateway.pb.h"
 #include "nlohmann/json.hpp"
 #include "services/gateway/test_fakes.h"
@@ -20,6 +21,7 @@ namespace {
 
 namespace gpb = ::google::protobuf;
 namespace gw = ::marketing::gateway::v1;
+namespace cpb = ::marketing::campaigns::v1;
 using ::testing::HasSubstr;
 
 // Idempotency records in memory, with the same claim semantics as the PostgreSQL store.
@@ -130,6 +132,50 @@ class ApiTest : public ::testing::Test {
       return absl::OkStatus();
     };
     ASSERT_TRUE(api_.Add(router_, scoped).ok());
+
+    // Shaped like the participation rows: customer in the body, the Idempotency-Key passed on,
+    // the customer's org scoped; echoes what the backend would have been sent.
+    ApiRoute take_part;
+    take_part.method = "POST";
+    take_part.path = "/v1/campaigns/{campaign_id}/participations";
+    take_part.access = Access::kChannel;
+    take_part.request_type = cpb::ParticipateRequest::descriptor();
+    take_part.response_type = cpb::Participation::descriptor();
+    take_part.scope_field = "customer_org_id";
+    take_part.customer_field = "customer_id";
+    take_part.idempotency_field = "idempotency_key";
+    take_part.success_status = 201;
+    take_part.invoke = [](const ApiCall&, const gpb::Message& req, gpb::Message* resp) {
+      const auto& r = static_cast<const cpb::ParticipateRequest&>(req);
+      auto* p = static_cast<cpb::Participation*>(resp);
+      p->set_campaign_id(r.campaign_id());
+      p->set_customer_id(r.customer_id());
+      p->set_customer_org_id(r.customer_org_id());
+      p->set_idempotency_key(r.idempotency_key());
+      p->set_channel(r.channel());
+      return absl::OkStatus();
+    };
+    ASSERT_TRUE(api_.Add(router_, take_part).ok());
+
+    ApiRoute eligible;
+    eligible.method = "GET";
+    eligible.path = "/v1/customers/{customer_id}/campaigns";
+    eligible.access = Access::kChannel;
+    eligible.body = "";
+    eligible.request_type = cpb::ListEligibleRequest::descriptor();
+    eligible.response_type = cpb::ListEligibleResponse::descriptor();
+    eligible.scope_field = "customer_org_id";
+    eligible.customer_param = "customer_id";
+    eligible.query_names = {{"customer_org_id", "org"}};
+    eligible.invoke = [](const ApiCall&, const gpb::Message& req, gpb::Message* resp) {
+      const auto& r = static_cast<const cpb::ListEligibleRequest&>(req);
+      auto* c = static_cast<cpb::ListEligibleResponse*>(resp)->add_campaigns();
+      c->set_campaign_id(r.channel());
+      c->set_org_id(r.customer_org_id());
+      c->set_open(r.explain());
+      return absl::OkStatus();
+    };
+    ASSERT_TRUE(api_.Add(router_, eligible).ok());
   }
 
   HttpResponse Send(const std::string& method, const std::string& target, const std::string& body,
@@ -308,6 +354,67 @@ TEST_F(ApiTest, RowsWithBrokenBindingsAreRefusedAtRegistration) {
   bad.path = "/v1/x/{id}";
   bad.body = "id";
   EXPECT_FALSE(api_.Add(router_, bad).ok());
+}
+
+TEST_F(ApiTest, TheIdempotencyKeyReachesTheBackendScopedByTheChannel) {
+  HttpResponse r = Send("POST", "/v1/campaigns/cmp_1/participations",
+                        R"({"customer_id":"C1","channel":"mobile_banking"})", "k-1");
+  ASSERT_EQ(r.status, 201) << r.body;
+  auto j = nlohmann::json::parse(r.body);
+  EXPECT_EQ(j["idempotency_key"], "ch_a:k-1");
+  EXPECT_EQ(j["campaign_id"], "cmp_1");
+  EXPECT_EQ(j["customer_org_id"], "bank-a") << "the channel's org is the default";
+  // A key that would not fit with its channel prefix is hashed, still per channel.
+  const std::string long_key(128, 'k');
+  r = Send("POST", "/v1/campaigns/cmp_1/participations", R"({"customer_id":"C2"})", long_key);
+  ASSERT_EQ(r.status, 201) << r.body;
+  const std::string sent = nlohmann::json::parse(r.body)["idempotency_key"];
+  EXPECT_LE(sent.size(), 128u);
+  EXPECT_EQ(sent.rfind("ch_a:sha256:", 0), 0u) << sent;
+  // The body may not choose the backend's key, nor another bank's customers.
+  r = Send("POST", "/v1/campaigns/cmp_1/participations",
+           R"({"customer_id":"C3","idempotency_key":"mine"})", "k-2");
+  EXPECT_EQ(r.status, 400);
+  EXPECT_THAT(r.body, HasSubstr("idempotency_key"));
+  r = Send("POST", "/v1/campaigns/cmp_1/participations",
+           R"({"customer_id":"C3","customer_org_id":"bank-b"})", "k-3");
+  EXPECT_EQ(r.status, 403);
+}
+
+TEST_F(ApiTest, ACustomerNamedInTheBodyHasTheCustomerLimit) {
+  int limited = 0;
+  for (int i = 0; i < 5; ++i) {
+    // Different channels and keys: only the customer's bucket (burst 3) can refuse.
+    HttpResponse r =
+        Send("POST", "/v1/campaigns/cmp_1/participations", R"({"customer_id":"C-busy"})",
+             "b" + std::to_string(i), "ch_" + std::to_string(i));
+    if (r.status == 429) {
+      ++limited;
+      EXPECT_EQ(Code(r), "RATE_LIMITED");
+    }
+  }
+  EXPECT_EQ(limited, 2);
+  EXPECT_EQ(
+      Send("POST", "/v1/campaigns/cmp_1/participations", R"({"customer_id":"C-calm"})", "c", "ch_x")
+          .status,
+      201);
+}
+
+TEST_F(ApiTest, QueryParametersAnswerToTheirPublicNames) {
+  HttpResponse r =
+      Send("GET", "/v1/customers/Q1/campaigns?channel=wecom&org=bank-a.b1&explain=true", "");
+  ASSERT_EQ(r.status, 200) << r.body;
+  auto c = nlohmann::json::parse(r.body)["campaigns"][0];
+  EXPECT_EQ(c["campaign_id"], "wecom");
+  EXPECT_EQ(c["org_id"], "bank-a.b1");
+  EXPECT_EQ(c["open"], true);
+  r = Send("GET", "/v1/customers/Q2/campaigns?channel=wecom", "");
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(nlohmann::json::parse(r.body)["campaigns"][0]["org_id"], "bank-a");
+  r = Send("GET", "/v1/customers/Q3/campaigns?customer_org_id=bank-a", "");
+  EXPECT_EQ(r.status, 400);
+  EXPECT_THAT(r.body, HasSubstr("customer_org_id"));
+  EXPECT_EQ(Send("GET", "/v1/customers/Q4/campaigns?org=bank-b", "").status, 403);
 }
 
 TEST(MaskCustomerIdTest, KeepsOnlyTheEnds) {

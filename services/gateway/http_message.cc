@@ -81,6 +81,8 @@ HttpResponse ErrorResponse(const absl::Status& status, std::string_view request_
     case ::marketing::common::v1::INSUFFICIENT_BALANCE:
     case ::marketing::common::v1::COUPON_NOT_USABLE:
     case ::marketing::common::v1::IDEMPOTENCY_KEY_REUSED:
+    case ::marketing::common::v1::TOKEN_EXPIRED:
+    case ::marketing::common::v1::TOKEN_ALREADY_USED:
       response.status = 409;
       break;
     default:

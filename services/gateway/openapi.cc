@@ -204,10 +204,8 @@ Json Operation(const ApiRoute& route, SchemaBuilder& schemas) {
   }
 
   Json parameters = Json::array();
-  std::vector<std::string> bound;
   for (const auto& param : route.PathParams()) {
     const std::string field = route.FieldForParam(param);
-    bound.push_back(field);
     auto fields = ResolveFieldPath(route.request_type, field);
     Json schema = schemas.SingleSchema(fields.back());
     if (schema.value("type", "") == "string" && !schema.contains("enum")) {
@@ -218,8 +216,12 @@ Json Operation(const ApiRoute& route, SchemaBuilder& schemas) {
     parameters.push_back({{"name", param}, {"in", "path"}, {"required", true}, {"schema", schema}});
   }
   if (route.body.empty()) {
-    for (const auto& q : QueryParametersOf(route.request_type, bound)) {
-      if (route.access == Access::kChannel && q.field_path == route.scope_field) continue;
+    for (const auto& q : route.QueryParameters()) {
+      // A channel's org is the default; only routes that give it a public name document it.
+      if (route.access == Access::kChannel && q.field_path == route.scope_field &&
+          route.query_names.count(q.field_path) == 0) {
+        continue;
+      }
       Json schema = schemas.FieldSchema(q.field);
       Json p = {{"name", q.name}, {"in", "query"}, {"required", false}, {"schema", schema}};
       if (q.field->is_repeated()) {

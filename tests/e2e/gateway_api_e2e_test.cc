@@ -5,6 +5,11 @@
 // admin API's security rules on every route of the table (401 without or with a bad token, 403
 // without the role, 403/404 across member banks), the lock-out after five wrong passwords, and a
 // campaign through its maker-checker lifecycle over REST.
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <csignal>
 #include <fstream>
 #include <iostream>
@@ -67,6 +72,23 @@ class GatewayApiE2eTest : public ::testing::Test {
     Process channels, campaigns, segments, gateway;
     std::string events_topic, tracking_topic, catalog;
     bool healthy = false;
+    // A port bound but never listened on, held for the whole suite: connections to it are refused
+    // at once, and no other process (a real mkt-rewards of a test running in parallel, which
+    // once answered 429 from its own full queue) can take it. Its number is the rewards target.
+    int dead_socket = -1;
+    int dead_port = 0;
+
+    void HoldDeadPort() {
+      dead_socket = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+      ASSERT_GE(dead_socket, 0);
+      sockaddr_in addr{};
+      addr.sin_family = AF_INET;
+      addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+      socklen_t len = sizeof(addr);
+      ASSERT_EQ(::bind(dead_socket, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+      ASSERT_EQ(::getsockname(dead_socket, reinterpret_cast<sockaddr*>(&addr), &len), 0);
+      dead_port = ntohs(addr.sin_port);
+    }
 
     Process Spawn(const std::string& name, const std::string& binary,
                   std::map<std::string, std::string> env) {
@@ -78,6 +100,8 @@ class GatewayApiE2eTest : public ::testing::Test {
     }
 
     void Start() {
+      HoldDeadPort();
+      if (dead_port == 0) return;
       events_topic = testing::NewTopic("e2e.business-events", 1);
       tracking_topic = testing::NewTopic("e2e.tracking", 1);
       catalog = ::testing::TempDir() + "gateway_api_catalog_" + RandomHex(4) + ".json";
@@ -124,7 +148,7 @@ class GatewayApiE2eTest : public ::testing::Test {
                  {"MKT_GATEWAY_CAMPAIGNS_TARGET", absl::StrCat("127.0.0.1:", campaigns_port)},
                  {"MKT_GATEWAY_SEGMENTS_TARGET", absl::StrCat("127.0.0.1:", segments_port)},
                  // Nothing listens there: the rewards routes answer 503 and trip the breaker.
-                 {"MKT_GATEWAY_REWARDS_TARGET", absl::StrCat("127.0.0.1:", testing::FreePort())},
+                 {"MKT_GATEWAY_REWARDS_TARGET", absl::StrCat("127.0.0.1:", dead_port)},
                  {"MKT_GATEWAY_KAFKA_BOOTSTRAP", testing::KafkaBootstrap()},
                  {"MKT_GATEWAY_PG_DSN", gateway_db.dsn()},
                  {"MKT_GATEWAY_BUSINESS_EVENTS_TOPIC", events_topic},
@@ -153,6 +177,7 @@ class GatewayApiE2eTest : public ::testing::Test {
     }
 
     void Stop() {
+      if (dead_socket >= 0) ::close(dead_socket);
       if (gateway.child) {
         EXPECT_EQ(gateway.child->Kill(SIGTERM), 0) << testing::Tail(gateway.log, 30);
       }
