@@ -91,6 +91,9 @@ constexpr char kInsertRedemption[] =
 constexpr char kSelectRedemptionByOrder[] =
     "SELECT id, encode(detail, 'hex') FROM redemptions WHERE order_id = $1 AND coupon_id = $2";
 constexpr char kSelectRedemptionCoupon[] = "SELECT coupon_id FROM redemptions WHERE id = $1";
+constexpr char kSelectOrgOfCoupon[] = "SELECT org_id FROM coupons WHERE code = $1 AND state > 0";
+constexpr char kSelectOrgOfRedemption[] =
+    "SELECT c.org_id FROM redemptions r JOIN coupons c ON c.id = r.coupon_id WHERE r.id = $1";
 constexpr char kLockRedemption[] =
     "SELECT encode(detail, 'hex'), coupon_id FROM redemptions WHERE id = $1 FOR UPDATE";
 constexpr char kUpdateRedemption[] =
@@ -192,10 +195,7 @@ absl::Status NotUsable(const std::string& message, const std::string& field = "c
 absl::Status Denied(const std::string& message, const std::string& field) {
   return Error(absl::StatusCode::kPermissionDenied, cpb::PERMISSION_DENIED, message, field);
 }
-absl::Status UnknownCoupon() {
-  return Error(absl::StatusCode::kNotFound, cpb::NOT_FOUND, "there is no coupon with this code",
-               "coupon_code");
-}
+absl::Status UnknownCoupon() { return NoSuchCoupon(); }
 
 // A ledger refusal that retrying will not change (the batch is wrong or a balance is short).
 bool IsPermanent(const absl::Status& s) {
@@ -221,6 +221,23 @@ std::string StateName(int state) {
 }
 
 }  // namespace
+
+absl::Status NoSuchTemplate(const std::string& template_id) {
+  return Error(absl::StatusCode::kNotFound, cpb::NOT_FOUND,
+               "there is no benefit template \"" + template_id + "\"", "template_id");
+}
+absl::Status NoSuchCoupon() {
+  return Error(absl::StatusCode::kNotFound, cpb::NOT_FOUND, "there is no coupon with this code",
+               "coupon_code");
+}
+absl::Status NoSuchRedemption(const std::string& redemption_id) {
+  return Error(absl::StatusCode::kNotFound, cpb::NOT_FOUND,
+               "there is no redemption \"" + redemption_id + "\"", "redemption_id");
+}
+absl::Status UnknownQrToken() {
+  return Error(absl::StatusCode::kInvalidArgument, cpb::TOKEN_INVALID,
+               "the QR token is not known here", "token");
+}
 
 pb::AccountRef CustomerCoupons(const std::string& org_id, const std::string& template_id,
                                const std::string& customer_id) {
@@ -336,8 +353,7 @@ absl::StatusOr<pb::BenefitTemplate> Benefits::LoadTemplate(const std::string& id
     return absl::OkStatus();
   }));
   if (!t) {
-    return Error(absl::StatusCode::kNotFound, cpb::NOT_FOUND,
-                 "there is no benefit template \"" + id + "\"", "template_id");
+    return NoSuchTemplate(id);
   }
   return *std::move(t);
 }
@@ -354,8 +370,7 @@ absl::StatusOr<pb::BenefitTemplate> Benefits::SetStatus(const std::string& id,
   MKT_RETURN_IF_ERROR(pg::WithTransaction(pool_, [&](pqxx::work& tx) -> absl::Status {
     pqxx::result r = tx.exec_params(kLockTemplate, id);
     if (r.empty()) {
-      return Error(absl::StatusCode::kNotFound, cpb::NOT_FOUND,
-                   "there is no benefit template \"" + id + "\"", "template_id");
+      return NoSuchTemplate(id);
     }
     pb::BenefitTemplate t = Parse<pb::BenefitTemplate>(r[0][0].as<std::string>());
     t.set_status(static_cast<pb::TemplateStatus>(r[0][1].as<int>()));
@@ -686,6 +701,37 @@ absl::StatusOr<pb::Coupon> Benefits::GetCoupon(const std::string& code) {
   return out;
 }
 
+absl::StatusOr<std::string> Benefits::OrgOfCoupon(const std::string& code) {
+  MKT_RETURN_IF_ERROR(CodeField(code));
+  std::optional<std::string> org;
+  MKT_RETURN_IF_ERROR(pg::WithTransaction(pool_, [&](pqxx::work& tx) {
+    pqxx::result r = tx.exec_params(kSelectOrgOfCoupon, code);
+    if (!r.empty()) org = r[0][0].as<std::string>();
+    return absl::OkStatus();
+  }));
+  if (!org) return NoSuchCoupon();
+  return *std::move(org);
+}
+
+absl::StatusOr<std::string> Benefits::OrgOfRedemption(const std::string& redemption_id) {
+  MKT_RETURN_IF_ERROR(KeyField(redemption_id, "redemption_id"));
+  std::optional<std::string> org;
+  MKT_RETURN_IF_ERROR(pg::WithTransaction(pool_, [&](pqxx::work& tx) {
+    pqxx::result r = tx.exec_params(kSelectOrgOfRedemption, redemption_id);
+    if (!r.empty()) org = r[0][0].as<std::string>();
+    return absl::OkStatus();
+  }));
+  if (!org) return NoSuchRedemption(redemption_id);
+  return *std::move(org);
+}
+
+absl::StatusOr<std::string> Benefits::OrgOfQrToken(const std::string& token) {
+  MKT_ASSIGN_OR_RETURN(const QrClaims claims, signer_.Verify(token));
+  absl::StatusOr<std::string> org = OrgOfCoupon(claims.coupon_code);
+  if (absl::IsNotFound(org.status())) return UnknownQrToken();
+  return org;
+}
+
 // ---- Online checkout.
 
 absl::StatusOr<pb::Redemption> Benefits::LockCoupon(const pb::LockCouponRequest& req) {
@@ -795,8 +841,7 @@ absl::StatusOr<pb::Redemption> Benefits::Resolve(const std::string& redemption_i
     const absl::Time now = clock_.Now();
     pqxx::result owner = tx.exec_params(kSelectRedemptionCoupon, redemption_id);
     if (owner.empty()) {
-      return Error(absl::StatusCode::kNotFound, cpb::NOT_FOUND,
-                   "there is no redemption \"" + redemption_id + "\"", "redemption_id");
+      return NoSuchRedemption(redemption_id);
     }
     coupon_id = owner[0][0].as<int64_t>();
     // Coupon first, then the redemption: the order every writer of both takes.
@@ -930,8 +975,7 @@ absl::StatusOr<pb::Redemption> Benefits::RedeemQrToken(const pb::RedeemQrTokenRe
   MKT_RETURN_IF_ERROR(pg::WithTransaction(pool_, [&](pqxx::work& tx) -> absl::Status {
     pqxx::result r = tx.exec_params(kSelectQrToken, claims.jti);
     if (r.empty()) {
-      return Error(absl::StatusCode::kInvalidArgument, cpb::TOKEN_INVALID,
-                   "the QR token is not known here", "token");
+      return UnknownQrToken();
     }
     coupon_id = r[0][0].as<int64_t>();
     return absl::OkStatus();

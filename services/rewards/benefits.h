@@ -90,6 +90,14 @@ class Benefits {
   // The coupon behind a code, for tests and the admin console.
   absl::StatusOr<pb::Coupon> GetCoupon(const std::string& code);
 
+  // The org owning the coupon behind a code, a redemption or a QR token (whose signature is
+  // checked), for the gRPC layer's tenancy check before it acts (decision 011, "Tenancy of the
+  // customer-facing calls"). One indexed read each. An unknown one fails with NoSuchCoupon(),
+  // NoSuchRedemption() or UnknownQrToken(); a malformed one as the acting call would.
+  absl::StatusOr<std::string> OrgOfCoupon(const std::string& code);
+  absl::StatusOr<std::string> OrgOfRedemption(const std::string& redemption_id);
+  absl::StatusOr<std::string> OrgOfQrToken(const std::string& token);
+
   // Third-party fulfilment (fulfilment.h). Once attached, a THIRD_PARTY coupon's first attempt
   // is submitted right after its issue; nullptr detaches.
   void AttachFulfilments(Fulfilments* fulfilments) { fulfilments_.store(fulfilments); }
@@ -128,6 +136,14 @@ class Benefits {
   QrTokenSigner signer_;
   std::atomic<Fulfilments*> fulfilments_{nullptr};
 };
+
+// What the calls answer for a template, coupon, redemption or QR token that is not there. The
+// gRPC layer gives the very same answer for one that belongs to an org outside the caller's
+// lineage, so ids cannot be probed across banks.
+absl::Status NoSuchTemplate(const std::string& template_id);
+absl::Status NoSuchCoupon();
+absl::Status NoSuchRedemption(const std::string& redemption_id);
+absl::Status UnknownQrToken();
 
 // The ledger accounts of coupons of template `template_id`.
 pb::AccountRef CustomerCoupons(const std::string& org_id, const std::string& template_id,

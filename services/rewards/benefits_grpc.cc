@@ -1,5 +1,7 @@
 #include "services/rewards/benefits_grpc.h"
 
+#include <algorithm>
+
 #include "absl/time/clock.h"
 #include "libs/core/status.h"
 #include "libs/rpc/actor.h"
@@ -26,6 +28,56 @@ absl::Status MayManage(const CallbackServerContext& ctx, const std::string& owne
                  "the template belongs to an organisation outside yours");
   }
   return absl::OkStatus();
+}
+
+// The customer-facing calls' tenancy (decision 011, "Tenancy of the customer-facing calls"): an
+// object is visible to an actor when it belongs to the actor's lineage, i.e. the actor's org covers
+// the object's (a bank's or branch's own coupons) or the object's org covers the actor's (a
+// federation or parent-bank coupon used through a member bank's or branch's channel). Siblings
+// are not in it.
+bool InLineage(const tenancy::Actor& actor, const std::string& org) {
+  return tenancy::Covers(actor.org_id, org) || tenancy::Covers(org, actor.org_id);
+}
+
+// Whether the caller named an actor at all (an internal caller of IssueCoupon may not).
+bool NamesActor(const CallbackServerContext& ctx) {
+  const auto& md = ctx.client_metadata();
+  return md.find(rpc::kActorOrgKey) != md.end() || md.find(rpc::kActorOperatorKey) != md.end();
+}
+
+// The org of the coupon (redemption, token) a call acts on, refused exactly as a missing one when
+// it lies outside the actor's lineage. A failed lookup is returned as is rather than left to the
+// acting call: otherwise a missing id and a sibling's id could be told apart by the order in which
+// the acting call checks its other fields.
+absl::Status Visible(const tenancy::Actor& actor, const absl::StatusOr<std::string>& org,
+                     const absl::Status& as_if_missing) {
+  if (!org.ok()) return org.status();
+  return InLineage(actor, *org) ? absl::OkStatus() : as_if_missing;
+}
+
+// A request that names its org (wallet, payout) must name one in the actor's lineage; the same
+// refusal as the gateway's scope check, since the caller asked about another bank explicitly.
+absl::Status ScopeInLineage(const tenancy::Actor& actor, const std::string& org) {
+  if (org.empty() || InLineage(actor, org)) return absl::OkStatus();
+  return Error(absl::StatusCode::kPermissionDenied, cpb::PERMISSION_DENIED,
+               "org \"" + org + "\" is outside your organisation (" + actor.org_id + ")", "org_id");
+}
+
+// Keeps only the wallet's coupons in the actor's lineage (today the wallet reads one org, so this
+// is a guard against a future cross-org wallet rather than a filter that bites).
+void KeepLineage(const tenancy::Actor& actor, pb::Wallet& wallet) {
+  auto* groups = wallet.mutable_coupons();
+  for (pb::Wallet::CouponGroup& group : *groups) {
+    auto* coupons = group.mutable_coupons();
+    coupons->erase(
+        std::remove_if(coupons->begin(), coupons->end(),
+                       [&](const pb::Coupon& c) { return !InLineage(actor, c.org_id()); }),
+        coupons->end());
+  }
+  groups->erase(
+      std::remove_if(groups->begin(), groups->end(),
+                     [](const pb::Wallet::CouponGroup& g) { return g.coupons().empty(); }),
+      groups->end());
 }
 
 class BenefitsGrpcService final : public pb::Benefits::CallbackService {
@@ -66,41 +118,83 @@ class BenefitsGrpcService final : public pb::Benefits::CallbackService {
   }
   ServerUnaryReactor* IssueCoupon(CallbackServerContext* ctx, const pb::IssueCouponRequest* req,
                                   pb::Coupon* resp) override {
-    return Run(ctx, resp, [=, this] { return b_.IssueCoupon(*req); });
+    return Run(ctx, resp, [=, this]() -> absl::StatusOr<pb::Coupon> {
+      // Grants come from internal callers (campaigns, events, tools) that may name nobody; one
+      // that names an actor is held to its lineage like the customer-facing calls.
+      if (NamesActor(*ctx)) {
+        MKT_ASSIGN_OR_RETURN(const tenancy::Actor actor, rpc::ActorOf(*ctx));
+        absl::StatusOr<pb::BenefitTemplate> t = b_.GetTemplate(req->template_id());
+        MKT_RETURN_IF_ERROR(Visible(actor,
+                                    t.ok() ? absl::StatusOr<std::string>(t->org_id()) : t.status(),
+                                    NoSuchTemplate(req->template_id())));
+      }
+      return b_.IssueCoupon(*req);
+    });
   }
   ServerUnaryReactor* LockCoupon(CallbackServerContext* ctx, const pb::LockCouponRequest* req,
                                  pb::Redemption* resp) override {
-    return Run(ctx, resp, [=, this] { return b_.LockCoupon(*req); });
+    return Run(ctx, resp, [=, this]() -> absl::StatusOr<pb::Redemption> {
+      MKT_ASSIGN_OR_RETURN(const tenancy::Actor actor, rpc::ActorOf(*ctx));
+      MKT_RETURN_IF_ERROR(Visible(actor, b_.OrgOfCoupon(req->coupon_code()), NoSuchCoupon()));
+      return b_.LockCoupon(*req);
+    });
   }
   ServerUnaryReactor* ConfirmRedemption(CallbackServerContext* ctx,
                                         const pb::RedemptionRequest* req,
                                         pb::Redemption* resp) override {
-    return Run(ctx, resp, [=, this] { return b_.ConfirmRedemption(*req); });
+    return Run(ctx, resp, [=, this]() -> absl::StatusOr<pb::Redemption> {
+      MKT_RETURN_IF_ERROR(RedemptionVisible(*ctx, req->redemption_id()));
+      return b_.ConfirmRedemption(*req);
+    });
   }
   ServerUnaryReactor* CancelRedemption(CallbackServerContext* ctx, const pb::RedemptionRequest* req,
                                        pb::Redemption* resp) override {
-    return Run(ctx, resp, [=, this] { return b_.CancelRedemption(*req); });
+    return Run(ctx, resp, [=, this]() -> absl::StatusOr<pb::Redemption> {
+      MKT_RETURN_IF_ERROR(RedemptionVisible(*ctx, req->redemption_id()));
+      return b_.CancelRedemption(*req);
+    });
   }
   ServerUnaryReactor* ReverseRedemption(CallbackServerContext* ctx,
                                         const pb::RedemptionRequest* req,
                                         pb::Redemption* resp) override {
-    return Run(ctx, resp, [=, this] { return b_.ReverseRedemption(*req); });
+    return Run(ctx, resp, [=, this]() -> absl::StatusOr<pb::Redemption> {
+      MKT_RETURN_IF_ERROR(RedemptionVisible(*ctx, req->redemption_id()));
+      return b_.ReverseRedemption(*req);
+    });
   }
   ServerUnaryReactor* IssueQrToken(CallbackServerContext* ctx, const pb::IssueQrTokenRequest* req,
                                    pb::QrToken* resp) override {
-    return Run(ctx, resp, [=, this] { return b_.IssueQrToken(*req); });
+    return Run(ctx, resp, [=, this]() -> absl::StatusOr<pb::QrToken> {
+      MKT_ASSIGN_OR_RETURN(const tenancy::Actor actor, rpc::ActorOf(*ctx));
+      MKT_RETURN_IF_ERROR(Visible(actor, b_.OrgOfCoupon(req->coupon_code()), NoSuchCoupon()));
+      return b_.IssueQrToken(*req);
+    });
   }
   ServerUnaryReactor* RedeemQrToken(CallbackServerContext* ctx, const pb::RedeemQrTokenRequest* req,
                                     pb::Redemption* resp) override {
-    return Run(ctx, resp, [=, this] { return b_.RedeemQrToken(*req); });
+    return Run(ctx, resp, [=, this]() -> absl::StatusOr<pb::Redemption> {
+      MKT_ASSIGN_OR_RETURN(const tenancy::Actor actor, rpc::ActorOf(*ctx));
+      MKT_RETURN_IF_ERROR(Visible(actor, b_.OrgOfQrToken(req->token()), UnknownQrToken()));
+      return b_.RedeemQrToken(*req);
+    });
   }
   ServerUnaryReactor* MarkCollected(CallbackServerContext* ctx, const pb::MarkCollectedRequest* req,
                                     pb::Coupon* resp) override {
-    return Run(ctx, resp, [=, this] { return b_.MarkCollected(*req); });
+    return Run(ctx, resp, [=, this]() -> absl::StatusOr<pb::Coupon> {
+      MKT_ASSIGN_OR_RETURN(const tenancy::Actor actor, rpc::ActorOf(*ctx));
+      MKT_RETURN_IF_ERROR(Visible(actor, b_.OrgOfCoupon(req->coupon_code()), NoSuchCoupon()));
+      return b_.MarkCollected(*req);
+    });
   }
   ServerUnaryReactor* GetWallet(CallbackServerContext* ctx, const pb::GetWalletRequest* req,
                                 pb::Wallet* resp) override {
-    return Run(ctx, resp, [=, this] { return b_.GetWallet(*req); });
+    return Run(ctx, resp, [=, this]() -> absl::StatusOr<pb::Wallet> {
+      MKT_ASSIGN_OR_RETURN(const tenancy::Actor actor, rpc::ActorOf(*ctx));
+      MKT_RETURN_IF_ERROR(ScopeInLineage(actor, req->org_id()));
+      MKT_ASSIGN_OR_RETURN(pb::Wallet wallet, b_.GetWallet(*req));
+      KeepLineage(actor, wallet);
+      return wallet;
+    });
   }
   ServerUnaryReactor* RunCouponExpiry(CallbackServerContext* ctx,
                                       const pb::RunCouponExpiryRequest* req,
@@ -118,20 +212,36 @@ class BenefitsGrpcService final : public pb::Benefits::CallbackService {
   }
   ServerUnaryReactor* RequestPayout(CallbackServerContext* ctx, const pb::RequestPayoutRequest* req,
                                     pb::Payout* resp) override {
-    return Run(ctx, resp, [=, this] { return payouts_.RequestPayout(*req); });
+    return Run(ctx, resp, [=, this]() -> absl::StatusOr<pb::Payout> {
+      MKT_ASSIGN_OR_RETURN(const tenancy::Actor actor, rpc::ActorOf(*ctx));
+      MKT_RETURN_IF_ERROR(ScopeInLineage(actor, req->org_id()));
+      return payouts_.RequestPayout(*req);
+    });
   }
   ServerUnaryReactor* GetFulfilment(CallbackServerContext* ctx, const pb::GetFulfilmentRequest* req,
                                     pb::Fulfilment* resp) override {
     return Run(ctx, resp, [=, this]() -> absl::StatusOr<pb::Fulfilment> {
+      MKT_ASSIGN_OR_RETURN(const tenancy::Actor actor, rpc::ActorOf(*ctx));
       if (fulfilments_ == nullptr) {
         return Error(absl::StatusCode::kUnavailable, cpb::DEPENDENCY_UNAVAILABLE,
                      "third-party fulfilment is not running in this process");
       }
-      return fulfilments_->GetFulfilment(*req);
+      MKT_ASSIGN_OR_RETURN(pb::Fulfilment f, fulfilments_->GetFulfilment(*req));
+      if (!InLineage(actor, f.org_id())) {
+        // Word for word what Fulfilments::GetFulfilment answers for a missing one.
+        return Error(absl::StatusCode::kNotFound, cpb::NOT_FOUND, "there is no such fulfilment",
+                     req->fulfilment_id().empty() ? "coupon_code" : "fulfilment_id");
+      }
+      return f;
     });
   }
 
  private:
+  absl::Status RedemptionVisible(const CallbackServerContext& ctx, const std::string& id) {
+    MKT_ASSIGN_OR_RETURN(const tenancy::Actor actor, rpc::ActorOf(ctx));
+    return Visible(actor, b_.OrgOfRedemption(id), NoSuchRedemption(id));
+  }
+
   template <class Response, class Call>
   ServerUnaryReactor* Run(CallbackServerContext* ctx, Response* response, Call call) {
     return rpc::RunBlockingInto(ctx, pool_, response, std::move(call));

@@ -1,0 +1,368 @@
+// The Benefits API re-checks the caller's org (issue 9, defence in depth; decision 011 "Tenancy of
+// the customer-facing calls"), over real gRPC to the service in process on a fresh database:
+// a sibling bank's coupon, redemption or QR token is answered exactly like a missing one and
+// nothing changes; the owning bank, its branches and (for a federation coupon) any member bank
+// may use it; the wallet never shows another bank's coupons; calls naming no actor are refused.
+#include <memory>
+#include <string>
+
+#include "absl/time/clock.h"
+#include "gtest/gtest.h"
+#include "libs/core/ids.h"
+#include "libs/core/status.h"
+#include "libs/core/worker_pool.h"
+#include "libs/kafka/outbox.h"
+#include "libs/pg/migrations.h"
+#include "libs/pg/pool.h"
+#include "libs/rpc/actor.h"
+#include "libs/rpc/client.h"
+#include "libs/rpc/server.h"
+#include "libs/tenancy/tenancy.h"
+#include "libs/testing/testing.h"
+#include "marketing/rewards/v1/benefits.grpc.pb.h"
+#include "services/rewards/benefits.h"
+#include "services/rewards/benefits_grpc.h"
+#include "services/rewards/payouts.h"
+#include "services/rewards/pg_ledger_store.h"
+
+namespace mkt::rewards {
+namespace {
+
+namespace cpb = ::marketing::common::v1;
+using tenancy::Actor;
+
+constexpr char kKey[] = "test-qr-signing-key-of-at-least-32-bytes!";
+constexpr char kCustomer[] = "cust-1";
+
+// What the gateway attaches for a channel of `org` (services/gateway/api.cc).
+Actor Channel(const std::string& org) { return Actor{org, "channel:ch-" + org, {}}; }
+
+std::string Describe(const absl::Status& s) {
+  return s.ToString() + " [" + ReasonName(ReasonOf(s)) + "] field=" + FieldOf(s);
+}
+
+// Same code, message, reason and field: indistinguishable to the caller.
+void ExpectSameAnswer(const absl::Status& got, const absl::Status& want) {
+  EXPECT_EQ(got.code(), want.code()) << Describe(got);
+  EXPECT_EQ(got.message(), want.message()) << Describe(got);
+  EXPECT_EQ(ReasonOf(got), ReasonOf(want)) << Describe(got);
+  EXPECT_EQ(FieldOf(got), FieldOf(want)) << Describe(got);
+}
+
+class BenefitsTenancyTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto pool = pg::Pool::Connect({.dsn = db_.dsn(), .size = 6});
+    ASSERT_TRUE(pool.ok()) << pool.status();
+    pool_ = *std::move(pool);
+    ASSERT_TRUE(
+        pg::ApplyMigrations(*pool_, {&kafka::OutboxMigrations(), &RewardsMigrations()}).ok());
+    store_ = std::make_unique<PgLedgerStore>(*pool_, SystemClock());
+    benefits_ =
+        std::make_unique<Benefits>(*pool_, *store_, SystemClock(), BenefitsOptions{.qr_key = kKey});
+    payouts_ = std::make_unique<Payouts>(*pool_, *store_, SystemClock());
+    workers_ = std::make_unique<WorkerPool>("benefits-tenancy", 4, 1000);
+    grpc_ = NewBenefitsGrpcService(*benefits_, *payouts_, *workers_);
+    auto server = rpc::Server::Start(
+        {.service_name = "benefits_tenancy", .address = "127.0.0.1:0", .access_log = false},
+        {grpc_.get()});
+    ASSERT_TRUE(server.ok()) << server.status();
+    server_ = *std::move(server);
+    stub_ = pb::Benefits::NewStub(rpc::Connect("127.0.0.1:" + std::to_string(server_->port())));
+    for (const char* org : {"fed", "bank-a", "bank-b", "bank-a.branch-01"}) {
+      Activate(std::string("tpl-") + org, org);
+    }
+  }
+
+  void TearDown() override {
+    auto integrity = store_->CheckIntegrity();
+    ASSERT_TRUE(integrity.ok()) << integrity.status();
+    EXPECT_TRUE(integrity->ok()) << integrity->DebugString();
+  }
+
+  void Activate(const std::string& id, const std::string& org) {
+    pb::BenefitTemplate t;
+    t.set_id(id);
+    t.set_org_id(org);
+    t.set_type(pb::COUPON_CASH);
+    t.set_name("cash " + org);
+    t.set_face_value(500);
+    t.set_total_stock(20);
+    t.mutable_validity()->set_days_after_grant(7);
+    ASSERT_TRUE(benefits_->CreateTemplate(t).ok());
+    auto active = benefits_->ActivateTemplate(id);
+    ASSERT_TRUE(active.ok()) << active.status();
+  }
+
+  // Issued in process (an internal grant): a coupon of org `org`'s template.
+  pb::Coupon Issue(const std::string& org) {
+    pb::IssueCouponRequest r;
+    r.set_request_id("iss-" + std::to_string(++issued_));
+    r.set_template_id("tpl-" + org);
+    r.set_customer_id(kCustomer);
+    auto c = benefits_->IssueCoupon(r);
+    EXPECT_TRUE(c.ok()) << c.status();
+    return c.ok() ? *c : pb::Coupon();
+  }
+
+  // Calls `method` on the stub as `actor` (none when null).
+  template <class Req, class Resp, class Method>
+  absl::StatusOr<Resp> Call(const Actor* actor, Method method, const Req& req) {
+    grpc::ClientContext ctx;
+    rpc::PrepareClientContext(ctx, absl::Seconds(10), "");
+    if (actor != nullptr) rpc::AttachActor(ctx, *actor);
+    Resp resp;
+    grpc::Status s = (stub_.get()->*method)(&ctx, req, &resp);
+    if (!s.ok()) return rpc::FromGrpcStatus(s);
+    return resp;
+  }
+
+  absl::StatusOr<pb::Redemption> Lock(const Actor& a, const std::string& code,
+                                      const std::string& order) {
+    pb::LockCouponRequest r;
+    r.set_coupon_code(code);
+    r.set_customer_id(kCustomer);
+    r.mutable_order()->set_order_id(order);
+    r.mutable_order()->set_amount_fen(10'000);
+    r.mutable_order()->set_channel("mobile");
+    return Call<pb::LockCouponRequest, pb::Redemption>(&a, &pb::Benefits::Stub::LockCoupon, r);
+  }
+  absl::StatusOr<pb::Redemption> Resolve(const Actor& a, const std::string& op,
+                                         const std::string& id) {
+    pb::RedemptionRequest r;
+    r.set_redemption_id(id);
+    auto m = op == "confirm"  ? &pb::Benefits::Stub::ConfirmRedemption
+             : op == "cancel" ? &pb::Benefits::Stub::CancelRedemption
+                              : &pb::Benefits::Stub::ReverseRedemption;
+    return Call<pb::RedemptionRequest, pb::Redemption>(&a, m, r);
+  }
+  absl::StatusOr<pb::QrToken> Qr(const Actor& a, const std::string& code) {
+    pb::IssueQrTokenRequest r;
+    r.set_coupon_code(code);
+    r.set_customer_id(kCustomer);
+    return Call<pb::IssueQrTokenRequest, pb::QrToken>(&a, &pb::Benefits::Stub::IssueQrToken, r);
+  }
+  absl::StatusOr<pb::Redemption> RedeemQr(const Actor& a, const std::string& token) {
+    pb::RedeemQrTokenRequest r;
+    r.set_token(token);
+    r.set_merchant_id("m-1");
+    r.set_terminal_id("t-1");
+    r.set_order_amount_fen(10'000);
+    return Call<pb::RedeemQrTokenRequest, pb::Redemption>(&a, &pb::Benefits::Stub::RedeemQrToken,
+                                                          r);
+  }
+  absl::StatusOr<pb::Wallet> Wallet(const Actor* a, const std::string& org) {
+    pb::GetWalletRequest r;
+    r.set_org_id(org);
+    r.set_customer_id(kCustomer);
+    return Call<pb::GetWalletRequest, pb::Wallet>(a, &pb::Benefits::Stub::GetWallet, r);
+  }
+
+  pb::CouponState StateOf(const std::string& code) {
+    auto c = benefits_->GetCoupon(code);
+    EXPECT_TRUE(c.ok()) << c.status();
+    return c.ok() ? c->state() : pb::COUPON_STATE_UNSPECIFIED;
+  }
+
+  int64_t Count(const std::string& sql) {
+    int64_t n = -1;
+    EXPECT_TRUE(pg::WithTransaction(*pool_, [&](pqxx::work& tx) {
+                  n = tx.exec(sql)[0][0].as<int64_t>();
+                  return absl::OkStatus();
+                }).ok());
+    return n;
+  }
+
+  testing::TestDatabase db_;
+  std::unique_ptr<pg::Pool> pool_;
+  std::unique_ptr<PgLedgerStore> store_;
+  std::unique_ptr<Benefits> benefits_;
+  std::unique_ptr<Payouts> payouts_;
+  std::unique_ptr<WorkerPool> workers_;
+  std::unique_ptr<grpc::Service> grpc_;
+  std::unique_ptr<rpc::Server> server_;
+  std::unique_ptr<pb::Benefits::Stub> stub_;
+  int issued_ = 0;
+};
+
+TEST_F(BenefitsTenancyTest, SiblingBankGetsTheMissingAnswerAndChangesNothing) {
+  const Actor a = Channel("bank-a");
+  const Actor b = Channel("bank-b");
+  // Bank-a's own traffic: one coupon locked, one redeemed, one untouched, and a QR token.
+  const pb::Coupon locked = Issue("bank-a");
+  const pb::Coupon redeemed = Issue("bank-a");
+  const pb::Coupon fresh = Issue("bank-a");
+  auto r1 = Lock(a, locked.code(), "o-1");
+  ASSERT_TRUE(r1.ok()) << r1.status();
+  auto r2 = Lock(a, redeemed.code(), "o-2");
+  ASSERT_TRUE(r2.ok()) << r2.status();
+  ASSERT_TRUE(Resolve(a, "confirm", r2->id()).ok());
+  auto token = Qr(a, fresh.code());
+  ASSERT_TRUE(token.ok()) << token.status();
+  const int64_t events = Count("SELECT count(*) FROM coupon_events");
+  const int64_t redemptions = Count("SELECT count(*) FROM redemptions");
+
+  // What a missing coupon / redemption answers, through the same sibling channel.
+  const absl::Status missing_coupon = Lock(b, "CNOSUCHCOUPON1", "o-9").status();
+  ASSERT_EQ(missing_coupon.code(), absl::StatusCode::kNotFound) << Describe(missing_coupon);
+  ExpectSameAnswer(Qr(b, "CNOSUCHCOUPON1").status(), missing_coupon);
+  ExpectSameAnswer(Resolve(b, "confirm", "rdm-missing").status(), NoSuchRedemption("rdm-missing"));
+  ASSERT_EQ(NoSuchRedemption("x").code(), absl::StatusCode::kNotFound);
+
+  // Bank-b probing bank-a's ids.
+  ExpectSameAnswer(Lock(b, fresh.code(), "o-3").status(), missing_coupon);
+  ExpectSameAnswer(Qr(b, fresh.code()).status(), missing_coupon);
+  ExpectSameAnswer(Resolve(b, "confirm", r1->id()).status(), NoSuchRedemption(r1->id()));
+  ExpectSameAnswer(Resolve(b, "cancel", r1->id()).status(), NoSuchRedemption(r1->id()));
+  ExpectSameAnswer(Resolve(b, "reverse", r2->id()).status(), NoSuchRedemption(r2->id()));
+  ExpectSameAnswer(RedeemQr(b, token->token()).status(), UnknownQrToken());
+  pb::MarkCollectedRequest collect;
+  collect.set_coupon_code(fresh.code());
+  collect.set_terminal_id("t-1");
+  collect.set_customer_id(kCustomer);
+  ExpectSameAnswer(
+      Call<pb::MarkCollectedRequest, pb::Coupon>(&b, &pb::Benefits::Stub::MarkCollected, collect)
+          .status(),
+      missing_coupon);
+  // A grant naming bank-b may not draw on bank-a's template either.
+  pb::IssueCouponRequest issue;
+  issue.set_request_id("iss-b");
+  issue.set_template_id("tpl-bank-a");
+  issue.set_customer_id(kCustomer);
+  ExpectSameAnswer(
+      Call<pb::IssueCouponRequest, pb::Coupon>(&b, &pb::Benefits::Stub::IssueCoupon, issue)
+          .status(),
+      NoSuchTemplate("tpl-bank-a"));
+
+  // Nothing moved.
+  EXPECT_EQ(StateOf(locked.code()), pb::COUPON_LOCKED);
+  EXPECT_EQ(StateOf(redeemed.code()), pb::COUPON_REDEEMED);
+  EXPECT_EQ(StateOf(fresh.code()), pb::COUPON_ISSUED);
+  EXPECT_EQ(Count("SELECT count(*) FROM coupon_events"), events);
+  EXPECT_EQ(Count("SELECT count(*) FROM redemptions"), redemptions);
+  EXPECT_EQ(Count("SELECT count(*) FROM coupons WHERE issue_request_id = 'iss-b'"), 0);
+
+  // ...and bank-a can still finish all of it: the refusals were not side effects.
+  EXPECT_TRUE(Resolve(a, "cancel", r1->id()).ok());
+  EXPECT_TRUE(Resolve(a, "reverse", r2->id()).ok());
+  auto used = RedeemQr(a, token->token());
+  EXPECT_TRUE(used.ok()) << used.status();
+  EXPECT_EQ(StateOf(fresh.code()), pb::COUPON_REDEEMED);
+}
+
+TEST_F(BenefitsTenancyTest, TheOwningBankAndItsBranchesUseTheBanksCoupons) {
+  const pb::Coupon c1 = Issue("bank-a");
+  const pb::Coupon c2 = Issue("bank-a");
+  // A branch channel of bank-a: lock, confirm, reverse.
+  const Actor branch = Channel("bank-a.branch-01");
+  auto r = Lock(branch, c1.code(), "o-1");
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_TRUE(Resolve(branch, "confirm", r->id()).ok());
+  EXPECT_TRUE(Resolve(branch, "reverse", r->id()).ok());
+  EXPECT_EQ(StateOf(c1.code()), pb::COUPON_ISSUED);
+  // QR issued by the bank's channel, redeemed at the branch's counter.
+  auto token = Qr(Channel("bank-a"), c2.code());
+  ASSERT_TRUE(token.ok()) << token.status();
+  auto used = RedeemQr(branch, token->token());
+  ASSERT_TRUE(used.ok()) << used.status();
+  EXPECT_EQ(StateOf(c2.code()), pb::COUPON_REDEEMED);
+
+  // A branch's own coupon: its bank covers it, a sibling branch does not.
+  const pb::Coupon own = Issue("bank-a.branch-01");
+  auto by_bank = Lock(Channel("bank-a"), own.code(), "o-2");
+  ASSERT_TRUE(by_bank.ok()) << by_bank.status();
+  EXPECT_TRUE(Resolve(Channel("bank-a"), "cancel", by_bank->id()).ok());
+  const absl::Status sibling = Lock(Channel("bank-a.branch-02"), own.code(), "o-3").status();
+  EXPECT_EQ(sibling.code(), absl::StatusCode::kNotFound) << Describe(sibling);
+  EXPECT_EQ(StateOf(own.code()), pb::COUPON_ISSUED);
+}
+
+TEST_F(BenefitsTenancyTest, AFederationCouponIsUsableThroughAnyMemberBank) {
+  const pb::Coupon fed1 = Issue("fed");
+  const pb::Coupon fed2 = Issue("fed");
+  auto r = Lock(Channel("bank-a"), fed1.code(), "o-1");
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_TRUE(Resolve(Channel("bank-a"), "confirm", r->id()).ok());
+  EXPECT_EQ(StateOf(fed1.code()), pb::COUPON_REDEEMED);
+  auto token = Qr(Channel("bank-b.branch-07"), fed2.code());
+  ASSERT_TRUE(token.ok()) << token.status();
+  EXPECT_TRUE(RedeemQr(Channel("bank-b"), token->token()).ok());
+  // The platform itself sees everything.
+  auto as_system = Resolve(tenancy::SystemActor("test"), "reverse", r->id());
+  EXPECT_TRUE(as_system.ok()) << as_system.status();
+}
+
+TEST_F(BenefitsTenancyTest, TheWalletShowsOnlyTheCallersLineage) {
+  const pb::Coupon mine_a = Issue("bank-a");
+  const pb::Coupon mine_b = Issue("bank-b");
+  const Actor a = Channel("bank-a");
+  const Actor b = Channel("bank-b");
+
+  auto at_b = Wallet(&b, "bank-b");
+  ASSERT_TRUE(at_b.ok()) << at_b.status();
+  int seen = 0;
+  for (const auto& group : at_b->coupons()) {
+    for (const auto& c : group.coupons()) {
+      EXPECT_EQ(c.org_id(), "bank-b") << c.code();
+      EXPECT_NE(c.code(), mine_a.code());
+      ++seen;
+    }
+  }
+  EXPECT_EQ(seen, 1);
+
+  // Asking bank-b's channel for bank-a's wallet is refused outright, like the gateway does.
+  const absl::Status refused = Wallet(&b, "bank-a").status();
+  EXPECT_EQ(refused.code(), absl::StatusCode::kPermissionDenied) << Describe(refused);
+  EXPECT_EQ(FieldOf(refused), "org_id");
+
+  // Bank-a's wallet, through bank-a and through its branch.
+  for (const Actor& who : {a, Channel("bank-a.branch-01")}) {
+    auto at_a = Wallet(&who, "bank-a");
+    ASSERT_TRUE(at_a.ok()) << at_a.status();
+    ASSERT_EQ(at_a->coupons_size(), 1) << at_a->DebugString();
+    ASSERT_EQ(at_a->coupons(0).coupons_size(), 1);
+    EXPECT_EQ(at_a->coupons(0).coupons(0).code(), mine_a.code());
+  }
+
+  // A payout for another bank's customer account is refused the same way; nothing is kept.
+  pb::RequestPayoutRequest payout;
+  payout.set_request_id("pay-1");
+  payout.set_org_id("bank-a");
+  payout.set_customer_id(kCustomer);
+  payout.set_amount_fen(100);
+  payout.set_bank_account("6222000011112222");
+  const absl::Status p =
+      Call<pb::RequestPayoutRequest, pb::Payout>(&b, &pb::Benefits::Stub::RequestPayout, payout)
+          .status();
+  EXPECT_EQ(p.code(), absl::StatusCode::kPermissionDenied) << Describe(p);
+  EXPECT_EQ(Count("SELECT count(*) FROM payouts"), 0);
+}
+
+TEST_F(BenefitsTenancyTest, CustomerCallsNamingNoActorAreRefusedButInternalGrantsAreNot) {
+  const pb::Coupon c = Issue("bank-a");
+  pb::LockCouponRequest lock;
+  lock.set_coupon_code(c.code());
+  lock.set_customer_id(kCustomer);
+  lock.mutable_order()->set_order_id("o-1");
+  lock.mutable_order()->set_amount_fen(10'000);
+  const absl::Status s =
+      Call<pb::LockCouponRequest, pb::Redemption>(nullptr, &pb::Benefits::Stub::LockCoupon, lock)
+          .status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kUnauthenticated) << Describe(s);
+  EXPECT_EQ(ReasonOf(s), cpb::CREDENTIALS_MISSING);
+  const absl::Status w = Wallet(nullptr, "bank-a").status();
+  EXPECT_EQ(w.code(), absl::StatusCode::kUnauthenticated) << Describe(w);
+  EXPECT_EQ(StateOf(c.code()), pb::COUPON_ISSUED);
+
+  // A grant from an internal caller that names nobody (decision 011) still works.
+  pb::IssueCouponRequest issue;
+  issue.set_request_id("iss-internal");
+  issue.set_template_id("tpl-bank-a");
+  issue.set_customer_id(kCustomer);
+  auto granted =
+      Call<pb::IssueCouponRequest, pb::Coupon>(nullptr, &pb::Benefits::Stub::IssueCoupon, issue);
+  EXPECT_TRUE(granted.ok()) << granted.status();
+}
+
+}  // namespace
+}  // namespace mkt::rewards
