@@ -2,7 +2,9 @@
 # P2 — coupon grab through the campaigns service's gRPC participation API (PERFORMANCE.md):
 # 10,000 stock, 2,000 concurrent customers, 50,000 attempts, one per customer. Starts mkt-rewards
 # and mkt-campaigns (release build) on scratch databases, runs the driver, which prints the claim
-# rate beside the hot-row ceiling measured in the same run on the same PostgreSQL.
+# rate beside the hot-row ceiling measured in the same run on the same PostgreSQL. The driver
+# creates and activates the coupon template in mkt-rewards (its stock) and checks that every claim
+# is one coupon instance with its own code.
 # Usage: ./bench/p2.sh   (MKT_BENCH_NO_BUILD=1 skips the build)
 set -euo pipefail
 REPO=${MKT_REPO:-$(cd "$(dirname "$0")/.." && pwd)}
@@ -48,4 +50,5 @@ for _ in $(seq 100); do
   sleep 0.1
 done
 build/release/bench/p2/mkt-bench-p2 --campaigns=127.0.0.1:$CPORT --rewards=127.0.0.1:$RPORT \
-  --dsn="host=127.0.0.1 port=$PG_PORT user=postgres dbname=$CDB" "$@" || { tail -n 20 "$LOG"/*.log; exit 1; }
+  --dsn="host=127.0.0.1 port=$PG_PORT user=postgres dbname=$CDB" \
+  --rewards_dsn="host=127.0.0.1 port=$PG_PORT user=postgres dbname=$RDB" "$@" || { tail -n 20 "$LOG"/*.log; exit 1; }

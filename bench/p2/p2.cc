@@ -1,7 +1,8 @@
 // P2 (PERFORMANCE.md): a coupon grab through the campaigns service's gRPC participation API —
 // 10,000 stock, 2,000 concurrent customers, 50,000 claim attempts, one coupon per customer —
 // against mkt-campaigns and mkt-rewards started by bench/p2.sh. Prints the claim rate, the
-// sold-out rejection rate and p99, checks exactly-once (claims == stock, nobody twice), then
+// sold-out rejection rate and p99, checks exactly-once (claims == stock, nobody twice and, given
+// --rewards_dsn, one coupon instance with its own code per claim), then
 // measures the ceiling: a bare `UPDATE ... SET n = n - 1 WHERE n > 0` loop on one row of the same
 // PostgreSQL from 16 connections, and prints `BENCH P2 <claims/s> claims/s ceiling=<x> ratio=<r>`.
 #include <algorithm>
@@ -23,6 +24,7 @@
 #include "libs/rpc/server.h"
 #include "marketing/campaigns/v1/campaigns.grpc.pb.h"
 #include "marketing/campaigns/v1/participation.grpc.pb.h"
+#include "marketing/rewards/v1/benefits.grpc.pb.h"
 #include "marketing/rewards/v1/ledger.grpc.pb.h"
 
 namespace {
@@ -70,6 +72,8 @@ int main(int argc, char** argv) {
   const std::string campaigns_target = Flag(argc, argv, "campaigns", "127.0.0.1:20031");
   const std::string rewards_target = Flag(argc, argv, "rewards", "127.0.0.1:20071");
   const std::string dsn = Flag(argc, argv, "dsn", "");
+  // The rewards database, to count the coupon instances issued (optional).
+  const std::string rewards_dsn = Flag(argc, argv, "rewards_dsn", "");
   const int stock = std::stoi(Flag(argc, argv, "stock", "10000"));
   // 2,000 customers in flight at a time (threads × channels), 25,000 distinct customers so the
   // stock of 10,000 can sell out under a limit of one per customer.
@@ -79,6 +83,7 @@ int main(int argc, char** argv) {
 
   auto campaigns = cpb::Campaigns::NewStub(mkt::rpc::Connect(campaigns_target));
   auto ledger = rpb::Ledger::NewStub(mkt::rpc::Connect(rewards_target));
+  auto benefits = rpb::Benefits::NewStub(mkt::rpc::Connect(rewards_target));
   const Actor root{"fed", "root", {Role::kAdmin}};
   const Actor planner{"bank-a", "alice", {Role::kPlanner}};
   const Actor approver{"bank-a", "bob", {Role::kApprover}};
@@ -130,17 +135,30 @@ int main(int argc, char** argv) {
     }
     absl::SleepFor(absl::Milliseconds(100));
   }
-  for (auto [asset, owner, amount] :
-       {std::tuple{rpb::STOCK, std::string("bt-a-coupon-20"), int64_t{stock}},
-        std::tuple{rpb::BUDGET_FEN, campaign.id(), int64_t{1'000'000'000}}}) {
-    rpb::FundRequest fund;
-    fund.set_request_id("p2-fund-" + mkt::RandomHex(6));
-    fund.set_org_id("bank-a");
-    fund.set_asset(asset);
-    fund.set_owner_id(owner);
-    fund.set_amount(amount);
-    Call(ledger.get(), &rpb::Ledger::Stub::Fund, fund, nullptr, "Fund");
-  }
+  // The coupon template the campaign grants (the catalog's bt-a-coupon-20): activating it funds
+  // its stock; each claim is a coupon instance issued by the rewards service.
+  rpb::CreateTemplateRequest tpl;
+  rpb::BenefitTemplate& t = *tpl.mutable_template_();
+  t.set_id("bt-a-coupon-20");
+  t.set_org_id("bank-a");
+  t.set_type(rpb::COUPON_CASH);
+  t.set_name("20 yuan off");
+  t.set_face_value(2000);
+  t.set_unit_cost_fen(2000);
+  t.set_total_stock(stock);
+  t.mutable_validity()->set_days_after_grant(30);
+  Call(benefits.get(), &rpb::Benefits::Stub::CreateTemplate, tpl, &planner, "CreateTemplate");
+  rpb::ActivateTemplateRequest activate;
+  activate.set_template_id(t.id());
+  Call(benefits.get(), &rpb::Benefits::Stub::ActivateTemplate, activate, &planner,
+       "ActivateTemplate");
+  rpb::FundRequest fund;
+  fund.set_request_id("p2-fund-" + mkt::RandomHex(6));
+  fund.set_org_id("bank-a");
+  fund.set_asset(rpb::BUDGET_FEN);
+  fund.set_owner_id(campaign.id());
+  fund.set_amount(1'000'000'000);
+  Call(ledger.get(), &rpb::Ledger::Stub::Fund, fund, nullptr, "Fund");
   absl::SleepFor(absl::Milliseconds(1200));  // the service's campaign cache
 
   // Several channels so one HTTP/2 connection is not the bottleneck.
@@ -215,7 +233,25 @@ int main(int argc, char** argv) {
   std::printf("p2: claims/s=%.0f over %.2f s; sold-out rejections/s=%.0f; p99=%.1f ms\n",
               claims_per_s, claim_seconds,
               sold_out_seconds > 0 ? sold_out_count / sold_out_seconds : 0.0, p99);
-  const bool exact = claims == stock && twice == 0;
+  bool exact = claims == stock && twice == 0;
+  if (!rewards_dsn.empty()) {
+    try {
+      pqxx::connection conn(rewards_dsn);
+      pqxx::work tx(conn);
+      const pqxx::row r = tx.exec1(
+          "SELECT count(*), count(DISTINCT code), count(DISTINCT customer_id) FROM coupons "
+          "WHERE state = 1 AND template_id = 'bt-a-coupon-20'");
+      const int64_t coupons = r[0].as<int64_t>();
+      std::printf("p2: coupons issued=%lld distinct codes=%lld customers=%lld\n",
+                  static_cast<long long>(coupons), static_cast<long long>(r[1].as<int64_t>()),
+                  static_cast<long long>(r[2].as<int64_t>()));
+      exact = exact && coupons == claims && r[1].as<int64_t>() == claims &&
+              r[2].as<int64_t>() == claims;
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "p2: counting coupons failed: %s\n", e.what());
+      return 1;
+    }
+  }
   if (!exact) std::printf("p2: EXACTLY-ONCE VIOLATED\n");
 
   // The ceiling: one hot row, 16 connections, 3 seconds.

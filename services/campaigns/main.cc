@@ -126,8 +126,11 @@ int main(int argc, char** argv) {
     open->SetAllOpen(true);
     audience = std::move(open);
   }
-  auto issuer = campaigns::NewLedgerRewardIssuer(rpc::Connect(cfg->rewards_address),
-                                                 absl::Milliseconds(cfg->rewards_timeout_ms));
+  // Coupons are granted as instances (a code, in the wallet, usable at checkout); the ledger and
+  // the benefits API are both the rewards service's.
+  auto rewards_grants = rpc::Connect(cfg->rewards_address);
+  auto issuer = campaigns::NewBenefitsRewardIssuer(rewards_grants, rewards_grants,
+                                                   absl::Milliseconds(cfg->rewards_timeout_ms));
   const campaigns::GroupCommitter::Options commit_options{
       .lanes = static_cast<int>(cfg->participation_writer_lanes),
       .max_items = static_cast<int>(cfg->participation_batch_max),

@@ -1,10 +1,19 @@
 // How a participation's rewards reach the customer: the seam between campaigns and the rewards
-// ledger. A participation becomes one linked ledger batch (all legs or none): what the customer
-// pays (points for an exchange, chances for a draw) and, per reward, the campaign budget's cost,
-// the template's stock (coupons) and the benefit itself. The batch's transfer ids derive from the
-// participation's deterministic request id, so a retry after a crash never grants twice.
-// Coupons go through the ledger's COUPON asset today; when the rewards service's benefit
-// templates serve coupon instances, another RewardIssuer plugs in here.
+// service. Every id sent derives from the participation's deterministic request id, so a retry
+// after a crash (a replay, the recovery sweep) never grants twice.
+//
+// Two issuers (decision 013):
+// - NewLedgerRewardIssuer: the participation is one linked ledger batch (all legs or none): what
+//   the customer pays (points for an exchange, chances for a draw) and, per reward, the campaign
+//   budget's cost, the template's stock (coupons) and the benefit. A coupon is only a unit of the
+//   ledger's COUPON asset: it has no code and cannot be used (kept for tests and the ledger-only
+//   stack).
+// - NewBenefitsRewardIssuer (what the service runs): a coupon reward becomes a real coupon
+//   instance through Benefits.IssueCoupon (a code, in the wallet, usable at checkout and by QR),
+//   which moves the template's unit cost, its stock and the customer's holding itself. What the
+//   customer pays and the budget of the other rewards are reserved first as pending ledger
+//   transfers, posted once the coupon is issued and voided when it is refused; the other rewards
+//   follow as one linked batch. See CouponIssuePlanFor.
 #pragma once
 
 #include <cstdint>
@@ -13,8 +22,10 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "marketing/campaigns/v1/campaigns.pb.h"
+#include "marketing/rewards/v1/benefits.pb.h"
 #include "marketing/rewards/v1/ledger.pb.h"
 
 namespace grpc {
@@ -27,7 +38,8 @@ struct RewardGrant {
   ::marketing::campaigns::v1::RewardKind kind = ::marketing::campaigns::v1::REWARD_KIND_COUPON;
   std::string benefit_template_id;
   int64_t quantity = 1;
-  // Taken from the campaign's budget (BUDGET_FEN); 0: no budget leg.
+  // Taken from the campaign's budget (BUDGET_FEN); 0: no budget leg. The benefits issuer ignores
+  // it for coupons: IssueCoupon charges the template's own unit cost.
   int64_t cost_fen = 0;
   int32_t points_valid_days = 365;
 };
@@ -48,9 +60,10 @@ struct IssueRequest {
 class RewardIssuer {
  public:
   virtual ~RewardIssuer() = default;
-  // Applies the request as one linked batch. Business refusals carry the ledger's reason
-  // (STOCK_EXHAUSTED, BUDGET_EXHAUSTED, INSUFFICIENT_BALANCE, ACCOUNT_NOT_FOUND); UNAVAILABLE or
-  // DEADLINE_EXCEEDED mean the outcome is unknown and the same request may be retried.
+  // Grants the request, all of it or nothing. Business refusals carry the rewards service's
+  // reason (STOCK_EXHAUSTED, BUDGET_EXHAUSTED, INSUFFICIENT_BALANCE, ACCOUNT_NOT_FOUND,
+  // INVALID_ARGUMENT); any other failure (UNAVAILABLE, DEADLINE_EXCEEDED...) means the outcome is
+  // unknown and the same request must be retried: every step is idempotent.
   virtual absl::Status Issue(const IssueRequest& request) = 0;
 };
 
@@ -61,5 +74,38 @@ std::vector<::marketing::rewards::v1::TransferSpec> LedgerTransfersFor(const Iss
 // A RewardIssuer calling marketing.rewards.v1.Ledger/CreateTransfers.
 std::unique_ptr<RewardIssuer> NewLedgerRewardIssuer(std::shared_ptr<grpc::Channel> channel,
                                                     absl::Duration timeout);
+
+// How a request with coupon rewards is granted by the benefits issuer, in order:
+struct CouponIssuePlan {
+  // 1. One linked batch of PENDING transfers (timeout kHoldTimeoutSeconds): the points or chances
+  //    the customer pays ("<request>:hold-points", "<request>:hold-chances") and the budget of the
+  //    rewards that are not coupons ("<request>:hold-budget-<i>"). Posted as "<hold>:post" in
+  //    step 4, voided as "<hold>:void:<REASON>" when the coupon is refused (the id keeps the
+  //    refusal, so a replay after a crash answers with it).
+  std::vector<::marketing::rewards::v1::TransferSpec> holds;
+  // 2. Benefits.IssueCoupon per coupon unit, request id "<request>:coupon-<i>-<unit>" (a hash of
+  //    it when longer than 64 characters).
+  std::vector<::marketing::rewards::v1::IssueCouponRequest> coupons;
+  // 3. The rewards that are not coupons, one linked batch of posted transfers (the benefit legs of
+  //    LedgerTransfersFor, same ids). It cannot be refused for stock or budget: both are held.
+  std::vector<::marketing::rewards::v1::TransferSpec> grants;
+};
+
+// How long a hold may wait for its coupon before the ledger voids it by itself (the ledger's
+// maximum, so only an outage of the rewards service longer than a day reaches it).
+inline constexpr int kHoldTimeoutSeconds = 86400;
+
+// The plan of `request`. A coupon issued cannot be taken back (benefits.proto has no void of an
+// instance), so a later unit refused after an earlier one was issued could not be compensated:
+// a request with more than one coupon unit (two coupon rewards, or quantity > 1) is refused with
+// INVALID_ARGUMENT (field "rewards") before anything moves.
+absl::StatusOr<CouponIssuePlan> CouponIssuePlanFor(const IssueRequest& request);
+
+// A RewardIssuer granting coupons as instances (Benefits.IssueCoupon) and everything else through
+// the ledger; requests without coupons are one linked batch, as NewLedgerRewardIssuer's. Both
+// channels reach the rewards service; calls carry tenancy::SystemActor("campaigns").
+std::unique_ptr<RewardIssuer> NewBenefitsRewardIssuer(
+    std::shared_ptr<grpc::Channel> ledger_channel, std::shared_ptr<grpc::Channel> benefits_channel,
+    absl::Duration timeout);
 
 }  // namespace mkt::campaigns

@@ -1,8 +1,11 @@
 // Participation end to end in process: the campaigns service (configuration and participation
-// gRPC APIs, its own fresh database) granting through a real rewards ledger (its gRPC API, its own
-// fresh database, group commit). Real threads make real concurrent gRPC calls: a coupon grab with
-// 2,000 customers, concurrent lottery draws against per-prize stock, concurrent points exchanges
-// with exactly enough points for one item, replays by idempotency key, and the eligibility list.
+// gRPC APIs, its own fresh database) granting through a real rewards service (the Ledger and
+// Benefits gRPC APIs, its own fresh database, group commit) with the benefits issuer, so every
+// coupon won or claimed is a real coupon instance (a code, in the wallet, usable at checkout).
+// Real threads make real concurrent gRPC calls: a coupon grab with 2,000 customers, concurrent
+// lottery draws against per-prize stock, concurrent points exchanges with exactly enough points
+// for one item, replays by idempotency key, retries of an interrupted grant, and the eligibility
+// list.
 #include <algorithm>
 #include <atomic>
 #include <cstdio>
@@ -23,6 +26,7 @@
 #include "libs/rpc/server.h"
 #include "libs/testing/testing.h"
 #include "marketing/campaigns/v1/participation.grpc.pb.h"
+#include "marketing/rewards/v1/benefits.grpc.pb.h"
 #include "marketing/rewards/v1/ledger.grpc.pb.h"
 #include "services/campaigns/audience.h"
 #include "services/campaigns/campaign_service.h"
@@ -35,8 +39,11 @@
 #include "services/campaigns/reward_issuer.h"
 #include "services/campaigns/test_configs.h"
 #include "services/rewards/batcher.h"
+#include "services/rewards/benefits.h"
+#include "services/rewards/benefits_grpc.h"
 #include "services/rewards/ledger_grpc.h"
 #include "services/rewards/ledger_service.h"
+#include "services/rewards/payouts.h"
 #include "services/rewards/pg_ledger_store.h"
 
 namespace mkt::campaigns {
@@ -49,6 +56,13 @@ using tenancy::Role;
 
 std::string Describe(const absl::Status& s) {
   return s.ToString() + " [" + ReasonName(ReasonOf(s)) + "]";
+}
+
+bool IsRefusalForTest(const absl::Status& s) {
+  const auto reason = ReasonOf(s);
+  return reason == common::STOCK_EXHAUSTED || reason == common::BUDGET_EXHAUSTED ||
+         reason == common::INSUFFICIENT_BALANCE || reason == common::ACCOUNT_NOT_FOUND ||
+         reason == common::INVALID_ARGUMENT || reason == common::IDEMPOTENCY_KEY_REUSED;
 }
 
 // The benefit catalog as participation sees it, with a switch that makes it unreachable (the
@@ -71,7 +85,7 @@ class ParticipationIntegrationTest : public ::testing::Test {
  protected:
   void SetUp() override {
     // The rewards ledger.
-    auto rpool = pg::Pool::Connect({.dsn = rewards_db_.dsn(), .size = 6});
+    auto rpool = pg::Pool::Connect({.dsn = rewards_db_.dsn(), .size = 12});
     ASSERT_TRUE(rpool.ok()) << rpool.status();
     rewards_pool_ = *std::move(rpool);
     ASSERT_TRUE(pg::ApplyMigrations(*rewards_pool_,
@@ -82,9 +96,14 @@ class ParticipationIntegrationTest : public ::testing::Test {
     ledger_ = std::make_unique<rewards::LedgerService>(*batcher_, *ledger_store_, SystemClock());
     ledger_workers_ = std::make_unique<WorkerPool>("ledger-test", 16, 20000);
     ledger_grpc_ = rewards::NewLedgerGrpcService(*ledger_, *ledger_workers_);
+    benefits_ = std::make_unique<rewards::Benefits>(
+        *rewards_pool_, *ledger_store_, SystemClock(),
+        rewards::BenefitsOptions{.qr_key = "participation-test-qr-key-of-32-bytes-or-more"});
+    payouts_ = std::make_unique<rewards::Payouts>(*rewards_pool_, *ledger_store_, SystemClock());
+    benefits_grpc_ = rewards::NewBenefitsGrpcService(*benefits_, *payouts_, *ledger_workers_);
     auto rserver = rpc::Server::Start(
         {.service_name = "rewards_test", .address = "127.0.0.1:0", .access_log = false},
-        {ledger_grpc_.get()});
+        {ledger_grpc_.get(), benefits_grpc_.get()});
     ASSERT_TRUE(rserver.ok()) << rserver.status();
     rewards_server_ = *std::move(rserver);
     ledger_stub_ =
@@ -103,8 +122,8 @@ class ParticipationIntegrationTest : public ::testing::Test {
     service_ = std::make_unique<CampaignService>(*store_, *reference_.segments,
                                                  *reference_.benefits, SystemClock());
     membership_.SetOpen("seg-a1");
-    issuer_ = NewLedgerRewardIssuer(
-        rpc::Connect("127.0.0.1:" + std::to_string(rewards_server_->port())), absl::Seconds(20));
+    rewards_channel_ = rpc::Connect("127.0.0.1:" + std::to_string(rewards_server_->port()));
+    issuer_ = NewBenefitsRewardIssuer(rewards_channel_, rewards_channel_, absl::Seconds(20));
     reserve_ = std::make_unique<GroupCommitter>(*pool_, GroupCommitter::Options{});
     finish_ = std::make_unique<GroupCommitter>(*pool_, GroupCommitter::Options{});
     participation_store_ = std::make_unique<PgParticipationStore>(*pool_, *reserve_, *finish_);
@@ -169,6 +188,82 @@ class ParticipationIntegrationTest : public ::testing::Test {
     rpb::FundResponse resp;
     grpc::Status s = ledger_stub_->Fund(&ctx, r, &resp);
     ASSERT_TRUE(s.ok()) << s.error_message();
+  }
+
+  // Creates and activates a coupon template of bank A in the rewards service: activation funds its
+  // stock with `stock`. Ids and unit costs are the campaigns catalog's (test::kReferenceJson).
+  void ActivateCoupon(const std::string& id, int64_t stock, int64_t unit_cost_fen) {
+    rpb::BenefitTemplate t;
+    t.set_id(id);
+    t.set_org_id("bank-a");
+    t.set_type(rpb::COUPON_CASH);
+    t.set_name("coupon " + id);
+    t.set_face_value(unit_cost_fen);
+    t.set_unit_cost_fen(unit_cost_fen);
+    t.set_total_stock(stock);
+    t.mutable_validity()->set_days_after_grant(30);
+    auto created = benefits_->CreateTemplate(t);
+    ASSERT_TRUE(created.ok()) << created.status();
+    auto active = benefits_->ActivateTemplate(id);
+    ASSERT_TRUE(active.ok()) << active.status();
+    ASSERT_EQ(active->status(), rpb::TEMPLATE_ACTIVE);
+  }
+
+  // The customer's coupons in `state`, as the wallet shows them.
+  std::vector<rpb::Coupon> WalletCoupons(const std::string& customer,
+                                         rpb::CouponState state = rpb::COUPON_ISSUED) {
+    rpb::GetWalletRequest r;
+    r.set_org_id("bank-a");
+    r.set_customer_id(customer);
+    auto wallet = benefits_->GetWallet(r);
+    EXPECT_TRUE(wallet.ok()) << wallet.status();
+    std::vector<rpb::Coupon> out;
+    if (!wallet.ok()) return out;
+    for (const auto& group : wallet->coupons()) {
+      if (group.state() != state) continue;
+      for (const auto& c : group.coupons()) out.push_back(c);
+    }
+    return out;
+  }
+
+  int64_t RewardsScalar(const std::string& sql) {
+    int64_t v = -1;
+    EXPECT_TRUE(pg::WithTransaction(*rewards_pool_, [&](pqxx::work& tx) {
+                  v = tx.exec(sql)[0][0].as<int64_t>();
+                  return absl::OkStatus();
+                }).ok());
+    return v;
+  }
+
+  void GrantPoints(const std::string& customer, int64_t points) {
+    rpb::GrantRequest g;
+    g.set_request_id("seed-points-" + customer);
+    g.set_org_id("bank-a");
+    g.set_customer_id(customer);
+    g.set_asset(rpb::POINTS);
+    g.set_quantity(points);
+    g.mutable_expiry()->set_days_after_grant(30);
+    grpc::ClientContext ctx;
+    rpc::PrepareClientContext(ctx, absl::Seconds(10), "");
+    rpb::GrantResponse resp;
+    grpc::Status s = ledger_stub_->Grant(&ctx, g, &resp);
+    ASSERT_TRUE(s.ok()) << s.error_message();
+  }
+
+  rpb::Account Account(rpb::Asset asset, rpb::OwnerKind kind, const std::string& owner,
+                       const std::string& asset_ref = "") {
+    rpb::GetAccountRequest r;
+    r.mutable_ref()->set_org_id("bank-a");
+    r.mutable_ref()->set_asset(asset);
+    r.mutable_ref()->set_owner_kind(kind);
+    r.mutable_ref()->set_owner_id(owner);
+    r.mutable_ref()->set_asset_ref(asset_ref);
+    grpc::ClientContext ctx;
+    rpc::PrepareClientContext(ctx, absl::Seconds(10), "");
+    rpb::Account account;
+    grpc::Status s = ledger_stub_->GetAccount(&ctx, r, &account);
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    return account;
   }
 
   int64_t Balance(rpb::Asset asset, rpb::OwnerKind kind, const std::string& owner,
@@ -241,7 +336,11 @@ class ParticipationIntegrationTest : public ::testing::Test {
   std::unique_ptr<rewards::LedgerService> ledger_;
   std::unique_ptr<WorkerPool> ledger_workers_;
   std::unique_ptr<grpc::Service> ledger_grpc_;
+  std::unique_ptr<rewards::Benefits> benefits_;
+  std::unique_ptr<rewards::Payouts> payouts_;
+  std::unique_ptr<grpc::Service> benefits_grpc_;
   std::unique_ptr<rpc::Server> rewards_server_;
+  std::shared_ptr<grpc::Channel> rewards_channel_;
   std::unique_ptr<rpb::Ledger::Stub> ledger_stub_;
   std::unique_ptr<pg::Pool> pool_;
   ReferenceData reference_;
@@ -265,12 +364,13 @@ class ParticipationIntegrationTest : public ::testing::Test {
 };
 
 // 2,000 customers, 20,000 attempts from 100 threads, stock 1,000, one per customer: exactly
-// 1,000 claims, nobody twice, the ledger's stock and the customers' coupons agree with the
-// participation records, and every refusal carries the reason that fits it.
+// 1,000 claims, nobody twice, 1,000 coupon instances with distinct codes (one ISSUED coupon in
+// each winner's wallet), the ledger's stock, holdings and budget agree with the participation
+// records, and every refusal carries the reason that fits it.
 TEST_F(ParticipationIntegrationTest, CouponGrabGrantsExactlyTheStockOncePerCustomer) {
   const std::string id = Online(Coupon("Grab"));
   ASSERT_FALSE(id.empty());
-  Fund(rpb::STOCK, "bt-coupon-50", 1000);
+  ActivateCoupon("bt-coupon-50", 1000, 5000);
 
   constexpr int kCustomers = 2000;
   constexpr int kAttempts = 20000;
@@ -328,6 +428,22 @@ TEST_F(ParticipationIntegrationTest, CouponGrabGrantsExactlyTheStockOncePerCusto
     coupons += Balance(rpb::COUPON, rpb::CUSTOMER, customer, "bt-coupon-50");
   }
   EXPECT_EQ(coupons, 1000);
+  // Real coupons: each winner's wallet shows exactly one ISSUED coupon of the campaign, with its
+  // own code; nobody else holds one.
+  std::set<std::string> codes;
+  for (const auto& [customer, n] : wins) {
+    const std::vector<rpb::Coupon> held = WalletCoupons(customer);
+    ASSERT_EQ(held.size(), 1u) << customer;
+    EXPECT_EQ(held[0].template_id(), "bt-coupon-50");
+    EXPECT_EQ(held[0].campaign_id(), id);
+    EXPECT_FALSE(held[0].code().empty());
+    codes.insert(held[0].code());
+  }
+  EXPECT_EQ(codes.size(), 1000u);
+  EXPECT_EQ(RewardsScalar("SELECT count(*) FROM coupons"), 1000);
+  EXPECT_EQ(RewardsScalar("SELECT count(DISTINCT customer_id) FROM coupons WHERE state = 1"), 1000);
+  // The unit cost is charged once per coupon (by the issue itself, not again by participation).
+  EXPECT_EQ(Balance(rpb::BUDGET_FEN, rpb::CAMPAIGN, id), 1'000'000'000 - 1000 * 5000);
   EXPECT_EQ(Scalar("SELECT count(*) FROM participations WHERE status = 'GRANTED'"), 1000);
   EXPECT_EQ(Scalar("SELECT count(*) FROM participations WHERE status = 'PENDING'"), 0);
   EXPECT_EQ(Scalar("SELECT count(DISTINCT customer_id) FROM participations "
@@ -346,10 +462,12 @@ TEST_F(ParticipationIntegrationTest, CouponGrabGrantsExactlyTheStockOncePerCusto
 TEST_F(ParticipationIntegrationTest, ReplaysReturnTheFirstOutcome) {
   const std::string id = Online(Coupon("Replay"));
   ASSERT_FALSE(id.empty());
-  Fund(rpb::STOCK, "bt-coupon-50", 1);
+  ActivateCoupon("bt-coupon-50", 1, 5000);
   auto first = Participate(id, "cust-r1", "key-1");
   ASSERT_TRUE(first.ok()) << Describe(first.status());
   EXPECT_EQ(first->status(), pb::GRANTED);
+  const std::vector<rpb::Coupon> issued = WalletCoupons("cust-r1");
+  ASSERT_EQ(issued.size(), 1u);
   // Concurrent replays of the same key: all answer with the same participation, one grant.
   std::vector<std::thread> threads;
   std::atomic<int> same{0};
@@ -362,6 +480,10 @@ TEST_F(ParticipationIntegrationTest, ReplaysReturnTheFirstOutcome) {
   for (auto& t : threads) t.join();
   EXPECT_EQ(same.load(), 8);
   EXPECT_EQ(Balance(rpb::COUPON, rpb::CUSTOMER, "cust-r1", "bt-coupon-50"), 1);
+  // Still the one coupon, with the same code.
+  const std::vector<rpb::Coupon> after = WalletCoupons("cust-r1");
+  ASSERT_EQ(after.size(), 1u);
+  EXPECT_EQ(after[0].code(), issued[0].code());
   // The same key with a different request.
   auto reused = Participate(id, "cust-r1", "key-1", "", "wecom");
   EXPECT_EQ(ReasonOf(reused.status()), common::IDEMPOTENCY_KEY_REUSED) << Describe(reused.status());
@@ -379,6 +501,8 @@ TEST_F(ParticipationIntegrationTest, ReplaysReturnTheFirstOutcome) {
   EXPECT_TRUE(ReasonOf(over.status()) == common::LIMIT_REACHED ||
               ReasonOf(over.status()) == common::STOCK_EXHAUSTED)
       << Describe(over.status());
+  EXPECT_EQ(RewardsScalar("SELECT count(*) FROM coupons"), 1);
+  EXPECT_TRUE(WalletCoupons("cust-r2").empty());
   EXPECT_TRUE(LedgerIntact());
 }
 
@@ -388,7 +512,7 @@ TEST_F(ParticipationIntegrationTest, ReplaysReturnTheFirstOutcome) {
 TEST_F(ParticipationIntegrationTest, ClaimIsNeverGrantedWithoutItsCost) {
   const std::string id = Online(Coupon("Priced"));
   ASSERT_FALSE(id.empty());
-  Fund(rpb::STOCK, "bt-coupon-50", 5);
+  ActivateCoupon("bt-coupon-50", 5, 5000);
   const int64_t budget = Balance(rpb::BUDGET_FEN, rpb::CAMPAIGN, id);
   ASSERT_GT(budget, 0);
   pricing_->SetDown(true);
@@ -402,6 +526,7 @@ TEST_F(ParticipationIntegrationTest, ClaimIsNeverGrantedWithoutItsCost) {
   ASSERT_TRUE(granted.ok()) << Describe(granted.status());
   EXPECT_EQ(granted->status(), pb::GRANTED);
   EXPECT_EQ(Balance(rpb::COUPON, rpb::CUSTOMER, "cust-p1", "bt-coupon-50"), 1);
+  EXPECT_EQ(WalletCoupons("cust-p1").size(), 1u);
   EXPECT_EQ(Balance(rpb::BUDGET_FEN, rpb::CAMPAIGN, id), budget - 5000);
   EXPECT_TRUE(LedgerIntact());
 }
@@ -417,9 +542,9 @@ TEST_F(ParticipationIntegrationTest, LotteryNeverExceedsPrizeStockAndFallsBack) 
   config.mutable_limits()->set_free_draws_per_day(1);
   auto* top = config.add_prizes();
   top->set_name("top");
-  top->set_benefit_template_id("bt-points-100");
-  top->set_kind(pb::REWARD_KIND_POINTS);
-  top->set_quantity(1000);
+  top->set_benefit_template_id("bt-coupon-50");
+  top->set_kind(pb::REWARD_KIND_COUPON);
+  top->set_quantity(1);
   top->set_probability_bp(2000);
   top->set_stock(20);
   auto* consolation = config.add_prizes();
@@ -431,6 +556,7 @@ TEST_F(ParticipationIntegrationTest, LotteryNeverExceedsPrizeStockAndFallsBack) 
   consolation->set_fallback(true);
   const std::string id = Online(config);
   ASSERT_FALSE(id.empty());
+  ActivateCoupon("bt-coupon-50", 100, 5000);
 
   constexpr int kCustomers = 600;
   std::atomic<int> next{0};
@@ -484,7 +610,17 @@ TEST_F(ParticipationIntegrationTest, LotteryNeverExceedsPrizeStockAndFallsBack) 
   for (int i = 0; i < kCustomers; ++i) {
     points += Balance(rpb::POINTS, rpb::CUSTOMER, "drawer-" + std::to_string(i));
   }
-  EXPECT_EQ(points, 1000 * top_won.load() + 10 * consolation_won.load());
+  EXPECT_EQ(points, 10 * consolation_won.load());
+  // The top prize is a coupon: one instance per winner, in the winner's wallet.
+  EXPECT_EQ(RewardsScalar("SELECT count(*) FROM coupons WHERE state = 1"), top_won.load());
+  EXPECT_EQ(RewardsScalar("SELECT count(DISTINCT customer_id) FROM coupons"), top_won.load());
+  int64_t wallets = 0;
+  for (int i = 0; i < kCustomers; ++i) {
+    wallets += static_cast<int64_t>(WalletCoupons("drawer-" + std::to_string(i)).size());
+  }
+  EXPECT_EQ(wallets, top_won.load());
+  EXPECT_EQ(Balance(rpb::STOCK, rpb::TEMPLATE, "bt-coupon-50", "bt-coupon-50"),
+            100 - top_won.load());
 
   // The free draw of the day is used: the next draw costs a chance the customer does not have;
   // it is refused and leaves nothing taken.
@@ -493,8 +629,10 @@ TEST_F(ParticipationIntegrationTest, LotteryNeverExceedsPrizeStockAndFallsBack) 
   EXPECT_TRUE(LedgerIntact());
 }
 
-// Exactly 800 points and ten concurrent exchanges of an 800-point item: one succeeds, the
-// points and the item move together (both or neither), the others are INSUFFICIENT_BALANCE.
+// Exactly 800 points and ten concurrent exchanges of an 800-point coupon: one succeeds, the
+// points are spent once and exactly one coupon is issued, the others are INSUFFICIENT_BALANCE
+// (their holds were refused, nothing held). Then the stock is gone: another saver's exchange is
+// refused STOCK_EXHAUSTED and the points it held are given back (the hold voided).
 TEST_F(ParticipationIntegrationTest, PointsExchangeUnderConcurrencySucceedsOnce) {
   pb::CampaignConfig config = Coupon("Exchange");
   config.set_type(pb::POINTS_EXCHANGE);
@@ -503,20 +641,8 @@ TEST_F(ParticipationIntegrationTest, PointsExchangeUnderConcurrencySucceedsOnce)
   config.mutable_rewards(0)->set_price_points(800);
   const std::string id = Online(config);
   ASSERT_FALSE(id.empty());
-  Fund(rpb::STOCK, "bt-a-gift", 5);
-  rpb::GrantRequest g;
-  g.set_request_id("seed-points");
-  g.set_org_id("bank-a");
-  g.set_customer_id("saver");
-  g.set_asset(rpb::POINTS);
-  g.set_quantity(800);
-  g.mutable_expiry()->set_days_after_grant(30);
-  {
-    grpc::ClientContext ctx;
-    rpc::PrepareClientContext(ctx, absl::Seconds(10), "");
-    rpb::GrantResponse resp;
-    ASSERT_TRUE(ledger_stub_->Grant(&ctx, g, &resp).ok());
-  }
+  ActivateCoupon("bt-a-gift", 1, 2000);
+  GrantPoints("saver", 800);
   std::atomic<int> ok{0}, insufficient{0}, other{0};
   std::vector<std::thread> threads;
   for (int i = 0; i < 10; ++i) {
@@ -536,8 +662,154 @@ TEST_F(ParticipationIntegrationTest, PointsExchangeUnderConcurrencySucceedsOnce)
   EXPECT_EQ(ok.load(), 1);
   EXPECT_EQ(insufficient.load(), 9);
   EXPECT_EQ(Balance(rpb::POINTS, rpb::CUSTOMER, "saver"), 0);
+  EXPECT_EQ(Account(rpb::POINTS, rpb::CUSTOMER, "saver").debits_pending(), 0);
   EXPECT_EQ(Balance(rpb::COUPON, rpb::CUSTOMER, "saver", "bt-a-gift"), 1);
-  EXPECT_EQ(Balance(rpb::STOCK, rpb::TEMPLATE, "bt-a-gift", "bt-a-gift"), 4);
+  EXPECT_EQ(Balance(rpb::STOCK, rpb::TEMPLATE, "bt-a-gift", "bt-a-gift"), 0);
+  ASSERT_EQ(WalletCoupons("saver").size(), 1u);
+  EXPECT_EQ(WalletCoupons("saver")[0].template_id(), "bt-a-gift");
+  EXPECT_EQ(RewardsScalar("SELECT count(*) FROM coupons"), 1);
+
+  GrantPoints("late-saver", 800);
+  auto late = Participate(id, "late-saver", "late-1");
+  EXPECT_EQ(ReasonOf(late.status()), common::STOCK_EXHAUSTED) << Describe(late.status());
+  const rpb::Account points = Account(rpb::POINTS, rpb::CUSTOMER, "late-saver");
+  EXPECT_EQ(points.balance(), 800);
+  EXPECT_EQ(points.available(), 800);
+  EXPECT_EQ(points.debits_pending(), 0);
+  EXPECT_TRUE(WalletCoupons("late-saver").empty());
+  // Its replay answers with the same refusal and still takes nothing.
+  auto late_again = Participate(id, "late-saver", "late-1");
+  EXPECT_EQ(ReasonOf(late_again.status()), common::STOCK_EXHAUSTED);
+  EXPECT_EQ(Account(rpb::POINTS, rpb::CUSTOMER, "late-saver").available(), 800);
+  EXPECT_TRUE(LedgerIntact());
+}
+
+// A claimed coupon is a real, usable coupon: it can be locked at checkout against an order and
+// the redemption confirmed, after which the wallet shows it REDEEMED.
+TEST_F(ParticipationIntegrationTest, ClaimedCouponIsUsableAtCheckout) {
+  const std::string id = Online(Coupon("Usable"));
+  ASSERT_FALSE(id.empty());
+  ActivateCoupon("bt-coupon-50", 3, 5000);
+  auto claimed = Participate(id, "shopper", "shop-1");
+  ASSERT_TRUE(claimed.ok()) << Describe(claimed.status());
+  const std::vector<rpb::Coupon> held = WalletCoupons("shopper");
+  ASSERT_EQ(held.size(), 1u);
+  rpb::LockCouponRequest lock;
+  lock.set_coupon_code(held[0].code());
+  lock.set_customer_id("shopper");
+  lock.mutable_order()->set_order_id("order-1");
+  lock.mutable_order()->set_amount_fen(20000);
+  lock.mutable_order()->set_channel("mobile_banking");
+  auto locked = benefits_->LockCoupon(lock);
+  ASSERT_TRUE(locked.ok()) << locked.status();
+  EXPECT_EQ(locked->state(), rpb::REDEMPTION_LOCKED);
+  EXPECT_EQ(locked->discount_fen(), 5000);
+  EXPECT_EQ(WalletCoupons("shopper", rpb::COUPON_LOCKED).size(), 1u);
+  rpb::RedemptionRequest confirm;
+  confirm.set_redemption_id(locked->id());
+  auto confirmed = benefits_->ConfirmRedemption(confirm);
+  ASSERT_TRUE(confirmed.ok()) << confirmed.status();
+  EXPECT_EQ(confirmed->state(), rpb::REDEMPTION_CONFIRMED);
+  const std::vector<rpb::Coupon> used = WalletCoupons("shopper", rpb::COUPON_REDEEMED);
+  ASSERT_EQ(used.size(), 1u);
+  EXPECT_EQ(used[0].code(), held[0].code());
+  EXPECT_TRUE(WalletCoupons("shopper").empty());
+  EXPECT_TRUE(LedgerIntact());
+}
+
+// A grant interrupted after its payment was held (the benefits API unreachable: outcome unknown)
+// is completed by the retry the replay or the recovery sweep makes with the same request, exactly
+// once even when several retries race: one coupon, the points spent once, the other reward
+// granted once, the budget charged once (the coupon's unit cost by the issue, the points' cost
+// by the held budget).
+TEST_F(ParticipationIntegrationTest, InterruptedGrantCompletesExactlyOnceOnRetry) {
+  ActivateCoupon("bt-a-gift", 5, 2000);
+  GrantPoints("retrier", 800);
+  Fund(rpb::BUDGET_FEN, "cmp-retry", 100'000);
+  IssueRequest r{.request_id = "p:retry-1",
+                 .org_id = "bank-a",
+                 .campaign_id = "cmp-retry",
+                 .customer_id = "retrier",
+                 .participation_id = "par_retry",
+                 .spend_points = 800};
+  r.rewards.push_back({.kind = pb::REWARD_KIND_COUPON, .benefit_template_id = "bt-a-gift"});
+  r.rewards.push_back({.kind = pb::REWARD_KIND_POINTS,
+                       .benefit_template_id = "bt-points-100",
+                       .quantity = 10,
+                       .cost_fen = 100});
+
+  auto broken =
+      NewBenefitsRewardIssuer(rewards_channel_, rpc::Connect("127.0.0.1:1"), absl::Seconds(2));
+  const absl::Status interrupted = broken->Issue(r);
+  ASSERT_FALSE(interrupted.ok());
+  EXPECT_TRUE(interrupted.code() == absl::StatusCode::kUnavailable ||
+              interrupted.code() == absl::StatusCode::kDeadlineExceeded)
+      << Describe(interrupted);
+  // Held, not spent: the points are still the customer's, but cannot be spent twice.
+  rpb::Account points = Account(rpb::POINTS, rpb::CUSTOMER, "retrier");
+  EXPECT_EQ(points.balance(), 800);
+  EXPECT_EQ(points.available(), 0);
+  EXPECT_TRUE(WalletCoupons("retrier").empty());
+
+  std::vector<std::thread> retries;
+  std::atomic<int> ok{0};
+  for (int i = 0; i < 4; ++i) {
+    retries.emplace_back([&] {
+      const absl::Status s = issuer_->Issue(r);
+      if (s.ok()) {
+        ++ok;
+      } else {
+        // A racing retry may find another one resolving the hold; it is retried again below.
+        EXPECT_FALSE(IsRefusalForTest(s)) << Describe(s);
+      }
+    });
+  }
+  for (auto& t : retries) t.join();
+  EXPECT_GE(ok.load(), 1);
+  ASSERT_TRUE(issuer_->Issue(r).ok());
+  points = Account(rpb::POINTS, rpb::CUSTOMER, "retrier");
+  EXPECT_EQ(points.balance(), 10);  // 800 spent once, 10 granted once
+  EXPECT_EQ(points.debits_pending(), 0);
+  EXPECT_EQ(WalletCoupons("retrier").size(), 1u);
+  EXPECT_EQ(RewardsScalar("SELECT count(*) FROM coupons"), 1);
+  EXPECT_EQ(Balance(rpb::BUDGET_FEN, rpb::CAMPAIGN, "cmp-retry"), 100'000 - 2000 - 100);
+  EXPECT_EQ(Account(rpb::BUDGET_FEN, rpb::CAMPAIGN, "cmp-retry").debits_pending(), 0);
+  EXPECT_TRUE(LedgerIntact());
+}
+
+// A refused coupon gives the held payment back, and a retry of the same request (a crash before
+// the participation recorded the refusal) answers with the same refusal, even once stock is back.
+TEST_F(ParticipationIntegrationTest, RefusedGrantReleasesTheHoldAndStaysRefused) {
+  ActivateCoupon("bt-a-gift", 1, 2000);
+  GrantPoints("first", 800);
+  GrantPoints("second", 800);
+  Fund(rpb::BUDGET_FEN, "cmp-refuse", 100'000);
+  auto request = [](const std::string& customer) {
+    IssueRequest r{.request_id = "p:refuse-" + customer,
+                   .org_id = "bank-a",
+                   .campaign_id = "cmp-refuse",
+                   .customer_id = customer,
+                   .spend_points = 800};
+    r.rewards.push_back({.kind = pb::REWARD_KIND_COUPON, .benefit_template_id = "bt-a-gift"});
+    return r;
+  };
+  ASSERT_TRUE(issuer_->Issue(request("first")).ok());
+  const absl::Status refused = issuer_->Issue(request("second"));
+  EXPECT_EQ(ReasonOf(refused), common::STOCK_EXHAUSTED) << Describe(refused);
+  rpb::Account points = Account(rpb::POINTS, rpb::CUSTOMER, "second");
+  EXPECT_EQ(points.balance(), 800);
+  EXPECT_EQ(points.available(), 800);
+  Fund(rpb::STOCK, "bt-a-gift", 1);
+  const absl::Status again = issuer_->Issue(request("second"));
+  EXPECT_EQ(ReasonOf(again), common::STOCK_EXHAUSTED) << Describe(again);
+  EXPECT_EQ(Account(rpb::POINTS, rpb::CUSTOMER, "second").available(), 800);
+  EXPECT_TRUE(WalletCoupons("second").empty());
+  // More than one coupon unit is refused before anything is held.
+  IssueRequest two = request("second");
+  two.request_id = "p:two-units";
+  two.rewards[0].quantity = 2;
+  EXPECT_EQ(ReasonOf(issuer_->Issue(two)), common::INVALID_ARGUMENT);
+  EXPECT_EQ(Account(rpb::POINTS, rpb::CUSTOMER, "second").available(), 800);
   EXPECT_TRUE(LedgerIntact());
 }
 
@@ -552,7 +824,7 @@ TEST_F(ParticipationIntegrationTest, EligibleCampaignsAreRankedAndExplained) {
   const std::string low_id = Online(low);
   const std::string high_id = Online(high);
   const std::string seg_id = Online(other_segment);
-  Fund(rpb::STOCK, "bt-coupon-50", 10);
+  ActivateCoupon("bt-coupon-50", 10, 5000);
   auto claimed = Participate(low_id, "eve", "eve-1");
   ASSERT_TRUE(claimed.ok()) << Describe(claimed.status());
   absl::SleepFor(absl::Milliseconds(1100));  // the online list is cached for a second
