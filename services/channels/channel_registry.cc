@@ -198,6 +198,7 @@ absl::StatusOr<pb::ChannelCredential> ChannelRegistry::GetCredential(
   out.set_enabled(record.enabled);
   out.set_secret(*std::move(secret));
   out.set_version(record.version);
+  out.set_code(record.code);
   return out;
 }
 

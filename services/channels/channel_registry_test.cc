@@ -96,6 +96,8 @@ TEST_F(ChannelRegistryTest, CreateReturnsSecretOnceAndStoresItSealed) {
   ASSERT_TRUE(cred.ok()) << cred.status();
   EXPECT_EQ(cred->secret(), created.secret());
   EXPECT_EQ(cred->org_id(), "fed");
+  // The gateway acts for the channel only under this code.
+  EXPECT_EQ(cred->code(), "mobile_banking");
   EXPECT_EQ(repo_.facts, std::vector<Change>{pb::ChannelChanged::CREATED});
 }
 

@@ -95,6 +95,28 @@ std::string BackendIdempotencyKey(const ApiCall& call, const std::string& key) {
   return absl::StrCat(scope, ":sha256:", auth::Sha256Hex(key)).substr(0, 128);
 }
 
+// Fills the route's channel-code field with the caller's code, or refuses another code.
+absl::Status BindChannelCode(const ApiRoute& route, const ApiCall& call, gpb::Message* message) {
+  const std::string own = call.channel ? call.channel->code : "";
+  if (own.empty()) {
+    // Only a registry older than the gateway sends no code; acting on the caller's word would
+    // reopen the hole this check closes.
+    return Internal(absl::StrCat("the channel registry gave no code for channel ",
+                                 call.channel ? call.channel->channel_id : "(none)",
+                                 "; cannot bind ", route.channel_code_field));
+  }
+  const std::string asked = GetStringField(*message, route.channel_code_field);
+  if (asked.empty()) return SetStringField(message, route.channel_code_field, own);
+  if (asked != own) {
+    constexpr size_t kShown = 64;
+    return Error(absl::StatusCode::kPermissionDenied, pb::PERMISSION_DENIED,
+                 absl::StrCat("this channel is ", own, "; it cannot act as ",
+                              asked.substr(0, kShown), asked.size() > kShown ? "..." : ""),
+                 route.channel_code_field);
+  }
+  return absl::OkStatus();
+}
+
 std::string RequestHash(const HttpRequest& http) {
   return auth::Sha256Hex(absl::StrCat(http.method, "\n", http.target, "\n", http.body));
 }
@@ -164,8 +186,11 @@ absl::Status ApiService::Add(Router& router, ApiRoute route) {
                                    route.request_type->full_name()));
     }
   }
-  for (const std::string* field :
-       {&route.customer_field, &route.idempotency_field, &route.scope_field}) {
+  if (!route.channel_code_field.empty() && route.access != Access::kChannel) {
+    return Internal(absl::StrCat(name, ": only channel routes have a caller's channel code"));
+  }
+  for (const std::string* field : {&route.customer_field, &route.idempotency_field,
+                                   &route.scope_field, &route.channel_code_field}) {
     if (field->empty()) continue;
     auto fields = ResolveFieldPath(route.request_type, *field);
     if (fields.empty() || fields.back()->type() != gpb::FieldDescriptor::TYPE_STRING ||
@@ -343,6 +368,12 @@ absl::StatusOr<HttpResponse> ApiService::Execute(const ApiRoute& route, const Ro
           absl::StrCat("org \"", org, "\" is outside your organisation (", call.actor.org_id, ")"),
           route.scope_field);
     }
+  }
+
+  // The channel code is the caller's own: the signature says which channel is calling, the
+  // registry which code that channel has.
+  if (!route.channel_code_field.empty()) {
+    MKT_RETURN_IF_ERROR(BindChannelCode(route, call, message.get()));
   }
 
   absl::Status failure;

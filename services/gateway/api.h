@@ -8,8 +8,8 @@
 //   operator authentication and role check (channel signatures are checked by the dispatcher)
 //   → rate limits (per channel or operator, per customer, per route; 429 + Retry-After)
 //   → body limits and strict JSON parsing into the request message, path and query binding
-//   → org scope of the request → idempotency (POST with Idempotency-Key) → the call
-//   → org scope of the response → JSON.
+//   → org scope and channel code of the request → idempotency (POST with Idempotency-Key) → the
+//   call → org scope of the response → JSON.
 // The same table generates the OpenAPI document (openapi.h), so the two cannot drift.
 #pragma once
 
@@ -92,6 +92,12 @@ struct ApiRoute {
   // (participations). The value is "<channel id>:<key>" so two channels' keys never meet (keys
   // too long for that are hashed); the body may not set it.
   std::string idempotency_field;
+  // A request field holding a channel code (Channel.code: mobile_banking, wecom, ...), on channel
+  // routes: filled with the calling channel's own code when empty, and any other code is refused
+  // (403), so a channel cannot act as another one (claim a WeCom-only campaign from mobile
+  // banking, use a coupon restricted to the counter). The code comes from the channel registry
+  // with the credential.
+  std::string channel_code_field;
   // Public names of query parameters that differ from their field path ("customer_org_id" →
   // "org"). Only the public name is accepted.
   std::map<std::string, std::string> query_names;

@@ -51,6 +51,7 @@ struct RpcRow {
   std::string customer_param;
   std::string customer_field;
   std::string idempotency_field;
+  std::string channel_code_field;
   std::map<std::string, std::string> query_names;
   int success_status = 200;
   std::string description;
@@ -85,6 +86,7 @@ absl::StatusOr<ApiRoute> FromRpc(const RpcRow& row, Access access, Backend* back
   route.customer_param = row.customer_param;
   route.customer_field = row.customer_field;
   route.idempotency_field = row.idempotency_field;
+  route.channel_code_field = row.channel_code_field;
   route.query_names = row.query_names;
   route.success_status = row.success_status;
   route.summary = row.summary;
@@ -254,7 +256,8 @@ absl::Status AddChannelApi(ApiService& api, Router& router, const ApiDependencie
   MKT_RETURN_IF_ERROR(api.Add(router, std::move(tracking)));
 
   // Taking part and what is open to a customer: the campaigns service's Participations API. The
-  // customer's org defaults to the channel's and must be inside it.
+  // customer's org defaults to the channel's and must be inside it; the channel code is always the
+  // calling channel's (a mobile-banking integration cannot claim a WeCom-only campaign).
   const std::string p = "marketing.campaigns.v1.Participations.";
   const std::vector<std::string> refusals = {"NOT_ELIGIBLE",        "LIMIT_REACHED",
                                              "STOCK_EXHAUSTED",     "BUDGET_EXHAUSTED",
@@ -267,6 +270,7 @@ absl::Status AddChannelApi(ApiService& api, Router& router, const ApiDependencie
        .body = "",
        .scope_field = "customer_org_id",
        .customer_param = "customer_id",
+       .channel_code_field = "channel",
        .query_names = {{"customer_org_id", "org"}},
        .description =
            "`channel` is the channel code the customer is on (mobile_banking, wecom, ...); `org` "
@@ -282,6 +286,7 @@ absl::Status AddChannelApi(ApiService& api, Router& router, const ApiDependencie
        .errors = refusals,
        .customer_field = "customer_id",
        .idempotency_field = "idempotency_key",
+       .channel_code_field = "channel",
        .success_status = 201,
        .description =
            "Body: customer_id, channel (the channel code), customer_org_id (default: the calling "
@@ -297,6 +302,7 @@ absl::Status AddChannelApi(ApiService& api, Router& router, const ApiDependencie
        .body = "",
        .scope_field = "customer_org_id",
        .customer_param = "customer_id",
+       .channel_code_field = "channel",
        .query_names = {{"customer_org_id", "org"}},
        .description =
            "The coupon-claim campaigns open to the customer on `channel`, ranked like "
@@ -320,7 +326,10 @@ absl::Status AddChannelApi(ApiService& api, Router& router, const ApiDependencie
        .path = "/v1/redemptions",
        .rpc = b + "LockCoupon",
        .summary = "Lock a coupon against an order (online checkout)",
-       .errors = {"COUPON_NOT_USABLE"}},
+       .errors = {"COUPON_NOT_USABLE"},
+       // A coupon's usage rules may name the channels it is good on.
+       .channel_code_field = "order.channel",
+       .description = "`order.channel` is checked against the coupon's usage rules."},
       {.method = "POST",
        .path = "/v1/redemptions/{redemption_id}:confirm",
        .rpc = b + "ConfirmRedemption",

@@ -13,6 +13,7 @@
 #include "libs/core/status.h"
 #include "marketing/campaigns/v1/participation.pb.h"
 #include "marketing/gateway/v1/gateway.pb.h"
+#include "marketing/rewards/v1/benefits.pb.h"
 #include "nlohmann/json.hpp"
 #include "services/gateway/test_fakes.h"
 
@@ -22,6 +23,7 @@ namespace {
 namespace gpb = ::google::protobuf;
 namespace gw = ::marketing::gateway::v1;
 namespace cpb = ::marketing::campaigns::v1;
+namespace rpb = ::marketing::rewards::v1;
 using ::testing::HasSubstr;
 
 // Idempotency records in memory, with the same claim semantics as the PostgreSQL store.
@@ -144,8 +146,10 @@ class ApiTest : public ::testing::Test {
     take_part.scope_field = "customer_org_id";
     take_part.customer_field = "customer_id";
     take_part.idempotency_field = "idempotency_key";
+    take_part.channel_code_field = "channel";
     take_part.success_status = 201;
-    take_part.invoke = [](const ApiCall&, const gpb::Message& req, gpb::Message* resp) {
+    take_part.invoke = [this](const ApiCall&, const gpb::Message& req, gpb::Message* resp) {
+      backend_calls_.fetch_add(1);
       const auto& r = static_cast<const cpb::ParticipateRequest&>(req);
       auto* p = static_cast<cpb::Participation*>(resp);
       p->set_campaign_id(r.campaign_id());
@@ -167,7 +171,9 @@ class ApiTest : public ::testing::Test {
     eligible.scope_field = "customer_org_id";
     eligible.customer_param = "customer_id";
     eligible.query_names = {{"customer_org_id", "org"}};
-    eligible.invoke = [](const ApiCall&, const gpb::Message& req, gpb::Message* resp) {
+    eligible.channel_code_field = "channel";
+    eligible.invoke = [this](const ApiCall&, const gpb::Message& req, gpb::Message* resp) {
+      backend_calls_.fetch_add(1);
       const auto& r = static_cast<const cpb::ListEligibleRequest&>(req);
       auto* c = static_cast<cpb::ListEligibleResponse*>(resp)->add_campaigns();
       c->set_campaign_id(r.channel());
@@ -176,10 +182,30 @@ class ApiTest : public ::testing::Test {
       return absl::OkStatus();
     };
     ASSERT_TRUE(api_.Add(router_, eligible).ok());
+
+    // Shaped like POST /v1/redemptions: the channel code inside a nested message; echoes the
+    // order's channel as the redemption's.
+    ApiRoute lock;
+    lock.method = "POST";
+    lock.path = "/v1/redemptions";
+    lock.access = Access::kChannel;
+    lock.request_type = rpb::LockCouponRequest::descriptor();
+    lock.response_type = rpb::Redemption::descriptor();
+    lock.channel_code_field = "order.channel";
+    lock.invoke = [this](const ApiCall&, const gpb::Message& req, gpb::Message* resp) {
+      backend_calls_.fetch_add(1);
+      const auto& r = static_cast<const rpb::LockCouponRequest&>(req);
+      auto* redemption = static_cast<rpb::Redemption*>(resp);
+      redemption->set_channel(r.order().channel());
+      redemption->set_order_id(r.order().order_id());
+      return absl::OkStatus();
+    };
+    ASSERT_TRUE(api_.Add(router_, lock).ok());
   }
 
   HttpResponse Send(const std::string& method, const std::string& target, const std::string& body,
-                    const std::string& idempotency_key = "", const std::string& channel = "ch_a") {
+                    const std::string& idempotency_key = "", const std::string& channel = "ch_a",
+                    const std::string& code = "mobile_banking") {
     HttpRequest http;
     http.method = method;
     http.target = target;
@@ -188,7 +214,7 @@ class ApiTest : public ::testing::Test {
     if (!idempotency_key.empty()) http.headers.Add("Idempotency-Key", idempotency_key);
     absl::StatusOr<RouteMatch> match = router_.Match(method, http.path());
     if (!match.ok()) return ErrorResponse(match.status(), http.request_id);
-    AuthenticatedChannel ch{channel, "bank-a"};
+    AuthenticatedChannel ch{channel, "bank-a", code};
     absl::StatusOr<HttpResponse> r = match->route->handler(RouteRequest{http, match->params, ch});
     if (!r.ok()) return ErrorResponse(r.status(), http.request_id);
     return *r;
@@ -205,6 +231,8 @@ class ApiTest : public ::testing::Test {
   ApiService api_;
   std::atomic<int> executions_{0};
   std::atomic<int> delay_ms_{0};
+  // Calls that reached the participation, eligibility and lock "backends".
+  std::atomic<int> backend_calls_{0};
 };
 
 constexpr char kBatch[] = R"({"events":[{"customer_id":"c1","action":"CLICK"}]})";
@@ -401,20 +429,108 @@ TEST_F(ApiTest, ACustomerNamedInTheBodyHasTheCustomerLimit) {
 }
 
 TEST_F(ApiTest, QueryParametersAnswerToTheirPublicNames) {
-  HttpResponse r =
-      Send("GET", "/v1/customers/Q1/campaigns?channel=wecom&org=bank-a.b1&explain=true", "");
+  HttpResponse r = Send(
+      "GET", "/v1/customers/Q1/campaigns?channel=mobile_banking&org=bank-a.b1&explain=true", "");
   ASSERT_EQ(r.status, 200) << r.body;
   auto c = nlohmann::json::parse(r.body)["campaigns"][0];
-  EXPECT_EQ(c["campaign_id"], "wecom");
+  EXPECT_EQ(c["campaign_id"], "mobile_banking");
   EXPECT_EQ(c["org_id"], "bank-a.b1");
   EXPECT_EQ(c["open"], true);
-  r = Send("GET", "/v1/customers/Q2/campaigns?channel=wecom", "");
+  r = Send("GET", "/v1/customers/Q2/campaigns?channel=mobile_banking", "");
   ASSERT_EQ(r.status, 200) << r.body;
   EXPECT_EQ(nlohmann::json::parse(r.body)["campaigns"][0]["org_id"], "bank-a");
   r = Send("GET", "/v1/customers/Q3/campaigns?customer_org_id=bank-a", "");
   EXPECT_EQ(r.status, 400);
   EXPECT_THAT(r.body, HasSubstr("customer_org_id"));
   EXPECT_EQ(Send("GET", "/v1/customers/Q4/campaigns?org=bank-b", "").status, 403);
+}
+
+TEST_F(ApiTest, AnOmittedChannelCodeIsTheCallersOwn) {
+  // Body field.
+  HttpResponse r =
+      Send("POST", "/v1/campaigns/cmp_1/participations", R"({"customer_id":"C1"})", "k-1");
+  ASSERT_EQ(r.status, 201) << r.body;
+  EXPECT_EQ(nlohmann::json::parse(r.body)["channel"], "mobile_banking");
+  r = Send("POST", "/v1/campaigns/cmp_1/participations",
+           R"({"customer_id":"C1","channel":"mobile_banking"})", "k-2");
+  ASSERT_EQ(r.status, 201) << r.body;
+  EXPECT_EQ(nlohmann::json::parse(r.body)["channel"], "mobile_banking");
+  // Another channel of the same bank acts as its own code.
+  r = Send("POST", "/v1/campaigns/cmp_1/participations", R"({"customer_id":"C1"})", "k-3", "ch_w",
+           "wecom");
+  ASSERT_EQ(r.status, 201) << r.body;
+  EXPECT_EQ(nlohmann::json::parse(r.body)["channel"], "wecom");
+  // Query parameter.
+  r = Send("GET", "/v1/customers/Q1/campaigns", "");
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(nlohmann::json::parse(r.body)["campaigns"][0]["campaign_id"], "mobile_banking");
+  // A field inside a nested message (the order of a coupon lock), also when the message is absent.
+  r = Send("POST", "/v1/redemptions", R"({"coupon_code":"CPN1","order":{"order_id":"O1"}})", "l-1");
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(nlohmann::json::parse(r.body)["channel"], "mobile_banking");
+  EXPECT_EQ(nlohmann::json::parse(r.body)["order_id"], "O1");
+  r = Send("POST", "/v1/redemptions", R"({"coupon_code":"CPN1"})", "l-2");
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(nlohmann::json::parse(r.body)["channel"], "mobile_banking");
+  EXPECT_EQ(backend_calls_.load(), 6);
+}
+
+TEST_F(ApiTest, AnotherChannelsCodeIs403AndReachesNoBackend) {
+  HttpResponse r = Send("POST", "/v1/campaigns/cmp_1/participations",
+                        R"({"customer_id":"C1","channel":"wecom"})", "k-1");
+  EXPECT_EQ(r.status, 403) << r.body;
+  EXPECT_EQ(Code(r), "PERMISSION_DENIED");
+  EXPECT_THAT(r.body, HasSubstr("this channel is mobile_banking; it cannot act as wecom"));
+  r = Send("GET", "/v1/customers/Q1/campaigns?channel=wecom", "");
+  EXPECT_EQ(r.status, 403) << r.body;
+  EXPECT_EQ(Code(r), "PERMISSION_DENIED");
+  r = Send("POST", "/v1/redemptions", R"({"coupon_code":"CPN1","order":{"channel":"counter"}})",
+           "l-1");
+  EXPECT_EQ(r.status, 403) << r.body;
+  EXPECT_THAT(r.body, HasSubstr("it cannot act as counter"));
+  // The WeCom channel may not act as mobile banking either; codes compare exactly.
+  EXPECT_EQ(Send("POST", "/v1/campaigns/cmp_1/participations",
+                 R"({"customer_id":"C2","channel":"mobile_banking"})", "k-2", "ch_w", "wecom")
+                .status,
+            403);
+  EXPECT_EQ(Send("POST", "/v1/campaigns/cmp_1/participations",
+                 R"({"customer_id":"C3","channel":"Mobile_Banking"})", "k-3")
+                .status,
+            403);
+  EXPECT_EQ(backend_calls_.load(), 0);
+  // The refusal is not an idempotent outcome: the same key with the caller's own code goes on.
+  r = Send("POST", "/v1/campaigns/cmp_1/participations", R"({"customer_id":"C1"})", "k-1");
+  EXPECT_EQ(r.status, 201) << r.body;
+  EXPECT_EQ(backend_calls_.load(), 1);
+}
+
+TEST_F(ApiTest, ACallerWithoutAKnownCodeCannotNameOne) {
+  // A registry that sent no code: the gateway cannot tell which code is the caller's, so it
+  // refuses rather than trusting the request.
+  const std::vector<std::string> bodies = {R"({"customer_id":"C1"})",
+                                           R"({"customer_id":"C1","channel":"wecom"})"};
+  for (size_t i = 0; i < bodies.size(); ++i) {
+    HttpResponse r = Send("POST", "/v1/campaigns/cmp_1/participations", bodies[i],
+                          "k-" + std::to_string(i), "ch_old", "");
+    EXPECT_EQ(r.status, 500) << r.body;
+  }
+  EXPECT_EQ(backend_calls_.load(), 0);
+}
+
+TEST_F(ApiTest, ChannelCodeFieldsAreCheckedAtRegistration) {
+  ApiRoute bad;
+  bad.method = "POST";
+  bad.path = "/v1/bad-code";
+  bad.access = Access::kChannel;
+  bad.request_type = cpb::ParticipateRequest::descriptor();
+  bad.response_type = cpb::Participation::descriptor();
+  bad.invoke = [](const ApiCall&, const gpb::Message&, gpb::Message*) { return absl::OkStatus(); };
+  bad.channel_code_field = "chanel";
+  EXPECT_FALSE(api_.Add(router_, bad).ok());
+  // Operators have no channel code.
+  bad.channel_code_field = "channel";
+  bad.access = Access::kOperator;
+  EXPECT_FALSE(api_.Add(router_, bad).ok());
 }
 
 TEST(MaskCustomerIdTest, KeepsOnlyTheEnds) {

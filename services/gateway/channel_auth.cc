@@ -134,7 +134,7 @@ absl::StatusOr<AuthenticatedChannel> ChannelAuthenticator::Authenticate(
       return Error(absl::StatusCode::kResourceExhausted, pb::RATE_LIMITED,
                    "too many requests from this channel within the replay window; slow down");
   }
-  return AuthenticatedChannel{credential.channel_id, credential.org_id};
+  return AuthenticatedChannel{credential.channel_id, credential.org_id, credential.code};
 }
 
 }  // namespace mkt::gateway

@@ -29,6 +29,9 @@ class NonceWindow;
 struct AuthenticatedChannel {
   std::string channel_id;
   std::string org_id;
+  // The channel code it acts as (mobile_banking, wecom, ...); routes naming a channel code take
+  // this one (ApiRoute::channel_code_field).
+  std::string code;
 };
 
 class ChannelAuthenticator {

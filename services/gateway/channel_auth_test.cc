@@ -31,7 +31,8 @@ class ChannelAuthTest : public ::testing::Test {
       : store_(source_, clock_),
         nonces_(NonceWindow::RetentionFor(kWindow), 1000),
         authenticator_(store_, nonces_, clock_, kWindow) {
-    source_.Set(Credential{kChannelId, "fed", kSecret, /*enabled=*/true, /*version=*/1});
+    source_.Set(Credential{kChannelId, "fed", kSecret, /*enabled=*/true, /*version=*/1,
+                           /*code=*/"mobile_banking"});
   }
 
   int64_t Now() const { return absl::ToUnixSeconds(clock_.Now()); }
@@ -88,6 +89,7 @@ TEST_F(ChannelAuthTest, AcceptsACorrectlySignedRequest) {
   ASSERT_TRUE(channel.ok()) << channel.status();
   EXPECT_EQ(channel->channel_id, kChannelId);
   EXPECT_EQ(channel->org_id, "fed");
+  EXPECT_EQ(channel->code, "mobile_banking") << "routes naming a channel code bind this one";
   EXPECT_EQ(source_.last_request_id(), "req-1");  // the request id reaches the registry
 }
 

@@ -54,6 +54,7 @@ absl::StatusOr<Credential> GrpcCredentialSource::Fetch(std::string_view channel_
   credential.secret = std::move(*response.mutable_secret());
   credential.enabled = response.enabled();
   credential.version = response.version();
+  credential.code = std::move(*response.mutable_code());
   return credential;
 }
 

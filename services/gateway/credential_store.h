@@ -31,6 +31,8 @@ struct Credential {
   bool enabled = false;
   // Increases with every change of the channel.
   int64_t version = 0;
+  // The channel's code (mobile_banking, wecom, ...); empty from a registry too old to send it.
+  std::string code;
 };
 
 // Where credentials come from.

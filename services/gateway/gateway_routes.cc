@@ -33,6 +33,7 @@ absl::Status RegisterGatewayRoutes(Router& router, const Clock& clock) {
         nlohmann::json body = {
             {"channel_id", request.channel->channel_id},
             {"org_id", request.channel->org_id},
+            {"code", request.channel->code},
             {"server_time", absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", now, absl::UTCTimeZone())},
             {"server_time_unix", absl::ToUnixSeconds(now)},
         };

@@ -81,7 +81,7 @@ class GatewayHttpTest : public ::testing::Test {
 
   void StartServer(int handler_threads = 4, size_t max_queue = 64,
                    absl::Duration idle_timeout = absl::Seconds(30)) {
-    source_.Set(Credential{"ch_test", "bank-a", kSecret, true, 1});
+    source_.Set(Credential{"ch_test", "bank-a", kSecret, true, 1, "mobile_banking"});
     ASSERT_TRUE(RegisterGatewayRoutes(router_, clock_).ok());
     ASSERT_TRUE(router_
                     .Add("POST", "/test/echo-size", {},
@@ -194,6 +194,7 @@ TEST_F(GatewayHttpTest, SignedChannelRequestAndItsFailures) {
   ASSERT_EQ(ok.status, 200) << ok.body;
   EXPECT_EQ(ok.Json(), nlohmann::json({{"channel_id", "ch_test"},
                                        {"org_id", "bank-a"},
+                                       {"code", "mobile_banking"},
                                        {"server_time", "2027-01-15T08:00:00Z"},
                                        {"server_time_unix", 1800000000}}));
 

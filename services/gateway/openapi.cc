@@ -175,6 +175,12 @@ std::string OperationId(const ApiRoute& route) {
   return out;
 }
 
+// The name a request field goes by in the query string or the body.
+std::string PublicName(const ApiRoute& route, const std::string& field_path) {
+  auto it = route.query_names.find(field_path);
+  return it == route.query_names.end() ? field_path : it->second;
+}
+
 Json Operation(const ApiRoute& route, SchemaBuilder& schemas) {
   Json op = Json::object();
   op["operationId"] = OperationId(route);
@@ -185,6 +191,13 @@ Json Operation(const ApiRoute& route, SchemaBuilder& schemas) {
     for (auto r : route.roles)
       absl::StrAppend(&roles, roles.empty() ? "" : ", ", std::string(tenancy::RoleName(r)));
     absl::StrAppend(&description, description.empty() ? "" : "\n\n", "Roles: ", roles, ".");
+  }
+  if (!route.channel_code_field.empty()) {
+    absl::StrAppend(&description, description.empty() ? "" : "\n\n", "`",
+                    PublicName(route, route.channel_code_field),
+                    "` is the calling channel's own code (Channel.code) and may be left out; "
+                    "another channel's code is refused with 403 PERMISSION_DENIED (\"this channel "
+                    "is mobile_banking; it cannot act as wecom\").");
   }
   if (!description.empty()) op["description"] = description;
   if (!route.tag.empty()) op["tags"] = Json::array({route.tag});
@@ -224,6 +237,10 @@ Json Operation(const ApiRoute& route, SchemaBuilder& schemas) {
       }
       Json schema = schemas.FieldSchema(q.field);
       Json p = {{"name", q.name}, {"in", "query"}, {"required", false}, {"schema", schema}};
+      if (q.field_path == route.channel_code_field) {
+        p["description"] =
+            "Default: the calling channel's code; another channel's code is refused (403).";
+      }
       if (q.field->is_repeated()) {
         p["style"] = "form";
         p["explode"] = true;
@@ -263,7 +280,12 @@ Json Operation(const ApiRoute& route, SchemaBuilder& schemas) {
   } else {
     responses["401"] = ErrorResponse("TOKEN_INVALID: wrong operator id or password.");
   }
-  if (route.access == Access::kOperator || !route.scope_field.empty()) {
+  if (!route.channel_code_field.empty()) {
+    responses["403"] = ErrorResponse(route.scope_field.empty()
+                                         ? "PERMISSION_DENIED: another channel's code."
+                                         : "PERMISSION_DENIED: another org's data, or another "
+                                           "channel's code.");
+  } else if (route.access == Access::kOperator || !route.scope_field.empty()) {
     responses["403"] = ErrorResponse("PERMISSION_DENIED: missing role or another org's data.");
   }
   if (route.access == Access::kOperator || !route.PathParams().empty() || !route.backend.empty()) {
@@ -323,9 +345,14 @@ Json StaticPaths() {
                 {"properties",
                  {{"channel_id", {{"type", "string"}}},
                   {"org_id", {{"type", "string"}}},
+                  {"code",
+                   {{"type", "string"},
+                    {"description",
+                     "The channel code this channel acts as (mobile_banking, wecom, ...)."}}},
                   {"server_time", {{"type", "string"}, {"format", "date-time"}}},
                   {"server_time_unix", {{"type", "integer"}}}}},
-                {"required", {"channel_id", "org_id", "server_time", "server_time_unix"}}}}}}}}}},
+                {"required",
+                 {"channel_id", "org_id", "code", "server_time", "server_time_unix"}}}}}}}}}},
         {"401", ErrorResponse("Channel authentication failed.")},
         {"429", ErrorResponse("RATE_LIMITED.")},
         {"503", ErrorResponse("The channel registry is unavailable.")}}}};

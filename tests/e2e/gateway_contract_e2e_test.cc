@@ -177,11 +177,12 @@ class GatewayContractE2eTest : public ::testing::Test {
   };
 
   // What the admin API set up for every test: two banks, a planner and an approver of bank-a, a
-  // mobile-banking channel of bank-a and one of bank-b.
+  // mobile-banking channel of bank-a and one of bank-b, and a WeCom channel of bank-a.
   struct Bank {
     std::string root, planner, approver;
     std::string channel_id, channel_secret;
     std::string other_channel_id, other_channel_secret;
+    std::string wecom_channel_id, wecom_channel_secret;
   };
 
   static void SetUpTestSuite() {
@@ -250,10 +251,13 @@ class GatewayContractE2eTest : public ::testing::Test {
     return client_->Send(method, target, h, body);
   }
 
+  // Takes part as bank-a's mobile-banking channel; `channel` is the code sent in the body ("":
+  // none, the gateway fills in the caller's).
   TestResponse Participate(const std::string& campaign, const std::string& customer,
                            const std::string& key, const std::string& channel = "mobile_banking") {
-    return Signed("POST", "/v1/campaigns/" + campaign + "/participations",
-                  Json{{"customer_id", customer}, {"channel", channel}}.dump(), key);
+    Json body{{"customer_id", customer}};
+    if (!channel.empty()) body["channel"] = channel;
+    return Signed("POST", "/v1/campaigns/" + campaign + "/participations", body.dump(), key);
   }
 
   // ---- Setup through the admin API -----------------------------------------------------------
@@ -290,6 +294,12 @@ class GatewayContractE2eTest : public ::testing::Test {
     bank.other_channel_secret = b.Json()["secret"].get<std::string>();
     bank.channel_id = a.Json()["channel"]["id"].get<std::string>();
     bank.channel_secret = a.Json()["secret"].get<std::string>();
+    TestResponse w =
+        Admin(bank.root, "POST", "/admin/v1/channels",
+              {{"code", "wecom"}, {"display_name", "Bank A WeCom"}, {"org_id", "bank-a"}});
+    ASSERT_EQ(w.status, 200) << w.body;
+    bank.wecom_channel_id = w.Json()["channel"]["id"].get<std::string>();
+    bank.wecom_channel_secret = w.Json()["secret"].get<std::string>();
   }
 
   // A list segment of bank-a holding the four customers; returns its id.
@@ -547,10 +557,18 @@ TEST_F(GatewayContractE2eTest, ParticipationAndTheCouponCentreAnswerTheContract)
   EXPECT_EQ(r.Json()["campaigns"][0]["not_open_reason"], "NOT_ELIGIBLE");
   r = Signed("GET", std::string("/v1/customers/") + kEve + "/campaigns?channel=mobile_banking");
   EXPECT_EQ(r.Json()["campaigns"].size(), 0u) << r.body;
-  // Not offered on WeCom; the org is the channel's or one below it.
-  r = Signed("GET", std::string("/v1/customers/") + kAlice + "/campaigns?channel=wecom");
+  // The channel code is the caller's: left out it is mobile_banking; a mobile-banking channel
+  // cannot look as WeCom; the org is the channel's or one below it.
+  r = Signed("GET", std::string("/v1/customers/") + kAlice + "/campaigns");
   ASSERT_EQ(r.status, 200) << r.body;
-  EXPECT_EQ(r.Json()["campaigns"].size(), 0u);
+  ASSERT_EQ(r.Json()["campaigns"].size(), 1u) << r.body;
+  EXPECT_EQ(r.Json()["campaigns"][0]["campaign_id"], campaign);
+  r = Signed("GET", std::string("/v1/customers/") + kAlice + "/campaigns?channel=wecom");
+  EXPECT_EQ(r.status, 403) << r.body;
+  EXPECT_EQ(r.ErrorCode(), "PERMISSION_DENIED");
+  EXPECT_THAT(r.body, HasSubstr("this channel is mobile_banking; it cannot act as wecom"));
+  r = Signed("GET", std::string("/v1/customers/") + kAlice + "/coupons?channel=wecom");
+  EXPECT_EQ(r.status, 403) << r.body;
   r = Signed("GET", std::string("/v1/customers/") + kAlice +
                         "/campaigns?channel=mobile_banking&org=bank-b");
   EXPECT_EQ(r.status, 403);
@@ -571,16 +589,47 @@ TEST_F(GatewayContractE2eTest, ParticipationAndTheCouponCentreAnswerTheContract)
   EXPECT_EQ(r.Json()["coupons"][0]["campaign_id"], campaign);
   EXPECT_EQ(r.Json()["coupons"][0]["sold_out"], false);
 
-  // Alice claims: 201 with the participation and the coupon granted.
-  TestResponse claim = Participate(campaign, kAlice, "claim-alice-1");
+  // Bob claims as WeCom through the mobile-banking channel: refused before the campaigns service,
+  // so nothing is taken (he claims once below, and the stock of two is still there for him).
+  r = Participate(campaign, kBob, "claim-bob-wecom", "wecom");
+  EXPECT_EQ(r.status, 403) << r.body;
+  EXPECT_EQ(r.ErrorCode(), "PERMISSION_DENIED");
+  EXPECT_THAT(r.body, HasSubstr("this channel is mobile_banking; it cannot act as wecom"));
+  // Bank A's real WeCom channel names no code and acts as WeCom: the mobile-banking campaign is
+  // not offered there (so the code the campaigns service saw is the caller's, not a default).
+  r = SignedAs(bank_->wecom_channel_id, bank_->wecom_channel_secret, "GET",
+               std::string("/v1/customers/") + kBob + "/campaigns", "");
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(r.Json()["campaigns"].size(), 0u) << r.body;
+  r = SignedAs(bank_->wecom_channel_id, bank_->wecom_channel_secret, "POST",
+               "/v1/campaigns/" + campaign + "/participations", Json{{"customer_id", kBob}}.dump(),
+               "claim-bob-on-wecom");
+  EXPECT_EQ(r.status, 409) << r.body;
+  EXPECT_EQ(r.ErrorCode(), "NOT_ELIGIBLE");
+  r = SignedAs(bank_->wecom_channel_id, bank_->wecom_channel_secret, "POST",
+               "/v1/campaigns/" + campaign + "/participations",
+               Json{{"customer_id", kBob}, {"channel", "mobile_banking"}}.dump(),
+               "claim-bob-as-mobile");
+  EXPECT_EQ(r.status, 403) << r.body;
+  EXPECT_THAT(r.body, HasSubstr("this channel is wecom; it cannot act as mobile_banking"));
+  r = Signed("GET", std::string("/v1/customers/") + kBob + "/campaigns?channel=mobile_banking");
+  ASSERT_EQ(r.status, 200) << r.body;
+  ASSERT_EQ(r.Json()["campaigns"].size(), 1u) << r.body;
+  EXPECT_EQ(r.Json()["campaigns"][0]["claimed"], false) << r.body;
+  EXPECT_EQ(r.Json()["campaigns"][0]["remaining_total"], "1") << r.body;
+
+  // Alice claims without naming the channel: 201 with the participation and the coupon granted,
+  // on the calling channel's code.
+  TestResponse claim = Participate(campaign, kAlice, "claim-alice-1", "");
   ASSERT_EQ(claim.status, 201) << claim.body;
   EXPECT_EQ(claim.Json()["status"], "GRANTED");
+  EXPECT_EQ(claim.Json()["channel"], "mobile_banking");
   EXPECT_EQ(claim.Json()["customer_id"], kAlice);
   EXPECT_EQ(claim.Json()["customer_org_id"], "bank-a");
   ASSERT_EQ(claim.Json()["rewards"].size(), 1u);
   EXPECT_EQ(claim.Json()["rewards"][0]["benefit_template_id"], tmpl);
   // The replay is the first answer, byte for byte.
-  TestResponse replay = Participate(campaign, kAlice, "claim-alice-1");
+  TestResponse replay = Participate(campaign, kAlice, "claim-alice-1", "");
   EXPECT_EQ(replay.status, 201);
   EXPECT_EQ(replay.body, claim.body);
   EXPECT_EQ(replay.Header("idempotent-replayed"), "true");
@@ -592,11 +641,8 @@ TEST_F(GatewayContractE2eTest, ParticipationAndTheCouponCentreAnswerTheContract)
   r = Participate(campaign, kAlice, "claim-alice-2");
   EXPECT_EQ(r.status, 409) << r.body;
   EXPECT_EQ(r.ErrorCode(), "LIMIT_REACHED");
-  // Not in the audience; not offered on the channel named.
+  // Not in the audience.
   r = Participate(campaign, kEve, "claim-eve-1");
-  EXPECT_EQ(r.status, 409) << r.body;
-  EXPECT_EQ(r.ErrorCode(), "NOT_ELIGIBLE");
-  r = Participate(campaign, kBob, "claim-bob-wecom", "wecom");
   EXPECT_EQ(r.status, 409) << r.body;
   EXPECT_EQ(r.ErrorCode(), "NOT_ELIGIBLE");
   // Not started yet; no such campaign.
@@ -683,21 +729,26 @@ TEST_F(GatewayContractE2eTest, WalletRedemptionsAndQrAnswerTheContract) {
   ASSERT_EQ(r.status, 200) << r.body;
   EXPECT_EQ(r.Json()["coupons"].size(), 0u) << "bank-b's wallet of the customer is empty";
 
-  auto lock = [&](const std::string& code, const std::string& order, const std::string& key) {
+  // The order's channel ("": left out, the gateway fills in the caller's code).
+  auto lock = [&](const std::string& code, const std::string& order, const std::string& key,
+                  const std::string& channel = "mobile_banking") {
+    Json order_info{{"order_id", order}, {"amount_fen", "5000"}};
+    if (!channel.empty()) order_info["channel"] = channel;
     return Signed(
         "POST", "/v1/redemptions",
-        Json{
-            {"coupon_code", code},
-            {"customer_id", customer},
-            {"order", {{"order_id", order}, {"amount_fen", "5000"}, {"channel", "mobile_banking"}}}}
-            .dump(),
-        key);
+        Json{{"coupon_code", code}, {"customer_id", customer}, {"order", order_info}}.dump(), key);
   };
+  // A coupon cannot be used as another channel (its usage rules may name channels).
+  r = lock(online, "ORDER-0", "lock-0", "counter");
+  EXPECT_EQ(r.status, 403) << r.body;
+  EXPECT_EQ(r.ErrorCode(), "PERMISSION_DENIED");
+  EXPECT_THAT(r.body, HasSubstr("this channel is mobile_banking; it cannot act as counter"));
   // Lock, confirm, reverse.
   TestResponse locked = lock(online, "ORDER-1", "lock-1");
   ASSERT_EQ(locked.status, 200) << locked.body;
   EXPECT_EQ(locked.Json()["state"], "REDEMPTION_LOCKED");
   EXPECT_EQ(locked.Json()["discount_fen"], "1000");
+  EXPECT_EQ(locked.Json()["channel"], "mobile_banking");
   const std::string redemption = locked.Json()["id"];
   r = lock(online, "ORDER-2", "lock-2");
   EXPECT_EQ(r.status, 409) << r.body;
@@ -710,8 +761,9 @@ TEST_F(GatewayContractE2eTest, WalletRedemptionsAndQrAnswerTheContract) {
   ASSERT_EQ(r.status, 200) << r.body;
   EXPECT_EQ(r.Json()["state"], "REDEMPTION_REVERSED");
   // Lock, cancel; a cancelled redemption cannot be confirmed.
-  TestResponse second = lock(abandoned, "ORDER-3", "lock-3");
+  TestResponse second = lock(abandoned, "ORDER-3", "lock-3", "");
   ASSERT_EQ(second.status, 200) << second.body;
+  EXPECT_EQ(second.Json()["channel"], "mobile_banking") << "the caller's code fills the order's";
   const std::string cancelled = second.Json()["id"];
   r = Signed("POST", "/v1/redemptions/" + cancelled + ":cancel", "{}", "cancel-1");
   ASSERT_EQ(r.status, 200) << r.body;

@@ -262,13 +262,15 @@ TEST_F(GatewayE2eTest, ChannelCallsThroughTheGateway) {
   ASSERT_FALSE(id.empty());
   ASSERT_FALSE(secret.empty());
 
-  // A correctly signed request answers with the caller's channel, org and the server time.
+  // A correctly signed request answers with the caller's channel, org, code and the server time.
   {
     TestResponse ok = GetChannel(Signed(secret, id));
     ASSERT_EQ(ok.status, 200) << ok.body;
     nlohmann::json body = ok.Json();
     EXPECT_EQ(body["channel_id"], id);
     EXPECT_EQ(body["org_id"], "fed");
+    // The registry sends the channel's code with its credential; the gateway acts only as it.
+    EXPECT_EQ(body["code"], "mobile_banking");
     EXPECT_THAT(body["server_time"].get<std::string>(), ::testing::EndsWith("Z"));
     EXPECT_NEAR(body["server_time_unix"].get<int64_t>(), absl::ToUnixSeconds(absl::Now()), 5);
   }
