@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <map>
+#include <set>
 #include <tuple>
 #include <utility>
 
@@ -482,36 +483,88 @@ absl::StatusOr<BatchStats> EventStore::ProcessBatch(const std::vector<ValidatedE
   return stats;
 }
 
-absl::StatusOr<std::vector<GrantRow>> EventStore::ClaimDue(int limit) {
-  std::vector<GrantRow> out;
+namespace {
+
+GrantRow ReadGrantRow(const pqxx::row& row) {
+  GrantRow g;
+  g.seq = row[0].as<int64_t>();
+  g.grant_id = row[1].as<std::string>();
+  g.event_key = row[2].as<std::string>();
+  g.rule_id = row[3].as<std::string>();
+  g.tier = row[4].as<int>();
+  g.campaign_id = row[5].as<std::string>();
+  g.org_id = row[6].as<std::string>();
+  g.customer_id = row[7].as<std::string>();
+  g.reward.set_asset(static_cast<::marketing::rewards::v1::Asset>(row[8].as<int>()));
+  g.reward.set_quantity(row[9].as<int64_t>());
+  g.reward.set_budget_cost_fen(row[10].as<int64_t>());
+  g.reward.set_stock_template_id(row[11].as<std::string>());
+  g.reward.set_stock_units(row[12].as<int64_t>());
+  g.reward.set_points_expiry_days(row[13].as<int>());
+  g.state = row[14].as<std::string>();
+  g.granted = row[15].as<bool>();
+  g.attempts = row[16].as<int>();
+  return g;
+}
+
+}  // namespace
+
+absl::StatusOr<int64_t> EventStore::MaxGrantSeq() {
+  int64_t max_seq = 0;
   MKT_RETURN_IF_ERROR(pg::WithTransaction(pool_, [&](pqxx::work& tx) {
-    out.clear();
-    // Nothing is in flight between two passes of the single grant sender, so a grant to reverse
-    // that was never granted can simply be cancelled.
-    tx.exec(kCancelUngranted);
-    for (const auto& row : tx.exec_params(kSelectDue, limit)) {
-      GrantRow g;
-      g.seq = row[0].as<int64_t>();
-      g.grant_id = row[1].as<std::string>();
-      g.event_key = row[2].as<std::string>();
-      g.rule_id = row[3].as<std::string>();
-      g.tier = row[4].as<int>();
-      g.campaign_id = row[5].as<std::string>();
-      g.org_id = row[6].as<std::string>();
-      g.customer_id = row[7].as<std::string>();
-      g.reward.set_asset(static_cast<::marketing::rewards::v1::Asset>(row[8].as<int>()));
-      g.reward.set_quantity(row[9].as<int64_t>());
-      g.reward.set_budget_cost_fen(row[10].as<int64_t>());
-      g.reward.set_stock_template_id(row[11].as<std::string>());
-      g.reward.set_stock_units(row[12].as<int64_t>());
-      g.reward.set_points_expiry_days(row[13].as<int>());
-      g.state = row[14].as<std::string>();
-      g.granted = row[15].as<bool>();
-      g.attempts = row[16].as<int>();
-      out.push_back(std::move(g));
-    }
+    max_seq = tx.exec1(kSelectMaxGrantSeq)[0].as<int64_t>();
     return absl::OkStatus();
   }));
+  return max_seq;
+}
+
+namespace {
+
+// Reads due rows with `select` and, in the same transaction, cancels those that are reversals of
+// grants never sent (never attempted, created after `unsent_after_seq`); returns the others.
+template <class... Params>
+absl::Status ReadDue(pg::Pool& pool, int64_t unsent_after_seq, std::vector<GrantRow>& out,
+                     const char* select, const Params&... params) {
+  return pg::WithTransaction(pool, [&](pqxx::work& tx) {
+    out.clear();
+    std::vector<int64_t> unsent;
+    for (const auto& row : tx.exec_params(select, params...)) {
+      GrantRow g = ReadGrantRow(row);
+      if (g.state == "reverse_pending" && !g.granted && g.attempts == 0 &&
+          g.seq > unsent_after_seq) {
+        unsent.push_back(g.seq);
+      }
+      out.push_back(std::move(g));
+    }
+    if (unsent.empty()) return absl::OkStatus();
+    std::set<int64_t> cancelled;
+    for (const auto& row : tx.exec_params(kCancelUnsent, pg::IntArrayLiteral(unsent))) {
+      cancelled.insert(row[0].as<int64_t>());
+    }
+    std::erase_if(out, [&](const GrantRow& g) { return cancelled.count(g.seq) > 0; });
+    return absl::OkStatus();
+  });
+}
+
+}  // namespace
+
+absl::StatusOr<std::vector<GrantRow>> EventStore::ClaimDueAfter(int64_t after_seq,
+                                                                int64_t unsent_after_seq,
+                                                                int limit) {
+  std::vector<GrantRow> out;
+  // Rows above the cursor were never handed to this sender, so none of them is held.
+  MKT_RETURN_IF_ERROR(ReadDue(pool_, unsent_after_seq, out, kSelectDueAfter, after_seq, limit));
+  return out;
+}
+
+absl::StatusOr<std::vector<GrantRow>> EventStore::ClaimDueAgain(int64_t up_to_seq,
+                                                                const std::vector<int64_t>& held,
+                                                                int64_t unsent_after_seq,
+                                                                int limit) {
+  std::vector<GrantRow> out;
+  // Held rows are not read, so never cancelled under a call in flight.
+  MKT_RETURN_IF_ERROR(ReadDue(pool_, unsent_after_seq, out, kSelectDueAgain, up_to_seq,
+                              pg::IntArrayLiteral(held), limit));
   return out;
 }
 

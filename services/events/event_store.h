@@ -71,9 +71,23 @@ class EventStore {
   absl::StatusOr<BatchStats> ProcessBatch(const std::vector<ValidatedEvent>& events,
                                           const RuleIndex& rules, const CustomerTags* tags);
 
-  // Returns up to `limit` due rows of the grant outbox (oldest first). Rows to reverse that were
-  // never granted are cancelled on the way (no call is needed).
-  absl::StatusOr<std::vector<GrantRow>> ClaimDue(int limit);
+  // ---- The grant outbox, read by the (single) grant sender ----
+  // Returns the highest seq of the outbox: rows above it were created after the caller started,
+  // so no earlier process can have sent them.
+  absl::StatusOr<int64_t> MaxGrantSeq();
+  // Returns up to `limit` due rows with seq > `after_seq` (oldest first): rows the sender has not
+  // seen. Rows read that are reversals of grants never sent (never attempted, seq >
+  // `unsent_after_seq`) are cancelled on the way (no call is needed) and not returned.
+  absl::StatusOr<std::vector<GrantRow>> ClaimDueAfter(int64_t after_seq, int64_t unsent_after_seq,
+                                                      int limit);
+  // Returns up to `limit` due rows with seq <= `up_to_seq` whose seq is not in `held` (the rows
+  // the sender holds: queued, in flight or with an outcome not yet recorded): retries whose
+  // backoff ended, reversals, rows committed late. Cancels, like ClaimDueAfter, the rows read
+  // that are reversals of grants never sent.
+  absl::StatusOr<std::vector<GrantRow>> ClaimDueAgain(int64_t up_to_seq,
+                                                      const std::vector<int64_t>& held,
+                                                      int64_t unsent_after_seq, int limit);
+  // Records the outcomes of ledger calls (one transaction).
   absl::Status Finish(const std::vector<GrantResult>& results);
 
   // ---- Operators' reads ----

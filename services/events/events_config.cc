@@ -36,6 +36,10 @@ const config::Schema<EventsConfig>& EventsConfigSchema() {
                "milliseconds to wait for more events after the first of a batch")
         .Field("grants_in_flight", &EventsConfig::grants_in_flight,
                "ledger calls the grant sender keeps in flight")
+        .Field("grants_claim_batch", &EventsConfig::grants_claim_batch,
+               "most grant-outbox rows the sender reads per query")
+        .Field("grants_finish_batch", &EventsConfig::grants_finish_batch,
+               "most grant outcomes the sender records per transaction")
         .Field("worker_threads", &EventsConfig::worker_threads, "threads serving admin RPCs")
         .Field("worker_queue", &EventsConfig::worker_queue, "admin RPCs that may wait")
         .Field("tags_file", &EventsConfig::tags_file,
@@ -52,6 +56,8 @@ absl::Status ValidateEventsConfig(const EventsConfig& c) {
   MKT_RETURN_IF_ERROR(InRange("batch_max", c.batch_max, 1, 10000));
   MKT_RETURN_IF_ERROR(InRange("batch_linger_ms", c.batch_linger_ms, 0, 10000));
   MKT_RETURN_IF_ERROR(InRange("grants_in_flight", c.grants_in_flight, 1, 10000));
+  MKT_RETURN_IF_ERROR(InRange("grants_claim_batch", c.grants_claim_batch, 1, 100000));
+  MKT_RETURN_IF_ERROR(InRange("grants_finish_batch", c.grants_finish_batch, 1, 100000));
   MKT_RETURN_IF_ERROR(InRange("worker_threads", c.worker_threads, 1, 256));
   MKT_RETURN_IF_ERROR(InRange("worker_queue", c.worker_queue, 1, 1000000));
   return absl::OkStatus();

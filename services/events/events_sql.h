@@ -80,19 +80,37 @@ inline constexpr char kRequestReversal[] =
     "UPDATE grants SET state = 'reverse_pending', next_attempt_at = now(), updated_at = now() "
     "WHERE grant_id = ANY($1::text[]) AND state IN ('pending', 'granted')";
 
-inline constexpr char kCancelUngranted[] =
+// Among rows just read ($1: the seqs the sender found to be reversals never attempted, created
+// after it started, not held), cancels the ones still in that state: a grant never sent needs no
+// ledger call. Rows of an earlier process may have reached the ledger before a crash, so those are
+// granted (idempotently) and then reversed instead. Only the rows read are touched: a scan of the
+// whole outbox per read would cost more than the read itself under a backlog.
+inline constexpr char kCancelUnsent[] =
     "UPDATE grants SET state = 'cancelled', updated_at = now() "
-    "WHERE state = 'reverse_pending' AND NOT granted AND attempts = 0";
+    "WHERE seq = ANY($1::bigint[]) AND state = 'reverse_pending' AND NOT granted "
+    "  AND attempts = 0 RETURNING seq";
 
-inline constexpr char kSelectDue[] =
+// Rows the sender has not seen yet (seq above its cursor $1): the hot path, an index range scan.
+inline constexpr char kSelectDueAfter[] =
     "SELECT seq, grant_id, event_key, rule_id, tier, campaign_id, org_id, customer_id, asset, "
     "  quantity, budget_cost_fen, stock_template_id, stock_units, expiry_days, state, granted, "
     "  attempts "
     "FROM grants WHERE state IN ('pending', 'reverse_pending') AND next_attempt_at <= now() "
-    "ORDER BY seq LIMIT $1";
+    "  AND seq > $1 ORDER BY seq LIMIT $2";
+
+// Rows at or below the cursor ($1) that are due again and not held by the sender ($2): retries
+// whose backoff ended, reversals requested after a grant, rows whose transaction committed late.
+inline constexpr char kSelectDueAgain[] =
+    "SELECT seq, grant_id, event_key, rule_id, tier, campaign_id, org_id, customer_id, asset, "
+    "  quantity, budget_cost_fen, stock_template_id, stock_units, expiry_days, state, granted, "
+    "  attempts "
+    "FROM grants WHERE state IN ('pending', 'reverse_pending') AND next_attempt_at <= now() "
+    "  AND seq <= $1 AND seq <> ALL($2::bigint[]) ORDER BY seq LIMIT $3";
+
+inline constexpr char kSelectMaxGrantSeq[] = "SELECT coalesce(max(seq), 0) FROM grants";
 
 // A grant that succeeded while a reversal was requested stays reverse_pending (now granted), so
-// the next pass reverses it.
+// the sender picks it up again and reverses it.
 inline constexpr char kFinishGrants[] =
     "UPDATE grants g SET "
     "  granted = g.granted OR x.kind = 'granted', "

@@ -1,11 +1,20 @@
 #include "services/events/grant_sender.h"
 
+#include <grpc/support/time.h>
+#include <grpcpp/alarm.h>
 #include <grpcpp/grpcpp.h>
 
+#include <algorithm>
+#include <deque>
+#include <thread>
+#include <unordered_set>
+#include <utility>
 #include <vector>
 
+#include "absl/time/clock.h"
 #include "libs/core/status.h"
 #include "libs/log/log.h"
+#include "libs/metrics/metrics.h"
 #include "libs/rpc/client.h"
 #include "libs/rpc/server.h"
 #include "marketing/rewards/v1/ledger.grpc.pb.h"
@@ -15,9 +24,58 @@ namespace mkt::events {
 
 namespace rpb = ::marketing::rewards::v1;
 
-struct GrantSender::Impl {
-  std::unique_ptr<rpb::Ledger::Stub> stub;
+namespace {
+
+// The completion-queue tag of the alarm that wakes the dispatcher (rows queued, or Stop()).
+char kWakeTag;
+
+metrics::OperationMetrics& LedgerCallMetrics() {
+  static auto* m = new metrics::OperationMetrics("mkt_events_ledger_call",
+                                                 "ledger calls made by the events grant sender");
+  return *m;
+}
+
+gpr_timespec DeadlineIn(absl::Duration d) {
+  return gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC),
+                      gpr_time_from_micros(absl::ToInt64Microseconds(d), GPR_TIMESPAN));
+}
+
+// A ledger call in flight; its address is the completion-queue tag.
+struct Call {
+  GrantRow row;
+  bool reverse = false;
+  absl::Time started;
+  grpc::ClientContext context;
+  rpb::GrantResponse grant_response;
+  rpb::ReverseResponse reverse_response;
+  grpc::Status status;
+  std::unique_ptr<grpc::ClientAsyncResponseReader<rpb::GrantResponse>> grant_reader;
+  std::unique_ptr<grpc::ClientAsyncResponseReader<rpb::ReverseResponse>> reverse_reader;
 };
+
+GrantResult OutcomeOf(const Call& call) {
+  const absl::Status status = rpc::FromGrpcStatus(call.status);
+  GrantResult result{call.row.grant_id, GrantResult::Kind::kRetry, ""};
+  if (call.reverse) {
+    if (status.ok() || status.code() == absl::StatusCode::kNotFound) {
+      result.kind = GrantResult::Kind::kReversed;
+    } else if (ClassifyGrantStatus(status) == GrantResult::Kind::kRejected) {
+      // E.g. the customer already spent the points: recorded for operators, not retried.
+      result.kind = GrantResult::Kind::kReverseFailed;
+      result.reason = ReasonName(ReasonOf(status)) + ": " + std::string(status.message());
+    } else {
+      result.reason = std::string(status.message());
+    }
+  } else {
+    result.kind = ClassifyGrantStatus(status);
+    if (!status.ok()) {
+      result.reason = ReasonName(ReasonOf(status)) + ": " + std::string(status.message());
+    }
+  }
+  return result;
+}
+
+}  // namespace
 
 GrantResult::Kind ClassifyGrantStatus(const absl::Status& status) {
   if (status.ok()) return GrantResult::Kind::kGranted;
@@ -34,130 +92,324 @@ GrantResult::Kind ClassifyGrantStatus(const absl::Status& status) {
   }
 }
 
+struct GrantSender::Impl {
+  struct Outcome {
+    int64_t seq;
+    GrantResult result;
+  };
+
+  explicit Impl(const GrantSenderOptions& o) : options(o) {}
+
+  // Wakes the dispatcher out of its completion queue (no-op while it is not running).
+  void WakeDispatcherLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    if (cq == nullptr || alarm_set) return;
+    alarm_set = true;
+    alarm->Set(cq, gpr_now(GPR_CLOCK_MONOTONIC), &kWakeTag);
+  }
+
+  // Queues `rows` for sending, except rows already held (never read twice).
+  void QueueRows(std::vector<GrantRow> rows) {
+    if (rows.empty()) return;
+    absl::MutexLock lock(&mu);
+    for (GrantRow& row : rows) {
+      if (held.insert(row.seq).second) queue.push_back(std::move(row));
+    }
+    WakeDispatcherLocked();
+  }
+
+  void StartCall(grpc::CompletionQueue& cq_ref, GrantRow row);
+  // The dispatcher thread: keeps the window of calls full until Stop() and the calls drained.
+  void Dispatch(grpc::CompletionQueue& cq_ref);
+
+  const GrantSenderOptions options;
+  std::unique_ptr<rpb::Ledger::Stub> stub;
+
+  absl::Mutex mu;
+  bool stop ABSL_GUARDED_BY(mu) = false;
+  bool notified ABSL_GUARDED_BY(mu) = false;
+  bool dispatcher_done ABSL_GUARDED_BY(mu) = false;
+  // Rows read and not started yet.
+  std::deque<GrantRow> queue ABSL_GUARDED_BY(mu);
+  // Outcomes not recorded yet.
+  std::vector<Outcome> outcomes ABSL_GUARDED_BY(mu);
+  // Seqs of every row queued, in flight or with an outcome not recorded yet: the rows the
+  // outbox must not hand out again.
+  std::unordered_set<int64_t> held ABSL_GUARDED_BY(mu);
+  int in_flight ABSL_GUARDED_BY(mu) = 0;
+  int64_t calls_started ABSL_GUARDED_BY(mu) = 0;
+  int64_t outcomes_recorded ABSL_GUARDED_BY(mu) = 0;
+  // Set while Run() owns them.
+  grpc::CompletionQueue* cq ABSL_GUARDED_BY(mu) = nullptr;
+  grpc::Alarm* alarm ABSL_GUARDED_BY(mu) = nullptr;
+  bool alarm_set ABSL_GUARDED_BY(mu) = false;
+};
+
+void GrantSender::Impl::StartCall(grpc::CompletionQueue& cq_ref, GrantRow row) {
+  auto* call = new Call;
+  call->row = std::move(row);
+  const GrantRow& r = call->row;
+  // A grant whose send outcome is unknown (never acknowledged) is first granted, idempotently,
+  // then reversed on a later read.
+  call->reverse = r.state == "reverse_pending" && r.granted;
+  call->started = absl::Now();
+  rpc::PrepareClientContext(call->context, options.rpc_timeout, r.grant_id);
+  if (call->reverse) {
+    rpb::ReverseRequest request;
+    request.set_request_id(ReversalId(r.grant_id));
+    request.set_batch_id(r.grant_id);
+    request.set_reason("event reversed: " + r.event_key.substr(0, 200));
+    call->reverse_reader = stub->AsyncReverse(&call->context, request, &cq_ref);
+    call->reverse_reader->Finish(&call->reverse_response, &call->status, call);
+  } else {
+    rpb::GrantRequest request;
+    request.set_request_id(r.grant_id);
+    request.set_org_id(r.org_id);
+    request.set_campaign_id(r.campaign_id);
+    request.set_customer_id(r.customer_id);
+    request.set_asset(r.reward.asset());
+    request.set_quantity(r.reward.quantity());
+    request.set_budget_cost_fen(r.reward.budget_cost_fen());
+    request.set_stock_template_id(r.reward.stock_template_id());
+    request.set_stock_units(r.reward.stock_units());
+    if (r.reward.asset() == rpb::POINTS) {
+      request.mutable_expiry()->set_days_after_grant(r.reward.points_expiry_days());
+    }
+    request.set_event_id(r.event_key.substr(0, 128));
+    (*request.mutable_metadata())["rule_id"] = r.rule_id;
+    (*request.mutable_metadata())["tier"] = std::to_string(r.tier);
+    call->grant_reader = stub->AsyncGrant(&call->context, request, &cq_ref);
+    call->grant_reader->Finish(&call->grant_response, &call->status, call);
+  }
+}
+
+void GrantSender::Impl::Dispatch(grpc::CompletionQueue& cq_ref) {
+  const int max_in_flight = std::max(1, options.max_in_flight);
+  int running = 0;  // calls started and not completed (mirrored into `in_flight` for Stats)
+  std::vector<GrantRow> to_start;
+  while (true) {
+    to_start.clear();
+    {
+      absl::MutexLock lock(&mu);
+      if (stop && running == 0) {
+        // Rows queued and not sent stay due in the outbox.
+        for (const GrantRow& row : queue) held.erase(row.seq);
+        queue.clear();
+        dispatcher_done = true;
+        return;
+      }
+      while (!stop && running + static_cast<int>(to_start.size()) < max_in_flight &&
+             !queue.empty()) {
+        to_start.push_back(std::move(queue.front()));
+        queue.pop_front();
+      }
+      in_flight = running + static_cast<int>(to_start.size());
+      calls_started += static_cast<int64_t>(to_start.size());
+    }
+    for (GrantRow& row : to_start) {
+      StartCall(cq_ref, std::move(row));
+      ++running;
+    }
+    void* tag = nullptr;
+    bool ok = false;
+    const grpc::CompletionQueue::NextStatus next =
+        cq_ref.AsyncNext(&tag, &ok, DeadlineIn(options.idle_poll));
+    if (next == grpc::CompletionQueue::TIMEOUT) continue;
+    if (next == grpc::CompletionQueue::SHUTDOWN) {
+      absl::MutexLock lock(&mu);
+      dispatcher_done = true;
+      return;
+    }
+    if (tag == &kWakeTag) {
+      absl::MutexLock lock(&mu);
+      alarm_set = false;
+      continue;
+    }
+    std::unique_ptr<Call> call(static_cast<Call*>(tag));
+    --running;
+    Outcome outcome{call->row.seq, OutcomeOf(*call)};
+    LedgerCallMetrics().Record(
+        call->reverse ? "Reverse" : "Grant",
+        call->status.ok() ? "" : absl::StatusCodeToString(rpc::FromGrpcStatus(call->status).code()),
+        absl::ToDoubleSeconds(absl::Now() - call->started));
+    absl::MutexLock lock(&mu);
+    outcomes.push_back(std::move(outcome));
+    in_flight = running;
+  }
+}
+
 GrantSender::GrantSender(EventStore& store, GrantSenderOptions options)
-    : store_(store), options_(std::move(options)), impl_(std::make_unique<Impl>()) {
+    : store_(store), options_(std::move(options)), impl_(std::make_unique<Impl>(options_)) {
   impl_->stub = rpb::Ledger::NewStub(rpc::Connect(options_.rewards_address));
 }
 
 GrantSender::~GrantSender() = default;
 
 void GrantSender::Stop() {
-  stop_ = true;
-  Notify();
+  absl::MutexLock lock(&impl_->mu);
+  impl_->stop = true;
+  impl_->WakeDispatcherLocked();
 }
 
 void GrantSender::Notify() {
-  absl::MutexLock lock(&mu_);
-  wake_ = true;
+  absl::MutexLock lock(&impl_->mu);
+  impl_->notified = true;
+}
+
+GrantSenderStats GrantSender::Stats() {
+  absl::MutexLock lock(&impl_->mu);
+  return {.calls_started = impl_->calls_started,
+          .outcomes_recorded = impl_->outcomes_recorded,
+          .in_flight = impl_->in_flight,
+          .queued = static_cast<int>(impl_->queue.size()),
+          .held = static_cast<int>(impl_->held.size())};
 }
 
 void GrantSender::Run() {
+  Impl& im = *impl_;
+  const absl::Duration max_backoff = absl::Seconds(5);
+  auto stopped = [&im] {
+    absl::MutexLock lock(&im.mu);
+    return im.stop;
+  };
+  auto sleep_unless_stopped = [&im](absl::Duration d) {
+    absl::MutexLock lock(&im.mu);
+    im.mu.AwaitWithTimeout(absl::Condition(&im.stop), d);
+  };
+
+  // Rows above this seq were created after this process started: nobody sent them before.
+  int64_t started_after = 0;
   absl::Duration backoff = options_.idle_poll;
-  while (!stop_) {
-    absl::StatusOr<int> handled = RunOnce();
-    if (!handled.ok()) {
-      spdlog::warn("grant sender pass failed (retrying): {}", handled.status());
+  while (true) {
+    if (stopped()) return;
+    absl::StatusOr<int64_t> max_seq = store_.MaxGrantSeq();
+    if (max_seq.ok()) {
+      started_after = *max_seq;
+      break;
     }
-    if (handled.ok() && *handled > 0) {
-      backoff = options_.idle_poll;
-      continue;
-    }
-    absl::MutexLock lock(&mu_);
-    mu_.AwaitWithTimeout(absl::Condition(&wake_), handled.ok() ? options_.idle_poll : backoff);
-    wake_ = false;
-    if (!handled.ok()) backoff = std::min(backoff * 2, absl::Seconds(5));
+    spdlog::warn("grant sender cannot read the outbox (retrying): {}", max_seq.status());
+    sleep_unless_stopped(backoff);
+    backoff = std::min(backoff * 2, max_backoff);
   }
-}
 
-absl::StatusOr<int> GrantSender::RunOnce() {
-  MKT_ASSIGN_OR_RETURN(std::vector<GrantRow> rows, store_.ClaimDue(options_.claim_batch));
-  if (rows.empty()) return 0;
-
-  struct Call {
-    const GrantRow* row;
-    bool reverse;
-    grpc::ClientContext context;
-    rpb::GrantResponse grant_response;
-    rpb::ReverseResponse reverse_response;
-    grpc::Status status;
-    std::unique_ptr<grpc::ClientAsyncResponseReader<rpb::GrantResponse>> grant_reader;
-    std::unique_ptr<grpc::ClientAsyncResponseReader<rpb::ReverseResponse>> reverse_reader;
-  };
   grpc::CompletionQueue cq;
-  std::vector<std::unique_ptr<Call>> calls;
-  std::vector<GrantResult> results;
-  size_t next = 0;
-  int in_flight = 0;
-  auto start = [&](const GrantRow& row) {
-    auto call = std::make_unique<Call>();
-    call->row = &row;
-    call->reverse = row.state == "reverse_pending" && row.granted;
-    rpc::PrepareClientContext(call->context, options_.rpc_timeout, row.grant_id);
-    if (call->reverse) {
-      rpb::ReverseRequest request;
-      request.set_request_id(ReversalId(row.grant_id));
-      request.set_batch_id(row.grant_id);
-      request.set_reason("event reversed: " + row.event_key.substr(0, 200));
-      call->reverse_reader = impl_->stub->AsyncReverse(&call->context, request, &cq);
-      call->reverse_reader->Finish(&call->reverse_response, &call->status, call.get());
-    } else {
-      rpb::GrantRequest request;
-      request.set_request_id(row.grant_id);
-      request.set_org_id(row.org_id);
-      request.set_campaign_id(row.campaign_id);
-      request.set_customer_id(row.customer_id);
-      request.set_asset(row.reward.asset());
-      request.set_quantity(row.reward.quantity());
-      request.set_budget_cost_fen(row.reward.budget_cost_fen());
-      request.set_stock_template_id(row.reward.stock_template_id());
-      request.set_stock_units(row.reward.stock_units());
-      if (row.reward.asset() == rpb::POINTS) {
-        request.mutable_expiry()->set_days_after_grant(row.reward.points_expiry_days());
-      }
-      request.set_event_id(row.event_key.substr(0, 128));
-      (*request.mutable_metadata())["rule_id"] = row.rule_id;
-      (*request.mutable_metadata())["tier"] = std::to_string(row.tier);
-      call->grant_reader = impl_->stub->AsyncGrant(&call->context, request, &cq);
-      call->grant_reader->Finish(&call->grant_response, &call->status, call.get());
-    }
-    calls.push_back(std::move(call));
-    ++in_flight;
-  };
-  while (next < rows.size() && in_flight < options_.max_in_flight) start(rows[next++]);
-  while (in_flight > 0) {
-    void* tag = nullptr;
-    bool ok = false;
-    if (!cq.Next(&tag, &ok)) break;
-    --in_flight;
-    Call* call = static_cast<Call*>(tag);
-    const absl::Status status = rpc::FromGrpcStatus(call->status);
-    GrantResult result{call->row->grant_id, GrantResult::Kind::kRetry, ""};
-    if (call->reverse) {
-      if (status.ok() || status.code() == absl::StatusCode::kNotFound) {
-        result.kind = GrantResult::Kind::kReversed;
-      } else if (ClassifyGrantStatus(status) == GrantResult::Kind::kRejected) {
-        // E.g. the customer already spent the points: recorded for operators, not retried.
-        result.kind = GrantResult::Kind::kReverseFailed;
-        result.reason = ReasonName(ReasonOf(status)) + ": " + std::string(status.message());
-      } else {
-        result.reason = std::string(status.message());
-      }
-    } else {
-      result.kind = ClassifyGrantStatus(status);
-      if (!status.ok()) {
-        result.reason = ReasonName(ReasonOf(status)) + ": " + std::string(status.message());
-      }
-    }
-    results.push_back(std::move(result));
-    if (next < rows.size() && !stop_) start(rows[next++]);
+  grpc::Alarm alarm;
+  {
+    absl::MutexLock lock(&im.mu);
+    im.cq = &cq;
+    im.alarm = &alarm;
   }
+  std::thread dispatcher([&im, &cq] { im.Dispatch(cq); });
+
+  const size_t low_water = static_cast<size_t>(std::max(1, options_.max_in_flight));
+  const int claim_batch = std::max(1, options_.claim_batch);
+  const size_t finish_batch = static_cast<size_t>(std::max(1, options_.finish_batch));
+  int64_t cursor = 0;             // the highest seq read
+  bool more_after_cursor = true;  // the last read above the cursor came back full
+  absl::Time next_poll = absl::Now();
+  absl::Time store_retry_at = absl::InfinitePast();
+  backoff = options_.idle_poll;
+
+  auto store_failed = [&](std::string_view what, const absl::Status& status) {
+    spdlog::warn("grant sender cannot {} (retrying in {} ms): {}", what,
+                 absl::ToInt64Milliseconds(backoff), status);
+    store_retry_at = absl::Now() + backoff;
+    backoff = std::min(backoff * 2, max_backoff);
+  };
+
+  while (true) {
+    std::vector<Impl::Outcome> to_record;
+    std::vector<int64_t> held_snapshot;
+    bool read_new = false, read_again = false;
+    {
+      absl::MutexLock lock(&im.mu);
+      const absl::Time before = absl::Now();
+      const bool store_ok = before >= store_retry_at;
+      auto has_work = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(im.mu) {
+        if (im.dispatcher_done && im.outcomes.empty()) return true;
+        if (!store_ok) return false;
+        if (!im.outcomes.empty()) return true;
+        return !im.stop && im.queue.size() < low_water &&
+               (im.notified || more_after_cursor || absl::Now() >= next_poll);
+      };
+      // A poll that is due waits for the queue to run low, not for a deadline.
+      const absl::Time deadline = !store_ok            ? store_retry_at
+                                  : next_poll > before ? next_poll
+                                                       : before + options_.idle_poll;
+      im.mu.AwaitWithDeadline(absl::Condition(&has_work), deadline);
+      const absl::Time now = absl::Now();
+      if (im.dispatcher_done && im.outcomes.empty()) break;
+      if (now >= store_retry_at) {
+        const size_t n = std::min(finish_batch, im.outcomes.size());
+        to_record.assign(std::make_move_iterator(im.outcomes.begin()),
+                         std::make_move_iterator(im.outcomes.begin() + n));
+        im.outcomes.erase(im.outcomes.begin(), im.outcomes.begin() + n);
+        if (!im.stop && im.queue.size() < low_water) {
+          const bool poll_due = now >= next_poll;
+          read_new = im.notified || more_after_cursor || poll_due;
+          read_again = poll_due;
+          if (read_new) im.notified = false;
+          if (read_again) held_snapshot.assign(im.held.begin(), im.held.end());
+        }
+      }
+    }
+
+    if (!to_record.empty()) {
+      std::vector<GrantResult> results;
+      results.reserve(to_record.size());
+      for (const Impl::Outcome& o : to_record) results.push_back(o.result);
+      const absl::Status status = store_.Finish(results);
+      absl::MutexLock lock(&im.mu);
+      if (status.ok()) {
+        // Only now may the rows be read again (a retry after its backoff, a reversal).
+        for (const Impl::Outcome& o : to_record) im.held.erase(o.seq);
+        im.outcomes_recorded += static_cast<int64_t>(to_record.size());
+        backoff = options_.idle_poll;
+      } else {
+        im.outcomes.insert(im.outcomes.begin(), std::make_move_iterator(to_record.begin()),
+                           std::make_move_iterator(to_record.end()));
+        store_failed("record grant outcomes", status);
+        continue;
+      }
+    }
+    if (read_new) {
+      absl::StatusOr<std::vector<GrantRow>> rows =
+          store_.ClaimDueAfter(cursor, started_after, claim_batch);
+      if (!rows.ok()) {
+        store_failed("read the grant outbox", rows.status());
+        continue;
+      }
+      more_after_cursor = static_cast<int>(rows->size()) == claim_batch;
+      if (!rows->empty()) cursor = std::max(cursor, rows->back().seq);
+      im.QueueRows(*std::move(rows));
+    }
+    if (read_again) {
+      absl::StatusOr<std::vector<GrantRow>> rows =
+          store_.ClaimDueAgain(cursor, held_snapshot, started_after, claim_batch);
+      if (!rows.ok()) {
+        store_failed("read the grant outbox", rows.status());
+        continue;
+      }
+      // A full read means more are due: look again as soon as the queue runs low.
+      next_poll = static_cast<int>(rows->size()) == claim_batch ? absl::Now()
+                                                                : absl::Now() + options_.idle_poll;
+      im.QueueRows(*std::move(rows));
+    }
+  }
+
+  dispatcher.join();
+  bool alarm_pending = false;
+  {
+    absl::MutexLock lock(&im.mu);
+    im.cq = nullptr;
+    im.alarm = nullptr;
+    alarm_pending = im.alarm_set;
+  }
+  if (alarm_pending) alarm.Cancel();
   cq.Shutdown();
-  void* tag;
-  bool ok;
+  void* tag = nullptr;
+  bool ok = false;
   while (cq.Next(&tag, &ok)) {
   }
-  MKT_RETURN_IF_ERROR(store_.Finish(results));
-  return static_cast<int>(results.size());
 }
 
 }  // namespace mkt::events

@@ -1,11 +1,19 @@
 // Sends the grant outbox to the rewards ledger after the matching transaction committed: Grant
-// for due grants, Reverse for clawed-back ones, many calls in flight at once, with the
-// deterministic ids so a resend after a crash or timeout never grants twice. Business refusals
-// (budget or stock exhausted, ...) are recorded as outcomes; transport failures are retried with
-// backoff.
+// for due grants, Reverse for clawed-back ones, with the deterministic ids so a resend after a
+// crash or timeout never grants twice. Business refusals (budget or stock exhausted, ...) are
+// recorded as outcomes; transport failures are retried with backoff.
+//
+// The sender is continuous: a dispatcher thread keeps up to `max_in_flight` calls in flight at
+// all times and starts the next queued row as soon as one call completes, while the thread that
+// called Run() reads the next due rows before the queue runs dry and records outcomes in chunks
+// as they arrive. One slow call therefore holds only its own row. Rows are not marked as claimed
+// in the database: the sender remembers the rows it holds (queued, in flight, outcome not yet
+// recorded) and never reads them again until their outcome is committed; after a crash every
+// unrecorded row is simply due again and is resent with the same id. One sender per database.
 #pragma once
 
 #include <atomic>
+#include <cstdint>
 #include <memory>
 #include <string>
 
@@ -17,24 +25,43 @@ namespace mkt::events {
 
 struct GrantSenderOptions {
   std::string rewards_address;
+  // Ledger calls kept in flight.
   int max_in_flight = 256;
+  // Most rows read per query; rows are read again when fewer than max_in_flight are queued.
   int claim_batch = 1000;
+  // Most outcomes recorded per transaction (outcomes that arrive while one is written wait for
+  // the next, so chunks grow with the load).
+  int finish_batch = 1000;
   absl::Duration rpc_timeout = absl::Seconds(10);
+  // How often the outbox is read without a Notify(), and how often rows due again (retries,
+  // reversals) are looked for.
   absl::Duration idle_poll = absl::Milliseconds(100);
+};
+
+// What the sender has done so far (for tests and logs).
+struct GrantSenderStats {
+  int64_t calls_started = 0;
+  int64_t outcomes_recorded = 0;
+  int in_flight = 0;
+  int queued = 0;
+  int held = 0;
 };
 
 class GrantSender {
  public:
   GrantSender(EventStore& store, GrantSenderOptions options);
   ~GrantSender();
+  GrantSender(const GrantSender&) = delete;
+  GrantSender& operator=(const GrantSender&) = delete;
 
-  // Runs passes until Stop().
+  // Sends until Stop(); then lets the calls in flight finish (each has its deadline), records
+  // their outcomes and returns. Call once.
   void Run();
   void Stop();
-  // Wakes the sender for a pass now (after a batch committed grants).
+  // Reads the outbox now (after a batch committed grants) instead of at the next poll.
   void Notify();
-  // Runs one pass; returns how many rows it handled.
-  absl::StatusOr<int> RunOnce();
+
+  GrantSenderStats Stats();
 
   struct Impl;
 
@@ -42,9 +69,6 @@ class GrantSender {
   EventStore& store_;
   GrantSenderOptions options_;
   std::unique_ptr<Impl> impl_;
-  absl::Mutex mu_;
-  bool wake_ ABSL_GUARDED_BY(mu_) = false;
-  std::atomic<bool> stop_{false};
 };
 
 // Returns how a ledger call's status is recorded: OK, a business refusal, or retry.

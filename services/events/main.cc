@@ -81,7 +81,9 @@ int main(int argc, char** argv) {
   if (auto s = service.Start(); !s.ok()) return Fail(s);
 
   events::GrantSender sender(store, {.rewards_address = cfg->rewards_address,
-                                     .max_in_flight = static_cast<int>(cfg->grants_in_flight)});
+                                     .max_in_flight = static_cast<int>(cfg->grants_in_flight),
+                                     .claim_batch = static_cast<int>(cfg->grants_claim_batch),
+                                     .finish_batch = static_cast<int>(cfg->grants_finish_batch)});
   service.OnGrantsCommitted([&sender] { sender.Notify(); });
   std::thread sender_thread([&sender] { sender.Run(); });
 

@@ -1,0 +1,448 @@
+// The continuous grant sender against a fake rewards ledger (a real gRPC server whose answers the
+// test holds back, refuses or fails) and the real PostgreSQL outbox: a slow grant holds only its
+// own row, the window of calls refills across reads, refusals are recorded once, transport
+// failures are retried, a reversal is never cancelled while its grant may be in flight, Stop()
+// drains.
+#include <atomic>
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/str_format.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "gtest/gtest.h"
+#include "libs/core/status.h"
+#include "libs/pg/migrations.h"
+#include "libs/pg/pool.h"
+#include "libs/rpc/client.h"
+#include "libs/rpc/server.h"
+#include "libs/testing/testing.h"
+#include "marketing/rewards/v1/ledger.grpc.pb.h"
+#include "services/events/event_store.h"
+#include "services/events/grant_sender.h"
+
+namespace mkt::events {
+namespace {
+
+namespace rpb = ::marketing::rewards::v1;
+
+// A Ledger whose Grant/Reverse answers are scripted per request id; held calls are answered only
+// when the test releases them.
+class FakeLedger final : public rpb::Ledger::CallbackService {
+ public:
+  grpc::ServerUnaryReactor* Grant(grpc::CallbackServerContext* context,
+                                  const rpb::GrantRequest* request,
+                                  rpb::GrantResponse* /*response*/) override {
+    grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+    const std::string id = request->request_id();
+    grpc::Status status;
+    {
+      absl::MutexLock lock(&mu_);
+      ++grant_calls_[id];
+      if (!in_flight_ids_.insert(id).second) ++overlapping_calls_;
+      ++in_flight_;
+      max_in_flight_ = std::max(max_in_flight_, in_flight_);
+      if (hold_all_ || hold_.count(id) > 0) {
+        held_[id] = reactor;
+        return reactor;
+      }
+      status = AnswerLocked(id);
+      Done(id);
+    }
+    reactor->Finish(status);
+    return reactor;
+  }
+
+  grpc::ServerUnaryReactor* Reverse(grpc::CallbackServerContext* context,
+                                    const rpb::ReverseRequest* request,
+                                    rpb::ReverseResponse* /*response*/) override {
+    grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+    {
+      absl::MutexLock lock(&mu_);
+      ++reverse_calls_[request->batch_id()];
+    }
+    reactor->Finish(grpc::Status::OK);
+    return reactor;
+  }
+
+  void Hold(const std::string& id) {
+    absl::MutexLock lock(&mu_);
+    hold_.insert(id);
+  }
+  void HoldAll(bool hold) {
+    absl::MutexLock lock(&mu_);
+    hold_all_ = hold;
+  }
+  void Refuse(const std::string& id) {
+    absl::MutexLock lock(&mu_);
+    refuse_.insert(id);
+  }
+  void FailTimes(const std::string& id, int times) {
+    absl::MutexLock lock(&mu_);
+    fail_times_[id] = times;
+  }
+  // Answers the held call for `id` (if any) and stops holding it.
+  void Release(const std::string& id) {
+    grpc::ServerUnaryReactor* reactor = nullptr;
+    grpc::Status status;
+    {
+      absl::MutexLock lock(&mu_);
+      hold_.erase(id);
+      auto it = held_.find(id);
+      if (it == held_.end()) return;
+      reactor = it->second;
+      held_.erase(it);
+      status = AnswerLocked(id);
+      Done(id);
+    }
+    reactor->Finish(status);
+  }
+  void ReleaseAll() {
+    std::vector<std::string> ids;
+    {
+      absl::MutexLock lock(&mu_);
+      hold_all_ = false;
+      for (const auto& [id, reactor] : held_) ids.push_back(id);
+    }
+    for (const std::string& id : ids) Release(id);
+  }
+  std::vector<std::string> HeldIds() {
+    absl::MutexLock lock(&mu_);
+    std::vector<std::string> ids;
+    for (const auto& [id, reactor] : held_) ids.push_back(id);
+    return ids;
+  }
+
+  int GrantCalls(const std::string& id) {
+    absl::MutexLock lock(&mu_);
+    auto it = grant_calls_.find(id);
+    return it == grant_calls_.end() ? 0 : it->second;
+  }
+  int ReverseCalls(const std::string& id) {
+    absl::MutexLock lock(&mu_);
+    auto it = reverse_calls_.find(id);
+    return it == reverse_calls_.end() ? 0 : it->second;
+  }
+  int TotalGrantCalls() {
+    absl::MutexLock lock(&mu_);
+    int total = 0;
+    for (const auto& [id, n] : grant_calls_) total += n;
+    return total;
+  }
+  int DistinctGrantIds() {
+    absl::MutexLock lock(&mu_);
+    return static_cast<int>(grant_calls_.size());
+  }
+  int InFlight() {
+    absl::MutexLock lock(&mu_);
+    return in_flight_;
+  }
+  int MaxInFlight() {
+    absl::MutexLock lock(&mu_);
+    return max_in_flight_;
+  }
+  int OverlappingCalls() {
+    absl::MutexLock lock(&mu_);
+    return overlapping_calls_;
+  }
+
+ private:
+  grpc::Status AnswerLocked(const std::string& id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (refuse_.count(id) > 0) {
+      return rpc::ToGrpcStatus(Error(absl::StatusCode::kFailedPrecondition,
+                                     ::marketing::common::v1::BUDGET_EXHAUSTED,
+                                     "the campaign budget is exhausted"));
+    }
+    auto it = fail_times_.find(id);
+    if (it != fail_times_.end() && it->second > 0) {
+      --it->second;
+      return grpc::Status(grpc::StatusCode::UNAVAILABLE, "ledger briefly unavailable");
+    }
+    return grpc::Status::OK;
+  }
+  void Done(const std::string& id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    in_flight_ids_.erase(id);
+    --in_flight_;
+  }
+
+  absl::Mutex mu_;
+  bool hold_all_ ABSL_GUARDED_BY(mu_) = false;
+  std::set<std::string> hold_ ABSL_GUARDED_BY(mu_);
+  std::set<std::string> refuse_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, int> fail_times_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, grpc::ServerUnaryReactor*> held_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, int> grant_calls_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, int> reverse_calls_ ABSL_GUARDED_BY(mu_);
+  std::set<std::string> in_flight_ids_ ABSL_GUARDED_BY(mu_);
+  int in_flight_ ABSL_GUARDED_BY(mu_) = 0;
+  int max_in_flight_ ABSL_GUARDED_BY(mu_) = 0;
+  int overlapping_calls_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
+std::string GrantId(int i) { return absl::StrFormat("g-%05d", i); }
+
+template <class Predicate>
+bool WaitFor(Predicate done, absl::Duration timeout = absl::Seconds(30)) {
+  const absl::Time deadline = absl::Now() + timeout;
+  while (absl::Now() < deadline) {
+    if (done()) return true;
+    absl::SleepFor(absl::Milliseconds(10));
+  }
+  return done();
+}
+
+struct RowState {
+  std::string state;
+  bool granted = false;
+  int attempts = 0;
+  std::string reason;
+};
+
+class EventsGrantSenderTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto pool = pg::Pool::Connect({.dsn = db_.dsn(), .size = 4});
+    ASSERT_TRUE(pool.ok()) << pool.status();
+    pool_ = *std::move(pool);
+    absl::Status migrated = pg::ApplyMigrations(*pool_, {&EventsMigrations()});
+    ASSERT_TRUE(migrated.ok()) << migrated;
+    store_ = std::make_unique<EventStore>(*pool_);
+    auto server = rpc::Server::Start(
+        {.service_name = "fake_ledger", .address = "127.0.0.1:0", .access_log = false}, {&ledger_});
+    ASSERT_TRUE(server.ok()) << server.status();
+    server_ = *std::move(server);
+  }
+
+  void TearDown() override {
+    ledger_.ReleaseAll();
+    StopSender();
+    if (server_ != nullptr) server_->Shutdown(absl::Seconds(1));
+  }
+
+  void StartSender(GrantSenderOptions options) {
+    options.rewards_address = "127.0.0.1:" + std::to_string(server_->port());
+    sender_ = std::make_unique<GrantSender>(*store_, options);
+    sender_thread_ = std::thread([this] { sender_->Run(); });
+  }
+
+  void StopSender() {
+    if (sender_ == nullptr) return;
+    sender_->Stop();
+    if (sender_thread_.joinable()) sender_thread_.join();
+  }
+
+  // Inserts outbox rows g-<first>..g-<last> (in that seq order) in `state`.
+  void InsertGrants(int first, int last, const std::string& state = "pending") {
+    absl::Status s = pg::WithTransaction(*pool_, [&](pqxx::work& tx) {
+      tx.exec_params(
+          "INSERT INTO grants (grant_id, event_key, rule_id, tier, campaign_id, org_id, "
+          "  customer_id, window_key, asset, quantity, budget_cost_fen, stock_template_id, "
+          "  stock_units, expiry_days, state) "
+          "SELECT 'g-' || lpad(i::text, 5, '0'), 'test:ev-' || i, 'rule-1', 0, 'camp-1', "
+          "  'org-1', 'cust-' || i, 'campaign', 1, 10, 1, '', 0, 30, $3 "
+          "FROM generate_series($1::int, $2::int) AS i ORDER BY i",
+          first, last, state);
+      return absl::OkStatus();
+    });
+    ASSERT_TRUE(s.ok()) << s;
+  }
+
+  void Exec(const std::string& sql) {
+    absl::Status s = pg::WithTransaction(*pool_, [&](pqxx::work& tx) {
+      tx.exec(sql);
+      return absl::OkStatus();
+    });
+    ASSERT_TRUE(s.ok()) << s;
+  }
+
+  int CountInState(const std::string& state) {
+    int n = -1;
+    absl::Status s = pg::WithTransaction(*pool_, [&](pqxx::work& tx) {
+      n = tx.exec_params1("SELECT count(*) FROM grants WHERE state = $1", state)[0].as<int>();
+      return absl::OkStatus();
+    });
+    EXPECT_TRUE(s.ok()) << s;
+    return n;
+  }
+
+  RowState Row(const std::string& grant_id) {
+    RowState r;
+    absl::Status s = pg::WithTransaction(*pool_, [&](pqxx::work& tx) {
+      pqxx::row row = tx.exec_params1(
+          "SELECT state, granted, attempts, reason FROM grants WHERE grant_id = $1", grant_id);
+      r.state = row[0].as<std::string>();
+      r.granted = row[1].as<bool>();
+      r.attempts = row[2].as<int>();
+      r.reason = row[3].as<std::string>();
+      return absl::OkStatus();
+    });
+    EXPECT_TRUE(s.ok()) << s;
+    return r;
+  }
+
+  testing::TestDatabase db_;
+  std::unique_ptr<pg::Pool> pool_;
+  std::unique_ptr<EventStore> store_;
+  FakeLedger ledger_;
+  std::unique_ptr<rpc::Server> server_;
+  std::unique_ptr<GrantSender> sender_;
+  std::thread sender_thread_;
+};
+
+// The complaint of the P1 benchmark: one slow grant held a whole pass (claim, send all, record).
+// Now the other grants, read over many claims, are sent and recorded while it is still held.
+TEST_F(EventsGrantSenderTest, OthersAreRecordedWhileOneGrantIsSlow) {
+  InsertGrants(1, 600);
+  ledger_.Hold(GrantId(1));  // the oldest: part of the first read
+  StartSender({.max_in_flight = 32,
+               .claim_batch = 100,
+               .finish_batch = 50,
+               .rpc_timeout = absl::Seconds(60),
+               .idle_poll = absl::Milliseconds(50)});
+
+  ASSERT_TRUE(WaitFor([&] { return CountInState("granted") == 599; }))
+      << "granted: " << CountInState("granted") << ", ledger calls: " << ledger_.TotalGrantCalls();
+  // The slow one is still in flight, unrecorded, and was not sent a second time.
+  EXPECT_EQ(ledger_.HeldIds(), std::vector<std::string>{GrantId(1)});
+  const RowState slow = Row(GrantId(1));
+  EXPECT_EQ(slow.state, "pending");
+  EXPECT_EQ(slow.attempts, 0);
+  EXPECT_EQ(ledger_.GrantCalls(GrantId(1)), 1);
+  EXPECT_EQ(sender_->Stats().in_flight, 1);
+  EXPECT_EQ(sender_->Stats().held, 1);
+
+  ledger_.Release(GrantId(1));
+  ASSERT_TRUE(WaitFor([&] { return CountInState("granted") == 600; }));
+  EXPECT_TRUE(Row(GrantId(1)).granted);
+  // Every row sent exactly once, never two calls for one row at a time, window respected.
+  EXPECT_EQ(ledger_.TotalGrantCalls(), 600);
+  EXPECT_EQ(ledger_.DistinctGrantIds(), 600);
+  EXPECT_EQ(ledger_.OverlappingCalls(), 0);
+  EXPECT_LE(ledger_.MaxInFlight(), 32);
+  ASSERT_TRUE(WaitFor([&] { return sender_->Stats().held == 0; }));
+  EXPECT_EQ(sender_->Stats().outcomes_recorded, 600);
+}
+
+// The window stays full: with every answer held, exactly max_in_flight calls are open; each
+// answer starts the next row at once (across reads of claim_batch rows) and is recorded while the
+// rest stay held.
+TEST_F(EventsGrantSenderTest, EachAnswerStartsTheNextRowAndIsRecordedAtOnce) {
+  InsertGrants(1, 200);
+  ledger_.HoldAll(true);
+  StartSender({.max_in_flight = 16,
+               .claim_batch = 20,
+               .finish_batch = 1000,
+               .rpc_timeout = absl::Seconds(60),
+               .idle_poll = absl::Milliseconds(50)});
+  ASSERT_TRUE(WaitFor([&] { return ledger_.InFlight() == 16; }));
+  absl::SleepFor(absl::Milliseconds(300));
+  EXPECT_EQ(ledger_.InFlight(), 16);
+  EXPECT_EQ(ledger_.TotalGrantCalls(), 16);
+
+  // Answer rows 1..12 one after the other: the window refills past the first read of 20 rows.
+  for (int i = 1; i <= 12; ++i) ledger_.Release(GrantId(i));
+  ASSERT_TRUE(WaitFor([&] { return ledger_.TotalGrantCalls() == 28 && ledger_.InFlight() == 16; }))
+      << "calls " << ledger_.TotalGrantCalls() << ", in flight " << ledger_.InFlight();
+  ASSERT_TRUE(WaitFor([&] { return CountInState("granted") == 12; }));
+  EXPECT_EQ(CountInState("pending"), 188);
+  for (int i = 1; i <= 12; ++i) EXPECT_EQ(Row(GrantId(i)).state, "granted") << GrantId(i);
+
+  ledger_.ReleaseAll();
+  ASSERT_TRUE(WaitFor([&] { return CountInState("granted") == 200; }));
+  EXPECT_EQ(ledger_.TotalGrantCalls(), 200);
+  EXPECT_EQ(ledger_.OverlappingCalls(), 0);
+  EXPECT_LE(ledger_.MaxInFlight(), 16);
+}
+
+// A business refusal is an outcome (recorded once, never retried); a transport failure is
+// retried with backoff until the ledger answers.
+TEST_F(EventsGrantSenderTest, RecordsRefusalsAndRetriesTransportFailures) {
+  InsertGrants(1, 3);
+  ledger_.Refuse(GrantId(2));
+  ledger_.FailTimes(GrantId(3), 2);
+  StartSender({.max_in_flight = 8, .idle_poll = absl::Milliseconds(50)});
+
+  ASSERT_TRUE(WaitFor([&] { return Row(GrantId(3)).state == "granted"; }))
+      << "calls of the failing grant: " << ledger_.GrantCalls(GrantId(3));
+  EXPECT_EQ(ledger_.GrantCalls(GrantId(3)), 3);
+  EXPECT_EQ(Row(GrantId(3)).attempts, 3);
+  EXPECT_EQ(Row(GrantId(1)).state, "granted");
+
+  const RowState refused = Row(GrantId(2));
+  EXPECT_EQ(refused.state, "rejected");
+  EXPECT_FALSE(refused.granted);
+  EXPECT_NE(refused.reason.find("BUDGET_EXHAUSTED"), std::string::npos) << refused.reason;
+  absl::SleepFor(absl::Milliseconds(500));  // several polls
+  EXPECT_EQ(ledger_.GrantCalls(GrantId(2)), 1);
+  EXPECT_EQ(Row(GrantId(2)).attempts, 1);
+}
+
+// Reversals: a grant from before the sender started may have reached the ledger before a crash,
+// so it is granted (idempotently) then reversed; one whose grant is in flight is not cancelled
+// under it but reversed after its answer; one created since and never sent is cancelled without
+// a call.
+TEST_F(EventsGrantSenderTest, ReversalNeverCancelsAGrantThatMayHaveBeenSent) {
+  InsertGrants(1, 1, "reverse_pending");  // left by an earlier (killed) process
+  StartSender({.max_in_flight = 8, .idle_poll = absl::Milliseconds(50)});
+
+  ASSERT_TRUE(WaitFor([&] { return Row(GrantId(1)).state == "reversed"; }))
+      << Row(GrantId(1)).state;
+  EXPECT_TRUE(Row(GrantId(1)).granted);
+  EXPECT_EQ(ledger_.GrantCalls(GrantId(1)), 1);
+  EXPECT_EQ(ledger_.ReverseCalls(GrantId(1)), 1);
+
+  // Created after the start; its event is reversed while its Grant call is in flight.
+  ledger_.Hold(GrantId(2));
+  InsertGrants(2, 2);
+  sender_->Notify();
+  ASSERT_TRUE(WaitFor([&] { return ledger_.GrantCalls(GrantId(2)) == 1; }));
+  Exec("UPDATE grants SET state = 'reverse_pending' WHERE grant_id = 'g-00002'");
+  absl::SleepFor(absl::Milliseconds(400));  // several reads of the outbox
+  EXPECT_EQ(Row(GrantId(2)).state, "reverse_pending");
+  ledger_.Release(GrantId(2));
+  ASSERT_TRUE(WaitFor([&] { return Row(GrantId(2)).state == "reversed"; }))
+      << Row(GrantId(2)).state;
+  EXPECT_TRUE(Row(GrantId(2)).granted);
+  EXPECT_EQ(ledger_.GrantCalls(GrantId(2)), 1);
+  EXPECT_EQ(ledger_.ReverseCalls(GrantId(2)), 1);
+
+  // Created and reversed since the start, never sent: cancelled, no call at all.
+  InsertGrants(3, 3, "reverse_pending");
+  sender_->Notify();
+  ASSERT_TRUE(WaitFor([&] { return Row(GrantId(3)).state == "cancelled"; }))
+      << Row(GrantId(3)).state;
+  EXPECT_EQ(ledger_.GrantCalls(GrantId(3)), 0);
+  EXPECT_EQ(ledger_.ReverseCalls(GrantId(3)), 0);
+}
+
+// Stop() lets the calls in flight finish and records their outcomes before Run() returns.
+TEST_F(EventsGrantSenderTest, StopDrainsTheCallsInFlight) {
+  InsertGrants(1, 1);
+  ledger_.Hold(GrantId(1));
+  StartSender({.max_in_flight = 8, .idle_poll = absl::Milliseconds(50)});
+  ASSERT_TRUE(WaitFor([&] { return ledger_.GrantCalls(GrantId(1)) == 1; }));
+
+  std::atomic<bool> returned{false};
+  sender_->Stop();
+  std::thread joiner([&] {
+    sender_thread_.join();
+    returned = true;
+  });
+  absl::SleepFor(absl::Milliseconds(300));
+  EXPECT_FALSE(returned.load());
+  InsertGrants(2, 2);  // not read any more: it stays due for the next start
+  ledger_.Release(GrantId(1));
+  joiner.join();
+  EXPECT_TRUE(returned.load());
+  EXPECT_EQ(Row(GrantId(1)).state, "granted");
+  EXPECT_EQ(Row(GrantId(2)).state, "pending");
+  EXPECT_EQ(ledger_.GrantCalls(GrantId(2)), 0);
+}
+
+}  // namespace
+}  // namespace mkt::events
