@@ -13,7 +13,10 @@
 #include <string_view>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "libs/core/ids.h"
 
 namespace grpc {
 class Channel;
@@ -85,5 +88,27 @@ bool WaitForGrpcHealth(const std::shared_ptr<grpc::Channel>& channel, absl::Dura
 
 // Returns the last `lines` lines of the file at `path`, for failure messages about a child's log.
 std::string Tail(const std::string& path, int lines);
+
+// A clock that moves only when the test says so (expiry, timeouts, backoff, caches).
+class ManualClock final : public Clock {
+ public:
+  explicit ManualClock(absl::Time now = absl::FromUnixSeconds(1'800'000'000)) : now_(now) {}
+  absl::Time Now() const override {
+    absl::MutexLock lock(&mu_);
+    return now_;
+  }
+  void Advance(absl::Duration d) {
+    absl::MutexLock lock(&mu_);
+    now_ += d;
+  }
+  void Set(absl::Time t) {
+    absl::MutexLock lock(&mu_);
+    now_ = t;
+  }
+
+ private:
+  mutable absl::Mutex mu_;
+  absl::Time now_ ABSL_GUARDED_BY(mu_);
+};
 
 }  // namespace mkt::testing

@@ -408,10 +408,10 @@ absl::StatusOr<IssueRequest> ParticipationService::IssueFor(const pb::Participat
       // replay or the recovery sweep prices it once the rewards service answers again.
       absl::StatusOr<BenefitInfo> info = benefits_.Lookup(reward.benefit_template_id());
       if (!info.ok()) {
-        return Error(absl::StatusCode::kUnavailable, common::DEPENDENCY_UNAVAILABLE,
-                     "cannot read the unit cost of benefit template " +
-                         reward.benefit_template_id() + " (" + std::string(info.status().message()) +
-                         "); retry with the same idempotency key");
+        return Error(
+            absl::StatusCode::kUnavailable, common::DEPENDENCY_UNAVAILABLE,
+            "cannot read the unit cost of benefit template " + reward.benefit_template_id() + " (" +
+                std::string(info.status().message()) + "); retry with the same idempotency key");
       }
       grant.cost_fen = info->unit_cost_fen * reward.quantity();
     }

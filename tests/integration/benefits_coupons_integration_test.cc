@@ -24,6 +24,7 @@
 #include "services/rewards/benefits.h"
 #include "services/rewards/ledger_service.h"
 #include "services/rewards/pg_ledger_store.h"
+#include "tests/integration/switchable_ledger.h"
 
 namespace mkt::rewards {
 namespace {
@@ -34,79 +35,7 @@ constexpr char kOrg[] = "bank-a";
 constexpr char kCampaign[] = "camp-1";
 constexpr char kKey[] = "test-qr-signing-key-of-at-least-32-bytes!";
 
-class FakeClock final : public Clock {
- public:
-  explicit FakeClock(absl::Time now) : now_(now) {}
-  absl::Time Now() const override {
-    std::lock_guard<std::mutex> lock(mu_);
-    return now_;
-  }
-  void Advance(absl::Duration d) {
-    std::lock_guard<std::mutex> lock(mu_);
-    now_ += d;
-  }
-
- private:
-  mutable std::mutex mu_;
-  absl::Time now_;
-};
-
-// The real store, with a switch that makes the ledger unreachable: the crash window between a
-// coupon's commit and its transfers.
-class SwitchableLedger final : public LedgerStore {
- public:
-  explicit SwitchableLedger(LedgerStore& real) : real_(real) {}
-  std::atomic<bool> down{false};
-
-  absl::StatusOr<std::vector<BatchResult>> Apply(const std::vector<LinkedBatch>& b) override {
-    if (down) return Unavailable("ledger down (test)");
-    return real_.Apply(b);
-  }
-  absl::StatusOr<pb::Transfer> ResolvePending(const std::string& id, const std::string& p,
-                                              bool post) override {
-    if (down) return Unavailable("ledger down (test)");
-    return real_.ResolvePending(id, p, post);
-  }
-  absl::StatusOr<int> VoidTimedOutPending(absl::Time now, int limit) override {
-    return real_.VoidTimedOutPending(now, limit);
-  }
-  absl::StatusOr<pb::RunExpiryResponse> ExpireLots(absl::Time as_of, int limit) override {
-    return real_.ExpireLots(as_of, limit);
-  }
-  absl::StatusOr<pb::Account> GetAccount(const pb::AccountRef& ref) override {
-    return real_.GetAccount(ref);
-  }
-  absl::StatusOr<std::vector<pb::Account>> GetCustomerAccounts(const std::string& o,
-                                                               const std::string& c) override {
-    return real_.GetCustomerAccounts(o, c);
-  }
-  absl::StatusOr<pb::ListExpiringLotsResponse> ListExpiringLots(const std::string& o,
-                                                                const std::string& c,
-                                                                absl::Time until) override {
-    return real_.ListExpiringLots(o, c, until);
-  }
-  absl::StatusOr<pb::ListHistoryResponse> ListHistory(const std::string& o, const std::string& c,
-                                                      const std::string& t, int l) override {
-    return real_.ListHistory(o, c, t, l);
-  }
-  absl::StatusOr<pb::GetStatementResponse> GetStatement(const pb::AccountRef& a, absl::Time f,
-                                                        absl::Time t, const std::string& p,
-                                                        int l) override {
-    return real_.GetStatement(a, f, t, p, l);
-  }
-  absl::StatusOr<std::vector<pb::Transfer>> GetBatch(const std::string& b) override {
-    return real_.GetBatch(b);
-  }
-  absl::StatusOr<pb::Transfer> GetTransfer(const std::string& id) override {
-    return real_.GetTransfer(id);
-  }
-  absl::StatusOr<pb::CheckIntegrityResponse> CheckIntegrity() override {
-    return real_.CheckIntegrity();
-  }
-
- private:
-  LedgerStore& real_;
-};
+using FakeClock = testing::ManualClock;
 
 class BenefitsTest : public ::testing::Test {
  protected:

@@ -39,22 +39,7 @@ using tenancy::Actor;
 using tenancy::Role;
 namespace common = ::marketing::common::v1;
 
-class FakeClock final : public Clock {
- public:
-  explicit FakeClock(absl::Time t) : now_(t) {}
-  absl::Time Now() const override {
-    absl::MutexLock lock(&mu_);
-    return now_;
-  }
-  void Set(absl::Time t) {
-    absl::MutexLock lock(&mu_);
-    now_ = t;
-  }
-
- private:
-  mutable absl::Mutex mu_;
-  absl::Time now_;
-};
+using FakeClock = testing::ManualClock;
 
 std::string Describe(const absl::Status& s) {
   return s.ToString() + " [reason " + ReasonName(ReasonOf(s)) + ", field \"" + FieldOf(s) + "\"]";

@@ -47,21 +47,7 @@ namespace common = ::marketing::common::v1;
 using tenancy::Actor;
 using tenancy::Role;
 
-class ManualClock final : public Clock {
- public:
-  absl::Time Now() const override {
-    absl::MutexLock lock(&mu_);
-    return now_;
-  }
-  void Advance(absl::Duration d) {
-    absl::MutexLock lock(&mu_);
-    now_ += d;
-  }
-
- private:
-  mutable absl::Mutex mu_;
-  absl::Time now_ ABSL_GUARDED_BY(mu_) = absl::FromUnixSeconds(1'800'000'000);
-};
+using ManualClock = testing::ManualClock;
 
 std::string Describe(const absl::Status& s) {
   return s.ToString() + " [" + ReasonName(ReasonOf(s)) + "] field=" + FieldOf(s);

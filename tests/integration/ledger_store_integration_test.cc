@@ -44,22 +44,7 @@ constexpr char kOrg[] = "bank-a";
 constexpr char kCampaign[] = "camp-1";
 constexpr char kTemplate[] = "tpl-1";
 
-class FakeClock final : public Clock {
- public:
-  explicit FakeClock(absl::Time now) : now_(now) {}
-  absl::Time Now() const override {
-    std::lock_guard<std::mutex> lock(mu_);
-    return now_;
-  }
-  void Advance(absl::Duration d) {
-    std::lock_guard<std::mutex> lock(mu_);
-    now_ += d;
-  }
-
- private:
-  mutable std::mutex mu_;
-  absl::Time now_;
-};
+using FakeClock = testing::ManualClock;
 
 // 2025-03-10 10:00:00 China time.
 absl::Time Start() {

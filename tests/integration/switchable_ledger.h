@@ -1,0 +1,69 @@
+// A test double for the benefits integration tests: the real ledger store, with a switch that
+// makes its writes unreachable (the crash window between a commit and its ledger transfers).
+#pragma once
+
+#include <atomic>
+#include <string>
+#include <vector>
+
+#include "libs/core/status.h"
+#include "services/rewards/ledger_store.h"
+
+namespace mkt::rewards {
+
+class SwitchableLedger final : public LedgerStore {
+ public:
+  explicit SwitchableLedger(LedgerStore& real) : real_(real) {}
+  std::atomic<bool> down{false};
+
+  absl::StatusOr<std::vector<BatchResult>> Apply(const std::vector<LinkedBatch>& b) override {
+    if (down) return Unavailable("ledger down (test)");
+    return real_.Apply(b);
+  }
+  absl::StatusOr<pb::Transfer> ResolvePending(const std::string& id, const std::string& p,
+                                              bool post) override {
+    if (down) return Unavailable("ledger down (test)");
+    return real_.ResolvePending(id, p, post);
+  }
+  absl::StatusOr<int> VoidTimedOutPending(absl::Time now, int limit) override {
+    return real_.VoidTimedOutPending(now, limit);
+  }
+  absl::StatusOr<pb::RunExpiryResponse> ExpireLots(absl::Time as_of, int limit) override {
+    return real_.ExpireLots(as_of, limit);
+  }
+  absl::StatusOr<pb::Account> GetAccount(const pb::AccountRef& ref) override {
+    return real_.GetAccount(ref);
+  }
+  absl::StatusOr<std::vector<pb::Account>> GetCustomerAccounts(const std::string& o,
+                                                               const std::string& c) override {
+    return real_.GetCustomerAccounts(o, c);
+  }
+  absl::StatusOr<pb::ListExpiringLotsResponse> ListExpiringLots(const std::string& o,
+                                                                const std::string& c,
+                                                                absl::Time until) override {
+    return real_.ListExpiringLots(o, c, until);
+  }
+  absl::StatusOr<pb::ListHistoryResponse> ListHistory(const std::string& o, const std::string& c,
+                                                      const std::string& t, int l) override {
+    return real_.ListHistory(o, c, t, l);
+  }
+  absl::StatusOr<pb::GetStatementResponse> GetStatement(const pb::AccountRef& a, absl::Time f,
+                                                        absl::Time t, const std::string& p,
+                                                        int l) override {
+    return real_.GetStatement(a, f, t, p, l);
+  }
+  absl::StatusOr<std::vector<pb::Transfer>> GetBatch(const std::string& b) override {
+    return real_.GetBatch(b);
+  }
+  absl::StatusOr<pb::Transfer> GetTransfer(const std::string& id) override {
+    return real_.GetTransfer(id);
+  }
+  absl::StatusOr<pb::CheckIntegrityResponse> CheckIntegrity() override {
+    return real_.CheckIntegrity();
+  }
+
+ private:
+  LedgerStore& real_;
+};
+
+}  // namespace mkt::rewards
