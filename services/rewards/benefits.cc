@@ -8,6 +8,8 @@
 #include "absl/strings/str_cat.h"
 #include "libs/core/status.h"
 #include "libs/log/log.h"
+#include "libs/pg/reads.h"
+#include "services/rewards/batcher.h"
 #include "services/rewards/coupon_rules.h"
 #include "services/rewards/fulfilment.h"
 #include "services/rewards/ledger_service.h"
@@ -343,9 +345,19 @@ absl::StatusOr<pb::BenefitTemplate> Benefits::CreateTemplate(const pb::BenefitTe
 
 absl::StatusOr<pb::BenefitTemplate> Benefits::LoadTemplate(const std::string& id) {
   MKT_RETURN_IF_ERROR(KeyField(id, "template_id"));
+  const absl::Time now = absl::Now();
+  uint64_t generation = 0;
+  {
+    absl::MutexLock lock(&templates_mu_);
+    if (auto it = templates_.find(id);
+        it != templates_.end() && now - it->second.loaded_at < options_.template_cache_ttl) {
+      return it->second.spec;
+    }
+    generation = templates_generation_;
+  }
   std::optional<pb::BenefitTemplate> t;
-  MKT_RETURN_IF_ERROR(pg::WithTransaction(pool_, [&](pqxx::work& tx) {
-    pqxx::result r = tx.exec_params(kSelectTemplate, id);
+  MKT_RETURN_IF_ERROR(pg::WithReads(pool_, [&](pqxx::nontransaction& reads) {
+    pqxx::result r = reads.exec_params(kSelectTemplate, id);
     if (!r.empty()) {
       t = Parse<pb::BenefitTemplate>(r[0][0].as<std::string>());
       t->set_status(static_cast<pb::TemplateStatus>(r[0][1].as<int>()));
@@ -353,12 +365,26 @@ absl::StatusOr<pb::BenefitTemplate> Benefits::LoadTemplate(const std::string& id
     return absl::OkStatus();
   }));
   if (!t) {
+    // Not cached: a template created a moment later is found at once.
     return NoSuchTemplate(id);
+  }
+  absl::MutexLock lock(&templates_mu_);
+  // A status change committed while this was read must not be covered by what was read before.
+  if (generation == templates_generation_) {
+    templates_[id] = CachedTemplate{.spec = *t, .loaded_at = now};
   }
   return *std::move(t);
 }
 
+void Benefits::ForgetTemplate(const std::string& id) {
+  absl::MutexLock lock(&templates_mu_);
+  templates_.erase(id);
+  ++templates_generation_;
+}
+
 absl::StatusOr<pb::BenefitTemplate> Benefits::GetTemplate(const std::string& id) {
+  // What an operator asks for is read afresh (and refreshes the cache).
+  ForgetTemplate(id);
   return LoadTemplate(id);
 }
 
@@ -367,7 +393,7 @@ absl::StatusOr<pb::BenefitTemplate> Benefits::SetStatus(const std::string& id,
                                                         pb::TemplateStatus to) {
   MKT_RETURN_IF_ERROR(KeyField(id, "template_id"));
   std::optional<pb::BenefitTemplate> out;
-  MKT_RETURN_IF_ERROR(pg::WithTransaction(pool_, [&](pqxx::work& tx) -> absl::Status {
+  absl::Status changed = pg::WithTransaction(pool_, [&](pqxx::work& tx) -> absl::Status {
     pqxx::result r = tx.exec_params(kLockTemplate, id);
     if (r.empty()) {
       return NoSuchTemplate(id);
@@ -386,7 +412,10 @@ absl::StatusOr<pb::BenefitTemplate> Benefits::SetStatus(const std::string& id,
     }
     out = t;
     return absl::OkStatus();
-  }));
+  });
+  // After the commit: this process's next issue or wallet sees the new status.
+  ForgetTemplate(id);
+  MKT_RETURN_IF_ERROR(changed);
   return *std::move(out);
 }
 
@@ -424,6 +453,9 @@ absl::Status Benefits::ApplyIntent(const pb::LedgerIntent& intent) {
   std::vector<pb::TransferSpec> specs(intent.transfers().begin(), intent.transfers().end());
   MKT_RETURN_IF_ERROR(ValidateTransferSpecs(specs));
   LinkedBatch batch{.batch_id = intent.batch_id(), .transfers = std::move(specs)};
+  if (GrantBatcher* batcher = batcher_.load(); batcher != nullptr) {
+    return batcher->Apply(std::move(batch)).status();
+  }
   MKT_ASSIGN_OR_RETURN(std::vector<BatchResult> results, ledger_.Apply({std::move(batch)}));
   if (results.size() != 1) return Internal("the ledger answered a batch with no result");
   return results[0].status();
@@ -506,9 +538,13 @@ absl::StatusOr<pb::Coupon> Benefits::IssueCoupon(const pb::IssueCouponRequest& r
                                               " fen of a campaign's budget");
   }
   int64_t coupon_id = 0;
+  // The issue's intent when this call wrote the coupon (not a replay): applied right away
+  // without reading it back.
+  std::optional<pb::LedgerIntent> written;
   for (int attempt = 0; attempt < 2; ++attempt) {
     const absl::Time now = clock_.Now();
     absl::Status s = pg::WithTransaction(pool_, [&](pqxx::work& tx) -> absl::Status {
+      written.reset();
       pqxx::result existing = tx.exec_params(kSelectCouponByRequest, req.request_id());
       if (!existing.empty()) {
         if (existing[0][1].as<std::string>() != req.template_id() ||
@@ -568,6 +604,7 @@ absl::StatusOr<pb::Coupon> Benefits::IssueCoupon(const pb::IssueCouponRequest& r
       if (t.type() == pb::THIRD_PARTY) {
         InsertPendingFulfilment(tx, coupon_id, t, req.customer_id(), now);
       }
+      written = std::move(intent);
       return absl::OkStatus();
     });
     // Two replays racing to insert the same request: the loser reads the winner's coupon.
@@ -577,7 +614,26 @@ absl::StatusOr<pb::Coupon> Benefits::IssueCoupon(const pb::IssueCouponRequest& r
     MKT_RETURN_IF_ERROR(s);
     break;
   }
-  if (absl::Status s = ApplyIntents(coupon_id); !s.ok()) {
+  std::optional<CouponRow> row;
+  absl::Status applied;
+  if (written) {
+    applied = ApplyIntent(*written);
+    if (applied.ok()) {
+      // The issue's event is the coupon's first (seq 1); marked, finished and read back at once.
+      MKT_RETURN_IF_ERROR(pg::WithTransaction(pool_, [&](pqxx::work& tx) {
+        tx.exec_params(kMarkApplied, coupon_id, 1);
+        tx.exec_params(kFinishIssue, coupon_id, static_cast<int>(pb::COUPON_ISSUED),
+                       PgTime(clock_.Now()));
+        pqxx::result r = tx.exec_params(kSelectCouponById, coupon_id);
+        row.reset();
+        if (!r.empty()) row = CouponRow::From(r[0]);
+        return absl::OkStatus();
+      }));
+    }
+  } else {
+    applied = ApplyIntents(coupon_id);
+  }
+  if (absl::Status s = applied; !s.ok()) {
     if (IsPermanent(s)) {
       MKT_RETURN_IF_ERROR(pg::WithTransaction(pool_, [&](pqxx::work& tx) {
         tx.exec_params(kDeleteUnissuedCoupon, coupon_id);
@@ -593,12 +649,15 @@ absl::StatusOr<pb::Coupon> Benefits::IssueCoupon(const pb::IssueCouponRequest& r
                    s);
     }
   }
-  std::optional<CouponRow> row;
-  MKT_RETURN_IF_ERROR(pg::WithTransaction(pool_, [&](pqxx::work& tx) {
-    pqxx::result r = tx.exec_params(kSelectCouponById, coupon_id);
-    if (!r.empty()) row = CouponRow::From(r[0]);
-    return absl::OkStatus();
-  }));
+  if (!row || row->type == pb::THIRD_PARTY) {
+    // A replay, or a fulfilment that may have moved the coupon on since.
+    MKT_RETURN_IF_ERROR(pg::WithReads(pool_, [&](pqxx::nontransaction& reads) {
+      pqxx::result r = reads.exec_params(kSelectCouponById, coupon_id);
+      row.reset();
+      if (!r.empty()) row = CouponRow::From(r[0]);
+      return absl::OkStatus();
+    }));
+  }
   if (!row) return Internal("the issued coupon disappeared");
   return ToCoupon(*row);
 }
@@ -1099,9 +1158,10 @@ absl::StatusOr<pb::Wallet> Benefits::GetWallet(const pb::GetWalletRequest& req) 
   MKT_RETURN_IF_ERROR(KeyField(req.org_id(), "org_id"));
   MKT_RETURN_IF_ERROR(KeyField(req.customer_id(), "customer_id"));
   pb::Wallet w;
-  MKT_ASSIGN_OR_RETURN(std::vector<pb::Account> accounts,
-                       ledger_.GetCustomerAccounts(req.org_id(), req.customer_id()));
-  for (const pb::Account& a : accounts) {
+  MKT_ASSIGN_OR_RETURN(const WalletBalances balances,
+                       ledger_.GetWalletBalances(req.org_id(), req.customer_id(),
+                                                 clock_.Now() + absl::Hours(24 * 30)));
+  for (const pb::Account& a : balances.accounts) {
     switch (a.ref().asset()) {
       case pb::POINTS:
         w.set_points(a.available());
@@ -1117,15 +1177,12 @@ absl::StatusOr<pb::Wallet> Benefits::GetWallet(const pb::GetWalletRequest& req) 
         break;
     }
   }
-  MKT_ASSIGN_OR_RETURN(pb::ListExpiringLotsResponse lots,
-                       ledger_.ListExpiringLots(req.org_id(), req.customer_id(),
-                                                clock_.Now() + absl::Hours(24 * 30)));
-  w.set_points_expiring_30d(lots.total());
+  w.set_points_expiring_30d(balances.points_expiring);
   std::vector<CouponRow> rows;
-  MKT_RETURN_IF_ERROR(pg::WithTransaction(pool_, [&](pqxx::work& tx) {
+  MKT_RETURN_IF_ERROR(pg::WithReads(pool_, [&](pqxx::nontransaction& reads) {
     rows.clear();
     for (const pqxx::row& r :
-         tx.exec_params(kSelectWalletCoupons, req.org_id(), req.customer_id())) {
+         reads.exec_params(kSelectWalletCoupons, req.org_id(), req.customer_id())) {
       rows.push_back(CouponRow::From(r));
     }
     return absl::OkStatus();

@@ -14,7 +14,9 @@
 #include <memory>
 #include <string>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "libs/core/ids.h"
 #include "libs/pg/pool.h"
@@ -25,6 +27,7 @@
 namespace mkt::rewards {
 
 class Fulfilments;
+class GrantBatcher;
 
 struct BenefitsOptions {
   // How long an online lock holds a coupon before it is released by itself.
@@ -35,6 +38,10 @@ struct BenefitsOptions {
   std::string qr_key;
   // RepairLedger leaves intents younger than this to the call that wrote them.
   absl::Duration repair_grace = absl::Seconds(10);
+  // How long a template read is reused (issue, wallet). A status change made through this
+  // process is seen at once; one made by another replica within this long (config
+  // rewards.template_cache_ms).
+  absl::Duration template_cache_ttl = absl::Seconds(2);
 };
 
 class Benefits {
@@ -101,6 +108,10 @@ class Benefits {
   // Third-party fulfilment (fulfilment.h). Once attached, a THIRD_PARTY coupon's first attempt
   // is submitted right after its issue; nullptr detaches.
   void AttachFulfilments(Fulfilments* fulfilments) { fulfilments_.store(fulfilments); }
+  // Once attached, the ledger changes of coupons are applied through the batcher, sharing its
+  // group commits with the grants (a hot template's stock row is then updated once per batch,
+  // not once per coupon); nullptr applies them to the store directly.
+  void AttachBatcher(GrantBatcher* batcher) { batcher_.store(batcher); }
   // Inside the caller's transaction, settles THIRD_PARTY coupon `coupon_id` by its supplier's
   // outcome: delivered moves an ISSUED coupon to REDEEMED (SPEND "<fulfilment_id>.deliver" to
   // COUPON REDEMPTION); not delivered moves an ISSUED or EXPIRED one to VOIDED with the
@@ -115,7 +126,9 @@ class Benefits {
  private:
   struct CouponRow;
   struct Change;
+  // The template, from the cache when it was read less than template_cache_ttl ago.
   absl::StatusOr<pb::BenefitTemplate> LoadTemplate(const std::string& id);
+  void ForgetTemplate(const std::string& id);
   absl::StatusOr<pb::BenefitTemplate> SetStatus(const std::string& id, pb::TemplateStatus from,
                                                 pb::TemplateStatus to);
   // Applies the coupon's unapplied intents in order; the first failure stops (and is returned).
@@ -135,6 +148,15 @@ class Benefits {
   const BenefitsOptions options_;
   QrTokenSigner signer_;
   std::atomic<Fulfilments*> fulfilments_{nullptr};
+  std::atomic<GrantBatcher*> batcher_{nullptr};
+  struct CachedTemplate {
+    pb::BenefitTemplate spec;
+    absl::Time loaded_at;
+  };
+  absl::Mutex templates_mu_;
+  absl::flat_hash_map<std::string, CachedTemplate> templates_ ABSL_GUARDED_BY(templates_mu_);
+  // Bumped by every ForgetTemplate: a read that started before it is not cached.
+  uint64_t templates_generation_ ABSL_GUARDED_BY(templates_mu_) = 0;
 };
 
 // What the calls answer for a template, coupon, redemption or QR token that is not there. The

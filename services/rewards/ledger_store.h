@@ -10,6 +10,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "libs/core/status.h"
 #include "marketing/rewards/v1/ledger.pb.h"
 
 namespace mkt::rewards {
@@ -41,6 +42,13 @@ struct AppliedBatch {
 
 // What happened to one batch of an Apply call.
 using BatchResult = absl::StatusOr<AppliedBatch>;
+
+// The ledger's part of a customer's wallet.
+struct WalletBalances {
+  std::vector<pb::Account> accounts;
+  // Remaining points of the lots expiring before the `until` asked for.
+  int64_t points_expiring = 0;
+};
 
 class LedgerStore {
  public:
@@ -79,6 +87,18 @@ class LedgerStore {
   // first.
   virtual absl::StatusOr<pb::ListExpiringLotsResponse> ListExpiringLots(
       const std::string& org_id, const std::string& customer_id, absl::Time until) = 0;
+  // The customer's accounts and what of their points expires before `until`, for the wallet
+  // (one read where the store can; this default makes two).
+  virtual absl::StatusOr<WalletBalances> GetWalletBalances(const std::string& org_id,
+                                                           const std::string& customer_id,
+                                                           absl::Time until) {
+    WalletBalances out;
+    MKT_ASSIGN_OR_RETURN(out.accounts, GetCustomerAccounts(org_id, customer_id));
+    MKT_ASSIGN_OR_RETURN(pb::ListExpiringLotsResponse lots,
+                         ListExpiringLots(org_id, customer_id, until));
+    out.points_expiring = lots.total();
+    return out;
+  }
   // Transfers touching any of the customer's accounts, newest first; `page_token` as returned.
   virtual absl::StatusOr<pb::ListHistoryResponse> ListHistory(const std::string& org_id,
                                                               const std::string& customer_id,

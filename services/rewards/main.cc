@@ -138,7 +138,9 @@ int main(int argc, char** argv) {
       **pool, store, SystemClock(),
       rewards::BenefitsOptions{.lock_ttl = absl::Seconds(cfg->coupon_lock_ttl_s),
                                .qr_ttl = absl::Seconds(cfg->qr_ttl_s),
-                               .qr_key = cfg->qr_signing_key});
+                               .qr_key = cfg->qr_signing_key,
+                               .template_cache_ttl = absl::Milliseconds(cfg->template_cache_ms)});
+  benefits.AttachBatcher(&*batcher);
   rewards::Payouts payouts(**pool, store, SystemClock());
   for (const char* topic : {rewards::kPayoutCommandsTopic, rewards::kPayoutResultsTopic}) {
     if (auto s = kafka::EnsureTopic(kafka_options, topic, 3); !s.ok()) {
@@ -292,6 +294,7 @@ int main(int argc, char** argv) {
   workers.reset();
   stop_payout_results();
   housekeeping.Stop();
+  benefits.AttachBatcher(nullptr);
   batcher.reset();
   relay.Stop();
   relay_thread.join();

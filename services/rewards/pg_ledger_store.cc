@@ -24,6 +24,7 @@
 #include "libs/kafka/outbox.h"
 #include "libs/log/log.h"
 #include "libs/pg/arrays.h"
+#include "libs/pg/reads.h"
 #include "nlohmann/json.hpp"
 #include "services/rewards/points_expiry.h"
 #include "spdlog/spdlog.h"
@@ -212,6 +213,16 @@ constexpr char kSelectExpiringLots[] =
     "FROM lots l JOIN accounts a ON a.id = l.account_id "
     "WHERE a.org_id = $1 AND a.owner_kind = 1 AND a.owner_id = $2 AND a.asset = 1 "
     "AND l.remaining > 0 AND l.expires_at < $3::timestamptz ORDER BY l.expires_at, l.id";
+
+// The wallet's read: the customer's accounts, each with what of its points lots expires before
+// $3 (POINTS only), in one statement.
+constexpr char kSelectWalletAccounts[] =
+    "SELECT " MKT_ACCOUNT_COLUMNS
+    ", CASE WHEN a.asset = 1 THEN (SELECT coalesce(sum(l.remaining), "
+    "0) FROM lots l WHERE l.account_id = a.id AND l.remaining > 0 AND l.expires_at < "
+    "$3::timestamptz) ELSE 0 END "
+    "FROM accounts a WHERE a.org_id = $1 AND a.owner_kind = 1 AND a.owner_id = $2 "
+    "ORDER BY a.asset, a.asset_ref";
 
 constexpr char kSelectHistory[] =
     "SELECT " MKT_TRANSFER_COLUMNS MKT_TRANSFER_FROM
@@ -2013,6 +2024,22 @@ absl::StatusOr<pb::ListExpiringLotsResponse> PgLedgerStore::ListExpiringLots(
       SetTime(lot->mutable_expires_at(), absl::FromUnixMicros(row[2].as<int64_t>()));
       lot->set_granted_by_transfer_id(row[3].as<std::string>());
       out.set_total(out.total() + lot->remaining());
+    }
+    return absl::OkStatus();
+  }));
+  return out;
+}
+
+absl::StatusOr<WalletBalances> PgLedgerStore::GetWalletBalances(const std::string& org_id,
+                                                                const std::string& customer_id,
+                                                                absl::Time until) {
+  WalletBalances out;
+  MKT_RETURN_IF_ERROR(pg::WithReads(pool_, [&](pqxx::nontransaction& reads) {
+    out = WalletBalances{};
+    for (const pqxx::row& row :
+         reads.exec_params(kSelectWalletAccounts, org_id, customer_id, PgTime(until))) {
+      out.accounts.push_back(ToProto(AccountFromRow(row)));
+      out.points_expiring += row[13].as<int64_t>();
     }
     return absl::OkStatus();
   }));

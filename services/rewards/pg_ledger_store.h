@@ -42,6 +42,9 @@ class PgLedgerStore final : public LedgerStore {
   absl::StatusOr<pb::Account> GetAccount(const pb::AccountRef& ref) override;
   absl::StatusOr<std::vector<pb::Account>> GetCustomerAccounts(
       const std::string& org_id, const std::string& customer_id) override;
+  absl::StatusOr<WalletBalances> GetWalletBalances(const std::string& org_id,
+                                                   const std::string& customer_id,
+                                                   absl::Time until) override;
   absl::StatusOr<pb::ListExpiringLotsResponse> ListExpiringLots(const std::string& org_id,
                                                                 const std::string& customer_id,
                                                                 absl::Time until) override;

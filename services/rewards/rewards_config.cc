@@ -45,6 +45,9 @@ const config::Schema<RewardsConfig>& RewardsConfigSchema() {
         .Secret("qr_signing_key", &RewardsConfig::qr_signing_key,
                 "HMAC key of offline QR tokens (at least 32 bytes; same on every replica)")
         .Field("qr_ttl_s", &RewardsConfig::qr_ttl_s, "seconds a QR token may be used (1..120)")
+        .Field("template_cache_ms", &RewardsConfig::template_cache_ms,
+               "milliseconds a benefit template read is reused by issue and wallet calls; a "
+               "status change made through another replica is seen within this long (0..60000)")
         .Field("coupon_lock_ttl_s", &RewardsConfig::coupon_lock_ttl_s,
                "seconds an online checkout lock holds a coupon before it is released")
         .Field("coupon_expiry_interval_s", &RewardsConfig::coupon_expiry_interval_s,
@@ -83,6 +86,7 @@ absl::Status ValidateRewardsConfig(const RewardsConfig& c) {
   MKT_RETURN_IF_ERROR(InRange("pending_sweep_interval_s", c.pending_sweep_interval_s, 0, 86'400));
   MKT_RETURN_IF_ERROR(InRange("qr_ttl_s", c.qr_ttl_s, 1, 120));
   MKT_RETURN_IF_ERROR(InRange("coupon_lock_ttl_s", c.coupon_lock_ttl_s, 10, 82'800));
+  MKT_RETURN_IF_ERROR(InRange("template_cache_ms", c.template_cache_ms, 0, 60'000));
   MKT_RETURN_IF_ERROR(InRange("coupon_expiry_interval_s", c.coupon_expiry_interval_s, 0, 86'400));
   MKT_RETURN_IF_ERROR(
       InRange("benefits_repair_interval_s", c.benefits_repair_interval_s, 0, 86'400));

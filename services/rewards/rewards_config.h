@@ -28,6 +28,9 @@ struct RewardsConfig {
   std::string qr_signing_key = "local-dev-qr-signing-key-change-me-0123456789";
   int64_t qr_ttl_s = 60;
   int64_t coupon_lock_ttl_s = 900;
+  // How long a benefit template read is reused by issue and wallet calls; a status change made by
+  // another replica is seen within this long.
+  int64_t template_cache_ms = 2000;
   int64_t coupon_expiry_interval_s = 60;
   int64_t benefits_repair_interval_s = 10;
   bool consume_payout_results = true;

@@ -222,6 +222,61 @@ TEST_F(BenefitsTest, IssueStopsAtTheBudgetAndRefusesInactiveTemplates) {
   EXPECT_EQ(Count("SELECT count(*) FROM coupons"), 1);
 }
 
+// Issues through the batcher (as the service runs): concurrent issues share group commits on the
+// template's stock row, and the stock still bounds them exactly.
+TEST_F(BenefitsTest, ConcurrentIssuesThroughTheBatcherTakeExactlyTheStock) {
+  benefits_->AttachBatcher(batcher_.get());
+  Activate(Template("hot", pb::COUPON_CASH, /*stock=*/100));
+  constexpr int kThreads = 16;
+  constexpr int kPerThread = 20;
+  std::atomic<int> issued{0}, sold_out{0}, other{0};
+  std::mutex mu;
+  std::vector<std::pair<std::string, std::string>> codes;  // (request, code)
+  std::barrier start(kThreads);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      start.arrive_and_wait();
+      for (int i = 0; i < kPerThread; ++i) {
+        const std::string request = absl::StrCat("hot-", t, "-", i);
+        auto c = Issue(request, "hot", absl::StrCat("cust-", t, "-", i));
+        if (c.ok()) {
+          ++issued;
+          std::lock_guard<std::mutex> lock(mu);
+          codes.emplace_back(request, c->code());
+        } else if (ReasonOf(c.status()) == cpb::STOCK_EXHAUSTED) {
+          ++sold_out;
+        } else {
+          ++other;
+          ADD_FAILURE() << c.status();
+        }
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(issued.load(), 100);
+  EXPECT_EQ(sold_out.load(), kThreads * kPerThread - 100);
+  EXPECT_EQ(other.load(), 0);
+  EXPECT_EQ(Count("SELECT count(*) FROM coupons"), 100);
+  EXPECT_EQ(Count("SELECT count(*) FROM coupons WHERE state = 1"), 100);
+  // A replay answers the coupon its request issued.
+  for (size_t i = 0; i < codes.size(); i += 10) {
+    const auto& [request, code] = codes[i];
+    auto replay = Issue(request, "hot", "cust-" + request.substr(4));
+    ASSERT_TRUE(replay.ok()) << replay.status();
+    EXPECT_EQ(replay->code(), code);
+  }
+}
+
+// The template cache never hides a status change made through the same service.
+TEST_F(BenefitsTest, ARetiredTemplateIsRefusedAtOnceDespiteTheCache) {
+  Activate(Template("cash", pb::COUPON_CASH));
+  ASSERT_TRUE(Issue("c1", "cash", "cust-1").ok());  // the template is cached now
+  ASSERT_TRUE(benefits_->RetireTemplate("cash").ok());
+  EXPECT_EQ(ReasonOf(Issue("c2", "cash", "cust-2").status()), cpb::CONFLICT);
+  EXPECT_EQ(Count("SELECT count(*) FROM coupons"), 1);
+}
+
 // ---- Online checkout.
 
 TEST_F(BenefitsTest, LockConfirmReverseRestoresCouponAndLedger) {
