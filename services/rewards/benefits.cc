@@ -308,7 +308,8 @@ Benefits::Benefits(pg::Pool& pool, LedgerStore& ledger, const Clock& clock, Bene
       ledger_(ledger),
       clock_(clock),
       options_(std::move(options)),
-      signer_(options_.qr_key) {}
+      signer_(options_.qr_key),
+      wallets_(options_.wallet_cache_ttl, options_.wallet_cache_max_entries) {}
 
 // ---- Templates.
 
@@ -1149,6 +1150,7 @@ absl::StatusOr<pb::Coupon> Benefits::MarkCollected(const pb::MarkCollectedReques
     }
     return absl::OkStatus();
   }));
+  InvalidateWallet(row->org_id, row->customer_id);  // collected_at has no ledger change
   return GetCoupon(row->code);
 }
 
@@ -1157,6 +1159,12 @@ absl::StatusOr<pb::Coupon> Benefits::MarkCollected(const pb::MarkCollectedReques
 absl::StatusOr<pb::Wallet> Benefits::GetWallet(const pb::GetWalletRequest& req) {
   MKT_RETURN_IF_ERROR(KeyField(req.org_id(), "org_id"));
   MKT_RETURN_IF_ERROR(KeyField(req.customer_id(), "customer_id"));
+  const absl::Time read_at = absl::Now();
+  uint64_t ticket = 0;
+  if (std::optional<pb::Wallet> cached =
+          wallets_.Find(req.org_id(), req.customer_id(), read_at, &ticket)) {
+    return *std::move(cached);
+  }
   pb::Wallet w;
   MKT_ASSIGN_OR_RETURN(const WalletBalances balances,
                        ledger_.GetWalletBalances(req.org_id(), req.customer_id(),
@@ -1205,6 +1213,7 @@ absl::StatusOr<pb::Wallet> Benefits::GetWallet(const pb::GetWalletRequest& req) 
     }
     *w.mutable_coupons(w.coupons_size() - 1)->add_coupons() = std::move(c);
   }
+  wallets_.Store(req.org_id(), req.customer_id(), w, read_at, ticket);
   return w;
 }
 

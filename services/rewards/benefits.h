@@ -23,6 +23,7 @@
 #include "marketing/rewards/v1/benefits.pb.h"
 #include "services/rewards/ledger_store.h"
 #include "services/rewards/qr_tokens.h"
+#include "services/rewards/wallet_cache.h"
 
 namespace mkt::rewards {
 
@@ -42,6 +43,11 @@ struct BenefitsOptions {
   // process is seen at once; one made by another replica within this long (config
   // rewards.template_cache_ms).
   absl::Duration template_cache_ttl = absl::Seconds(2);
+  // Wallets answered from memory for this long (wallet_cache.h; config rewards.wallet_cache_ms);
+  // zero: every wallet is read from the database. Wire InvalidateWallet to the ledger store's
+  // change listener when it is on.
+  absl::Duration wallet_cache_ttl = absl::ZeroDuration();
+  size_t wallet_cache_max_entries = 200'000;
 };
 
 class Benefits {
@@ -85,6 +91,10 @@ class Benefits {
 
   // Points (and what expires within 30 days), cash, chances, and coupons grouped by state.
   absl::StatusOr<pb::Wallet> GetWallet(const pb::GetWalletRequest& request);
+  // Forgets the customer's cached wallet (after a ledger change to one of their accounts).
+  void InvalidateWallet(const std::string& org_id, const std::string& customer_id) {
+    wallets_.Invalidate(org_id, customer_id);
+  }
 
   // Releases locks past their timeout, then expires ISSUED coupons whose validity ended before
   // `as_of` (transfer "cpn.<n>.expire"); re-runs change nothing. Up to `limit` of each.
@@ -149,6 +159,7 @@ class Benefits {
   QrTokenSigner signer_;
   std::atomic<Fulfilments*> fulfilments_{nullptr};
   std::atomic<GrantBatcher*> batcher_{nullptr};
+  WalletCache wallets_;
   struct CachedTemplate {
     pb::BenefitTemplate spec;
     absl::Time loaded_at;

@@ -139,8 +139,13 @@ int main(int argc, char** argv) {
       rewards::BenefitsOptions{.lock_ttl = absl::Seconds(cfg->coupon_lock_ttl_s),
                                .qr_ttl = absl::Seconds(cfg->qr_ttl_s),
                                .qr_key = cfg->qr_signing_key,
-                               .template_cache_ttl = absl::Milliseconds(cfg->template_cache_ms)});
+                               .template_cache_ttl = absl::Milliseconds(cfg->template_cache_ms),
+                               .wallet_cache_ttl = absl::Milliseconds(cfg->wallet_cache_ms)});
   benefits.AttachBatcher(&*batcher);
+  // Every ledger change to a customer's account, whichever call made it, drops their cached wallet.
+  store.OnCustomerChanged([&benefits](const std::string& org, const std::string& customer) {
+    benefits.InvalidateWallet(org, customer);
+  });
   rewards::Payouts payouts(**pool, store, SystemClock());
   for (const char* topic : {rewards::kPayoutCommandsTopic, rewards::kPayoutResultsTopic}) {
     if (auto s = kafka::EnsureTopic(kafka_options, topic, 3); !s.ok()) {
@@ -296,6 +301,7 @@ int main(int argc, char** argv) {
   housekeeping.Stop();
   benefits.AttachBatcher(nullptr);
   batcher.reset();
+  store.OnCustomerChanged(nullptr);
   relay.Stop();
   relay_thread.join();
   spdlog::info("rewards stopped");

@@ -899,6 +899,17 @@ class Session {
         look_up_new_ids_(look_up_new_ids) {}
 
   // The accounts this session resolved that exist once it commits.
+  // (org, customer) of the customer accounts whose totals this session changed.
+  std::set<std::pair<std::string, std::string>> ChangedCustomers() const {
+    std::set<std::pair<std::string, std::string>> out;
+    for (const auto& [id, a] : accounts_) {
+      if (a.ref.owner_kind() != pb::CUSTOMER) continue;
+      if (auto it = initial_.find(id); it != initial_.end() && a.SameTotals(it->second)) continue;
+      out.emplace(a.ref.org_id(), a.ref.owner_id());
+    }
+    return out;
+  }
+
   std::map<AccountKey, int64_t> CommittedAccountIds() const {
     std::map<AccountKey, int64_t> out;
     for (const auto& [key, id] : ids_by_key_) {
@@ -1828,6 +1839,7 @@ absl::StatusOr<std::vector<BatchResult>> PgLedgerStore::Apply(
   if (batches.empty()) return results;
   absl::Status status;
   std::map<AccountKey, int64_t> account_ids;
+  std::set<std::pair<std::string, std::string>> changed;
   for (int attempt = 1; attempt <= kApplyAttempts; ++attempt) {
     // The first attempt assumes every transfer id is new (the common case, one lookup less under
     // the hot locks); after a unique violation the next one looks them up.
@@ -1838,12 +1850,14 @@ absl::StatusOr<std::vector<BatchResult>> PgLedgerStore::Apply(
       results = session.ApplyBatches(batches);
       session.Write();
       account_ids = session.CommittedAccountIds();
+      changed = session.ChangedCustomers();
       return absl::OkStatus();
     });
     if (!IsUniqueViolation(status)) break;
   }
   MKT_RETURN_IF_ERROR(status);
   account_ids_->Remember(account_ids);
+  NotifyChanged(changed);
   return results;
 }
 
@@ -1857,6 +1871,7 @@ absl::StatusOr<pb::Transfer> PgLedgerStore::ResolvePending(const std::string& id
   }
   pb::Transfer result;
   absl::Status status;
+  std::set<std::pair<std::string, std::string>> changed;
   for (int attempt = 1; attempt <= kApplyAttempts; ++attempt) {
     status = pg::WithTransaction(pool_, [&](pqxx::work& tx) -> absl::Status {
       Session session(tx, clock_.Now());
@@ -1871,11 +1886,13 @@ absl::StatusOr<pb::Transfer> PgLedgerStore::ResolvePending(const std::string& id
       bool created = false;
       MKT_ASSIGN_OR_RETURN(result, session.Resolve(id, pending_id, post, &created));
       session.Write();
+      changed = session.ChangedCustomers();
       return absl::OkStatus();
     });
     if (!IsUniqueViolation(status)) break;
   }
   MKT_RETURN_IF_ERROR(status);
+  NotifyChanged(changed);
   return result;
 }
 
@@ -1883,6 +1900,7 @@ absl::StatusOr<int> PgLedgerStore::VoidTimedOutPending(absl::Time now, int limit
   if (limit <= 0) return InvalidArgument("limit", "limit must be > 0");
   int voided = 0;
   absl::Status status;
+  std::set<std::pair<std::string, std::string>> changed;
   for (int attempt = 1; attempt <= kApplyAttempts; ++attempt) {
     status = pg::WithTransaction(pool_, [&](pqxx::work& tx) {
       voided = 0;
@@ -1919,11 +1937,13 @@ absl::StatusOr<int> PgLedgerStore::VoidTimedOutPending(absl::Time now, int limit
         if (created) ++voided;
       }
       session.Write();
+      changed = session.ChangedCustomers();
       return absl::OkStatus();
     });
     if (!IsUniqueViolation(status)) break;
   }
   MKT_RETURN_IF_ERROR(status);
+  NotifyChanged(changed);
   return voided;
 }
 
@@ -1931,6 +1951,7 @@ absl::StatusOr<pb::RunExpiryResponse> PgLedgerStore::ExpireLots(absl::Time as_of
   if (limit <= 0) return InvalidArgument("limit", "limit must be > 0");
   pb::RunExpiryResponse response;
   absl::Status status;
+  std::set<std::pair<std::string, std::string>> changed;
   for (int attempt = 1; attempt <= kApplyAttempts; ++attempt) {
     status = pg::WithTransaction(pool_, [&](pqxx::work& tx) {
       response.Clear();
@@ -1974,11 +1995,13 @@ absl::StatusOr<pb::RunExpiryResponse> PgLedgerStore::ExpireLots(absl::Time as_of
         }
       }
       session.Write();
+      changed = session.ChangedCustomers();
       return absl::OkStatus();
     });
     if (!IsUniqueViolation(status)) break;
   }
   MKT_RETURN_IF_ERROR(status);
+  NotifyChanged(changed);
   return response;
 }
 
@@ -2028,6 +2051,12 @@ absl::StatusOr<pb::ListExpiringLotsResponse> PgLedgerStore::ListExpiringLots(
     return absl::OkStatus();
   }));
   return out;
+}
+
+void PgLedgerStore::NotifyChanged(
+    const std::set<std::pair<std::string, std::string>>& customers) const {
+  if (!listener_) return;
+  for (const auto& [org, customer] : customers) listener_(org, customer);
 }
 
 absl::StatusOr<WalletBalances> PgLedgerStore::GetWalletBalances(const std::string& org_id,

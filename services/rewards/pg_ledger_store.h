@@ -4,6 +4,10 @@
 // alone), and writes the survivors with a handful of multi-row statements, facts included.
 #pragma once
 
+#include <functional>
+#include <set>
+#include <utility>
+
 #include <memory>
 #include <string>
 #include <vector>
@@ -30,6 +34,13 @@ class PgLedgerStore final : public LedgerStore {
   PgLedgerStore(pg::Pool& pool, const Clock& clock,
                 absl::Duration outbox_retention = absl::Hours(24));
   ~PgLedgerStore() override;
+
+  // Called after every commit that changed one of a customer's accounts, once per (org,
+  // customer), from the committing thread (e.g. to invalidate cached wallets). Set it before the
+  // store is used; it must be cheap and must not call back into the store.
+  using CustomerChangeListener =
+      std::function<void(const std::string& org_id, const std::string& customer_id)>;
+  void OnCustomerChanged(CustomerChangeListener listener) { listener_ = std::move(listener); }
 
   absl::StatusOr<std::vector<BatchResult>> Apply(const std::vector<LinkedBatch>& batches) override;
   // A pending transfer that was already resolved the same way (e.g. voided by the timeout
@@ -66,8 +77,11 @@ class PgLedgerStore final : public LedgerStore {
   absl::StatusOr<pb::CheckIntegrityResponse> CheckIntegrity() override;
 
  private:
+  void NotifyChanged(const std::set<std::pair<std::string, std::string>>& customers) const;
+
   pg::Pool& pool_;
   const Clock& clock_;
+  CustomerChangeListener listener_;
   const absl::Duration outbox_retention_;
   // Account ids never change once committed, so the group-commit path looks them up here and
   // asks the database only for accounts it has not seen (defined in the .cc).

@@ -48,6 +48,10 @@ const config::Schema<RewardsConfig>& RewardsConfigSchema() {
         .Field("template_cache_ms", &RewardsConfig::template_cache_ms,
                "milliseconds a benefit template read is reused by issue and wallet calls; a "
                "status change made through another replica is seen within this long (0..60000)")
+        .Field("wallet_cache_ms", &RewardsConfig::wallet_cache_ms,
+               "milliseconds a wallet read is answered from memory (0: off); a change through "
+               "this replica is seen at once, one through another replica within this long "
+               "(0..60000)")
         .Field("coupon_lock_ttl_s", &RewardsConfig::coupon_lock_ttl_s,
                "seconds an online checkout lock holds a coupon before it is released")
         .Field("coupon_expiry_interval_s", &RewardsConfig::coupon_expiry_interval_s,
@@ -87,6 +91,7 @@ absl::Status ValidateRewardsConfig(const RewardsConfig& c) {
   MKT_RETURN_IF_ERROR(InRange("qr_ttl_s", c.qr_ttl_s, 1, 120));
   MKT_RETURN_IF_ERROR(InRange("coupon_lock_ttl_s", c.coupon_lock_ttl_s, 10, 82'800));
   MKT_RETURN_IF_ERROR(InRange("template_cache_ms", c.template_cache_ms, 0, 60'000));
+  MKT_RETURN_IF_ERROR(InRange("wallet_cache_ms", c.wallet_cache_ms, 0, 60'000));
   MKT_RETURN_IF_ERROR(InRange("coupon_expiry_interval_s", c.coupon_expiry_interval_s, 0, 86'400));
   MKT_RETURN_IF_ERROR(
       InRange("benefits_repair_interval_s", c.benefits_repair_interval_s, 0, 86'400));

@@ -31,6 +31,9 @@ struct RewardsConfig {
   // How long a benefit template read is reused by issue and wallet calls; a status change made by
   // another replica is seen within this long.
   int64_t template_cache_ms = 2000;
+  // How long a wallet read is answered from memory (0: off). Changes through this replica are
+  // seen at once; changes through another replica within this long.
+  int64_t wallet_cache_ms = 1000;
   int64_t coupon_expiry_interval_s = 60;
   int64_t benefits_repair_interval_s = 10;
   bool consume_payout_results = true;

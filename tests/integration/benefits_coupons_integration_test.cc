@@ -696,3 +696,70 @@ TEST_F(BenefitsTest, WalletShowsPointsExpiringCashChancesAndCouponsByState) {
 
 }  // namespace
 }  // namespace mkt::rewards
+
+namespace mkt::rewards {
+namespace {
+
+// The wallet cache as the service wires it: the store's change listener invalidates, so every
+// change through this process shows at once; a change through another replica (a second store
+// without the listener) shows once the entry is older than the TTL.
+TEST_F(BenefitsTest, CachedWalletShowsEveryChangeOfThisProcessAtOnce) {
+  benefits_ = std::make_unique<Benefits>(
+      *pool_, *ledger_, clock_,
+      BenefitsOptions{.qr_key = kKey, .wallet_cache_ttl = absl::Seconds(2)});
+  Benefits* benefits = benefits_.get();
+  store_->OnCustomerChanged([benefits](const std::string& org, const std::string& customer) {
+    benefits->InvalidateWallet(org, customer);
+  });
+  auto points_of = [&]() -> int64_t {
+    pb::GetWalletRequest r;
+    r.set_org_id(kOrg);
+    r.set_customer_id("cust-1");
+    auto w = benefits_->GetWallet(r);
+    EXPECT_TRUE(w.ok()) << w.status();
+    return w.ok() ? w->points() : -1;
+  };
+  auto grant = [&](LedgerService& via, const std::string& id, int64_t points) {
+    pb::GrantRequest g;
+    g.set_request_id(id);
+    g.set_org_id(kOrg);
+    g.set_campaign_id(kCampaign);
+    g.set_customer_id("cust-1");
+    g.set_asset(pb::POINTS);
+    g.set_quantity(points);
+    g.mutable_expiry()->set_days_after_grant(365);
+    auto r = via.Grant(g);
+    ASSERT_TRUE(r.ok()) << r.status();
+  };
+  EXPECT_EQ(points_of(), 0);
+  grant(*ledger_service_, "g1", 100);
+  EXPECT_EQ(points_of(), 100);  // not the cached 0
+  Activate(Template("cash", pb::COUPON_CASH));
+  pb::Coupon c = MustIssue("cash", "cust-1");
+  pb::GetWalletRequest r;
+  r.set_org_id(kOrg);
+  r.set_customer_id("cust-1");
+  ASSERT_EQ(benefits_->GetWallet(r)->coupons_size(), 1);
+  ASSERT_TRUE(Lock(c, "o-1", 10000).ok());
+  const absl::Time cached_at = absl::Now();
+  auto w = benefits_->GetWallet(r);
+  ASSERT_TRUE(w.ok());
+  ASSERT_EQ(w->coupons_size(), 1);
+  EXPECT_EQ(w->coupons(0).state(), pb::COUPON_LOCKED);
+
+  // Another replica: its own store and batcher, no listener here.
+  PgLedgerStore other_store(*pool_, clock_);
+  GrantBatcher other_batcher(other_store, BatcherOptions{});
+  LedgerService other(other_batcher, other_store, clock_);
+  grant(other, "g2", 5);
+  const int64_t seen = points_of();
+  if (absl::Now() - cached_at < absl::Seconds(2)) {
+    EXPECT_EQ(seen, 100);  // cached: the other replica's change is not seen yet
+  }
+  absl::SleepFor(absl::Milliseconds(2100));
+  EXPECT_EQ(points_of(), 105);
+  store_->OnCustomerChanged(nullptr);
+}
+
+}  // namespace
+}  // namespace mkt::rewards
