@@ -1,18 +1,26 @@
 #!/usr/bin/env bash
-# P2 — coupon grab through the campaigns service's gRPC participation API (PERFORMANCE.md):
-# 10,000 stock, 2,000 concurrent customers, 50,000 attempts, one per customer. Starts mkt-rewards
-# and mkt-campaigns (release build) on scratch databases, runs the driver, which prints the claim
-# rate beside the hot-row ceiling measured in the same run on the same PostgreSQL. The driver
-# creates and activates the coupon template in mkt-rewards (its stock) and checks that every claim
-# is one coupon instance with its own code.
-# Usage: ./bench/p2.sh   (MKT_BENCH_NO_BUILD=1 skips the build)
+# P2 — coupon grab through the REST gateway (PERFORMANCE.md): 10,000 stock, 2,000 concurrent
+# customers (one keep-alive connection each), 50,000 signed `POST /v1/campaigns/{id}/participations`
+# attempts, one coupon per customer. Starts mkt-rewards, mkt-campaigns, mkt-channels and
+# mkt-gateway (release build) on scratch databases, creates the `mobile_banking` channel of
+# bank-a through the admin REST API, runs the driver, which prints the claim rate beside the
+# hot-row ceiling measured in the same run on the same PostgreSQL. The driver creates and
+# activates the coupon template in mkt-rewards (its stock) and checks that every claim is one
+# coupon instance with its own code.
+# The gateway's per-channel rate limit is off (MKT_GATEWAY_CHANNEL_RATE=0): at its default of
+# 500 requests/s the benchmark would measure the limiter; the per-customer limit stays on.
+# P2_VIA=grpc calls the campaigns service's gRPC Participate directly instead (no gateway).
+# Usage: ./bench/p2.sh [driver flags]   (MKT_BENCH_NO_BUILD=1 skips the build)
 set -euo pipefail
 REPO=${MKT_REPO:-$(cd "$(dirname "$0")/.." && pwd)}
 cd "$REPO"
 PG_PORT=${MKT_PG_PORT:-25432}
 KAFKA=${MKT_KAFKA_BOOTSTRAP:-127.0.0.1:29092}
+VIA=${P2_VIA:-gateway}
 RDB=bench_p2_rewards
 CDB=bench_p2_campaigns
+HDB=bench_p2_channels
+GDB=bench_p2_gateway
 RPORT=${P2_REWARDS_PORT:-22071}
 CPORT=${P2_CAMPAIGNS_PORT:-22031}
 LOG=$(mktemp -d /tmp/mkt-p2.XXXX)
@@ -21,15 +29,18 @@ PIDS=()
 cleanup() {
   for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
   for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-  psqlc -c "DROP DATABASE IF EXISTS $RDB WITH (FORCE)" -c "DROP DATABASE IF EXISTS $CDB WITH (FORCE)" >/dev/null 2>&1 || true
+  psqlc -c "DROP DATABASE IF EXISTS $RDB WITH (FORCE)" -c "DROP DATABASE IF EXISTS $CDB WITH (FORCE)" \
+    -c "DROP DATABASE IF EXISTS $HDB WITH (FORCE)" -c "DROP DATABASE IF EXISTS $GDB WITH (FORCE)" >/dev/null 2>&1 || true
 }
 trap cleanup EXIT
 
 if [[ -z ${MKT_BENCH_NO_BUILD:-} ]]; then
-  flock /tmp/mkt-build.lock cmake --build build/release --target mkt-rewards mkt-campaigns mkt-bench-p2 >/dev/null
+  flock /tmp/mkt-build.lock cmake --build build/release --target mkt-rewards mkt-campaigns \
+    mkt-channels mkt-gateway mkt-healthcheck mkt-bench-p2 >/dev/null
 fi
-psqlc -c "DROP DATABASE IF EXISTS $RDB WITH (FORCE)" -c "CREATE DATABASE $RDB" \
-  -c "DROP DATABASE IF EXISTS $CDB WITH (FORCE)" -c "CREATE DATABASE $CDB" >/dev/null
+for db in $RDB $CDB $HDB $GDB; do
+  psqlc -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" -c "CREATE DATABASE $db" >/dev/null
+done
 
 MKT_REWARDS_PG_DSN="host=127.0.0.1 port=$PG_PORT user=postgres dbname=$RDB" \
 MKT_REWARDS_GRPC_ADDRESS=127.0.0.1:$RPORT MKT_REWARDS_METRICS_ADDRESS=127.0.0.1:${P2_REWARDS_METRICS:-29471} \
@@ -49,6 +60,48 @@ for _ in $(seq 100); do
   if (exec 3<>/dev/tcp/127.0.0.1/$CPORT) 2>/dev/null && (exec 3<>/dev/tcp/127.0.0.1/$RPORT) 2>/dev/null; then break; fi
   sleep 0.1
 done
-build/release/bench/p2/mkt-bench-p2 --campaigns=127.0.0.1:$CPORT --rewards=127.0.0.1:$RPORT \
+VIA_FLAGS=(--via=grpc)
+if [[ $VIA == gateway ]]; then
+  free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+  HPORT=$(free_port)
+  GPORT=$(free_port)
+  ADMIN_PASSWORD=p2-admin-$RANDOM$RANDOM
+  MKT_CHANNELS_PG_DSN="host=127.0.0.1 port=$PG_PORT user=postgres dbname=$HDB" MKT_CHANNELS_KAFKA_BOOTSTRAP=$KAFKA \
+    MKT_CHANNELS_GRPC_ADDRESS=127.0.0.1:$HPORT MKT_CHANNELS_METRICS_ADDRESS=127.0.0.1:$(free_port) \
+    MKT_CHANNELS_SECRET_KEY="$(openssl rand -hex 32)" MKT_CHANNELS_LOG_LEVEL=warn \
+    build/release/services/channels/mkt-channels >"$LOG/channels.log" 2>&1 &
+  PIDS+=($!)
+  MKT_GATEWAY_HTTP_ADDRESS=127.0.0.1:$GPORT MKT_GATEWAY_GRPC_ADDRESS=127.0.0.1:$(free_port) \
+    MKT_GATEWAY_CHANNELS_TARGET=127.0.0.1:$HPORT MKT_GATEWAY_REWARDS_TARGET=127.0.0.1:$RPORT \
+    MKT_GATEWAY_CAMPAIGNS_TARGET=127.0.0.1:$CPORT MKT_GATEWAY_SEGMENTS_TARGET=127.0.0.1:1 \
+    MKT_GATEWAY_KAFKA_BOOTSTRAP=$KAFKA MKT_GATEWAY_PG_DSN="host=127.0.0.1 port=$PG_PORT user=postgres dbname=$GDB" \
+    MKT_GATEWAY_TOKEN_KEY="$(openssl rand -hex 32)" MKT_GATEWAY_BOOTSTRAP_ADMIN_PASSWORD="$ADMIN_PASSWORD" \
+    MKT_GATEWAY_CHANNEL_RATE=0 MKT_GATEWAY_LOG_LEVEL=warn \
+    build/release/services/gateway/mkt-gateway >"$LOG/gateway.log" 2>&1 &
+  PIDS+=($!)
+  for _ in $(seq 100); do
+    build/release/tools/healthcheck/mkt-healthcheck 127.0.0.1:$HPORT >/dev/null 2>&1 &&
+      curl -sf http://127.0.0.1:$GPORT/healthz >/dev/null 2>&1 && break
+    sleep 0.1
+  done
+  admin() { # METHOD PATH [JSON]
+    curl -s -X "$1" "http://127.0.0.1:$GPORT$2" -H 'Content-Type: application/json' \
+      ${TOKEN:+-H "Authorization: Bearer $TOKEN"} ${3:+--data "$3"}
+  }
+  TOKEN=
+  for _ in $(seq 50); do
+    TOKEN=$(admin POST /admin/v1/sessions "{\"operator_id\":\"admin\",\"password\":\"$ADMIN_PASSWORD\"}" | jq -r '.token // empty')
+    [[ -n $TOKEN ]] && break
+    sleep 0.2
+  done
+  [[ -n $TOKEN ]] || { echo "p2: cannot sign in to the gateway" >&2; tail -n 20 "$LOG"/*.log; exit 1; }
+  answer=$(admin POST /admin/v1/channels '{"code":"mobile_banking","display_name":"Mobile banking (P2)","org_id":"bank-a"}')
+  CHANNEL_ID=$(jq -r '.channel.id // empty' <<<"$answer")
+  CHANNEL_SECRET=$(jq -r '.secret // empty' <<<"$answer")
+  [[ -n $CHANNEL_ID && -n $CHANNEL_SECRET ]] || { echo "p2: creating the channel failed: $answer" >&2; exit 1; }
+  VIA_FLAGS=(--via=gateway --gateway=127.0.0.1:$GPORT --channel_id="$CHANNEL_ID" --channel_secret="$CHANNEL_SECRET")
+fi
+ulimit -n 8192 2>/dev/null || true
+build/release/bench/p2/mkt-bench-p2 "${VIA_FLAGS[@]}" --campaigns=127.0.0.1:$CPORT --rewards=127.0.0.1:$RPORT \
   --dsn="host=127.0.0.1 port=$PG_PORT user=postgres dbname=$CDB" \
   --rewards_dsn="host=127.0.0.1 port=$PG_PORT user=postgres dbname=$RDB" "$@" || { tail -n 20 "$LOG"/*.log; exit 1; }

@@ -1,10 +1,18 @@
-// P2 (PERFORMANCE.md): a coupon grab through the campaigns service's gRPC participation API —
-// 10,000 stock, 2,000 concurrent customers, 50,000 claim attempts, one coupon per customer —
-// against mkt-campaigns and mkt-rewards started by bench/p2.sh. Prints the claim rate, the
+// P2 (PERFORMANCE.md): a coupon grab — 10,000 stock, 2,000 concurrent customers, 50,000 claim
+// attempts, one coupon per customer — through the REST gateway (--via=gateway: signed
+// `POST /v1/campaigns/{id}/participations` over keep-alive HTTP/1.1 connections, one per
+// concurrent customer) or straight to the campaigns service's gRPC participation API
+// (--via=grpc), against the services started by bench/p2.sh. Prints the claim rate, the
 // sold-out rejection rate and p99, checks exactly-once (claims == stock, nobody twice and, given
 // --rewards_dsn, one coupon instance with its own code per claim), then
 // measures the ceiling: a bare `UPDATE ... SET n = n - 1 WHERE n > 0` loop on one row of the same
 // PostgreSQL from 16 connections, and prints `BENCH P2 <claims/s> claims/s ceiling=<x> ratio=<r>`.
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <atomic>
 #include <cstdio>
@@ -15,8 +23,13 @@
 #include <thread>
 #include <vector>
 
+#include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "libs/auth/channel_signature.h"
 #include "libs/core/ids.h"
 #include "libs/core/status.h"
 #include "libs/rpc/actor.h"
@@ -26,6 +39,7 @@
 #include "marketing/campaigns/v1/participation.grpc.pb.h"
 #include "marketing/rewards/v1/benefits.grpc.pb.h"
 #include "marketing/rewards/v1/ledger.grpc.pb.h"
+#include "nlohmann/json.hpp"
 
 namespace {
 
@@ -60,6 +74,97 @@ Resp Call(Stub* stub, grpc::Status (Stub::*method)(grpc::ClientContext*, const R
   return resp;
 }
 
+// A keep-alive HTTP/1.1 connection to the gateway: one request at a time, Content-Length bodies.
+class HttpConnection {
+ public:
+  explicit HttpConnection(const std::string& host_port) {
+    const std::vector<std::string> parts = absl::StrSplit(host_port, ':');
+    addr_.sin_family = AF_INET;
+    int port = 0;
+    if (parts.size() != 2 || !absl::SimpleAtoi(parts[1], &port)) {
+      std::fprintf(stderr, "p2: bad --gateway %s\n", host_port.c_str());
+      std::exit(2);
+    }
+    addr_.sin_port = htons(static_cast<uint16_t>(port));
+    inet_pton(AF_INET, parts[0].c_str(), &addr_.sin_addr);
+  }
+  ~HttpConnection() { Close(); }
+
+  // Sends `request` and returns the status code and body; 0 on a transport failure.
+  int RoundTrip(const std::string& request, std::string* body) {
+    for (int attempt = 0; attempt < 2; ++attempt) {
+      if (fd_ < 0 && !Open()) return 0;
+      if (SendAll(request)) {
+        const int status = ReadResponse(body);
+        if (status > 0) return status;
+      }
+      Close();  // the server closed a kept-alive connection: once more on a fresh one
+    }
+    return 0;
+  }
+
+ private:
+  bool Open() {
+    fd_ = socket(AF_INET, SOCK_STREAM, 0);
+    if (fd_ < 0) return false;
+    int one = 1;
+    setsockopt(fd_, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    if (connect(fd_, reinterpret_cast<sockaddr*>(&addr_), sizeof(addr_)) != 0) {
+      Close();
+      return false;
+    }
+    buffer_.clear();
+    return true;
+  }
+  void Close() {
+    if (fd_ >= 0) close(fd_);
+    fd_ = -1;
+  }
+  bool SendAll(const std::string& data) {
+    size_t sent = 0;
+    while (sent < data.size()) {
+      const ssize_t n = send(fd_, data.data() + sent, data.size() - sent, MSG_NOSIGNAL);
+      if (n <= 0) return false;
+      sent += static_cast<size_t>(n);
+    }
+    return true;
+  }
+  bool Fill() {
+    char chunk[16384];
+    const ssize_t n = recv(fd_, chunk, sizeof(chunk), 0);
+    if (n <= 0) return false;
+    buffer_.append(chunk, static_cast<size_t>(n));
+    return true;
+  }
+  int ReadResponse(std::string* body) {
+    size_t head_end;
+    while ((head_end = buffer_.find("\r\n\r\n")) == std::string::npos) {
+      if (!Fill()) return 0;
+    }
+    const std::string head = buffer_.substr(0, head_end);
+    int status = 0;
+    if (head.size() < 12 || !absl::SimpleAtoi(head.substr(9, 3), &status)) return 0;
+    size_t length = 0;
+    for (absl::string_view line : absl::StrSplit(head, "\r\n")) {
+      const std::string lower = absl::AsciiStrToLower(line);
+      if (lower.rfind("content-length:", 0) == 0) {
+        absl::SimpleAtoi(absl::StripAsciiWhitespace(line.substr(15)), &length);
+      }
+    }
+    const size_t total = head_end + 4 + length;
+    while (buffer_.size() < total) {
+      if (!Fill()) return 0;
+    }
+    body->assign(buffer_, head_end + 4, length);
+    buffer_.erase(0, total);
+    return status;
+  }
+
+  sockaddr_in addr_{};
+  int fd_ = -1;
+  std::string buffer_;
+};
+
 google::protobuf::Timestamp Ts(absl::Time t) {
   google::protobuf::Timestamp ts;
   ts.set_seconds(absl::ToUnixSeconds(t));
@@ -79,7 +184,19 @@ int main(int argc, char** argv) {
   // stock of 10,000 can sell out under a limit of one per customer.
   const int customers = std::stoi(Flag(argc, argv, "customers", "25000"));
   const int attempts = std::stoi(Flag(argc, argv, "attempts", "50000"));
-  const int threads = std::stoi(Flag(argc, argv, "threads", "256"));
+  // gateway: signed REST through mkt-gateway (needs --gateway, --channel_id, --channel_secret);
+  // grpc: the campaigns service's Participate directly.
+  const std::string via = Flag(argc, argv, "via", "gateway");
+  const std::string gateway_target = Flag(argc, argv, "gateway", "");
+  const std::string channel_id = Flag(argc, argv, "channel_id", "");
+  const std::string channel_secret = Flag(argc, argv, "channel_secret", "");
+  // Concurrent customers: threads, each with its own connection (gateway) or call (gRPC).
+  const int threads = std::stoi(Flag(argc, argv, "threads", via == "gateway" ? "2000" : "256"));
+  if (via == "gateway" &&
+      (gateway_target.empty() || channel_id.empty() || channel_secret.empty())) {
+    std::fprintf(stderr, "p2: --via=gateway needs --gateway, --channel_id and --channel_secret\n");
+    return 2;
+  }
 
   auto campaigns = cpb::Campaigns::NewStub(mkt::rpc::Connect(campaigns_target));
   auto ledger = rpb::Ledger::NewStub(mkt::rpc::Connect(rewards_target));
@@ -180,8 +297,57 @@ int main(int argc, char** argv) {
   int64_t sold_out_count = 0;
   const absl::Time start = absl::Now();
   std::vector<std::thread> workers;
+  auto record = [&](const std::string& customer, absl::Time sent, absl::Time got, bool won,
+                    const std::string& reason) {
+    std::lock_guard<std::mutex> lock(mu);
+    latencies_ms.push_back(absl::ToDoubleMilliseconds(got - sent));
+    if (won) {
+      ++wins[customer];
+      last_claim = std::max(last_claim, got);
+      return;
+    }
+    ++reasons[reason];
+    if (reason == "STOCK_EXHAUSTED") {
+      ++sold_out_count;
+      sold_out_first = std::min(sold_out_first, sent);
+      sold_out_last = std::max(sold_out_last, got);
+    }
+  };
+  const std::string run = mkt::RandomHex(4);
   for (int t = 0; t < threads; ++t) {
     workers.emplace_back([&, t] {
+      if (via == "gateway") {
+        HttpConnection http(gateway_target);
+        const std::string target = "/v1/campaigns/" + campaign.id() + "/participations";
+        std::string body;
+        for (int i = next++; i < attempts; i = next++) {
+          const std::string customer = "p2c-" + std::to_string(i % customers);
+          const std::string json =
+              absl::StrCat(R"({"customer_id":")", customer, R"(","customer_org_id":"bank-a"})");
+          const std::string timestamp = std::to_string(absl::ToUnixSeconds(absl::Now()));
+          const std::string nonce = absl::StrCat("p2", run, "n", i);
+          const std::string signature =
+              mkt::auth::SignRequest(channel_secret, {"POST", target, timestamp, nonce, json});
+          const std::string request = absl::StrCat(
+              "POST ", target, " HTTP/1.1\r\nHost: gateway\r\nContent-Type: application/json\r\n",
+              "X-Channel-Id: ", channel_id, "\r\nX-Timestamp: ", timestamp, "\r\nX-Nonce: ", nonce,
+              "\r\nX-Signature: ", signature, "\r\nIdempotency-Key: p2-", run, "-", i,
+              "\r\nContent-Length: ", json.size(), "\r\n\r\n", json);
+          const absl::Time sent = absl::Now();
+          const int status = http.RoundTrip(request, &body);
+          const absl::Time got = absl::Now();
+          std::string reason = absl::StrCat("HTTP_", status);
+          if (status >= 400) {
+            const auto parsed = nlohmann::json::parse(body, nullptr, false);
+            if (parsed.is_object() && parsed.contains("error") && parsed["error"].is_object() &&
+                parsed["error"].contains("code") && parsed["error"]["code"].is_string()) {
+              reason = parsed["error"]["code"].get<std::string>();
+            }
+          }
+          record(customer, sent, got, status == 201 || status == 200, reason);
+        }
+        return;
+      }
       auto* stub = stubs[t % stubs.size()].get();
       for (int i = next++; i < attempts; i = next++) {
         const std::string customer = "p2c-" + std::to_string(i % customers);
@@ -195,22 +361,10 @@ int main(int argc, char** argv) {
         mkt::rpc::PrepareClientContext(ctx, absl::Seconds(30), "");
         cpb::Participation out;
         const absl::Time sent = absl::Now();
-        grpc::Status s = stub->Participate(&ctx, r, &out);
+        grpc::Status st = stub->Participate(&ctx, r, &out);
         const absl::Time got = absl::Now();
-        std::lock_guard<std::mutex> lock(mu);
-        latencies_ms.push_back(absl::ToDoubleMilliseconds(got - sent));
-        if (s.ok()) {
-          ++wins[customer];
-          last_claim = std::max(last_claim, got);
-        } else {
-          const std::string reason = mkt::ReasonName(mkt::ReasonOf(mkt::rpc::FromGrpcStatus(s)));
-          ++reasons[reason];
-          if (reason == "STOCK_EXHAUSTED") {
-            ++sold_out_count;
-            sold_out_first = std::min(sold_out_first, sent);
-            sold_out_last = std::max(sold_out_last, got);
-          }
-        }
+        record(customer, sent, got, st.ok(),
+               st.ok() ? "" : mkt::ReasonName(mkt::ReasonOf(mkt::rpc::FromGrpcStatus(st))));
       }
     });
   }
@@ -227,8 +381,10 @@ int main(int argc, char** argv) {
   const double claim_seconds = absl::ToDoubleSeconds(last_claim - start);
   const double claims_per_s = claim_seconds > 0 ? claims / claim_seconds : 0;
   const double sold_out_seconds = absl::ToDoubleSeconds(sold_out_last - sold_out_first);
-  std::printf("p2: %d attempts in %.2f s by %d threads; claims=%d (stock %d) customers-twice=%d\n",
-              attempts, absl::ToDoubleSeconds(end - start), threads, claims, stock, twice);
+  std::printf(
+      "p2: via %s: %d attempts in %.2f s by %d concurrent customers; claims=%d (stock %d) "
+      "customers-twice=%d\n",
+      via.c_str(), attempts, absl::ToDoubleSeconds(end - start), threads, claims, stock, twice);
   for (const auto& [reason, n] : reasons) std::printf("p2: refused %s: %d\n", reason.c_str(), n);
   std::printf("p2: claims/s=%.0f over %.2f s; sold-out rejections/s=%.0f; p99=%.1f ms\n",
               claims_per_s, claim_seconds,
