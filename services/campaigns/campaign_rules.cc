@@ -5,6 +5,7 @@
 #include "absl/status/status.h"
 #include "libs/core/text.h"
 #include "libs/tenancy/tenancy.h"
+#include "services/campaigns/asset_growth.h"
 #include "services/campaigns/trigger_expression.h"
 
 namespace mkt::campaigns {
@@ -230,6 +231,21 @@ void CheckRulesAndRewards(const pb::CampaignConfig& c, const ValidationContext& 
       errors.Add("prizes", "probabilities add up to " + std::to_string(total_bp) +
                                " bp, more than 10000 (100%)");
     }
+  } else if (c.type() == pb::ASSET_GROWTH_TASK) {
+    if (!c.prizes().empty()) errors.Add("prizes", "only a lottery has a prize table");
+    if (!c.rewards().empty()) {
+      errors.Add("rewards", "an asset-growth task grants its tiers' rewards; use growth_tiers");
+    }
+    for (int i = 0; i < c.growth_tiers().size() && i < kMaxGrowthTiers; ++i) {
+      const pb::GrowthTier& tier = c.growth_tiers(i);
+      const std::string tier_field = Indexed("growth_tiers", i);
+      for (int j = 0; j < tier.rewards().size() && j < kMaxTierRewards; ++j) {
+        CheckBenefit(Indexed(tier_field + ".rewards", j, "benefit_template_id"),
+                     tier.rewards(j).benefit_template_id(), ctx, errors);
+        CheckQuantity(Indexed(tier_field + ".rewards", j, "quantity"), tier.rewards(j).quantity(),
+                      errors);
+      }
+    }
   } else {
     if (!c.prizes().empty()) errors.Add("prizes", "only a lottery has a prize table");
     if (c.rewards().empty()) errors.Add("rewards", "at least one reward item is required");
@@ -242,6 +258,7 @@ void CheckRulesAndRewards(const pb::CampaignConfig& c, const ValidationContext& 
       CheckQuantity(Indexed("rewards", i, "quantity"), c.rewards(i).quantity(), errors);
     }
   }
+  CheckGrowthTiers(c, errors);
   if (c.budget_cap_fen() <= 0) {
     errors.Add("budget_cap_fen", "a budget cap (in fen, more than 0) is required");
   } else if (c.budget_cap_fen() > 1'000'000'000'000'000) {
@@ -323,6 +340,8 @@ void MergeStep(pb::Step step, const pb::CampaignConfig& from, pb::CampaignConfig
       *to->mutable_rewards() = from.rewards();
       *to->mutable_prizes() = from.prizes();
       to->set_budget_cap_fen(from.budget_cap_fen());
+      *to->mutable_growth_tiers() = from.growth_tiers();
+      to->set_baseline_days(from.baseline_days());
       break;
     case pb::STEP_CHANNELS_CONTENT:
       *to->mutable_channels() = from.channels();

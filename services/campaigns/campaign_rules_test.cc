@@ -217,5 +217,58 @@ TEST_F(CampaignRulesTest, ACopyMustSetItsWindowBudgetAndSegments) {
   EXPECT_EQ(errors.size(), 4u) << errors.ToStatus();
 }
 
+// An asset-growth task grants its tiers' rewards: tiers are required, strictly increasing, each
+// with valid rewards and at most one coupon unit; other types may not carry tiers.
+TEST_F(CampaignRulesTest, AssetGrowthTiersAreValidatedAndOnlyForTasks) {
+  auto c = CompleteCoupon("Grow", now_ + absl::Hours(1), now_ + absl::Hours(48));
+  c.set_type(pb::ASSET_GROWTH_TASK);
+  FieldErrors errors = ValidateForSubmission(c, context_);
+  EXPECT_TRUE(Has(errors, "rewards", "growth_tiers")) << errors.ToStatus();
+  EXPECT_TRUE(Has(errors, "growth_tiers", "at least one tier"));
+
+  c.clear_rewards();
+  auto* t0 = c.add_growth_tiers();
+  t0->set_min_growth_fen(1'000'000);
+  auto* r0 = t0->add_rewards();
+  r0->set_benefit_template_id("bt-points-100");
+  r0->set_kind(pb::REWARD_KIND_POINTS);
+  r0->set_quantity(500);
+  auto* t1 = c.add_growth_tiers();
+  t1->set_min_growth_fen(5'000'000);
+  auto* r1 = t1->add_rewards();
+  r1->set_benefit_template_id("bt-coupon-50");
+  r1->set_quantity(1);
+  c.set_baseline_days(60);
+  errors = ValidateForSubmission(c, context_);
+  EXPECT_TRUE(errors.empty()) << errors.ToStatus();
+
+  // Saved with step 3 like the other rules.
+  pb::CampaignConfig merged;
+  MergeStep(pb::STEP_RULES_REWARDS, c, &merged);
+  EXPECT_EQ(merged.growth_tiers_size(), 2);
+  EXPECT_EQ(merged.baseline_days(), 60);
+
+  t1->set_min_growth_fen(1'000'000);  // not above tier 0
+  r1->set_quantity(2);                // two coupon units
+  r0->set_benefit_template_id("bt-unknown");
+  c.set_baseline_days(400);
+  auto* t2 = c.add_growth_tiers();
+  t2->set_min_growth_fen(0);
+  errors = ValidateStep(pb::STEP_RULES_REWARDS, c, context_);
+  EXPECT_TRUE(Has(errors, "growth_tiers[1].min_growth_fen", "previous")) << errors.ToStatus();
+  EXPECT_TRUE(Has(errors, "growth_tiers[1].rewards", "one coupon unit"));
+  EXPECT_TRUE(Has(errors, "growth_tiers[0].rewards[0].benefit_template_id", "unknown"));
+  EXPECT_TRUE(Has(errors, "growth_tiers[2].min_growth_fen", "more than 0"));
+  EXPECT_TRUE(Has(errors, "growth_tiers[2].rewards", "at least one reward"));
+  EXPECT_TRUE(Has(errors, "baseline_days"));
+
+  auto coupon = CompleteCoupon("Coupons", now_ + absl::Hours(1), now_ + absl::Hours(48));
+  *coupon.add_growth_tiers() = c.growth_tiers(0);
+  coupon.set_baseline_days(10);
+  errors = ValidateStep(pb::STEP_RULES_REWARDS, coupon, context_);
+  EXPECT_TRUE(Has(errors, "growth_tiers", "only an asset-growth task")) << errors.ToStatus();
+  EXPECT_TRUE(Has(errors, "baseline_days", "only an asset-growth task"));
+}
+
 }  // namespace
 }  // namespace mkt::campaigns

@@ -79,6 +79,28 @@ const config::Schema<CampaignsConfig>& CampaignsConfigSchema() {
                "take reward costs from the campaign's ledger budget")
         .Field("recovery_after_s", &CampaignsConfig::recovery_after_s,
                "complete PENDING participations older than this (0: no recovery sweep)")
+        .Field("batch_grant_enabled", &CampaignsConfig::batch_grant_enabled,
+               "run BATCH_GRANT campaigns in the background in this process")
+        .Field("batch_grant_in_flight", &CampaignsConfig::batch_grant_in_flight,
+               "batch grants: Ledger.Grant calls kept in flight")
+        .Field("batch_grant_issuer_threads", &CampaignsConfig::batch_grant_issuer_threads,
+               "batch grants: threads granting coupons or several rewards")
+        .Field("batch_grant_chunk", &CampaignsConfig::batch_grant_chunk,
+               "batch grants: items read and outcomes written per statement")
+        .Field("batch_grant_lease_s", &CampaignsConfig::batch_grant_lease_s,
+               "batch grants: seconds a runner's lease on a batch lasts without renewal")
+        .Field("batch_grant_poll_ms", &CampaignsConfig::batch_grant_poll_ms,
+               "batch grants: milliseconds between looks for runnable batches")
+        .Field("batch_grant_owner", &CampaignsConfig::batch_grant_owner,
+               "batch grants: this instance's name in the leases (empty: host/grpc_address)")
+        .Field("business_events_topic", &CampaignsConfig::business_events_topic,
+               "topic of business events read for asset-growth tasks (empty: no consumer)")
+        .Field("asset_growth_group", &CampaignsConfig::asset_growth_group,
+               "Kafka consumer group of the asset-growth consumer")
+        .Field("asset_growth_sweep_s", &CampaignsConfig::asset_growth_sweep_s,
+               "seconds between evaluations of every active asset-growth enrolment (0: off)")
+        .Field("asset_growth_grace_h", &CampaignsConfig::asset_growth_grace_h,
+               "hours after its window an asset-growth enrolment is still evaluated")
         .Field("log_format", &CampaignsConfig::log_format, "auto, text or json")
         .Field("log_level", &CampaignsConfig::log_level, "trace, debug, info, warn or error");
     return s;
@@ -102,8 +124,15 @@ absl::Status ValidateCampaignsConfig(const CampaignsConfig& c) {
   MKT_RETURN_IF_ERROR(InRange("campaign_cache_ms", c.campaign_cache_ms, 0, 3'600'000));
   MKT_RETURN_IF_ERROR(InRange("sold_out_ttl_ms", c.sold_out_ttl_ms, 0, 3'600'000));
   MKT_RETURN_IF_ERROR(InRange("recovery_after_s", c.recovery_after_s, 0, 86'400));
+  MKT_RETURN_IF_ERROR(InRange("asset_growth_sweep_s", c.asset_growth_sweep_s, 0, 86'400));
+  MKT_RETURN_IF_ERROR(InRange("asset_growth_grace_h", c.asset_growth_grace_h, 0, 24 * 366));
   MKT_RETURN_IF_ERROR(InRange("reference_timeout_ms", c.reference_timeout_ms, 1, 600'000));
   MKT_RETURN_IF_ERROR(InRange("reference_cache_ms", c.reference_cache_ms, 0, 3'600'000));
+  MKT_RETURN_IF_ERROR(InRange("batch_grant_in_flight", c.batch_grant_in_flight, 1, 10'000));
+  MKT_RETURN_IF_ERROR(InRange("batch_grant_issuer_threads", c.batch_grant_issuer_threads, 1, 1024));
+  MKT_RETURN_IF_ERROR(InRange("batch_grant_chunk", c.batch_grant_chunk, 1, 10'000));
+  MKT_RETURN_IF_ERROR(InRange("batch_grant_lease_s", c.batch_grant_lease_s, 3, 3600));
+  MKT_RETURN_IF_ERROR(InRange("batch_grant_poll_ms", c.batch_grant_poll_ms, 10, 3'600'000));
   if (c.reference_source == "services") {
     // A catalog file that is silently ignored would make a stack look configured when it is not.
     if (!c.catalog_file.empty()) {

@@ -56,6 +56,28 @@ struct CampaignsConfig {
   bool charge_budget = true;
   // PENDING participations older than this are completed by the recovery sweep; 0: no sweep.
   int64_t recovery_after_s = 30;
+  // Asset-growth tasks (decision 014): the consumer of asset_balance business events (its own
+  // group), how often every active enrolment is evaluated again (days carried forward, the
+  // window's end) and PENDING tier grants are retried, and how long after its window an
+  // enrolment is still evaluated. An empty topic turns the consumer off.
+  std::string business_events_topic = "mkt.business-events.v1";
+  std::string asset_growth_group = "campaigns-asset-growth";
+  int64_t asset_growth_sweep_s = 600;
+  int64_t asset_growth_grace_h = 72;
+  // Batch grants (BATCH_GRANT campaigns): the background runner; false turns it off here.
+  bool batch_grant_enabled = true;
+  // Ledger.Grant calls kept in flight (one points/cash/chance reward) and RewardIssuer threads
+  // (coupons, several rewards).
+  int64_t batch_grant_in_flight = 256;
+  int64_t batch_grant_issuer_threads = 32;
+  // PENDING items read and outcomes written per statement.
+  int64_t batch_grant_chunk = 1000;
+  // How long a runner's lease on a batch lasts without renewal (a crashed replica's batches are
+  // taken over after it), and how often runnable batches are looked for.
+  int64_t batch_grant_lease_s = 30;
+  int64_t batch_grant_poll_ms = 1000;
+  // This instance in the leases; empty: "<hostname>/<grpc_address>" (stable across restarts).
+  std::string batch_grant_owner;
   std::string log_format = "auto";
   std::string log_level = "info";
 };

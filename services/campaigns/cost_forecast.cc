@@ -73,6 +73,15 @@ pb::CostForecast ForecastCost(const pb::CampaignConfig& config, const SegmentDir
                   std::max<int64_t>(p.quantity(), 0) * std::max(p.probability_bp(), 0);
     }
     cost = (weighted + 9999) / 10000;
+  } else if (config.type() == pb::ASSET_GROWTH_TASK) {
+    // An upper bound: every participant reaches every tier.
+    f.add_notes("asset-growth task: every enrolled customer is assumed to reach every tier");
+    for (const pb::GrowthTier& tier : config.growth_tiers()) {
+      for (const pb::RewardItem& r : tier.rewards()) {
+        cost += static_cast<__int128>(unit_cost(r.benefit_template_id())) *
+                std::max<int64_t>(r.quantity(), 0);
+      }
+    }
   } else {
     for (const pb::RewardItem& r : config.rewards()) {
       cost += static_cast<__int128>(unit_cost(r.benefit_template_id())) *

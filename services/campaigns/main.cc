@@ -1,9 +1,12 @@
 // mkt-campaigns: campaign configuration, approval, publishing, the org reference data, and
 // participation (claims, draws, exchanges; eligibility and the coupon centre).
+#include <unistd.h>
+
 #include <atomic>
 #include <optional>
 #include <thread>
 
+#include "absl/time/clock.h"
 #include "libs/core/ids.h"
 #include "libs/core/worker_pool.h"
 #include "libs/kafka/kafka.h"
@@ -14,7 +17,12 @@
 #include "libs/pg/pool.h"
 #include "libs/rpc/client.h"
 #include "libs/rpc/server.h"
+#include "services/campaigns/asset_growth_service.h"
+#include "services/campaigns/asset_growth_store.h"
 #include "services/campaigns/audience.h"
+#include "services/campaigns/batch_grant_runner.h"
+#include "services/campaigns/batch_grant_service.h"
+#include "services/campaigns/batch_grant_store.h"
 #include "services/campaigns/campaign_scheduler.h"
 #include "services/campaigns/campaign_service.h"
 #include "services/campaigns/campaigns_config.h"
@@ -163,6 +171,58 @@ int main(int argc, char** argv) {
     }
   });
 
+  // Asset-growth tasks (decision 014): balances from asset_balance events, tiers granted as
+  // they are reached; a sweep re-evaluates enrolments and retries grants left PENDING.
+  campaigns::PgAssetGrowthStore growth_store(**pool);
+  campaigns::AssetGrowthService growth(
+      store, growth_store, participation_benefits, *issuer, SystemClock(),
+      {.grace = absl::Hours(cfg->asset_growth_grace_h),
+       .campaign_cache_ttl = absl::Milliseconds(cfg->campaign_cache_ms),
+       .charge_budget = cfg->charge_budget});
+  std::unique_ptr<kafka::Consumer> growth_consumer;
+  if (!cfg->business_events_topic.empty()) {
+    if (auto s = kafka::EnsureTopic(kafka_options, cfg->business_events_topic, 3); !s.ok()) {
+      spdlog::warn("cannot create topic {} yet: {}", cfg->business_events_topic, s.message());
+    }
+    auto consumer = kafka::Consumer::Create(
+        {.client = {.bootstrap_servers = cfg->kafka_bootstrap, .client_id = "campaigns"},
+         .group_id = cfg->asset_growth_group,
+         .topics = {cfg->business_events_topic},
+         .metrics_name = "campaigns_asset_growth"},
+        producer->get());
+    if (!consumer.ok()) {
+      relay.Stop();
+      relay_thread.join();
+      stop_recovery = true;
+      recovery_thread.join();
+      return Fail(consumer.status());
+    }
+    growth_consumer = *std::move(consumer);
+  }
+  std::thread growth_thread([&] {
+    if (growth_consumer) {
+      growth_consumer->Run(
+          [&](const kafka::IncomingMessage& m) { return growth.HandleMessage(m); });
+    }
+  });
+  std::atomic<bool> stop_growth_sweep{false};
+  std::thread growth_sweep_thread([&] {
+    if (cfg->asset_growth_sweep_s <= 0) return;
+    while (!stop_growth_sweep) {
+      const absl::Time next = absl::Now() + absl::Seconds(cfg->asset_growth_sweep_s);
+      while (!stop_growth_sweep && absl::Now() < next) absl::SleepFor(absl::Milliseconds(100));
+      if (stop_growth_sweep) break;
+      auto settled = growth.Sweep();
+      if (!settled.ok()) spdlog::warn("asset-growth sweep failed (retried): {}", settled.status());
+    }
+  });
+  auto stop_growth = [&] {
+    stop_growth_sweep = true;
+    if (growth_consumer) growth_consumer->Stop();
+    growth_thread.join();
+    growth_sweep_thread.join();
+  };
+
   std::optional<WorkerPool> workers, participation_workers;
   workers.emplace("campaigns", static_cast<int>(cfg->worker_threads),
                   static_cast<size_t>(cfg->worker_queue));
@@ -171,15 +231,51 @@ int main(int argc, char** argv) {
   auto grpc_service = campaigns::NewCampaignsGrpcService(service, *workers);
   auto participation_grpc =
       campaigns::NewParticipationsGrpcService(participation, *participation_workers);
+  // Batch grants (BATCH_GRANT campaigns): the background runner and the BatchGrants API.
+  campaigns::PgBatchGrantStore batch_store(**pool);
+  campaigns::BatchGrantService batch_service(store, batch_store);
+  auto batch_grpc = campaigns::NewBatchGrantsGrpcService(batch_service, *workers);
+  std::unique_ptr<campaigns::AudienceSnapshots> batch_audience;
+  if (!cfg->segments_address.empty()) {
+    batch_audience = campaigns::NewSegmentsSnapshots(
+        rpc::Connect(cfg->segments_address),
+        std::max(absl::Seconds(30), absl::Milliseconds(cfg->segments_timeout_ms)));
+  } else {
+    batch_audience = std::make_unique<campaigns::InMemorySnapshots>();
+  }
+  std::optional<campaigns::BatchGrantRunner> batch_runner;
+  if (cfg->batch_grant_enabled) {
+    std::string owner = cfg->batch_grant_owner;
+    if (owner.empty()) {
+      char host[256] = {};
+      gethostname(host, sizeof(host) - 1);
+      owner = std::string(host) + "/" + cfg->grpc_address;
+    }
+    batch_runner.emplace(store, batch_store, *batch_audience, participation_benefits, *issuer,
+                         rewards_grants,
+                         campaigns::BatchGrantRunnerOptions{
+                             .owner = owner,
+                             .lease = absl::Seconds(cfg->batch_grant_lease_s),
+                             .poll = absl::Milliseconds(cfg->batch_grant_poll_ms),
+                             .max_in_flight = static_cast<int>(cfg->batch_grant_in_flight),
+                             .issuer_threads = static_cast<int>(cfg->batch_grant_issuer_threads),
+                             .chunk = static_cast<int>(cfg->batch_grant_chunk),
+                             .rpc_timeout = absl::Milliseconds(cfg->rewards_timeout_ms),
+                             .charge_budget = cfg->charge_budget});
+    batch_runner->Start();
+  }
   auto stop_participation = [&] {
+    batch_runner.reset();
+    stop_growth();
     stop_recovery = true;
     recovery_thread.join();
     participation_workers.reset();
     reserve_commits.reset();
     finish_commits.reset();
   };
-  auto server = rpc::Server::Start({.service_name = "campaigns", .address = cfg->grpc_address},
-                                   {grpc_service.get(), participation_grpc.get()});
+  auto server =
+      rpc::Server::Start({.service_name = "campaigns", .address = cfg->grpc_address},
+                         {grpc_service.get(), participation_grpc.get(), batch_grpc.get()});
   if (!server.ok()) {
     stop_participation();
     workers.reset();

@@ -9,6 +9,7 @@
 #include "libs/core/text.h"
 #include "libs/log/log.h"
 #include "libs/tenancy/tenancy.h"
+#include "services/campaigns/asset_growth.h"
 #include "services/campaigns/lottery.h"
 #include "spdlog/spdlog.h"
 
@@ -66,7 +67,8 @@ const pb::ChannelContent* ContentFor(const pb::CampaignConfig& config, const std
 int64_t Cap(int64_t limit) { return limit > 0 ? limit : kNoLimit; }
 
 bool Participatory(pb::CampaignType type) {
-  return type == pb::COUPON_CLAIM || type == pb::LOTTERY || type == pb::POINTS_EXCHANGE;
+  return type == pb::COUPON_CLAIM || type == pb::LOTTERY || type == pb::POINTS_EXCHANGE ||
+         type == pb::ASSET_GROWTH_TASK;
 }
 
 // Reasons of the ledger that settle a participation as refused (anything else leaves its outcome
@@ -192,7 +194,8 @@ ParticipationService::ParticipationService(PgCampaignStore& campaigns, PgPartici
       cache_(campaigns, clock, options.campaign_cache_ttl),
       customer_limiter_(options.customer_rate_per_s, options.customer_burst),
       campaign_limiter_(options.campaign_rate_per_s, options.campaign_burst, 100000),
-      sold_out_(options.sold_out_ttl) {}
+      sold_out_(options.sold_out_ttl),
+      growth_(store.pool()) {}
 
 absl::Status ParticipationService::Screen(const pb::ParticipateRequest& r) {
   MKT_RETURN_IF_ERROR(CheckKey(r.campaign_id(), "campaign_id", 64));
@@ -301,7 +304,9 @@ absl::StatusOr<pb::Participation> ParticipationService::Participate(
   const pb::ParticipationLimits& limits = live.limits();
   const std::string cust = "c:" + r.customer_id();
   const std::string day = DayKey(now);
-  rsv.counters.push_back({cust + ":all", Cap(limits.per_customer_total())});
+  // A customer enrols in an asset-growth task once, whatever the limits say.
+  rsv.counters.push_back(
+      {cust + ":all", live.type() == pb::ASSET_GROWTH_TASK ? 1 : Cap(limits.per_customer_total())});
   if (limits.per_customer_daily() > 0) {
     rsv.counters.push_back({cust + ":d:" + day, limits.per_customer_daily()});
   }
@@ -353,6 +358,20 @@ absl::StatusOr<pb::Participation> ParticipationService::Participate(
       rsv.prize_counters.push_back(std::move(counters));
       rsv.prize_rewards.push_back({reward});
     }
+  } else if (live.type() == pb::ASSET_GROWTH_TASK) {
+    if (!r.item_id().empty()) {
+      return InvalidArgument("item_id", "an asset-growth task has no items to choose");
+    }
+    // The baseline is fixed now, from the balances known now; a replay answers with the stored
+    // enrolment (and its baseline), not a new one.
+    const absl::CivilDay today = ChinaDay(now);
+    const int days = EffectiveBaselineDays(live.baseline_days());
+    MKT_ASSIGN_OR_RETURN(std::vector<DayBalance> balances,
+                         growth_.DailyBalances(r.customer_id(), today - days, today - 1));
+    pb::AssetGrowthProgress* progress = p.mutable_asset_growth();
+    progress->set_enrolled_on(absl::FormatCivilTime(today));
+    progress->set_baseline_days(days);
+    progress->set_baseline_fen(BaselineAt(balances, today, days));
   } else {
     bool found = r.item_id().empty();
     for (const auto& item : live.rewards()) {
@@ -433,6 +452,16 @@ absl::StatusOr<IssueRequest> ParticipationService::IssueFor(const pb::Participat
 
 absl::StatusOr<pb::Participation> ParticipationService::Complete(pb::Participation p,
                                                                  const pb::Campaign& campaign) {
+  if (p.campaign_type() == pb::ASSET_GROWTH_TASK) {
+    // Enrolment grants nothing now: the tiers are granted as the balances grow.
+    p.set_status(pb::ENROLLED);
+    *p.mutable_updated_at() = Proto(clock_.Now());
+    const absl::Time window_end = campaign.live().has_end_time()
+                                      ? TimeOf(campaign.live().end_time())
+                                      : absl::InfiniteFuture();
+    MKT_ASSIGN_OR_RETURN(pb::Participation stored, store_.Finish(p, window_end));
+    return AnswerFor(stored);
+  }
   MKT_ASSIGN_OR_RETURN(IssueRequest issue, IssueFor(p, campaign));
   absl::Status issued = issuer_.Issue(issue);
   const ErrorReason reason = issued.ok() ? common::ERROR_REASON_UNSPECIFIED : ReasonOf(issued);
@@ -524,6 +553,12 @@ absl::StatusOr<pb::ListEligibleResponse> ParticipationService::ListEligible(
                                          "o:" + r.customer_org_id() + ":all"};
   MKT_ASSIGN_OR_RETURN(std::vector<CounterValue> counters, store_.ReadCounters(ids, keys));
   MKT_ASSIGN_OR_RETURN(auto claims, store_.ReadExclusionClaims(r.customer_id()));
+  std::vector<std::string> growth_ids;
+  for (const pb::Campaign* c : here) {
+    if (c->live().type() == pb::ASSET_GROWTH_TASK) growth_ids.push_back(c->id());
+  }
+  MKT_ASSIGN_OR_RETURN(std::vector<Enrolment> enrolments,
+                       growth_.EnrolmentsIn(r.customer_id(), growth_ids));
   auto count = [&](const std::string& id, const std::string& key) -> int64_t {
     for (const auto& v : counters) {
       if (v.campaign_id == id && v.counter == key) return v.n;
@@ -559,9 +594,30 @@ absl::StatusOr<pb::ListEligibleResponse> ParticipationService::ListEligible(
           limits.free_draws_per_day() - count(c->id(), "free:" + r.customer_id() + ":d:" + day)));
     }
     e.set_sold_out(sold_out_.IsSoldOut(c->id(), now));
+    // An asset-growth task the customer is enrolled in stays listed (open) with its progress;
+    // the checks were passed at enrolment.
+    bool enrolled = false;
+    if (live.type() == pb::ASSET_GROWTH_TASK) {
+      *e.mutable_growth_tiers() = live.growth_tiers();
+      for (const Enrolment& en : enrolments) {
+        if (en.campaign_id != c->id()) continue;
+        enrolled = true;
+        pb::AssetGrowthProgress* progress = e.mutable_asset_growth();
+        progress->set_enrolled_on(absl::FormatCivilTime(en.enrolled_on));
+        progress->set_baseline_fen(en.baseline_fen);
+        progress->set_baseline_days(en.baseline_days);
+        progress->set_average_fen(en.average_fen);
+        progress->set_growth_fen(en.growth_fen);
+        progress->set_evaluated_through(en.evaluated_through);
+        for (int tier : en.tiers_marked) progress->add_tiers_reached(tier);
+      }
+      e.set_enrolled(enrolled);
+      e.set_remaining_total(enrolled ? 0 : 1);
+    }
 
     std::string why, reason;
     auto refuse = [&](const std::string& w, ErrorReason code) {
+      if (enrolled) return;
       if (why.empty()) {
         why = w;
         reason = ReasonName(code);
@@ -600,7 +656,7 @@ absl::StatusOr<pb::ListEligibleResponse> ParticipationService::ListEligible(
         }
       }
     }
-    if (why.empty()) {
+    if (why.empty() && !enrolled) {
       absl::StatusOr<bool> member =
           audience_.InAudience(c->org_id(), r.customer_id(), live.audience());
       if (!member.ok()) return member.status();

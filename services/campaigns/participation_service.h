@@ -3,7 +3,9 @@
 // the channel, the customer's org and audience, then a reservation in the database (limits,
 // exclusion group, prize stock, the PENDING record), the grant through the RewardIssuer under a
 // request id derived from (campaign, idempotency key), and the recorded outcome with its
-// mkt.participations.v1 fact. Plus what is open to a customer on a channel, the coupon centre,
+// mkt.participations.v1 fact. An asset-growth task's participation is its enrolment: the same
+// checks and reservation, the baseline recorded instead of a grant (asset_growth_service.h grants
+// the tiers later). Plus what is open to a customer on a channel, the coupon centre,
 // and the recovery of participations whose grant outcome was left unknown by a crash.
 #pragma once
 
@@ -18,6 +20,7 @@
 #include "absl/time/time.h"
 #include "libs/core/ids.h"
 #include "marketing/campaigns/v1/participation.pb.h"
+#include "services/campaigns/asset_growth_store.h"
 #include "services/campaigns/audience.h"
 #include "services/campaigns/participation_guards.h"
 #include "services/campaigns/participation_store.h"
@@ -107,6 +110,8 @@ class ParticipationService {
   RateLimiter customer_limiter_;
   RateLimiter campaign_limiter_;
   SoldOutBoard sold_out_;
+  // Baselines at enrolment and progress in the eligibility list (asset-growth tasks).
+  PgAssetGrowthStore growth_;
 };
 
 // The request's outcome as the caller sees it: the participation, or for a REJECTED one an error

@@ -7,6 +7,7 @@
 #include "libs/core/status.h"
 #include "libs/log/log.h"
 #include "libs/pg/arrays.h"
+#include "services/campaigns/asset_growth_store.h"
 #include "services/campaigns/pg_campaign_store.h"
 
 namespace mkt::campaigns {
@@ -85,6 +86,8 @@ std::string StatusName(pb::ParticipationStatus status) {
       return "NO_PRIZE";
     case pb::PARTICIPATION_REJECTED:
       return "REJECTED";
+    case pb::ENROLLED:
+      return "ENROLLED";
     default:
       return "PENDING";
   }
@@ -345,7 +348,8 @@ absl::StatusOr<ReserveResult> PgParticipationStore::Reserve(const Reservation& r
   return out;
 }
 
-absl::StatusOr<pb::Participation> PgParticipationStore::Finish(const pb::Participation& outcome) {
+absl::StatusOr<pb::Participation> PgParticipationStore::Finish(const pb::Participation& outcome,
+                                                               absl::Time window_end) {
   pb::Participation stored;
   auto body = [&](pqxx::work& tx, std::vector<kafka::OutboxMessage>& outbox) -> absl::Status {
     pqxx::result updated = tx.exec_params(kFinish, outcome.id(), StatusName(outcome.status()),
@@ -357,6 +361,7 @@ absl::StatusOr<pb::Participation> PgParticipationStore::Finish(const pb::Partici
       return absl::OkStatus();
     }
     stored = outcome;
+    if (outcome.status() == pb::ENROLLED) InsertEnrolment(tx, outcome, window_end);
     if (outcome.status() == pb::PARTICIPATION_REJECTED) {
       std::vector<std::string> counters = ParseTextArray(updated[0][0].as<std::string>());
       bool exclusion = false;

@@ -133,7 +133,10 @@ class PgParticipationStore {
   // and publishes it; gives the counters and the exclusion claim back on REJECTED. A
   // participation that is no longer PENDING (a concurrent replay finished it) is left as it is
   // and returned as stored.
-  absl::StatusOr<pb::Participation> Finish(const pb::Participation& outcome);
+  // An ENROLLED outcome (asset-growth task) also writes its enrolment row, with `window_end`
+  // (the campaign's end_time), in the same transaction.
+  absl::StatusOr<pb::Participation> Finish(const pb::Participation& outcome,
+                                           absl::Time window_end = absl::InfiniteFuture());
 
   // The stored participation of a key and the hash of the request that created it.
   struct Stored {
@@ -152,6 +155,9 @@ class PgParticipationStore {
       const std::string& customer_id);
 
   absl::StatusOr<pb::DrawStats> DrawStats(const std::string& campaign_id, int prize_count);
+
+  // The database the records live in (the asset-growth tables share it).
+  pg::Pool& pool() { return pool_; }
 
  private:
   pg::Pool& pool_;

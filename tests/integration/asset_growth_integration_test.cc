@@ -1,0 +1,594 @@
+// Asset-growth tasks (资产提升, issue 8 item 6) end to end in process: the campaigns service
+// (configuration and participation gRPC APIs, its own fresh database) enrols customers with a
+// baseline, the asset-growth consumer reads asset_balance business events from a fresh topic on
+// the real Kafka broker, and tiers are granted through a real rewards service (Ledger and Benefits
+// gRPC APIs, its own fresh database) with the benefits issuer. Checks that each tier reaches the
+// ledger exactly once — with events published again and out of order, and after a grant whose
+// outcome was lost — that nothing is granted below the threshold or to customers not enrolled,
+// and that the ledger stays consistent after every scenario.
+#include <algorithm>
+#include <atomic>
+#include <functional>
+#include <random>
+#include <thread>
+
+#include "absl/time/civil_time.h"
+#include "absl/time/clock.h"
+#include "gtest/gtest.h"
+#include "libs/core/ids.h"
+#include "libs/core/status.h"
+#include "libs/core/worker_pool.h"
+#include "libs/kafka/kafka.h"
+#include "libs/kafka/outbox.h"
+#include "libs/pg/migrations.h"
+#include "libs/pg/pool.h"
+#include "libs/rpc/client.h"
+#include "libs/rpc/server.h"
+#include "libs/testing/testing.h"
+#include "marketing/campaigns/v1/participation.grpc.pb.h"
+#include "marketing/events/v1/business_event.pb.h"
+#include "marketing/rewards/v1/ledger.grpc.pb.h"
+#include "services/campaigns/asset_growth.h"
+#include "services/campaigns/asset_growth_service.h"
+#include "services/campaigns/asset_growth_store.h"
+#include "services/campaigns/audience.h"
+#include "services/campaigns/campaign_service.h"
+#include "services/campaigns/campaigns_grpc.h"
+#include "services/campaigns/campaigns_test_client.h"
+#include "services/campaigns/participation_grpc.h"
+#include "services/campaigns/participation_service.h"
+#include "services/campaigns/participation_store.h"
+#include "services/campaigns/pg_campaign_store.h"
+#include "services/campaigns/reward_issuer.h"
+#include "services/campaigns/test_configs.h"
+#include "services/rewards/batcher.h"
+#include "services/rewards/benefits.h"
+#include "services/rewards/benefits_grpc.h"
+#include "services/rewards/ledger_grpc.h"
+#include "services/rewards/ledger_service.h"
+#include "services/rewards/payouts.h"
+#include "services/rewards/pg_ledger_store.h"
+
+namespace mkt::campaigns {
+namespace {
+
+namespace rpb = ::marketing::rewards::v1;
+namespace epb = ::marketing::events::v1;
+using tenancy::Actor;
+using tenancy::Role;
+
+constexpr int64_t kBudget = 1'000'000'000;
+
+std::string Describe(const absl::Status& s) {
+  return s.ToString() + " [" + ReasonName(ReasonOf(s)) + "]";
+}
+
+// The real issuer behind a switch that makes the rewards service "unreachable" (the outcome of a
+// grant is unknown, as after a crash or a timeout).
+class SwitchableIssuer final : public RewardIssuer {
+ public:
+  explicit SwitchableIssuer(RewardIssuer& real) : real_(real) {}
+  void SetDown(bool down) { down_ = down; }
+  absl::Status Issue(const IssueRequest& request) override {
+    if (down_) return absl::UnavailableError("rewards service unreachable");
+    return real_.Issue(request);
+  }
+
+ private:
+  RewardIssuer& real_;
+  std::atomic<bool> down_{false};
+};
+
+// One asset_balance event as a core system sends it.
+struct Balance {
+  std::string id;
+  std::string customer;
+  absl::CivilDay day;
+  int64_t balance_fen;
+  absl::Time occurred_at;
+};
+
+class AssetGrowthIntegrationTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    // The rewards service.
+    auto rpool = pg::Pool::Connect({.dsn = rewards_db_.dsn(), .size = 8});
+    ASSERT_TRUE(rpool.ok()) << rpool.status();
+    rewards_pool_ = *std::move(rpool);
+    ASSERT_TRUE(pg::ApplyMigrations(*rewards_pool_,
+                                    {&kafka::OutboxMigrations(), &rewards::RewardsMigrations()})
+                    .ok());
+    ledger_store_ = std::make_unique<rewards::PgLedgerStore>(*rewards_pool_, SystemClock());
+    batcher_ = std::make_unique<rewards::GrantBatcher>(*ledger_store_, rewards::BatcherOptions{});
+    ledger_ = std::make_unique<rewards::LedgerService>(*batcher_, *ledger_store_, SystemClock());
+    ledger_workers_ = std::make_unique<WorkerPool>("ledger-test", 8, 1000);
+    ledger_grpc_ = rewards::NewLedgerGrpcService(*ledger_, *ledger_workers_);
+    benefits_ = std::make_unique<rewards::Benefits>(
+        *rewards_pool_, *ledger_store_, SystemClock(),
+        rewards::BenefitsOptions{.qr_key = "asset-growth-test-qr-key-of-32-bytes-or-more"});
+    payouts_ = std::make_unique<rewards::Payouts>(*rewards_pool_, *ledger_store_, SystemClock());
+    benefits_grpc_ = rewards::NewBenefitsGrpcService(*benefits_, *payouts_, *ledger_workers_);
+    auto rserver = rpc::Server::Start(
+        {.service_name = "rewards_test", .address = "127.0.0.1:0", .access_log = false},
+        {ledger_grpc_.get(), benefits_grpc_.get()});
+    ASSERT_TRUE(rserver.ok()) << rserver.status();
+    rewards_server_ = *std::move(rserver);
+    rewards_channel_ = rpc::Connect("127.0.0.1:" + std::to_string(rewards_server_->port()));
+    ledger_stub_ = rpb::Ledger::NewStub(rewards_channel_);
+
+    // The campaigns service.
+    auto cpool = pg::Pool::Connect({.dsn = campaigns_db_.dsn(), .size = 8});
+    ASSERT_TRUE(cpool.ok()) << cpool.status();
+    pool_ = *std::move(cpool);
+    ASSERT_TRUE(
+        pg::ApplyMigrations(*pool_, {&kafka::OutboxMigrations(), &CampaignsMigrations()}).ok());
+    auto data = ParseReferenceData(test::kReferenceJson);
+    ASSERT_TRUE(data.ok()) << data.status();
+    reference_ = *std::move(data);
+    store_ = std::make_unique<PgCampaignStore>(*pool_);
+    service_ = std::make_unique<CampaignService>(*store_, *reference_.segments,
+                                                 *reference_.benefits, SystemClock());
+    membership_.SetOpen("seg-a1");
+    real_issuer_ = NewBenefitsRewardIssuer(rewards_channel_, rewards_channel_, absl::Seconds(20));
+    issuer_ = std::make_unique<SwitchableIssuer>(*real_issuer_);
+    reserve_ = std::make_unique<GroupCommitter>(*pool_, GroupCommitter::Options{});
+    finish_ = std::make_unique<GroupCommitter>(*pool_, GroupCommitter::Options{});
+    participation_store_ = std::make_unique<PgParticipationStore>(*pool_, *reserve_, *finish_);
+    participation_ = std::make_unique<ParticipationService>(
+        *store_, *participation_store_, membership_, *reference_.benefits, *issuer_, SystemClock(),
+        ParticipationOptions{.customer_rate_per_s = 0, .campaign_cache_ttl = absl::Seconds(1)});
+    workers_ = std::make_unique<WorkerPool>("campaigns-test", 4, 1000);
+    participation_workers_ = std::make_unique<WorkerPool>("participation-test", 8, 1000);
+    grpc_service_ = NewCampaignsGrpcService(*service_, *workers_);
+    participation_grpc_ = NewParticipationsGrpcService(*participation_, *participation_workers_);
+    auto server = rpc::Server::Start(
+        {.service_name = "campaigns_test", .address = "127.0.0.1:0", .access_log = false},
+        {grpc_service_.get(), participation_grpc_.get()});
+    ASSERT_TRUE(server.ok()) << server.status();
+    server_ = *std::move(server);
+    const std::string target = "127.0.0.1:" + std::to_string(server_->port());
+    client_ = std::make_unique<test::CampaignsClient>(target);
+    stub_ = pb::Participations::NewStub(rpc::Connect(target));
+    ASSERT_TRUE(client_->CreateOrg(root_, "bank-a", "Bank A").ok());
+
+    // The asset-growth consumer on a fresh topic of the real broker.
+    growth_store_ = std::make_unique<PgAssetGrowthStore>(*pool_);
+    growth_ = std::make_unique<AssetGrowthService>(
+        *store_, *growth_store_, *reference_.benefits, *issuer_, SystemClock(),
+        AssetGrowthOptions{.retry_after = absl::ZeroDuration(),
+                           .campaign_cache_ttl = absl::Milliseconds(100)});
+    topic_ = testing::NewTopic("asset-growth-events", 3);
+    auto producer = kafka::Producer::Create(
+        {.bootstrap_servers = testing::KafkaBootstrap(), .client_id = "asset-growth-test"});
+    ASSERT_TRUE(producer.ok()) << producer.status();
+    producer_ = *std::move(producer);
+    auto consumer = kafka::Consumer::Create(
+        {.client = {.bootstrap_servers = testing::KafkaBootstrap(),
+                    .client_id = "asset-growth-test"},
+         .group_id = "asset-growth-test-" + RandomHex(6),
+         .topics = {topic_},
+         .metrics_name = "asset_growth_integration_test",
+         .dead_letter_topic = testing::NewTopic("asset-growth-dead-letters", 1)},
+        producer_.get());
+    ASSERT_TRUE(consumer.ok()) << consumer.status();
+    consumer_ = *std::move(consumer);
+    consumer_thread_ = std::thread([this] {
+      consumer_->Run([this](const kafka::IncomingMessage& m) { return growth_->HandleMessage(m); });
+    });
+  }
+
+  void TearDown() override {
+    if (consumer_) consumer_->Stop();
+    if (consumer_thread_.joinable()) consumer_thread_.join();
+    consumer_.reset();
+    if (server_) server_->Shutdown(absl::Seconds(1));
+    participation_workers_.reset();
+    workers_.reset();
+    reserve_.reset();
+    finish_.reset();
+    if (rewards_server_) rewards_server_->Shutdown(absl::Seconds(1));
+    ledger_workers_.reset();
+    batcher_.reset();
+  }
+
+  // A running task of bank A: 100 points from 2,000 yuan of growth, 500 more from 10,000 yuan,
+  // baseline over 30 days. Its budget is funded.
+  std::string OnlineTask() {
+    pb::CampaignConfig c = test::CompleteCoupon("Grow your savings", absl::Now() - absl::Minutes(1),
+                                                absl::Now() + absl::Hours(48));
+    c.set_type(pb::ASSET_GROWTH_TASK);
+    c.clear_rewards();
+    c.set_baseline_days(30);
+    for (auto [min, points] : {std::pair<int64_t, int64_t>{200'000, 100}, {1'000'000, 500}}) {
+      pb::GrowthTier* tier = c.add_growth_tiers();
+      tier->set_min_growth_fen(min);
+      pb::RewardItem* reward = tier->add_rewards();
+      reward->set_benefit_template_id("bt-points-100");
+      reward->set_kind(pb::REWARD_KIND_POINTS);
+      reward->set_quantity(points);
+    }
+    auto created = client_->Create(planner_a_, c);
+    EXPECT_TRUE(created.ok()) << Describe(created.status());
+    if (!created.ok()) return "";
+    const std::string id = created->id();
+    EXPECT_TRUE(client_->Submit(planner_a_, id).ok());
+    EXPECT_TRUE(client_->Approve(approver_a_, id).ok());
+    auto published = client_->Publish(planner_a_, id);
+    EXPECT_TRUE(published.ok()) << Describe(published.status());
+    EXPECT_TRUE(service_->AdvanceDue().ok());
+    auto got = client_->Get(planner_a_, id);
+    EXPECT_TRUE(got.ok() && got->state() == pb::ONLINE);
+    rpb::FundRequest r;
+    r.set_request_id("fund-" + RandomHex(8));
+    r.set_org_id("bank-a");
+    r.set_asset(rpb::BUDGET_FEN);
+    r.set_owner_id(id);
+    r.set_amount(kBudget);
+    grpc::ClientContext ctx;
+    rpc::PrepareClientContext(ctx, absl::Seconds(10), "");
+    rpb::FundResponse resp;
+    grpc::Status s = ledger_stub_->Fund(&ctx, r, &resp);
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    return id;
+  }
+
+  void Publish(const std::vector<Balance>& balances) {
+    std::vector<kafka::OutgoingMessage> out;
+    for (const Balance& b : balances) {
+      epb::BusinessEvent e;
+      e.set_source("core-banking");
+      e.set_source_event_id(b.id);
+      e.set_event_type("asset_balance");
+      e.set_customer_id(b.customer);
+      e.set_org_id("bank-a");
+      e.mutable_occurred_at()->set_seconds(absl::ToUnixSeconds(b.occurred_at));
+      (*e.mutable_attributes())["balance_fen"] = std::to_string(b.balance_fen);
+      (*e.mutable_attributes())["as_of_date"] = absl::FormatCivilTime(b.day);
+      auto envelope = kafka::MakeEnvelope("events.BusinessEvent", "bank-a", "", e);
+      out.push_back({topic_, b.customer, envelope.SerializeAsString(), {}});
+    }
+    ASSERT_TRUE(producer_->Publish(out, absl::Seconds(10)).ok());
+  }
+
+  // Publishes a marker balance of `customer` for a day long before any task and waits until it is
+  // stored: messages of one customer share a partition, so everything published for the customer
+  // before it has been handled too.
+  void Drain(const std::string& customer) {
+    static int n = 0;
+    const absl::CivilDay marker_day = today_ - 400 - (++n);
+    Publish(
+        {{"marker-" + RandomHex(6), customer, marker_day, 1, absl::Now() - absl::Hours(24 * 400)}});
+    const std::string sql = "SELECT count(*) FROM asset_balances WHERE customer_id = '" + customer +
+                            "' AND day = '" + absl::FormatCivilTime(marker_day) + "'";
+    ASSERT_TRUE(WaitFor([&] { return Scalar(sql) == 1; })) << "marker of " << customer;
+  }
+
+  bool WaitFor(const std::function<bool()>& done, absl::Duration timeout = absl::Seconds(30)) {
+    const absl::Time until = absl::Now() + timeout;
+    while (absl::Now() < until) {
+      if (done()) return true;
+      absl::SleepFor(absl::Milliseconds(50));
+    }
+    return done();
+  }
+
+  int64_t Scalar(const std::string& sql) {
+    int64_t v = -1;
+    EXPECT_TRUE(pg::WithTransaction(*pool_, [&](pqxx::work& tx) {
+                  v = tx.exec(sql)[0][0].as<int64_t>();
+                  return absl::OkStatus();
+                }).ok());
+    return v;
+  }
+
+  int64_t LedgerBalance(rpb::Asset asset, rpb::OwnerKind kind, const std::string& owner) {
+    rpb::GetAccountRequest r;
+    r.mutable_ref()->set_org_id("bank-a");
+    r.mutable_ref()->set_asset(asset);
+    r.mutable_ref()->set_owner_kind(kind);
+    r.mutable_ref()->set_owner_id(owner);
+    grpc::ClientContext ctx;
+    rpc::PrepareClientContext(ctx, absl::Seconds(10), "");
+    rpb::Account account;
+    grpc::Status s = ledger_stub_->GetAccount(&ctx, r, &account);
+    return s.ok() ? account.balance() : 0;
+  }
+  int64_t Points(const std::string& customer) {
+    return LedgerBalance(rpb::POINTS, rpb::CUSTOMER, customer);
+  }
+
+  bool LedgerIntact() {
+    grpc::ClientContext ctx;
+    rpc::PrepareClientContext(ctx, absl::Seconds(60), "");
+    rpb::CheckIntegrityResponse resp;
+    grpc::Status s = ledger_stub_->CheckIntegrity(&ctx, {}, &resp);
+    if (!s.ok()) return false;
+    for (const auto& c : resp.checks()) {
+      if (!c.ok()) ADD_FAILURE() << c.name() << ": " << c.detail();
+    }
+    return resp.ok();
+  }
+
+  absl::StatusOr<pb::Participation> Participate(const std::string& campaign,
+                                                const std::string& customer,
+                                                const std::string& key) {
+    pb::ParticipateRequest r;
+    r.set_campaign_id(campaign);
+    r.set_customer_id(customer);
+    r.set_customer_org_id("bank-a");
+    r.set_channel("mobile_banking");
+    r.set_idempotency_key(key);
+    grpc::ClientContext ctx;
+    rpc::PrepareClientContext(ctx, absl::Seconds(30), "");
+    pb::Participation out;
+    grpc::Status s = stub_->Participate(&ctx, r, &out);
+    if (!s.ok()) return rpc::FromGrpcStatus(s);
+    return out;
+  }
+
+  pb::EligibleCampaign Eligible(const std::string& campaign, const std::string& customer) {
+    pb::ListEligibleRequest r;
+    r.set_customer_id(customer);
+    r.set_customer_org_id("bank-a");
+    r.set_channel("mobile_banking");
+    r.set_explain(true);
+    grpc::ClientContext ctx;
+    rpc::PrepareClientContext(ctx, absl::Seconds(10), "");
+    pb::ListEligibleResponse resp;
+    grpc::Status s = stub_->ListEligible(&ctx, r, &resp);
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    for (const auto& e : resp.campaigns()) {
+      if (e.campaign_id() == campaign) return e;
+    }
+    ADD_FAILURE() << "campaign " << campaign << " not listed for " << customer;
+    return {};
+  }
+
+  int64_t Grants(const std::string& customer, const std::string& state) {
+    return Scalar("SELECT count(*) FROM asset_growth_grants WHERE customer_id = '" + customer +
+                  "' AND state = '" + state + "'");
+  }
+  int64_t Growth(const std::string& customer) {
+    return Scalar(
+        "SELECT coalesce(max(growth_fen), -1) FROM asset_growth_enrolments WHERE customer_id = '" +
+        customer + "'");
+  }
+
+  const Actor root_{"fed", "root", {Role::kAdmin}};
+  const Actor planner_a_{"bank-a", "alice", {Role::kPlanner}};
+  const Actor approver_a_{"bank-a", "bob", {Role::kApprover}};
+  const absl::CivilDay today_ = ChinaDay(absl::Now());
+  testing::TestDatabase rewards_db_;
+  testing::TestDatabase campaigns_db_;
+  std::unique_ptr<pg::Pool> rewards_pool_;
+  std::unique_ptr<rewards::PgLedgerStore> ledger_store_;
+  std::unique_ptr<rewards::GrantBatcher> batcher_;
+  std::unique_ptr<rewards::LedgerService> ledger_;
+  std::unique_ptr<WorkerPool> ledger_workers_;
+  std::unique_ptr<grpc::Service> ledger_grpc_;
+  std::unique_ptr<rewards::Benefits> benefits_;
+  std::unique_ptr<rewards::Payouts> payouts_;
+  std::unique_ptr<grpc::Service> benefits_grpc_;
+  std::unique_ptr<rpc::Server> rewards_server_;
+  std::shared_ptr<grpc::Channel> rewards_channel_;
+  std::unique_ptr<rpb::Ledger::Stub> ledger_stub_;
+  std::unique_ptr<pg::Pool> pool_;
+  ReferenceData reference_;
+  std::unique_ptr<PgCampaignStore> store_;
+  std::unique_ptr<CampaignService> service_;
+  InMemoryMembership membership_;
+  std::unique_ptr<RewardIssuer> real_issuer_;
+  std::unique_ptr<SwitchableIssuer> issuer_;
+  std::unique_ptr<GroupCommitter> reserve_;
+  std::unique_ptr<GroupCommitter> finish_;
+  std::unique_ptr<PgParticipationStore> participation_store_;
+  std::unique_ptr<ParticipationService> participation_;
+  std::unique_ptr<WorkerPool> workers_;
+  std::unique_ptr<WorkerPool> participation_workers_;
+  std::unique_ptr<grpc::Service> grpc_service_;
+  std::unique_ptr<grpc::Service> participation_grpc_;
+  std::unique_ptr<rpc::Server> server_;
+  std::unique_ptr<test::CampaignsClient> client_;
+  std::unique_ptr<pb::Participations::Stub> stub_;
+  std::unique_ptr<PgAssetGrowthStore> growth_store_;
+  std::unique_ptr<AssetGrowthService> growth_;
+  std::string topic_;
+  std::unique_ptr<kafka::Producer> producer_;
+  std::unique_ptr<kafka::Consumer> consumer_;
+  std::thread consumer_thread_;
+};
+
+// Enrolment records the baseline (the history's carried balance); growth below the first
+// threshold grants nothing; crossing it grants tier 0 once; the same events again and older
+// reports of the same day change nothing; crossing the second threshold grants tier 1 once; a
+// customer who never enrolled gets nothing however much their balance grows.
+TEST_F(AssetGrowthIntegrationTest, EachTierReachesTheLedgerExactlyOnce) {
+  const std::string id = OnlineTask();
+  ASSERT_FALSE(id.empty());
+  const absl::Time now = absl::Now();
+
+  // History: 1,000 yuan since 40 days ago, carried through the 30 baseline days.
+  const Balance history{"h-1", "grower", today_ - 40, 100'000, now - absl::Hours(24 * 40)};
+  Publish({history});
+  Drain("grower");
+
+  auto enrolled = Participate(id, "grower", "enrol-1");
+  ASSERT_TRUE(enrolled.ok()) << Describe(enrolled.status());
+  EXPECT_EQ(enrolled->status(), pb::ENROLLED);
+  EXPECT_EQ(enrolled->campaign_type(), pb::ASSET_GROWTH_TASK);
+  EXPECT_EQ(enrolled->asset_growth().baseline_fen(), 100'000);
+  EXPECT_EQ(enrolled->asset_growth().baseline_days(), 30);
+  EXPECT_EQ(enrolled->asset_growth().enrolled_on(), absl::FormatCivilTime(today_));
+  EXPECT_EQ(enrolled->rewards_size(), 0);
+  // A replay answers with the same enrolment; a second enrolment is refused.
+  auto replay = Participate(id, "grower", "enrol-1");
+  ASSERT_TRUE(replay.ok()) << Describe(replay.status());
+  EXPECT_EQ(replay->id(), enrolled->id());
+  EXPECT_EQ(replay->asset_growth().baseline_fen(), 100'000);
+  auto again = Participate(id, "grower", "enrol-2");
+  ASSERT_FALSE(again.ok());
+  EXPECT_EQ(ReasonOf(again.status()), ::marketing::common::v1::LIMIT_REACHED);
+  // The enrolment is published like every participation.
+  EXPECT_EQ(Scalar("SELECT count(*) FROM outbox WHERE topic = 'mkt.participations.v1'"), 1);
+
+  // Today 2,500 yuan: growth 1,500 yuan, below the first tier's 2,000.
+  const Balance b2{"b-2", "grower", today_, 250'000, now - absl::Hours(3)};
+  Publish({b2});
+  ASSERT_TRUE(WaitFor([&] { return Growth("grower") == 150'000; })) << Growth("grower");
+  EXPECT_EQ(Grants("grower", "GRANTED") + Grants("grower", "PENDING"), 0);
+  EXPECT_EQ(Points("grower"), 0);
+
+  // A later report of today, 3,500 yuan: growth 2,500 yuan reaches tier 0.
+  const Balance b3{"b-3", "grower", today_, 350'000, now - absl::Hours(2)};
+  Publish({b3});
+  ASSERT_TRUE(WaitFor([&] { return Grants("grower", "GRANTED") == 1; }));
+  EXPECT_EQ(Points("grower"), 100);
+  EXPECT_TRUE(LedgerIntact());
+
+  // The same events again, and an older report of today arriving late: nothing changes.
+  const Balance stale{"b-1", "grower", today_, 50'000, now - absl::Hours(5)};
+  Publish({b3, stale, b2, history, b3});
+  Drain("grower");
+  EXPECT_EQ(
+      Scalar("SELECT balance_fen FROM asset_balances WHERE customer_id = 'grower' AND day = '" +
+             absl::FormatCivilTime(today_) + "'"),
+      350'000);
+  EXPECT_EQ(Growth("grower"), 250'000);
+  EXPECT_EQ(Grants("grower", "GRANTED"), 1);
+  EXPECT_EQ(Points("grower"), 100);
+
+  // 12,000 yuan: growth 11,000 yuan reaches tier 1, granted once.
+  const Balance b4{"b-4", "grower", today_, 1'200'000, now - absl::Hours(1)};
+  Publish({b4});
+  ASSERT_TRUE(WaitFor([&] { return Grants("grower", "GRANTED") == 2; }));
+  EXPECT_EQ(Points("grower"), 600);
+  // Everything again, shuffled.
+  std::vector<Balance> all = {history, b2, b3, stale, b4, b4, b3};
+  std::shuffle(all.begin(), all.end(), std::mt19937(42));
+  Publish(all);
+  Drain("grower");
+  EXPECT_EQ(Grants("grower", "GRANTED"), 2);
+  EXPECT_EQ(Points("grower"), 600);
+  EXPECT_EQ(Growth("grower"), 1'100'000);
+  // The budget paid the catalog's unit cost (100 fen) for each of the 600 points.
+  EXPECT_EQ(LedgerBalance(rpb::BUDGET_FEN, rpb::CAMPAIGN, id), kBudget - 600 * 100);
+  // A sweep re-evaluates and grants nothing more.
+  ASSERT_TRUE(growth_->Sweep().ok());
+  EXPECT_EQ(Points("grower"), 600);
+
+  // What the customer sees: the participation with both tiers, the task enrolled in.
+  pb::GetParticipationRequest get;
+  get.set_campaign_id(id);
+  get.set_idempotency_key("enrol-1");
+  grpc::ClientContext ctx;
+  pb::Participation stored;
+  ASSERT_TRUE(stub_->GetParticipation(&ctx, get, &stored).ok());
+  EXPECT_EQ(stored.status(), pb::ENROLLED);
+  EXPECT_EQ(stored.asset_growth().growth_fen(), 1'100'000);
+  EXPECT_EQ(stored.asset_growth().tiers_reached_size(), 2);
+  EXPECT_EQ(stored.rewards_size(), 2);
+  pb::EligibleCampaign listed = Eligible(id, "grower");
+  EXPECT_TRUE(listed.enrolled());
+  EXPECT_TRUE(listed.open());
+  EXPECT_EQ(listed.type(), pb::ASSET_GROWTH_TASK);
+  EXPECT_EQ(listed.asset_growth().baseline_fen(), 100'000);
+  EXPECT_EQ(listed.asset_growth().tiers_reached_size(), 2);
+  EXPECT_EQ(listed.growth_tiers_size(), 2);
+  // The tier facts follow the enrolment's on mkt.participations.v1.
+  EXPECT_EQ(Scalar("SELECT count(*) FROM outbox WHERE topic = 'mkt.participations.v1'"), 3);
+
+  // A customer who never enrolled: a big jump in balance grants nothing.
+  Publish({{"x-1", "bystander", today_ - 10, 10'000, now - absl::Hours(240)},
+           {"x-2", "bystander", today_, 90'000'000, now - absl::Hours(1)}});
+  Drain("bystander");
+  EXPECT_EQ(Scalar("SELECT count(*) FROM asset_growth_enrolments WHERE customer_id = 'bystander'"),
+            0);
+  EXPECT_EQ(Grants("bystander", "GRANTED") + Grants("bystander", "PENDING"), 0);
+  EXPECT_EQ(Points("bystander"), 0);
+  pb::EligibleCampaign open = Eligible(id, "bystander");
+  EXPECT_FALSE(open.enrolled());
+  EXPECT_TRUE(open.open());
+  EXPECT_EQ(open.remaining_total(), 1);
+  EXPECT_TRUE(LedgerIntact());
+}
+
+// A grant whose outcome is lost (the rewards service unreachable when the tier is reached) stays
+// marked PENDING; the sweep issues it again under the same request id and it lands exactly once,
+// however often the sweep runs.
+TEST_F(AssetGrowthIntegrationTest, AGrantLeftPendingIsCompletedOnceByTheSweep) {
+  const std::string id = OnlineTask();
+  ASSERT_FALSE(id.empty());
+  auto enrolled = Participate(id, "saver", "enrol-saver");
+  ASSERT_TRUE(enrolled.ok()) << Describe(enrolled.status());
+  EXPECT_EQ(enrolled->asset_growth().baseline_fen(), 0);  // no history: 0
+
+  issuer_->SetDown(true);
+  Publish({{"s-1", "saver", today_, 300'000, absl::Now() - absl::Minutes(5)}});
+  ASSERT_TRUE(WaitFor([&] { return Grants("saver", "PENDING") == 1; }));
+  EXPECT_EQ(Points("saver"), 0);
+  // Still down: the sweep leaves it pending.
+  ASSERT_TRUE(growth_->Sweep().ok());
+  EXPECT_EQ(Grants("saver", "PENDING"), 1);
+
+  issuer_->SetDown(false);
+  auto settled = growth_->Sweep();
+  ASSERT_TRUE(settled.ok()) << settled.status();
+  EXPECT_EQ(*settled, 1);
+  EXPECT_EQ(Grants("saver", "GRANTED"), 1);
+  EXPECT_EQ(Points("saver"), 100);
+  // Issuing the same request again (a crash after the ledger applied it but before the mark was
+  // settled) is answered idempotently by the ledger.
+  ASSERT_TRUE(pg::WithTransaction(*pool_, [](pqxx::work& tx) {
+                tx.exec("UPDATE asset_growth_grants SET state = 'PENDING'");
+                return absl::OkStatus();
+              }).ok());
+  ASSERT_TRUE(growth_->Sweep().ok());
+  ASSERT_TRUE(growth_->Sweep().ok());
+  EXPECT_EQ(Grants("saver", "GRANTED"), 1);
+  EXPECT_EQ(Points("saver"), 100);
+  EXPECT_TRUE(LedgerIntact());
+}
+
+// Days without a report carry the last balance forward, so the average keeps moving as days
+// pass (the periodic sweep evaluates without any new event), and only the window's days count:
+// a balance reported for a day after the window's end is not averaged in.
+TEST_F(AssetGrowthIntegrationTest, CarriedDaysCountAndTheWindowEndStopsTheAverage) {
+  const std::string id = OnlineTask();  // ends 48 hours from now: its last day is today + 2
+  ASSERT_FALSE(id.empty());
+  const absl::Time now = absl::Now();
+  Publish({{"st-0", "steady", today_ - 40, 100'000, now - absl::Hours(24 * 40)}});
+  Drain("steady");
+  auto enrolled = Participate(id, "steady", "enrol-steady");
+  ASSERT_TRUE(enrolled.ok()) << Describe(enrolled.status());
+  ASSERT_EQ(enrolled->asset_growth().baseline_fen(), 100'000);
+  // Reported ahead: 5,000 yuan from tomorrow, 500,000 yuan the day after the window.
+  Publish({{"st-1", "steady", today_ + 1, 500'000, now},
+           {"st-2", "steady", today_ + 4, 50'000'000, now}});
+  Drain("steady");
+  // Today only (the future days are not counted yet): the carried 1,000 yuan, growth 0.
+  EXPECT_EQ(Growth("steady"), 0);
+  EXPECT_EQ(Points("steady"), 0);
+
+  testing::ManualClock clock(now);
+  AssetGrowthService later(*store_, *growth_store_, *reference_.benefits, *issuer_, clock,
+                           AssetGrowthOptions{.retry_after = absl::ZeroDuration(),
+                                              .campaign_cache_ttl = absl::ZeroDuration()});
+  // Tomorrow, without any new event: average (1,000 + 5,000) / 2 = 3,000 yuan, growth 2,000
+  // yuan: tier 0.
+  clock.Advance(absl::Hours(24));
+  ASSERT_TRUE(later.Sweep().ok());
+  EXPECT_EQ(Growth("steady"), 200'000);
+  EXPECT_EQ(Grants("steady", "GRANTED"), 1);
+  EXPECT_EQ(Points("steady"), 100);
+  // Four days on, the window has ended after today + 2: (1,000 + 5,000 + 5,000) / 3 yuan; the
+  // 500,000 yuan of today + 4 would have reached tier 1 had it been counted.
+  clock.Advance(absl::Hours(72));
+  ASSERT_TRUE(later.Sweep().ok());
+  EXPECT_EQ(Growth("steady"), 1'100'000 / 3 - 100'000);
+  EXPECT_EQ(Grants("steady", "GRANTED"), 1);
+  EXPECT_EQ(Points("steady"), 100);
+  EXPECT_TRUE(LedgerIntact());
+}
+
+}  // namespace
+}  // namespace mkt::campaigns

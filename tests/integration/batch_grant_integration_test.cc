@@ -1,0 +1,591 @@
+// Batch grants (issue 8 item 7) in process: the campaigns service (configuration API and the
+// BatchGrants API on a fresh database, the background runner) granting through a real rewards
+// service (Ledger and Benefits gRPC APIs, group commit, its own fresh database). The audience
+// comes from an in-memory snapshot source standing in for the segments service (the e2e kill test
+// uses the real one). Proves: nothing is granted before maker-checker approval and going online;
+// each recipient is granted exactly once, also when the work is sent again after a crash;
+// exclusions hold; refusals are recorded with the ledger's reason and listed; a cancellation
+// stops the rest; ending the campaign stops it; another bank sees nothing (NOT_FOUND); and the
+// ledger's invariants hold after every scenario.
+#include <algorithm>
+#include <map>
+#include <set>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "gtest/gtest.h"
+#include "libs/core/ids.h"
+#include "libs/core/status.h"
+#include "libs/core/worker_pool.h"
+#include "libs/kafka/outbox.h"
+#include "libs/pg/migrations.h"
+#include "libs/pg/pool.h"
+#include "libs/rpc/actor.h"
+#include "libs/rpc/client.h"
+#include "libs/rpc/server.h"
+#include "libs/testing/testing.h"
+#include "marketing/campaigns/v1/batch_grants.grpc.pb.h"
+#include "marketing/rewards/v1/ledger.grpc.pb.h"
+#include "services/campaigns/batch_grant_runner.h"
+#include "services/campaigns/batch_grant_service.h"
+#include "services/campaigns/batch_grant_store.h"
+#include "services/campaigns/campaign_service.h"
+#include "services/campaigns/campaigns_grpc.h"
+#include "services/campaigns/campaigns_test_client.h"
+#include "services/campaigns/pg_campaign_store.h"
+#include "services/campaigns/reward_issuer.h"
+#include "services/campaigns/test_configs.h"
+#include "services/rewards/batcher.h"
+#include "services/rewards/benefits.h"
+#include "services/rewards/benefits_grpc.h"
+#include "services/rewards/ledger_grpc.h"
+#include "services/rewards/ledger_service.h"
+#include "services/rewards/payouts.h"
+#include "services/rewards/pg_ledger_store.h"
+
+namespace mkt::campaigns {
+namespace {
+
+namespace rpb = ::marketing::rewards::v1;
+using tenancy::Actor;
+using tenancy::Role;
+
+std::vector<std::string> Customers(const std::string& prefix, int n) {
+  std::vector<std::string> out;
+  for (int i = 0; i < n; ++i) out.push_back(absl::StrCat(prefix, "-", 10000 + i));
+  return out;
+}
+
+class BatchGrantIntegrationTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto rpool = pg::Pool::Connect({.dsn = rewards_db_.dsn(), .size = 12});
+    ASSERT_TRUE(rpool.ok()) << rpool.status();
+    rewards_pool_ = *std::move(rpool);
+    ASSERT_TRUE(pg::ApplyMigrations(*rewards_pool_,
+                                    {&kafka::OutboxMigrations(), &rewards::RewardsMigrations()})
+                    .ok());
+    ledger_store_ = std::make_unique<rewards::PgLedgerStore>(*rewards_pool_, SystemClock());
+    batcher_ = std::make_unique<rewards::GrantBatcher>(*ledger_store_, rewards::BatcherOptions{});
+    ledger_ = std::make_unique<rewards::LedgerService>(*batcher_, *ledger_store_, SystemClock());
+    ledger_workers_ = std::make_unique<WorkerPool>("ledger-test", 32, 20000);
+    ledger_grpc_ = rewards::NewLedgerGrpcService(*ledger_, *ledger_workers_);
+    benefits_ = std::make_unique<rewards::Benefits>(
+        *rewards_pool_, *ledger_store_, SystemClock(),
+        rewards::BenefitsOptions{.qr_key = "batch-grant-test-qr-key-of-32-bytes-or-more"});
+    payouts_ = std::make_unique<rewards::Payouts>(*rewards_pool_, *ledger_store_, SystemClock());
+    benefits_grpc_ = rewards::NewBenefitsGrpcService(*benefits_, *payouts_, *ledger_workers_);
+    auto rserver = rpc::Server::Start(
+        {.service_name = "rewards_test", .address = "127.0.0.1:0", .access_log = false},
+        {ledger_grpc_.get(), benefits_grpc_.get()});
+    ASSERT_TRUE(rserver.ok()) << rserver.status();
+    rewards_server_ = *std::move(rserver);
+    rewards_channel_ = rpc::Connect("127.0.0.1:" + std::to_string(rewards_server_->port()));
+    ledger_stub_ = rpb::Ledger::NewStub(rewards_channel_);
+
+    auto cpool = pg::Pool::Connect({.dsn = campaigns_db_.dsn(), .size = 12});
+    ASSERT_TRUE(cpool.ok()) << cpool.status();
+    pool_ = *std::move(cpool);
+    ASSERT_TRUE(
+        pg::ApplyMigrations(*pool_, {&kafka::OutboxMigrations(), &CampaignsMigrations()}).ok());
+    auto data = ParseReferenceData(test::kReferenceJson);
+    ASSERT_TRUE(data.ok()) << data.status();
+    reference_ = *std::move(data);
+    store_ = std::make_unique<PgCampaignStore>(*pool_);
+    service_ = std::make_unique<CampaignService>(*store_, *reference_.segments,
+                                                 *reference_.benefits, SystemClock());
+    batch_store_ = std::make_unique<PgBatchGrantStore>(*pool_);
+    batch_service_ = std::make_unique<BatchGrantService>(*store_, *batch_store_);
+    issuer_ = NewBenefitsRewardIssuer(rewards_channel_, rewards_channel_, absl::Seconds(20));
+    workers_ = std::make_unique<WorkerPool>("campaigns-test", 4, 1000);
+    grpc_service_ = NewCampaignsGrpcService(*service_, *workers_);
+    batch_grpc_ = NewBatchGrantsGrpcService(*batch_service_, *workers_);
+    auto server = rpc::Server::Start(
+        {.service_name = "campaigns_test", .address = "127.0.0.1:0", .access_log = false},
+        {grpc_service_.get(), batch_grpc_.get()});
+    ASSERT_TRUE(server.ok()) << server.status();
+    server_ = *std::move(server);
+    const std::string target = "127.0.0.1:" + std::to_string(server_->port());
+    client_ = std::make_unique<test::CampaignsClient>(target);
+    batch_stub_ = pb::BatchGrants::NewStub(rpc::Connect(target));
+    ASSERT_TRUE(client_->CreateOrg(root_, "bank-a", "Bank A").ok());
+    ASSERT_TRUE(client_->CreateOrg(root_, "bank-b", "Bank B").ok());
+  }
+
+  void TearDown() override {
+    runner_.reset();
+    if (server_) server_->Shutdown(absl::Seconds(1));
+    workers_.reset();
+    if (rewards_server_) rewards_server_->Shutdown(absl::Seconds(1));
+    ledger_workers_.reset();
+    batcher_.reset();
+  }
+
+  std::unique_ptr<BatchGrantRunner> NewRunner(int in_flight = 64, int chunk = 1000) {
+    return std::make_unique<BatchGrantRunner>(
+        *store_, *batch_store_, snapshots_, *reference_.benefits, *issuer_, rewards_channel_,
+        BatchGrantRunnerOptions{.owner = "test-runner-" + RandomHex(3),
+                                .lease = absl::Seconds(30),
+                                .poll = absl::Milliseconds(100),
+                                .max_in_flight = in_flight,
+                                .issuer_threads = 8,
+                                .chunk = chunk,
+                                .snapshot_page = 700});
+  }
+
+  // A BATCH_GRANT campaign of bank A: `quantity` points of bt-points-100 (unit cost 100 fen) to
+  // seg-a1 minus seg-a2.
+  pb::CampaignConfig PointsBatch(const std::string& name, int64_t quantity) {
+    pb::CampaignConfig c =
+        test::CompleteCoupon(name, absl::Now() - absl::Minutes(1), absl::Now() + absl::Hours(2));
+    c.set_type(pb::BATCH_GRANT);
+    c.mutable_limits()->Clear();
+    c.mutable_audience()->add_exclude()->set_segment_id("seg-a2");
+    c.clear_rewards();
+    auto* reward = c.add_rewards();
+    reward->set_benefit_template_id("bt-points-100");
+    reward->set_quantity(quantity);
+    reward->set_kind(pb::REWARD_KIND_POINTS);
+    return c;
+  }
+
+  std::string Submitted(const pb::CampaignConfig& config) {
+    auto created = client_->Create(planner_a_, config);
+    EXPECT_TRUE(created.ok()) << created.status();
+    if (!created.ok()) return "";
+    EXPECT_TRUE(client_->Submit(planner_a_, created->id()).ok());
+    return created->id();
+  }
+
+  void GoOnline(const std::string& id, int64_t budget_fen) {
+    ASSERT_TRUE(client_->Approve(approver_a_, id).ok());
+    ASSERT_TRUE(client_->Publish(planner_a_, id).ok());
+    ASSERT_TRUE(service_->AdvanceDue().ok());
+    auto c = client_->Get(planner_a_, id);
+    ASSERT_TRUE(c.ok() && c->state() == pb::ONLINE);
+    if (budget_fen > 0) Fund(rpb::BUDGET_FEN, id, budget_fen);
+  }
+
+  void Fund(rpb::Asset asset, const std::string& owner, int64_t amount) {
+    rpb::FundRequest r;
+    r.set_request_id("fund-" + RandomHex(8));
+    r.set_org_id("bank-a");
+    r.set_asset(asset);
+    r.set_owner_id(owner);
+    r.set_amount(amount);
+    grpc::ClientContext ctx;
+    rpc::PrepareClientContext(ctx, absl::Seconds(10), "");
+    rpb::FundResponse resp;
+    grpc::Status s = ledger_stub_->Fund(&ctx, r, &resp);
+    ASSERT_TRUE(s.ok()) << s.error_message();
+  }
+
+  void ActivateCoupon(const std::string& id, int64_t stock, int64_t unit_cost_fen) {
+    rpb::BenefitTemplate t;
+    t.set_id(id);
+    t.set_org_id("bank-a");
+    t.set_type(rpb::COUPON_CASH);
+    t.set_name("coupon " + id);
+    t.set_face_value(unit_cost_fen);
+    t.set_unit_cost_fen(unit_cost_fen);
+    t.set_total_stock(stock);
+    t.mutable_validity()->set_days_after_grant(30);
+    ASSERT_TRUE(benefits_->CreateTemplate(t).ok());
+    auto active = benefits_->ActivateTemplate(id);
+    ASSERT_TRUE(active.ok()) << active.status();
+  }
+
+  absl::StatusOr<pb::BatchGrant> GetBatch(const Actor& actor, const std::string& id) {
+    pb::GetBatchGrantRequest r;
+    r.set_campaign_id(id);
+    grpc::ClientContext ctx;
+    rpc::PrepareClientContext(ctx, absl::Seconds(10), "");
+    rpc::AttachActor(ctx, actor);
+    pb::BatchGrant out;
+    grpc::Status s = batch_stub_->GetBatchGrant(&ctx, r, &out);
+    if (!s.ok()) return rpc::FromGrpcStatus(s);
+    return out;
+  }
+
+  absl::StatusOr<pb::ListBatchGrantFailuresResponse> Failures(const Actor& actor,
+                                                              const std::string& id, int size,
+                                                              const std::string& token = "") {
+    pb::ListBatchGrantFailuresRequest r;
+    r.set_campaign_id(id);
+    r.mutable_page()->set_page_size(size);
+    r.mutable_page()->set_page_token(token);
+    grpc::ClientContext ctx;
+    rpc::PrepareClientContext(ctx, absl::Seconds(10), "");
+    rpc::AttachActor(ctx, actor);
+    pb::ListBatchGrantFailuresResponse out;
+    grpc::Status s = batch_stub_->ListBatchGrantFailures(&ctx, r, &out);
+    if (!s.ok()) return rpc::FromGrpcStatus(s);
+    return out;
+  }
+
+  absl::StatusOr<pb::BatchGrant> Cancel(const Actor& actor, const std::string& id) {
+    pb::CancelBatchGrantRequest r;
+    r.set_campaign_id(id);
+    r.set_reason("wrong list");
+    grpc::ClientContext ctx;
+    rpc::PrepareClientContext(ctx, absl::Seconds(10), "");
+    rpc::AttachActor(ctx, actor);
+    pb::BatchGrant out;
+    grpc::Status s = batch_stub_->CancelBatchGrant(&ctx, r, &out);
+    if (!s.ok()) return rpc::FromGrpcStatus(s);
+    return out;
+  }
+
+  int64_t Points(const std::string& customer) {
+    rpb::GetAccountRequest r;
+    r.mutable_ref()->set_org_id("bank-a");
+    r.mutable_ref()->set_asset(rpb::POINTS);
+    r.mutable_ref()->set_owner_kind(rpb::CUSTOMER);
+    r.mutable_ref()->set_owner_id(customer);
+    grpc::ClientContext ctx;
+    rpc::PrepareClientContext(ctx, absl::Seconds(10), "");
+    rpb::Account account;
+    grpc::Status s = ledger_stub_->GetAccount(&ctx, r, &account);
+    return s.ok() ? account.balance() : 0;
+  }
+
+  // Benefit legs the ledger holds for this batch, per customer.
+  std::map<std::string, int> LedgerGrantsOf(const std::string& campaign_id) {
+    std::map<std::string, int> out;
+    EXPECT_TRUE(pg::WithTransaction(*rewards_pool_, [&](pqxx::work& tx) {
+                  for (const auto& row : tx.exec_params(
+                           "SELECT a.owner_id, count(*) FROM transfers t JOIN accounts a ON "
+                           "a.id = t.credit_account_id WHERE t.id LIKE $1 AND t.id LIKE "
+                           "'%:benefit' AND a.owner_kind = 1 GROUP BY a.owner_id",
+                           "batch:" + campaign_id + ":%")) {
+                    out[row[0].as<std::string>()] = row[1].as<int>();
+                  }
+                  return absl::OkStatus();
+                }).ok());
+    return out;
+  }
+
+  int64_t Scalar(const std::string& sql) {
+    int64_t v = -1;
+    EXPECT_TRUE(pg::WithTransaction(*pool_, [&](pqxx::work& tx) {
+                  v = tx.exec(sql)[0][0].as<int64_t>();
+                  return absl::OkStatus();
+                }).ok());
+    return v;
+  }
+
+  bool LedgerIntact() {
+    grpc::ClientContext ctx;
+    rpc::PrepareClientContext(ctx, absl::Seconds(60), "");
+    rpb::CheckIntegrityResponse resp;
+    grpc::Status s = ledger_stub_->CheckIntegrity(&ctx, {}, &resp);
+    if (!s.ok()) return false;
+    for (const auto& c : resp.checks()) {
+      if (!c.ok()) ADD_FAILURE() << c.name() << ": " << c.detail();
+    }
+    return resp.ok();
+  }
+
+  const Actor root_{"fed", "root", {Role::kAdmin}};
+  const Actor planner_a_{"bank-a", "alice", {Role::kPlanner}};
+  const Actor approver_a_{"bank-a", "bob", {Role::kApprover}};
+  const Actor admin_b_{"bank-b", "eve", {Role::kAdmin, Role::kApprover}};
+  testing::TestDatabase rewards_db_;
+  testing::TestDatabase campaigns_db_;
+  std::unique_ptr<pg::Pool> rewards_pool_;
+  std::unique_ptr<rewards::PgLedgerStore> ledger_store_;
+  std::unique_ptr<rewards::GrantBatcher> batcher_;
+  std::unique_ptr<rewards::LedgerService> ledger_;
+  std::unique_ptr<WorkerPool> ledger_workers_;
+  std::unique_ptr<grpc::Service> ledger_grpc_;
+  std::unique_ptr<rewards::Benefits> benefits_;
+  std::unique_ptr<rewards::Payouts> payouts_;
+  std::unique_ptr<grpc::Service> benefits_grpc_;
+  std::unique_ptr<rpc::Server> rewards_server_;
+  std::shared_ptr<grpc::Channel> rewards_channel_;
+  std::unique_ptr<rpb::Ledger::Stub> ledger_stub_;
+  std::unique_ptr<pg::Pool> pool_;
+  ReferenceData reference_;
+  std::unique_ptr<PgCampaignStore> store_;
+  std::unique_ptr<CampaignService> service_;
+  std::unique_ptr<PgBatchGrantStore> batch_store_;
+  std::unique_ptr<BatchGrantService> batch_service_;
+  std::unique_ptr<RewardIssuer> issuer_;
+  InMemorySnapshots snapshots_;
+  std::unique_ptr<WorkerPool> workers_;
+  std::unique_ptr<grpc::Service> grpc_service_;
+  std::unique_ptr<grpc::Service> batch_grpc_;
+  std::unique_ptr<rpc::Server> server_;
+  std::unique_ptr<test::CampaignsClient> client_;
+  std::unique_ptr<pb::BatchGrants::Stub> batch_stub_;
+  std::unique_ptr<BatchGrantRunner> runner_;
+};
+
+TEST_F(BatchGrantIntegrationTest, NothingBeforeApprovalThenEachRecipientOnceEvenWhenResent) {
+  std::vector<std::string> included = Customers("inc", 1200);
+  std::vector<std::string> excluded(included.begin(), included.begin() + 100);
+  excluded.push_back("only-excluded");
+  snapshots_.Set("seg-a1", included);
+  snapshots_.Set("seg-a2", excluded);
+  const std::string id = Submitted(PointsBatch("batch points", 7));
+  ASSERT_FALSE(id.empty());
+
+  // Submitted, not approved: the runner does nothing.
+  runner_ = NewRunner();
+  ASSERT_TRUE(runner_->RunOnce().ok());
+  auto before = GetBatch(planner_a_, id);
+  ASSERT_TRUE(before.ok()) << before.status();
+  EXPECT_EQ(before->state(), pb::BATCH_GRANT_NOT_STARTED);
+  EXPECT_TRUE(LedgerGrantsOf(id).empty());
+  // Approved but not published (not online): still nothing.
+  ASSERT_TRUE(client_->Approve(approver_a_, id).ok());
+  ASSERT_TRUE(runner_->RunOnce().ok());
+  EXPECT_EQ(GetBatch(planner_a_, id)->state(), pb::BATCH_GRANT_NOT_STARTED);
+  EXPECT_TRUE(LedgerGrantsOf(id).empty());
+  ASSERT_TRUE(client_->Publish(planner_a_, id).ok());
+  ASSERT_TRUE(service_->AdvanceDue().ok());
+  Fund(rpb::BUDGET_FEN, id, 1'000'000'000);
+
+  ASSERT_TRUE(runner_->RunOnce().ok());
+  auto done = GetBatch(planner_a_, id);
+  ASSERT_TRUE(done.ok());
+  EXPECT_EQ(done->state(), pb::BATCH_GRANT_COMPLETED) << done->last_error();
+  EXPECT_EQ(done->total(), 1100);
+  EXPECT_EQ(done->granted(), 1100);
+  EXPECT_EQ(done->failed(), 0);
+  EXPECT_EQ(done->pending(), 0);
+  EXPECT_TRUE(done->has_finished_at());
+  EXPECT_EQ(done->snapshot_ids_size(), 2);
+  std::map<std::string, int> grants = LedgerGrantsOf(id);
+  EXPECT_EQ(grants.size(), 1100u);
+  for (const auto& [customer, n] : grants) EXPECT_EQ(n, 1) << customer;
+  for (const auto& c : excluded) EXPECT_EQ(grants.count(c), 0u) << c;
+  EXPECT_EQ(Points(included[100]), 7);
+  EXPECT_EQ(Points(included.back()), 7);
+  EXPECT_EQ(Points(included[0]), 0);
+
+  // A crash after the grants reached the ledger but before their outcomes were recorded: the
+  // items are PENDING again and the run RUNNING. A new runner sends them again with the same ids;
+  // the ledger answers idempotently and nobody gets a second grant.
+  ASSERT_EQ(
+      Scalar("WITH u AS (UPDATE batch_grant_items SET state = 'PENDING' WHERE campaign_id = '" +
+             id +
+             "' AND state = 'GRANTED' AND customer_id < 'inc-11000' RETURNING 1) "
+             "SELECT count(*) FROM u"),
+      900);
+  ASSERT_EQ(Scalar("WITH u AS (UPDATE batch_grant_runs SET state = 'RUNNING', granted = 200, "
+                   "finished_at = NULL WHERE campaign_id = '" +
+                   id + "' RETURNING 1) SELECT count(*) FROM u"),
+            1);
+  runner_ = NewRunner();
+  ASSERT_TRUE(runner_->RunOnce().ok());
+  done = GetBatch(planner_a_, id);
+  EXPECT_EQ(done->state(), pb::BATCH_GRANT_COMPLETED);
+  EXPECT_EQ(done->granted(), 1100);
+  grants = LedgerGrantsOf(id);
+  EXPECT_EQ(grants.size(), 1100u);
+  for (const auto& [customer, n] : grants) ASSERT_EQ(n, 1) << customer;
+  EXPECT_EQ(Points(included[100]), 7);
+  // A completed batch is not run again.
+  ASSERT_TRUE(runner_->RunOnce().ok());
+  EXPECT_EQ(LedgerGrantsOf(id).size(), 1100u);
+  EXPECT_TRUE(LedgerIntact());
+}
+
+TEST_F(BatchGrantIntegrationTest, MaterialisationResumesAfterASegmentsOutage) {
+  snapshots_.Set("seg-a1", Customers("m", 1500));
+  snapshots_.Set("seg-a2", {});
+  const std::string id = Submitted(PointsBatch("batch resume", 1));
+  GoOnline(id, 1'000'000'000);
+  runner_ = NewRunner();
+  // Segments goes down after the (empty) exclude snapshot and two pages (700 each) of the
+  // include snapshot were read.
+  snapshots_.SetDown(false, /*reads_left=*/3);
+  EXPECT_FALSE(runner_->RunOnce().ok());
+  auto failed = GetBatch(planner_a_, id);
+  ASSERT_TRUE(failed.ok());
+  EXPECT_EQ(failed->state(), pb::BATCH_GRANT_MATERIALISING);
+  EXPECT_NE(failed->last_error(), "");
+  EXPECT_EQ(Scalar("SELECT count(*) FROM batch_grant_items WHERE campaign_id = '" + id + "'"),
+            1400);
+  EXPECT_TRUE(LedgerGrantsOf(id).empty()) << "granting before every page was in";
+  const auto snapshot_ids = failed->snapshot_ids();
+  snapshots_.SetDown(false);
+  ASSERT_TRUE(runner_->RunOnce().ok());
+  auto done = GetBatch(planner_a_, id);
+  EXPECT_EQ(done->state(), pb::BATCH_GRANT_COMPLETED);
+  EXPECT_EQ(done->total(), 1500);
+  EXPECT_EQ(done->granted(), 1500);
+  EXPECT_EQ(done->last_error(), "");
+  // Resumed from the cursor on the same snapshots (not materialised again).
+  ASSERT_EQ(done->snapshot_ids_size(), snapshot_ids.size());
+  for (int i = 0; i < snapshot_ids.size(); ++i) EXPECT_EQ(done->snapshot_ids(i), snapshot_ids[i]);
+  EXPECT_EQ(LedgerGrantsOf(id).size(), 1500u);
+  EXPECT_TRUE(LedgerIntact());
+}
+
+TEST_F(BatchGrantIntegrationTest, RefusalsAreRecordedWithTheLedgersReasonAndListed) {
+  // Points: the budget pays for 30 recipients of 10 points (1,000 fen each).
+  snapshots_.Set("seg-a1", Customers("f", 80));
+  snapshots_.Set("seg-a2", {});
+  const std::string id = Submitted(PointsBatch("batch budget", 10));
+  GoOnline(id, 30 * 1000);
+  runner_ = NewRunner(/*in_flight=*/16, /*chunk=*/25);
+  ASSERT_TRUE(runner_->RunOnce().ok());
+  auto done = GetBatch(approver_a_, id);
+  ASSERT_TRUE(done.ok());
+  EXPECT_EQ(done->state(), pb::BATCH_GRANT_COMPLETED);
+  EXPECT_EQ(done->total(), 80);
+  EXPECT_EQ(done->granted(), 30);
+  EXPECT_EQ(done->failed(), 50);
+  EXPECT_EQ(LedgerGrantsOf(id).size(), 30u);
+  // The failure report, in pages.
+  std::set<std::string> listed;
+  std::string token;
+  int pages = 0;
+  do {
+    auto page = Failures(planner_a_, id, 20, token);
+    ASSERT_TRUE(page.ok()) << page.status();
+    for (const auto& f : page->failures()) {
+      EXPECT_EQ(f.reason(), "BUDGET_EXHAUSTED") << f.message();
+      EXPECT_TRUE(f.has_failed_at());
+      EXPECT_TRUE(listed.insert(f.customer_id()).second);
+    }
+    token = page->page().next_page_token();
+    ++pages;
+  } while (!token.empty() && pages < 10);
+  EXPECT_EQ(listed.size(), 50u);
+  EXPECT_EQ(pages, 3);
+  for (const auto& c : listed) EXPECT_EQ(Points(c), 0) << c;
+
+  // Coupons (the RewardIssuer path, real coupon instances): stock for 5 of 8 recipients.
+  ActivateCoupon("bt-a-gift", 5, 2000);
+  snapshots_.Set("seg-a1", Customers("cpn", 8));
+  pb::CampaignConfig coupons = PointsBatch("batch coupons", 1);
+  coupons.clear_rewards();
+  auto* reward = coupons.add_rewards();
+  reward->set_benefit_template_id("bt-a-gift");
+  reward->set_quantity(1);
+  reward->set_kind(pb::REWARD_KIND_COUPON);
+  const std::string cid = Submitted(coupons);
+  GoOnline(cid, 1'000'000);
+  ASSERT_TRUE(runner_->RunOnce().ok());
+  auto cdone = GetBatch(planner_a_, cid);
+  ASSERT_TRUE(cdone.ok());
+  EXPECT_EQ(cdone->state(), pb::BATCH_GRANT_COMPLETED);
+  EXPECT_EQ(cdone->granted(), 5);
+  EXPECT_EQ(cdone->failed(), 3);
+  auto cfail = Failures(planner_a_, cid, 100);
+  ASSERT_TRUE(cfail.ok());
+  ASSERT_EQ(cfail->failures_size(), 3);
+  for (const auto& f : cfail->failures()) EXPECT_EQ(f.reason(), "STOCK_EXHAUSTED");
+  EXPECT_TRUE(LedgerIntact());
+}
+
+TEST_F(BatchGrantIntegrationTest, CancelStopsTheRestAndKeepsWhatWasGranted) {
+  snapshots_.Set("seg-a1", Customers("c", 6000));
+  snapshots_.Set("seg-a2", {});
+  // Cancelled before it ever ran: it never starts.
+  const std::string early = Submitted(PointsBatch("batch early cancel", 1));
+  auto denied = Cancel(planner_a_, early);
+  EXPECT_EQ(denied.status().code(), absl::StatusCode::kPermissionDenied);
+  auto cancelled_early = Cancel(approver_a_, early);
+  ASSERT_TRUE(cancelled_early.ok()) << cancelled_early.status();
+  EXPECT_EQ(cancelled_early->state(), pb::BATCH_GRANT_CANCELLED);
+  GoOnline(early, 1'000'000'000);
+
+  const std::string id = Submitted(PointsBatch("batch cancel", 1));
+  GoOnline(id, 1'000'000'000);
+  runner_ = NewRunner(/*in_flight=*/4, /*chunk=*/200);
+  runner_->Start();
+  const absl::Time deadline = absl::Now() + absl::Seconds(60);
+  int64_t granted = 0;
+  while (absl::Now() < deadline) {
+    auto p = GetBatch(planner_a_, id);
+    if (p.ok()) granted = p->granted();
+    if (granted >= 300) break;
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+  ASSERT_GE(granted, 300);
+  auto cancelled = Cancel(root_, id);  // the federation's admin may cancel a bank's batch
+  ASSERT_TRUE(cancelled.ok()) << cancelled.status();
+  EXPECT_EQ(cancelled->state(), pb::BATCH_GRANT_CANCELLED);
+  EXPECT_EQ(cancelled->cancel_reason(), "wrong list");
+  EXPECT_LT(cancelled->granted(), 6000);
+  EXPECT_EQ(Cancel(approver_a_, id).status().code(), absl::StatusCode::kFailedPrecondition);
+  absl::SleepFor(absl::Seconds(3));  // grants in flight at the cancellation land and are recorded
+  auto after = GetBatch(planner_a_, id);
+  absl::SleepFor(absl::Seconds(2));
+  auto later = GetBatch(planner_a_, id);
+  ASSERT_TRUE(after.ok() && later.ok());
+  EXPECT_EQ(after->granted(), later->granted()) << "granting went on after the cancellation";
+  EXPECT_EQ(later->granted() + later->cancelled() + later->failed(), 6000);
+  EXPECT_GT(later->cancelled(), 0);
+  EXPECT_EQ(later->pending(), 0);
+  EXPECT_EQ(static_cast<int64_t>(LedgerGrantsOf(id).size()), later->granted());
+  EXPECT_TRUE(LedgerGrantsOf(early).empty());
+  EXPECT_EQ(GetBatch(planner_a_, early)->granted(), 0);
+  EXPECT_TRUE(LedgerIntact());
+}
+
+TEST_F(BatchGrantIntegrationTest, EndingTheCampaignStopsGranting) {
+  snapshots_.Set("seg-a1", Customers("e", 6000));
+  snapshots_.Set("seg-a2", {});
+  const std::string id = Submitted(PointsBatch("batch end", 1));
+  GoOnline(id, 1'000'000'000);
+  runner_ = NewRunner(/*in_flight=*/4, /*chunk=*/200);
+  runner_->Start();
+  const absl::Time deadline = absl::Now() + absl::Seconds(60);
+  while (absl::Now() < deadline) {
+    auto p = GetBatch(planner_a_, id);
+    if (p.ok() && p->granted() >= 200) break;
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+  ASSERT_TRUE(client_->End(planner_a_, id).ok());
+  absl::SleepFor(absl::Seconds(4));
+  auto after = GetBatch(planner_a_, id);
+  ASSERT_TRUE(after.ok());
+  EXPECT_EQ(after->state(), pb::BATCH_GRANT_CANCELLED);
+  EXPECT_EQ(after->cancelled_by(), "system");
+  EXPECT_LT(after->granted(), 6000);
+  EXPECT_EQ(after->granted() + after->cancelled(), 6000);
+  EXPECT_EQ(static_cast<int64_t>(LedgerGrantsOf(id).size()), after->granted());
+  EXPECT_TRUE(LedgerIntact());
+}
+
+TEST_F(BatchGrantIntegrationTest, AnotherBankSeesNothing) {
+  snapshots_.Set("seg-a1", Customers("t", 10));
+  snapshots_.Set("seg-a2", {});
+  const std::string id = Submitted(PointsBatch("batch tenancy", 1));
+  GoOnline(id, 1'000'000);
+  runner_ = NewRunner();
+  ASSERT_TRUE(runner_->RunOnce().ok());
+  EXPECT_EQ(GetBatch(admin_b_, id).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(Failures(admin_b_, id, 10).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(Cancel(admin_b_, id).status().code(), absl::StatusCode::kNotFound);
+  // Exactly like a campaign that does not exist.
+  EXPECT_EQ(GetBatch(admin_b_, "cmp_0000000000000000").status().code(),
+            absl::StatusCode::kNotFound);
+  // Its own org and the federation see it; a call without an actor is refused.
+  EXPECT_EQ(GetBatch(root_, id)->granted(), 10);
+  EXPECT_EQ(GetBatch(planner_a_, id)->state(), pb::BATCH_GRANT_COMPLETED);
+  {
+    pb::GetBatchGrantRequest r;
+    r.set_campaign_id(id);
+    grpc::ClientContext ctx;
+    rpc::PrepareClientContext(ctx, absl::Seconds(10), "");
+    pb::BatchGrant out;
+    EXPECT_EQ(batch_stub_->GetBatchGrant(&ctx, r, &out).error_code(),
+              grpc::StatusCode::UNAUTHENTICATED);
+  }
+  // Not a batch: refused.
+  pb::CampaignConfig coupon = test::CompleteCoupon("not a batch", absl::Now() - absl::Minutes(1),
+                                                   absl::Now() + absl::Hours(2));
+  const std::string other = Submitted(coupon);
+  EXPECT_EQ(GetBatch(planner_a_, other).status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_TRUE(LedgerIntact());
+}
+
+}  // namespace
+}  // namespace mkt::campaigns
