@@ -159,6 +159,45 @@ std::vector<QueryParameter> ApiRoute::QueryParameters() const {
   return params;
 }
 
+namespace {
+
+// `path` relative to the body field `body` ("*": the whole request), or nullopt when it lies
+// outside the body.
+std::optional<std::string> InBody(const std::string& body, const std::string& path) {
+  if (body == "*") return path;
+  if (body.empty()) return std::nullopt;
+  if (path.size() > body.size() && path.compare(0, body.size(), body) == 0 &&
+      path[body.size()] == '.') {
+    return path.substr(body.size() + 1);
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
+std::vector<RefusedBodyField> ApiRoute::RefusedBodyFields() const {
+  std::vector<RefusedBodyField> out;
+  auto add = [&](const std::string& path, std::string source) {
+    if (auto in = InBody(body, path)) out.push_back({*in, std::move(source)});
+  };
+  for (const auto& param : PathParams()) {
+    add(FieldForParam(param), absl::StrCat("the path ({", param, "})"));
+  }
+  if (!idempotency_field.empty()) {
+    add(idempotency_field, absl::StrCat("the ", kIdempotencyHeader, " header"));
+  }
+  for (const auto& [field, source] : server_fields) add(field, source);
+  return out;
+}
+
+std::vector<std::string> ApiRoute::RequiredBodyFields() const {
+  std::vector<std::string> out;
+  for (const auto& path : required) {
+    if (auto in = InBody(body, path)) out.push_back(*in);
+  }
+  return out;
+}
+
 std::string MaskCustomerId(std::string_view customer_id) {
   if (customer_id.size() <= 4) return std::string(customer_id.size(), '*');
   return absl::StrCat(AsAbsl(customer_id.substr(0, 2)), std::string(customer_id.size() - 4, '*'),
@@ -202,6 +241,29 @@ absl::Status ApiService::Add(Router& router, ApiRoute route) {
   for (const auto& [field, query_name] : route.query_names) {
     if (ResolveFieldPath(route.request_type, field).empty() || query_name.empty()) {
       return Internal(absl::StrCat(name, ": query name for ", field, " names no field"));
+    }
+  }
+  {
+    const gpb::Message* prototype =
+        gpb::MessageFactory::generated_factory()->GetPrototype(route.request_type);
+    for (const auto& path : route.required) {
+      absl::Status known = CheckRequiredField(*prototype, path);
+      if (known.code() == absl::StatusCode::kInternal) {
+        return Internal(absl::StrCat(name, ": required ", path, " names no field"));
+      }
+    }
+    for (const auto& [field, length] : route.key_fields) {
+      auto fields = ResolveFieldPath(route.request_type, field);
+      if (fields.empty() || fields.back()->type() != gpb::FieldDescriptor::TYPE_STRING ||
+          length < 1) {
+        return Internal(absl::StrCat(name, ": key field ", field, " is not a string field"));
+      }
+    }
+    for (const auto& [field, source] : route.server_fields) {
+      if (field.empty() || source.empty() ||
+          CheckRequiredField(*prototype, field).code() == absl::StatusCode::kInternal) {
+        return Internal(absl::StrCat(name, ": server field ", field, " names no field"));
+      }
     }
   }
   if (!route.body.empty() && route.body != "*") {
@@ -330,11 +392,15 @@ absl::StatusOr<HttpResponse> ApiService::Execute(const ApiRoute& route, const Ro
       }
     }
     if (http.body.find_first_not_of(" \t\r\n") != std::string::npos) {
-      MKT_RETURN_IF_ERROR(ParseJsonInto(http.body, target, options_.max_json_depth));
+      MKT_RETURN_IF_ERROR(
+          ParseJsonInto(http.body, target, options_.max_json_depth, route.RefusedBodyFields()));
     }
   }
   for (const auto& [param, value] : request.params) {
     MKT_RETURN_IF_ERROR(SetFieldFromText(message.get(), route.FieldForParam(param), value, param));
+  }
+  for (const auto& path : route.required) {
+    MKT_RETURN_IF_ERROR(CheckRequiredField(*message, path));
   }
   if (!route.idempotency_field.empty() &&
       !GetStringField(*message, route.idempotency_field).empty()) {

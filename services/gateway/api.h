@@ -101,6 +101,20 @@ struct ApiRoute {
   // Public names of query parameters that differ from their field path ("customer_org_id" →
   // "org"). Only the public name is accepted.
   std::map<std::string, std::string> query_names;
+  // Request fields the gateway sets itself from the caller (field path → where the value comes
+  // from, e.g. {"source", "the calling channel's id"}). Like path-bound fields and
+  // idempotency_field they are left out of the documented body and a body that sends them is
+  // refused (400 naming the field): the strict-parsing rule (an unknown field of this route's body
+  // is a 400), never a silent override.
+  std::map<std::string, std::string> server_fields;
+  // Request fields that must be set (paths; through a repeated message field each element's):
+  // documented as `required` and checked by the gateway before the call (400 naming the field).
+  // They mirror the validation of the service behind the route.
+  std::vector<std::string> required;
+  // Request fields the service behind validates as keys (ids, codes: letters, digits, '.', '_',
+  // ':' and '-', up to the length given), documented with that pattern so clients and test
+  // generators send acceptable values; the service does the checking.
+  std::map<std::string, int> key_fields;
   Idempotency idempotency = Idempotency::kDefault;
   std::string summary;
   std::string description;
@@ -120,6 +134,11 @@ struct ApiRoute {
   std::string FieldForParam(const std::string& param) const;
   // The query parameters of a bodiless route, under their public names.
   std::vector<QueryParameter> QueryParameters() const;
+  // The fields of the body message (paths relative to it) that the body may not carry: those the
+  // path fills, idempotency_field and server_fields.
+  std::vector<RefusedBodyField> RefusedBodyFields() const;
+  // The required fields within the body message (paths relative to it).
+  std::vector<std::string> RequiredBodyFields() const;
 };
 
 struct ApiOptions {

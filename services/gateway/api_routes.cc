@@ -6,6 +6,7 @@
 #include "libs/auth/crypto.h"
 #include "libs/core/status.h"
 #include "libs/kafka/outbox.h"
+#include "marketing/campaigns/v1/batch_grants.pb.h"
 #include "marketing/campaigns/v1/campaigns.pb.h"
 #include "marketing/campaigns/v1/participation.pb.h"
 #include "marketing/channels/v1/channels.pb.h"
@@ -29,6 +30,7 @@ constexpr size_t kMaxTrackingBatch = 500;
 void TouchDescriptors() {
   (void)::marketing::campaigns::v1::Campaign::descriptor();
   (void)::marketing::campaigns::v1::Participation::descriptor();
+  (void)::marketing::campaigns::v1::BatchGrant::descriptor();
   (void)::marketing::segments::v1::Segment::descriptor();
   (void)::marketing::channels::v1::Channel::descriptor();
   (void)::marketing::rewards::v1::Wallet::descriptor();
@@ -55,6 +57,10 @@ struct RpcRow {
   std::map<std::string, std::string> query_names;
   int success_status = 200;
   std::string description;
+  // ApiRoute::required: what the service behind refuses when missing.
+  std::vector<std::string> required;
+  // ApiRoute::key_fields: what the service behind checks as keys (field → longest length).
+  std::map<std::string, int> key_fields;
 };
 
 Invoker CallBackend(Backend* backend, const gpb::MethodDescriptor* method) {
@@ -94,6 +100,8 @@ absl::StatusOr<ApiRoute> FromRpc(const RpcRow& row, Access access, Backend* back
                                    "Calls `", row.rpc, "` on the ", backend_name, " service.");
   route.tag = tag;
   route.errors = row.errors;
+  route.required = row.required;
+  route.key_fields = row.key_fields;
   return route;
 }
 
@@ -237,6 +245,8 @@ absl::Status AddChannelApi(ApiService& api, Router& router, const ApiDependencie
       "Report a business event", "events");
   events.success_status = 202;
   events.scope_field = "org_id";
+  events.server_fields = {{"source", "the calling channel (its id)"}};
+  events.required = {"source_event_id", "event_type", "customer_id"};
   events.description =
       "Publishes the event on mkt.business-events.v1 for the events service. `source` is set to "
       "the calling channel's id; `org_id` defaults to the channel's org and must be inside it. "
@@ -251,6 +261,9 @@ absl::Status AddChannelApi(ApiService& api, Router& router, const ApiDependencie
       },
       "Report a batch of exposure and click events", "tracking");
   tracking.success_status = 202;
+  tracking.server_fields = {{"events.channel_id", "the calling channel (its id)"},
+                            {"events.org_id", "the calling channel (its org)"}};
+  tracking.required = {"events", "events.client_event_id", "events.customer_id", "events.action"};
   tracking.description =
       "Publishes 1..500 events on mkt.tracking.v1; channel_id and org_id are set by the gateway.";
   MKT_RETURN_IF_ERROR(api.Add(router, std::move(tracking)));
@@ -259,9 +272,10 @@ absl::Status AddChannelApi(ApiService& api, Router& router, const ApiDependencie
   // customer's org defaults to the channel's and must be inside it; the channel code is always the
   // calling channel's (a mobile-banking integration cannot claim a WeCom-only campaign).
   const std::string p = "marketing.campaigns.v1.Participations.";
-  const std::vector<std::string> refusals = {"NOT_ELIGIBLE",        "LIMIT_REACHED",
-                                             "STOCK_EXHAUSTED",     "BUDGET_EXHAUSTED",
-                                             "CAMPAIGN_NOT_ACTIVE", "INSUFFICIENT_BALANCE"};
+  // ACCOUNT_NOT_FOUND: the campaign's stock or budget is not funded yet.
+  const std::vector<std::string> refusals = {
+      "NOT_ELIGIBLE",        "LIMIT_REACHED",        "STOCK_EXHAUSTED",  "BUDGET_EXHAUSTED",
+      "CAMPAIGN_NOT_ACTIVE", "INSUFFICIENT_BALANCE", "ACCOUNT_NOT_FOUND"};
   const std::vector<RpcRow> participation = {
       {.method = "GET",
        .path = "/v1/customers/{customer_id}/campaigns",
@@ -281,7 +295,7 @@ absl::Status AddChannelApi(ApiService& api, Router& router, const ApiDependencie
       {.method = "POST",
        .path = "/v1/campaigns/{campaign_id}/participations",
        .rpc = p + "Participate",
-       .summary = "Take part: claim a coupon, draw a lottery, exchange points",
+       .summary = "Take part: claim a coupon, draw a lottery, exchange points, enrol in a task",
        .scope_field = "customer_org_id",
        .errors = refusals,
        .customer_field = "customer_id",
@@ -291,10 +305,13 @@ absl::Status AddChannelApi(ApiService& api, Router& router, const ApiDependencie
        .description =
            "Body: customer_id, channel (the channel code), customer_org_id (default: the calling "
            "channel's org), item_id (exchanges with several items). The answer is the "
-           "participation with its status (GRANTED, NO_PRIZE, ...) and the rewards granted. The "
+           "participation with its status (GRANTED, NO_PRIZE, ENROLLED for an asset-growth task "
+           "with its baseline, ...) and the rewards granted. The "
            "Idempotency-Key also reaches the campaigns service (as idempotency_key, which the "
            "body must not set), so a retry never takes part twice. Refusals are 409 with the "
-           "reason as the code; an unknown campaign is 404."},
+           "reason as the code; an unknown campaign is 404.",
+       .required = {"customer_id"},
+       .key_fields = {{"campaign_id", 64}, {"customer_id", 64}, {"channel", 32}, {"item_id", 64}}},
       {.method = "GET",
        .path = "/v1/customers/{customer_id}/coupons",
        .rpc = p + "ListCoupons",
@@ -321,40 +338,62 @@ absl::Status AddChannelApi(ApiService& api, Router& router, const ApiDependencie
        .summary = "The customer's points, cash, lottery chances and coupons by state",
        .body = "",
        .scope_field = "org_id",
-       .customer_param = "customer_id"},
+       .customer_param = "customer_id",
+       .key_fields = {{"customer_id", 64}}},
       {.method = "POST",
        .path = "/v1/redemptions",
        .rpc = b + "LockCoupon",
        .summary = "Lock a coupon against an order (online checkout)",
-       .errors = {"COUPON_NOT_USABLE"},
+       .errors = {"COUPON_NOT_USABLE", "PERMISSION_DENIED"},
        // A coupon's usage rules may name the channels it is good on.
        .channel_code_field = "order.channel",
-       .description = "`order.channel` is checked against the coupon's usage rules."},
+       .description = "`order.channel` is checked against the coupon's usage rules. A coupon of "
+                      "another customer is 403 PERMISSION_DENIED.",
+       .required = {"coupon_code", "customer_id", "order", "order.order_id"},
+       .key_fields = {{"coupon_code", 64},
+                      {"customer_id", 64},
+                      {"order.order_id", 64},
+                      {"order.channel", 64},
+                      {"order.merchant_id", 64},
+                      {"order.merchant_category", 64},
+                      {"order.terminal_id", 64}}},
       {.method = "POST",
        .path = "/v1/redemptions/{redemption_id}:confirm",
        .rpc = b + "ConfirmRedemption",
        .summary = "Confirm a locked redemption (order paid)",
-       .errors = {"COUPON_NOT_USABLE"}},
+       .errors = {"COUPON_NOT_USABLE"},
+       .key_fields = {{"redemption_id", 64}}},
       {.method = "POST",
        .path = "/v1/redemptions/{redemption_id}:cancel",
        .rpc = b + "CancelRedemption",
        .summary = "Cancel a locked redemption (order abandoned)",
-       .errors = {"COUPON_NOT_USABLE"}},
+       .errors = {"COUPON_NOT_USABLE"},
+       .key_fields = {{"redemption_id", 64}}},
       {.method = "POST",
        .path = "/v1/redemptions/{redemption_id}:reverse",
        .rpc = b + "ReverseRedemption",
        .summary = "Reverse a confirmed redemption (refund)",
-       .errors = {"COUPON_NOT_USABLE"}},
+       .errors = {"COUPON_NOT_USABLE"},
+       .key_fields = {{"redemption_id", 64}}},
       {.method = "POST",
        .path = "/v1/coupons/{coupon_code}/qr",
        .rpc = b + "IssueQrToken",
        .summary = "A short-lived one-time QR token for offline use",
-       .errors = {"COUPON_NOT_USABLE"}},
+       .errors = {"COUPON_NOT_USABLE", "PERMISSION_DENIED"},
+       .description = "A coupon of another customer is 403 PERMISSION_DENIED.",
+       .required = {"customer_id"},
+       .key_fields = {{"coupon_code", 64}, {"customer_id", 64}}},
       {.method = "POST",
        .path = "/v1/qr-redemptions",
        .rpc = b + "RedeemQrToken",
        .summary = "A merchant or counter redeems a QR token",
-       .errors = {"COUPON_NOT_USABLE", "TOKEN_EXPIRED", "TOKEN_ALREADY_USED"}},
+       .errors = {"COUPON_NOT_USABLE", "TOKEN_EXPIRED", "TOKEN_ALREADY_USED", "TOKEN_INVALID",
+                  "PERMISSION_DENIED"},
+       .description = "`customer_id` is optional; when given it must be the token's customer "
+                      "(403 PERMISSION_DENIED otherwise). A token that is not one of ours is 400 "
+                      "TOKEN_INVALID.",
+       .required = {"token", "merchant_id", "terminal_id"},
+       .key_fields = {{"merchant_id", 64}, {"terminal_id", 64}, {"customer_id", 64}}},
   };
   return AddRows(api, router, rewards, Access::kChannel, deps.rewards, "rewards", "rewards");
 }
@@ -375,8 +414,10 @@ absl::Status AddSessionAndOperatorApi(ApiService& api, Router& router,
   sign_in.success_status = 201;
   sign_in.idempotency = Idempotency::kNone;
   sign_in.description =
-      "Five wrong passwords in a row lock the account (429 until the lock ends or an admin "
-      "unlocks it). The token expires; DELETE /admin/v1/sessions/current ends it earlier.";
+      "`lockout_failures` wrong passwords in a row (gateway configuration, default 5) lock the "
+      "account for `lockout_s` (default 900 s; 429 until the lock ends or an admin unlocks it). "
+      "The token expires after `token_ttl_s` (default 8 h); DELETE /admin/v1/sessions/current "
+      "ends it earlier.";
   sign_in.errors = {"TOKEN_INVALID", "RATE_LIMITED", "PERMISSION_DENIED"};
   MKT_RETURN_IF_ERROR(api.Add(router, std::move(sign_in)));
 
@@ -581,6 +622,26 @@ absl::Status AddCampaignsAdmin(ApiService& api, Router& router, const ApiDepende
                          .roles = a.roles,
                          .summary = a.summary});
   }
+  // BATCH_GRANT campaigns: progress, the failure report, cancel (the service checks the
+  // campaign's org: another bank's batch is 404).
+  const std::string b = "marketing.campaigns.v1.BatchGrants.";
+  campaigns.push_back(
+      {.method = "GET",
+       .path = "/admin/v1/campaigns/{campaign_id}/batch-grant",
+       .rpc = b + "GetBatchGrant",
+       .summary = "Progress of a batch grant: state, total, granted, failed, pending",
+       .body = ""});
+  campaigns.push_back({.method = "GET",
+                       .path = "/admin/v1/campaigns/{campaign_id}/batch-grant/failures",
+                       .rpc = b + "ListBatchGrantFailures",
+                       .summary = "The failure report of a batch grant: customer, reason, message",
+                       .body = ""});
+  campaigns.push_back(
+      {.method = "POST",
+       .path = "/admin/v1/campaigns/{campaign_id}/batch-grant:cancel",
+       .rpc = b + "CancelBatchGrant",
+       .roles = {Role::kApprover, Role::kAdmin},
+       .summary = "Cancel what a batch grant has not granted yet (kept: what it has)"});
   return AddRows(api, router, campaigns, Access::kOperator, deps.campaigns, "campaigns",
                  "campaigns");
 }

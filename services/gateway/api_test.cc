@@ -220,6 +220,12 @@ class ApiTest : public ::testing::Test {
     return *r;
   }
 
+  // Send from a channel of its own each time, so the per-channel limit never interferes.
+  HttpResponse SendFresh(const std::string& method, const std::string& target,
+                         const std::string& body, const std::string& idempotency_key) {
+    return Send(method, target, body, idempotency_key, "fresh_" + std::to_string(++fresh_));
+  }
+
   static std::string Code(const HttpResponse& r) {
     auto j = nlohmann::json::parse(r.body, nullptr, false);
     return j.is_object() && j.contains("error") ? j["error"]["code"].get<std::string>() : "";
@@ -233,6 +239,7 @@ class ApiTest : public ::testing::Test {
   std::atomic<int> delay_ms_{0};
   // Calls that reached the participation, eligibility and lock "backends".
   std::atomic<int> backend_calls_{0};
+  int fresh_ = 0;
 };
 
 constexpr char kBatch[] = R"({"events":[{"customer_id":"c1","action":"CLICK"}]})";
@@ -531,6 +538,127 @@ TEST_F(ApiTest, ChannelCodeFieldsAreCheckedAtRegistration) {
   bad.channel_code_field = "channel";
   bad.access = Access::kOperator;
   EXPECT_FALSE(api_.Add(router_, bad).ok());
+}
+
+// Issue 9 B3: a field the path (or a header) fills is not part of the body; sending it anyway is a
+// 400 naming it, and the backend is not called (before: the path silently won).
+TEST_F(ApiTest, FieldsThePathFillsAreRefusedInTheBody) {
+  for (const std::string body : {R"({"customer_id":"C1","campaign_id":"cmp_other"})",
+                                 R"({"customer_id":"C1","campaignId":"cmp_other"})"}) {
+    HttpResponse r = SendFresh("POST", "/v1/campaigns/cmp_1/participations", body, "k-" + body);
+    EXPECT_EQ(r.status, 400) << body << " → " << r.body;
+    EXPECT_EQ(Code(r), "INVALID_ARGUMENT");
+    EXPECT_THAT(r.body, HasSubstr("campaign_id is taken from the path ({campaign_id})"));
+  }
+  HttpResponse r = SendFresh("POST", "/v1/campaigns/cmp_1/participations",
+                             R"({"customer_id":"C1","idempotency_key":"x"})", "k-idem");
+  EXPECT_EQ(r.status, 400);
+  EXPECT_THAT(r.body, HasSubstr("idempotency_key is taken from the Idempotency-Key header"));
+  EXPECT_EQ(backend_calls_.load(), 0);
+  // The same field with the path's own value is refused too: the rule does not depend on values.
+  r = SendFresh("POST", "/v1/campaigns/cmp_1/participations",
+                R"({"customer_id":"C1","campaign_id":"cmp_1"})", "k-same");
+  EXPECT_EQ(r.status, 400);
+  r = SendFresh("POST", "/v1/campaigns/cmp_1/participations", R"({"customer_id":"C1"})", "k-ok");
+  EXPECT_EQ(r.status, 201) << r.body;
+}
+
+TEST_F(ApiTest, ServerFilledFieldsAreRefusedAtAnyDepth) {
+  ApiRoute route;
+  route.method = "POST";
+  route.path = "/v1/tracked";
+  route.access = Access::kChannel;
+  route.request_type = gw::TrackingBatch::descriptor();
+  route.response_type = gw::TrackingAccepted::descriptor();
+  route.server_fields = {{"events.channel_id", "the calling channel"}};
+  route.invoke = [this](const ApiCall&, const gpb::Message&, gpb::Message*) {
+    backend_calls_.fetch_add(1);
+    return absl::OkStatus();
+  };
+  ASSERT_TRUE(api_.Add(router_, route).ok());
+  HttpResponse r =
+      SendFresh("POST", "/v1/tracked",
+                R"({"events":[{"customer_id":"c1"},{"customer_id":"c2","channel_id":"x"}]})", "k1");
+  EXPECT_EQ(r.status, 400) << r.body;
+  EXPECT_THAT(r.body, HasSubstr("events[1].channel_id is taken from the calling channel"));
+  EXPECT_EQ(backend_calls_.load(), 0);
+  route.path = "/v1/tracked2";
+  route.server_fields = {{"events.no_such_field", "x"}};
+  EXPECT_FALSE(api_.Add(router_, route).ok()) << "a server field must name a field";
+}
+
+// Issue 9 B4: null is not a value of any field (protobuf would read it as the default); 400 naming
+// the field, at any depth (before: accepted).
+TEST_F(ApiTest, NullIsRefusedForEveryFieldNamingIt) {
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {R"({"customer_id":null})", "customer_id: null"},
+      {R"({"customer_id":"C1","item_id":null})", "item_id: null"},
+  };
+  for (const auto& [body, expected] : cases) {
+    HttpResponse r = SendFresh("POST", "/v1/campaigns/cmp_1/participations", body, "k-" + body);
+    EXPECT_EQ(r.status, 400) << body << " → " << r.body;
+    EXPECT_THAT(r.body, HasSubstr(expected));
+  }
+  const std::vector<std::pair<std::string, std::string>> nested = {
+      {R"({"coupon_code":"C","customer_id":"U","order":{"order_id":null}})", "order.order_id"},
+      {R"({"coupon_code":"C","customer_id":"U","order":null})", "order: null"},
+      {R"({"coupon_code":"C","customer_id":"U","order":{"order_id":"o","products":["a",null]}})",
+       "order.products[1]"},
+  };
+  for (const auto& [body, expected] : nested) {
+    HttpResponse r = SendFresh("POST", "/v1/redemptions", body, "k-" + body);
+    EXPECT_EQ(r.status, 400) << body << " → " << r.body;
+    EXPECT_THAT(r.body, HasSubstr(expected));
+  }
+  HttpResponse r =
+      SendFresh("POST", "/v1/tracking", R"({"events":[{"customer_id":"c1","page":null}]})", "k-t");
+  EXPECT_EQ(r.status, 400) << r.body;
+  EXPECT_THAT(r.body, HasSubstr("events[0].page: null"));
+  EXPECT_EQ(backend_calls_.load(), 0);
+  EXPECT_EQ(executions_.load(), 0);
+}
+
+// Issue 9 B5: required fields are checked before the call, 400 naming the (first) missing one.
+TEST_F(ApiTest, RequiredFieldsAreCheckedBeforeTheCall) {
+  ApiRoute route;
+  route.method = "POST";
+  route.path = "/v1/locks";
+  route.access = Access::kChannel;
+  route.request_type = rpb::LockCouponRequest::descriptor();
+  route.response_type = rpb::Redemption::descriptor();
+  route.required = {"coupon_code", "order", "order.order_id"};
+  route.invoke = [this](const ApiCall&, const gpb::Message&, gpb::Message*) {
+    backend_calls_.fetch_add(1);
+    return absl::OkStatus();
+  };
+  ASSERT_TRUE(api_.Add(router_, route).ok());
+  HttpResponse r = SendFresh("POST", "/v1/locks", R"({"order":{"order_id":"o"}})", "k1");
+  EXPECT_EQ(r.status, 400);
+  EXPECT_THAT(r.body, HasSubstr("coupon_code is required"));
+  r = SendFresh("POST", "/v1/locks", R"({"coupon_code":"C"})", "k2");
+  EXPECT_THAT(r.body, HasSubstr("order is required"));
+  r = SendFresh("POST", "/v1/locks", R"({"coupon_code":"C","order":{"order_id":""}})", "k3");
+  EXPECT_THAT(r.body, HasSubstr("order.order_id is required"));
+  EXPECT_EQ(backend_calls_.load(), 0);
+  r = SendFresh("POST", "/v1/locks", R"({"coupon_code":"C","order":{"order_id":"o"}})", "k4");
+  EXPECT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(backend_calls_.load(), 1);
+  route.path = "/v1/locks2";
+  route.required = {"order.no_such"};
+  EXPECT_FALSE(api_.Add(router_, route).ok()) << "a required field must exist";
+  // Through a repeated message field, every element.
+  ApiRoute batch;
+  batch.method = "POST";
+  batch.path = "/v1/batch";
+  batch.access = Access::kChannel;
+  batch.request_type = gw::TrackingBatch::descriptor();
+  batch.response_type = gw::TrackingAccepted::descriptor();
+  batch.required = {"events", "events.customer_id"};
+  batch.invoke = route.invoke;
+  ASSERT_TRUE(api_.Add(router_, batch).ok());
+  EXPECT_THAT(SendFresh("POST", "/v1/batch", R"({})", "b1").body, HasSubstr("events is required"));
+  EXPECT_THAT(SendFresh("POST", "/v1/batch", R"({"events":[{"customer_id":"a"},{}]})", "b2").body,
+              HasSubstr("events[1].customer_id is required"));
 }
 
 TEST(MaskCustomerIdTest, KeepsOnlyTheEnds) {

@@ -130,9 +130,15 @@ absl::StatusOr<AuthenticatedChannel> ChannelAuthenticator::Authenticate(
     case NonceWindow::Check::kReplayed:
       return Unauthenticated(pb::NONCE_REPLAYED,
                              "this X-Nonce was already used; send a new nonce per request");
-    case NonceWindow::Check::kWindowFull:
+    case NonceWindow::Check::kChannelFull:
       return Error(absl::StatusCode::kResourceExhausted, pb::RATE_LIMITED,
-                   "too many requests from this channel within the replay window; slow down");
+                   absl::StrCat("this channel has sent ", nonces_.max_per_channel(),
+                                " requests within the replay window (nonce_max_per_channel); "
+                                "slow down and retry after the seconds in Retry-After"));
+    case NonceWindow::Check::kGatewayFull:
+      return Error(absl::StatusCode::kUnavailable, pb::DEPENDENCY_UNAVAILABLE,
+                   "the gateway's replay window is full (nonce_max_total); retry after the "
+                   "seconds in Retry-After");
   }
   return AuthenticatedChannel{credential.channel_id, credential.org_id, credential.code};
 }

@@ -234,6 +234,47 @@ TEST_F(ChannelAuthTest, ConcurrentReplaysLetExactlyOneThrough) {
   EXPECT_EQ(replayed.load(), kThreads - 1);
 }
 
+TEST(ChannelAuthBoundsTest, AFullReplayWindowIsA429ForTheChannelAndA503ForTheGateway) {
+  FakeClock clock;
+  FakeCredentialSource source;
+  CredentialStore store(source, clock);
+  source.Set(Credential{"ch_a", "bank-a", kSecret, true, 1, "mobile_banking"});
+  source.Set(Credential{"ch_b", "bank-a", kSecret, true, 1, "wecom"});
+  NonceWindow nonces(NonceWindow::RetentionFor(kWindow), /*max_per_channel=*/2, /*max_total=*/3);
+  ChannelAuthenticator authenticator(store, nonces, clock, kWindow);
+  auto signed_by = [&](const std::string& channel, const std::string& nonce) {
+    HttpRequest request;
+    request.method = "GET";
+    request.target = "/v1/channel";
+    const std::string ts = std::to_string(absl::ToUnixSeconds(clock.Now()));
+    request.headers.Add("X-Channel-Id", channel);
+    request.headers.Add("X-Timestamp", ts);
+    request.headers.Add("X-Nonce", nonce);
+    request.headers.Add(
+        "X-Signature", auth::SignRequest(kSecret, {request.method, request.target, ts, nonce, ""}));
+    return request;
+  };
+  ASSERT_TRUE(authenticator.Authenticate(signed_by("ch_a", "nonce-a-1")).ok());
+  ASSERT_TRUE(authenticator.Authenticate(signed_by("ch_a", "nonce-a-2")).ok());
+  absl::StatusOr<AuthenticatedChannel> full =
+      authenticator.Authenticate(signed_by("ch_a", "nonce-a-3"));
+  ASSERT_FALSE(full.ok());
+  EXPECT_EQ(HttpStatusFor(full.status()), 429);
+  EXPECT_EQ(ReasonOf(full.status()), pb::RATE_LIMITED);
+  EXPECT_THAT(std::string(full.status().message()), HasSubstr("nonce_max_per_channel"));
+  ASSERT_TRUE(authenticator.Authenticate(signed_by("ch_b", "nonce-b-1")).ok());
+  absl::StatusOr<AuthenticatedChannel> gateway_full =
+      authenticator.Authenticate(signed_by("ch_b", "nonce-b-2"));
+  ASSERT_FALSE(gateway_full.ok());
+  EXPECT_EQ(HttpStatusFor(gateway_full.status()), 503);
+  EXPECT_EQ(ReasonOf(gateway_full.status()), pb::DEPENDENCY_UNAVAILABLE);
+  EXPECT_THAT(std::string(gateway_full.status().message()), HasSubstr("nonce_max_total"));
+  // Once the retention passed, both channels are served again.
+  clock.Advance(NonceWindow::RetentionFor(kWindow));
+  EXPECT_TRUE(authenticator.Authenticate(signed_by("ch_a", "nonce-a-3")).ok());
+  EXPECT_TRUE(authenticator.Authenticate(signed_by("ch_b", "nonce-b-2")).ok());
+}
+
 TEST_F(ChannelAuthTest, RegistryUnavailableIs503NotA401) {
   source_.FailWith(Unavailable("connection refused"));
   absl::StatusOr<AuthenticatedChannel> result = authenticator_.Authenticate(Signed());

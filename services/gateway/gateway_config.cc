@@ -27,6 +27,13 @@ const config::Schema<GatewayConfig>& GatewayConfigSchema() {
                "how far X-Timestamp may be from the server clock, either way")
         .Field("credential_ttl_s", &GatewayConfig::credential_ttl_s,
                "seconds a cached channel credential is used (changes invalidate it sooner)")
+        .Field("nonce_max_per_channel", &GatewayConfig::nonce_max_per_channel,
+               "live request nonces one channel may hold in the replay window (kept 2 x "
+               "timestamp_window_s + 10 s); over it 429 RATE_LIMITED. 0: channel_rate x that "
+               "retention + channel_burst, +10 % (all of nonce_max_total when channel_rate is 0)")
+        .Field("nonce_max_total", &GatewayConfig::nonce_max_total,
+               "live request nonces of all channels together (memory bound, ~30 bytes each); "
+               "over it 503 DEPENDENCY_UNAVAILABLE")
         .Field("backend_timeout_ms", &GatewayConfig::backend_timeout_ms,
                "deadline of calls to backend services")
         .Field("campaigns_target", &GatewayConfig::campaigns_target,
@@ -99,6 +106,8 @@ absl::Status Validate(const GatewayConfig& c) {
   MKT_RETURN_IF_ERROR(at_least("timestamp_window_s", c.timestamp_window_s, 1));
   MKT_RETURN_IF_ERROR(at_least("credential_ttl_s", c.credential_ttl_s, 1));
   MKT_RETURN_IF_ERROR(at_least("backend_timeout_ms", c.backend_timeout_ms, 1));
+  MKT_RETURN_IF_ERROR(at_least("nonce_max_per_channel", c.nonce_max_per_channel, 0));
+  MKT_RETURN_IF_ERROR(at_least("nonce_max_total", c.nonce_max_total, 1000));
   MKT_RETURN_IF_ERROR(at_least("pg_pool_size", c.pg_pool_size, 1));
   MKT_RETURN_IF_ERROR(at_least("token_ttl_s", c.token_ttl_s, 60));
   MKT_RETURN_IF_ERROR(at_least("lockout_failures", c.lockout_failures, 1));

@@ -27,6 +27,14 @@ struct GatewayConfig {
   int64_t max_body_bytes = 1048576;
   int64_t timestamp_window_s = 300;
   int64_t credential_ttl_s = 60;
+  // Replay protection keeps every nonce for 2 × timestamp_window_s + 10 s. Live nonces one
+  // channel may hold (0: derived from channel_rate × that retention, with channel_burst and 10 %
+  // to spare, so a channel at its rate limit is never refused by the nonce window), and in all
+  // (the memory bound: about 30 bytes a nonce, so 8,000,000 ≈ 250 MB, ≈ 13,000 signed req/s
+  // sustained). Over a bound: 429 RATE_LIMITED (the channel's) or 503 DEPENDENCY_UNAVAILABLE (the
+  // gateway's), with Retry-After; nonces are never forgotten early.
+  int64_t nonce_max_per_channel = 0;
+  int64_t nonce_max_total = 8000000;
   int64_t backend_timeout_ms = 2000;
   // The other backends of the REST API.
   std::string campaigns_target = "127.0.0.1:20031";

@@ -147,7 +147,9 @@ class GatewayHttpTest : public ::testing::Test {
   FakeClock clock_;
   FakeCredentialSource source_;
   CredentialStore store_{source_, clock_};
-  NonceWindow nonces_{NonceWindow::RetentionFor(absl::Seconds(300)), 1000};
+  // Live nonces per channel: enough for every test's requests but one.
+  static constexpr size_t kNonceBound = 200;
+  NonceWindow nonces_{NonceWindow::RetentionFor(absl::Seconds(300)), kNonceBound};
   ChannelAuthenticator authenticator_{store_, nonces_, clock_, absl::Seconds(300)};
   Router router_;
   std::unique_ptr<RequestDispatcher> dispatcher_;
@@ -300,6 +302,21 @@ TEST_F(GatewayHttpTest, ConcurrentSignedRequestsFromManyConnections) {
   }
   for (std::thread& t : threads) t.join();
   EXPECT_EQ(ok.load(), kClients * kRequests);
+}
+
+// Issue 9 B1: a channel over its replay-window bound gets a clear 429 with Retry-After.
+TEST_F(GatewayHttpTest, AFullReplayWindowIs429WithRetryAfter) {
+  TestHttpClient client(port());
+  for (size_t i = 0; i < kNonceBound; ++i) {
+    ASSERT_EQ(
+        client.Send("GET", "/v1/channel", Signed("/v1/channel", "fill-nonce-" + std::to_string(i)))
+            .status,
+        200);
+  }
+  TestResponse full = client.Send("GET", "/v1/channel", Signed("/v1/channel", "one-too-many"));
+  ExpectErrorShape(full, 429, "RATE_LIMITED");
+  EXPECT_EQ(full.Header("retry-after"), "1");
+  EXPECT_NE(full.body.find("nonce_max_per_channel"), std::string::npos) << full.body;
 }
 
 class BusyGatewayTest : public GatewayHttpTest {

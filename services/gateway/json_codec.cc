@@ -7,6 +7,7 @@
 #include "absl/strings/str_split.h"
 #include "google/protobuf/util/json_util.h"
 #include "libs/core/status.h"
+#include "nlohmann/json.hpp"
 
 namespace mkt::gateway {
 namespace {
@@ -22,7 +23,124 @@ absl::Status BadParam(std::string_view param, std::string_view message) {
   return InvalidArgument(param, absl::StrCat(AsAbsl(param), ": ", AsAbsl(message)));
 }
 
+const FieldDescriptor* FieldNamed(const gpb::Descriptor* type, const std::string& key) {
+  if (const FieldDescriptor* f = type->FindFieldByName(key)) return f;
+  for (int i = 0; i < type->field_count(); ++i) {
+    if (type->field(i)->json_name() == key) return type->field(i);
+  }
+  return nullptr;
+}
+
+bool TakesNull(const FieldDescriptor* f) {
+  return f->message_type() != nullptr && f->message_type()->full_name() == "google.protobuf.Value";
+}
+
+absl::Status NullRefused(const std::string& at) {
+  return InvalidArgument(at, absl::StrCat(at,
+                                          ": null is not a value of this field; leave the field "
+                                          "out for its default"));
+}
+
+// Walks a parsed body against the message type: refuses null and the gateway-filled fields.
+// `at` is the path with indexes (for the message), `path` without (to match `refused`).
+absl::Status Screen(const nlohmann::json& object, const gpb::Descriptor* type,
+                    const std::string& at, const std::string& path,
+                    const std::vector<RefusedBodyField>& refused) {
+  for (const auto& [key, value] : object.items()) {
+    const FieldDescriptor* f = FieldNamed(type, key);
+    if (f == nullptr) continue;  // protobuf names the unknown field
+    const std::string field_at = at.empty() ? f->name() : absl::StrCat(at, ".", f->name());
+    const std::string field_path = path.empty() ? f->name() : absl::StrCat(path, ".", f->name());
+    for (const auto& r : refused) {
+      if (r.path == field_path) {
+        return InvalidArgument(field_at, absl::StrCat(field_at, " is taken from ", r.source,
+                                                      "; do not send it in the body"));
+      }
+    }
+    if (value.is_null()) {
+      if (TakesNull(f)) continue;
+      return NullRefused(field_at);
+    }
+    const gpb::Descriptor* nested = f->message_type();
+    if (f->is_map()) {
+      if (!value.is_object()) continue;
+      const FieldDescriptor* map_value = nested->map_value();
+      for (const auto& [map_key, item] : value.items()) {
+        if (item.is_null() && !TakesNull(map_value)) {
+          return NullRefused(absl::StrCat(field_at, ".", map_key));
+        }
+      }
+      continue;
+    }
+    const bool recurse = nested != nullptr && nested->full_name().rfind("google.protobuf.", 0) != 0;
+    if (f->is_repeated()) {
+      if (!value.is_array()) continue;
+      for (size_t i = 0; i < value.size(); ++i) {
+        const std::string item_at = absl::StrCat(field_at, "[", i, "]");
+        if (value[i].is_null()) {
+          if (TakesNull(f)) continue;
+          return NullRefused(item_at);
+        }
+        if (recurse && value[i].is_object()) {
+          MKT_RETURN_IF_ERROR(Screen(value[i], nested, item_at, field_path, refused));
+        }
+      }
+      continue;
+    }
+    if (recurse && value.is_object()) {
+      MKT_RETURN_IF_ERROR(Screen(value, nested, field_at, field_path, refused));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckRequiredIn(const gpb::Message& message,
+                             const std::vector<const FieldDescriptor*>& fields, size_t i,
+                             const std::string& at) {
+  const FieldDescriptor* f = fields[i];
+  const gpb::Reflection* r = message.GetReflection();
+  const std::string field_at = at.empty() ? f->name() : absl::StrCat(at, ".", f->name());
+  auto missing = [&] { return InvalidArgument(field_at, absl::StrCat(field_at, " is required")); };
+  if (i + 1 == fields.size()) {
+    if (f->is_repeated()) return r->FieldSize(message, f) > 0 ? absl::OkStatus() : missing();
+    switch (f->cpp_type()) {
+      case FieldDescriptor::CPPTYPE_STRING:
+        return r->GetString(message, f).empty() ? missing() : absl::OkStatus();
+      case FieldDescriptor::CPPTYPE_MESSAGE:
+        return r->HasField(message, f) ? absl::OkStatus() : missing();
+      case FieldDescriptor::CPPTYPE_ENUM:
+        return r->GetEnumValue(message, f) == 0 ? missing() : absl::OkStatus();
+      default:
+        return absl::OkStatus();  // a number or a bool is always "set" in proto3
+    }
+  }
+  if (f->is_repeated()) {
+    for (int k = 0; k < r->FieldSize(message, f); ++k) {
+      MKT_RETURN_IF_ERROR(CheckRequiredIn(r->GetRepeatedMessage(message, f, k), fields, i + 1,
+                                          absl::StrCat(field_at, "[", k, "]")));
+    }
+    return absl::OkStatus();
+  }
+  if (!r->HasField(message, f)) {
+    return InvalidArgument(field_at, absl::StrCat(field_at, " is required"));
+  }
+  return CheckRequiredIn(r->GetMessage(message, f), fields, i + 1, field_at);
+}
+
 }  // namespace
+
+absl::Status CheckRequiredField(const gpb::Message& message, std::string_view path) {
+  // Like ResolveFieldPath, but through repeated message fields too.
+  std::vector<const FieldDescriptor*> fields;
+  const gpb::Descriptor* type = message.GetDescriptor();
+  for (absl::string_view part : absl::StrSplit(AsAbsl(path), '.')) {
+    const FieldDescriptor* f = type == nullptr ? nullptr : type->FindFieldByName(std::string(part));
+    if (f == nullptr) return Internal(absl::StrCat("no field ", AsAbsl(path)));
+    fields.push_back(f);
+    type = f->is_map() ? nullptr : f->message_type();
+  }
+  return CheckRequiredIn(message, fields, 0, "");
+}
 
 absl::Status CheckJsonDepth(std::string_view json, int max_depth) {
   int depth = 0;
@@ -51,11 +169,18 @@ absl::Status CheckJsonDepth(std::string_view json, int max_depth) {
   return absl::OkStatus();
 }
 
-absl::Status ParseJsonInto(std::string_view json, gpb::Message* message, int max_depth) {
+absl::Status ParseJsonInto(std::string_view json, gpb::Message* message, int max_depth,
+                           const std::vector<RefusedBodyField>& refused) {
   MKT_RETURN_IF_ERROR(CheckJsonDepth(json, max_depth));
   size_t first = json.find_first_not_of(" \t\r\n");
   if (first == std::string_view::npos || json[first] != '{') {
     return InvalidArgument("body", "the body must be a JSON object");
+  }
+  // Malformed JSON is left to protobuf's parser, whose messages name the place.
+  const nlohmann::json parsed = nlohmann::json::parse(json.begin(), json.end(), nullptr,
+                                                      /*allow_exceptions=*/false);
+  if (parsed.is_object()) {
+    MKT_RETURN_IF_ERROR(Screen(parsed, message->GetDescriptor(), "", "", refused));
   }
   gpb::util::JsonParseOptions options;
   options.ignore_unknown_fields = false;

@@ -19,10 +19,27 @@ namespace mkt::gateway {
 // otherwise validate the JSON.
 absl::Status CheckJsonDepth(std::string_view json, int max_depth);
 
+// A field the body may not carry, because the gateway fills it (from the path, a header or the
+// credential): its path within the body message ("redemption_id", "events.channel_id" through a
+// repeated field) and where its value comes from ("the path", "the Idempotency-Key header").
+struct RefusedBodyField {
+  std::string path;
+  std::string source;
+};
+
 // Parses `json` (an object) into `message`, merging into what it holds. Unknown fields, wrong
 // types and malformed JSON are INVALID_ARGUMENT with the field path attached (mkt::FieldOf).
-absl::Status ParseJsonInto(std::string_view json, google::protobuf::Message* message,
-                           int max_depth);
+// Stricter than protobuf's JSON mapping in two ways: `null` is refused for every field (protobuf
+// would read it as the default, while the OpenAPI schemas declare no field nullable; only
+// google.protobuf.Value takes null), and a field of `refused` is a 400 naming it and where its
+// value comes from.
+absl::Status ParseJsonInto(std::string_view json, google::protobuf::Message* message, int max_depth,
+                           const std::vector<RefusedBodyField>& refused = {});
+
+// Returns INVALID_ARGUMENT naming `path` ("order.order_id"; through repeated fields every element,
+// named "events[2].customer_id") when it is not set: an empty string or repeated field, an
+// absent message, an enum at 0.
+absl::Status CheckRequiredField(const google::protobuf::Message& message, std::string_view path);
 
 // Returns `message` as JSON: proto field names, every field present (defaults included), so
 // clients and the OpenAPI schema see one shape.

@@ -36,9 +36,6 @@ extern char** environ;
 namespace mkt::gateway {
 namespace {
 
-// Nonces a single channel may have live within the replay window (~20 MB worst case each).
-constexpr size_t kMaxNoncesPerChannel = 200000;
-
 int Main(int argc, char** argv) {
   rpc::BlockTerminationSignals();
   int exit_code = 0;
@@ -54,7 +51,17 @@ int Main(int argc, char** argv) {
                                          absl::Milliseconds(config.backend_timeout_ms));
   CredentialStore credentials(credential_source, clock,
                               {.ttl = absl::Seconds(config.credential_ttl_s)});
-  NonceWindow nonces(NonceWindow::RetentionFor(window), kMaxNoncesPerChannel);
+  const absl::Duration nonce_retention = NonceWindow::RetentionFor(window);
+  const size_t nonce_max_total = static_cast<size_t>(config.nonce_max_total);
+  NonceWindow nonces(
+      nonce_retention,
+      config.nonce_max_per_channel > 0
+          ? static_cast<size_t>(config.nonce_max_per_channel)
+          : NonceWindow::DefaultMaxPerChannel(config.channel_rate, config.channel_burst,
+                                              nonce_retention, nonce_max_total),
+      nonce_max_total);
+  spdlog::info("replay window: nonces kept {} s, at most {} per channel and {} in all",
+               absl::ToInt64Seconds(nonce_retention), nonces.max_per_channel(), nonces.max_total());
   ChannelAuthenticator authenticator(credentials, nonces, clock, window);
 
   // The gateway's own database, connected when first needed.

@@ -1,6 +1,7 @@
 #include "services/gateway/nonce_window.h"
 
 #include <atomic>
+#include <cstdio>
 #include <string>
 #include <thread>
 #include <vector>
@@ -41,12 +42,62 @@ TEST(NonceWindowTest, AFullChannelIsRefusedInsteadOfForgettingEarly) {
   for (int i = 0; i < 3; ++i) {
     EXPECT_EQ(window.CheckAndRemember("ch_a", "n-" + std::to_string(i), kStart), Check::kFresh);
   }
-  EXPECT_EQ(window.CheckAndRemember("ch_a", "n-3", kStart), Check::kWindowFull);
+  EXPECT_EQ(window.CheckAndRemember("ch_a", "n-3", kStart), Check::kChannelFull);
   // The old nonces are still remembered, and another channel is not affected.
   EXPECT_EQ(window.CheckAndRemember("ch_a", "n-0", kStart), Check::kReplayed);
   EXPECT_EQ(window.CheckAndRemember("ch_b", "n-0", kStart), Check::kFresh);
   // Once they expire there is room again.
   EXPECT_EQ(window.CheckAndRemember("ch_a", "n-3", kStart + absl::Seconds(610)), Check::kFresh);
+}
+
+TEST(NonceWindowTest, AChannelAtItsRateLimitForTheWholeRetentionIsNeverRefused) {
+  // 500 req/s (the default channel_rate) after a burst of 1,000, for twice the retention: the
+  // default bound must hold every live nonce (a fixed 200,000 ran out after ~400 s).
+  const absl::Duration retention = NonceWindow::RetentionFor(absl::Seconds(300));
+  const size_t bound = NonceWindow::DefaultMaxPerChannel(500, 1000, retention, 8'000'000);
+  EXPECT_GE(bound, 500u * 610u + 1000u);
+  NonceWindow window(retention, bound, 8'000'000);
+  int n = 0;
+  for (int i = 0; i < 1000; ++i) {
+    ASSERT_EQ(window.CheckAndRemember("ch_a", "b-" + std::to_string(i), kStart), Check::kFresh);
+  }
+  for (int s = 0; s < 2 * 610; ++s) {
+    for (int i = 0; i < 500; ++i, ++n) {
+      ASSERT_EQ(window.CheckAndRemember("ch_a", "n-" + std::to_string(n),
+                                        kStart + absl::Seconds(s) + absl::Milliseconds(2 * i)),
+                Check::kFresh)
+          << "refused after " << s << " s at 500 req/s with " << window.size() << " live nonces";
+    }
+  }
+  // Memory per nonce at this size (hash table plus expiry queue) stays small.
+  const double per_nonce =
+      static_cast<double>(window.MemoryBytes()) / static_cast<double>(window.size());
+  EXPECT_LE(per_nonce, 48.0) << window.size() << " nonces, " << window.MemoryBytes() << " bytes";
+  std::printf(
+      "nonce window: %zu live nonces of one channel at 500 req/s take %zu bytes (%.1f "
+      "bytes a nonce)\n",
+      window.size(), window.MemoryBytes(), per_nonce);
+}
+
+TEST(NonceWindowTest, NoRateLimitMeansOnlyTheGlobalBound) {
+  EXPECT_EQ(NonceWindow::DefaultMaxPerChannel(0, 0, absl::Seconds(610), 1234), 1234u);
+  // A rate whose need exceeds the global bound is capped by it.
+  EXPECT_EQ(NonceWindow::DefaultMaxPerChannel(1e9, 0, absl::Seconds(610), 1234), 1234u);
+}
+
+TEST(NonceWindowTest, TheGlobalBoundRefusesEveryChannelUntilNoncesExpire) {
+  NonceWindow window(absl::Seconds(610), 4, 6);
+  for (int i = 0; i < 4; ++i) {
+    EXPECT_EQ(window.CheckAndRemember("ch_a", "n-" + std::to_string(i), kStart), Check::kFresh);
+  }
+  EXPECT_EQ(window.CheckAndRemember("ch_b", "n-0", kStart), Check::kFresh);
+  EXPECT_EQ(window.CheckAndRemember("ch_b", "n-1", kStart), Check::kFresh);
+  EXPECT_EQ(window.CheckAndRemember("ch_b", "n-2", kStart), Check::kGatewayFull);
+  EXPECT_EQ(window.CheckAndRemember("ch_c", "n-0", kStart), Check::kGatewayFull);
+  // Refused requests take no place, and replays are still recognised at the bound.
+  EXPECT_EQ(window.CheckAndRemember("ch_b", "n-1", kStart), Check::kReplayed);
+  EXPECT_EQ(window.size(), 6u);
+  EXPECT_EQ(window.CheckAndRemember("ch_c", "n-0", kStart + absl::Seconds(610)), Check::kFresh);
 }
 
 TEST(NonceWindowTest, ExpiredNoncesOfQuietChannelsAreSwept) {

@@ -1,5 +1,6 @@
 #include "services/gateway/openapi.h"
 
+#include <algorithm>
 #include <cctype>
 #include <map>
 #include <set>
@@ -8,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "google/protobuf/descriptor.h"
 #include "nlohmann/json.hpp"
+#include "services/gateway/gateway_config.h"
 #include "services/gateway/json_codec.h"
 
 namespace mkt::gateway {
@@ -16,42 +18,71 @@ namespace {
 namespace gpb = ::google::protobuf;
 using Json = nlohmann::ordered_json;
 
-constexpr char kDescription[] =
-    "The REST interface of the marketing middle platform, served by the gateway: `/v1` for the "
-    "customer-facing channel systems (mobile banking, payment QR, WeCom, counter, mini-program, "
-    "credit card, cloud portal) and `/admin/v1` for operators (the admin console). Generated "
-    "from the gateway's route table; do not edit by hand.\n\n"
-    "## Channel authentication (/v1)\n"
-    "Every `/v1` request carries four headers. `X-Channel-Id`: the channel id issued by the "
-    "channel registry. `X-Timestamp`: unix seconds; refused when more than 300 s away from the "
-    "server clock. `X-Nonce`: 8–64 characters of `[A-Za-z0-9_-]`, never reused by the channel "
-    "within the window. `X-Signature`: lowercase hex of HMAC-SHA256(channel secret, "
-    "`METHOD\\nPATH?QUERY\\nTIMESTAMP\\nNONCE\\nhex(SHA256(body))`), where PATH?QUERY is the "
-    "request target exactly as sent and body is the raw body (empty for GET). Failures answer "
-    "401 with a distinct code: CREDENTIALS_MISSING, TIMESTAMP_OUT_OF_WINDOW, CHANNEL_UNKNOWN, "
-    "CHANNEL_DISABLED, SIGNATURE_INVALID, NONCE_REPLAYED.\n\n"
-    "## Operator authentication (/admin/v1)\n"
-    "`POST /admin/v1/sessions` with operator id and password answers a bearer token; send it as "
-    "`Authorization: Bearer <token>`. Tokens expire (8 h by default) and end at sign-out, on a "
-    "password or role change and when the account is disabled. Five wrong passwords in a row "
-    "lock the account for 15 minutes (429). Each route names the roles it needs (403 "
-    "PERMISSION_DENIED otherwise); an operator sees their org and its descendants only — another "
-    "member bank's resources answer 404 (or 403 when the request names the other org).\n\n"
-    "## Idempotency\n"
-    "Every `/v1` POST needs an `Idempotency-Key` header (1–128 printable ASCII characters); "
-    "`/admin/v1` POSTs accept one. A replay with the same key and the same request returns the "
-    "first response (header `Idempotent-Replayed: true`); the same key with a different request "
-    "is 409 IDEMPOTENCY_KEY_REUSED. Keys are kept 24 hours per channel or operator.\n\n"
-    "## Errors\n"
-    "Every error is `{\"error\": {\"code\", \"message\", \"request_id\"}}`. `code` is "
-    "machine-readable and stable; `message` is for a person; `request_id` matches the "
-    "`X-Request-Id` response header. 400 bad input (unknown JSON fields are refused, naming the "
-    "field), 401, 403, 404, 409 business rejection or conflict, 413 body too large, 429 rate "
-    "limited (with Retry-After), 503 a service is unavailable (with Retry-After), 504 a service "
-    "did not answer in time.\n\n"
-    "## JSON\n"
-    "Bodies follow the protobuf JSON mapping: field names as shown, 64-bit integers as strings, "
-    "enums by name, timestamps in RFC 3339, bytes in base64.";
+// The document's introduction. The numbers in it are configuration keys of the gateway, given
+// with their defaults (from GatewayConfig), so the text cannot drift from the code.
+std::string Description() {
+  const GatewayConfig d;
+  return absl::StrCat(
+      "The REST interface of the marketing middle platform, served by the gateway: `/v1` for the "
+      "customer-facing channel systems (mobile banking, payment QR, WeCom, counter, "
+      "mini-program, credit card, cloud portal) and `/admin/v1` for operators (the admin "
+      "console). Generated from the gateway's route table; do not edit by hand. Numbers in "
+      "`code` style below are gateway configuration keys (MKT_GATEWAY_<KEY>), shown with their "
+      "defaults.\n\n"
+      "## Channel authentication (/v1)\n"
+      "Every `/v1` request carries four headers. `X-Channel-Id`: the channel id issued by the "
+      "channel registry. `X-Timestamp`: unix seconds; refused when more than "
+      "`timestamp_window_s` (default ",
+      d.timestamp_window_s,
+      " s) away from the server clock. `X-Nonce`: 8–64 characters of `[A-Za-z0-9_-]`, never "
+      "reused by the channel within the window. `X-Signature`: lowercase hex of "
+      "HMAC-SHA256(channel secret, `METHOD\\nPATH?QUERY\\nTIMESTAMP\\nNONCE\\nhex(SHA256(body))`), "
+      "where PATH?QUERY is the request target exactly as sent and body is the raw body (empty "
+      "for GET). Failures answer 401 with a distinct code: CREDENTIALS_MISSING, "
+      "TIMESTAMP_OUT_OF_WINDOW, CHANNEL_UNKNOWN, CHANNEL_DISABLED, SIGNATURE_INVALID, "
+      "NONCE_REPLAYED. Nonces are remembered for 2 × `timestamp_window_s` + 10 s, at most "
+      "`nonce_max_per_channel` per channel (default: what the channel's rate limit "
+      "`channel_rate` allows in that time, +10 %) and `nonce_max_total` in all (default ",
+      d.nonce_max_total,
+      "); beyond them a request is refused — never is a nonce forgotten early — with 429 "
+      "RATE_LIMITED (the channel's bound) or 503 DEPENDENCY_UNAVAILABLE (the gateway's), both "
+      "with Retry-After.\n\n"
+      "## Operator authentication (/admin/v1)\n"
+      "`POST /admin/v1/sessions` with operator id and password answers a bearer token; send it "
+      "as `Authorization: Bearer <token>`. Tokens expire after `token_ttl_s` (default ",
+      d.token_ttl_s / 3600,
+      " h) and end at sign-out, on a password or role change and when the account is disabled. "
+      "`lockout_failures` wrong passwords in a row (default ",
+      d.lockout_failures, ") lock the account for `lockout_s` (default ", d.lockout_s,
+      " s = ", d.lockout_s / 60,
+      " minutes; 429). Each route names the roles it needs (403 PERMISSION_DENIED otherwise); an "
+      "operator sees their org and its descendants only — another member bank's resources "
+      "answer 404 (or 403 when the request names the other org).\n\n"
+      "## Idempotency\n"
+      "Every `/v1` POST needs an `Idempotency-Key` header (1–128 printable ASCII characters); "
+      "`/admin/v1` POSTs accept one. A replay with the same key and the same request returns the "
+      "first response (header `Idempotent-Replayed: true`); the same key with a different "
+      "request is 409 IDEMPOTENCY_KEY_REUSED. Keys are kept `idempotency_retention_h` (default ",
+      d.idempotency_retention_h,
+      " hours) per channel or operator.\n\n"
+      "## Errors\n"
+      "Every error is `{\"error\": {\"code\", \"message\", \"request_id\"}}`. `code` is "
+      "machine-readable and stable; `message` is for a person; `request_id` matches the "
+      "`X-Request-Id` response header. 400 bad input (unknown JSON fields are refused, naming the "
+      "field), 401, 403, 404, 409 business rejection or conflict, 413 body too large, 429 rate "
+      "limited (with Retry-After), 503 a service is unavailable (with Retry-After), 504 a service "
+      "did not answer in time. Each operation lists the statuses it can answer and, for 403 and "
+      "409, the codes.\n\n"
+      "## JSON\n"
+      "Bodies follow the protobuf JSON mapping: field names as shown, 64-bit integers as strings, "
+      "enums by name, timestamps in RFC 3339, bytes in base64; a field left out takes its default "
+      "(\"\", 0, false, the first enum value, an empty list). Parsing is strict: an unknown field "
+      "is a 400 naming it, and so is `null` for any field (no field is nullable: leave it out "
+      "instead). Fields the gateway fills from the path, a header or the calling channel are not "
+      "part of a request body: sending them is a 400 naming the field (the path value is never "
+      "silently overridden). `required` fields are checked by the gateway before any service is "
+      "called (400 naming the field).");
+}
 
 std::string SchemaName(const gpb::Descriptor* d) { return d->full_name(); }
 
@@ -63,9 +94,70 @@ class SchemaBuilder {
  public:
   Json FieldSchema(const gpb::FieldDescriptor* f) {
     Json item = SingleSchema(f->is_map() ? f->message_type()->map_value() : f);
-    if (f->is_map()) return Json{{"type", "object"}, {"additionalProperties", item}};
-    if (f->is_repeated()) return Json{{"type", "array"}, {"items", item}};
+    if (f->is_map()) item = Json{{"type", "object"}, {"additionalProperties", item}};
+    if (f->is_repeated() && !f->is_map()) item = Json{{"type", "array"}, {"items", item}};
+    // The gateway refuses null for every field (json_codec.h); said explicitly for clients and
+    // test generators ($ref schemas take no siblings in OpenAPI 3.0).
+    if (!item.contains("$ref")) item["nullable"] = false;
     return item;
+  }
+
+  // The inline schema of a route's request body: `d` (at `prefix` within the body) without the
+  // fields the gateway fills, with the required ones listed. Messages with nothing to leave out
+  // or require below them stay references to the shared component.
+  Json BodySchema(const gpb::Descriptor* d, const std::string& prefix,
+                  const std::vector<RefusedBodyField>& refused,
+                  const std::vector<std::string>& required,
+                  const std::map<std::string, int>& keys) {
+    auto under = [&](const std::string& path) {
+      return prefix.empty() || path.rfind(prefix, 0) == 0;
+    };
+    bool special = false;
+    for (const auto& r : refused) special |= under(r.path);
+    for (const auto& r : required) special |= under(r);
+    for (const auto& [k, length] : keys) special |= under(k);
+    if (!special) return MessageSchema(d);
+    Json properties = Json::object();
+    Json required_names = Json::array();
+    for (int i = 0; i < d->field_count(); ++i) {
+      const gpb::FieldDescriptor* f = d->field(i);
+      const std::string path = prefix + f->name();
+      if (std::any_of(refused.begin(), refused.end(),
+                      [&](const RefusedBodyField& r) { return r.path == path; })) {
+        continue;
+      }
+      Json schema;
+      const bool nested = f->message_type() != nullptr && !f->is_map() &&
+                          f->message_type()->full_name().rfind("google.protobuf.", 0) != 0;
+      if (nested) {
+        Json item = BodySchema(f->message_type(), path + ".", refused, required, keys);
+        schema = f->is_repeated() ? Json{{"type", "array"}, {"items", item}} : item;
+        if (f->is_repeated()) schema["nullable"] = false;
+      } else {
+        schema = FieldSchema(f);
+      }
+      if (auto key = keys.find(path); key != keys.end() && schema.value("type", "") == "string") {
+        schema["pattern"] = absl::StrCat("^[A-Za-z0-9._:-]{1,", key->second, "}$");
+        schema["maxLength"] = key->second;
+      }
+      if (std::find(required.begin(), required.end(), path) != required.end()) {
+        required_names.push_back(f->name());
+        if (schema.value("type", "") == "string" && !schema.contains("enum")) {
+          schema["minLength"] = 1;
+        }
+        if (schema.value("type", "") == "array") schema["minItems"] = 1;
+        if (schema.contains("enum")) {
+          // The first enum value is "unset" in proto3: a required enum needs another one.
+          Json names = Json::array();
+          for (size_t k = 1; k < schema["enum"].size(); ++k) names.push_back(schema["enum"][k]);
+          schema["enum"] = names;
+        }
+      }
+      properties[f->name()] = std::move(schema);
+    }
+    Json schema = {{"type", "object"}, {"properties", properties}, {"additionalProperties", false}};
+    if (!required_names.empty()) schema["required"] = required_names;
+    return schema;
   }
 
   Json SingleSchema(const gpb::FieldDescriptor* f) {
@@ -181,6 +273,95 @@ std::string PublicName(const ApiRoute& route, const std::string& field_path) {
   return it == route.query_names.end() ? field_path : it->second;
 }
 
+}  // namespace
+
+int DocumentedStatusOf(const ApiRoute& route, const std::string& code) {
+  if (code == "PERMISSION_DENIED") return 403;
+  if (code == "NOT_FOUND") return 404;
+  if (code == "RATE_LIMITED") return 429;
+  if (code == "BODY_TOO_LARGE") return 413;
+  if (code == "DEPENDENCY_UNAVAILABLE") return 503;
+  if (code == "DEADLINE_EXCEEDED") return 504;
+  if (code == "INVALID_ARGUMENT") return 400;
+  // A bad QR or refresh token is bad input; only sign-in answers it as a failed login.
+  if (code == "TOKEN_INVALID") return route.access == Access::kPublic ? 401 : 400;
+  // The business refusals and conflicts (ErrorResponse forces the refusals to 409).
+  return 409;
+}
+
+std::map<int, std::string> DocumentedStatuses(const ApiRoute& route) {
+  std::map<int, std::string> out;
+  out[route.success_status] = "Success.";
+  out[400] = "Bad input: INVALID_ARGUMENT (the message names the field).";
+  if (route.access == Access::kPublic) {
+    out[401] = "TOKEN_INVALID: wrong operator id or password.";
+  } else {
+    out[401] = route.access == Access::kChannel ? "Channel authentication failed."
+                                                : "No, expired, tampered or ended bearer token.";
+  }
+  // Who may get a 403: operators (roles, org scope), routes naming an org or a channel code, and
+  // every backend call: the services re-check the caller's org and ownership themselves (defence
+  // in depth), and their PERMISSION_DENIED passes through.
+  std::vector<std::string> denied;
+  if (route.access == Access::kOperator) denied.push_back("missing role");
+  if (!route.scope_field.empty()) denied.push_back("another org's data");
+  if (!route.channel_code_field.empty()) denied.push_back("another channel's code");
+  if (!route.backend.empty()) denied.push_back("refused by the service");
+  std::vector<std::string> conflicts;
+  if (route.method != "GET") conflicts = {"ALREADY_EXISTS", "CONFLICT", "IDEMPOTENCY_KEY_REUSED"};
+  std::map<int, std::vector<std::string>> extra;
+  for (const auto& code : route.errors) {
+    const int status = DocumentedStatusOf(route, code);
+    if (status == 409) {
+      conflicts.push_back(code);
+    } else if (status != 403) {
+      extra[status].push_back(code);
+    } else if (denied.empty()) {
+      denied.push_back("refused");
+    }
+  }
+  if (!denied.empty()) {
+    std::string why;
+    for (const auto& d : denied) absl::StrAppend(&why, why.empty() ? "" : ", ", d);
+    out[403] = absl::StrCat("PERMISSION_DENIED: ", why, ".");
+  }
+  if (route.access == Access::kOperator || !route.PathParams().empty() || !route.backend.empty()) {
+    out[404] = "NOT_FOUND (also for another member bank's resources).";
+  }
+  if (!conflicts.empty()) {
+    std::string codes;
+    for (const auto& c : conflicts) absl::StrAppend(&codes, codes.empty() ? "" : ", ", c);
+    out[409] = absl::StrCat("Rejected: ", codes, ".");
+  }
+  if (!route.body.empty()) out[413] = "BODY_TOO_LARGE.";
+  out[429] = "RATE_LIMITED; see Retry-After.";
+  out[503] = "DEPENDENCY_UNAVAILABLE; see Retry-After.";
+  if (!route.backend.empty()) out[504] = "DEADLINE_EXCEEDED.";
+  for (const auto& [status, codes] : extra) {
+    std::string& text = out[status];
+    for (const auto& c : codes) {
+      if (text.find(c) == std::string::npos)
+        absl::StrAppend(&text, text.empty() ? "" : " ", c, ".");
+    }
+  }
+  return out;
+}
+
+namespace {
+
+// The route's key fields, as paths within its body.
+std::map<std::string, int> KeysInBody(const ApiRoute& route) {
+  std::map<std::string, int> out;
+  for (const auto& [path, length] : route.key_fields) {
+    if (route.body == "*") {
+      out[path] = length;
+    } else if (!route.body.empty() && path.rfind(route.body + ".", 0) == 0) {
+      out[path.substr(route.body.size() + 1)] = length;
+    }
+  }
+  return out;
+}
+
 Json Operation(const ApiRoute& route, SchemaBuilder& schemas) {
   Json op = Json::object();
   op["operationId"] = OperationId(route);
@@ -198,6 +379,16 @@ Json Operation(const ApiRoute& route, SchemaBuilder& schemas) {
                     "` is the calling channel's own code (Channel.code) and may be left out; "
                     "another channel's code is refused with 403 PERMISSION_DENIED (\"this channel "
                     "is mobile_banking; it cannot act as wecom\").");
+  }
+  if (const auto refused = route.RefusedBodyFields(); !refused.empty()) {
+    std::string fields;
+    for (const auto& r : refused) {
+      absl::StrAppend(&fields, fields.empty() ? "" : "; ", "`", r.path, "` from ", r.source);
+    }
+    absl::StrAppend(&description, description.empty() ? "" : "\n\n",
+                    "Filled by the gateway, not part of the body (sending them is a 400 naming "
+                    "the field): ",
+                    fields, ".");
   }
   if (!description.empty()) op["description"] = description;
   if (!route.tag.empty()) op["tags"] = Json::array({route.tag});
@@ -225,6 +416,10 @@ Json Operation(const ApiRoute& route, SchemaBuilder& schemas) {
       schema["minLength"] = 1;
       // A path segment cannot hold '/'; and the router splits a trailing ":action" off.
       schema["pattern"] = "^[^/:?#]+$";
+      if (auto key = route.key_fields.find(field); key != route.key_fields.end()) {
+        schema["pattern"] = absl::StrCat("^[A-Za-z0-9._-]{1,", key->second, "}$");
+        schema["maxLength"] = key->second;
+      }
     }
     parameters.push_back({{"name", param}, {"in", "path"}, {"required", true}, {"schema", schema}});
   }
@@ -264,41 +459,23 @@ Json Operation(const ApiRoute& route, SchemaBuilder& schemas) {
       body_type = ResolveFieldPath(route.request_type, route.body).back()->message_type();
     op["requestBody"] = {
         {"required", false},
-        {"content", {{"application/json", {{"schema", schemas.MessageSchema(body_type)}}}}}};
+        {"content",
+         {{"application/json",
+           {{"schema", schemas.BodySchema(body_type, "", route.RefusedBodyFields(),
+                                          route.RequiredBodyFields(), KeysInBody(route))}}}}}};
   }
 
   Json responses = Json::object();
-  responses[std::to_string(route.success_status)] = {
-      {"description", "Success."},
-      {"content",
-       {{"application/json", {{"schema", schemas.MessageSchema(route.response_type)}}}}}};
-  responses["400"] = ErrorResponse("Bad input: INVALID_ARGUMENT (the message names the field).");
-  if (route.access != Access::kPublic) {
-    responses["401"] = ErrorResponse(route.access == Access::kChannel
-                                         ? "Channel authentication failed."
-                                         : "No, expired, tampered or ended bearer token.");
-  } else {
-    responses["401"] = ErrorResponse("TOKEN_INVALID: wrong operator id or password.");
+  for (const auto& [status, text] : DocumentedStatuses(route)) {
+    if (status == route.success_status) {
+      responses[std::to_string(status)] = {
+          {"description", text},
+          {"content",
+           {{"application/json", {{"schema", schemas.MessageSchema(route.response_type)}}}}}};
+    } else {
+      responses[std::to_string(status)] = ErrorResponse(text);
+    }
   }
-  if (!route.channel_code_field.empty()) {
-    responses["403"] = ErrorResponse(route.scope_field.empty()
-                                         ? "PERMISSION_DENIED: another channel's code."
-                                         : "PERMISSION_DENIED: another org's data, or another "
-                                           "channel's code.");
-  } else if (route.access == Access::kOperator || !route.scope_field.empty()) {
-    responses["403"] = ErrorResponse("PERMISSION_DENIED: missing role or another org's data.");
-  }
-  if (route.access == Access::kOperator || !route.PathParams().empty() || !route.backend.empty()) {
-    responses["404"] = ErrorResponse("NOT_FOUND (also for another member bank's resources).");
-  }
-  std::string conflicts = "ALREADY_EXISTS, CONFLICT, IDEMPOTENCY_KEY_REUSED";
-  for (const auto& e : route.errors) absl::StrAppend(&conflicts, ", ", e);
-  if (route.method != "GET")
-    responses["409"] = ErrorResponse(absl::StrCat("Rejected: ", conflicts, "."));
-  if (!route.body.empty()) responses["413"] = ErrorResponse("BODY_TOO_LARGE.");
-  responses["429"] = ErrorResponse("RATE_LIMITED; see Retry-After.");
-  responses["503"] = ErrorResponse("DEPENDENCY_UNAVAILABLE; see Retry-After.");
-  if (!route.backend.empty()) responses["504"] = ErrorResponse("DEADLINE_EXCEEDED.");
   op["responses"] = responses;
   return op;
 }
@@ -380,7 +557,7 @@ std::string OpenApiDocument(const std::deque<ApiRoute>& routes) {
       {"info",
        {{"title", "Marketing middle platform — REST API (channels and operators)"},
         {"version", "1.1.0"},
-        {"description", kDescription}}},
+        {"description", Description()}}},
       {"servers", {{{"url", "http://127.0.0.1:8080"}, {"description", "local stack (./dev up)"}}}},
       {"paths", sorted},
       {"components",

@@ -1,6 +1,7 @@
 #include "services/gateway/openapi.h"
 
 #include <fstream>
+#include <set>
 #include <sstream>
 
 #include "gtest/gtest.h"
@@ -54,6 +55,147 @@ TEST(OpenApiTest, EveryRouteIsDocumentedWithItsSecurityAndResponses) {
     const std::string name = text.substr(pos, text.find('"', pos) - pos);
     EXPECT_TRUE(doc["components"]["schemas"].contains(name)) << name;
   }
+}
+
+const nlohmann::json& Op(const nlohmann::json& doc, const std::string& method,
+                         const std::string& path) {
+  return doc["paths"][path][method];
+}
+
+// Issue 9 B2: every status a route can answer is documented; in particular the 403 of the rewards
+// routes (another customer's coupon or QR token), which the service answers itself.
+TEST(OpenApiTest, EveryStatusARouteCanAnswerIsDocumented) {
+  std::deque<ApiRoute> routes;
+  const nlohmann::json doc = nlohmann::json::parse(Generate(&routes));
+  for (const auto& [method, path] : std::vector<std::pair<std::string, std::string>>{
+           {"post", "/v1/redemptions"},
+           {"post", "/v1/coupons/{coupon_code}/qr"},
+           {"post", "/v1/qr-redemptions"},
+           {"get", "/v1/customers/{customer_id}/wallet"}}) {
+    EXPECT_TRUE(Op(doc, method, path)["responses"].contains("403")) << method << " " << path;
+  }
+  for (const auto& route : routes) {
+    std::string method = route.method;
+    for (char& c : method) c = static_cast<char>(std::tolower(c));
+    const auto& responses = Op(doc, method, route.path)["responses"];
+    for (const auto& [status, text] : DocumentedStatuses(route)) {
+      EXPECT_TRUE(responses.contains(std::to_string(status))) << route.path << " " << status;
+    }
+    for (const auto& code : route.errors) {
+      const std::string status = std::to_string(DocumentedStatusOf(route, code));
+      ASSERT_TRUE(responses.contains(status)) << route.path << " " << code;
+      if (status == "403" || status == "409") continue;
+      EXPECT_NE(responses[status]["description"].get<std::string>().find(code), std::string::npos)
+          << route.path << " " << code;
+    }
+    // A backend re-checks org and ownership itself: its 403 can reach any of its routes.
+    if (!route.backend.empty()) {
+      EXPECT_TRUE(responses.contains("403")) << route.path;
+    }
+  }
+  EXPECT_NE(Op(doc, "post", "/v1/qr-redemptions")["responses"]["409"]["description"]
+                .get<std::string>()
+                .find("TOKEN_ALREADY_USED"),
+            std::string::npos);
+}
+
+// Issue 9 B3: fields the gateway fills are not in the documented body.
+TEST(OpenApiTest, BodiesLeaveOutWhatThePathHeadersOrChannelFill) {
+  const nlohmann::json doc = nlohmann::json::parse(Generate());
+  auto body = [&](const std::string& path) {
+    return Op(doc, "post", path)["requestBody"]["content"]["application/json"]["schema"];
+  };
+  for (const char* verb : {"confirm", "cancel", "reverse"}) {
+    const auto schema = body(std::string("/v1/redemptions/{redemption_id}:") + verb);
+    ASSERT_TRUE(schema.contains("properties")) << schema.dump();
+    EXPECT_FALSE(schema["properties"].contains("redemption_id")) << verb;
+    EXPECT_TRUE(schema["properties"].contains("reason")) << verb;
+    EXPECT_EQ(schema["additionalProperties"], false);
+  }
+  const auto take_part = body("/v1/campaigns/{campaign_id}/participations");
+  EXPECT_FALSE(take_part["properties"].contains("campaign_id"));
+  EXPECT_FALSE(take_part["properties"].contains("idempotency_key"));
+  EXPECT_TRUE(take_part["properties"].contains("channel")) << "defaulted, may be sent";
+  EXPECT_FALSE(body("/v1/coupons/{coupon_code}/qr")["properties"].contains("coupon_code"));
+  EXPECT_FALSE(body("/v1/events")["properties"].contains("source"));
+  const auto tracking = body("/v1/tracking")["properties"]["events"]["items"];
+  ASSERT_TRUE(tracking.contains("properties")) << tracking.dump();
+  EXPECT_FALSE(tracking["properties"].contains("channel_id"));
+  EXPECT_FALSE(tracking["properties"].contains("org_id"));
+  EXPECT_TRUE(tracking["properties"].contains("page"));
+  EXPECT_NE(Op(doc, "post", "/v1/redemptions/{redemption_id}:confirm")["description"]
+                .get<std::string>()
+                .find("`redemption_id` from the path"),
+            std::string::npos);
+}
+
+// Issue 9 B4 and B5: no field is nullable; required fields are listed (and non-empty).
+TEST(OpenApiTest, RequiredFieldsAreListedAndNothingIsNullable) {
+  const nlohmann::json doc = nlohmann::json::parse(Generate());
+  auto body = [&](const std::string& path) {
+    return Op(doc, "post", path)["requestBody"]["content"]["application/json"]["schema"];
+  };
+  auto required = [](const nlohmann::json& schema) {
+    std::set<std::string> out;
+    for (const auto& name : schema.value("required", nlohmann::json::array())) out.insert(name);
+    return out;
+  };
+  const auto lock = body("/v1/redemptions");
+  EXPECT_EQ(required(lock), (std::set<std::string>{"coupon_code", "customer_id", "order"}));
+  EXPECT_EQ(lock["properties"]["coupon_code"]["minLength"], 1);
+  EXPECT_EQ(required(lock["properties"]["order"]), std::set<std::string>{"order_id"});
+  EXPECT_EQ(required(body("/v1/qr-redemptions")),
+            (std::set<std::string>{"token", "merchant_id", "terminal_id"}));
+  EXPECT_EQ(required(body("/v1/coupons/{coupon_code}/qr")), std::set<std::string>{"customer_id"});
+  EXPECT_EQ(required(body("/v1/campaigns/{campaign_id}/participations")),
+            std::set<std::string>{"customer_id"});
+  EXPECT_EQ(required(body("/v1/events")),
+            (std::set<std::string>{"source_event_id", "event_type", "customer_id"}));
+  const auto tracking = body("/v1/tracking");
+  EXPECT_EQ(required(tracking), std::set<std::string>{"events"});
+  EXPECT_EQ(tracking["properties"]["events"]["minItems"], 1);
+  const auto event = tracking["properties"]["events"]["items"];
+  EXPECT_EQ(required(event), (std::set<std::string>{"client_event_id", "customer_id", "action"}));
+  // A required enum leaves out the proto3 "unset" value.
+  for (const auto& v : event["properties"]["action"]["enum"]) {
+    EXPECT_NE(v.get<std::string>().find("UNSPECIFIED"), 0u) << v;
+    EXPECT_EQ(v.get<std::string>().find("UNSPECIFIED"), std::string::npos) << v;
+  }
+  EXPECT_EQ(body("/v1/redemptions/{redemption_id}:confirm")["properties"]["reason"]["nullable"],
+            false);
+  // Keys the services check are documented with their pattern and length.
+  EXPECT_EQ(lock["properties"]["customer_id"]["pattern"], "^[A-Za-z0-9._:-]{1,64}$");
+  EXPECT_EQ(lock["properties"]["order"]["properties"]["order_id"]["maxLength"], 64);
+  EXPECT_EQ(
+      body("/v1/campaigns/{campaign_id}/participations")["properties"]["channel"]["maxLength"], 32);
+  const auto& param = Op(doc, "post", "/v1/redemptions/{redemption_id}:confirm")["parameters"][0];
+  EXPECT_EQ(param["schema"]["pattern"], "^[A-Za-z0-9._-]{1,64}$");
+  // Every property of every component that is not a reference says it is not nullable.
+  for (const auto& [name, schema] : doc["components"]["schemas"].items()) {
+    if (name == "Error") continue;
+    for (const auto& [field, property] : schema["properties"].items()) {
+      if (property.contains("$ref")) continue;
+      EXPECT_EQ(property.value("nullable", true), false) << name << "." << field;
+    }
+  }
+}
+
+// The configurable numbers of the introduction are described as configuration with defaults.
+TEST(OpenApiTest, ConfigurableLimitsAreDescribedAsConfiguration) {
+  const nlohmann::json doc = nlohmann::json::parse(Generate());
+  const std::string intro = doc["info"]["description"];
+  EXPECT_EQ(intro.find("Five wrong passwords"), std::string::npos);
+  EXPECT_EQ(intro.find("for 15 minutes"), std::string::npos);
+  for (const char* key :
+       {"`lockout_failures`", "`lockout_s`", "`token_ttl_s`", "`idempotency_retention_h`",
+        "`timestamp_window_s`", "`nonce_max_per_channel`", "`nonce_max_total`"}) {
+    EXPECT_NE(intro.find(key), std::string::npos) << key;
+  }
+  EXPECT_NE(intro.find("(default 5)"), std::string::npos);
+  EXPECT_NE(intro.find("(default 900 s = 15 minutes"), std::string::npos);
+  const std::string sign_in = Op(doc, "post", "/admin/v1/sessions")["description"];
+  EXPECT_EQ(sign_in.find("Five wrong"), std::string::npos);
+  EXPECT_NE(sign_in.find("`lockout_failures`"), std::string::npos);
 }
 
 TEST(OpenApiTest, CommittedDocumentMatchesTheRouteTable) {

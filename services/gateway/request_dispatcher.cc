@@ -101,7 +101,14 @@ void RequestDispatcher::Run(Call& call) {
   }
   if (result.ok()) return Complete(call, *std::move(result));
   call.failure = result.status();
-  Complete(call, ErrorResponse(call.failure, call.request.request_id));
+  HttpResponse response = ErrorResponse(call.failure, call.request.request_id);
+  // Refusals before the handler (a full replay window) say when to come back, like the
+  // handlers' own 429 and 503 do.
+  if ((response.status == 429 || response.status == 503) && !call.channel.has_value() &&
+      route.options.channel_auth) {
+    response.headers.emplace_back("Retry-After", "1");
+  }
+  Complete(call, std::move(response));
 }
 
 void RequestDispatcher::Complete(Call& call, HttpResponse response) {

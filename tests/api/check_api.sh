@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The channel REST API (/v1) checked against its own OpenAPI document with schemathesis: no
-# answer may be a 5xx, and every answer must match the response schema the document declares.
+# answer may be a 5xx, every answer must match the response schema the document declares, and its
+# status must be one the operation documents.
 #
 # Starts its own stack on free ports and scratch databases (mkt-rewards, mkt-segments,
 # mkt-campaigns, mkt-channels, mkt-gateway; debug build by default), seeds the demo data with
@@ -21,7 +22,8 @@
 # --seed), CHECK_API_WORKERS (1: with more threads, CPython 3.11's ast.parse inside Hypothesis
 # intermittently fails with "AST constructor recursion depth mismatch"), CHECK_API_KEEP=1 (keep the
 # work dir: logs, report), CHECK_API_CHECKS (schemathesis checks, default
-# not_a_server_error,response_schema_conformance), CHECK_API_PAUSE=N (wait N s with the stack up
+# not_a_server_error,response_schema_conformance,status_code_conformance: every status answered must
+# be one the operation documents), CHECK_API_PAUSE=N (wait N s with the stack up
 # before the run, to call it by hand: see stack.env in the work dir). Extra arguments go to
 # `schemathesis run`.
 # Usage: tests/api/check_api.sh
@@ -37,7 +39,7 @@ SCHEMATHESIS_VERSION=${CHECK_API_SCHEMATHESIS_VERSION:-4.32.5}
 MAX_EXAMPLES=${CHECK_API_MAX_EXAMPLES:-100}
 MAX_TIME=${CHECK_API_MAX_TIME:-300}
 WORKERS=${CHECK_API_WORKERS:-1}
-CHECKS=${CHECK_API_CHECKS:-not_a_server_error,response_schema_conformance}
+CHECKS=${CHECK_API_CHECKS:-not_a_server_error,response_schema_conformance,status_code_conformance}
 ORG=bank-a
 RUN=chk$(printf '%04x%04x' $RANDOM $RANDOM)
 DBS=(rewards segments campaigns channels gateway)

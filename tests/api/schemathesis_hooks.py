@@ -8,8 +8,9 @@ request, so shrinking and re-running a case stay valid. Every POST carries an Id
 generated one is replaced by a fresh key (a reused key with another body is a legitimate 409 that
 would hide the backends); a negative case that leaves the header out keeps it out.
 
-Real data: the OpenAPI document cannot say which ids exist (and its schemas, derived from protobuf,
-declare no required fields or id patterns), so most generated requests end in 400 or 404. To reach
+Real data: the OpenAPI document cannot say which ids exist (its schemas list the required fields
+and the key patterns the services check, but no id is real), so most generated requests end in 404
+or a business refusal. To reach
 the success paths too, about half of the generated cases of the operations below get ids and
 well-formed fields seeded by check_api.sh (customers with points and coupons, locked redemptions,
 QR tokens, the demo campaigns); the rest stay as generated. Operations this file does not know

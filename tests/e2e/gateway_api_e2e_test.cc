@@ -505,6 +505,15 @@ TEST_F(GatewayApiE2eTest, MemberBanksCannotSeeOrChangeEachOthersResources) {
   ASSERT_EQ(listed.status, 200);
   EXPECT_THAT(listed.body, ::testing::Not(HasSubstr(campaign)));
   EXPECT_EQ(Admin(b_admin, "GET", "/admin/v1/campaigns?org_id=bank-a").status, 403);
+  // Batch grants of another bank's campaign: as unknown as the campaign.
+  EXPECT_EQ(Admin(b_admin, "GET", "/admin/v1/campaigns/" + campaign + "/batch-grant").status, 404);
+  EXPECT_EQ(
+      Admin(b_admin, "GET", "/admin/v1/campaigns/" + campaign + "/batch-grant/failures").status,
+      404);
+  EXPECT_EQ(Admin(b_admin, "POST", "/admin/v1/campaigns/" + campaign + "/batch-grant:cancel",
+                  Json::object())
+                .status,
+            404);
 
   // Operators.
   EXPECT_EQ(Admin(b_admin, "GET", "/admin/v1/operators/ada-admin").status, 404);

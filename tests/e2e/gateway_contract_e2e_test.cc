@@ -12,7 +12,9 @@
 #include <iostream>
 #include <map>
 #include <memory>
+#include <set>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -28,6 +30,7 @@
 #include "services/gateway/api_routes.h"
 #include "services/gateway/http_test_client.h"
 #include "services/gateway/json_codec.h"
+#include "services/gateway/openapi.h"
 
 namespace mkt {
 namespace {
@@ -190,6 +193,8 @@ class GatewayContractE2eTest : public ::testing::Test {
     env_->Start();
   }
   static void TearDownTestSuite() {
+    // Every status any test of the suite got is documented on its route.
+    for (const auto& missing : Undocumented()) ADD_FAILURE() << "undocumented: " << missing;
     env_->Stop();
     delete env_;
     env_ = nullptr;
@@ -248,7 +253,33 @@ class GatewayContractE2eTest : public ::testing::Test {
                               nonce.empty() ? "n" + RandomHex(8) : nonce);
     if (!idempotency_key.empty()) h.emplace_back("Idempotency-Key", idempotency_key);
     h.emplace_back("Content-Type", "application/json");
-    return client_->Send(method, target, h, body);
+    TestResponse r = client_->Send(method, target, h, body);
+    Answered(method, target, r.status);
+    return r;
+  }
+
+  // Every status a signed request of this suite got, by route, to check against the document
+  // (issue 9 B2: a status a route answers must be documented on it).
+  static void Answered(const std::string& method, const std::string& target, int status) {
+    const std::string path = target.substr(0, target.find('?'));
+    absl::StatusOr<gateway::RouteMatch> match = RouteTable().router.Match(method, path);
+    if (!match.ok()) return;
+    answered_->insert({method, match->route->path_template, status});
+  }
+
+  // Returns the (method, path template, status) answers the document does not list.
+  static std::vector<std::string> Undocumented() {
+    const Json doc = Json::parse(gateway::OpenApiDocument(RouteTable().api.routes()));
+    std::vector<std::string> out;
+    for (const auto& [method, path, status] : *answered_) {
+      std::string lower = method;
+      for (char& c : lower) c = static_cast<char>(std::tolower(c));
+      const Json& op = doc["paths"][path][lower];
+      if (!op.is_object() || !op["responses"].contains(std::to_string(status))) {
+        out.push_back(absl::StrCat(method, " ", path, " answered ", status));
+      }
+    }
+    return out;
   }
 
   // Takes part as bank-a's mobile-banking channel; `channel` is the code sent in the body ("":
@@ -398,12 +429,12 @@ class GatewayContractE2eTest : public ::testing::Test {
     return coupon.code();
   }
 
-  // Every route of the gateway's table.
-  static std::vector<gateway::ApiRoute> Routes() {
-    struct Table {
-      gateway::Router router;
-      gateway::ApiService api{{}, SystemClock(), nullptr, nullptr};
-    };
+  // The gateway's route table, built in this process.
+  struct Table {
+    gateway::Router router;
+    gateway::ApiService api{{}, SystemClock(), nullptr, nullptr};
+  };
+  static Table& RouteTable() {
     static Table* table = [] {
       auto* t = new Table();
       gateway::ApiDependencies deps;
@@ -411,7 +442,11 @@ class GatewayContractE2eTest : public ::testing::Test {
       EXPECT_TRUE(gateway::RegisterApiRoutes(t->api, t->router, deps).ok());
       return t;
     }();
-    return {table->api.routes().begin(), table->api.routes().end()};
+    return *table;
+  }
+  // Every route of the gateway's table.
+  static std::vector<gateway::ApiRoute> Routes() {
+    return {RouteTable().api.routes().begin(), RouteTable().api.routes().end()};
   }
 
   static std::string Concrete(const std::string& path) {
@@ -429,11 +464,14 @@ class GatewayContractE2eTest : public ::testing::Test {
 
   static Env* env_;
   static Bank* bank_;
+  static std::set<std::tuple<std::string, std::string, int>>* answered_;
   std::unique_ptr<TestHttpClient> client_;
 };
 
 GatewayContractE2eTest::Env* GatewayContractE2eTest::env_ = nullptr;
 GatewayContractE2eTest::Bank* GatewayContractE2eTest::bank_ = nullptr;
+std::set<std::tuple<std::string, std::string, int>>* GatewayContractE2eTest::answered_ =
+    new std::set<std::tuple<std::string, std::string, int>>();
 
 // Authentication, body limits and strict JSON on every channel route; events and tracking.
 TEST_F(GatewayContractE2eTest, EveryChannelRouteAuthenticatesAndEventsAndTrackingAreAccepted) {
@@ -814,6 +852,89 @@ TEST_F(GatewayContractE2eTest, WalletRedemptionsAndQrAnswerTheContract) {
   EXPECT_EQ(state_of[abandoned], "COUPON_ISSUED") << r.body;
   EXPECT_EQ(state_of[counter], "COUPON_REDEEMED") << r.body;
   EXPECT_NE(state_of[online], "COUPON_LOCKED") << r.body;
+}
+
+// Issue 9 B2-B5 through the real services: another customer's coupon or QR token is a 403 that
+// the document lists on those routes; a body naming a field the path fills, or null for a field,
+// or missing a required field is a 400 naming the field, and nothing is acted on.
+TEST_F(GatewayContractE2eTest, RefusalsAreDocumentedAndBodiesAreStrict) {
+  const std::string tmpl = CouponTemplate(/*stock=*/10, /*unit_cost_fen=*/0);
+  const std::string owner = "CUSTOWNER" + RandomHex(2);
+  const std::string other = "CUSTOTHER" + RandomHex(2);
+  const std::string first = IssueCoupon(tmpl, owner);
+  const std::string second = IssueCoupon(tmpl, owner);
+  ASSERT_FALSE(first.empty() || second.empty());
+
+  // B2: someone else's coupon, to lock, to turn into a QR token, and a QR token redeemed for
+  // someone else.
+  TestResponse r = Signed("POST", "/v1/redemptions",
+                          Json{{"coupon_code", first},
+                               {"customer_id", other},
+                               {"order", {{"order_id", "ORD-X1"}, {"amount_fen", "5000"}}}}
+                              .dump(),
+                          "b2-lock");
+  EXPECT_EQ(r.status, 403) << r.body;
+  EXPECT_EQ(r.ErrorCode(), "PERMISSION_DENIED");
+  r = Signed("POST", "/v1/coupons/" + first + "/qr", Json{{"customer_id", other}}.dump(), "b2-qr");
+  EXPECT_EQ(r.status, 403) << r.body;
+  r = Signed("POST", "/v1/coupons/" + second + "/qr", Json{{"customer_id", owner}}.dump(),
+             "b2-qr-own");
+  ASSERT_EQ(r.status, 200) << r.body;
+  const std::string token = r.Json()["token"];
+  r = Signed("POST", "/v1/qr-redemptions",
+             Json{{"token", token},
+                  {"merchant_id", "M001"},
+                  {"terminal_id", "T001"},
+                  {"order_amount_fen", "8800"},
+                  {"customer_id", other}}
+                 .dump(),
+             "b2-redeem");
+  EXPECT_EQ(r.status, 403) << r.body;
+  EXPECT_EQ(r.ErrorCode(), "PERMISSION_DENIED");
+  // The served document lists it on all three.
+  const Json doc = client_->Send("GET", "/openapi.json", {}, "").Json();
+  for (const char* path :
+       {"/v1/redemptions", "/v1/coupons/{coupon_code}/qr", "/v1/qr-redemptions"}) {
+    EXPECT_TRUE(doc["paths"][path]["post"]["responses"].contains("403")) << path;
+  }
+
+  // B3: a locked redemption; a body naming another redemption is refused, not silently acted on
+  // for the path's one.
+  TestResponse locked = Signed("POST", "/v1/redemptions",
+                               Json{{"coupon_code", first},
+                                    {"customer_id", owner},
+                                    {"order", {{"order_id", "ORD-X2"}, {"amount_fen", "5000"}}}}
+                                   .dump(),
+                               "b3-lock");
+  ASSERT_EQ(locked.status, 200) << locked.body;
+  const std::string redemption = locked.Json()["id"];
+  r = Signed("POST", "/v1/redemptions/" + redemption + ":cancel",
+             R"({"redemption_id":"rdm_someone_else"})", "b3-cancel-1");
+  EXPECT_EQ(r.status, 400) << r.body;
+  EXPECT_EQ(r.ErrorCode(), "INVALID_ARGUMENT");
+  EXPECT_THAT(r.body, HasSubstr("redemption_id is taken from the path"));
+  // B4: null for a field.
+  r = Signed("POST", "/v1/redemptions/" + redemption + ":confirm", R"({"reason":null})",
+             "b4-confirm");
+  EXPECT_EQ(r.status, 400) << r.body;
+  EXPECT_THAT(r.body, HasSubstr("reason: null"));
+  // B5: a required field left out.
+  r = Signed("POST", "/v1/redemptions",
+             Json{{"coupon_code", second}, {"customer_id", owner}}.dump(), "b5-lock");
+  EXPECT_EQ(r.status, 400) << r.body;
+  EXPECT_THAT(r.body, HasSubstr("order is required"));
+  r = Signed("POST", "/v1/events",
+             Json{{"source_event_id", "EV-" + RandomHex(4)}, {"customer_id", owner}}.dump(),
+             "b5-event");
+  EXPECT_EQ(r.status, 400) << r.body;
+  EXPECT_THAT(r.body, HasSubstr("event_type is required"));
+  // The redemption was not touched by any of that: it is still LOCKED, and cancels now.
+  r = Signed("POST", "/v1/redemptions/" + redemption + ":cancel", "{}", "b3-cancel-2");
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(r.Json()["state"], "REDEMPTION_CANCELLED");
+
+  const std::vector<std::string> undocumented = Undocumented();
+  EXPECT_TRUE(undocumented.empty()) << ::testing::PrintToString(undocumented);
 }
 
 // The rewards process goes away and comes back: the wallet answers 503 fast (the breaker), other
