@@ -696,10 +696,13 @@ absl::StatusOr<pb::PreviewResponse> SegmentService::Preview(const tenancy::Actor
 absl::StatusOr<SegmentService::SegmentPtr> SegmentService::Resolve(const pb::SegmentRef& ref) {
   const absl::Time now = clock_.Now();
   {
-    absl::MutexLock lock(&cache_mu_);
+    absl::ReaderMutexLock lock(&cache_mu_);
     if (ref.version() > 0) {
-      auto it = pinned_.find({ref.segment_id(), ref.version()});
-      if (it != pinned_.end()) return it->second;
+      auto it = pinned_.find(ref.segment_id());
+      if (it != pinned_.end()) {
+        auto v = it->second.find(ref.version());
+        if (v != it->second.end()) return v->second;
+      }
     } else {
       auto it = latest_.find(ref.segment_id());
       if (it != latest_.end() && now - it->second.second < options_.latest_version_ttl) {
@@ -710,9 +713,26 @@ absl::StatusOr<SegmentService::SegmentPtr> SegmentService::Resolve(const pb::Seg
   MKT_ASSIGN_OR_RETURN(SegmentVersion loaded, store_.GetSegment(ref.segment_id(), ref.version()));
   auto s = std::make_shared<const SegmentVersion>(std::move(loaded));
   absl::MutexLock lock(&cache_mu_);
-  pinned_[{s->id, s->version}] = s;  // versions never change once written
+  pinned_[s->id][s->version] = s;  // versions never change once written
   if (ref.version() == 0) latest_[s->id] = {s, now};
   return s;
+}
+
+bool SegmentService::Cached(const google::protobuf::RepeatedPtrField<pb::SegmentRef>& refs) {
+  const absl::Time now = clock_.Now();
+  absl::ReaderMutexLock lock(&cache_mu_);
+  for (const pb::SegmentRef& ref : refs) {
+    if (ref.version() > 0) {
+      auto it = pinned_.find(ref.segment_id());
+      if (it == pinned_.end() || !it->second.contains(ref.version())) return false;
+    } else {
+      auto it = latest_.find(ref.segment_id());
+      if (it == latest_.end() || now - it->second.second >= options_.latest_version_ttl) {
+        return false;
+      }
+    }
+  }
+  return true;
 }
 
 absl::StatusOr<SegmentService::SegmentPtr> SegmentService::ResolveFor(const std::string& org,
@@ -737,7 +757,8 @@ absl::StatusOr<Roaring> SegmentService::Members(const SegmentVersion& segment, i
   switch (segment.kind) {
     case pb::SEGMENT_KIND_RULE: {
       Roaring members = index_.Evaluate(segment.definition.rule(), today);
-      members &= index_.Scope(segment.org_id);
+      // A federation segment sees everyone: no scope to intersect with.
+      if (segment.org_id != tenancy::kFederation) members &= index_.Scope(segment.org_id);
       return members;
     }
     case pb::SEGMENT_KIND_LIST:
@@ -804,55 +825,86 @@ absl::StatusOr<Roaring> SegmentService::MembersFor(const std::string& org,
   MKT_RETURN_IF_ERROR(CheckOrg(org, "org_id"));
   MKT_ASSIGN_OR_RETURN(SegmentPtr s, ResolveFor(org, ref, field));
   MKT_ASSIGN_OR_RETURN(Roaring members, Members(*s, DayNumber(clock_.Now()), 0));
-  members &= index_.Scope(org);
+  if (org != tenancy::kFederation) members &= index_.Scope(org);
   if (resolved != nullptr) *resolved = s;
   return members;
 }
 
 // ---- Membership --------------------------------------------------------------------------------
 
+absl::Status SegmentService::ResolveAll(
+    const std::string& org, const google::protobuf::RepeatedPtrField<pb::SegmentRef>& refs,
+    std::vector<SegmentPtr>* out) {
+  if (refs.empty() || refs.size() > 100) {
+    return InvalidArgument("segments", "1..100 segments per call");
+  }
+  out->reserve(refs.size());
+  for (int i = 0; i < refs.size(); ++i) {
+    const pb::SegmentRef& ref = refs.Get(i);
+    if (!ref.segment_id().empty() && ref.version() >= 0) {
+      // The common case, without building the field name of an error that is not there.
+      absl::StatusOr<SegmentPtr> s = Resolve(ref);
+      if (s.ok() && Readable(org, (*s)->org_id)) {
+        out->push_back(*std::move(s));
+        continue;
+      }
+    }
+    MKT_ASSIGN_OR_RETURN(SegmentPtr s, ResolveFor(org, ref, absl::StrCat("segments[", i, "]")));
+    out->push_back(std::move(s));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status SegmentService::MemberOf(const std::string& org, const std::string& customer_id,
+                                      const std::vector<SegmentPtr>& segments, int32_t today,
+                                      google::protobuf::RepeatedField<bool>* member) {
+  std::optional<uint32_t> dense = index_.Find(customer_id);
+  const bool visible = dense && index_.InScope(org, *dense);
+  member->Reserve(static_cast<int>(segments.size()));
+  for (const SegmentPtr& s : segments) {
+    bool in = false;
+    if (visible) {
+      MKT_ASSIGN_OR_RETURN(in, Contains(*s, *dense, today, 0));
+    }
+    member->Add(in);
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<pb::IsMemberResponse> SegmentService::IsMember(const pb::IsMemberRequest& req) {
-  pb::BatchIsMemberRequest batch;
-  batch.set_org_id(req.org_id());
-  batch.add_customer_ids(req.customer_id());
-  *batch.mutable_segments() = req.segments();
-  MKT_ASSIGN_OR_RETURN(pb::BatchIsMemberResponse rows, BatchIsMember(batch));
+  MKT_RETURN_IF_ERROR(CheckOrg(req.org_id(), "org_id"));
+  std::vector<SegmentPtr> segments;
+  MKT_RETURN_IF_ERROR(ResolveAll(req.org_id(), req.segments(), &segments));
   pb::IsMemberResponse out;
-  *out.mutable_member() = rows.rows(0).member();
+  MKT_RETURN_IF_ERROR(MemberOf(req.org_id(), req.customer_id(), segments, DayNumber(clock_.Now()),
+                               out.mutable_member()));
   return out;
 }
 
 absl::StatusOr<pb::BatchIsMemberResponse> SegmentService::BatchIsMember(
     const pb::BatchIsMemberRequest& req) {
+  pb::BatchIsMemberResponse out;
+  MKT_RETURN_IF_ERROR(BatchIsMemberInto(req, &out));
+  return out;
+}
+
+absl::Status SegmentService::BatchIsMemberInto(const pb::BatchIsMemberRequest& req,
+                                               pb::BatchIsMemberResponse* out) {
   MKT_RETURN_IF_ERROR(CheckOrg(req.org_id(), "org_id"));
   if (req.customer_ids().empty() || req.customer_ids_size() > 1000) {
     return InvalidArgument("customer_ids", "1..1000 customers per call");
   }
-  if (req.segments().empty() || req.segments_size() > 100) {
-    return InvalidArgument("segments", "1..100 segments per call");
-  }
   std::vector<SegmentPtr> segments;
-  for (int i = 0; i < req.segments_size(); ++i) {
-    MKT_ASSIGN_OR_RETURN(
-        SegmentPtr s, ResolveFor(req.org_id(), req.segments(i), absl::StrCat("segments[", i, "]")));
-    segments.push_back(std::move(s));
-  }
+  MKT_RETURN_IF_ERROR(ResolveAll(req.org_id(), req.segments(), &segments));
   const int32_t today = DayNumber(clock_.Now());
-  pb::BatchIsMemberResponse out;
+  out->mutable_rows()->Reserve(req.customer_ids_size());
   for (const std::string& customer_id : req.customer_ids()) {
-    pb::BatchIsMemberResponse::Row* row = out.add_rows();
+    pb::BatchIsMemberResponse::Row* row = out->add_rows();
     row->set_customer_id(customer_id);
-    std::optional<uint32_t> dense = index_.Find(customer_id);
-    const bool visible = dense && index_.InScope(req.org_id(), *dense);
-    for (const SegmentPtr& s : segments) {
-      bool member = false;
-      if (visible) {
-        MKT_ASSIGN_OR_RETURN(member, Contains(*s, *dense, today, 0));
-      }
-      row->add_member(member);
-    }
+    MKT_RETURN_IF_ERROR(
+        MemberOf(req.org_id(), customer_id, segments, today, row->mutable_member()));
   }
-  return out;
+  return absl::OkStatus();
 }
 
 absl::StatusOr<pb::CountResponse> SegmentService::Count(const pb::CountRequest& req) {

@@ -72,6 +72,12 @@ class SegmentService {
   // ---- Membership (the org the caller acts for is in the request)
   absl::StatusOr<pb::IsMemberResponse> IsMember(const pb::IsMemberRequest& req);
   absl::StatusOr<pb::BatchIsMemberResponse> BatchIsMember(const pb::BatchIsMemberRequest& req);
+  // Whether every segment of `refs` is in memory, so a membership question about them does not
+  // touch PostgreSQL (the gRPC adapter answers those on the callback thread).
+  bool Cached(const google::protobuf::RepeatedPtrField<pb::SegmentRef>& refs);
+  // BatchIsMember filling `out` (for a caller that owns the response, e.g. the gRPC adapter).
+  absl::Status BatchIsMemberInto(const pb::BatchIsMemberRequest& req,
+                                 pb::BatchIsMemberResponse* out);
   absl::StatusOr<pb::CountResponse> Count(const pb::CountRequest& req);
   absl::StatusOr<pb::SampleResponse> Sample(const pb::SampleRequest& req);
   absl::StatusOr<pb::OverlapResponse> Overlap(const pb::OverlapRequest& req);
@@ -103,6 +109,14 @@ class SegmentService {
   absl::StatusOr<SegmentPtr> ResolveFor(const std::string& org, const pb::SegmentRef& ref,
                                         const std::string& field);
   absl::StatusOr<Roaring> Members(const SegmentVersion& segment, int32_t today, int depth);
+  // Resolves the segments of a membership question (NOT_FOUND names segments[i]).
+  absl::Status ResolveAll(const std::string& org,
+                          const google::protobuf::RepeatedPtrField<pb::SegmentRef>& refs,
+                          std::vector<SegmentPtr>* out);
+  // Answers, for one customer, each of `segments` into `member`.
+  absl::Status MemberOf(const std::string& org, const std::string& customer_id,
+                        const std::vector<SegmentPtr>& segments, int32_t today,
+                        google::protobuf::RepeatedField<bool>* member);
   absl::StatusOr<bool> Contains(const SegmentVersion& segment, uint32_t dense_id, int32_t today,
                                 int depth);
   // Members of the segment as seen by `org` (scoped to its customers).
@@ -119,8 +133,12 @@ class SegmentService {
   const ServiceOptions options_;
 
   absl::Mutex cache_mu_;
-  std::map<std::pair<std::string, int64_t>, SegmentPtr> pinned_ ABSL_GUARDED_BY(cache_mu_);
-  std::map<std::string, std::pair<SegmentPtr, absl::Time>> latest_ ABSL_GUARDED_BY(cache_mu_);
+  // Segment id -> version -> definition: looked up on every membership question (under a
+  // reader lock, without building a key).
+  std::map<std::string, std::map<int64_t, SegmentPtr>, std::less<>> pinned_
+      ABSL_GUARDED_BY(cache_mu_);
+  std::map<std::string, std::pair<SegmentPtr, absl::Time>, std::less<>> latest_
+      ABSL_GUARDED_BY(cache_mu_);
   std::map<std::string, std::shared_ptr<const Roaring>> snapshots_ ABSL_GUARDED_BY(cache_mu_);
 };
 

@@ -52,8 +52,30 @@ class SegmentsGrpcService final : public pb::Segments::CallbackService {
                                 });
   }
 
-  MKT_MEMBERSHIP_RPC(IsMember, IsMemberRequest, IsMemberResponse)
-  MKT_MEMBERSHIP_RPC(BatchIsMember, BatchIsMemberRequest, BatchIsMemberResponse)
+  ServerUnaryReactor* IsMember(CallbackServerContext* ctx, const pb::IsMemberRequest* req,
+                               pb::IsMemberResponse* resp) override {
+    if (s_.Cached(req->segments())) {  // as BatchIsMember below
+      ServerUnaryReactor* reactor = ctx->DefaultReactor();
+      absl::StatusOr<pb::IsMemberResponse> answer = s_.IsMember(*req);
+      if (answer.ok()) *resp = *std::move(answer);
+      reactor->Finish(rpc::ToGrpcStatus(answer.status()));
+      return reactor;
+    }
+    return rpc::RunBlockingInto(ctx, pool_, resp, [this, req] { return s_.IsMember(*req); });
+  }
+
+  // Answered on the callback thread when every segment is in memory (the usual case: pinned
+  // versions are cached for good): microseconds of bitmap probes do not pay for a hop to the
+  // worker pool and back. A segment not yet cached is read from PostgreSQL on the pool.
+  ServerUnaryReactor* BatchIsMember(CallbackServerContext* ctx, const pb::BatchIsMemberRequest* req,
+                                    pb::BatchIsMemberResponse* resp) override {
+    if (s_.Cached(req->segments())) {
+      ServerUnaryReactor* reactor = ctx->DefaultReactor();
+      reactor->Finish(rpc::ToGrpcStatus(s_.BatchIsMemberInto(*req, resp)));
+      return reactor;
+    }
+    return rpc::RunBlockingInto(ctx, pool_, resp, [this, req] { return s_.BatchIsMember(*req); });
+  }
   MKT_MEMBERSHIP_RPC(Count, CountRequest, CountResponse)
   MKT_MEMBERSHIP_RPC(Sample, SampleRequest, SampleResponse)
   MKT_MEMBERSHIP_RPC(Overlap, OverlapRequest, OverlapResponse)

@@ -4,10 +4,16 @@
 // distinct values) also keep one bitmap per value, so a range is the union of the values in it
 // (or its complement); fen tags and int/date tags whose domain outgrows that are bit-sliced (one
 // bitmap per bit of the order-preserving unsigned encoding: two bitmap operations per used bit).
-// Rules evaluate to bitmaps (Evaluate) for counts and materialisation - a conjunction starts with
-// its most selective condition and restricts the others to what is left - or for one customer
-// (Matches) with a few bitmap probes. Each customer also has a home org, whose bitmaps scope what
-// an org may see.
+// Every numeric column can also keep cumulative "value >= bound" bitmaps (steps, BuildSteps) at
+// bounds rules use: every value of a small int domain, recent days relative to today for dates,
+// round amounts (1, 2, 5 x 10^k) for fen tags. A range whose ends are steps is one copy or one
+// in-place AND plus one ANDNOT, whatever the number of values inside; other ends are exact through
+// the nearest step and the few value bitmaps (or the bit slices of the one bucket) between.
+// Rules evaluate to bitmaps (Evaluate) for counts and materialisation - the conditions of a
+// conjunction that are whole bitmaps (ranges between steps, labels) in one pass over their words,
+// chunk by chunk; the others, most selective first, restrict the result in place - or for one
+// customer (Matches) with a few bitmap probes. Each customer also has a home org, whose bitmaps
+// scope what an org may see.
 //
 // Rebuilt from PostgreSQL at start-up and kept current after each committed change. Thread-safe:
 // readers share a lock, writers (the profile consumer, imports) take it exclusively.
@@ -35,6 +41,10 @@ class TagIndex {
   // A small-domain int/date tag holding more distinct values than this becomes bit-sliced (for
   // good: one bitmap per value stops paying once values are rare and ranges span many of them).
   static constexpr size_t kMaxValueBitmaps = 1024;
+  // An int tag with at most this many distinct values gets a step at every value (exact ranges
+  // with two bitmap operations); wider ones get kSpreadSteps steps of about equal population.
+  static constexpr size_t kMaxValueSteps = 128;
+  static constexpr size_t kSpreadSteps = 8;
 
   TagIndex() = default;
   TagIndex(const TagIndex&) = delete;
@@ -91,7 +101,10 @@ class TagIndex {
   // Whether `tag` is kept as one bitmap per value (false: bit slices, labels or unknown).
   bool PerValue(std::string_view tag) const;
 
-  // Compresses runs in every bitmap (after a bulk load).
+  // (Re)builds the cumulative step bitmaps of every numeric column (anchoring date steps at
+  // `today`); kept current by every later change. Optional: without steps ranges are unions.
+  void BuildSteps(int32_t today);
+  // Builds the steps (anchored at today) and compresses runs in every bitmap (after a bulk load).
   void Optimize();
   size_t MemoryBytes() const;
 
@@ -109,6 +122,12 @@ class TagIndex {
     std::map<int64_t, ValueBitmap> values;               // kValues: never an empty one
     std::vector<Roaring> slices;                         // kSlices: 64
     uint64_t used_slices = 0;
+    // Customers whose value is >= bound, ascending bounds; empty until BuildSteps.
+    struct Step {
+      int64_t bound = 0;
+      Roaring at_least;
+    };
+    std::vector<Step> steps;
   };
   // A numeric condition as the customers whose value lies in [low, high] (inclusive), or outside
   // it when `negate` (customers with a value only).
@@ -131,6 +150,26 @@ class TagIndex {
                                                  int32_t today);
   static Roaring EvaluateInterval(const Column& column, const Interval& interval,
                                   const Roaring* within);
+  // With steps: the customers of `within` (null: the column's) whose value is >= x, exactly.
+  static Roaring AtLeast(const Column& column, int64_t x, const Roaring* within);
+  // With steps: `acc` restricted in place to the customers whose value is in the interval.
+  static void RestrictInterval(const Column& column, const Interval& interval, Roaring& acc);
+  // With steps: removes from `acc` the customers whose value is >= x.
+  static void DropAtLeast(const Column& column, int64_t x, Roaring& acc);
+  static bool AtLeastContains(const Column& column, int64_t x, uint32_t dense_id);
+  // Picks the step bounds and builds the steps from the column's bitmaps, or from `numbers` (one
+  // per customer of `dense_ids`) when given (bulk loading).
+  static void BuildColumnSteps(Column& column, int32_t today,
+                               const std::vector<uint32_t>* dense_ids = nullptr,
+                               const std::vector<int64_t>* numbers = nullptr);
+  // Appends `rule` as whole bitmaps to intersect (true: negated) when it is one: a range whose
+  // ends are steps, a label, exists. False (nothing appended) otherwise.
+  bool AsTerms(const pb::Condition& rule, int32_t today,
+               std::vector<std::pair<const Roaring*, bool>>& terms) const
+      ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  // Restricts `acc` in place to the customers matching `rule` (the later conditions of an `all`).
+  void RestrictLocked(const pb::Condition& rule, int32_t today, int depth, Roaring& acc) const
+      ABSL_SHARED_LOCKS_REQUIRED(mu_);
   static bool MatchesInterval(const Column& column, uint32_t dense_id, const Interval& interval);
   // Estimated number of customers `rule` selects, to order the conditions of a conjunction.
   uint64_t EstimateLocked(const pb::Condition& rule, int32_t today, int depth) const

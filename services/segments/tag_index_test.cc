@@ -326,7 +326,23 @@ TEST(TagIndexTest, RandomRulesMatchTheReferenceEvaluation) {
   }
 
   int nonempty = 0, non_full = 0;
-  for (int r = 0; r < 2000; ++r) {
+  for (int r = 0; r < 4000; ++r) {
+    if (r == 2000) {
+      // The second half with cumulative steps: built from the bitmaps, then kept current by more
+      // overwrites and removals (stale step bits would show).
+      index.BuildSteps(kToday);
+      for (int i = 0; i < 2000; ++i) {
+        uint32_t id = random.Int(0, kCustomers - 1);
+        const TagSchema& t = random.Pick(tags);
+        if (random.Chance(0.3)) {
+          customers[id].erase(t.name);
+          index.Remove(id, t.name);
+        } else {
+          customers[id][t.name] = random.RandomValue(t);
+          index.Set(id, t.name, customers[id][t.name]);
+        }
+      }
+    }
     pb::Condition rule = random.Rule(tags, 0);
     Roaring got = index.Evaluate(rule, kToday);
     Roaring want;
@@ -345,8 +361,8 @@ TEST(TagIndexTest, RandomRulesMatchTheReferenceEvaluation) {
     non_full += want.cardinality() < kCustomers;
   }
   // The generator must produce rules that discriminate, or the comparison proves little.
-  EXPECT_GT(nonempty, 1000);
-  EXPECT_GT(non_full, 1000);
+  EXPECT_GT(nonempty, 2000);
+  EXPECT_GT(non_full, 2000);
 }
 
 TEST(TagIndexTest, BitSlicedComparisonsAtExtremes) {
@@ -480,10 +496,15 @@ TEST(TagIndexTest, BulkLoadingBuildsTheSameIndexAsSettingValues) {
   EXPECT_TRUE(bulk.InScope("bank-a", 4999));
   EXPECT_EQ(bulk.Scope("bank-a").cardinality(), 5000u);
   const std::vector<TagSchema> tags = {e, n, d};
-  for (int r = 0; r < 300; ++r) {
+  for (int r = 0; r < 600; ++r) {
+    // Bulk loading built steps from the loaded numbers (dates anchored at the real today); the
+    // second half compares steps built from the bitmaps and anchored at kToday with no steps.
+    if (r == 300) bulk.BuildSteps(kToday);
     pb::Condition rule = random.Rule(tags, 0);
-    ASSERT_TRUE(bulk.Evaluate(rule, kToday) == single.Evaluate(rule, kToday))
-        << rule.ShortDebugString();
+    const Roaring want = single.Evaluate(rule, kToday);
+    ASSERT_TRUE(bulk.Evaluate(rule, kToday) == want) << rule.ShortDebugString();
+    const uint32_t id = random.Int(0, 4999);
+    ASSERT_EQ(bulk.Matches(rule, id, kToday), want.contains(id)) << rule.ShortDebugString();
   }
 }
 
@@ -541,6 +562,104 @@ TEST(TagIndexTest, PerValueColumnsFollowUpdatesAndBecomeBitSlicedWhenWide) {
   EXPECT_FALSE(index.PerValue("n"));
   for (uint32_t i = 0; i < kCustomers; i += 50) EXPECT_EQ(index.ValueOf(i, "n")->number, i);
   check("bit-sliced");
+}
+
+}  // namespace
+}  // namespace mkt::segments
+
+namespace mkt::segments {
+namespace {
+
+// Dense columns (most 65,536-customer chunks hold thousands of values, so bitmaps are dense
+// containers, which the in-place AND / ANDNOT of conjunctions handles itself): conjunctions of
+// ranges, thresholds and relative dates against a plain loop, after bulk loading and after
+// updates.
+TEST(TagIndexTest, DenseConjunctionsMatchAPlainLoop) {
+  constexpr uint32_t kCustomers = 200'000;
+  TagIndex index;
+  index.DefineTag(MakeTag("age", pb::TAG_TYPE_INT));
+  index.DefineTag(MakeTag("aum", pb::TAG_TYPE_DECIMAL_FEN));
+  index.DefineTag(MakeTag("login", pb::TAG_TYPE_DATE));
+  index.LoadCustomers(
+      0, kCustomers, [](uint32_t i) { return "c" + std::to_string(i); }, "bank-a");
+  std::mt19937 rng(42);
+  std::vector<std::optional<int64_t>> age(kCustomers), aum(kCustomers), login(kCustomers);
+  std::vector<uint32_t> ids;
+  std::vector<int64_t> ages, aums, logins;
+  for (uint32_t i = 0; i < kCustomers; ++i) {
+    if (rng() % 10 == 0) continue;
+    ids.push_back(i);
+    age[i] = 18 + rng() % 72;
+    aum[i] = static_cast<int64_t>(rng() % 100000) << (rng() % 24);
+    login[i] = kToday - static_cast<int64_t>(rng() % 365);
+    ages.push_back(*age[i]);
+    aums.push_back(*aum[i]);
+    logins.push_back(*login[i]);
+  }
+  index.LoadNumeric("age", ids, ages);
+  index.LoadNumeric("aum", ids, aums);
+  index.LoadNumeric("login", ids, logins);
+  index.Optimize();  // run containers too
+
+  auto check = [&](int round) {
+    std::mt19937 pick(round);
+    for (int r = 0; r < 40; ++r) {
+      const int64_t lo = 18 + pick() % 72, hi = lo + pick() % 30;
+      const int64_t threshold = r % 2 ? 5'000'000 : static_cast<int64_t>(pick() % 20'000'000);
+      const int days = r % 3 ? 30 : static_cast<int>(pick() % 400);
+      const bool negate_age = r % 5 == 0;
+      pb::Condition rule;
+      auto* all = rule.mutable_all();
+      pb::Condition* age_leaf = all->add_conditions();
+      pb::Condition* range_leaf = negate_age ? age_leaf->mutable_not_() : age_leaf;
+      range_leaf->mutable_range()->set_tag("age");
+      range_leaf->mutable_range()->mutable_low()->set_int_value(lo);
+      range_leaf->mutable_range()->mutable_high()->set_int_value(hi);
+      auto* cmp = all->add_conditions()->mutable_compare();
+      cmp->set_tag("aum");
+      cmp->set_op(r % 4 == 3 ? pb::LT : pb::GE);
+      cmp->mutable_value()->set_int_value(threshold);
+      auto* rel = all->add_conditions()->mutable_relative_date();
+      rel->set_tag("login");
+      rel->set_kind(r % 7 == 6 ? pb::RelativeDate::MORE_THAN_DAYS_AGO
+                               : pb::RelativeDate::WITHIN_LAST_DAYS);
+      rel->set_days(days);
+      Roaring want;
+      for (uint32_t i = 0; i < kCustomers; ++i) {
+        const bool in_age = age[i] && *age[i] >= lo && *age[i] <= hi;
+        if (negate_age ? in_age : !in_age) continue;
+        if (!aum[i] || (r % 4 == 3 ? *aum[i] >= threshold : *aum[i] < threshold)) continue;
+        if (!login[i]) continue;
+        const bool recent = *login[i] >= kToday - days && *login[i] <= kToday;
+        if (r % 7 == 6 ? *login[i] >= kToday - days : !recent) continue;
+        want.add(i);
+      }
+      const Roaring got = index.Evaluate(rule, kToday);
+      ASSERT_TRUE(got == want) << "round " << round << " rule " << rule.ShortDebugString()
+                               << " got " << got.cardinality() << " want " << want.cardinality();
+      for (uint32_t i = r; i < kCustomers; i += 9973) {
+        ASSERT_EQ(index.Matches(rule, i, kToday), want.contains(i)) << rule.ShortDebugString();
+      }
+    }
+  };
+  check(0);  // steps built by the bulk load (dates anchored at the real today)
+  index.BuildSteps(kToday);
+  check(1);
+  // Updates keep the steps exact: move a quarter of the customers, remove some values.
+  for (uint32_t i = 0; i < kCustomers; i += 4) {
+    if (rng() % 8 == 0) {
+      age[i].reset();
+      index.Remove(i, "age");
+    } else {
+      age[i] = 18 + rng() % 72;
+      index.Set(i, "age", Value{.number = *age[i]});
+    }
+    aum[i] = static_cast<int64_t>(rng() % 100000) << (rng() % 24);
+    index.Set(i, "aum", Value{.number = *aum[i]});
+    login[i] = kToday - static_cast<int64_t>(rng() % 365);
+    index.Set(i, "login", Value{.number = *login[i]});
+  }
+  check(2);
 }
 
 }  // namespace
