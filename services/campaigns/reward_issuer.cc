@@ -347,6 +347,7 @@ absl::StatusOr<CouponIssuePlan> CouponIssuePlanFor(const IssueRequest& r) {
       c.set_template_id(g.benefit_template_id);
       c.set_customer_id(r.customer_id);
       c.set_campaign_id(r.campaign_id);
+      c.set_budget_org_id(r.org_id);  // the campaign's budget pays, whoever owns the template
     }
   }
   if (coupon_units > 1) {

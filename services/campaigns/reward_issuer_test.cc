@@ -83,6 +83,8 @@ TEST(CouponIssuePlanTest, FreeClaimIsOneIssueCouponAndNoLedgerLegs) {
   EXPECT_EQ(plan->coupons[0].template_id(), "bt-c");
   EXPECT_EQ(plan->coupons[0].customer_id(), "cust-1");
   EXPECT_EQ(plan->coupons[0].campaign_id(), "cmp_1");
+  // The campaign's org pays, whoever owns the template.
+  EXPECT_EQ(plan->coupons[0].budget_org_id(), r.org_id);
   // Deterministic: a retry sends the same ids.
   EXPECT_EQ(CouponIssuePlanFor(r)->coupons[0].request_id(), plan->coupons[0].request_id());
 }

@@ -9,6 +9,7 @@
 #include "libs/core/status.h"
 #include "libs/log/log.h"
 #include "libs/pg/reads.h"
+#include "libs/tenancy/tenancy.h"
 #include "services/rewards/batcher.h"
 #include "services/rewards/coupon_rules.h"
 #include "services/rewards/fulfilment.h"
@@ -538,6 +539,15 @@ absl::StatusOr<pb::Coupon> Benefits::IssueCoupon(const pb::IssueCouponRequest& r
                                               std::to_string(t.unit_cost_fen()) +
                                               " fen of a campaign's budget");
   }
+  const std::string budget_org = req.budget_org_id().empty() ? t.org_id() : req.budget_org_id();
+  if (!req.budget_org_id().empty()) {
+    MKT_RETURN_IF_ERROR(KeyField(req.budget_org_id(), "budget_org_id"));
+    if (!tenancy::Covers(t.org_id(), budget_org)) {
+      return InvalidArgument("budget_org_id", "template \"" + t.id() + "\" belongs to org " +
+                                                  t.org_id() + ", which does not reach org " +
+                                                  budget_org);
+    }
+  }
   int64_t coupon_id = 0;
   // The issue's intent when this call wrote the coupon (not a replay): applied right away
   // without reading it back.
@@ -575,13 +585,13 @@ absl::StatusOr<pb::Coupon> Benefits::IssueCoupon(const pb::IssueCouponRequest& r
       intent.set_batch_id(batch);
       if (t.unit_cost_fen() > 0) {
         pb::AccountRef budget;
-        budget.set_org_id(t.org_id());
+        budget.set_org_id(budget_org);
         budget.set_asset(pb::BUDGET_FEN);
         budget.set_owner_kind(pb::CAMPAIGN);
         budget.set_owner_id(req.campaign_id());
         pb::TransferSpec* s = intent.add_transfers();
         *s = Spec(batch + ":budget", budget,
-                  SystemAccount(t.org_id(), pb::BUDGET_FEN, pb::ROLE_EXPENSE), t.unit_cost_fen(),
+                  SystemAccount(budget_org, pb::BUDGET_FEN, pb::ROLE_EXPENSE), t.unit_cost_fen(),
                   pb::GRANT);
         s->set_campaign_id(req.campaign_id());
       }

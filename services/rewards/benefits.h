@@ -62,7 +62,8 @@ class Benefits {
   absl::StatusOr<pb::BenefitTemplate> GetTemplate(const std::string& template_id);
 
   // Grants one instance of an ACTIVE coupon/voucher/third-party template, idempotent by
-  // request_id. Ledger batch "cpn.<n>.issue": the campaign's budget (unit_cost_fen), the
+  // request_id. Ledger batch "cpn.<n>.issue": the campaign's budget (unit_cost_fen, from the
+  // BUDGET_FEN account of budget_org_id's campaign, by default the template org's), the
   // template's stock (1) and the customer's COUPON holding (1), all-or-nothing: STOCK_EXHAUSTED,
   // BUDGET_EXHAUSTED or ACCOUNT_NOT_FOUND leave no coupon behind.
   absl::StatusOr<pb::Coupon> IssueCoupon(const pb::IssueCouponRequest& request);

@@ -152,20 +152,21 @@ class BenefitsTest : public ::testing::Test {
     ASSERT_TRUE(integrity.ok()) << integrity.status();
     EXPECT_TRUE(integrity->ok()) << integrity->DebugString();
     EXPECT_EQ(Count("SELECT count(*) FROM coupon_events WHERE NOT applied"), 0);
-    std::vector<std::tuple<std::string, std::string, int64_t, int64_t>> expected;
+    std::vector<std::tuple<std::string, std::string, std::string, int64_t, int64_t>> expected;
     ASSERT_TRUE(pg::WithTransaction(*pool_, [&](pqxx::work& tx) {
                   for (const auto& r :
-                       tx.exec("SELECT customer_id, template_id, "
+                       tx.exec("SELECT org_id, customer_id, template_id, "
                                "count(*) FILTER (WHERE state IN (1, 2)), "
                                "count(*) FILTER (WHERE state = 1) FROM coupons WHERE state > 0 "
-                               "GROUP BY 1, 2")) {
+                               "GROUP BY 1, 2, 3")) {
                     expected.emplace_back(r[0].as<std::string>(), r[1].as<std::string>(),
-                                          r[2].as<int64_t>(), r[3].as<int64_t>());
+                                          r[2].as<std::string>(), r[3].as<int64_t>(),
+                                          r[4].as<int64_t>());
                   }
                   return absl::OkStatus();
                 }).ok());
-    for (const auto& [customer, tpl, held, available] : expected) {
-      auto account = store_->GetAccount(CustomerCoupons(kOrg, tpl, customer));
+    for (const auto& [org, customer, tpl, held, available] : expected) {
+      auto account = store_->GetAccount(CustomerCoupons(org, tpl, customer));
       ASSERT_TRUE(account.ok()) << account.status();
       EXPECT_EQ(account->balance(), held) << customer << " " << tpl;
       EXPECT_EQ(account->available(), available) << customer << " " << tpl;
@@ -266,6 +267,41 @@ TEST_F(BenefitsTest, ConcurrentIssuesThroughTheBatcherTakeExactlyTheStock) {
     ASSERT_TRUE(replay.ok()) << replay.status();
     EXPECT_EQ(replay->code(), code);
   }
+}
+
+// A member bank's campaign granting a federation template pays from the bank's own campaign
+// budget; a template of another bank is not available to it.
+TEST_F(BenefitsTest, ABankCampaignGrantingAFederationTemplatePaysFromTheBanksBudget) {
+  pb::BenefitTemplate fed = Template("fed-cash", pb::COUPON_CASH);
+  fed.set_org_id("fed");
+  Activate(fed);
+  pb::IssueCouponRequest r;
+  r.set_request_id("fed-1");
+  r.set_template_id("fed-cash");
+  r.set_customer_id("cust-1");
+  r.set_campaign_id(kCampaign);
+  r.set_budget_org_id(kOrg);
+  auto c = benefits_->IssueCoupon(r);
+  ASSERT_TRUE(c.ok()) << c.status();
+  pb::AccountRef budget;
+  budget.set_org_id(kOrg);
+  budget.set_asset(pb::BUDGET_FEN);
+  budget.set_owner_kind(pb::CAMPAIGN);
+  budget.set_owner_id(kCampaign);
+  EXPECT_EQ(store_->GetAccount(budget)->balance(), 1'000'000 - 300);
+  // Without budget_org_id the template's org pays: the federation has no budget for camp-1.
+  r.set_request_id("fed-2");
+  r.clear_budget_org_id();
+  EXPECT_EQ(ReasonOf(benefits_->IssueCoupon(r).status()), cpb::ACCOUNT_NOT_FOUND);
+  // A bank's template does not reach a sibling bank.
+  Activate(Template("a-cash", pb::COUPON_CASH));
+  r.set_request_id("sib-1");
+  r.set_template_id("a-cash");
+  r.set_budget_org_id("bank-b");
+  auto refused = benefits_->IssueCoupon(r);
+  EXPECT_EQ(ReasonOf(refused.status()), cpb::INVALID_ARGUMENT) << refused.status();
+  EXPECT_EQ(FieldOf(refused.status()), "budget_org_id");
+  EXPECT_EQ(Count("SELECT count(*) FROM coupons WHERE state > 0"), 1);
 }
 
 // The template cache never hides a status change made through the same service.

@@ -13,7 +13,9 @@
 // itself, so they are found again by name, and the campaigns use the ids it gave.
 // With --campaigns it creates the member banks and a branch in the campaigns service, takes a
 // coupon campaign of bank-a through maker-checker to ONLINE, saves a federation lottery as a
-// template and copies it into a bank-b draft. Campaign ids are the service's, so each step first
+// template and copies it into a bank-b draft; with --rewards too it funds the coupon campaign's
+// budget (bank-a's, which pays the federation coupon's unit cost). Campaign ids are the
+// service's, so each step first
 // looks for what an earlier run made and carries on from the state it finds. A campaigns service
 // that looks reference data up in the real services (MKT_CAMPAIGNS_REFERENCE_SOURCE=services, the
 // default) needs --rewards and --segments in the same run; one on its built-in demo catalog
@@ -141,6 +143,24 @@ constexpr char kDemoCampaign[] = "demo-welcome";
 constexpr int64_t kDemoBudgetFen = 1000000;  // 10,000 yuan
 constexpr int64_t kWelcomePoints = 1000;
 constexpr int64_t kWelcomeCostFen = 100;
+// The coupon campaign's budget: its budget_cap_fen (100,000 yuan, 2,000 coupons of 50 yuan).
+constexpr int64_t kCouponBudgetFen = 10'000'000;
+
+// Funds a campaign's BUDGET_FEN account in `org`, once (a fixed request id: a rerun is a replay).
+absl::Status FundCampaignBudget(const std::string& target, const std::string& org,
+                                const std::string& campaign_id, int64_t fen) {
+  auto stub = ledger::Ledger::NewStub(mkt::rpc::Connect(target));
+  grpc::ClientContext ctx;
+  mkt::rpc::PrepareClientContext(ctx, absl::Seconds(10), "seed-demo");
+  ledger::FundRequest fund;
+  fund.set_request_id("seed-budget-" + campaign_id);
+  fund.set_org_id(org);
+  fund.set_asset(ledger::BUDGET_FEN);
+  fund.set_owner_id(campaign_id);
+  fund.set_amount(fen);
+  ledger::FundResponse funded;
+  return mkt::rpc::FromGrpcStatus(stub->Fund(&ctx, fund, &funded));
+}
 
 // Funds the org's demo campaign and grants each customer welcome points, once: the request ids
 // are fixed, so a second run is a replay that changes nothing.
@@ -820,6 +840,22 @@ int main(int argc, char** argv) {
       return 1;
     }
     campaigns = *std::move(seeded);
+    // The coupon campaign pays its coupons' unit cost from its own budget (in the org that owns
+    // the campaign): funded once, up to the campaign's cap, so claims work from the first tap.
+    if (!rewards_target.empty() && campaigns.contains("coupon_campaign")) {
+      const json& coupon = campaigns["coupon_campaign"];
+      const std::string id = coupon.value("campaign_id", "");
+      const std::string org = coupon.value("org_id", "");
+      if (!id.empty() && !org.empty()) {
+        if (absl::Status s = FundCampaignBudget(rewards_target, org, id, kCouponBudgetFen);
+            !s.ok()) {
+          std::cerr << "funding the coupon campaign's budget failed: " << s.message() << "\n";
+          return 1;
+        }
+        std::cout << "rewards: budget of coupon campaign " << id << " funded (" << kCouponBudgetFen
+                  << " fen)\n";
+      }
+    }
   }
 
   json doc = {
