@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "libs/core/status.h"
 #include "libs/log/log.h"
+#include "libs/pg/arrays.h"
 #include "libs/pg/reads.h"
 #include "libs/tenancy/tenancy.h"
 #include "services/rewards/batcher.h"
@@ -45,9 +46,9 @@ constexpr char kSelectCouponByRequest[] =
     "SELECT id, template_id, customer_id FROM coupons WHERE issue_request_id = $1";
 constexpr char kInsertCoupon[] =
     "INSERT INTO coupons (code, issue_request_id, org_id, template_id, type, customer_id, "
-    "campaign_id, state, valid_from, valid_until, issued_at, updated_at) "
+    "campaign_id, state, valid_from, valid_until, issued_at, updated_at, holder_org_id) "
     "VALUES ($1, $2, $3, $4, $5, $6, $7, 0, $8::timestamptz, $9::timestamptz, $10::timestamptz, "
-    "$10::timestamptz) RETURNING id";
+    "$10::timestamptz, $11) RETURNING id";
 constexpr char kSelectCouponById[] = "SELECT " MKT_COUPON_COLUMNS " FROM coupons c WHERE c.id = $1";
 constexpr char kSelectCouponByCode[] =
     "SELECT " MKT_COUPON_COLUMNS " FROM coupons c WHERE c.code = $1";
@@ -64,7 +65,8 @@ constexpr char kSetCollected[] =
 constexpr char kDeleteUnissuedCoupon[] = "DELETE FROM coupons WHERE id = $1 AND state = 0";
 constexpr char kSelectWalletCoupons[] =
     "SELECT " MKT_COUPON_COLUMNS
-    " FROM coupons c WHERE c.org_id = $1 AND c.customer_id = $2 AND c.state > 0 "
+    " FROM coupons c WHERE c.holder_org_id = ANY($1::text[]) AND c.customer_id = $2 "
+    "AND c.state > 0 "
     "ORDER BY c.state, c.valid_until, c.id";
 
 constexpr char kInsertEvent[] =
@@ -578,7 +580,7 @@ absl::StatusOr<pb::Coupon> Benefits::IssueCoupon(const pb::IssueCouponRequest& r
       const std::string code = "C" + absl::AsciiStrToUpper(RandomHex(10));
       coupon_id = tx.exec_params(kInsertCoupon, code, req.request_id(), t.org_id(), t.id(),
                                  static_cast<int>(t.type()), req.customer_id(), req.campaign_id(),
-                                 PgTime(w.from), PgTime(w.until), PgTime(now))[0][0]
+                                 PgTime(w.from), PgTime(w.until), PgTime(now), budget_org)[0][0]
                       .as<int64_t>();
       pb::LedgerIntent intent;
       const std::string batch = absl::StrCat("cpn.", coupon_id, ".issue");
@@ -1199,8 +1201,9 @@ absl::StatusOr<pb::Wallet> Benefits::GetWallet(const pb::GetWalletRequest& req) 
   std::vector<CouponRow> rows;
   MKT_RETURN_IF_ERROR(pg::WithReads(pool_, [&](pqxx::nontransaction& reads) {
     rows.clear();
-    for (const pqxx::row& r :
-         reads.exec_params(kSelectWalletCoupons, req.org_id(), req.customer_id())) {
+    for (const pqxx::row& r : reads.exec_params(
+             kSelectWalletCoupons, pg::TextArrayLiteral(tenancy::SelfAndAncestors(req.org_id())),
+             req.customer_id())) {
       rows.push_back(CouponRow::From(r));
     }
     return absl::OkStatus();

@@ -289,6 +289,18 @@ TEST_F(BenefitsTest, ABankCampaignGrantingAFederationTemplatePaysFromTheBanksBud
   budget.set_owner_kind(pb::CAMPAIGN);
   budget.set_owner_id(kCampaign);
   EXPECT_EQ(store_->GetAccount(budget)->balance(), 1'000'000 - 300);
+  // The federation's coupon is in the bank customer's wallet (coupons of the org and its
+  // ancestors).
+  pb::GetWalletRequest w;
+  w.set_org_id(kOrg);
+  w.set_customer_id("cust-1");
+  auto wallet = benefits_->GetWallet(w);
+  ASSERT_TRUE(wallet.ok()) << wallet.status();
+  ASSERT_EQ(wallet->coupons_size(), 1);
+  ASSERT_EQ(wallet->coupons(0).coupons_size(), 1);
+  EXPECT_EQ(wallet->coupons(0).coupons(0).code(), c->code());
+  w.set_org_id("bank-b");  // a sibling bank's customer of the same id does not see it
+  EXPECT_EQ(benefits_->GetWallet(w)->coupons_size(), 0);
   // Without budget_org_id the template's org pays: the federation has no budget for camp-1.
   r.set_request_id("fed-2");
   r.clear_budget_org_id();
