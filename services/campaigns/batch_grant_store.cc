@@ -276,7 +276,10 @@ absl::StatusOr<BatchGrantRun> PgBatchGrantStore::Cancel(const std::string& campa
         "WHERE campaign_id = $1 AND state = 'PENDING' RETURNING 1) SELECT count(*) FROM u",
         campaign_id);
     pqxx::result r = tx.exec_params(
+        // While materialising, total is not set yet: the items cancelled are the total, so that
+        // pending (total - granted - failed - cancelled) stays 0, not negative.
         std::string("UPDATE batch_grant_runs SET state = 'CANCELLED', cancelled = cancelled + $2, "
+                    "total = CASE WHEN state = 'MATERIALISING' THEN total + $2 ELSE total END, "
                     "cancelled_by = $3, cancel_reason = $4, finished_at = now(), "
                     "updated_at = now(), lease_owner = '', lease_expires_at = '-infinity' "
                     "WHERE campaign_id = $1 RETURNING ") +

@@ -8,7 +8,6 @@
 #include "absl/strings/str_cat.h"
 #include "libs/core/status.h"
 #include "libs/log/log.h"
-#include "libs/pg/arrays.h"
 #include "libs/pg/reads.h"
 #include "libs/tenancy/tenancy.h"
 #include "services/rewards/batcher.h"
@@ -65,8 +64,7 @@ constexpr char kSetCollected[] =
 constexpr char kDeleteUnissuedCoupon[] = "DELETE FROM coupons WHERE id = $1 AND state = 0";
 constexpr char kSelectWalletCoupons[] =
     "SELECT " MKT_COUPON_COLUMNS
-    " FROM coupons c WHERE c.holder_org_id = ANY($1::text[]) AND c.customer_id = $2 "
-    "AND c.state > 0 "
+    " FROM coupons c WHERE c.holder_org_id = $1 AND c.customer_id = $2 AND c.state > 0 "
     "ORDER BY c.state, c.valid_until, c.id";
 
 constexpr char kInsertEvent[] =
@@ -76,8 +74,9 @@ constexpr char kInsertEvent[] =
     "CASE WHEN $8 = '' THEN NULL ELSE decode($8, 'hex') END, $8 = '' "
     "FROM coupon_events WHERE coupon_id = $1";
 constexpr char kSelectUnappliedOfCoupon[] =
-    "SELECT seq, encode(intent, 'hex'), from_state, to_state FROM coupon_events "
-    "WHERE coupon_id = $1 AND NOT applied ORDER BY seq";
+    "SELECT e.seq, encode(e.intent, 'hex'), e.from_state, e.to_state, c.customer_id "
+    "FROM coupon_events e JOIN coupons c ON c.id = e.coupon_id "
+    "WHERE e.coupon_id = $1 AND NOT e.applied ORDER BY e.seq";
 constexpr char kMarkApplied[] =
     "UPDATE coupon_events SET applied = true WHERE coupon_id = $1 AND seq = $2";
 constexpr char kFinishIssue[] =
@@ -473,24 +472,34 @@ absl::Status Benefits::ApplyIntents(int64_t coupon_id) {
     int to_state;
   };
   std::vector<Pending> pending;
+  std::string customer_id;
   MKT_RETURN_IF_ERROR(pg::WithTransaction(pool_, [&](pqxx::work& tx) {
     pending.clear();
     for (const pqxx::row& r : tx.exec_params(kSelectUnappliedOfCoupon, coupon_id)) {
       pending.push_back({r[0].as<int>(), r[1].as<std::string>(), r[2].as<int>(), r[3].as<int>()});
+      customer_id = r[4].as<std::string>();
     }
     return absl::OkStatus();
   }));
-  // In order: a confirmation posts the reservation its lock created.
-  for (const Pending& p : pending) {
-    MKT_RETURN_IF_ERROR(ApplyIntent(Parse<pb::LedgerIntent>(p.intent)));
-    MKT_RETURN_IF_ERROR(pg::WithTransaction(pool_, [&](pqxx::work& tx) {
-      tx.exec_params(kMarkApplied, coupon_id, p.seq);
-      if (p.from_state == 0)
-        tx.exec_params(kFinishIssue, coupon_id, p.to_state, PgTime(clock_.Now()));
-      return absl::OkStatus();
-    }));
-  }
-  return absl::OkStatus();
+  if (pending.empty()) return absl::OkStatus();
+  absl::Status applied = [&]() -> absl::Status {
+    // In order: a confirmation posts the reservation its lock created.
+    for (const Pending& p : pending) {
+      MKT_RETURN_IF_ERROR(ApplyIntent(Parse<pb::LedgerIntent>(p.intent)));
+      MKT_RETURN_IF_ERROR(pg::WithTransaction(pool_, [&](pqxx::work& tx) {
+        tx.exec_params(kMarkApplied, coupon_id, p.seq);
+        if (p.from_state == 0)
+          tx.exec_params(kFinishIssue, coupon_id, p.to_state, PgTime(clock_.Now()));
+        return absl::OkStatus();
+      }));
+    }
+    return absl::OkStatus();
+  }();
+  // The coupon row changed before its ledger work, and an issue becomes visible only with its
+  // last step: the wallet is read again after all of it (the ledger's own invalidation may come
+  // before the row's last change).
+  InvalidateWallet(customer_id);
+  return applied;
 }
 
 absl::StatusOr<int> Benefits::RepairLedger(int limit) {
@@ -642,6 +651,7 @@ absl::StatusOr<pb::Coupon> Benefits::IssueCoupon(const pb::IssueCouponRequest& r
         if (!r.empty()) row = CouponRow::From(r[0]);
         return absl::OkStatus();
       }));
+      InvalidateWallet(req.customer_id());  // ISSUED only now, after the ledger's invalidation
     }
   } else {
     applied = ApplyIntents(coupon_id);
@@ -1162,7 +1172,7 @@ absl::StatusOr<pb::Coupon> Benefits::MarkCollected(const pb::MarkCollectedReques
     }
     return absl::OkStatus();
   }));
-  InvalidateWallet(row->org_id, row->customer_id);  // collected_at has no ledger change
+  InvalidateWallet(row->customer_id);  // collected_at has no ledger change
   return GetCoupon(row->code);
 }
 
@@ -1201,9 +1211,8 @@ absl::StatusOr<pb::Wallet> Benefits::GetWallet(const pb::GetWalletRequest& req) 
   std::vector<CouponRow> rows;
   MKT_RETURN_IF_ERROR(pg::WithReads(pool_, [&](pqxx::nontransaction& reads) {
     rows.clear();
-    for (const pqxx::row& r : reads.exec_params(
-             kSelectWalletCoupons, pg::TextArrayLiteral(tenancy::SelfAndAncestors(req.org_id())),
-             req.customer_id())) {
+    for (const pqxx::row& r :
+         reads.exec_params(kSelectWalletCoupons, req.org_id(), req.customer_id())) {
       rows.push_back(CouponRow::From(r));
     }
     return absl::OkStatus();

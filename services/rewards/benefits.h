@@ -92,10 +92,9 @@ class Benefits {
 
   // Points (and what expires within 30 days), cash, chances, and coupons grouped by state.
   absl::StatusOr<pb::Wallet> GetWallet(const pb::GetWalletRequest& request);
-  // Forgets the customer's cached wallet (after a ledger change to one of their accounts).
-  void InvalidateWallet(const std::string& org_id, const std::string& customer_id) {
-    wallets_.Invalidate(org_id, customer_id);
-  }
+  // Forgets the customer's cached wallet, whichever org it was read for (after a ledger change to
+  // one of their accounts, in whatever org the account is, or a change of one of their coupons).
+  void InvalidateWallet(const std::string& customer_id) { wallets_.Invalidate(customer_id); }
 
   // Releases locks past their timeout, then expires ISSUED coupons whose validity ended before
   // `as_of` (transfer "cpn.<n>.expire"); re-runs change nothing. Up to `limit` of each.

@@ -143,8 +143,8 @@ int main(int argc, char** argv) {
                                .wallet_cache_ttl = absl::Milliseconds(cfg->wallet_cache_ms)});
   benefits.AttachBatcher(&*batcher);
   // Every ledger change to a customer's account, whichever call made it, drops their cached wallet.
-  store.OnCustomerChanged([&benefits](const std::string& org, const std::string& customer) {
-    benefits.InvalidateWallet(org, customer);
+  store.OnCustomerChanged([&benefits](const std::string& /*org*/, const std::string& customer) {
+    benefits.InvalidateWallet(customer);
   });
   rewards::Payouts payouts(**pool, store, SystemClock());
   for (const char* topic : {rewards::kPayoutCommandsTopic, rewards::kPayoutResultsTopic}) {

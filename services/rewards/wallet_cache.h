@@ -3,11 +3,13 @@
 // cache").
 //
 // Freshness: every ledger change to one of the customer's accounts committed through this
-// process invalidates their entry (PgLedgerStore's change listener), so a customer always sees
-// their own grant, spend or coupon on the next read through the same replica. A change made
-// through another replica is not seen here until the entry is older than `ttl` (config
-// rewards.wallet_cache_ms, 1 s by default; 0 turns the cache off). A read that started before an
-// invalidation of its shard is not stored, so an invalidation is never undone by a slow reader.
+// process (PgLedgerStore's change listener) and every change of one of their coupons invalidates
+// their entry, whatever org it was read for (entries are keyed by customer id; the org read is
+// checked on a hit), so a customer always sees their own grant, spend or coupon on the next read
+// through the same replica. A change made through another replica is not seen here until the
+// entry is older than `ttl` (config rewards.wallet_cache_ms, 1 s by default; 0 turns the cache
+// off). A read that started before an invalidation of its shard is not stored, so an
+// invalidation is never undone by a slow reader.
 #pragma once
 
 #include <array>
@@ -36,12 +38,13 @@ class WalletCache {
   // Keeps `wallet`, read at `now` after Find gave `ticket`, unless the shard was invalidated since.
   void Store(const std::string& org_id, const std::string& customer_id,
              const ::marketing::rewards::v1::Wallet& wallet, absl::Time now, uint64_t ticket);
-  void Invalidate(const std::string& org_id, const std::string& customer_id);
+  void Invalidate(const std::string& customer_id);
 
   size_t size();
 
  private:
   struct Entry {
+    std::string org_id;
     ::marketing::rewards::v1::Wallet wallet;
     absl::Time read_at;
   };
@@ -50,9 +53,9 @@ class WalletCache {
     absl::flat_hash_map<std::string, Entry> entries ABSL_GUARDED_BY(mu);
     uint64_t generation ABSL_GUARDED_BY(mu) = 0;
   };
-  static constexpr size_t kShards = 16;
-  static std::string Key(const std::string& org_id, const std::string& customer_id);
-  Shard& ShardOf(const std::string& key);
+  // Many shards: an invalidation refuses the stores of reads in flight in its shard only.
+  static constexpr size_t kShards = 256;
+  Shard& ShardOf(const std::string& customer_id);
 
   const absl::Duration ttl_;
   const size_t max_per_shard_;

@@ -289,8 +289,8 @@ TEST_F(BenefitsTest, ABankCampaignGrantingAFederationTemplatePaysFromTheBanksBud
   budget.set_owner_kind(pb::CAMPAIGN);
   budget.set_owner_id(kCampaign);
   EXPECT_EQ(store_->GetAccount(budget)->balance(), 1'000'000 - 300);
-  // The federation's coupon is in the bank customer's wallet (coupons of the org and its
-  // ancestors).
+  // The federation's coupon is held in the bank that granted it: it is in the bank customer's
+  // wallet.
   pb::GetWalletRequest w;
   w.set_org_id(kOrg);
   w.set_customer_id("cust-1");
@@ -756,8 +756,8 @@ TEST_F(BenefitsTest, CachedWalletShowsEveryChangeOfThisProcessAtOnce) {
       *pool_, *ledger_, clock_,
       BenefitsOptions{.qr_key = kKey, .wallet_cache_ttl = absl::Seconds(2)});
   Benefits* benefits = benefits_.get();
-  store_->OnCustomerChanged([benefits](const std::string& org, const std::string& customer) {
-    benefits->InvalidateWallet(org, customer);
+  store_->OnCustomerChanged([benefits](const std::string&, const std::string& customer) {
+    benefits->InvalidateWallet(customer);
   });
   auto points_of = [&]() -> int64_t {
     pb::GetWalletRequest r;
