@@ -7,6 +7,7 @@
 #include "libs/core/status.h"
 #include "libs/kafka/outbox.h"
 #include "libs/log/log.h"
+#include "libs/tenancy/tenancy.h"
 #include "marketing/common/v1/envelope.pb.h"
 #include "spdlog/spdlog.h"
 
@@ -45,7 +46,12 @@ absl::StatusOr<BalanceReport> BalanceReportOf(const epb::BusinessEvent& event) {
   if (event.customer_id().empty()) {
     return InvalidArgument("customer_id", "an asset_balance event names its customer");
   }
+  if (!tenancy::IsValidOrgId(event.org_id())) {
+    return InvalidArgument("org_id",
+                           "an asset_balance event names the customer's org, such as bank-a");
+  }
   BalanceReport report;
+  report.customer_org_id = event.org_id();
   report.customer_id = event.customer_id();
   report.event_key = event.source() + ":" + event.source_event_id();
   auto balance = event.attributes().find("balance_fen");
@@ -103,12 +109,14 @@ absl::Status AssetGrowthService::ApplyBalanceEvent(const epb::BusinessEvent& eve
   MKT_RETURN_IF_ERROR(store_.RecordBalance(*report).status());
   // Evaluated even when the report changed nothing: a crash after recording the balance and
   // before evaluating is caught up by the replay of the same message.
-  return EvaluateCustomer(report->customer_id);
+  return EvaluateCustomer(report->customer_org_id, report->customer_id);
 }
 
-absl::Status AssetGrowthService::EvaluateCustomer(const std::string& customer_id) {
-  MKT_ASSIGN_OR_RETURN(std::vector<Enrolment> enrolments,
-                       store_.EnrolmentsOf(customer_id, clock_.Now() - options_.grace));
+absl::Status AssetGrowthService::EvaluateCustomer(const std::string& customer_org_id,
+                                                  const std::string& customer_id) {
+  MKT_ASSIGN_OR_RETURN(
+      std::vector<Enrolment> enrolments,
+      store_.EnrolmentsOf(customer_org_id, customer_id, clock_.Now() - options_.grace));
   for (const Enrolment& e : enrolments) {
     MKT_RETURN_IF_ERROR(Evaluate(e).status());
   }
@@ -129,7 +137,7 @@ absl::StatusOr<std::vector<int>> AssetGrowthService::Evaluate(const Enrolment& e
   const absl::CivilDay to = std::min(ChinaDay(clock_.Now()), LastDayBefore(window_end));
   if (to < e.enrolled_on) return out;
   MKT_ASSIGN_OR_RETURN(std::vector<DayBalance> balances,
-                       store_.DailyBalances(e.customer_id, e.enrolled_on, to));
+                       store_.DailyBalances(e.customer_org_id, e.customer_id, e.enrolled_on, to));
   const int64_t average = AverageDailyBalance(balances, e.enrolled_on, to);
   const int64_t growth = average - e.baseline_fen;
   std::vector<TierGrant> reached;

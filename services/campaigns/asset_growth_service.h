@@ -34,7 +34,8 @@ inline constexpr char kAssetGrowthConsumerGroup[] = "campaigns-asset-growth";
 std::string TierRequestId(const std::string& participation_id, int tier);
 
 // The balance report an asset_balance event carries (balance_fen; as_of_date "YYYY-MM-DD" or
-// RFC 3339, else the China day of occurred_at). INVALID_ARGUMENT when it carries none.
+// RFC 3339, else the China day of occurred_at) for the customer (org_id, customer_id).
+// INVALID_ARGUMENT when it carries none, or no valid org id (the customer would be nobody's).
 absl::StatusOr<BalanceReport> BalanceReportOf(const ::marketing::events::v1::BusinessEvent& event);
 
 struct AssetGrowthOptions {
@@ -60,8 +61,9 @@ class AssetGrowthService {
   absl::Status HandleMessage(const kafka::IncomingMessage& message);
   absl::Status ApplyBalanceEvent(const ::marketing::events::v1::BusinessEvent& event);
 
-  // Evaluates every enrolment of a customer whose window has not ended more than `grace` ago.
-  absl::Status EvaluateCustomer(const std::string& customer_id);
+  // Evaluates every enrolment of a customer (of the member bank of `customer_org_id`) whose
+  // window has not ended more than `grace` ago.
+  absl::Status EvaluateCustomer(const std::string& customer_org_id, const std::string& customer_id);
   // Evaluates one enrolment and grants the tiers it newly reached; returns the tiers marked.
   absl::StatusOr<std::vector<int>> Evaluate(const Enrolment& enrolment);
 

@@ -8,6 +8,7 @@
 #include "libs/kafka/outbox.h"
 #include "libs/log/log.h"
 #include "libs/pg/arrays.h"
+#include "libs/tenancy/tenancy.h"
 #include "services/campaigns/participation_store.h"
 #include "services/campaigns/pg_campaign_store.h"
 
@@ -16,25 +17,27 @@ namespace {
 
 // The latest report of a day wins; a replay or an older report changes nothing.
 constexpr char kUpsertBalance[] =
-    "INSERT INTO asset_balances (customer_id, day, balance_fen, as_of, event_key) "
-    "VALUES ($1, $2::date, $3, campaigns_ts($4), $5) "
-    "ON CONFLICT (customer_id, day) DO UPDATE SET balance_fen = EXCLUDED.balance_fen, "
+    "INSERT INTO asset_balances (customer_bank, customer_id, day, balance_fen, as_of, event_key) "
+    "VALUES ($1, $2, $3::date, $4, campaigns_ts($5), $6) "
+    "ON CONFLICT (customer_bank, customer_id, day) DO UPDATE SET balance_fen = "
+    "EXCLUDED.balance_fen, "
     "as_of = EXCLUDED.as_of, event_key = EXCLUDED.event_key, updated_at = now() "
     "WHERE (EXCLUDED.as_of, EXCLUDED.event_key) > (asset_balances.as_of, asset_balances.event_key) "
     "RETURNING 1";
 
 constexpr char kDailyBalances[] =
-    "(SELECT day::text, balance_fen FROM asset_balances WHERE customer_id = $1 AND day < $2::date "
+    "(SELECT day::text, balance_fen FROM asset_balances "
+    " WHERE customer_bank = $1 AND customer_id = $2 AND day < $3::date "
     " ORDER BY day DESC LIMIT 1) "
     "UNION ALL "
-    "(SELECT day::text, balance_fen FROM asset_balances WHERE customer_id = $1 "
-    " AND day >= $2::date AND day <= $3::date) "
+    "(SELECT day::text, balance_fen FROM asset_balances WHERE customer_bank = $1 "
+    " AND customer_id = $2 AND day >= $3::date AND day <= $4::date) "
     "ORDER BY 1";
 
 constexpr char kInsertEnrolment[] =
-    "INSERT INTO asset_growth_enrolments (participation_id, campaign_id, org_id, customer_id, "
-    "enrolled_on, baseline_fen, baseline_days, window_end) "
-    "VALUES ($1, $2, $3, $4, $5::date, $6, $7, campaigns_ts($8)) "
+    "INSERT INTO asset_growth_enrolments (participation_id, campaign_id, org_id, customer_org_id, "
+    "customer_bank, customer_id, enrolled_on, baseline_fen, baseline_days, window_end) "
+    "VALUES ($1, $2, $3, $4, $5, $6, $7::date, $8, $9, campaigns_ts($10)) "
     "ON CONFLICT (participation_id) DO NOTHING";
 
 constexpr char kEnrolmentColumns[] =
@@ -42,7 +45,7 @@ constexpr char kEnrolmentColumns[] =
     "e.baseline_fen, e.baseline_days, campaigns_micros(e.window_end), e.average_fen, e.growth_fen, "
     "coalesce(e.evaluated_through::text, ''), "
     "coalesce((SELECT array_agg(g.tier ORDER BY g.tier)::text FROM asset_growth_grants g "
-    "          WHERE g.participation_id = e.participation_id), '{}') "
+    "          WHERE g.participation_id = e.participation_id), '{}'), e.customer_org_id "
     "FROM asset_growth_enrolments e ";
 
 constexpr char kLockEnrolment[] =
@@ -116,6 +119,7 @@ Enrolment EnrolmentOf(const pqxx::row& row) {
   e.growth_fen = row[9].as<int64_t>();
   e.evaluated_through = row[10].as<std::string>();
   e.tiers_marked = ParseIntArray(row[11].as<std::string>());
+  e.customer_org_id = row[12].as<std::string>();
   return e;
 }
 
@@ -133,32 +137,43 @@ absl::StatusOr<TierGrant> GrantOf(const pqxx::row& row) {
 
 }  // namespace
 
+std::string CustomerBank(std::string_view customer_org_id) {
+  return tenancy::MemberBankOf(customer_org_id);
+}
+
 void InsertEnrolment(pqxx::work& tx, const pb::Participation& p, absl::Time window_end) {
   const pb::AssetGrowthProgress& g = p.asset_growth();
   // A window without an end (never valid for a published campaign) is stored as 9999-12-31.
   const absl::Time end = std::min(window_end, absl::FromUnixSeconds(253'402'300'799));
-  tx.exec_params(kInsertEnrolment, p.id(), p.campaign_id(), p.org_id(), p.customer_id(),
-                 g.enrolled_on(), g.baseline_fen(), g.baseline_days(), absl::ToUnixMicros(end));
+  tx.exec_params(kInsertEnrolment, p.id(), p.campaign_id(), p.org_id(), p.customer_org_id(),
+                 CustomerBank(p.customer_org_id()), p.customer_id(), g.enrolled_on(),
+                 g.baseline_fen(), g.baseline_days(), absl::ToUnixMicros(end));
 }
 
 absl::StatusOr<bool> PgAssetGrowthStore::RecordBalance(const BalanceReport& r) {
+  // Without a valid org the report belongs to nobody (and would mix customers of the same id).
+  if (!tenancy::IsValidOrgId(r.customer_org_id)) {
+    return InvalidArgument("org_id", "a balance report names the customer's org, such as bank-a");
+  }
   bool changed = false;
   MKT_RETURN_IF_ERROR(pg::WithTransaction(pool_, [&](pqxx::work& tx) -> absl::Status {
-    changed = !tx.exec_params(kUpsertBalance, r.customer_id, DayText(r.day), r.balance_fen,
-                              absl::ToUnixMicros(r.as_of), r.event_key)
-                   .empty();
+    changed =
+        !tx.exec_params(kUpsertBalance, CustomerBank(r.customer_org_id), r.customer_id,
+                        DayText(r.day), r.balance_fen, absl::ToUnixMicros(r.as_of), r.event_key)
+             .empty();
     return absl::OkStatus();
   }));
   return changed;
 }
 
 absl::StatusOr<std::vector<DayBalance>> PgAssetGrowthStore::DailyBalances(
-    const std::string& customer_id, absl::CivilDay from, absl::CivilDay to) {
+    const std::string& customer_org_id, const std::string& customer_id, absl::CivilDay from,
+    absl::CivilDay to) {
   std::vector<DayBalance> out;
   MKT_RETURN_IF_ERROR(pg::WithTransaction(pool_, [&](pqxx::work& tx) -> absl::Status {
     out.clear();
-    for (const auto& row :
-         tx.exec_params(kDailyBalances, customer_id, DayText(from), DayText(to))) {
+    for (const auto& row : tx.exec_params(kDailyBalances, CustomerBank(customer_org_id),
+                                          customer_id, DayText(from), DayText(to))) {
       out.push_back({ParseDay(row[0].as<std::string>()), row[1].as<int64_t>()});
     }
     return absl::OkStatus();
@@ -167,15 +182,15 @@ absl::StatusOr<std::vector<DayBalance>> PgAssetGrowthStore::DailyBalances(
 }
 
 absl::StatusOr<std::vector<Enrolment>> PgAssetGrowthStore::EnrolmentsOf(
-    const std::string& customer_id, absl::Time ended_after) {
+    const std::string& customer_org_id, const std::string& customer_id, absl::Time ended_after) {
   std::vector<Enrolment> out;
   MKT_RETURN_IF_ERROR(pg::WithTransaction(pool_, [&](pqxx::work& tx) -> absl::Status {
     out.clear();
-    for (const auto& row :
-         tx.exec_params(std::string(kEnrolmentColumns) +
-                            "WHERE e.customer_id = $1 AND e.window_end > campaigns_ts($2) "
-                            "ORDER BY e.participation_id",
-                        customer_id, absl::ToUnixMicros(ended_after))) {
+    for (const auto& row : tx.exec_params(
+             std::string(kEnrolmentColumns) +
+                 "WHERE e.customer_bank = $1 AND e.customer_id = $2 "
+                 "AND e.window_end > campaigns_ts($3) ORDER BY e.participation_id",
+             CustomerBank(customer_org_id), customer_id, absl::ToUnixMicros(ended_after))) {
       out.push_back(EnrolmentOf(row));
     }
     return absl::OkStatus();
@@ -184,15 +199,16 @@ absl::StatusOr<std::vector<Enrolment>> PgAssetGrowthStore::EnrolmentsOf(
 }
 
 absl::StatusOr<std::vector<Enrolment>> PgAssetGrowthStore::EnrolmentsIn(
-    const std::string& customer_id, const std::vector<std::string>& campaigns) {
+    const std::string& customer_org_id, const std::string& customer_id,
+    const std::vector<std::string>& campaigns) {
   std::vector<Enrolment> out;
   if (campaigns.empty()) return out;
   MKT_RETURN_IF_ERROR(pg::WithTransaction(pool_, [&](pqxx::work& tx) -> absl::Status {
     out.clear();
-    for (const auto& row :
-         tx.exec_params(std::string(kEnrolmentColumns) +
-                            "WHERE e.customer_id = $1 AND e.campaign_id = ANY($2::text[])",
-                        customer_id, pg::TextArrayLiteral(campaigns))) {
+    for (const auto& row : tx.exec_params(
+             std::string(kEnrolmentColumns) + "WHERE e.customer_bank = $1 AND e.customer_id = $2 "
+                                              "AND e.campaign_id = ANY($3::text[])",
+             CustomerBank(customer_org_id), customer_id, pg::TextArrayLiteral(campaigns))) {
       out.push_back(EnrolmentOf(row));
     }
     return absl::OkStatus();

@@ -3,12 +3,18 @@
 // participation is recorded ENROLLED), and the tiers reached — each marked once and granted under
 // its derived request id, PENDING until the rewards service answered, so a crash between the mark
 // and the grant is retried with the same id and never loses or doubles a tier.
+//
+// A customer is (member bank, customer id): customer ids are a member bank's core-system ids, so
+// two banks of the federation may both have a "c1". Balances and enrolments are keyed by the
+// member bank of the customer's org (CustomerBank), so a report sent for "bank-a" and an
+// enrolment made at "bank-a.branch-01" meet, while bank-b's "c1" never touches bank-a's.
 #pragma once
 
 #include <cstdint>
 #include <optional>
 #include <set>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -20,9 +26,15 @@
 
 namespace mkt::campaigns {
 
+// The member bank whose customer ids a customer of `customer_org_id` has ("bank-a.branch-01" →
+// "bank-a"; "fed" for the federation): the org half of a customer's identity here.
+std::string CustomerBank(std::string_view customer_org_id);
+
 // One end-of-day balance report; a later report of the same day (by as_of, then event_key)
 // replaces an earlier one.
 struct BalanceReport {
+  // The org the event names (member bank or branch); a valid org id.
+  std::string customer_org_id;
   std::string customer_id;
   absl::CivilDay day;
   int64_t balance_fen = 0;
@@ -33,7 +45,9 @@ struct BalanceReport {
 struct Enrolment {
   std::string participation_id;
   std::string campaign_id;
-  std::string org_id;
+  std::string org_id;  // the campaign's
+  // The customer's org as enrolled (member bank or branch): with customer_id, who enrolled.
+  std::string customer_org_id;
   std::string customer_id;
   absl::CivilDay enrolled_on;
   int64_t baseline_fen = 0;
@@ -65,18 +79,24 @@ class PgAssetGrowthStore {
  public:
   explicit PgAssetGrowthStore(pg::Pool& pool) : pool_(pool) {}
 
-  // Keeps the report if it is the latest of its day; true when it changed the stored balance.
+  // Keeps the report if it is the latest of its day for the customer (of the report's member
+  // bank); true when it changed the stored balance. INVALID_ARGUMENT for an invalid org id.
   absl::StatusOr<bool> RecordBalance(const BalanceReport& report);
 
-  // The balances of days [from, to] and the last one before `from`, sorted by day.
-  absl::StatusOr<std::vector<DayBalance>> DailyBalances(const std::string& customer_id,
+  // The balances of a customer (of the member bank of `customer_org_id`) on days [from, to] and
+  // the last one before `from`, sorted by day.
+  absl::StatusOr<std::vector<DayBalance>> DailyBalances(const std::string& customer_org_id,
+                                                        const std::string& customer_id,
                                                         absl::CivilDay from, absl::CivilDay to);
 
-  // Enrolments of a customer whose window ended after `ended_after`.
-  absl::StatusOr<std::vector<Enrolment>> EnrolmentsOf(const std::string& customer_id,
+  // Enrolments of a customer (of the member bank of `customer_org_id`, whichever of its orgs they
+  // enrolled at) whose window ended after `ended_after`.
+  absl::StatusOr<std::vector<Enrolment>> EnrolmentsOf(const std::string& customer_org_id,
+                                                      const std::string& customer_id,
                                                       absl::Time ended_after);
   // Enrolments of some campaigns of a customer (any window), for the eligibility list.
-  absl::StatusOr<std::vector<Enrolment>> EnrolmentsIn(const std::string& customer_id,
+  absl::StatusOr<std::vector<Enrolment>> EnrolmentsIn(const std::string& customer_org_id,
+                                                      const std::string& customer_id,
                                                       const std::vector<std::string>& campaigns);
   // A page of enrolments whose window ended after `ended_after`, by participation id.
   absl::StatusOr<std::vector<Enrolment>> ActiveEnrolments(absl::Time ended_after,

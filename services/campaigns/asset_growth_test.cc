@@ -1,5 +1,6 @@
 // The pure parts of asset-growth tasks: averages with carry-forward, the baseline at enrolment,
-// tier selection, request ids, and the balance report an asset_balance event carries.
+// tier selection, request ids, the balance report an asset_balance event carries, and the bank a
+// customer's org makes them a customer of.
 #include "services/campaigns/asset_growth.h"
 
 #include "gtest/gtest.h"
@@ -103,12 +104,14 @@ TEST(BalanceReportTest, ReadsTheBalanceAndTheDayOfAnEvent) {
   e.set_source_event_id("BAL-1");
   e.set_event_type("asset_balance");
   e.set_customer_id("c1");
+  e.set_org_id("bank-a.branch-01");
   e.mutable_occurred_at()->set_seconds(absl::ToUnixSeconds(
       absl::FromCivil(absl::CivilSecond(2026, 11, 26, 20, 0, 0), absl::UTCTimeZone())));
   (*e.mutable_attributes())["balance_fen"] = "12345600";
   auto report = BalanceReportOf(e);
   ASSERT_TRUE(report.ok()) << report.status();
   EXPECT_EQ(report->customer_id, "c1");
+  EXPECT_EQ(report->customer_org_id, "bank-a.branch-01");
   EXPECT_EQ(report->balance_fen, 12345600);
   EXPECT_EQ(report->event_key, "core-banking:BAL-1");
   // Without as_of_date: the China day of occurred_at (20:00 UTC is the next day in China).
@@ -126,6 +129,30 @@ TEST(BalanceReportTest, ReadsTheBalanceAndTheDayOfAnEvent) {
   EXPECT_FALSE(BalanceReportOf(e).ok());
   e.mutable_attributes()->erase("balance_fen");
   EXPECT_FALSE(BalanceReportOf(e).ok());
+}
+
+TEST(BalanceReportTest, RefusesAReportNamingNoValidOrg) {
+  epb::BusinessEvent e;
+  e.set_source("core-banking");
+  e.set_source_event_id("BAL-2");
+  e.set_event_type("asset_balance");
+  e.set_customer_id("c1");
+  (*e.mutable_attributes())["balance_fen"] = "100";
+  for (const char* org : {"", "Bank A", "bank-a..branch", "bank_a"}) {
+    e.set_org_id(org);
+    auto report = BalanceReportOf(e);
+    EXPECT_EQ(report.status().code(), absl::StatusCode::kInvalidArgument) << "org " << org;
+  }
+  e.set_org_id("fed");
+  EXPECT_TRUE(BalanceReportOf(e).ok());
+}
+
+TEST(CustomerBankTest, ACustomerIsOfTheMemberBankOfTheirOrg) {
+  EXPECT_EQ(CustomerBank("bank-a"), "bank-a");
+  EXPECT_EQ(CustomerBank("bank-a.branch-01"), "bank-a");
+  EXPECT_EQ(CustomerBank("bank-a.branch-01.sub-3"), "bank-a");
+  EXPECT_EQ(CustomerBank("bank-b"), "bank-b");
+  EXPECT_EQ(CustomerBank("fed"), "fed");
 }
 
 }  // namespace

@@ -366,8 +366,9 @@ absl::StatusOr<pb::Participation> ParticipationService::Participate(
     // enrolment (and its baseline), not a new one.
     const absl::CivilDay today = ChinaDay(now);
     const int days = EffectiveBaselineDays(live.baseline_days());
-    MKT_ASSIGN_OR_RETURN(std::vector<DayBalance> balances,
-                         growth_.DailyBalances(r.customer_id(), today - days, today - 1));
+    MKT_ASSIGN_OR_RETURN(
+        std::vector<DayBalance> balances,
+        growth_.DailyBalances(r.customer_org_id(), r.customer_id(), today - days, today - 1));
     pb::AssetGrowthProgress* progress = p.mutable_asset_growth();
     progress->set_enrolled_on(absl::FormatCivilTime(today));
     progress->set_baseline_days(days);
@@ -558,7 +559,7 @@ absl::StatusOr<pb::ListEligibleResponse> ParticipationService::ListEligible(
     if (c->live().type() == pb::ASSET_GROWTH_TASK) growth_ids.push_back(c->id());
   }
   MKT_ASSIGN_OR_RETURN(std::vector<Enrolment> enrolments,
-                       growth_.EnrolmentsIn(r.customer_id(), growth_ids));
+                       growth_.EnrolmentsIn(r.customer_org_id(), r.customer_id(), growth_ids));
   auto count = [&](const std::string& id, const std::string& key) -> int64_t {
     for (const auto& v : counters) {
       if (v.campaign_id == id && v.counter == key) return v.n;

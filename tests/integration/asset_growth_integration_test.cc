@@ -5,7 +5,9 @@
 // gRPC APIs, its own fresh database) with the benefits issuer. Checks that each tier reaches the
 // ledger exactly once — with events published again and out of order, and after a grant whose
 // outcome was lost — that nothing is granted below the threshold or to customers not enrolled,
-// and that the ledger stays consistent after every scenario.
+// that customers of two member banks sharing a customer id never share balances or tiers, and
+// that the ledger stays consistent after every scenario. Also checks that the migration keying
+// balances by the customer's bank (V005) carries a V004 database's rows over.
 #include <algorithm>
 #include <atomic>
 #include <functional>
@@ -86,6 +88,8 @@ struct Balance {
   absl::CivilDay day;
   int64_t balance_fen;
   absl::Time occurred_at;
+  // The org serving the customer (member bank or branch): with `customer`, who the customer is.
+  std::string org = "bank-a";
 };
 
 class AssetGrowthIntegrationTest : public ::testing::Test {
@@ -191,11 +195,15 @@ class AssetGrowthIntegrationTest : public ::testing::Test {
     batcher_.reset();
   }
 
-  // A running task of bank A: 100 points from 2,000 yuan of growth, 500 more from 10,000 yuan,
-  // baseline over 30 days. Its budget is funded.
-  std::string OnlineTask() {
-    pb::CampaignConfig c = test::CompleteCoupon("Grow your savings", absl::Now() - absl::Minutes(1),
-                                                absl::Now() + absl::Hours(48));
+  // A running task of bank A (or B): 100 points from 2,000 yuan of growth, 500 more from 10,000
+  // yuan, baseline over 30 days. Its budget is funded.
+  std::string OnlineTask(const std::string& bank = "bank-a") {
+    const bool a = bank == "bank-a";
+    const Actor& planner = a ? planner_a_ : planner_b_;
+    const Actor& approver = a ? approver_a_ : approver_b_;
+    pb::CampaignConfig c =
+        test::CompleteCoupon("Grow your savings", absl::Now() - absl::Minutes(1),
+                             absl::Now() + absl::Hours(48), a ? "seg-a1" : "seg-b1");
     c.set_type(pb::ASSET_GROWTH_TASK);
     c.clear_rewards();
     c.set_baseline_days(30);
@@ -207,20 +215,20 @@ class AssetGrowthIntegrationTest : public ::testing::Test {
       reward->set_kind(pb::REWARD_KIND_POINTS);
       reward->set_quantity(points);
     }
-    auto created = client_->Create(planner_a_, c);
+    auto created = client_->Create(planner, c);
     EXPECT_TRUE(created.ok()) << Describe(created.status());
     if (!created.ok()) return "";
     const std::string id = created->id();
-    EXPECT_TRUE(client_->Submit(planner_a_, id).ok());
-    EXPECT_TRUE(client_->Approve(approver_a_, id).ok());
-    auto published = client_->Publish(planner_a_, id);
+    EXPECT_TRUE(client_->Submit(planner, id).ok());
+    EXPECT_TRUE(client_->Approve(approver, id).ok());
+    auto published = client_->Publish(planner, id);
     EXPECT_TRUE(published.ok()) << Describe(published.status());
     EXPECT_TRUE(service_->AdvanceDue().ok());
-    auto got = client_->Get(planner_a_, id);
+    auto got = client_->Get(planner, id);
     EXPECT_TRUE(got.ok() && got->state() == pb::ONLINE);
     rpb::FundRequest r;
     r.set_request_id("fund-" + RandomHex(8));
-    r.set_org_id("bank-a");
+    r.set_org_id(bank);
     r.set_asset(rpb::BUDGET_FEN);
     r.set_owner_id(id);
     r.set_amount(kBudget);
@@ -240,11 +248,11 @@ class AssetGrowthIntegrationTest : public ::testing::Test {
       e.set_source_event_id(b.id);
       e.set_event_type("asset_balance");
       e.set_customer_id(b.customer);
-      e.set_org_id("bank-a");
+      e.set_org_id(b.org);
       e.mutable_occurred_at()->set_seconds(absl::ToUnixSeconds(b.occurred_at));
       (*e.mutable_attributes())["balance_fen"] = std::to_string(b.balance_fen);
       (*e.mutable_attributes())["as_of_date"] = absl::FormatCivilTime(b.day);
-      auto envelope = kafka::MakeEnvelope("events.BusinessEvent", "bank-a", "", e);
+      auto envelope = kafka::MakeEnvelope("events.BusinessEvent", b.org, "", e);
       out.push_back({topic_, b.customer, envelope.SerializeAsString(), {}});
     }
     ASSERT_TRUE(producer_->Publish(out, absl::Seconds(10)).ok());
@@ -253,13 +261,14 @@ class AssetGrowthIntegrationTest : public ::testing::Test {
   // Publishes a marker balance of `customer` for a day long before any task and waits until it is
   // stored: messages of one customer share a partition, so everything published for the customer
   // before it has been handled too.
-  void Drain(const std::string& customer) {
+  void Drain(const std::string& customer, const std::string& bank = "bank-a") {
     static int n = 0;
     const absl::CivilDay marker_day = today_ - 400 - (++n);
-    Publish(
-        {{"marker-" + RandomHex(6), customer, marker_day, 1, absl::Now() - absl::Hours(24 * 400)}});
-    const std::string sql = "SELECT count(*) FROM asset_balances WHERE customer_id = '" + customer +
-                            "' AND day = '" + absl::FormatCivilTime(marker_day) + "'";
+    Publish({{"marker-" + RandomHex(6), customer, marker_day, 1,
+              absl::Now() - absl::Hours(24 * 400), bank}});
+    const std::string sql = "SELECT count(*) FROM asset_balances WHERE customer_bank = '" + bank +
+                            "' AND customer_id = '" + customer + "' AND day = '" +
+                            absl::FormatCivilTime(marker_day) + "'";
     ASSERT_TRUE(WaitFor([&] { return Scalar(sql) == 1; })) << "marker of " << customer;
   }
 
@@ -281,9 +290,10 @@ class AssetGrowthIntegrationTest : public ::testing::Test {
     return v;
   }
 
-  int64_t LedgerBalance(rpb::Asset asset, rpb::OwnerKind kind, const std::string& owner) {
+  int64_t LedgerBalance(rpb::Asset asset, rpb::OwnerKind kind, const std::string& owner,
+                        const std::string& bank = "bank-a") {
     rpb::GetAccountRequest r;
-    r.mutable_ref()->set_org_id("bank-a");
+    r.mutable_ref()->set_org_id(bank);
     r.mutable_ref()->set_asset(asset);
     r.mutable_ref()->set_owner_kind(kind);
     r.mutable_ref()->set_owner_id(owner);
@@ -293,8 +303,8 @@ class AssetGrowthIntegrationTest : public ::testing::Test {
     grpc::Status s = ledger_stub_->GetAccount(&ctx, r, &account);
     return s.ok() ? account.balance() : 0;
   }
-  int64_t Points(const std::string& customer) {
-    return LedgerBalance(rpb::POINTS, rpb::CUSTOMER, customer);
+  int64_t Points(const std::string& customer, const std::string& bank = "bank-a") {
+    return LedgerBalance(rpb::POINTS, rpb::CUSTOMER, customer, bank);
   }
 
   bool LedgerIntact() {
@@ -310,12 +320,12 @@ class AssetGrowthIntegrationTest : public ::testing::Test {
   }
 
   absl::StatusOr<pb::Participation> Participate(const std::string& campaign,
-                                                const std::string& customer,
-                                                const std::string& key) {
+                                                const std::string& customer, const std::string& key,
+                                                const std::string& customer_org = "bank-a") {
     pb::ParticipateRequest r;
     r.set_campaign_id(campaign);
     r.set_customer_id(customer);
-    r.set_customer_org_id("bank-a");
+    r.set_customer_org_id(customer_org);
     r.set_channel("mobile_banking");
     r.set_idempotency_key(key);
     grpc::ClientContext ctx;
@@ -326,10 +336,11 @@ class AssetGrowthIntegrationTest : public ::testing::Test {
     return out;
   }
 
-  pb::EligibleCampaign Eligible(const std::string& campaign, const std::string& customer) {
+  pb::EligibleCampaign Eligible(const std::string& campaign, const std::string& customer,
+                                const std::string& customer_org = "bank-a") {
     pb::ListEligibleRequest r;
     r.set_customer_id(customer);
-    r.set_customer_org_id("bank-a");
+    r.set_customer_org_id(customer_org);
     r.set_channel("mobile_banking");
     r.set_explain(true);
     grpc::ClientContext ctx;
@@ -348,6 +359,15 @@ class AssetGrowthIntegrationTest : public ::testing::Test {
     return Scalar("SELECT count(*) FROM asset_growth_grants WHERE customer_id = '" + customer +
                   "' AND state = '" + state + "'");
   }
+  // By enrolment, for customers whose id another bank's customer shares.
+  int64_t GrantsOf(const std::string& participation, const std::string& state) {
+    return Scalar("SELECT count(*) FROM asset_growth_grants WHERE participation_id = '" +
+                  participation + "' AND state = '" + state + "'");
+  }
+  int64_t GrowthOf(const std::string& participation) {
+    return Scalar("SELECT growth_fen FROM asset_growth_enrolments WHERE participation_id = '" +
+                  participation + "'");
+  }
   int64_t Growth(const std::string& customer) {
     return Scalar(
         "SELECT coalesce(max(growth_fen), -1) FROM asset_growth_enrolments WHERE customer_id = '" +
@@ -357,6 +377,8 @@ class AssetGrowthIntegrationTest : public ::testing::Test {
   const Actor root_{"fed", "root", {Role::kAdmin}};
   const Actor planner_a_{"bank-a", "alice", {Role::kPlanner}};
   const Actor approver_a_{"bank-a", "bob", {Role::kApprover}};
+  const Actor planner_b_{"bank-b", "carol", {Role::kPlanner}};
+  const Actor approver_b_{"bank-b", "dave", {Role::kApprover}};
   const absl::CivilDay today_ = ChinaDay(absl::Now());
   testing::TestDatabase rewards_db_;
   testing::TestDatabase campaigns_db_;
@@ -588,6 +610,203 @@ TEST_F(AssetGrowthIntegrationTest, CarriedDaysCountAndTheWindowEndStopsTheAverag
   EXPECT_EQ(Grants("steady", "GRANTED"), 1);
   EXPECT_EQ(Points("steady"), 100);
   EXPECT_TRUE(LedgerIntact());
+}
+
+// Bank-a and bank-b each have a customer "twin" (one core-system id in two member banks), each
+// enrolled in their own bank's task. Balances and enrolments are the customer's bank's: the other
+// twin's history moves no baseline, their reports move no average and grant no tier (either way
+// round), a branch of bank-a reports for bank-a's twin, the eligibility list shows each twin their
+// own enrolment, and a report naming no valid org is refused without holding up the consumer.
+TEST_F(AssetGrowthIntegrationTest, CustomersOfTwoBanksWithTheSameIdNeverShareBalancesOrTiers) {
+  ASSERT_TRUE(client_->CreateOrg(root_, "bank-b", "Bank B").ok());
+  membership_.SetOpen("seg-b1");
+  const std::string task_a = OnlineTask("bank-a");
+  const std::string task_b = OnlineTask("bank-b");
+  ASSERT_FALSE(task_a.empty());
+  ASSERT_FALSE(task_b.empty());
+  const absl::Time now = absl::Now();
+
+  // History: bank-a's twin 1,000 yuan, bank-b's twin 50,000 yuan, both since 40 days ago (kept
+  // by customer id and day alone, bank-b's later report would replace bank-a's).
+  Publish({{"ta-h", "twin", today_ - 40, 100'000, now - absl::Hours(24 * 40), "bank-a"},
+           {"tb-h", "twin", today_ - 40, 5'000'000, now - absl::Hours(24 * 39), "bank-b"}});
+  Drain("twin", "bank-a");
+  auto a = Participate(task_a, "twin", "enrol-twin-a", "bank-a");
+  ASSERT_TRUE(a.ok()) << Describe(a.status());
+  EXPECT_EQ(a->asset_growth().baseline_fen(), 100'000);
+  auto b = Participate(task_b, "twin", "enrol-twin-b", "bank-b");
+  ASSERT_TRUE(b.ok()) << Describe(b.status());
+  EXPECT_EQ(b->asset_growth().baseline_fen(), 5'000'000);
+  EXPECT_EQ(Scalar("SELECT count(*) FROM asset_growth_enrolments WHERE customer_id = 'twin' AND "
+                   "customer_org_id = customer_bank"),
+            2);
+
+  // Bank-b's twin reports 90,000 yuan today: growth 40,000 yuan, both of task B's tiers. Had it
+  // counted for bank-a's twin (baseline 1,000 yuan), it would have granted both of task A's.
+  Publish({{"tb-1", "twin", today_, 9'000'000, now - absl::Hours(2), "bank-b"}});
+  ASSERT_TRUE(WaitFor([&] { return GrantsOf(b->id(), "GRANTED") == 2; }));
+  EXPECT_EQ(GrowthOf(b->id()), 4'000'000);
+  EXPECT_EQ(Points("twin", "bank-b"), 600);
+  Drain("twin", "bank-a");
+  ASSERT_TRUE(growth_->Sweep().ok());  // evaluates bank-a's twin on their own (carried) balance
+  EXPECT_EQ(GrowthOf(a->id()), 0);
+  EXPECT_EQ(GrantsOf(a->id(), "GRANTED") + GrantsOf(a->id(), "PENDING"), 0);
+  EXPECT_EQ(Points("twin", "bank-a"), 0);
+
+  // Vice versa, through a branch of bank-a and later in the day than bank-b's report: bank-a's
+  // twin grows 2,500 yuan (tier 0 of task A); bank-b's twin keeps their own report of today.
+  Publish({{"ta-1", "twin", today_, 350'000, now - absl::Hours(1), "bank-a.branch-01"}});
+  ASSERT_TRUE(WaitFor([&] { return GrantsOf(a->id(), "GRANTED") == 1; }));
+  EXPECT_EQ(GrowthOf(a->id()), 250'000);
+  EXPECT_EQ(Points("twin", "bank-a"), 100);
+  Drain("twin", "bank-b");
+  ASSERT_TRUE(growth_->Sweep().ok());
+  EXPECT_EQ(GrowthOf(b->id()), 4'000'000);
+  EXPECT_EQ(GrowthOf(a->id()), 250'000);
+  EXPECT_EQ(GrantsOf(a->id(), "GRANTED"), 1);
+  EXPECT_EQ(GrantsOf(b->id(), "GRANTED"), 2);
+  EXPECT_EQ(Points("twin", "bank-a"), 100);
+  EXPECT_EQ(Points("twin", "bank-b"), 600);
+  EXPECT_EQ(Scalar("SELECT count(*) FROM asset_balances WHERE customer_id = 'twin' AND day = '" +
+                   absl::FormatCivilTime(today_) + "'"),
+            2);
+
+  // What each twin sees: their own enrolment and progress. A federation-wide list of tasks would
+  // hold both campaigns; each twin is enrolled only in their own bank's.
+  pb::EligibleCampaign listed_a = Eligible(task_a, "twin", "bank-a");
+  EXPECT_TRUE(listed_a.enrolled());
+  EXPECT_EQ(listed_a.asset_growth().baseline_fen(), 100'000);
+  pb::EligibleCampaign listed_b = Eligible(task_b, "twin", "bank-b");
+  EXPECT_TRUE(listed_b.enrolled());
+  EXPECT_EQ(listed_b.asset_growth().baseline_fen(), 5'000'000);
+  auto of_a = growth_store_->EnrolmentsIn("bank-a.branch-01", "twin", {task_a, task_b});
+  ASSERT_TRUE(of_a.ok()) << of_a.status();
+  ASSERT_EQ(of_a->size(), 1u);
+  EXPECT_EQ((*of_a)[0].participation_id, a->id());
+  EXPECT_EQ((*of_a)[0].customer_org_id, "bank-a");
+  auto of_b = growth_store_->EnrolmentsIn("bank-b", "twin", {task_a});
+  ASSERT_TRUE(of_b.ok()) << of_b.status();
+  EXPECT_TRUE(of_b->empty());
+
+  // A report naming no valid org belongs to nobody: refused (logged, not stored), and the
+  // consumer goes on with the next message.
+  Publish({{"tx-1", "twin", today_, 90'000'000, now, "Bank B!"},
+           {"tx-2", "twin", today_, 90'000'000, now, ""}});
+  Drain("twin", "bank-a");
+  EXPECT_EQ(Scalar("SELECT count(*) FROM asset_balances WHERE event_key LIKE 'core-banking:tx-%'"),
+            0);
+  EXPECT_EQ(GrowthOf(a->id()), 250'000);
+  EXPECT_EQ(GrowthOf(b->id()), 4'000'000);
+  EXPECT_TRUE(LedgerIntact());
+}
+
+// V005 on a database that already had V004 data: enrolments take the customer's org from their
+// participation (the campaign's org when that were missing), balances the bank of every
+// participation of their customer id, and balances of ids never seen stay keyed to no bank; the
+// store then reads and writes per bank.
+TEST(AssetGrowthMigrationTest, KeysV004RowsByTheCustomersBank) {
+  testing::TestDatabase db;
+  auto connected = pg::Pool::Connect({.dsn = db.dsn(), .size = 2});
+  ASSERT_TRUE(connected.ok()) << connected.status();
+  std::unique_ptr<pg::Pool> pool = *std::move(connected);
+  pg::MigrationSet through_v004 = CampaignsMigrations();
+  std::erase_if(through_v004.migrations, [](const pg::Migration& m) { return m.version > 4; });
+  ASSERT_EQ(through_v004.migrations.size(), 4u);
+  ASSERT_TRUE(pg::ApplyMigrations(*pool, {&kafka::OutboxMigrations(), &through_v004}).ok());
+  const absl::CivilDay day = ChinaDay(absl::Now()) - 1;
+  const std::string d = "'" + absl::FormatCivilTime(day) + "'";
+  ASSERT_TRUE(pg::WithTransaction(*pool, [&](pqxx::work& tx) {
+                tx.exec(
+                    "INSERT INTO orgs (id, parent_id, display_name) VALUES "
+                    "('bank-a', 'fed', 'A'), ('bank-b', 'fed', 'B')");
+                tx.exec(
+                    "INSERT INTO campaigns (id, org_id, state, type, revision, body, created_at, "
+                    "updated_at) VALUES "
+                    "('cmp-a', 'bank-a', 'ONLINE', 'ASSET_GROWTH_TASK', 1, '{}', now(), now()), "
+                    "('cmp-fed', 'fed', 'ONLINE', 'COUPON_CLAIM', 1, '{}', now(), now())");
+                tx.exec(
+                    "INSERT INTO participations (id, campaign_id, idempotency_key, request_hash, "
+                    "customer_id, customer_org, channel, campaign_version, status, counters, body) "
+                    "VALUES "
+                    "('par-a', 'cmp-a', 'k1', 'h', 'c1', 'bank-a.branch-01', 'app', 1, 'ENROLLED', "
+                    " '{}', '{}'), "
+                    "('par-x', 'cmp-fed', 'k2', 'h', 'shared', 'bank-a', 'app', 1, 'GRANTED', "
+                    " '{}', '{}'), "
+                    "('par-y', 'cmp-fed', 'k3', 'h', 'shared', 'bank-b', 'app', 1, 'GRANTED', "
+                    " '{}', '{}')");
+                tx.exec(
+                    "INSERT INTO asset_growth_enrolments (participation_id, campaign_id, org_id, "
+                    "customer_id, enrolled_on, baseline_fen, baseline_days, window_end) VALUES "
+                    "('par-a', 'cmp-a', 'bank-a', 'c1', " +
+                    d +
+                    ", 100, 30, now() + interval '1 day'), "
+                    "('par-lost', 'cmp-a', 'bank-a', 'c3', " +
+                    d + ", 0, 30, now() + interval '1 day')");
+                tx.exec(
+                    "INSERT INTO asset_growth_grants (participation_id, tier, campaign_id, "
+                    "customer_id, request_id, tier_config, growth_fen, state) VALUES "
+                    "('par-a', 0, 'cmp-a', 'c1', 'g:1', '{}', 1, 'PENDING')");
+                tx.exec(
+                    "INSERT INTO asset_balances (customer_id, day, balance_fen, as_of, event_key) "
+                    "VALUES ('c1', " +
+                    d + ", 100, now(), 'k:1'), ('shared', " + d +
+                    ", 300, now(), 'k:3'), ('nobody', " + d + ", 400, now(), 'k:4')");
+                return absl::OkStatus();
+              }).ok());
+
+  // Only V005 is applied: V001..V004 are recorded with their checksums.
+  absl::Status migrated =
+      pg::ApplyMigrations(*pool, {&kafka::OutboxMigrations(), &CampaignsMigrations()});
+  ASSERT_TRUE(migrated.ok()) << migrated;
+  auto rows = [&](const std::string& sql) {
+    std::vector<std::string> out;
+    EXPECT_TRUE(pg::WithTransaction(*pool, [&](pqxx::work& tx) {
+                  out.clear();
+                  for (const auto& row : tx.exec(sql)) out.push_back(row[0].as<std::string>());
+                  return absl::OkStatus();
+                }).ok());
+    return out;
+  };
+  EXPECT_EQ(rows("SELECT participation_id || ' ' || customer_org_id || ' ' || customer_bank "
+                 "FROM asset_growth_enrolments ORDER BY 1"),
+            std::vector<std::string>({"par-a bank-a.branch-01 bank-a", "par-lost bank-a bank-a"}));
+  EXPECT_EQ(rows("SELECT customer_bank || '/' || customer_id || ' ' || balance_fen "
+                 "FROM asset_balances ORDER BY 1"),
+            std::vector<std::string>(
+                {"/nobody 400", "bank-a/c1 100", "bank-a/shared 300", "bank-b/shared 300"}));
+
+  PgAssetGrowthStore store(*pool);
+  auto balances = store.DailyBalances("bank-a.branch-01", "c1", day, day);
+  ASSERT_TRUE(balances.ok()) << balances.status();
+  ASSERT_EQ(balances->size(), 1u);
+  EXPECT_EQ((*balances)[0].balance_fen, 100);
+  auto elsewhere = store.DailyBalances("bank-b", "c1", day, day);
+  ASSERT_TRUE(elsewhere.ok());
+  EXPECT_TRUE(elsewhere->empty());
+  // Bank-b's c1 gets a row of their own for the same day; bank-a's c1 keeps theirs.
+  BalanceReport report{.customer_org_id = "bank-b",
+                       .customer_id = "c1",
+                       .day = day,
+                       .balance_fen = 999,
+                       .as_of = absl::Now(),
+                       .event_key = "k:9"};
+  auto recorded = store.RecordBalance(report);
+  ASSERT_TRUE(recorded.ok()) << recorded.status();
+  EXPECT_TRUE(*recorded);
+  EXPECT_EQ((*store.DailyBalances("bank-a", "c1", day, day))[0].balance_fen, 100);
+  EXPECT_EQ((*store.DailyBalances("bank-b", "c1", day, day))[0].balance_fen, 999);
+  report.customer_org_id = "";
+  EXPECT_EQ(store.RecordBalance(report).status().code(), absl::StatusCode::kInvalidArgument);
+  auto enrolments = store.EnrolmentsOf("bank-a", "c1", absl::Now());
+  ASSERT_TRUE(enrolments.ok()) << enrolments.status();
+  ASSERT_EQ(enrolments->size(), 1u);
+  EXPECT_EQ((*enrolments)[0].customer_org_id, "bank-a.branch-01");
+  EXPECT_EQ((*enrolments)[0].tiers_marked, std::set<int>({0}));
+  EXPECT_TRUE(store.EnrolmentsOf("bank-b", "c1", absl::Now())->empty());
+  auto pending = store.PendingGrants(absl::Now() + absl::Hours(1), 10);
+  ASSERT_TRUE(pending.ok()) << pending.status();
+  ASSERT_EQ(pending->size(), 1u);
+  EXPECT_EQ((*pending)[0].org_id, "bank-a");
 }
 
 }  // namespace
