@@ -67,9 +67,14 @@ std::string FirstLine(absl::string_view message) {
   return std::string(absl::StripAsciiWhitespace(message));
 }
 
-absl::StatusOr<std::unique_ptr<pqxx::connection>> OpenConnection(const std::string& dsn) {
+absl::StatusOr<std::unique_ptr<pqxx::connection>> OpenConnection(const PoolOptions& options) {
+  const std::string& dsn = options.dsn;
   try {
     auto conn = std::make_unique<pqxx::connection>(dsn);
+    for (const auto& [name, value] : options.session_settings) {
+      pqxx::nontransaction set(*conn);
+      set.exec("SELECT set_config(" + set.quote(name) + ", " + set.quote(value) + ", false)");
+    }
     // A silent reconnect would drop session state (advisory locks, SET) behind the caller's
     // back; a broken connection should stay broken so the pool drops it.
 #pragma GCC diagnostic push
@@ -145,7 +150,7 @@ Lease::~Lease() {
 
 absl::StatusOr<std::unique_ptr<Pool>> Pool::Connect(const PoolOptions& options) {
   if (options.size < 1) return InvalidArgument("size", "a PostgreSQL pool needs size >= 1");
-  MKT_ASSIGN_OR_RETURN(std::unique_ptr<pqxx::connection> first, OpenConnection(options.dsn));
+  MKT_ASSIGN_OR_RETURN(std::unique_ptr<pqxx::connection> first, OpenConnection(options));
   std::unique_ptr<Pool> pool(new Pool(options));
   pool->idle_.push_back(std::move(first));
   pool->open_ = 1;
@@ -165,7 +170,7 @@ absl::StatusOr<Lease> Pool::Acquire() {
     if (open_ < options_.size) {
       ++open_;  // reserve the slot, then connect without holding the lock
       lock.unlock();
-      absl::StatusOr<std::unique_ptr<pqxx::connection>> conn = OpenConnection(options_.dsn);
+      absl::StatusOr<std::unique_ptr<pqxx::connection>> conn = OpenConnection(options_);
       if (!conn.ok()) {
         lock.lock();
         --open_;

@@ -8,6 +8,7 @@
 #include <mutex>
 #include <pqxx/pqxx>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -22,6 +23,9 @@ struct PoolOptions {
   int size = 8;
   // How long Acquire() waits for a free connection before answering UNAVAILABLE.
   absl::Duration acquire_timeout = absl::Seconds(5);
+  // Session settings applied to every connection as it opens (name, value), e.g.
+  // {"synchronous_commit", "off"} for a pool whose writes may be lost in a database crash.
+  std::vector<std::pair<std::string, std::string>> session_settings;
 };
 
 class Pool;

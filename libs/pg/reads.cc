@@ -23,4 +23,17 @@ absl::Status WithReads(Pool& pool, const std::function<absl::Status(pqxx::nontra
   return last;
 }
 
+absl::Status WithStatement(Pool& pool,
+                           const std::function<absl::Status(pqxx::nontransaction&)>& body) {
+  MKT_ASSIGN_OR_RETURN(Lease lease, pool.Acquire());
+  try {
+    pqxx::nontransaction statements(*lease);
+    return body(statements);
+  } catch (const std::exception& e) {
+    return StatusFromException(e);
+  } catch (...) {
+    return Internal("the statement body threw a non-standard exception");
+  }
+}
+
 }  // namespace mkt::pg

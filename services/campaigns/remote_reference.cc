@@ -141,17 +141,28 @@ GrpcBenefitCatalog::~GrpcBenefitCatalog() = default;
 absl::StatusOr<BenefitInfo> GrpcBenefitCatalog::Lookup(std::string_view template_id) const {
   const absl::Time now = clock_.Now();
   std::optional<Cached> hit;
+  bool refreshing = false;  // this call marked the stale entry as being fetched
   {
     absl::MutexLock lock(&mu_);
     auto it = cache_.find(template_id);
-    if (it != cache_.end() && Fresh(it->second.fetched_at, now, options_.cache_ttl)) {
-      hit = it->second;
+    if (it != cache_.end()) {
+      if (Fresh(it->second.fetched_at, now, options_.cache_ttl) || it->second.refreshing) {
+        hit = it->second;
+      } else {
+        it->second.refreshing = refreshing = true;
+      }
     }
   }
   if (!hit) {
     std::string id(template_id);
     absl::StatusOr<Cached> fetched = Fetch(id);
-    if (!fetched.ok()) return fetched.status();
+    if (!fetched.ok()) {
+      if (refreshing) {
+        absl::MutexLock lock(&mu_);
+        if (auto it = cache_.find(id); it != cache_.end()) it->second.refreshing = false;
+      }
+      return fetched.status();
+    }
     fetched->fetched_at = now;
     if (options_.cache_ttl > absl::ZeroDuration()) {
       absl::MutexLock lock(&mu_);

@@ -73,6 +73,9 @@ class GrpcBenefitCatalog final : public BenefitCatalog {
     BenefitInfo info;
     bool retired = false;
     absl::Time fetched_at;
+    // A call is fetching this entry afresh: the others answer from it meanwhile, so an expiry
+    // under load costs one call to the rewards service, not one per request in flight.
+    bool refreshing = false;
   };
   absl::StatusOr<Cached> Fetch(const std::string& template_id) const;
 

@@ -483,7 +483,10 @@ absl::StatusOr<HttpResponse> ApiService::Execute(const ApiRoute& route, const Ro
     }
     const std::string scope = call.channel ? absl::StrCat("channel:", call.channel->channel_id)
                                            : absl::StrCat("operator:", call.actor.operator_id);
-    MKT_ASSIGN_OR_RETURN(stored, RunIdempotently(*idempotency_, scope, *key, RequestHash(http), run,
+    IdempotencyStore& store = !route.idempotency_field.empty() && backend_idempotent_ != nullptr
+                                  ? *backend_idempotent_
+                                  : *idempotency_;
+    MKT_ASSIGN_OR_RETURN(stored, RunIdempotently(store, scope, *key, RequestHash(http), run,
                                                  &replayed, options_.idempotency_wait));
   } else {
     stored = run();

@@ -158,6 +158,12 @@ class ApiService {
   ApiService(ApiOptions options, const Clock& clock, AdminAuth* admin,
              IdempotencyStore* idempotency);
 
+  // The store for routes whose backend is itself idempotent by the key (ApiRoute::
+  // idempotency_field): the same records, written without waiting for the database's WAL flush.
+  // A record lost in a database crash only means a replay reaches the backend, which answers it
+  // with its first outcome. Unset, those routes use the durable store too.
+  void SetBackendIdempotentStore(IdempotencyStore* store) { backend_idempotent_ = store; }
+
   // Validates `route` (types, invoker, path parameters bound to existing fields) and adds it to
   // the router and the table.
   absl::Status Add(Router& router, ApiRoute route);
@@ -174,6 +180,7 @@ class ApiService {
   const ApiOptions options_;
   AdminAuth* admin_;
   IdempotencyStore* idempotency_;
+  IdempotencyStore* backend_idempotent_ = nullptr;
   RateLimiter per_channel_;
   RateLimiter per_customer_;
   RateLimiter per_route_;

@@ -52,6 +52,10 @@ class MemoryIdempotencyStore final : public IdempotencyStore {
     records_.erase(Key(scope, key));
     return absl::OkStatus();
   }
+  size_t size() {
+    absl::MutexLock lock(&mu_);
+    return records_.size();
+  }
 
  private:
   struct Record {
@@ -233,6 +237,7 @@ class ApiTest : public ::testing::Test {
 
   testing::FakeClock clock_;
   MemoryIdempotencyStore store_;
+  MemoryIdempotencyStore backend_idempotent_;  // used once a test sets it
   Router router_;
   ApiService api_;
   std::atomic<int> executions_{0};
@@ -414,6 +419,28 @@ TEST_F(ApiTest, TheIdempotencyKeyReachesTheBackendScopedByTheChannel) {
   r = Send("POST", "/v1/campaigns/cmp_1/participations",
            R"({"customer_id":"C3","customer_org_id":"bank-b"})", "k-3");
   EXPECT_EQ(r.status, 403);
+}
+
+TEST_F(ApiTest, RoutesWhoseBackendIsIdempotentUseTheirOwnStore) {
+  api_.SetBackendIdempotentStore(&backend_idempotent_);
+  // The participation passes its key on: its record is in the backend-idempotent store, and a
+  // replay is still answered from it without reaching the backend again.
+  const std::string body = R"({"customer_id":"C1"})";
+  HttpResponse first = Send("POST", "/v1/campaigns/cmp_1/participations", body, "k-1");
+  ASSERT_EQ(first.status, 201) << first.body;
+  HttpResponse again = Send("POST", "/v1/campaigns/cmp_1/participations", body, "k-1");
+  EXPECT_EQ(again.status, 201);
+  EXPECT_EQ(again.body, first.body);
+  EXPECT_EQ(backend_calls_.load(), 1);
+  EXPECT_EQ(
+      Send("POST", "/v1/campaigns/cmp_1/participations", R"({"customer_id":"C2"})", "k-1").status,
+      409);
+  EXPECT_EQ(backend_idempotent_.size(), 1u);
+  EXPECT_EQ(store_.size(), 0u);
+  // Tracking has no key of its own downstream: its record stays in the durable store.
+  EXPECT_EQ(Send("POST", "/v1/tracking", kBatch, "k-1").status, 202);
+  EXPECT_EQ(store_.size(), 1u);
+  EXPECT_EQ(backend_idempotent_.size(), 1u);
 }
 
 TEST_F(ApiTest, ACustomerNamedInTheBodyHasTheCustomerLimit) {

@@ -7,6 +7,7 @@
 #include "absl/time/clock.h"
 #include "libs/core/status.h"
 #include "libs/pg/pool.h"
+#include "libs/pg/reads.h"
 
 namespace mkt::gateway {
 namespace {
@@ -49,6 +50,14 @@ absl::StatusOr<IdempotencyStore::BeginResult> PgIdempotencyStore::Begin(
   const double stale = absl::ToDoubleSeconds(stale_after_);
   const double retention = absl::ToDoubleSeconds(retention_);
   BeginResult result;
+  // The common case, a new key, is one autocommit statement; anything else (a replay, a key in
+  // use, an expired or stale record) is decided in a transaction below.
+  bool claimed = false;
+  MKT_RETURN_IF_ERROR(pg::WithStatement(*pool, [&](pqxx::nontransaction& st) {
+    claimed = !st.exec_params(kClaim, s, k, h).empty();
+    return absl::OkStatus();
+  }));
+  if (claimed) return result;  // kProceed
   absl::Status status = pg::WithTransaction(*pool, [&](pqxx::work& tx) -> absl::Status {
     for (int attempt = 0; attempt < 2; ++attempt) {
       if (!tx.exec_params(kClaim, s, k, h).empty()) {
@@ -89,8 +98,8 @@ absl::StatusOr<IdempotencyStore::BeginResult> PgIdempotencyStore::Begin(
 absl::Status PgIdempotencyStore::Complete(std::string_view scope, std::string_view key,
                                           const StoredResponse& response) {
   MKT_ASSIGN_OR_RETURN(pg::Pool * pool, pool_());
-  return pg::WithTransaction(*pool, [&](pqxx::work& tx) {
-    tx.exec_params(kComplete, std::string(scope), std::string(key), response.status,
+  return pg::WithStatement(*pool, [&](pqxx::nontransaction& st) {
+    st.exec_params(kComplete, std::string(scope), std::string(key), response.status,
                    response.content_type, response.body);
     return absl::OkStatus();
   });
@@ -98,8 +107,8 @@ absl::Status PgIdempotencyStore::Complete(std::string_view scope, std::string_vi
 
 absl::Status PgIdempotencyStore::Abandon(std::string_view scope, std::string_view key) {
   MKT_ASSIGN_OR_RETURN(pg::Pool * pool, pool_());
-  return pg::WithTransaction(*pool, [&](pqxx::work& tx) {
-    tx.exec_params(kAbandon, std::string(scope), std::string(key));
+  return pg::WithStatement(*pool, [&](pqxx::nontransaction& st) {
+    st.exec_params(kAbandon, std::string(scope), std::string(key));
     return absl::OkStatus();
   });
 }

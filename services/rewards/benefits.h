@@ -60,6 +60,8 @@ class Benefits {
   absl::StatusOr<pb::BenefitTemplate> ActivateTemplate(const std::string& template_id);
   absl::StatusOr<pb::BenefitTemplate> RetireTemplate(const std::string& template_id);
   absl::StatusOr<pb::BenefitTemplate> GetTemplate(const std::string& template_id);
+  // The org a template belongs to, which never changes: from the template cache.
+  absl::StatusOr<std::string> OrgOfTemplate(const std::string& template_id);
 
   // Grants one instance of an ACTIVE coupon/voucher/third-party template, idempotent by
   // request_id. Ledger batch "cpn.<n>.issue": the campaign's budget (unit_cost_fen, from the
@@ -137,7 +139,9 @@ class Benefits {
   struct CouponRow;
   struct Change;
   // The template, from the cache when it was read less than template_cache_ttl ago.
-  absl::StatusOr<pb::BenefitTemplate> LoadTemplate(const std::string& id);
+  // `fresh` reads the database whatever the cache holds (and refreshes it). While one call reads
+  // an expired entry afresh, the others answer from it, so an expiry under load is one read.
+  absl::StatusOr<pb::BenefitTemplate> LoadTemplate(const std::string& id, bool fresh = false);
   void ForgetTemplate(const std::string& id);
   absl::StatusOr<pb::BenefitTemplate> SetStatus(const std::string& id, pb::TemplateStatus from,
                                                 pb::TemplateStatus to);
@@ -151,6 +155,8 @@ class Benefits {
                                                const std::string& customer_id,
                                                const std::string& jti, const std::string& actor);
   absl::StatusOr<pb::Coupon> ToCoupon(const CouponRow& row);
+  // A coupon id from the table's sequence, drawn in blocks so an issue need not ask for one.
+  absl::StatusOr<int64_t> NextCouponId();
 
   pg::Pool& pool_;
   LedgerStore& ledger_;
@@ -163,11 +169,14 @@ class Benefits {
   struct CachedTemplate {
     pb::BenefitTemplate spec;
     absl::Time loaded_at;
+    bool refreshing = false;
   };
   absl::Mutex templates_mu_;
   absl::flat_hash_map<std::string, CachedTemplate> templates_ ABSL_GUARDED_BY(templates_mu_);
   // Bumped by every ForgetTemplate: a read that started before it is not cached.
   uint64_t templates_generation_ ABSL_GUARDED_BY(templates_mu_) = 0;
+  absl::Mutex ids_mu_;
+  std::vector<int64_t> coupon_ids_ ABSL_GUARDED_BY(ids_mu_);  // drawn, not used yet
 };
 
 // What the calls answer for a template, coupon, redemption or QR token that is not there. The

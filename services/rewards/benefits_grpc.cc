@@ -123,9 +123,7 @@ class BenefitsGrpcService final : public pb::Benefits::CallbackService {
       // that names an actor is held to its lineage like the customer-facing calls.
       if (NamesActor(*ctx)) {
         MKT_ASSIGN_OR_RETURN(const tenancy::Actor actor, rpc::ActorOf(*ctx));
-        absl::StatusOr<pb::BenefitTemplate> t = b_.GetTemplate(req->template_id());
-        MKT_RETURN_IF_ERROR(Visible(actor,
-                                    t.ok() ? absl::StatusOr<std::string>(t->org_id()) : t.status(),
+        MKT_RETURN_IF_ERROR(Visible(actor, b_.OrgOfTemplate(req->template_id()),
                                     NoSuchTemplate(req->template_id())));
       }
       return b_.IssueCoupon(*req);

@@ -15,6 +15,7 @@
 #include "libs/core/status.h"
 #include "libs/pg/migrations.h"
 #include "libs/pg/pool.h"
+#include "libs/pg/reads.h"
 #include "libs/testing/testing.h"
 
 namespace mkt::pg {
@@ -362,6 +363,54 @@ TEST_F(PgTest, BrokenConnectionIsDroppedOnReturn) {
   EXPECT_TRUE((*lease)->is_open());
   EXPECT_NE((*lease)->backendpid(), old_pid);
   EXPECT_EQ(pqxx::nontransaction(**lease).exec("SELECT 1")[0][0].as<int>(), 1);
+}
+
+TEST_F(PgTest, SessionSettingsApplyToEveryConnectionOfThePool) {
+  absl::StatusOr<std::unique_ptr<Pool>> pool = Pool::Connect(
+      {.dsn = db_.dsn(),
+       .size = 2,
+       .session_settings = {{"synchronous_commit", "off"}, {"application_name", "relaxed pool"}}});
+  ASSERT_TRUE(pool.ok()) << pool.status();
+  // Two leases at once: the first connection and one opened on demand.
+  absl::StatusOr<Lease> a = (*pool)->Acquire();
+  absl::StatusOr<Lease> b = (*pool)->Acquire();
+  ASSERT_TRUE(a.ok() && b.ok());
+  for (Lease* lease : {&*a, &*b}) {
+    pqxx::nontransaction tx(**lease);
+    EXPECT_EQ(tx.exec("SHOW synchronous_commit")[0][0].as<std::string>(), "off");
+    EXPECT_EQ(tx.exec("SHOW application_name")[0][0].as<std::string>(), "relaxed pool");
+  }
+  // A pool without settings keeps the server's default.
+  std::unique_ptr<Pool> plain = NewPool(1);
+  ASSERT_NE(plain, nullptr);
+  absl::StatusOr<Lease> c = plain->Acquire();
+  ASSERT_TRUE(c.ok());
+  EXPECT_EQ(pqxx::nontransaction(**c).exec("SHOW synchronous_commit")[0][0].as<std::string>(),
+            "on");
+  // A setting the server does not know fails the connection with a clear error.
+  absl::StatusOr<std::unique_ptr<Pool>> bad =
+      Pool::Connect({.dsn = db_.dsn(), .session_settings = {{"no_such_setting", "1"}}});
+  ASSERT_FALSE(bad.ok());
+  EXPECT_THAT(bad.status().message(), HasSubstr("no_such_setting"));
+}
+
+TEST_F(PgTest, AStatementWithoutATransactionCommitsOnItsOwn) {
+  std::unique_ptr<Pool> pool = NewPool(1);
+  ASSERT_NE(pool, nullptr);
+  ASSERT_TRUE(WithStatement(*pool, [](pqxx::nontransaction& st) {
+                st.exec("CREATE TABLE notes (id int PRIMARY KEY)");
+                st.exec("INSERT INTO notes VALUES (1)");
+                return absl::OkStatus();
+              }).ok());
+  EXPECT_EQ(Scalar("SELECT count(*) FROM notes"), "1");
+  // A failing statement changes nothing and becomes a status; what committed before stays.
+  absl::Status failed = WithStatement(*pool, [](pqxx::nontransaction& st) {
+    st.exec("INSERT INTO notes VALUES (2)");
+    st.exec("INSERT INTO notes VALUES (1)");
+    return absl::OkStatus();
+  });
+  EXPECT_EQ(failed.code(), absl::StatusCode::kAlreadyExists) << failed;
+  EXPECT_EQ(Scalar("SELECT string_agg(id::text, ',' ORDER BY id) FROM notes"), "1,2");
 }
 
 TEST(PoolConnectTest, ClosedPortIsUnavailableWithoutThePassword) {
