@@ -189,9 +189,13 @@ int main(int argc, char** argv) {
           return fulfilments.HandleResult(event_id, result);
         });
         !s.ok()) {
-      // Threads already running must be joined before leaving.
+      // Threads already running must be joined before leaving, and the batcher drained while
+      // what its commits call back into still exists.
       if (payout_results) payout_results->Stop();
       if (payout_thread.joinable()) payout_thread.join();
+      benefits.AttachBatcher(nullptr);
+      batcher.reset();
+      store.OnCustomerChanged(nullptr);
       relay.Stop();
       relay_thread.join();
       return Fail(s);
@@ -284,6 +288,9 @@ int main(int argc, char** argv) {
     workers.reset();
     stop_payout_results();
     housekeeping.Stop();
+    benefits.AttachBatcher(nullptr);
+    batcher.reset();
+    store.OnCustomerChanged(nullptr);
     relay.Stop();
     relay_thread.join();
     return Fail(server.status());
