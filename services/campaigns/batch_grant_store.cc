@@ -4,7 +4,10 @@
 
 #include "absl/strings/str_split.h"
 #include "libs/core/status.h"
+#include "libs/log/log.h"
 #include "libs/pg/arrays.h"
+#include "libs/pg/reads.h"
+#include "spdlog/spdlog.h"
 
 namespace mkt::campaigns {
 namespace {
@@ -170,7 +173,20 @@ absl::Status PgBatchGrantStore::FinishMaterialising(const std::string& campaign_
     done = !r.empty();
     return absl::OkStatus();
   }));
-  return done ? absl::OkStatus() : LeaseLost(campaign_id);
+  if (!done) return LeaseLost(campaign_id);
+  // A large audience has just been written: without fresh statistics the planner takes the new
+  // campaign's items for a handful and records each chunk of outcomes by scanning them all
+  // (measured: 2.8 s per 1,000 outcomes over 1,000,000 items, 10 ms after ANALYZE) until
+  // autovacuum gets round to the table a minute or more later.
+  absl::Status analyzed = pg::WithStatement(pool_, [](pqxx::nontransaction& st) {
+    st.exec("ANALYZE batch_grant_items");
+    return absl::OkStatus();
+  });
+  if (!analyzed.ok()) {
+    spdlog::warn("batch grant {}: ANALYZE of the work list failed (autovacuum will): {}",
+                 campaign_id, analyzed);
+  }
+  return absl::OkStatus();
 }
 
 absl::StatusOr<std::vector<std::string>> PgBatchGrantStore::PendingAfter(
