@@ -21,21 +21,6 @@ absl::Time TimeOf(const google::protobuf::Timestamp& ts) {
   return absl::FromUnixSeconds(ts.seconds()) + absl::Nanoseconds(ts.nanos());
 }
 
-// Reasons of the rewards service that settle a grant as refused; anything else leaves it PENDING.
-bool IsBusinessRefusal(common::ErrorReason reason) {
-  switch (reason) {
-    case common::STOCK_EXHAUSTED:
-    case common::BUDGET_EXHAUSTED:
-    case common::INSUFFICIENT_BALANCE:
-    case common::ACCOUNT_NOT_FOUND:
-    case common::IDEMPOTENCY_KEY_REUSED:
-    case common::INVALID_ARGUMENT:
-      return true;
-    default:
-      return false;
-  }
-}
-
 }  // namespace
 
 std::string TierRequestId(const std::string& participation_id, int tier) {

@@ -57,35 +57,12 @@ gpr_timespec DeadlineIn(absl::Duration d) {
                       gpr_time_from_micros(absl::ToInt64Microseconds(d), GPR_TIMESPAN));
 }
 
-rpb::Asset AssetOf(pb::RewardKind kind) {
-  switch (kind) {
-    case pb::REWARD_KIND_POINTS:
-      return rpb::POINTS;
-    case pb::REWARD_KIND_CASH_FEN:
-      return rpb::CASH_FEN;
-    case pb::REWARD_KIND_LOTTERY_CHANCE:
-      return rpb::LOTTERY_CHANCE;
-    default:
-      return rpb::COUPON;
-  }
-}
-
 // What the rewards service answered, as the batch records it.
 enum class Verdict { kGranted, kFailed, kRetry };
 
 Verdict VerdictOf(const absl::Status& status) {
   if (status.ok()) return Verdict::kGranted;
-  switch (ReasonOf(status)) {
-    case common::STOCK_EXHAUSTED:
-    case common::BUDGET_EXHAUSTED:
-    case common::INSUFFICIENT_BALANCE:
-    case common::ACCOUNT_NOT_FOUND:
-    case common::IDEMPOTENCY_KEY_REUSED:
-    case common::INVALID_ARGUMENT:
-      return Verdict::kFailed;
-    default:
-      break;
-  }
+  if (IsBusinessRefusal(ReasonOf(status))) return Verdict::kFailed;
   switch (status.code()) {
     case absl::StatusCode::kFailedPrecondition:
     case absl::StatusCode::kInvalidArgument:

@@ -71,22 +71,6 @@ bool Participatory(pb::CampaignType type) {
          type == pb::ASSET_GROWTH_TASK;
 }
 
-// Reasons of the ledger that settle a participation as refused (anything else leaves its outcome
-// unknown, to be retried).
-bool IsBusinessRefusal(ErrorReason reason) {
-  switch (reason) {
-    case common::STOCK_EXHAUSTED:
-    case common::BUDGET_EXHAUSTED:
-    case common::INSUFFICIENT_BALANCE:
-    case common::ACCOUNT_NOT_FOUND:
-    case common::IDEMPOTENCY_KEY_REUSED:
-    case common::INVALID_ARGUMENT:
-      return true;
-    default:
-      return false;
-  }
-}
-
 std::string RefusalMessage(ErrorReason reason, const pb::Participation& p) {
   switch (reason) {
     case common::STOCK_EXHAUSTED:

@@ -33,19 +33,6 @@ rpb::AccountRef Ref(const std::string& org, rpb::Asset asset, rpb::OwnerKind kin
   return ref;
 }
 
-rpb::Asset AssetOf(cpb::RewardKind kind) {
-  switch (kind) {
-    case cpb::REWARD_KIND_POINTS:
-      return rpb::POINTS;
-    case cpb::REWARD_KIND_CASH_FEN:
-      return rpb::CASH_FEN;
-    case cpb::REWARD_KIND_LOTTERY_CHANCE:
-      return rpb::LOTTERY_CHANCE;
-    default:
-      return rpb::COUPON;
-  }
-}
-
 // A transfer of the participation, its id "<request_id>:<suffix>".
 rpb::TransferSpec Leg(const IssueRequest& r, const std::string& suffix, rpb::TransferCode code,
                       rpb::AccountRef debit, rpb::AccountRef credit, int64_t amount) {
@@ -269,6 +256,33 @@ class BenefitsRewardIssuer final : public RewardIssuer {
 };
 
 }  // namespace
+
+rpb::Asset AssetOf(cpb::RewardKind kind) {
+  switch (kind) {
+    case cpb::REWARD_KIND_POINTS:
+      return rpb::POINTS;
+    case cpb::REWARD_KIND_CASH_FEN:
+      return rpb::CASH_FEN;
+    case cpb::REWARD_KIND_LOTTERY_CHANCE:
+      return rpb::LOTTERY_CHANCE;
+    default:
+      return rpb::COUPON;
+  }
+}
+
+bool IsBusinessRefusal(common::ErrorReason reason) {
+  switch (reason) {
+    case common::STOCK_EXHAUSTED:
+    case common::BUDGET_EXHAUSTED:
+    case common::INSUFFICIENT_BALANCE:
+    case common::ACCOUNT_NOT_FOUND:
+    case common::IDEMPOTENCY_KEY_REUSED:
+    case common::INVALID_ARGUMENT:
+      return true;
+    default:
+      return false;
+  }
+}
 
 std::vector<rpb::TransferSpec> LedgerTransfersFor(const IssueRequest& r) {
   std::vector<rpb::TransferSpec> out;

@@ -25,6 +25,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "marketing/campaigns/v1/campaigns.pb.h"
+#include "marketing/common/v1/errors.pb.h"
 #include "marketing/rewards/v1/benefits.pb.h"
 #include "marketing/rewards/v1/ledger.pb.h"
 
@@ -66,6 +67,14 @@ class RewardIssuer {
   // unknown and the same request must be retried: every step is idempotent.
   virtual absl::Status Issue(const IssueRequest& request) = 0;
 };
+
+// Reasons of the rewards service that settle a grant as refused for good (stock or budget out,
+// not enough points, a reused request id, bad input); anything else leaves the outcome unknown,
+// to be retried under the same request id.
+bool IsBusinessRefusal(::marketing::common::v1::ErrorReason reason);
+
+// The ledger asset a reward kind is granted in (coupon instances are COUPON).
+::marketing::rewards::v1::Asset AssetOf(::marketing::campaigns::v1::RewardKind kind);
 
 // Returns the ledger transfers of `request`, in order (spends first); empty when there is
 // nothing to move (a free draw that won nothing).

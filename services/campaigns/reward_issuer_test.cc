@@ -163,5 +163,26 @@ TEST(CouponIssuePlanTest, LongRequestIdsAreHashedDeterministically) {
   EXPECT_NE(CouponIssuePlanFor(r)->coupons[0].request_id(), id);
 }
 
+TEST(RewardIssuerTest, OnlyBusinessRefusalsSettleAGrantAsRefused) {
+  namespace common = ::marketing::common::v1;
+  for (auto reason :
+       {common::STOCK_EXHAUSTED, common::BUDGET_EXHAUSTED, common::INSUFFICIENT_BALANCE,
+        common::ACCOUNT_NOT_FOUND, common::IDEMPOTENCY_KEY_REUSED, common::INVALID_ARGUMENT}) {
+    EXPECT_TRUE(IsBusinessRefusal(reason)) << common::ErrorReason_Name(reason);
+  }
+  // Outcomes that are not known yet are retried under the same request id.
+  for (auto reason : {common::DEPENDENCY_UNAVAILABLE, common::RATE_LIMITED,
+                      common::ERROR_REASON_UNSPECIFIED, common::CONFLICT}) {
+    EXPECT_FALSE(IsBusinessRefusal(reason)) << common::ErrorReason_Name(reason);
+  }
+}
+
+TEST(RewardIssuerTest, EachRewardKindHasItsLedgerAsset) {
+  EXPECT_EQ(AssetOf(cpb::REWARD_KIND_POINTS), rpb::POINTS);
+  EXPECT_EQ(AssetOf(cpb::REWARD_KIND_CASH_FEN), rpb::CASH_FEN);
+  EXPECT_EQ(AssetOf(cpb::REWARD_KIND_LOTTERY_CHANCE), rpb::LOTTERY_CHANCE);
+  EXPECT_EQ(AssetOf(cpb::REWARD_KIND_COUPON), rpb::COUPON);
+}
+
 }  // namespace
 }  // namespace mkt::campaigns
