@@ -82,21 +82,6 @@ class LedgerRewardIssuer final : public RewardIssuer {
   const absl::Duration timeout_;
 };
 
-// The refusals after which nothing is retried: the participation is REJECTED with the reason.
-bool IsRefusal(ErrorReason reason) {
-  switch (reason) {
-    case common::STOCK_EXHAUSTED:
-    case common::BUDGET_EXHAUSTED:
-    case common::INSUFFICIENT_BALANCE:
-    case common::ACCOUNT_NOT_FOUND:
-    case common::IDEMPOTENCY_KEY_REUSED:
-    case common::INVALID_ARGUMENT:
-      return true;
-    default:
-      return false;
-  }
-}
-
 // The id voiding `hold` because of `reason`: the ledger keeps it, so a replay after a crash
 // answers with the same refusal ("STOCK_EXHAUSTED" is spelt "STOCK-EXHAUSTED": ids take no "_").
 std::string VoidId(const std::string& hold, ErrorReason reason) {
@@ -151,13 +136,13 @@ class BenefitsRewardIssuer final : public RewardIssuer {
       if (coupon.ok()) continue;
       const absl::Status refusal = AsRefusal(coupon.status(), c.template_id());
       // Outcome unknown: the holds wait for the retry, which issues under the same request id.
-      if (!IsRefusal(ReasonOf(refusal))) return refusal;
+      if (!IsBusinessRefusal(ReasonOf(refusal))) return refusal;
       MKT_RETURN_IF_ERROR(Resolve(plan.holds, /*post=*/false, ReasonOf(refusal)));
       return refusal;
     }
     if (!plan.grants.empty()) {
       absl::StatusOr<rpb::CreateTransfersResponse> granted = Create(plan.grants);
-      if (!granted.ok() && IsRefusal(ReasonOf(granted.status()))) {
+      if (!granted.ok() && IsBusinessRefusal(ReasonOf(granted.status()))) {
         // Cannot happen by design (no stock or budget legs left, both held); the coupon is the
         // customer's, so the participation must not be rejected: it stays PENDING, loudly.
         spdlog::error("participation {}: coupon issued but the other rewards were refused: {}",
@@ -230,7 +215,7 @@ class BenefitsRewardIssuer final : public RewardIssuer {
         reason = common::ERROR_REASON_UNSPECIFIED;
       }
     }
-    if (!IsRefusal(reason)) {
+    if (!IsBusinessRefusal(reason)) {
       spdlog::error(
           "participation hold {} was voided by {} before its coupon was granted; "
           "an operator must settle it",

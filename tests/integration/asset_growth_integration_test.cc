@@ -50,6 +50,7 @@
 #include "services/rewards/ledger_service.h"
 #include "services/rewards/payouts.h"
 #include "services/rewards/pg_ledger_store.h"
+#include "tests/integration/in_process_rewards.h"
 
 namespace mkt::campaigns {
 namespace {
@@ -96,29 +97,13 @@ class AssetGrowthIntegrationTest : public ::testing::Test {
  protected:
   void SetUp() override {
     // The rewards service.
-    auto rpool = pg::Pool::Connect({.dsn = rewards_db_.dsn(), .size = 8});
-    ASSERT_TRUE(rpool.ok()) << rpool.status();
-    rewards_pool_ = *std::move(rpool);
-    ASSERT_TRUE(pg::ApplyMigrations(*rewards_pool_,
-                                    {&kafka::OutboxMigrations(), &rewards::RewardsMigrations()})
-                    .ok());
-    ledger_store_ = std::make_unique<rewards::PgLedgerStore>(*rewards_pool_, SystemClock());
-    batcher_ = std::make_unique<rewards::GrantBatcher>(*ledger_store_, rewards::BatcherOptions{});
-    ledger_ = std::make_unique<rewards::LedgerService>(*batcher_, *ledger_store_, SystemClock());
-    ledger_workers_ = std::make_unique<WorkerPool>("ledger-test", 8, 1000);
-    ledger_grpc_ = rewards::NewLedgerGrpcService(*ledger_, *ledger_workers_);
-    benefits_ = std::make_unique<rewards::Benefits>(
-        *rewards_pool_, *ledger_store_, SystemClock(),
-        rewards::BenefitsOptions{.qr_key = "asset-growth-test-qr-key-of-32-bytes-or-more"});
-    payouts_ = std::make_unique<rewards::Payouts>(*rewards_pool_, *ledger_store_, SystemClock());
-    benefits_grpc_ = rewards::NewBenefitsGrpcService(*benefits_, *payouts_, *ledger_workers_);
-    auto rserver = rpc::Server::Start(
-        {.service_name = "rewards_test", .address = "127.0.0.1:0", .access_log = false},
-        {ledger_grpc_.get(), benefits_grpc_.get()});
-    ASSERT_TRUE(rserver.ok()) << rserver.status();
-    rewards_server_ = *std::move(rserver);
-    rewards_channel_ = rpc::Connect("127.0.0.1:" + std::to_string(rewards_server_->port()));
-    ledger_stub_ = rpb::Ledger::NewStub(rewards_channel_);
+    const absl::Status started = rewards_.Start(
+        rewards_db_.dsn(), {.pool_size = 8,
+                            .workers = 8,
+                            .queue = 1000,
+                            .qr_key = "asset-growth-test-qr-key-of-32-bytes-or-more"});
+    ASSERT_TRUE(started.ok()) << started;
+    ledger_stub_ = rpb::Ledger::NewStub(rewards_.channel);
 
     // The campaigns service.
     auto cpool = pg::Pool::Connect({.dsn = campaigns_db_.dsn(), .size = 8});
@@ -133,7 +118,7 @@ class AssetGrowthIntegrationTest : public ::testing::Test {
     service_ = std::make_unique<CampaignService>(*store_, *reference_.segments,
                                                  *reference_.benefits, SystemClock());
     membership_.SetOpen("seg-a1");
-    real_issuer_ = NewBenefitsRewardIssuer(rewards_channel_, rewards_channel_, absl::Seconds(20));
+    real_issuer_ = NewBenefitsRewardIssuer(rewards_.channel, rewards_.channel, absl::Seconds(20));
     issuer_ = std::make_unique<SwitchableIssuer>(*real_issuer_);
     reserve_ = std::make_unique<GroupCommitter>(*pool_, GroupCommitter::Options{});
     finish_ = std::make_unique<GroupCommitter>(*pool_, GroupCommitter::Options{});
@@ -190,9 +175,7 @@ class AssetGrowthIntegrationTest : public ::testing::Test {
     workers_.reset();
     reserve_.reset();
     finish_.reset();
-    if (rewards_server_) rewards_server_->Shutdown(absl::Seconds(1));
-    ledger_workers_.reset();
-    batcher_.reset();
+    rewards_.Stop();
   }
 
   // A running task of bank A (or B): 100 points from 2,000 yuan of growth, 500 more from 10,000
@@ -382,17 +365,7 @@ class AssetGrowthIntegrationTest : public ::testing::Test {
   const absl::CivilDay today_ = ChinaDay(absl::Now());
   testing::TestDatabase rewards_db_;
   testing::TestDatabase campaigns_db_;
-  std::unique_ptr<pg::Pool> rewards_pool_;
-  std::unique_ptr<rewards::PgLedgerStore> ledger_store_;
-  std::unique_ptr<rewards::GrantBatcher> batcher_;
-  std::unique_ptr<rewards::LedgerService> ledger_;
-  std::unique_ptr<WorkerPool> ledger_workers_;
-  std::unique_ptr<grpc::Service> ledger_grpc_;
-  std::unique_ptr<rewards::Benefits> benefits_;
-  std::unique_ptr<rewards::Payouts> payouts_;
-  std::unique_ptr<grpc::Service> benefits_grpc_;
-  std::unique_ptr<rpc::Server> rewards_server_;
-  std::shared_ptr<grpc::Channel> rewards_channel_;
+  testing::InProcessRewards rewards_;
   std::unique_ptr<rpb::Ledger::Stub> ledger_stub_;
   std::unique_ptr<pg::Pool> pool_;
   ReferenceData reference_;

@@ -43,6 +43,7 @@
 #include "services/rewards/ledger_service.h"
 #include "services/rewards/payouts.h"
 #include "services/rewards/pg_ledger_store.h"
+#include "tests/integration/in_process_rewards.h"
 
 namespace mkt::campaigns {
 namespace {
@@ -60,29 +61,13 @@ std::vector<std::string> Customers(const std::string& prefix, int n) {
 class BatchGrantIntegrationTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    auto rpool = pg::Pool::Connect({.dsn = rewards_db_.dsn(), .size = 12});
-    ASSERT_TRUE(rpool.ok()) << rpool.status();
-    rewards_pool_ = *std::move(rpool);
-    ASSERT_TRUE(pg::ApplyMigrations(*rewards_pool_,
-                                    {&kafka::OutboxMigrations(), &rewards::RewardsMigrations()})
-                    .ok());
-    ledger_store_ = std::make_unique<rewards::PgLedgerStore>(*rewards_pool_, SystemClock());
-    batcher_ = std::make_unique<rewards::GrantBatcher>(*ledger_store_, rewards::BatcherOptions{});
-    ledger_ = std::make_unique<rewards::LedgerService>(*batcher_, *ledger_store_, SystemClock());
-    ledger_workers_ = std::make_unique<WorkerPool>("ledger-test", 32, 20000);
-    ledger_grpc_ = rewards::NewLedgerGrpcService(*ledger_, *ledger_workers_);
-    benefits_ = std::make_unique<rewards::Benefits>(
-        *rewards_pool_, *ledger_store_, SystemClock(),
-        rewards::BenefitsOptions{.qr_key = "batch-grant-test-qr-key-of-32-bytes-or-more"});
-    payouts_ = std::make_unique<rewards::Payouts>(*rewards_pool_, *ledger_store_, SystemClock());
-    benefits_grpc_ = rewards::NewBenefitsGrpcService(*benefits_, *payouts_, *ledger_workers_);
-    auto rserver = rpc::Server::Start(
-        {.service_name = "rewards_test", .address = "127.0.0.1:0", .access_log = false},
-        {ledger_grpc_.get(), benefits_grpc_.get()});
-    ASSERT_TRUE(rserver.ok()) << rserver.status();
-    rewards_server_ = *std::move(rserver);
-    rewards_channel_ = rpc::Connect("127.0.0.1:" + std::to_string(rewards_server_->port()));
-    ledger_stub_ = rpb::Ledger::NewStub(rewards_channel_);
+    const absl::Status started = rewards_.Start(
+        rewards_db_.dsn(), {.pool_size = 12,
+                            .workers = 32,
+                            .queue = 20000,
+                            .qr_key = "batch-grant-test-qr-key-of-32-bytes-or-more"});
+    ASSERT_TRUE(started.ok()) << started;
+    ledger_stub_ = rpb::Ledger::NewStub(rewards_.channel);
 
     auto cpool = pg::Pool::Connect({.dsn = campaigns_db_.dsn(), .size = 12});
     ASSERT_TRUE(cpool.ok()) << cpool.status();
@@ -97,7 +82,7 @@ class BatchGrantIntegrationTest : public ::testing::Test {
                                                  *reference_.benefits, SystemClock());
     batch_store_ = std::make_unique<PgBatchGrantStore>(*pool_);
     batch_service_ = std::make_unique<BatchGrantService>(*store_, *batch_store_);
-    issuer_ = NewBenefitsRewardIssuer(rewards_channel_, rewards_channel_, absl::Seconds(20));
+    issuer_ = NewBenefitsRewardIssuer(rewards_.channel, rewards_.channel, absl::Seconds(20));
     workers_ = std::make_unique<WorkerPool>("campaigns-test", 4, 1000);
     grpc_service_ = NewCampaignsGrpcService(*service_, *workers_);
     batch_grpc_ = NewBatchGrantsGrpcService(*batch_service_, *workers_);
@@ -117,14 +102,12 @@ class BatchGrantIntegrationTest : public ::testing::Test {
     runner_.reset();
     if (server_) server_->Shutdown(absl::Seconds(1));
     workers_.reset();
-    if (rewards_server_) rewards_server_->Shutdown(absl::Seconds(1));
-    ledger_workers_.reset();
-    batcher_.reset();
+    rewards_.Stop();
   }
 
   std::unique_ptr<BatchGrantRunner> NewRunner(int in_flight = 64, int chunk = 1000) {
     return std::make_unique<BatchGrantRunner>(
-        *store_, *batch_store_, snapshots_, *reference_.benefits, *issuer_, rewards_channel_,
+        *store_, *batch_store_, snapshots_, *reference_.benefits, *issuer_, rewards_.channel,
         BatchGrantRunnerOptions{.owner = "test-runner-" + RandomHex(3),
                                 .lease = absl::Seconds(30),
                                 .poll = absl::Milliseconds(100),
@@ -191,8 +174,8 @@ class BatchGrantIntegrationTest : public ::testing::Test {
     t.set_unit_cost_fen(unit_cost_fen);
     t.set_total_stock(stock);
     t.mutable_validity()->set_days_after_grant(30);
-    ASSERT_TRUE(benefits_->CreateTemplate(t).ok());
-    auto active = benefits_->ActivateTemplate(id);
+    ASSERT_TRUE(rewards_.benefits->CreateTemplate(t).ok());
+    auto active = rewards_.benefits->ActivateTemplate(id);
     ASSERT_TRUE(active.ok()) << active.status();
   }
 
@@ -253,7 +236,7 @@ class BatchGrantIntegrationTest : public ::testing::Test {
   // Benefit legs the ledger holds for this batch, per customer.
   std::map<std::string, int> LedgerGrantsOf(const std::string& campaign_id) {
     std::map<std::string, int> out;
-    EXPECT_TRUE(pg::WithTransaction(*rewards_pool_, [&](pqxx::work& tx) {
+    EXPECT_TRUE(pg::WithTransaction(*rewards_.pool, [&](pqxx::work& tx) {
                   for (const auto& row : tx.exec_params(
                            "SELECT a.owner_id, count(*) FROM transfers t JOIN accounts a ON "
                            "a.id = t.credit_account_id WHERE t.id LIKE $1 AND t.id LIKE "
@@ -293,17 +276,7 @@ class BatchGrantIntegrationTest : public ::testing::Test {
   const Actor admin_b_{"bank-b", "eve", {Role::kAdmin, Role::kApprover}};
   testing::TestDatabase rewards_db_;
   testing::TestDatabase campaigns_db_;
-  std::unique_ptr<pg::Pool> rewards_pool_;
-  std::unique_ptr<rewards::PgLedgerStore> ledger_store_;
-  std::unique_ptr<rewards::GrantBatcher> batcher_;
-  std::unique_ptr<rewards::LedgerService> ledger_;
-  std::unique_ptr<WorkerPool> ledger_workers_;
-  std::unique_ptr<grpc::Service> ledger_grpc_;
-  std::unique_ptr<rewards::Benefits> benefits_;
-  std::unique_ptr<rewards::Payouts> payouts_;
-  std::unique_ptr<grpc::Service> benefits_grpc_;
-  std::unique_ptr<rpc::Server> rewards_server_;
-  std::shared_ptr<grpc::Channel> rewards_channel_;
+  testing::InProcessRewards rewards_;
   std::unique_ptr<rpb::Ledger::Stub> ledger_stub_;
   std::unique_ptr<pg::Pool> pool_;
   ReferenceData reference_;

@@ -45,6 +45,7 @@
 #include "services/rewards/ledger_service.h"
 #include "services/rewards/payouts.h"
 #include "services/rewards/pg_ledger_store.h"
+#include "tests/integration/in_process_rewards.h"
 
 namespace mkt::campaigns {
 namespace {
@@ -84,30 +85,13 @@ class SwitchableCatalog final : public BenefitCatalog {
 class ParticipationIntegrationTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    // The rewards ledger.
-    auto rpool = pg::Pool::Connect({.dsn = rewards_db_.dsn(), .size = 12});
-    ASSERT_TRUE(rpool.ok()) << rpool.status();
-    rewards_pool_ = *std::move(rpool);
-    ASSERT_TRUE(pg::ApplyMigrations(*rewards_pool_,
-                                    {&kafka::OutboxMigrations(), &rewards::RewardsMigrations()})
-                    .ok());
-    ledger_store_ = std::make_unique<rewards::PgLedgerStore>(*rewards_pool_, SystemClock());
-    batcher_ = std::make_unique<rewards::GrantBatcher>(*ledger_store_, rewards::BatcherOptions{});
-    ledger_ = std::make_unique<rewards::LedgerService>(*batcher_, *ledger_store_, SystemClock());
-    ledger_workers_ = std::make_unique<WorkerPool>("ledger-test", 16, 20000);
-    ledger_grpc_ = rewards::NewLedgerGrpcService(*ledger_, *ledger_workers_);
-    benefits_ = std::make_unique<rewards::Benefits>(
-        *rewards_pool_, *ledger_store_, SystemClock(),
-        rewards::BenefitsOptions{.qr_key = "participation-test-qr-key-of-32-bytes-or-more"});
-    payouts_ = std::make_unique<rewards::Payouts>(*rewards_pool_, *ledger_store_, SystemClock());
-    benefits_grpc_ = rewards::NewBenefitsGrpcService(*benefits_, *payouts_, *ledger_workers_);
-    auto rserver = rpc::Server::Start(
-        {.service_name = "rewards_test", .address = "127.0.0.1:0", .access_log = false},
-        {ledger_grpc_.get(), benefits_grpc_.get()});
-    ASSERT_TRUE(rserver.ok()) << rserver.status();
-    rewards_server_ = *std::move(rserver);
-    ledger_stub_ =
-        rpb::Ledger::NewStub(rpc::Connect("127.0.0.1:" + std::to_string(rewards_server_->port())));
+    const absl::Status started = rewards_.Start(
+        rewards_db_.dsn(), {.pool_size = 12,
+                            .workers = 16,
+                            .queue = 20000,
+                            .qr_key = "participation-test-qr-key-of-32-bytes-or-more"});
+    ASSERT_TRUE(started.ok()) << started;
+    ledger_stub_ = rpb::Ledger::NewStub(rewards_.channel);
 
     // The campaigns service.
     auto cpool = pg::Pool::Connect({.dsn = campaigns_db_.dsn(), .size = 12});
@@ -122,8 +106,7 @@ class ParticipationIntegrationTest : public ::testing::Test {
     service_ = std::make_unique<CampaignService>(*store_, *reference_.segments,
                                                  *reference_.benefits, SystemClock());
     membership_.SetOpen("seg-a1");
-    rewards_channel_ = rpc::Connect("127.0.0.1:" + std::to_string(rewards_server_->port()));
-    issuer_ = NewBenefitsRewardIssuer(rewards_channel_, rewards_channel_, absl::Seconds(20));
+    issuer_ = NewBenefitsRewardIssuer(rewards_.channel, rewards_.channel, absl::Seconds(20));
     reserve_ = std::make_unique<GroupCommitter>(*pool_, GroupCommitter::Options{});
     finish_ = std::make_unique<GroupCommitter>(*pool_, GroupCommitter::Options{});
     participation_store_ = std::make_unique<PgParticipationStore>(*pool_, *reserve_, *finish_);
@@ -154,9 +137,7 @@ class ParticipationIntegrationTest : public ::testing::Test {
     workers_.reset();
     reserve_.reset();
     finish_.reset();
-    if (rewards_server_) rewards_server_->Shutdown(absl::Seconds(1));
-    ledger_workers_.reset();
-    batcher_.reset();
+    rewards_.Stop();
   }
 
   // Creates, approves, publishes and starts a campaign of bank A; funds its budget.
@@ -202,9 +183,9 @@ class ParticipationIntegrationTest : public ::testing::Test {
     t.set_unit_cost_fen(unit_cost_fen);
     t.set_total_stock(stock);
     t.mutable_validity()->set_days_after_grant(30);
-    auto created = benefits_->CreateTemplate(t);
+    auto created = rewards_.benefits->CreateTemplate(t);
     ASSERT_TRUE(created.ok()) << created.status();
-    auto active = benefits_->ActivateTemplate(id);
+    auto active = rewards_.benefits->ActivateTemplate(id);
     ASSERT_TRUE(active.ok()) << active.status();
     ASSERT_EQ(active->status(), rpb::TEMPLATE_ACTIVE);
   }
@@ -215,7 +196,7 @@ class ParticipationIntegrationTest : public ::testing::Test {
     rpb::GetWalletRequest r;
     r.set_org_id("bank-a");
     r.set_customer_id(customer);
-    auto wallet = benefits_->GetWallet(r);
+    auto wallet = rewards_.benefits->GetWallet(r);
     EXPECT_TRUE(wallet.ok()) << wallet.status();
     std::vector<rpb::Coupon> out;
     if (!wallet.ok()) return out;
@@ -228,7 +209,7 @@ class ParticipationIntegrationTest : public ::testing::Test {
 
   int64_t RewardsScalar(const std::string& sql) {
     int64_t v = -1;
-    EXPECT_TRUE(pg::WithTransaction(*rewards_pool_, [&](pqxx::work& tx) {
+    EXPECT_TRUE(pg::WithTransaction(*rewards_.pool, [&](pqxx::work& tx) {
                   v = tx.exec(sql)[0][0].as<int64_t>();
                   return absl::OkStatus();
                 }).ok());
@@ -330,17 +311,7 @@ class ParticipationIntegrationTest : public ::testing::Test {
   const Actor approver_a_{"bank-a", "bob", {Role::kApprover}};
   testing::TestDatabase rewards_db_;
   testing::TestDatabase campaigns_db_;
-  std::unique_ptr<pg::Pool> rewards_pool_;
-  std::unique_ptr<rewards::PgLedgerStore> ledger_store_;
-  std::unique_ptr<rewards::GrantBatcher> batcher_;
-  std::unique_ptr<rewards::LedgerService> ledger_;
-  std::unique_ptr<WorkerPool> ledger_workers_;
-  std::unique_ptr<grpc::Service> ledger_grpc_;
-  std::unique_ptr<rewards::Benefits> benefits_;
-  std::unique_ptr<rewards::Payouts> payouts_;
-  std::unique_ptr<grpc::Service> benefits_grpc_;
-  std::unique_ptr<rpc::Server> rewards_server_;
-  std::shared_ptr<grpc::Channel> rewards_channel_;
+  testing::InProcessRewards rewards_;
   std::unique_ptr<rpb::Ledger::Stub> ledger_stub_;
   std::unique_ptr<pg::Pool> pool_;
   ReferenceData reference_;
@@ -700,14 +671,14 @@ TEST_F(ParticipationIntegrationTest, ClaimedCouponIsUsableAtCheckout) {
   lock.mutable_order()->set_order_id("order-1");
   lock.mutable_order()->set_amount_fen(20000);
   lock.mutable_order()->set_channel("mobile_banking");
-  auto locked = benefits_->LockCoupon(lock);
+  auto locked = rewards_.benefits->LockCoupon(lock);
   ASSERT_TRUE(locked.ok()) << locked.status();
   EXPECT_EQ(locked->state(), rpb::REDEMPTION_LOCKED);
   EXPECT_EQ(locked->discount_fen(), 5000);
   EXPECT_EQ(WalletCoupons("shopper", rpb::COUPON_LOCKED).size(), 1u);
   rpb::RedemptionRequest confirm;
   confirm.set_redemption_id(locked->id());
-  auto confirmed = benefits_->ConfirmRedemption(confirm);
+  auto confirmed = rewards_.benefits->ConfirmRedemption(confirm);
   ASSERT_TRUE(confirmed.ok()) << confirmed.status();
   EXPECT_EQ(confirmed->state(), rpb::REDEMPTION_CONFIRMED);
   const std::vector<rpb::Coupon> used = WalletCoupons("shopper", rpb::COUPON_REDEEMED);
@@ -739,7 +710,7 @@ TEST_F(ParticipationIntegrationTest, InterruptedGrantCompletesExactlyOnceOnRetry
                        .cost_fen = 100});
 
   auto broken =
-      NewBenefitsRewardIssuer(rewards_channel_, rpc::Connect("127.0.0.1:1"), absl::Seconds(2));
+      NewBenefitsRewardIssuer(rewards_.channel, rpc::Connect("127.0.0.1:1"), absl::Seconds(2));
   const absl::Status interrupted = broken->Issue(r);
   ASSERT_FALSE(interrupted.ok());
   EXPECT_TRUE(interrupted.code() == absl::StatusCode::kUnavailable ||
