@@ -7,15 +7,36 @@
 #include "libs/core/status.h"
 #include "libs/log/log.h"
 #include "libs/pg/arrays.h"
+#include "libs/pg/prepared.h"
 #include "services/campaigns/asset_growth_store.h"
 #include "services/campaigns/pg_campaign_store.h"
 
 namespace mkt::campaigns {
 namespace {
 
-constexpr char kSelectByKey[] =
-    "SELECT request_hash, body::text FROM participations "
-    "WHERE campaign_id = $1 AND idempotency_key = $2";
+constexpr pg::Prepared kSelectByKey{"participations.select_by_key",
+                                    "SELECT request_hash, body::text FROM participations "
+                                    "WHERE campaign_id = $1 AND idempotency_key = $2"};
+
+// The reservation of a participation with counters only (no exclusion group, no lottery) in one
+// statement: the PENDING row unless the key exists, then every counter below its cap, in key
+// order. Answers whether the row was inserted and the counters taken ({} or NULL for none).
+constexpr pg::Prepared kReserveCounted{
+    "participations.reserve_counted",
+    "WITH ins AS (INSERT INTO participations (id, campaign_id, idempotency_key, request_hash, "
+    "customer_id, customer_org, channel, campaign_version, status, counters, body) "
+    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'PENDING', $9::text[], $10::jsonb) "
+    "ON CONFLICT (campaign_id, idempotency_key) DO NOTHING RETURNING id), "
+    "taken AS (INSERT INTO participation_counters (campaign_id, counter, n, cap) "
+    "SELECT $2, c.counter, 1, c.cap FROM unnest($9::text[], $11::bigint[]) AS c(counter, cap) "
+    "WHERE c.cap >= 1 AND EXISTS (SELECT 1 FROM ins) ORDER BY c.counter "
+    "ON CONFLICT (campaign_id, counter) DO UPDATE "
+    "SET n = participation_counters.n + 1, cap = EXCLUDED.cap "
+    "WHERE participation_counters.n < EXCLUDED.cap "
+    "RETURNING counter) "
+    "SELECT EXISTS (SELECT 1 FROM ins), (SELECT array_agg(counter) FROM taken)::text"};
+
+constexpr char kDeleteParticipation[] = "DELETE FROM participations WHERE id = $1";
 
 // Takes every counter whose row is below its cap, in key order (so two transactions taking the
 // same counters lock them in the same order), and returns the ones taken.
@@ -56,9 +77,10 @@ constexpr char kInsertDraw[] =
     "drawn_prize, awarded_prize, fallback_used, free_draw) "
     "VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
 
-constexpr char kFinish[] =
+constexpr pg::Prepared kFinish{
+    "participations.finish",
     "UPDATE participations SET status = $2, reason = $3, body = $4::jsonb, updated_at = now() "
-    "WHERE id = $1 AND status = 'PENDING' RETURNING counters::text";
+    "WHERE id = $1 AND status = 'PENDING' RETURNING counters::text"};
 
 constexpr char kSelectById[] = "SELECT body::text FROM participations WHERE id = $1";
 
@@ -154,6 +176,19 @@ std::string DescribeFullCounter(const std::string& counter, int64_t cap) {
   return "limit " + counter + " of " + n + " reached";
 }
 
+// LIMIT_REACHED naming the first of `takes` that was not `taken`.
+absl::Status LimitReached(const std::vector<CounterTake>& takes,
+                          const std::vector<std::string>& taken) {
+  for (const auto& t : takes) {
+    if (std::find(taken.begin(), taken.end(), t.counter) == taken.end()) {
+      return Error(absl::StatusCode::kFailedPrecondition, ::marketing::common::v1::LIMIT_REACHED,
+                   DescribeFullCounter(t.counter, t.cap));
+    }
+  }
+  return Error(absl::StatusCode::kFailedPrecondition, ::marketing::common::v1::LIMIT_REACHED,
+               "a participation limit is reached");
+}
+
 }  // namespace
 
 // ---- GroupCommitter ----------------------------------------------------------------------------
@@ -246,14 +281,41 @@ absl::StatusOr<ReserveResult> PgParticipationStore::Reserve(const Reservation& r
   auto body = [&](pqxx::work& tx, std::vector<kafka::OutboxMessage>&) -> absl::Status {
     out = ReserveResult{};
     auto lookup = [&]() -> absl::Status {
-      pqxx::result existing = tx.exec_params(kSelectByKey, p.campaign_id(), p.idempotency_key());
+      pqxx::result existing =
+          pg::ExecPrepared(tx, kSelectByKey, p.campaign_id(), p.idempotency_key());
       if (existing.empty()) return Internal("participation vanished during a replay");
       out.replay = true;
       out.stored_request_hash = existing[0][0].as<std::string>();
       MKT_ASSIGN_OR_RETURN(out.participation, ParseBody(existing[0][1].as<std::string>()));
       return absl::OkStatus();
     };
-    if (!tx.exec_params(kSelectByKey, p.campaign_id(), p.idempotency_key()).empty()) {
+    if (!rsv.lottery && rsv.exclusion_group.empty()) {
+      // The common case (a coupon claim, a points exchange) in one statement; a refusal undoes
+      // it in this transaction, which other participations share.
+      std::vector<std::string> keys;
+      std::vector<int64_t> caps;
+      for (const auto& t : rsv.counters) {
+        keys.push_back(t.counter);
+        caps.push_back(t.cap);
+      }
+      pqxx::result r = pg::ExecPrepared(
+          tx, kReserveCounted, p.id(), p.campaign_id(), p.idempotency_key(), rsv.request_hash,
+          p.customer_id(), p.customer_org_id(), p.channel(), p.campaign_version(),
+          pg::TextArrayLiteral(keys), ToJson(p), pg::IntArrayLiteral(caps));
+      if (!r[0][0].as<bool>()) return lookup();
+      const std::vector<std::string> taken =
+          r[0][1].is_null() ? std::vector<std::string>{} : ParseTextArray(r[0][1].c_str());
+      if (taken.size() != rsv.counters.size()) {
+        tx.exec_params(kDeleteParticipation, p.id());
+        if (!taken.empty()) {
+          tx.exec_params(kReleaseCounters, p.campaign_id(), pg::TextArrayLiteral(taken));
+        }
+        return LimitReached(rsv.counters, taken);
+      }
+      out.participation = p;
+      return absl::OkStatus();
+    }
+    if (!pg::ExecPrepared(tx, kSelectByKey, p.campaign_id(), p.idempotency_key()).empty()) {
       return lookup();
     }
     pb::Participation record = p;
@@ -264,15 +326,7 @@ absl::StatusOr<ReserveResult> PgParticipationStore::Reserve(const Reservation& r
       std::vector<std::string> taken = TakeCounters(sub, p.campaign_id(), rsv.counters, &all);
       if (!all) {
         sub.abort();
-        for (const auto& t : rsv.counters) {
-          if (std::find(taken.begin(), taken.end(), t.counter) == taken.end()) {
-            return Error(absl::StatusCode::kFailedPrecondition,
-                         ::marketing::common::v1::LIMIT_REACHED,
-                         DescribeFullCounter(t.counter, t.cap));
-          }
-        }
-        return Error(absl::StatusCode::kFailedPrecondition, ::marketing::common::v1::LIMIT_REACHED,
-                     "a participation limit is reached");
+        return LimitReached(rsv.counters, taken);
       }
       taken_keys = std::move(taken);
       if (!rsv.exclusion_group.empty()) {
@@ -352,8 +406,8 @@ absl::StatusOr<pb::Participation> PgParticipationStore::Finish(const pb::Partici
                                                                absl::Time window_end) {
   pb::Participation stored;
   auto body = [&](pqxx::work& tx, std::vector<kafka::OutboxMessage>& outbox) -> absl::Status {
-    pqxx::result updated = tx.exec_params(kFinish, outcome.id(), StatusName(outcome.status()),
-                                          outcome.reason(), ToJson(outcome));
+    pqxx::result updated = pg::ExecPrepared(tx, kFinish, outcome.id(), StatusName(outcome.status()),
+                                            outcome.reason(), ToJson(outcome));
     if (updated.empty()) {
       pqxx::result current = tx.exec_params(kSelectById, outcome.id());
       if (current.empty()) return NotFound("participation " + outcome.id() + " does not exist");
@@ -396,7 +450,7 @@ absl::StatusOr<std::optional<PgParticipationStore::Stored>> PgParticipationStore
     const std::string& campaign_id, const std::string& idempotency_key) {
   std::optional<Stored> out;
   MKT_RETURN_IF_ERROR(pg::WithTransaction(pool_, [&](pqxx::work& tx) -> absl::Status {
-    pqxx::result r = tx.exec_params(kSelectByKey, campaign_id, idempotency_key);
+    pqxx::result r = pg::ExecPrepared(tx, kSelectByKey, campaign_id, idempotency_key);
     if (r.empty()) return absl::OkStatus();
     MKT_ASSIGN_OR_RETURN(pb::Participation p, ParseBody(r[0][1].as<std::string>()));
     out = Stored{std::move(p), r[0][0].as<std::string>()};

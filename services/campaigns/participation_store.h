@@ -1,6 +1,8 @@
 // The participation records in the campaigns database (decision 013), written by group commit:
-// the requests of a few hundred microseconds share one transaction, each inside its own
-// savepoint, so a campaign launch is not limited to one commit per claim. A reservation takes
+// the requests of a few hundred microseconds share one transaction, so a campaign launch is not
+// limited to one commit per claim. A reservation with counters only (a coupon claim, a points
+// exchange) is one prepared statement and undoes itself on a refusal; one with an exclusion group
+// or a lottery draw runs in its own savepoint (decision 017). A reservation takes
 // the limit counters (one conditional upsert each; the row lock makes "limit 1 per customer" hold
 // across replicas), the exclusion-group claim, the lottery prize's stock and daily cap, and
 // inserts the PENDING participation; finishing records the outcome, gives the counters back on a

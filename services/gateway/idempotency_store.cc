@@ -7,6 +7,7 @@
 #include "absl/time/clock.h"
 #include "libs/core/status.h"
 #include "libs/pg/pool.h"
+#include "libs/pg/prepared.h"
 #include "libs/pg/reads.h"
 
 namespace mkt::gateway {
@@ -14,9 +15,11 @@ namespace {
 
 namespace pb = ::marketing::common::v1;
 
-constexpr char kClaim[] =
+// The claim and the record of every POST are prepared (decision 017).
+constexpr pg::Prepared kClaim{
+    "idempotency.claim",
     "INSERT INTO idempotency_records (scope, key, request_hash) VALUES ($1, $2, $3) "
-    "ON CONFLICT (scope, key) DO NOTHING RETURNING 1";
+    "ON CONFLICT (scope, key) DO NOTHING RETURNING 1"};
 constexpr char kRead[] =
     "SELECT request_hash, status, coalesce(content_type, ''), coalesce(body, ''), "
     "created_at < now() - make_interval(secs => $3), created_at < now() - make_interval(secs => "
@@ -29,9 +32,10 @@ constexpr char kTakeOver[] =
 constexpr char kDeleteExpired[] =
     "DELETE FROM idempotency_records WHERE scope = $1 AND key = $2 "
     "AND created_at < now() - make_interval(secs => $3)";
-constexpr char kComplete[] =
+constexpr pg::Prepared kComplete{
+    "idempotency.complete",
     "UPDATE idempotency_records SET status = $3, content_type = $4, body = $5 "
-    "WHERE scope = $1 AND key = $2";
+    "WHERE scope = $1 AND key = $2"};
 constexpr char kAbandon[] =
     "DELETE FROM idempotency_records WHERE scope = $1 AND key = $2 AND status IS NULL";
 constexpr char kPurge[] =
@@ -54,13 +58,13 @@ absl::StatusOr<IdempotencyStore::BeginResult> PgIdempotencyStore::Begin(
   // use, an expired or stale record) is decided in a transaction below.
   bool claimed = false;
   MKT_RETURN_IF_ERROR(pg::WithStatement(*pool, [&](pqxx::nontransaction& st) {
-    claimed = !st.exec_params(kClaim, s, k, h).empty();
+    claimed = !pg::ExecPrepared(st, kClaim, s, k, h).empty();
     return absl::OkStatus();
   }));
   if (claimed) return result;  // kProceed
   absl::Status status = pg::WithTransaction(*pool, [&](pqxx::work& tx) -> absl::Status {
     for (int attempt = 0; attempt < 2; ++attempt) {
-      if (!tx.exec_params(kClaim, s, k, h).empty()) {
+      if (!pg::ExecPrepared(tx, kClaim, s, k, h).empty()) {
         result.claim = Claim::kProceed;
         return absl::OkStatus();
       }
@@ -99,8 +103,8 @@ absl::Status PgIdempotencyStore::Complete(std::string_view scope, std::string_vi
                                           const StoredResponse& response) {
   MKT_ASSIGN_OR_RETURN(pg::Pool * pool, pool_());
   return pg::WithStatement(*pool, [&](pqxx::nontransaction& st) {
-    st.exec_params(kComplete, std::string(scope), std::string(key), response.status,
-                   response.content_type, response.body);
+    pg::ExecPrepared(st, kComplete, std::string(scope), std::string(key), response.status,
+                     response.content_type, response.body);
     return absl::OkStatus();
   });
 }

@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "libs/core/status.h"
 #include "libs/log/log.h"
+#include "libs/pg/prepared.h"
 #include "libs/pg/reads.h"
 #include "libs/tenancy/tenancy.h"
 #include "services/rewards/batcher.h"
@@ -51,10 +52,12 @@ constexpr char kInsertCoupon[] =
 // The hot issue path in two statements instead of two transactions (decision 016): the coupon
 // and its issue event with the unapplied intent in one statement (nothing when the request id was
 // issued before: the transactional path answers the replay), then, after the ledger, the event
-// marked applied and the coupon made ISSUED and read back in another.
+// marked applied and the coupon made ISSUED and read back in another. Both are prepared
+// (decision 017).
 constexpr char kDrawCouponIds[] =
     "SELECT nextval(pg_get_serial_sequence('coupons', 'id')) FROM generate_series(1, $1)";
-constexpr char kInsertIssue[] =
+constexpr pg::Prepared kInsertIssue{
+    "coupons.insert_issue",
     "WITH c AS (INSERT INTO coupons (id, code, issue_request_id, org_id, template_id, type, "
     "customer_id, campaign_id, state, valid_from, valid_until, issued_at, updated_at, "
     "holder_org_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, $9::timestamptz, $10::timestamptz, "
@@ -62,11 +65,12 @@ constexpr char kInsertIssue[] =
     "RETURNING id) "
     "INSERT INTO coupon_events (coupon_id, seq, from_state, to_state, actor, cause, at, intent, "
     "applied) SELECT id, 1, 0, $13, $14, 'issue', $11::timestamptz, decode($15, 'hex'), false "
-    "FROM c RETURNING coupon_id";
-constexpr char kFinishIssueReturning[] =
+    "FROM c RETURNING coupon_id"};
+constexpr pg::Prepared kFinishIssueReturning{
+    "coupons.finish_issue",
     "WITH e AS (UPDATE coupon_events SET applied = true WHERE coupon_id = $1 AND seq = 1) "
     "UPDATE coupons c SET state = $2, updated_at = $3::timestamptz WHERE c.id = $1 AND "
-    "c.state = 0 RETURNING " MKT_COUPON_COLUMNS;
+    "c.state = 0 RETURNING " MKT_COUPON_COLUMNS};
 constexpr char kSelectCouponById[] = "SELECT " MKT_COUPON_COLUMNS " FROM coupons c WHERE c.id = $1";
 constexpr char kSelectCouponByCode[] =
     "SELECT " MKT_COUPON_COLUMNS " FROM coupons c WHERE c.code = $1";
@@ -642,10 +646,10 @@ absl::StatusOr<pb::Coupon> Benefits::IssueCoupon(const pb::IssueCouponRequest& r
     pb::LedgerIntent intent = issue_intent(id, code);
     bool inserted = false;
     absl::Status s = pg::WithStatement(pool_, [&](pqxx::nontransaction& st) {
-      inserted = !st.exec_params(kInsertIssue, id, code, req.request_id(), t.org_id(), t.id(),
-                                 static_cast<int>(t.type()), req.customer_id(), req.campaign_id(),
-                                 PgTime(w.from), PgTime(w.until), PgTime(now), budget_org,
-                                 static_cast<int>(pb::COUPON_ISSUED), actor, Bytes(intent))
+      inserted = !pg::ExecPrepared(st, kInsertIssue, id, code, req.request_id(), t.org_id(), t.id(),
+                                   static_cast<int>(t.type()), req.customer_id(), req.campaign_id(),
+                                   PgTime(w.from), PgTime(w.until), PgTime(now), budget_org,
+                                   static_cast<int>(pb::COUPON_ISSUED), actor, Bytes(intent))
                       .empty();
       return absl::OkStatus();
     });
@@ -708,8 +712,9 @@ absl::StatusOr<pb::Coupon> Benefits::IssueCoupon(const pb::IssueCouponRequest& r
       // The issue's event is the coupon's first (seq 1); marked, finished and read back in one
       // statement (no row when the sweeper finished it meanwhile: read below).
       MKT_RETURN_IF_ERROR(pg::WithStatement(pool_, [&](pqxx::nontransaction& st) {
-        pqxx::result r = st.exec_params(kFinishIssueReturning, coupon_id,
-                                        static_cast<int>(pb::COUPON_ISSUED), PgTime(clock_.Now()));
+        pqxx::result r =
+            pg::ExecPrepared(st, kFinishIssueReturning, coupon_id,
+                             static_cast<int>(pb::COUPON_ISSUED), PgTime(clock_.Now()));
         row.reset();
         if (!r.empty()) row = CouponRow::From(r[0]);
         return absl::OkStatus();

@@ -15,6 +15,7 @@
 #include <thread>
 
 #include "absl/time/clock.h"
+#include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "libs/core/ids.h"
 #include "libs/core/status.h"
@@ -54,6 +55,7 @@ namespace rpb = ::marketing::rewards::v1;
 namespace common = ::marketing::common::v1;
 using tenancy::Actor;
 using tenancy::Role;
+using ::testing::HasSubstr;
 
 std::string Describe(const absl::Status& s) {
   return s.ToString() + " [" + ReasonName(ReasonOf(s)) + "]";
@@ -474,6 +476,48 @@ TEST_F(ParticipationIntegrationTest, ReplaysReturnTheFirstOutcome) {
       << Describe(over.status());
   EXPECT_EQ(RewardsScalar("SELECT count(*) FROM coupons"), 1);
   EXPECT_TRUE(WalletCoupons("cust-r2").empty());
+  EXPECT_TRUE(LedgerIntact());
+}
+
+// A refusal by one limit gives back every other counter the attempt took and leaves no record:
+// the counters and the participations are exactly those of the granted claims.
+TEST_F(ParticipationIntegrationTest, ARefusalByOneLimitTakesNothingElse) {
+  pb::CampaignConfig config = Coupon("Limits");
+  config.mutable_limits()->set_per_customer_total(3);
+  config.mutable_limits()->set_per_customer_daily(1);
+  config.mutable_limits()->set_global_total(2);
+  const std::string id = Online(config);
+  ASSERT_FALSE(id.empty());
+  ActivateCoupon("bt-coupon-50", 10, 5000);
+  auto counter = [&](const std::string& key) {
+    return Scalar("SELECT coalesce(sum(n), 0) FROM participation_counters WHERE campaign_id = '" +
+                  id + "' AND counter = '" + key + "'");
+  };
+
+  auto first = Participate(id, "cust-l1", "l-1");
+  ASSERT_TRUE(first.ok()) << Describe(first.status());
+  // The daily limit refuses the second claim of the day; the total and global counters it had
+  // taken in the same statement are given back.
+  auto again_today = Participate(id, "cust-l1", "l-2");
+  EXPECT_EQ(ReasonOf(again_today.status()), common::LIMIT_REACHED)
+      << Describe(again_today.status());
+  EXPECT_THAT(std::string(again_today.status().message()), HasSubstr("today"));
+  EXPECT_EQ(counter("c:cust-l1:all"), 1);
+  EXPECT_EQ(counter("g:all"), 1);
+
+  auto second = Participate(id, "cust-l2", "l-3");
+  ASSERT_TRUE(second.ok()) << Describe(second.status());
+  // The global limit refuses a third customer, whose own counters stay at 0.
+  auto third = Participate(id, "cust-l3", "l-4");
+  EXPECT_EQ(ReasonOf(third.status()), common::LIMIT_REACHED) << Describe(third.status());
+  EXPECT_THAT(std::string(third.status().message()), HasSubstr("participations are used up"));
+  EXPECT_EQ(counter("c:cust-l3:all"), 0);
+  EXPECT_EQ(counter("g:all"), 2);
+  // The refused attempts left nothing behind; a replay of one is refused again, not granted.
+  EXPECT_EQ(Scalar("SELECT count(*) FROM participations WHERE campaign_id = '" + id + "'"), 2);
+  auto third_again = Participate(id, "cust-l3", "l-4");
+  EXPECT_EQ(ReasonOf(third_again.status()), common::LIMIT_REACHED);
+  EXPECT_EQ(RewardsScalar("SELECT count(*) FROM coupons"), 2);
   EXPECT_TRUE(LedgerIntact());
 }
 

@@ -15,6 +15,7 @@
 #include "libs/core/status.h"
 #include "libs/pg/migrations.h"
 #include "libs/pg/pool.h"
+#include "libs/pg/prepared.h"
 #include "libs/pg/reads.h"
 #include "libs/testing/testing.h"
 
@@ -411,6 +412,59 @@ TEST_F(PgTest, AStatementWithoutATransactionCommitsOnItsOwn) {
   });
   EXPECT_EQ(failed.code(), absl::StatusCode::kAlreadyExists) << failed;
   EXPECT_EQ(Scalar("SELECT string_agg(id::text, ',' ORDER BY id) FROM notes"), "1,2");
+}
+
+TEST_F(PgTest, APreparedStatementIsPreparedOncePerConnectionAndRunsAnywhere) {
+  std::unique_ptr<Pool> pool = NewPool(2);
+  ASSERT_NE(pool, nullptr);
+  ASSERT_TRUE(WithStatement(*pool, [](pqxx::nontransaction& st) {
+                st.exec("CREATE TABLE notes (id int PRIMARY KEY, body text NOT NULL)");
+                return absl::OkStatus();
+              }).ok());
+  static constexpr Prepared kInsert{"test.insert_note",
+                                    "INSERT INTO notes VALUES ($1, $2) RETURNING id"};
+  // The same name, run many times in transactions and on its own, on both connections at once.
+  std::vector<std::thread> threads;
+  std::atomic<int> failures{0};
+  for (int t = 0; t < 2; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < 50; ++i) {
+        const int id = t * 1000 + i;
+        absl::Status s = i % 2 == 0
+                             ? WithTransaction(*pool,
+                                               [&](pqxx::work& tx) {
+                                                 ExecPrepared(tx, kInsert, id, "in a transaction");
+                                                 return absl::OkStatus();
+                                               })
+                             : WithStatement(*pool, [&](pqxx::nontransaction& st) {
+                                 ExecPrepared(st, kInsert, id, "on its own");
+                                 return absl::OkStatus();
+                               });
+        if (!s.ok()) failures.fetch_add(1);
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(failures.load(), 0);
+  EXPECT_EQ(Scalar("SELECT count(*) FROM notes"), "100");
+  // One server-side statement per connection, not one per call.
+  ASSERT_TRUE(WithReads(*pool, [](pqxx::nontransaction& st) {
+                EXPECT_EQ(st.exec("SELECT count(*) FROM pg_prepared_statements WHERE name = "
+                                  "'test.insert_note'")[0][0]
+                              .as<int>(),
+                          1);
+                return absl::OkStatus();
+              }).ok());
+  // A failing execution is an ordinary error, and the statement still works afterwards.
+  absl::Status dup = WithStatement(*pool, [](pqxx::nontransaction& st) {
+    ExecPrepared(st, kInsert, 0, "again");
+    return absl::OkStatus();
+  });
+  EXPECT_EQ(dup.code(), absl::StatusCode::kAlreadyExists) << dup;
+  EXPECT_TRUE(WithTransaction(*pool, [](pqxx::work& tx) {
+                EXPECT_EQ(ExecPrepared(tx, kInsert, 5000, "after the error")[0][0].as<int>(), 5000);
+                return absl::OkStatus();
+              }).ok());
 }
 
 TEST(PoolConnectTest, ClosedPortIsUnavailableWithoutThePassword) {
