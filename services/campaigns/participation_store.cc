@@ -215,7 +215,8 @@ GroupCommitter::~GroupCommitter() {
 
 absl::Status GroupCommitter::Run(const std::string& lane_key, Body body) {
   Lane& lane = *lanes_[absl::HashOf(lane_key) % lanes_.size()];
-  Item item{std::move(body), absl::OkStatus(), false};
+  Item item;
+  item.body = std::move(body);
   {
     std::lock_guard<std::mutex> lock(lane.mu);
     if (stopping_) return Unavailable("the participation writer is stopping");
@@ -226,8 +227,8 @@ absl::Status GroupCommitter::Run(const std::string& lane_key, Body body) {
     lane.queue.push_back(&item);
   }
   lane.cv.notify_one();
-  std::unique_lock<std::mutex> lock(done_mu_);
-  done_cv_.wait(lock, [&item] { return item.done; });
+  std::unique_lock<std::mutex> lock(item.done_mu);
+  item.done_cv.wait(lock, [&item] { return item.done; });
   return item.result;
 }
 
@@ -262,14 +263,14 @@ void GroupCommitter::RunLane(Lane& lane) {
       if (!outbox.empty()) kafka::AppendManyToOutbox(tx, outbox);
       return absl::OkStatus();
     });
-    {
-      std::lock_guard<std::mutex> lock(done_mu_);
-      for (size_t i = 0; i < items.size(); ++i) {
-        items[i]->result = committed.ok() ? results[i] : committed;
-        items[i]->done = true;
-      }
+    for (size_t i = 0; i < items.size(); ++i) {
+      // Notified under the lock: the caller cannot see `done` and destroy the item before the
+      // notification is over.
+      std::lock_guard<std::mutex> lock(items[i]->done_mu);
+      items[i]->result = committed.ok() ? results[i] : committed;
+      items[i]->done = true;
+      items[i]->done_cv.notify_one();
     }
-    done_cv_.notify_all();
   }
 }
 

@@ -59,8 +59,12 @@ class GroupCommitter {
  private:
   struct Item {
     Body body;
-    absl::Status result;
+    // Set once the item's transaction committed or failed. Only its own caller waits on `done_cv`
+    // (one condition variable for all callers woke every one of them at every commit).
+    std::mutex done_mu;
+    std::condition_variable done_cv;
     bool done = false;
+    absl::Status result;
   };
   struct Lane {
     std::mutex mu;
@@ -72,8 +76,6 @@ class GroupCommitter {
 
   pg::Pool& pool_;
   const Options options_;
-  std::mutex done_mu_;
-  std::condition_variable done_cv_;
   std::vector<std::unique_ptr<Lane>> lanes_;
   bool stopping_ = false;
 };
