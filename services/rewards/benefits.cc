@@ -490,15 +490,23 @@ absl::Status Benefits::ApplyIntent(const pb::LedgerIntent& intent) {
   if (!intent.resolve_id().empty()) {
     return ledger_.ResolvePending(intent.resolve_id(), intent.pending_id(), intent.post()).status();
   }
+  return ApplyIssueIntent(intent, 0).status();
+}
+
+absl::StatusOr<bool> Benefits::ApplyIssueIntent(const pb::LedgerIntent& intent, int64_t coupon_id) {
   std::vector<pb::TransferSpec> specs(intent.transfers().begin(), intent.transfers().end());
   MKT_RETURN_IF_ERROR(ValidateTransferSpecs(specs));
-  LinkedBatch batch{.batch_id = intent.batch_id(), .transfers = std::move(specs)};
+  LinkedBatch batch{
+      .batch_id = intent.batch_id(), .transfers = std::move(specs), .issues_coupon_id = coupon_id};
+  BatchResult result = Internal("the ledger answered a batch with no result");
   if (GrantBatcher* batcher = batcher_.load(); batcher != nullptr) {
-    return batcher->Apply(std::move(batch)).status();
+    result = batcher->Apply(std::move(batch));
+  } else {
+    MKT_ASSIGN_OR_RETURN(std::vector<BatchResult> results, ledger_.Apply({std::move(batch)}));
+    if (results.size() == 1) result = std::move(results[0]);
   }
-  MKT_ASSIGN_OR_RETURN(std::vector<BatchResult> results, ledger_.Apply({std::move(batch)}));
-  if (results.size() != 1) return Internal("the ledger answered a batch with no result");
-  return results[0].status();
+  MKT_RETURN_IF_ERROR(result.status());
+  return result->coupon_issued;
 }
 
 absl::Status Benefits::ApplyIntents(int64_t coupon_id) {
@@ -635,6 +643,8 @@ absl::StatusOr<pb::Coupon> Benefits::IssueCoupon(const pb::IssueCouponRequest& r
   // The issue's intent when this call wrote the coupon (not a replay): applied right away
   // without reading it back.
   std::optional<pb::LedgerIntent> written;
+  // The common case: the coupon as it will be once ISSUED, which the ledger's transaction does.
+  std::optional<CouponRow> issued_row;
   if (const absl::Time now = clock_.Now(); t.status() == pb::TEMPLATE_ACTIVE &&
                                            t.type() != pb::THIRD_PARTY &&
                                            WindowFor(t.validity(), now).until > now) {
@@ -656,6 +666,19 @@ absl::StatusOr<pb::Coupon> Benefits::IssueCoupon(const pb::IssueCouponRequest& r
     if (s.ok() && inserted) {
       coupon_id = id;
       written = std::move(intent);
+      // What the coupon row holds once ISSUED, as the database stores it (microseconds).
+      auto micros = [](absl::Time t) { return absl::FromUnixMicros(absl::ToUnixMicros(t)); };
+      issued_row = CouponRow{.id = id,
+                             .code = code,
+                             .org_id = t.org_id(),
+                             .template_id = t.id(),
+                             .type = static_cast<int>(t.type()),
+                             .customer_id = req.customer_id(),
+                             .campaign_id = req.campaign_id(),
+                             .state = static_cast<int>(pb::COUPON_ISSUED),
+                             .valid_from = micros(w.from),
+                             .valid_until = micros(w.until),
+                             .issued_at = micros(now)};
     } else if (!s.ok() && s.code() != absl::StatusCode::kAlreadyExists) {
       return s;
     }
@@ -706,23 +729,32 @@ absl::StatusOr<pb::Coupon> Benefits::IssueCoupon(const pb::IssueCouponRequest& r
   }
   std::optional<CouponRow> row;
   absl::Status applied;
-  if (written) {
-    applied = ApplyIntent(*written);
-    if (applied.ok()) {
-      // The issue's event is the coupon's first (seq 1); marked, finished and read back in one
-      // statement (no row when the sweeper finished it meanwhile: read below).
-      MKT_RETURN_IF_ERROR(pg::WithStatement(pool_, [&](pqxx::nontransaction& st) {
-        pqxx::result r =
-            pg::ExecPrepared(st, kFinishIssueReturning, coupon_id,
-                             static_cast<int>(pb::COUPON_ISSUED), PgTime(clock_.Now()));
-        row.reset();
-        if (!r.empty()) row = CouponRow::From(r[0]);
-        return absl::OkStatus();
-      }));
-      InvalidateWallet(req.customer_id());  // ISSUED only now, after the ledger's invalidation
+  bool finished = false;
+  if (written && issued_row) {
+    // The coupon becomes ISSUED in the ledger batch's own transaction (decision 017).
+    absl::StatusOr<bool> issued = ApplyIssueIntent(*written, coupon_id);
+    applied = issued.status();
+    if (issued.ok() && *issued) {
+      row = issued_row;
+      finished = true;
+      InvalidateWallet(req.customer_id());
     }
+  } else if (written) {
+    applied = ApplyIntent(*written);
   } else {
     applied = ApplyIntents(coupon_id);
+  }
+  if (written && !finished && applied.ok()) {
+    // The issue's event is the coupon's first (seq 1); marked, finished and read back in one
+    // statement (no row when the sweeper finished it meanwhile: read below).
+    MKT_RETURN_IF_ERROR(pg::WithStatement(pool_, [&](pqxx::nontransaction& st) {
+      pqxx::result r = pg::ExecPrepared(st, kFinishIssueReturning, coupon_id,
+                                        static_cast<int>(pb::COUPON_ISSUED), PgTime(clock_.Now()));
+      row.reset();
+      if (!r.empty()) row = CouponRow::From(r[0]);
+      return absl::OkStatus();
+    }));
+    InvalidateWallet(req.customer_id());  // ISSUED only now, after the ledger's invalidation
   }
   if (absl::Status s = applied; !s.ok()) {
     if (IsPermanent(s)) {
@@ -750,7 +782,11 @@ absl::StatusOr<pb::Coupon> Benefits::IssueCoupon(const pb::IssueCouponRequest& r
     }));
   }
   if (!row) return Internal("the issued coupon disappeared");
-  return ToCoupon(*row);
+  // Answered as GetCoupon answers it, with the template's name and face value.
+  MKT_ASSIGN_OR_RETURN(pb::Coupon out, ToCoupon(*row));
+  out.set_name(t.name());
+  out.set_face_value(t.face_value());
+  return out;
 }
 
 absl::StatusOr<int64_t> Benefits::NextCouponId() {

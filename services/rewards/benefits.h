@@ -148,6 +148,9 @@ class Benefits {
   // Applies the coupon's unapplied intents in order; the first failure stops (and is returned).
   absl::Status ApplyIntents(int64_t coupon_id);
   absl::Status ApplyIntent(const pb::LedgerIntent& intent);
+  // Applies an intent of transfers; with `coupon_id`, that coupon becomes ISSUED in the ledger's
+  // transaction (LinkedBatch::issues_coupon_id). Answers whether it did.
+  absl::StatusOr<bool> ApplyIssueIntent(const pb::LedgerIntent& intent, int64_t coupon_id);
   // Resolves a LOCKED redemption: post (confirm) or void (cancel / timeout).
   absl::StatusOr<pb::Redemption> Resolve(const std::string& redemption_id, const std::string& op,
                                          const std::string& actor);

@@ -30,6 +30,10 @@ struct LinkedBatch {
   // after the batch, so that a grant or a spend answers with the customer's balance without a
   // second read of the database.
   std::optional<pb::AccountRef> report_account;
+  // A coupon whose issue this batch carries (benefits, decision 017): when the batch succeeds
+  // (a replay included), the coupon, if still being issued (state 0), becomes ISSUED and its
+  // issue event applied in the same transaction as the batch. 0: none.
+  int64_t issues_coupon_id = 0;
 };
 
 // A batch as stored (or found stored, for a replay).
@@ -38,6 +42,9 @@ struct AppliedBatch {
   // LinkedBatch::report_account right after the batch (for a replay: now); empty when it was not
   // asked for.
   std::optional<pb::Account> account;
+  // LinkedBatch::issues_coupon_id was made ISSUED with the batch (false when it was not asked
+  // for, or the coupon was no longer being issued).
+  bool coupon_issued = false;
 };
 
 // What happened to one batch of an Apply call.

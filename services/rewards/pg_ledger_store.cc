@@ -25,6 +25,7 @@
 #include "libs/log/log.h"
 #include "libs/pg/arrays.h"
 #include "libs/pg/reads.h"
+#include "marketing/rewards/v1/benefits.pb.h"
 #include "nlohmann/json.hpp"
 #include "services/rewards/points_expiry.h"
 #include "spdlog/spdlog.h"
@@ -304,6 +305,14 @@ constexpr char kCheckOrphans[] =
     "SELECT 'lot ' || l.id, l.account_id FROM lots l "
     "WHERE NOT EXISTS (SELECT 1 FROM accounts a WHERE a.id = l.account_id)) "
     "SELECT what, account_id, count(*) OVER () FROM o ORDER BY what LIMIT 5";
+// The coupons whose issue the successful batches of a group carry (decision 017): ISSUED, their
+// issue event applied, in the batches' transaction. Coupons already past state 0 (the repair
+// sweeper finished them) are left alone and not returned.
+constexpr char kIssueCoupons[] =
+    "WITH e AS (UPDATE coupon_events SET applied = true "
+    "WHERE coupon_id = ANY($1::bigint[]) AND seq = 1 AND NOT applied) "
+    "UPDATE coupons SET state = $2, updated_at = $3::timestamptz "
+    "WHERE id = ANY($1::bigint[]) AND state = 0 RETURNING id";
 // Every transfer that is not a reservation (posted, posting or voiding) is a fact. Rows older
 // than the relay's retention may have been deleted once sent; duplicates are wrong at any age.
 constexpr char kCheckFacts[] =
@@ -1846,9 +1855,11 @@ absl::StatusOr<std::vector<BatchResult>> PgLedgerStore::Apply(
     const bool look_up_new_ids = attempt > 1;
     status = pg::WithTransaction(pool_, [&](pqxx::work& tx) {
       tx.exec(kKeyLookupsOnly);
-      Session session(tx, clock_.Now(), account_ids_.get(), look_up_new_ids);
+      const absl::Time now = clock_.Now();
+      Session session(tx, now, account_ids_.get(), look_up_new_ids);
       results = session.ApplyBatches(batches);
       session.Write();
+      IssueCoupons(tx, batches, results, now);
       account_ids = session.CommittedAccountIds();
       changed = session.ChangedCustomers();
       return absl::OkStatus();
@@ -1859,6 +1870,28 @@ absl::StatusOr<std::vector<BatchResult>> PgLedgerStore::Apply(
   account_ids_->Remember(account_ids);
   NotifyChanged(changed);
   return results;
+}
+
+void PgLedgerStore::IssueCoupons(pqxx::work& tx, const std::vector<LinkedBatch>& batches,
+                                 std::vector<BatchResult>& results, absl::Time now) {
+  std::vector<int64_t> ids;
+  for (size_t i = 0; i < batches.size(); ++i) {
+    if (batches[i].issues_coupon_id != 0 && results[i].ok()) {
+      ids.push_back(batches[i].issues_coupon_id);
+    }
+  }
+  if (ids.empty()) return;
+  std::sort(ids.begin(), ids.end());  // rows locked in one order by every group
+  std::set<int64_t> issued;
+  for (const pqxx::row& r : tx.exec_params(kIssueCoupons, pg::IntArrayLiteral(ids),
+                                           static_cast<int>(pb::COUPON_ISSUED), PgTime(now))) {
+    issued.insert(r[0].as<int64_t>());
+  }
+  for (size_t i = 0; i < batches.size(); ++i) {
+    if (results[i].ok() && issued.count(batches[i].issues_coupon_id) > 0) {
+      results[i]->coupon_issued = true;
+    }
+  }
 }
 
 absl::StatusOr<pb::Transfer> PgLedgerStore::ResolvePending(const std::string& id,

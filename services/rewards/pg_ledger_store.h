@@ -78,6 +78,9 @@ class PgLedgerStore final : public LedgerStore {
 
  private:
   void NotifyChanged(const std::set<std::pair<std::string, std::string>>& customers) const;
+  // Makes the coupons that successful batches carry ISSUED (LinkedBatch::issues_coupon_id).
+  static void IssueCoupons(pqxx::work& tx, const std::vector<LinkedBatch>& batches,
+                           std::vector<BatchResult>& results, absl::Time now);
 
   pg::Pool& pool_;
   const Clock& clock_;

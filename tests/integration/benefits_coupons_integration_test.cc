@@ -14,6 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "google/protobuf/util/message_differencer.h"
 #include "gtest/gtest.h"
 #include "libs/core/status.h"
 #include "libs/kafka/outbox.h"
@@ -208,6 +209,25 @@ TEST_F(BenefitsTest, IssueMovesBudgetStockAndHoldingTogetherAndStopsAtStock) {
   budget.set_owner_kind(pb::CAMPAIGN);
   budget.set_owner_id(kCampaign);
   EXPECT_EQ(store_->GetAccount(budget)->balance(), 1'000'000 - 2 * 300);
+}
+
+// The issue answers the coupon exactly as it is stored, ISSUED in the ledger batch's transaction
+// (decision 017), its issue event applied; through the batcher as the service runs too.
+TEST_F(BenefitsTest, AnIssuedCouponIsAnsweredAsStored) {
+  Activate(Template("cash", pb::COUPON_CASH, /*stock=*/3));
+  clock_.Advance(absl::Nanoseconds(123'456'789));  // sub-microsecond digits the database drops
+  for (bool batched : {false, true}) {
+    if (batched) benefits_->AttachBatcher(batcher_.get());
+    auto issued = Issue(batched ? "s2" : "s1", "cash", batched ? "cust-2" : "cust-1");
+    ASSERT_TRUE(issued.ok()) << issued.status();
+    auto stored = benefits_->GetCoupon(issued->code());
+    ASSERT_TRUE(stored.ok()) << stored.status();
+    EXPECT_TRUE(google::protobuf::util::MessageDifferencer::Equals(*issued, *stored))
+        << issued->DebugString() << " vs " << stored->DebugString();
+    EXPECT_EQ(stored->state(), pb::COUPON_ISSUED);
+  }
+  EXPECT_EQ(Count("SELECT count(*) FROM coupons WHERE state = 1"), 2);
+  EXPECT_EQ(Count("SELECT count(*) FROM coupon_events WHERE applied"), 2);
 }
 
 TEST_F(BenefitsTest, IssueStopsAtTheBudgetAndRefusesInactiveTemplates) {

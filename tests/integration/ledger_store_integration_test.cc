@@ -395,6 +395,46 @@ TEST_F(LedgerStoreTest, GrantBatchMovesBudgetStockAndPointsExactly) {
 
 // A grant answers with the customer's account as its transaction committed it, so the service
 // needs no second read; two grants in one group commit each see their own moment.
+// A coupon being issued (state 0, its issue event unapplied) becomes ISSUED in the transaction of
+// the batch that carries it, and only when that batch succeeds (decision 017); a group's other
+// batches are not affected, and a replay of the batch finds nothing left to do.
+TEST_F(LedgerStoreTest, ACouponIsIssuedOnlyWithItsBatch) {
+  FundDefaults(/*budget_fen=*/1'000'000, /*stock_units=*/1);
+  for (int id : {1001, 1002}) {
+    Exec(absl::StrCat(
+        "INSERT INTO coupons (id, code, issue_request_id, org_id, template_id, type, customer_id, "
+        "state, valid_from, valid_until, issued_at, updated_at, holder_org_id) VALUES (",
+        id, ", 'C", id, "', 'req-", id, "', 'bank-a', 'tpl-1', 1, 'cust-", id,
+        "', 0, now(), now() + interval '7 days', now(), now(), 'bank-a'); "
+        "INSERT INTO coupon_events (coupon_id, seq, from_state, to_state, actor, cause, at, "
+        "applied) VALUES (",
+        id, ", 1, 0, 1, 'test', 'issue', now(), false)"));
+  }
+  LinkedBatch first = Grant("g-1001", "cust-1001", 10);
+  first.issues_coupon_id = 1001;
+  LinkedBatch second = Grant("g-1002", "cust-1002", 10);  // the stock has one unit only
+  second.issues_coupon_id = 1002;
+  auto results = store_->Apply({first, second});
+  ASSERT_TRUE(results.ok()) << results.status();
+  ASSERT_TRUE((*results)[0].ok()) << (*results)[0].status();
+  EXPECT_TRUE((*results)[0]->coupon_issued);
+  EXPECT_EQ(ReasonOf((*results)[1].status()), cpb::STOCK_EXHAUSTED);
+  EXPECT_EQ(Sql("SELECT state FROM coupons WHERE id = 1001"), 1);
+  EXPECT_EQ(Sql("SELECT count(*) FROM coupon_events WHERE coupon_id = 1001 AND applied"), 1);
+  EXPECT_EQ(Sql("SELECT state FROM coupons WHERE id = 1002"), 0);
+  EXPECT_EQ(Sql("SELECT count(*) FROM coupon_events WHERE coupon_id = 1002 AND NOT applied"), 1);
+  // The replay succeeds as a replay; the coupon is ISSUED already.
+  BatchResult replay = ApplyOne(first);
+  ASSERT_TRUE(replay.ok()) << replay.status();
+  EXPECT_FALSE(replay->coupon_issued);
+  EXPECT_EQ(Sql("SELECT state FROM coupons WHERE id = 1001"), 1);
+  // A batch without a coupon touches no coupon.
+  BatchResult plain = ApplyOne(FundStock("more-stock", 5));
+  ASSERT_TRUE(plain.ok()) << plain.status();
+  EXPECT_FALSE(plain->coupon_issued);
+  EXPECT_EQ(Sql("SELECT state FROM coupons WHERE id = 1002"), 0);
+}
+
 TEST_F(LedgerStoreTest, BatchReportsItsAccountAsCommitted) {
   FundDefaults();
   LinkedBatch first = Grant("g1", "cust-1", 10);
