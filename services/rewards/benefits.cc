@@ -49,11 +49,11 @@ constexpr char kInsertCoupon[] =
     "campaign_id, state, valid_from, valid_until, issued_at, updated_at, holder_org_id) "
     "VALUES ($1, $2, $3, $4, $5, $6, $7, 0, $8::timestamptz, $9::timestamptz, $10::timestamptz, "
     "$10::timestamptz, $11) RETURNING id";
-// The hot issue path in two statements instead of two transactions (decision 016): the coupon
-// and its issue event with the unapplied intent in one statement (nothing when the request id was
-// issued before: the transactional path answers the replay), then, after the ledger, the event
-// marked applied and the coupon made ISSUED and read back in another. Both are prepared
-// (decision 017).
+// The hot issue path (decisions 016, 017): the coupon and its issue event with the unapplied
+// intent in one prepared statement (nothing when the request id was issued before: the
+// transactional path answers the replay); then the ledger batch, whose group commit makes the
+// coupon ISSUED and the event applied. kFinishIssueReturning does that in a statement of its own
+// for the transactional path and for a coupon the batch did not finish.
 constexpr char kDrawCouponIds[] =
     "SELECT nextval(pg_get_serial_sequence('coupons', 'id')) FROM generate_series(1, $1)";
 constexpr pg::Prepared kInsertIssue{
