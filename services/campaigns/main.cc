@@ -5,7 +5,9 @@
 #include <atomic>
 #include <optional>
 #include <thread>
+#include <utility>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/time/clock.h"
 #include "libs/core/ids.h"
 #include "libs/core/worker_pool.h"
@@ -107,6 +109,12 @@ int main(int argc, char** argv) {
   }
   kafka::OutboxRelay relay(**pool, **producer);
   std::thread relay_thread([&relay] { relay.Run(); });
+  // Every return from here on stops each thread started (a joinable one would abort the process);
+  // a return before `shutdown` below does it in reverse order, the relay last.
+  absl::Cleanup stop_relay = [&] {
+    relay.Stop();
+    relay_thread.join();
+  };
 
   campaigns::PgCampaignStore store(**pool);
   campaigns::CampaignService service(
@@ -170,6 +178,10 @@ int main(int argc, char** argv) {
       }
     }
   });
+  absl::Cleanup stop_recovery_thread = [&] {
+    stop_recovery = true;
+    recovery_thread.join();
+  };
 
   // Asset-growth tasks (decision 014): balances from asset_balance events, tiers granted as
   // they are reached; a sweep re-evaluates enrolments and retries grants left PENDING.
@@ -190,13 +202,7 @@ int main(int argc, char** argv) {
          .topics = {cfg->business_events_topic},
          .metrics_name = "campaigns_asset_growth"},
         producer->get());
-    if (!consumer.ok()) {
-      relay.Stop();
-      relay_thread.join();
-      stop_recovery = true;
-      recovery_thread.join();
-      return Fail(consumer.status());
-    }
+    if (!consumer.ok()) return Fail(consumer.status());
     growth_consumer = *std::move(consumer);
   }
   std::thread growth_thread([&] {
@@ -216,7 +222,7 @@ int main(int argc, char** argv) {
       if (!settled.ok()) spdlog::warn("asset-growth sweep failed (retried): {}", settled.status());
     }
   });
-  auto stop_growth = [&] {
+  absl::Cleanup stop_growth = [&] {
     stop_growth_sweep = true;
     if (growth_consumer) growth_consumer->Stop();
     growth_thread.join();
@@ -264,36 +270,28 @@ int main(int argc, char** argv) {
                              .charge_budget = cfg->charge_budget});
     batch_runner->Start();
   }
-  auto stop_participation = [&] {
+  // From here on every return, a server that cannot start or a signal, stops in this order.
+  absl::Cleanup shutdown = [&] {
     batch_runner.reset();
-    stop_growth();
-    stop_recovery = true;
-    recovery_thread.join();
+    std::move(stop_growth).Invoke();
+    std::move(stop_recovery_thread).Invoke();
     participation_workers.reset();
     reserve_commits.reset();
     finish_commits.reset();
+    workers.reset();
+    scheduler.reset();
+    std::move(stop_relay).Invoke();
   };
   auto server =
       rpc::Server::Start({.service_name = "campaigns", .address = cfg->grpc_address},
                          {grpc_service.get(), participation_grpc.get(), batch_grpc.get()});
-  if (!server.ok()) {
-    stop_participation();
-    workers.reset();
-    scheduler.reset();
-    relay.Stop();
-    relay_thread.join();
-    return Fail(server.status());
-  }
+  if (!server.ok()) return Fail(server.status());
   spdlog::info("campaigns serving on {}", cfg->grpc_address);
 
   int sig = rpc::WaitForTerminationSignal();
   spdlog::info("campaigns stopping on signal {}", sig);
   (*server)->Shutdown(absl::Seconds(5));
-  stop_participation();
-  workers.reset();
-  scheduler.reset();
-  relay.Stop();
-  relay_thread.join();
+  std::move(shutdown).Invoke();
   spdlog::info("campaigns stopped");
   return 0;
 }

@@ -2,7 +2,9 @@
 #include <cstdlib>
 #include <optional>
 #include <thread>
+#include <utility>
 
+#include "absl/cleanup/cleanup.h"
 #include "libs/auth/crypto.h"
 #include "libs/core/worker_pool.h"
 #include "libs/kafka/kafka.h"
@@ -61,6 +63,11 @@ int main(int argc, char** argv) {
   }
   kafka::OutboxRelay relay(**pool, **producer);
   std::thread relay_thread([&relay] { relay.Run(); });
+  // Every return from here on stops the relay: leaving it joinable would abort the process.
+  absl::Cleanup stop_relay = [&] {
+    relay.Stop();
+    relay_thread.join();
+  };
 
   channels::PgChannelRepository repository(**pool);
   channels::ChannelRegistry registry(repository, *std::move(secret_box));
@@ -69,17 +76,12 @@ int main(int argc, char** argv) {
   auto service = channels::NewChannelRegistryService(registry, workers);
   auto server = rpc::Server::Start({.service_name = "channels", .address = cfg->grpc_address},
                                    {service.get()});
-  if (!server.ok()) {
-    relay.Stop();
-    relay_thread.join();
-    return Fail(server.status());
-  }
+  if (!server.ok()) return Fail(server.status());
 
   int sig = rpc::WaitForTerminationSignal();
   spdlog::info("channels stopping on signal {}", sig);
   (*server)->Shutdown(absl::Seconds(5));
-  relay.Stop();
-  relay_thread.join();
+  std::move(stop_relay).Invoke();
   spdlog::info("channels stopped");
   return 0;
 }

@@ -2,7 +2,9 @@
 #include <fstream>
 #include <optional>
 #include <thread>
+#include <utility>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/strings/numbers.h"
 #include "libs/core/ids.h"
 #include "libs/core/worker_pool.h"
@@ -86,6 +88,12 @@ int main(int argc, char** argv) {
                                      .finish_batch = static_cast<int>(cfg->grants_finish_batch)});
   service.OnGrantsCommitted([&sender] { sender.Notify(); });
   std::thread sender_thread([&sender] { sender.Run(); });
+  // Every return from here on stops each thread started (a joinable one would abort the process):
+  // in reverse order, the sender last, as the shutdown at the end does.
+  absl::Cleanup stop_sender = [&] {
+    sender.Stop();
+    sender_thread.join();
+  };
 
   events::BatchConsumerOptions consumer_options;
   consumer_options.consumer.client = kafka_options;
@@ -102,6 +110,10 @@ int main(int argc, char** argv) {
       return service.HandleBatch(batch, rejected);
     });
   });
+  absl::Cleanup stop_consumer = [&] {
+    (*consumer)->Stop();
+    consumer_thread.join();
+  };
 
   // Every replica needs every campaign change: a group of its own, from the beginning (the
   // highest revision of each rule wins, so replaying old changes is harmless).
@@ -116,6 +128,10 @@ int main(int argc, char** argv) {
   std::thread changes_thread([&] {
     (*changes)->Run([&service](const auto& m) { return service.HandleCampaignChange(m); });
   });
+  absl::Cleanup stop_changes = [&] {
+    (*changes)->Stop();
+    changes_thread.join();
+  };
 
   std::optional<WorkerPool> workers;
   workers.emplace("events", static_cast<int>(cfg->worker_threads),
@@ -123,25 +139,15 @@ int main(int argc, char** argv) {
   auto admin = events::NewEventsAdminService(service, *workers);
   auto server =
       rpc::Server::Start({.service_name = "events", .address = cfg->grpc_address}, {admin.get()});
-  auto stop_background = [&] {
-    (*consumer)->Stop();
-    (*changes)->Stop();
-    consumer_thread.join();
-    changes_thread.join();
-    sender.Stop();
-    sender_thread.join();
-  };
-  if (!server.ok()) {
-    workers.reset();
-    stop_background();
-    return Fail(server.status());
-  }
+  if (!server.ok()) return Fail(server.status());
   spdlog::info("events serving on {}", cfg->grpc_address);
   const int sig = rpc::WaitForTerminationSignal();
   spdlog::info("events stopping on signal {}", sig);
   (*server)->Shutdown(absl::Seconds(5));
   workers.reset();
-  stop_background();
+  std::move(stop_changes).Invoke();
+  std::move(stop_consumer).Invoke();
+  std::move(stop_sender).Invoke();
   spdlog::info("events stopped");
   return 0;
 }

@@ -4,7 +4,9 @@
 #include <memory>
 #include <optional>
 #include <thread>
+#include <utility>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/synchronization/notification.h"
 #include "libs/config/config.h"
 #include "libs/core/ids.h"
@@ -166,6 +168,11 @@ int Main(int argc, char** argv) {
       }
     }
   });
+  // Every return from here on stops the purger: leaving it joinable would abort the process.
+  absl::Cleanup stop_purger = [&] {
+    stopping.Notify();
+    purger.join();
+  };
   RequestDispatcher dispatcher(router, authenticator, static_cast<int>(config.handler_threads),
                                static_cast<size_t>(config.max_queued_requests));
 
@@ -199,8 +206,7 @@ int Main(int argc, char** argv) {
   // dispatcher is destroyed (their responses are dropped: the server is closed).
   (*server)->Shutdown(absl::Seconds(5));
   listener->reset();
-  stopping.Notify();
-  purger.join();
+  std::move(stop_purger).Invoke();
   spdlog::info("gateway stopped");
   return 0;
 }

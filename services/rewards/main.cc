@@ -5,8 +5,10 @@
 #include <mutex>
 #include <optional>
 #include <thread>
+#include <utility>
 #include <vector>
 
+#include "absl/cleanup/cleanup.h"
 #include "libs/core/ids.h"
 #include "libs/core/worker_pool.h"
 #include "libs/kafka/kafka.h"
@@ -123,6 +125,12 @@ int main(int argc, char** argv) {
   const kafka::RelayOptions relay_options;
   kafka::OutboxRelay relay(**pool, **producer, relay_options);
   std::thread relay_thread([&relay] { relay.Run(); });
+  // Every return from here on stops what has started (a joinable thread would abort the process);
+  // a return before `shutdown` below does it in reverse order, the relay last.
+  absl::Cleanup stop_relay = [&] {
+    relay.Stop();
+    relay_thread.join();
+  };
 
   // The integrity check expects a fact for every transfer still inside the relay's retention.
   rewards::PgLedgerStore store(**pool, SystemClock(), relay_options.retention);
@@ -146,6 +154,12 @@ int main(int argc, char** argv) {
   store.OnCustomerChanged([&benefits](const std::string& /*org*/, const std::string& customer) {
     benefits.InvalidateWallet(customer);
   });
+  // The batcher is drained while what its commits call back into still exists.
+  absl::Cleanup drain_batcher = [&] {
+    benefits.AttachBatcher(nullptr);
+    batcher.reset();
+    store.OnCustomerChanged(nullptr);
+  };
   rewards::Payouts payouts(**pool, store, SystemClock());
   for (const char* topic : {rewards::kPayoutCommandsTopic, rewards::kPayoutResultsTopic}) {
     if (auto s = kafka::EnsureTopic(kafka_options, topic, 3); !s.ok()) {
@@ -155,6 +169,10 @@ int main(int argc, char** argv) {
   // Core banking's payout replies: deduplicated by event id with their effect (payouts.h).
   std::unique_ptr<kafka::Consumer> payout_results;
   std::thread payout_thread;
+  absl::Cleanup stop_payout_results = [&] {
+    if (payout_results) payout_results->Stop();
+    if (payout_thread.joinable()) payout_thread.join();
+  };
   if (cfg->consume_payout_results) {
     auto consumer = kafka::Consumer::Create({.client = kafka_options,
                                              .group_id = "rewards-payout-results",
@@ -189,15 +207,6 @@ int main(int argc, char** argv) {
           return fulfilments.HandleResult(event_id, result);
         });
         !s.ok()) {
-      // Threads already running must be joined before leaving, and the batcher drained while
-      // what its commits call back into still exists.
-      if (payout_results) payout_results->Stop();
-      if (payout_thread.joinable()) payout_thread.join();
-      benefits.AttachBatcher(nullptr);
-      batcher.reset();
-      store.OnCustomerChanged(nullptr);
-      relay.Stop();
-      relay_thread.join();
       return Fail(s);
     }
   }
@@ -277,40 +286,28 @@ int main(int argc, char** argv) {
   auto service = rewards::NewLedgerGrpcService(ledger, *workers);
   auto benefits_service =
       rewards::NewBenefitsGrpcService(benefits, payouts, *workers, &fulfilments);
-  auto stop_payout_results = [&] {
-    if (payout_results) payout_results->Stop();
-    if (payout_thread.joinable()) payout_thread.join();
+  // From here on every return, a server that cannot start or a signal, stops in this order: the
+  // workers finish what they hold (their grants are answered by the batcher), the consumers and
+  // timed jobs stop, what is still queued in the batcher is committed, then the relay publishes
+  // until it is told to stop.
+  absl::Cleanup shutdown = [&] {
+    workers.reset();
+    std::move(stop_payout_results).Invoke();
     supplier.Stop();
+    housekeeping.Stop();
+    std::move(drain_batcher).Invoke();
+    std::move(stop_relay).Invoke();
   };
   auto server = rpc::Server::Start({.service_name = "rewards", .address = cfg->grpc_address},
                                    {service.get(), benefits_service.get()});
-  if (!server.ok()) {
-    workers.reset();
-    stop_payout_results();
-    housekeeping.Stop();
-    benefits.AttachBatcher(nullptr);
-    batcher.reset();
-    store.OnCustomerChanged(nullptr);
-    relay.Stop();
-    relay_thread.join();
-    return Fail(server.status());
-  }
+  if (!server.ok()) return Fail(server.status());
   spdlog::info("rewards serving on {}", cfg->grpc_address);
 
   int sig = rpc::WaitForTerminationSignal();
   spdlog::info("rewards stopping on signal {}", sig);
-  // Calls first, then the workers finish what they hold (their grants are answered by the
-  // batcher), then what is still queued in the batcher is committed, then the relay publishes
-  // until it is told to stop.
+  // Calls first, then the rest in the order of `shutdown`.
   (*server)->Shutdown(absl::Seconds(5));
-  workers.reset();
-  stop_payout_results();
-  housekeeping.Stop();
-  benefits.AttachBatcher(nullptr);
-  batcher.reset();
-  store.OnCustomerChanged(nullptr);
-  relay.Stop();
-  relay_thread.join();
+  std::move(shutdown).Invoke();
   spdlog::info("rewards stopped");
   return 0;
 }

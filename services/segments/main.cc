@@ -4,6 +4,7 @@
 #include <optional>
 #include <thread>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/synchronization/notification.h"
 #include "libs/core/worker_pool.h"
 #include "libs/kafka/kafka.h"
@@ -77,6 +78,12 @@ int main(int argc, char** argv) {
     (*profiles)->Run(
         [&](const kafka::IncomingMessage& m) { return service.HandleProfileMessage(m); });
   });
+  // A return before the shutdown at the end must not leave the thread joinable (that aborts).
+  absl::Cleanup stop_profiles = [&] {
+    if (!profiles_thread.joinable()) return;
+    (*profiles)->Stop();
+    profiles_thread.join();
+  };
   std::unique_ptr<kafka::Consumer> events;
   std::thread events_thread;
   if (!cfg->business_events_topic.empty()) {
