@@ -37,9 +37,8 @@ fi
 psql -h 127.0.0.1 -p "$PG_PORT" -U postgres -qAt -c "SET client_min_messages = warning" \
   -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" -c "CREATE DATABASE $DB" >/dev/null
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-GRPC_PORT=$(free_port)
-METRICS_PORT=$(free_port)
+source "$REPO/bench/lib.sh"
+read -r GRPC_PORT METRICS_PORT <<<"$(free_ports 2)"
 DRIVER=$BIN/bench/ledger_grants/mkt-bench-ledger-grants
 
 # Any MKT_REWARDS_* already in the environment (worker threads, batch size, ...) passes through.

@@ -53,7 +53,7 @@ for db in $EVENTS_DB $REWARDS_DB; do
     -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" -c "CREATE DATABASE $db" >/dev/null
 done
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+source "$REPO/bench/lib.sh"
 wait_healthy() { # name pid port log
   for _ in $(seq 300); do
     if "$BIN/tools/healthcheck/mkt-healthcheck" "127.0.0.1:$3" >/dev/null 2>&1; then return 0; fi
@@ -64,15 +64,14 @@ wait_healthy() { # name pid port log
   echo "$1 is not healthy" >&2
   exit 1
 }
-REWARDS_PORT=$(free_port)
-EVENTS_PORT=$(free_port)
+read -r REWARDS_PORT EVENTS_PORT REWARDS_METRICS_PORT EVENTS_METRICS_PORT <<<"$(free_ports 4)"
 TOPIC=bench-p1.business.$(head -c4 /dev/urandom | od -An -tx1 | tr -d ' \n')
 
 # Each grant holds a rewards worker until its group commit; the events grant sender keeps 256 in
 # flight, so rewards gets as many workers (its default of 32 caps a commit at 32 grants).
 MKT_REWARDS_PG_DSN="$REWARDS_DSN" MKT_REWARDS_KAFKA_BOOTSTRAP=$KAFKA \
   MKT_REWARDS_GRPC_ADDRESS=127.0.0.1:$REWARDS_PORT \
-  MKT_REWARDS_METRICS_ADDRESS=127.0.0.1:$(free_port) MKT_REWARDS_EXPIRY_INTERVAL_S=0 \
+  MKT_REWARDS_METRICS_ADDRESS=127.0.0.1:$REWARDS_METRICS_PORT MKT_REWARDS_EXPIRY_INTERVAL_S=0 \
   MKT_REWARDS_WORKER_THREADS=${MKT_REWARDS_WORKER_THREADS:-256} \
   MKT_REWARDS_LOG_LEVEL=${MKT_REWARDS_LOG_LEVEL:-warn} \
   MKT_REWARDS_LOG_FORMAT=${MKT_REWARDS_LOG_FORMAT:-json} \
@@ -82,7 +81,7 @@ PIDS+=("$REWARDS_PID")
 wait_healthy mkt-rewards "$REWARDS_PID" "$REWARDS_PORT" "$WORK/rewards.log"
 
 MKT_EVENTS_PG_DSN="$EVENTS_DSN" MKT_EVENTS_KAFKA_BOOTSTRAP=$KAFKA \
-  MKT_EVENTS_GRPC_ADDRESS=127.0.0.1:$EVENTS_PORT MKT_EVENTS_METRICS_ADDRESS=127.0.0.1:$(free_port) \
+  MKT_EVENTS_GRPC_ADDRESS=127.0.0.1:$EVENTS_PORT MKT_EVENTS_METRICS_ADDRESS=127.0.0.1:$EVENTS_METRICS_PORT \
   MKT_EVENTS_EVENTS_TOPIC="$TOPIC" MKT_EVENTS_CONSUMER_GROUP="bench-p1-$TOPIC" \
   MKT_EVENTS_DEAD_LETTER_TOPIC=bench-p1.dead-letters \
   MKT_EVENTS_CAMPAIGN_CHANGES_TOPIC=bench-p1.campaign-changes \

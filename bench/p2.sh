@@ -65,16 +65,15 @@ for _ in $(seq 100); do
 done
 VIA_FLAGS=(--via=grpc)
 if [[ $VIA == gateway ]]; then
-  free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-  HPORT=$(free_port)
-  GPORT=$(free_port)
+  source "$REPO/bench/lib.sh"
+  read -r HPORT GPORT HMETRICS GGRPC <<<"$(free_ports 4)"
   ADMIN_PASSWORD=p2-admin-$RANDOM$RANDOM
   MKT_CHANNELS_PG_DSN="host=127.0.0.1 port=$PG_PORT user=postgres dbname=$HDB" MKT_CHANNELS_KAFKA_BOOTSTRAP=$KAFKA \
-    MKT_CHANNELS_GRPC_ADDRESS=127.0.0.1:$HPORT MKT_CHANNELS_METRICS_ADDRESS=127.0.0.1:$(free_port) \
+    MKT_CHANNELS_GRPC_ADDRESS=127.0.0.1:$HPORT MKT_CHANNELS_METRICS_ADDRESS=127.0.0.1:$HMETRICS \
     MKT_CHANNELS_SECRET_KEY="$(openssl rand -hex 32)" MKT_CHANNELS_LOG_LEVEL=warn \
     build/release/services/channels/mkt-channels >"$LOG/channels.log" 2>&1 &
   PIDS+=($!)
-  MKT_GATEWAY_HTTP_ADDRESS=127.0.0.1:$GPORT MKT_GATEWAY_GRPC_ADDRESS=127.0.0.1:$(free_port) \
+  MKT_GATEWAY_HTTP_ADDRESS=127.0.0.1:$GPORT MKT_GATEWAY_GRPC_ADDRESS=127.0.0.1:$GGRPC \
     MKT_GATEWAY_CHANNELS_TARGET=127.0.0.1:$HPORT MKT_GATEWAY_REWARDS_TARGET=127.0.0.1:$RPORT \
     MKT_GATEWAY_CAMPAIGNS_TARGET=127.0.0.1:$CPORT MKT_GATEWAY_SEGMENTS_TARGET=127.0.0.1:1 \
     MKT_GATEWAY_KAFKA_BOOTSTRAP=$KAFKA MKT_GATEWAY_PG_DSN="host=127.0.0.1 port=$PG_PORT user=postgres dbname=$GDB" \

@@ -45,10 +45,10 @@ seconds=$(sed -n 's/^P5_SECONDS \([0-9.]*\).*/\1/p' "$WORK/batch.out" | tail -1)
 # The ceiling, alone on the machine: a rewards schema (migrated by mkt-rewards, then stopped),
 # the same grants' rows written straight into PostgreSQL.
 psqlc -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" -c "CREATE DATABASE $DB" >/dev/null
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-GRPC_PORT=$(free_port)
+source "$REPO/bench/lib.sh"
+read -r GRPC_PORT METRICS_PORT <<<"$(free_ports 2)"
 MKT_REWARDS_PG_DSN="$DSN" MKT_REWARDS_KAFKA_BOOTSTRAP=$KAFKA \
-  MKT_REWARDS_GRPC_ADDRESS=127.0.0.1:$GRPC_PORT MKT_REWARDS_METRICS_ADDRESS=127.0.0.1:$(free_port) \
+  MKT_REWARDS_GRPC_ADDRESS=127.0.0.1:$GRPC_PORT MKT_REWARDS_METRICS_ADDRESS=127.0.0.1:$METRICS_PORT \
   MKT_REWARDS_EXPIRY_INTERVAL_S=0 "$BIN/services/rewards/mkt-rewards" >"$WORK/rewards.log" 2>&1 &
 REWARDS_PID=$!
 PIDS+=("$REWARDS_PID")

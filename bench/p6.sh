@@ -33,7 +33,7 @@ for svc in "${SERVICES[@]}" gateway; do
   psql -h 127.0.0.1 -p "$PG_PORT" -U postgres -qAt -c "SET client_min_messages = warning" -c "DROP DATABASE IF EXISTS bench_p6_$svc WITH (FORCE)" -c "CREATE DATABASE bench_p6_$svc" >/dev/null
 done
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+source "$REPO/bench/lib.sh"
 now() { date +%s.%N; }
 rss_mb() { awk '/^VmRSS/ {printf "%.1f", $2/1024}' "/proc/$1/status"; }
 
@@ -51,7 +51,7 @@ declare -A START RSS PID GRPC
 # Starts service $1 on scratch ports with its scratch database; records its start-up time.
 start_service() {
   local svc=$1 upper=${1^^} grpc metrics start
-  grpc=$(free_port); metrics=$(free_port); GRPC[$svc]=$grpc
+  read -r grpc metrics <<<"$(free_ports 2)"; GRPC[$svc]=$grpc
   local -a env=(
     "MKT_${upper}_PG_DSN=host=127.0.0.1 port=$PG_PORT user=postgres dbname=bench_p6_$svc"
     "MKT_${upper}_KAFKA_BOOTSTRAP=127.0.0.1:$KAFKA_PORT"
@@ -71,7 +71,7 @@ start_service() {
 
 for svc in "${SERVICES[@]}"; do start_service "$svc"; done
 
-GW_HTTP=$(free_port); GW_GRPC=$(free_port)
+read -r GW_HTTP GW_GRPC <<<"$(free_ports 2)"
 start=$(now)
 MKT_GATEWAY_HTTP_ADDRESS=127.0.0.1:$GW_HTTP MKT_GATEWAY_GRPC_ADDRESS=127.0.0.1:$GW_GRPC \
 MKT_GATEWAY_CHANNELS_TARGET=127.0.0.1:${GRPC[channels]} \
