@@ -49,23 +49,12 @@ constexpr char kInsertCoupon[] =
     "campaign_id, state, valid_from, valid_until, issued_at, updated_at, holder_org_id) "
     "VALUES ($1, $2, $3, $4, $5, $6, $7, 0, $8::timestamptz, $9::timestamptz, $10::timestamptz, "
     "$10::timestamptz, $11) RETURNING id";
-// The hot issue path (decisions 016, 017): the coupon and its issue event with the unapplied
-// intent in one prepared statement (nothing when the request id was issued before: the
-// transactional path answers the replay); then the ledger batch, whose group commit makes the
-// coupon ISSUED and the event applied. kFinishIssueReturning does that in a statement of its own
-// for the transactional path and for a coupon the batch did not finish.
+// The transactional issue path (replays, THIRD_PARTY and inactive templates) writes the coupon
+// and its issue event with the unapplied intent, applies the intent, then marks the event applied,
+// makes the coupon ISSUED and reads it back in one prepared statement. The common case is written
+// by the ledger batch itself (decision 017; LinkedBatch::new_coupon).
 constexpr char kDrawCouponIds[] =
     "SELECT nextval(pg_get_serial_sequence('coupons', 'id')) FROM generate_series(1, $1)";
-constexpr pg::Prepared kInsertIssue{
-    "coupons.insert_issue",
-    "WITH c AS (INSERT INTO coupons (id, code, issue_request_id, org_id, template_id, type, "
-    "customer_id, campaign_id, state, valid_from, valid_until, issued_at, updated_at, "
-    "holder_org_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, $9::timestamptz, $10::timestamptz, "
-    "$11::timestamptz, $11::timestamptz, $12) ON CONFLICT (issue_request_id) DO NOTHING "
-    "RETURNING id) "
-    "INSERT INTO coupon_events (coupon_id, seq, from_state, to_state, actor, cause, at, intent, "
-    "applied) SELECT id, 1, 0, $13, $14, 'issue', $11::timestamptz, decode($15, 'hex'), false "
-    "FROM c RETURNING coupon_id"};
 constexpr pg::Prepared kFinishIssueReturning{
     "coupons.finish_issue",
     "WITH e AS (UPDATE coupon_events SET applied = true WHERE coupon_id = $1 AND seq = 1) "
@@ -490,23 +479,22 @@ absl::Status Benefits::ApplyIntent(const pb::LedgerIntent& intent) {
   if (!intent.resolve_id().empty()) {
     return ledger_.ResolvePending(intent.resolve_id(), intent.pending_id(), intent.post()).status();
   }
-  return ApplyIssueIntent(intent, 0).status();
+  return ApplyTransfers(intent, std::nullopt);
 }
 
-absl::StatusOr<bool> Benefits::ApplyIssueIntent(const pb::LedgerIntent& intent, int64_t coupon_id) {
+absl::Status Benefits::ApplyTransfers(const pb::LedgerIntent& intent,
+                                      std::optional<NewCoupon> coupon) {
   std::vector<pb::TransferSpec> specs(intent.transfers().begin(), intent.transfers().end());
   MKT_RETURN_IF_ERROR(ValidateTransferSpecs(specs));
-  LinkedBatch batch{
-      .batch_id = intent.batch_id(), .transfers = std::move(specs), .issues_coupon_id = coupon_id};
-  BatchResult result = Internal("the ledger answered a batch with no result");
+  LinkedBatch batch{.batch_id = intent.batch_id(),
+                    .transfers = std::move(specs),
+                    .new_coupon = std::move(coupon)};
   if (GrantBatcher* batcher = batcher_.load(); batcher != nullptr) {
-    result = batcher->Apply(std::move(batch));
-  } else {
-    MKT_ASSIGN_OR_RETURN(std::vector<BatchResult> results, ledger_.Apply({std::move(batch)}));
-    if (results.size() == 1) result = std::move(results[0]);
+    return batcher->Apply(std::move(batch)).status();
   }
-  MKT_RETURN_IF_ERROR(result.status());
-  return result->coupon_issued;
+  MKT_ASSIGN_OR_RETURN(std::vector<BatchResult> results, ledger_.Apply({std::move(batch)}));
+  if (results.size() != 1) return Internal("the ledger answered a batch with no result");
+  return results[0].status();
 }
 
 absl::Status Benefits::ApplyIntents(int64_t coupon_id) {
@@ -643,44 +631,50 @@ absl::StatusOr<pb::Coupon> Benefits::IssueCoupon(const pb::IssueCouponRequest& r
   // The issue's intent when this call wrote the coupon (not a replay): applied right away
   // without reading it back.
   std::optional<pb::LedgerIntent> written;
-  // The common case: the coupon as it will be once ISSUED, which the ledger's transaction does.
-  std::optional<CouponRow> issued_row;
   if (const absl::Time now = clock_.Now(); t.status() == pb::TEMPLATE_ACTIVE &&
                                            t.type() != pb::THIRD_PARTY &&
                                            WindowFor(t.validity(), now).until > now) {
-    // The common case in one autocommit statement; a replay (or a clash of random codes) falls
-    // through to the transaction below, which answers it.
+    // The common case: the coupon is written by the ledger batch that issues it, in the batch's
+    // own group commit (decision 017). A request id that issued a coupon before is answered by
+    // the transaction below, as a replay.
     MKT_ASSIGN_OR_RETURN(const int64_t id, NextCouponId());
     const ValidityWindow w = WindowFor(t.validity(), now);
-    const std::string code = "C" + absl::AsciiStrToUpper(RandomHex(10));
-    pb::LedgerIntent intent = issue_intent(id, code);
-    bool inserted = false;
-    absl::Status s = pg::WithStatement(pool_, [&](pqxx::nontransaction& st) {
-      inserted = !pg::ExecPrepared(st, kInsertIssue, id, code, req.request_id(), t.org_id(), t.id(),
-                                   static_cast<int>(t.type()), req.customer_id(), req.campaign_id(),
-                                   PgTime(w.from), PgTime(w.until), PgTime(now), budget_org,
-                                   static_cast<int>(pb::COUPON_ISSUED), actor, Bytes(intent))
-                      .empty();
-      return absl::OkStatus();
-    });
-    if (s.ok() && inserted) {
-      coupon_id = id;
-      written = std::move(intent);
-      // What the coupon row holds once ISSUED, as the database stores it (microseconds).
-      auto micros = [](absl::Time t) { return absl::FromUnixMicros(absl::ToUnixMicros(t)); };
-      issued_row = CouponRow{.id = id,
-                             .code = code,
-                             .org_id = t.org_id(),
-                             .template_id = t.id(),
-                             .type = static_cast<int>(t.type()),
-                             .customer_id = req.customer_id(),
-                             .campaign_id = req.campaign_id(),
-                             .state = static_cast<int>(pb::COUPON_ISSUED),
-                             .valid_from = micros(w.from),
-                             .valid_until = micros(w.until),
-                             .issued_at = micros(now)};
-    } else if (!s.ok() && s.code() != absl::StatusCode::kAlreadyExists) {
-      return s;
+    // As the database stores them (microseconds), so that the answer is the stored coupon.
+    auto micros = [](absl::Time at) { return absl::FromUnixMicros(absl::ToUnixMicros(at)); };
+    NewCoupon coupon{.id = id,
+                     .code = "C" + absl::AsciiStrToUpper(RandomHex(10)),
+                     .issue_request_id = req.request_id(),
+                     .org_id = t.org_id(),
+                     .template_id = t.id(),
+                     .type = static_cast<int>(t.type()),
+                     .customer_id = req.customer_id(),
+                     .campaign_id = req.campaign_id(),
+                     .holder_org_id = budget_org,
+                     .valid_from = micros(w.from),
+                     .valid_until = micros(w.until),
+                     .issued_at = micros(now),
+                     .actor = actor};
+    const pb::LedgerIntent intent = issue_intent(id, coupon.code);
+    coupon.intent = intent.SerializeAsString();
+    const CouponRow row{.id = id,
+                        .code = coupon.code,
+                        .org_id = coupon.org_id,
+                        .template_id = coupon.template_id,
+                        .type = coupon.type,
+                        .customer_id = coupon.customer_id,
+                        .campaign_id = coupon.campaign_id,
+                        .state = static_cast<int>(pb::COUPON_ISSUED),
+                        .valid_from = coupon.valid_from,
+                        .valid_until = coupon.valid_until,
+                        .issued_at = coupon.issued_at};
+    absl::Status issued = ApplyTransfers(intent, std::move(coupon));
+    if (issued.ok()) {
+      InvalidateWallet(req.customer_id());
+      return Answer(row, t);
+    }
+    if (issued.code() != absl::StatusCode::kAlreadyExists ||
+        ReasonOf(issued) != cpb::ALREADY_EXISTS) {
+      return issued;  // refused (stock, budget), or its outcome unknown: a retry replays it
     }
   }
   for (int attempt = 0; !written && attempt < 2; ++attempt) {
@@ -728,23 +722,8 @@ absl::StatusOr<pb::Coupon> Benefits::IssueCoupon(const pb::IssueCouponRequest& r
     break;
   }
   std::optional<CouponRow> row;
-  absl::Status applied;
-  bool finished = false;
-  if (written && issued_row) {
-    // The coupon becomes ISSUED in the ledger batch's own transaction (decision 017).
-    absl::StatusOr<bool> issued = ApplyIssueIntent(*written, coupon_id);
-    applied = issued.status();
-    if (issued.ok() && *issued) {
-      row = issued_row;
-      finished = true;
-      InvalidateWallet(req.customer_id());
-    }
-  } else if (written) {
-    applied = ApplyIntent(*written);
-  } else {
-    applied = ApplyIntents(coupon_id);
-  }
-  if (written && !finished && applied.ok()) {
+  absl::Status applied = written ? ApplyIntent(*written) : ApplyIntents(coupon_id);
+  if (written && applied.ok()) {
     // The issue's event is the coupon's first (seq 1); marked, finished and read back in one
     // statement (no row when the sweeper finished it meanwhile: read below).
     MKT_RETURN_IF_ERROR(pg::WithStatement(pool_, [&](pqxx::nontransaction& st) {
@@ -782,8 +761,12 @@ absl::StatusOr<pb::Coupon> Benefits::IssueCoupon(const pb::IssueCouponRequest& r
     }));
   }
   if (!row) return Internal("the issued coupon disappeared");
-  // Answered as GetCoupon answers it, with the template's name and face value.
-  MKT_ASSIGN_OR_RETURN(pb::Coupon out, ToCoupon(*row));
+  return Answer(*row, t);
+}
+
+absl::StatusOr<pb::Coupon> Benefits::Answer(const CouponRow& row, const pb::BenefitTemplate& t) {
+  // As GetCoupon answers it, with the template's name and face value.
+  MKT_ASSIGN_OR_RETURN(pb::Coupon out, ToCoupon(row));
   out.set_name(t.name());
   out.set_face_value(t.face_value());
   return out;

@@ -12,6 +12,7 @@
 
 #include <atomic>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "absl/container/flat_hash_map.h"
@@ -148,9 +149,11 @@ class Benefits {
   // Applies the coupon's unapplied intents in order; the first failure stops (and is returned).
   absl::Status ApplyIntents(int64_t coupon_id);
   absl::Status ApplyIntent(const pb::LedgerIntent& intent);
-  // Applies an intent of transfers; with `coupon_id`, that coupon becomes ISSUED in the ledger's
-  // transaction (LinkedBatch::issues_coupon_id). Answers whether it did.
-  absl::StatusOr<bool> ApplyIssueIntent(const pb::LedgerIntent& intent, int64_t coupon_id);
+  // Applies an intent of transfers; with `coupon`, the batch writes that coupon too
+  // (LinkedBatch::new_coupon).
+  absl::Status ApplyTransfers(const pb::LedgerIntent& intent, std::optional<NewCoupon> coupon);
+  // The answer of an issue: the coupon with its template's name and face value.
+  absl::StatusOr<pb::Coupon> Answer(const CouponRow& row, const pb::BenefitTemplate& t);
   // Resolves a LOCKED redemption: post (confirm) or void (cancel / timeout).
   absl::StatusOr<pb::Redemption> Resolve(const std::string& redemption_id, const std::string& op,
                                          const std::string& actor);

@@ -20,6 +20,24 @@ namespace pb = ::marketing::rewards::v1;
 // The topic every posted (or voided) transfer is published on, through the outbox.
 inline constexpr char kLedgerFactsTopic[] = "mkt.ledger-facts.v1";
 
+// A coupon instance issued by the batch that carries it (benefits, decision 017).
+struct NewCoupon {
+  int64_t id = 0;  // drawn from the coupons id sequence
+  std::string code;
+  std::string issue_request_id;
+  std::string org_id;
+  std::string template_id;
+  int type = 0;  // BenefitType
+  std::string customer_id;
+  std::string campaign_id;
+  std::string holder_org_id;
+  absl::Time valid_from;
+  absl::Time valid_until;
+  absl::Time issued_at;
+  std::string actor;
+  std::string intent;  // the LedgerIntent of the issue, serialised, kept in the coupon's history
+};
+
 // One client request: transfers applied all-or-nothing. `batch_id` is the request's idempotency
 // key (stored on each transfer); transfers carry their own ids. Specs are validated before they
 // reach the store (ValidateTransferSpecs in ledger_service.h).
@@ -30,10 +48,11 @@ struct LinkedBatch {
   // after the batch, so that a grant or a spend answers with the customer's balance without a
   // second read of the database.
   std::optional<pb::AccountRef> report_account;
-  // A coupon whose issue this batch carries (benefits, decision 017): when the batch succeeds
-  // (a replay included), the coupon, if still being issued (state 0), becomes ISSUED and its
-  // issue event applied in the same transaction as the batch. 0: none.
-  int64_t issues_coupon_id = 0;
+  // A coupon this batch issues, written in the batch's transaction: ISSUED, with its issue event
+  // applied, when the batch succeeds; not at all when it fails. When a coupon of the same
+  // issue_request_id exists already, the batch is left out and answered ALREADY_EXISTS (reason
+  // ALREADY_EXISTS): the caller answers the replay from the stored coupon.
+  std::optional<NewCoupon> new_coupon;
 };
 
 // A batch as stored (or found stored, for a replay).
@@ -42,8 +61,7 @@ struct AppliedBatch {
   // LinkedBatch::report_account right after the batch (for a replay: now); empty when it was not
   // asked for.
   std::optional<pb::Account> account;
-  // LinkedBatch::issues_coupon_id was made ISSUED with the batch (false when it was not asked
-  // for, or the coupon was no longer being issued).
+  // LinkedBatch::new_coupon was written with the batch.
   bool coupon_issued = false;
 };
 

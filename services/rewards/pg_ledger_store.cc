@@ -12,6 +12,7 @@
 #include <utility>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/escaping.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -305,14 +306,25 @@ constexpr char kCheckOrphans[] =
     "SELECT 'lot ' || l.id, l.account_id FROM lots l "
     "WHERE NOT EXISTS (SELECT 1 FROM accounts a WHERE a.id = l.account_id)) "
     "SELECT what, account_id, count(*) OVER () FROM o ORDER BY what LIMIT 5";
-// The coupons whose issue the successful batches of a group carry (decision 017): ISSUED, their
-// issue event applied, in the batches' transaction. Coupons already past state 0 (the repair
-// sweeper finished them) are left alone and not returned.
-constexpr char kIssueCoupons[] =
-    "WITH e AS (UPDATE coupon_events SET applied = true "
-    "WHERE coupon_id = ANY($1::bigint[]) AND seq = 1 AND NOT applied) "
-    "UPDATE coupons SET state = $2, updated_at = $3::timestamptz "
-    "WHERE id = ANY($1::bigint[]) AND state = 0 RETURNING id";
+// The coupons that a group's batches issue (decision 017). Inserted ISSUED before the batches are
+// applied, in request-id order (two groups never wait on each other crosswise); a request id that
+// issued a coupon before keeps it, and its batch is left out. The coupons of batches that then
+// fail are deleted again; those of the others get their issue event, applied.
+constexpr char kInsertNewCoupons[] =
+    "INSERT INTO coupons (id, code, issue_request_id, org_id, template_id, type, customer_id, "
+    "campaign_id, state, valid_from, valid_until, issued_at, updated_at, holder_org_id) "
+    "SELECT u.id, u.code, u.req, u.org, u.tpl, u.type, u.cust, u.camp, $9, u.vf, u.vu, u.ia, u.ia, "
+    "u.holder FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], "
+    "$6::smallint[], $7::text[], $8::text[], $10::timestamptz[], $11::timestamptz[], "
+    "$12::timestamptz[], $13::text[]) "
+    "AS u(id, code, req, org, tpl, type, cust, camp, vf, vu, ia, holder) "
+    "ORDER BY u.req ON CONFLICT (issue_request_id) DO NOTHING RETURNING id";
+constexpr char kDeleteNewCoupons[] = "DELETE FROM coupons WHERE id = ANY($1::bigint[])";
+constexpr char kInsertNewCouponEvents[] =
+    "INSERT INTO coupon_events (coupon_id, seq, from_state, to_state, actor, cause, at, intent, "
+    "applied) SELECT u.id, 1, 0, $2, u.actor, 'issue', u.at, decode(u.intent, 'hex'), true "
+    "FROM unnest($1::bigint[], $3::text[], $4::timestamptz[], $5::text[]) "
+    "AS u(id, actor, at, intent)";
 // Every transfer that is not a reservation (posted, posting or voiding) is a fact. Rows older
 // than the relay's retention may have been deleted once sent; duplicates are wrong at any age.
 constexpr char kCheckFacts[] =
@@ -1855,11 +1867,25 @@ absl::StatusOr<std::vector<BatchResult>> PgLedgerStore::Apply(
     const bool look_up_new_ids = attempt > 1;
     status = pg::WithTransaction(pool_, [&](pqxx::work& tx) {
       tx.exec(kKeyLookupsOnly);
-      const absl::Time now = clock_.Now();
-      Session session(tx, now, account_ids_.get(), look_up_new_ids);
-      results = session.ApplyBatches(batches);
+      Session session(tx, clock_.Now(), account_ids_.get(), look_up_new_ids);
+      // Batches whose coupon's request id issued one before are left out (a replay).
+      std::vector<std::optional<BatchResult>> left_out = InsertNewCoupons(tx, batches);
+      std::vector<LinkedBatch> kept;
+      const bool any_left_out = std::any_of(left_out.begin(), left_out.end(),
+                                            [](const auto& r) { return r.has_value(); });
+      if (any_left_out) {
+        for (size_t i = 0; i < batches.size(); ++i) {
+          if (!left_out[i]) kept.push_back(batches[i]);
+        }
+      }
+      const std::vector<LinkedBatch>& applied = any_left_out ? kept : batches;
+      std::vector<BatchResult> applied_results = session.ApplyBatches(applied);
       session.Write();
-      IssueCoupons(tx, batches, results, now);
+      FinishNewCoupons(tx, applied, applied_results);
+      results.clear();
+      for (size_t i = 0, a = 0; i < batches.size(); ++i) {
+        results.push_back(left_out[i] ? *std::move(left_out[i]) : std::move(applied_results[a++]));
+      }
       account_ids = session.CommittedAccountIds();
       changed = session.ChangedCustomers();
       return absl::OkStatus();
@@ -1872,25 +1898,73 @@ absl::StatusOr<std::vector<BatchResult>> PgLedgerStore::Apply(
   return results;
 }
 
-void PgLedgerStore::IssueCoupons(pqxx::work& tx, const std::vector<LinkedBatch>& batches,
-                                 std::vector<BatchResult>& results, absl::Time now) {
-  std::vector<int64_t> ids;
+std::vector<std::optional<BatchResult>> PgLedgerStore::InsertNewCoupons(
+    pqxx::work& tx, const std::vector<LinkedBatch>& batches) {
+  std::vector<std::optional<BatchResult>> left_out(batches.size());
+  std::vector<int64_t> ids, types;
+  std::vector<std::string> codes, requests, orgs, templates, customers, campaigns, from, until,
+      issued, holders;
+  for (const LinkedBatch& b : batches) {
+    if (!b.new_coupon) continue;
+    const NewCoupon& c = *b.new_coupon;
+    ids.push_back(c.id);
+    codes.push_back(c.code);
+    requests.push_back(c.issue_request_id);
+    orgs.push_back(c.org_id);
+    templates.push_back(c.template_id);
+    types.push_back(c.type);
+    customers.push_back(c.customer_id);
+    campaigns.push_back(c.campaign_id);
+    from.push_back(PgTime(c.valid_from));
+    until.push_back(PgTime(c.valid_until));
+    issued.push_back(PgTime(c.issued_at));
+    holders.push_back(c.holder_org_id);
+  }
+  if (ids.empty()) return left_out;
+  std::set<int64_t> inserted;
+  for (const pqxx::row& r :
+       tx.exec_params(kInsertNewCoupons, pg::IntArrayLiteral(ids), pg::TextArrayLiteral(codes),
+                      pg::TextArrayLiteral(requests), pg::TextArrayLiteral(orgs),
+                      pg::TextArrayLiteral(templates), pg::IntArrayLiteral(types),
+                      pg::TextArrayLiteral(customers), pg::TextArrayLiteral(campaigns),
+                      static_cast<int>(pb::COUPON_ISSUED), pg::TextArrayLiteral(from),
+                      pg::TextArrayLiteral(until), pg::TextArrayLiteral(issued),
+                      pg::TextArrayLiteral(holders))) {
+    inserted.insert(r[0].as<int64_t>());
+  }
   for (size_t i = 0; i < batches.size(); ++i) {
-    if (batches[i].issues_coupon_id != 0 && results[i].ok()) {
-      ids.push_back(batches[i].issues_coupon_id);
+    if (batches[i].new_coupon && inserted.count(batches[i].new_coupon->id) == 0) {
+      left_out[i] =
+          Error(absl::StatusCode::kAlreadyExists, cpb::ALREADY_EXISTS,
+                "request " + batches[i].new_coupon->issue_request_id + " issued a coupon already",
+                "request_id");
     }
   }
-  if (ids.empty()) return;
-  std::sort(ids.begin(), ids.end());  // rows locked in one order by every group
-  std::set<int64_t> issued;
-  for (const pqxx::row& r : tx.exec_params(kIssueCoupons, pg::IntArrayLiteral(ids),
-                                           static_cast<int>(pb::COUPON_ISSUED), PgTime(now))) {
-    issued.insert(r[0].as<int64_t>());
-  }
+  return left_out;
+}
+
+void PgLedgerStore::FinishNewCoupons(pqxx::work& tx, const std::vector<LinkedBatch>& batches,
+                                     std::vector<BatchResult>& results) {
+  std::vector<int64_t> failed, issued;
+  std::vector<std::string> actors, at, intents;
   for (size_t i = 0; i < batches.size(); ++i) {
-    if (results[i].ok() && issued.count(batches[i].issues_coupon_id) > 0) {
-      results[i]->coupon_issued = true;
+    if (!batches[i].new_coupon) continue;
+    const NewCoupon& c = *batches[i].new_coupon;
+    if (!results[i].ok()) {
+      failed.push_back(c.id);
+      continue;
     }
+    results[i]->coupon_issued = true;
+    issued.push_back(c.id);
+    actors.push_back(c.actor);
+    at.push_back(PgTime(c.issued_at));
+    intents.push_back(absl::BytesToHexString(c.intent));
+  }
+  if (!failed.empty()) tx.exec_params(kDeleteNewCoupons, pg::IntArrayLiteral(failed));
+  if (!issued.empty()) {
+    tx.exec_params(kInsertNewCouponEvents, pg::IntArrayLiteral(issued),
+                   static_cast<int>(pb::COUPON_ISSUED), pg::TextArrayLiteral(actors),
+                   pg::TextArrayLiteral(at), pg::TextArrayLiteral(intents));
   }
 }
 

@@ -78,9 +78,13 @@ class PgLedgerStore final : public LedgerStore {
 
  private:
   void NotifyChanged(const std::set<std::pair<std::string, std::string>>& customers) const;
-  // Makes the coupons that successful batches carry ISSUED (LinkedBatch::issues_coupon_id).
-  static void IssueCoupons(pqxx::work& tx, const std::vector<LinkedBatch>& batches,
-                           std::vector<BatchResult>& results, absl::Time now);
+  // LinkedBatch::new_coupon: inserts the coupons of `batches`; a batch whose request id issued a
+  // coupon before gets its result (ALREADY_EXISTS) and is not to be applied.
+  static std::vector<std::optional<BatchResult>> InsertNewCoupons(
+      pqxx::work& tx, const std::vector<LinkedBatch>& batches);
+  // Deletes the coupons of the batches that failed; writes the issue events of the others.
+  static void FinishNewCoupons(pqxx::work& tx, const std::vector<LinkedBatch>& batches,
+                               std::vector<BatchResult>& results);
 
   pg::Pool& pool_;
   const Clock& clock_;

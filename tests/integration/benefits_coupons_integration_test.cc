@@ -707,16 +707,33 @@ TEST_F(BenefitsTest, CrashBetweenCouponCommitAndLedgerIsRepairedIdempotently) {
   EXPECT_GE(*benefits_->RepairLedger(100), 1);
   EXPECT_EQ(Count("SELECT count(*) FROM transfers"), transfers);
 
-  // A crashed issue: the coupon waits invisible until its grant lands (or is refused).
+  // An issue whose ledger batch never ran leaves nothing: the batch writes the coupon
+  // (decision 017). The retry issues it, once.
   ledger_->down = true;
   auto pending = Issue("crash-issue", "cash", "cust-2");
   EXPECT_EQ(pending.status().code(), absl::StatusCode::kUnavailable);
   ledger_->down = false;
+  EXPECT_EQ(Count("SELECT count(*) FROM coupons WHERE issue_request_id = 'crash-issue'"), 0);
   clock_.Advance(absl::Seconds(11));
-  EXPECT_EQ(*benefits_->RepairLedger(100), 1);
-  auto done = Issue("crash-issue", "cash", "cust-2");  // the replay finds it issued
+  EXPECT_EQ(*benefits_->RepairLedger(100), 0);
+  auto done = Issue("crash-issue", "cash", "cust-2");
   ASSERT_TRUE(done.ok()) << done.status();
   EXPECT_EQ(done->state(), pb::COUPON_ISSUED);
+  // An issue committed whose answer was lost: the retry answers the coupon it issued, and moves
+  // nothing again.
+  ledger_->lose_answers = true;
+  auto lost = Issue("lost-answer", "cash", "cust-3");
+  EXPECT_EQ(lost.status().code(), absl::StatusCode::kUnavailable);
+  ledger_->lose_answers = false;
+  const int64_t moved = Count("SELECT count(*) FROM transfers");
+  auto again = Issue("lost-answer", "cash", "cust-3");
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(again->state(), pb::COUPON_ISSUED);
+  EXPECT_EQ(Count("SELECT count(*) FROM coupons WHERE issue_request_id = 'lost-answer'"), 1);
+  EXPECT_EQ(Count("SELECT count(*) FROM transfers"), moved);
+  auto wallet_code = benefits_->GetCoupon(again->code());
+  ASSERT_TRUE(wallet_code.ok()) << wallet_code.status();
+  EXPECT_EQ(wallet_code->customer_id(), "cust-3");
 }
 
 // ---- Wallet.

@@ -395,44 +395,60 @@ TEST_F(LedgerStoreTest, GrantBatchMovesBudgetStockAndPointsExactly) {
 
 // A grant answers with the customer's account as its transaction committed it, so the service
 // needs no second read; two grants in one group commit each see their own moment.
-// A coupon being issued (state 0, its issue event unapplied) becomes ISSUED in the transaction of
-// the batch that carries it, and only when that batch succeeds (decision 017); a group's other
-// batches are not affected, and a replay of the batch finds nothing left to do.
-TEST_F(LedgerStoreTest, ACouponIsIssuedOnlyWithItsBatch) {
+// A coupon issued by a batch (LinkedBatch::new_coupon, decision 017) is written in the batch's
+// transaction: ISSUED with its issue event when the batch succeeds, not at all when it fails; a
+// request id that issued a coupon before leaves its batch out (ALREADY_EXISTS, nothing moved)
+// without affecting the others of the group.
+TEST_F(LedgerStoreTest, ACouponIsWrittenOnlyWithItsBatch) {
   FundDefaults(/*budget_fen=*/1'000'000, /*stock_units=*/1);
-  for (int id : {1001, 1002}) {
-    Exec(absl::StrCat(
-        "INSERT INTO coupons (id, code, issue_request_id, org_id, template_id, type, customer_id, "
-        "state, valid_from, valid_until, issued_at, updated_at, holder_org_id) VALUES (",
-        id, ", 'C", id, "', 'req-", id, "', 'bank-a', 'tpl-1', 1, 'cust-", id,
-        "', 0, now(), now() + interval '7 days', now(), now(), 'bank-a'); "
-        "INSERT INTO coupon_events (coupon_id, seq, from_state, to_state, actor, cause, at, "
-        "applied) VALUES (",
-        id, ", 1, 0, 1, 'test', 'issue', now(), false)"));
-  }
-  LinkedBatch first = Grant("g-1001", "cust-1001", 10);
-  first.issues_coupon_id = 1001;
-  LinkedBatch second = Grant("g-1002", "cust-1002", 10);  // the stock has one unit only
-  second.issues_coupon_id = 1002;
-  auto results = store_->Apply({first, second});
+  auto issuing = [](int id, const std::string& request) {
+    LinkedBatch b = Grant(absl::StrCat("g-", id), absl::StrCat("cust-", id), 10);
+    const absl::Time now = absl::FromUnixSeconds(1'800'000'000);
+    b.new_coupon = NewCoupon{.id = id,
+                             .code = absl::StrCat("C", id),
+                             .issue_request_id = request,
+                             .org_id = kOrg,
+                             .template_id = kTemplate,
+                             .type = 1,
+                             .customer_id = absl::StrCat("cust-", id),
+                             .campaign_id = kCampaign,
+                             .holder_org_id = kOrg,
+                             .valid_from = now,
+                             .valid_until = now + absl::Hours(24 * 7),
+                             .issued_at = now,
+                             .actor = "test",
+                             .intent = std::string("\x01\x00\x02", 3)};
+    return b;
+  };
+  // The stock has one unit: the first batch takes it, the second is refused.
+  auto results = store_->Apply({issuing(1001, "req-1"), issuing(1002, "req-2")});
   ASSERT_TRUE(results.ok()) << results.status();
   ASSERT_TRUE((*results)[0].ok()) << (*results)[0].status();
   EXPECT_TRUE((*results)[0]->coupon_issued);
   EXPECT_EQ(ReasonOf((*results)[1].status()), cpb::STOCK_EXHAUSTED);
   EXPECT_EQ(Sql("SELECT state FROM coupons WHERE id = 1001"), 1);
-  EXPECT_EQ(Sql("SELECT count(*) FROM coupon_events WHERE coupon_id = 1001 AND applied"), 1);
-  EXPECT_EQ(Sql("SELECT state FROM coupons WHERE id = 1002"), 0);
-  EXPECT_EQ(Sql("SELECT count(*) FROM coupon_events WHERE coupon_id = 1002 AND NOT applied"), 1);
-  // The replay succeeds as a replay; the coupon is ISSUED already.
-  BatchResult replay = ApplyOne(first);
-  ASSERT_TRUE(replay.ok()) << replay.status();
-  EXPECT_FALSE(replay->coupon_issued);
-  EXPECT_EQ(Sql("SELECT state FROM coupons WHERE id = 1001"), 1);
-  // A batch without a coupon touches no coupon.
-  BatchResult plain = ApplyOne(FundStock("more-stock", 5));
+  EXPECT_EQ(Sql("SELECT count(*) FROM coupon_events WHERE coupon_id = 1001 AND seq = 1 AND applied "
+                "AND intent = '\\x010002'::bytea"),
+            1);
+  EXPECT_EQ(Sql("SELECT count(*) FROM coupons WHERE id = 1002"), 0);
+  EXPECT_EQ(Sql("SELECT count(*) FROM coupon_events WHERE coupon_id = 1002"), 0);
+
+  // Request 1 again, under another coupon and batch: left out, nothing moved; the other batch of
+  // the same group goes through.
+  MustApply(FundStock("more-stock", 5));
+  results = store_->Apply({issuing(1003, "req-1"), issuing(1004, "req-4")});
+  ASSERT_TRUE(results.ok()) << results.status();
+  EXPECT_EQ(ReasonOf((*results)[0].status()), cpb::ALREADY_EXISTS) << (*results)[0].status();
+  ASSERT_TRUE((*results)[1].ok()) << (*results)[1].status();
+  EXPECT_TRUE((*results)[1]->coupon_issued);
+  EXPECT_EQ(Sql("SELECT count(*) FROM transfers WHERE batch_id = 'g-1003'"), 0);
+  EXPECT_EQ(Sql("SELECT count(*) FROM coupons WHERE id = 1003"), 0);
+  EXPECT_EQ(Sql("SELECT count(*) FROM coupons WHERE issue_request_id = 'req-1'"), 1);
+  EXPECT_EQ(Sql("SELECT state FROM coupons WHERE id = 1004"), 1);
+  // A batch without a coupon reports none.
+  BatchResult plain = ApplyOne(FundStock("even-more-stock", 5));
   ASSERT_TRUE(plain.ok()) << plain.status();
   EXPECT_FALSE(plain->coupon_issued);
-  EXPECT_EQ(Sql("SELECT state FROM coupons WHERE id = 1002"), 0);
 }
 
 TEST_F(LedgerStoreTest, BatchReportsItsAccountAsCommitted) {

@@ -15,10 +15,14 @@ class SwitchableLedger final : public LedgerStore {
  public:
   explicit SwitchableLedger(LedgerStore& real) : real_(real) {}
   std::atomic<bool> down{false};
+  // Batches are applied, but their answers are lost (a crash right after the commit).
+  std::atomic<bool> lose_answers{false};
 
   absl::StatusOr<std::vector<BatchResult>> Apply(const std::vector<LinkedBatch>& b) override {
     if (down) return Unavailable("ledger down (test)");
-    return real_.Apply(b);
+    auto results = real_.Apply(b);
+    if (lose_answers) return Unavailable("ledger answer lost (test)");
+    return results;
   }
   absl::StatusOr<pb::Transfer> ResolvePending(const std::string& id, const std::string& p,
                                               bool post) override {
