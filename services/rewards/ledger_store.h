@@ -61,8 +61,6 @@ struct AppliedBatch {
   // LinkedBatch::report_account right after the batch (for a replay: now); empty when it was not
   // asked for.
   std::optional<pb::Account> account;
-  // LinkedBatch::new_coupon was written with the batch.
-  bool coupon_issued = false;
 };
 
 // What happened to one batch of an Apply call.

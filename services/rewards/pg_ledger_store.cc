@@ -1944,7 +1944,7 @@ std::vector<std::optional<BatchResult>> PgLedgerStore::InsertNewCoupons(
 }
 
 void PgLedgerStore::FinishNewCoupons(pqxx::work& tx, const std::vector<LinkedBatch>& batches,
-                                     std::vector<BatchResult>& results) {
+                                     const std::vector<BatchResult>& results) {
   std::vector<int64_t> failed, issued;
   std::vector<std::string> actors, at, intents;
   for (size_t i = 0; i < batches.size(); ++i) {
@@ -1954,7 +1954,6 @@ void PgLedgerStore::FinishNewCoupons(pqxx::work& tx, const std::vector<LinkedBat
       failed.push_back(c.id);
       continue;
     }
-    results[i]->coupon_issued = true;
     issued.push_back(c.id);
     actors.push_back(c.actor);
     at.push_back(PgTime(c.issued_at));

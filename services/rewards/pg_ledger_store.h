@@ -84,7 +84,7 @@ class PgLedgerStore final : public LedgerStore {
       pqxx::work& tx, const std::vector<LinkedBatch>& batches);
   // Deletes the coupons of the batches that failed; writes the issue events of the others.
   static void FinishNewCoupons(pqxx::work& tx, const std::vector<LinkedBatch>& batches,
-                               std::vector<BatchResult>& results);
+                               const std::vector<BatchResult>& results);
 
   pg::Pool& pool_;
   const Clock& clock_;
