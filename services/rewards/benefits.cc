@@ -765,7 +765,6 @@ absl::StatusOr<pb::Coupon> Benefits::IssueCoupon(const pb::IssueCouponRequest& r
 }
 
 absl::StatusOr<pb::Coupon> Benefits::Answer(const CouponRow& row, const pb::BenefitTemplate& t) {
-  // As GetCoupon answers it, with the template's name and face value.
   MKT_ASSIGN_OR_RETURN(pb::Coupon out, ToCoupon(row));
   out.set_name(t.name());
   out.set_face_value(t.face_value());
@@ -887,12 +886,8 @@ absl::StatusOr<pb::Coupon> Benefits::GetCoupon(const std::string& code) {
     return absl::OkStatus();
   }));
   if (!row || row->state == 0) return UnknownCoupon();
-  MKT_ASSIGN_OR_RETURN(pb::Coupon out, ToCoupon(*row));
-  if (auto t = LoadTemplate(row->template_id); t.ok()) {
-    out.set_name(t->name());
-    out.set_face_value(t->face_value());
-  }
-  return out;
+  if (auto t = LoadTemplate(row->template_id); t.ok()) return Answer(*row, *t);
+  return ToCoupon(*row);
 }
 
 absl::StatusOr<std::string> Benefits::OrgOfCoupon(const std::string& code) {

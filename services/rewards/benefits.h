@@ -152,7 +152,7 @@ class Benefits {
   // Applies an intent of transfers; with `coupon`, the batch writes that coupon too
   // (LinkedBatch::new_coupon).
   absl::Status ApplyTransfers(const pb::LedgerIntent& intent, std::optional<NewCoupon> coupon);
-  // The answer of an issue: the coupon with its template's name and face value.
+  // A coupon as IssueCoupon and GetCoupon answer it: with its template's name and face value.
   absl::StatusOr<pb::Coupon> Answer(const CouponRow& row, const pb::BenefitTemplate& t);
   // Resolves a LOCKED redemption: post (confirm) or void (cancel / timeout).
   absl::StatusOr<pb::Redemption> Resolve(const std::string& redemption_id, const std::string& op,

@@ -29,14 +29,11 @@
 #include "services/campaigns/pg_campaign_store.h"
 #include "services/campaigns/remote_reference.h"
 #include "services/campaigns/test_configs.h"
-#include "services/rewards/benefits.h"
-#include "services/rewards/benefits_grpc.h"
-#include "services/rewards/payouts.h"
-#include "services/rewards/pg_ledger_store.h"
 #include "services/segments/pg_segment_store.h"
 #include "services/segments/segment_service.h"
 #include "services/segments/segments_grpc.h"
 #include "services/segments/tag_index.h"
+#include "tests/integration/in_process_rewards.h"
 
 namespace mkt::campaigns {
 namespace {
@@ -86,7 +83,7 @@ class CampaignsReferenceTest : public ::testing::Test {
                                          .cache_ttl = absl::Seconds(10)};
     segments_ =
         std::make_unique<GrpcSegmentDirectory>(rpc::Connect(segments_target_), options, clock_);
-    benefits_ = std::make_unique<GrpcBenefitCatalog>(rpc::Connect(rewards_target_), options,
+    benefits_ = std::make_unique<GrpcBenefitCatalog>(rewards_.channel, options,
                                                      /*hide_retired=*/true, clock_);
 
     // The campaigns service, configured through its gRPC API.
@@ -141,30 +138,15 @@ class CampaignsReferenceTest : public ::testing::Test {
   }
 
   void StartRewards() {
-    auto pool = pg::Pool::Connect({.dsn = rewards_db_.dsn(), .size = 4});
-    ASSERT_TRUE(pool.ok()) << pool.status();
-    rewards_pool_ = *std::move(pool);
-    ASSERT_TRUE(pg::ApplyMigrations(*rewards_pool_,
-                                    {&kafka::OutboxMigrations(), &rewards::RewardsMigrations()})
-                    .ok());
-    ledger_store_ = std::make_unique<rewards::PgLedgerStore>(*rewards_pool_, SystemClock());
-    benefit_service_ = std::make_unique<rewards::Benefits>(
-        *rewards_pool_, *ledger_store_, SystemClock(),
-        rewards::BenefitsOptions{.qr_key = "test-qr-signing-key-of-at-least-32-bytes!"});
-    payouts_ = std::make_unique<rewards::Payouts>(*rewards_pool_, *ledger_store_, SystemClock());
-    rewards_workers_ = std::make_unique<WorkerPool>("rewards-test", 4, 1000);
-    rewards_grpc_ =
-        rewards::NewBenefitsGrpcService(*benefit_service_, *payouts_, *rewards_workers_);
-    rewards_server_ = StartServer("rewards_test", rewards_grpc_.get());
-    ASSERT_NE(rewards_server_, nullptr);
-    rewards_target_ = Target(*rewards_server_);
+    const absl::Status started =
+        rewards_.Start(rewards_db_.dsn(), {.pool_size = 4,
+                                           .workers = 4,
+                                           .queue = 1000,
+                                           .qr_key = "test-qr-signing-key-of-at-least-32-bytes!"});
+    ASSERT_TRUE(started.ok()) << started;
   }
 
-  void StopRewards() {
-    if (rewards_server_) rewards_server_->Shutdown(absl::Seconds(1));
-    rewards_server_.reset();
-    rewards_workers_.reset();
-  }
+  void StopRewards() { rewards_.Stop(); }
 
   // Bank A: four customers with an age; a rule segment at version 2 (age >= 40: two customers,
   // where its version 1, age >= 30, had three), a list of five, an archived list. Bank B: a list.
@@ -227,12 +209,12 @@ class CampaignsReferenceTest : public ::testing::Test {
     t.set_unit_cost_fen(unit_cost_fen);
     t.set_total_stock(100);
     t.mutable_validity()->set_days_after_grant(30);
-    auto created = benefit_service_->CreateTemplate(t);
+    auto created = rewards_.benefits->CreateTemplate(t);
     ASSERT_TRUE(created.ok()) << created.status();
-    auto active = benefit_service_->ActivateTemplate(id);
+    auto active = rewards_.benefits->ActivateTemplate(id);
     ASSERT_TRUE(active.ok()) << active.status();
     if (status == rpb::TEMPLATE_RETIRED) {
-      auto retired = benefit_service_->RetireTemplate(id);
+      auto retired = rewards_.benefits->RetireTemplate(id);
       ASSERT_TRUE(retired.ok()) << retired.status();
       ASSERT_EQ(retired->status(), rpb::TEMPLATE_RETIRED);
     }
@@ -271,15 +253,8 @@ class CampaignsReferenceTest : public ::testing::Test {
   std::unique_ptr<rpc::Server> segments_server_;
   std::string segments_target_;
   std::string rule_segment_, list_segment_, archived_segment_, bank_b_segment_;
-  // The rewards service's Benefits.
-  std::unique_ptr<pg::Pool> rewards_pool_;
-  std::unique_ptr<rewards::PgLedgerStore> ledger_store_;
-  std::unique_ptr<rewards::Benefits> benefit_service_;
-  std::unique_ptr<rewards::Payouts> payouts_;
-  std::unique_ptr<WorkerPool> rewards_workers_;
-  std::unique_ptr<grpc::Service> rewards_grpc_;
-  std::unique_ptr<rpc::Server> rewards_server_;
-  std::string rewards_target_;
+  // The rewards service.
+  testing::InProcessRewards rewards_;
   // The campaigns service and its seam.
   std::unique_ptr<GrpcSegmentDirectory> segments_;
   std::unique_ptr<GrpcBenefitCatalog> benefits_;
@@ -328,7 +303,7 @@ TEST_F(CampaignsReferenceTest, LookupsCarryTheNeighboursFacts) {
 
   // Retired: gone for configuring campaigns, still priced for charging running ones.
   EXPECT_EQ(benefits_->Lookup("bt-a-retired").status().code(), absl::StatusCode::kNotFound);
-  GrpcBenefitCatalog charging(rpc::Connect(rewards_target_), {}, /*hide_retired=*/false);
+  GrpcBenefitCatalog charging(rewards_.channel, {}, /*hide_retired=*/false);
   auto retired = charging.Lookup("bt-a-retired");
   ASSERT_TRUE(retired.ok()) << Describe(retired.status());
   EXPECT_EQ(retired->unit_cost_fen, 900);
