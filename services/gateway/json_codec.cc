@@ -203,16 +203,6 @@ absl::Status ParseJsonInto(std::string_view json, gpb::Message* message, int max
   return InvalidArgument(field.empty() ? "body" : field, absl::StrCat("invalid JSON body: ", text));
 }
 
-std::string RenderJson(const gpb::Message& message) {
-  gpb::util::JsonPrintOptions options;
-  options.preserve_proto_field_names = true;
-  options.always_print_primitive_fields = true;
-  std::string out;
-  const auto status = gpb::util::MessageToJsonString(message, &out, options);
-  if (!status.ok()) return "{}";
-  return out;
-}
-
 std::vector<const FieldDescriptor*> ResolveFieldPath(const gpb::Descriptor* type,
                                                      std::string_view path) {
   std::vector<const FieldDescriptor*> fields;
