@@ -7,6 +7,7 @@
 
 #include <chrono>
 
+#include "absl/synchronization/mutex.h"
 #include "libs/core/ids.h"
 #include "libs/core/status.h"
 #include "libs/metrics/metrics.h"
@@ -151,9 +152,12 @@ void Server::Shutdown(absl::Duration grace) {
   server_->Wait();
 }
 
-void BlockTerminationSignals() {
+void PrepareServiceProcess() {
   sigset_t set = TerminationSignals();
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
+#ifdef NDEBUG
+  absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
+#endif
 }
 
 int WaitForTerminationSignal() {

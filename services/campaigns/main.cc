@@ -52,7 +52,7 @@ int Fail(const absl::Status& status) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  rpc::BlockTerminationSignals();
+  rpc::PrepareServiceProcess();
   int exit_code = 0;
   std::optional<campaigns::CampaignsConfig> cfg =
       config::LoadForMain(campaigns::CampaignsConfigSchema(), argc, argv, environ, &exit_code,

@@ -33,7 +33,7 @@ int Fail(const absl::Status& status) {
 
 int main(int argc, char** argv) {
   using namespace mkt;
-  rpc::BlockTerminationSignals();
+  rpc::PrepareServiceProcess();
   int exit_code = 0;
   std::optional<channels::ChannelsConfig> cfg =
       config::LoadForMain(channels::ChannelsConfigSchema(), argc, argv, environ, &exit_code);

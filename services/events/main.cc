@@ -53,7 +53,7 @@ absl::Status LoadTags(const std::string& path, events::InMemoryCustomerTags& tag
 }  // namespace
 
 int main(int argc, char** argv) {
-  rpc::BlockTerminationSignals();
+  rpc::PrepareServiceProcess();
   int exit_code = 0;
   std::optional<events::EventsConfig> cfg = config::LoadForMain(
       events::EventsConfigSchema(), argc, argv, environ, &exit_code, &events::ValidateEventsConfig);

@@ -39,7 +39,7 @@ namespace mkt::gateway {
 namespace {
 
 int Main(int argc, char** argv) {
-  rpc::BlockTerminationSignals();
+  rpc::PrepareServiceProcess();
   int exit_code = 0;
   std::optional<GatewayConfig> loaded =
       config::LoadForMain(GatewayConfigSchema(), argc, argv, environ, &exit_code, &Validate);

@@ -97,7 +97,7 @@ class Housekeeping {
 }  // namespace
 
 int main(int argc, char** argv) {
-  rpc::BlockTerminationSignals();
+  rpc::PrepareServiceProcess();
   int exit_code = 0;
   std::optional<rewards::RewardsConfig> cfg =
       config::LoadForMain(rewards::RewardsConfigSchema(), argc, argv, environ, &exit_code,

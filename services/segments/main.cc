@@ -34,7 +34,7 @@ int Fail(const absl::Status& status) {
 
 int main(int argc, char** argv) {
   using namespace mkt;
-  rpc::BlockTerminationSignals();
+  rpc::PrepareServiceProcess();
   int exit_code = 0;
   std::optional<segments::SegmentsConfig> cfg =
       config::LoadForMain(segments::SegmentsConfigSchema(), argc, argv, environ, &exit_code,
