@@ -1285,6 +1285,12 @@ absl::StatusOr<pb::Coupon> Benefits::MarkCollected(const pb::MarkCollectedReques
 
 // ---- Wallet and expiry.
 
+std::optional<pb::Wallet> Benefits::CachedWallet(const pb::GetWalletRequest& req) {
+  if (!wallets_.enabled() || req.org_id().empty() || req.customer_id().empty()) return std::nullopt;
+  uint64_t ticket = 0;
+  return wallets_.Find(req.org_id(), req.customer_id(), absl::Now(), &ticket);
+}
+
 absl::StatusOr<pb::Wallet> Benefits::GetWallet(const pb::GetWalletRequest& req) {
   MKT_RETURN_IF_ERROR(KeyField(req.org_id(), "org_id"));
   MKT_RETURN_IF_ERROR(KeyField(req.customer_id(), "customer_id"));

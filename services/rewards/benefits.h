@@ -95,6 +95,9 @@ class Benefits {
 
   // Points (and what expires within 30 days), cash, chances, and coupons grouped by state.
   absl::StatusOr<pb::Wallet> GetWallet(const pb::GetWalletRequest& request);
+  // The wallet GetWallet would answer from memory (wallet_cache.h), if it holds a fresh one.
+  // Never blocks on the database, so the gRPC face answers it on gRPC's own thread.
+  std::optional<pb::Wallet> CachedWallet(const pb::GetWalletRequest& request);
   // Forgets the customer's cached wallet, whichever org it was read for (after a ledger change to
   // one of their accounts, in whatever org the account is, or a change of one of their coupons).
   void InvalidateWallet(const std::string& customer_id) { wallets_.Invalidate(customer_id); }

@@ -6,6 +6,8 @@
 #include <memory>
 #include <string>
 
+#include "absl/cleanup/cleanup.h"
+#include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "gtest/gtest.h"
 #include "libs/core/ids.h"
@@ -58,10 +60,11 @@ class BenefitsTenancyTest : public ::testing::Test {
     ASSERT_TRUE(
         pg::ApplyMigrations(*pool_, {&kafka::OutboxMigrations(), &RewardsMigrations()}).ok());
     store_ = std::make_unique<PgLedgerStore>(*pool_, SystemClock());
-    benefits_ =
-        std::make_unique<Benefits>(*pool_, *store_, SystemClock(), BenefitsOptions{.qr_key = kKey});
+    benefits_ = std::make_unique<Benefits>(
+        *pool_, *store_, SystemClock(),
+        BenefitsOptions{.qr_key = kKey, .wallet_cache_ttl = wallet_cache_ttl_});
     payouts_ = std::make_unique<Payouts>(*pool_, *store_, SystemClock());
-    workers_ = std::make_unique<WorkerPool>("benefits-tenancy", 4, 1000);
+    workers_ = std::make_unique<WorkerPool>("benefits-tenancy", worker_threads_, max_queued_);
     grpc_ = NewBenefitsGrpcService(*benefits_, *payouts_, *workers_);
     auto server = rpc::Server::Start(
         {.service_name = "benefits_tenancy", .address = "127.0.0.1:0", .access_log = false},
@@ -176,6 +179,10 @@ class BenefitsTenancyTest : public ::testing::Test {
   testing::TestDatabase db_;
   std::unique_ptr<pg::Pool> pool_;
   std::unique_ptr<PgLedgerStore> store_;
+  // Set by a derived fixture's constructor to run the same service otherwise.
+  absl::Duration wallet_cache_ttl_ = absl::ZeroDuration();
+  int worker_threads_ = 4;
+  size_t max_queued_ = 1000;
   std::unique_ptr<Benefits> benefits_;
   std::unique_ptr<Payouts> payouts_;
   std::unique_ptr<WorkerPool> workers_;
@@ -336,6 +343,51 @@ TEST_F(BenefitsTenancyTest, TheWalletShowsOnlyTheCallersLineage) {
           .status();
   EXPECT_EQ(p.code(), absl::StatusCode::kPermissionDenied) << Describe(p);
   EXPECT_EQ(Count("SELECT count(*) FROM payouts"), 0);
+}
+
+// With the wallet cache on (as the service runs), a wallet read moments ago is answered on gRPC's
+// own thread, not a worker's, and only after the same tenancy checks as every other read.
+class BenefitsTenancyCachedWalletTest : public BenefitsTenancyTest {
+ protected:
+  BenefitsTenancyCachedWalletTest() {
+    wallet_cache_ttl_ = absl::Minutes(5);
+    worker_threads_ = 1;
+    max_queued_ = 1;
+  }
+};
+
+TEST_F(BenefitsTenancyCachedWalletTest, ACachedWalletIsAnsweredWithoutAWorkerAfterTheSameChecks) {
+  Issue("bank-a");
+  const Actor a = Channel("bank-a");
+  const Actor b = Channel("bank-b");
+  auto first = Wallet(&a, "bank-a");  // from the database; now in memory
+  ASSERT_TRUE(first.ok()) << first.status();
+  ASSERT_EQ(first->coupons_size(), 1);
+
+  // The cached wallet is no way around the checks: another bank, or no actor, is refused as before.
+  const absl::Status refused = Wallet(&b, "bank-a").status();
+  EXPECT_EQ(refused.code(), absl::StatusCode::kPermissionDenied) << Describe(refused);
+  EXPECT_EQ(Wallet(nullptr, "bank-a").status().code(), absl::StatusCode::kUnauthenticated);
+
+  // Every worker busy and the queue full: a read that needs the database is turned away...
+  // Shared with the worker, which may still be waking up when the test returns.
+  auto started = std::make_shared<absl::Notification>();
+  auto release = std::make_shared<absl::Notification>();
+  ASSERT_TRUE(workers_->TrySubmit([started, release] {
+    started->Notify();
+    release->WaitForNotification();
+  }));
+  const absl::Cleanup unblock = [release] { release->Notify(); };  // also when an ASSERT returns
+  started->WaitForNotification();
+  ASSERT_TRUE(workers_->TrySubmit([] {}));
+  const absl::Status busy = Wallet(&b, "bank-b").status();
+  EXPECT_EQ(busy.code(), absl::StatusCode::kResourceExhausted) << Describe(busy);
+  // ...while the cached one is answered, to the bank and to its branch, as it was read.
+  for (const Actor& who : {a, Channel("bank-a.branch-01")}) {
+    auto again = Wallet(&who, "bank-a");
+    ASSERT_TRUE(again.ok()) << again.status();
+    EXPECT_EQ(again->SerializeAsString(), first->SerializeAsString());
+  }
 }
 
 TEST_F(BenefitsTenancyTest, CustomerCallsNamingNoActorAreRefusedButInternalGrantsAreNot) {
