@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # P3 — the gateway's overhead on a wallet read (PERFORMANCE.md): signed REST
 # `GET /v1/customers/{id}/wallet` through mkt-gateway, measured with wrk, against the same
-# backend's `Benefits.GetWallet` called over plain gRPC from as many threads as wrk has
-# connections, on the same customers, in the same run. Then a rate-limited run at P3_RATE
+# backend's `Benefits.GetWallet` called over plain gRPC with as many calls in flight as wrk has
+# connections (gRPC's callback API), on the same customers, in the same run. Then a rate-limited run at P3_RATE
 # (5,000 req/s) for the p99.
 #
 # Starts release mkt-rewards, mkt-channels and mkt-gateway on scratch databases and free ports,
@@ -195,7 +195,7 @@ report() { # NAME LABEL
     "non-2xx $(wrk_value "$1" non2xx)$(wrk_value "$1" errors); $(tail -n1 "$WORK/$1.wrk")"
 }
 
-echo "p3: $CUSTOMERS customers, $NCHANNELS channels, $CONNECTIONS connections / gRPC threads, machine load: $(uptime | sed 's/.*load/load/')"
+echo "p3: $CUSTOMERS customers, $NCHANNELS channels, $CONNECTIONS connections / gRPC calls in flight, machine load: $(uptime | sed 's/.*load/load/')"
 cpu_mark
 sleep 3
 echo "p3: idle 3 s, $(cpu_since_mark)"
