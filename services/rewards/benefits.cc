@@ -4,6 +4,7 @@
 #include <optional>
 #include <vector>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "libs/core/status.h"
@@ -74,6 +75,9 @@ constexpr char kSetCollected[] =
     "UPDATE coupons SET collected_at = $2::timestamptz, version = version + 1, "
     "updated_at = $2::timestamptz WHERE id = $1";
 constexpr char kDeleteUnissuedCoupon[] = "DELETE FROM coupons WHERE id = $1 AND state = 0";
+// How long a wallet read waits for another call already reading the same wallet before reading
+// it itself (wallet_cache.h, "Herds").
+constexpr absl::Duration kWalletReadWait = absl::Seconds(2);
 constexpr char kSelectWalletCoupons[] =
     "SELECT " MKT_COUPON_COLUMNS
     " FROM coupons c WHERE c.holder_org_id = $1 AND c.customer_id = $2 AND c.state > 0 "
@@ -1296,10 +1300,13 @@ absl::StatusOr<pb::Wallet> Benefits::GetWallet(const pb::GetWalletRequest& req) 
   MKT_RETURN_IF_ERROR(KeyField(req.customer_id(), "customer_id"));
   const absl::Time read_at = absl::Now();
   uint64_t ticket = 0;
-  if (std::optional<pb::Wallet> cached =
-          wallets_.Find(req.org_id(), req.customer_id(), read_at, &ticket)) {
+  std::shared_ptr<WalletCache::Reading> reading;
+  if (std::optional<pb::Wallet> cached = wallets_.FindOrWait(
+          req.org_id(), req.customer_id(), read_at, kWalletReadWait, &ticket, &reading)) {
     return *std::move(cached);
   }
+  // Callers waiting for this read read the wallet themselves if it fails.
+  absl::Cleanup abandon = [&] { wallets_.Abandon(req.customer_id(), reading); };
   pb::Wallet w;
   MKT_ASSIGN_OR_RETURN(const WalletBalances balances,
                        ledger_.GetWalletBalances(req.org_id(), req.customer_id(),
@@ -1348,7 +1355,8 @@ absl::StatusOr<pb::Wallet> Benefits::GetWallet(const pb::GetWalletRequest& req) 
     }
     *w.mutable_coupons(w.coupons_size() - 1)->add_coupons() = std::move(c);
   }
-  wallets_.Store(req.org_id(), req.customer_id(), w, read_at, ticket);
+  std::move(abandon).Cancel();
+  wallets_.Store(req.org_id(), req.customer_id(), w, read_at, ticket, reading);
   return w;
 }
 

@@ -30,11 +30,71 @@ std::optional<pb::Wallet> WalletCache::Find(const std::string& org_id,
   return it->second.wallet;
 }
 
+struct WalletCache::Reading {
+  std::string org_id;
+  bool done = false;                 // guarded by the shard's mutex
+  std::optional<pb::Wallet> wallet;  // set when done, unless the read failed
+};
+
+std::optional<pb::Wallet> WalletCache::FindOrWait(const std::string& org_id,
+                                                  const std::string& customer_id, absl::Time now,
+                                                  absl::Duration wait, uint64_t* ticket,
+                                                  std::shared_ptr<Reading>* reading) {
+  reading->reset();
+  Shard& shard = ShardOf(customer_id);
+  absl::MutexLock lock(&shard.mu);
+  *ticket = shard.generation;
+  if (!enabled()) return std::nullopt;
+  if (auto it = shard.entries.find(customer_id);
+      it != shard.entries.end() && it->second.org_id == org_id) {
+    if (now - it->second.read_at < ttl_) return it->second.wallet;
+    shard.entries.erase(it);
+  }
+  if (auto it = shard.readings.find(customer_id); it != shard.readings.end()) {
+    if (it->second->org_id != org_id) return std::nullopt;  // read it alone
+    const std::shared_ptr<Reading> other = it->second;
+    const bool ended =
+        shard.mu.AwaitWithTimeout(absl::Condition(
+                                      +[](Reading* r) { return r->done; }, other.get()),
+                                  wait);
+    *ticket = shard.generation;
+    if (ended && other->wallet) return other->wallet;
+    return std::nullopt;  // it failed or takes too long: read it alone, without waiters
+  }
+  auto mine = std::make_shared<Reading>();
+  mine->org_id = org_id;
+  shard.readings[customer_id] = mine;
+  *reading = std::move(mine);
+  return std::nullopt;
+}
+
+void WalletCache::Finish(Shard& shard, const std::string& customer_id,
+                         const std::shared_ptr<Reading>& reading,
+                         std::optional<pb::Wallet> wallet) {
+  if (reading == nullptr) return;
+  reading->wallet = std::move(wallet);
+  reading->done = true;
+  if (auto it = shard.readings.find(customer_id);
+      it != shard.readings.end() && it->second == reading) {
+    shard.readings.erase(it);
+  }
+}
+
+void WalletCache::Abandon(const std::string& customer_id, const std::shared_ptr<Reading>& reading) {
+  if (reading == nullptr) return;
+  Shard& shard = ShardOf(customer_id);
+  absl::MutexLock lock(&shard.mu);
+  Finish(shard, customer_id, reading, std::nullopt);
+}
+
 void WalletCache::Store(const std::string& org_id, const std::string& customer_id,
-                        const pb::Wallet& wallet, absl::Time now, uint64_t ticket) {
+                        const pb::Wallet& wallet, absl::Time now, uint64_t ticket,
+                        const std::shared_ptr<Reading>& reading) {
   if (!enabled()) return;
   Shard& shard = ShardOf(customer_id);
   absl::MutexLock lock(&shard.mu);
+  // Those waiting asked before any invalidation since: the wallet read for them answers them.
+  Finish(shard, customer_id, reading, wallet);
   if (shard.generation != ticket) return;  // invalidated while it was read
   if (shard.entries.size() >= max_per_shard_ && !shard.entries.contains(customer_id)) {
     // Full: drop what is stale; if nothing is, the newcomer is not kept.
@@ -49,6 +109,7 @@ void WalletCache::Invalidate(const std::string& customer_id) {
   Shard& shard = ShardOf(customer_id);
   absl::MutexLock lock(&shard.mu);
   shard.entries.erase(customer_id);
+  shard.readings.erase(customer_id);  // a later caller reads afresh rather than wait for it
   ++shard.generation;
 }
 

@@ -10,10 +10,16 @@
 // entry is older than `ttl` (config rewards.wallet_cache_ms, 1 s by default; 0 turns the cache
 // off). A read that started before an invalidation of its shard is not stored, so an
 // invalidation is never undone by a slow reader.
+//
+// Herds: when several calls miss the same customer's wallet at once (an app asking from several
+// screens, a channel retrying), the first reads it from the database and the others wait for its
+// result (FindOrWait) instead of each reading it too. A call arriving after an invalidation of the
+// customer does not wait for a read that started before it.
 #pragma once
 
 #include <array>
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 
@@ -35,9 +41,24 @@ class WalletCache {
   std::optional<::marketing::rewards::v1::Wallet> Find(const std::string& org_id,
                                                        const std::string& customer_id,
                                                        absl::Time now, uint64_t* ticket);
-  // Keeps `wallet`, read at `now` after Find gave `ticket`, unless the shard was invalidated since.
+  // A read of one customer's wallet from the database that other callers are waiting for.
+  struct Reading;
+  // Like Find; when the wallet is not here but another caller is reading it for the same org,
+  // waits up to `wait` for that read and returns its wallet. Otherwise returns nothing, sets
+  // `ticket`, and the caller reads the wallet: when `*reading` is set, others may be waiting for
+  // it, and the caller must end the read with Store or, when it failed, Abandon.
+  std::optional<::marketing::rewards::v1::Wallet> FindOrWait(const std::string& org_id,
+                                                             const std::string& customer_id,
+                                                             absl::Time now, absl::Duration wait,
+                                                             uint64_t* ticket,
+                                                             std::shared_ptr<Reading>* reading);
+  // Keeps `wallet`, read at `now` after Find gave `ticket`, unless the shard was invalidated since;
+  // and hands it to the callers waiting for `reading`, if any.
   void Store(const std::string& org_id, const std::string& customer_id,
-             const ::marketing::rewards::v1::Wallet& wallet, absl::Time now, uint64_t ticket);
+             const ::marketing::rewards::v1::Wallet& wallet, absl::Time now, uint64_t ticket,
+             const std::shared_ptr<Reading>& reading = nullptr);
+  // Ends `reading` without a wallet: its waiters read the wallet themselves.
+  void Abandon(const std::string& customer_id, const std::shared_ptr<Reading>& reading);
   void Invalidate(const std::string& customer_id);
 
   size_t size();
@@ -51,8 +72,15 @@ class WalletCache {
   struct Shard {
     absl::Mutex mu;
     absl::flat_hash_map<std::string, Entry> entries ABSL_GUARDED_BY(mu);
+    // The reads in progress that later callers wait for, by customer id.
+    absl::flat_hash_map<std::string, std::shared_ptr<Reading>> readings ABSL_GUARDED_BY(mu);
     uint64_t generation ABSL_GUARDED_BY(mu) = 0;
   };
+  // Ends `reading` with `wallet` (nothing: failed) and forgets it; under the shard's lock.
+  static void Finish(Shard& shard, const std::string& customer_id,
+                     const std::shared_ptr<Reading>& reading,
+                     std::optional<::marketing::rewards::v1::Wallet> wallet)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(shard.mu);
   // Many shards: an invalidation refuses the stores of reads in flight in its shard only.
   static constexpr size_t kShards = 256;
   Shard& ShardOf(const std::string& customer_id);

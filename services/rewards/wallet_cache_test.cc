@@ -1,6 +1,9 @@
 #include "services/rewards/wallet_cache.h"
 
 #include <atomic>
+#include <memory>
+#include <optional>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -121,6 +124,101 @@ TEST(WalletCacheTest, ConcurrentReadsNeverSeeAWalletOlderThanTheLastInvalidation
   });
   for (auto& th : threads) th.join();
   EXPECT_EQ(stale.load(), 0);
+}
+
+// Herds: calls missing a wallet another call is reading wait for that read.
+TEST(WalletCacheTest, ConcurrentMissesReadTheWalletOnce) {
+  WalletCache cache(absl::Seconds(60), 100);
+  std::atomic<int> readers{0};
+  std::atomic<int> answered{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 16; ++t) {
+    threads.emplace_back([&] {
+      uint64_t ticket = 0;
+      std::shared_ptr<WalletCache::Reading> reading;
+      auto w = cache.FindOrWait("bank-a", "c1", kT0, absl::Seconds(30), &ticket, &reading);
+      if (w) {
+        if (w->points() == 7) ++answered;
+        return;
+      }
+      ++readers;
+      absl::SleepFor(absl::Milliseconds(50));  // the database read
+      cache.Store("bank-a", "c1", WalletWith(7), kT0, ticket, reading);
+      ++answered;
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(readers.load(), 1);
+  EXPECT_EQ(answered.load(), 16);
+}
+
+// Starts a FindOrWait for c1 of `org` on its own thread; `result` holds its answer once `done`.
+struct Waiter {
+  std::optional<pb::Wallet> result;
+  std::shared_ptr<WalletCache::Reading> reading;
+  std::atomic<bool> done{false};
+  std::thread thread;
+  Waiter(WalletCache& cache, const std::string& org, absl::Duration wait) {
+    thread = std::thread([this, &cache, org, wait] {
+      uint64_t ticket = 0;
+      result = cache.FindOrWait(org, "c1", kT0, wait, &ticket, &reading);
+      done = true;
+    });
+  }
+  ~Waiter() { thread.join(); }
+};
+
+TEST(WalletCacheTest, AFailedReadLetsItsWaitersReadAlone) {
+  WalletCache cache(absl::Seconds(60), 100);
+  uint64_t ticket = 0;
+  std::shared_ptr<WalletCache::Reading> reading;
+  ASSERT_FALSE(cache.FindOrWait("bank-a", "c1", kT0, absl::Seconds(1), &ticket, &reading));
+  ASSERT_NE(reading, nullptr);
+  Waiter waiter(cache, "bank-a", absl::Seconds(30));
+  absl::SleepFor(absl::Milliseconds(100));
+  EXPECT_FALSE(waiter.done) << "it waits for the read in progress";
+  cache.Abandon("c1", reading);
+  while (!waiter.done) absl::SleepFor(absl::Milliseconds(1));
+  EXPECT_FALSE(waiter.result);
+  EXPECT_EQ(waiter.reading, nullptr) << "it reads alone, nobody waits for it";
+}
+
+TEST(WalletCacheTest, AWaitEndsAfterItsTimeout) {
+  WalletCache cache(absl::Seconds(60), 100);
+  uint64_t ticket = 0;
+  std::shared_ptr<WalletCache::Reading> reading;
+  ASSERT_FALSE(cache.FindOrWait("bank-a", "c1", kT0, absl::Seconds(1), &ticket, &reading));
+  const absl::Time start = absl::Now();
+  { Waiter waiter(cache, "bank-a", absl::Milliseconds(100)); }
+  EXPECT_GE(absl::Now() - start, absl::Milliseconds(100));
+  cache.Abandon("c1", reading);
+}
+
+// A call after an invalidation, or for another org, does not take a read that started before it
+// or was made for another org.
+TEST(WalletCacheTest, NoWaitForAReadOlderThanAnInvalidationOrForAnotherOrg) {
+  WalletCache cache(absl::Seconds(60), 100);
+  uint64_t old_ticket = 0;
+  std::shared_ptr<WalletCache::Reading> old_reading;
+  ASSERT_FALSE(cache.FindOrWait("bank-a", "c1", kT0, absl::Seconds(1), &old_ticket, &old_reading));
+  {
+    Waiter other_org(cache, "bank-b", absl::Seconds(30));
+    while (!other_org.done) absl::SleepFor(absl::Milliseconds(1));
+    EXPECT_FALSE(other_org.result);
+    EXPECT_EQ(other_org.reading, nullptr);
+  }
+  cache.Invalidate("c1");
+  uint64_t ticket = 0;
+  std::shared_ptr<WalletCache::Reading> reading;
+  const absl::Time start = absl::Now();
+  EXPECT_FALSE(cache.FindOrWait("bank-a", "c1", kT0, absl::Seconds(30), &ticket, &reading));
+  EXPECT_LT(absl::Now() - start, absl::Seconds(5)) << "did not wait for the older read";
+  ASSERT_NE(reading, nullptr) << "a new read, which later callers wait for";
+  cache.Store("bank-a", "c1", WalletWith(1), kT0, old_ticket, old_reading);  // refused: too old
+  cache.Store("bank-a", "c1", WalletWith(2), kT0, ticket, reading);
+  auto w = cache.Find("bank-a", "c1", kT0, &ticket);
+  ASSERT_TRUE(w);
+  EXPECT_EQ(w->points(), 2);
 }
 
 }  // namespace
