@@ -23,10 +23,7 @@ std::optional<pb::Wallet> WalletCache::Find(const std::string& org_id,
   if (!enabled()) return std::nullopt;
   auto it = shard.entries.find(customer_id);
   if (it == shard.entries.end() || it->second.org_id != org_id) return std::nullopt;
-  if (now - it->second.read_at >= ttl_) {
-    shard.entries.erase(it);
-    return std::nullopt;
-  }
+  if (now - it->second.read_at >= ttl_) return std::nullopt;  // kept for FindOrWait's callers
   return it->second.wallet;
 }
 
@@ -45,14 +42,25 @@ std::optional<pb::Wallet> WalletCache::FindOrWait(const std::string& org_id,
   absl::MutexLock lock(&shard.mu);
   *ticket = shard.generation;
   if (!enabled()) return std::nullopt;
+  const auto reading_now = shard.readings.find(customer_id);
+  const bool others_read = reading_now != shard.readings.end();
   if (auto it = shard.entries.find(customer_id);
       it != shard.entries.end() && it->second.org_id == org_id) {
-    if (now - it->second.read_at < ttl_) return it->second.wallet;
-    shard.entries.erase(it);
+    const absl::Duration age = now - it->second.read_at;
+    if (age < ttl_) return it->second.wallet;
+    if (age < 2 * ttl_) {
+      // Expired, and another call is reading it again: answered as it was until that read lands,
+      // rather than waiting for it or reading it too. Otherwise this call reads it, and the entry
+      // stays for the others meanwhile.
+      if (others_read && reading_now->second->org_id == org_id) return it->second.wallet;
+    } else {
+      shard.entries.erase(it);
+    }
   }
-  if (auto it = shard.readings.find(customer_id); it != shard.readings.end()) {
-    if (it->second->org_id != org_id) return std::nullopt;  // read it alone
-    const std::shared_ptr<Reading> other = it->second;
+  if (others_read) {
+    if (reading_now->second->org_id != org_id) return std::nullopt;  // read it alone
+    // Copied: the map may change while this call waits without the lock.
+    const std::shared_ptr<Reading> other = reading_now->second;
     const bool ended =
         shard.mu.AwaitWithTimeout(absl::Condition(
                                       +[](Reading* r) { return r->done; }, other.get()),

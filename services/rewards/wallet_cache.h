@@ -12,9 +12,11 @@
 // invalidation is never undone by a slow reader.
 //
 // Herds: when several calls miss the same customer's wallet at once (an app asking from several
-// screens, a channel retrying), the first reads it from the database and the others wait for its
-// result (FindOrWait) instead of each reading it too. A call arriving after an invalidation of the
-// customer does not wait for a read that started before it.
+// screens, a channel retrying), the first reads it from the database and the others do not read
+// it too (FindOrWait): when the entry has only expired, they are answered from it until that read
+// lands (an entry at most twice the TTL old, never one an invalidation removed); when there is no
+// entry, they wait for that read. A call arriving after an invalidation of the customer does not
+// wait for a read that started before it.
 #pragma once
 
 #include <array>
@@ -37,14 +39,16 @@ class WalletCache {
 
   bool enabled() const { return ttl_ > absl::ZeroDuration(); }
 
-  // The wallet read less than ttl before `now`, if any. Otherwise `ticket` is set for Store.
+  // The wallet read less than ttl before `now`, if any (never waits). Otherwise `ticket` is set
+  // for Store.
   std::optional<::marketing::rewards::v1::Wallet> Find(const std::string& org_id,
                                                        const std::string& customer_id,
                                                        absl::Time now, uint64_t* ticket);
   // A read of one customer's wallet from the database that other callers are waiting for.
   struct Reading;
-  // Like Find; when the wallet is not here but another caller is reading it for the same org,
-  // waits up to `wait` for that read and returns its wallet. Otherwise returns nothing, sets
+  // Like Find; when another caller is reading the wallet for the same org, answers from the
+  // expired entry if there is one (younger than twice the TTL), or else waits up to `wait` for
+  // that read and returns its wallet. Otherwise returns nothing, sets
   // `ticket`, and the caller reads the wallet: when `*reading` is set, others may be waiting for
   // it, and the caller must end the read with Store or, when it failed, Abandon.
   std::optional<::marketing::rewards::v1::Wallet> FindOrWait(const std::string& org_id,

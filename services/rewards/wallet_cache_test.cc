@@ -152,6 +152,42 @@ TEST(WalletCacheTest, ConcurrentMissesReadTheWalletOnce) {
   EXPECT_EQ(answered.load(), 16);
 }
 
+// An expired wallet answers the others while one call reads it again, but not for ever, and an
+// invalidated one never.
+TEST(WalletCacheTest, AnExpiredWalletAnswersWhileOneCallReadsItAgain) {
+  WalletCache cache(absl::Seconds(1), 100);
+  uint64_t ticket = 0;
+  std::shared_ptr<WalletCache::Reading> reading;
+  cache.Find("bank-a", "c1", kT0, &ticket);
+  cache.Store("bank-a", "c1", WalletWith(10), kT0, ticket);
+  const absl::Time later = kT0 + absl::Milliseconds(1500);
+  EXPECT_FALSE(cache.Find("bank-a", "c1", later, &ticket)) << "Find answers fresh wallets only";
+  ASSERT_FALSE(cache.FindOrWait("bank-a", "c1", later, absl::Seconds(1), &ticket, &reading));
+  ASSERT_NE(reading, nullptr) << "this call reads it again";
+  uint64_t other_ticket = 0;
+  std::shared_ptr<WalletCache::Reading> other_reading;
+  auto stale =
+      cache.FindOrWait("bank-a", "c1", later, absl::Seconds(1), &other_ticket, &other_reading);
+  ASSERT_TRUE(stale) << "answered from the expired entry meanwhile";
+  EXPECT_EQ(stale->points(), 10);
+  EXPECT_EQ(other_reading, nullptr);
+  // Twice the TTL old: no longer; the call waits for the read (here: until its timeout).
+  EXPECT_FALSE(cache.FindOrWait("bank-a", "c1", kT0 + absl::Seconds(2), absl::Milliseconds(10),
+                                &other_ticket, &other_reading));
+  cache.Store("bank-a", "c1", WalletWith(11), later, ticket, reading);
+  auto fresh = cache.FindOrWait("bank-a", "c1", later, absl::Seconds(1), &ticket, &reading);
+  ASSERT_TRUE(fresh);
+  EXPECT_EQ(fresh->points(), 11);
+
+  // After an invalidation there is no entry to answer from: a second caller waits for the read.
+  cache.Invalidate("c1");
+  ASSERT_FALSE(cache.FindOrWait("bank-a", "c1", later, absl::Seconds(1), &ticket, &reading));
+  ASSERT_NE(reading, nullptr);
+  EXPECT_FALSE(cache.FindOrWait("bank-a", "c1", later, absl::Milliseconds(10), &other_ticket,
+                                &other_reading));
+  cache.Abandon("c1", reading);
+}
+
 // Starts a FindOrWait for c1 of `org` on its own thread; `result` holds its answer once `done`.
 struct Waiter {
   std::optional<pb::Wallet> result;
