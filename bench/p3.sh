@@ -2,8 +2,8 @@
 # P3 — the gateway's overhead on a wallet read (PERFORMANCE.md): signed REST
 # `GET /v1/customers/{id}/wallet` through mkt-gateway, measured with wrk, against the same
 # backend's `Benefits.GetWallet` called over plain gRPC with as many calls in flight as wrk has
-# connections (gRPC's callback API), on the same customers, in the same run. Then a rate-limited run at P3_RATE
-# (5,000 req/s) for the p99.
+# connections (gRPC's callback API), on the same customers, in the same run. Then a rate-limited
+# run at P3_RATE (5,000 req/s) for the p99.
 #
 # Starts release mkt-rewards, mkt-channels and mkt-gateway on scratch databases and free ports,
 # creates P3_CHANNELS channels through the admin REST API (POST /admin/v1/sessions, then

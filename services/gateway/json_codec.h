@@ -41,8 +41,9 @@ absl::Status ParseJsonInto(std::string_view json, google::protobuf::Message* mes
 // absent message, an enum at 0.
 absl::Status CheckRequiredField(const google::protobuf::Message& message, std::string_view path);
 
-// Returns `message` as JSON: proto field names, every field present (defaults included), so
-// clients and the OpenAPI schema see one shape.
+// Returns `message` as JSON in protobuf's mapping: proto field names, every scalar and repeated
+// field present (defaults included), message fields and fields with presence when set, so
+// clients and the OpenAPI schema see one shape. Written from reflection (json_render.cc).
 std::string RenderJson(const google::protobuf::Message& message);
 
 // Sets the field at `path` ("campaign_id", "segment.segment_id") of `message` from `text`:

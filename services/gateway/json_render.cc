@@ -7,8 +7,8 @@
 // This writer produces the same JSON for every message the API answers (json_render_test.cc
 // compares the two on random messages of every type). What it does not know (float and double
 // fields, well-known types other than Timestamp, nesting deeper than kMaxDepth, a timestamp out
-// of RFC 3339's range) makes it hand the whole message to protobuf's converter, so the answer is
-// always protobuf's.
+// of RFC 3339's range) makes it hand the whole message to protobuf's converter, so every answer
+// is what protobuf would write.
 #include <cstdio>
 #include <string>
 #include <string_view>
@@ -28,7 +28,7 @@ namespace {
 namespace gpb = ::google::protobuf;
 using FieldDescriptor = gpb::FieldDescriptor;
 
-// protobuf's converter refuses deeper messages too (its recursion limit is 100).
+// Deeper messages (none of ours) go to protobuf's converter, which has its own limit (100).
 constexpr int kMaxDepth = 64;
 
 // RFC 3339's range, as protobuf's Timestamp checks it: 0001-01-01T00:00:00Z ..
