@@ -7,8 +7,8 @@
 // This writer produces the same JSON for every message the API answers (json_render_test.cc
 // compares the two on random messages of every type). What it does not know (float and double
 // fields, well-known types other than Timestamp, nesting deeper than kMaxDepth, a timestamp out
-// of RFC 3339's range) makes it hand the whole message to protobuf's converter, so every answer
-// is what protobuf would write.
+// of RFC 3339's range, a string that is not valid UTF-8) makes it hand the whole message to
+// protobuf's converter, so every answer is what protobuf would write.
 #include <cstdio>
 #include <string>
 #include <string_view>
@@ -28,7 +28,7 @@ namespace {
 namespace gpb = ::google::protobuf;
 using FieldDescriptor = gpb::FieldDescriptor;
 
-// Deeper messages (none of ours) go to protobuf's converter, which has its own limit (100).
+// Deeper messages (none of ours) go to protobuf's converter, which applies its own limit.
 constexpr int kMaxDepth = 64;
 
 // RFC 3339's range, as protobuf's Timestamp checks it: 0001-01-01T00:00:00Z ..
@@ -68,10 +68,11 @@ size_t Utf8SequenceLength(std::string_view s, size_t i) {
 }
 
 // Appends `s` as a JSON string. Control characters, the quote, the backslash, '<', '>' and the
-// JavaScript line terminators U+2028/U+2029 are escaped (as protobuf does); a byte that is not
-// part of valid UTF-8 becomes U+FFFD (protobuf refuses such strings when parsing them, so a
-// response should never hold one).
-void AppendJsonString(std::string& out, std::string_view s) {
+// JavaScript line terminators U+2028/U+2029 are escaped (as protobuf does). Returns false when
+// `s` is not valid UTF-8: protobuf's converter has its own way with such strings (it drops bad
+// bytes, decodes overlong forms), which the caller then leaves to it. Responses parsed from a
+// backend never hold one (protobuf refuses them when parsing).
+bool AppendJsonString(std::string& out, std::string_view s) {
   static constexpr char kHex[] = "0123456789abcdef";
   out.push_back('"');
   size_t i = 0;
@@ -79,11 +80,7 @@ void AppendJsonString(std::string& out, std::string_view s) {
     const unsigned char c = static_cast<unsigned char>(s[i]);
     if (c >= 0x80) {
       const size_t n = Utf8SequenceLength(s, i);
-      if (n == 0) {
-        out.append("\\ufffd");
-        ++i;
-        continue;
-      }
+      if (n == 0) return false;
       if (n == 3 && c == 0xE2 && static_cast<unsigned char>(s[i + 1]) == 0x80 &&
           (static_cast<unsigned char>(s[i + 2]) & 0xFE) == 0xA8) {
         out.append(static_cast<unsigned char>(s[i + 2]) == 0xA8 ? "\\u2028" : "\\u2029");
@@ -127,6 +124,7 @@ void AppendJsonString(std::string& out, std::string_view s) {
     ++i;
   }
   out.push_back('"');
+  return true;
 }
 
 // Appends a google.protobuf.Timestamp as RFC 3339 in UTC with 0, 3, 6 or 9 fractional digits, as
@@ -202,10 +200,9 @@ bool AppendValue(std::string& out, const gpb::Message& message, const FieldDescr
       const int number = repeated ? r->GetRepeatedEnumValue(message, field, index)
                                   : r->GetEnumValue(message, field);
       if (const gpb::EnumValueDescriptor* v = field->enum_type()->FindValueByNumber(number)) {
-        AppendJsonString(out, v->name());
-      } else {
-        absl::StrAppend(&out, number);  // a value this build does not know: its number
+        return AppendJsonString(out, v->name());
       }
+      absl::StrAppend(&out, number);  // a value this build does not know: its number
       return true;
     }
     case FieldDescriptor::CPPTYPE_STRING: {
@@ -214,11 +211,9 @@ bool AppendValue(std::string& out, const gpb::Message& message, const FieldDescr
           repeated ? r->GetRepeatedStringReference(message, field, index, &scratch)
                    : r->GetStringReference(message, field, &scratch);
       if (field->type() == FieldDescriptor::TYPE_BYTES) {
-        AppendJsonString(out, absl::Base64Escape(value));
-      } else {
-        AppendJsonString(out, value);
+        return AppendJsonString(out, absl::Base64Escape(value));
       }
-      return true;
+      return AppendJsonString(out, value);
     }
     default:  // float and double (protobuf's shortest round-trip formatting is left to it);
               // messages are AppendField's
@@ -245,8 +240,8 @@ bool AppendField(std::string& out, const gpb::Message& message, const FieldDescr
       if (!AppendValue(key_json, entry, key, -1)) return false;
       if (key_json.front() == '"') {
         out.append(key_json);
-      } else {
-        AppendJsonString(out, key_json);
+      } else if (!AppendJsonString(out, key_json)) {
+        return false;
       }
       out.push_back(':');
       if (value->cpp_type() == FieldDescriptor::CPPTYPE_MESSAGE) {
@@ -296,7 +291,7 @@ bool AppendMessage(std::string& out, const gpb::Message& message, int depth) {
     if (!f->is_repeated() && f->has_presence() && !r->HasField(message, f)) continue;
     if (!first) out.push_back(',');
     first = false;
-    AppendJsonString(out, f->name());
+    if (!AppendJsonString(out, f->name())) return false;
     out.push_back(':');
     if (!AppendField(out, message, f, depth)) return false;
   }

@@ -248,12 +248,20 @@ TEST(JsonRenderTest, WritesTheApiShape) {
       << "an unset message field is left out";
 }
 
-TEST(JsonRenderTest, EscapesWhatJsonNeedsAndReplacesBrokenUtf8) {
+TEST(JsonRenderTest, EscapesWhatJsonNeedsAndLeavesBrokenUtf8ToProtobuf) {
   ::marketing::segments::v1::Segment segment;
-  segment.set_name(std::string("a\"b\\c\nd\x01<\xff", 10));
+  segment.set_name(std::string("a\"b\\c\nd\x01<", 9));
   const std::string json = RenderJson(segment);
-  EXPECT_NE(json.find(R"("name":"a\"b\\c\nd\u0001\u003c\ufffd")"), std::string::npos) << json;
-  EXPECT_EQ(nlohmann::json::parse(json)["name"], "a\"b\\c\nd\x01<\xEF\xBF\xBD");
+  EXPECT_NE(json.find(R"("name":"a\"b\\c\nd\u0001\u003c")"), std::string::npos) << json;
+  EXPECT_EQ(nlohmann::json::parse(json)["name"], std::string("a\"b\\c\nd\x01<"));
+  // Not UTF-8 (a stray byte, a cut sequence, an overlong form, a surrogate): protobuf's own way.
+  for (const std::string& broken : {std::string("x\xffy"),
+                                    std::string("\xE2"
+                                                "a"),
+                                    std::string("\xC0\x80"), std::string("\xED\xA0\x80")}) {
+    segment.set_name(broken);
+    EXPECT_EQ(RenderJson(segment), ByProtobuf(segment));
+  }
 }
 
 }  // namespace
