@@ -29,7 +29,10 @@ std::optional<pb::Wallet> WalletCache::Find(const std::string& org_id,
 
 struct WalletCache::Reading {
   std::string org_id;
-  bool done = false;                 // guarded by the shard's mutex
+  absl::Time started;
+  // Guarded by the shard's mutex:
+  int waiters = 0;
+  bool done = false;
   std::optional<pb::Wallet> wallet;  // set when done, unless the read failed
 };
 
@@ -58,19 +61,26 @@ std::optional<pb::Wallet> WalletCache::FindOrWait(const std::string& org_id,
     }
   }
   if (others_read) {
-    if (reading_now->second->org_id != org_id) return std::nullopt;  // read it alone
+    // Another org's read, or one that started a TTL ago or more (its wallet would be as old as
+    // an expired entry): this call reads alone.
+    if (reading_now->second->org_id != org_id || now - reading_now->second->started >= ttl_) {
+      return std::nullopt;
+    }
     // Copied: the map may change while this call waits without the lock.
     const std::shared_ptr<Reading> other = reading_now->second;
+    ++other->waiters;
     const bool ended =
         shard.mu.AwaitWithTimeout(absl::Condition(
                                       +[](Reading* r) { return r->done; }, other.get()),
                                   wait);
+    --other->waiters;
     *ticket = shard.generation;
     if (ended && other->wallet) return other->wallet;
     return std::nullopt;  // it failed or takes too long: read it alone, without waiters
   }
   auto mine = std::make_shared<Reading>();
   mine->org_id = org_id;
+  mine->started = now;
   shard.readings[customer_id] = mine;
   *reading = std::move(mine);
   return std::nullopt;
@@ -111,6 +121,13 @@ void WalletCache::Store(const std::string& org_id, const std::string& customer_i
   }
   // One entry per customer: the org last read for it (another org's read replaces it).
   shard.entries[customer_id] = Entry{.org_id = org_id, .wallet = wallet, .read_at = now};
+}
+
+int WalletCache::WaitersFor(const std::string& customer_id) {
+  Shard& shard = ShardOf(customer_id);
+  absl::MutexLock lock(&shard.mu);
+  auto it = shard.readings.find(customer_id);
+  return it == shard.readings.end() ? 0 : it->second->waiters;
 }
 
 void WalletCache::Invalidate(const std::string& customer_id) {

@@ -48,9 +48,9 @@ class WalletCache {
   struct Reading;
   // Like Find; when another caller is reading the wallet for the same org, answers from the
   // expired entry if there is one (younger than twice the TTL), or else waits up to `wait` for
-  // that read and returns its wallet. Otherwise returns nothing, sets
-  // `ticket`, and the caller reads the wallet: when `*reading` is set, others may be waiting for
-  // it, and the caller must end the read with Store or, when it failed, Abandon.
+  // that read (one that started less than a TTL ago) and returns its wallet. Otherwise returns
+  // nothing, sets `ticket`, and the caller reads the wallet: when `*reading` is set, others may be
+  // waiting for it, and the caller must end the read with Store or, when it failed, Abandon.
   std::optional<::marketing::rewards::v1::Wallet> FindOrWait(const std::string& org_id,
                                                              const std::string& customer_id,
                                                              absl::Time now, absl::Duration wait,
@@ -64,6 +64,8 @@ class WalletCache {
   // Ends `reading` without a wallet: its waiters read the wallet themselves.
   void Abandon(const std::string& customer_id, const std::shared_ptr<Reading>& reading);
   void Invalidate(const std::string& customer_id);
+  // How many calls wait for the read of `customer_id`'s wallet in progress (for tests).
+  int WaitersFor(const std::string& customer_id);
 
   size_t size();
 

@@ -94,7 +94,10 @@ TEST(WalletCacheTest, StaysWithinItsBound) {
 // Readers and a writer at once: once an invalidation has returned, no reader gets a wallet read
 // before the change it announced (readers store the version they read; the writer changes the
 // version, then invalidates, then publishes that the invalidation is done).
-TEST(WalletCacheTest, ConcurrentReadsNeverSeeAWalletOlderThanTheLastInvalidation) {
+// Readers (through Find, or through FindOrWait taking other calls' reads) against a writer that
+// changes the wallet and invalidates it: counts the answers older than the last invalidation
+// finished before the call.
+int StaleAnswersUnderInvalidation(bool wait_for_reads) {
   WalletCache cache(absl::Seconds(60), 1000);
   std::atomic<int64_t> version{0};
   std::atomic<int64_t> invalidated{0};
@@ -105,11 +108,19 @@ TEST(WalletCacheTest, ConcurrentReadsNeverSeeAWalletOlderThanTheLastInvalidation
     threads.emplace_back([&] {
       while (!stop) {
         uint64_t ticket = 0;
+        std::shared_ptr<WalletCache::Reading> reading;
         const int64_t floor = invalidated.load();
-        if (auto w = cache.Find("bank-a", "c1", kT0, &ticket)) {
+        std::optional<pb::Wallet> w =
+            wait_for_reads
+                ? cache.FindOrWait("bank-a", "c1", kT0, absl::Seconds(5), &ticket, &reading)
+                : cache.Find("bank-a", "c1", kT0, &ticket);
+        if (w) {
           if (w->points() < floor) ++stale;
         } else {
-          cache.Store("bank-a", "c1", WalletWith(version.load()), kT0, ticket);
+          // The database read: what it sees is the version when it starts.
+          const int64_t seen = version.load();
+          std::this_thread::yield();
+          cache.Store("bank-a", "c1", WalletWith(seen), kT0, ticket, reading);
         }
       }
     });
@@ -123,7 +134,12 @@ TEST(WalletCacheTest, ConcurrentReadsNeverSeeAWalletOlderThanTheLastInvalidation
     stop = true;
   });
   for (auto& th : threads) th.join();
-  EXPECT_EQ(stale.load(), 0);
+  return stale.load();
+}
+
+TEST(WalletCacheTest, ConcurrentReadsNeverSeeAWalletOlderThanTheLastInvalidation) {
+  EXPECT_EQ(StaleAnswersUnderInvalidation(/*wait_for_reads=*/false), 0);
+  EXPECT_EQ(StaleAnswersUnderInvalidation(/*wait_for_reads=*/true), 0);
 }
 
 // Herds: calls missing a wallet another call is reading wait for that read.
@@ -211,7 +227,7 @@ TEST(WalletCacheTest, AFailedReadLetsItsWaitersReadAlone) {
   ASSERT_FALSE(cache.FindOrWait("bank-a", "c1", kT0, absl::Seconds(1), &ticket, &reading));
   ASSERT_NE(reading, nullptr);
   Waiter waiter(cache, "bank-a", absl::Seconds(30));
-  absl::SleepFor(absl::Milliseconds(100));
+  while (cache.WaitersFor("c1") == 0) absl::SleepFor(absl::Milliseconds(1));
   EXPECT_FALSE(waiter.done) << "it waits for the read in progress";
   cache.Abandon("c1", reading);
   while (!waiter.done) absl::SleepFor(absl::Milliseconds(1));
@@ -227,6 +243,23 @@ TEST(WalletCacheTest, AWaitEndsAfterItsTimeout) {
   const absl::Time start = absl::Now();
   { Waiter waiter(cache, "bank-a", absl::Milliseconds(100)); }
   EXPECT_GE(absl::Now() - start, absl::Milliseconds(100));
+  cache.Abandon("c1", reading);
+}
+
+// A read that started a TTL ago or more is not waited for: its wallet would be too old.
+TEST(WalletCacheTest, NoWaitForAReadThatStartedATtlAgo) {
+  WalletCache cache(absl::Seconds(1), 100);
+  uint64_t ticket = 0;
+  std::shared_ptr<WalletCache::Reading> reading;
+  ASSERT_FALSE(cache.FindOrWait("bank-a", "c1", kT0, absl::Seconds(1), &ticket, &reading));
+  uint64_t late_ticket = 0;
+  std::shared_ptr<WalletCache::Reading> late_reading;
+  const absl::Time start = absl::Now();
+  EXPECT_FALSE(cache.FindOrWait("bank-a", "c1", kT0 + absl::Seconds(1), absl::Seconds(30),
+                                &late_ticket, &late_reading));
+  EXPECT_LT(absl::Now() - start, absl::Seconds(5)) << "did not wait";
+  EXPECT_EQ(late_reading, nullptr) << "it reads alone";
+  EXPECT_EQ(cache.WaitersFor("c1"), 0);
   cache.Abandon("c1", reading);
 }
 
