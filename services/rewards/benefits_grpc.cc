@@ -188,8 +188,8 @@ class BenefitsGrpcService final : public pb::Benefits::CallbackService {
                                 pb::Wallet* resp) override {
     // A wallet read moments ago (an app polling it) is answered here, on gRPC's thread, without
     // the hand-off to a worker and back (P3). Anything else, refusals included, takes the worker.
-    if (absl::StatusOr<tenancy::Actor> actor = rpc::ActorOf(*ctx);
-        actor.ok() && ScopeInLineage(*actor, req->org_id()).ok()) {
+    absl::StatusOr<tenancy::Actor> actor = rpc::ActorOf(*ctx);
+    if (actor.ok() && ScopeInLineage(*actor, req->org_id()).ok()) {
       if (std::optional<pb::Wallet> wallet = b_.CachedWallet(*req)) {
         KeepLineage(*actor, *wallet);
         *resp = *std::move(wallet);
@@ -198,11 +198,11 @@ class BenefitsGrpcService final : public pb::Benefits::CallbackService {
         return reactor;
       }
     }
-    return Run(ctx, resp, [=, this]() -> absl::StatusOr<pb::Wallet> {
-      MKT_ASSIGN_OR_RETURN(const tenancy::Actor actor, rpc::ActorOf(*ctx));
-      MKT_RETURN_IF_ERROR(ScopeInLineage(actor, req->org_id()));
+    return Run(ctx, resp, [=, this, actor = std::move(actor)]() -> absl::StatusOr<pb::Wallet> {
+      MKT_RETURN_IF_ERROR(actor.status());
+      MKT_RETURN_IF_ERROR(ScopeInLineage(*actor, req->org_id()));
       MKT_ASSIGN_OR_RETURN(pb::Wallet wallet, b_.GetWallet(*req));
-      KeepLineage(actor, wallet);
+      KeepLineage(*actor, wallet);
       return wallet;
     });
   }
