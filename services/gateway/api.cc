@@ -274,9 +274,19 @@ absl::Status ApiService::Add(Router& router, ApiRoute route) {
   }
   routes_.push_back(std::move(route));
   const ApiRoute& stored = routes_.back();
+  AsyncRouteHandler async_handler;
+  if (stored.invoke_async) {
+    async_handler.takes = [this, &stored](const HttpRequest& http) {
+      return TakesWithoutWaiting(stored, http);
+    };
+    async_handler.run = [this, &stored](const RouteRequest& request, RouteDone done) {
+      ServeAsync(stored, request, std::move(done));
+    };
+  }
   return router.Add(
       stored.method, stored.path, {.channel_auth = stored.access == Access::kChannel},
-      [this, &stored](const RouteRequest& request) { return Serve(stored, request); });
+      [this, &stored](const RouteRequest& request) { return Serve(stored, request); },
+      std::move(async_handler));
 }
 
 std::optional<HttpResponse> ApiService::Throttle(RateLimiter& limiter, const std::string& key,
@@ -293,10 +303,15 @@ std::optional<HttpResponse> ApiService::Throttle(RateLimiter& limiter, const std
   return response;
 }
 
-absl::StatusOr<HttpResponse> ApiService::Serve(const ApiRoute& route, const RouteRequest& request) {
+ApiCall ApiService::NewCall(const RouteRequest& request) {
+  return ApiCall{request.http, request.channel, std::nullopt, {}, {request.http.request_id, {}}};
+}
+
+absl::StatusOr<std::optional<HttpResponse>> ApiService::Admit(const ApiRoute& route,
+                                                              const RouteRequest& request,
+                                                              ApiCall& call,
+                                                              std::string& log_note) {
   const std::string& request_id = request.http.request_id;
-  ApiCall call{request.http, request.channel, std::nullopt, {}, {request_id, std::nullopt}};
-  std::string log_note;
 
   // Who is calling.
   if (route.access == Access::kOperator) {
@@ -311,12 +326,9 @@ absl::StatusOr<HttpResponse> ApiService::Serve(const ApiRoute& route, const Rout
       std::string names;
       for (auto r : route.roles)
         absl::StrAppend(&names, names.empty() ? "" : ", ", AsAbsl(tenancy::RoleName(r)));
-      HttpResponse response =
-          ErrorResponse(Error(absl::StatusCode::kPermissionDenied, pb::PERMISSION_DENIED,
-                              absl::StrCat("this needs one of the roles: ", names)),
-                        request_id);
-      response.log_note = log_note;
-      return response;
+      return ErrorResponse(Error(absl::StatusCode::kPermissionDenied, pb::PERMISSION_DENIED,
+                                 absl::StrCat("this needs one of the roles: ", names)),
+                           request_id);
     }
     call.caller.actor = call.actor;
   } else if (route.access == Access::kChannel) {
@@ -332,26 +344,23 @@ absl::StatusOr<HttpResponse> ApiService::Serve(const ApiRoute& route, const Rout
   } else if (route.access == Access::kOperator) {
     throttled = Throttle(per_operator_, call.actor.operator_id, request_id);
   }
-  std::string customer;
   if (!throttled && !route.customer_param.empty()) {
     if (auto it = request.params.find(route.customer_param); it != request.params.end()) {
-      customer = it->second;
       absl::StrAppend(&log_note, log_note.empty() ? "" : " ",
-                      "customer=", MaskCustomerId(customer));
-      throttled = Throttle(per_customer_, customer, request_id);
+                      "customer=", MaskCustomerId(it->second));
+      throttled = Throttle(per_customer_, it->second, request_id);
     }
   }
   if (!throttled)
     throttled = Throttle(per_route_, absl::StrCat(route.method, " ", route.path), request_id);
-  if (throttled) {
-    throttled->log_note = log_note;
-    return *std::move(throttled);
-  }
+  return throttled;
+}
 
-  absl::StatusOr<HttpResponse> result = Execute(route, request, call, log_note);
+HttpResponse ApiService::Finish(absl::StatusOr<HttpResponse> result, const std::string& request_id,
+                                const std::string& log_note) {
   if (result.ok()) {
     result->log_note = log_note;
-    return result;
+    return *std::move(result);
   }
   HttpResponse response = ErrorResponse(result.status(), request_id);
   response.log_note = log_note;
@@ -362,8 +371,79 @@ absl::StatusOr<HttpResponse> ApiService::Serve(const ApiRoute& route, const Rout
   return response;
 }
 
-absl::StatusOr<HttpResponse> ApiService::Execute(const ApiRoute& route, const RouteRequest& request,
-                                                 ApiCall& call, std::string& log_note) {
+absl::StatusOr<HttpResponse> ApiService::Serve(const ApiRoute& route, const RouteRequest& request) {
+  ApiCall call = NewCall(request);
+  std::string log_note;
+  MKT_ASSIGN_OR_RETURN(std::optional<HttpResponse> refused,
+                       Admit(route, request, call, log_note));
+  if (refused) return Finish(*std::move(refused), request.http.request_id, log_note);
+  return Finish(Execute(route, request, call, log_note), request.http.request_id, log_note);
+}
+
+bool ApiService::TakesWithoutWaiting(const ApiRoute& route, const HttpRequest& http) const {
+  if (!route.invoke_async || route.access == Access::kOperator) return false;
+  // The idempotency store is a database: requests that use it (or are refused for lacking the
+  // key) take the blocking path.
+  const bool has_key = http.headers.Find(kIdempotencyHeader) != nullptr;
+  if (has_key && route.AcceptsIdempotencyKey()) return false;
+  return !route.RequiresIdempotencyKey();
+}
+
+// A request on its way through ServeAsync: what must outlive the backend call.
+struct ApiService::AsyncCall {
+  explicit AsyncCall(const RouteRequest& request) : call(NewCall(request)) {}
+  ApiCall call;
+  std::string log_note;
+  std::unique_ptr<gpb::Message> message;
+  std::unique_ptr<gpb::Message> response;
+};
+
+void ApiService::ServeAsync(const ApiRoute& route, const RouteRequest& request, RouteDone done) {
+  const std::string& request_id = request.http.request_id;
+  auto state = std::make_shared<AsyncCall>(request);
+  // Set when the request ends before the call.
+  std::optional<absl::StatusOr<HttpResponse>> early;
+  try {
+    absl::StatusOr<std::optional<HttpResponse>> refused =
+        Admit(route, request, state->call, state->log_note);
+    if (!refused.ok()) {
+      early = refused.status();
+    } else if (*refused) {
+      early = Finish(**std::move(refused), request_id, state->log_note);
+    } else {
+      std::optional<HttpResponse> answer;
+      absl::StatusOr<std::unique_ptr<gpb::Message>> message =
+          BuildRequest(route, request, state->call, state->log_note, &answer);
+      if (!message.ok()) {
+        early = Finish(message.status(), request_id, state->log_note);
+      } else if (answer) {
+        early = Finish(*std::move(answer), request_id, state->log_note);
+      } else {
+        state->message = *std::move(message);
+        state->response.reset(
+            gpb::MessageFactory::generated_factory()->GetPrototype(route.response_type)->New());
+      }
+    }
+  } catch (const std::exception& e) {
+    early = Internal(absl::StrCat("route handler threw: ", e.what()));
+  }
+  if (early) return done(*std::move(early));
+
+  // The state's call, request and response are alive until the invoker is done with them.
+  route.invoke_async(
+      state->call, *state->message, state->response.get(),
+      [this, &route, state, done = std::move(done)](absl::Status status) {
+        absl::Status failure;
+        StoredResponse stored = Answer(route, state->call, std::move(status), *state->response,
+                                       &failure);
+        done(Finish(ToHttp(std::move(stored), failure, /*replayed=*/false),
+                    state->call.caller.request_id, state->log_note));
+      });
+}
+
+absl::StatusOr<std::unique_ptr<gpb::Message>> ApiService::BuildRequest(
+    const ApiRoute& route, const RouteRequest& request, ApiCall& call, std::string& log_note,
+    std::optional<HttpResponse>* answer) {
   const HttpRequest& http = request.http;
   const size_t max_body = route.max_body_bytes > 0 ? route.max_body_bytes : options_.max_body_bytes;
   if (http.body.size() > max_body) {
@@ -416,7 +496,8 @@ absl::StatusOr<HttpResponse> ApiService::Execute(const ApiRoute& route, const Ro
       absl::StrAppend(&log_note, log_note.empty() ? "" : " ",
                       "customer=", MaskCustomerId(customer));
       if (auto throttled = Throttle(per_customer_, customer, http.request_id)) {
-        return *std::move(throttled);
+        *answer = *std::move(throttled);
+        return message;
       }
     }
   }
@@ -441,25 +522,52 @@ absl::StatusOr<HttpResponse> ApiService::Execute(const ApiRoute& route, const Ro
   if (!route.channel_code_field.empty()) {
     MKT_RETURN_IF_ERROR(BindChannelCode(route, call, message.get()));
   }
+  return message;
+}
+
+StoredResponse ApiService::Answer(const ApiRoute& route, const ApiCall& call, absl::Status status,
+                                  const gpb::Message& response, absl::Status* failure) {
+  if (status.ok() && !route.owner_field.empty()) {
+    const std::string owner = GetStringField(response, route.owner_field);
+    if (!owner.empty() && !tenancy::Covers(call.actor.org_id, owner)) {
+      // Another bank's resource is indistinguishable from a missing one.
+      status = NotFound("no such resource in your organisation");
+    }
+  }
+  if (!status.ok()) {
+    *failure = status;
+    HttpResponse error = ErrorResponse(status, call.caller.request_id);
+    return {error.status, error.content_type, error.body};
+  }
+  return {route.success_status, "application/json", RenderJson(response)};
+}
+
+absl::StatusOr<HttpResponse> ApiService::ToHttp(StoredResponse stored, const absl::Status& failure,
+                                                bool replayed) {
+  if (!failure.ok() && HttpStatusFor(failure) >= 500) return failure;
+  HttpResponse response;
+  response.status = stored.status;
+  response.content_type = stored.content_type;
+  response.body = std::move(stored.body);
+  if (!failure.ok()) response.error_code = ReasonName(ReasonOf(failure));
+  if (replayed) response.headers.emplace_back("Idempotent-Replayed", "true");
+  return response;
+}
+
+absl::StatusOr<HttpResponse> ApiService::Execute(const ApiRoute& route, const RouteRequest& request,
+                                                 ApiCall& call, std::string& log_note) {
+  const HttpRequest& http = request.http;
+  std::optional<HttpResponse> answer;
+  MKT_ASSIGN_OR_RETURN(std::unique_ptr<gpb::Message> message,
+                       BuildRequest(route, request, call, log_note, &answer));
+  if (answer) return *std::move(answer);
 
   absl::Status failure;
   auto run = [&]() -> StoredResponse {
     std::unique_ptr<gpb::Message> response(
         gpb::MessageFactory::generated_factory()->GetPrototype(route.response_type)->New());
     absl::Status status = route.invoke(call, *message, response.get());
-    if (status.ok() && !route.owner_field.empty()) {
-      const std::string owner = GetStringField(*response, route.owner_field);
-      if (!owner.empty() && !tenancy::Covers(call.actor.org_id, owner)) {
-        // Another bank's resource is indistinguishable from a missing one.
-        status = NotFound("no such resource in your organisation");
-      }
-    }
-    if (!status.ok()) {
-      failure = status;
-      HttpResponse error = ErrorResponse(status, http.request_id);
-      return {error.status, error.content_type, error.body};
-    }
-    return {route.success_status, "application/json", RenderJson(*response)};
+    return Answer(route, call, std::move(status), *response, &failure);
   };
 
   const std::string* key = http.headers.Find(kIdempotencyHeader);
@@ -491,14 +599,7 @@ absl::StatusOr<HttpResponse> ApiService::Execute(const ApiRoute& route, const Ro
   } else {
     stored = run();
   }
-  if (!failure.ok() && HttpStatusFor(failure) >= 500) return failure;
-  HttpResponse response;
-  response.status = stored.status;
-  response.content_type = stored.content_type;
-  response.body = std::move(stored.body);
-  if (!failure.ok()) response.error_code = ReasonName(ReasonOf(failure));
-  if (replayed) response.headers.emplace_back("Idempotent-Replayed", "true");
-  return response;
+  return ToHttp(std::move(stored), failure, replayed);
 }
 
 }  // namespace mkt::gateway

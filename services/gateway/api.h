@@ -59,6 +59,12 @@ struct ApiCall {
 using Invoker =
     std::function<absl::Status(const ApiCall& call, const google::protobuf::Message& request,
                                google::protobuf::Message* response)>;
+// The same call without a thread waiting for it (Backend::CallAsync): `done` runs once, on any
+// thread, after *response is filled; `call`, `request` and `response` stay alive until then.
+using AsyncInvoker = std::function<void(const ApiCall& call,
+                                        const google::protobuf::Message& request,
+                                        google::protobuf::Message* response,
+                                        std::function<void(absl::Status)> done)>;
 
 struct ApiRoute {
   std::string method;
@@ -77,6 +83,10 @@ struct ApiRoute {
   // The backend the call goes to ("" for the gateway itself), for documentation.
   std::string backend;
   Invoker invoke;
+  // Optional, the same call made without blocking. Requests that need no idempotency record (GET,
+  // POST without an Idempotency-Key on routes that do not require one) then start on the I/O
+  // thread and are answered from the thread the backend's reply arrives on (RequestDispatcher).
+  AsyncInvoker invoke_async;
   int success_status = 200;
   // A request field naming the owning org: filled with the caller's org when empty; refused
   // (403) when outside the caller's subtree.
@@ -170,9 +180,41 @@ class ApiService {
   const std::deque<ApiRoute>& routes() const { return routes_; }
 
  private:
+  struct AsyncCall;
+
+  // The route's handler: the whole pipeline on the calling thread.
   absl::StatusOr<HttpResponse> Serve(const ApiRoute& route, const RouteRequest& request);
+  // The route's async handler: the same pipeline, with the call made by route.invoke_async.
+  void ServeAsync(const ApiRoute& route, const RouteRequest& request, RouteDone done);
+  // Whether ServeAsync takes the request: decided from the route and the headers alone, before
+  // anything is counted or stored.
+  bool TakesWithoutWaiting(const ApiRoute& route, const HttpRequest& http) const;
+
+  // The pipeline's steps.
+  static ApiCall NewCall(const RouteRequest& request);
+  // Who is calling and the rate limits before the body is read; returns the refusal to answer
+  // (403 for a missing role, 429), if any.
+  absl::StatusOr<std::optional<HttpResponse>> Admit(const ApiRoute& route,
+                                                    const RouteRequest& request, ApiCall& call,
+                                                    std::string& log_note);
+  // The request message from the body, query and path, checked (required fields, org scope,
+  // channel code); or *answer set to the refusal (429 for a customer named in the body).
+  absl::StatusOr<std::unique_ptr<google::protobuf::Message>> BuildRequest(
+      const ApiRoute& route, const RouteRequest& request, ApiCall& call, std::string& log_note,
+      std::optional<HttpResponse>* answer);
+  // Everything after the request is built: idempotency and the call (blocking).
   absl::StatusOr<HttpResponse> Execute(const ApiRoute& route, const RouteRequest& request,
                                        ApiCall& call, std::string& log_note);
+  // What the call's outcome answers: the response's org scope, then JSON or the error shape;
+  // sets *failure to the error.
+  StoredResponse Answer(const ApiRoute& route, const ApiCall& call, absl::Status status,
+                        const google::protobuf::Message& response, absl::Status* failure);
+  // The answer as the HTTP response (a server error stays a status, for the dispatcher's log).
+  static absl::StatusOr<HttpResponse> ToHttp(StoredResponse stored, const absl::Status& failure,
+                                             bool replayed);
+  // The response the route answers: the log note, and for errors the JSON error shape.
+  static HttpResponse Finish(absl::StatusOr<HttpResponse> result, const std::string& request_id,
+                             const std::string& log_note);
   // Returns 429 with Retry-After when one of `keys`' buckets is empty.
   std::optional<HttpResponse> Throttle(RateLimiter& limiter, const std::string& key,
                                        const std::string& request_id);

@@ -71,6 +71,14 @@ Invoker CallBackend(Backend* backend, const gpb::MethodDescriptor* method) {
   };
 }
 
+AsyncInvoker CallBackendAsync(Backend* backend, const gpb::MethodDescriptor* method) {
+  return [backend, method](const ApiCall& call, const gpb::Message& request,
+                           gpb::Message* response, std::function<void(absl::Status)> done) {
+    if (backend == nullptr) return done(Unavailable("backend not configured"));
+    backend->CallAsync(*method, request, response, call.caller, std::move(done));
+  };
+}
+
 absl::StatusOr<ApiRoute> FromRpc(const RpcRow& row, Access access, Backend* backend,
                                  const std::string& backend_name, const std::string& tag) {
   const gpb::MethodDescriptor* method =
@@ -87,6 +95,7 @@ absl::StatusOr<ApiRoute> FromRpc(const RpcRow& row, Access access, Backend* back
   route.path_fields = row.path_fields;
   route.backend = backend_name;
   route.invoke = CallBackend(backend, method);
+  route.invoke_async = CallBackendAsync(backend, method);
   route.scope_field = row.scope_field;
   route.owner_field = row.owner_field;
   route.customer_param = row.customer_param;

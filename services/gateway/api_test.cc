@@ -8,6 +8,7 @@
 #include <thread>
 
 #include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "libs/core/status.h"
@@ -70,9 +71,34 @@ class MemoryIdempotencyStore final : public IdempotencyStore {
   std::map<std::string, Record> records_;
 };
 
-class ApiTest : public ::testing::Test {
+// Every test runs twice: with blocking invokers only (the handler pool's path), and with each
+// route also given an async invoker that answers from another thread (the I/O thread's path,
+// which the pipeline takes for requests that need no idempotency record).
+class ApiTest : public ::testing::TestWithParam<bool> {
  protected:
   ApiTest() : api_(Options(), clock_, nullptr, &store_) {}
+
+  ~ApiTest() override {
+    absl::MutexLock lock(&threads_mu_);
+    for (auto& t : threads_) t.join();
+  }
+
+  bool async() const { return GetParam(); }
+
+  // Adds `route`; in the async runs with an async invoker running its invoker on a new thread.
+  absl::Status Add(ApiRoute route) {
+    if (async()) {
+      route.invoke_async = [this, invoke = route.invoke](
+                               const ApiCall& call, const gpb::Message& request,
+                               gpb::Message* response, std::function<void(absl::Status)> done) {
+        absl::MutexLock lock(&threads_mu_);
+        threads_.emplace_back([&call, &request, response, invoke, done = std::move(done)] {
+          done(invoke(call, request, response));
+        });
+      };
+    }
+    return api_.Add(router_, std::move(route));
+  }
 
   static ApiOptions Options() {
     ApiOptions o;
@@ -102,7 +128,7 @@ class ApiTest : public ::testing::Test {
       static_cast<gw::TrackingAccepted*>(resp)->set_accepted(batch.events_size());
       return absl::OkStatus();
     };
-    ASSERT_TRUE(api_.Add(router_, track).ok());
+    ASSERT_TRUE(Add(track).ok());
 
     // A channel GET with a customer path parameter and an org-scoped request field; answers the
     // org it was asked for as the owner.
@@ -117,13 +143,14 @@ class ApiTest : public ::testing::Test {
     list.owner_field = "org_id";
     list.invoke = [](const ApiCall&, const gpb::Message& req, gpb::Message* resp) {
       const auto& r = static_cast<const gw::ListOperatorsRequest&>(req);
+      if (r.page().page_token() == "down") return Unavailable("backend down");
       auto* op = static_cast<gw::Operator*>(resp);
       op->set_org_id(r.org_id());
       op->set_failed_sign_ins(r.page().page_size());
       op->set_id(r.page().page_token());
       return absl::OkStatus();
     };
-    ASSERT_TRUE(api_.Add(router_, list).ok());
+    ASSERT_TRUE(Add(list).ok());
 
     ApiRoute scoped;
     scoped.method = "POST";
@@ -137,7 +164,7 @@ class ApiTest : public ::testing::Test {
           static_cast<const gw::CreateOperatorRequest&>(req).org_id());
       return absl::OkStatus();
     };
-    ASSERT_TRUE(api_.Add(router_, scoped).ok());
+    ASSERT_TRUE(Add(scoped).ok());
 
     // Shaped like the participation rows: customer in the body, the Idempotency-Key passed on,
     // the customer's org scoped; echoes what the backend would have been sent.
@@ -163,7 +190,7 @@ class ApiTest : public ::testing::Test {
       p->set_channel(r.channel());
       return absl::OkStatus();
     };
-    ASSERT_TRUE(api_.Add(router_, take_part).ok());
+    ASSERT_TRUE(Add(take_part).ok());
 
     ApiRoute eligible;
     eligible.method = "GET";
@@ -185,7 +212,7 @@ class ApiTest : public ::testing::Test {
       c->set_open(r.explain());
       return absl::OkStatus();
     };
-    ASSERT_TRUE(api_.Add(router_, eligible).ok());
+    ASSERT_TRUE(Add(eligible).ok());
 
     // Shaped like POST /v1/redemptions: the channel code inside a nested message; echoes the
     // order's channel as the redemption's.
@@ -204,7 +231,7 @@ class ApiTest : public ::testing::Test {
       redemption->set_order_id(r.order().order_id());
       return absl::OkStatus();
     };
-    ASSERT_TRUE(api_.Add(router_, lock).ok());
+    ASSERT_TRUE(Add(lock).ok());
   }
 
   HttpResponse Send(const std::string& method, const std::string& target, const std::string& body,
@@ -219,7 +246,20 @@ class ApiTest : public ::testing::Test {
     absl::StatusOr<RouteMatch> match = router_.Match(method, http.path());
     if (!match.ok()) return ErrorResponse(match.status(), http.request_id);
     AuthenticatedChannel ch{channel, "bank-a", code};
-    absl::StatusOr<HttpResponse> r = match->route->handler(RouteRequest{http, match->params, ch});
+    const RouteRequest route_request{http, match->params, ch};
+    absl::StatusOr<HttpResponse> r = absl::UnknownError("not answered");
+    bool answered = false;
+    if (match->route->async_handler && match->route->async_handler.takes(http)) {
+      absl::Notification done;
+      match->route->async_handler.run(route_request, [&](absl::StatusOr<HttpResponse> result) {
+        r = std::move(result);
+        done.Notify();
+      });
+      EXPECT_TRUE(done.WaitForNotificationWithTimeout(absl::Seconds(10)));
+      answered = true;
+      served_async_.fetch_add(1);
+    }
+    if (!answered) r = match->route->handler(route_request);
     if (!r.ok()) return ErrorResponse(r.status(), http.request_id);
     return *r;
   }
@@ -245,17 +285,26 @@ class ApiTest : public ::testing::Test {
   // Calls that reached the participation, eligibility and lock "backends".
   std::atomic<int> backend_calls_{0};
   int fresh_ = 0;
+  // Requests an async handler answered.
+  std::atomic<int> served_async_{0};
+  absl::Mutex threads_mu_;
+  std::vector<std::thread> threads_ ABSL_GUARDED_BY(threads_mu_);
 };
+
+INSTANTIATE_TEST_SUITE_P(BlockingAndAsync, ApiTest, ::testing::Bool(),
+                         [](const ::testing::TestParamInfo<bool>& info) {
+                           return info.param ? "Async" : "Blocking";
+                         });
 
 constexpr char kBatch[] = R"({"events":[{"customer_id":"c1","action":"CLICK"}]})";
 
-TEST_F(ApiTest, ParsesTheBodyAndAnswersWithTheRouteStatus) {
+TEST_P(ApiTest, ParsesTheBodyAndAnswersWithTheRouteStatus) {
   HttpResponse r = Send("POST", "/v1/tracking", kBatch, "k1");
   EXPECT_EQ(r.status, 202) << r.body;
   EXPECT_EQ(nlohmann::json::parse(r.body)["accepted"], 1);
 }
 
-TEST_F(ApiTest, UnknownFieldsAndBadJsonAre400NamingTheField) {
+TEST_P(ApiTest, UnknownFieldsAndBadJsonAre400NamingTheField) {
   HttpResponse r = Send("POST", "/v1/tracking", R"({"events":[],"evnts":[]})", "k1");
   EXPECT_EQ(r.status, 400);
   EXPECT_EQ(Code(r), "INVALID_ARGUMENT");
@@ -265,20 +314,20 @@ TEST_F(ApiTest, UnknownFieldsAndBadJsonAre400NamingTheField) {
   EXPECT_EQ(executions_.load(), 0);
 }
 
-TEST_F(ApiTest, BodyOverTheRouteLimitIs413) {
+TEST_P(ApiTest, BodyOverTheRouteLimitIs413) {
   HttpResponse r = Send("POST", "/v1/tracking", std::string(5000, ' '), "k1");
   EXPECT_EQ(r.status, 413);
   EXPECT_EQ(Code(r), "BODY_TOO_LARGE");
 }
 
-TEST_F(ApiTest, ChannelPostsNeedAnIdempotencyKey) {
+TEST_P(ApiTest, ChannelPostsNeedAnIdempotencyKey) {
   HttpResponse r = Send("POST", "/v1/tracking", kBatch);
   EXPECT_EQ(r.status, 400);
   EXPECT_THAT(r.body, HasSubstr("Idempotency-Key"));
   EXPECT_EQ(Send("POST", "/v1/tracking", kBatch, std::string(200, 'k')).status, 400);
 }
 
-TEST_F(ApiTest, ReplayReturnsTheFirstResponseAndADifferentBodyIs409) {
+TEST_P(ApiTest, ReplayReturnsTheFirstResponseAndADifferentBodyIs409) {
   HttpResponse first = Send("POST", "/v1/tracking", kBatch, "key-1");
   HttpResponse again = Send("POST", "/v1/tracking", kBatch, "key-1");
   EXPECT_EQ(again.status, 202);
@@ -297,7 +346,7 @@ TEST_F(ApiTest, ReplayReturnsTheFirstResponseAndADifferentBodyIs409) {
   EXPECT_EQ(executions_.load(), 2);
 }
 
-TEST_F(ApiTest, ClientErrorsAreStoredButServerErrorsAreNot) {
+TEST_P(ApiTest, ClientErrorsAreStoredButServerErrorsAreNot) {
   EXPECT_EQ(Send("POST", "/v1/tracking", R"({"events":[]})", "k-bad").status, 400);
   EXPECT_EQ(Send("POST", "/v1/tracking", R"({"events":[]})", "k-bad").status, 400);
   EXPECT_EQ(executions_.load(), 1);
@@ -307,7 +356,7 @@ TEST_F(ApiTest, ClientErrorsAreStoredButServerErrorsAreNot) {
   EXPECT_EQ(executions_.load(), 3) << "a 503 is retried, not replayed";
 }
 
-TEST_F(ApiTest, ConcurrentDuplicatesExecuteOnce) {
+TEST_P(ApiTest, ConcurrentDuplicatesExecuteOnce) {
   delay_ms_ = 200;
   std::vector<std::thread> threads;
   std::atomic<int> ok{0};
@@ -321,7 +370,7 @@ TEST_F(ApiTest, ConcurrentDuplicatesExecuteOnce) {
   EXPECT_EQ(executions_.load(), 1);
 }
 
-TEST_F(ApiTest, ChannelOverItsLimitGets429WithRetryAfterOthersUnaffected) {
+TEST_P(ApiTest, ChannelOverItsLimitGets429WithRetryAfterOthersUnaffected) {
   int limited = 0;
   std::string retry_after;
   for (int i = 0; i < 8; ++i) {
@@ -339,7 +388,7 @@ TEST_F(ApiTest, ChannelOverItsLimitGets429WithRetryAfterOthersUnaffected) {
   EXPECT_EQ(Send("POST", "/v1/tracking", kBatch, "x", "ch_b").status, 202);
 }
 
-TEST_F(ApiTest, CustomerLimitAppliesPerCustomer) {
+TEST_P(ApiTest, CustomerLimitAppliesPerCustomer) {
   int limited = 0;
   for (int i = 0; i < 5; ++i) {
     if (Send("GET", "/v1/customers/bank-a/operators", "", "", "ch_" + std::to_string(i)).status ==
@@ -351,7 +400,7 @@ TEST_F(ApiTest, CustomerLimitAppliesPerCustomer) {
   EXPECT_EQ(Send("GET", "/v1/customers/bank-a.branch-01/operators", "", "", "ch_z").status, 200);
 }
 
-TEST_F(ApiTest, QueryParametersBindAndUnknownOnesAre400) {
+TEST_P(ApiTest, QueryParametersBindAndUnknownOnesAre400) {
   HttpResponse r =
       Send("GET", "/v1/customers/bank-a.q1/operators?page_size=7&page_token=abc%20d", "");
   ASSERT_EQ(r.status, 200) << r.body;
@@ -365,14 +414,14 @@ TEST_F(ApiTest, QueryParametersBindAndUnknownOnesAre400) {
   EXPECT_EQ(Send("GET", "/v1/customers/bank-a.q4/operators", "{\"a\":1}").status, 400);
 }
 
-TEST_F(ApiTest, ResponsesOwnedOutsideTheCallersOrgAre404) {
+TEST_P(ApiTest, ResponsesOwnedOutsideTheCallersOrgAre404) {
   EXPECT_EQ(Send("GET", "/v1/customers/bank-a.branch-01/operators", "").status, 200);
   HttpResponse r = Send("GET", "/v1/customers/bank-b/operators", "");
   EXPECT_EQ(r.status, 404);
   EXPECT_EQ(Code(r), "NOT_FOUND");
 }
 
-TEST_F(ApiTest, RequestScopeIsFilledOrCheckedAgainstTheCallersOrg) {
+TEST_P(ApiTest, RequestScopeIsFilledOrCheckedAgainstTheCallersOrg) {
   HttpResponse r = Send("POST", "/v1/scoped", "{}", "s1");
   ASSERT_EQ(r.status, 200) << r.body;
   EXPECT_EQ(nlohmann::json::parse(r.body)["org_id"], "bank-a");
@@ -383,7 +432,7 @@ TEST_F(ApiTest, RequestScopeIsFilledOrCheckedAgainstTheCallersOrg) {
   EXPECT_EQ(Send("POST", "/v1/scoped", R"({"org_id":"BANK"})", "s4").status, 400);
 }
 
-TEST_F(ApiTest, RowsWithBrokenBindingsAreRefusedAtRegistration) {
+TEST_P(ApiTest, RowsWithBrokenBindingsAreRefusedAtRegistration) {
   ApiRoute bad;
   bad.method = "GET";
   bad.path = "/v1/x/{nope}";
@@ -396,7 +445,7 @@ TEST_F(ApiTest, RowsWithBrokenBindingsAreRefusedAtRegistration) {
   EXPECT_FALSE(api_.Add(router_, bad).ok());
 }
 
-TEST_F(ApiTest, TheIdempotencyKeyReachesTheBackendScopedByTheChannel) {
+TEST_P(ApiTest, TheIdempotencyKeyReachesTheBackendScopedByTheChannel) {
   HttpResponse r = Send("POST", "/v1/campaigns/cmp_1/participations",
                         R"({"customer_id":"C1","channel":"mobile_banking"})", "k-1");
   ASSERT_EQ(r.status, 201) << r.body;
@@ -421,7 +470,7 @@ TEST_F(ApiTest, TheIdempotencyKeyReachesTheBackendScopedByTheChannel) {
   EXPECT_EQ(r.status, 403);
 }
 
-TEST_F(ApiTest, RoutesWhoseBackendIsIdempotentUseTheirOwnStore) {
+TEST_P(ApiTest, RoutesWhoseBackendIsIdempotentUseTheirOwnStore) {
   api_.SetBackendIdempotentStore(&backend_idempotent_);
   // The participation passes its key on: its record is in the backend-idempotent store, and a
   // replay is still answered from it without reaching the backend again.
@@ -443,7 +492,7 @@ TEST_F(ApiTest, RoutesWhoseBackendIsIdempotentUseTheirOwnStore) {
   EXPECT_EQ(backend_idempotent_.size(), 1u);
 }
 
-TEST_F(ApiTest, ACustomerNamedInTheBodyHasTheCustomerLimit) {
+TEST_P(ApiTest, ACustomerNamedInTheBodyHasTheCustomerLimit) {
   int limited = 0;
   for (int i = 0; i < 5; ++i) {
     // Different channels and keys: only the customer's bucket (burst 3) can refuse.
@@ -462,7 +511,7 @@ TEST_F(ApiTest, ACustomerNamedInTheBodyHasTheCustomerLimit) {
       201);
 }
 
-TEST_F(ApiTest, QueryParametersAnswerToTheirPublicNames) {
+TEST_P(ApiTest, QueryParametersAnswerToTheirPublicNames) {
   HttpResponse r = Send(
       "GET", "/v1/customers/Q1/campaigns?channel=mobile_banking&org=bank-a.b1&explain=true", "");
   ASSERT_EQ(r.status, 200) << r.body;
@@ -479,7 +528,7 @@ TEST_F(ApiTest, QueryParametersAnswerToTheirPublicNames) {
   EXPECT_EQ(Send("GET", "/v1/customers/Q4/campaigns?org=bank-b", "").status, 403);
 }
 
-TEST_F(ApiTest, AnOmittedChannelCodeIsTheCallersOwn) {
+TEST_P(ApiTest, AnOmittedChannelCodeIsTheCallersOwn) {
   // Body field.
   HttpResponse r =
       Send("POST", "/v1/campaigns/cmp_1/participations", R"({"customer_id":"C1"})", "k-1");
@@ -509,7 +558,7 @@ TEST_F(ApiTest, AnOmittedChannelCodeIsTheCallersOwn) {
   EXPECT_EQ(backend_calls_.load(), 6);
 }
 
-TEST_F(ApiTest, AnotherChannelsCodeIs403AndReachesNoBackend) {
+TEST_P(ApiTest, AnotherChannelsCodeIs403AndReachesNoBackend) {
   HttpResponse r = Send("POST", "/v1/campaigns/cmp_1/participations",
                         R"({"customer_id":"C1","channel":"wecom"})", "k-1");
   EXPECT_EQ(r.status, 403) << r.body;
@@ -538,7 +587,7 @@ TEST_F(ApiTest, AnotherChannelsCodeIs403AndReachesNoBackend) {
   EXPECT_EQ(backend_calls_.load(), 1);
 }
 
-TEST_F(ApiTest, ACallerWithoutAKnownCodeCannotNameOne) {
+TEST_P(ApiTest, ACallerWithoutAKnownCodeCannotNameOne) {
   // A registry that sent no code: the gateway cannot tell which code is the caller's, so it
   // refuses rather than trusting the request.
   const std::vector<std::string> bodies = {R"({"customer_id":"C1"})",
@@ -551,7 +600,7 @@ TEST_F(ApiTest, ACallerWithoutAKnownCodeCannotNameOne) {
   EXPECT_EQ(backend_calls_.load(), 0);
 }
 
-TEST_F(ApiTest, ChannelCodeFieldsAreCheckedAtRegistration) {
+TEST_P(ApiTest, ChannelCodeFieldsAreCheckedAtRegistration) {
   ApiRoute bad;
   bad.method = "POST";
   bad.path = "/v1/bad-code";
@@ -569,7 +618,7 @@ TEST_F(ApiTest, ChannelCodeFieldsAreCheckedAtRegistration) {
 
 // Issue 9 B3: a field the path (or a header) fills is not part of the body; sending it anyway is a
 // 400 naming it, and the backend is not called (before: the path silently won).
-TEST_F(ApiTest, FieldsThePathFillsAreRefusedInTheBody) {
+TEST_P(ApiTest, FieldsThePathFillsAreRefusedInTheBody) {
   for (const std::string body : {R"({"customer_id":"C1","campaign_id":"cmp_other"})",
                                  R"({"customer_id":"C1","campaignId":"cmp_other"})"}) {
     HttpResponse r = SendFresh("POST", "/v1/campaigns/cmp_1/participations", body, "k-" + body);
@@ -590,7 +639,7 @@ TEST_F(ApiTest, FieldsThePathFillsAreRefusedInTheBody) {
   EXPECT_EQ(r.status, 201) << r.body;
 }
 
-TEST_F(ApiTest, ServerFilledFieldsAreRefusedAtAnyDepth) {
+TEST_P(ApiTest, ServerFilledFieldsAreRefusedAtAnyDepth) {
   ApiRoute route;
   route.method = "POST";
   route.path = "/v1/tracked";
@@ -602,7 +651,7 @@ TEST_F(ApiTest, ServerFilledFieldsAreRefusedAtAnyDepth) {
     backend_calls_.fetch_add(1);
     return absl::OkStatus();
   };
-  ASSERT_TRUE(api_.Add(router_, route).ok());
+  ASSERT_TRUE(Add(route).ok());
   HttpResponse r =
       SendFresh("POST", "/v1/tracked",
                 R"({"events":[{"customer_id":"c1"},{"customer_id":"c2","channel_id":"x"}]})", "k1");
@@ -616,7 +665,7 @@ TEST_F(ApiTest, ServerFilledFieldsAreRefusedAtAnyDepth) {
 
 // Issue 9 B4: null is not a value of any field (protobuf would read it as the default); 400 naming
 // the field, at any depth (before: accepted).
-TEST_F(ApiTest, NullIsRefusedForEveryFieldNamingIt) {
+TEST_P(ApiTest, NullIsRefusedForEveryFieldNamingIt) {
   const std::vector<std::pair<std::string, std::string>> cases = {
       {R"({"customer_id":null})", "customer_id: null"},
       {R"({"customer_id":"C1","item_id":null})", "item_id: null"},
@@ -646,7 +695,7 @@ TEST_F(ApiTest, NullIsRefusedForEveryFieldNamingIt) {
 }
 
 // Issue 9 B5: required fields are checked before the call, 400 naming the (first) missing one.
-TEST_F(ApiTest, RequiredFieldsAreCheckedBeforeTheCall) {
+TEST_P(ApiTest, RequiredFieldsAreCheckedBeforeTheCall) {
   ApiRoute route;
   route.method = "POST";
   route.path = "/v1/locks";
@@ -658,7 +707,7 @@ TEST_F(ApiTest, RequiredFieldsAreCheckedBeforeTheCall) {
     backend_calls_.fetch_add(1);
     return absl::OkStatus();
   };
-  ASSERT_TRUE(api_.Add(router_, route).ok());
+  ASSERT_TRUE(Add(route).ok());
   HttpResponse r = SendFresh("POST", "/v1/locks", R"({"order":{"order_id":"o"}})", "k1");
   EXPECT_EQ(r.status, 400);
   EXPECT_THAT(r.body, HasSubstr("coupon_code is required"));
@@ -682,10 +731,42 @@ TEST_F(ApiTest, RequiredFieldsAreCheckedBeforeTheCall) {
   batch.response_type = gw::TrackingAccepted::descriptor();
   batch.required = {"events", "events.customer_id"};
   batch.invoke = route.invoke;
-  ASSERT_TRUE(api_.Add(router_, batch).ok());
+  ASSERT_TRUE(Add(batch).ok());
   EXPECT_THAT(SendFresh("POST", "/v1/batch", R"({})", "b1").body, HasSubstr("events is required"));
   EXPECT_THAT(SendFresh("POST", "/v1/batch", R"({"events":[{"customer_id":"a"},{}]})", "b2").body,
               HasSubstr("events[1].customer_id is required"));
+}
+
+TEST_P(ApiTest, OnlyRequestsThatNeedNoIdempotencyRecordAreServedWithoutWaiting) {
+  const int async_runs = async() ? 1 : 0;
+  HttpResponse r = Send("GET", "/v1/customers/bank-a.w1/operators?page_size=3", "");
+  EXPECT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(nlohmann::json::parse(r.body)["failed_sign_ins"], 3);
+  EXPECT_EQ(served_async_.load(), async_runs);
+
+  // Another bank's resource is a 404 on either path, answered by the async one.
+  r = Send("GET", "/v1/customers/bank-b/operators", "");
+  EXPECT_EQ(r.status, 404) << r.body;
+  EXPECT_EQ(served_async_.load(), 2 * async_runs);
+
+  // A POST with an Idempotency-Key writes a record (a database): the blocking path.
+  r = SendFresh("POST", "/v1/tracking", kBatch, "k-async");
+  EXPECT_EQ(r.status, 202) << r.body;
+  // Without the key this route requires, the blocking path refuses it.
+  r = SendFresh("POST", "/v1/tracking", kBatch, "");
+  EXPECT_EQ(r.status, 400) << r.body;
+  EXPECT_EQ(served_async_.load(), 2 * async_runs);
+}
+
+TEST_P(ApiTest, ABackendFailureIs503WithRetryAfterOnEitherPath) {
+  HttpResponse r = Send("GET", "/v1/customers/bank-a/operators?page_token=down", "");
+  EXPECT_EQ(r.status, 503) << r.body;
+  EXPECT_EQ(Code(r), "DEPENDENCY_UNAVAILABLE");
+  EXPECT_THAT(r.log_note, HasSubstr("backend down"));
+  bool retry_after = false;
+  for (const auto& [name, value] : r.headers) retry_after |= name == "Retry-After";
+  EXPECT_TRUE(retry_after);
+  EXPECT_EQ(served_async_.load(), async() ? 1 : 0);
 }
 
 TEST(MaskCustomerIdTest, KeepsOnlyTheEnds) {

@@ -62,54 +62,102 @@ Backend::Backend(std::string name, const std::string& target, absl::Duration tim
       stub_(std::make_unique<Stub>(rpc::Connect(target))),
       breaker_(name_, breaker, clock) {}
 
-Backend::~Backend() = default;
+Backend::~Backend() {
+  absl::MutexLock lock(&mu_);
+  mu_.Await(absl::Condition(
+      +[](int* in_flight) { return *in_flight == 0; }, &in_flight_));
+}
+
+// One call in flight: what gRPC needs alive until the call ends.
+struct Backend::Pending {
+  std::string label;
+  std::chrono::steady_clock::time_point start;
+  grpc::ClientContext context;
+  grpc::ByteBuffer request;
+  grpc::ByteBuffer response;
+  grpc::Status status;
+  google::protobuf::Message* parsed = nullptr;
+  Done done;
+};
+
+std::optional<absl::Status> Backend::RefusedByBreaker(const std::string& label) {
+  if (breaker_.Allow()) return std::nullopt;
+  RejectedByBreaker().Add({{"backend", name_}}).Increment();
+  BackendMetrics().Record(label, "CIRCUIT_OPEN", 0);
+  return Error(absl::StatusCode::kUnavailable, pb::DEPENDENCY_UNAVAILABLE,
+               absl::StrCat("the ", name_, " service is unavailable (circuit open)"));
+}
+
+absl::Status Backend::Finish(Pending& pending) {
+  absl::Status status = rpc::FromGrpcStatus(pending.status);
+  if (status.ok()) {
+    std::vector<grpc::Slice> slices;
+    std::string bytes;
+    if (pending.response.Dump(&slices).ok()) {
+      for (const auto& s : slices) bytes.append(reinterpret_cast<const char*>(s.begin()), s.size());
+    }
+    if (!pending.parsed->ParseFromString(bytes)) {
+      status = Internal(absl::StrCat(pending.label, " answered a response that does not parse"));
+    }
+  }
+  const absl::Duration latency = absl::FromChrono(std::chrono::steady_clock::now() - pending.start);
+  breaker_.Record(IsBackendFailure(status), latency);
+  BackendMetrics().Record(pending.label, status.ok() ? "" : ReasonName(ReasonOf(status)),
+                          absl::ToDoubleSeconds(latency));
+  return status;
+}
+
+void Backend::CallAsync(const google::protobuf::MethodDescriptor& method,
+                        const google::protobuf::Message& request,
+                        google::protobuf::Message* response, const CallerIdentity& caller,
+                        Done done) {
+  auto pending = std::make_unique<Pending>();
+  pending->label = absl::StrCat(name_, "/", method.name());
+  if (std::optional<absl::Status> refused = RefusedByBreaker(pending->label)) {
+    return done(*std::move(refused));
+  }
+  pending->start = std::chrono::steady_clock::now();
+  rpc::PrepareClientContext(pending->context, timeout_, caller.request_id);
+  if (caller.actor) rpc::AttachActor(pending->context, *caller.actor);
+  std::string serialized;
+  request.SerializeToString(&serialized);
+  grpc::Slice slice(serialized);
+  pending->request = grpc::ByteBuffer(&slice, 1);
+  pending->parsed = response;
+  pending->done = std::move(done);
+
+  // gRPC owns the call from here; the callback takes the Pending back and ends it.
+  {
+    absl::MutexLock lock(&mu_);
+    ++in_flight_;
+  }
+  Pending* raw = pending.release();
+  stub_->stub.UnaryCall(&raw->context,
+                        absl::StrCat("/", method.service()->full_name(), "/", method.name()),
+                        grpc::StubOptions(), &raw->request, &raw->response,
+                        [this, raw](grpc::Status s) {
+                          std::unique_ptr<Pending> owned(raw);
+                          owned->status = std::move(s);
+                          absl::Status outcome = Finish(*owned);
+                          Done finished = std::move(owned->done);
+                          owned.reset();
+                          finished(std::move(outcome));
+                          absl::MutexLock lock(&mu_);
+                          --in_flight_;
+                        });
+}
 
 absl::Status Backend::Call(const google::protobuf::MethodDescriptor& method,
                            const google::protobuf::Message& request,
                            google::protobuf::Message* response, const CallerIdentity& caller) {
-  const std::string label = absl::StrCat(name_, "/", method.name());
-  if (!breaker_.Allow()) {
-    RejectedByBreaker().Add({{"backend", name_}}).Increment();
-    BackendMetrics().Record(label, "CIRCUIT_OPEN", 0);
-    return Error(absl::StatusCode::kUnavailable, pb::DEPENDENCY_UNAVAILABLE,
-                 absl::StrCat("the ", name_, " service is unavailable (circuit open)"));
-  }
-  const auto start = std::chrono::steady_clock::now();
-  grpc::ClientContext context;
-  rpc::PrepareClientContext(context, timeout_, caller.request_id);
-  if (caller.actor) rpc::AttachActor(context, *caller.actor);
-
-  std::string serialized;
-  request.SerializeToString(&serialized);
-  grpc::Slice slice(serialized);
-  grpc::ByteBuffer request_buffer(&slice, 1);
-  grpc::ByteBuffer response_buffer;
-  grpc::Status grpc_status;
+  absl::Status outcome;
   absl::Notification done;
-  stub_->stub.UnaryCall(
-      &context, absl::StrCat("/", method.service()->full_name(), "/", method.name()),
-      grpc::StubOptions(), &request_buffer, &response_buffer, [&](grpc::Status s) {
-        grpc_status = std::move(s);
-        done.Notify();
-      });
+  CallAsync(method, request, response, caller, [&](absl::Status s) {
+    outcome = std::move(s);
+    done.Notify();
+  });
   done.WaitForNotification();
-
-  absl::Status status = rpc::FromGrpcStatus(grpc_status);
-  if (status.ok()) {
-    std::vector<grpc::Slice> slices;
-    std::string bytes;
-    if (response_buffer.Dump(&slices).ok()) {
-      for (const auto& s : slices) bytes.append(reinterpret_cast<const char*>(s.begin()), s.size());
-    }
-    if (!response->ParseFromString(bytes)) {
-      status = Internal(absl::StrCat(label, " answered a response that does not parse"));
-    }
-  }
-  const absl::Duration latency = absl::FromChrono(std::chrono::steady_clock::now() - start);
-  breaker_.Record(IsBackendFailure(status), latency);
-  BackendMetrics().Record(label, status.ok() ? "" : ReasonName(ReasonOf(status)),
-                          absl::ToDoubleSeconds(latency));
-  return status;
+  return outcome;
 }
 
 }  // namespace mkt::gateway

@@ -5,12 +5,15 @@
 // every call is counted in mkt_gateway_backend_* by backend and method.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "google/protobuf/descriptor.h"
 #include "google/protobuf/message.h"
@@ -36,6 +39,7 @@ class Backend {
   // `name` labels metrics and logs ("campaigns"); `target` is host:port.
   Backend(std::string name, const std::string& target, absl::Duration timeout,
           CircuitBreakerOptions breaker, const Clock& clock);
+  // Waits for the calls still in flight (each ends by its deadline at the latest).
   ~Backend();
 
   // Calls `method` (whose input and output types must be those of `request` and `response`).
@@ -45,15 +49,32 @@ class Backend {
                     const google::protobuf::Message& request, google::protobuf::Message* response,
                     const CallerIdentity& caller);
 
+  // The same call without a thread waiting for it: `done` runs once with the outcome, on one of
+  // gRPC's callback threads (or on this thread when the breaker refuses), after *response is
+  // filled. `response` must stay alive until then; `request` and `caller` only for this call.
+  // `done` must not block.
+  using Done = std::function<void(absl::Status)>;
+  void CallAsync(const google::protobuf::MethodDescriptor& method,
+                 const google::protobuf::Message& request, google::protobuf::Message* response,
+                 const CallerIdentity& caller, Done done);
+
   const std::string& name() const { return name_; }
   CircuitBreaker& breaker() { return breaker_; }
 
  private:
   struct Stub;
+  struct Pending;
+  // Refuses at once while the breaker is open (and counts it); returns the 503 to answer.
+  std::optional<absl::Status> RefusedByBreaker(const std::string& label);
+  // Parses the answer of a finished call, counts it against the breaker and the metrics, and
+  // returns its outcome.
+  absl::Status Finish(Pending& pending);
   const std::string name_;
   const absl::Duration timeout_;
   std::unique_ptr<Stub> stub_;
   CircuitBreaker breaker_;
+  absl::Mutex mu_;
+  int in_flight_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
 // Returns true when a status from a backend means the backend is unwell (and should count

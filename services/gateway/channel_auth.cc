@@ -96,7 +96,19 @@ ChannelAuthenticator::ChannelAuthenticator(CredentialStore& credentials, NonceWi
 
 absl::StatusOr<AuthenticatedChannel> ChannelAuthenticator::Authenticate(
     const HttpRequest& request) const {
-  MKT_ASSIGN_OR_RETURN(SignatureHeaders h, ReadHeaders(request.headers));
+  return *Check(request, /*may_fetch=*/true);
+}
+
+std::optional<absl::StatusOr<AuthenticatedChannel>>
+ChannelAuthenticator::AuthenticateWithoutWaiting(const HttpRequest& request) const {
+  return Check(request, /*may_fetch=*/false);
+}
+
+std::optional<absl::StatusOr<AuthenticatedChannel>> ChannelAuthenticator::Check(
+    const HttpRequest& request, bool may_fetch) const {
+  absl::StatusOr<SignatureHeaders> headers = ReadHeaders(request.headers);
+  if (!headers.ok()) return headers.status();
+  const SignatureHeaders& h = *headers;
 
   const absl::Time now = clock_.Now();
   const absl::Duration skew = now - absl::FromUnixSeconds(h.timestamp_s);
@@ -109,8 +121,16 @@ absl::StatusOr<AuthenticatedChannel> ChannelAuthenticator::Authenticate(
                      absl::ToUnixSeconds(now), ")"));
   }
 
-  MKT_ASSIGN_OR_RETURN(Credential credential,
-                       credentials_.Lookup(h.channel_id, request.request_id));
+  absl::StatusOr<Credential> looked_up = absl::UnknownError("not looked up");
+  if (may_fetch) {
+    looked_up = credentials_.Lookup(h.channel_id, request.request_id);
+  } else if (auto cached = credentials_.Cached(h.channel_id)) {
+    looked_up = *std::move(cached);
+  } else {
+    return std::nullopt;
+  }
+  if (!looked_up.ok()) return looked_up.status();
+  const Credential& credential = *looked_up;
   if (!credential.enabled) {
     return Unauthenticated(pb::CHANNEL_DISABLED, "this channel is disabled");
   }

@@ -13,6 +13,7 @@
 // a channel's nonces.
 #pragma once
 
+#include <optional>
 #include <string>
 
 #include "absl/status/statusor.h"
@@ -44,7 +45,17 @@ class ChannelAuthenticator {
   // asked) to answer with. Uses request.method, .target, .headers, .body and .request_id.
   absl::StatusOr<AuthenticatedChannel> Authenticate(const HttpRequest& request) const;
 
+  // The same checks, answered only when the channel's credential is cached: nullopt when it
+  // would have to be fetched from the registry, in which case nothing was checked or remembered
+  // (the nonce stays unused) and the caller authenticates with Authenticate where it may block.
+  std::optional<absl::StatusOr<AuthenticatedChannel>> AuthenticateWithoutWaiting(
+      const HttpRequest& request) const;
+
  private:
+  // Authenticate, fetching an uncached credential only when `may_fetch`.
+  std::optional<absl::StatusOr<AuthenticatedChannel>> Check(const HttpRequest& request,
+                                                            bool may_fetch) const;
+
   CredentialStore& credentials_;
   NonceWindow& nonces_;
   const Clock& clock_;

@@ -286,5 +286,46 @@ TEST_F(ChannelAuthTest, RegistryUnavailableIs503NotA401) {
   EXPECT_TRUE(authenticator_.Authenticate(Signed()).ok());
 }
 
+TEST_F(ChannelAuthTest, WithoutWaitingAnswersOnlyFromTheCacheAndUsesNoNonceOtherwise) {
+  // Not cached: no answer, no fetch, the nonce still unused.
+  EXPECT_FALSE(authenticator_.AuthenticateWithoutWaiting(Signed("nonce-w001")).has_value());
+  EXPECT_EQ(source_.fetches(), 0);
+  // Refusals that need no credential are answered anyway.
+  std::optional<absl::StatusOr<AuthenticatedChannel>> missing =
+      authenticator_.AuthenticateWithoutWaiting(With(Signed("nonce-w002"), "X-Nonce", {}));
+  ASSERT_TRUE(missing.has_value());
+  EXPECT_EQ(ReasonOf(missing->status()), pb::CREDENTIALS_MISSING);
+
+  ASSERT_TRUE(authenticator_.Authenticate(Signed("nonce-w001")).ok());  // fetches and caches
+  EXPECT_EQ(source_.fetches(), 1);
+  std::optional<absl::StatusOr<AuthenticatedChannel>> cached =
+      authenticator_.AuthenticateWithoutWaiting(Signed("nonce-w003"));
+  ASSERT_TRUE(cached.has_value());
+  ASSERT_TRUE(cached->ok()) << cached->status();
+  EXPECT_EQ((*cached)->channel_id, kChannelId);
+  EXPECT_EQ((*cached)->code, "mobile_banking");
+  // The same checks as Authenticate: the nonce is now used, a wrong secret does not verify.
+  EXPECT_EQ(ReasonOf(authenticator_.AuthenticateWithoutWaiting(Signed("nonce-w003"))->status()),
+            pb::NONCE_REPLAYED);
+  EXPECT_EQ(ReasonOf(authenticator_
+                         .AuthenticateWithoutWaiting(
+                             Signed("nonce-w004", {}, "another-secret-0123456789abcdef"))
+                         ->status()),
+            pb::SIGNATURE_INVALID);
+  EXPECT_EQ(source_.fetches(), 1);
+
+  // An unknown channel, once asked about, is answered from the cache too.
+  const HttpRequest unknown = Signed("nonce-w005", {}, kSecret, "ch_nobody");
+  EXPECT_FALSE(authenticator_.AuthenticateWithoutWaiting(unknown).has_value());
+  EXPECT_EQ(ReasonOf(authenticator_.Authenticate(unknown).status()), pb::CHANNEL_UNKNOWN);
+  EXPECT_EQ(ReasonOf(authenticator_.AuthenticateWithoutWaiting(unknown)->status()),
+            pb::CHANNEL_UNKNOWN);
+  EXPECT_EQ(source_.fetches(), 2);
+
+  // An expired entry is not an answer: it must be fetched again.
+  clock_.Advance(absl::Minutes(2));
+  EXPECT_FALSE(authenticator_.AuthenticateWithoutWaiting(Signed("nonce-w006")).has_value());
+}
+
 }  // namespace
 }  // namespace mkt::gateway

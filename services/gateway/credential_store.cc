@@ -65,17 +65,28 @@ CredentialStore::CredentialStore(CredentialSource& source, const Clock& clock,
                                  CredentialStoreOptions options)
     : source_(source), clock_(clock), options_(options) {}
 
+std::optional<absl::StatusOr<Credential>> CredentialStore::FindFresh(std::string_view channel_id,
+                                                                   absl::Time now) const {
+  auto it = entries_.find(AsAbsl(channel_id));
+  if (it == entries_.end() || it->second.expires_at <= now) return std::nullopt;
+  if (!it->second.credential) return absl::StatusOr<Credential>(ChannelUnknown());
+  return absl::StatusOr<Credential>(*it->second.credential);
+}
+
+std::optional<absl::StatusOr<Credential>> CredentialStore::Cached(
+    std::string_view channel_id) const {
+  const absl::Time now = clock_.Now();
+  absl::ReaderMutexLock lock(&mu_);
+  return FindFresh(channel_id, now);
+}
+
 absl::StatusOr<Credential> CredentialStore::Lookup(std::string_view channel_id,
                                                    std::string_view request_id) {
   const absl::Time now = clock_.Now();
   uint64_t invalidations_at_start;
   {
     absl::MutexLock lock(&mu_);
-    auto it = entries_.find(AsAbsl(channel_id));
-    if (it != entries_.end() && it->second.expires_at > now) {
-      if (!it->second.credential) return ChannelUnknown();
-      return *it->second.credential;
-    }
+    if (auto fresh = FindFresh(channel_id, now)) return *std::move(fresh);
     invalidations_at_start = invalidations_;
   }
 

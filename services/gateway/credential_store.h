@@ -80,6 +80,10 @@ class CredentialStore {
   // DEPENDENCY_UNAVAILABLE (503) or DEADLINE_EXCEEDED (504) when the source cannot answer.
   absl::StatusOr<Credential> Lookup(std::string_view channel_id, std::string_view request_id);
 
+  // Returns what Lookup would answer from the cache alone, or nullopt when it would have to ask
+  // the source (nothing cached, or the entry expired). Never blocks on the source.
+  std::optional<absl::StatusOr<Credential>> Cached(std::string_view channel_id) const;
+
   // Forgets what is cached about the channel (known or unknown); the next lookup asks the
   // source. A fetch that was in flight when this was called is not cached.
   void Invalidate(std::string_view channel_id);
@@ -97,6 +101,10 @@ class CredentialStore {
     absl::Time expires_at;
   };
 
+  // The fresh cached answer for `channel_id`, as Cached.
+  std::optional<absl::StatusOr<Credential>> FindFresh(std::string_view channel_id,
+                                                      absl::Time now) const
+      ABSL_SHARED_LOCKS_REQUIRED(mu_);
   void Store(std::string channel_id, Entry entry) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void MakeRoom(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 

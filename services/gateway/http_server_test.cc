@@ -109,6 +109,33 @@ class GatewayHttpTest : public ::testing::Test {
                            return JsonResponse(R"({"slow":true})");
                          })
                     .ok());
+    // A signed route with an async handler answering from a thread of its own (as a backend's
+    // reply would arrive), declining requests marked X-Decline; its blocking handler answers too,
+    // so each answer says which ran.
+    ASSERT_TRUE(router_
+                    .Add(
+                        "GET", "/test/async", {.channel_auth = true},
+                        [this](const RouteRequest& r) -> absl::StatusOr<HttpResponse> {
+                          pool_runs_.fetch_add(1);
+                          return JsonResponse(
+                              nlohmann::json{{"ran", "pool"}, {"channel", r.channel->channel_id}}
+                                  .dump());
+                        },
+                        AsyncRouteHandler{
+                            [](const HttpRequest& http) {
+                              return http.headers.Find("X-Decline") == nullptr;
+                            },
+                            [this](const RouteRequest& r, RouteDone done) {
+                              async_runs_.fetch_add(1);
+                              const std::string channel = r.channel->channel_id;
+                              absl::MutexLock lock(&threads_mu_);
+                              threads_.emplace_back([channel, done = std::move(done)] {
+                                done(JsonResponse(
+                                    nlohmann::json{{"ran", "async"}, {"channel", channel}}
+                                        .dump()));
+                              });
+                            }})
+                    .ok());
     dispatcher_ =
         std::make_unique<RequestDispatcher>(router_, authenticator_, handler_threads, max_queue);
     HttpServerOptions options;
@@ -124,6 +151,8 @@ class GatewayHttpTest : public ::testing::Test {
   void TearDown() override {
     if (!release_slow_.HasBeenNotified()) release_slow_.Notify();
     if (server_) server_->Shutdown(absl::Seconds(1));
+    absl::MutexLock lock(&threads_mu_);
+    for (auto& t : threads_) t.join();
   }
 
   int port() const { return server_->port(); }
@@ -156,6 +185,11 @@ class GatewayHttpTest : public ::testing::Test {
   std::unique_ptr<HttpServer> server_;
   std::atomic<int> slow_started_{0};
   absl::Notification release_slow_;
+  // Runs of /test/async's blocking and async handlers, and the async handler's threads.
+  std::atomic<int> pool_runs_{0};
+  std::atomic<int> async_runs_{0};
+  absl::Mutex threads_mu_;
+  std::vector<std::thread> threads_ ABSL_GUARDED_BY(threads_mu_);
 };
 
 TEST_F(GatewayHttpTest, HealthzOnAKeepAliveConnection) {
@@ -212,6 +246,39 @@ TEST_F(GatewayHttpTest, SignedChannelRequestAndItsFailures) {
                                                 absl::ToUnixSeconds(clock_.Now()), "nonce-0003"));
   ExpectErrorShape(down, 503, "DEPENDENCY_UNAVAILABLE");
   EXPECT_THAT(down.body, ::testing::Not(HasSubstr("10.1.2.3")));
+}
+
+TEST_F(GatewayHttpTest, AnAsyncRouteRunsWithoutTheHandlerPoolOnceTheCredentialIsCached) {
+  TestHttpClient client(port());
+  // Not cached yet: fetching it may block, so the request goes to the pool, authenticated once.
+  TestResponse first = client.Send("GET", "/test/async", Signed("/test/async", "nonce-a001"));
+  ASSERT_EQ(first.status, 200) << first.body;
+  EXPECT_EQ(first.Json()["ran"], "pool");
+  EXPECT_EQ(source_.fetches(), 1);
+
+  TestResponse second = client.Send("GET", "/test/async", Signed("/test/async", "nonce-a002"));
+  ASSERT_EQ(second.status, 200) << second.body;
+  EXPECT_EQ(second.Json(), nlohmann::json({{"ran", "async"}, {"channel", "ch_test"}}));
+  EXPECT_EQ(source_.fetches(), 1);
+  EXPECT_EQ(pool_runs_.load(), 1);
+  EXPECT_EQ(async_runs_.load(), 1);
+
+  // Refused before either handler, with the same codes as on the pool.
+  ExpectErrorShape(client.Send("GET", "/test/async", Signed("/test/async", "nonce-a002")), 401,
+                   "NONCE_REPLAYED");
+  ExpectErrorShape(client.Send("GET", "/test/async?x=1", Signed("/test/async", "nonce-a003")), 401,
+                   "SIGNATURE_INVALID");
+  ExpectErrorShape(client.Send("GET", "/test/async"), 401, "CREDENTIALS_MISSING");
+  EXPECT_EQ(pool_runs_.load() + async_runs_.load(), 2);
+
+  // Not taken by the async handler: the pool runs it.
+  testing::Headers declined = Signed("/test/async", "nonce-a004");
+  declined.emplace_back("X-Decline", "1");
+  TestResponse on_pool = client.Send("GET", "/test/async", declined);
+  ASSERT_EQ(on_pool.status, 200) << on_pool.body;
+  EXPECT_EQ(on_pool.Json()["ran"], "pool");
+  EXPECT_EQ(pool_runs_.load(), 2);
+  EXPECT_EQ(dispatcher_->async_in_flight(), 0u);
 }
 
 TEST_F(GatewayHttpTest, FailuresOnOurSideNeverShowInternals) {
@@ -348,6 +415,39 @@ TEST_F(BusyGatewayTest, FullHandlerPoolAnswers429WhileHealthzStillAnswers) {
   release_slow_.Notify();
   for (std::thread& t : blocked) t.join();
   EXPECT_EQ(blocked_ok.load(), 2);
+}
+
+TEST_F(BusyGatewayTest, AnAsyncRouteAnswersWhileEveryHandlerThreadIsBusy) {
+  TestHttpClient client(port());
+  // Caches the credential (on the pool, which is free now).
+  ASSERT_EQ(client.Send("GET", "/test/async", Signed("/test/async", "nonce-b001")).status, 200);
+
+  std::vector<std::thread> blocked;
+  for (int i = 0; i < 2; ++i) {
+    blocked.emplace_back([&] {
+      OrFail([&] {
+        TestHttpClient slow_client(port());
+        slow_client.Send("GET", "/test/slow");
+      });
+    });
+    if (i == 0) {
+      while (slow_started_.load() == 0) absl::SleepFor(absl::Milliseconds(5));
+    }
+  }
+  while (dispatcher_->queued() == 0) absl::SleepFor(absl::Milliseconds(5));
+
+  TestResponse answered = client.Send("GET", "/test/async", Signed("/test/async", "nonce-b002"));
+  EXPECT_EQ(answered.status, 200) << answered.body;
+  EXPECT_EQ(answered.Json()["ran"], "async");
+  // What must go to the pool is refused while it is full, before its nonce is used.
+  testing::Headers declined = Signed("/test/async", "nonce-b003");
+  declined.emplace_back("X-Decline", "1");
+  ExpectErrorShape(client.Send("GET", "/test/async", declined), 429, "RATE_LIMITED");
+  release_slow_.Notify();
+  for (std::thread& t : blocked) t.join();
+  TestResponse retried = client.Send("GET", "/test/async", declined);
+  EXPECT_EQ(retried.status, 200) << retried.body;
+  EXPECT_EQ(retried.Json()["ran"], "pool");
 }
 
 TEST_F(GatewayHttpTest, ShutdownLetsARunningRequestFinish) {

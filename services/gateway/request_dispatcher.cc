@@ -39,6 +39,7 @@ RequestDispatcher::RequestDispatcher(const Router& router,
     : router_(router),
       authenticator_(authenticator),
       metrics_("mkt_gateway_http", "HTTP requests"),
+      max_async_in_flight_(max_queued),
       handler_pool_("gateway-handlers", handler_threads, max_queued) {}
 
 void RequestDispatcher::Handle(HttpRequest request, Respond respond) {
@@ -67,6 +68,10 @@ void RequestDispatcher::Handle(HttpRequest request, Respond respond) {
   call->route_name = call->match.route->name;
   call->route_template = call->match.route->path_template;
 
+  if (const AsyncRouteHandler& async = call->match.route->async_handler;
+      async && async.takes(call->request) && TryAsync(call)) {
+    return;
+  }
   if (call->match.route->options.on_io_thread) return Run(*call);
   const bool queued = handler_pool_.TrySubmit([this, call] {
     log::ScopedRequestId scoped_on_worker(call->request.request_id);
@@ -81,25 +86,54 @@ void RequestDispatcher::Handle(HttpRequest request, Respond respond) {
   }
 }
 
+bool RequestDispatcher::TryAsync(const std::shared_ptr<Call>& call) {
+  const Route& route = *call->match.route;
+  if (async_in_flight_.fetch_add(1) >= max_async_in_flight_) {
+    async_in_flight_.fetch_sub(1);
+    return false;
+  }
+  if (route.options.channel_auth) {
+    std::optional<absl::StatusOr<AuthenticatedChannel>> channel =
+        authenticator_.AuthenticateWithoutWaiting(call->request);
+    if (!channel) {  // the credential must be fetched: on the pool, where waiting is allowed
+      async_in_flight_.fetch_sub(1);
+      return false;
+    }
+    if (!channel->ok()) {
+      async_in_flight_.fetch_sub(1);
+      Finish(*call, channel->status());
+      return true;
+    }
+    call->channel = **std::move(channel);
+  }
+  route.async_handler.run(RouteRequest{call->request, call->match.params, call->channel},
+                          [this, call](absl::StatusOr<HttpResponse> result) {
+                            log::ScopedRequestId scoped(call->request.request_id);
+                            async_in_flight_.fetch_sub(1);
+                            Finish(*call, std::move(result));
+                          });
+  return true;
+}
+
 void RequestDispatcher::Run(Call& call) {
   const Route& route = *call.match.route;
-  absl::StatusOr<HttpResponse> result = absl::UnknownError("not run");
   if (route.options.channel_auth) {
     absl::StatusOr<AuthenticatedChannel> channel = authenticator_.Authenticate(call.request);
-    if (channel.ok()) {
-      call.channel = *std::move(channel);
-    } else {
-      result = channel.status();
-    }
+    if (!channel.ok()) return Finish(call, channel.status());
+    call.channel = *std::move(channel);
   }
-  if (!route.options.channel_auth || call.channel.has_value()) {
-    try {
-      result = route.handler(RouteRequest{call.request, call.match.params, call.channel});
-    } catch (const std::exception& e) {
-      result = Internal(absl::StrCat("route handler threw: ", e.what()));
-    }
+  absl::StatusOr<HttpResponse> result = absl::UnknownError("not run");
+  try {
+    result = route.handler(RouteRequest{call.request, call.match.params, call.channel});
+  } catch (const std::exception& e) {
+    result = Internal(absl::StrCat("route handler threw: ", e.what()));
   }
+  Finish(call, std::move(result));
+}
+
+void RequestDispatcher::Finish(Call& call, absl::StatusOr<HttpResponse> result) {
   if (result.ok()) return Complete(call, *std::move(result));
+  const Route& route = *call.match.route;
   call.failure = result.status();
   HttpResponse response = ErrorResponse(call.failure, call.request.request_id);
   // Refusals before the handler (a full replay window) say when to come back, like the

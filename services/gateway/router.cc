@@ -112,7 +112,7 @@ std::optional<std::vector<int>> MatchRank(const Route& route,
 }  // namespace
 
 absl::Status Router::Add(std::string method, std::string path_template, RouteOptions options,
-                         RouteHandler handler) {
+                         RouteHandler handler, AsyncRouteHandler async_handler) {
   MKT_ASSIGN_OR_RETURN(auto segments, ParseTemplate(path_template));
   for (const auto& route : routes_) {
     if (route->method == method && route->path_template == path_template) {
@@ -126,6 +126,7 @@ absl::Status Router::Add(std::string method, std::string path_template, RouteOpt
   route->path_template = std::move(path_template);
   route->options = options;
   route->handler = std::move(handler);
+  route->async_handler = std::move(async_handler);
   route->segments = std::move(segments);
   routes_.push_back(std::move(route));
   return absl::OkStatus();

@@ -33,6 +33,17 @@ struct RouteRequest {
 // Returns the response, or a status that becomes the JSON error response.
 using RouteHandler = std::function<absl::StatusOr<HttpResponse>(const RouteRequest&)>;
 
+// A handler that does not hold a thread while its backend answers. `takes` decides, from the
+// request alone and before anything is checked or counted, whether it runs; the requests it does
+// not take go to the route's RouteHandler on the handler pool. `run` calls `done` exactly once,
+// from this thread or another; it runs on an I/O thread, so nothing in it may block, nor `done`.
+using RouteDone = std::function<void(absl::StatusOr<HttpResponse>)>;
+struct AsyncRouteHandler {
+  std::function<bool(const HttpRequest&)> takes;
+  std::function<void(const RouteRequest&, RouteDone done)> run;
+  explicit operator bool() const { return takes && run; }
+};
+
 struct RouteOptions {
   // The request must carry a valid channel signature (X-Channel-Id, X-Timestamp, X-Nonce,
   // X-Signature); the handler runs only for an authenticated, enabled channel.
@@ -47,6 +58,8 @@ struct Route {
   std::string path_template;
   RouteOptions options;
   RouteHandler handler;
+  // Optional: tried first when set (see AsyncRouteHandler).
+  AsyncRouteHandler async_handler;
   // "GET /v1/channel": the label for metrics and the access log (never the raw path, which
   // would carry customer ids and grow without bound).
   std::string name;
@@ -68,7 +81,7 @@ class Router {
   // Adds a route. Fails on a malformed template or a second route for the same method and
   // template.
   absl::Status Add(std::string method, std::string path_template, RouteOptions options,
-                   RouteHandler handler);
+                   RouteHandler handler, AsyncRouteHandler async_handler = {});
 
   // Returns the route for `method` and `path` (no query string) and its parameters:
   // NOT_FOUND when no template matches the path, METHOD_NOT_ALLOWED (with the allowed methods
