@@ -173,6 +173,35 @@ wrk_run() {
   cpu_since_mark >>"$WORK/$name.wrk"
   rm -f "$WORK/$name.tsv"
 }
+# hist_counts PREFIX METHOD: "<≤ 1 ms> <≤ 10 ms> <all>" from a latency histogram of the gateway's
+# /metrics (mkt_gateway_http: from the request read to the answer handed back; mkt_gateway_backend:
+# the gRPC call alone).
+hist_counts() {
+  curl -s "http://127.0.0.1:$GPORT/metrics" | awk -v name="$1_latency_seconds" -v m="method=\"$2\"" '
+    index($0, name "_bucket{") == 1 && index($0, m) {
+      if (index($0, "le=\"0.001\"")) a = $NF
+      if (index($0, "le=\"0.01\"")) b = $NF
+    }
+    index($0, name "_count{") == 1 && index($0, m) { c = $NF }
+    END { printf "%d %d %d\n", a, b, c }'
+}
+WALLET_ROUTE='GET /v1/customers/{customer_id}/wallet'
+# latency_mark / latency_since_mark: where the time of the wallet requests since the mark went,
+# as seen by the gateway, to tell its own latency from the client's and the machine's.
+latency_mark() {
+  LAT_MARK=($(hist_counts mkt_gateway_http "$WALLET_ROUTE") $(hist_counts mkt_gateway_backend rewards/GetWallet))
+}
+latency_since_mark() {
+  local now=($(hist_counts mkt_gateway_http "$WALLET_ROUTE") $(hist_counts mkt_gateway_backend rewards/GetWallet))
+  awk -v a="${LAT_MARK[*]}" -v b="${now[*]}" 'BEGIN {
+    split(a, x, " "); split(b, y, " ")
+    for (i = 1; i <= 6; i++) d[i] = y[i] - x[i]
+    if (d[3] == 0 || d[6] == 0) { print "no wallet requests seen by the gateway"; exit }
+    printf "inside the gateway %.2f%% over 1 ms, %.2f%% over 10 ms; its GetWallet calls %.2f%% over 1 ms, %.2f%% over 10 ms\n",
+      100 * (d[3] - d[1]) / d[3], 100 * (d[3] - d[2]) / d[3], 100 * (d[6] - d[4]) / d[6], 100 * (d[6] - d[5]) / d[6]
+  }'
+}
+
 # Figures from a wrk report: ok_rate (2xx per second), non2xx, p50/p99 in ms.
 wrk_value() { # NAME FIELD
   awk -v field="$2" '
@@ -210,8 +239,10 @@ $DRIVER grpc --rewards=127.0.0.1:$RPORT --org=$ORG --customers="$CUSTOMERS" \
 echo "p3: gRPC run (with its 2 s warm-up), $(cpu_since_mark)"
 wrk_run gwonly 5 0 channel $((MAX_RATE * 2))
 report gwonly "GET /v1/channel (gateway alone: signature, no backend call)"
+latency_mark
 wrk_run paced "$RATE_SECONDS" "$RATE"
 report paced "REST wallet paced at $RATE req/s"
+echo "p3: paced at $RATE req/s: $(latency_since_mark)"
 # The gateway's own share at the target rate: signed GET /v1/channel (no backend call) paced at
 # P3_RATE, for when the wallet backend cannot sustain that rate (informative).
 wrk_run gwpaced 10 "$RATE" channel

@@ -78,10 +78,12 @@ constexpr char kDeleteUnissuedCoupon[] = "DELETE FROM coupons WHERE id = $1 AND 
 // How long a wallet read waits for another call already reading the same wallet before reading
 // it itself (wallet_cache.h, "Herds").
 constexpr absl::Duration kWalletReadWait = absl::Seconds(2);
-constexpr char kSelectWalletCoupons[] =
+// Prepared: wallets are read again and again (P3).
+constexpr pg::Prepared kSelectWalletCoupons{
+    "rewards_wallet_coupons",
     "SELECT " MKT_COUPON_COLUMNS
     " FROM coupons c WHERE c.holder_org_id = $1 AND c.customer_id = $2 AND c.state > 0 "
-    "ORDER BY c.state, c.valid_until, c.id";
+    "ORDER BY c.state, c.valid_until, c.id"};
 
 constexpr char kInsertEvent[] =
     "INSERT INTO coupon_events (coupon_id, seq, from_state, to_state, actor, cause, "
@@ -1289,10 +1291,33 @@ absl::StatusOr<pb::Coupon> Benefits::MarkCollected(const pb::MarkCollectedReques
 
 // ---- Wallet and expiry.
 
-std::optional<pb::Wallet> Benefits::CachedWallet(const pb::GetWalletRequest& req) {
+std::optional<pb::Wallet> Benefits::CachedWallet(const pb::GetWalletRequest& req,
+                                                const Background& background) {
   if (!wallets_.enabled() || req.org_id().empty() || req.customer_id().empty()) return std::nullopt;
   uint64_t ticket = 0;
-  return wallets_.Find(req.org_id(), req.customer_id(), absl::Now(), &ticket);
+  std::shared_ptr<WalletCache::Reading> refresh;
+  const absl::Time now = absl::Now();
+  std::optional<pb::Wallet> wallet = wallets_.Find(req.org_id(), req.customer_id(), now, &ticket,
+                                                   background ? &refresh : nullptr);
+  if (refresh == nullptr) return wallet;
+  bool started = false;
+  if (wallet_refreshes_.fetch_add(1) < kMaxWalletRefreshes) {
+    started = background([this, org = req.org_id(), customer = req.customer_id(), now, ticket,
+                          refresh] {
+      absl::StatusOr<pb::Wallet> read = ReadWallet(org, customer);
+      if (read.ok()) {
+        wallets_.Store(org, customer, *read, now, ticket, refresh);
+      } else {
+        wallets_.Abandon(customer, refresh);
+      }
+      wallet_refreshes_.fetch_sub(1);
+    });
+  }
+  if (!started) {
+    wallet_refreshes_.fetch_sub(1);
+    wallets_.Abandon(req.customer_id(), refresh);
+  }
+  return wallet;
 }
 
 absl::StatusOr<pb::Wallet> Benefits::GetWallet(const pb::GetWalletRequest& req) {
@@ -1307,10 +1332,18 @@ absl::StatusOr<pb::Wallet> Benefits::GetWallet(const pb::GetWalletRequest& req) 
   }
   // Callers waiting for this read read the wallet themselves if it fails.
   absl::Cleanup abandon = [&] { wallets_.Abandon(req.customer_id(), reading); };
+  MKT_ASSIGN_OR_RETURN(pb::Wallet w, ReadWallet(req.org_id(), req.customer_id()));
+  std::move(abandon).Cancel();
+  wallets_.Store(req.org_id(), req.customer_id(), w, read_at, ticket, reading);
+  return w;
+}
+
+absl::StatusOr<pb::Wallet> Benefits::ReadWallet(const std::string& org_id,
+                                                const std::string& customer_id) {
   pb::Wallet w;
-  MKT_ASSIGN_OR_RETURN(const WalletBalances balances,
-                       ledger_.GetWalletBalances(req.org_id(), req.customer_id(),
-                                                 clock_.Now() + absl::Hours(24 * 30)));
+  MKT_ASSIGN_OR_RETURN(
+      const WalletBalances balances,
+      ledger_.GetWalletBalances(org_id, customer_id, clock_.Now() + absl::Hours(24 * 30)));
   for (const pb::Account& a : balances.accounts) {
     switch (a.ref().asset()) {
       case pb::POINTS:
@@ -1332,7 +1365,7 @@ absl::StatusOr<pb::Wallet> Benefits::GetWallet(const pb::GetWalletRequest& req) 
   MKT_RETURN_IF_ERROR(pg::WithReads(pool_, [&](pqxx::nontransaction& reads) {
     rows.clear();
     for (const pqxx::row& r :
-         reads.exec_params(kSelectWalletCoupons, req.org_id(), req.customer_id())) {
+         pg::ExecPrepared(reads, kSelectWalletCoupons, org_id, customer_id)) {
       rows.push_back(CouponRow::From(r));
     }
     return absl::OkStatus();
@@ -1355,8 +1388,6 @@ absl::StatusOr<pb::Wallet> Benefits::GetWallet(const pb::GetWalletRequest& req) 
     }
     *w.mutable_coupons(w.coupons_size() - 1)->add_coupons() = std::move(c);
   }
-  std::move(abandon).Cancel();
-  wallets_.Store(req.org_id(), req.customer_id(), w, read_at, ticket, reading);
   return w;
 }
 

@@ -11,6 +11,7 @@
 #pragma once
 
 #include <atomic>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -96,8 +97,14 @@ class Benefits {
   // Points (and what expires within 30 days), cash, chances, and coupons grouped by state.
   absl::StatusOr<pb::Wallet> GetWallet(const pb::GetWalletRequest& request);
   // The wallet GetWallet would answer from memory (wallet_cache.h), if it holds a fresh one.
-  // Never blocks on the database, so the gRPC face answers it on gRPC's own thread.
-  std::optional<pb::Wallet> CachedWallet(const pb::GetWalletRequest& request);
+  // Never blocks on the database, so the gRPC face answers it on gRPC's own thread. A wallet 3/4
+  // of its TTL old is also read again ahead of its expiry, by a task given to `background` (which
+  // returns false when it cannot take it; then nothing is read); at most
+  // kMaxWalletRefreshes such reads at once.
+  using Background = std::function<bool(std::function<void()>)>;
+  std::optional<pb::Wallet> CachedWallet(const pb::GetWalletRequest& request,
+                                         const Background& background = nullptr);
+  static constexpr int kMaxWalletRefreshes = 16;
   // Forgets the customer's cached wallet, whichever org it was read for (after a ledger change to
   // one of their accounts, in whatever org the account is, or a change of one of their coupons).
   void InvalidateWallet(const std::string& customer_id) { wallets_.Invalidate(customer_id); }
@@ -174,7 +181,12 @@ class Benefits {
   QrTokenSigner signer_;
   std::atomic<Fulfilments*> fulfilments_{nullptr};
   std::atomic<GrantBatcher*> batcher_{nullptr};
+  // Reads the wallet from the database (GetWallet without the cache).
+  absl::StatusOr<pb::Wallet> ReadWallet(const std::string& org_id, const std::string& customer_id);
+
   WalletCache wallets_;
+  // Background wallet reads (CachedWallet) in flight.
+  std::atomic<int> wallet_refreshes_{0};
   struct CachedTemplate {
     pb::BenefitTemplate spec;
     absl::Time loaded_at;

@@ -25,6 +25,7 @@
 #include "libs/kafka/outbox.h"
 #include "libs/log/log.h"
 #include "libs/pg/arrays.h"
+#include "libs/pg/prepared.h"
 #include "libs/pg/reads.h"
 #include "marketing/rewards/v1/benefits.pb.h"
 #include "nlohmann/json.hpp"
@@ -218,13 +219,15 @@ constexpr char kSelectExpiringLots[] =
 
 // The wallet's read: the customer's accounts, each with what of its points lots expires before
 // $3 (POINTS only), in one statement.
-constexpr char kSelectWalletAccounts[] =
+// Prepared: wallets are read again and again (P3).
+constexpr pg::Prepared kSelectWalletAccounts{
+    "ledger_wallet_accounts",
     "SELECT " MKT_ACCOUNT_COLUMNS
     ", CASE WHEN a.asset = 1 THEN (SELECT coalesce(sum(l.remaining), "
     "0) FROM lots l WHERE l.account_id = a.id AND l.remaining > 0 AND l.expires_at < "
     "$3::timestamptz) ELSE 0 END "
     "FROM accounts a WHERE a.org_id = $1 AND a.owner_kind = 1 AND a.owner_id = $2 "
-    "ORDER BY a.asset, a.asset_ref";
+    "ORDER BY a.asset, a.asset_ref"};
 
 constexpr char kSelectHistory[] =
     "SELECT " MKT_TRANSFER_COLUMNS MKT_TRANSFER_FROM
@@ -2172,7 +2175,7 @@ absl::StatusOr<WalletBalances> PgLedgerStore::GetWalletBalances(const std::strin
   MKT_RETURN_IF_ERROR(pg::WithReads(pool_, [&](pqxx::nontransaction& reads) {
     out = WalletBalances{};
     for (const pqxx::row& row :
-         reads.exec_params(kSelectWalletAccounts, org_id, customer_id, PgTime(until))) {
+         pg::ExecPrepared(reads, kSelectWalletAccounts, org_id, customer_id, PgTime(until))) {
       out.accounts.push_back(ToProto(AccountFromRow(row)));
       out.points_expiring += row[13].as<int64_t>();
     }

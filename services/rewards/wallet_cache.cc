@@ -14,19 +14,6 @@ WalletCache::Shard& WalletCache::ShardOf(const std::string& customer_id) {
   return shards_[std::hash<std::string>{}(customer_id) % kShards];
 }
 
-std::optional<pb::Wallet> WalletCache::Find(const std::string& org_id,
-                                            const std::string& customer_id, absl::Time now,
-                                            uint64_t* ticket) {
-  Shard& shard = ShardOf(customer_id);
-  absl::MutexLock lock(&shard.mu);
-  *ticket = shard.generation;
-  if (!enabled()) return std::nullopt;
-  auto it = shard.entries.find(customer_id);
-  if (it == shard.entries.end() || it->second.org_id != org_id) return std::nullopt;
-  if (now - it->second.read_at >= ttl_) return std::nullopt;  // kept for FindOrWait's callers
-  return it->second.wallet;
-}
-
 struct WalletCache::Reading {
   std::string org_id;
   absl::Time started;
@@ -35,6 +22,28 @@ struct WalletCache::Reading {
   bool done = false;
   std::optional<pb::Wallet> wallet;  // set when done, unless the read failed
 };
+
+std::optional<pb::Wallet> WalletCache::Find(const std::string& org_id,
+                                            const std::string& customer_id, absl::Time now,
+                                            uint64_t* ticket, std::shared_ptr<Reading>* refresh) {
+  if (refresh != nullptr) refresh->reset();
+  Shard& shard = ShardOf(customer_id);
+  absl::MutexLock lock(&shard.mu);
+  *ticket = shard.generation;
+  if (!enabled()) return std::nullopt;
+  auto it = shard.entries.find(customer_id);
+  if (it == shard.entries.end() || it->second.org_id != org_id) return std::nullopt;
+  const absl::Duration age = now - it->second.read_at;
+  if (age >= ttl_) return std::nullopt;  // kept for FindOrWait's callers
+  if (refresh != nullptr && age >= RefreshAfter() && !shard.readings.contains(customer_id)) {
+    auto mine = std::make_shared<Reading>();
+    mine->org_id = org_id;
+    mine->started = now;
+    shard.readings[customer_id] = mine;
+    *refresh = std::move(mine);
+  }
+  return it->second.wallet;
+}
 
 std::optional<pb::Wallet> WalletCache::FindOrWait(const std::string& org_id,
                                                   const std::string& customer_id, absl::Time now,

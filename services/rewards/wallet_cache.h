@@ -17,6 +17,10 @@
 // lands (an entry at most twice the TTL old, never one an invalidation removed); when there is no
 // entry, they wait for that read. A call arriving after an invalidation of the customer does not
 // wait for a read that started before it.
+//
+// Refresh ahead: a wallet asked for again when 3/4 of its TTL have passed is answered from the entry
+// and read again in the background (Find with `refresh`), so a wallet polled more often than its
+// TTL stays in the cache and nobody waits for its database read; the TTL bounds its age as before.
 #pragma once
 
 #include <array>
@@ -38,14 +42,22 @@ class WalletCache {
   WalletCache(absl::Duration ttl, size_t max_entries);
 
   bool enabled() const { return ttl_ > absl::ZeroDuration(); }
+  // The age from which Find hands a wallet out for a refresh: three quarters of the TTL, so that a
+  // polled wallet is read about once per TTL and the refresh has a quarter of it to land.
+  absl::Duration RefreshAfter() const { return ttl_ * 3 / 4; }
 
-  // The wallet read less than ttl before `now`, if any (never waits). Otherwise `ticket` is set
-  // for Store.
-  std::optional<::marketing::rewards::v1::Wallet> Find(const std::string& org_id,
-                                                       const std::string& customer_id,
-                                                       absl::Time now, uint64_t* ticket);
   // A read of one customer's wallet from the database that other callers are waiting for.
   struct Reading;
+  // The wallet read less than ttl before `now`, if any (never waits). `ticket` is set for Store.
+  // With `refresh` given, a wallet read RefreshAfter() ago or more that nobody is reading again yet
+  // is answered and also handed out to be read again ahead of its expiry: *refresh is set, and the
+  // caller reads the wallet (typically in the background) and ends with Store or Abandon, as after
+  // FindOrWait. Meanwhile the others are answered from the entry, as if it were being re-read
+  // after it expired.
+  std::optional<::marketing::rewards::v1::Wallet> Find(const std::string& org_id,
+                                                       const std::string& customer_id,
+                                                       absl::Time now, uint64_t* ticket,
+                                                       std::shared_ptr<Reading>* refresh = nullptr);
   // Like Find; when another caller is reading the wallet for the same org, answers from the
   // expired entry if there is one (younger than twice the TTL), or else waits up to `wait` for
   // that read (one that started less than a TTL ago) and returns its wallet. Otherwise returns

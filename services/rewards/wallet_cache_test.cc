@@ -220,6 +220,74 @@ struct Waiter {
   ~Waiter() { thread.join(); }
 };
 
+TEST(WalletCacheTest, AWalletThreeQuartersOfItsTtlOldIsAnsweredAndHandedOutOnceForARefresh) {
+  WalletCache cache(absl::Seconds(1), 100);
+  uint64_t ticket = 0;
+  std::shared_ptr<WalletCache::Reading> refresh;
+  cache.Find("bank-a", "c1", kT0, &ticket);
+  cache.Store("bank-a", "c1", WalletWith(10), kT0, ticket);
+
+  // Younger than 3/4 of the TTL: just answered.
+  EXPECT_EQ(cache.RefreshAfter(), absl::Milliseconds(750));
+  ASSERT_TRUE(cache.Find("bank-a", "c1", kT0 + absl::Milliseconds(749), &ticket, &refresh));
+  EXPECT_EQ(refresh, nullptr);
+  // 3/4 of the TTL old: answered, and this caller reads it again...
+  const absl::Time t1 = kT0 + absl::Milliseconds(750);
+  uint64_t refresh_ticket = 0;
+  auto hit = cache.Find("bank-a", "c1", t1, &refresh_ticket, &refresh);
+  ASSERT_TRUE(hit);
+  EXPECT_EQ(hit->points(), 10);
+  ASSERT_NE(refresh, nullptr);
+  // ...and nobody else while it does; another org's caller gets nothing to refresh either.
+  std::shared_ptr<WalletCache::Reading> second;
+  EXPECT_TRUE(cache.Find("bank-a", "c1", t1 + absl::Milliseconds(10), &ticket, &second));
+  EXPECT_EQ(second, nullptr);
+  EXPECT_FALSE(cache.Find("bank-b", "c1", t1, &ticket, &second));
+  EXPECT_EQ(second, nullptr);
+  // Once expired, FindOrWait's callers are answered from the entry while the refresh runs.
+  std::shared_ptr<WalletCache::Reading> reading;
+  auto stale = cache.FindOrWait("bank-a", "c1", kT0 + absl::Milliseconds(1500),
+                                absl::Milliseconds(1), &ticket, &reading);
+  ASSERT_TRUE(stale);
+  EXPECT_EQ(stale->points(), 10);
+  EXPECT_EQ(reading, nullptr);
+
+  // The refresh lands: the entry is as of when it started.
+  cache.Store("bank-a", "c1", WalletWith(20), t1, refresh_ticket, refresh);
+  hit = cache.Find("bank-a", "c1", t1 + absl::Milliseconds(999), &ticket);
+  ASSERT_TRUE(hit);
+  EXPECT_EQ(hit->points(), 20);
+  EXPECT_FALSE(cache.Find("bank-a", "c1", t1 + absl::Seconds(1), &ticket));
+}
+
+TEST(WalletCacheTest, ARefreshIsRefusedAfterAnInvalidationAndCanBeAbandoned) {
+  WalletCache cache(absl::Seconds(1), 100);
+  uint64_t ticket = 0;
+  cache.Find("bank-a", "c1", kT0, &ticket);
+  cache.Store("bank-a", "c1", WalletWith(10), kT0, ticket);
+
+  std::shared_ptr<WalletCache::Reading> refresh;
+  uint64_t refresh_ticket = 0;
+  const absl::Time t1 = kT0 + absl::Milliseconds(800);
+  ASSERT_TRUE(cache.Find("bank-a", "c1", t1, &refresh_ticket, &refresh));
+  ASSERT_NE(refresh, nullptr);
+  cache.Invalidate("c1");
+  cache.Store("bank-a", "c1", WalletWith(20), t1, refresh_ticket, refresh);  // read before it
+  EXPECT_FALSE(cache.Find("bank-a", "c1", t1, &ticket));
+
+  // A refresh that fails is abandoned; the next caller is handed the refresh instead.
+  cache.Find("bank-a", "c1", kT0, &ticket);
+  cache.Store("bank-a", "c1", WalletWith(30), kT0, ticket);
+  ASSERT_TRUE(cache.Find("bank-a", "c1", t1, &refresh_ticket, &refresh));
+  ASSERT_NE(refresh, nullptr);
+  cache.Abandon("c1", refresh);
+  std::shared_ptr<WalletCache::Reading> next;
+  auto hit = cache.Find("bank-a", "c1", t1, &ticket, &next);
+  ASSERT_TRUE(hit);
+  EXPECT_EQ(hit->points(), 30);
+  EXPECT_NE(next, nullptr);
+}
+
 TEST(WalletCacheTest, AFailedReadLetsItsWaitersReadAlone) {
   WalletCache cache(absl::Seconds(60), 100);
   uint64_t ticket = 0;

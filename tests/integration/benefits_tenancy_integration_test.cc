@@ -390,6 +390,59 @@ TEST_F(BenefitsTenancyCachedWalletTest, ACachedWalletIsAnsweredWithoutAWorkerAft
   }
 }
 
+int CouponsIn(const pb::Wallet& w) {
+  int n = 0;
+  for (const auto& group : w.coupons()) n += group.coupons_size();
+  return n;
+}
+
+class BenefitsTenancyRefreshedWalletTest : public BenefitsTenancyTest {
+ protected:
+  BenefitsTenancyRefreshedWalletTest() { wallet_cache_ttl_ = absl::Seconds(4); }
+};
+
+// A change made through another replica reaches this one's cache only by a read. A wallet polled
+// past 3/4 of its TTL is answered from memory at once and read again behind the answer, so the
+// change shows before the entry would have expired, and no call waited for the database.
+TEST_F(BenefitsTenancyRefreshedWalletTest, APolledWalletIsReadAgainAheadOfItsExpiry) {
+  Issue("bank-a");
+  const Actor a = Channel("bank-a");
+  const absl::Time read_at = absl::Now();
+  auto first = Wallet(&a, "bank-a");
+  ASSERT_TRUE(first.ok()) << first.status();
+  ASSERT_EQ(CouponsIn(*first), 1);
+
+  PgLedgerStore other_store(*pool_, SystemClock());
+  Benefits other(*pool_, other_store, SystemClock(),
+                 BenefitsOptions{.qr_key = kKey, .wallet_cache_ttl = wallet_cache_ttl_});
+  pb::IssueCouponRequest issue;
+  issue.set_request_id("iss-other-replica");
+  issue.set_template_id("tpl-bank-a");
+  issue.set_customer_id(kCustomer);
+  ASSERT_TRUE(other.IssueCoupon(issue).ok());
+
+  // Younger than 3/4 of the TTL: answered from memory, without the other replica's coupon.
+  auto cached = Wallet(&a, "bank-a");
+  ASSERT_TRUE(cached.ok()) << cached.status();
+  EXPECT_EQ(CouponsIn(*cached), 1);
+
+  absl::SleepFor(read_at + wallet_cache_ttl_ * 3 / 4 + absl::Milliseconds(200) - absl::Now());
+  // 3/4 of the TTL old: still the entry (nobody waits for the re-read)...
+  auto answered = Wallet(&a, "bank-a");
+  ASSERT_TRUE(answered.ok()) << answered.status();
+  EXPECT_EQ(CouponsIn(*answered), 1);
+  // ...and the re-read lands well before the entry would have expired.
+  int seen = 1;
+  while (seen == 1 && absl::Now() < read_at + wallet_cache_ttl_) {
+    absl::SleepFor(absl::Milliseconds(20));
+    auto polled = Wallet(&a, "bank-a");
+    ASSERT_TRUE(polled.ok()) << polled.status();
+    seen = CouponsIn(*polled);
+  }
+  EXPECT_EQ(seen, 2);
+  EXPECT_LT(absl::Now(), read_at + wallet_cache_ttl_) << "the change showed only by expiry";
+}
+
 TEST_F(BenefitsTenancyTest, CustomerCallsNamingNoActorAreRefusedButInternalGrantsAreNot) {
   const pb::Coupon c = Issue("bank-a");
   pb::LockCouponRequest lock;
