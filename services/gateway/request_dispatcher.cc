@@ -5,6 +5,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "libs/core/status.h"
 #include "libs/log/log.h"
 #include "spdlog/spdlog.h"
@@ -41,6 +42,10 @@ RequestDispatcher::RequestDispatcher(const Router& router,
       metrics_("mkt_gateway_http", "HTTP requests"),
       max_async_in_flight_(max_queued),
       handler_pool_("gateway-handlers", handler_threads, max_queued) {}
+
+RequestDispatcher::~RequestDispatcher() {
+  while (async_in_flight_.load() > 0) absl::SleepFor(absl::Milliseconds(1));
+}
 
 void RequestDispatcher::Handle(HttpRequest request, Respond respond) {
   log::ScopedRequestId scoped(request.request_id);

@@ -35,6 +35,10 @@ class RequestDispatcher final : public HttpHandler {
   RequestDispatcher(const Router& router, const ChannelAuthenticator& authenticator,
                     int handler_threads, size_t max_queued);
 
+  // Waits for the requests async handlers still have in flight (each ends by its backend call's
+  // deadline at the latest), so that no answer arrives at a dispatcher that is gone.
+  ~RequestDispatcher() override;
+
   void Handle(HttpRequest request, Respond respond) override;
 
   // Returns how many requests wait for a handler thread.
