@@ -1,6 +1,7 @@
 #include "services/gateway/api.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
@@ -225,6 +226,10 @@ absl::Status ApiService::Add(Router& router, ApiRoute route) {
                                    route.request_type->full_name()));
     }
   }
+  if (route.invoke_async && route.access == Access::kOperator) {
+    // Operator sign-in may read the database, and admin calls are few: they take the pool.
+    return Internal(absl::StrCat(name, ": operator routes have no async call"));
+  }
   if (!route.channel_code_field.empty() && route.access != Access::kChannel) {
     return Internal(absl::StrCat(name, ": only channel routes have a caller's channel code"));
   }
@@ -381,7 +386,7 @@ absl::StatusOr<HttpResponse> ApiService::Serve(const ApiRoute& route, const Rout
 }
 
 bool ApiService::TakesWithoutWaiting(const ApiRoute& route, const HttpRequest& http) const {
-  if (!route.invoke_async || route.access == Access::kOperator) return false;
+  if (!route.invoke_async) return false;
   // The idempotency store is a database: requests that use it (or are refused for lacking the
   // key) take the blocking path.
   const bool has_key = http.headers.Find(kIdempotencyHeader) != nullptr;
@@ -429,16 +434,30 @@ void ApiService::ServeAsync(const ApiRoute& route, const RouteRequest& request, 
   }
   if (early) return done(*std::move(early));
 
-  // The state's call, request and response are alive until the invoker is done with them.
-  route.invoke_async(
-      state->call, *state->message, state->response.get(),
-      [this, &route, state, done = std::move(done)](absl::Status status) {
-        absl::Status failure;
-        StoredResponse stored = Answer(route, state->call, std::move(status), *state->response,
-                                       &failure);
-        done(Finish(ToHttp(std::move(stored), failure, /*replayed=*/false),
-                    state->call.caller.request_id, state->log_note));
-      });
+  // `done` runs once: from the invoker's callback, or here if the invoker throws before it took
+  // the call. The state's call, request and response are alive until the invoker is done.
+  auto answered = std::make_shared<std::atomic<bool>>(false);
+  auto answer_once = [answered, done = std::move(done)](absl::StatusOr<HttpResponse> response) {
+    if (!answered->exchange(true)) done(std::move(response));
+  };
+  try {
+    route.invoke_async(state->call, *state->message, state->response.get(),
+                       [this, &route, state, answer_once](absl::Status status) {
+                         absl::StatusOr<HttpResponse> response = absl::UnknownError("unanswered");
+                         try {
+                           absl::Status failure;
+                           StoredResponse stored = Answer(route, state->call, std::move(status),
+                                                          *state->response, &failure);
+                           response = Finish(ToHttp(std::move(stored), failure, false),
+                                             state->call.caller.request_id, state->log_note);
+                         } catch (const std::exception& e) {
+                           response = Internal(absl::StrCat("answering failed: ", e.what()));
+                         }
+                         answer_once(std::move(response));
+                       });
+  } catch (const std::exception& e) {
+    answer_once(Internal(absl::StrCat("the call could not start: ", e.what())));
+  }
 }
 
 absl::StatusOr<std::unique_ptr<gpb::Message>> ApiService::BuildRequest(

@@ -83,9 +83,11 @@ struct ApiRoute {
   // The backend the call goes to ("" for the gateway itself), for documentation.
   std::string backend;
   Invoker invoke;
-  // Optional, the same call made without blocking. Requests that need no idempotency record (GET,
-  // POST without an Idempotency-Key on routes that do not require one) then start on the I/O
-  // thread and are answered from the thread the backend's reply arrives on (RequestDispatcher).
+  // Optional, the same call made without blocking; channel and public routes only (Add refuses it
+  // on operator routes). Requests that need no idempotency record (GET; a POST without an
+  // Idempotency-Key on a route that does not require one, or with one on a route that takes none)
+  // then start on the I/O thread and are answered from the thread the backend's reply arrives on
+  // (RequestDispatcher). Both calls must do the same: a request may take either.
   AsyncInvoker invoke_async;
   int success_status = 200;
   // A request field naming the owning org: filled with the caller's org when empty; refused

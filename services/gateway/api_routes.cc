@@ -95,7 +95,8 @@ absl::StatusOr<ApiRoute> FromRpc(const RpcRow& row, Access access, Backend* back
   route.path_fields = row.path_fields;
   route.backend = backend_name;
   route.invoke = CallBackend(backend, method);
-  route.invoke_async = CallBackendAsync(backend, method);
+  // Operator routes authenticate against the database first: they always take the pool.
+  if (access != Access::kOperator) route.invoke_async = CallBackendAsync(backend, method);
   route.scope_field = row.scope_field;
   route.owner_field = row.owner_field;
   route.customer_param = row.customer_param;

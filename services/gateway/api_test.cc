@@ -250,12 +250,19 @@ class ApiTest : public ::testing::TestWithParam<bool> {
     absl::StatusOr<HttpResponse> r = absl::UnknownError("not answered");
     bool answered = false;
     if (match->route->async_handler && match->route->async_handler.takes(http)) {
-      absl::Notification done;
-      match->route->async_handler.run(route_request, [&](absl::StatusOr<HttpResponse> result) {
-        r = std::move(result);
-        done.Notify();
-      });
-      EXPECT_TRUE(done.WaitForNotificationWithTimeout(absl::Seconds(10)));
+      // Shared with the answering thread, which may outlive a timed-out wait.
+      struct Answer {
+        absl::Notification done;
+        absl::StatusOr<HttpResponse> response = absl::UnknownError("not answered");
+      };
+      auto answer = std::make_shared<Answer>();
+      match->route->async_handler.run(route_request,
+                                      [answer](absl::StatusOr<HttpResponse> result) {
+                                        answer->response = std::move(result);
+                                        answer->done.Notify();
+                                      });
+      EXPECT_TRUE(answer->done.WaitForNotificationWithTimeout(absl::Seconds(10)));
+      if (answer->done.HasBeenNotified()) r = answer->response;
       answered = true;
       served_async_.fetch_add(1);
     }
@@ -756,6 +763,22 @@ TEST_P(ApiTest, OnlyRequestsThatNeedNoIdempotencyRecordAreServedWithoutWaiting) 
   r = SendFresh("POST", "/v1/tracking", kBatch, "");
   EXPECT_EQ(r.status, 400) << r.body;
   EXPECT_EQ(served_async_.load(), 2 * async_runs);
+}
+
+TEST_P(ApiTest, OperatorRoutesCannotHaveAnAsyncCall) {
+  ApiRoute route;
+  route.method = "GET";
+  route.path = "/admin/v1/async";
+  route.access = Access::kOperator;
+  route.request_type = gw::ListOperatorsRequest::descriptor();
+  route.response_type = gw::Operator::descriptor();
+  route.body = "";
+  route.invoke = [](const ApiCall&, const gpb::Message&, gpb::Message*) {
+    return absl::OkStatus();
+  };
+  route.invoke_async = [](const ApiCall&, const gpb::Message&, gpb::Message*,
+                          std::function<void(absl::Status)> done) { done(absl::OkStatus()); };
+  EXPECT_FALSE(api_.Add(router_, route).ok());
 }
 
 TEST_P(ApiTest, ABackendFailureIs503WithRetryAfterOnEitherPath) {

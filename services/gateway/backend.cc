@@ -6,6 +6,7 @@
 #include <chrono>
 #include <vector>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
 #include "libs/core/status.h"
@@ -136,14 +137,18 @@ void Backend::CallAsync(const google::protobuf::MethodDescriptor& method,
                         absl::StrCat("/", method.service()->full_name(), "/", method.name()),
                         grpc::StubOptions(), &raw->request, &raw->response,
                         [this, raw](grpc::Status s) {
+                          // Counted off last, even if `done` throws (gRPC swallows it): the
+                          // destructor waits for this count.
+                          absl::Cleanup counted = [this] {
+                            absl::MutexLock lock(&mu_);
+                            --in_flight_;
+                          };
                           std::unique_ptr<Pending> owned(raw);
                           owned->status = std::move(s);
                           absl::Status outcome = Finish(*owned);
                           Done finished = std::move(owned->done);
                           owned.reset();
                           finished(std::move(outcome));
-                          absl::MutexLock lock(&mu_);
-                          --in_flight_;
                         });
 }
 

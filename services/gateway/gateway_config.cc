@@ -16,7 +16,8 @@ const config::Schema<GatewayConfig>& GatewayConfigSchema() {
         .Field("handler_threads", &GatewayConfig::handler_threads,
                "threads running route handlers (they wait on backend calls)")
         .Field("max_queued_requests", &GatewayConfig::max_queued_requests,
-               "requests that may wait for a handler thread before 429")
+               "requests that may wait for a handler thread before 429; also how many may wait "
+               "for a backend without a thread before further ones take the handler pool")
         .Field("channels_target", &GatewayConfig::channels_target,
                "host:port of the channels service (credentials)")
         .Field("kafka_bootstrap", &GatewayConfig::kafka_bootstrap,

@@ -128,8 +128,11 @@ class GatewayHttpTest : public ::testing::Test {
                             [this](const RouteRequest& r, RouteDone done) {
                               async_runs_.fetch_add(1);
                               const std::string channel = r.channel->channel_id;
+                              // X-Hold: answered only once release_slow_ is notified.
+                              const bool hold = r.http.headers.Find("X-Hold") != nullptr;
                               absl::MutexLock lock(&threads_mu_);
-                              threads_.emplace_back([channel, done = std::move(done)] {
+                              threads_.emplace_back([this, channel, hold, done = std::move(done)] {
+                                if (hold) release_slow_.WaitForNotification();
                                 done(JsonResponse(
                                     nlohmann::json{{"ran", "async"}, {"channel", channel}}
                                         .dump()));
@@ -278,6 +281,11 @@ TEST_F(GatewayHttpTest, AnAsyncRouteRunsWithoutTheHandlerPoolOnceTheCredentialIs
   ASSERT_EQ(on_pool.status, 200) << on_pool.body;
   EXPECT_EQ(on_pool.Json()["ran"], "pool");
   EXPECT_EQ(pool_runs_.load(), 2);
+  // Counted off once the answer is handed back, which may be just after the client has it.
+  const absl::Time deadline = absl::Now() + absl::Seconds(5);
+  while (dispatcher_->async_in_flight() > 0 && absl::Now() < deadline) {
+    absl::SleepFor(absl::Milliseconds(1));
+  }
   EXPECT_EQ(dispatcher_->async_in_flight(), 0u);
 }
 
@@ -448,6 +456,29 @@ TEST_F(BusyGatewayTest, AnAsyncRouteAnswersWhileEveryHandlerThreadIsBusy) {
   TestResponse retried = client.Send("GET", "/test/async", declined);
   EXPECT_EQ(retried.status, 200) << retried.body;
   EXPECT_EQ(retried.Json()["ran"], "pool");
+}
+
+// BusyGatewayTest's max_queue is 1: one async request in flight is the cap.
+TEST_F(BusyGatewayTest, PastTheCapOnAsyncRequestsTheyTakeThePool) {
+  TestHttpClient client(port());
+  ASSERT_EQ(client.Send("GET", "/test/async", Signed("/test/async", "nonce-c001")).status, 200);
+  TestResponse held;
+  std::thread holder([&] {
+    OrFail([&] {
+      TestHttpClient holding_client(port());
+      testing::Headers h = Signed("/test/async", "nonce-c002");
+      h.emplace_back("X-Hold", "1");
+      held = holding_client.Send("GET", "/test/async", h);
+    });
+  });
+  while (dispatcher_->async_in_flight() == 0) absl::SleepFor(absl::Milliseconds(1));
+  TestResponse over = client.Send("GET", "/test/async", Signed("/test/async", "nonce-c003"));
+  EXPECT_EQ(over.status, 200) << over.body;
+  EXPECT_EQ(over.Json()["ran"], "pool");
+  release_slow_.Notify();
+  holder.join();
+  EXPECT_EQ(held.status, 200) << held.body;
+  EXPECT_EQ(held.Json()["ran"], "async");
 }
 
 TEST_F(GatewayHttpTest, ShutdownLetsARunningRequestFinish) {

@@ -4,6 +4,7 @@
 #include <optional>
 #include <utility>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "libs/core/status.h"
@@ -113,8 +114,10 @@ bool RequestDispatcher::TryAsync(const std::shared_ptr<Call>& call) {
   }
   route.async_handler.run(RouteRequest{call->request, call->match.params, call->channel},
                           [this, call](absl::StatusOr<HttpResponse> result) {
+                            // Last, also if Finish throws: the destructor waits for this count,
+                            // and Finish still uses the metrics and the route.
+                            absl::Cleanup counted = [this] { async_in_flight_.fetch_sub(1); };
                             log::ScopedRequestId scoped(call->request.request_id);
-                            async_in_flight_.fetch_sub(1);
                             Finish(*call, std::move(result));
                           });
   return true;

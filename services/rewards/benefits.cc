@@ -1304,13 +1304,17 @@ std::optional<pb::Wallet> Benefits::CachedWallet(const pb::GetWalletRequest& req
   if (wallet_refreshes_.fetch_add(1) < kMaxWalletRefreshes) {
     started = background([this, org = req.org_id(), customer = req.customer_id(), now, ticket,
                           refresh] {
+      // Ended whatever happens, so the customer's next poll can refresh again.
+      bool stored = false;
+      absl::Cleanup end = [&] {
+        if (!stored) wallets_.Abandon(customer, refresh);
+        wallet_refreshes_.fetch_sub(1);
+      };
       absl::StatusOr<pb::Wallet> read = ReadWallet(org, customer);
       if (read.ok()) {
         wallets_.Store(org, customer, *read, now, ticket, refresh);
-      } else {
-        wallets_.Abandon(customer, refresh);
+        stored = true;
       }
-      wallet_refreshes_.fetch_sub(1);
     });
   }
   if (!started) {

@@ -19,8 +19,9 @@
 // wait for a read that started before it.
 //
 // Refresh ahead: a wallet asked for again when 3/4 of its TTL have passed is answered from the entry
-// and read again in the background (Find with `refresh`), so a wallet polled more often than its
-// TTL stays in the cache and nobody waits for its database read; the TTL bounds its age as before.
+// and read again in the background (Find with `refresh`), so a wallet polled at least every
+// quarter of its TTL stays in the cache and nobody waits for its database read (one polled less
+// often may still expire between two polls); the TTL bounds its age as before.
 #pragma once
 
 #include <array>
@@ -43,7 +44,8 @@ class WalletCache {
 
   bool enabled() const { return ttl_ > absl::ZeroDuration(); }
   // The age from which Find hands a wallet out for a refresh: three quarters of the TTL, so that a
-  // polled wallet is read about once per TTL and the refresh has a quarter of it to land.
+  // wallet polled steadily is read about every 3/4 of a TTL (the new entry counts from when the
+  // refresh was handed out) and the refresh has a quarter of the TTL to land.
   absl::Duration RefreshAfter() const { return ttl_ * 3 / 4; }
 
   // A read of one customer's wallet from the database that other callers are waiting for.
