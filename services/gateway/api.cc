@@ -379,8 +379,7 @@ HttpResponse ApiService::Finish(absl::StatusOr<HttpResponse> result, const std::
 absl::StatusOr<HttpResponse> ApiService::Serve(const ApiRoute& route, const RouteRequest& request) {
   ApiCall call = NewCall(request);
   std::string log_note;
-  MKT_ASSIGN_OR_RETURN(std::optional<HttpResponse> refused,
-                       Admit(route, request, call, log_note));
+  MKT_ASSIGN_OR_RETURN(std::optional<HttpResponse> refused, Admit(route, request, call, log_note));
   if (refused) return Finish(*std::move(refused), request.http.request_id, log_note);
   return Finish(Execute(route, request, call, log_note), request.http.request_id, log_note);
 }

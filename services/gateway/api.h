@@ -61,10 +61,9 @@ using Invoker =
                                google::protobuf::Message* response)>;
 // The same call without a thread waiting for it (Backend::CallAsync): `done` runs once, on any
 // thread, after *response is filled; `call`, `request` and `response` stay alive until then.
-using AsyncInvoker = std::function<void(const ApiCall& call,
-                                        const google::protobuf::Message& request,
-                                        google::protobuf::Message* response,
-                                        std::function<void(absl::Status)> done)>;
+using AsyncInvoker = std::function<void(
+    const ApiCall& call, const google::protobuf::Message& request,
+    google::protobuf::Message* response, std::function<void(absl::Status)> done)>;
 
 struct ApiRoute {
   std::string method;

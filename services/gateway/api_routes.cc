@@ -72,8 +72,8 @@ Invoker CallBackend(Backend* backend, const gpb::MethodDescriptor* method) {
 }
 
 AsyncInvoker CallBackendAsync(Backend* backend, const gpb::MethodDescriptor* method) {
-  return [backend, method](const ApiCall& call, const gpb::Message& request,
-                           gpb::Message* response, std::function<void(absl::Status)> done) {
+  return [backend, method](const ApiCall& call, const gpb::Message& request, gpb::Message* response,
+                           std::function<void(absl::Status)> done) {
     if (backend == nullptr) return done(Unavailable("backend not configured"));
     backend->CallAsync(*method, request, response, call.caller, std::move(done));
   };

@@ -256,11 +256,10 @@ class ApiTest : public ::testing::TestWithParam<bool> {
         absl::StatusOr<HttpResponse> response = absl::UnknownError("not answered");
       };
       auto answer = std::make_shared<Answer>();
-      match->route->async_handler.run(route_request,
-                                      [answer](absl::StatusOr<HttpResponse> result) {
-                                        answer->response = std::move(result);
-                                        answer->done.Notify();
-                                      });
+      match->route->async_handler.run(route_request, [answer](absl::StatusOr<HttpResponse> result) {
+        answer->response = std::move(result);
+        answer->done.Notify();
+      });
       EXPECT_TRUE(answer->done.WaitForNotificationWithTimeout(absl::Seconds(10)));
       if (answer->done.HasBeenNotified()) r = answer->response;
       answered = true;

@@ -133,23 +133,22 @@ void Backend::CallAsync(const google::protobuf::MethodDescriptor& method,
     ++in_flight_;
   }
   Pending* raw = pending.release();
-  stub_->stub.UnaryCall(&raw->context,
-                        absl::StrCat("/", method.service()->full_name(), "/", method.name()),
-                        grpc::StubOptions(), &raw->request, &raw->response,
-                        [this, raw](grpc::Status s) {
-                          // Counted off last, even if `done` throws (gRPC swallows it): the
-                          // destructor waits for this count.
-                          absl::Cleanup counted = [this] {
-                            absl::MutexLock lock(&mu_);
-                            --in_flight_;
-                          };
-                          std::unique_ptr<Pending> owned(raw);
-                          owned->status = std::move(s);
-                          absl::Status outcome = Finish(*owned);
-                          Done finished = std::move(owned->done);
-                          owned.reset();
-                          finished(std::move(outcome));
-                        });
+  stub_->stub.UnaryCall(
+      &raw->context, absl::StrCat("/", method.service()->full_name(), "/", method.name()),
+      grpc::StubOptions(), &raw->request, &raw->response, [this, raw](grpc::Status s) {
+        // Counted off last, even if `done` throws (gRPC swallows it): the
+        // destructor waits for this count.
+        absl::Cleanup counted = [this] {
+          absl::MutexLock lock(&mu_);
+          --in_flight_;
+        };
+        std::unique_ptr<Pending> owned(raw);
+        owned->status = std::move(s);
+        absl::Status outcome = Finish(*owned);
+        Done finished = std::move(owned->done);
+        owned.reset();
+        finished(std::move(outcome));
+      });
 }
 
 absl::Status Backend::Call(const google::protobuf::MethodDescriptor& method,

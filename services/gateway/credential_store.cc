@@ -66,7 +66,7 @@ CredentialStore::CredentialStore(CredentialSource& source, const Clock& clock,
     : source_(source), clock_(clock), options_(options) {}
 
 std::optional<absl::StatusOr<Credential>> CredentialStore::FindFresh(std::string_view channel_id,
-                                                                   absl::Time now) const {
+                                                                     absl::Time now) const {
   auto it = entries_.find(AsAbsl(channel_id));
   if (it == entries_.end() || it->second.expires_at <= now) return std::nullopt;
   if (!it->second.credential) return absl::StatusOr<Credential>(ChannelUnknown());

@@ -112,33 +112,32 @@ class GatewayHttpTest : public ::testing::Test {
     // A signed route with an async handler answering from a thread of its own (as a backend's
     // reply would arrive), declining requests marked X-Decline; its blocking handler answers too,
     // so each answer says which ran.
-    ASSERT_TRUE(router_
-                    .Add(
-                        "GET", "/test/async", {.channel_auth = true},
-                        [this](const RouteRequest& r) -> absl::StatusOr<HttpResponse> {
-                          pool_runs_.fetch_add(1);
-                          return JsonResponse(
-                              nlohmann::json{{"ran", "pool"}, {"channel", r.channel->channel_id}}
-                                  .dump());
-                        },
-                        AsyncRouteHandler{
-                            [](const HttpRequest& http) {
-                              return http.headers.Find("X-Decline") == nullptr;
-                            },
-                            [this](const RouteRequest& r, RouteDone done) {
-                              async_runs_.fetch_add(1);
-                              const std::string channel = r.channel->channel_id;
-                              // X-Hold: answered only once release_slow_ is notified.
-                              const bool hold = r.http.headers.Find("X-Hold") != nullptr;
-                              absl::MutexLock lock(&threads_mu_);
-                              threads_.emplace_back([this, channel, hold, done = std::move(done)] {
-                                if (hold) release_slow_.WaitForNotification();
-                                done(JsonResponse(
-                                    nlohmann::json{{"ran", "async"}, {"channel", channel}}
-                                        .dump()));
-                              });
-                            }})
-                    .ok());
+    ASSERT_TRUE(
+        router_
+            .Add(
+                "GET", "/test/async", {.channel_auth = true},
+                [this](const RouteRequest& r) -> absl::StatusOr<HttpResponse> {
+                  pool_runs_.fetch_add(1);
+                  return JsonResponse(
+                      nlohmann::json{{"ran", "pool"}, {"channel", r.channel->channel_id}}.dump());
+                },
+                AsyncRouteHandler{
+                    [](const HttpRequest& http) {
+                      return http.headers.Find("X-Decline") == nullptr;
+                    },
+                    [this](const RouteRequest& r, RouteDone done) {
+                      async_runs_.fetch_add(1);
+                      const std::string channel = r.channel->channel_id;
+                      // X-Hold: answered only once release_slow_ is notified.
+                      const bool hold = r.http.headers.Find("X-Hold") != nullptr;
+                      absl::MutexLock lock(&threads_mu_);
+                      threads_.emplace_back([this, channel, hold, done = std::move(done)] {
+                        if (hold) release_slow_.WaitForNotification();
+                        done(JsonResponse(
+                            nlohmann::json{{"ran", "async"}, {"channel", channel}}.dump()));
+                      });
+                    }})
+            .ok());
     dispatcher_ =
         std::make_unique<RequestDispatcher>(router_, authenticator_, handler_threads, max_queue);
     HttpServerOptions options;

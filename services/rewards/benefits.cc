@@ -1292,30 +1292,30 @@ absl::StatusOr<pb::Coupon> Benefits::MarkCollected(const pb::MarkCollectedReques
 // ---- Wallet and expiry.
 
 std::optional<pb::Wallet> Benefits::CachedWallet(const pb::GetWalletRequest& req,
-                                                const Background& background) {
+                                                 const Background& background) {
   if (!wallets_.enabled() || req.org_id().empty() || req.customer_id().empty()) return std::nullopt;
   uint64_t ticket = 0;
   std::shared_ptr<WalletCache::Reading> refresh;
   const absl::Time now = absl::Now();
-  std::optional<pb::Wallet> wallet = wallets_.Find(req.org_id(), req.customer_id(), now, &ticket,
-                                                   background ? &refresh : nullptr);
+  std::optional<pb::Wallet> wallet =
+      wallets_.Find(req.org_id(), req.customer_id(), now, &ticket, background ? &refresh : nullptr);
   if (refresh == nullptr) return wallet;
   bool started = false;
   if (wallet_refreshes_.fetch_add(1) < kMaxWalletRefreshes) {
-    started = background([this, org = req.org_id(), customer = req.customer_id(), now, ticket,
-                          refresh] {
-      // Ended whatever happens, so the customer's next poll can refresh again.
-      bool stored = false;
-      absl::Cleanup end = [&] {
-        if (!stored) wallets_.Abandon(customer, refresh);
-        wallet_refreshes_.fetch_sub(1);
-      };
-      absl::StatusOr<pb::Wallet> read = ReadWallet(org, customer);
-      if (read.ok()) {
-        wallets_.Store(org, customer, *read, now, ticket, refresh);
-        stored = true;
-      }
-    });
+    started =
+        background([this, org = req.org_id(), customer = req.customer_id(), now, ticket, refresh] {
+          // Ended whatever happens, so the customer's next poll can refresh again.
+          bool stored = false;
+          absl::Cleanup end = [&] {
+            if (!stored) wallets_.Abandon(customer, refresh);
+            wallet_refreshes_.fetch_sub(1);
+          };
+          absl::StatusOr<pb::Wallet> read = ReadWallet(org, customer);
+          if (read.ok()) {
+            wallets_.Store(org, customer, *read, now, ticket, refresh);
+            stored = true;
+          }
+        });
   }
   if (!started) {
     wallet_refreshes_.fetch_sub(1);
@@ -1368,8 +1368,7 @@ absl::StatusOr<pb::Wallet> Benefits::ReadWallet(const std::string& org_id,
   std::vector<CouponRow> rows;
   MKT_RETURN_IF_ERROR(pg::WithReads(pool_, [&](pqxx::nontransaction& reads) {
     rows.clear();
-    for (const pqxx::row& r :
-         pg::ExecPrepared(reads, kSelectWalletCoupons, org_id, customer_id)) {
+    for (const pqxx::row& r : pg::ExecPrepared(reads, kSelectWalletCoupons, org_id, customer_id)) {
       rows.push_back(CouponRow::From(r));
     }
     return absl::OkStatus();

@@ -192,7 +192,8 @@ class BenefitsGrpcService final : public pb::Benefits::CallbackService {
     absl::StatusOr<tenancy::Actor> actor = rpc::ActorOf(*ctx);
     if (actor.ok() && ScopeInLineage(*actor, req->org_id()).ok()) {
       if (std::optional<pb::Wallet> wallet = b_.CachedWallet(
-              *req, [this](std::function<void()> task) { return pool_.TrySubmit(std::move(task)); })) {
+              *req,
+              [this](std::function<void()> task) { return pool_.TrySubmit(std::move(task)); })) {
         KeepLineage(*actor, *wallet);
         *resp = *std::move(wallet);
         ServerUnaryReactor* reactor = ctx->DefaultReactor();

@@ -18,8 +18,8 @@
 // entry, they wait for that read. A call arriving after an invalidation of the customer does not
 // wait for a read that started before it.
 //
-// Refresh ahead: a wallet asked for again when 3/4 of its TTL have passed is answered from the entry
-// and read again in the background (Find with `refresh`), so a wallet polled at least every
+// Refresh ahead: a wallet asked for again when 3/4 of its TTL have passed is answered from the
+// entry and read again in the background (Find with `refresh`), so a wallet polled at least every
 // quarter of its TTL stays in the cache and nobody waits for its database read (one polled less
 // often may still expire between two polls); the TTL bounds its age as before.
 #pragma once
