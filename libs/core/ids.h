@@ -11,7 +11,7 @@ namespace mkt {
 // Returns `bytes` bytes from the OS CSPRNG as lowercase hex (2 * bytes characters).
 std::string RandomHex(int bytes);
 
-// Returns a new request id: 32 lowercase hex characters.
+// Returns a new request id: 32 lowercase hex characters, unique (128 random bits) but not secret.
 std::string NewRequestId();
 
 // Returns a new event id for an envelope: a UUID v4 string.

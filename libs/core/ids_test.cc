@@ -1,6 +1,8 @@
 #include "libs/core/ids.h"
 
 #include <set>
+#include <thread>
+#include <vector>
 
 #include "gtest/gtest.h"
 
@@ -16,6 +18,22 @@ TEST(IdsTest, RequestIdsAreHexAndDistinct) {
     seen.insert(id);
   }
   EXPECT_EQ(seen.size(), 1000u);
+}
+
+TEST(IdsTest, RequestIdsFromManyThreadsAreDistinct) {
+  constexpr int kThreads = 4;
+  constexpr int kEach = 2000;
+  std::vector<std::vector<std::string>> ids(kThreads);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&ids, t] {
+      for (int i = 0; i < kEach; ++i) ids[t].push_back(NewRequestId());
+    });
+  }
+  for (auto& th : threads) th.join();
+  std::set<std::string> seen;
+  for (const auto& per_thread : ids) seen.insert(per_thread.begin(), per_thread.end());
+  EXPECT_EQ(seen.size(), static_cast<size_t>(kThreads * kEach));
 }
 
 TEST(IdsTest, EventIdIsUuidV4) {

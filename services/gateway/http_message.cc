@@ -1,7 +1,11 @@
 #include "services/gateway/http_message.h"
 
 #include <algorithm>
+#include <boost/beast/http/status.hpp>
 
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 #include "libs/core/status.h"
 #include "nlohmann/json.hpp"
 
@@ -58,6 +62,46 @@ int HttpHeaders::Count(std::string_view name) const {
 std::string_view HttpRequest::path() const {
   std::string_view t(target);
   return t.substr(0, t.find('?'));
+}
+
+std::string ResponseHead(const HttpResponse& response, std::string_view request_id,
+                         unsigned version, bool keep_alive) {
+  auto sendable = [](absl::string_view text) {
+    return text.find_first_of(absl::string_view("\r\n\0", 3)) == absl::string_view::npos;
+  };
+  // Name → value in the order first set; a later header of the same name replaces the value.
+  std::vector<std::pair<absl::string_view, absl::string_view>> fields;
+  auto set = [&](absl::string_view name, absl::string_view value) {
+    if (name.empty() || !sendable(name) || !sendable(value)) return;
+    for (auto& field : fields) {
+      if (absl::EqualsIgnoreCase(field.first, name)) {
+        field.second = value;
+        return;
+      }
+    }
+    fields.emplace_back(name, value);
+  };
+  set("Content-Type", response.content_type);
+  set("X-Request-Id", AsAbsl(request_id));
+  for (const auto& [name, value] : response.headers) {
+    // The server's own framing headers are its to set.
+    if (absl::EqualsIgnoreCase(name, "Content-Length") ||
+        absl::EqualsIgnoreCase(name, "Connection") ||
+        absl::EqualsIgnoreCase(name, "Transfer-Encoding")) {
+      continue;
+    }
+    set(name, value);
+  }
+  const auto status = static_cast<boost::beast::http::status>(response.status);
+  const auto reason = boost::beast::http::obsolete_reason(status);
+  std::string head = absl::StrCat(version == 10 ? "HTTP/1.0 " : "HTTP/1.1 ", response.status, " ",
+                                  absl::string_view(reason.data(), reason.size()), "\r\n");
+  for (const auto& [name, value] : fields) absl::StrAppend(&head, name, ": ", value, "\r\n");
+  absl::StrAppend(&head, "Content-Length: ", response.body.size(), "\r\n");
+  if (version == 10 && keep_alive) absl::StrAppend(&head, "Connection: keep-alive\r\n");
+  if (version != 10 && !keep_alive) absl::StrAppend(&head, "Connection: close\r\n");
+  head.append("\r\n");
+  return head;
 }
 
 HttpResponse JsonResponse(std::string body, int status) {

@@ -58,6 +58,14 @@ struct HttpResponse {
   std::string log_note;
 };
 
+// Returns the status line and headers of `response` as sent, ending in the empty line: HTTP/1.0
+// or HTTP/1.1 as `version` (10 or 11) says, then Content-Type, X-Request-Id, the extra headers (a
+// later one replaces an earlier one of the same name, whatever its case, as do extra headers named
+// like the three the server sets), Content-Length, and Connection where the version's default is
+// not what `keep_alive` asks for. A header whose name or value holds CR, LF or NUL is left out.
+std::string ResponseHead(const HttpResponse& response, std::string_view request_id,
+                         unsigned version, bool keep_alive);
+
 // Returns a response with `body` (already JSON) and status 200 unless given.
 HttpResponse JsonResponse(std::string body, int status = 200);
 

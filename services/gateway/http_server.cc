@@ -1,5 +1,6 @@
 #include "services/gateway/http_server.h"
 
+#include <array>
 #include <atomic>
 #include <boost/asio/dispatch.hpp>
 #include <boost/asio/executor_work_guard.hpp>
@@ -235,24 +236,24 @@ class Session : public std::enable_shared_from_this<Session> {
     }
   }
 
+  // The head is written by ResponseHead rather than Beast's serializer: one string and the body,
+  // in one gathered write.
   void Write(HttpResponse response) {
-    auto out = std::make_unique<http::response<http::string_body>>(
-        static_cast<http::status>(response.status), version_);
-    out->set(http::field::content_type, response.content_type);
-    out->set("X-Request-Id", request_id_);
-    for (const auto& [name, value] : response.headers) out->set(name, value);
-    out->keep_alive(!close_after_response_);
-    out->body() = std::move(response.body);
-    out->prepare_payload();
-    response_ = std::move(out);
+    response_head_ =
+        ResponseHead(response, request_id_, version_ == 10 ? 10 : 11, !close_after_response_);
+    response_body_ = std::move(response.body);
     stream_.expires_after(absl::ToChronoMilliseconds(state_.options.idle_timeout));
-    http::async_write(stream_, *response_,
-                      beast::bind_front_handler(&Session::OnWrite, shared_from_this()));
+    const std::array<net::const_buffer, 2> buffers{net::buffer(response_head_),
+                                                   net::buffer(response_body_)};
+    net::async_write(stream_, buffers,
+                     beast::bind_front_handler(&Session::OnWrite, shared_from_this()));
   }
 
   void OnWrite(beast::error_code ec, size_t) {
     state_.in_flight.fetch_sub(1);
-    response_.reset();
+    response_head_.clear();
+    response_body_.clear();
+    response_body_.shrink_to_fit();
     if (ec) return Finish();
     if (unreadable_) return Drain();
     if (close_after_response_) {
@@ -293,7 +294,9 @@ class Session : public std::enable_shared_from_this<Session> {
   beast::flat_buffer buffer_;
   std::optional<http::request_parser<http::string_body>> parser_;
   std::unique_ptr<http::response<http::empty_body>> continue_;
-  std::unique_ptr<http::response<http::string_body>> response_;
+  // The response being written.
+  std::string response_head_;
+  std::string response_body_;
   std::string request_id_;
   unsigned version_ = 11;
   bool close_after_response_ = false;

@@ -480,6 +480,55 @@ TEST_F(BusyGatewayTest, PastTheCapOnAsyncRequestsTheyTakeThePool) {
   EXPECT_EQ(held.Json()["ran"], "async");
 }
 
+TEST_F(GatewayHttpTest, ConnectionHandlingFollowsTheRequestsVersion) {
+  // HTTP/1.0 without keep-alive: answered as 1.0 and closed.
+  std::string reply = RawExchange(port(), "GET /healthz HTTP/1.0\r\n\r\n");
+  EXPECT_TRUE(absl::StartsWith(reply, "HTTP/1.0 200 OK\r\n")) << reply;
+  EXPECT_THAT(reply, ::testing::Not(HasSubstr("Connection:")));
+  // HTTP/1.0 asking for keep-alive: says so, and a second request is answered on it.
+  reply = RawExchange(port(),
+                      "GET /healthz HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"
+                      "GET /healthz HTTP/1.0\r\n\r\n");
+  EXPECT_THAT(reply, HasSubstr("Connection: keep-alive\r\n")) << reply;
+  size_t answers = 0;
+  for (size_t at = reply.find("HTTP/1.0 200"); at != std::string::npos;
+       at = reply.find("HTTP/1.0 200", at + 1)) {
+    ++answers;
+  }
+  EXPECT_EQ(answers, 2u) << reply;
+  // HTTP/1.1 asking to close: "Connection: close", and the server closes.
+  reply = RawExchange(port(), "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+  EXPECT_TRUE(absl::StartsWith(reply, "HTTP/1.1 200 OK\r\n")) << reply;
+  EXPECT_THAT(reply, HasSubstr("\r\nConnection: close\r\n"));
+  EXPECT_THAT(reply, HasSubstr("\r\nContent-Type: application/json\r\n"));
+  EXPECT_THAT(reply, HasSubstr("\r\nX-Request-Id: "));
+}
+
+TEST(ResponseHeadTest, WritesTheStatusLineAndHeadersOnce) {
+  HttpResponse response = JsonResponse(R"({"a":1})", 429);
+  response.headers = {{"Retry-After", "1"},
+                      {"retry-after", "2"},
+                      {"Content-Type", "application/problem+json"},
+                      {"Content-Length", "999"},
+                      {"Connection", "close"},
+                      {"X-Evil", "a\r\nSet-Cookie: x=1"},
+                      {"Allow", "GET, POST"}};
+  EXPECT_EQ(ResponseHead(response, "req-7", 11, /*keep_alive=*/true),
+            "HTTP/1.1 429 Too Many Requests\r\n"
+            "Content-Type: application/problem+json\r\n"
+            "X-Request-Id: req-7\r\n"
+            "Retry-After: 2\r\n"
+            "Allow: GET, POST\r\n"
+            "Content-Length: 7\r\n"
+            "\r\n");
+  EXPECT_EQ(ResponseHead(JsonResponse("{}"), "r", 10, /*keep_alive=*/false),
+            "HTTP/1.0 200 OK\r\nContent-Type: application/json\r\nX-Request-Id: r\r\n"
+            "Content-Length: 2\r\n\r\n");
+  EXPECT_EQ(ResponseHead(JsonResponse("{}", 503), "r", 11, /*keep_alive=*/false),
+            "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+            "X-Request-Id: r\r\nContent-Length: 2\r\nConnection: close\r\n\r\n");
+}
+
 TEST_F(GatewayHttpTest, ShutdownLetsARunningRequestFinish) {
   TestResponse slow;
   std::thread caller([&] {
