@@ -65,11 +65,28 @@ OperationMetrics::OperationMetrics(std::string prefix, std::string help)
                    .Help("Latency of " + help)
                    .Register(Registry())) {}
 
+OperationMetrics::MethodMetrics OperationMetrics::For(std::string_view method) {
+  {
+    absl::ReaderMutexLock lock(&mu_);
+    if (auto it = by_method_.find(AsAbsl(method)); it != by_method_.end()) return it->second;
+  }
+  absl::MutexLock lock(&mu_);
+  auto [it, added] = by_method_.try_emplace(std::string(method));
+  if (added) {
+    const std::string m(method);
+    it->second.calls = &calls_.Add({{"method", m}});
+    it->second.latency = &latency_.Add({{"method", m}}, LatencyBuckets());
+  }
+  return it->second;
+}
+
 void OperationMetrics::Record(std::string_view method, std::string_view code, double seconds) {
-  std::string m(method);
-  calls_.Add({{"method", m}}).Increment();
-  if (!code.empty()) errors_.Add({{"method", m}, {"code", std::string(code)}}).Increment();
-  latency_.Add({{"method", m}}, LatencyBuckets()).Observe(seconds);
+  const MethodMetrics m = For(method);
+  m.calls->Increment();
+  if (!code.empty()) {
+    errors_.Add({{"method", std::string(method)}, {"code", std::string(code)}}).Increment();
+  }
+  m.latency->Observe(seconds);
 }
 
 }  // namespace mkt::metrics

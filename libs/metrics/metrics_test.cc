@@ -6,6 +6,8 @@
 #include <unistd.h>
 
 #include <string>
+#include <thread>
+#include <vector>
 
 #include "gtest/gtest.h"
 
@@ -42,6 +44,26 @@ int FreePort() {
   getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
   close(fd);
   return ntohs(addr.sin_port);
+}
+
+TEST(MetricsTest, ConcurrentRecordsOfManyMethodsAreAllCounted) {
+  OperationMetrics ops("mkt_unit_concurrent", "concurrent calls");
+  constexpr int kThreads = 4;
+  constexpr int kEach = 5000;
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&ops] {
+      for (int i = 0; i < kEach; ++i) ops.Record("M" + std::to_string(i % 3), "", 0.001);
+    });
+  }
+  for (auto& t : threads) t.join();
+  const std::string text = SerializeText();
+  // 20,000 records over three methods: each thread gives M0 and M1 1,667 and M2 1,666.
+  EXPECT_NE(text.find("mkt_unit_concurrent_total{method=\"M0\"} 6668"), std::string::npos) << text;
+  EXPECT_NE(text.find("mkt_unit_concurrent_total{method=\"M1\"} 6668"), std::string::npos) << text;
+  EXPECT_NE(text.find("mkt_unit_concurrent_latency_seconds_count{method=\"M2\"} 6664"),
+            std::string::npos)
+      << text;
 }
 
 TEST(MetricsTest, OperationMetricsAppearInTextAndOnExposer) {

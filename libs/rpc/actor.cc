@@ -26,7 +26,8 @@ void AttachActor(grpc::ClientContext& context, const tenancy::Actor& actor) {
     if (!roles.empty()) roles += ',';
     roles += std::string(tenancy::RoleName(role));
   }
-  context.AddMetadata(kActorRolesKey, roles);
+  // No roles (a channel acting for its org) is no header: ActorOf reads an absent one as none.
+  if (!roles.empty()) context.AddMetadata(kActorRolesKey, roles);
 }
 
 absl::StatusOr<tenancy::Actor> ActorOf(const grpc::ServerContextBase& context) {
