@@ -2,14 +2,13 @@
 // latency triple every RPC, consumer and HTTP route records.
 #pragma once
 
-#include "absl/container/flat_hash_map.h"
-#include "absl/synchronization/mutex.h"
-
 #include <memory>
 #include <string>
 #include <string_view>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
+#include "absl/synchronization/mutex.h"
 #include "prometheus/counter.h"
 #include "prometheus/family.h"
 #include "prometheus/histogram.h"
