@@ -22,6 +22,13 @@ pb::Wallet WalletWith(int64_t points) {
 
 const absl::Time kT0 = absl::FromUnixSeconds(1'800'000'000);
 
+// Reads c1's wallet for bank-a at kT0, as GetWallet does: a ticket first, then the store.
+void KeepC1(WalletCache& cache, int64_t points) {
+  uint64_t ticket = 0;
+  cache.Find("bank-a", "c1", kT0, &ticket);
+  cache.Store("bank-a", "c1", WalletWith(points), kT0, ticket);
+}
+
 TEST(WalletCacheTest, AnswersWithinTheTtlAndNotAfter) {
   WalletCache cache(absl::Seconds(1), 100);
   uint64_t ticket = 0;
@@ -36,8 +43,7 @@ TEST(WalletCacheTest, AnswersWithinTheTtlAndNotAfter) {
 TEST(WalletCacheTest, AnEntryAnswersOnlyTheOrgItWasReadFor) {
   WalletCache cache(absl::Seconds(1), 100);
   uint64_t ticket = 0;
-  cache.Find("bank-a", "c1", kT0, &ticket);
-  cache.Store("bank-a", "c1", WalletWith(10), kT0, ticket);
+  KeepC1(cache, 10);
   EXPECT_FALSE(cache.Find("bank-b", "c1", kT0, &ticket));
   EXPECT_FALSE(cache.Find("bank-a", "c10", kT0, &ticket));
   EXPECT_TRUE(cache.Find("bank-a", "c1", kT0, &ticket));
@@ -48,8 +54,7 @@ TEST(WalletCacheTest, AnEntryAnswersOnlyTheOrgItWasReadFor) {
 TEST(WalletCacheTest, InvalidationIsByCustomerWhateverTheOrg) {
   WalletCache cache(absl::Seconds(10), 100);
   uint64_t ticket = 0;
-  cache.Find("bank-a", "c1", kT0, &ticket);
-  cache.Store("bank-a", "c1", WalletWith(10), kT0, ticket);
+  KeepC1(cache, 10);
   cache.Invalidate("c1");
   EXPECT_FALSE(cache.Find("bank-a", "c1", kT0, &ticket));
 }
@@ -57,8 +62,7 @@ TEST(WalletCacheTest, InvalidationIsByCustomerWhateverTheOrg) {
 TEST(WalletCacheTest, InvalidationDropsTheEntryAndRefusesAReadThatStartedBefore) {
   WalletCache cache(absl::Seconds(10), 100);
   uint64_t ticket = 0;
-  cache.Find("bank-a", "c1", kT0, &ticket);
-  cache.Store("bank-a", "c1", WalletWith(10), kT0, ticket);
+  KeepC1(cache, 10);
   cache.Invalidate("c1");
   EXPECT_FALSE(cache.Find("bank-a", "c1", kT0, &ticket));
 
@@ -174,8 +178,7 @@ TEST(WalletCacheTest, AnExpiredWalletAnswersWhileOneCallReadsItAgain) {
   WalletCache cache(absl::Seconds(1), 100);
   uint64_t ticket = 0;
   std::shared_ptr<WalletCache::Reading> reading;
-  cache.Find("bank-a", "c1", kT0, &ticket);
-  cache.Store("bank-a", "c1", WalletWith(10), kT0, ticket);
+  KeepC1(cache, 10);
   const absl::Time later = kT0 + absl::Milliseconds(1500);
   EXPECT_FALSE(cache.Find("bank-a", "c1", later, &ticket)) << "Find answers fresh wallets only";
   ASSERT_FALSE(cache.FindOrWait("bank-a", "c1", later, absl::Seconds(1), &ticket, &reading));
@@ -224,8 +227,7 @@ TEST(WalletCacheTest, AWalletThreeQuartersOfItsTtlOldIsAnsweredAndHandedOutOnceF
   WalletCache cache(absl::Seconds(1), 100);
   uint64_t ticket = 0;
   std::shared_ptr<WalletCache::Reading> refresh;
-  cache.Find("bank-a", "c1", kT0, &ticket);
-  cache.Store("bank-a", "c1", WalletWith(10), kT0, ticket);
+  KeepC1(cache, 10);
 
   // Younger than 3/4 of the TTL: just answered.
   EXPECT_EQ(cache.RefreshAfter(), absl::Milliseconds(750));
@@ -263,8 +265,7 @@ TEST(WalletCacheTest, AWalletThreeQuartersOfItsTtlOldIsAnsweredAndHandedOutOnceF
 TEST(WalletCacheTest, ARefreshIsRefusedAfterAnInvalidationAndCanBeAbandoned) {
   WalletCache cache(absl::Seconds(1), 100);
   uint64_t ticket = 0;
-  cache.Find("bank-a", "c1", kT0, &ticket);
-  cache.Store("bank-a", "c1", WalletWith(10), kT0, ticket);
+  KeepC1(cache, 10);
 
   std::shared_ptr<WalletCache::Reading> refresh;
   uint64_t refresh_ticket = 0;
@@ -276,8 +277,7 @@ TEST(WalletCacheTest, ARefreshIsRefusedAfterAnInvalidationAndCanBeAbandoned) {
   EXPECT_FALSE(cache.Find("bank-a", "c1", t1, &ticket));
 
   // A refresh that fails is abandoned; the next caller is handed the refresh instead.
-  cache.Find("bank-a", "c1", kT0, &ticket);
-  cache.Store("bank-a", "c1", WalletWith(30), kT0, ticket);
+  KeepC1(cache, 30);
   ASSERT_TRUE(cache.Find("bank-a", "c1", t1, &refresh_ticket, &refresh));
   ASSERT_NE(refresh, nullptr);
   cache.Abandon("c1", refresh);
