@@ -20,6 +20,10 @@ namespace mkt::rpc {
 
 // The metadata key that carries the request id between processes.
 inline constexpr char kRequestIdKey[] = "x-request-id";
+// The trailing metadata key ("true") by which a service says that its answer is the stored
+// outcome of an earlier request under the same idempotency key; the gateway turns it into the
+// header Idempotent-Replayed.
+inline constexpr char kIdempotentReplayedKey[] = "x-mkt-idempotent-replayed";
 
 struct ServerOptions {
   // Names metrics (mkt_<service_name>_rpc_...) and log lines.

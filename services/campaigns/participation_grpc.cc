@@ -21,7 +21,13 @@ class ParticipationsGrpcService final : public pb::Participations::CallbackServi
       reactor->Finish(rpc::ToGrpcStatus(screened));
       return reactor;
     }
-    return rpc::RunBlockingInto(ctx, pool_, resp, [=, this] { return service_.Participate(*req); });
+    return rpc::RunBlockingInto(ctx, pool_, resp, [=, this] {
+      bool replayed = false;
+      absl::StatusOr<pb::Participation> answer = service_.Participate(*req, &replayed);
+      // Before the reactor finishes (RunBlocking finishes it after this returns).
+      if (replayed) ctx->AddTrailingMetadata(rpc::kIdempotentReplayedKey, "true");
+      return answer;
+    });
   }
   ServerUnaryReactor* GetParticipation(CallbackServerContext* ctx,
                                        const pb::GetParticipationRequest* req,

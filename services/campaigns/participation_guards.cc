@@ -42,37 +42,74 @@ bool RateLimiter::Allow(std::string_view key, absl::Time now) {
   return true;
 }
 
-SoldOutBoard::SoldOutBoard(absl::Duration ttl, size_t max_granted_keys)
-    : ttl_(ttl), max_granted_keys_(max_granted_keys) {}
+SoldOutBoard::SoldOutBoard(absl::Duration ttl, size_t max_keys) : ttl_(ttl), max_keys_(max_keys) {}
 
-void SoldOutBoard::MarkSoldOut(const std::string& campaign_id, absl::Time now) {
+SoldOutBoard::Verdict SoldOutBoard::Check(const std::string& campaign_id,
+                                          const std::string& idempotency_key, absl::Time now) {
   absl::MutexLock lock(&mu_);
-  sold_out_until_[campaign_id] = now + ttl_;
+  auto it = marks_.find(campaign_id);
+  if (it == marks_.end() || it->second.loading) return Verdict::kOpen;
+  Entry& mark = it->second;
+  if (mark.until <= now) {
+    held_ -= mark.keys.size();
+    marks_.erase(it);
+    return Verdict::kOpen;
+  }
+  if (!mark.complete || mark.keys.contains(idempotency_key)) return Verdict::kLookUp;
+  return Verdict::kSoldOut;
 }
 
 bool SoldOutBoard::IsSoldOut(const std::string& campaign_id, absl::Time now) {
   absl::MutexLock lock(&mu_);
-  auto it = sold_out_until_.find(campaign_id);
-  if (it == sold_out_until_.end()) return false;
-  if (it->second <= now) {
-    sold_out_until_.erase(it);
-    return false;
-  }
+  auto it = marks_.find(campaign_id);
+  return it != marks_.end() && !it->second.loading && it->second.until > now;
+}
+
+bool SoldOutBoard::BeginMark(const std::string& campaign_id, absl::Time now) {
+  absl::MutexLock lock(&mu_);
+  auto [it, inserted] = marks_.try_emplace(campaign_id);
+  if (inserted) return true;
+  // A standing mark, or one whose keys are being read, is left alone; an expired one restarts.
+  Entry& mark = it->second;
+  if (mark.loading || mark.until > now) return false;
+  held_ -= mark.keys.size();
+  mark = Entry{};
   return true;
 }
 
-void SoldOutBoard::RememberGranted(const std::string& campaign_id,
-                                   const std::string& idempotency_key) {
+void SoldOutBoard::Mark(const std::string& campaign_id, absl::Time now,
+                        std::vector<std::string> keys, bool complete) {
   absl::MutexLock lock(&mu_);
-  // Bounded: past the bound a replay of an old success is refused as sold out (the gateway's own
-  // idempotency records still answer it).
-  if (granted_.size() >= max_granted_keys_) granted_.clear();
-  granted_.insert(campaign_id + '\n' + idempotency_key);
+  Entry& mark = marks_[campaign_id];
+  mark.loading = false;
+  mark.until = now + ttl_;
+  mark.complete = complete;
+  for (std::string& key : keys) {
+    if (held_ >= max_keys_) {
+      mark.complete = false;
+      break;
+    }
+    if (mark.keys.insert(std::move(key)).second) ++held_;
+  }
 }
 
-bool SoldOutBoard::WasGranted(const std::string& campaign_id, const std::string& idempotency_key) {
+void SoldOutBoard::RememberStored(const std::string& campaign_id,
+                                  const std::string& idempotency_key) {
   absl::MutexLock lock(&mu_);
-  return granted_.contains(campaign_id + '\n' + idempotency_key);
+  auto it = marks_.find(campaign_id);
+  if (it == marks_.end()) return;
+  Entry& mark = it->second;
+  if (held_ >= max_keys_) {
+    // The key cannot be held: from now on every key of this campaign is looked up.
+    mark.complete = false;
+    return;
+  }
+  if (mark.keys.insert(idempotency_key).second) ++held_;
+}
+
+size_t SoldOutBoard::Room() {
+  absl::MutexLock lock(&mu_);
+  return max_keys_ > held_ ? max_keys_ - held_ : 0;
 }
 
 }  // namespace mkt::campaigns

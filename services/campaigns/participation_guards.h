@@ -43,24 +43,55 @@ class RateLimiter {
   Shard shards_[kShards];
 };
 
-// Which campaigns sold out, and the idempotency keys this process granted in each (so a replay
-// of a successful claim after the sell-out still reaches its stored outcome).
+// Which coupon campaigns sold out, and for each the idempotency keys that have a stored
+// participation. The keys are read from the database when the mark is set, so they include the
+// participations of every replica, and a replay of one of them still reaches its stored outcome
+// instead of a refusal from memory; keys this process stores while the mark stands are added.
 class SoldOutBoard {
  public:
   // A mark expires after `ttl`, so a restock (the operator funds more stock) takes effect.
-  explicit SoldOutBoard(absl::Duration ttl, size_t max_granted_keys = 2'000'000);
+  // `max_keys` bounds the keys held for all marks together.
+  explicit SoldOutBoard(absl::Duration ttl, size_t max_keys = 2'000'000);
 
-  void MarkSoldOut(const std::string& campaign_id, absl::Time now);
+  enum class Verdict {
+    // Not marked (or the mark expired, or its keys are being read): the full path decides.
+    kOpen,
+    // Marked, and the key has no stored participation: refuse from memory.
+    kSoldOut,
+    // Marked, but the key has a stored participation, or the board could not hold every key:
+    // look the key up before refusing.
+    kLookUp,
+  };
+  Verdict Check(const std::string& campaign_id, const std::string& idempotency_key, absl::Time now);
+  // Whether the campaign is marked sold out now (what the eligibility list shows).
   bool IsSoldOut(const std::string& campaign_id, absl::Time now);
-  void RememberGranted(const std::string& campaign_id, const std::string& idempotency_key);
-  bool WasGranted(const std::string& campaign_id, const std::string& idempotency_key);
+
+  // Starts a mark: true when the caller should read the campaign's stored keys and then call
+  // Mark (always, even when the read failed); false when the campaign is marked already or
+  // another caller is reading its keys.
+  bool BeginMark(const std::string& campaign_id, absl::Time now);
+  // Sets the mark begun by BeginMark, until now + ttl, with the keys read (`complete` false when
+  // they could not all be read or held: then every key is looked up).
+  void Mark(const std::string& campaign_id, absl::Time now, std::vector<std::string> keys,
+            bool complete);
+  // Adds a key this process stored, if the campaign is marked or being marked.
+  void RememberStored(const std::string& campaign_id, const std::string& idempotency_key);
+
+  // How many more keys the board can hold now.
+  size_t Room();
 
  private:
+  struct Entry {
+    bool loading = true;
+    bool complete = false;
+    absl::Time until = absl::InfinitePast();
+    absl::flat_hash_set<std::string> keys;
+  };
   const absl::Duration ttl_;
-  const size_t max_granted_keys_;
+  const size_t max_keys_;
   absl::Mutex mu_;
-  absl::flat_hash_map<std::string, absl::Time> sold_out_until_ ABSL_GUARDED_BY(mu_);
-  absl::flat_hash_set<std::string> granted_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<std::string, Entry> marks_ ABSL_GUARDED_BY(mu_);
+  size_t held_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
 }  // namespace mkt::campaigns

@@ -42,18 +42,63 @@ TEST(RateLimiterTest, ConcurrentCallersGetExactlyTheBurst) {
   EXPECT_EQ(allowed.load(), 100);
 }
 
-TEST(SoldOutBoardTest, MarkExpiresAndGrantedKeysAreRemembered) {
+using Verdict = SoldOutBoard::Verdict;
+
+TEST(SoldOutBoardTest, AMarkRefusesUnknownKeysUntilItExpires) {
   SoldOutBoard board(absl::Seconds(10));
   const absl::Time t0 = absl::FromUnixSeconds(100);
+  EXPECT_EQ(board.Check("cmp", "k", t0), Verdict::kOpen);
+  ASSERT_TRUE(board.BeginMark("cmp", t0));
+  // While its keys are read the campaign is not marked, and nobody else reads them.
+  EXPECT_EQ(board.Check("cmp", "k", t0), Verdict::kOpen);
+  EXPECT_FALSE(board.BeginMark("cmp", t0));
   EXPECT_FALSE(board.IsSoldOut("cmp", t0));
-  board.MarkSoldOut("cmp", t0);
+  board.Mark("cmp", t0, {"stored-1", "stored-2"}, true);
   EXPECT_TRUE(board.IsSoldOut("cmp", t0 + absl::Seconds(9)));
-  EXPECT_FALSE(board.IsSoldOut("other", t0));
   EXPECT_FALSE(board.IsSoldOut("cmp", t0 + absl::Seconds(10)));
-  board.RememberGranted("cmp", "key-1");
-  EXPECT_TRUE(board.WasGranted("cmp", "key-1"));
-  EXPECT_FALSE(board.WasGranted("cmp", "key-2"));
-  EXPECT_FALSE(board.WasGranted("cmp2", "key-1"));
+  EXPECT_EQ(board.Check("cmp", "new", t0 + absl::Seconds(9)), Verdict::kSoldOut);
+  EXPECT_EQ(board.Check("cmp", "stored-2", t0 + absl::Seconds(9)), Verdict::kLookUp);
+  EXPECT_EQ(board.Check("other", "new", t0), Verdict::kOpen);
+  EXPECT_FALSE(board.BeginMark("cmp", t0 + absl::Seconds(9))) << "a standing mark stays";
+  EXPECT_EQ(board.Check("cmp", "new", t0 + absl::Seconds(10)), Verdict::kOpen);
+  EXPECT_EQ(board.Room(), 2'000'000u) << "an expired mark's keys are let go";
+}
+
+TEST(SoldOutBoardTest, KeysStoredDuringAndAfterTheReadAreKept) {
+  SoldOutBoard board(absl::Seconds(10));
+  const absl::Time t0 = absl::FromUnixSeconds(100);
+  board.RememberStored("cmp", "before");  // no mark: nothing to keep
+  ASSERT_TRUE(board.BeginMark("cmp", t0));
+  board.RememberStored("cmp", "during");
+  board.Mark("cmp", t0, {"read"}, true);
+  board.RememberStored("cmp", "after");
+  EXPECT_EQ(board.Check("cmp", "before", t0), Verdict::kSoldOut);
+  EXPECT_EQ(board.Check("cmp", "during", t0), Verdict::kLookUp);
+  EXPECT_EQ(board.Check("cmp", "read", t0), Verdict::kLookUp);
+  EXPECT_EQ(board.Check("cmp", "after", t0), Verdict::kLookUp);
+  // An expired mark starts again from a fresh read.
+  ASSERT_TRUE(board.BeginMark("cmp", t0 + absl::Seconds(11)));
+  board.Mark("cmp", t0 + absl::Seconds(11), {}, true);
+  EXPECT_EQ(board.Check("cmp", "during", t0 + absl::Seconds(12)), Verdict::kSoldOut);
+}
+
+TEST(SoldOutBoardTest, KeysThatDoNotFitMakeEveryKeyALookUp) {
+  SoldOutBoard board(absl::Seconds(10), /*max_keys=*/3);
+  const absl::Time t0 = absl::FromUnixSeconds(100);
+  ASSERT_TRUE(board.BeginMark("a", t0));
+  board.Mark("a", t0, {"a1", "a2"}, true);
+  EXPECT_EQ(board.Room(), 1u);
+  ASSERT_TRUE(board.BeginMark("b", t0));
+  board.Mark("b", t0, {"b1", "b2"}, true);
+  EXPECT_EQ(board.Check("a", "new", t0), Verdict::kSoldOut);
+  EXPECT_EQ(board.Check("b", "new", t0), Verdict::kLookUp) << "b2 did not fit";
+  // A read that failed (or was cut short) marks the campaign, with every key looked up.
+  ASSERT_TRUE(board.BeginMark("c", t0));
+  board.Mark("c", t0, {}, false);
+  EXPECT_EQ(board.Check("c", "new", t0), Verdict::kLookUp);
+  // So does a key stored once the board is full.
+  board.RememberStored("a", "a3");
+  EXPECT_EQ(board.Check("a", "new", t0), Verdict::kLookUp);
 }
 
 }  // namespace

@@ -195,8 +195,8 @@ absl::Status ParticipationService::Screen(const pb::ParticipateRequest& r) {
   }
   if (!r.item_id().empty()) MKT_RETURN_IF_ERROR(CheckKey(r.item_id(), "item_id", 64));
   const absl::Time now = clock_.Now();
-  if (sold_out_.IsSoldOut(r.campaign_id(), now) &&
-      !sold_out_.WasGranted(r.campaign_id(), r.idempotency_key())) {
+  if (sold_out_.Check(r.campaign_id(), r.idempotency_key(), now) ==
+      SoldOutBoard::Verdict::kSoldOut) {
     return Refuse(common::STOCK_EXHAUSTED, "the campaign's rewards are all given out");
   }
   if (!customer_limiter_.Allow(r.customer_id(), now)) {
@@ -246,25 +246,41 @@ absl::Status ParticipationService::ReplayOrFail(const pb::ParticipateRequest& r,
   return absl::OkStatus();
 }
 
-absl::StatusOr<pb::Participation> ParticipationService::Participate(
-    const pb::ParticipateRequest& r) {
+absl::StatusOr<pb::Participation> ParticipationService::Participate(const pb::ParticipateRequest& r,
+                                                                    bool* replayed) {
+  bool unused = false;
+  if (replayed == nullptr) replayed = &unused;
+  *replayed = false;
   const absl::Time now = clock_.Now();
+  if (sold_out_.Check(r.campaign_id(), r.idempotency_key(), now) != SoldOutBoard::Verdict::kOpen) {
+    // Sold out, and this key may have a stored participation: answer with it, else refuse
+    // without a reservation. A PENDING one takes the full path, which completes it.
+    MKT_ASSIGN_OR_RETURN(auto stored, store_.Get(r.campaign_id(), r.idempotency_key()));
+    if (!stored) return Refuse(common::STOCK_EXHAUSTED, "the campaign's rewards are all given out");
+    if (stored->request_hash != RequestHash(r)) return KeyReused();
+    if (stored->participation.status() != pb::PARTICIPATION_PENDING) {
+      *replayed = true;
+      return AnswerFor(stored->participation);
+    }
+  }
   MKT_ASSIGN_OR_RETURN(std::shared_ptr<const pb::Campaign> campaign, cache_.Get(r.campaign_id()));
   if (!campaign) return NotFound("campaign " + r.campaign_id() + " does not exist");
   const pb::CampaignConfig& live = campaign->live();
   if (absl::Status open = CheckOpen(*campaign, r.customer_org_id(), r.channel(), now); !open.ok()) {
-    pb::Participation replayed;
-    MKT_RETURN_IF_ERROR(ReplayOrFail(r, open, &replayed));
-    return AnswerFor(replayed);
+    pb::Participation stored;
+    MKT_RETURN_IF_ERROR(ReplayOrFail(r, open, &stored));
+    *replayed = true;
+    return AnswerFor(stored);
   }
   MKT_ASSIGN_OR_RETURN(bool member,
                        audience_.InAudience(campaign->org_id(), r.customer_id(), live.audience()));
   if (!member) {
-    pb::Participation replayed;
+    pb::Participation stored;
     MKT_RETURN_IF_ERROR(ReplayOrFail(
         r, Refuse(common::NOT_ELIGIBLE, "the customer is not in the campaign's audience"),
-        &replayed));
-    return AnswerFor(replayed);
+        &stored));
+    *replayed = true;
+    return AnswerFor(stored);
   }
 
   Reservation rsv;
@@ -385,9 +401,12 @@ absl::StatusOr<pb::Participation> ParticipationService::Participate(
     if (reserved.stored_request_hash != rsv.request_hash) {
       return KeyReused();
     }
+    *replayed = true;
     if (reserved.participation.status() != pb::PARTICIPATION_PENDING) {
       return AnswerFor(reserved.participation);
     }
+  } else {
+    sold_out_.RememberStored(p.campaign_id(), p.idempotency_key());
   }
   return Complete(std::move(reserved.participation), *campaign);
 }
@@ -468,14 +487,30 @@ absl::StatusOr<pb::Participation> ParticipationService::Complete(pb::Participati
     p.set_status(pb::PARTICIPATION_REJECTED);
     p.set_reason(ReasonName(reason));
     if (reason == common::STOCK_EXHAUSTED && p.campaign_type() == pb::COUPON_CLAIM) {
-      sold_out_.MarkSoldOut(p.campaign_id(), clock_.Now());
+      MarkSoldOut(p.campaign_id());
     }
   }
   *p.mutable_updated_at() = Proto(clock_.Now());
   MKT_ASSIGN_OR_RETURN(pb::Participation stored, store_.Finish(p));
-  if (stored.status() == pb::GRANTED)
-    sold_out_.RememberGranted(p.campaign_id(), p.idempotency_key());
   return AnswerFor(stored);
+}
+
+void ParticipationService::MarkSoldOut(const std::string& campaign_id) {
+  if (!sold_out_.BeginMark(campaign_id, clock_.Now())) return;
+  // One more than the board can hold tells that they do not all fit.
+  const size_t room = sold_out_.Room();
+  absl::StatusOr<std::vector<std::string>> keys =
+      store_.StoredKeys(campaign_id, static_cast<int64_t>(room) + 1);
+  if (!keys.ok()) {
+    spdlog::warn(
+        "campaign {} sold out; its stored keys could not be read ({}): every claim's key "
+        "is looked up until the mark expires",
+        campaign_id, keys.status().ToString());
+    sold_out_.Mark(campaign_id, clock_.Now(), {}, false);
+    return;
+  }
+  const bool complete = keys->size() <= room;
+  sold_out_.Mark(campaign_id, clock_.Now(), *std::move(keys), complete);
 }
 
 absl::StatusOr<pb::Participation> ParticipationService::GetParticipation(

@@ -78,8 +78,12 @@ class ParticipationService {
   // a sold-out campaign. Cheap enough for the gRPC thread, so a grab is refused before it queues.
   absl::Status Screen(const pb::ParticipateRequest& request);
 
-  // Claims, draws or exchanges by the campaign's type; see participation.proto.
-  absl::StatusOr<pb::Participation> Participate(const pb::ParticipateRequest& request);
+  // Claims, draws or exchanges by the campaign's type; see participation.proto. The idempotency
+  // key is the request's: a participation stored under it is answered as stored (*replayed set
+  // to true), a different request under it is IDEMPOTENCY_KEY_REUSED, and a refusal that stored
+  // nothing (input, limits, sold out, not open) is decided again.
+  absl::StatusOr<pb::Participation> Participate(const pb::ParticipateRequest& request,
+                                                bool* replayed = nullptr);
   absl::StatusOr<pb::Participation> GetParticipation(const pb::GetParticipationRequest& request);
   absl::StatusOr<pb::ListEligibleResponse> ListEligible(const pb::ListEligibleRequest& request);
   absl::StatusOr<pb::ListCouponsResponse> ListCoupons(const pb::ListCouponsRequest& request);
@@ -98,6 +102,8 @@ class ParticipationService {
   absl::StatusOr<IssueRequest> IssueFor(const pb::Participation& p, const pb::Campaign& campaign);
   absl::Status ReplayOrFail(const pb::ParticipateRequest& request, absl::Status refusal,
                             pb::Participation* replayed);
+  // Marks a coupon campaign sold out, with the keys of its stored participations.
+  void MarkSoldOut(const std::string& campaign_id);
 
   PgCampaignStore& campaigns_;
   PgParticipationStore& store_;

@@ -82,6 +82,9 @@ constexpr pg::Prepared kFinish{
     "UPDATE participations SET status = $2, reason = $3, body = $4::jsonb, updated_at = now() "
     "WHERE id = $1 AND status = 'PENDING' RETURNING counters::text"};
 
+constexpr char kStoredKeys[] =
+    "SELECT idempotency_key FROM participations WHERE campaign_id = $1 LIMIT $2";
+
 constexpr char kSelectById[] = "SELECT body::text FROM participations WHERE id = $1";
 
 constexpr char kStalePending[] =
@@ -455,6 +458,19 @@ absl::StatusOr<std::optional<PgParticipationStore::Stored>> PgParticipationStore
     if (r.empty()) return absl::OkStatus();
     MKT_ASSIGN_OR_RETURN(pb::Participation p, ParseBody(r[0][1].as<std::string>()));
     out = Stored{std::move(p), r[0][0].as<std::string>()};
+    return absl::OkStatus();
+  }));
+  return out;
+}
+
+absl::StatusOr<std::vector<std::string>> PgParticipationStore::StoredKeys(
+    const std::string& campaign_id, int64_t limit) {
+  std::vector<std::string> out;
+  MKT_RETURN_IF_ERROR(pg::WithTransaction(pool_, [&](pqxx::work& tx) -> absl::Status {
+    out.clear();
+    for (const auto& row : tx.exec_params(kStoredKeys, campaign_id, limit)) {
+      out.push_back(row[0].as<std::string>());
+    }
     return absl::OkStatus();
   }));
   return out;

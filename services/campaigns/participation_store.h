@@ -149,6 +149,9 @@ class PgParticipationStore {
   };
   absl::StatusOr<std::optional<Stored>> Get(const std::string& campaign_id,
                                             const std::string& idempotency_key);
+  // The idempotency keys of a campaign's participations (any status), at most `limit`.
+  absl::StatusOr<std::vector<std::string>> StoredKeys(const std::string& campaign_id,
+                                                      int64_t limit);
   // PENDING participations older than `older_than`, for the recovery sweep.
   absl::StatusOr<std::vector<pb::Participation>> ListStalePending(absl::Time older_than, int limit);
 

@@ -89,6 +89,25 @@ absl::Status SetStringField(gpb::Message* message, const std::string& path,
 
 // The backend's idempotency key for a channel's Idempotency-Key: scoped by the channel, like the
 // gateway's own records, and within the 128 bytes backends accept.
+// The request's Idempotency-Key: null when it has none (or the route takes none), 400 when a
+// route that needs one lacks it or the key is malformed.
+absl::StatusOr<const std::string*> IdempotencyKeyOf(const ApiRoute& route,
+                                                    const HttpRequest& http) {
+  const std::string* key = http.headers.Find(kIdempotencyHeader);
+  if (key != nullptr && !route.AcceptsIdempotencyKey()) key = nullptr;
+  if (key == nullptr) {
+    if (!route.RequiresIdempotencyKey() && route.idempotency_field.empty()) return key;
+    return InvalidArgument(kIdempotencyHeader,
+                           "every POST needs an Idempotency-Key header (1..128 printable ASCII "
+                           "characters, new for each new request)");
+  }
+  if (!ValidIdempotencyKey(*key)) {
+    return InvalidArgument(kIdempotencyHeader,
+                           "Idempotency-Key must be 1..128 printable ASCII characters");
+  }
+  return key;
+}
+
 std::string BackendIdempotencyKey(const ApiCall& call, const std::string& key) {
   const std::string scope = call.channel ? call.channel->channel_id : call.actor.operator_id;
   std::string scoped = absl::StrCat(scope, ":", key);
@@ -378,6 +397,7 @@ HttpResponse ApiService::Finish(absl::StatusOr<HttpResponse> result, const std::
 
 absl::StatusOr<HttpResponse> ApiService::Serve(const ApiRoute& route, const RouteRequest& request) {
   ApiCall call = NewCall(request);
+  call.caller.replayed = &call.replayed;
   std::string log_note;
   MKT_ASSIGN_OR_RETURN(std::optional<HttpResponse> refused, Admit(route, request, call, log_note));
   if (refused) return Finish(*std::move(refused), request.http.request_id, log_note);
@@ -386,6 +406,8 @@ absl::StatusOr<HttpResponse> ApiService::Serve(const ApiRoute& route, const Rout
 
 bool ApiService::TakesWithoutWaiting(const ApiRoute& route, const HttpRequest& http) const {
   if (!route.invoke_async) return false;
+  // A backend that keeps the key itself needs no record here.
+  if (!route.idempotency_field.empty()) return true;
   // The idempotency store is a database: requests that use it (or are refused for lacking the
   // key) take the blocking path.
   const bool has_key = http.headers.Find(kIdempotencyHeader) != nullptr;
@@ -395,7 +417,9 @@ bool ApiService::TakesWithoutWaiting(const ApiRoute& route, const HttpRequest& h
 
 // A request on its way through ServeAsync: what must outlive the backend call.
 struct ApiService::AsyncCall {
-  explicit AsyncCall(const RouteRequest& request) : call(NewCall(request)) {}
+  explicit AsyncCall(const RouteRequest& request) : call(NewCall(request)) {
+    call.caller.replayed = &call.replayed;
+  }
   ApiCall call;
   std::string log_note;
   std::unique_ptr<gpb::Message> message;
@@ -447,8 +471,9 @@ void ApiService::ServeAsync(const ApiRoute& route, const RouteRequest& request, 
                            absl::Status failure;
                            StoredResponse stored = Answer(route, state->call, std::move(status),
                                                           *state->response, &failure);
-                           response = Finish(ToHttp(std::move(stored), failure, false),
-                                             state->call.caller.request_id, state->log_note);
+                           response =
+                               Finish(ToHttp(std::move(stored), failure, state->call.replayed),
+                                      state->call.caller.request_id, state->log_note);
                          } catch (const std::exception& e) {
                            response = Internal(absl::StrCat("answering failed: ", e.what()));
                          }
@@ -505,6 +530,12 @@ absl::StatusOr<std::unique_ptr<gpb::Message>> ApiService::BuildRequest(
     return InvalidArgument(route.idempotency_field,
                            absl::StrCat(route.idempotency_field, " is taken from the ",
                                         kIdempotencyHeader, " header; do not send it"));
+  }
+
+  if (!route.idempotency_field.empty()) {
+    MKT_ASSIGN_OR_RETURN(const std::string* key, IdempotencyKeyOf(route, http));
+    MKT_RETURN_IF_ERROR(
+        SetStringField(message.get(), route.idempotency_field, BackendIdempotencyKey(call, *key)));
   }
 
   // The customer named in the body has the same per-customer budget as one named in the path.
@@ -588,34 +619,19 @@ absl::StatusOr<HttpResponse> ApiService::Execute(const ApiRoute& route, const Ro
     return Answer(route, call, std::move(status), *response, &failure);
   };
 
-  const std::string* key = http.headers.Find(kIdempotencyHeader);
-  if (key != nullptr && !route.AcceptsIdempotencyKey()) key = nullptr;
-  if (key == nullptr && route.RequiresIdempotencyKey()) {
-    return InvalidArgument(kIdempotencyHeader,
-                           "every POST needs an Idempotency-Key header (1..128 printable ASCII "
-                           "characters, new for each new request)");
-  }
   StoredResponse stored;
   bool replayed = false;
-  if (key != nullptr) {
-    if (!ValidIdempotencyKey(*key)) {
-      return InvalidArgument(kIdempotencyHeader,
-                             "Idempotency-Key must be 1..128 printable ASCII characters");
-    }
+  MKT_ASSIGN_OR_RETURN(const std::string* key, IdempotencyKeyOf(route, http));
+  if (key != nullptr && route.idempotency_field.empty()) {
     if (idempotency_ == nullptr) return Unavailable("the idempotency store is not configured");
-    if (!route.idempotency_field.empty()) {
-      MKT_RETURN_IF_ERROR(SetStringField(message.get(), route.idempotency_field,
-                                         BackendIdempotencyKey(call, *key)));
-    }
     const std::string scope = call.channel ? absl::StrCat("channel:", call.channel->channel_id)
                                            : absl::StrCat("operator:", call.actor.operator_id);
-    IdempotencyStore& store = !route.idempotency_field.empty() && backend_idempotent_ != nullptr
-                                  ? *backend_idempotent_
-                                  : *idempotency_;
-    MKT_ASSIGN_OR_RETURN(stored, RunIdempotently(store, scope, *key, RequestHash(http), run,
+    MKT_ASSIGN_OR_RETURN(stored, RunIdempotently(*idempotency_, scope, *key, RequestHash(http), run,
                                                  &replayed, options_.idempotency_wait));
   } else {
+    // No key, or a backend that is idempotent by the key itself (BuildRequest passed it on).
     stored = run();
+    replayed = call.replayed;
   }
   return ToHttp(std::move(stored), failure, replayed);
 }

@@ -54,6 +54,9 @@ struct ApiCall {
   // The operator, or for channel routes the channel's org (operator id "channel:<id>", no roles).
   tenancy::Actor actor;
   CallerIdentity caller;
+  // Set by a backend that answered from the stored outcome of an earlier request under the same
+  // idempotency key (routes with an idempotency_field); caller.replayed points here.
+  bool replayed = false;
 };
 
 using Invoker =
@@ -99,9 +102,11 @@ struct ApiRoute {
   // For routes that name the customer in the body instead: the request field holding it, rate
   // limited per customer (the same buckets) once the request is parsed.
   std::string customer_field;
-  // A request field the Idempotency-Key header fills, so the backend can dedupe by it too
-  // (participations). The value is "<channel id>:<key>" so two channels' keys never meet (keys
-  // too long for that are hashed); the body may not set it.
+  // A request field the Idempotency-Key header fills, for a backend that is idempotent by the key
+  // itself (participations): the gateway then keeps no record of its own, and the request can
+  // take the async path. The value is "<channel id>:<key>" so two channels' keys never meet
+  // (keys too long for that are hashed); the body may not set it. A replay's
+  // Idempotent-Replayed header comes from the backend (rpc::kIdempotentReplayedKey).
   std::string idempotency_field;
   // A request field holding a channel code (Channel.code: mobile_banking, wecom, ...), on channel
   // routes: filled with the calling channel's own code when empty, and any other code is refused
@@ -169,12 +174,6 @@ class ApiService {
   ApiService(ApiOptions options, const Clock& clock, AdminAuth* admin,
              IdempotencyStore* idempotency);
 
-  // The store for routes whose backend is itself idempotent by the key (ApiRoute::
-  // idempotency_field): the same records, written without waiting for the database's WAL flush.
-  // A record lost in a database crash only means a replay reaches the backend, which answers it
-  // with its first outcome. Unset, those routes use the durable store too.
-  void SetBackendIdempotentStore(IdempotencyStore* store) { backend_idempotent_ = store; }
-
   // Validates `route` (types, invoker, path parameters bound to existing fields) and adds it to
   // the router and the table.
   absl::Status Add(Router& router, ApiRoute route);
@@ -199,11 +198,12 @@ class ApiService {
                                                     const RouteRequest& request, ApiCall& call,
                                                     std::string& log_note);
   // The request message from the body, query and path, checked (required fields, org scope,
-  // channel code); or *answer set to the refusal (429 for a customer named in the body).
+  // channel code, the backend's idempotency key); or *answer set to the refusal (429 for a
+  // customer named in the body).
   absl::StatusOr<std::unique_ptr<google::protobuf::Message>> BuildRequest(
       const ApiRoute& route, const RouteRequest& request, ApiCall& call, std::string& log_note,
       std::optional<HttpResponse>* answer);
-  // Everything after the request is built: idempotency and the call (blocking).
+  // Everything after the request is built: the idempotency record and the call (blocking).
   absl::StatusOr<HttpResponse> Execute(const ApiRoute& route, const RouteRequest& request,
                                        ApiCall& call, std::string& log_note);
   // What the call's outcome answers: the response's org scope, then JSON or the error shape;
@@ -223,7 +223,6 @@ class ApiService {
   const ApiOptions options_;
   AdminAuth* admin_;
   IdempotencyStore* idempotency_;
-  IdempotencyStore* backend_idempotent_ = nullptr;
   RateLimiter per_channel_;
   RateLimiter per_customer_;
   RateLimiter per_route_;

@@ -316,10 +316,16 @@ absl::Status AddChannelApi(ApiService& api, Router& router, const ApiDependencie
            "Body: customer_id, channel (the channel code), customer_org_id (default: the calling "
            "channel's org), item_id (exchanges with several items). The answer is the "
            "participation with its status (GRANTED, NO_PRIZE, ENROLLED for an asset-growth task "
-           "with its baseline, ...) and the rewards granted. The "
-           "Idempotency-Key also reaches the campaigns service (as idempotency_key, which the "
-           "body must not set), so a retry never takes part twice. Refusals are 409 with the "
-           "reason as the code; an unknown campaign is 404.",
+           "with its baseline, ...) and the rewards granted. Refusals are 409 with the reason "
+           "as the code; an unknown campaign is 404. Idempotency here is the campaigns "
+           "service's: the Idempotency-Key reaches it as idempotency_key (which the body must "
+           "not set), per channel and campaign. A participation it stored (granted, no prize, "
+           "enrolled, or refused by the ledger) is answered as stored to a replay, with "
+           "Idempotent-Replayed: true, for as long as the participation is kept; the same key "
+           "for another customer or item is 409 IDEMPOTENCY_KEY_REUSED. A refusal that stored "
+           "nothing (sold out, a limit reached, not open, not in the audience, rate limited) is "
+           "decided again on a retry, so a retry never takes part twice and never misses a "
+           "restock.",
        .required = {"customer_id"},
        .key_fields = {{"campaign_id", 64}, {"customer_id", 64}, {"channel", 32}, {"item_id", 64}}},
       {.method = "GET",

@@ -5,6 +5,7 @@
 
 #include <atomic>
 #include <map>
+#include <set>
 #include <thread>
 
 #include "absl/synchronization/mutex.h"
@@ -179,9 +180,17 @@ class ApiTest : public ::testing::TestWithParam<bool> {
     take_part.idempotency_field = "idempotency_key";
     take_part.channel_code_field = "channel";
     take_part.success_status = 201;
-    take_part.invoke = [this](const ApiCall&, const gpb::Message& req, gpb::Message* resp) {
+    take_part.invoke = [this](const ApiCall& call, const gpb::Message& req, gpb::Message* resp) {
       backend_calls_.fetch_add(1);
       const auto& r = static_cast<const cpb::ParticipateRequest&>(req);
+      // Like the campaigns service: a key seen before is a replay, said through the caller.
+      {
+        absl::MutexLock lock(&threads_mu_);
+        if (!participation_keys_.insert(r.idempotency_key()).second &&
+            call.caller.replayed != nullptr) {
+          *call.caller.replayed = true;
+        }
+      }
       auto* p = static_cast<cpb::Participation*>(resp);
       p->set_campaign_id(r.campaign_id());
       p->set_customer_id(r.customer_id());
@@ -283,7 +292,6 @@ class ApiTest : public ::testing::TestWithParam<bool> {
 
   testing::FakeClock clock_;
   MemoryIdempotencyStore store_;
-  MemoryIdempotencyStore backend_idempotent_;  // used once a test sets it
   Router router_;
   ApiService api_;
   std::atomic<int> executions_{0};
@@ -295,6 +303,8 @@ class ApiTest : public ::testing::TestWithParam<bool> {
   std::atomic<int> served_async_{0};
   absl::Mutex threads_mu_;
   std::vector<std::thread> threads_ ABSL_GUARDED_BY(threads_mu_);
+  // The keys the participation "backend" has seen.
+  std::set<std::string> participation_keys_ ABSL_GUARDED_BY(threads_mu_);
 };
 
 INSTANTIATE_TEST_SUITE_P(BlockingAndAsync, ApiTest, ::testing::Bool(),
@@ -476,26 +486,36 @@ TEST_P(ApiTest, TheIdempotencyKeyReachesTheBackendScopedByTheChannel) {
   EXPECT_EQ(r.status, 403);
 }
 
-TEST_P(ApiTest, RoutesWhoseBackendIsIdempotentUseTheirOwnStore) {
-  api_.SetBackendIdempotentStore(&backend_idempotent_);
-  // The participation passes its key on: its record is in the backend-idempotent store, and a
-  // replay is still answered from it without reaching the backend again.
+TEST_P(ApiTest, RoutesWhoseBackendKeepsTheKeyWriteNoRecord) {
+  // The participation passes its key on and the backend answers replays: no record here, the
+  // backend is called again, and its word makes the Idempotent-Replayed header.
   const std::string body = R"({"customer_id":"C1"})";
   HttpResponse first = Send("POST", "/v1/campaigns/cmp_1/participations", body, "k-1");
   ASSERT_EQ(first.status, 201) << first.body;
+  auto replayed = [](const HttpResponse& r) {
+    for (const auto& [name, value] : r.headers) {
+      if (name == "Idempotent-Replayed") return value == "true";
+    }
+    return false;
+  };
+  EXPECT_FALSE(replayed(first));
   HttpResponse again = Send("POST", "/v1/campaigns/cmp_1/participations", body, "k-1");
   EXPECT_EQ(again.status, 201);
   EXPECT_EQ(again.body, first.body);
-  EXPECT_EQ(backend_calls_.load(), 1);
-  EXPECT_EQ(
-      Send("POST", "/v1/campaigns/cmp_1/participations", R"({"customer_id":"C2"})", "k-1").status,
-      409);
-  EXPECT_EQ(backend_idempotent_.size(), 1u);
+  EXPECT_TRUE(replayed(again));
+  EXPECT_EQ(backend_calls_.load(), 2);
   EXPECT_EQ(store_.size(), 0u);
-  // Tracking has no key of its own downstream: its record stays in the durable store.
+  // The key is still required and checked, on either path.
+  HttpResponse r = Send("POST", "/v1/campaigns/cmp_1/participations", body, "");
+  EXPECT_EQ(r.status, 400) << r.body;
+  EXPECT_THAT(r.body, HasSubstr("Idempotency-Key"));
+  r = Send("POST", "/v1/campaigns/cmp_1/participations", body, "bad\x01key");
+  EXPECT_EQ(r.status, 400) << r.body;
+  EXPECT_THAT(r.body, HasSubstr("printable"));
+  EXPECT_EQ(backend_calls_.load(), 2);
+  // Tracking has no key of its own downstream: its record is the gateway's.
   EXPECT_EQ(Send("POST", "/v1/tracking", kBatch, "k-1").status, 202);
   EXPECT_EQ(store_.size(), 1u);
-  EXPECT_EQ(backend_idempotent_.size(), 1u);
 }
 
 TEST_P(ApiTest, ACustomerNamedInTheBodyHasTheCustomerLimit) {
@@ -762,6 +782,15 @@ TEST_P(ApiTest, OnlyRequestsThatNeedNoIdempotencyRecordAreServedWithoutWaiting) 
   r = SendFresh("POST", "/v1/tracking", kBatch, "");
   EXPECT_EQ(r.status, 400) << r.body;
   EXPECT_EQ(served_async_.load(), 2 * async_runs);
+
+  // A POST whose backend keeps the key itself writes no record: the async path, with or
+  // without its key (refused there).
+  r = SendFresh("POST", "/v1/campaigns/cmp_1/participations", R"({"customer_id":"C1"})", "k-9");
+  EXPECT_EQ(r.status, 201) << r.body;
+  EXPECT_EQ(served_async_.load(), 3 * async_runs);
+  r = SendFresh("POST", "/v1/campaigns/cmp_1/participations", R"({"customer_id":"C1"})", "");
+  EXPECT_EQ(r.status, 400) << r.body;
+  EXPECT_EQ(served_async_.load(), 4 * async_runs);
 }
 
 TEST_P(ApiTest, OperatorRoutesCannotHaveAnAsyncCall) {

@@ -78,6 +78,7 @@ struct Backend::Pending {
   grpc::ByteBuffer response;
   grpc::Status status;
   google::protobuf::Message* parsed = nullptr;
+  bool* replayed = nullptr;
   Done done;
 };
 
@@ -96,6 +97,11 @@ absl::Status Backend::Finish(Pending& pending) {
                           &pending.response, pending.parsed)
                           .ok()) {
     status = Internal(absl::StrCat(pending.label, " answered a response that does not parse"));
+  }
+  if (pending.replayed != nullptr) {
+    const auto& trailers = pending.context.GetServerTrailingMetadata();
+    auto it = trailers.find(rpc::kIdempotentReplayedKey);
+    if (it != trailers.end() && it->second == "true") *pending.replayed = true;
   }
   const absl::Duration latency = absl::FromChrono(std::chrono::steady_clock::now() - pending.start);
   breaker_.Record(IsBackendFailure(status), latency);
@@ -127,6 +133,7 @@ void Backend::CallAsync(const google::protobuf::MethodDescriptor& method,
   rpc::PrepareClientContext(pending->context, timeout_, caller.request_id);
   if (caller.actor) rpc::AttachActor(pending->context, *caller.actor);
   pending->parsed = response;
+  pending->replayed = caller.replayed;
   pending->done = std::move(done);
 
   // gRPC owns the call from here; the callback takes the Pending back and ends it.

@@ -32,6 +32,10 @@ struct CallerIdentity {
   std::string request_id;
   // The operator (admin API) or the channel's org (channel API); unset for none.
   std::optional<tenancy::Actor> actor;
+  // When set, made true if the backend says its answer is the stored outcome of an earlier
+  // request under the same idempotency key (rpc::kIdempotentReplayedKey). Must stay alive until
+  // the call ends.
+  bool* replayed = nullptr;
 };
 
 class Backend {
@@ -51,7 +55,8 @@ class Backend {
 
   // The same call without a thread waiting for it: `done` runs once with the outcome, on one of
   // gRPC's callback threads (or on this thread when the breaker refuses), after *response is
-  // filled. `response` must stay alive until then; `request` and `caller` only for this call.
+  // filled. `response` (and caller.replayed) must stay alive until then; `request` and `caller`
+  // only for this call.
   // `done` must not block.
   using Done = std::function<void(absl::Status)>;
   void CallAsync(const google::protobuf::MethodDescriptor& method,

@@ -44,9 +44,7 @@ const config::Schema<GatewayConfig>& GatewayConfigSchema() {
         .Field("rewards_target", &GatewayConfig::rewards_target, "host:port of the rewards service")
         .Field("pg_dsn", &GatewayConfig::pg_dsn,
                "the gateway's database (idempotency records, operators, sessions)")
-        .Field("pg_pool_size", &GatewayConfig::pg_pool_size,
-               "PostgreSQL connections of each of its two pools (durable, and relaxed for "
-               "backend-idempotent routes)")
+        .Field("pg_pool_size", &GatewayConfig::pg_pool_size, "PostgreSQL connections of its pool")
         .Field("business_events_topic", &GatewayConfig::business_events_topic,
                "topic of POST /v1/events")
         .Field("tracking_topic", &GatewayConfig::tracking_topic, "topic of POST /v1/tracking")

@@ -89,14 +89,6 @@ int Main(int argc, char** argv) {
                                    .lock_for = absl::Seconds(config.lockout_s)},
                        .scrypt = {.n = static_cast<uint64_t>(config.scrypt_n)}});
   PgIdempotencyStore idempotency(database.Getter(), absl::Hours(config.idempotency_retention_h));
-  // The same records for routes whose backend is idempotent by the key, on connections that do
-  // not wait for the WAL flush (ApiService::SetBackendIdempotentStore).
-  GatewayDatabase relaxed_database({.dsn = config.pg_dsn,
-                                    .size = static_cast<int>(config.pg_pool_size),
-                                    .session_settings = {{"synchronous_commit", "off"}}},
-                                   nullptr);
-  PgIdempotencyStore backend_idempotent(relaxed_database.Getter(),
-                                        absl::Hours(config.idempotency_retention_h));
   // Connect now if we can (bootstrap admin, migrations); if not, requests retry later.
   (void)database.Get();
 
@@ -133,7 +125,6 @@ int Main(int argc, char** argv) {
   api_options.per_route = {config.route_rate, config.route_burst};
   api_options.per_operator = {config.operator_rate, config.operator_burst};
   ApiService api(api_options, clock, admin.get(), &idempotency);
-  api.SetBackendIdempotentStore(&backend_idempotent);
   ApiDependencies deps;
   deps.campaigns = &campaigns;
   deps.segments = &segments;

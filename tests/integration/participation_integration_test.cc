@@ -295,6 +295,28 @@ class ParticipationIntegrationTest : public ::testing::Test {
     return out;
   }
 
+  // Participate, and whether the service said (in its trailer) that it replayed a stored answer.
+  absl::StatusOr<pb::Participation> ParticipateSayingReplay(const std::string& campaign,
+                                                            const std::string& customer,
+                                                            const std::string& key,
+                                                            bool* replayed) {
+    pb::ParticipateRequest r;
+    r.set_campaign_id(campaign);
+    r.set_customer_id(customer);
+    r.set_customer_org_id("bank-a");
+    r.set_channel("mobile_banking");
+    r.set_idempotency_key(key);
+    grpc::ClientContext ctx;
+    rpc::PrepareClientContext(ctx, absl::Seconds(30), "");
+    pb::Participation out;
+    grpc::Status s = stub_->Participate(&ctx, r, &out);
+    const auto& trailers = ctx.GetServerTrailingMetadata();
+    auto it = trailers.find(rpc::kIdempotentReplayedKey);
+    *replayed = it != trailers.end() && it->second == "true";
+    if (!s.ok()) return rpc::FromGrpcStatus(s);
+    return out;
+  }
+
   int64_t Scalar(const std::string& sql) {
     int64_t v = -1;
     EXPECT_TRUE(pg::WithTransaction(*pool_, [&](pqxx::work& tx) {
@@ -476,6 +498,68 @@ TEST_F(ParticipationIntegrationTest, ReplaysReturnTheFirstOutcome) {
       << Describe(over.status());
   EXPECT_EQ(RewardsScalar("SELECT count(*) FROM coupons"), 1);
   EXPECT_TRUE(WalletCoupons("cust-r2").empty());
+  EXPECT_TRUE(LedgerIntact());
+}
+
+// The service says which answers are replays (the gateway's Idempotent-Replayed header), and a
+// replica that saw the sell-out itself still answers a replay of a success another replica
+// granted: its sold-out board holds the keys stored in the database when it marked the campaign.
+TEST_F(ParticipationIntegrationTest, AnotherReplicaAnswersAReplayOfASuccessAfterTheSellOut) {
+  const std::string id = Online(Coupon("Replica"));
+  ASSERT_FALSE(id.empty());
+  ActivateCoupon("bt-coupon-50", 1, 5000);
+  bool replayed = true;
+  auto first = ParticipateSayingReplay(id, "cust-m1", "key-m1", &replayed);
+  ASSERT_TRUE(first.ok()) << Describe(first.status());
+  EXPECT_EQ(first->status(), pb::GRANTED);
+  EXPECT_FALSE(replayed);
+  auto again = ParticipateSayingReplay(id, "cust-m1", "key-m1", &replayed);
+  ASSERT_TRUE(again.ok()) << Describe(again.status());
+  EXPECT_EQ(again->id(), first->id());
+  EXPECT_TRUE(replayed);
+
+  // A second replica on the same database, called as its gRPC handler calls it.
+  GroupCommitter reserve(*pool_, GroupCommitter::Options{});
+  GroupCommitter finish(*pool_, GroupCommitter::Options{});
+  PgParticipationStore store(*pool_, reserve, finish);
+  ParticipationService other(*store_, store, membership_, *pricing_, *issuer_, SystemClock(),
+                             ParticipationOptions{.customer_rate_per_s = 0});
+  auto call_other = [&](const std::string& customer,
+                        const std::string& key) -> absl::StatusOr<pb::Participation> {
+    pb::ParticipateRequest r;
+    r.set_campaign_id(id);
+    r.set_customer_id(customer);
+    r.set_customer_org_id("bank-a");
+    r.set_channel("mobile_banking");
+    r.set_idempotency_key(key);
+    replayed = false;
+    MKT_RETURN_IF_ERROR(other.Screen(r));
+    return other.Participate(r, &replayed);
+  };
+  // It learns of the sell-out from the ledger, and marks the campaign.
+  auto sold_out = call_other("cust-m2", "key-m2");
+  EXPECT_EQ(ReasonOf(sold_out.status()), common::STOCK_EXHAUSTED) << Describe(sold_out.status());
+  const int64_t rows = Scalar("SELECT count(*) FROM participations");
+  // A new claim is refused from memory: no reservation, no new row.
+  auto refused = call_other("cust-m3", "key-m3");
+  EXPECT_EQ(ReasonOf(refused.status()), common::STOCK_EXHAUSTED) << Describe(refused.status());
+  EXPECT_FALSE(replayed);
+  EXPECT_EQ(Scalar("SELECT count(*) FROM participations"), rows);
+  // The first replica's success, replayed here: the stored participation, not a refusal.
+  auto replay = call_other("cust-m1", "key-m1");
+  ASSERT_TRUE(replay.ok()) << Describe(replay.status());
+  EXPECT_EQ(replay->id(), first->id());
+  EXPECT_EQ(replay->status(), pb::GRANTED);
+  EXPECT_TRUE(replayed);
+  // The same key for another customer is still a reused key, not a sold-out refusal.
+  auto reused = call_other("cust-m4", "key-m1");
+  EXPECT_EQ(ReasonOf(reused.status()), common::IDEMPOTENCY_KEY_REUSED) << Describe(reused.status());
+  // The refusal the ledger gave cust-m2 is stored: its replay answers it, as a replay.
+  auto refused_again = call_other("cust-m2", "key-m2");
+  EXPECT_EQ(ReasonOf(refused_again.status()), common::STOCK_EXHAUSTED);
+  EXPECT_TRUE(replayed);
+  EXPECT_EQ(Scalar("SELECT count(*) FROM participations"), rows);
+  EXPECT_EQ(RewardsScalar("SELECT count(*) FROM coupons"), 1);
   EXPECT_TRUE(LedgerIntact());
 }
 
