@@ -4,6 +4,7 @@
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/impl/codegen/proto_utils.h>
 
+#include <algorithm>
 #include <chrono>
 
 #include "absl/cleanup/cleanup.h"
@@ -57,21 +58,24 @@ bool IsBackendFailure(const absl::Status& status) {
 }
 
 Backend::Backend(std::string name, const std::string& target, absl::Duration timeout,
-                 CircuitBreakerOptions breaker, const Clock& clock)
+                 CircuitBreakerOptions breaker, const Clock& clock, int max_in_flight)
     : name_(std::move(name)),
       timeout_(timeout),
+      max_in_flight_(std::max(1, max_in_flight)),
       stub_(std::make_unique<Stub>(rpc::Connect(target))),
       breaker_(name_, breaker, clock) {}
 
 Backend::~Backend() {
   absl::MutexLock lock(&mu_);
   mu_.Await(absl::Condition(
-      +[](int* in_flight) { return *in_flight == 0; }, &in_flight_));
+      +[](int* accepted) { return *accepted == 0; }, &accepted_));
 }
 
-// One call in flight: what gRPC needs alive until the call ends.
+// One call, from CallAsync until it ends: what gRPC needs alive while it runs.
 struct Backend::Pending {
   std::string label;
+  std::string method_path;
+  std::chrono::steady_clock::time_point queued;
   std::chrono::steady_clock::time_point start;
   grpc::ClientContext context;
   grpc::ByteBuffer request;
@@ -84,6 +88,10 @@ struct Backend::Pending {
 
 std::optional<absl::Status> Backend::RefusedByBreaker(const std::string& label) {
   if (breaker_.Allow()) return std::nullopt;
+  return BreakerRefusal(label);
+}
+
+absl::Status Backend::BreakerRefusal(const std::string& label) {
   RejectedByBreaker().Add({{"backend", name_}}).Increment();
   BackendMetrics().Record(label, "CIRCUIT_OPEN", 0);
   return Error(absl::StatusCode::kUnavailable, pb::DEPENDENCY_UNAVAILABLE,
@@ -126,38 +134,109 @@ void Backend::CallAsync(const google::protobuf::MethodDescriptor& method,
     return done(Internal(absl::StrCat(
         pending->label, ": the request does not serialize: ", serialized.error_message())));
   }
-  if (std::optional<absl::Status> refused = RefusedByBreaker(pending->label)) {
-    return done(*std::move(refused));
-  }
-  pending->start = std::chrono::steady_clock::now();
+  pending->method_path = absl::StrCat("/", method.service()->full_name(), "/", method.name());
+  pending->queued = std::chrono::steady_clock::now();
   rpc::PrepareClientContext(pending->context, timeout_, caller.request_id);
   if (caller.actor) rpc::AttachActor(pending->context, *caller.actor);
   pending->parsed = response;
   pending->replayed = caller.replayed;
   pending->done = std::move(done);
 
-  // gRPC owns the call from here; the callback takes the Pending back and ends it.
+  bool queued = false;
+  bool open = false;
   {
     absl::MutexLock lock(&mu_);
-    ++in_flight_;
+    if (running_ < max_in_flight_) {
+      ++running_;
+      ++accepted_;
+    } else if (breaker_.state() == CircuitBreaker::State::kOpen) {
+      // Every slot is taken and the backend is known to be down: no point waiting.
+      open = true;
+    } else {
+      // Every slot is taken: the call waits here, without a thread, for one to come free.
+      ++accepted_;
+      waiting_.push_back(std::move(pending));
+      queued = true;
+    }
   }
+  if (queued) return;
+  if (open) {
+    Done refuse = std::move(pending->done);
+    const std::string label = std::move(pending->label);
+    pending.reset();
+    return refuse(BreakerRefusal(label));
+  }
+  if (std::optional<absl::Status> refused = RefusedByBreaker(pending->label)) {
+    Done refuse = std::move(pending->done);
+    pending.reset();
+    return End(std::move(refuse), *std::move(refused));
+  }
+  Start(std::move(pending));
+}
+
+void Backend::Start(std::unique_ptr<Pending> pending) {
+  pending->start = std::chrono::steady_clock::now();
+  // The deadline counts from the start, not from the wait for a slot.
+  pending->context.set_deadline(std::chrono::system_clock::now() +
+                                absl::ToChronoNanoseconds(timeout_));
+  // gRPC owns the call from here; the callback takes the Pending back and ends it.
   Pending* raw = pending.release();
-  stub_->stub.UnaryCall(
-      &raw->context, absl::StrCat("/", method.service()->full_name(), "/", method.name()),
-      grpc::StubOptions(), &raw->request, &raw->response, [this, raw](grpc::Status s) {
-        // Counted off last, even if `done` throws (gRPC swallows it): the
-        // destructor waits for this count.
-        absl::Cleanup counted = [this] {
-          absl::MutexLock lock(&mu_);
-          --in_flight_;
-        };
-        std::unique_ptr<Pending> owned(raw);
-        owned->status = std::move(s);
-        absl::Status outcome = Finish(*owned);
-        Done finished = std::move(owned->done);
-        owned.reset();
-        finished(std::move(outcome));
-      });
+  stub_->stub.UnaryCall(&raw->context, raw->method_path, grpc::StubOptions(), &raw->request,
+                        &raw->response, [this, raw](grpc::Status s) {
+                          std::unique_ptr<Pending> owned(raw);
+                          owned->status = std::move(s);
+                          absl::Status outcome = Finish(*owned);
+                          Done finished = std::move(owned->done);
+                          owned.reset();
+                          End(std::move(finished), std::move(outcome));
+                        });
+}
+
+void Backend::End(Done done, absl::Status outcome) {
+  // Counted off last, even if `done` throws (gRPC swallows it): the destructor waits for this
+  // count. The slot goes to the next waiting call first.
+  absl::Cleanup counted = [this] {
+    absl::MutexLock lock(&mu_);
+    --accepted_;
+  };
+  ReleaseSlot();
+  done(std::move(outcome));
+}
+
+void Backend::ReleaseSlot() {
+  for (;;) {
+    std::unique_ptr<Pending> next;
+    {
+      absl::MutexLock lock(&mu_);
+      if (waiting_.empty()) {
+        --running_;
+        return;
+      }
+      next = std::move(waiting_.front());
+      waiting_.pop_front();
+    }
+    // The slot passes to `next`, unless it waited too long or the breaker refuses it.
+    std::optional<absl::Status> refused;
+    if (std::chrono::steady_clock::now() - next->queued > absl::ToChronoNanoseconds(timeout_)) {
+      BackendMetrics().Record(next->label, "BACKEND_BUSY", 0);
+      refused = Error(absl::StatusCode::kUnavailable, pb::DEPENDENCY_UNAVAILABLE,
+                      absl::StrCat("the ", name_, " service is busy: the call waited ",
+                                   absl::FormatDuration(timeout_), " for one of its ",
+                                   max_in_flight_, " slots"));
+    } else {
+      refused = RefusedByBreaker(next->label);
+    }
+    if (!refused) return Start(std::move(next));
+    Done refuse = std::move(next->done);
+    next.reset();
+    {
+      absl::Cleanup counted = [this] {
+        absl::MutexLock lock(&mu_);
+        --accepted_;
+      };
+      refuse(*std::move(refused));
+    }
+  }
 }
 
 absl::Status Backend::Call(const google::protobuf::MethodDescriptor& method,

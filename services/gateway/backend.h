@@ -5,6 +5,7 @@
 // every call is counted in mkt_gateway_backend_* by backend and method.
 #pragma once
 
+#include <deque>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -40,10 +41,13 @@ struct CallerIdentity {
 
 class Backend {
  public:
-  // `name` labels metrics and logs ("campaigns"); `target` is host:port.
+  // `name` labels metrics and logs ("campaigns"); `target` is host:port. At most
+  // `max_in_flight` calls run at once; more wait in a queue, without a thread, for a slot, and
+  // one that waited longer than `timeout` is answered 503 DEPENDENCY_UNAVAILABLE without calling
+  // (a burst is smoothed instead of piling onto the backend until every call misses its deadline).
   Backend(std::string name, const std::string& target, absl::Duration timeout,
-          CircuitBreakerOptions breaker, const Clock& clock);
-  // Waits for the calls still in flight (each ends by its deadline at the latest).
+          CircuitBreakerOptions breaker, const Clock& clock, int max_in_flight = 256);
+  // Waits for the calls still running or waiting (each ends by its deadline at the latest).
   ~Backend();
 
   // Calls `method` (whose input and output types must be those of `request` and `response`).
@@ -71,15 +75,28 @@ class Backend {
   struct Pending;
   // Refuses at once while the breaker is open (and counts it); returns the 503 to answer.
   std::optional<absl::Status> RefusedByBreaker(const std::string& label);
+  absl::Status BreakerRefusal(const std::string& label);
+  // Makes the call, on a slot taken for it.
+  void Start(std::unique_ptr<Pending> pending);
   // Parses the answer of a finished call, counts it against the breaker and the metrics, and
   // returns its outcome.
   absl::Status Finish(Pending& pending);
+  // Ends a started call: its slot to the next waiting call, then `done`.
+  void End(Done done, absl::Status outcome);
+  // Gives a slot back: starts the next waiting call on it (answering those that waited too long
+  // or that the breaker refuses), or frees it.
+  void ReleaseSlot();
   const std::string name_;
   const absl::Duration timeout_;
+  const int max_in_flight_;
   std::unique_ptr<Stub> stub_;
   CircuitBreaker breaker_;
   absl::Mutex mu_;
-  int in_flight_ ABSL_GUARDED_BY(mu_) = 0;
+  // Calls taken by CallAsync and not yet ended (running or waiting); the destructor waits for 0.
+  int accepted_ ABSL_GUARDED_BY(mu_) = 0;
+  // Slots taken.
+  int running_ ABSL_GUARDED_BY(mu_) = 0;
+  std::deque<std::unique_ptr<Pending>> waiting_ ABSL_GUARDED_BY(mu_);
 };
 
 // Returns true when a status from a backend means the backend is unwell (and should count

@@ -37,6 +37,9 @@ const config::Schema<GatewayConfig>& GatewayConfigSchema() {
                "over it 503 DEPENDENCY_UNAVAILABLE")
         .Field("backend_timeout_ms", &GatewayConfig::backend_timeout_ms,
                "deadline of calls to backend services")
+        .Field("backend_max_in_flight", &GatewayConfig::backend_max_in_flight,
+               "calls running at once to each backend service; more wait in the gateway, without "
+               "a thread, for one to end, and one that waited backend_timeout_ms is 503")
         .Field("campaigns_target", &GatewayConfig::campaigns_target,
                "host:port of the campaigns service")
         .Field("segments_target", &GatewayConfig::segments_target,
@@ -107,6 +110,11 @@ absl::Status Validate(const GatewayConfig& c) {
   MKT_RETURN_IF_ERROR(at_least("timestamp_window_s", c.timestamp_window_s, 1));
   MKT_RETURN_IF_ERROR(at_least("credential_ttl_s", c.credential_ttl_s, 1));
   MKT_RETURN_IF_ERROR(at_least("backend_timeout_ms", c.backend_timeout_ms, 1));
+  MKT_RETURN_IF_ERROR(at_least("backend_max_in_flight", c.backend_max_in_flight, 1));
+  if (c.backend_max_in_flight > 1'000'000) {
+    return InvalidArgument("backend_max_in_flight",
+                           "backend_max_in_flight must be at most 1000000");
+  }
   MKT_RETURN_IF_ERROR(at_least("nonce_max_per_channel", c.nonce_max_per_channel, 0));
   MKT_RETURN_IF_ERROR(at_least("nonce_max_total", c.nonce_max_total, 1000));
   MKT_RETURN_IF_ERROR(at_least("pg_pool_size", c.pg_pool_size, 1));

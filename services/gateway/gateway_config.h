@@ -36,6 +36,7 @@ struct GatewayConfig {
   int64_t nonce_max_per_channel = 0;
   int64_t nonce_max_total = 8000000;
   int64_t backend_timeout_ms = 2000;
+  int64_t backend_max_in_flight = 256;
   // The other backends of the REST API.
   std::string campaigns_target = "127.0.0.1:20031";
   std::string segments_target = "127.0.0.1:20041";

@@ -107,10 +107,11 @@ int Main(int argc, char** argv) {
                                       .open_for = absl::Milliseconds(config.breaker_open_ms),
                                       .probes = static_cast<int>(config.breaker_probes)};
   const absl::Duration timeout = absl::Milliseconds(config.backend_timeout_ms);
-  Backend campaigns("campaigns", config.campaigns_target, timeout, breaker, clock);
-  Backend segments("segments", config.segments_target, timeout, breaker, clock);
-  Backend channels("channels", config.channels_target, timeout, breaker, clock);
-  Backend rewards("rewards", config.rewards_target, timeout, breaker, clock);
+  const int in_flight = static_cast<int>(config.backend_max_in_flight);
+  Backend campaigns("campaigns", config.campaigns_target, timeout, breaker, clock, in_flight);
+  Backend segments("segments", config.segments_target, timeout, breaker, clock, in_flight);
+  Backend channels("channels", config.channels_target, timeout, breaker, clock, in_flight);
+  Backend rewards("rewards", config.rewards_target, timeout, breaker, clock, in_flight);
 
   Router router;
   if (absl::Status s = RegisterGatewayRoutes(router, clock); !s.ok()) {
