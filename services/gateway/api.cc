@@ -87,8 +87,6 @@ absl::Status SetStringField(gpb::Message* message, const std::string& path,
   return SetFieldFromText(message, path, value, path);
 }
 
-// The backend's idempotency key for a channel's Idempotency-Key: scoped by the channel, like the
-// gateway's own records, and within the 128 bytes backends accept.
 // The request's Idempotency-Key: null when it has none (or the route takes none), 400 when a
 // route that needs one lacks it or the key is malformed.
 absl::StatusOr<const std::string*> IdempotencyKeyOf(const ApiRoute& route,
@@ -108,6 +106,8 @@ absl::StatusOr<const std::string*> IdempotencyKeyOf(const ApiRoute& route,
   return key;
 }
 
+// The backend's idempotency key for a channel's Idempotency-Key: scoped by the channel, like the
+// gateway's own records, and within the 128 bytes backends accept.
 std::string BackendIdempotencyKey(const ApiCall& call, const std::string& key) {
   const std::string scope = call.channel ? call.channel->channel_id : call.actor.operator_id;
   std::string scoped = absl::StrCat(scope, ":", key);
