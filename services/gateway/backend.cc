@@ -16,6 +16,7 @@
 #include "libs/rpc/client.h"
 #include "libs/rpc/server.h"
 #include "prometheus/counter.h"
+#include "prometheus/gauge.h"
 
 namespace mkt::gateway {
 namespace {
@@ -32,6 +33,16 @@ prometheus::Family<prometheus::Counter>& RejectedByBreaker() {
   static auto& family = prometheus::BuildCounter()
                             .Name("mkt_gateway_circuit_rejections_total")
                             .Help("backend calls refused at once because the breaker was open")
+                            .Register(metrics::Registry());
+  return family;
+}
+
+prometheus::Family<prometheus::Gauge>& Slots() {
+  static auto& family = prometheus::BuildGauge()
+                            .Name("mkt_gateway_backend_calls")
+                            .Help(
+                                "backend calls running (each holds one of backend_max_in_flight "
+                                "slots) and waiting for a slot, now")
                             .Register(metrics::Registry());
   return family;
 }
@@ -63,7 +74,9 @@ Backend::Backend(std::string name, const std::string& target, absl::Duration tim
       timeout_(timeout),
       max_in_flight_(std::max(1, max_in_flight)),
       stub_(std::make_unique<Stub>(rpc::Connect(target))),
-      breaker_(name_, breaker, clock) {}
+      breaker_(name_, breaker, clock),
+      running_gauge_(&Slots().Add({{"backend", name_}, {"state", "running"}})),
+      waiting_gauge_(&Slots().Add({{"backend", name_}, {"state", "waiting"}})) {}
 
 Backend::~Backend() {
   absl::MutexLock lock(&mu_);
@@ -147,7 +160,7 @@ void Backend::CallAsync(const google::protobuf::MethodDescriptor& method,
   {
     absl::MutexLock lock(&mu_);
     if (running_ < max_in_flight_) {
-      ++running_;
+      running_gauge_->Set(++running_);
       ++accepted_;
     } else if (breaker_.state() == CircuitBreaker::State::kOpen) {
       // Every slot is taken and the backend is known to be down: no point waiting.
@@ -156,6 +169,7 @@ void Backend::CallAsync(const google::protobuf::MethodDescriptor& method,
       // Every slot is taken: the call waits here, without a thread, for one to come free.
       ++accepted_;
       waiting_.push_back(std::move(pending));
+      waiting_gauge_->Set(static_cast<double>(waiting_.size()));
       queued = true;
     }
   }
@@ -209,11 +223,12 @@ void Backend::ReleaseSlot() {
     {
       absl::MutexLock lock(&mu_);
       if (waiting_.empty()) {
-        --running_;
+        running_gauge_->Set(--running_);
         return;
       }
       next = std::move(waiting_.front());
       waiting_.pop_front();
+      waiting_gauge_->Set(static_cast<double>(waiting_.size()));
     }
     // The slot passes to `next`, unless it waited too long or the breaker refuses it.
     std::optional<absl::Status> refused;

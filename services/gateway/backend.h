@@ -25,6 +25,9 @@
 namespace grpc {
 class Channel;
 }  // namespace grpc
+namespace prometheus {
+class Gauge;
+}  // namespace prometheus
 
 namespace mkt::gateway {
 
@@ -97,6 +100,9 @@ class Backend {
   // Slots taken.
   int running_ ABSL_GUARDED_BY(mu_) = 0;
   std::deque<std::unique_ptr<Pending>> waiting_ ABSL_GUARDED_BY(mu_);
+  // mkt_gateway_backend_calls{backend, state="running"|"waiting"}.
+  prometheus::Gauge* running_gauge_;
+  prometheus::Gauge* waiting_gauge_;
 };
 
 // Returns true when a status from a backend means the backend is unwell (and should count

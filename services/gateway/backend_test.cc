@@ -14,6 +14,7 @@
 #include "absl/synchronization/notification.h"
 #include "gtest/gtest.h"
 #include "libs/core/status.h"
+#include "libs/metrics/metrics.h"
 #include "libs/rpc/client.h"
 #include "marketing/rewards/v1/benefits.pb.h"
 #include "services/gateway/test_fakes.h"
@@ -218,6 +219,14 @@ TEST(BackendTest, AtMostMaxInFlightCallsRunAndTheOthersWaitForASlot) {
     absl::SleepFor(absl::Milliseconds(5));
   absl::SleepFor(absl::Milliseconds(200));  // a third call would have arrived by now
   EXPECT_EQ(server.held(), 2);
+  // Operators see the slots in use and the calls waiting.
+  const std::string text = metrics::SerializeText();
+  EXPECT_NE(text.find(R"(mkt_gateway_backend_calls{backend="holding",state="running"} 2)"),
+            std::string::npos)
+      << text;
+  EXPECT_NE(text.find(R"(mkt_gateway_backend_calls{backend="holding",state="waiting"} 3)"),
+            std::string::npos)
+      << text;
   // Each released call hands its slot to a waiting one, until all five are answered.
   for (absl::Time until = absl::Now() + absl::Seconds(20);
        server.received() < 5 || server.held() > 0;) {
