@@ -1,6 +1,10 @@
 #include "services/gateway/json_codec.h"
 
+#include <algorithm>
+#include <cstdint>
+#include <limits>
 #include <map>
+#include <memory>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -94,6 +98,139 @@ absl::Status Screen(const nlohmann::json& object, const gpb::Descriptor* type,
   return absl::OkStatus();
 }
 
+// The fast path of ParseJsonInto: fills `message` from a parsed body by reflection when every
+// value is one protobuf's JSON parser takes the same way — known fields by proto or JSON name,
+// strings, bools, integers as JSON integers in range (64-bit ones also as canonical decimal
+// strings), floating numbers, enums by name, nested messages and repeated fields of those. Any
+// other case (maps, well-known types, bytes, null, enums by number, a field twice, two members
+// of one oneof, anything out of range) answers false, and the caller lets protobuf's parser
+// decide, which also names what is wrong.
+bool FillScalar(const nlohmann::json& v, const FieldDescriptor* f, gpb::Message* m, bool repeated) {
+  const gpb::Reflection* r = m->GetReflection();
+  auto integer = [&](int64_t lo, uint64_t hi, auto set) {
+    if (v.is_number_unsigned()) {
+      const uint64_t u = v.get<uint64_t>();
+      if (u > hi) return false;
+      set(u, static_cast<int64_t>(std::min<uint64_t>(u, INT64_MAX)));
+      return true;
+    }
+    int64_t i = 0;
+    if (v.is_number_integer()) {
+      i = v.get<int64_t>();
+    } else if (v.is_string() && (f->cpp_type() == FieldDescriptor::CPPTYPE_INT64 ||
+                                 f->cpp_type() == FieldDescriptor::CPPTYPE_UINT64)) {
+      // 64-bit integers come as strings in protobuf's JSON; only the canonical decimal form.
+      const std::string& t = v.get_ref<const std::string&>();
+      const size_t digits = !t.empty() && t[0] == '-' ? 1 : 0;
+      if (t.size() == digits || t.size() > 20 ||
+          t.find_first_not_of("0123456789", digits) != std::string::npos ||
+          (t[digits] == '0' && t.size() > digits + 1) || t == "-0") {
+        return false;
+      }
+      if (digits == 0) {
+        uint64_t u = 0;
+        if (!absl::SimpleAtoi(t, &u) || u > hi) return false;
+        set(u, static_cast<int64_t>(std::min<uint64_t>(u, INT64_MAX)));
+        return true;
+      }
+      if (!absl::SimpleAtoi(t, &i)) return false;
+    } else {
+      return false;
+    }
+    if (i < lo || (i >= 0 && static_cast<uint64_t>(i) > hi)) return false;
+    set(static_cast<uint64_t>(i), i);
+    return true;
+  };
+  switch (f->cpp_type()) {
+    case FieldDescriptor::CPPTYPE_STRING:
+      if (f->type() != FieldDescriptor::TYPE_STRING || !v.is_string()) return false;
+      repeated ? r->AddString(m, f, v.get<std::string>())
+               : r->SetString(m, f, v.get<std::string>());
+      return true;
+    case FieldDescriptor::CPPTYPE_BOOL:
+      if (!v.is_boolean()) return false;
+      repeated ? r->AddBool(m, f, v.get<bool>()) : r->SetBool(m, f, v.get<bool>());
+      return true;
+    case FieldDescriptor::CPPTYPE_INT32:
+      return integer(INT32_MIN, INT32_MAX, [&](uint64_t, int64_t i) {
+        repeated ? r->AddInt32(m, f, static_cast<int32_t>(i))
+                 : r->SetInt32(m, f, static_cast<int32_t>(i));
+      });
+    case FieldDescriptor::CPPTYPE_INT64:
+      return integer(INT64_MIN, INT64_MAX, [&](uint64_t, int64_t i) {
+        repeated ? r->AddInt64(m, f, i) : r->SetInt64(m, f, i);
+      });
+    case FieldDescriptor::CPPTYPE_UINT32:
+      return integer(0, UINT32_MAX, [&](uint64_t u, int64_t) {
+        repeated ? r->AddUInt32(m, f, static_cast<uint32_t>(u))
+                 : r->SetUInt32(m, f, static_cast<uint32_t>(u));
+      });
+    case FieldDescriptor::CPPTYPE_UINT64:
+      return integer(0, UINT64_MAX, [&](uint64_t u, int64_t) {
+        repeated ? r->AddUInt64(m, f, u) : r->SetUInt64(m, f, u);
+      });
+    case FieldDescriptor::CPPTYPE_DOUBLE:
+      if (!v.is_number()) return false;
+      repeated ? r->AddDouble(m, f, v.get<double>()) : r->SetDouble(m, f, v.get<double>());
+      return true;
+    case FieldDescriptor::CPPTYPE_FLOAT: {
+      if (!v.is_number()) return false;
+      const double d = v.get<double>();
+      if (d > std::numeric_limits<float>::max() || d < -std::numeric_limits<float>::max()) {
+        return false;
+      }
+      repeated ? r->AddFloat(m, f, static_cast<float>(d))
+               : r->SetFloat(m, f, static_cast<float>(d));
+      return true;
+    }
+    case FieldDescriptor::CPPTYPE_ENUM: {
+      if (!v.is_string()) return false;
+      const gpb::EnumValueDescriptor* e =
+          f->enum_type()->FindValueByName(v.get_ref<const std::string&>());
+      if (e == nullptr) return false;
+      repeated ? r->AddEnumValue(m, f, e->number()) : r->SetEnumValue(m, f, e->number());
+      return true;
+    }
+    default:
+      return false;
+  }
+}
+
+bool FillMessage(const nlohmann::json& object, gpb::Message* m) {
+  const gpb::Descriptor* type = m->GetDescriptor();
+  if (type->full_name().rfind("google.protobuf.", 0) == 0) return false;
+  const gpb::Reflection* r = m->GetReflection();
+  std::vector<const FieldDescriptor*> seen;
+  for (const auto& [key, value] : object.items()) {
+    const FieldDescriptor* f = FieldNamed(type, key);
+    if (f == nullptr || value.is_null() || f->is_map()) return false;
+    if (std::find(seen.begin(), seen.end(), f) != seen.end()) return false;
+    seen.push_back(f);
+    if (const gpb::OneofDescriptor* oneof = f->containing_oneof()) {
+      const FieldDescriptor* set = r->GetOneofFieldDescriptor(*m, oneof);
+      if (set != nullptr && set != f) return false;
+    }
+    const bool message = f->cpp_type() == FieldDescriptor::CPPTYPE_MESSAGE;
+    if (f->is_repeated()) {
+      if (!value.is_array()) return false;
+      for (const auto& item : value) {
+        if (message) {
+          if (!item.is_object() || !FillMessage(item, r->AddMessage(m, f))) return false;
+        } else if (!FillScalar(item, f, m, true)) {
+          return false;
+        }
+      }
+      continue;
+    }
+    if (message) {
+      if (!value.is_object() || !FillMessage(value, r->MutableMessage(m, f))) return false;
+      continue;
+    }
+    if (!FillScalar(value, f, m, false)) return false;
+  }
+  return true;
+}
+
 absl::Status CheckRequiredIn(const gpb::Message& message,
                              const std::vector<const FieldDescriptor*>& fields, size_t i,
                              const std::string& at) {
@@ -181,6 +318,13 @@ absl::Status ParseJsonInto(std::string_view json, gpb::Message* message, int max
                                                       /*allow_exceptions=*/false);
   if (parsed.is_object()) {
     MKT_RETURN_IF_ERROR(Screen(parsed, message->GetDescriptor(), "", "", refused));
+    // The common body goes straight from the parsed tree, without protobuf's JSON parser (which
+    // builds a type resolver's view and a binary copy first); a partial fill is thrown away.
+    std::unique_ptr<gpb::Message> direct(message->New());
+    if (FillMessage(parsed, direct.get())) {
+      message->MergeFrom(*direct);
+      return absl::OkStatus();
+    }
   }
   gpb::util::JsonParseOptions options;
   options.ignore_unknown_fields = false;
@@ -201,6 +345,15 @@ absl::Status ParseJsonInto(std::string_view json, gpb::Message* message, int max
         field, absl::StrCat("unknown field \"", field, "\" in ", message->GetDescriptor()->name()));
   }
   return InvalidArgument(field.empty() ? "body" : field, absl::StrCat("invalid JSON body: ", text));
+}
+
+bool ParsesDirectly(std::string_view json, const gpb::Descriptor* type) {
+  const nlohmann::json parsed = nlohmann::json::parse(json.begin(), json.end(), nullptr,
+                                                      /*allow_exceptions=*/false);
+  if (!parsed.is_object()) return false;
+  std::unique_ptr<gpb::Message> message(
+      gpb::MessageFactory::generated_factory()->GetPrototype(type)->New());
+  return FillMessage(parsed, message.get());
 }
 
 std::vector<const FieldDescriptor*> ResolveFieldPath(const gpb::Descriptor* type,

@@ -36,6 +36,11 @@ struct RefusedBodyField {
 absl::Status ParseJsonInto(std::string_view json, google::protobuf::Message* message, int max_depth,
                            const std::vector<RefusedBodyField>& refused = {});
 
+// For tests: whether ParseJsonInto fills a `type` from `json` without protobuf's JSON parser (the
+// common bodies: known fields, strings, bools, integers, numbers, enums by name, nested and
+// repeated messages), which must then give the very message protobuf's parser would.
+bool ParsesDirectly(std::string_view json, const google::protobuf::Descriptor* type);
+
 // Returns INVALID_ARGUMENT naming `path` ("order.order_id"; through repeated fields every element,
 // named "events[2].customer_id") when it is not set: an empty string or repeated field, an
 // absent message, an enum at 0.

@@ -1,10 +1,15 @@
 #include "services/gateway/json_codec.h"
 
 #include "gmock/gmock.h"
+#include "google/protobuf/util/json_util.h"
+#include "google/protobuf/util/message_differencer.h"
 #include "gtest/gtest.h"
 #include "libs/core/status.h"
 #include "marketing/campaigns/v1/campaigns.pb.h"
+#include "marketing/campaigns/v1/participation.pb.h"
 #include "marketing/gateway/v1/gateway.pb.h"
+#include "marketing/rewards/v1/benefits.pb.h"
+#include "marketing/rewards/v1/ledger.pb.h"
 #include "marketing/segments/v1/segments.pb.h"
 
 namespace mkt::gateway {
@@ -47,6 +52,84 @@ TEST(JsonCodecTest, WrongTypesAndMalformedJsonAreInvalidArgument) {
             absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(ParseJsonInto(R"([1,2])", &accepted, 8).code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(ParseJsonInto("", &accepted, 8).code(), absl::StatusCode::kInvalidArgument);
+}
+
+// The direct fill must give exactly what protobuf's parser gives, and never accept what it
+// refuses: every body below goes through ParseJsonInto and through JsonStringToMessage.
+TEST(JsonCodecTest, TheDirectFillAgreesWithProtobufsParser) {
+  namespace gpb = ::google::protobuf;
+  namespace rpb = ::marketing::rewards::v1;
+  namespace spb = ::marketing::segments::v1;
+  struct Case {
+    const gpb::Descriptor* type;
+    std::string json;
+    bool direct;  // expected to take the direct fill
+  };
+  const std::vector<Case> cases = {
+      {campaigns_pb::ParticipateRequest::descriptor(),
+       R"({"customer_id":"C1","channel":"mobile_banking"})", true},
+      {campaigns_pb::ParticipateRequest::descriptor(), R"({"customerId":"C1","itemId":"x"})", true},
+      {campaigns_pb::ParticipateRequest::descriptor(), R"({"customer_id":"C1","customerId":"C2"})",
+       false},
+      {campaigns_pb::ParticipateRequest::descriptor(),
+       R"({"customer_id":"中文 \u00e9 \ud83d\ude00 \"q\" \\"})", true},
+      {campaigns_pb::ParticipateRequest::descriptor(), R"({"customer_id":5})", false},
+      {campaigns_pb::ParticipateRequest::descriptor(), R"({"nope":"x"})", false},
+      {gw::TrackingBatch::descriptor(),
+       R"({"events":[{"customer_id":"c1","action":"CLICK"},{"customer_id":"c2"}]})", true},
+      {gw::TrackingBatch::descriptor(), R"({"events":[{"action":1}]})", false},
+      {gw::TrackingBatch::descriptor(), R"({"events":[{"action":"NO_SUCH_ACTION"}]})", false},
+      {gw::TrackingBatch::descriptor(), R"({"events":{"customer_id":"c1"}})", false},
+      {gw::TrackingBatch::descriptor(), R"({"events":[{"attributes":{"k":"v"}}]})", false},
+      {gw::TrackingAccepted::descriptor(), R"({"accepted":2147483647})", true},
+      {gw::TrackingAccepted::descriptor(), R"({"accepted":-2147483648})", true},
+      {gw::TrackingAccepted::descriptor(), R"({"accepted":2147483648})", false},
+      {gw::TrackingAccepted::descriptor(), R"({"accepted":1.0})", false},
+      {gw::TrackingAccepted::descriptor(), R"({"accepted":1.5})", false},
+      {gw::TrackingAccepted::descriptor(), R"({"accepted":"7"})", false},
+      {gw::TrackingAccepted::descriptor(), R"({"accepted":true})", false},
+      {rpb::OrderInfo::descriptor(), R"({"amount_fen":"9223372036854775807"})", true},
+      {rpb::OrderInfo::descriptor(), R"({"amount_fen":"-9223372036854775808"})", true},
+      {rpb::OrderInfo::descriptor(), R"({"amount_fen":9007199254740993})", true},
+      {rpb::OrderInfo::descriptor(), R"({"amount_fen":-42,"products":["a","b"]})", true},
+      {rpb::OrderInfo::descriptor(), R"({"amount_fen":"9223372036854775808"})", false},
+      {rpb::OrderInfo::descriptor(), R"({"amount_fen":"007"})", false},
+      {rpb::OrderInfo::descriptor(), R"({"amount_fen":"-0"})", false},
+      {rpb::OrderInfo::descriptor(), R"({"amount_fen":"+7"})", false},
+      {rpb::OrderInfo::descriptor(), R"({"amount_fen":" 7"})", false},
+      {rpb::OrderInfo::descriptor(), R"({"amount_fen":"1e3"})", false},
+      {rpb::OrderInfo::descriptor(), R"({"products":["a",1]})", false},
+      {spb::SampleRequest::descriptor(),
+       R"({"org_id":"bank-a","size":3,"seed":"18446744073709551615","segment":{}})", true},
+      {spb::SampleRequest::descriptor(), R"({"seed":18446744073709551615})", true},
+      {spb::SampleRequest::descriptor(), R"({"seed":"18446744073709551616"})", false},
+      {spb::SampleRequest::descriptor(), R"({"seed":-1})", false},
+      {spb::SampleRequest::descriptor(), R"({"seed":"-1"})", false},
+      {spb::TagValue::descriptor(), R"({"tag":"t","bool_value":false})", true},
+      {spb::TagValue::descriptor(), R"({"int_value":"12","bool_value":true})", false},
+      {spb::TagValue::descriptor(), R"({"enum_set":{"values":["a"]}})", true},
+      {gw::UpdateOperatorRequest::descriptor(), R"({"id":"o","disabled":false,"roles":[]})", true},
+      {rpb::PointsExpiry::descriptor(), R"({"days_after_grant":30})", true},
+      {rpb::PointsExpiry::descriptor(), R"({"fixed_at":"2026-01-01T00:00:00Z"})", false},
+      {rpb::PointsExpiry::descriptor(), R"({"days_after_grant":30,"end_of_year_plus_years":1})",
+       false},
+      {campaigns_pb::CreateCampaignRequest::descriptor(),
+       R"({"config":{"name":"n","type":"COUPON_CLAIM","priority":3}})", true},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.json);
+    const gpb::Message* prototype = gpb::MessageFactory::generated_factory()->GetPrototype(c.type);
+    std::unique_ptr<gpb::Message> ours(prototype->New());
+    std::unique_ptr<gpb::Message> theirs(prototype->New());
+    const absl::Status parsed = ParseJsonInto(c.json, ours.get(), 16);
+    const auto reference = gpb::util::JsonStringToMessage(c.json, theirs.get());
+    EXPECT_EQ(ParsesDirectly(c.json, c.type), c.direct);
+    EXPECT_EQ(parsed.ok(), reference.ok()) << parsed << " / " << reference.ToString();
+    if (parsed.ok() && reference.ok()) {
+      EXPECT_TRUE(gpb::util::MessageDifferencer::Equals(*ours, *theirs))
+          << ours->ShortDebugString() << " / " << theirs->ShortDebugString();
+    }
+  }
 }
 
 TEST(JsonCodecTest, DepthLimitRefusesDeepNestingBeforeParsing) {
