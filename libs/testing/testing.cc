@@ -9,7 +9,9 @@
 #include <libpq-fe.h>
 #include <netinet/in.h>
 #include <signal.h>
+#include <sys/file.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -23,6 +25,7 @@
 #include <random>
 #include <stdexcept>
 #include <thread>
+#include <vector>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -136,22 +139,56 @@ std::string NewTopic(std::string_view prefix, int partitions) {
   return topic;
 }
 
-int FreePort() {
+namespace {
+
+// True when 127.0.0.1:`port` can be bound now.
+bool Bindable(int port) {
   int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0) FailTest(absl::StrCat("socket: ", std::strerror(errno)));
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
   addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = 0;
-  socklen_t len = sizeof(addr);
-  if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 ||
-      ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
-    const std::string error = std::strerror(errno);
-    ::close(fd);
-    FailTest("cannot find a free port: " + error);
-  }
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  const bool ok = ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
   ::close(fd);
-  return ntohs(addr.sin_port);
+  return ok;
+}
+
+}  // namespace
+
+int FreePort() {
+  // Below the kernel's ephemeral range (32768-60999 here), so no outgoing connection of any
+  // process (to PostgreSQL, Kafka, a gRPC peer) can take the port between this call and the
+  // server's bind; and above the project's fixed ports (8080, 9431-9471). A lock file per port,
+  // held until this process exits, keeps concurrent test processes from handing out the same one.
+  constexpr int kFirst = 10000;
+  constexpr int kCount = 10000;
+  static std::mutex mu;
+  static std::vector<int>* held = new std::vector<int>();  // lock files, open until exit
+  std::lock_guard<std::mutex> lock(mu);
+  const std::string dir = "/tmp/mkt-test-ports";
+  ::mkdir(dir.c_str(), 0777);
+  ::chmod(dir.c_str(), 0777);
+  static std::mt19937 random(std::random_device{}());
+  for (int attempt = 0; attempt < 2000; ++attempt) {
+    const int port = kFirst + static_cast<int>(random() % kCount);
+    const std::string path = absl::StrCat(dir, "/", port);
+    int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0666);
+    if (fd < 0) continue;
+    // Taken by another test process (or by this one: flock locks are per open file).
+    if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+      ::close(fd);
+      continue;
+    }
+    if (!Bindable(port)) {
+      ::close(fd);
+      continue;
+    }
+    held->push_back(fd);
+    return port;
+  }
+  FailTest("cannot find a free port in 10000-19999");
+  return 0;
 }
 
 ChildProcess::ChildProcess(std::vector<std::string> argv, std::map<std::string, std::string> env,

@@ -49,7 +49,9 @@ std::string KafkaBootstrap();
 // Creates a new topic named "<prefix>.<random>" with `partitions` partitions and returns its name.
 std::string NewTopic(std::string_view prefix, int partitions = 3);
 
-// Returns a TCP port on 127.0.0.1 that was free a moment ago.
+// Returns a TCP port on 127.0.0.1 that was free a moment ago, in 10000-19999 (outside the
+// kernel's ephemeral range, so no outgoing connection takes it before the server binds it), and
+// handed to no other test process (or earlier call of this one) while this process lives.
 int FreePort();
 
 // A program started by a test; killed with SIGKILL on destruction if still running.

@@ -12,6 +12,7 @@
 #include <atomic>
 #include <chrono>
 #include <fstream>
+#include <set>
 #include <sstream>
 #include <thread>
 
@@ -98,6 +99,16 @@ TEST(FreePortTest, ReturnsABindablePort) {
   addr.sin_port = htons(static_cast<uint16_t>(port));
   EXPECT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
   ::close(fd);
+}
+
+TEST(FreePortTest, PortsAreDistinctAndOutsideTheEphemeralRange) {
+  std::set<int> ports;
+  for (int i = 0; i < 50; ++i) {
+    const int port = FreePort();
+    EXPECT_GE(port, 10000);
+    EXPECT_LT(port, 20000);
+    EXPECT_TRUE(ports.insert(port).second) << "port " << port << " handed out twice";
+  }
 }
 
 // A one-connection-at-a-time HTTP server answering every request with `status_line`.
