@@ -282,6 +282,9 @@ void GroupCommitter::RunLane(Lane& lane) {
 absl::StatusOr<ReserveResult> PgParticipationStore::Reserve(const Reservation& rsv) {
   const pb::Participation& p = rsv.participation;
   ReserveResult out;
+  // Written here, on the caller's thread, not in the lane that every participation of this
+  // campaign passes through (protobuf's JSON printer was a fifth of the service's CPU).
+  const std::string p_json = ToJson(p);
   auto body = [&](pqxx::work& tx, std::vector<kafka::OutboxMessage>&) -> absl::Status {
     out = ReserveResult{};
     auto lookup = [&]() -> absl::Status {
@@ -305,7 +308,7 @@ absl::StatusOr<ReserveResult> PgParticipationStore::Reserve(const Reservation& r
       pqxx::result r = pg::ExecPrepared(
           tx, kReserveCounted, p.id(), p.campaign_id(), p.idempotency_key(), rsv.request_hash,
           p.customer_id(), p.customer_org_id(), p.channel(), p.campaign_version(),
-          pg::TextArrayLiteral(keys), ToJson(p), pg::IntArrayLiteral(caps));
+          pg::TextArrayLiteral(keys), p_json, pg::IntArrayLiteral(caps));
       if (!r[0][0].as<bool>()) return lookup();
       const std::vector<std::string> taken =
           r[0][1].is_null() ? std::vector<std::string>{} : ParseTextArray(r[0][1].c_str());
@@ -409,9 +412,11 @@ absl::StatusOr<ReserveResult> PgParticipationStore::Reserve(const Reservation& r
 absl::StatusOr<pb::Participation> PgParticipationStore::Finish(const pb::Participation& outcome,
                                                                absl::Time window_end) {
   pb::Participation stored;
+  // On the caller's thread, outside the lane (see Reserve).
+  const std::string outcome_json = ToJson(outcome);
   auto body = [&](pqxx::work& tx, std::vector<kafka::OutboxMessage>& outbox) -> absl::Status {
     pqxx::result updated = pg::ExecPrepared(tx, kFinish, outcome.id(), StatusName(outcome.status()),
-                                            outcome.reason(), ToJson(outcome));
+                                            outcome.reason(), outcome_json);
     if (updated.empty()) {
       pqxx::result current = tx.exec_params(kSelectById, outcome.id());
       if (current.empty()) return NotFound("participation " + outcome.id() + " does not exist");
