@@ -1,5 +1,10 @@
 #include "libs/auth/crypto.h"
 
+#include <atomic>
+#include <string>
+#include <thread>
+#include <vector>
+
 #include "gtest/gtest.h"
 
 namespace mkt::auth {
@@ -12,6 +17,44 @@ TEST(CryptoTest, KnownDigests) {
   // RFC 4231 test case 2.
   EXPECT_EQ(HmacSha256Hex("Jefe", "what do ya want for nothing?"),
             "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843");
+}
+
+// Each thread keeps its HMAC context keyed between calls: a change of key, an empty key or data,
+// and other threads must never see a previous key's digest.
+TEST(CryptoTest, HmacKeepsNoStateBetweenKeysOrThreads) {
+  const std::string jefe = "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843";
+  // RFC 4231 test case 1: key 20 × 0x0b, "Hi There".
+  const std::string case1 = "b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7";
+  const std::string key1(20, '\x0b');
+  for (int round = 0; round < 3; ++round) {
+    EXPECT_EQ(HmacSha256Hex("Jefe", "what do ya want for nothing?"), jefe);
+    EXPECT_EQ(HmacSha256Hex("Jefe", "what do ya want for nothing?"), jefe);
+    EXPECT_EQ(HmacSha256Hex(key1, "Hi There"), case1);
+  }
+  EXPECT_EQ(HmacSha256Hex("", ""),
+            "b613679a0814d9ec772f95d778c35fc5ff1697c493715653c6c712144292c5ad");
+  EXPECT_EQ(HmacSha256Hex(key1, "Hi There"), case1);
+  EXPECT_EQ(HmacSha256Hex(std::string_view(), std::string_view()),
+            "b613679a0814d9ec772f95d778c35fc5ff1697c493715653c6c712144292c5ad")
+      << "an empty key (even a null one) is the empty key, not the previous one";
+  std::vector<std::thread> threads;
+  std::atomic<int> wrong{0};
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < 200; ++i) {
+        if ((i + t) % 2 == 0) {
+          if (HmacSha256Hex("Jefe", "what do ya want for nothing?") != jefe) ++wrong;
+        } else if (HmacSha256Hex(key1, "Hi There") != case1) {
+          ++wrong;
+        }
+        if (Sha256Hex("") != "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855") {
+          ++wrong;
+        }
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(wrong.load(), 0);
 }
 
 TEST(CryptoTest, ConstantTimeEquals) {
