@@ -276,10 +276,9 @@ class ParticipationIntegrationTest : public ::testing::Test {
     return resp.ok();
   }
 
-  absl::StatusOr<pb::Participation> Participate(const std::string& campaign,
-                                                const std::string& customer, const std::string& key,
-                                                const std::string& item = "",
-                                                const std::string& channel = "mobile_banking") {
+  static pb::ParticipateRequest Request(const std::string& campaign, const std::string& customer,
+                                        const std::string& key, const std::string& item = "",
+                                        const std::string& channel = "mobile_banking") {
     pb::ParticipateRequest r;
     r.set_campaign_id(campaign);
     r.set_customer_id(customer);
@@ -287,32 +286,26 @@ class ParticipationIntegrationTest : public ::testing::Test {
     r.set_channel(channel);
     r.set_idempotency_key(key);
     r.set_item_id(item);
-    grpc::ClientContext ctx;
-    rpc::PrepareClientContext(ctx, absl::Seconds(30), "");
-    pb::Participation out;
-    grpc::Status s = stub_->Participate(&ctx, r, &out);
-    if (!s.ok()) return rpc::FromGrpcStatus(s);
-    return out;
+    return r;
   }
 
-  // Participate, and whether the service said (in its trailer) that it replayed a stored answer.
-  absl::StatusOr<pb::Participation> ParticipateSayingReplay(const std::string& campaign,
-                                                            const std::string& customer,
-                                                            const std::string& key,
-                                                            bool* replayed) {
-    pb::ParticipateRequest r;
-    r.set_campaign_id(campaign);
-    r.set_customer_id(customer);
-    r.set_customer_org_id("bank-a");
-    r.set_channel("mobile_banking");
-    r.set_idempotency_key(key);
+  // Participates over gRPC; *replayed (when given) is whether the service said, in its trailer,
+  // that it answered from a stored participation.
+  absl::StatusOr<pb::Participation> Participate(const std::string& campaign,
+                                                const std::string& customer, const std::string& key,
+                                                const std::string& item = "",
+                                                const std::string& channel = "mobile_banking",
+                                                bool* replayed = nullptr) {
+    const pb::ParticipateRequest r = Request(campaign, customer, key, item, channel);
     grpc::ClientContext ctx;
     rpc::PrepareClientContext(ctx, absl::Seconds(30), "");
     pb::Participation out;
     grpc::Status s = stub_->Participate(&ctx, r, &out);
-    const auto& trailers = ctx.GetServerTrailingMetadata();
-    auto it = trailers.find(rpc::kIdempotentReplayedKey);
-    *replayed = it != trailers.end() && it->second == "true";
+    if (replayed != nullptr) {
+      const auto& trailers = ctx.GetServerTrailingMetadata();
+      auto it = trailers.find(rpc::kIdempotentReplayedKey);
+      *replayed = it != trailers.end() && it->second == "true";
+    }
     if (!s.ok()) return rpc::FromGrpcStatus(s);
     return out;
   }
@@ -509,11 +502,11 @@ TEST_F(ParticipationIntegrationTest, AnotherReplicaAnswersAReplayOfASuccessAfter
   ASSERT_FALSE(id.empty());
   ActivateCoupon("bt-coupon-50", 1, 5000);
   bool replayed = true;
-  auto first = ParticipateSayingReplay(id, "cust-m1", "key-m1", &replayed);
+  auto first = Participate(id, "cust-m1", "key-m1", "", "mobile_banking", &replayed);
   ASSERT_TRUE(first.ok()) << Describe(first.status());
   EXPECT_EQ(first->status(), pb::GRANTED);
   EXPECT_FALSE(replayed);
-  auto again = ParticipateSayingReplay(id, "cust-m1", "key-m1", &replayed);
+  auto again = Participate(id, "cust-m1", "key-m1", "", "mobile_banking", &replayed);
   ASSERT_TRUE(again.ok()) << Describe(again.status());
   EXPECT_EQ(again->id(), first->id());
   EXPECT_TRUE(replayed);
@@ -526,12 +519,7 @@ TEST_F(ParticipationIntegrationTest, AnotherReplicaAnswersAReplayOfASuccessAfter
                              ParticipationOptions{.customer_rate_per_s = 0});
   auto call_other = [&](const std::string& customer,
                         const std::string& key) -> absl::StatusOr<pb::Participation> {
-    pb::ParticipateRequest r;
-    r.set_campaign_id(id);
-    r.set_customer_id(customer);
-    r.set_customer_org_id("bank-a");
-    r.set_channel("mobile_banking");
-    r.set_idempotency_key(key);
+    const pb::ParticipateRequest r = Request(id, customer, key);
     replayed = false;
     MKT_RETURN_IF_ERROR(other.Screen(r));
     return other.Participate(r, &replayed);
