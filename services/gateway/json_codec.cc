@@ -98,13 +98,8 @@ absl::Status Screen(const nlohmann::json& object, const gpb::Descriptor* type,
   return absl::OkStatus();
 }
 
-// The fast path of ParseJsonInto: fills `message` from a parsed body by reflection when every
-// value is one protobuf's JSON parser takes the same way — known fields by proto or JSON name,
-// strings, bools, integers as JSON integers in range (64-bit ones also as canonical decimal
-// strings), floating numbers, enums by name, nested messages and repeated fields of those. Any
-// other case (maps, well-known types, bytes, null, enums by number, a field twice, two members
-// of one oneof, anything out of range) answers false, and the caller lets protobuf's parser
-// decide, which also names what is wrong.
+// One value of a scalar field (an element when `repeated`), set on `m`; false when protobuf's JSON
+// parser might take it differently (see FillMessage).
 bool FillScalar(const nlohmann::json& v, const FieldDescriptor* f, gpb::Message* m, bool repeated) {
   const gpb::Reflection* r = m->GetReflection();
   auto integer = [&](int64_t lo, uint64_t hi, auto set) {
@@ -196,6 +191,13 @@ bool FillScalar(const nlohmann::json& v, const FieldDescriptor* f, gpb::Message*
   }
 }
 
+// The fast path of ParseJsonInto: fills `m` from a parsed body by reflection when every
+// value is one protobuf's JSON parser takes the same way — known fields by proto or JSON name,
+// strings, bools, integers as JSON integers in range (64-bit ones also as canonical decimal
+// strings), floating numbers, enums by name, nested messages and repeated fields of those. Any
+// other case (maps, well-known types, bytes, null, enums by number, a field twice, two members
+// of one oneof, anything out of range) answers false, and the caller lets protobuf's parser
+// decide, which also names what is wrong.
 bool FillMessage(const nlohmann::json& object, gpb::Message* m) {
   const gpb::Descriptor* type = m->GetDescriptor();
   if (type->full_name().rfind("google.protobuf.", 0) == 0) return false;
