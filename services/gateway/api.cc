@@ -621,8 +621,12 @@ absl::StatusOr<HttpResponse> ApiService::Execute(const ApiRoute& route, const Ro
 
   StoredResponse stored;
   bool replayed = false;
-  MKT_ASSIGN_OR_RETURN(const std::string* key, IdempotencyKeyOf(route, http));
-  if (key != nullptr && route.idempotency_field.empty()) {
+  // A route with an idempotency_field had its key checked and bound by BuildRequest.
+  const std::string* key = nullptr;
+  if (route.idempotency_field.empty()) {
+    MKT_ASSIGN_OR_RETURN(key, IdempotencyKeyOf(route, http));
+  }
+  if (key != nullptr) {
     if (idempotency_ == nullptr) return Unavailable("the idempotency store is not configured");
     const std::string scope = call.channel ? absl::StrCat("channel:", call.channel->channel_id)
                                            : absl::StrCat("operator:", call.actor.operator_id);

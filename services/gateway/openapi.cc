@@ -64,7 +64,10 @@ std::string Description() {
       "first response (header `Idempotent-Replayed: true`); the same key with a different "
       "request is 409 IDEMPOTENCY_KEY_REUSED. Keys are kept `idempotency_retention_h` (default ",
       d.idempotency_retention_h,
-      " hours) per channel or operator.\n\n"
+      " hours) per channel or operator. One exception: `POST /v1/campaigns/{campaign_id}/"
+      "participations` keeps its key in the campaigns service, per channel and campaign, for as "
+      "long as the participation; a refusal that stored nothing (sold out, a limit reached, not "
+      "open) is decided again on a retry (see that operation).\n\n"
       "## Errors\n"
       "Every error is `{\"error\": {\"code\", \"message\", \"request_id\"}}`. `code` is "
       "machine-readable and stable; `message` is for a person; `request_id` matches the "
