@@ -261,8 +261,10 @@ TEST(BackendTest, ACallThatWaitedLongerThanTheTimeoutIsRefusedWithoutCalling) {
                        outcomes.Collect());
   }
   ASSERT_TRUE(outcomes.WaitFor(3));
+  // Not most_held(): a call ended by its client's deadline can still be held by the server
+  // (its cancellation not seen yet) when the next one arrives; the bound itself is shown by
+  // AtMostMaxInFlightCallsRunAndTheOthersWaitForASlot, where the server answers.
   EXPECT_EQ(server.received(), 2);
-  EXPECT_EQ(server.most_held(), 1);
   absl::MutexLock lock(&outcomes.mu);
   ASSERT_EQ(outcomes.ended.size(), 3u);
   int deadlines = 0;
