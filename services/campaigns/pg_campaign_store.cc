@@ -8,6 +8,7 @@
 #include "libs/kafka/outbox.h"
 #include "libs/log/log.h"
 #include "libs/pg/arrays.h"
+#include "libs/protojson/protojson.h"
 
 namespace mkt::pg {
 const MigrationSet& CampaignsMigrationSet();
@@ -161,11 +162,8 @@ absl::Status Run(pg::Pool& pool, Body body) {
 const pg::MigrationSet& CampaignsMigrations() { return pg::CampaignsMigrationSet(); }
 
 std::string ToJson(const google::protobuf::Message& message) {
-  std::string out;
-  google::protobuf::util::JsonPrintOptions options;
-  options.preserve_proto_field_names = true;
-  (void)google::protobuf::util::MessageToJsonString(message, &out, options);
-  return out;
+  // From reflection: protobuf's printer was a fifth of the service's CPU on a coupon claim.
+  return protojson::ToJson(message, protojson::Fields::kSet);
 }
 
 absl::Status FromJson(const std::string& json, google::protobuf::Message* message) {

@@ -11,6 +11,7 @@
 #include "absl/strings/str_split.h"
 #include "google/protobuf/util/json_util.h"
 #include "libs/core/status.h"
+#include "libs/protojson/protojson.h"
 #include "nlohmann/json.hpp"
 
 namespace mkt::gateway {
@@ -507,6 +508,10 @@ std::vector<QueryParameter> QueryParametersOf(const gpb::Descriptor* type,
     out.push_back(std::move(p));
   }
   return out;
+}
+
+std::string RenderJson(const gpb::Message& message) {
+  return protojson::ToJson(message, protojson::Fields::kAll);
 }
 
 }  // namespace mkt::gateway

@@ -48,7 +48,7 @@ absl::Status CheckRequiredField(const google::protobuf::Message& message, std::s
 
 // Returns `message` as JSON in protobuf's mapping: proto field names, every scalar and repeated
 // field present (defaults included), message fields and fields with presence when set, so
-// clients and the OpenAPI schema see one shape. Written from reflection (json_render.cc).
+// clients and the OpenAPI schema see one shape. Written from reflection (libs/protojson).
 std::string RenderJson(const google::protobuf::Message& message);
 
 // Sets the field at `path` ("campaign_id", "segment.segment_id") of `message` from `text`:

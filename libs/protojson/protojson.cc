@@ -1,14 +1,5 @@
-// RenderJson (json_codec.h): protobuf's JSON mapping with proto field names and every field
-// present, written straight from reflection into one string.
-//
-// Why not google::protobuf::util::MessageToJsonString: it serialises the message to binary, reads
-// the binary back through a type resolver and builds a tree of default values before writing;
-// that was ≈ 30 % of the gateway's CPU on a wallet read (docs/benchmarks.md, P3 2026-11-27).
-// This writer produces the same JSON for every message the API answers (json_render_test.cc
-// compares the two on random messages of every type). What it does not know (float and double
-// fields, well-known types other than Timestamp, nesting deeper than kMaxDepth, a timestamp out
-// of RFC 3339's range, a string that is not valid UTF-8) makes it hand the whole message to
-// protobuf's converter, so every answer is what protobuf would write.
+// protojson.h: protobuf's JSON mapping written from reflection. Whatever this writer does not know
+// goes, whole message, to protobuf's printer (ByProtobuf).
 #include <cstdio>
 #include <string>
 #include <string_view>
@@ -20,9 +11,9 @@
 #include "google/protobuf/descriptor.h"
 #include "google/protobuf/message.h"
 #include "google/protobuf/util/json_util.h"
-#include "services/gateway/json_codec.h"
+#include "libs/protojson/protojson.h"
 
-namespace mkt::gateway {
+namespace mkt::protojson {
 namespace {
 
 namespace gpb = ::google::protobuf;
@@ -36,10 +27,10 @@ constexpr int kMaxDepth = 64;
 constexpr int64_t kMinTimestampSeconds = -62135596800;
 constexpr int64_t kMaxTimestampSeconds = 253402300799;
 
-std::string RenderJsonByProtobuf(const gpb::Message& message) {
+std::string ByProtobuf(const gpb::Message& message, Fields fields) {
   gpb::util::JsonPrintOptions options;
   options.preserve_proto_field_names = true;
-  options.always_print_primitive_fields = true;
+  options.always_print_primitive_fields = fields == Fields::kAll;
   std::string out;
   const auto status = gpb::util::MessageToJsonString(message, &out, options);
   if (!status.ok()) return "{}";
@@ -161,7 +152,7 @@ bool AppendTimestamp(std::string& out, const gpb::Message& ts) {
   return true;
 }
 
-bool AppendMessage(std::string& out, const gpb::Message& message, int depth);
+bool AppendMessage(std::string& out, const gpb::Message& message, Fields fields, int depth);
 
 // Appends the value of the scalar `field` (element `index` of a repeated field, -1 for a singular
 // one).
@@ -222,10 +213,10 @@ bool AppendValue(std::string& out, const gpb::Message& message, const FieldDescr
 }
 
 bool AppendField(std::string& out, const gpb::Message& message, const FieldDescriptor* field,
-                 int depth) {
+                 Fields fields, int depth) {
   const gpb::Reflection* r = message.GetReflection();
   const auto append_message = [&](const gpb::Message& m) {
-    return AppendMessage(out, m, depth + 1);
+    return AppendMessage(out, m, fields, depth + 1);
   };
   if (field->is_map()) {
     out.push_back('{');
@@ -273,11 +264,9 @@ bool AppendField(std::string& out, const gpb::Message& message, const FieldDescr
   return AppendValue(out, message, field, -1);
 }
 
-// Appends `message` as a JSON object: every field in declaration order under its proto name;
-// repeated fields and maps always (empty: [] and {}), singular scalars always (defaults
-// included), message fields and fields with presence (a oneof's, proto3 `optional`) only when
-// set.
-bool AppendMessage(std::string& out, const gpb::Message& message, int depth) {
+// Appends `message` as a JSON object: its fields (which ones: Fields) in declaration order under
+// their proto names.
+bool AppendMessage(std::string& out, const gpb::Message& message, Fields fields, int depth) {
   if (depth > kMaxDepth) return false;
   const gpb::Descriptor* d = message.GetDescriptor();
   if (d->file()->package() == "google.protobuf") {
@@ -288,12 +277,17 @@ bool AppendMessage(std::string& out, const gpb::Message& message, int depth) {
   bool first = true;
   for (int i = 0; i < d->field_count(); ++i) {
     const FieldDescriptor* f = d->field(i);
-    if (!f->is_repeated() && f->has_presence() && !r->HasField(message, f)) continue;
+    if (f->is_repeated()) {
+      if (fields == Fields::kSet && r->FieldSize(message, f) == 0) continue;
+    } else if ((fields == Fields::kSet || f->has_presence()) && !r->HasField(message, f)) {
+      // Without presence, HasField is "not the default value".
+      continue;
+    }
     if (!first) out.push_back(',');
     first = false;
     if (!AppendJsonString(out, f->name())) return false;
     out.push_back(':');
-    if (!AppendField(out, message, f, depth)) return false;
+    if (!AppendField(out, message, f, fields, depth)) return false;
   }
   out.push_back('}');
   return true;
@@ -301,11 +295,11 @@ bool AppendMessage(std::string& out, const gpb::Message& message, int depth) {
 
 }  // namespace
 
-std::string RenderJson(const gpb::Message& message) {
+std::string ToJson(const gpb::Message& message, Fields fields) {
   std::string out;
   out.reserve(512);
-  if (AppendMessage(out, message, 0)) return out;
-  return RenderJsonByProtobuf(message);
+  if (AppendMessage(out, message, fields, 0)) return out;
+  return ByProtobuf(message, fields);
 }
 
-}  // namespace mkt::gateway
+}  // namespace mkt::protojson

@@ -1,6 +1,6 @@
-// RenderJson (json_render.cc) against protobuf's own JSON printer, on random messages of every
-// type our protos define: the same JSON value (object member order and equivalent string escapes
-// aside), or both "{}" when protobuf refuses the message.
+// protojson::ToJson against protobuf's own JSON printer, on random messages of every type our
+// protos define, in both modes: the same JSON value (object member order and equivalent string
+// escapes aside), or both "{}" when protobuf refuses the message.
 #include <cstdint>
 #include <limits>
 #include <random>
@@ -14,22 +14,32 @@
 #include "google/protobuf/timestamp.pb.h"
 #include "google/protobuf/util/json_util.h"
 #include "gtest/gtest.h"
+#include "libs/protojson/protojson.h"
+#include "marketing/campaigns/v1/batch_grants.pb.h"
+#include "marketing/campaigns/v1/campaigns.pb.h"
+#include "marketing/campaigns/v1/participation.pb.h"
+#include "marketing/channels/v1/channels.pb.h"
+#include "marketing/common/v1/common.pb.h"
+#include "marketing/common/v1/envelope.pb.h"
+#include "marketing/common/v1/errors.pb.h"
+#include "marketing/events/v1/business_event.pb.h"
 #include "marketing/events/v1/events.pb.h"
+#include "marketing/gateway/v1/gateway.pb.h"
 #include "marketing/rewards/v1/benefits.pb.h"
+#include "marketing/rewards/v1/ledger.pb.h"
 #include "marketing/segments/v1/segments.pb.h"
 #include "nlohmann/json.hpp"
-#include "services/gateway/json_codec.h"
 
-namespace mkt::gateway {
+namespace mkt::protojson {
 namespace {
 
 namespace gpb = ::google::protobuf;
 using FieldDescriptor = gpb::FieldDescriptor;
 
-std::string ByProtobuf(const gpb::Message& message) {
+std::string ByProtobuf(const gpb::Message& message, Fields fields = Fields::kAll) {
   gpb::util::JsonPrintOptions options;
   options.preserve_proto_field_names = true;
-  options.always_print_primitive_fields = true;
+  options.always_print_primitive_fields = fields == Fields::kAll;
   std::string out;
   if (!gpb::util::MessageToJsonString(message, &out, options).ok()) return "{}";
   return out;
@@ -182,19 +192,23 @@ class RandomFiller {
 std::vector<const gpb::Descriptor*> AllMessageTypes() {
   std::vector<const gpb::Descriptor*> out;
   std::vector<const gpb::Descriptor*> stack;
-  // The gateway's code names no events type; naming one links the generated file in.
-  EXPECT_NE(::marketing::events::v1::EventType::descriptor(), nullptr);
-  for (const char* name :
-       {"marketing/campaigns/v1/batch_grants.proto", "marketing/campaigns/v1/campaigns.proto",
-        "marketing/campaigns/v1/participation.proto", "marketing/channels/v1/channels.proto",
-        "marketing/common/v1/common.proto", "marketing/common/v1/envelope.proto",
-        "marketing/common/v1/errors.proto", "marketing/events/v1/business_event.proto",
-        "marketing/events/v1/events.proto", "marketing/gateway/v1/gateway.proto",
-        "marketing/rewards/v1/benefits.proto", "marketing/rewards/v1/ledger.proto",
-        "marketing/segments/v1/segments.proto"}) {
-    const gpb::FileDescriptor* file = gpb::DescriptorPool::generated_pool()->FindFileByName(name);
-    EXPECT_NE(file, nullptr) << name << " is not linked into the test";
-    if (file == nullptr) continue;
+  // One type of each file: naming it links the generated file into the test.
+  for (const gpb::Descriptor* named : {
+           ::marketing::campaigns::v1::BatchGrant::descriptor(),
+           ::marketing::campaigns::v1::Org::descriptor(),
+           ::marketing::campaigns::v1::ParticipateRequest::descriptor(),
+           ::marketing::channels::v1::Channel::descriptor(),
+           ::marketing::common::v1::OrgId::descriptor(),
+           ::marketing::common::v1::Envelope::descriptor(),
+           ::marketing::common::v1::ErrorDetail::descriptor(),
+           ::marketing::events::v1::BusinessEvent::descriptor(),
+           ::marketing::events::v1::EventType::descriptor(),
+           ::marketing::gateway::v1::EventAccepted::descriptor(),
+           ::marketing::rewards::v1::Validity::descriptor(),
+           ::marketing::rewards::v1::AccountRef::descriptor(),
+           ::marketing::segments::v1::Tag::descriptor(),
+       }) {
+    const gpb::FileDescriptor* file = named->file();
     for (int i = 0; i < file->message_type_count(); ++i) stack.push_back(file->message_type(i));
   }
   while (!stack.empty()) {
@@ -206,7 +220,10 @@ std::vector<const gpb::Descriptor*> AllMessageTypes() {
   return out;
 }
 
-TEST(JsonRenderTest, WritesWhatProtobufWritesForEveryMessageType) {
+class ProtojsonTest : public ::testing::TestWithParam<Fields> {};
+
+TEST_P(ProtojsonTest, WritesWhatProtobufWritesForEveryMessageType) {
+  const Fields fields = GetParam();
   const std::vector<const gpb::Descriptor*> types = AllMessageTypes();
   ASSERT_GT(types.size(), 200u);
   RandomFiller filler(20261127);
@@ -217,8 +234,8 @@ TEST(JsonRenderTest, WritesWhatProtobufWritesForEveryMessageType) {
     for (int round = 0; round < 60; ++round) {
       std::unique_ptr<gpb::Message> m(prototype->New());
       if (round > 0) filler.Fill(m.get(), 0);  // round 0: the empty message
-      const std::string mine = RenderJson(*m);
-      const std::string theirs = ByProtobuf(*m);
+      const std::string mine = ToJson(*m, fields);
+      const std::string theirs = ByProtobuf(*m, fields);
       const auto mine_json = nlohmann::json::parse(mine, nullptr, /*allow_exceptions=*/false);
       ASSERT_FALSE(mine_json.is_discarded()) << type->full_name() << ": not JSON: " << mine;
       ASSERT_EQ(mine_json, nlohmann::json::parse(theirs))
@@ -230,7 +247,12 @@ TEST(JsonRenderTest, WritesWhatProtobufWritesForEveryMessageType) {
   EXPECT_EQ(compared, static_cast<int>(types.size()) * 60);
 }
 
-TEST(JsonRenderTest, WritesTheApiShape) {
+INSTANTIATE_TEST_SUITE_P(BothModes, ProtojsonTest, ::testing::Values(Fields::kAll, Fields::kSet),
+                         [](const ::testing::TestParamInfo<Fields>& info) {
+                           return info.param == Fields::kAll ? "AllFields" : "SetFields";
+                         });
+
+TEST(ProtojsonShapeTest, AllFieldsWritesTheApiShape) {
   ::marketing::rewards::v1::Wallet wallet;
   wallet.set_points(450);
   auto* group = wallet.add_coupons();
@@ -239,7 +261,7 @@ TEST(JsonRenderTest, WritesTheApiShape) {
   coupon->set_code("C1");
   coupon->mutable_issued_at()->set_seconds(1'795'000'000);
   coupon->mutable_issued_at()->set_nanos(123'000'000);
-  const nlohmann::json json = nlohmann::json::parse(RenderJson(wallet));
+  const nlohmann::json json = nlohmann::json::parse(ToJson(wallet, Fields::kAll));
   EXPECT_EQ(json["points"], "450") << "64-bit integers are strings";
   EXPECT_EQ(json["cash_fen"], "0") << "defaults are written";
   EXPECT_EQ(json["coupons"][0]["state"], "COUPON_ISSUED") << "enums by name";
@@ -248,10 +270,21 @@ TEST(JsonRenderTest, WritesTheApiShape) {
       << "an unset message field is left out";
 }
 
-TEST(JsonRenderTest, EscapesWhatJsonNeedsAndLeavesBrokenUtf8ToProtobuf) {
+TEST(ProtojsonShapeTest, SetFieldsLeavesDefaultsOut) {
+  ::marketing::rewards::v1::Wallet wallet;
+  wallet.set_points(450);
+  wallet.add_coupons()->set_state(::marketing::rewards::v1::COUPON_ISSUED);
+  const nlohmann::json json = nlohmann::json::parse(ToJson(wallet, Fields::kSet));
+  EXPECT_EQ(json,
+            nlohmann::json::parse(R"({"points":"450","coupons":[{"state":"COUPON_ISSUED"}]})"))
+      << "zeros, empty repeated fields and unset messages are left out";
+  EXPECT_EQ(ToJson(::marketing::rewards::v1::Wallet(), Fields::kSet), "{}");
+}
+
+TEST(ProtojsonShapeTest, EscapesWhatJsonNeedsAndLeavesBrokenUtf8ToProtobuf) {
   ::marketing::segments::v1::Segment segment;
   segment.set_name(std::string("a\"b\\c\nd\x01<", 9));
-  const std::string json = RenderJson(segment);
+  const std::string json = ToJson(segment, Fields::kAll);
   EXPECT_NE(json.find(R"("name":"a\"b\\c\nd\u0001\u003c")"), std::string::npos) << json;
   EXPECT_EQ(nlohmann::json::parse(json)["name"], std::string("a\"b\\c\nd\x01<"));
   // Not UTF-8 (a stray byte, a cut sequence, an overlong form, a surrogate): protobuf's own way.
@@ -260,9 +293,10 @@ TEST(JsonRenderTest, EscapesWhatJsonNeedsAndLeavesBrokenUtf8ToProtobuf) {
                                                 "a"),
                                     std::string("\xC0\x80"), std::string("\xED\xA0\x80")}) {
     segment.set_name(broken);
-    EXPECT_EQ(RenderJson(segment), ByProtobuf(segment));
+    EXPECT_EQ(ToJson(segment, Fields::kAll), ByProtobuf(segment, Fields::kAll));
+    EXPECT_EQ(ToJson(segment, Fields::kSet), ByProtobuf(segment, Fields::kSet));
   }
 }
 
 }  // namespace
-}  // namespace mkt::gateway
+}  // namespace mkt::protojson
