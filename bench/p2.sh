@@ -30,10 +30,15 @@ LOG=$(mktemp -d /tmp/mkt-p2.XXXX)
 psqlc() { psql -h 127.0.0.1 -p "$PG_PORT" -U postgres -qAt -c "SET client_min_messages = warning" "$@"; }
 PIDS=()
 cleanup() {
+  local rc=$?
   for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
   for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
   psqlc -c "DROP DATABASE IF EXISTS $RDB WITH (FORCE)" -c "DROP DATABASE IF EXISTS $CDB WITH (FORCE)" \
     -c "DROP DATABASE IF EXISTS $HDB WITH (FORCE)" -c "DROP DATABASE IF EXISTS $GDB WITH (FORCE)" >/dev/null 2>&1 || true
+  # A breaker that opened explains DEPENDENCY_UNAVAILABLE refusals (the log is complete once the
+  # gateway stopped).
+  grep -ho '"msg":"circuit breaker [^"]*"' "$LOG"/gateway.log 2>/dev/null | sed 's/^"msg":"/p2: gateway: /; s/"$//' || true
+  if ((rc == 0)); then rm -rf "$LOG"; else echo "p2: the services' logs are in $LOG" >&2; fi
 }
 trap cleanup EXIT
 
