@@ -35,7 +35,9 @@ const config::Schema<EventsConfig>& EventsConfigSchema() {
         .Field("batch_linger_ms", &EventsConfig::batch_linger_ms,
                "milliseconds to wait for more events after the first of a batch")
         .Field("grants_in_flight", &EventsConfig::grants_in_flight,
-               "ledger calls the grant sender keeps in flight")
+               "grants the grant sender keeps in flight")
+        .Field("grants_per_call", &EventsConfig::grants_per_call,
+               "most grants per GrantMany call to the ledger (1: one Grant call each)")
         .Field("grants_claim_batch", &EventsConfig::grants_claim_batch,
                "most grant-outbox rows the sender reads per query")
         .Field("grants_finish_batch", &EventsConfig::grants_finish_batch,
@@ -56,6 +58,7 @@ absl::Status ValidateEventsConfig(const EventsConfig& c) {
   MKT_RETURN_IF_ERROR(InRange("batch_max", c.batch_max, 1, 10000));
   MKT_RETURN_IF_ERROR(InRange("batch_linger_ms", c.batch_linger_ms, 0, 10000));
   MKT_RETURN_IF_ERROR(InRange("grants_in_flight", c.grants_in_flight, 1, 10000));
+  MKT_RETURN_IF_ERROR(InRange("grants_per_call", c.grants_per_call, 1, 500));
   MKT_RETURN_IF_ERROR(InRange("grants_claim_batch", c.grants_claim_batch, 1, 100000));
   MKT_RETURN_IF_ERROR(InRange("grants_finish_batch", c.grants_finish_batch, 1, 100000));
   MKT_RETURN_IF_ERROR(InRange("worker_threads", c.worker_threads, 1, 256));

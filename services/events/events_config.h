@@ -23,6 +23,7 @@ struct EventsConfig {
   int64_t batch_max = 1000;
   int64_t batch_linger_ms = 5;
   int64_t grants_in_flight = 256;
+  int64_t grants_per_call = 64;
   int64_t grants_claim_batch = 1000;
   int64_t grants_finish_batch = 1000;
   int64_t worker_threads = 4;

@@ -29,6 +29,9 @@ namespace {
 // The completion-queue tag of the alarm that wakes the dispatcher (rows queued, or Stop()).
 char kWakeTag;
 
+// The most grants the ledger takes in one GrantMany call.
+constexpr int kMaxGrantsPerCall = 500;
+
 metrics::OperationMetrics& LedgerCallMetrics() {
   static auto* m = new metrics::OperationMetrics("mkt_events_ledger_call",
                                                  "ledger calls made by the events grant sender");
@@ -40,39 +43,85 @@ gpr_timespec DeadlineIn(absl::Duration d) {
                       gpr_time_from_micros(absl::ToInt64Microseconds(d), GPR_TIMESPAN));
 }
 
-// A ledger call in flight; its address is the completion-queue tag.
+// A ledger call in flight; its address is the completion-queue tag. A reversal or a unary Grant
+// carries one row; a GrantMany call carries one or more grant rows.
 struct Call {
-  GrantRow row;
-  bool reverse = false;
+  enum class Kind { kGrant, kGrantMany, kReverse } kind = Kind::kGrant;
+  std::vector<GrantRow> rows;
   absl::Time started;
   grpc::ClientContext context;
   rpb::GrantResponse grant_response;
+  rpb::GrantManyResponse many_response;
   rpb::ReverseResponse reverse_response;
   grpc::Status status;
   std::unique_ptr<grpc::ClientAsyncResponseReader<rpb::GrantResponse>> grant_reader;
+  std::unique_ptr<grpc::ClientAsyncResponseReader<rpb::GrantManyResponse>> many_reader;
   std::unique_ptr<grpc::ClientAsyncResponseReader<rpb::ReverseResponse>> reverse_reader;
 };
 
-GrantResult OutcomeOf(const Call& call) {
-  const absl::Status status = rpc::FromGrpcStatus(call.status);
-  GrantResult result{call.row.grant_id, GrantResult::Kind::kRetry, ""};
-  if (call.reverse) {
-    if (status.ok() || status.code() == absl::StatusCode::kNotFound) {
-      result.kind = GrantResult::Kind::kReversed;
-    } else if (ClassifyGrantStatus(status) == GrantResult::Kind::kRejected) {
-      // E.g. the customer already spent the points: recorded for operators, not retried.
-      result.kind = GrantResult::Kind::kReverseFailed;
-      result.reason = ReasonName(ReasonOf(status)) + ": " + std::string(status.message());
-    } else {
-      result.reason = std::string(status.message());
-    }
-  } else {
-    result.kind = ClassifyGrantStatus(status);
-    if (!status.ok()) {
-      result.reason = ReasonName(ReasonOf(status)) + ": " + std::string(status.message());
-    }
+// How a Grant of `grant_id` that ended with `status` is recorded.
+GrantResult GrantOutcome(const std::string& grant_id, const absl::Status& status) {
+  GrantResult result{grant_id, ClassifyGrantStatus(status), ""};
+  if (!status.ok()) {
+    result.reason = ReasonName(ReasonOf(status)) + ": " + std::string(status.message());
   }
   return result;
+}
+
+GrantResult ReverseOutcome(const std::string& grant_id, const absl::Status& status) {
+  GrantResult result{grant_id, GrantResult::Kind::kRetry, ""};
+  if (status.ok() || status.code() == absl::StatusCode::kNotFound) {
+    result.kind = GrantResult::Kind::kReversed;
+  } else if (ClassifyGrantStatus(status) == GrantResult::Kind::kRejected) {
+    // E.g. the customer already spent the points: recorded for operators, not retried.
+    result.kind = GrantResult::Kind::kReverseFailed;
+    result.reason = ReasonName(ReasonOf(status)) + ": " + std::string(status.message());
+  } else {
+    result.reason = std::string(status.message());
+  }
+  return result;
+}
+
+// One outcome per row of `call`, in order.
+std::vector<GrantResult> OutcomesOf(const Call& call) {
+  const absl::Status status = rpc::FromGrpcStatus(call.status);
+  std::vector<GrantResult> results;
+  results.reserve(call.rows.size());
+  if (call.kind == Call::Kind::kReverse) {
+    results.push_back(ReverseOutcome(call.rows[0].grant_id, status));
+    return results;
+  }
+  if (call.kind == Call::Kind::kGrant) {
+    results.push_back(GrantOutcome(call.rows[0].grant_id, status));
+    return results;
+  }
+  const auto& outcomes = call.many_response.outcomes();
+  if (status.ok() && outcomes.size() != static_cast<int>(call.rows.size())) {
+    // Not what the ledger promises; nothing is known about these grants, so they are sent again.
+    for (const GrantRow& row : call.rows) {
+      results.push_back({row.grant_id, GrantResult::Kind::kRetry,
+                         "the ledger answered a different number of outcomes"});
+    }
+    return results;
+  }
+  for (size_t i = 0; i < call.rows.size(); ++i) {
+    if (!status.ok()) {
+      // The call as a whole failed (transport, deadline, the ledger down): each grant is retried.
+      results.push_back(
+          {call.rows[i].grant_id, GrantResult::Kind::kRetry, std::string(status.message())});
+      continue;
+    }
+    const rpb::GrantOutcome& o = outcomes[static_cast<int>(i)];
+    absl::Status grant_status;
+    if (o.request_id() != call.rows[i].grant_id) {
+      grant_status = absl::InternalError("the ledger answered the outcomes out of order");
+    } else if (o.code() != 0) {
+      grant_status = Error(static_cast<absl::StatusCode>(o.code()), o.error().reason(), o.message(),
+                           o.error().field());
+    }
+    results.push_back(GrantOutcome(call.rows[i].grant_id, grant_status));
+  }
+  return results;
 }
 
 }  // namespace
@@ -98,7 +147,7 @@ struct GrantSender::Impl {
     GrantResult result;
   };
 
-  explicit Impl(const GrantSenderOptions& o) : options(o) {}
+  explicit Impl(const GrantSenderOptions& o) : options(o), batch_calls(o.grants_per_call > 1) {}
 
   // Wakes the dispatcher out of its completion queue (no-op while it is not running).
   void WakeDispatcherLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
@@ -117,7 +166,8 @@ struct GrantSender::Impl {
     WakeDispatcherLocked();
   }
 
-  void StartCall(grpc::CompletionQueue& cq_ref, GrantRow row);
+  // Starts one call for `rows`: a reversal (one row), a Grant (one row) or a GrantMany.
+  void StartCall(grpc::CompletionQueue& cq_ref, std::vector<GrantRow> rows, Call::Kind kind);
   // The dispatcher thread: keeps the window of calls full until Stop() and the calls drained.
   void Dispatch(grpc::CompletionQueue& cq_ref);
 
@@ -135,7 +185,10 @@ struct GrantSender::Impl {
   // Seqs of every row queued, in flight or with an outcome not recorded yet: the rows the
   // outbox must not hand out again.
   std::unordered_set<int64_t> held ABSL_GUARDED_BY(mu);
-  int in_flight ABSL_GUARDED_BY(mu) = 0;
+  int in_flight ABSL_GUARDED_BY(mu) = 0;  // rows
+  // GrantMany calls (set false, for good, when the ledger does not know the method: an older
+  // rewards service; the rows then go one Grant each).
+  std::atomic<bool> batch_calls;
   int64_t calls_started ABSL_GUARDED_BY(mu) = 0;
   int64_t outcomes_recorded ABSL_GUARDED_BY(mu) = 0;
   // Set while Run() owns them.
@@ -144,77 +197,122 @@ struct GrantSender::Impl {
   bool alarm_set ABSL_GUARDED_BY(mu) = false;
 };
 
-void GrantSender::Impl::StartCall(grpc::CompletionQueue& cq_ref, GrantRow row) {
+namespace {
+
+rpb::GrantRequest GrantRequestOf(const GrantRow& r) {
+  rpb::GrantRequest request;
+  request.set_request_id(r.grant_id);
+  request.set_org_id(r.org_id);
+  request.set_campaign_id(r.campaign_id);
+  request.set_customer_id(r.customer_id);
+  request.set_asset(r.reward.asset());
+  request.set_quantity(r.reward.quantity());
+  request.set_budget_cost_fen(r.reward.budget_cost_fen());
+  request.set_stock_template_id(r.reward.stock_template_id());
+  request.set_stock_units(r.reward.stock_units());
+  if (r.reward.asset() == rpb::POINTS) {
+    request.mutable_expiry()->set_days_after_grant(r.reward.points_expiry_days());
+  }
+  request.set_event_id(r.event_key.substr(0, 128));
+  (*request.mutable_metadata())["rule_id"] = r.rule_id;
+  (*request.mutable_metadata())["tier"] = std::to_string(r.tier);
+  return request;
+}
+
+// A row whose grant's send outcome is unknown (never acknowledged) is first granted,
+// idempotently, then reversed on a later read.
+bool IsReversal(const GrantRow& r) { return r.state == "reverse_pending" && r.granted; }
+
+}  // namespace
+
+void GrantSender::Impl::StartCall(grpc::CompletionQueue& cq_ref, std::vector<GrantRow> rows,
+                                  Call::Kind kind) {
   auto* call = new Call;
-  call->row = std::move(row);
-  const GrantRow& r = call->row;
-  // A grant whose send outcome is unknown (never acknowledged) is first granted, idempotently,
-  // then reversed on a later read.
-  call->reverse = r.state == "reverse_pending" && r.granted;
+  call->kind = kind;
+  call->rows = std::move(rows);
   call->started = absl::Now();
-  rpc::PrepareClientContext(call->context, options.rpc_timeout, r.grant_id);
-  if (call->reverse) {
-    rpb::ReverseRequest request;
-    request.set_request_id(ReversalId(r.grant_id));
-    request.set_batch_id(r.grant_id);
-    request.set_reason("event reversed: " + r.event_key.substr(0, 200));
-    call->reverse_reader = stub->AsyncReverse(&call->context, request, &cq_ref);
-    call->reverse_reader->Finish(&call->reverse_response, &call->status, call);
-  } else {
-    rpb::GrantRequest request;
-    request.set_request_id(r.grant_id);
-    request.set_org_id(r.org_id);
-    request.set_campaign_id(r.campaign_id);
-    request.set_customer_id(r.customer_id);
-    request.set_asset(r.reward.asset());
-    request.set_quantity(r.reward.quantity());
-    request.set_budget_cost_fen(r.reward.budget_cost_fen());
-    request.set_stock_template_id(r.reward.stock_template_id());
-    request.set_stock_units(r.reward.stock_units());
-    if (r.reward.asset() == rpb::POINTS) {
-      request.mutable_expiry()->set_days_after_grant(r.reward.points_expiry_days());
+  const GrantRow& first = call->rows.front();
+  rpc::PrepareClientContext(call->context, options.rpc_timeout, first.grant_id);
+  switch (kind) {
+    case Call::Kind::kReverse: {
+      rpb::ReverseRequest request;
+      request.set_request_id(ReversalId(first.grant_id));
+      request.set_batch_id(first.grant_id);
+      request.set_reason("event reversed: " + first.event_key.substr(0, 200));
+      call->reverse_reader = stub->AsyncReverse(&call->context, request, &cq_ref);
+      call->reverse_reader->Finish(&call->reverse_response, &call->status, call);
+      break;
     }
-    request.set_event_id(r.event_key.substr(0, 128));
-    (*request.mutable_metadata())["rule_id"] = r.rule_id;
-    (*request.mutable_metadata())["tier"] = std::to_string(r.tier);
-    call->grant_reader = stub->AsyncGrant(&call->context, request, &cq_ref);
-    call->grant_reader->Finish(&call->grant_response, &call->status, call);
+    case Call::Kind::kGrant:
+      call->grant_reader = stub->AsyncGrant(&call->context, GrantRequestOf(first), &cq_ref);
+      call->grant_reader->Finish(&call->grant_response, &call->status, call);
+      break;
+    case Call::Kind::kGrantMany: {
+      rpb::GrantManyRequest request;
+      request.mutable_grants()->Reserve(static_cast<int>(call->rows.size()));
+      for (const GrantRow& row : call->rows) *request.add_grants() = GrantRequestOf(row);
+      call->many_reader = stub->AsyncGrantMany(&call->context, request, &cq_ref);
+      call->many_reader->Finish(&call->many_response, &call->status, call);
+      break;
+    }
   }
 }
 
 void GrantSender::Impl::Dispatch(grpc::CompletionQueue& cq_ref) {
   const int max_in_flight = std::max(1, options.max_in_flight);
-  int running = 0;  // calls started and not completed (mirrored into `in_flight` for Stats)
-  std::vector<GrantRow> to_start;
+  const int per_call = std::clamp(options.grants_per_call, 1, kMaxGrantsPerCall);
+  int calls = 0;    // calls started and not completed
+  int running = 0;  // their rows (mirrored into `in_flight` for Stats)
+  struct ToStart {
+    std::vector<GrantRow> rows;
+    Call::Kind kind;
+  };
+  std::vector<ToStart> to_start;
   while (true) {
     to_start.clear();
     {
       absl::MutexLock lock(&mu);
-      if (stop && running == 0) {
+      if (stop && calls == 0) {
         // Rows queued and not sent stay due in the outbox.
         for (const GrantRow& row : queue) held.erase(row.seq);
         queue.clear();
         dispatcher_done = true;
         return;
       }
-      while (!stop && running + static_cast<int>(to_start.size()) < max_in_flight &&
-             !queue.empty()) {
-        to_start.push_back(std::move(queue.front()));
+      // Rows are taken in order; consecutive grants share a GrantMany call, so one call carries
+      // what is queued now (up to per_call) and nothing waits for a call to fill up.
+      const bool batch = batch_calls.load();
+      int taken = 0;
+      while (!stop && running + taken < max_in_flight && !queue.empty()) {
+        GrantRow row = std::move(queue.front());
         queue.pop_front();
+        ++taken;
+        if (IsReversal(row)) {
+          to_start.push_back({{std::move(row)}, Call::Kind::kReverse});
+        } else if (!batch) {
+          to_start.push_back({{std::move(row)}, Call::Kind::kGrant});
+        } else if (!to_start.empty() && to_start.back().kind == Call::Kind::kGrantMany &&
+                   static_cast<int>(to_start.back().rows.size()) < per_call) {
+          to_start.back().rows.push_back(std::move(row));
+        } else {
+          to_start.push_back({{}, Call::Kind::kGrantMany});
+          to_start.back().rows.push_back(std::move(row));
+        }
       }
-      in_flight = running + static_cast<int>(to_start.size());
+      in_flight = running + taken;
       calls_started += static_cast<int64_t>(to_start.size());
     }
-    for (GrantRow& row : to_start) {
-      StartCall(cq_ref, std::move(row));
-      ++running;
+    for (ToStart& next : to_start) {
+      running += static_cast<int>(next.rows.size());
+      ++calls;
+      StartCall(cq_ref, std::move(next.rows), next.kind);
     }
     void* tag = nullptr;
     bool ok = false;
-    const grpc::CompletionQueue::NextStatus next =
+    const grpc::CompletionQueue::NextStatus next_status =
         cq_ref.AsyncNext(&tag, &ok, DeadlineIn(options.idle_poll));
-    if (next == grpc::CompletionQueue::TIMEOUT) continue;
-    if (next == grpc::CompletionQueue::SHUTDOWN) {
+    if (next_status == grpc::CompletionQueue::TIMEOUT) continue;
+    if (next_status == grpc::CompletionQueue::SHUTDOWN) {
       absl::MutexLock lock(&mu);
       dispatcher_done = true;
       return;
@@ -225,14 +323,33 @@ void GrantSender::Impl::Dispatch(grpc::CompletionQueue& cq_ref) {
       continue;
     }
     std::unique_ptr<Call> call(static_cast<Call*>(tag));
-    --running;
-    Outcome outcome{call->row.seq, OutcomeOf(*call)};
+    --calls;
+    running -= static_cast<int>(call->rows.size());
+    const char* method = call->kind == Call::Kind::kReverse ? "Reverse"
+                         : call->kind == Call::Kind::kGrant ? "Grant"
+                                                            : "GrantMany";
     LedgerCallMetrics().Record(
-        call->reverse ? "Reverse" : "Grant",
+        method,
         call->status.ok() ? "" : absl::StatusCodeToString(rpc::FromGrpcStatus(call->status).code()),
         absl::ToDoubleSeconds(absl::Now() - call->started));
+    if (call->kind == Call::Kind::kGrantMany &&
+        call->status.error_code() == grpc::StatusCode::UNIMPLEMENTED) {
+      // An older ledger: its rows go again, first in line, one Grant each (still held, so no read
+      // hands them out meanwhile).
+      spdlog::warn("the rewards ledger does not know GrantMany; sending one Grant per row");
+      batch_calls.store(false);
+      absl::MutexLock lock(&mu);
+      for (auto it = call->rows.rbegin(); it != call->rows.rend(); ++it) {
+        queue.push_front(std::move(*it));
+      }
+      in_flight = running;
+      continue;
+    }
+    std::vector<GrantResult> results = OutcomesOf(*call);
     absl::MutexLock lock(&mu);
-    outcomes.push_back(std::move(outcome));
+    for (size_t i = 0; i < results.size(); ++i) {
+      outcomes.push_back({call->rows[i].seq, std::move(results[i])});
+    }
     in_flight = running;
   }
 }

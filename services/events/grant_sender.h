@@ -3,10 +3,13 @@
 // crash or timeout never grants twice. Business refusals (budget or stock exhausted, ...) are
 // recorded as outcomes; transport failures are retried with backoff.
 //
-// The sender is continuous: a dispatcher thread keeps up to `max_in_flight` calls in flight at
-// all times and starts the next queued row as soon as one call completes, while the thread that
+// The sender is continuous: a dispatcher thread keeps up to `max_in_flight` rows in flight at
+// all times and starts the next queued rows as soon as a call completes, while the thread that
 // called Run() reads the next due rows before the queue runs dry and records outcomes in chunks
-// as they arrive. One slow call therefore holds only its own row. Rows are not marked as claimed
+// as they arrive. Grants go in GrantMany calls of up to `grants_per_call` rows: a call carries
+// whatever is queued when it starts (nothing waits for a call to fill up), and each row gets its
+// own outcome; against a ledger without GrantMany the sender falls back to one Grant per row. One
+// slow call therefore holds only its own rows. Rows are not marked as claimed
 // in the database: the sender remembers the rows it holds (queued, in flight, outcome not yet
 // recorded) and never reads them again until their outcome is committed; after a crash every
 // unrecorded row is simply due again and is resent with the same id. One sender per database.
@@ -25,8 +28,10 @@ namespace mkt::events {
 
 struct GrantSenderOptions {
   std::string rewards_address;
-  // Ledger calls kept in flight.
+  // Rows kept in flight (in calls to the ledger).
   int max_in_flight = 256;
+  // Most grants in one GrantMany call (at most 500); 1 sends one unary Grant per row.
+  int grants_per_call = 64;
   // Most rows read per query; rows are read again when fewer than max_in_flight are queued.
   int claim_batch = 1000;
   // Most outcomes recorded per transaction (outcomes that arrive while one is written wait for

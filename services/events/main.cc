@@ -84,6 +84,7 @@ int main(int argc, char** argv) {
 
   events::GrantSender sender(store, {.rewards_address = cfg->rewards_address,
                                      .max_in_flight = static_cast<int>(cfg->grants_in_flight),
+                                     .grants_per_call = static_cast<int>(cfg->grants_per_call),
                                      .claim_batch = static_cast<int>(cfg->grants_claim_batch),
                                      .finish_batch = static_cast<int>(cfg->grants_finish_batch)});
   service.OnGrantsCommitted([&sender] { sender.Notify(); });

@@ -40,6 +40,19 @@ class LedgerGrpcService final : public pb::Ledger::CallbackService {
                        });
     return reactor;
   }
+  ServerUnaryReactor* GrantMany(CallbackServerContext* ctx, const pb::GrantManyRequest* req,
+                                pb::GrantManyResponse* resp) override {
+    // Asynchronous like Grant: the call ends when its last grant's group commit did.
+    grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+    ledger_.GrantManyAsync(*req, pool_,
+                           [reactor, resp, request_id = rpc::RequestIdOf(*ctx)](
+                               absl::StatusOr<pb::GrantManyResponse> result) {
+                             log::ScopedRequestId scoped(request_id);
+                             if (result.ok()) *resp = *std::move(result);
+                             reactor->Finish(rpc::ToGrpcStatus(result.status()));
+                           });
+    return reactor;
+  }
   ServerUnaryReactor* Spend(CallbackServerContext* ctx, const pb::SpendRequest* req,
                             pb::SpendResponse* resp) override {
     return Run(ctx, resp, [=, this] { return ledger_.Spend(*req); });

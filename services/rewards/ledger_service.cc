@@ -10,6 +10,8 @@
 #include <tuple>
 #include <utility>
 
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "google/protobuf/util/time_util.h"
 #include "libs/core/status.h"
 #include "libs/core/text.h"
@@ -31,6 +33,7 @@ constexpr size_t kMaxIdLength = 64;
 constexpr size_t kMaxReferenceLength = 128;
 constexpr size_t kMaxReasonLength = 256;
 constexpr size_t kMaxTransfersPerBatch = 500;
+constexpr int kMaxGrantsPerCall = 500;
 constexpr size_t kMaxMetadataEntries = 32;
 constexpr size_t kMaxMetadataValueLength = 1024;
 constexpr size_t kMaxPageTokenLength = 512;
@@ -591,6 +594,54 @@ void LedgerService::GrantAsync(const pb::GrantRequest& request, WorkerPool& read
     };
     if (!readers.TrySubmit(finish)) finish();
   });
+}
+
+void LedgerService::GrantManyAsync(
+    const pb::GrantManyRequest& request, WorkerPool& readers,
+    std::function<void(absl::StatusOr<pb::GrantManyResponse>)> done) {
+  const int n = request.grants_size();
+  if (n == 0 || n > kMaxGrantsPerCall) {
+    done(InvalidArgument("grants", absl::StrCat("a GrantMany call carries 1 to ", kMaxGrantsPerCall,
+                                                " grants, not ", n)));
+    return;
+  }
+  struct Gathered {
+    absl::Mutex mu;
+    pb::GrantManyResponse response ABSL_GUARDED_BY(mu);
+    int left ABSL_GUARDED_BY(mu);
+    std::function<void(absl::StatusOr<pb::GrantManyResponse>)> done;
+  };
+  auto gathered = std::make_shared<Gathered>();
+  {
+    absl::MutexLock lock(&gathered->mu);
+    gathered->left = n;
+    gathered->response.mutable_outcomes()->Reserve(n);
+    for (const pb::GrantRequest& grant : request.grants()) {
+      gathered->response.add_outcomes()->set_request_id(grant.request_id());
+    }
+  }
+  gathered->done = std::move(done);
+  for (int i = 0; i < n; ++i) {
+    // `done` may run here (a grant refused before the commit) or on a writer thread.
+    GrantAsync(request.grants(i), readers, [gathered, i](absl::StatusOr<pb::GrantResponse> result) {
+      pb::GrantManyResponse complete;
+      {
+        absl::MutexLock lock(&gathered->mu);
+        pb::GrantOutcome& outcome = *gathered->response.mutable_outcomes(i);
+        if (result.ok()) {
+          *outcome.mutable_grant() = *std::move(result);
+        } else {
+          outcome.set_code(static_cast<int>(result.status().code()));
+          outcome.set_message(std::string(result.status().message()));
+          outcome.mutable_error()->set_reason(ReasonOf(result.status()));
+          outcome.mutable_error()->set_field(FieldOf(result.status()));
+        }
+        if (--gathered->left > 0) return;
+        complete = std::move(gathered->response);
+      }
+      gathered->done(std::move(complete));
+    });
+  }
 }
 
 absl::StatusOr<pb::SpendResponse> LedgerService::Spend(const pb::SpendRequest& request) {

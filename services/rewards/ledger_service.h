@@ -56,6 +56,10 @@ class LedgerService {
   // is full the writer reads it itself, since the grant is already committed).
   void GrantAsync(const pb::GrantRequest& request, WorkerPool& readers,
                   std::function<void(absl::StatusOr<pb::GrantResponse>)> done);
+  // Up to 500 grants, each exactly as GrantAsync makes it, answered together (one outcome per
+  // grant, in order) once the last one is done. INVALID_ARGUMENT for no grants or too many.
+  void GrantManyAsync(const pb::GrantManyRequest& request, WorkerPool& readers,
+                      std::function<void(absl::StatusOr<pb::GrantManyResponse>)> done);
   // Transfer id "<request_id>:spend".
   absl::StatusOr<pb::SpendResponse> Spend(const pb::SpendRequest& request);
   // Reversal ids "<request_id>:<original transfer id>" (INVALID_ARGUMENT on request_id when one

@@ -1,6 +1,7 @@
 #include "services/rewards/ledger_service.h"
 
 #include <functional>
+#include <future>
 #include <limits>
 #include <map>
 #include <mutex>
@@ -12,6 +13,7 @@
 #include "google/protobuf/util/time_util.h"
 #include "gtest/gtest.h"
 #include "libs/core/status.h"
+#include "libs/core/worker_pool.h"
 
 namespace mkt::rewards {
 namespace {
@@ -564,6 +566,75 @@ TEST_F(LedgerServiceTest, GrantPassesTheStoreRefusalToTheCaller) {
   EXPECT_EQ(resp.status().code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_EQ(ReasonOf(resp.status()), cpb::BUDGET_EXHAUSTED);
   EXPECT_THAT(store_.account_reads, IsEmpty());
+}
+
+// ---- GrantMany ----
+
+TEST_F(LedgerServiceTest, GrantManyAnswersEachGrantAsGrantWouldInOrder) {
+  pb::GrantManyRequest request;
+  *request.add_grants() = FullGrant();
+  pb::GrantRequest bad = FullGrant();
+  bad.set_request_id("g-2");
+  bad.set_quantity(0);
+  *request.add_grants() = bad;
+  pb::GrantRequest refused = FullGrant();
+  refused.set_request_id("g-3");
+  *request.add_grants() = refused;
+  store_.fail_batch["g-3"] = Error(absl::StatusCode::kFailedPrecondition, cpb::BUDGET_EXHAUSTED,
+                                   "budget of campaign cp1 is exhausted", "transfers[0]");
+
+  WorkerPool readers("test-readers", 1, 10);
+  std::promise<absl::StatusOr<pb::GrantManyResponse>> answered;
+  service_.GrantManyAsync(request, readers, [&](absl::StatusOr<pb::GrantManyResponse> result) {
+    answered.set_value(std::move(result));
+  });
+  absl::StatusOr<pb::GrantManyResponse> response = answered.get_future().get();
+  ASSERT_TRUE(response.ok()) << response.status();
+  ASSERT_EQ(response->outcomes_size(), 3);
+
+  const pb::GrantOutcome& granted = response->outcomes(0);
+  EXPECT_EQ(granted.request_id(), "g-1");
+  EXPECT_EQ(granted.code(), 0);
+  EXPECT_EQ(granted.grant().transfers_size(), 3) << "budget, stock and benefit legs";
+
+  const pb::GrantOutcome& invalid = response->outcomes(1);
+  EXPECT_EQ(invalid.request_id(), "g-2");
+  EXPECT_EQ(invalid.code(), static_cast<int>(absl::StatusCode::kInvalidArgument));
+  EXPECT_EQ(invalid.error().reason(), cpb::INVALID_ARGUMENT);
+  EXPECT_EQ(invalid.error().field(), "quantity");
+  EXPECT_FALSE(invalid.message().empty());
+  EXPECT_FALSE(invalid.has_grant());
+
+  const pb::GrantOutcome& exhausted = response->outcomes(2);
+  EXPECT_EQ(exhausted.request_id(), "g-3");
+  EXPECT_EQ(exhausted.code(), static_cast<int>(absl::StatusCode::kFailedPrecondition));
+  EXPECT_EQ(exhausted.error().reason(), cpb::BUDGET_EXHAUSTED);
+  EXPECT_EQ(exhausted.error().field(), "transfers[0]");
+
+  std::vector<std::string> applied;
+  for (const LinkedBatch& batch : store_.applied) applied.push_back(batch.batch_id);
+  EXPECT_THAT(applied, ::testing::Contains("g-1"));
+  EXPECT_THAT(applied, ::testing::Not(::testing::Contains("g-2")))
+      << "a malformed grant never reaches the store";
+}
+
+TEST_F(LedgerServiceTest, GrantManyRefusesACallWithNoGrantsOrTooMany) {
+  WorkerPool readers("test-readers", 1, 10);
+  for (int n : {0, 501}) {
+    SCOPED_TRACE(n);
+    pb::GrantManyRequest request;
+    for (int i = 0; i < n; ++i) {
+      pb::GrantRequest grant = FullGrant();
+      grant.set_request_id("g-" + std::to_string(i));
+      *request.add_grants() = grant;
+    }
+    std::promise<absl::Status> answered;
+    service_.GrantManyAsync(request, readers, [&](absl::StatusOr<pb::GrantManyResponse> result) {
+      answered.set_value(result.status());
+    });
+    ExpectInvalid(answered.get_future().get(), "grants");
+  }
+  EXPECT_THAT(store_.applied, IsEmpty());
 }
 
 // ---- Spend ----
