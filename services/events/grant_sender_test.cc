@@ -16,6 +16,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "libs/core/status.h"
 #include "libs/pg/migrations.h"
@@ -155,6 +156,13 @@ class FakeLedger final : public rpb::Ledger::CallbackService {
       for (const HeldMany& call : held_many_) ids.push_back(call.ids.front());
     }
     for (const std::string& id : ids) Release(id);
+  }
+  // The grant ids of the GrantMany calls being held.
+  std::vector<std::string> HeldManyIds() {
+    absl::MutexLock lock(&mu_);
+    std::vector<std::string> ids;
+    for (const HeldMany& call : held_many_) ids.insert(ids.end(), call.ids.begin(), call.ids.end());
+    return ids;
   }
   // As a rewards service from before GrantMany: the method answers UNIMPLEMENTED.
   void WithoutGrantMany() {
@@ -541,6 +549,33 @@ TEST_F(EventsGrantSenderTest, GrantsGoInCallsOfAtMostGrantsPerCall) {
   EXPECT_LE(ledger_.MaxInFlight(), 200);
   ASSERT_TRUE(WaitFor([&] { return sender_->Stats().held == 0; }));
   EXPECT_EQ(sender_->Stats().outcomes_recorded, 600);
+}
+
+// A slow GrantMany call holds its own rows (at most grants_per_call), no others: the window is
+// counted in rows and refills around it.
+TEST_F(EventsGrantSenderTest, ASlowGrantManyCallHoldsOnlyItsOwnRows) {
+  InsertGrants(1, 600);
+  ledger_.Hold(GrantId(1));
+  StartSender({.max_in_flight = 32,
+               .grants_per_call = 10,
+               .claim_batch = 100,
+               .finish_batch = 50,
+               .rpc_timeout = absl::Seconds(60),
+               .idle_poll = absl::Milliseconds(50)});
+  ASSERT_TRUE(WaitFor([&] {
+    return CountInState("granted") + static_cast<int>(ledger_.HeldManyIds().size()) == 600;
+  })) << "granted: "
+      << CountInState("granted");
+  const std::vector<std::string> held = ledger_.HeldManyIds();
+  EXPECT_THAT(held, ::testing::Contains(GrantId(1)));
+  EXPECT_LE(held.size(), 10u);
+  for (const std::string& id : held) EXPECT_EQ(Row(id).state, "pending") << id;
+
+  ledger_.Release(GrantId(1));
+  ASSERT_TRUE(WaitFor([&] { return CountInState("granted") == 600; }));
+  EXPECT_EQ(ledger_.TotalGrantCalls(), 600) << "each row sent once";
+  EXPECT_EQ(ledger_.OverlappingCalls(), 0);
+  EXPECT_LE(ledger_.MaxInFlight(), 32);
 }
 
 // In a GrantMany call a refusal is that row's outcome; a failed call (transport) retries all of
