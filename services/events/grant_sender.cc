@@ -59,12 +59,39 @@ struct Call {
   std::unique_ptr<grpc::ClientAsyncResponseReader<rpb::ReverseResponse>> reverse_reader;
 };
 
+rpb::GrantRequest GrantRequestOf(const GrantRow& r) {
+  rpb::GrantRequest request;
+  request.set_request_id(r.grant_id);
+  request.set_org_id(r.org_id);
+  request.set_campaign_id(r.campaign_id);
+  request.set_customer_id(r.customer_id);
+  request.set_asset(r.reward.asset());
+  request.set_quantity(r.reward.quantity());
+  request.set_budget_cost_fen(r.reward.budget_cost_fen());
+  request.set_stock_template_id(r.reward.stock_template_id());
+  request.set_stock_units(r.reward.stock_units());
+  if (r.reward.asset() == rpb::POINTS) {
+    request.mutable_expiry()->set_days_after_grant(r.reward.points_expiry_days());
+  }
+  request.set_event_id(r.event_key.substr(0, 128));
+  (*request.mutable_metadata())["rule_id"] = r.rule_id;
+  (*request.mutable_metadata())["tier"] = std::to_string(r.tier);
+  return request;
+}
+
+// A row whose grant's send outcome is unknown (never acknowledged) is first granted,
+// idempotently, then reversed on a later read.
+bool IsReversal(const GrantRow& r) { return r.state == "reverse_pending" && r.granted; }
+
+// What operators read for a refusal: "BUDGET_EXHAUSTED: the campaign budget is exhausted".
+std::string RefusalText(const absl::Status& status) {
+  return ReasonName(ReasonOf(status)) + ": " + std::string(status.message());
+}
+
 // How a Grant of `grant_id` that ended with `status` is recorded.
 GrantResult GrantOutcome(const std::string& grant_id, const absl::Status& status) {
   GrantResult result{grant_id, ClassifyGrantStatus(status), ""};
-  if (!status.ok()) {
-    result.reason = ReasonName(ReasonOf(status)) + ": " + std::string(status.message());
-  }
+  if (!status.ok()) result.reason = RefusalText(status);
   return result;
 }
 
@@ -75,7 +102,7 @@ GrantResult ReverseOutcome(const std::string& grant_id, const absl::Status& stat
   } else if (ClassifyGrantStatus(status) == GrantResult::Kind::kRejected) {
     // E.g. the customer already spent the points: recorded for operators, not retried.
     result.kind = GrantResult::Kind::kReverseFailed;
-    result.reason = ReasonName(ReasonOf(status)) + ": " + std::string(status.message());
+    result.reason = RefusalText(status);
   } else {
     result.reason = std::string(status.message());
   }
@@ -96,21 +123,17 @@ std::vector<GrantResult> OutcomesOf(const Call& call) {
     return results;
   }
   const auto& outcomes = call.many_response.outcomes();
-  if (status.ok() && outcomes.size() != static_cast<int>(call.rows.size())) {
-    // Not what the ledger promises; nothing is known about these grants, so they are sent again.
+  if (!status.ok() || outcomes.size() != static_cast<int>(call.rows.size())) {
+    // The call as a whole failed (transport, deadline, the ledger down), or the answer is not
+    // what the ledger promises: nothing is known about these grants, so each is sent again.
+    const std::string reason = !status.ok() ? std::string(status.message())
+                                            : "the ledger answered a different number of outcomes";
     for (const GrantRow& row : call.rows) {
-      results.push_back({row.grant_id, GrantResult::Kind::kRetry,
-                         "the ledger answered a different number of outcomes"});
+      results.push_back({row.grant_id, GrantResult::Kind::kRetry, reason});
     }
     return results;
   }
   for (size_t i = 0; i < call.rows.size(); ++i) {
-    if (!status.ok()) {
-      // The call as a whole failed (transport, deadline, the ledger down): each grant is retried.
-      results.push_back(
-          {call.rows[i].grant_id, GrantResult::Kind::kRetry, std::string(status.message())});
-      continue;
-    }
     const rpb::GrantOutcome& o = outcomes[static_cast<int>(i)];
     absl::Status grant_status;
     if (o.request_id() != call.rows[i].grant_id) {
@@ -196,34 +219,6 @@ struct GrantSender::Impl {
   grpc::Alarm* alarm ABSL_GUARDED_BY(mu) = nullptr;
   bool alarm_set ABSL_GUARDED_BY(mu) = false;
 };
-
-namespace {
-
-rpb::GrantRequest GrantRequestOf(const GrantRow& r) {
-  rpb::GrantRequest request;
-  request.set_request_id(r.grant_id);
-  request.set_org_id(r.org_id);
-  request.set_campaign_id(r.campaign_id);
-  request.set_customer_id(r.customer_id);
-  request.set_asset(r.reward.asset());
-  request.set_quantity(r.reward.quantity());
-  request.set_budget_cost_fen(r.reward.budget_cost_fen());
-  request.set_stock_template_id(r.reward.stock_template_id());
-  request.set_stock_units(r.reward.stock_units());
-  if (r.reward.asset() == rpb::POINTS) {
-    request.mutable_expiry()->set_days_after_grant(r.reward.points_expiry_days());
-  }
-  request.set_event_id(r.event_key.substr(0, 128));
-  (*request.mutable_metadata())["rule_id"] = r.rule_id;
-  (*request.mutable_metadata())["tier"] = std::to_string(r.tier);
-  return request;
-}
-
-// A row whose grant's send outcome is unknown (never acknowledged) is first granted,
-// idempotently, then reversed on a later read.
-bool IsReversal(const GrantRow& r) { return r.state == "reverse_pending" && r.granted; }
-
-}  // namespace
 
 void GrantSender::Impl::StartCall(grpc::CompletionQueue& cq_ref, std::vector<GrantRow> rows,
                                   Call::Kind kind) {
