@@ -237,7 +237,7 @@ $DRIVER grpc --rewards=127.0.0.1:$RPORT --org=$ORG --customers="$CUSTOMERS" \
   --concurrency="$CONNECTIONS" --warmup=2 --seconds="$SECONDS_MEASURED" | tee "$WORK/grpc.out" ||
   fail "the gRPC ceiling run failed"
 echo "p3: gRPC run (with its 2 s warm-up), $(cpu_since_mark)"
-wrk_run gwonly 5 0 channel $((MAX_RATE * 2))
+wrk_run gwonly 5 0 channel $((MAX_RATE * 4))
 report gwonly "GET /v1/channel (gateway alone: signature, no backend call)"
 latency_mark
 wrk_run paced "$RATE_SECONDS" "$RATE"

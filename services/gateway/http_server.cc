@@ -1,5 +1,6 @@
 #include "services/gateway/http_server.h"
 
+#include <algorithm>
 #include <array>
 #include <atomic>
 #include <boost/asio/dispatch.hpp>
@@ -87,20 +88,37 @@ class Session;
 
 struct HttpServer::State : std::enable_shared_from_this<HttpServer::State> {
   State(const HttpServerOptions& o, HttpHandler& h)
-      : options(o), handler(h), acceptor(net::make_strand(ioc)) {}
+      : options(o),
+        handler(h),
+        contexts(MakeContexts(o.io_threads)),
+        acceptor(net::make_strand(*contexts.front())) {}
 
   void Accept();
   void Forget(Session* session);
+  // The context of the next connection: connections go to the I/O threads in turn.
+  net::io_context& NextContext() { return *contexts[next_context++ % contexts.size()]; }
+
+  // One io_context per I/O thread (concurrency hint 1): a connection lives on one thread, which
+  // waits for its socket and runs its handlers itself. With N threads on one io_context, each
+  // ready socket made the thread that saw it wake another to wait in epoll meanwhile, a thread
+  // switch per event that cost more than the request itself at moderate load.
+  static std::vector<std::unique_ptr<net::io_context>> MakeContexts(int n) {
+    std::vector<std::unique_ptr<net::io_context>> out;
+    for (int i = 0; i < std::max(1, n); ++i) out.push_back(std::make_unique<net::io_context>(1));
+    return out;
+  }
 
   const HttpServerOptions options;
   HttpHandler& handler;
-  net::io_context ioc;
-  // Keeps the I/O threads running while no socket operation is pending (every connection
-  // waiting for its handler, acceptor closed during shutdown).
-  net::executor_work_guard<net::io_context::executor_type> work{ioc.get_executor()};
+  std::vector<std::unique_ptr<net::io_context>> contexts;
+  // Keep the I/O threads running while no socket operation is pending (every connection of a
+  // thread waiting for its handler, acceptor closed during shutdown).
+  std::vector<net::executor_work_guard<net::io_context::executor_type>> work;
   // The acceptor and its backoff timer share one strand, so Shutdown can close it safely.
   tcp::acceptor acceptor;
   net::steady_timer accept_backoff{acceptor.get_executor()};
+  // Used by the acceptor's handler only.
+  size_t next_context = 0;
   std::vector<std::thread> threads;
   int port = 0;
   // Requests handed to the handler whose response is not written yet.
@@ -115,7 +133,7 @@ struct HttpServer::State : std::enable_shared_from_this<HttpServer::State> {
 };
 
 // One connection: reads a request, hands it to the handler, writes the response, repeats.
-// Every step runs on the connection's strand.
+// Every step runs on the connection's I/O thread (its io_context has no other).
 class Session : public std::enable_shared_from_this<Session> {
  public:
   Session(tcp::socket socket, HttpServer::State& state)
@@ -306,7 +324,7 @@ class Session : public std::enable_shared_from_this<Session> {
 };
 
 void HttpServer::State::Accept() {
-  acceptor.async_accept(net::make_strand(ioc), [this](beast::error_code ec, tcp::socket socket) {
+  acceptor.async_accept(NextContext(), [this](beast::error_code ec, tcp::socket socket) {
     if (ec == net::error::operation_aborted || !acceptor.is_open()) return;
     if (ec) {
       // Typically out of file descriptors: wait a little instead of spinning.
@@ -357,13 +375,14 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(const HttpServerOp
         absl::StrCat("cannot listen for HTTP on ", options.address, ": ", ec.message()));
   }
   state->port = state->acceptor.local_endpoint().port();
+  for (auto& context : state->contexts) state->work.emplace_back(context->get_executor());
   state->Accept();
-  for (int i = 0; i < options.io_threads; ++i) {
-    state->threads.emplace_back([s = state.get()] {
+  for (auto& context : state->contexts) {
+    state->threads.emplace_back([ioc = context.get()] {
       // Handlers never throw, but one exception must not take the process down silently.
       while (true) {
         try {
-          s->ioc.run();
+          ioc->run();
           return;
         } catch (const std::exception& e) {
           spdlog::error("http I/O thread caught: {}", e.what());
@@ -397,8 +416,8 @@ void HttpServer::Shutdown(absl::Duration grace) {
     s.accepting_responses = false;
     sessions.swap(s.sessions);
   }
-  s.work.reset();
-  s.ioc.stop();
+  for (auto& guard : s.work) guard.reset();
+  for (auto& context : s.contexts) context->stop();
   for (std::thread& t : s.threads) t.join();
   s.threads.clear();
   for (auto& [raw, session] : sessions) session->Close();

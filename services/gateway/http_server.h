@@ -1,4 +1,4 @@
-// The gateway's HTTP/1.1 server (Boost.Beast): N I/O threads on one io_context, keep-alive,
+// The gateway's HTTP/1.1 server (Boost.Beast): N I/O threads with an io_context each, keep-alive,
 // TCP_NODELAY, limits on header and body size, an idle timeout, and request ids. It knows
 // nothing about routes or authentication: every request read goes to an HttpHandler, which
 // answers through a callback, possibly from another thread.

@@ -7,6 +7,8 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <map>
+#include <memory>
 #include <thread>
 #include <vector>
 
@@ -559,6 +561,62 @@ TEST_F(IdleGatewayTest, IdleConnectionsAreClosed) {
   const absl::Time start = absl::Now();
   EXPECT_EQ(RawExchange(port(), "", absl::Seconds(5)), "");  // the server closed it
   EXPECT_LT(absl::Now() - start, absl::Seconds(3));
+}
+
+// Records the thread each request is handled on (the connection's I/O thread: the handler runs
+// where the request was read), by the request's X-Conn header.
+class ThreadRecordingHandler : public HttpHandler {
+ public:
+  void Handle(HttpRequest request, Respond respond) override {
+    const std::string* conn = request.headers.Find("X-Conn");
+    {
+      absl::MutexLock lock(&mu_);
+      threads_[conn == nullptr ? "" : *conn].push_back(std::this_thread::get_id());
+    }
+    respond(JsonResponse("{}"));
+  }
+  std::map<std::string, std::vector<std::thread::id>> Threads() {
+    absl::MutexLock lock(&mu_);
+    return threads_;
+  }
+
+ private:
+  absl::Mutex mu_;
+  std::map<std::string, std::vector<std::thread::id>> threads_ ABSL_GUARDED_BY(mu_);
+};
+
+TEST(HttpServerThreadsTest, EachConnectionStaysOnOneIoThreadAndConnectionsTakeThemInTurn) {
+  ThreadRecordingHandler handler;
+  HttpServerOptions options;
+  options.address = "127.0.0.1:0";
+  options.io_threads = 2;
+  auto server = HttpServer::Start(options, handler);
+  ASSERT_TRUE(server.ok()) << server.status();
+  // Connected one after the other, so they are accepted in this order.
+  std::vector<std::unique_ptr<TestHttpClient>> clients;
+  for (int c = 0; c < 4; ++c) {
+    clients.push_back(std::make_unique<TestHttpClient>((*server)->port()));
+    ASSERT_EQ(clients.back()->Send("GET", "/", {{"X-Conn", std::to_string(c)}}).status, 200);
+  }
+  for (int round = 0; round < 5; ++round) {
+    for (int c = 0; c < 4; ++c) {
+      ASSERT_EQ(clients[c]->Send("GET", "/", {{"X-Conn", std::to_string(c)}}).status, 200);
+    }
+  }
+  (*server)->Shutdown(absl::Seconds(1));
+
+  std::map<std::string, std::vector<std::thread::id>> threads = handler.Threads();
+  ASSERT_EQ(threads.size(), 4u);
+  std::vector<std::thread::id> of(4);
+  for (int c = 0; c < 4; ++c) {
+    const std::vector<std::thread::id>& seen = threads[std::to_string(c)];
+    ASSERT_EQ(seen.size(), 6u);
+    for (const std::thread::id& id : seen) EXPECT_EQ(id, seen.front()) << "connection " << c;
+    of[c] = seen.front();
+  }
+  EXPECT_NE(of[0], of[1]);
+  EXPECT_EQ(of[0], of[2]);
+  EXPECT_EQ(of[1], of[3]);
 }
 
 }  // namespace
