@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <vector>
 
-#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
@@ -108,10 +107,13 @@ void AppendToOutbox(pqxx::work& tx, std::string_view topic, std::string_view key
 void AppendManyToOutbox(pqxx::work& tx, const std::vector<OutboxMessage>& messages) {
   if (messages.empty()) return;
   std::string topics = "{", keys = "{", values = "{", event_ids = "{";
+  std::string value;
   for (const OutboxMessage& m : messages) {
     pg::AppendTextArrayElement(topics, m.topic);
-    pg::AppendTextArrayElement(keys, absl::BytesToHexString(m.key));
-    pg::AppendTextArrayElement(values, absl::BytesToHexString(m.envelope.SerializeAsString()));
+    pg::AppendHexArrayElement(keys, m.key);
+    // Reused across messages: one buffer for all the envelopes of a group commit.
+    m.envelope.SerializeToString(&value);
+    pg::AppendHexArrayElement(values, value);
     pg::AppendTextArrayElement(event_ids, m.envelope.event_id());
   }
   for (std::string* literal : {&topics, &keys, &values, &event_ids}) *literal += '}';

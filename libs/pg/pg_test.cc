@@ -1,9 +1,12 @@
 // Unit tests that need no server: how libpqxx exceptions become statuses, and migration checksums.
 #include <stdexcept>
+#include <string>
+#include <vector>
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "libs/core/status.h"
+#include "libs/pg/arrays.h"
 #include "libs/pg/migrations.h"
 #include "libs/pg/pool.h"
 
@@ -114,6 +117,27 @@ TEST(MigrationChecksumTest, ChangesWithAnyEdit) {
   EXPECT_EQ(MigrationChecksum(sql), MigrationChecksum(std::string(sql)));
   EXPECT_NE(MigrationChecksum(sql), MigrationChecksum(sql + "\n"));
   EXPECT_NE(MigrationChecksum(sql), MigrationChecksum("CREATE TABLE t (id bigint PRIMARY KEY);"));
+}
+
+TEST(ArrayLiteralTest, TextElementsAreQuotedWithQuotesAndBackslashesEscaped) {
+  std::string literal = "{";
+  AppendTextArrayElement(literal, "plain");
+  AppendTextArrayElement(literal, "");
+  AppendTextArrayElement(literal, "say \"hi\"");
+  AppendTextArrayElement(literal, R"(C:\dir\)");
+  AppendTextArrayElement(literal, "\"");
+  AppendTextArrayElement(literal, "a,b {c} 中文");
+  EXPECT_EQ(literal + "}", R"({"plain","","say \"hi\"","C:\\dir\\","\"","a,b {c} 中文"})");
+  EXPECT_EQ(TextArrayLiteral(std::vector<std::string>{}), "{}");
+  EXPECT_EQ(TextArrayLiteral(std::vector<std::string>{"x\\y"}), R"({"x\\y"})");
+}
+
+TEST(ArrayLiteralTest, HexElementsAreLowercaseHexOfEveryByte) {
+  std::string literal = "{";
+  AppendHexArrayElement(literal, std::string("\x00\x01\x7f\x80\xff", 5));
+  AppendHexArrayElement(literal, "");
+  AppendHexArrayElement(literal, "AZ");
+  EXPECT_EQ(literal + "}", R"({"00017f80ff","","415a"})");
 }
 
 }  // namespace
