@@ -117,7 +117,7 @@ struct HttpServer::State : std::enable_shared_from_this<HttpServer::State> {
   // The acceptor and its backoff timer share one strand, so Shutdown can close it safely.
   tcp::acceptor acceptor;
   net::steady_timer accept_backoff{acceptor.get_executor()};
-  // Used by the acceptor's handler only.
+  // Used by Accept only: Start's first call, then the acceptor's handler, one at a time.
   size_t next_context = 0;
   std::vector<std::thread> threads;
   int port = 0;
