@@ -50,6 +50,13 @@ class ParticipationsGrpcService final : public pb::Participations::CallbackServi
                                 [=, this] { return service_.GetDrawStats(*req); });
   }
 
+  ServerUnaryReactor* GetSoldOutBoard(CallbackServerContext* ctx,
+                                      const pb::GetSoldOutBoardRequest* req,
+                                      pb::SoldOutBoard* resp) override {
+    return rpc::RunBlockingInto(ctx, pool_, resp,
+                                [=, this] { return service_.GetSoldOutBoard(*req); });
+  }
+
  private:
   ParticipationService& service_;
   WorkerPool& pool_;

@@ -47,6 +47,38 @@ SoldOutBoard::SoldOutBoard(absl::Duration ttl, size_t max_keys) : ttl_(ttl), max
 SoldOutBoard::Verdict SoldOutBoard::Check(const std::string& campaign_id,
                                           const std::string& idempotency_key, absl::Time now) {
   absl::MutexLock lock(&mu_);
+  return CheckLocked(campaign_id, idempotency_key, now);
+}
+
+SoldOutBoard::Verdict SoldOutBoard::Enter(const std::string& campaign_id,
+                                          const std::string& idempotency_key, absl::Time now) {
+  absl::MutexLock lock(&mu_);
+  const Verdict verdict = CheckLocked(campaign_id, idempotency_key, now);
+  if (verdict == Verdict::kOpen) ++entered_[campaign_id];
+  return verdict;
+}
+
+void SoldOutBoard::Leave(const std::string& campaign_id) {
+  absl::MutexLock lock(&mu_);
+  auto it = entered_.find(campaign_id);
+  if (it != entered_.end() && --it->second <= 0) entered_.erase(it);
+}
+
+std::optional<SoldOutBoard::Standing> SoldOutBoard::Board(const std::string& campaign_id,
+                                                          absl::Time now) {
+  absl::MutexLock lock(&mu_);
+  auto it = marks_.find(campaign_id);
+  if (it == marks_.end() || it->second.loading || !it->second.complete || it->second.until <= now ||
+      entered_.contains(campaign_id)) {
+    return std::nullopt;
+  }
+  return Standing{it->second.until,
+                  std::vector<std::string>(it->second.keys.begin(), it->second.keys.end())};
+}
+
+SoldOutBoard::Verdict SoldOutBoard::CheckLocked(const std::string& campaign_id,
+                                                const std::string& idempotency_key,
+                                                absl::Time now) {
   auto it = marks_.find(campaign_id);
   if (it == marks_.end() || it->second.loading) return Verdict::kOpen;
   Entry& mark = it->second;

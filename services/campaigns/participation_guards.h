@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -63,6 +64,10 @@ class SoldOutBoard {
     kLookUp,
   };
   Verdict Check(const std::string& campaign_id, const std::string& idempotency_key, absl::Time now);
+  // Check for a participation that takes the full path when the verdict is kOpen: it may store a
+  // new key, so until Leave the campaign's board is not handed out (Board).
+  Verdict Enter(const std::string& campaign_id, const std::string& idempotency_key, absl::Time now);
+  void Leave(const std::string& campaign_id);
   // Whether the campaign is marked sold out now (what the eligibility list shows).
   bool IsSoldOut(const std::string& campaign_id, absl::Time now);
 
@@ -80,6 +85,16 @@ class SoldOutBoard {
   // How many more keys the board can hold now.
   size_t Room();
 
+  // The campaign's mark as another process may copy it (decision 023): when it stands, holds
+  // every stored key, and no participation that may store a new key is running (Enter), its end
+  // and keys. Until the mark ends no new key can be stored here: Check refuses every key it does
+  // not hold.
+  struct Standing {
+    absl::Time until;
+    std::vector<std::string> keys;
+  };
+  std::optional<Standing> Board(const std::string& campaign_id, absl::Time now);
+
  private:
   struct Entry {
     bool loading = true;
@@ -87,10 +102,15 @@ class SoldOutBoard {
     absl::Time until = absl::InfinitePast();
     absl::flat_hash_set<std::string> keys;
   };
+  Verdict CheckLocked(const std::string& campaign_id, const std::string& idempotency_key,
+                      absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
   const absl::Duration ttl_;
   const size_t max_keys_;
   absl::Mutex mu_;
   absl::flat_hash_map<std::string, Entry> marks_ ABSL_GUARDED_BY(mu_);
+  // Participations between Enter and Leave, by campaign.
+  absl::flat_hash_map<std::string, int> entered_ ABSL_GUARDED_BY(mu_);
   size_t held_ ABSL_GUARDED_BY(mu_) = 0;
 };
 

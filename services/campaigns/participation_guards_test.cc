@@ -1,6 +1,9 @@
 #include "services/campaigns/participation_guards.h"
 
+#include <algorithm>
 #include <atomic>
+#include <optional>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -99,6 +102,41 @@ TEST(SoldOutBoardTest, KeysThatDoNotFitMakeEveryKeyALookUp) {
   // So does a key stored once the board is full.
   board.RememberStored("a", "a3");
   EXPECT_EQ(board.Check("a", "new", t0), Verdict::kLookUp);
+}
+
+// What a gateway may copy (decision 023): only a standing, complete mark, and only while no
+// participation that passed the board before the mark may still store a new key.
+TEST(SoldOutBoardTest, TheBoardIsHandedOutOnlyWhenNoNewKeyCanBeStored) {
+  SoldOutBoard board(absl::Seconds(10));
+  const absl::Time t0 = absl::FromUnixSeconds(100);
+  EXPECT_FALSE(board.Board("cmp", t0).has_value()) << "not marked";
+
+  // A claim passes the board while the campaign is open, and is still running when it is marked.
+  ASSERT_EQ(board.Enter("cmp", "running", t0), Verdict::kOpen);
+  ASSERT_TRUE(board.BeginMark("cmp", t0));
+  EXPECT_FALSE(board.Board("cmp", t0).has_value()) << "keys being read";
+  board.Mark("cmp", t0, {"granted"}, true);
+  EXPECT_FALSE(board.Board("cmp", t0).has_value()) << "\"running\" may still store its key";
+  // Refused from memory, so not counted: it stores nothing.
+  EXPECT_EQ(board.Enter("cmp", "late", t0), Verdict::kSoldOut);
+  board.RememberStored("cmp", "running");
+  board.Leave("cmp");
+
+  std::optional<SoldOutBoard::Standing> standing = board.Board("cmp", t0 + absl::Seconds(1));
+  ASSERT_TRUE(standing.has_value());
+  EXPECT_EQ(standing->until, t0 + absl::Seconds(10));
+  std::sort(standing->keys.begin(), standing->keys.end());
+  EXPECT_EQ(standing->keys, (std::vector<std::string>{"granted", "running"}));
+  // Other campaigns' claims do not hold it back.
+  ASSERT_EQ(board.Enter("other", "k", t0), Verdict::kOpen);
+  EXPECT_TRUE(board.Board("cmp", t0).has_value());
+  board.Leave("other");
+
+  EXPECT_FALSE(board.Board("cmp", t0 + absl::Seconds(10)).has_value()) << "expired";
+  // A mark that does not hold every key is never handed out.
+  ASSERT_TRUE(board.BeginMark("partial", t0));
+  board.Mark("partial", t0, {"k"}, false);
+  EXPECT_FALSE(board.Board("partial", t0).has_value());
 }
 
 }  // namespace

@@ -3,8 +3,10 @@
 #include <algorithm>
 #include <limits>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/time/civil_time.h"
 #include "libs/auth/crypto.h"
+#include "libs/core/bloom_filter.h"
 #include "libs/core/status.h"
 #include "libs/core/text.h"
 #include "libs/log/log.h"
@@ -252,7 +254,12 @@ absl::StatusOr<pb::Participation> ParticipationService::Participate(const pb::Pa
   if (replayed == nullptr) replayed = &unused;
   *replayed = false;
   const absl::Time now = clock_.Now();
-  if (sold_out_.Check(r.campaign_id(), r.idempotency_key(), now) != SoldOutBoard::Verdict::kOpen) {
+  // Counted from here while this participation may store a new key (see SoldOutBoard::Board).
+  const SoldOutBoard::Verdict verdict = sold_out_.Enter(r.campaign_id(), r.idempotency_key(), now);
+  absl::Cleanup leave = [&] {
+    if (verdict == SoldOutBoard::Verdict::kOpen) sold_out_.Leave(r.campaign_id());
+  };
+  if (verdict != SoldOutBoard::Verdict::kOpen) {
     // Sold out, and this key may have a stored participation: answer with it, else refuse
     // without a reservation. A PENDING one takes the full path, which completes it.
     MKT_ASSIGN_OR_RETURN(auto stored, store_.Get(r.campaign_id(), r.idempotency_key()));
@@ -493,6 +500,23 @@ absl::StatusOr<pb::Participation> ParticipationService::Complete(pb::Participati
   *p.mutable_updated_at() = Proto(clock_.Now());
   MKT_ASSIGN_OR_RETURN(pb::Participation stored, store_.Finish(p));
   return AnswerFor(stored);
+}
+
+absl::StatusOr<pb::SoldOutBoard> ParticipationService::GetSoldOutBoard(
+    const pb::GetSoldOutBoardRequest& r) {
+  MKT_RETURN_IF_ERROR(CheckKey(r.campaign_id(), "campaign_id", 64));
+  pb::SoldOutBoard out;
+  out.set_campaign_id(r.campaign_id());
+  const absl::Time now = clock_.Now();
+  std::optional<SoldOutBoard::Standing> board = sold_out_.Board(r.campaign_id(), now);
+  if (!board) return out;
+  BloomFilter filter = BloomFilter::ForKeys(board->keys.size(), kBoardFalsePositiveRate);
+  for (const std::string& key : board->keys) filter.Add(key);
+  out.set_sold_out(true);
+  out.set_valid_ms(absl::ToInt64Milliseconds(board->until - now));
+  out.set_filter(filter.bytes());
+  out.set_filter_hashes(filter.hashes());
+  return out;
 }
 
 void ParticipationService::MarkSoldOut(const std::string& campaign_id) {

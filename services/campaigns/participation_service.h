@@ -88,6 +88,12 @@ class ParticipationService {
   absl::StatusOr<pb::ListEligibleResponse> ListEligible(const pb::ListEligibleRequest& request);
   absl::StatusOr<pb::ListCouponsResponse> ListCoupons(const pb::ListCouponsRequest& request);
   absl::StatusOr<pb::DrawStats> GetDrawStats(const pb::GetDrawStatsRequest& request);
+  // The campaign's sold-out board for a gateway to copy (decision 023): sold_out only when this
+  // replica refuses every key not in the filter from memory; see SoldOutBoard::Board.
+  absl::StatusOr<pb::SoldOutBoard> GetSoldOutBoard(const pb::GetSoldOutBoardRequest& request);
+  // The filter's false-positive rate: a stored key always passes; about 1 in 100 others does too
+  // and is sent on to this service, which refuses it itself.
+  static constexpr double kBoardFalsePositiveRate = 0.01;
 
   // Completes PENDING participations older than `older_than` (a crash or a ledger outage between
   // reservation and outcome): re-issues the same grant (idempotent at the ledger) and records

@@ -11,12 +11,14 @@
 #include <cstdio>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <thread>
 
 #include "absl/time/clock.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "libs/core/bloom_filter.h"
 #include "libs/core/ids.h"
 #include "libs/core/status.h"
 #include "libs/core/worker_pool.h"
@@ -549,6 +551,30 @@ TEST_F(ParticipationIntegrationTest, AnotherReplicaAnswersAReplayOfASuccessAfter
   EXPECT_EQ(Scalar("SELECT count(*) FROM participations"), rows);
   EXPECT_EQ(RewardsScalar("SELECT count(*) FROM coupons"), 1);
   EXPECT_TRUE(LedgerIntact());
+
+  // What a gateway copies (decision 023): the replica that marked the campaign hands out its
+  // board, whose filter holds every stored key, for as long as its mark; the replica that did not
+  // mark it hands out nothing, so nothing is refused on its behalf.
+  pb::GetSoldOutBoardRequest board_request;
+  board_request.set_campaign_id(id);
+  auto board = other.GetSoldOutBoard(board_request);
+  ASSERT_TRUE(board.ok()) << Describe(board.status());
+  EXPECT_EQ(board->campaign_id(), id);
+  EXPECT_TRUE(board->sold_out());
+  EXPECT_GT(board->valid_ms(), 0);
+  EXPECT_LE(board->valid_ms(), 10'000);
+  std::optional<BloomFilter> stored =
+      BloomFilter::FromBytes(board->filter(), board->filter_hashes());
+  ASSERT_TRUE(stored.has_value());
+  EXPECT_TRUE(stored->MayContain("key-m1"));
+  EXPECT_TRUE(stored->MayContain("key-m2"));
+  auto unmarked = participation_->GetSoldOutBoard(board_request);
+  ASSERT_TRUE(unmarked.ok()) << Describe(unmarked.status());
+  EXPECT_FALSE(unmarked->sold_out());
+  EXPECT_TRUE(unmarked->filter().empty());
+  board_request.set_campaign_id("not a key");
+  EXPECT_EQ(other.GetSoldOutBoard(board_request).status().code(),
+            absl::StatusCode::kInvalidArgument);
 }
 
 // A refusal by one limit gives back every other counter the attempt took and leaves no record:
