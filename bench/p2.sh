@@ -113,3 +113,7 @@ ulimit -n 8192 2>/dev/null || true
 build/release/bench/p2/mkt-bench-p2 "${VIA_FLAGS[@]}" --campaigns=127.0.0.1:$CPORT --rewards=127.0.0.1:$RPORT \
   --dsn="host=127.0.0.1 port=$PG_PORT user=postgres dbname=$CDB" \
   --rewards_dsn="host=127.0.0.1 port=$PG_PORT user=postgres dbname=$RDB" "$@" || { tail -n 20 "$LOG"/*.log; exit 1; }
+if [[ $VIA == gateway ]]; then
+  refused_here=$(curl -s "http://127.0.0.1:$GPORT/metrics" | awk '$1 == "mkt_gateway_sold_out_refusals_total" {printf "%d", $2}')
+  echo "p2: gateway: ${refused_here:-0} claims refused from its copy of the sold-out board (decision 023)"
+fi

@@ -342,8 +342,14 @@ absl::Status AddChannelApi(ApiService& api, Router& router, const ApiDependencie
            "/v1/customers/{customer_id}/campaigns; sold-out and already claimed ones stay listed "
            "(sold_out, claimed) so the channel can grey them out."},
   };
-  MKT_RETURN_IF_ERROR(AddRows(api, router, participation, Access::kChannel, deps.campaigns,
-                              "campaigns", "participation"));
+  for (const RpcRow& row : participation) {
+    MKT_ASSIGN_OR_RETURN(ApiRoute route, FromRpc(row, Access::kChannel, deps.campaigns, "campaigns",
+                                                 "participation"));
+    if (row.rpc == p + "Participate" && deps.sold_out_boards != nullptr) {
+      GuardWithSoldOutBoards(route, FetchBoardFrom(deps.campaigns), *deps.sold_out_boards);
+    }
+    MKT_RETURN_IF_ERROR(api.Add(router, std::move(route)));
+  }
 
   // Wallet, redemptions and QR: the rewards service's Benefits API.
   const std::string b = "marketing.rewards.v1.Benefits.";

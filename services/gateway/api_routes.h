@@ -12,6 +12,7 @@
 #include "services/gateway/admin_auth.h"
 #include "services/gateway/api.h"
 #include "services/gateway/backend.h"
+#include "services/gateway/sold_out_boards.h"
 
 namespace mkt::gateway {
 
@@ -24,6 +25,8 @@ struct ApiDependencies {
   AdminAuth* admin = nullptr;
   kafka::Publisher* publisher = nullptr;
   const Clock* clock = nullptr;
+  // When set, claims are refused from copies of the campaigns' sold-out boards (decision 023).
+  SoldOutBoards* sold_out_boards = nullptr;
   std::string business_events_topic = "mkt.business-events.v1";
   std::string tracking_topic = "mkt.tracking.v1";
   absl::Duration publish_timeout = absl::Seconds(5);

@@ -48,6 +48,8 @@ int Main(int argc, char** argv) {
   log::Init("gateway", log::ParseFormat(config.log_format), config.log_level);
 
   const Clock& clock = SystemClock();
+  // Before the backends: a board fetch still running when they shut down answers into it.
+  SoldOutBoards sold_out_boards(clock);
   const absl::Duration window = absl::Seconds(config.timestamp_window_s);
   GrpcCredentialSource credential_source(rpc::Connect(config.channels_target),
                                          absl::Milliseconds(config.backend_timeout_ms));
@@ -134,6 +136,7 @@ int Main(int argc, char** argv) {
   deps.admin = admin.get();
   deps.publisher = producer->get();
   deps.clock = &clock;
+  deps.sold_out_boards = &sold_out_boards;
   deps.business_events_topic = config.business_events_topic;
   deps.tracking_topic = config.tracking_topic;
   deps.publish_timeout = timeout;
