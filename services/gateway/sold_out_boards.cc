@@ -61,10 +61,10 @@ bool SoldOutBoards::ShouldFetch(const std::string& campaign_id, const absl::Stat
   return true;
 }
 
-void SoldOutBoards::Store(const cpb::SoldOutBoard& board) {
+void SoldOutBoards::Store(const std::string& campaign_id, const cpb::SoldOutBoard& board) {
   const absl::Time now = clock_.Now();
   absl::MutexLock lock(&mu_);
-  auto it = entries_.find(board.campaign_id());
+  auto it = entries_.find(campaign_id);
   if (it == entries_.end()) return;
   Entry& e = it->second;
   e.fetching = false;
@@ -128,7 +128,7 @@ void GuardWithSoldOutBoards(ApiRoute& route, FetchBoard fetch, SoldOutBoards& bo
                            board.status().ToString());
               return boards.Failed(campaign_id);
             }
-            boards.Store(*board);
+            boards.Store(campaign_id, *board);
           });
   };
   route.invoke = [invoke = std::move(route.invoke), keys, observe, &boards](

@@ -41,7 +41,7 @@ class SoldOutBoards {
   // `refusal` (STOCK_EXHAUSTED): no copy stands and no fetch ran in the last `kRefetchAfter`. The
   // caller then fetches and calls Store (or Failed).
   bool ShouldFetch(const std::string& campaign_id, const absl::Status& refusal);
-  void Store(const ::marketing::campaigns::v1::SoldOutBoard& board);
+  void Store(const std::string& campaign_id, const ::marketing::campaigns::v1::SoldOutBoard& board);
   void Failed(const std::string& campaign_id);
 
   // A board the service would not hand out yet (claims still running) is asked for again after
