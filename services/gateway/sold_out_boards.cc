@@ -62,7 +62,6 @@ bool SoldOutBoards::ShouldFetch(const std::string& campaign_id, const absl::Stat
 }
 
 void SoldOutBoards::Store(const std::string& campaign_id, const cpb::SoldOutBoard& board) {
-  const absl::Time now = clock_.Now();
   absl::MutexLock lock(&mu_);
   auto it = entries_.find(campaign_id);
   if (it == entries_.end()) return;
@@ -76,7 +75,8 @@ void SoldOutBoards::Store(const std::string& campaign_id, const cpb::SoldOutBoar
     return;
   }
   e.stored = std::move(stored);
-  e.until = now + absl::Milliseconds(board.valid_ms());
+  // Counted from when the board was asked for, so that the copy never outlasts the mark.
+  e.until = e.fetched + absl::Milliseconds(board.valid_ms());
 }
 
 void SoldOutBoards::Failed(const std::string& campaign_id) {
