@@ -91,6 +91,8 @@ const config::Schema<GatewayConfig>& GatewayConfigSchema() {
         .Field("max_json_depth", &GatewayConfig::max_json_depth, "deepest JSON nesting accepted")
         .Field("idempotency_retention_h", &GatewayConfig::idempotency_retention_h,
                "hours an Idempotency-Key is remembered")
+        .Field("sold_out_boards", &GatewayConfig::sold_out_boards,
+               "refuse claims from copies of the campaigns' sold-out boards (decision 023)")
         .Field("log_format", &GatewayConfig::log_format, "auto, text or json")
         .Field("log_level", &GatewayConfig::log_level, "trace, debug, info, warn or error");
     return s;

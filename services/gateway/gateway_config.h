@@ -77,6 +77,8 @@ struct GatewayConfig {
   int64_t breaker_probes = 3;
   int64_t max_json_depth = 32;
   int64_t idempotency_retention_h = 24;
+  // Refuse claims from copies of the campaigns' sold-out boards (decision 023).
+  bool sold_out_boards = true;
   std::string log_format = "auto";
   std::string log_level = "info";
 };

@@ -136,7 +136,7 @@ int Main(int argc, char** argv) {
   deps.admin = admin.get();
   deps.publisher = producer->get();
   deps.clock = &clock;
-  deps.sold_out_boards = &sold_out_boards;
+  if (config.sold_out_boards) deps.sold_out_boards = &sold_out_boards;
   deps.business_events_topic = config.business_events_topic;
   deps.tracking_topic = config.tracking_topic;
   deps.publish_timeout = timeout;
