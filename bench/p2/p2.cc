@@ -8,16 +8,21 @@
 // measures the ceiling: a bare `UPDATE ... SET n = n - 1 WHERE n > 0` loop on one row of the same
 // PostgreSQL from 16 connections, and prints `BENCH P2 <claims/s> claims/s ceiling=<x> ratio=<r>`.
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
+#include <cerrno>
 #include <cstdio>
+#include <functional>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <pqxx/pqxx>
 #include <string>
 #include <thread>
@@ -25,6 +30,7 @@
 #include <vector>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
@@ -76,94 +82,205 @@ Resp Call(Stub* stub, grpc::Status (Stub::*method)(grpc::ClientContext*, const R
 }
 
 // A keep-alive HTTP/1.1 connection to the gateway: one request at a time, Content-Length bodies.
-class HttpConnection {
+
+// Many keep-alive connections driven by one epoll loop, each with one request outstanding (a
+// closed loop per connection, as one customer's app would): the load of `connections` customers
+// without a thread each, so that the driver's own thread switches do not take the CPU the
+// gateway needs. `next` gives the next request to send (nullopt: none left) and `answered` gets
+// each answer (status 0 after a transport failure).
+class HttpLoop {
  public:
-  explicit HttpConnection(const std::string& host_port) {
+  struct Request {
+    std::string text;
+    std::string tag;
+  };
+  struct Answer {
+    int status = 0;
+    std::string body;
+  };
+  using Next = std::function<std::optional<Request>()>;
+  using Answered = std::function<void(const std::string& tag, absl::Time sent, absl::Time got,
+                                      const Answer& answer)>;
+
+  HttpLoop(const std::string& host_port, int connections, Next next, Answered answered)
+      : next_(std::move(next)), answered_(std::move(answered)) {
     const std::vector<std::string> parts = absl::StrSplit(host_port, ':');
-    addr_.sin_family = AF_INET;
     int port = 0;
     if (parts.size() != 2 || !absl::SimpleAtoi(parts[1], &port)) {
       std::fprintf(stderr, "p2: bad --gateway %s\n", host_port.c_str());
       std::exit(2);
     }
+    addr_.sin_family = AF_INET;
     addr_.sin_port = htons(static_cast<uint16_t>(port));
     inet_pton(AF_INET, parts[0].c_str(), &addr_.sin_addr);
+    epoll_ = epoll_create1(0);
+    conns_.resize(static_cast<size_t>(connections));
   }
-  ~HttpConnection() { Close(); }
+  ~HttpLoop() {
+    for (Conn& c : conns_) Close(c);
+    close(epoll_);
+  }
 
-  // Sends `request` and returns the status code and body; 0 on a transport failure.
-  int RoundTrip(const std::string& request, std::string* body) {
-    for (int attempt = 0; attempt < 2; ++attempt) {
-      if (fd_ < 0 && !Open()) return 0;
-      if (SendAll(request)) {
-        const int status = ReadResponse(body);
-        if (status > 0) return status;
+  // Runs until no connection has a request left.
+  void Run() {
+    size_t active = conns_.size();
+    for (size_t i = 0; i < conns_.size(); ++i) idle_.push_back(i);
+    std::vector<epoll_event> events(512);
+    while (true) {
+      while (!idle_.empty()) {
+        const size_t i = idle_.back();
+        idle_.pop_back();
+        if (!StartNext(i)) {
+          Close(conns_[i]);
+          --active;
+        }
       }
-      Close();  // the server closed a kept-alive connection: once more on a fresh one
+      if (active == 0) return;
+      const int n = epoll_wait(epoll_, events.data(), static_cast<int>(events.size()), 1000);
+      for (int e = 0; e < n; ++e) Progress(static_cast<size_t>(events[e].data.u64));
     }
-    return 0;
   }
 
  private:
-  bool Open() {
-    fd_ = socket(AF_INET, SOCK_STREAM, 0);
-    if (fd_ < 0) return false;
+  struct Conn {
+    int fd = -1;
+    std::string out;
+    size_t written = 0;
+    std::string in;
+    std::string tag;
+    absl::Time sent;
+    bool waiting = false;
+    bool retried = false;
+  };
+
+  bool Open(size_t i) {
+    Conn& c = conns_[i];
+    c.fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (c.fd < 0) return false;
     int one = 1;
-    setsockopt(fd_, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    if (connect(fd_, reinterpret_cast<sockaddr*>(&addr_), sizeof(addr_)) != 0) {
-      Close();
+    setsockopt(c.fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    if (connect(c.fd, reinterpret_cast<sockaddr*>(&addr_), sizeof(addr_)) != 0) {
+      Close(c);
       return false;
     }
-    buffer_.clear();
+    fcntl(c.fd, F_SETFL, fcntl(c.fd, F_GETFL) | O_NONBLOCK);
+    epoll_event ev{};
+    ev.events = EPOLLIN | EPOLLOUT | EPOLLET;
+    ev.data.u64 = i;
+    epoll_ctl(epoll_, EPOLL_CTL_ADD, c.fd, &ev);
+    c.in.clear();
     return true;
   }
-  void Close() {
-    if (fd_ >= 0) close(fd_);
-    fd_ = -1;
+  static void Close(Conn& c) {
+    if (c.fd >= 0) close(c.fd);
+    c.fd = -1;
   }
-  bool SendAll(const std::string& data) {
-    size_t sent = 0;
-    while (sent < data.size()) {
-      const ssize_t n = send(fd_, data.data() + sent, data.size() - sent, MSG_NOSIGNAL);
-      if (n <= 0) return false;
-      sent += static_cast<size_t>(n);
+
+  // Takes the next request for connection i and starts writing it; false when none is left.
+  bool StartNext(size_t i) {
+    std::optional<Request> r = next_();
+    if (!r) return false;
+    Conn& c = conns_[i];
+    c.out = std::move(r->text);
+    c.tag = std::move(r->tag);
+    c.written = 0;
+    c.waiting = true;
+    c.retried = false;
+    c.sent = absl::Now();
+    if (c.fd < 0 && !Open(i)) {
+      Finish(i, Answer{});
+      return true;
     }
+    Send(i);
     return true;
   }
-  bool Fill() {
+
+  void Send(size_t i) {
+    Conn& c = conns_[i];
+    while (c.written < c.out.size()) {
+      const ssize_t n =
+          send(c.fd, c.out.data() + c.written, c.out.size() - c.written, MSG_NOSIGNAL);
+      if (n > 0) {
+        c.written += static_cast<size_t>(n);
+      } else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+        return;  // EPOLLOUT goes on with it
+      } else {
+        return Resend(i);
+      }
+    }
+  }
+
+  // The server closed a kept-alive connection under the request: once more on a fresh one.
+  void Resend(size_t i) {
+    Conn& c = conns_[i];
+    Close(c);
+    if (c.retried || !Open(i)) return Finish(i, Answer{});
+    c.retried = true;
+    c.written = 0;
+    Send(i);
+  }
+
+  void Progress(size_t i) {
+    Conn& c = conns_[i];
+    if (c.fd < 0 || !c.waiting) return;
+    if (c.written < c.out.size()) {
+      Send(i);
+      if (c.fd < 0 || !c.waiting || c.written < c.out.size()) return;
+    }
     char chunk[16384];
-    const ssize_t n = recv(fd_, chunk, sizeof(chunk), 0);
-    if (n <= 0) return false;
-    buffer_.append(chunk, static_cast<size_t>(n));
-    return true;
-  }
-  int ReadResponse(std::string* body) {
-    size_t head_end;
-    while ((head_end = buffer_.find("\r\n\r\n")) == std::string::npos) {
-      if (!Fill()) return 0;
+    bool closed = false;
+    while (true) {
+      const ssize_t n = recv(c.fd, chunk, sizeof(chunk), 0);
+      if (n > 0) {
+        c.in.append(chunk, static_cast<size_t>(n));
+      } else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+        break;
+      } else {
+        closed = true;
+        break;
+      }
     }
-    const std::string head = buffer_.substr(0, head_end);
-    int status = 0;
-    if (head.size() < 12 || !absl::SimpleAtoi(head.substr(9, 3), &status)) return 0;
+    if (std::optional<Answer> answer = TakeAnswer(c.in)) {
+      if (closed) Close(c);
+      return Finish(i, *std::move(answer));
+    }
+    if (closed) Resend(i);
+  }
+
+  // The first whole response in `in`, removed from it.
+  static std::optional<Answer> TakeAnswer(std::string& in) {
+    const size_t head_end = in.find("\r\n\r\n");
+    if (head_end == std::string::npos) return std::nullopt;
+    const absl::string_view head = absl::string_view(in).substr(0, head_end);
+    Answer a;
+    if (head.size() < 12 || !absl::SimpleAtoi(head.substr(9, 3), &a.status)) a.status = 0;
     size_t length = 0;
     for (absl::string_view line : absl::StrSplit(head, "\r\n")) {
-      const std::string lower = absl::AsciiStrToLower(line);
-      if (lower.rfind("content-length:", 0) == 0) {
-        absl::SimpleAtoi(absl::StripAsciiWhitespace(line.substr(15)), &length);
+      if (line.size() > 15 && absl::EqualsIgnoreCase(line.substr(0, 15), "content-length:")) {
+        if (!absl::SimpleAtoi(absl::StripAsciiWhitespace(line.substr(15)), &length)) length = 0;
       }
     }
     const size_t total = head_end + 4 + length;
-    while (buffer_.size() < total) {
-      if (!Fill()) return 0;
-    }
-    body->assign(buffer_, head_end + 4, length);
-    buffer_.erase(0, total);
-    return status;
+    if (in.size() < total) return std::nullopt;
+    a.body.assign(in, head_end + 4, length);
+    in.erase(0, total);
+    return a;
   }
 
+  void Finish(size_t i, Answer answer) {
+    Conn& c = conns_[i];
+    c.waiting = false;
+    answered_(c.tag, c.sent, absl::Now(), answer);
+    idle_.push_back(i);
+  }
+
+  Next next_;
+  Answered answered_;
   sockaddr_in addr_{};
-  int fd_ = -1;
-  std::string buffer_;
+  int epoll_ = -1;
+  std::vector<Conn> conns_;
+  // Connections without a request outstanding.
+  std::vector<size_t> idle_;
 };
 
 google::protobuf::Timestamp Ts(absl::Time t) {
@@ -191,8 +308,11 @@ int main(int argc, char** argv) {
   const std::string gateway_target = Flag(argc, argv, "gateway", "");
   const std::string channel_id = Flag(argc, argv, "channel_id", "");
   const std::string channel_secret = Flag(argc, argv, "channel_secret", "");
-  // Concurrent customers: threads, each with its own connection (gateway) or call (gRPC).
+  // Concurrent customers: keep-alive connections (gateway, driven by --loops epoll loops) or
+  // threads with one call each (gRPC).
   const int threads = std::stoi(Flag(argc, argv, "threads", via == "gateway" ? "2000" : "256"));
+  // Through the gateway the connections are driven by this many epoll loops (one thread each).
+  const int loops = std::max(1, std::stoi(Flag(argc, argv, "loops", "2")));
   if (via == "gateway" &&
       (gateway_target.empty() || channel_id.empty() || channel_secret.empty())) {
     std::fprintf(stderr, "p2: --via=gateway needs --gateway, --channel_id and --channel_secret\n");
@@ -291,6 +411,8 @@ int main(int argc, char** argv) {
   std::mutex mu;
   std::map<std::string, int> wins;
   std::map<std::string, int> reasons;
+  // The first answer body of each refusal reason through the gateway.
+  std::map<std::string, std::string> examples;
   std::vector<double> latencies_ms;
   latencies_ms.reserve(attempts);
   absl::Time last_claim = absl::InfinitePast();
@@ -319,40 +441,51 @@ int main(int argc, char** argv) {
     }
   };
   const std::string run = mkt::RandomHex(4);
-  for (int t = 0; t < threads; ++t) {
-    workers.emplace_back([&, t] {
-      if (via == "gateway") {
-        HttpConnection http(gateway_target);
-        const std::string target = "/v1/campaigns/" + campaign.id() + "/participations";
-        std::string body;
-        for (int i = next++; i < attempts; i = next++) {
-          const std::string customer = "p2c-" + std::to_string(i % customers);
-          const std::string json =
-              absl::StrCat(R"({"customer_id":")", customer, R"(","customer_org_id":"bank-a"})");
-          const std::string timestamp = std::to_string(absl::ToUnixSeconds(absl::Now()));
-          const std::string nonce = absl::StrCat("p2", run, "n", i);
-          const std::string signature =
-              mkt::auth::SignRequest(channel_secret, {"POST", target, timestamp, nonce, json});
-          const std::string request = absl::StrCat(
+  if (via == "gateway") {
+    const std::string target = "/v1/campaigns/" + campaign.id() + "/participations";
+    // Copied into each loop's thread, which outlives this block.
+    auto next_request = [&, target]() -> std::optional<HttpLoop::Request> {
+      const int i = next++;
+      if (i >= attempts) return std::nullopt;
+      const std::string customer = "p2c-" + std::to_string(i % customers);
+      const std::string json =
+          absl::StrCat(R"({"customer_id":")", customer, R"(","customer_org_id":"bank-a"})");
+      const std::string timestamp = std::to_string(absl::ToUnixSeconds(absl::Now()));
+      const std::string nonce = absl::StrCat("p2", run, "n", i);
+      const std::string signature =
+          mkt::auth::SignRequest(channel_secret, {"POST", target, timestamp, nonce, json});
+      return HttpLoop::Request{
+          absl::StrCat(
               "POST ", target, " HTTP/1.1\r\nHost: gateway\r\nContent-Type: application/json\r\n",
               "X-Channel-Id: ", channel_id, "\r\nX-Timestamp: ", timestamp, "\r\nX-Nonce: ", nonce,
               "\r\nX-Signature: ", signature, "\r\nIdempotency-Key: p2-", run, "-", i,
-              "\r\nContent-Length: ", json.size(), "\r\n\r\n", json);
-          const absl::Time sent = absl::Now();
-          const int status = http.RoundTrip(request, &body);
-          const absl::Time got = absl::Now();
-          std::string reason = absl::StrCat("HTTP_", status);
-          if (status >= 400) {
-            const auto parsed = nlohmann::json::parse(body, nullptr, false);
-            if (parsed.is_object() && parsed.contains("error") && parsed["error"].is_object() &&
-                parsed["error"].contains("code") && parsed["error"]["code"].is_string()) {
-              reason = parsed["error"]["code"].get<std::string>();
-            }
-          }
-          record(customer, sent, got, status == 201 || status == 200, reason);
-        }
-        return;
+              "\r\nContent-Length: ", json.size(), "\r\n\r\n", json),
+          customer};
+    };
+    auto answered = [&](const std::string& customer, absl::Time sent, absl::Time got,
+                        const HttpLoop::Answer& answer) {
+      std::string reason = absl::StrCat("HTTP_", answer.status);
+      if (answer.status >= 400) {
+        // The error body's code ({"error":{"code":"STOCK_EXHAUSTED",...}}).
+        const size_t at = answer.body.find(R"("code":")");
+        const size_t end = at == std::string::npos ? at : answer.body.find('"', at + 8);
+        if (end != std::string::npos) reason = answer.body.substr(at + 8, end - at - 8);
+        std::lock_guard<std::mutex> lock(mu);
+        examples.try_emplace(reason, answer.body.substr(0, 300));
       }
+      record(customer, sent, got, answer.status == 201 || answer.status == 200, reason);
+    };
+    // The answers of one loop are recorded on its thread; `record` takes its own lock.
+    for (int l = 0; l < loops; ++l) {
+      const int connections = threads / loops + (l < threads % loops ? 1 : 0);
+      workers.emplace_back([&gateway_target, connections, next_request, answered] {
+        HttpLoop loop(gateway_target, connections, next_request, answered);
+        loop.Run();
+      });
+    }
+  }
+  for (int t = 0; via != "gateway" && t < threads; ++t) {
+    workers.emplace_back([&, t] {
       auto* stub = stubs[t % stubs.size()].get();
       for (int i = next++; i < attempts; i = next++) {
         const std::string customer = "p2c-" + std::to_string(i % customers);
@@ -391,6 +524,11 @@ int main(int argc, char** argv) {
       "customers-twice=%d\n",
       via.c_str(), attempts, absl::ToDoubleSeconds(end - start), threads, claims, stock, twice);
   for (const auto& [reason, n] : reasons) std::printf("p2: refused %s: %d\n", reason.c_str(), n);
+  for (const auto& [reason, body] : examples) {
+    if (reason != "STOCK_EXHAUSTED") {
+      std::printf("p2: the first %s answer: %s\n", reason.c_str(), body.c_str());
+    }
+  }
   std::printf("p2: claims/s=%.0f over %.2f s; sold-out rejections/s=%.0f; p99=%.1f ms\n",
               claims_per_s, claim_seconds,
               sold_out_seconds > 0 ? sold_out_count / sold_out_seconds : 0.0, p99);
