@@ -54,10 +54,12 @@ bool SoldOutBoards::ShouldFetch(const std::string& campaign_id, const absl::Stat
     it = entries_.try_emplace(campaign_id).first;
   }
   Entry& e = it->second;
+  // The latest refusal is kept: once the service marked the campaign, its own sold-out answer
+  // rather than the ledger's first one.
+  e.refusal = refusal;
   if (e.fetching || (e.stored && e.until > now) || now - e.fetched < kRefetchAfter) return false;
   e.fetching = true;
   e.fetched = now;
-  e.refusal = refusal;
   return true;
 }
 

@@ -52,7 +52,7 @@ class SoldOutBoards {
   struct Entry {
     absl::Time until = absl::InfinitePast();
     std::optional<BloomFilter> stored;
-    // What the service answered; replayed to the claims refused here.
+    // The service's latest sold-out answer; given to the claims refused here.
     absl::Status refusal;
     bool fetching = false;
     absl::Time fetched = absl::InfinitePast();

@@ -142,6 +142,25 @@ TEST_P(SoldOutBoardsTest, ABoardTheServiceDoesNotHandOutYetRefusesNothingAndIsAs
   EXPECT_EQ(service_calls_.size(), 3u) << "refused here once the board came";
 }
 
+// The ledger's refusal comes first; the service's own sold-out answer follows once it marked the
+// campaign, and that is what claims refused here get.
+TEST(SoldOutBoardsLimitTest, TheLatestRefusalIsTheOneGiven) {
+  FakeClock clock;
+  SoldOutBoards boards(clock);
+  const absl::Status ledger = Error(absl::StatusCode::kFailedPrecondition,
+                                    ::marketing::common::v1::STOCK_EXHAUSTED, "stock is used up");
+  ASSERT_TRUE(boards.ShouldFetch("a", ledger));
+  EXPECT_FALSE(boards.ShouldFetch("a", kSoldOut));
+  BloomFilter none = BloomFilter::ForKeys(0);
+  cpb::SoldOutBoard board;
+  board.set_sold_out(true);
+  board.set_valid_ms(1000);
+  board.set_filter(none.bytes());
+  board.set_filter_hashes(none.hashes());
+  boards.Store("a", board);
+  EXPECT_EQ(boards.Refusal("a", "k"), kSoldOut);
+}
+
 TEST(SoldOutBoardsLimitTest, OneFetchAtATimeAndTheCopiesAreBounded) {
   FakeClock clock;
   SoldOutBoards boards(clock, /*max_campaigns=*/1);
