@@ -37,6 +37,7 @@ std::optional<absl::Status> SoldOutBoards::Refusal(const std::string& campaign_i
     return std::nullopt;
   }
   if (it->second.stored->MayContain(idempotency_key)) return std::nullopt;
+  RefusedHere().Increment();
   return it->second.refusal;
 }
 
@@ -97,6 +98,7 @@ FetchBoard FetchBoardFrom(Backend* campaigns) {
     cpb::GetSoldOutBoardRequest request;
     request.set_campaign_id(campaign_id);
     auto board = std::make_shared<cpb::SoldOutBoard>();
+    // The claim's request id and actor, without its `replayed` flag: the fetch outlives the claim.
     campaigns->CallAsync(*method, request, board.get(),
                          CallerIdentity{.request_id = caller.request_id, .actor = caller.actor},
                          [board, done = std::move(done)](absl::Status status) {
@@ -137,10 +139,7 @@ void GuardWithSoldOutBoards(ApiRoute& route, FetchBoard fetch, SoldOutBoards& bo
                      const ApiCall& call, const gpb::Message& request,
                      gpb::Message* response) -> absl::Status {
     const auto [campaign_id, key] = keys(request);
-    if (std::optional<absl::Status> refusal = boards.Refusal(campaign_id, key)) {
-      RefusedHere().Increment();
-      return *refusal;
-    }
+    if (std::optional<absl::Status> refusal = boards.Refusal(campaign_id, key)) return *refusal;
     absl::Status status = invoke(call, request, response);
     observe(campaign_id, call, status);
     return status;
@@ -151,7 +150,6 @@ void GuardWithSoldOutBoards(ApiRoute& route, FetchBoard fetch, SoldOutBoards& bo
                            std::function<void(absl::Status)> done) {
     const auto [campaign_id, key] = keys(request);
     if (std::optional<absl::Status> refusal = boards.Refusal(campaign_id, key)) {
-      RefusedHere().Increment();
       return done(*std::move(refusal));
     }
     invoke(call, request, response,

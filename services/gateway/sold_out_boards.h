@@ -34,7 +34,7 @@ class SoldOutBoards {
   explicit SoldOutBoards(const Clock& clock, size_t max_campaigns = 10'000);
 
   // The refusal to answer for a claim, when the campaign's copy stands and the key has no stored
-  // participation.
+  // participation (counted in mkt_gateway_sold_out_refusals_total).
   std::optional<absl::Status> Refusal(const std::string& campaign_id,
                                       const std::string& idempotency_key);
   // Whether to fetch the campaign's board now, after the service refused a claim with
