@@ -1,5 +1,7 @@
 #include "services/rewards/benefits.h"
 
+#include <algorithm>
+#include <iterator>
 #include <map>
 #include <optional>
 #include <vector>
@@ -9,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "libs/core/status.h"
 #include "libs/log/log.h"
+#include "libs/pg/arrays.h"
 #include "libs/pg/prepared.h"
 #include "libs/pg/reads.h"
 #include "libs/tenancy/tenancy.h"
@@ -84,6 +87,12 @@ constexpr pg::Prepared kSelectWalletCoupons{
     "SELECT " MKT_COUPON_COLUMNS
     " FROM coupons c WHERE c.holder_org_id = $1 AND c.customer_id = $2 AND c.state > 0 "
     "ORDER BY c.state, c.valid_until, c.id"};
+// The same for several customers ($2, a text[]): wallet refreshes read in batches.
+constexpr pg::Prepared kSelectWalletCouponsOf{
+    "rewards_wallet_coupons_of",
+    "SELECT " MKT_COUPON_COLUMNS
+    " FROM coupons c WHERE c.holder_org_id = $1 AND c.customer_id = ANY($2::text[]) "
+    "AND c.state > 0 ORDER BY c.customer_id, c.state, c.valid_until, c.id"};
 
 constexpr char kInsertEvent[] =
     "INSERT INTO coupon_events (coupon_id, seq, from_state, to_state, actor, cause, "
@@ -1291,6 +1300,10 @@ absl::StatusOr<pb::Coupon> Benefits::MarkCollected(const pb::MarkCollectedReques
 
 // ---- Wallet and expiry.
 
+absl::Duration Benefits::WalletRefreshLinger() const {
+  return std::min(absl::Milliseconds(20), wallets_.RefreshAfter() / 12);
+}
+
 std::optional<pb::Wallet> Benefits::CachedWallet(const pb::GetWalletRequest& req,
                                                  const Background& background) {
   if (!wallets_.enabled() || req.org_id().empty() || req.customer_id().empty()) return std::nullopt;
@@ -1300,28 +1313,88 @@ std::optional<pb::Wallet> Benefits::CachedWallet(const pb::GetWalletRequest& req
   std::optional<pb::Wallet> wallet =
       wallets_.Find(req.org_id(), req.customer_id(), now, &ticket, background ? &refresh : nullptr);
   if (refresh == nullptr) return wallet;
-  bool started = false;
-  if (wallet_refreshes_.fetch_add(1) < kMaxWalletRefreshes) {
-    started =
-        background([this, org = req.org_id(), customer = req.customer_id(), now, ticket, refresh] {
-          // Ended whatever happens, so the customer's next poll can refresh again.
-          bool stored = false;
-          absl::Cleanup end = [&] {
-            if (!stored) wallets_.Abandon(customer, refresh);
-            wallet_refreshes_.fetch_sub(1);
-          };
-          absl::StatusOr<pb::Wallet> read = ReadWallet(org, customer);
-          if (read.ok()) {
-            wallets_.Store(org, customer, *read, now, ticket, refresh);
-            stored = true;
-          }
-        });
+  bool queued = false;
+  bool start = false;
+  {
+    absl::MutexLock lock(&refresh_mu_);
+    if (refresh_queue_.size() < kMaxQueuedWalletRefreshes) {
+      refresh_queue_.push_back({req.org_id(), req.customer_id(), now, ticket, refresh});
+      queued = true;
+      if (!refresh_draining_) refresh_draining_ = start = true;
+    }
   }
-  if (!started) {
-    wallet_refreshes_.fetch_sub(1);
+  if (!queued) {
+    // The customer's next poll hands it out again.
     wallets_.Abandon(req.customer_id(), refresh);
+  } else if (start && !background([this] { DrainWalletRefreshes(); })) {
+    std::vector<WalletRefresh> dropped;
+    {
+      absl::MutexLock lock(&refresh_mu_);
+      dropped.swap(refresh_queue_);
+      refresh_draining_ = false;
+    }
+    for (const WalletRefresh& r : dropped) wallets_.Abandon(r.customer_id, r.reading);
   }
   return wallet;
+}
+
+void Benefits::DrainWalletRefreshes() {
+  // Whatever happens, the queue is not left without a task: a later refresh starts another.
+  bool idle = false;
+  absl::Cleanup stopped = [&] {
+    if (idle) return;
+    absl::MutexLock lock(&refresh_mu_);
+    refresh_draining_ = false;
+  };
+  absl::SleepFor(WalletRefreshLinger());
+  for (;;) {
+    std::vector<WalletRefresh> batch;
+    {
+      absl::MutexLock lock(&refresh_mu_);
+      if (refresh_queue_.empty()) {
+        refresh_draining_ = false;
+        idle = true;
+        return;
+      }
+      const size_t n = std::min(refresh_queue_.size(), kWalletRefreshBatch);
+      batch.assign(std::make_move_iterator(refresh_queue_.begin()),
+                   std::make_move_iterator(refresh_queue_.begin() + static_cast<ptrdiff_t>(n)));
+      refresh_queue_.erase(refresh_queue_.begin(),
+                           refresh_queue_.begin() + static_cast<ptrdiff_t>(n));
+    }
+    RefreshWallets(batch);
+  }
+}
+
+void Benefits::RefreshWallets(std::vector<WalletRefresh>& batch) {
+  // Each refresh ends once, stored or abandoned, even if a read throws.
+  std::vector<bool> ended(batch.size(), false);
+  absl::Cleanup end_rest = [&] {
+    for (size_t i = 0; i < batch.size(); ++i) {
+      if (!ended[i]) wallets_.Abandon(batch[i].customer_id, batch[i].reading);
+    }
+  };
+  absl::flat_hash_map<std::string, std::vector<size_t>> by_org;
+  for (size_t i = 0; i < batch.size(); ++i) by_org[batch[i].org_id].push_back(i);
+  for (const auto& [org_id, members] : by_org) {
+    std::vector<std::string> customers;
+    customers.reserve(members.size());
+    for (size_t i : members) customers.push_back(batch[i].customer_id);
+    auto read = ReadWallets(org_id, customers);
+    for (size_t i : members) {
+      const WalletRefresh& r = batch[i];
+      const absl::StatusOr<pb::Wallet>* wallet = nullptr;
+      if (read.ok()) {
+        if (auto it = read->find(r.customer_id); it != read->end()) wallet = &it->second;
+      }
+      if (wallet != nullptr && wallet->ok()) {
+        wallets_.Store(org_id, r.customer_id, **wallet, r.handed_out, r.ticket, r.reading);
+      } else {
+        wallets_.Abandon(r.customer_id, r.reading);
+      }
+      ended[i] = true;
+    }
+  }
 }
 
 absl::StatusOr<pb::Wallet> Benefits::GetWallet(const pb::GetWalletRequest& req) {
@@ -1344,10 +1417,50 @@ absl::StatusOr<pb::Wallet> Benefits::GetWallet(const pb::GetWalletRequest& req) 
 
 absl::StatusOr<pb::Wallet> Benefits::ReadWallet(const std::string& org_id,
                                                 const std::string& customer_id) {
-  pb::Wallet w;
   MKT_ASSIGN_OR_RETURN(
       const WalletBalances balances,
       ledger_.GetWalletBalances(org_id, customer_id, clock_.Now() + absl::Hours(24 * 30)));
+  std::vector<CouponRow> rows;
+  MKT_RETURN_IF_ERROR(pg::WithReads(pool_, [&](pqxx::nontransaction& reads) {
+    rows.clear();
+    for (const pqxx::row& r : pg::ExecPrepared(reads, kSelectWalletCoupons, org_id, customer_id)) {
+      rows.push_back(CouponRow::From(r));
+    }
+    return absl::OkStatus();
+  }));
+  return AssembleWallet(balances, rows);
+}
+
+absl::StatusOr<absl::flat_hash_map<std::string, absl::StatusOr<pb::Wallet>>> Benefits::ReadWallets(
+    const std::string& org_id, const std::vector<std::string>& customer_ids) {
+  MKT_ASSIGN_OR_RETURN(
+      const auto balances,
+      ledger_.GetWalletBalancesOf(org_id, customer_ids, clock_.Now() + absl::Hours(24 * 30)));
+  absl::flat_hash_map<std::string, std::vector<CouponRow>> coupons;
+  const std::string ids = pg::TextArrayLiteral(customer_ids);
+  MKT_RETURN_IF_ERROR(pg::WithReads(pool_, [&](pqxx::nontransaction& reads) {
+    coupons.clear();
+    for (const pqxx::row& r : pg::ExecPrepared(reads, kSelectWalletCouponsOf, org_id, ids)) {
+      CouponRow row = CouponRow::From(r);
+      coupons[row.customer_id].push_back(std::move(row));
+    }
+    return absl::OkStatus();
+  }));
+  const WalletBalances no_balances;
+  const std::vector<CouponRow> no_coupons;
+  absl::flat_hash_map<std::string, absl::StatusOr<pb::Wallet>> out;
+  for (const std::string& customer_id : customer_ids) {
+    auto b = balances.find(customer_id);
+    auto c = coupons.find(customer_id);
+    out.insert_or_assign(customer_id, AssembleWallet(b != balances.end() ? b->second : no_balances,
+                                                     c != coupons.end() ? c->second : no_coupons));
+  }
+  return out;
+}
+
+absl::StatusOr<pb::Wallet> Benefits::AssembleWallet(const WalletBalances& balances,
+                                                    const std::vector<CouponRow>& rows) {
+  pb::Wallet w;
   for (const pb::Account& a : balances.accounts) {
     switch (a.ref().asset()) {
       case pb::POINTS:
@@ -1365,14 +1478,6 @@ absl::StatusOr<pb::Wallet> Benefits::ReadWallet(const std::string& org_id,
     }
   }
   w.set_points_expiring_30d(balances.points_expiring);
-  std::vector<CouponRow> rows;
-  MKT_RETURN_IF_ERROR(pg::WithReads(pool_, [&](pqxx::nontransaction& reads) {
-    rows.clear();
-    for (const pqxx::row& r : pg::ExecPrepared(reads, kSelectWalletCoupons, org_id, customer_id)) {
-      rows.push_back(CouponRow::From(r));
-    }
-    return absl::OkStatus();
-  }));
   std::map<std::string, pb::BenefitTemplate> templates;
   for (const CouponRow& row : rows) {
     if (w.coupons_size() == 0 || w.coupons(w.coupons_size() - 1).state() != row.state) {

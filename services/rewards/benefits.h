@@ -15,6 +15,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
@@ -97,14 +98,23 @@ class Benefits {
   // Points (and what expires within 30 days), cash, chances, and coupons grouped by state.
   absl::StatusOr<pb::Wallet> GetWallet(const pb::GetWalletRequest& request);
   // The wallet GetWallet would answer from memory (wallet_cache.h), if it holds a fresh one.
-  // Never blocks on the database, so the gRPC face answers it on gRPC's own thread. A wallet 3/4
-  // of its TTL old is also read again ahead of its expiry, by a task given to `background` (which
-  // returns false when it cannot take it; then nothing is read); at most
-  // kMaxWalletRefreshes such reads at once.
+  // Never blocks on the database, so the gRPC face answers it on gRPC's own thread.
+  //
+  // A wallet 3/4 of its TTL old is also read again ahead of its expiry, in batches: the refresh
+  // joins a queue (at most kMaxQueuedWalletRefreshes; beyond, it is not read and the customer's
+  // next poll hands it out again), and the first one into an idle queue gives `background` a task
+  // (which returns false when it cannot take it; then the queue is dropped the same way). That
+  // task waits WalletRefreshLinger() for others to join, then reads up to kWalletRefreshBatch
+  // wallets at a time with two statements per org, until the queue is empty. One task runs at a
+  // time.
   using Background = std::function<bool(std::function<void()>)>;
   std::optional<pb::Wallet> CachedWallet(const pb::GetWalletRequest& request,
                                          const Background& background = nullptr);
-  static constexpr int kMaxWalletRefreshes = 16;
+  static constexpr size_t kMaxQueuedWalletRefreshes = 4096;
+  static constexpr size_t kWalletRefreshBatch = 256;
+  // 20 ms, or a sixteenth of the TTL if that is less: well inside the quarter of the TTL a
+  // refresh has before the entry expires.
+  absl::Duration WalletRefreshLinger() const;
   // Forgets the customer's cached wallet, whichever org it was read for (after a ledger change to
   // one of their accounts, in whatever org the account is, or a change of one of their coupons).
   void InvalidateWallet(const std::string& customer_id) { wallets_.Invalidate(customer_id); }
@@ -183,10 +193,31 @@ class Benefits {
   std::atomic<GrantBatcher*> batcher_{nullptr};
   // Reads the wallet from the database (GetWallet without the cache).
   absl::StatusOr<pb::Wallet> ReadWallet(const std::string& org_id, const std::string& customer_id);
+  // Reads the wallets of several customers of one org with two statements; one entry per
+  // customer asked for, an error where that wallet could not be made.
+  absl::StatusOr<absl::flat_hash_map<std::string, absl::StatusOr<pb::Wallet>>> ReadWallets(
+      const std::string& org_id, const std::vector<std::string>& customer_ids);
+  // The wallet from its ledger balances and its coupon rows (in wallet order).
+  absl::StatusOr<pb::Wallet> AssembleWallet(const WalletBalances& balances,
+                                            const std::vector<CouponRow>& coupons);
 
   WalletCache wallets_;
-  // Background wallet reads (CachedWallet) in flight.
-  std::atomic<int> wallet_refreshes_{0};
+  // A wallet handed out by the cache to be read again ahead of its expiry (CachedWallet).
+  struct WalletRefresh {
+    std::string org_id;
+    std::string customer_id;
+    absl::Time handed_out;
+    uint64_t ticket = 0;
+    std::shared_ptr<WalletCache::Reading> reading;
+  };
+  // The background task: lingers, then reads the queued refreshes in batches until none is left.
+  void DrainWalletRefreshes();
+  // Reads `batch` (a statement pair per org) and stores each wallet, or ends its refresh.
+  void RefreshWallets(std::vector<WalletRefresh>& batch);
+  absl::Mutex refresh_mu_;
+  std::vector<WalletRefresh> refresh_queue_ ABSL_GUARDED_BY(refresh_mu_);
+  // A DrainWalletRefreshes task was given to the background and has not ended.
+  bool refresh_draining_ ABSL_GUARDED_BY(refresh_mu_) = false;
   struct CachedTemplate {
     pb::BenefitTemplate spec;
     absl::Time loaded_at;

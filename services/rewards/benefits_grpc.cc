@@ -187,8 +187,9 @@ class BenefitsGrpcService final : public pb::Benefits::CallbackService {
   ServerUnaryReactor* GetWallet(CallbackServerContext* ctx, const pb::GetWalletRequest* req,
                                 pb::Wallet* resp) override {
     // A wallet read moments ago (an app polling it) is answered here, on gRPC's thread, without
-    // the hand-off to a worker and back (P3); one 3/4 of its TTL old is read again on a worker
-    // meanwhile. Anything else, refusals included, takes the worker.
+    // the hand-off to a worker and back (P3); one 3/4 of its TTL old is read again meanwhile, in
+    // a batch with the others due, on a worker. Anything else, refusals included, takes the
+    // worker.
     absl::StatusOr<tenancy::Actor> actor = rpc::ActorOf(*ctx);
     if (actor.ok() && ScopeInLineage(*actor, req->org_id()).ok()) {
       if (std::optional<pb::Wallet> wallet = b_.CachedWallet(

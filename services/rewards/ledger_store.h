@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "libs/core/status.h"
@@ -120,6 +121,17 @@ class LedgerStore {
     MKT_ASSIGN_OR_RETURN(pb::ListExpiringLotsResponse lots,
                          ListExpiringLots(org_id, customer_id, until));
     out.points_expiring = lots.total();
+    return out;
+  }
+  // GetWalletBalances for several customers of one org, in one read where the store can (the
+  // wallet refreshes of benefits.h); every customer asked for has an entry, empty when they have
+  // no account. This default reads them one by one.
+  virtual absl::StatusOr<absl::flat_hash_map<std::string, WalletBalances>> GetWalletBalancesOf(
+      const std::string& org_id, const std::vector<std::string>& customer_ids, absl::Time until) {
+    absl::flat_hash_map<std::string, WalletBalances> out;
+    for (const std::string& customer_id : customer_ids) {
+      MKT_ASSIGN_OR_RETURN(out[customer_id], GetWalletBalances(org_id, customer_id, until));
+    }
     return out;
   }
   // Transfers touching any of the customer's accounts, newest first; `page_token` as returned.

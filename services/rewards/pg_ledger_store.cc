@@ -228,6 +228,15 @@ constexpr pg::Prepared kSelectWalletAccounts{
     "$3::timestamptz) ELSE 0 END "
     "FROM accounts a WHERE a.org_id = $1 AND a.owner_kind = 1 AND a.owner_id = $2 "
     "ORDER BY a.asset, a.asset_ref"};
+// The same for several customers ($2, a text[]): wallet refreshes read in batches.
+constexpr pg::Prepared kSelectWalletAccountsOf{
+    "ledger_wallet_accounts_of",
+    "SELECT " MKT_ACCOUNT_COLUMNS
+    ", CASE WHEN a.asset = 1 THEN (SELECT coalesce(sum(l.remaining), "
+    "0) FROM lots l WHERE l.account_id = a.id AND l.remaining > 0 AND l.expires_at < "
+    "$3::timestamptz) ELSE 0 END "
+    "FROM accounts a WHERE a.org_id = $1 AND a.owner_kind = 1 AND a.owner_id = ANY($2::text[]) "
+    "ORDER BY a.owner_id, a.asset, a.asset_ref"};
 
 constexpr char kSelectHistory[] =
     "SELECT " MKT_TRANSFER_COLUMNS MKT_TRANSFER_FROM
@@ -2178,6 +2187,25 @@ absl::StatusOr<WalletBalances> PgLedgerStore::GetWalletBalances(const std::strin
          pg::ExecPrepared(reads, kSelectWalletAccounts, org_id, customer_id, PgTime(until))) {
       out.accounts.push_back(ToProto(AccountFromRow(row)));
       out.points_expiring += row[13].as<int64_t>();
+    }
+    return absl::OkStatus();
+  }));
+  return out;
+}
+
+absl::StatusOr<absl::flat_hash_map<std::string, WalletBalances>> PgLedgerStore::GetWalletBalancesOf(
+    const std::string& org_id, const std::vector<std::string>& customer_ids, absl::Time until) {
+  absl::flat_hash_map<std::string, WalletBalances> out;
+  const std::string ids = pg::TextArrayLiteral(customer_ids);
+  MKT_RETURN_IF_ERROR(pg::WithReads(pool_, [&](pqxx::nontransaction& reads) {
+    out.clear();
+    for (const std::string& customer_id : customer_ids) out[customer_id];
+    for (const pqxx::row& row :
+         pg::ExecPrepared(reads, kSelectWalletAccountsOf, org_id, ids, PgTime(until))) {
+      pb::Account account = ToProto(AccountFromRow(row));
+      WalletBalances& balances = out[account.ref().owner_id()];
+      balances.points_expiring += row[13].as<int64_t>();
+      balances.accounts.push_back(std::move(account));
     }
     return absl::OkStatus();
   }));

@@ -56,6 +56,9 @@ class PgLedgerStore final : public LedgerStore {
   absl::StatusOr<WalletBalances> GetWalletBalances(const std::string& org_id,
                                                    const std::string& customer_id,
                                                    absl::Time until) override;
+  absl::StatusOr<absl::flat_hash_map<std::string, WalletBalances>> GetWalletBalancesOf(
+      const std::string& org_id, const std::vector<std::string>& customer_ids,
+      absl::Time until) override;
   absl::StatusOr<pb::ListExpiringLotsResponse> ListExpiringLots(const std::string& org_id,
                                                                 const std::string& customer_id,
                                                                 absl::Time until) override;

@@ -846,5 +846,115 @@ TEST_F(BenefitsTest, CachedWalletShowsEveryChangeOfThisProcessAtOnce) {
   store_->OnCustomerChanged(nullptr);
 }
 
+pb::GetWalletRequest WalletOf(const std::string& customer) {
+  pb::GetWalletRequest r;
+  r.set_org_id(kOrg);
+  r.set_customer_id(customer);
+  return r;
+}
+
+// Wallets handed out to be read ahead of their expiry are read together, by one background task,
+// and what it keeps is what a fresh read gives for each customer (points, what expires, coupons
+// grouped by state), changes made through another replica meanwhile included.
+TEST_F(BenefitsTest, WalletRefreshesAreReadTogetherAndMatchAFreshRead) {
+  const absl::Duration ttl = absl::Seconds(4);
+  benefits_ = std::make_unique<Benefits>(*pool_, *ledger_, clock_,
+                                         BenefitsOptions{.qr_key = kKey, .wallet_cache_ttl = ttl});
+  Activate(Template("cash", pb::COUPON_CASH));
+  Activate(Template("gift", pb::GIFT_VOUCHER));
+  // Another replica: its changes do not reach this process's cache.
+  PgLedgerStore other_store(*pool_, clock_);
+  GrantBatcher other_batcher(other_store, BatcherOptions{});
+  LedgerService other(other_batcher, other_store, clock_);
+  auto grant = [&](const std::string& id, const std::string& customer, int64_t points) {
+    pb::GrantRequest g;
+    g.set_request_id(id);
+    g.set_org_id(kOrg);
+    g.set_campaign_id(kCampaign);
+    g.set_customer_id(customer);
+    g.set_asset(pb::POINTS);
+    g.set_quantity(points);
+    g.mutable_expiry()->set_days_after_grant(id == "g1" ? 10 : 365);
+    auto r = other.Grant(g);
+    ASSERT_TRUE(r.ok()) << r.status();
+  };
+  grant("g1", "cust-1", 100);
+  grant("g2", "cust-2", 7);
+  MustIssue("cash", "cust-2");
+  MustIssue("gift", "cust-2");
+  MustIssue("cash", "cust-2");
+  MustIssue("cash", "cust-3");
+  const std::vector<std::string> customers = {"cust-1", "cust-2", "cust-3", "cust-4"};
+  for (const std::string& c : customers) ASSERT_TRUE(benefits_->GetWallet(WalletOf(c)).ok()) << c;
+  const absl::Time cached_at = absl::Now();
+  grant("g3", "cust-1", 5);
+  grant("g4", "cust-4", 9);
+
+  absl::SleepFor(ttl * 3 / 4 + absl::Milliseconds(100));
+  std::vector<std::function<void()>> tasks;
+  auto background = [&](std::function<void()> task) {
+    tasks.push_back(std::move(task));
+    return true;
+  };
+  for (const std::string& c : customers) {
+    auto cached = benefits_->CachedWallet(WalletOf(c), background);
+    ASSERT_TRUE(cached.has_value()) << c;
+  }
+  if (absl::Now() - cached_at >= ttl) GTEST_SKIP() << "the machine stalled past the TTL";
+  ASSERT_EQ(tasks.size(), 1u) << "one task for the four refreshes";
+  EXPECT_EQ(benefits_->CachedWallet(WalletOf("cust-1"))->points(), 100) << "not read yet";
+
+  const absl::Time before = absl::Now();
+  tasks[0]();
+  EXPECT_GE(absl::Now() - before, benefits_->WalletRefreshLinger()) << "it waits for others first";
+  ASSERT_EQ(tasks.size(), 1u);
+  Benefits fresh(*pool_, *ledger_, clock_, BenefitsOptions{.qr_key = kKey});
+  for (const std::string& c : customers) {
+    auto cached = benefits_->CachedWallet(WalletOf(c));
+    ASSERT_TRUE(cached.has_value()) << c;
+    auto read = fresh.GetWallet(WalletOf(c));
+    ASSERT_TRUE(read.ok()) << read.status();
+    EXPECT_TRUE(google::protobuf::util::MessageDifferencer::Equals(*cached, *read))
+        << c << ": refreshed " << cached->ShortDebugString() << ", read "
+        << read->ShortDebugString();
+  }
+  EXPECT_EQ(benefits_->CachedWallet(WalletOf("cust-1"))->points(), 105);
+  EXPECT_EQ(benefits_->CachedWallet(WalletOf("cust-1"))->points_expiring_30d(), 100);
+  EXPECT_EQ(benefits_->CachedWallet(WalletOf("cust-2"))->coupons_size(), 1);
+  EXPECT_EQ(benefits_->CachedWallet(WalletOf("cust-2"))->coupons(0).coupons_size(), 3);
+  EXPECT_EQ(benefits_->CachedWallet(WalletOf("cust-4"))->points(), 9);
+}
+
+// A refresh nobody can read (the background refuses the task) is dropped, so the customer's next
+// poll hands it out again; the entry is answered meanwhile.
+TEST_F(BenefitsTest, AWalletRefreshTheBackgroundRefusesIsHandedOutAgain) {
+  const absl::Duration ttl = absl::Seconds(2);
+  benefits_ = std::make_unique<Benefits>(*pool_, *ledger_, clock_,
+                                         BenefitsOptions{.qr_key = kKey, .wallet_cache_ttl = ttl});
+  ASSERT_TRUE(benefits_->GetWallet(WalletOf("cust-1")).ok());
+  const absl::Time cached_at = absl::Now();
+  absl::SleepFor(ttl * 3 / 4 + absl::Milliseconds(50));
+  int refused = 0;
+  EXPECT_TRUE(benefits_
+                  ->CachedWallet(WalletOf("cust-1"),
+                                 [&](std::function<void()>) {
+                                   ++refused;
+                                   return false;
+                                 })
+                  .has_value());
+  std::vector<std::function<void()>> tasks;
+  EXPECT_TRUE(benefits_
+                  ->CachedWallet(WalletOf("cust-1"),
+                                 [&](std::function<void()> task) {
+                                   tasks.push_back(std::move(task));
+                                   return true;
+                                 })
+                  .has_value());
+  if (absl::Now() - cached_at >= ttl) GTEST_SKIP() << "the machine stalled past the TTL";
+  EXPECT_EQ(refused, 1);
+  ASSERT_EQ(tasks.size(), 1u);
+  tasks[0]();
+}
+
 }  // namespace
 }  // namespace mkt::rewards

@@ -47,6 +47,14 @@ class SwitchableLedger final : public LedgerStore {
                                                                 absl::Time until) override {
     return real_.ListExpiringLots(o, c, until);
   }
+  absl::StatusOr<WalletBalances> GetWalletBalances(const std::string& o, const std::string& c,
+                                                   absl::Time until) override {
+    return real_.GetWalletBalances(o, c, until);
+  }
+  absl::StatusOr<absl::flat_hash_map<std::string, WalletBalances>> GetWalletBalancesOf(
+      const std::string& o, const std::vector<std::string>& c, absl::Time until) override {
+    return real_.GetWalletBalancesOf(o, c, until);
+  }
   absl::StatusOr<pb::ListHistoryResponse> ListHistory(const std::string& o, const std::string& c,
                                                       const std::string& t, int l) override {
     return real_.ListHistory(o, c, t, l);
