@@ -1,6 +1,6 @@
 // protojson.h: protobuf's JSON mapping written from reflection. Whatever this writer does not know
 // goes, whole message, to protobuf's printer (ByProtobuf).
-#include <cstdio>
+#include <array>
 #include <string>
 #include <string_view>
 
@@ -63,11 +63,26 @@ size_t Utf8SequenceLength(std::string_view s, size_t i) {
 // `s` is not valid UTF-8: protobuf's converter has its own way with such strings (it drops bad
 // bytes, decodes overlong forms), which the caller then leaves to it. Responses parsed from a
 // backend never hold one (protobuf refuses them when parsing).
+// The bytes a JSON string holds as they are: printable ASCII but the quote, the backslash, '<'
+// and '>'.
+constexpr std::array<bool, 256> PlainJsonBytes() {
+  std::array<bool, 256> plain{};
+  for (int c = 0x20; c < 0x7F; ++c) plain[c] = c != '"' && c != '\\' && c != '<' && c != '>';
+  return plain;
+}
+constexpr std::array<bool, 256> kPlainJsonByte = PlainJsonBytes();
+
 bool AppendJsonString(std::string& out, std::string_view s) {
   static constexpr char kHex[] = "0123456789abcdef";
   out.push_back('"');
   size_t i = 0;
   while (i < s.size()) {
+    // A run of plain bytes is copied whole (most strings are one run).
+    size_t end = i;
+    while (end < s.size() && kPlainJsonByte[static_cast<unsigned char>(s[end])]) ++end;
+    out.append(s.data() + i, end - i);
+    i = end;
+    if (i == s.size()) break;
     const unsigned char c = static_cast<unsigned char>(s[i]);
     if (c >= 0x80) {
       const size_t n = Utf8SequenceLength(s, i);
@@ -134,21 +149,41 @@ bool AppendTimestamp(std::string& out, const gpb::Message& ts) {
   }
   const absl::CivilSecond t =
       absl::ToCivilSecond(absl::FromUnixSeconds(seconds), absl::UTCTimeZone());
-  char buf[48];
-  int n =
-      std::snprintf(buf, sizeof buf, "\"%04d-%02d-%02dT%02d:%02d:%02d", static_cast<int>(t.year()),
-                    t.month(), t.day(), t.hour(), t.minute(), t.second());
+  // "YYYY-MM-DDTHH:MM:SS" and the fraction, digit by digit (the range keeps the year at 4 digits).
+  char buf[40];
+  char* p = buf;
+  const auto digits = [&p](int64_t value, int width) {
+    for (int k = width - 1; k >= 0; --k) {
+      p[k] = static_cast<char>('0' + value % 10);
+      value /= 10;
+    }
+    p += width;
+  };
+  *p++ = '"';
+  digits(t.year(), 4);
+  *p++ = '-';
+  digits(t.month(), 2);
+  *p++ = '-';
+  digits(t.day(), 2);
+  *p++ = 'T';
+  digits(t.hour(), 2);
+  *p++ = ':';
+  digits(t.minute(), 2);
+  *p++ = ':';
+  digits(t.second(), 2);
   if (nanos != 0) {
+    *p++ = '.';
     if (nanos % 1'000'000 == 0) {
-      n += std::snprintf(buf + n, sizeof buf - n, ".%03d", nanos / 1'000'000);
+      digits(nanos / 1'000'000, 3);
     } else if (nanos % 1'000 == 0) {
-      n += std::snprintf(buf + n, sizeof buf - n, ".%06d", nanos / 1'000);
+      digits(nanos / 1'000, 6);
     } else {
-      n += std::snprintf(buf + n, sizeof buf - n, ".%09d", nanos);
+      digits(nanos, 9);
     }
   }
-  out.append(buf, n);
-  out.append("Z\"");
+  *p++ = 'Z';
+  *p++ = '"';
+  out.append(buf, static_cast<size_t>(p - buf));
   return true;
 }
 

@@ -298,5 +298,27 @@ TEST(ProtojsonShapeTest, EscapesWhatJsonNeedsAndLeavesBrokenUtf8ToProtobuf) {
   }
 }
 
+TEST(ProtojsonShapeTest, TimestampsAndStringsAreWrittenAsProtobufWritesThem) {
+  ::marketing::rewards::v1::Coupon coupon;
+  // The range's ends, and every fraction width protobuf chooses (none, 3, 6 and 9 digits).
+  const std::pair<int64_t, int32_t> times[] = {{-62'135'596'800, 0},
+                                               {253'402'300'799, 999'999'999},
+                                               {0, 0},
+                                               {1'795'000'000, 5'000'000},
+                                               {1'795'000'000, 120'000},
+                                               {1'795'000'000, 7},
+                                               {951'782'400, 1},
+                                               {-1, 999'000'000}};
+  for (const auto& [seconds, nanos] : times) {
+    coupon.mutable_issued_at()->set_seconds(seconds);
+    coupon.mutable_issued_at()->set_nanos(nanos);
+    // Plain runs around every kind of escape, and multi-byte UTF-8 (U+2028 is escaped).
+    coupon.set_code(
+        std::string("plain ascii run \"q\" back\\slash <tag> \t tab 优惠券 \xE2\x80\xA8 end"));
+    EXPECT_EQ(ToJson(coupon, Fields::kSet), ByProtobuf(coupon, Fields::kSet))
+        << seconds << "." << nanos;
+  }
+}
+
 }  // namespace
 }  // namespace mkt::protojson
