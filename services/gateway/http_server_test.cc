@@ -619,5 +619,110 @@ TEST(HttpServerThreadsTest, EachConnectionStaysOnOneIoThreadAndConnectionsTakeTh
   EXPECT_EQ(of[1], of[3]);
 }
 
+// Answers from threads of its own, as an async route does: "/block-io" instead holds the I/O
+// thread it is called on until `release` is notified; "/after-block" answers once "/block-io"
+// holds it; "/big" answers an 8 MiB body; anything else answers its own path.
+class OtherThreadHandler : public HttpHandler {
+ public:
+  ~OtherThreadHandler() override {
+    absl::MutexLock lock(&mu_);
+    for (std::thread& t : threads_) t.join();
+  }
+  void Handle(HttpRequest request, Respond respond) override {
+    if (request.target == "/block-io") {
+      io_blocked.Notify();
+      release.WaitForNotification();
+      respond(JsonResponse("{}"));
+      return;
+    }
+    std::string body = request.target == "/big" ? std::string(8 << 20, 'x')
+                                                : "{\"path\":\"" + request.target + "\"}";
+    const bool wait = request.target == "/after-block";
+    if (wait) after_block_read.Notify();
+    absl::MutexLock lock(&mu_);
+    threads_.emplace_back([this, wait, respond, body = std::move(body)]() mutable {
+      if (wait) io_blocked.WaitForNotification();
+      respond(JsonResponse(std::move(body)));
+    });
+  }
+  absl::Notification after_block_read;
+  absl::Notification io_blocked;
+  absl::Notification release;
+
+ private:
+  absl::Mutex mu_;
+  std::vector<std::thread> threads_ ABSL_GUARDED_BY(mu_);
+};
+
+HttpServerOptions OneIoThread() {
+  HttpServerOptions options;
+  options.address = "127.0.0.1:0";
+  options.io_threads = 1;
+  return options;
+}
+
+// The thread that has the response writes it: it reaches the client while the connection's I/O
+// thread is busy with another connection (it used to wait for that thread).
+TEST(HttpServerWriteTest, AResponseIsWrittenByTheThreadThatDeliversItWhileTheIoThreadIsBusy) {
+  OtherThreadHandler handler;
+  auto server = HttpServer::Start(OneIoThread(), handler);
+  ASSERT_TRUE(server.ok()) << server.status();
+  const int port = (*server)->port();
+  TestResponse answered;
+  std::thread client(
+      [&] { OrFail([&] { answered = TestHttpClient(port).Send("GET", "/after-block"); }); });
+  ASSERT_TRUE(handler.after_block_read.WaitForNotificationWithTimeout(absl::Seconds(10)));
+  // Holds the only I/O thread until the first response is in.
+  std::thread blocker(
+      [&] { RawExchange(port, "GET /block-io HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"); });
+  ASSERT_TRUE(handler.io_blocked.WaitForNotificationWithTimeout(absl::Seconds(10)));
+  client.join();
+  const bool io_thread_still_blocked = !handler.release.HasBeenNotified();
+  handler.release.Notify();
+  blocker.join();
+  EXPECT_EQ(answered.status, 200);
+  EXPECT_EQ(answered.body, R"({"path":"/after-block"})");
+  EXPECT_TRUE(io_thread_still_blocked);
+  (*server)->Shutdown(absl::Seconds(1));
+}
+
+// Two requests sent at once, before the first is answered, are answered in order.
+TEST(HttpServerWriteTest, PipelinedRequestsAreAnsweredInOrder) {
+  OtherThreadHandler handler;
+  auto server = HttpServer::Start(OneIoThread(), handler);
+  ASSERT_TRUE(server.ok()) << server.status();
+  const std::string out = RawExchange((*server)->port(),
+                                      "GET /one HTTP/1.1\r\nHost: x\r\n\r\nGET /two "
+                                      "HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+  const size_t one = out.find(R"({"path":"/one"})");
+  const size_t two = out.find(R"({"path":"/two"})");
+  ASSERT_NE(one, std::string::npos) << out;
+  ASSERT_NE(two, std::string::npos) << out;
+  EXPECT_LT(one, two);
+  EXPECT_EQ(out.find("HTTP/1.1 200"), 0u);
+  EXPECT_NE(out.find("HTTP/1.1 200", one), std::string::npos);
+  (*server)->Shutdown(absl::Seconds(1));
+}
+
+// A response larger than the socket takes at once is written in part by the thread that has it
+// and finished on the I/O thread; the connection then carries on.
+TEST(HttpServerWriteTest, AResponseTooLargeToWriteAtOnceIsFinishedOnTheIoThread) {
+  OtherThreadHandler handler;
+  auto server = HttpServer::Start(OneIoThread(), handler);
+  ASSERT_TRUE(server.ok()) << server.status();
+  TestHttpClient client((*server)->port());
+  OrFail([&] {
+    for (int round = 0; round < 3; ++round) {
+      const TestResponse big = client.Send("GET", "/big");
+      ASSERT_EQ(big.status, 200);
+      ASSERT_EQ(big.body.size(), size_t{8} << 20);
+      EXPECT_EQ(big.body.find_first_not_of('x'), std::string::npos);
+      EXPECT_EQ(client.Send("GET", "/small").body, R"({"path":"/small"})");
+    }
+  });
+  EXPECT_EQ(client.connects(), 1);
+  (*server)->Shutdown(absl::Seconds(1));
+}
+
 }  // namespace
 }  // namespace mkt::gateway
