@@ -2,12 +2,12 @@
 
 #include <algorithm>
 
+#include "absl/strings/str_cat.h"
 #include "libs/core/status.h"
 
 namespace mkt::tenancy {
 namespace {
 
-constexpr size_t kMaxOrgIdLength = 64;
 constexpr size_t kMaxSegmentLength = 32;
 constexpr int kMaxDepth = 4;
 
@@ -70,6 +70,12 @@ bool IsValidOrgId(std::string_view org_id) {
     if (dot == std::string_view::npos) return true;
     start = dot + 1;
   }
+}
+
+std::string OrgIdPattern() {
+  const std::string segment = absl::StrCat("[a-z0-9][a-z0-9-]{0,", kMaxSegmentLength - 1, "}");
+  return absl::StrCat("^(", kFederation, "|", segment, "(\\.", segment, "){0,", kMaxDepth - 1,
+                      "})$");
 }
 
 std::string ParentOf(std::string_view org_id) {

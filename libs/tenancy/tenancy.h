@@ -40,6 +40,11 @@ Actor SystemActor(std::string_view component);
 // True for "fed" and for dot-separated segments of [a-z0-9-] (1..32 chars each, starting with a
 // letter or digit), at most 4 levels and 64 characters.
 bool IsValidOrgId(std::string_view org_id);
+inline constexpr size_t kMaxOrgIdLength = 64;
+// The same rule as a regular expression, for API documents (with kMaxOrgIdLength as the maximum
+// length). It cannot say that a member bank's first segment is not "fed" ("fed.x" matches and is
+// still refused).
+std::string OrgIdPattern();
 
 // The parent of `org_id`: "bank-a.branch-01" → "bank-a", "bank-a" → "fed", "fed" → "".
 std::string ParentOf(std::string_view org_id);

@@ -2,6 +2,9 @@
 
 #include <gtest/gtest.h>
 
+#include <regex>
+#include <string>
+
 namespace mkt::tenancy {
 namespace {
 
@@ -10,6 +13,25 @@ TEST(OrgIdTest, AcceptsTheTreeShapes) {
   EXPECT_TRUE(IsValidOrgId("bank-a"));
   EXPECT_TRUE(IsValidOrgId("bank-a.branch-01"));
   EXPECT_TRUE(IsValidOrgId("bank-a.branch-01.sub-3"));
+}
+
+// The pattern API documents carry says what IsValidOrgId says, except that it cannot refuse a
+// member bank named "fed".
+TEST(OrgIdTest, ThePatternAgreesWithTheCheck) {
+  const std::regex pattern(OrgIdPattern(), std::regex::ECMAScript);
+  const std::string s32(32, 'a');
+  const std::string s33(33, 'a');
+  for (const std::string& id :
+       {std::string("fed"), std::string("bank-a"), std::string("bank-a.branch-01"),
+        std::string("9.8.7.6"), std::string("a.b.c.d.e"), std::string(""), std::string("Bank-A"),
+        std::string("bank-a."), std::string(".bank-a"), std::string("bank-a..b"),
+        std::string("-bank"), std::string("bank.-x"), std::string("bank_a"), std::string("bank a"),
+        s32, s33, s32 + "." + s32.substr(0, 31), s32 + "." + s32}) {
+    EXPECT_EQ(std::regex_match(id, pattern) && id.size() <= kMaxOrgIdLength, IsValidOrgId(id))
+        << "\"" << id << "\"";
+  }
+  EXPECT_TRUE(std::regex_match(std::string("fed.x"), pattern));
+  EXPECT_FALSE(IsValidOrgId("fed.x"));
 }
 
 TEST(OrgIdTest, RejectsMalformedIds) {

@@ -8,6 +8,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "google/protobuf/descriptor.h"
+#include "libs/tenancy/tenancy.h"
 #include "nlohmann/json.hpp"
 #include "services/gateway/gateway_config.h"
 #include "services/gateway/json_codec.h"
@@ -93,6 +94,12 @@ Json Ref(const gpb::Descriptor* d) {
   return Json{{"$ref", absl::StrCat("#/components/schemas/", SchemaName(d))}};
 }
 
+// An org id field: the pattern and length IsValidOrgId accepts.
+void OrgIdSchema(Json& schema) {
+  schema["pattern"] = tenancy::OrgIdPattern();
+  schema["maxLength"] = tenancy::kMaxOrgIdLength;
+}
+
 class SchemaBuilder {
  public:
   Json FieldSchema(const gpb::FieldDescriptor* f) {
@@ -110,12 +117,12 @@ class SchemaBuilder {
   // or require below them stay references to the shared component.
   Json BodySchema(const gpb::Descriptor* d, const std::string& prefix,
                   const std::vector<RefusedBodyField>& refused,
-                  const std::vector<std::string>& required,
-                  const std::map<std::string, int>& keys) {
+                  const std::vector<std::string>& required, const std::map<std::string, int>& keys,
+                  const std::string& org_field) {
     auto under = [&](const std::string& path) {
       return prefix.empty() || path.rfind(prefix, 0) == 0;
     };
-    bool special = false;
+    bool special = !org_field.empty() && under(org_field);
     for (const auto& r : refused) special |= under(r.path);
     for (const auto& r : required) special |= under(r);
     for (const auto& [k, length] : keys) special |= under(k);
@@ -133,7 +140,7 @@ class SchemaBuilder {
       const bool nested = f->message_type() != nullptr && !f->is_map() &&
                           f->message_type()->full_name().rfind("google.protobuf.", 0) != 0;
       if (nested) {
-        Json item = BodySchema(f->message_type(), path + ".", refused, required, keys);
+        Json item = BodySchema(f->message_type(), path + ".", refused, required, keys, org_field);
         schema = f->is_repeated() ? Json{{"type", "array"}, {"items", item}} : item;
         if (f->is_repeated()) schema["nullable"] = false;
       } else {
@@ -143,6 +150,7 @@ class SchemaBuilder {
         schema["pattern"] = absl::StrCat("^[A-Za-z0-9._:-]{1,", key->second, "}$");
         schema["maxLength"] = key->second;
       }
+      if (path == org_field && schema.value("type", "") == "string") OrgIdSchema(schema);
       if (std::find(required.begin(), required.end(), path) != required.end()) {
         required_names.push_back(f->name());
         if (schema.value("type", "") == "string" && !schema.contains("enum")) {
@@ -353,6 +361,14 @@ std::map<int, std::string> DocumentedStatuses(const ApiRoute& route) {
 namespace {
 
 // The route's key fields, as paths within its body.
+// `path` (a field path of the request) relative to the route's body; "" when it is not in it.
+std::string InBody(const ApiRoute& route, const std::string& path) {
+  if (path.empty() || route.body.empty()) return "";
+  if (route.body == "*") return path;
+  if (path.rfind(route.body + ".", 0) == 0) return path.substr(route.body.size() + 1);
+  return "";
+}
+
 std::map<std::string, int> KeysInBody(const ApiRoute& route) {
   std::map<std::string, int> out;
   for (const auto& [path, length] : route.key_fields) {
@@ -434,6 +450,9 @@ Json Operation(const ApiRoute& route, SchemaBuilder& schemas) {
         continue;
       }
       Json schema = schemas.FieldSchema(q.field);
+      if (q.field_path == route.scope_field && schema.value("type", "") == "string") {
+        OrgIdSchema(schema);
+      }
       Json p = {{"name", q.name}, {"in", "query"}, {"required", false}, {"schema", schema}};
       if (q.field_path == route.channel_code_field) {
         p["description"] =
@@ -465,7 +484,8 @@ Json Operation(const ApiRoute& route, SchemaBuilder& schemas) {
         {"content",
          {{"application/json",
            {{"schema", schemas.BodySchema(body_type, "", route.RefusedBodyFields(),
-                                          route.RequiredBodyFields(), KeysInBody(route))}}}}}};
+                                          route.RequiredBodyFields(), KeysInBody(route),
+                                          InBody(route, route.scope_field))}}}}}};
   }
 
   Json responses = Json::object();

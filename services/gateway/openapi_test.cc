@@ -5,6 +5,7 @@
 #include <sstream>
 
 #include "gtest/gtest.h"
+#include "libs/tenancy/tenancy.h"
 #include "nlohmann/json.hpp"
 #include "services/gateway/api_routes.h"
 
@@ -196,6 +197,24 @@ TEST(OpenApiTest, ConfigurableLimitsAreDescribedAsConfiguration) {
   const std::string sign_in = Op(doc, "post", "/admin/v1/sessions")["description"];
   EXPECT_EQ(sign_in.find("Five wrong"), std::string::npos);
   EXPECT_NE(sign_in.find("`lockout_failures`"), std::string::npos);
+}
+
+// An org a request names (the customer's org, an operator's org scope) is checked as an org id
+// before anything else; the document says so, so clients and test generators send valid ones.
+TEST(OpenApiTest, OrgFieldsCarryTheOrgIdPattern) {
+  const nlohmann::json doc = nlohmann::json::parse(Generate());
+  auto property = [&](const std::string& path, const std::string& name) {
+    return Op(doc, "post",
+              path)["requestBody"]["content"]["application/json"]["schema"]["properties"][name];
+  };
+  for (const auto& [path, name] : std::vector<std::pair<std::string, std::string>>{
+           {"/v1/campaigns/{campaign_id}/participations", "customer_org_id"},
+           {"/v1/events", "org_id"},
+           {"/admin/v1/benefit-templates", "org_id"}}) {
+    const nlohmann::json schema = property(path, name);
+    EXPECT_EQ(schema.value("pattern", ""), tenancy::OrgIdPattern()) << path << " " << name;
+    EXPECT_EQ(schema.value("maxLength", 0), 64) << path << " " << name;
+  }
 }
 
 TEST(OpenApiTest, CommittedDocumentMatchesTheRouteTable) {
