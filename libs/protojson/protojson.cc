@@ -58,11 +58,6 @@ size_t Utf8SequenceLength(std::string_view s, size_t i) {
   return 0;
 }
 
-// Appends `s` as a JSON string. Control characters, the quote, the backslash, '<', '>' and the
-// JavaScript line terminators U+2028/U+2029 are escaped (as protobuf does). Returns false when
-// `s` is not valid UTF-8: protobuf's converter has its own way with such strings (it drops bad
-// bytes, decodes overlong forms), which the caller then leaves to it. Responses parsed from a
-// backend never hold one (protobuf refuses them when parsing).
 // The bytes a JSON string holds as they are: printable ASCII but the quote, the backslash, '<'
 // and '>'.
 constexpr std::array<bool, 256> PlainJsonBytes() {
@@ -72,6 +67,11 @@ constexpr std::array<bool, 256> PlainJsonBytes() {
 }
 constexpr std::array<bool, 256> kPlainJsonByte = PlainJsonBytes();
 
+// Appends `s` as a JSON string. Control characters, the quote, the backslash, '<', '>' and the
+// JavaScript line terminators U+2028/U+2029 are escaped (as protobuf does). Returns false when
+// `s` is not valid UTF-8: protobuf's converter has its own way with such strings (it drops bad
+// bytes, decodes overlong forms), which the caller then leaves to it. Responses parsed from a
+// backend never hold one (protobuf refuses them when parsing).
 bool AppendJsonString(std::string& out, std::string_view s) {
   static constexpr char kHex[] = "0123456789abcdef";
   out.push_back('"');

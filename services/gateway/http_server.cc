@@ -267,9 +267,9 @@ class Session : public std::enable_shared_from_this<Session> {
   //
   // When the connection stays open and the socket takes the whole response at once (a small
   // response into an empty send buffer: nearly always), it is written right here and the next
-  // request is waited for, without waking the connection's I/O thread. Waking it for every
-  // response was the most expensive step of an async request at moderate load (decision 025).
-  // Otherwise what is left is written on the I/O thread.
+  // request is waited for, without waking the connection's I/O thread: at moderate load that
+  // was a thread switch per response (decision 025). Otherwise what is left is written on the
+  // I/O thread.
   void Deliver(HttpResponse response) {
     response_head_ =
         ResponseHead(response, request_id_, version_ == 10 ? 10 : 11, !close_after_response_);
