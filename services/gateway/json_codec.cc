@@ -5,6 +5,8 @@
 #include <limits>
 #include <map>
 #include <memory>
+#include <optional>
+#include <string_view>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -46,7 +48,50 @@ absl::Status NullRefused(const std::string& at) {
                                           "out for its default"));
 }
 
-// Walks a parsed body against the message type: refuses null and the gateway-filled fields.
+// How a JSON value is named in a message to a client.
+std::string_view KindOf(const nlohmann::json& v) {
+  if (v.is_object()) return "an object";
+  if (v.is_array()) return "an array";
+  if (v.is_string()) return "a string";
+  if (v.is_boolean()) return "true or false";
+  if (v.is_number()) return "a number";
+  return "null";
+}
+
+// What one value of `f` (an element, for a repeated field) must be, when `v` is of a kind
+// protobuf's JSON mapping refuses for it; nullopt when it may fit (protobuf then decides). Said
+// before protobuf's parser, whose words for it ("Starting an object on a scalar field", "invalid
+// value 0 for type TYPE_STRING") are protobuf's, not the API's.
+std::optional<std::string_view> ExpectedKind(const FieldDescriptor* f, const nlohmann::json& v) {
+  switch (f->cpp_type()) {
+    case FieldDescriptor::CPPTYPE_MESSAGE:
+      // The well-known types have JSON forms of their own (a Timestamp is a string).
+      if (f->message_type()->full_name().rfind("google.protobuf.", 0) == 0) return std::nullopt;
+      if (!v.is_object()) return "an object";
+      return std::nullopt;
+    case FieldDescriptor::CPPTYPE_STRING:
+      if (!v.is_string())
+        return f->type() == FieldDescriptor::TYPE_BYTES ? "a base64 string" : "a string";
+      return std::nullopt;
+    case FieldDescriptor::CPPTYPE_BOOL:
+      if (v.is_object() || v.is_array()) return "true or false";
+      return std::nullopt;
+    case FieldDescriptor::CPPTYPE_ENUM:
+      if (v.is_object() || v.is_array() || v.is_boolean()) return "one of the enum's names";
+      return std::nullopt;
+    default:  // numbers; 64-bit ones come as strings too
+      if (v.is_object() || v.is_array() || v.is_boolean()) return "a number";
+      return std::nullopt;
+  }
+}
+
+absl::Status WrongKind(const std::string& at, std::string_view expected, const nlohmann::json& v) {
+  return InvalidArgument(
+      at, absl::StrCat(at, ": expected ", AsAbsl(expected), ", got ", AsAbsl(KindOf(v))));
+}
+
+// Walks a parsed body against the message type: refuses null, values of a kind the field cannot
+// take, and the gateway-filled fields.
 // `at` is the path with indexes (for the message), `path` without (to match `refused`).
 absl::Status Screen(const nlohmann::json& object, const gpb::Descriptor* type,
                     const std::string& at, const std::string& path,
@@ -68,7 +113,7 @@ absl::Status Screen(const nlohmann::json& object, const gpb::Descriptor* type,
     }
     const gpb::Descriptor* nested = f->message_type();
     if (f->is_map()) {
-      if (!value.is_object()) continue;
+      if (!value.is_object()) return WrongKind(field_at, "an object (a map)", value);
       const FieldDescriptor* map_value = nested->map_value();
       for (const auto& [map_key, item] : value.items()) {
         if (item.is_null() && !TakesNull(map_value)) {
@@ -79,6 +124,7 @@ absl::Status Screen(const nlohmann::json& object, const gpb::Descriptor* type,
     }
     const bool recurse = nested != nullptr && nested->full_name().rfind("google.protobuf.", 0) != 0;
     if (f->is_repeated()) {
+      // protobuf takes a lone value as a one-element list.
       if (!value.is_array()) continue;
       for (size_t i = 0; i < value.size(); ++i) {
         const std::string item_at = absl::StrCat(field_at, "[", i, "]");
@@ -86,12 +132,15 @@ absl::Status Screen(const nlohmann::json& object, const gpb::Descriptor* type,
           if (TakesNull(f)) continue;
           return NullRefused(item_at);
         }
+        if (auto expected = ExpectedKind(f, value[i]))
+          return WrongKind(item_at, *expected, value[i]);
         if (recurse && value[i].is_object()) {
           MKT_RETURN_IF_ERROR(Screen(value[i], nested, item_at, field_path, refused));
         }
       }
       continue;
     }
+    if (auto expected = ExpectedKind(f, value)) return WrongKind(field_at, *expected, value);
     if (recurse && value.is_object()) {
       MKT_RETURN_IF_ERROR(Screen(value, nested, field_at, field_path, refused));
     }

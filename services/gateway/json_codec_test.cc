@@ -54,6 +54,53 @@ TEST(JsonCodecTest, WrongTypesAndMalformedJsonAreInvalidArgument) {
   EXPECT_EQ(ParseJsonInto("", &accepted, 8).code(), absl::StatusCode::kInvalidArgument);
 }
 
+// A value of a kind its field cannot take is refused in the API's words, naming the field and
+// both kinds; and protobuf's parser refuses every one of these bodies too, so the screen changes
+// the message, never what is accepted.
+TEST(JsonCodecTest, AValueOfTheWrongKindIsNamedInPlainWords) {
+  struct Case {
+    std::string body;
+    std::string field;
+    std::string message;
+  };
+  auto check = [](const ::google::protobuf::Message& prototype, const std::vector<Case>& cases) {
+    for (const Case& c : cases) {
+      std::unique_ptr<::google::protobuf::Message> m(prototype.New());
+      const absl::Status s = ParseJsonInto(c.body, m.get(), 8);
+      EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << c.body;
+      EXPECT_EQ(FieldOf(s), c.field) << c.body;
+      EXPECT_EQ(std::string(s.message()), c.message) << c.body;
+      std::unique_ptr<::google::protobuf::Message> theirs(prototype.New());
+      ::google::protobuf::util::JsonParseOptions options;
+      EXPECT_FALSE(
+          ::google::protobuf::util::JsonStringToMessage(c.body, theirs.get(), options).ok())
+          << "protobuf accepts " << c.body;
+    }
+  };
+  check(
+      campaigns_pb::ListEligibleRequest::default_instance(),
+      {{R"({"customer_id":["c1"]})", "customer_id", "customer_id: expected a string, got an array"},
+       {R"({"customer_id":{"a":1}})", "customer_id",
+        "customer_id: expected a string, got an object"},
+       {R"({"customer_id":7})", "customer_id", "customer_id: expected a string, got a number"},
+       {R"({"customer_id":false})", "customer_id",
+        "customer_id: expected a string, got true or false"},
+       {R"({"explain":[true]})", "explain", "explain: expected true or false, got an array"}});
+  check(campaigns_pb::CreateCampaignRequest::default_instance(),
+        {{R"({"config":"c"})", "config", "config: expected an object, got a string"},
+         {R"({"config":{"priority":true}})", "config.priority",
+          "config.priority: expected a number, got true or false"},
+         {R"({"config":{"limits":{"global_total":{}}}})", "config.limits.global_total",
+          "config.limits.global_total: expected a number, got an object"},
+         {R"({"config":{"prizes":["p"]}})", "config.prizes[0]",
+          "config.prizes[0]: expected an object, got a string"},
+         {R"({"config":{"prizes":[{"kind":true}]}})", "config.prizes[0].kind",
+          "config.prizes[0].kind: expected one of the enum's names, got true or false"}});
+  check(gw::TrackingBatch::default_instance(),
+        {{R"({"events":[{"attributes":["a"]}]})", "events[0].attributes",
+          "events[0].attributes: expected an object (a map), got an array"}});
+}
+
 // The direct fill must give exactly what protobuf's parser gives, and never accept what it
 // refuses: every body below goes through ParseJsonInto and through JsonStringToMessage.
 TEST(JsonCodecTest, TheDirectFillAgreesWithProtobufsParser) {
