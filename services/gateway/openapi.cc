@@ -372,11 +372,7 @@ std::string InBody(const ApiRoute& route, const std::string& path) {
 std::map<std::string, int> KeysInBody(const ApiRoute& route) {
   std::map<std::string, int> out;
   for (const auto& [path, length] : route.key_fields) {
-    if (route.body == "*") {
-      out[path] = length;
-    } else if (!route.body.empty() && path.rfind(route.body + ".", 0) == 0) {
-      out[path.substr(route.body.size() + 1)] = length;
-    }
+    if (std::string in = InBody(route, path); !in.empty()) out[in] = length;
   }
   return out;
 }
