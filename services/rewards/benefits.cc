@@ -1326,44 +1326,53 @@ std::optional<pb::Wallet> Benefits::CachedWallet(const pb::GetWalletRequest& req
   if (!queued) {
     // The customer's next poll hands it out again.
     wallets_.Abandon(req.customer_id(), refresh);
-  } else if (start && !background([this] { DrainWalletRefreshes(); })) {
-    std::vector<WalletRefresh> dropped;
-    {
-      absl::MutexLock lock(&refresh_mu_);
-      dropped.swap(refresh_queue_);
-      refresh_draining_ = false;
-    }
-    for (const WalletRefresh& r : dropped) wallets_.Abandon(r.customer_id, r.reading);
+  } else if (start) {
+    StartWalletRefreshes(background);
   }
   return wallet;
 }
 
-void Benefits::DrainWalletRefreshes() {
-  // Whatever happens, the queue is not left without a task: a later refresh starts another.
-  bool idle = false;
+void Benefits::StartWalletRefreshes(const Background& background) {
+  if (background([this, background] { DrainWalletRefreshes(background); })) return;
+  // Nobody reads them: each customer's next poll hands theirs out again.
+  std::vector<WalletRefresh> dropped;
+  {
+    absl::MutexLock lock(&refresh_mu_);
+    dropped.swap(refresh_queue_);
+    refresh_draining_ = false;
+  }
+  for (const WalletRefresh& r : dropped) wallets_.Abandon(r.customer_id, r.reading);
+}
+
+void Benefits::DrainWalletRefreshes(const Background& background) {
+  // If a read throws, the queue is not left marked as drained: a later refresh starts a task.
+  bool handed_on = false;
   absl::Cleanup stopped = [&] {
-    if (idle) return;
+    if (handed_on) return;
     absl::MutexLock lock(&refresh_mu_);
     refresh_draining_ = false;
   };
   absl::SleepFor(WalletRefreshLinger());
-  for (;;) {
-    std::vector<WalletRefresh> batch;
-    {
-      absl::MutexLock lock(&refresh_mu_);
-      if (refresh_queue_.empty()) {
-        refresh_draining_ = false;
-        idle = true;
-        return;
-      }
-      const size_t n = std::min(refresh_queue_.size(), kWalletRefreshBatch);
-      batch.assign(std::make_move_iterator(refresh_queue_.begin()),
-                   std::make_move_iterator(refresh_queue_.begin() + static_cast<ptrdiff_t>(n)));
-      refresh_queue_.erase(refresh_queue_.begin(),
-                           refresh_queue_.begin() + static_cast<ptrdiff_t>(n));
-    }
-    RefreshWallets(batch);
+  std::vector<WalletRefresh> batch;
+  {
+    absl::MutexLock lock(&refresh_mu_);
+    const size_t n = std::min(refresh_queue_.size(), kWalletRefreshBatch);
+    batch.assign(std::make_move_iterator(refresh_queue_.begin()),
+                 std::make_move_iterator(refresh_queue_.begin() + static_cast<ptrdiff_t>(n)));
+    refresh_queue_.erase(refresh_queue_.begin(),
+                         refresh_queue_.begin() + static_cast<ptrdiff_t>(n));
   }
+  RefreshWallets(batch);
+  // One batch per task, so that a steady stream of refreshes never holds a worker for good: what
+  // queued meanwhile goes to a new task, behind the other work.
+  bool more = false;
+  {
+    absl::MutexLock lock(&refresh_mu_);
+    more = !refresh_queue_.empty();
+    if (!more) refresh_draining_ = false;
+  }
+  handed_on = true;
+  if (more) StartWalletRefreshes(background);
 }
 
 void Benefits::RefreshWallets(std::vector<WalletRefresh>& batch) {

@@ -105,8 +105,8 @@ class Benefits {
   // next poll hands it out again), and the first one into an idle queue gives `background` a task
   // (which returns false when it cannot take it; then the queue is dropped the same way). That
   // task waits WalletRefreshLinger() for others to join, then reads up to kWalletRefreshBatch
-  // wallets at a time with two statements per org, until the queue is empty. One task runs at a
-  // time.
+  // wallets with two statements per org; what queued meanwhile goes to a new task the same way.
+  // One task runs at a time.
   using Background = std::function<bool(std::function<void()>)>;
   std::optional<pb::Wallet> CachedWallet(const pb::GetWalletRequest& request,
                                          const Background& background = nullptr);
@@ -210,8 +210,11 @@ class Benefits {
     uint64_t ticket = 0;
     std::shared_ptr<WalletCache::Reading> reading;
   };
-  // The background task: lingers, then reads the queued refreshes in batches until none is left.
-  void DrainWalletRefreshes();
+  // Gives `background` a DrainWalletRefreshes task; when it refuses, drops the queue.
+  void StartWalletRefreshes(const Background& background);
+  // The background task: lingers, reads one batch of the queued refreshes, and hands what queued
+  // meanwhile to a new task.
+  void DrainWalletRefreshes(const Background& background);
   // Reads `batch` (a statement pair per org) and stores each wallet, or ends its refresh.
   void RefreshWallets(std::vector<WalletRefresh>& batch);
   absl::Mutex refresh_mu_;

@@ -853,11 +853,12 @@ pb::GetWalletRequest WalletOf(const std::string& customer) {
   return r;
 }
 
-// Wallets handed out to be read ahead of their expiry are read together, by one background task,
-// and what it keeps is what a fresh read gives for each customer (points, what expires, coupons
-// grouped by state), changes made through another replica meanwhile included.
+// Wallets handed out to be read ahead of their expiry are read together, by one background task
+// per batch, and what it keeps is what a fresh read gives for each customer (points, what
+// expires, coupons grouped by state), changes made through another replica meanwhile included.
+// What does not fit in one batch goes to the next task: a task reads one batch.
 TEST_F(BenefitsTest, WalletRefreshesAreReadTogetherAndMatchAFreshRead) {
-  const absl::Duration ttl = absl::Seconds(4);
+  const absl::Duration ttl = absl::Seconds(6);
   benefits_ = std::make_unique<Benefits>(*pool_, *ledger_, clock_,
                                          BenefitsOptions{.qr_key = kKey, .wallet_cache_ttl = ttl});
   Activate(Template("cash", pb::COUPON_CASH));
@@ -884,13 +885,20 @@ TEST_F(BenefitsTest, WalletRefreshesAreReadTogetherAndMatchAFreshRead) {
   MustIssue("gift", "cust-2");
   MustIssue("cash", "cust-2");
   MustIssue("cash", "cust-3");
-  const std::vector<std::string> customers = {"cust-1", "cust-2", "cust-3", "cust-4"};
+  // Four customers to compare, then a batch's worth more, so that the last is in a second batch.
+  std::vector<std::string> customers = {"cust-1", "cust-2", "cust-3", "cust-4"};
+  for (size_t i = 0; i < Benefits::kWalletRefreshBatch; ++i) {
+    customers.push_back(absl::StrCat("filler-", i));
+  }
+  const std::string last = customers.back();
+  const absl::Time priming = absl::Now();
   for (const std::string& c : customers) ASSERT_TRUE(benefits_->GetWallet(WalletOf(c)).ok()) << c;
-  const absl::Time cached_at = absl::Now();
+  const absl::Time primed = absl::Now();
   grant("g3", "cust-1", 5);
   grant("g4", "cust-4", 9);
+  grant("g5", last, 3);
 
-  absl::SleepFor(ttl * 3 / 4 + absl::Milliseconds(100));
+  absl::SleepFor(primed + ttl * 3 / 4 + absl::Milliseconds(50) - absl::Now());
   std::vector<std::function<void()>> tasks;
   auto background = [&](std::function<void()> task) {
     tasks.push_back(std::move(task));
@@ -900,16 +908,20 @@ TEST_F(BenefitsTest, WalletRefreshesAreReadTogetherAndMatchAFreshRead) {
     auto cached = benefits_->CachedWallet(WalletOf(c), background);
     ASSERT_TRUE(cached.has_value()) << c;
   }
-  if (absl::Now() - cached_at >= ttl) GTEST_SKIP() << "the machine stalled past the TTL";
-  ASSERT_EQ(tasks.size(), 1u) << "one task for the four refreshes";
+  if (absl::Now() - priming >= ttl) GTEST_SKIP() << "the machine stalled past the TTL";
+  ASSERT_EQ(tasks.size(), 1u) << "one task for all the refreshes";
   EXPECT_EQ(benefits_->CachedWallet(WalletOf("cust-1"))->points(), 100) << "not read yet";
 
   const absl::Time before = absl::Now();
   tasks[0]();
   EXPECT_GE(absl::Now() - before, benefits_->WalletRefreshLinger()) << "it waits for others first";
-  ASSERT_EQ(tasks.size(), 1u);
+  ASSERT_EQ(tasks.size(), 2u) << "what did not fit in the batch went to a new task";
+  EXPECT_EQ(benefits_->CachedWallet(WalletOf(last))->points(), 0) << "not in the first batch";
+  tasks[1]();
+  ASSERT_EQ(tasks.size(), 2u) << "nothing left for a third";
+  EXPECT_EQ(benefits_->CachedWallet(WalletOf(last))->points(), 3);
   Benefits fresh(*pool_, *ledger_, clock_, BenefitsOptions{.qr_key = kKey});
-  for (const std::string& c : customers) {
+  for (const std::string c : {"cust-1", "cust-2", "cust-3", "cust-4"}) {
     auto cached = benefits_->CachedWallet(WalletOf(c));
     ASSERT_TRUE(cached.has_value()) << c;
     auto read = fresh.GetWallet(WalletOf(c));
