@@ -85,6 +85,13 @@ constexpr char kListSegments[] =
     "AND v.version = s.latest_version WHERE s.id > $2 AND ($1 = 'fed' OR s.org_id = 'fed' OR "
     "s.org_id = $1 OR s.org_id LIKE $1 || '.%') ORDER BY s.id LIMIT $3";
 
+constexpr char kSelectCompositions[] =
+    "SELECT v.segment_id, v.version, s.org_id, s.latest_version, v.definition "
+    "FROM segment_versions v JOIN segments s ON s.id = v.segment_id WHERE v.kind = $1";
+// Taken (for the transaction) by every write of a composition, so two concurrent writes cannot
+// each pass the nesting check and together nest too deeply. The key is "segcomp" in ASCII.
+constexpr char kLockCompositions[] = "SELECT pg_advisory_xact_lock(32481117046009200)";
+
 constexpr char kInsertSnapshot[] =
     "INSERT INTO snapshots (id, org_id, segment_id, version, purpose, count, members) "
     "VALUES ($1, $2, $3, $4, $5, $6, $7)";
@@ -99,7 +106,9 @@ constexpr char kAddTransaction[] =
     "INSERT INTO rfm_aggregates (dense_id, txn_count, amount_fen, last_txn_day) "
     "VALUES ($1, 1, $2, $3) ON CONFLICT (dense_id) DO UPDATE SET "
     "txn_count = rfm_aggregates.txn_count + 1, "
-    "amount_fen = rfm_aggregates.amount_fen + EXCLUDED.amount_fen, "
+    // Held at the bigint maximum rather than failing (22003) and retrying forever.
+    "amount_fen = LEAST(rfm_aggregates.amount_fen::numeric + EXCLUDED.amount_fen, "
+    "9223372036854775807)::bigint, "
     "last_txn_day = GREATEST(rfm_aggregates.last_txn_day, EXCLUDED.last_txn_day), "
     "updated_at = now()";
 constexpr char kSelectAggregates[] =
@@ -202,6 +211,28 @@ void InsertVersion(pqxx::work& tx, const SegmentVersion& s) {
   tx.exec_params(kInsertSegmentVersion, s.id, s.version, s.name, s.description,
                  static_cast<int>(s.kind), pqxx::binarystring(s.definition.SerializeAsString()),
                  pqxx::binarystring(ListBytes(s)), s.list_size, s.created_by);
+}
+
+StoredCompositions CompositionsIn(pqxx::work& tx) {
+  StoredCompositions out;
+  for (const pqxx::row& row :
+       tx.exec_params(kSelectCompositions, static_cast<int>(pb::SEGMENT_KIND_COMPOSED))) {
+    pb::SegmentDefinition definition;
+    definition.ParseFromString(pqxx::binarystring(row[4]).str());
+    out.versions.push_back({.id = row[0].as<std::string>(),
+                            .version = row[1].as<int64_t>(),
+                            .org_id = row[2].as<std::string>(),
+                            .composed = definition.composed()});
+    out.latest[out.versions.back().id] = row[3].as<int64_t>();
+  }
+  return out;
+}
+
+// Serialises writes of compositions and runs `check` on the stored ones (no-op without check).
+absl::Status CheckCompositions(pqxx::work& tx, const CompositionCheck& check) {
+  if (!check) return absl::OkStatus();
+  tx.exec(kLockCompositions);
+  return check(CompositionsIn(tx));
 }
 
 }  // namespace
@@ -396,8 +427,10 @@ absl::StatusOr<std::vector<CustomerState>> PgSegmentStore::WriteValues(
 
 // ---- Segments ----------------------------------------------------------------------------------
 
-absl::StatusOr<SegmentVersion> PgSegmentStore::CreateSegment(const SegmentVersion& segment) {
-  MKT_RETURN_IF_ERROR(pg::WithTransaction(pool_, [&](pqxx::work& tx) {
+absl::StatusOr<SegmentVersion> PgSegmentStore::CreateSegment(const SegmentVersion& segment,
+                                                             const CompositionCheck& check) {
+  MKT_RETURN_IF_ERROR(pg::WithTransaction(pool_, [&](pqxx::work& tx) -> absl::Status {
+    MKT_RETURN_IF_ERROR(CheckCompositions(tx, check));
     tx.exec_params(kInsertSegment, segment.id, segment.org_id);
     SegmentVersion v = segment;
     v.version = 1;
@@ -408,9 +441,12 @@ absl::StatusOr<SegmentVersion> PgSegmentStore::CreateSegment(const SegmentVersio
 }
 
 absl::StatusOr<SegmentVersion> PgSegmentStore::AddSegmentVersion(const SegmentVersion& segment,
-                                                                 int64_t expected_version) {
+                                                                 int64_t expected_version,
+                                                                 const CompositionCheck& check) {
   int64_t version = 0;
   MKT_RETURN_IF_ERROR(pg::WithTransaction(pool_, [&](pqxx::work& tx) -> absl::Status {
+    // The compositions' lock before the segment's row, in every writer.
+    if (check) tx.exec(kLockCompositions);
     pqxx::result r = tx.exec_params(kLockSegment, segment.id);
     if (r.empty()) return NotFound(absl::StrCat("no segment ", segment.id));
     const int64_t latest = r[0][0].as<int64_t>();
@@ -423,6 +459,7 @@ absl::StatusOr<SegmentVersion> PgSegmentStore::AddSegmentVersion(const SegmentVe
                    absl::StrCat("the segment is at version ", latest, ", not ", expected_version),
                    "expected_version");
     }
+    if (check) MKT_RETURN_IF_ERROR(check(CompositionsIn(tx)));
     version = latest + 1;
     SegmentVersion v = segment;
     v.version = version;
@@ -431,6 +468,15 @@ absl::StatusOr<SegmentVersion> PgSegmentStore::AddSegmentVersion(const SegmentVe
     return absl::OkStatus();
   }));
   return GetSegment(segment.id, version);
+}
+
+absl::StatusOr<StoredCompositions> PgSegmentStore::LoadCompositions() {
+  StoredCompositions out;
+  MKT_RETURN_IF_ERROR(pg::WithTransaction(pool_, [&](pqxx::work& tx) {
+    out = CompositionsIn(tx);
+    return absl::OkStatus();
+  }));
+  return out;
 }
 
 absl::StatusOr<SegmentVersion> PgSegmentStore::GetSegment(const std::string& id, int64_t version) {

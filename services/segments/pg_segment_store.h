@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <roaring/roaring.hh>
@@ -70,6 +71,24 @@ struct ImportRow {
   std::vector<std::pair<std::string, std::optional<std::string>>> cells;
 };
 
+// Every stored version of a composed segment, for checking how deep compositions nest: a
+// reference with version 0 means the latest version of its segment.
+struct StoredCompositions {
+  struct Version {
+    std::string id;
+    int64_t version = 0;
+    std::string org_id;
+    pb::Composition composed;
+  };
+  std::vector<Version> versions;
+  // Latest version of every segment with a composed version (whatever the latest's kind).
+  std::map<std::string, int64_t, std::less<>> latest;
+};
+
+// Checks a composed definition against the stored compositions before it is written; an error
+// aborts the write.
+using CompositionCheck = std::function<absl::Status(const StoredCompositions&)>;
+
 struct RfmAggregate {
   uint32_t dense_id = 0;
   int64_t txn_count = 0;
@@ -110,11 +129,18 @@ class PgSegmentStore {
       const std::vector<std::string>& customer_ids, const std::string& org_id);
 
   // ---- Segments
-  // Stores version 1 of a new segment (id chosen by the caller).
-  absl::StatusOr<SegmentVersion> CreateSegment(const SegmentVersion& segment);
-  // Stores the next version; CONFLICT when expected_version (if not 0) is not the latest.
+  // Stores version 1 of a new segment (id chosen by the caller). With `check`, writes of
+  // compositions are serialised (one at a time across replicas) and `check` sees the stored ones
+  // first.
+  absl::StatusOr<SegmentVersion> CreateSegment(const SegmentVersion& segment,
+                                               const CompositionCheck& check = nullptr);
+  // Stores the next version; CONFLICT when expected_version (if not 0) is not the latest. `check`
+  // as for CreateSegment.
   absl::StatusOr<SegmentVersion> AddSegmentVersion(const SegmentVersion& segment,
-                                                   int64_t expected_version);
+                                                   int64_t expected_version,
+                                                   const CompositionCheck& check = nullptr);
+  // The stored compositions (all versions), without serialising anything.
+  absl::StatusOr<StoredCompositions> LoadCompositions();
   // version 0: the latest. NOT_FOUND when absent.
   absl::StatusOr<SegmentVersion> GetSegment(const std::string& id, int64_t version);
   // Latest versions of the segments an actor of `actor_org` may see, id > after_id, in id order.

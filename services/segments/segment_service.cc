@@ -1,13 +1,17 @@
 #include "services/segments/segment_service.h"
 
 #include <algorithm>
+#include <limits>
 #include <numeric>
+#include <optional>
 #include <random>
 #include <set>
+#include <tuple>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "google/protobuf/util/time_util.h"
+#include "libs/core/money.h"
 #include "libs/core/status.h"
 #include "libs/core/text.h"
 #include "libs/kafka/outbox.h"
@@ -83,6 +87,180 @@ std::string Serialize(const Roaring& r) {
   std::string bytes(r.getSizeInBytes(true), '\0');
   r.write(bytes.data(), true);
   return bytes;
+}
+
+// The envelope's event id becomes the dedupe key in PostgreSQL, which refuses NUL and malformed
+// UTF-8 (an error that would be retried forever).
+absl::Status CheckEventId(std::string_view event_id) {
+  if (!IsWellFormedUtf8(event_id)) {
+    return InvalidArgument("event_id", "the envelope's event_id is not UTF-8 text without NUL");
+  }
+  return absl::OkStatus();
+}
+
+// Where evaluation meets compositions nested deeper than kMaxComposeDepth (stored before that was
+// checked on every write): the data, not the question, is at fault.
+absl::Status TooDeep(std::string_view root) {
+  return Error(absl::StatusCode::kFailedPrecondition, CONFLICT,
+               absl::StrCat(root.empty() ? "the previewed definition"
+                                         : absl::StrCat("segment ", AsAbsl(root)),
+                            " nests compositions more than ", kMaxComposeDepth,
+                            " levels deep and cannot be evaluated; change it or the segments it "
+                            "uses so that it nests at most ",
+                            kMaxComposeDepth, " levels"));
+}
+
+// How deep compositions nest, over the stored ones: a rule or list segment is 0 levels deep, a
+// composition one more than its deepest operand; evaluation goes down at most kMaxComposeDepth
+// levels. A reference with version 0 follows its segment's latest version.
+class NestingDepths {
+ public:
+  // The depth reported for a composition that reaches itself.
+  static constexpr int kCycle = 1 << 20;
+
+  explicit NestingDepths(const StoredCompositions& stored) : latest_(stored.latest) {
+    for (const auto& v : stored.versions) nodes_[{v.id, v.version}] = &v.composed;
+  }
+
+  // Makes `composed` the latest version of segment `id` (a change not stored yet).
+  void Assume(const std::string& id, const pb::Composition& composed) {
+    nodes_[{id, kPending}] = &composed;
+    latest_[id] = kPending;
+    memo_.clear();
+  }
+
+  int Of(const pb::SegmentRef& ref) {
+    std::optional<Key> key = KeyOf(ref);
+    return key ? OfStored(*key) : 0;
+  }
+  int Of(const std::string& id, int64_t version) {
+    return nodes_.contains({id, version}) ? OfStored({id, version}) : 0;
+  }
+
+ private:
+  using Key = std::pair<std::string, int64_t>;
+  static constexpr int64_t kPending = std::numeric_limits<int64_t>::max();
+
+  // The stored composition `ref` names; nullopt for rule and list segments (depth 0).
+  std::optional<Key> KeyOf(const pb::SegmentRef& ref) const {
+    int64_t version = ref.version();
+    if (version == 0) {
+      auto it = latest_.find(ref.segment_id());
+      if (it == latest_.end()) return std::nullopt;
+      version = it->second;
+    }
+    Key key{ref.segment_id(), version};
+    if (!nodes_.contains(key)) return std::nullopt;
+    return key;
+  }
+
+  // Depth-first without recursion: chains stored before the limit may be long.
+  int OfStored(const Key& root) {
+    if (auto it = memo_.find(root); it != memo_.end()) return it->second;
+    struct Frame {
+      Key key;
+      int next = 0;
+      int deepest = 0;  // of the operands seen so far
+    };
+    std::vector<Frame> stack = {{root}};
+    std::set<Key> open = {root};
+    while (true) {
+      Frame& top = stack.back();
+      const pb::Composition& c = *nodes_.at(top.key);
+      if (top.next < c.operands_size()) {
+        std::optional<Key> child = KeyOf(c.operands(top.next++));
+        if (!child) continue;
+        if (open.contains(*child)) {
+          top.deepest = kCycle;
+        } else if (auto it = memo_.find(*child); it != memo_.end()) {
+          top.deepest = std::max(top.deepest, it->second);
+        } else {
+          open.insert(*child);
+          stack.push_back({*child});
+        }
+        continue;
+      }
+      const int depth = std::min(top.deepest + 1, kCycle);
+      memo_[top.key] = depth;
+      open.erase(top.key);
+      stack.pop_back();
+      if (stack.empty()) return depth;
+      stack.back().deepest = std::max(stack.back().deepest, depth);
+    }
+  }
+
+  std::map<Key, const pb::Composition*> nodes_;
+  std::map<std::string, int64_t, std::less<>> latest_;
+  std::map<Key, int> memo_;
+};
+
+// Checks that `composed` - a new definition of segment `self_id`, or of a new segment or a preview
+// when self_id is empty - nests at most kMaxComposeDepth levels, and so does every stored
+// composition that uses segment `self_id` through its latest version. Errors name the deepest
+// operand; segments that `viewer_org` cannot read are not named.
+absl::Status CheckNesting(const StoredCompositions& stored, const std::string& self_id,
+                          const pb::Composition& composed, std::string_view viewer_org) {
+  if (composed.operands().empty()) return absl::OkStatus();
+  NestingDepths after(stored);
+  int deepest = -1, at = 0;
+  for (int i = 0; i < composed.operands_size(); ++i) {
+    const int d = after.Of(composed.operands(i));
+    if (d > deepest) {
+      deepest = d;
+      at = i;
+    }
+  }
+  const std::string field = absl::StrCat("definition.composed.operands[", at, "]");
+  const std::string& operand = composed.operands(at).segment_id();
+  if (deepest >= NestingDepths::kCycle) {
+    return InvalidArgument(
+        field, absl::StrCat("segment ", operand, " contains itself and cannot be used"));
+  }
+  const int depth = deepest + 1;
+  if (depth > kMaxComposeDepth) {
+    return InvalidArgument(
+        field, absl::StrCat("segment ", operand, " nests ", deepest,
+                            " levels deep, so this composition would nest ", depth,
+                            " levels; segments nest at most ", kMaxComposeDepth, " levels"));
+  }
+  if (self_id.empty()) return absl::OkStatus();
+  // The segments that use this one through its latest version get deeper with it.
+  after.Assume(self_id, composed);
+  NestingDepths before(stored);
+  const StoredCompositions::Version* worst = nullptr;
+  int worst_depth = 0;
+  for (const auto& v : stored.versions) {
+    const int now = after.Of(v.id, v.version);
+    if (now <= kMaxComposeDepth || now <= before.Of(v.id, v.version)) continue;
+    if (worst == nullptr || now > worst_depth ||
+        (now == worst_depth && std::tie(v.id, v.version) < std::tie(worst->id, worst->version))) {
+      worst = &v;
+      worst_depth = now;
+    }
+  }
+  if (worst == nullptr) return absl::OkStatus();
+  if (worst_depth >= NestingDepths::kCycle) {
+    return InvalidArgument(field, "a segment cannot contain itself");
+  }
+  const std::string user =
+      Readable(viewer_org, worst->org_id)
+          ? absl::StrCat("segment ", worst->id, " (version ", worst->version, ")")
+          : std::string("a segment of another org");
+  return InvalidArgument(
+      field, absl::StrCat(user, " uses this segment and would nest ", worst_depth,
+                          " levels deep with this composition (", depth, " levels through segment ",
+                          operand, "); segments nest at most ", kMaxComposeDepth, " levels"));
+}
+
+// For a write of `segment` by `actor`: the check, run in the write's transaction, that no
+// composition would nest deeper than evaluation goes; null when the segment is not a composition
+// (only compositions get deeper).
+CompositionCheck NestingCheck(const tenancy::Actor& actor, const SegmentVersion& segment) {
+  if (segment.kind != pb::SEGMENT_KIND_COMPOSED) return nullptr;
+  return [id = segment.id, composed = segment.definition.composed(),
+          viewer = actor.org_id](const StoredCompositions& stored) {
+    return CheckNesting(stored, id, composed, viewer);
+  };
 }
 
 }  // namespace
@@ -463,9 +641,8 @@ absl::Status SegmentService::ReachesSegment(const pb::SegmentRef& ref, const std
   if (ref.segment_id() == target) {
     return InvalidArgument("definition.composed", "a segment cannot contain itself");
   }
-  if (depth > kMaxComposeDepth) {
-    return InvalidArgument("definition.composed", "segments nest too deeply");
-  }
+  // Deeper is refused by CheckNesting, which names the operand and the depth.
+  if (depth > kMaxComposeDepth) return absl::OkStatus();
   MKT_ASSIGN_OR_RETURN(SegmentPtr s, Resolve(ref));
   if (s->kind != pb::SEGMENT_KIND_COMPOSED) return absl::OkStatus();
   for (const auto& op : s->definition.composed().operands()) {
@@ -590,7 +767,7 @@ absl::StatusOr<pb::Segment> SegmentService::CreateSegment(const tenancy::Actor& 
     s.list_size = static_cast<int64_t>(list->cardinality());
   }
   s.created_by = actor.operator_id;
-  MKT_ASSIGN_OR_RETURN(SegmentVersion stored, store_.CreateSegment(s));
+  MKT_ASSIGN_OR_RETURN(SegmentVersion stored, store_.CreateSegment(s, NestingCheck(actor, s)));
   return ToProto(stored);
 }
 
@@ -609,7 +786,13 @@ absl::StatusOr<pb::Segment> SegmentService::UpdateSegment(const tenancy::Actor& 
     if (n < 1 || n > 100) return InvalidArgument("name", "1..100 printable characters");
     s.name = req.name();
   }
-  if (!req.description().empty()) s.description = req.description();
+  if (!req.description().empty()) {
+    if (PrintableUtf8Length(req.description()) < 0) {
+      return InvalidArgument("description", "printable text");
+    }
+    s.description = req.description();
+  }
+  CompositionCheck check;
   if (req.has_definition()) {
     std::shared_ptr<const Roaring> list;
     MKT_RETURN_IF_ERROR(ValidateDefinition(req.definition(), s.org_id, s.id, true, &s.kind, &list));
@@ -621,9 +804,11 @@ absl::StatusOr<pb::Segment> SegmentService::UpdateSegment(const tenancy::Actor& 
       s.list_members = list;
       s.list_size = static_cast<int64_t>(list->cardinality());
     }
+    check = NestingCheck(actor, s);
   }
   s.created_by = actor.operator_id;
-  absl::StatusOr<SegmentVersion> stored = store_.AddSegmentVersion(s, req.expected_version());
+  absl::StatusOr<SegmentVersion> stored =
+      store_.AddSegmentVersion(s, req.expected_version(), check);
   ForgetLatest(req.segment_id());
   if (!stored.ok()) return stored.status();
   return ToProto(*stored);
@@ -679,9 +864,13 @@ absl::StatusOr<pb::PreviewResponse> SegmentService::Preview(const tenancy::Actor
   s.org_id = org;
   std::shared_ptr<const Roaring> list;
   MKT_RETURN_IF_ERROR(ValidateDefinition(req.definition(), org, "", false, &s.kind, &list));
+  if (req.definition().has_composed()) {
+    MKT_ASSIGN_OR_RETURN(StoredCompositions stored, store_.LoadCompositions());
+    MKT_RETURN_IF_ERROR(CheckNesting(stored, "", req.definition().composed(), actor.org_id));
+  }
   s.definition = req.definition();
   s.list_members = list;
-  MKT_ASSIGN_OR_RETURN(Roaring members, Members(s, DayNumber(clock_.Now()), 0));
+  MKT_ASSIGN_OR_RETURN(Roaring members, Members(s, DayNumber(clock_.Now()), 0, s.id));
   members &= index_.Scope(org);
   pb::PreviewResponse out;
   out.set_count(static_cast<int64_t>(members.cardinality()));
@@ -752,8 +941,8 @@ absl::StatusOr<SegmentService::SegmentPtr> SegmentService::ResolveFor(const std:
 }
 
 absl::StatusOr<Roaring> SegmentService::Members(const SegmentVersion& segment, int32_t today,
-                                                int depth) {
-  if (depth > kMaxComposeDepth) return Internal("segments nest too deeply");
+                                                int depth, std::string_view root) {
+  if (depth > kMaxComposeDepth) return TooDeep(root);
   switch (segment.kind) {
     case pb::SEGMENT_KIND_RULE: {
       Roaring members = index_.Evaluate(segment.definition.rule(), today);
@@ -768,7 +957,7 @@ absl::StatusOr<Roaring> SegmentService::Members(const SegmentVersion& segment, i
       Roaring result;
       for (int i = 0; i < c.operands_size(); ++i) {
         MKT_ASSIGN_OR_RETURN(SegmentPtr operand, Resolve(c.operands(i)));
-        MKT_ASSIGN_OR_RETURN(Roaring m, Members(*operand, today, depth + 1));
+        MKT_ASSIGN_OR_RETURN(Roaring m, Members(*operand, today, depth + 1, root));
         if (i == 0) {
           result = std::move(m);
         } else if (c.op() == pb::Composition::UNION) {
@@ -787,8 +976,8 @@ absl::StatusOr<Roaring> SegmentService::Members(const SegmentVersion& segment, i
 }
 
 absl::StatusOr<bool> SegmentService::Contains(const SegmentVersion& segment, uint32_t dense_id,
-                                              int32_t today, int depth) {
-  if (depth > kMaxComposeDepth) return Internal("segments nest too deeply");
+                                              int32_t today, int depth, std::string_view root) {
+  if (depth > kMaxComposeDepth) return TooDeep(root);
   switch (segment.kind) {
     case pb::SEGMENT_KIND_RULE:
       return index_.InScope(segment.org_id, dense_id) &&
@@ -799,7 +988,7 @@ absl::StatusOr<bool> SegmentService::Contains(const SegmentVersion& segment, uin
       const auto& c = segment.definition.composed();
       for (int i = 0; i < c.operands_size(); ++i) {
         MKT_ASSIGN_OR_RETURN(SegmentPtr operand, Resolve(c.operands(i)));
-        MKT_ASSIGN_OR_RETURN(bool in, Contains(*operand, dense_id, today, depth + 1));
+        MKT_ASSIGN_OR_RETURN(bool in, Contains(*operand, dense_id, today, depth + 1, root));
         switch (c.op()) {
           case pb::Composition::UNION:
             if (in) return true;
@@ -824,7 +1013,7 @@ absl::StatusOr<Roaring> SegmentService::MembersFor(const std::string& org,
                                                    const std::string& field, SegmentPtr* resolved) {
   MKT_RETURN_IF_ERROR(CheckOrg(org, "org_id"));
   MKT_ASSIGN_OR_RETURN(SegmentPtr s, ResolveFor(org, ref, field));
-  MKT_ASSIGN_OR_RETURN(Roaring members, Members(*s, DayNumber(clock_.Now()), 0));
+  MKT_ASSIGN_OR_RETURN(Roaring members, Members(*s, DayNumber(clock_.Now()), 0, s->id));
   if (org != tenancy::kFederation) members &= index_.Scope(org);
   if (resolved != nullptr) *resolved = s;
   return members;
@@ -864,7 +1053,7 @@ absl::Status SegmentService::MemberOf(const std::string& org, const std::string&
   for (const SegmentPtr& s : segments) {
     bool in = false;
     if (visible) {
-      MKT_ASSIGN_OR_RETURN(in, Contains(*s, *dense, today, 0));
+      MKT_ASSIGN_OR_RETURN(in, Contains(*s, *dense, today, 0, s->id));
     }
     member->Add(in);
   }
@@ -1002,6 +1191,7 @@ absl::StatusOr<pb::ReadSnapshotResponse> SegmentService::ReadSnapshot(
 
 absl::Status SegmentService::HandleProfileMessage(const kafka::IncomingMessage& message) {
   MKT_ASSIGN_OR_RETURN(marketing::common::v1::Envelope envelope, kafka::ParseEnvelope(message));
+  MKT_RETURN_IF_ERROR(CheckEventId(envelope.event_id()));
   pb::CustomerProfileChanged profile;
   if (!envelope.payload().UnpackTo(&profile)) {
     return InvalidArgument("payload", "not a marketing.segments.v1.CustomerProfileChanged");
@@ -1057,7 +1247,14 @@ absl::Status SegmentService::HandleBusinessEvent(const kafka::IncomingMessage& m
   if (!envelope.payload().UnpackTo(&event)) {
     return InvalidArgument("payload", "not a marketing.events.v1.BusinessEvent");
   }
-  if (event.amount_fen() <= 0) return absl::OkStatus();  // not a transaction
+  if (event.amount_fen() == 0) return absl::OkStatus();  // not a transaction
+  // What cannot be counted is refused like a message that cannot be parsed: a permanent error,
+  // which the consumer logs, counts (by code, in its metrics), dead-letters and steps over.
+  if (event.amount_fen() < 0 || event.amount_fen() > kMaxEventAmountFen) {
+    return InvalidArgument("amount_fen", absl::StrCat("amount_fen ", event.amount_fen(),
+                                                      " is outside 0..", kMaxEventAmountFen));
+  }
+  MKT_RETURN_IF_ERROR(CheckEventId(envelope.event_id()));
   MKT_RETURN_IF_ERROR(CheckCustomerId(event.customer_id(), "customer_id"));
   MKT_RETURN_IF_ERROR(CheckOrg(event.org_id(), "org_id"));
   const absl::Time at = absl::FromUnixSeconds(event.occurred_at().seconds());

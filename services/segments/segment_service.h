@@ -108,7 +108,9 @@ class SegmentService {
   // Resolves a segment `org` may use; NOT_FOUND when it does not exist or is not visible.
   absl::StatusOr<SegmentPtr> ResolveFor(const std::string& org, const pb::SegmentRef& ref,
                                         const std::string& field);
-  absl::StatusOr<Roaring> Members(const SegmentVersion& segment, int32_t today, int depth);
+  // `root` is the segment asked about (named when compositions nest too deeply; "" for a preview).
+  absl::StatusOr<Roaring> Members(const SegmentVersion& segment, int32_t today, int depth,
+                                  std::string_view root);
   // Resolves the segments of a membership question (NOT_FOUND names segments[i]).
   absl::Status ResolveAll(const std::string& org,
                           const google::protobuf::RepeatedPtrField<pb::SegmentRef>& refs,
@@ -118,7 +120,7 @@ class SegmentService {
                         const std::vector<SegmentPtr>& segments, int32_t today,
                         google::protobuf::RepeatedField<bool>* member);
   absl::StatusOr<bool> Contains(const SegmentVersion& segment, uint32_t dense_id, int32_t today,
-                                int depth);
+                                int depth, std::string_view root);
   // Members of the segment as seen by `org` (scoped to its customers).
   absl::StatusOr<Roaring> MembersFor(const std::string& org, const pb::SegmentRef& ref,
                                      const std::string& field, SegmentPtr* resolved = nullptr);

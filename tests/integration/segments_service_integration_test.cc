@@ -1,8 +1,10 @@
 // The segments service against a real PostgreSQL: CSV imports (good rows in, bad rows reported by
 // line, no row and no failed import half-applied), tenant isolation of tags and segments (read,
-// list, use in a rule, membership), segment versions pinned by callers, profile messages (dedupe,
-// ordering, ownership), snapshots read in pages, RFM scoring written back as tags, and the index
-// rebuilt from the database matching the one kept current.
+// list, use in a rule, membership), segment versions pinned by callers, how deep compositions may
+// nest, text checks on update, profile messages (dedupe, ordering, ownership), snapshots read in
+// pages, RFM aggregates (bounded amounts, saturating sums) and scoring written back as tags, and
+// the index rebuilt from the database matching the one kept current.
+#include <limits>
 #include <map>
 #include <memory>
 #include <set>
@@ -13,6 +15,7 @@
 #include "absl/time/clock.h"
 #include "gtest/gtest.h"
 #include "libs/core/ids.h"
+#include "libs/core/money.h"
 #include "libs/core/status.h"
 #include "libs/kafka/outbox.h"
 #include "libs/pg/migrations.h"
@@ -116,6 +119,37 @@ class SegmentsServiceTest : public ::testing::Test {
     *req.mutable_segment() = ref;
     MKT_ASSIGN_OR_RETURN(pb::CountResponse resp, service_->Count(req));
     return resp.count();
+  }
+
+  // A segment `{"composed":{"op":"UNION","operands":[operand]}}` of fed; "" (and a failure) when
+  // refused.
+  std::string CreateUnion(const std::string& operand) {
+    pb::CreateSegmentRequest req;
+    req.set_name("union of " + operand);
+    req.mutable_definition()->mutable_composed()->set_op(pb::Composition::UNION);
+    *req.mutable_definition()->mutable_composed()->add_operands() = Ref(operand);
+    auto s = service_->CreateSegment(Operator("fed"), req);
+    EXPECT_TRUE(s.ok()) << s.status();
+    return s.ok() ? s->id() : "";
+  }
+
+  kafka::IncomingMessage BusinessEventMessage(const std::string& customer_id, int64_t amount_fen,
+                                              const std::string& event_id = NewEventId()) {
+    marketing::events::v1::BusinessEvent ev;
+    ev.set_source("card");
+    ev.set_source_event_id(event_id);
+    ev.set_event_type("credit_card.spend");
+    ev.set_customer_id(customer_id);
+    ev.set_org_id("bank-a");
+    ev.set_amount_fen(amount_fen);
+    ev.mutable_occurred_at()->set_seconds(absl::ToUnixSeconds(absl::Now()));
+    auto envelope = kafka::MakeEnvelope("events.BusinessEvent", "bank-a", "t", ev);
+    envelope.set_event_id(event_id);
+    kafka::IncomingMessage m;
+    m.topic = "mkt.business-events.v1";
+    m.key = customer_id;
+    m.value = envelope.SerializeAsString();
+    return m;
   }
 
   kafka::IncomingMessage ProfileMessage(const pb::CustomerProfileChanged& profile,
@@ -460,6 +494,115 @@ TEST_F(SegmentsServiceTest, ListAndComposedSegmentsAndSnapshotPages) {
   EXPECT_EQ(pages, static_cast<int>((want.size() + 36) / 37));
 }
 
+TEST_F(SegmentsServiceTest, CompositionsNestAtMostEightLevels) {
+  Import("fed", "customer_id,age\nc-30,30\n");
+  // chain[0] is a rule; chain[k] is the union of chain[k-1], nesting k levels deep.
+  std::vector<std::string> chain = {CreateRule("fed", Compare("age", pb::GE, 25))};
+  for (int k = 1; k <= 8; ++k) chain.push_back(CreateUnion(chain.back()));
+  EXPECT_EQ(*CountOf("fed", Ref(chain[8])), 1);
+  const int64_t segments = Sql("SELECT count(*) FROM segment_versions");
+
+  // A ninth level is refused on create, naming the operand and the depth; nothing is stored.
+  pb::CreateSegmentRequest nine;
+  nine.set_name("nine levels");
+  nine.mutable_definition()->mutable_composed()->set_op(pb::Composition::UNION);
+  *nine.mutable_definition()->mutable_composed()->add_operands() = Ref(chain[0]);
+  *nine.mutable_definition()->mutable_composed()->add_operands() = Ref(chain[8]);
+  auto refused = service_->CreateSegment(Operator("fed"), nine);
+  ASSERT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument) << refused.status();
+  EXPECT_EQ(FieldOf(refused.status()), "definition.composed.operands[1]");
+  EXPECT_NE(refused.status().message().find(chain[8]), std::string::npos) << refused.status();
+  EXPECT_NE(refused.status().message().find("9 levels"), std::string::npos) << refused.status();
+  EXPECT_EQ(Sql("SELECT count(*) FROM segment_versions"), segments);
+  // So is a preview of it.
+  pb::PreviewRequest preview;
+  preview.set_org_id("fed");
+  *preview.mutable_definition() = nine.definition();
+  auto previewed = service_->Preview(Operator("fed"), preview);
+  EXPECT_EQ(previewed.status().code(), absl::StatusCode::kInvalidArgument) << previewed.status();
+  EXPECT_EQ(FieldOf(previewed.status()), "definition.composed.operands[1]");
+
+  // Turning a leaf into a composition counts the segments that use it: parents[k] nests k levels
+  // above `leaf`, so `leaf` may become at most one level deep.
+  const std::string leaf = CreateRule("fed", Compare("age", pb::GE, 50));
+  std::vector<std::string> parents = {leaf};
+  for (int k = 1; k <= 7; ++k) parents.push_back(CreateUnion(parents.back()));
+  pb::UpdateSegmentRequest deeper;
+  deeper.set_segment_id(leaf);
+  deeper.mutable_definition()->mutable_composed()->set_op(pb::Composition::UNION);
+  *deeper.mutable_definition()->mutable_composed()->add_operands() = Ref(chain[1]);
+  auto updated = service_->UpdateSegment(Operator("fed"), deeper);
+  ASSERT_EQ(updated.status().code(), absl::StatusCode::kInvalidArgument) << updated.status();
+  EXPECT_EQ(FieldOf(updated.status()), "definition.composed.operands[0]");
+  EXPECT_NE(updated.status().message().find(parents[7]), std::string::npos) << updated.status();
+  EXPECT_NE(updated.status().message().find("9 levels"), std::string::npos) << updated.status();
+  pb::GetSegmentRequest get;
+  get.mutable_segment()->set_segment_id(leaf);
+  EXPECT_EQ(service_->GetSegment(Operator("fed"), get)->latest_version(), 1);
+  EXPECT_EQ(*CountOf("fed", Ref(parents[7])), 0);
+  // One level is within the limit.
+  *deeper.mutable_definition()->mutable_composed()->mutable_operands(0) = Ref(chain[0]);
+  updated = service_->UpdateSegment(Operator("fed"), deeper);
+  ASSERT_TRUE(updated.ok()) << updated.status();
+  EXPECT_EQ(*CountOf("fed", Ref(parents[7])), 1);
+  EXPECT_EQ(*Members("fed", "c-30", {Ref(parents[7])}), std::vector<bool>{true});
+
+  // A composition stored too deep before these checks is a FAILED_PRECONDITION naming it
+  // wherever it is evaluated, and cannot be used in a new composition.
+  SegmentVersion old;
+  old.id = "seg-too-deep";
+  old.org_id = "fed";
+  old.name = "stored before the depth check";
+  old.kind = pb::SEGMENT_KIND_COMPOSED;
+  old.definition.mutable_composed()->set_op(pb::Composition::UNION);
+  *old.definition.mutable_composed()->add_operands() = Ref(chain[8]);
+  old.created_by = "op-fed";
+  ASSERT_TRUE(store_->CreateSegment(old).ok());
+  absl::Status count = CountOf("fed", Ref(old.id)).status();
+  EXPECT_EQ(count.code(), absl::StatusCode::kFailedPrecondition) << count;
+  EXPECT_NE(count.message().find(old.id), std::string::npos) << count;
+  absl::Status member = Members("fed", "c-30", {Ref(chain[8]), Ref(old.id)}).status();
+  EXPECT_EQ(member.code(), absl::StatusCode::kFailedPrecondition) << member;
+  EXPECT_NE(member.message().find(old.id), std::string::npos) << member;
+  *preview.mutable_definition()->mutable_composed()->mutable_operands(1) = Ref(old.id);
+  previewed = service_->Preview(Operator("fed"), preview);
+  EXPECT_EQ(previewed.status().code(), absl::StatusCode::kInvalidArgument) << previewed.status();
+  EXPECT_EQ(FieldOf(previewed.status()), "definition.composed.operands[1]");
+}
+
+TEST_F(SegmentsServiceTest, UpdateChecksTextLikeCreate) {
+  const std::string id = CreateRule("fed", Compare("age", pb::GE, 25));
+  for (const std::string& bad :
+       {std::string("bell\x07"), std::string("nul\0x", 5), std::string("\xff")}) {
+    pb::CreateSegmentRequest create;
+    create.set_name("fine");
+    create.set_description(bad);
+    *create.mutable_definition()->mutable_rule() = Compare("age", pb::GE, 25);
+    auto created = service_->CreateSegment(Operator("fed"), create);
+    EXPECT_EQ(created.status().code(), absl::StatusCode::kInvalidArgument) << created.status();
+    EXPECT_EQ(FieldOf(created.status()), "description");
+
+    pb::UpdateSegmentRequest update;
+    update.set_segment_id(id);
+    update.set_description(bad);
+    auto updated = service_->UpdateSegment(Operator("fed"), update);
+    EXPECT_EQ(updated.status().code(), absl::StatusCode::kInvalidArgument) << updated.status();
+    EXPECT_EQ(FieldOf(updated.status()), "description");
+    update.set_description("");
+    update.set_name(bad);
+    updated = service_->UpdateSegment(Operator("fed"), update);
+    EXPECT_EQ(updated.status().code(), absl::StatusCode::kInvalidArgument) << updated.status();
+    EXPECT_EQ(FieldOf(updated.status()), "name");
+  }
+  EXPECT_EQ(Sql("SELECT count(*) FROM segment_versions"), 1);
+  pb::UpdateSegmentRequest good;
+  good.set_segment_id(id);
+  good.set_description("customers aged 25 and over");
+  auto updated = service_->UpdateSegment(Operator("fed"), good);
+  ASSERT_TRUE(updated.ok()) << updated.status();
+  EXPECT_EQ(updated->description(), "customers aged 25 and over");
+}
+
 TEST_F(SegmentsServiceTest, ProfileMessagesDedupeOrderAndOwnership) {
   const std::string seg = CreateRule("fed", Compare("age", pb::GE, 30));
   pb::CustomerProfileChanged p;
@@ -554,6 +697,51 @@ TEST_F(SegmentsServiceTest, RfmScoresBecomeTagsUsableInRules) {
   const std::string seg = CreateRule("bank-a", rule);
   EXPECT_EQ(*Members("bank-a", "r-9", {Ref(seg)}), std::vector<bool>{true});
   EXPECT_EQ(*Members("bank-a", "r-0", {Ref(seg)}), std::vector<bool>{false});
+}
+
+TEST_F(SegmentsServiceTest, RfmAggregatesRefuseOutOfRangeEventsAndHoldAtTheMaximum) {
+  auto amount = [&] { return Sql("SELECT amount_fen FROM rfm_aggregates"); };
+  constexpr int64_t kMax = std::numeric_limits<int64_t>::max();
+  // Amounts outside 0..kMaxEventAmountFen and malformed text are permanent errors (the consumer
+  // dead-letters them and goes on) that change nothing; the next event is applied.
+  const std::vector<std::pair<kafka::IncomingMessage, std::string>> refused = {
+      {BusinessEventMessage("r-1", kMaxEventAmountFen + 1), "amount_fen"},
+      {BusinessEventMessage("r-1", kMax), "amount_fen"},
+      {BusinessEventMessage("r-1", -100), "amount_fen"},
+      {BusinessEventMessage("r-1", 100, std::string("ev\0nul", 6)), "event_id"},
+      {BusinessEventMessage(std::string("r-\0", 3), 100), "customer_id"},
+      // Not UTF-8: protobuf may already refuse to parse it; either way it is refused.
+      {BusinessEventMessage("r-\xc3\x28", 100), ""},
+  };
+  for (const auto& [message, field] : refused) {
+    absl::Status s = service_->HandleBusinessEvent(message);
+    EXPECT_TRUE(kafka::IsPermanent(s)) << s;
+    if (!field.empty()) {
+      EXPECT_EQ(FieldOf(s), field) << s;
+    }
+    EXPECT_EQ(Sql("SELECT count(*) FROM rfm_aggregates"), 0);
+  }
+  EXPECT_EQ(Sql("SELECT count(*) FROM processed_events"), 0);
+  ASSERT_TRUE(service_->HandleBusinessEvent(BusinessEventMessage("r-1", kMaxEventAmountFen)).ok());
+  EXPECT_EQ(amount(), kMaxEventAmountFen);
+
+  // An aggregate already near the maximum (older data) holds there instead of overflowing.
+  Sql("UPDATE rfm_aggregates SET amount_fen = 9223372036854775000");
+  for (int i = 0; i < 2; ++i) {
+    absl::Status s = service_->HandleBusinessEvent(BusinessEventMessage("r-1", kMaxEventAmountFen));
+    ASSERT_TRUE(s.ok()) << s;
+    EXPECT_EQ(amount(), kMax);
+  }
+  EXPECT_EQ(Sql("SELECT txn_count FROM rfm_aggregates"), 3);
+  // Whatever reaches the store directly saturates too.
+  for (const char* event : {"direct-1", "direct-2"}) {
+    auto recorded = store_->RecordTransaction(kRfmConsumer, event, "r-2", "bank-a", kMax, 20000);
+    ASSERT_TRUE(recorded.ok()) << recorded.status();
+  }
+  EXPECT_EQ(Sql("SELECT min(amount_fen) FROM rfm_aggregates"), kMax);
+  auto scored = service_->ScoreRfm();
+  ASSERT_TRUE(scored.ok()) << scored.status();
+  EXPECT_EQ(*scored, 2);
 }
 
 TEST_F(SegmentsServiceTest, RebuiltIndexAnswersLikeTheLiveOne) {
