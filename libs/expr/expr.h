@@ -10,8 +10,8 @@
 //   Compile() typed AST → Program: a flat array of nodes with field slots and constants resolved,
 //             evaluated against an Activation (the event at hand) without allocation.
 //
-// Grammar (a superset of what services/campaigns/trigger_expression.h accepts, so that campaigns
-// can switch to this library):
+// Grammar (the campaigns service checks trigger expressions with this parser too, see
+// services/campaigns/trigger_expression.h):
 //   expr  := or
 //   or    := and (("||" | "or") and)*
 //   and   := not (("&&" | "and") not)*

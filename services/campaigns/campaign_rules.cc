@@ -1,6 +1,9 @@
 #include "services/campaigns/campaign_rules.h"
 
+#include <algorithm>
+#include <iterator>
 #include <set>
+#include <utility>
 
 #include "absl/status/status.h"
 #include "libs/core/text.h"
@@ -175,6 +178,54 @@ void CheckQuantity(const std::string& field, int64_t quantity, FieldErrors& erro
   }
 }
 
+// What one item of a points exchange costs: at least a point (a price of 0 or less would make the
+// exchange free, as nothing is spent), at most kMaxPricePoints.
+void CheckPrice(const std::string& field, int64_t price_points, FieldErrors& errors) {
+  if (price_points <= 0) {
+    errors.Add(field, "must be at least 1 (the points one exchange of this item costs)");
+  } else if (price_points > kMaxPricePoints) {
+    errors.Add(field, "must be at most " + std::to_string(kMaxPricePoints));
+  }
+}
+
+// The reward of an event campaign, in the form the events service turns into a rule's reward
+// (services/events/events_service.cc RuleFromCampaign): its benefit_template_id names the ledger
+// asset granted (POINTS, CASH_FEN or LOTTERY_CHANCE; the events service grants nothing else) and
+// it uses one item only, so a second one would silently grant nothing.
+void CheckEventRewards(const pb::CampaignConfig& c, FieldErrors& errors) {
+  if (c.rewards().size() > 1) {
+    errors.Add("rewards",
+               "an event campaign grants one reward item per matching event; keep one (the events "
+               "service would ignore the others)");
+  }
+  static const std::pair<const char*, pb::RewardKind> kAssets[] = {
+      {"POINTS", pb::REWARD_KIND_POINTS},
+      {"CASH_FEN", pb::REWARD_KIND_CASH_FEN},
+      {"LOTTERY_CHANCE", pb::REWARD_KIND_LOTTERY_CHANCE},
+  };
+  for (int i = 0; i < c.rewards().size() && i < kMaxRewardItems; ++i) {
+    const pb::RewardItem& r = c.rewards(i);
+    const std::string field = Indexed("rewards", i, "benefit_template_id");
+    const auto* asset = std::find_if(std::begin(kAssets), std::end(kAssets), [&](const auto& a) {
+      return r.benefit_template_id() == a.first;
+    });
+    if (r.benefit_template_id().empty()) {
+      errors.Add(field, "is required: POINTS, CASH_FEN or LOTTERY_CHANCE");
+    } else if (asset == std::end(kAssets)) {
+      const bool printable =
+          r.benefit_template_id().size() <= 64 && PrintableUtf8Length(r.benefit_template_id()) >= 0;
+      errors.Add(field,
+                 "an event campaign grants POINTS, CASH_FEN or LOTTERY_CHANCE (the asset "
+                 "itself, not a benefit template)" +
+                     (printable ? ", not '" + r.benefit_template_id() + "'" : std::string()));
+    } else if (r.kind() != asset->second) {
+      errors.Add(Indexed("rewards", i, "kind"), "must be " + pb::RewardKind_Name(asset->second) +
+                                                    " for a " + asset->first + " reward");
+    }
+    CheckQuantity(Indexed("rewards", i, "quantity"), r.quantity(), errors);
+  }
+}
+
 void CheckRulesAndRewards(const pb::CampaignConfig& c, const ValidationContext& ctx,
                           FieldErrors& errors) {
   if (c.type() == pb::EVENT_TRIGGER || !c.trigger_expression().empty()) {
@@ -192,6 +243,12 @@ void CheckRulesAndRewards(const pb::CampaignConfig& c, const ValidationContext& 
   };
   for (const auto& [field, value] : limits) {
     if (value < 0) errors.Add(field, "must not be negative (0 means no limit)");
+  }
+  if (l.free_draws_per_day() < 0) {
+    errors.Add("limits.free_draws_per_day", "must not be negative (0 means no free draws)");
+  }
+  if (l.chances_per_draw() < 0) {
+    errors.Add("limits.chances_per_draw", "must not be negative (0 means 1 chance a draw)");
   }
   if (l.per_customer_daily() > 0 && l.per_customer_weekly() > 0 &&
       l.per_customer_daily() > l.per_customer_weekly()) {
@@ -212,6 +269,7 @@ void CheckRulesAndRewards(const pb::CampaignConfig& c, const ValidationContext& 
     }
     int64_t total_bp = 0;
     std::set<std::string> names;
+    int fallback = -1;
     for (int i = 0; i < c.prizes().size() && i < kMaxPrizes; ++i) {
       const pb::Prize& p = c.prizes(i);
       CheckLabel(errors, Indexed("prizes", i, "name"), p.name(), 32, true);
@@ -225,6 +283,22 @@ void CheckRulesAndRewards(const pb::CampaignConfig& c, const ValidationContext& 
         errors.Add(Indexed("prizes", i, "probability_bp"), "must be between 1 and 10000");
       } else {
         total_bp += p.probability_bp();
+      }
+      if (p.stock() < 0) {
+        errors.Add(Indexed("prizes", i, "stock"), "must not be negative (0 means no limit)");
+      }
+      if (p.daily_release_cap() < 0) {
+        errors.Add(Indexed("prizes", i, "daily_release_cap"),
+                   "must not be negative (0 means no daily cap)");
+      }
+      if (p.fallback()) {
+        if (fallback >= 0) {
+          errors.Add(Indexed("prizes", i, "fallback"),
+                     "prizes[" + std::to_string(fallback) +
+                         "] is already the fallback; a prize table has at most one");
+        } else {
+          fallback = i;
+        }
       }
     }
     if (total_bp > kFullProbabilityBp) {
@@ -252,10 +326,17 @@ void CheckRulesAndRewards(const pb::CampaignConfig& c, const ValidationContext& 
     if (c.rewards().size() > kMaxRewardItems) {
       errors.Add("rewards", "at most " + std::to_string(kMaxRewardItems) + " reward items");
     }
-    for (int i = 0; i < c.rewards().size() && i < kMaxRewardItems; ++i) {
-      CheckBenefit(Indexed("rewards", i, "benefit_template_id"), c.rewards(i).benefit_template_id(),
-                   ctx, errors);
-      CheckQuantity(Indexed("rewards", i, "quantity"), c.rewards(i).quantity(), errors);
+    if (c.type() == pb::EVENT_TRIGGER) {
+      CheckEventRewards(c, errors);
+    } else {
+      for (int i = 0; i < c.rewards().size() && i < kMaxRewardItems; ++i) {
+        CheckBenefit(Indexed("rewards", i, "benefit_template_id"),
+                     c.rewards(i).benefit_template_id(), ctx, errors);
+        CheckQuantity(Indexed("rewards", i, "quantity"), c.rewards(i).quantity(), errors);
+        if (c.type() == pb::POINTS_EXCHANGE) {
+          CheckPrice(Indexed("rewards", i, "price_points"), c.rewards(i).price_points(), errors);
+        }
+      }
     }
   }
   CheckGrowthTiers(c, errors);

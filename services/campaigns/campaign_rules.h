@@ -28,6 +28,8 @@ inline constexpr int kMaxPrizes = 50;
 inline constexpr int kMaxChannels = 10;
 inline constexpr int kMaxPriority = 1000;
 inline constexpr int32_t kFullProbabilityBp = 10000;
+// POINTS_EXCHANGE: the highest price of one item, in points.
+inline constexpr int64_t kMaxPricePoints = 1'000'000'000;
 // The whole configuration as stored (protobuf bytes); guards the database and the change topic.
 inline constexpr size_t kMaxConfigBytes = 64 * 1024;
 

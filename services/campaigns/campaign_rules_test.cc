@@ -1,6 +1,10 @@
 #include "services/campaigns/campaign_rules.h"
 
 #include <algorithm>
+#include <functional>
+#include <string>
+#include <utility>
+#include <vector>
 
 #include "absl/time/clock.h"
 #include "gtest/gtest.h"
@@ -127,9 +131,20 @@ TEST_F(CampaignRulesTest, NegativeLimitsAndUnknownBenefitsAreFieldErrors) {
   EXPECT_EQ(errors.size(), 5u) << errors.ToStatus();
 }
 
-TEST_F(CampaignRulesTest, EventCampaignsNeedAWellFormedTrigger) {
-  auto c = CompleteCoupon("x", now_, now_ + absl::Hours(1));
+// A complete event campaign: the reward in the form the events service grants (the asset).
+pb::CampaignConfig CompleteEvent(absl::Time start, absl::Time end) {
+  auto c = CompleteCoupon("Deposit bonus", start, end);
   c.set_type(pb::EVENT_TRIGGER);
+  c.set_trigger_expression("event.type == \"deposit\" && event.amount_fen >= 100000");
+  c.mutable_rewards(0)->set_benefit_template_id("POINTS");
+  c.mutable_rewards(0)->set_kind(pb::REWARD_KIND_POINTS);
+  c.mutable_rewards(0)->set_quantity(200);
+  return c;
+}
+
+TEST_F(CampaignRulesTest, EventCampaignsNeedAWellFormedTrigger) {
+  auto c = CompleteEvent(now_, now_ + absl::Hours(1));
+  c.clear_trigger_expression();
   EXPECT_TRUE(Has(ValidateStep(pb::STEP_RULES_REWARDS, c, context_), "trigger_expression",
                   "needs a trigger"));
   c.set_trigger_expression("(event.type == \"deposit\"");
@@ -137,6 +152,230 @@ TEST_F(CampaignRulesTest, EventCampaignsNeedAWellFormedTrigger) {
       Has(ValidateStep(pb::STEP_RULES_REWARDS, c, context_), "trigger_expression", "unbalanced"));
   c.set_trigger_expression("event.type == \"deposit\" && event.amount_fen >= 100000");
   EXPECT_TRUE(ValidateStep(pb::STEP_RULES_REWARDS, c, context_).empty());
+  FieldErrors errors = ValidateForSubmission(c, context_);
+  EXPECT_TRUE(errors.empty()) << errors.ToStatus();
+}
+
+// The JSON body "trigger_expression": "event.type == \"a\u0000\"" used to pass and then fail as
+// jsonb (an INTERNAL error); it is a field error now, with the position.
+TEST_F(CampaignRulesTest, ATriggerExpressionWithNulIsAFieldError) {
+  auto c = CompleteEvent(now_, now_ + absl::Hours(1));
+  c.set_trigger_expression(std::string("event.type == \"a\0\"", 18));
+  FieldErrors errors = ValidateStep(pb::STEP_RULES_REWARDS, c, context_);
+  EXPECT_TRUE(Has(errors, "trigger_expression", "control character U+0000")) << errors.ToStatus();
+  EXPECT_TRUE(Has(errors, "trigger_expression", "at character 17"));
+  EXPECT_EQ(errors.size(), 1u) << errors.ToStatus();
+  EXPECT_EQ(errors.ToStatus().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(FieldOf(errors.ToStatus()), "trigger_expression");
+}
+
+// What the events service compiles (services/events/events_service.cc RuleFromCampaign): the
+// documented customer.tag("x") form, one pinned event type, and one reward naming the asset.
+TEST_F(CampaignRulesTest, EventCampaignsAreCheckedAsTheEventsServiceCompilesThem) {
+  auto c = CompleteEvent(now_, now_ + absl::Hours(1));
+  c.set_trigger_expression(
+      "event.type == \"loan.disbursed\" && customer.tag(\"age\") < 35 && amount_fen >= 1000000");
+  EXPECT_TRUE(ValidateStep(pb::STEP_RULES_REWARDS, c, context_).empty())
+      << ValidateStep(pb::STEP_RULES_REWARDS, c, context_).ToStatus();
+
+  c.set_trigger_expression("event.amount_fen >= 1000000");  // which event type?
+  EXPECT_TRUE(Has(ValidateStep(pb::STEP_RULES_REWARDS, c, context_), "trigger_expression",
+                  "must require one event type"));
+  c.set_trigger_expression("event.type == 'a' || event.type == 'b'");
+  EXPECT_TRUE(Has(ValidateStep(pb::STEP_RULES_REWARDS, c, context_), "trigger_expression",
+                  "must require one event type"));
+  c.set_trigger_expression("event.type == 'deposit' && event.amount_fen > 'a lot'");
+  EXPECT_TRUE(Has(ValidateStep(pb::STEP_RULES_REWARDS, c, context_), "trigger_expression",
+                  "cannot compare number"));
+  c.set_trigger_expression("event.type == 'deposit'");
+
+  // A benefit template is not what an event campaign grants: the events service would skip it
+  // and grant nothing.
+  c.mutable_rewards(0)->set_benefit_template_id("bt-coupon-50");
+  c.mutable_rewards(0)->set_kind(pb::REWARD_KIND_COUPON);
+  FieldErrors errors = ValidateStep(pb::STEP_RULES_REWARDS, c, context_);
+  EXPECT_TRUE(Has(errors, "rewards[0].benefit_template_id",
+                  "POINTS, CASH_FEN or LOTTERY_CHANCE (the asset itself, not a benefit template), "
+                  "not 'bt-coupon-50'"))
+      << errors.ToStatus();
+  EXPECT_EQ(errors.size(), 1u) << errors.ToStatus();
+
+  // The asset, with a kind that says otherwise.
+  c.mutable_rewards(0)->set_benefit_template_id("CASH_FEN");
+  errors = ValidateStep(pb::STEP_RULES_REWARDS, c, context_);
+  EXPECT_TRUE(Has(errors, "rewards[0].kind", "must be REWARD_KIND_CASH_FEN for a CASH_FEN reward"))
+      << errors.ToStatus();
+  c.mutable_rewards(0)->set_kind(pb::REWARD_KIND_CASH_FEN);
+  EXPECT_TRUE(ValidateStep(pb::STEP_RULES_REWARDS, c, context_).empty());
+
+  // Only the first item would be granted.
+  auto* second = c.add_rewards();
+  second->set_benefit_template_id("LOTTERY_CHANCE");
+  second->set_kind(pb::REWARD_KIND_LOTTERY_CHANCE);
+  second->set_quantity(1);
+  errors = ValidateStep(pb::STEP_RULES_REWARDS, c, context_);
+  EXPECT_TRUE(Has(errors, "rewards", "one reward item per matching event")) << errors.ToStatus();
+  EXPECT_EQ(errors.size(), 1u) << errors.ToStatus();
+
+  c.mutable_rewards()->RemoveLast();
+  c.mutable_rewards(0)->set_quantity(0);
+  EXPECT_TRUE(Has(ValidateStep(pb::STEP_RULES_REWARDS, c, context_), "rewards[0].quantity"));
+}
+
+// A points exchange spends an item's price_points only when it is positive: 0 or less would be a
+// free exchange.
+TEST_F(CampaignRulesTest, PointsExchangeItemsNeedAPrice) {
+  auto c = CompleteCoupon("Exchange", now_, now_ + absl::Hours(1));
+  c.set_type(pb::POINTS_EXCHANGE);
+  auto* gift = c.add_rewards();
+  gift->set_benefit_template_id("bt-a-gift");
+  gift->set_quantity(1);
+  gift->set_price_points(800);
+  FieldErrors errors = ValidateStep(pb::STEP_RULES_REWARDS, c, context_);
+  EXPECT_TRUE(Has(errors, "rewards[0].price_points", "at least 1")) << errors.ToStatus();
+  EXPECT_EQ(errors.size(), 1u) << errors.ToStatus();
+
+  for (int64_t price : {int64_t{-500}, int64_t{0}}) {
+    c.mutable_rewards(0)->set_price_points(price);
+    EXPECT_TRUE(Has(ValidateStep(pb::STEP_RULES_REWARDS, c, context_), "rewards[0].price_points",
+                    "at least 1"))
+        << price;
+  }
+  c.mutable_rewards(0)->set_price_points(kMaxPricePoints + 1);
+  EXPECT_TRUE(Has(ValidateStep(pb::STEP_RULES_REWARDS, c, context_), "rewards[0].price_points",
+                  "at most 1000000000"));
+  for (int64_t price : {int64_t{1}, kMaxPricePoints}) {
+    c.mutable_rewards(0)->set_price_points(price);
+    errors = ValidateForSubmission(c, context_);
+    EXPECT_TRUE(errors.empty()) << price << ": " << errors.ToStatus();
+  }
+}
+
+// Negative stock or daily caps used to mean "no limit", negative draw settings the defaults, and
+// a second fallback prize was never used: each is a field error now; 0 keeps its meaning.
+TEST_F(CampaignRulesTest, LotteryLimitsMayNotBeNegativeAndOneFallbackAtMost) {
+  auto c = CompleteCoupon("Draw", now_, now_ + absl::Hours(1));
+  c.set_type(pb::LOTTERY);
+  c.clear_rewards();
+  for (const char* name : {"top", "middle", "consolation"}) {
+    auto* p = c.add_prizes();
+    p->set_name(name);
+    p->set_benefit_template_id("bt-points-100");
+    p->set_quantity(1);
+    p->set_probability_bp(1000);
+  }
+  c.mutable_prizes(0)->set_stock(20);
+  c.mutable_prizes(0)->set_daily_release_cap(5);
+  c.mutable_prizes(2)->set_fallback(true);
+  c.mutable_limits()->set_free_draws_per_day(1);
+  c.mutable_limits()->set_chances_per_draw(2);
+  FieldErrors errors = ValidateForSubmission(c, context_);
+  EXPECT_TRUE(errors.empty()) << errors.ToStatus();
+
+  c.mutable_prizes(1)->set_stock(-1);
+  c.mutable_prizes(1)->set_daily_release_cap(-5);
+  c.mutable_prizes(1)->set_fallback(true);
+  c.mutable_limits()->set_free_draws_per_day(-1);
+  c.mutable_limits()->set_chances_per_draw(-2);
+  errors = ValidateStep(pb::STEP_RULES_REWARDS, c, context_);
+  EXPECT_EQ(Fields(errors),
+            (std::vector<std::string>{"limits.free_draws_per_day", "limits.chances_per_draw",
+                                      "prizes[1].stock", "prizes[1].daily_release_cap",
+                                      "prizes[2].fallback"}))
+      << errors.ToStatus();
+  EXPECT_TRUE(Has(errors, "prizes[1].stock", "must not be negative (0 means no limit)"));
+  EXPECT_TRUE(Has(errors, "prizes[1].daily_release_cap", "0 means no daily cap"));
+  EXPECT_TRUE(Has(errors, "prizes[2].fallback", "prizes[1] is already the fallback"));
+  EXPECT_TRUE(Has(errors, "limits.free_draws_per_day", "0 means no free draws"));
+  EXPECT_TRUE(Has(errors, "limits.chances_per_draw", "0 means 1 chance"));
+  EXPECT_EQ(FieldOf(errors.ToStatus()), "limits.free_draws_per_day");
+}
+
+// Every free-text field of a configuration ends up in the campaign's jsonb body, which cannot hold
+// a NUL: each one, in every configuration shape, refuses it as a field error on that very field.
+// Walks the message by reflection, so a string field added later without a check fails here.
+TEST_F(CampaignRulesTest, EveryTextFieldRefusesNul) {
+  auto coupon = CompleteCoupon("Coupons", now_, now_ + absl::Hours(1));
+  coupon.set_plan_id("plan-1");
+  coupon.set_description("All customers");
+  coupon.set_exclusion_group("spring");
+  coupon.mutable_audience()->add_exclude()->set_segment_id("seg-a2");
+
+  auto lottery = CompleteCoupon("Draw", now_, now_ + absl::Hours(1));
+  lottery.set_type(pb::LOTTERY);
+  lottery.clear_rewards();
+  auto* prize = lottery.add_prizes();
+  prize->set_name("top");
+  prize->set_benefit_template_id("bt-points-100");
+  prize->set_quantity(1);
+  prize->set_probability_bp(1000);
+
+  auto task = CompleteCoupon("Grow", now_, now_ + absl::Hours(1));
+  task.set_type(pb::ASSET_GROWTH_TASK);
+  task.clear_rewards();
+  auto* tier = task.add_growth_tiers();
+  tier->set_min_growth_fen(1'000'000);
+  auto* tier_reward = tier->add_rewards();
+  tier_reward->set_benefit_template_id("bt-points-100");
+  tier_reward->set_kind(pb::REWARD_KIND_POINTS);
+  tier_reward->set_quantity(10);
+
+  int checked = 0;
+  for (const pb::CampaignConfig& base :
+       {coupon, lottery, task, CompleteEvent(now_, now_ + absl::Hours(1))}) {
+    ASSERT_TRUE(ValidateForSubmission(base, context_).empty())
+        << ValidateForSubmission(base, context_).ToStatus();
+    // Every string field of every message present in `base`, with its path as errors name it.
+    std::vector<std::pair<std::string, std::function<void(pb::CampaignConfig&)>>> fields;
+    std::function<void(const google::protobuf::Message&, const std::string&,
+                       std::function<google::protobuf::Message*(pb::CampaignConfig&)>)>
+        walk = [&](const google::protobuf::Message& m, const std::string& prefix,
+                   std::function<google::protobuf::Message*(pb::CampaignConfig&)> locate) {
+          const auto* d = m.GetDescriptor();
+          const auto* r = m.GetReflection();
+          for (int i = 0; i < d->field_count(); ++i) {
+            const auto* f = d->field(i);
+            const std::string path = prefix + f->name();
+            if (f->type() == google::protobuf::FieldDescriptor::TYPE_STRING) {
+              ASSERT_FALSE(f->is_repeated()) << path << ": a repeated string nobody checks yet";
+              fields.emplace_back(path, [=](pb::CampaignConfig& c) {
+                google::protobuf::Message* target = locate(c);
+                const std::string value = target->GetReflection()->GetString(*target, f);
+                target->GetReflection()->SetString(target, f, value + std::string("\0x", 2));
+              });
+            } else if (f->type() == google::protobuf::FieldDescriptor::TYPE_MESSAGE &&
+                       f->message_type()->file() == d->file()) {
+              if (f->is_repeated()) {
+                for (int k = 0; k < r->FieldSize(m, f); ++k) {
+                  walk(r->GetRepeatedMessage(m, f, k), path + "[" + std::to_string(k) + "].",
+                       [=](pb::CampaignConfig& c) {
+                         google::protobuf::Message* parent = locate(c);
+                         return parent->GetReflection()->MutableRepeatedMessage(parent, f, k);
+                       });
+                }
+              } else if (r->HasField(m, f)) {
+                walk(r->GetMessage(m, f), path + ".", [=](pb::CampaignConfig& c) {
+                  google::protobuf::Message* parent = locate(c);
+                  return parent->GetReflection()->MutableMessage(parent, f);
+                });
+              }
+            }
+          }
+        };
+    walk(base, "", [](pb::CampaignConfig& c) { return &c; });
+    for (const auto& [path, inject] : fields) {
+      pb::CampaignConfig c = base;
+      inject(c);
+      FieldErrors errors = ValidateForSubmission(c, context_);
+      EXPECT_TRUE(std::any_of(errors.entries().begin(), errors.entries().end(),
+                              [&](const auto& e) { return e.field == path; }))
+          << pb::CampaignType_Name(base.type()) << " " << path << ": " << errors.ToStatus();
+      ++checked;
+    }
+  }
+  // name, plan_id, department, description, exclusion_group, segment ids, trigger_expression,
+  // benefit template ids, prize names, channel codes and contents, in the four shapes.
+  EXPECT_GE(checked, 50);
 }
 
 TEST_F(CampaignRulesTest, APrizeTableMayNotExceedOneHundredPercent) {

@@ -347,6 +347,10 @@ absl::StatusOr<pb::Campaign> CampaignService::Act(const Actor& actor, Action act
     return InvalidArgument("comment", "a rejection needs a reason for the submitter");
   }
   if (request.comment().size() > 2000) return InvalidArgument("comment", "at most 2000 bytes");
+  // Stored in text columns (the version's decision, the audit trail), which hold no NUL.
+  if (!IsWellFormedUtf8(request.comment())) {
+    return InvalidArgument("comment", "must be well-formed UTF-8 without NUL characters");
+  }
   MKT_RETURN_IF_ERROR(LoadVisible(actor, request.campaign_id()).status());
   return store_.UpdateCampaign(
       request.campaign_id(),

@@ -1,258 +1,187 @@
 #include "services/campaigns/trigger_expression.h"
 
 #include <cctype>
+#include <cstdio>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "libs/core/status.h"
+#include "libs/core/text.h"
+#include "libs/expr/expr.h"
 
 namespace mkt::campaigns {
 namespace {
 
-enum class Kind {
-  kField,
-  kNumber,
-  kString,
-  kBool,
-  kOp,
-  kLParen,
-  kRParen,
-  kLBracket,
-  kRBracket,
-  kComma,
-  kEnd
-};
+constexpr char kField[] = "trigger_expression";
+// The field whose single required value the events service takes as the rule's event type.
+constexpr char kTypeField[] = "event.type";
 
-struct Token {
-  Kind kind;
-  std::string text;
-  size_t pos;  // 0-based
-};
-
-bool IsIdentStart(char c) { return std::isalpha(static_cast<unsigned char>(c)) || c == '_'; }
-bool IsIdentChar(char c) {
-  return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '.';
-}
+absl::Status Invalid(const std::string& message) { return InvalidArgument(kField, message); }
 
 absl::Status ErrorAt(size_t pos, const std::string& what) {
-  return InvalidArgument("trigger_expression", what + " at character " + std::to_string(pos + 1));
+  return Invalid(what + " at character " + std::to_string(pos + 1));
 }
 
-absl::Status Tokenize(std::string_view s, std::vector<Token>* out) {
-  size_t i = 0;
-  while (i < s.size()) {
-    const char c = s[i];
-    if (c == ' ' || c == '\t' || c == '\n' || c == '\r') {
-      ++i;
-      continue;
-    }
-    const size_t start = i;
-    if (IsIdentStart(c)) {
-      while (i < s.size() && IsIdentChar(s[i])) ++i;
-      std::string word(s.substr(start, i - start));
-      if (word.back() == '.' || word.find("..") != std::string::npos) {
-        return ErrorAt(start, "malformed field name '" + word + "'");
+// The length of the well-formed UTF-8 sequence (not NUL) at s[i], or 0.
+size_t SequenceLength(std::string_view s, size_t i) {
+  const auto c = static_cast<unsigned char>(s[i]);
+  const size_t len = c < 0x80 ? 1 : c < 0xc2 ? 0 : c < 0xe0 ? 2 : c < 0xf0 ? 3 : c < 0xf5 ? 4 : 0;
+  if (len == 0 || len > s.size() - i || !IsWellFormedUtf8(s.substr(i, len))) return 0;
+  return len;
+}
+
+std::string CodePoint(unsigned char c) {
+  char buffer[8];
+  std::snprintf(buffer, sizeof(buffer), "U+%04X", c);
+  return buffer;
+}
+
+// Refuses what is not text an operator typed: malformed UTF-8, control characters (a NUL would
+// also make the stored configuration unstorable as jsonb), and non-ASCII outside string literals
+// (which the parser would report one byte at a time). The quoting follows libs/expr's lexer: '…'
+// or "…", a backslash escapes the next character.
+absl::Status CheckText(std::string_view s) {
+  char quote = 0;
+  bool escaped = false;
+  for (size_t i = 0; i < s.size();) {
+    const auto c = static_cast<unsigned char>(s[i]);
+    if (c < 0x20 || c == 0x7f) {
+      const bool separator = c == '\t' || c == '\n' || c == '\r';
+      if (quote == 0 && !separator) return ErrorAt(i, "control character " + CodePoint(c));
+      if (quote != 0) {
+        return ErrorAt(i, "control character " + CodePoint(c) +
+                              (separator ? " inside a string literal (write \\n or \\t instead)"
+                                         : " in a string literal"));
       }
-      if (word == "and" || word == "or" || word == "not" || word == "in") {
-        out->push_back({Kind::kOp, word, start});
-      } else if (word == "true" || word == "false") {
-        out->push_back({Kind::kBool, word, start});
-      } else {
-        out->push_back({Kind::kField, word, start});
+    }
+    const size_t len = SequenceLength(s, i);
+    if (len == 0) return ErrorAt(i, "not well-formed UTF-8");
+    if (quote != 0) {
+      if (escaped) {
+        escaped = false;
+      } else if (c == '\\') {
+        escaped = true;
+      } else if (c == static_cast<unsigned char>(quote)) {
+        quote = 0;
       }
-      continue;
+    } else if (c == '"' || c == '\'') {
+      quote = static_cast<char>(c);
+    } else if (len > 1) {
+      return ErrorAt(i, "unknown operator or character '" + std::string(s.substr(i, len)) +
+                            "' (only string literals may hold non-ASCII text)");
     }
-    if (std::isdigit(static_cast<unsigned char>(c)) ||
-        (c == '-' && i + 1 < s.size() && std::isdigit(static_cast<unsigned char>(s[i + 1])))) {
-      ++i;
-      bool dot = false;
-      while (i < s.size() &&
-             (std::isdigit(static_cast<unsigned char>(s[i])) || (s[i] == '.' && !dot))) {
-        dot = dot || s[i] == '.';
-        ++i;
-      }
-      if (i < s.size() && IsIdentStart(s[i])) return ErrorAt(start, "malformed number");
-      out->push_back({Kind::kNumber, std::string(s.substr(start, i - start)), start});
-      continue;
-    }
-    if (c == '"' || c == '\'') {
-      ++i;
-      while (i < s.size() && s[i] != c) {
-        if (s[i] == '\\') ++i;
-        ++i;
-      }
-      if (i >= s.size()) return ErrorAt(start, "unterminated string");
-      ++i;
-      out->push_back({Kind::kString, std::string(s.substr(start, i - start)), start});
-      continue;
-    }
-    auto two = s.substr(i, 2);
-    if (two == "==" || two == "!=" || two == "<=" || two == ">=" || two == "&&" || two == "||") {
-      out->push_back({Kind::kOp, std::string(two), start});
-      i += 2;
-      continue;
-    }
-    switch (c) {
-      case '<':
-      case '>':
-      case '!':
-        out->push_back({Kind::kOp, std::string(1, c), start});
-        break;
-      case '(':
-        out->push_back({Kind::kLParen, "(", start});
-        break;
-      case ')':
-        out->push_back({Kind::kRParen, ")", start});
-        break;
-      case '[':
-        out->push_back({Kind::kLBracket, "[", start});
-        break;
-      case ']':
-        out->push_back({Kind::kRBracket, "]", start});
-        break;
-      case ',':
-        out->push_back({Kind::kComma, ",", start});
-        break;
-      default:
-        return ErrorAt(start, "unknown operator or character '" + std::string(1, c) + "'");
-    }
-    ++i;
+    i += len;
   }
-  out->push_back({Kind::kEnd, "", s.size()});
   return absl::OkStatus();
 }
 
-class Parser {
+// What is known of an event's fields without the event-type registry (mirrors
+// services/events/event_types.cc: EventTypeInfo::Field, BuiltinNames and the attribute-name rule
+// of CheckEventType). Attributes may exist in the pinned event type, so their type is left open.
+class FieldsWithoutRegistry final : public expr::Environment {
  public:
-  explicit Parser(const std::vector<Token>& tokens) : tokens_(tokens) {}
-
-  absl::Status Parse() {
-    MKT_RETURN_IF_ERROR(Or());
-    const Token& t = Peek();
-    if (t.kind == Kind::kRParen) return ErrorAt(t.pos, "unbalanced ')'");
-    if (t.kind != Kind::kEnd) return ErrorAt(t.pos, "unexpected '" + t.text + "'");
-    return absl::OkStatus();
-  }
-
- private:
-  const Token& Peek() const { return tokens_[pos_]; }
-  bool IsOp(const char* a, const char* b = nullptr) const {
-    const Token& t = Peek();
-    return t.kind == Kind::kOp && (t.text == a || (b != nullptr && t.text == b));
-  }
-
-  absl::Status Or() {
-    MKT_RETURN_IF_ERROR(And());
-    while (IsOp("||", "or")) {
-      ++pos_;
-      MKT_RETURN_IF_ERROR(And());
+  std::optional<expr::FieldInfo> Field(std::string_view name) const override {
+    if (name.substr(0, 6) == "event.") name.remove_prefix(6);
+    using expr::Type;
+    if (name == "type" || name == "customer_id" || name == "org_id" || name == "source" ||
+        name == "product_code") {
+      return expr::FieldInfo{Type::kString, 0};
     }
-    return absl::OkStatus();
-  }
-  absl::Status And() {
-    MKT_RETURN_IF_ERROR(Not());
-    while (IsOp("&&", "and")) {
-      ++pos_;
-      MKT_RETURN_IF_ERROR(Not());
+    if (name == "amount_fen" || name == "occurred_at") return expr::FieldInfo{Type::kNumber, 0};
+    // An attribute name is 1..64 of [A-Za-z0-9_]: a dotted or longer name is no event's field.
+    if (name.empty() || name.size() > 64 || name.find('.') != std::string_view::npos) {
+      return std::nullopt;
     }
-    return absl::OkStatus();
+    return expr::FieldInfo{Type::kDynamic, 0};
   }
-  absl::Status Not() {
-    if (++depth_ > 100) return ErrorAt(Peek().pos, "expression nested too deeply");
-    absl::Status s;
-    if (IsOp("!", "not")) {
-      ++pos_;
-      s = Not();
-    } else {
-      s = Cmp();
-    }
-    --depth_;
-    return s;
-  }
-  absl::Status Cmp() {
-    MKT_RETURN_IF_ERROR(Value());
-    if (IsOp("==", "!=") || IsOp("<", "<=") || IsOp(">", ">=") || IsOp("in")) {
-      ++pos_;
-      MKT_RETURN_IF_ERROR(Value());
-      const Token& t = Peek();
-      if (t.kind == Kind::kOp && t.text != "&&" && t.text != "||" && t.text != "and" &&
-          t.text != "or") {
-        return ErrorAt(t.pos, "comparisons cannot be chained; use && or parentheses");
-      }
-    }
-    return absl::OkStatus();
-  }
-  absl::Status Value() {
-    const Token& t = Peek();
-    switch (t.kind) {
-      case Kind::kField:
-      case Kind::kNumber:
-      case Kind::kString:
-      case Kind::kBool:
-        ++pos_;
-        if (Kind k = Peek().kind; k == Kind::kField || k == Kind::kNumber || k == Kind::kString ||
-                                  k == Kind::kBool || k == Kind::kLParen || k == Kind::kLBracket) {
-          return ErrorAt(Peek().pos, "missing operator before '" + Peek().text + "'");
-        }
-        return absl::OkStatus();
-      case Kind::kLParen: {
-        const size_t open = t.pos;
-        ++pos_;
-        MKT_RETURN_IF_ERROR(Or());
-        if (Peek().kind != Kind::kRParen) return ErrorAt(open, "unbalanced '('");
-        ++pos_;
-        return absl::OkStatus();
-      }
-      case Kind::kLBracket: {
-        const size_t open = t.pos;
-        ++pos_;
-        if (Peek().kind != Kind::kRBracket) {
-          while (true) {
-            const Token& v = Peek();
-            if (v.kind != Kind::kNumber && v.kind != Kind::kString && v.kind != Kind::kBool) {
-              return ErrorAt(v.pos, "a list holds numbers, strings or booleans");
-            }
-            ++pos_;
-            if (Peek().kind != Kind::kComma) break;
-            ++pos_;
-          }
-        }
-        if (Peek().kind != Kind::kRBracket) return ErrorAt(open, "unbalanced '['");
-        ++pos_;
-        return absl::OkStatus();
-      }
-      case Kind::kEnd:
-        return ErrorAt(t.pos, "missing operand at the end");
-      case Kind::kRParen:
-        return ErrorAt(t.pos,
-                       tokens_.size() > 1 && pos_ > 0 && tokens_[pos_ - 1].kind == Kind::kLParen
-                           ? "empty parentheses"
-                           : "missing operand before ')'");
-      default:
-        return ErrorAt(t.pos, "missing operand before '" + t.text + "'");
-    }
-  }
-
-  const std::vector<Token>& tokens_;
-  size_t pos_ = 0;
-  int depth_ = 0;
 };
+
+// The literals expr::RequiredValues(…, "event.type") takes its values from, for their positions
+// (the same walk: a conjunction at the top level, `==` either way round, `in` with a list).
+void CollectPins(const expr::Node& n, std::vector<const expr::Node*>* out) {
+  if (n.kind == expr::NodeKind::kAnd) {
+    for (const expr::Node& child : n.children) CollectPins(child, out);
+    return;
+  }
+  if (n.kind != expr::NodeKind::kCompare) return;
+  auto is_type = [](const expr::Node& x) {
+    return x.kind == expr::NodeKind::kField && (x.text == kTypeField || x.text == "type");
+  };
+  auto is_string = [](const expr::Node& x) {
+    return x.kind == expr::NodeKind::kLiteral && x.literal.kind == expr::Value::Kind::kString;
+  };
+  const expr::Node& l = n.children[0];
+  const expr::Node& r = n.children[1];
+  if (n.op == expr::CompareOp::kEq) {
+    if (is_type(l) && is_string(r)) {
+      out->push_back(&r);
+    } else if (is_type(r) && is_string(l)) {
+      out->push_back(&l);
+    }
+  } else if (n.op == expr::CompareOp::kIn && is_type(l) && r.kind == expr::NodeKind::kList) {
+    for (const expr::Node& item : r.items) {
+      if (is_string(item)) out->push_back(&item);
+    }
+  }
+}
+
+// services/events/event_types.cc ValidName: what an event type can be called.
+bool IsEventTypeName(std::string_view name) {
+  if (name.empty() || name.size() > 64) return false;
+  for (char c : name) {
+    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '.')) return false;
+  }
+  return true;
+}
+
+absl::Status CheckPin(const expr::Expression& parsed) {
+  const std::vector<std::string> types = expr::RequiredValues(parsed, kTypeField);
+  std::vector<const expr::Node*> pins;
+  CollectPins(parsed.root, &pins);
+  if (types.empty()) {
+    return Invalid(
+        "must require one event type at its top level, e.g. event.type == \"deposit\" && "
+        "event.amount_fen >= 100000 (a rule matches events of one type; a type compared under "
+        "|| or ! does not count)");
+  }
+  if (types.size() > 1) {
+    const std::string what = "requires " + std::to_string(types.size()) +
+                             " event types; a rule matches events of exactly one type";
+    return pins.size() == types.size() ? ErrorAt(pins[1]->pos, what) : Invalid(what);
+  }
+  if (!IsEventTypeName(types[0])) {
+    const std::string what = "no event type can be called \"" + types[0] +
+                             "\" (an event type name is 1..64 characters of [A-Za-z0-9_.])";
+    return pins.size() == 1 ? ErrorAt(pins[0]->pos, what) : Invalid(what);
+  }
+  return absl::OkStatus();
+}
 
 }  // namespace
 
 absl::Status CheckTriggerExpression(std::string_view expression) {
   bool blank = true;
   for (char c : expression) blank = blank && std::isspace(static_cast<unsigned char>(c));
-  if (blank)
-    return InvalidArgument("trigger_expression", "an event campaign needs a trigger expression");
+  if (blank) return Invalid("an event campaign needs a trigger expression");
   if (expression.size() > kMaxTriggerExpressionLength) {
-    return InvalidArgument(
-        "trigger_expression",
-        "longer than " + std::to_string(kMaxTriggerExpressionLength) + " characters");
+    return Invalid("longer than " + std::to_string(kMaxTriggerExpressionLength) + " characters");
   }
-  std::vector<Token> tokens;
-  MKT_RETURN_IF_ERROR(Tokenize(expression, &tokens));
-  return Parser(tokens).Parse();
+  if (absl::Status s = CheckText(expression); !s.ok()) return s;
+  // The parser's messages already end in "at character N".
+  absl::StatusOr<expr::Expression> parsed = expr::Parse(expression);
+  if (!parsed.ok()) return Invalid(std::string(parsed.status().message()));
+  if (absl::Status s = CheckPin(*parsed); !s.ok()) return s;
+  if (absl::Status s = expr::Check(*parsed, FieldsWithoutRegistry()); !s.ok()) {
+    std::string message(s.message());
+    if (message.rfind("unknown field", 0) == 0) {
+      message +=
+          " (an event's fields are event.<name> without further dots; a customer's tags are "
+          "customer.tag(\"name\"))";
+    }
+    return Invalid(message);
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace mkt::campaigns

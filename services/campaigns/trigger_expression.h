@@ -1,15 +1,22 @@
-// The well-formedness check of an event campaign's trigger expression. The events service owns
-// the language and evaluates it; this service only refuses what could never be a condition
-// (unbalanced parentheses, unknown operators, a missing operand) before an operator submits it.
+// The check of an event campaign's trigger expression before an operator saves or submits it.
 //
-// Accepted shape:  expr  := or
-//                  or    := and (("||" | "or") and)*
-//                  and   := not (("&&" | "and") not)*
-//                  not   := ("!" | "not") not | cmp
-//                  cmp   := value (("==" | "!=" | "<" | "<=" | ">" | ">=" | "in") value)?
-//                  value := field | number | string | "true" | "false" | "(" expr ")"
-//                           | "[" (value ("," value)*)? "]"
-// A field is a dotted name such as event.amount_fen; strings are in '…' or "…".
+// The events service owns the language (libs/expr, grammar in libs/expr/expr.h) and turns an
+// approved EVENT_TRIGGER campaign into a rule (services/events/events_service.cc,
+// RuleFromCampaign): it parses the expression with expr::Parse, requires it to pin exactly one
+// event type at its top level (expr::RequiredValues(…, "event.type") has one value), then
+// type-checks it against that event type's schema. A campaign it cannot turn into a rule is
+// dead-lettered after approval, so this check refuses up front whatever the events service would
+// refuse and can be known here without its event-type registry:
+// - text: well-formed UTF-8, no control characters (tabs and line breaks may separate tokens but
+//   not stand inside a string literal), at most kMaxTriggerExpressionLength bytes;
+// - syntax: exactly libs/expr's parser (customer.tag("x"), lists, decimals, …);
+// - the pin: one `event.type == "…"` (or `event.type in ["…"]`) joined by && at the top level,
+//   naming a possible event type (1..64 of [A-Za-z0-9_.]);
+// - types, as far as they are known without the event type: the built-in fields every event has
+//   (type, customer_id, org_id, source, product_code: strings; amount_fen, occurred_at: numbers),
+//   literals, lists, and field names that no event type can have (an attribute name has no dot).
+// Not checked here: whether the pinned event type exists or is a reversal type, and whether an
+// attribute exists in it and has the type the expression compares it with.
 #pragma once
 
 #include <string_view>
@@ -20,8 +27,10 @@ namespace mkt::campaigns {
 
 inline constexpr size_t kMaxTriggerExpressionLength = 2000;
 
-// OK when `expression` is non-empty and well formed; otherwise INVALID_ARGUMENT whose message
-// says what is wrong and at which character (1-based).
+// OK when `expression` is one the events service can compile (as far as checked above);
+// otherwise INVALID_ARGUMENT on field "trigger_expression" whose message says what is wrong and,
+// where there is one place, at which character (1-based, counted in bytes like the events
+// service's own messages).
 absl::Status CheckTriggerExpression(std::string_view expression);
 
 }  // namespace mkt::campaigns

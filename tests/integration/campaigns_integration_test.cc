@@ -622,6 +622,51 @@ TEST_F(CampaignsIntegrationTest, BadInputGivesFieldLevelErrorsAndSavesNothing) {
   EXPECT_EQ(listed->campaigns_size(), 1);
 }
 
+// A NUL in a trigger expression used to be accepted and then refused by PostgreSQL when the body
+// was cast to jsonb (22P05), which answered INTERNAL; a NUL in an approval's comment would have
+// been cut off silently in the text columns. Both are field errors now, and nothing changes.
+TEST_F(CampaignsIntegrationTest, NulInATriggerExpressionOrACommentIsAFieldErrorThatSavesNothing) {
+  pb::CampaignConfig event =
+      test::CompleteCoupon("Deposit bonus", t0_ + absl::Hours(1), t0_ + absl::Hours(5));
+  event.set_type(pb::EVENT_TRIGGER);
+  event.mutable_rewards(0)->set_benefit_template_id("POINTS");
+  event.mutable_rewards(0)->set_kind(pb::REWARD_KIND_POINTS);
+  event.mutable_rewards(0)->set_quantity(100);
+  pb::CampaignConfig nul = event;
+  nul.set_trigger_expression(std::string("event.type == \"a\0\"", 18));
+  auto refused = client_->Create(planner_a_, nul);
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument) << Describe(refused);
+  EXPECT_EQ(FieldOf(refused.status()), "trigger_expression");
+  EXPECT_EQ(ReasonOf(refused.status()), common::INVALID_ARGUMENT);
+  EXPECT_NE(std::string(refused.status().message()).find("U+0000"), std::string::npos)
+      << refused.status().message();
+  auto listed = client_->List(planner_a_);
+  ASSERT_TRUE(listed.ok());
+  EXPECT_EQ(listed->campaigns_size(), 0);
+
+  event.set_trigger_expression("event.type == \"deposit\" && customer.tag(\"vip\") == true");
+  auto created = client_->Create(planner_a_, event);
+  ASSERT_TRUE(created.ok()) << Describe(created);
+  auto saved = client_->SaveStep(planner_a_, created->id(), pb::STEP_RULES_REWARDS, nul,
+                                 created->revision());
+  EXPECT_EQ(saved.status().code(), absl::StatusCode::kInvalidArgument) << Describe(saved);
+  EXPECT_EQ(FieldOf(saved.status()), "trigger_expression");
+
+  auto submitted = client_->Submit(planner_a_, created->id());
+  ASSERT_TRUE(submitted.ok()) << Describe(submitted);
+  auto approved = client_->Act(approver_a_, &pb::Campaigns::Stub::ApproveCampaign, created->id(),
+                               std::string("fine\0 but not this", 19));
+  EXPECT_EQ(approved.status().code(), absl::StatusCode::kInvalidArgument) << Describe(approved);
+  EXPECT_EQ(FieldOf(approved.status()), "comment");
+
+  auto after = client_->Get(planner_a_, created->id());
+  ASSERT_TRUE(after.ok());
+  EXPECT_EQ(after->state(), pb::PENDING_APPROVAL);
+  EXPECT_EQ(after->revision(), submitted->revision());
+  EXPECT_EQ(after->draft().trigger_expression(), event.trigger_expression());
+  EXPECT_TRUE(client_->Approve(approver_a_, created->id()).ok());
+}
+
 // ---- Optimistic concurrency --------------------------------------------------------------------
 
 TEST_F(CampaignsIntegrationTest, ConcurrentEditsOfOneRevisionLetExactlyOneWin) {
