@@ -114,6 +114,9 @@ class ScriptedStore final : public LedgerStore {
   absl::StatusOr<pb::Transfer> GetTransfer(const std::string&) override {
     return absl::UnimplementedError("not in this test");
   }
+  absl::StatusOr<std::vector<LotExpiry>> GetLotExpiries(const std::string&) override {
+    return std::vector<LotExpiry>{};
+  }
   absl::StatusOr<pb::CheckIntegrityResponse> CheckIntegrity() override {
     return pb::CheckIntegrityResponse();
   }

@@ -730,6 +730,12 @@ absl::StatusOr<pb::ReverseResponse> LedgerService::Reverse(const pb::ReverseRequ
   for (auto it = originals.rbegin(); it != originals.rend(); ++it) {
     const pb::Transfer& original = *it;
     if (original.state() != pb::POSTED || original.code() == pb::REVERSE) continue;
+    if (original.credit().owner_kind() == pb::CUSTOMER && original.credit().asset() == pb::POINTS) {
+      // Points of this credit that expired come back from EXPIRY first (into a lot of their
+      // own, which the clawback below takes first), so the customer does not lose them twice;
+      // what they spent is still clawed back from their other points.
+      MKT_RETURN_IF_ERROR(AddExpiryReversals(request, original, batch.transfers));
+    }
     pb::TransferSpec spec;
     spec.set_id(request.request_id() + ":" + original.id());
     if (spec.id().size() > kMaxTransferIdLength) {
@@ -756,6 +762,46 @@ absl::StatusOr<pb::ReverseResponse> LedgerService::Reverse(const pb::ReverseRequ
   pb::ReverseResponse response;
   for (auto& t : applied.transfers) *response.add_transfers() = std::move(t);
   return response;
+}
+
+absl::Status LedgerService::AddExpiryReversals(const pb::ReverseRequest& request,
+                                               const pb::Transfer& original,
+                                               std::vector<pb::TransferSpec>& out) {
+  MKT_ASSIGN_OR_RETURN(std::vector<LotExpiry> expiries, store_.GetLotExpiries(original.id()));
+  int64_t left = original.amount();  // what the clawback takes back at most
+  for (const LotExpiry& e : expiries) {
+    const pb::Transfer& expiry = e.expiry;
+    pb::TransferSpec spec;
+    spec.set_id(request.request_id() + ":" + expiry.id());
+    if (spec.id().size() > kMaxTransferIdLength) {
+      return InvalidArgument("request_id",
+                             "request_id is too long: \"<request_id>:" + expiry.id() +
+                                 "\" must fit in 128 characters; use a shorter request_id");
+    }
+    int64_t amount = std::min(expiry.amount() - e.reversed_amount, left);
+    if (e.reversed_amount > 0) {
+      // A retry of this request gives the same amount back again, so that it is a replay.
+      absl::StatusOr<pb::Transfer> earlier = store_.GetTransfer(spec.id());
+      if (earlier.ok()) {
+        amount = earlier->amount();
+      } else if (earlier.status().code() != absl::StatusCode::kNotFound) {
+        return earlier.status();
+      }
+    }
+    if (amount <= 0) continue;
+    *spec.mutable_debit() = expiry.credit();
+    *spec.mutable_credit() = expiry.debit();
+    spec.set_amount(amount);
+    spec.set_code(pb::REVERSE);
+    spec.set_reverses_transfer_id(expiry.id());
+    spec.set_campaign_id(original.campaign_id());
+    spec.set_event_id(original.event_id());
+    spec.set_order_id(original.order_id());
+    if (!request.reason().empty()) (*spec.mutable_metadata())["reason"] = request.reason();
+    out.push_back(std::move(spec));
+    left -= amount;
+  }
+  return absl::OkStatus();
 }
 
 absl::StatusOr<pb::FundResponse> LedgerService::Fund(const pb::FundRequest& request) {

@@ -64,7 +64,10 @@ class LedgerService {
   absl::StatusOr<pb::SpendResponse> Spend(const pb::SpendRequest& request);
   // Reversal ids "<request_id>:<original transfer id>" (INVALID_ARGUMENT on request_id when one
   // would exceed 128 characters); legs in the reverse order of the batch; the transfers of the
-  // batch that are not POSTED or are themselves reversals are left out.
+  // batch that are not POSTED or are themselves reversals are left out. A leg that credited a
+  // customer's points is preceded by reversals "<request_id>:expire:<lot id>" of the expiries of
+  // its lots (what is left of them, up to the leg's amount): expired points come back from
+  // EXPIRY and are clawed back from there, spent ones from the customer's other points.
   absl::StatusOr<pb::ReverseResponse> Reverse(const pb::ReverseRequest& request);
   // Transfer id "<request_id>:fund".
   absl::StatusOr<pb::FundResponse> Fund(const pb::FundRequest& request);
@@ -79,6 +82,10 @@ class LedgerService {
   absl::StatusOr<pb::CheckIntegrityResponse> CheckIntegrity();
 
  private:
+  // Appends to `out` the reversals of the EXPIRE transfers of the lots `original` (a credit of a
+  // customer's points) created, as Reverse describes.
+  absl::Status AddExpiryReversals(const pb::ReverseRequest& request, const pb::Transfer& original,
+                                  std::vector<pb::TransferSpec>& out);
   // Validates a grant and builds its linked batch (no I/O).
   absl::StatusOr<LinkedBatch> PrepareGrant(const pb::GrantRequest& request) const;
   // The response once the grant's transfers are committed, with the customer's account as the

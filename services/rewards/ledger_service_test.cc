@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "absl/time/civil_time.h"
 #include "gmock/gmock.h"
 #include "google/protobuf/util/time_util.h"
@@ -111,6 +112,11 @@ class FakeLedgerStore final : public LedgerStore {
     if (it == transfers_.end()) return NotFound("no transfer " + id);
     return it->second;
   }
+  absl::StatusOr<std::vector<LotExpiry>> GetLotExpiries(const std::string& transfer_id) override {
+    auto it = lot_expiries.find(transfer_id);
+    if (it == lot_expiries.end()) return std::vector<LotExpiry>{};
+    return it->second;
+  }
   absl::StatusOr<pb::CheckIntegrityResponse> CheckIntegrity() override {
     pb::CheckIntegrityResponse r;
     r.set_ok(true);
@@ -142,6 +148,8 @@ class FakeLedgerStore final : public LedgerStore {
 
   std::vector<LinkedBatch> applied;
   std::map<std::string, absl::Status> fail_batch;
+  // GetLotExpiries' answers by credit transfer id (none: no lot of it expired).
+  std::map<std::string, std::vector<LotExpiry>> lot_expiries;
   std::vector<std::vector<std::string>> resolved;
   std::vector<pb::AccountRef> account_reads;
   std::vector<std::string> reads;
@@ -710,6 +718,64 @@ TEST_F(LedgerServiceTest, ReverseOfAGrantSwapsEveryLegInReverseOrder) {
   }
   EXPECT_THAT(ids, ElementsAre("r-1:g-1:benefit", "r-1:g-1:stock", "r-1:g-1:budget"));
   EXPECT_EQ(resp->transfers_size(), 3);
+}
+
+TEST_F(LedgerServiceTest, ReverseGivesExpiredPointsBackFromExpiryBeforeTheClawback) {
+  ASSERT_TRUE(service_.Grant(FullGrant()).ok());  // 200 points to c1
+  // 80 of them expired from the grant's lot (30 given back already by another reversal), 50
+  // from a lot they were later put back into; the rest was spent.
+  auto expiry = [](int64_t lot, int64_t amount, int64_t reversed) {
+    LotExpiry e;
+    e.lot_id = lot;
+    e.expiry.set_id(absl::StrCat("expire:", lot));
+    *e.expiry.mutable_debit() = CustomerAccount("fed", pb::POINTS, "c1");
+    *e.expiry.mutable_credit() = SystemAccount("fed", pb::POINTS, pb::ROLE_EXPIRY);
+    e.expiry.set_amount(amount);
+    e.expiry.set_code(pb::EXPIRE);
+    e.reversed_amount = reversed;
+    return e;
+  };
+  store_.lot_expiries["g-1:benefit"] = {expiry(7, 80, 30), expiry(9, 50, 0), expiry(11, 5, 5)};
+  pb::ReverseRequest req;
+  req.set_request_id("r-1");
+  req.set_batch_id("g-1");
+  auto resp = service_.Reverse(req);
+  ASSERT_TRUE(resp.ok()) << resp.status();
+  ASSERT_EQ(store_.applied.size(), 2u);
+  const LinkedBatch reversal = store_.applied[1];  // a copy: more batches follow
+  std::vector<std::string> ids;
+  for (const auto& t : reversal.transfers) ids.push_back(t.id());
+  EXPECT_THAT(ids, ElementsAre("r-1:expire:7", "r-1:expire:9", "r-1:g-1:benefit", "r-1:g-1:stock",
+                               "r-1:g-1:budget"));
+  const pb::TransferSpec& back = reversal.transfers[0];
+  EXPECT_EQ(back.code(), pb::REVERSE);
+  EXPECT_EQ(back.reverses_transfer_id(), "expire:7");
+  EXPECT_EQ(back.debit().owner_id(), "expiry");
+  EXPECT_EQ(back.credit().owner_id(), "c1");
+  EXPECT_EQ(back.amount(), 50);  // what is left of it
+  EXPECT_EQ(reversal.transfers[1].amount(), 50);
+  EXPECT_EQ(reversal.transfers[2].amount(), 200);  // the clawback of the whole grant
+
+  // Never more than the leg gives back: 150 of 200 expired and nothing was reversed yet.
+  store_.lot_expiries["g-1:benefit"] = {expiry(7, 150, 0), expiry(9, 100, 0)};
+  req.set_request_id("r-2");
+  ASSERT_TRUE(service_.Reverse(req).ok());
+  ASSERT_EQ(store_.applied.size(), 3u);
+  ASSERT_EQ(store_.applied[2].transfers.size(), 5u);
+  EXPECT_EQ(store_.applied[2].transfers[0].amount(), 150);
+  EXPECT_EQ(store_.applied[2].transfers[1].amount(), 50);
+
+  // A retry finds its own reversal of an expiry and asks for the same amount again (a replay).
+  store_.lot_expiries["g-1:benefit"] = {expiry(7, 80, 80), expiry(9, 50, 50)};
+  req.set_request_id("r-1");
+  ASSERT_TRUE(service_.Reverse(req).ok());
+  ASSERT_EQ(store_.applied.size(), 4u);
+  ASSERT_EQ(store_.applied[3].transfers.size(), 5u);
+  for (size_t i = 0; i < 5; ++i) {
+    EXPECT_EQ(store_.applied[3].transfers[i].SerializeAsString(),
+              reversal.transfers[i].SerializeAsString())
+        << i;
+  }
 }
 
 TEST_F(LedgerServiceTest, ReverseSkipsWhatIsNotPostedAndEarlierReversals) {

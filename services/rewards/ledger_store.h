@@ -67,6 +67,13 @@ struct AppliedBatch {
 // What happened to one batch of an Apply call.
 using BatchResult = absl::StatusOr<AppliedBatch>;
 
+// The EXPIRE transfer of a points lot that a credit brought (LedgerStore::GetLotExpiries).
+struct LotExpiry {
+  int64_t lot_id = 0;
+  pb::Transfer expiry;          // "expire:<lot_id>": the customer's POINTS -> the org's EXPIRY
+  int64_t reversed_amount = 0;  // what reversals of it have given back already
+};
+
 // The ledger's part of a customer's wallet.
 struct WalletBalances {
   std::vector<pb::Account> accounts;
@@ -146,6 +153,11 @@ class LedgerStore {
   // The posted transfers of a batch, for reversals.
   virtual absl::StatusOr<std::vector<pb::Transfer>> GetBatch(const std::string& batch_id) = 0;
   virtual absl::StatusOr<pb::Transfer> GetTransfer(const std::string& id) = 0;
+  // The EXPIRE transfers of the points lots that posted credit `transfer_id` created and of the
+  // lots its points were later put back into after their own had expired (restored lots), oldest
+  // lot first; empty when none of them expired. A grant's reversal gives these points back from
+  // EXPIRY before it claws the grant back (decision 006).
+  virtual absl::StatusOr<std::vector<LotExpiry>> GetLotExpiries(const std::string& transfer_id) = 0;
 
   // Verifies the ledger's invariants over the whole database (see decision 006).
   virtual absl::StatusOr<pb::CheckIntegrityResponse> CheckIntegrity() = 0;

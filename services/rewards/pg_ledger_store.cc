@@ -140,6 +140,15 @@ constexpr char kSelectTransfer[] =
 constexpr char kSelectBatch[] = "SELECT " MKT_TRANSFER_COLUMNS MKT_TRANSFER_FROM
                                 "WHERE t.batch_id = $1 AND t.state = 2 AND NOT t.pending "
                                 "ORDER BY t.seq";
+// The EXPIRE transfers of the lots a credit created and of the lots restored from them (points
+// put back after their lot had expired), oldest lot first. Restored lots are always younger than
+// their origin, so the walk ends.
+constexpr char kSelectLotExpiries[] =
+    "WITH RECURSIVE g(lot_id) AS (SELECT id FROM lots WHERE granted_by_transfer_id = $1 "
+    "UNION SELECT l.id FROM lots l JOIN g ON l.restored_from_lot_id = g.lot_id "
+    "WHERE l.restored_from_lot_id IS NOT NULL) "
+    "SELECT " MKT_TRANSFER_COLUMNS ", g.lot_id" MKT_TRANSFER_FROM
+    "JOIN g ON t.id = 'expire:' || g.lot_id ORDER BY g.lot_id";
 // The reservation row is locked before its accounts (the sweeper does the same); nothing that
 // holds account locks ever waits for a reservation row, so the two orders cannot cross.
 constexpr char kLockReservation[] =
@@ -1066,6 +1075,23 @@ class Session {
     }
   }
 
+  // Loads the lots that loaded restored lots came from, up the chain, so that a clawback
+  // recognises a grant's points in a lot they were put back into (TakeFromLots).
+  void LoadRestoredLotOrigins() {
+    for (int round = 0; round < 16; ++round) {
+      std::set<int64_t> unknown;
+      for (const auto& [id, lot] : lots_) {
+        if (lot.restored_from != 0 && lots_.count(lot.restored_from) == 0) {
+          unknown.insert(lot.restored_from);
+        }
+      }
+      if (unknown.empty()) return;
+      for (const pqxx::row& row : tx_.exec_params(kSelectLotsByIds, pg::IntArrayLiteral(unknown))) {
+        AddLoadedLot(LotFromRow(row));
+      }
+    }
+  }
+
   // The id of an account resolved by ResolveAccounts, locked or not.
   std::optional<int64_t> ResolvedIdOf(const AccountKeyView& key) const {
     auto it = ids_by_key_.find(key);
@@ -1111,11 +1137,13 @@ class Session {
     LoadTransfers(transfer_ids);
     std::set<int64_t> debited_points;
     std::set<std::string> reversed_to_customer_points;
+    bool claws_back_points = false;  // a reversal takes points back from a customer
     for (size_t b = 0; b < batches.size(); ++b) {
       if (!well_formed[b]) continue;
       for (const pb::TransferSpec& spec : batches[b].transfers) {
         if (IsCustomerPoints(spec.debit())) {
           if (auto id = AccountIdOf(ViewOf(spec.debit()))) debited_points.insert(*id);
+          claws_back_points = claws_back_points || !spec.reverses_transfer_id().empty();
         }
         if (IsCustomerPoints(spec.credit()) && !spec.reverses_transfer_id().empty()) {
           reversed_to_customer_points.insert(spec.reverses_transfer_id());
@@ -1124,6 +1152,7 @@ class Session {
     }
     LoadOpenLots(debited_points);
     LoadLotHistory(reversed_to_customer_points);
+    if (claws_back_points) LoadRestoredLotOrigins();
     for (size_t b = 0; b < batches.size(); ++b) {
       if (well_formed[b]) results[b] = ApplyBatch(batches[b]);
     }
@@ -1527,8 +1556,20 @@ class Session {
     return id;
   }
 
-  // Takes `amount` from the account's lots: first from `preferred` (the lot a reversed grant
-  // created), then soonest-expiring first, ties by lot id.
+  // The transfer that created the lot `lot` holds points of: its own creator, or for a restored
+  // lot (points put back after their lot expired) that of the lot they came from.
+  const std::string& OriginalGrantOf(const Lot& lot) const {
+    const Lot* l = &lot;
+    while (l->restored_from != 0) {
+      auto it = lots_.find(l->restored_from);
+      if (it == lots_.end()) break;
+      l = &it->second;
+    }
+    return l->granted_by;
+  }
+
+  // Takes `amount` from the account's lots: first from those holding points `preferred` (a
+  // reversed grant) created, then soonest-expiring first, ties by lot id.
   absl::Status TakeFromLots(const std::string& transfer_id, int64_t account_id, int64_t amount,
                             const std::string& preferred_grant, const std::string& field) {
     std::vector<const Lot*> open;
@@ -1537,7 +1578,7 @@ class Session {
       if (lot.remaining > 0) open.push_back(&lot);
     }
     auto order_key = [&](const Lot* lot) {
-      const bool preferred = !preferred_grant.empty() && lot->granted_by == preferred_grant;
+      const bool preferred = !preferred_grant.empty() && OriginalGrantOf(*lot) == preferred_grant;
       return std::make_tuple(!preferred, lot->expires_at, lot->id);
     };
     std::sort(open.begin(), open.end(),
@@ -2308,6 +2349,23 @@ absl::StatusOr<pb::Transfer> PgLedgerStore::GetTransfer(const std::string& id) {
   }));
   if (!found) return NotFound(absl::StrCat("there is no transfer \"", id, "\""));
   return *std::move(found);
+}
+
+absl::StatusOr<std::vector<LotExpiry>> PgLedgerStore::GetLotExpiries(
+    const std::string& transfer_id) {
+  std::vector<LotExpiry> out;
+  MKT_RETURN_IF_ERROR(pg::WithTransaction(pool_, [&](pqxx::work& tx) {
+    out.clear();
+    for (const pqxx::row& row : tx.exec_params(kSelectLotExpiries, transfer_id)) {
+      StoredTransfer s = TransferFromRow(row);
+      LotExpiry& e = out.emplace_back();
+      e.lot_id = row[32].as<int64_t>();
+      e.reversed_amount = s.reversed_amount;
+      e.expiry = std::move(s.t);
+    }
+    return absl::OkStatus();
+  }));
+  return out;
 }
 
 absl::StatusOr<pb::CheckIntegrityResponse> PgLedgerStore::CheckIntegrity() {

@@ -77,6 +77,7 @@ class PgLedgerStore final : public LedgerStore {
   // NOT_FOUND when the batch has no posted transfer.
   absl::StatusOr<std::vector<pb::Transfer>> GetBatch(const std::string& batch_id) override;
   absl::StatusOr<pb::Transfer> GetTransfer(const std::string& id) override;
+  absl::StatusOr<std::vector<LotExpiry>> GetLotExpiries(const std::string& transfer_id) override;
   absl::StatusOr<pb::CheckIntegrityResponse> CheckIntegrity() override;
 
  private:

@@ -23,6 +23,8 @@
 #include "libs/pg/migrations.h"
 #include "libs/pg/pool.h"
 #include "libs/testing/testing.h"
+#include "services/rewards/batcher.h"
+#include "services/rewards/ledger_service.h"
 #include "services/rewards/pg_ledger_store.h"
 #include "services/rewards/points_expiry.h"
 
@@ -945,6 +947,148 @@ TEST_F(LedgerStoreTest, ReversingSpentPointsFailsAndReversingASpendPutsThemBack)
   refund.set_amount(1);
   ExpectError(ApplyOne({"rf3", {refund}}), absl::StatusCode::kFailedPrecondition, cpb::CONFLICT,
               "transfers[0].amount");
+}
+
+// A grant whose points expired is reversed after the customer earned other points (decision
+// 006): the expired points come back from EXPIRY and are clawed back from there, so the customer
+// keeps the later grant's points instead of losing the expired ones twice. Through the service,
+// which adds the reversal of the lot's expiry to the grant's reversal batch.
+class ReverseAfterExpiryTest : public LedgerStoreTest {
+ protected:
+  void SetUp() override {
+    LedgerStoreTest::SetUp();
+    if (store_ == nullptr) return;
+    batcher_ = std::make_unique<GrantBatcher>(
+        *store_, BatcherOptions{.writers = 1, .linger = absl::ZeroDuration()});
+    service_ = std::make_unique<LedgerService>(*batcher_, *store_, clock_);
+  }
+  void TearDown() override {
+    service_.reset();
+    batcher_.reset();
+    LedgerStoreTest::TearDown();
+  }
+
+  absl::StatusOr<pb::ReverseResponse> Reverse(const std::string& request,
+                                              const std::string& batch) {
+    pb::ReverseRequest r;
+    r.set_request_id(request);
+    r.set_batch_id(batch);
+    r.set_reason("event revoked");
+    return service_->Reverse(r);
+  }
+
+  // Grants g1 (100 points expiring 30 days later), lets `spent` of them be spent, and expires
+  // the rest 31 days later. Returns g1's lot id.
+  int64_t GrantSpendAndExpire(int64_t spent) {
+    FundDefaults(10'000, 10);
+    MustApply(Grant("g1", "cust-1", 100, 100, DaysAfterGrant(30)));
+    if (spent > 0) MustApply(Spend("s1", "cust-1", spent));
+    clock_.Advance(absl::Hours(24 * 31));
+    auto expired = store_->ExpireLots(clock_.Now(), 100);
+    EXPECT_TRUE(expired.ok()) << expired.status();
+    if (expired.ok()) {
+      EXPECT_EQ(expired->points_expired(), 100 - spent);
+    }
+    EXPECT_EQ(Balance(System(pb::POINTS, "expiry")), 100 - spent);
+    EXPECT_EQ(Balance(Points("cust-1")), 0);
+    return Sql("SELECT id FROM lots WHERE granted_by_transfer_id = 'g1:benefit'");
+  }
+
+  static std::vector<pb::Transfer> TransfersOf(const pb::ReverseResponse& r) {
+    return {r.transfers().begin(), r.transfers().end()};
+  }
+
+  std::unique_ptr<GrantBatcher> batcher_;
+  std::unique_ptr<LedgerService> service_;
+};
+
+TEST_F(ReverseAfterExpiryTest, ExpiredPointsComeBackFromExpiryNotFromTheCustomersOtherPoints) {
+  const int64_t lot = GrantSpendAndExpire(0);
+  const std::string expire_id = absl::StrCat("expire:", lot);
+  MustApply(Award("g2", "cust-1", 100, DaysAfterGrant(30)));
+
+  auto reversed = Reverse("r1", "g1");
+  ASSERT_TRUE(reversed.ok()) << reversed.status();
+  ASSERT_EQ(reversed->transfers_size(), 4);
+  EXPECT_EQ(reversed->transfers(0).id(), "r1:" + expire_id);
+  EXPECT_EQ(reversed->transfers(0).reverses_transfer_id(), expire_id);
+  EXPECT_EQ(reversed->transfers(0).amount(), 100);
+  EXPECT_EQ(reversed->transfers(1).id(), "r1:g1:benefit");
+
+  EXPECT_EQ(Available(Points("cust-1")), 100);
+  EXPECT_EQ(Balance(Points("cust-1")), 100);
+  EXPECT_EQ(Lots("cust-1"), (std::vector<std::pair<std::string, int64_t>>{{"g2:benefit", 100}}));
+  EXPECT_EQ(Balance(System(pb::POINTS, "expiry")), 0);
+  EXPECT_EQ(Sql("SELECT reversed_amount FROM transfers WHERE id = '" + expire_id + "'"), 100);
+  EXPECT_EQ(Balance(System(pb::POINTS, "issuance")), -100);  // 200 issued, 100 back
+  EXPECT_EQ(Balance(Budget()), 10'000);
+  EXPECT_EQ(Balance(Stock()), 10);
+  ExpectInvariants();
+
+  // The same request again is a replay: the same answer, nothing applied twice.
+  auto again = Reverse("r1", "g1");
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_TRUE(Same(TransfersOf(*again), TransfersOf(*reversed))) << again->DebugString();
+  EXPECT_EQ(Sql("SELECT count(*) FROM transfers WHERE batch_id = 'r1'"), 4);
+  EXPECT_EQ(Available(Points("cust-1")), 100);
+  EXPECT_EQ(Balance(System(pb::POINTS, "expiry")), 0);
+  EXPECT_EQ(Balance(System(pb::POINTS, "issuance")), -100);
+  // A new reversal of the same grant finds nothing left to reverse.
+  EXPECT_EQ(Reverse("r2", "g1").status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(Available(Points("cust-1")), 100);
+}
+
+TEST_F(ReverseAfterExpiryTest, SpentHalfIsClawedBackFromOtherPointsExpiredHalfFromExpiry) {
+  const int64_t lot = GrantSpendAndExpire(50);
+  const std::string expire_id = absl::StrCat("expire:", lot);
+  // Without other points the spent half cannot be clawed back: nothing is applied, not even the
+  // expiry's reversal.
+  auto refused = Reverse("r1", "g1");
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(ReasonOf(refused.status()), cpb::INSUFFICIENT_BALANCE) << refused.status();
+  EXPECT_EQ(Balance(System(pb::POINTS, "expiry")), 50);
+  EXPECT_EQ(Sql("SELECT count(*) FROM transfers WHERE batch_id = 'r1'"), 0);
+
+  MustApply(Award("g2", "cust-1", 100, DaysAfterGrant(30)));
+  auto reversed = Reverse("r1", "g1");
+  ASSERT_TRUE(reversed.ok()) << reversed.status();
+  ASSERT_EQ(reversed->transfers_size(), 4);
+  EXPECT_EQ(reversed->transfers(0).id(), "r1:" + expire_id);
+  EXPECT_EQ(reversed->transfers(0).amount(), 50);
+  EXPECT_EQ(reversed->transfers(1).amount(), 100);
+  EXPECT_EQ(Available(Points("cust-1")), 50);
+  EXPECT_EQ(Lots("cust-1"), (std::vector<std::pair<std::string, int64_t>>{{"g2:benefit", 50}}));
+  EXPECT_EQ(Balance(System(pb::POINTS, "expiry")), 0);
+  EXPECT_EQ(Balance(System(pb::POINTS, "redemption")), 50);
+  EXPECT_EQ(Balance(System(pb::POINTS, "issuance")), -100);
+  ExpectInvariants();
+
+  auto again = Reverse("r1", "g1");
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_TRUE(Same(TransfersOf(*again), TransfersOf(*reversed))) << again->DebugString();
+  EXPECT_EQ(Available(Points("cust-1")), 50);
+  EXPECT_EQ(Balance(System(pb::POINTS, "expiry")), 0);
+}
+
+// Points of the grant that were spent, expired, refunded into a new lot after their own had
+// expired and expired again there come back from that second expiry too.
+TEST_F(ReverseAfterExpiryTest, PointsThatExpiredTwiceAfterARefundComeBackToo) {
+  GrantSpendAndExpire(30);  // 70 expire with g1's lot
+  pb::TransferSpec refund =
+      Spec("rf1:x", System(pb::POINTS, "redemption"), Points("cust-1"), 30, pb::REVERSE);
+  refund.set_reverses_transfer_id("s1:spend");
+  MustApply({"rf1", {refund}});  // into a new lot with g1's (past) expiry
+  EXPECT_EQ(store_->ExpireLots(clock_.Now(), 100)->points_expired(), 30);
+  MustApply(Award("g2", "cust-1", 100, DaysAfterGrant(30)));
+
+  auto reversed = Reverse("r1", "g1");
+  ASSERT_TRUE(reversed.ok()) << reversed.status();
+  ASSERT_EQ(reversed->transfers_size(), 5);
+  EXPECT_EQ(reversed->transfers(0).amount(), 70);
+  EXPECT_EQ(reversed->transfers(1).amount(), 30);
+  EXPECT_EQ(Available(Points("cust-1")), 100);
+  EXPECT_EQ(Lots("cust-1"), (std::vector<std::pair<std::string, int64_t>>{{"g2:benefit", 100}}));
+  EXPECT_EQ(Balance(System(pb::POINTS, "expiry")), 0);
 }
 
 TEST_F(LedgerStoreTest, HistoryAndStatementPageThroughEverything) {

@@ -70,6 +70,9 @@ class SwitchableLedger final : public LedgerStore {
   absl::StatusOr<pb::Transfer> GetTransfer(const std::string& id) override {
     return real_.GetTransfer(id);
   }
+  absl::StatusOr<std::vector<LotExpiry>> GetLotExpiries(const std::string& id) override {
+    return real_.GetLotExpiries(id);
+  }
   absl::StatusOr<pb::CheckIntegrityResponse> CheckIntegrity() override {
     return real_.CheckIntegrity();
   }
