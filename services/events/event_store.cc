@@ -1,11 +1,14 @@
 #include "services/events/event_store.h"
 
 #include <algorithm>
+#include <functional>
 #include <map>
 #include <set>
+#include <string_view>
 #include <tuple>
 #include <utility>
 
+#include "absl/strings/cord.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/civil_time.h"
 #include "google/protobuf/util/json_util.h"
@@ -65,7 +68,65 @@ struct NewGrant {
   std::string window_key;
 };
 
+constexpr char kDataExceptionPayload[] = "type.mkt/events.DataException";
+
+// The first line of a driver message without libpq's "ERROR:  " prefix (later lines may quote
+// parameters), cut to `limit` bytes on a character boundary: it becomes a dead letter's reason.
+std::string Describe(std::string_view message, size_t limit = 400) {
+  message = message.substr(0, message.find('\n'));
+  for (std::string_view prefix : {"ERROR:", "FATAL:"}) {
+    if (message.starts_with(prefix)) message.remove_prefix(prefix.size());
+  }
+  while (!message.empty() && message.front() == ' ') message.remove_prefix(1);
+  if (message.size() > limit) {
+    size_t cut = limit;
+    while (cut > 0 && (static_cast<unsigned char>(message[cut]) & 0xc0) == 0x80) --cut;
+    return absl::StrCat(AsAbsl(message.substr(0, cut)), "...");
+  }
+  return std::string(message);
+}
+
+// Wraps a transaction body so that the data exceptions it throws become statuses that
+// IsDataException recognises (pg::WithTransaction would make them INTERNAL, and the consumer would
+// retry the batch for ever); any other exception propagates to pg::WithTransaction as before, so
+// serialization failures, deadlocks and lost connections are still retried or reported as such.
+std::function<absl::Status(pqxx::work&)> RefusingData(
+    std::function<absl::Status(pqxx::work&)> body) {
+  return [body = std::move(body)](pqxx::work& tx) -> absl::Status {
+    try {
+      return body(tx);
+    } catch (const pqxx::sql_error& e) {
+      // Class 22, data exception: 22P02 malformed array literal (a NUL cuts a parameter short),
+      // 22P05 \u0000 in jsonb, 22021 invalid UTF-8, 22003 numeric out of range, 22008 ...
+      if (!e.sqlstate().starts_with("22")) throw;
+      return DataException(
+          e.sqlstate(), absl::StrCat("PostgreSQL error ", e.sqlstate(), ": ", Describe(e.what())));
+    } catch (const nlohmann::json::exception& e) {
+      return DataException(
+          "", absl::StrCat("the attributes cannot be stored as JSON: ", Describe(e.what())));
+    }
+  };
+}
+
 }  // namespace
+
+absl::Status DataException(std::string_view sqlstate, std::string_view message) {
+  absl::Status status =
+      Error(absl::StatusCode::kInvalidArgument, ::marketing::common::v1::INVALID_ARGUMENT, message);
+  status.SetPayload(kDataExceptionPayload, absl::Cord(std::string(sqlstate)));
+  return status;
+}
+
+bool IsDataException(const absl::Status& status) {
+  return !status.ok() && status.GetPayload(kDataExceptionPayload).has_value();
+}
+
+std::string DataExceptionSqlState(const absl::Status& status) {
+  if (status.ok()) return "";
+  auto state = status.GetPayload(kDataExceptionPayload);
+  return state ? std::string(*state) : "";
+}
+
 }  // namespace mkt::events
 
 namespace mkt::pg {
@@ -143,10 +204,11 @@ absl::Status EventStore::EnsurePartitions(const std::vector<ValidatedEvent>& eve
     // Replicas creating the same partition at once: one wins, the other retries and sees it.
     absl::Status s;
     for (int attempt = 0; attempt < 3; ++attempt) {
-      s = pg::WithTransaction(pool_, [&](pqxx::work& tx) {
-        tx.exec(sql);
-        return absl::OkStatus();
-      });
+      s = pg::WithTransaction(pool_, RefusingData([&](pqxx::work& tx) {
+                                tx.exec(sql);
+                                return absl::OkStatus();
+                              }));
+      if (IsDataException(s)) return s;  // an occurred_at PostgreSQL cannot hold
       if (s.ok()) break;
     }
     MKT_RETURN_IF_ERROR(s);
@@ -183,7 +245,7 @@ absl::StatusOr<BatchStats> EventStore::ProcessBatch(const std::vector<ValidatedE
     }
   }
 
-  absl::Status status = pg::WithTransaction(pool_, [&](pqxx::work& tx) -> absl::Status {
+  const auto apply = [&](pqxx::work& tx) -> absl::Status {
     stats = BatchStats{};
     // 1. Dedupe: the first of each key in the batch, then against what is stored.
     std::set<std::string> in_batch;
@@ -326,7 +388,9 @@ absl::StatusOr<BatchStats> EventStore::ProcessBatch(const std::vector<ValidatedE
       for (auto it = list.begin(); it != list.end();) {
         if (pick(*it)) {
           clawbacks.push_back(it->grant_id);
-          aggregates[{std::get<0>(key), std::get<1>(key), kGrantsWindow}].count -= 1;
+          int64_t& grants_made =
+              aggregates[{std::get<0>(key), std::get<1>(key), kGrantsWindow}].count;
+          if (grants_made > 0) --grants_made;
           ++stats.clawbacks;
           it = list.erase(it);
         } else {
@@ -478,7 +542,8 @@ absl::StatusOr<BatchStats> EventStore::ProcessBatch(const std::vector<ValidatedE
     }
     if (!clawbacks.empty()) tx.exec_params(kRequestReversal, pg::TextArrayLiteral(clawbacks));
     return absl::OkStatus();
-  });
+  };
+  absl::Status status = pg::WithTransaction(pool_, RefusingData(apply));
   if (!status.ok()) return status;
   return stats;
 }

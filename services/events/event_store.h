@@ -9,6 +9,7 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -22,6 +23,17 @@
 namespace mkt::events {
 
 const pg::MigrationSet& EventsMigrations();
+
+// Whether `status` (from ProcessBatch) says that the database refused the events' data: a
+// PostgreSQL data exception (SQLSTATE class 22: a NUL in text, malformed UTF-8 or JSON, a number
+// or date out of range...) or attributes the store cannot encode. The same events can never be
+// written; a subset without the offending event can. Other failures (lost connection,
+// serialization failure, deadlock, ...) are not data exceptions and are worth retrying.
+bool IsDataException(const absl::Status& status);
+// The SQLSTATE of a data exception ("" when it is not one, or did not come from PostgreSQL).
+std::string DataExceptionSqlState(const absl::Status& status);
+// Returns a data exception with `sqlstate` ("" when not from PostgreSQL) and `message`.
+absl::Status DataException(std::string_view sqlstate, std::string_view message);
 
 struct BatchStats {
   int events = 0;
@@ -67,7 +79,8 @@ class EventStore {
   absl::StatusOr<std::vector<pb::TriggerRule>> LoadRules();
 
   // Applies a batch of valid events (in order) in one transaction: dedupe, log, match against
-  // `rules`, aggregates, outcomes, grants, clawbacks.
+  // `rules`, aggregates, outcomes, grants, clawbacks. Fails with a status IsDataException
+  // recognises when the database refuses the data of some event (nothing is written then).
   absl::StatusOr<BatchStats> ProcessBatch(const std::vector<ValidatedEvent>& events,
                                           const RuleIndex& rules, const CustomerTags* tags);
 

@@ -5,13 +5,60 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "libs/core/money.h"
 #include "libs/core/status.h"
+#include "libs/core/text.h"
 
 namespace mkt::events {
 namespace {
 
 absl::Status Unfit(std::string_view field, std::string message) {
   return InvalidArgument(field, message);
+}
+
+// The latest instant a google.protobuf.Timestamp may hold (9999-12-31T23:59:59Z); PostgreSQL and
+// the event log's monthly partitions take anything up to it.
+constexpr int64_t kMaxTimestampSeconds = 253'402'300'799;
+
+// Returns "" when `value` is text PostgreSQL can hold and people can read: well-formed UTF-8
+// without NUL and without control characters (U+0001..U+001F, U+007F), except tab, line feed
+// and carriage return when `layout_allowed` (free-text attribute values). Otherwise says what is
+// wrong without quoting the value, which cannot be shown as it is.
+std::string TextProblem(std::string_view value, bool layout_allowed) {
+  if (PrintableUtf8Length(value) >= 0) return "";
+  if (const size_t nul = value.find('\0'); nul != std::string_view::npos) {
+    return absl::StrCat("contains a NUL character (U+0000) at byte ", nul);
+  }
+  if (!IsWellFormedUtf8(value)) return "is not well-formed UTF-8";
+  // Well-formed UTF-8: a byte below 0x80 is always a character of its own.
+  for (size_t i = 0; i < value.size(); ++i) {
+    const auto c = static_cast<unsigned char>(value[i]);
+    if (c >= 0x20 && c != 0x7f) continue;
+    if (layout_allowed && (c == '\t' || c == '\n' || c == '\r')) continue;
+    return absl::StrFormat("contains the control character U+%04X at byte %d", c, i);
+  }
+  return "";
+}
+
+// Checks a text field of the event (type, ids, source, product code): printable UTF-8 only.
+absl::Status CheckText(std::string_view field, std::string_view value,
+                       std::string_view label = {}) {
+  if (std::string problem = TextProblem(value, /*layout_allowed=*/false); !problem.empty()) {
+    return Unfit(field, absl::StrCat(AsAbsl(label.empty() ? field : label), " ", problem));
+  }
+  return absl::OkStatus();
+}
+
+// Checks an amount of fen: 0..kMaxEventAmountFen (10^15), so that sums of amounts stay exact.
+absl::Status CheckAmount(std::string_view field, std::string_view what, int64_t fen) {
+  if (fen < 0) return Unfit(field, absl::StrCat(AsAbsl(what), " cannot be negative"));
+  if (fen > kMaxEventAmountFen) {
+    return Unfit(field, absl::StrCat(AsAbsl(what), " ", fen,
+                                     " is above the largest amount an event may carry (",
+                                     kMaxEventAmountFen, " fen)"));
+  }
+  return absl::OkStatus();
 }
 
 pb::AttributeSpec Attr(std::string name, pb::AttributeType type, bool required,
@@ -54,6 +101,11 @@ const std::set<std::string, std::less<>>& BuiltinNames() {
 absl::StatusOr<TypedValue> Typed(const pb::AttributeSpec& spec, const std::string& raw) {
   TypedValue v;
   const std::string field = "attributes." + spec.name();
+  // Every value is stored in the event log (jsonb, which refuses NUL) and may be quoted in a
+  // dead letter's reason; only STRING values, free text, may hold tabs and line breaks.
+  if (std::string problem = TextProblem(raw, spec.type() == pb::STRING); !problem.empty()) {
+    return Unfit(field, absl::StrCat("attribute ", spec.name(), " ", problem));
+  }
   switch (spec.type()) {
     case pb::STRING:
       v.kind = expr::Value::Kind::kString;
@@ -75,6 +127,9 @@ absl::StatusOr<TypedValue> Typed(const pb::AttributeSpec& spec, const std::strin
         return Unfit(field, absl::StrCat("attribute ", spec.name(), " = \"", raw, "\" is not ",
                                          spec.type() == pb::INT ? "an integer"
                                                                 : "an integer amount of fen"));
+      }
+      if (spec.type() == pb::DECIMAL_FEN) {
+        MKT_RETURN_IF_ERROR(CheckAmount(field, "attribute " + spec.name(), v.number));
       }
       v.kind = expr::Value::Kind::kNumber;
       return v;
@@ -183,6 +238,12 @@ absl::Status CheckEventType(const pb::EventType& type) {
     if (a.type() == pb::ENUM && a.enum_values_size() == 0) {
       return InvalidArgument(field + ".enum_values", "an ENUM attribute lists its values");
     }
+    for (const std::string& value : a.enum_values()) {
+      if (PrintableUtf8Length(value) < 0) {
+        return InvalidArgument(field + ".enum_values",
+                               "an enum value is UTF-8 text without control characters");
+      }
+    }
   }
   if (type.reversal() != pb::NOT_A_REVERSAL) {
     bool has_original = false;
@@ -225,6 +286,8 @@ std::vector<pb::EventType> EventTypeRegistry::List() const {
 
 absl::StatusOr<ValidatedEvent> EventTypeRegistry::Validate(
     const pb::BusinessEvent& event, std::string_view envelope_event_id) const {
+  // Checked before it is quoted in "unknown event type" below.
+  MKT_RETURN_IF_ERROR(CheckText("event_type", event.event_type()));
   std::shared_ptr<const EventTypeInfo> info = Find(event.event_type());
   if (info == nullptr) {
     return Unfit("event_type", absl::StrCat("unknown event type \"", event.event_type(), "\""));
@@ -241,10 +304,23 @@ absl::StatusOr<ValidatedEvent> EventTypeRegistry::Validate(
   if (event.org_id().empty() || event.org_id().size() > 64) {
     return Unfit("org_id", "org_id must be 1..64 characters");
   }
+  // Core systems publish protobuf straight to the topic: their text reaches PostgreSQL as it is,
+  // and a NUL or malformed UTF-8 there would fail the whole batch's transaction (protobuf's parser
+  // checks UTF-8 of proto3 strings but lets NUL and control characters through).
+  MKT_RETURN_IF_ERROR(CheckText("source", event.source()));
+  MKT_RETURN_IF_ERROR(CheckText("source_event_id", event.source_event_id()));
+  MKT_RETURN_IF_ERROR(CheckText("customer_id", event.customer_id()));
+  MKT_RETURN_IF_ERROR(CheckText("org_id", event.org_id()));
+  MKT_RETURN_IF_ERROR(CheckText("product_code", event.product_code()));
+  MKT_RETURN_IF_ERROR(CheckText("event_id", envelope_event_id, "the envelope's event_id"));
   if (event.occurred_at().seconds() <= 0) {
     return Unfit("occurred_at", "occurred_at is required");
   }
-  if (event.amount_fen() < 0) return Unfit("amount_fen", "amount_fen cannot be negative");
+  if (event.occurred_at().seconds() > kMaxTimestampSeconds || event.occurred_at().nanos() < 0 ||
+      event.occurred_at().nanos() > 999'999'999) {
+    return Unfit("occurred_at", "occurred_at is not a valid timestamp (at most 9999-12-31)");
+  }
+  MKT_RETURN_IF_ERROR(CheckAmount("amount_fen", "amount_fen", event.amount_fen()));
   const pb::EventType& type = info->proto();
   if (type.amount_required() && event.amount_fen() <= 0) {
     return Unfit("amount_fen", absl::StrCat("a ", type.name(), " event needs amount_fen > 0"));
@@ -262,6 +338,8 @@ absl::StatusOr<ValidatedEvent> EventTypeRegistry::Validate(
   v.amount_fen = event.amount_fen();
   v.reversal = type.reversal();
   for (const auto& [name, value] : event.attributes()) {
+    // Checked before it is quoted in "is not in the schema" below.
+    MKT_RETURN_IF_ERROR(CheckText("attributes", name, "an attribute name"));
     bool known = false;
     for (const auto& a : type.attributes()) known = known || a.name() == name;
     if (!known) {

@@ -21,7 +21,37 @@ absl::Status CheckScope(const tenancy::Actor& actor, const std::string& org) {
   return absl::OkStatus();
 }
 
+// Applies [begin, end), whose apply failed with `failure` (a data exception), in two halves.
+absl::Status Bisect(size_t begin, size_t end, const absl::Status& failure,
+                    const std::function<absl::Status(size_t, size_t)>& apply,
+                    const std::function<void(size_t, const absl::Status&)>& refused) {
+  if (end - begin == 1) {
+    refused(begin, failure);
+    return absl::OkStatus();
+  }
+  const size_t middle = begin + (end - begin) / 2;
+  for (auto [from, to] : {std::pair{begin, middle}, std::pair{middle, end}}) {
+    absl::Status status = apply(from, to);
+    if (IsDataException(status)) status = Bisect(from, to, status, apply, refused);
+    MKT_RETURN_IF_ERROR(status);
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
+
+absl::Status ApplyIsolatingRefusedEvents(
+    size_t count, const std::function<absl::Status(size_t begin, size_t end)>& apply,
+    const std::function<void(size_t index, const absl::Status& status)>& refused) {
+  if (count == 0) return absl::OkStatus();
+  absl::Status status = apply(0, count);
+  if (!IsDataException(status)) return status;
+  spdlog::warn(
+      "events: the database refused the data of a batch of {} event(s) ({}); applying it in parts "
+      "to set the offending event(s) aside",
+      count, status.message());
+  return Bisect(0, count, status, apply, refused);
+}
 
 EventsService::EventsService(EventStore& store, const CustomerTags* tags)
     : store_(store), tags_(tags) {}
@@ -46,6 +76,7 @@ absl::Status EventsService::Start() {
 absl::Status EventsService::HandleBatch(const std::vector<kafka::IncomingMessage>& batch,
                                         std::vector<Rejected>* rejected) {
   std::vector<ValidatedEvent> events;
+  std::vector<size_t> origin;  // events[i] is batch[origin[i]]
   events.reserve(batch.size());
   for (size_t i = 0; i < batch.size(); ++i) {
     const kafka::IncomingMessage& m = batch[i];
@@ -62,9 +93,11 @@ absl::Status EventsService::HandleBatch(const std::vector<kafka::IncomingMessage
     }
     pb::BusinessEvent event;
     if (envelope->type() != kBusinessEventType || !envelope->payload().UnpackTo(&event)) {
+      // protobuf's parser refuses a proto3 string field that is not well-formed UTF-8.
       rejected->push_back(
           {i, absl::StrCat("envelope type \"", envelope->type(),
-                           "\" does not hold a marketing.events.v1.BusinessEvent")});
+                           "\" does not hold a marketing.events.v1.BusinessEvent (a malformed "
+                           "message, or a text field that is not well-formed UTF-8)")});
       continue;
     }
     auto valid = types_.Validate(event, envelope->event_id());
@@ -73,12 +106,34 @@ absl::Status EventsService::HandleBatch(const std::vector<kafka::IncomingMessage
       continue;
     }
     events.push_back(*std::move(valid));
+    origin.push_back(i);
   }
   if (events.empty()) return absl::OkStatus();
   auto snapshot = rules_.Snapshot();
-  MKT_ASSIGN_OR_RETURN(BatchStats stats, store_.ProcessBatch(events, *snapshot, tags_));
-  if ((stats.grants > 0 || stats.clawbacks > 0) && on_grants_) on_grants_();
-  return absl::OkStatus();
+  bool grants_changed = false;
+  const auto apply = [&](size_t begin, size_t end) -> absl::Status {
+    std::vector<ValidatedEvent> part;
+    if (begin > 0 || end < events.size()) {
+      part.assign(events.begin() + static_cast<ptrdiff_t>(begin),
+                  events.begin() + static_cast<ptrdiff_t>(end));
+    }
+    MKT_ASSIGN_OR_RETURN(BatchStats stats,
+                         store_.ProcessBatch(part.empty() ? events : part, *snapshot, tags_));
+    grants_changed = grants_changed || stats.grants > 0 || stats.clawbacks > 0;
+    return absl::OkStatus();
+  };
+  // An event whose data the database refuses is dead-lettered rather than retried for ever with
+  // its batch (which would stop its partition for good); the rest of the batch is applied.
+  const auto refused = [&](size_t i, const absl::Status& status) {
+    spdlog::error("events: the database refused event {} (message {}[{}]@{}): {}",
+                  events[i].event_key, batch[origin[i]].topic, batch[origin[i]].partition,
+                  batch[origin[i]].offset, status.message());
+    rejected->push_back({origin[i], absl::StrCat("the database refused it: ", status.message())});
+  };
+  absl::Status status = ApplyIsolatingRefusedEvents(events.size(), apply, refused);
+  // Parts applied before a failure are committed: their grants are due even so.
+  if (grants_changed && on_grants_) on_grants_();
+  return status;
 }
 
 absl::StatusOr<std::optional<pb::TriggerRule>> RuleFromCampaign(

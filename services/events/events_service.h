@@ -4,6 +4,7 @@
 // why an event did or did not grant).
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -32,7 +33,9 @@ class EventsService {
   // Called after a batch committed grants (wakes the grant sender).
   void OnGrantsCommitted(std::function<void()> callback) { on_grants_ = std::move(callback); }
 
-  // The BatchConsumer handler of mkt.business-events.v1.
+  // The BatchConsumer handler of mkt.business-events.v1. Rejects (for the dead-letter topic) what
+  // does not fit its type's schema and, should the database still refuse an event's data, that
+  // event alone (ApplyIsolatingRefusedEvents); any other failure is returned for a retry.
   absl::Status HandleBatch(const std::vector<kafka::IncomingMessage>& batch,
                            std::vector<Rejected>* rejected);
   // The handler of mkt.campaign-changes.v1.
@@ -58,6 +61,18 @@ class EventsService {
   RuleBook rules_;
   std::function<void()> on_grants_;
 };
+
+// Applies events [0, count) with `apply(begin, end)` (a half-open range, in order, in one
+// transaction). When that fails with a data exception (IsDataException: the database refuses the
+// data of some event, e.g. a value validation did not foresee), the range is split in two halves
+// applied one after the other, down to single events: each event that still fails alone with a
+// data exception is passed to `refused` (to be dead-lettered) and skipped, the others are applied,
+// in their order. Any other failure (lost connection, serialization failure, deadlock, ...) is
+// returned at once: the caller retries the whole batch, and the events already applied by then
+// are duplicates (their dedupe keys were committed with their effects).
+absl::Status ApplyIsolatingRefusedEvents(
+    size_t count, const std::function<absl::Status(size_t begin, size_t end)>& apply,
+    const std::function<void(size_t index, const absl::Status& status)>& refused);
 
 // Returns the rule an EVENT_TRIGGER campaign's change describes, or nullopt for campaigns of
 // other kinds. The event type comes from the trigger expression's `event.type == "..."`; each

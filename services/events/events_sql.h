@@ -48,6 +48,8 @@ inline constexpr char kSelectActiveGrants[] =
     "  (SELECT * FROM unnest($1::text[], $2::text[], $3::text[])) "
     "  AND state IN ('pending', 'granted') ORDER BY seq";
 
+// The new values are computed in memory (rules.cc ApplyMatch/ApplyReversal, saturating at the
+// int64 maximum), not added up here: nothing in this statement can overflow bigint.
 inline constexpr char kUpsertAggregates[] =
     "INSERT INTO rule_aggregates (rule_id, customer_id, window_key, event_count, amount_fen, "
     "  tiers_granted) "

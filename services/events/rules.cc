@@ -1,10 +1,14 @@
 #include "services/events/rules.h"
 
+#include <algorithm>
+#include <cstdint>
+#include <limits>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/civil_time.h"
 #include "libs/auth/crypto.h"
+#include "libs/core/money.h"
 #include "libs/core/status.h"
 
 namespace mkt::events {
@@ -12,6 +16,15 @@ namespace {
 
 absl::Time FromProto(const google::protobuf::Timestamp& ts) {
   return absl::FromUnixSeconds(ts.seconds()) + absl::Nanoseconds(ts.nanos());
+}
+
+// a - b held at 0 (counts and amounts never go below it), without overflow whatever is stored.
+int64_t SubtractDownToZero(int64_t a, int64_t b) {
+  int64_t difference;
+  if (__builtin_sub_overflow(a, b, &difference)) {
+    return b < 0 ? std::numeric_limits<int64_t>::max() : 0;
+  }
+  return std::max<int64_t>(0, difference);
 }
 
 absl::Status CheckReward(const pb::RewardSpec& reward, const std::string& field) {
@@ -142,8 +155,10 @@ MatchEffect ApplyMatch(const pb::TriggerRule& rule, int64_t amount_fen, Aggregat
                        Aggregate& grants) {
   MatchEffect effect;
   const int64_t count_before = agg.count;
-  agg.count += 1;
-  agg.amount_fen += amount_fen;
+  // Saturating: validation bounds one event's amount (kMaxEventAmountFen), but a window's sum of
+  // many such amounts, or an aggregate stored before the bound, could pass the int64 maximum.
+  agg.count = SaturatingAdd(agg.count, 1);
+  agg.amount_fen = SaturatingAdd(agg.amount_fen, amount_fen);
   std::vector<int> due;
   switch (rule.kind()) {
     case pb::EVERY_MATCH:
@@ -187,7 +202,7 @@ MatchEffect ApplyMatch(const pb::TriggerRule& rule, int64_t amount_fen, Aggregat
       // The tier stays unearned so that a later rule change (higher limit) can grant it.
       break;
     }
-    grants.count += 1;
+    grants.count = SaturatingAdd(grants.count, 1);
     if (rule.kind() != pb::EVERY_MATCH) agg.tiers_granted |= int64_t{1} << tier;
     effect.grant_tiers.push_back(tier);
     absl::StrAppend(&effect.decision, "; grants tier ", tier);
@@ -197,8 +212,8 @@ MatchEffect ApplyMatch(const pb::TriggerRule& rule, int64_t amount_fen, Aggregat
 
 std::vector<int> ApplyReversal(const pb::TriggerRule& rule, int64_t count, int64_t amount_fen,
                                Aggregate& agg) {
-  agg.count = std::max<int64_t>(0, agg.count - count);
-  agg.amount_fen = std::max<int64_t>(0, agg.amount_fen - amount_fen);
+  agg.count = SubtractDownToZero(agg.count, count);
+  agg.amount_fen = SubtractDownToZero(agg.amount_fen, amount_fen);
   std::vector<int> lost;
   if (rule.kind() == pb::COUNT_AT_LEAST) {
     if ((agg.tiers_granted & 1) != 0 && agg.count < rule.count_threshold()) {

@@ -79,7 +79,10 @@ struct MatchEffect {
 
 // Applies a matching event of `amount_fen` to `agg` and decides what it grants, given the
 // customer's grants so far for the rule (`grants`, whose count is increased by what is granted;
-// per_customer_total caps it).
+// per_customer_total caps it). Counts and amounts saturate at the int64 maximum
+// (mkt::SaturatingAdd) rather than overflow: one event carries at most kMaxEventAmountFen (10^15
+// fen), so only a window with more than ~9,000 events of that size (or an aggregate stored before
+// the bound) reaches it, far above any tier threshold.
 MatchEffect ApplyMatch(const pb::TriggerRule& rule, int64_t amount_fen, Aggregate& agg,
                        Aggregate& grants);
 

@@ -1,7 +1,11 @@
 #include "services/events/rules.h"
 
+#include <cstdint>
+#include <limits>
+
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "libs/core/money.h"
 
 namespace mkt::events {
 namespace {
@@ -94,6 +98,43 @@ TEST(ApplyMatchTest, PerCustomerTotalCapsGrants) {
   MatchEffect third = ApplyMatch(rule, 0, agg, grants);
   EXPECT_THAT(third.grant_tiers, IsEmpty());
   EXPECT_THAT(third.decision, ::testing::HasSubstr("limit 2 reached"));
+}
+
+// Signed overflow is undefined behaviour (and aborts under UBSan): sums hold at the int64 maximum.
+TEST(ApplyMatchTest, SumsSaturateInsteadOfOverflowing) {
+  constexpr int64_t kMax = std::numeric_limits<int64_t>::max();
+  const pb::TriggerRule rule = Cumulative({100000, kMax});
+  Aggregate agg, grants;
+  EXPECT_THAT(ApplyMatch(rule, kMax, agg, grants).grant_tiers, ElementsAre(0, 1));
+  MatchEffect second = ApplyMatch(rule, kMax, agg, grants);
+  EXPECT_THAT(second.grant_tiers, IsEmpty());
+  EXPECT_EQ(agg.amount_fen, kMax);
+  EXPECT_EQ(agg.count, 2);
+  EXPECT_THAT(second.decision, ::testing::HasSubstr("cumulative 9223372036854775807 fen"));
+
+  // Aggregates stored before amounts were bounded, at the edge.
+  Aggregate old{.count = kMax, .amount_fen = kMax - 5, .tiers_granted = 0};
+  Aggregate many{.count = kMax, .amount_fen = 0, .tiers_granted = 0};
+  pb::TriggerRule every = Cumulative({1});
+  every.set_kind(pb::EVERY_MATCH);
+  EXPECT_THAT(ApplyMatch(every, kMaxEventAmountFen, old, many).grant_tiers, ElementsAre(0));
+  EXPECT_EQ(old.amount_fen, kMax);
+  EXPECT_EQ(old.count, kMax);
+  EXPECT_EQ(many.count, kMax);
+}
+
+TEST(ApplyReversalTest, TakesBackDownToZeroWhateverIsStored) {
+  constexpr int64_t kMax = std::numeric_limits<int64_t>::max();
+  constexpr int64_t kMin = std::numeric_limits<int64_t>::min();
+  const pb::TriggerRule rule = Cumulative({100});
+  Aggregate agg{.count = kMin, .amount_fen = kMin, .tiers_granted = 1};
+  EXPECT_THAT(ApplyReversal(rule, kMax, kMax, agg), ElementsAre(0));
+  EXPECT_EQ(agg.count, 0);
+  EXPECT_EQ(agg.amount_fen, 0);
+  agg = Aggregate{.count = 3, .amount_fen = kMax, .tiers_granted = 1};
+  EXPECT_THAT(ApplyReversal(rule, 1, kMaxEventAmountFen, agg), IsEmpty());
+  EXPECT_EQ(agg.count, 2);
+  EXPECT_EQ(agg.amount_fen, kMax - kMaxEventAmountFen);
 }
 
 TEST(WindowKeyTest, MonthsAndDaysAreInChinaTime) {

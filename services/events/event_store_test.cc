@@ -1,0 +1,207 @@
+// The events store and the batch handler against the real PostgreSQL: what the database refuses
+// (a NUL cuts a libpq parameter short, jsonb refuses \u0000, malformed UTF-8...) comes back as a
+// data exception with its SQLSTATE and nothing of the batch is written; the handler sets the event
+// the database refuses aside for the dead-letter topic and applies the rest of its batch exactly
+// once; failures that are not about the data are retried, never dead-lettered.
+#include <limits>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "libs/kafka/outbox.h"
+#include "libs/pg/migrations.h"
+#include "libs/pg/pool.h"
+#include "libs/tenancy/tenancy.h"
+#include "libs/testing/testing.h"
+#include "services/events/event_store.h"
+#include "services/events/events_service.h"
+
+namespace mkt::events {
+namespace {
+
+using ::testing::HasSubstr;
+using ::testing::StartsWith;
+
+class EventStoreTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto pool = pg::Pool::Connect({.dsn = db_.dsn(), .size = 4});
+    ASSERT_TRUE(pool.ok()) << pool.status();
+    pool_ = *std::move(pool);
+    absl::Status migrated = pg::ApplyMigrations(*pool_, {&EventsMigrations()});
+    ASSERT_TRUE(migrated.ok()) << migrated;
+    store_ = std::make_unique<EventStore>(*pool_);
+    service_ = std::make_unique<EventsService>(*store_, nullptr);
+    ASSERT_TRUE(service_->Start().ok());
+    types_.Load(DefaultEventTypes());
+  }
+
+  void Exec(const std::string& sql) {
+    absl::Status s = pg::WithTransaction(*pool_, [&](pqxx::work& tx) {
+      tx.exec(sql);
+      return absl::OkStatus();
+    });
+    ASSERT_TRUE(s.ok()) << s;
+  }
+
+  int64_t Count(const std::string& sql) {
+    int64_t n = -1;
+    absl::Status s = pg::WithTransaction(*pool_, [&](pqxx::work& tx) {
+      n = tx.exec1(sql)[0].as<int64_t>();
+      return absl::OkStatus();
+    });
+    EXPECT_TRUE(s.ok()) << s;
+    return n;
+  }
+
+  // A valid event, then spoiled by the caller: the store is reached without validation.
+  ValidatedEvent Valid(const std::string& id) {
+    pb::BusinessEvent e = Spend(id);
+    auto v = types_.Validate(e, "env-" + id);
+    EXPECT_TRUE(v.ok()) << v.status();
+    return *v;
+  }
+
+  static pb::BusinessEvent Spend(const std::string& id) {
+    pb::BusinessEvent e;
+    e.set_source("card");
+    e.set_source_event_id(id);
+    e.set_event_type("credit_card.spend");
+    e.set_customer_id("c-1");
+    e.set_org_id("bank-a");
+    e.mutable_occurred_at()->set_seconds(1'790'000'000);
+    e.set_amount_fen(1000);
+    (*e.mutable_attributes())["merchant_category"] = "food";
+    return e;
+  }
+
+  static kafka::IncomingMessage Message(const pb::BusinessEvent& e, int64_t offset) {
+    kafka::IncomingMessage m;
+    m.topic = "mkt.business-events.v1";
+    m.offset = offset;
+    m.key = e.customer_id();
+    m.value = kafka::MakeEnvelope("events.BusinessEvent", e.org_id(), "", e).SerializeAsString();
+    return m;
+  }
+
+  testing::TestDatabase db_;
+  std::unique_ptr<pg::Pool> pool_;
+  std::unique_ptr<EventStore> store_;
+  std::unique_ptr<EventsService> service_;
+  EventTypeRegistry types_;
+  RuleIndex no_rules_;
+};
+
+TEST_F(EventStoreTest, WhatTheDatabaseRefusesIsADataExceptionAndNothingIsWritten) {
+  const std::string nul("x\0y", 3);
+  struct Case {
+    const char* what;
+    std::function<void(ValidatedEvent&)> spoil;
+    const char* sqlstate;
+  };
+  const std::vector<Case> cases = {
+      // libpq sends parameters as C strings: the array literal ends at the NUL.
+      {"NUL in customer_id", [&](auto& e) { e.customer_id = "c" + nul; }, "22P02"},
+      {"NUL in event_key", [&](auto& e) { e.event_key += nul; }, "22P02"},
+      {"NUL in product_code", [&](auto& e) { e.product_code = nul; }, "22P02"},
+      // nlohmann::json writes \u0000, which jsonb refuses.
+      {"NUL in an attribute", [&](auto& e) { e.attributes["merchant_category"] = nul; }, "22P05"},
+      {"malformed UTF-8 in customer_id", [](auto& e) { e.customer_id = "c\xff"; }, "22021"},
+      // nlohmann::json refuses to write it at all.
+      {"malformed UTF-8 in an attribute",
+       [](auto& e) { e.attributes["merchant_category"] = "caf\xe9"; }, ""},
+  };
+  int n = 0;
+  for (const Case& c : cases) {
+    ValidatedEvent good = Valid(absl::StrCat("good-", n));
+    ValidatedEvent bad = Valid(absl::StrCat("bad-", n++));
+    c.spoil(bad);
+    auto stats = store_->ProcessBatch({good, bad}, no_rules_, nullptr);
+    ASSERT_FALSE(stats.ok()) << c.what;
+    EXPECT_TRUE(IsDataException(stats.status())) << c.what << ": " << stats.status();
+    EXPECT_EQ(DataExceptionSqlState(stats.status()), c.sqlstate) << stats.status();
+    if (*c.sqlstate != '\0') {
+      EXPECT_THAT(std::string(stats.status().message()),
+                  StartsWith(absl::StrCat("PostgreSQL error ", c.sqlstate, ": ")));
+    }
+    EXPECT_LE(stats.status().message().size(), 500u);
+  }
+  EXPECT_EQ(Count("SELECT count(*) FROM event_keys"), 0);
+  EXPECT_EQ(Count("SELECT count(*) FROM event_log"), 0);
+
+  // The largest amounts fit; sums of them saturate in memory and are stored as they are.
+  ValidatedEvent big = Valid("big");
+  big.amount_fen = std::numeric_limits<int64_t>::max();
+  auto stats = store_->ProcessBatch({big}, no_rules_, nullptr);
+  EXPECT_TRUE(stats.ok()) << stats.status();
+}
+
+TEST_F(EventStoreTest, TheHandlerDeadLettersWhatTheDatabaseRefusesAndAppliesTheRestOnce) {
+  // A refusal validation cannot foresee: the database itself refuses one event's key.
+  Exec(R"sql(
+    CREATE FUNCTION refuse_marked() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+      IF NEW.event_key LIKE '%refused-by-db%' THEN
+        RAISE EXCEPTION 'value refused for the test' USING ERRCODE = '22023';
+      END IF;
+      IF NEW.event_key LIKE '%conflicts%' THEN
+        RAISE EXCEPTION 'a concurrent update for the test' USING ERRCODE = '40001';
+      END IF;
+      RETURN NEW;
+    END $$;
+    CREATE TRIGGER refuse_marked BEFORE INSERT ON event_keys
+      FOR EACH ROW EXECUTE FUNCTION refuse_marked();)sql");
+  pb::TriggerRule rule;
+  rule.set_rule_id("every-spend");
+  rule.set_campaign_id("camp-1");
+  rule.set_org_id("bank-a");
+  rule.set_event_type("credit_card.spend");
+  rule.set_kind(pb::EVERY_MATCH);
+  rule.mutable_reward()->set_asset(::marketing::rewards::v1::POINTS);
+  rule.mutable_reward()->set_quantity(5);
+  rule.set_active(true);
+  rule.set_revision(1);
+  ASSERT_TRUE(service_->UpsertRule(tenancy::SystemActor("test"), rule).ok());
+
+  std::vector<kafka::IncomingMessage> batch;
+  for (int i = 0; i < 9; ++i) {
+    pb::BusinessEvent e = Spend(absl::StrCat("tx-", i));
+    if (i == 3) e.set_source_event_id("tx-refused-by-db");
+    if (i == 6) (*e.mutable_attributes())["merchant_category"] = std::string("caf\0e", 5);
+    batch.push_back(Message(e, 100 + i));
+  }
+  for (int round = 0; round < 2; ++round) {  // the second time as a redelivery
+    std::vector<Rejected> rejected;
+    absl::Status s = service_->HandleBatch(batch, &rejected);
+    ASSERT_TRUE(s.ok()) << s;
+    ASSERT_EQ(rejected.size(), 2u);
+    EXPECT_EQ(rejected[0].index, 6u);
+    EXPECT_THAT(rejected[0].reason, HasSubstr("attribute merchant_category contains a NUL"));
+    EXPECT_EQ(rejected[1].index, 3u);
+    EXPECT_THAT(rejected[1].reason,
+                HasSubstr("the database refused it: PostgreSQL error 22023: value refused for "
+                          "the test"));
+  }
+  EXPECT_EQ(Count("SELECT count(*) FROM event_log"), 7);
+  EXPECT_EQ(Count("SELECT count(*) FROM event_log WHERE event_key LIKE '%refused%'"), 0);
+  EXPECT_EQ(Count("SELECT count(*) FROM grants"), 7);
+  EXPECT_EQ(Count("SELECT event_count FROM rule_aggregates WHERE window_key = 'c'"), 7);
+
+  // A failure that is not about the data (here a serialization failure, retried by
+  // pg::WithTransaction and then by the consumer) is returned: nothing is dead-lettered, nothing
+  // of the batch is written.
+  std::vector<kafka::IncomingMessage> conflicting = {Message(Spend("tx-a"), 200),
+                                                     Message(Spend("tx-conflicts"), 201),
+                                                     Message(Spend("tx-b"), 202)};
+  std::vector<Rejected> rejected;
+  absl::Status s = service_->HandleBatch(conflicting, &rejected);
+  EXPECT_EQ(s.code(), absl::StatusCode::kAborted) << s;
+  EXPECT_TRUE(rejected.empty());
+  EXPECT_EQ(Count("SELECT count(*) FROM event_log"), 7);
+}
+
+}  // namespace
+}  // namespace mkt::events
