@@ -1,5 +1,7 @@
 #include "services/gateway/admin_auth.h"
 
+#include "services/gateway/http_message.h"
+
 #include <algorithm>
 
 #include "absl/strings/escaping.h"
@@ -147,12 +149,14 @@ absl::StatusOr<gw::Session> AdminAuth::SignIn(const gw::CreateSessionRequest& re
     case OperatorStore::SignInOutcome::kDisabled:
       return Denied("this operator account is disabled");
     case OperatorStore::SignInOutcome::kLocked:
-      return Error(absl::StatusCode::kResourceExhausted, pb::RATE_LIMITED,
-                   absl::StrCat("this account is locked after ", options_.lockout.max_failures,
-                                " wrong passwords until ",
-                                absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", result.locked_until,
-                                                 absl::UTCTimeZone()),
-                                "; an admin can unlock it"));
+      return WithRetryAfter(
+          Error(absl::StatusCode::kResourceExhausted, pb::RATE_LIMITED,
+                absl::StrCat("this account is locked after ", options_.lockout.max_failures,
+                             " wrong passwords until ",
+                             absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", result.locked_until,
+                                              absl::UTCTimeZone()),
+                             "; an admin can unlock it")),
+          result.locked_until - absl::Now());
     case OperatorStore::SignInOutcome::kOk:
       break;
   }

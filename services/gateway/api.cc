@@ -317,14 +317,11 @@ std::optional<HttpResponse> ApiService::Throttle(RateLimiter& limiter, const std
                                                  const std::string& request_id) {
   const absl::Duration wait = limiter.Acquire(key);
   if (wait <= absl::ZeroDuration()) return std::nullopt;
-  HttpResponse response =
-      ErrorResponse(Error(absl::StatusCode::kResourceExhausted, pb::RATE_LIMITED,
-                          "too many requests; retry after the number of seconds in Retry-After"),
-                    request_id);
-  response.headers.emplace_back(
-      "Retry-After", std::to_string(std::max<int64_t>(
-                         1, static_cast<int64_t>(std::ceil(absl::ToDoubleSeconds(wait))))));
-  return response;
+  return ErrorResponse(
+      WithRetryAfter(Error(absl::StatusCode::kResourceExhausted, pb::RATE_LIMITED,
+                           "too many requests; retry after the number of seconds in Retry-After"),
+                     wait),
+      request_id);
 }
 
 ApiCall ApiService::NewCall(const RouteRequest& request) {
@@ -391,7 +388,6 @@ HttpResponse ApiService::Finish(absl::StatusOr<HttpResponse> result, const std::
   if (response.status >= 500) {
     absl::StrAppend(&response.log_note, " cause=\"", result.status().message(), "\"");
   }
-  if (response.status == 503) response.headers.emplace_back("Retry-After", "1");
   return response;
 }
 
@@ -599,6 +595,10 @@ absl::StatusOr<HttpResponse> ApiService::ToHttp(StoredResponse stored, const abs
   response.content_type = stored.content_type;
   response.body = std::move(stored.body);
   if (!failure.ok()) response.error_code = ReasonName(ReasonOf(failure));
+  // A refusal to come back later (a locked account, a campaign's own rate cap) says when.
+  if (!failure.ok() && (response.status == 429 || response.status == 503)) {
+    response.headers.emplace_back("Retry-After", RetryAfterOf(failure));
+  }
   if (replayed) response.headers.emplace_back("Idempotent-Replayed", "true");
   return response;
 }

@@ -4,7 +4,9 @@
 #include "absl/time/clock.h"
 #include "google/protobuf/descriptor.h"
 #include "libs/auth/crypto.h"
+#include "libs/core/money.h"
 #include "libs/core/status.h"
+#include "libs/core/text.h"
 #include "libs/kafka/outbox.h"
 #include "marketing/campaigns/v1/batch_grants.pb.h"
 #include "marketing/campaigns/v1/campaigns.pb.h"
@@ -24,6 +26,9 @@ namespace pb = ::marketing::common::v1;
 using tenancy::Role;
 
 constexpr size_t kMaxTrackingBatch = 500;
+// The events service dead-letters a business event larger than this once encoded (kMaxEventBytes
+// in services/events/event_types.h); the gateway refuses it with 413 instead.
+constexpr size_t kMaxBusinessEventBytes = 64 * 1024;
 
 // Makes sure the generated descriptors of every backend's protos are linked in (a static
 // library's object files are only linked when referenced).
@@ -157,8 +162,31 @@ absl::Status PublishEvent(const ApiDependencies& deps, const ApiCall& call,
   if (event.customer_id().empty() || event.customer_id().size() > 64) {
     return InvalidArgument("customer_id", "customer_id is required (1..64 characters)");
   }
-  if (event.amount_fen() < 0)
-    return InvalidArgument("amount_fen", "amount_fen must not be negative");
+  if (event.amount_fen() < 0 || event.amount_fen() > kMaxEventAmountFen) {
+    return InvalidArgument("amount_fen",
+                           absl::StrCat("amount_fen must be 0..", kMaxEventAmountFen, " (fen)"));
+  }
+  // Text goes into the events database as it is: NUL (\u0000 in JSON) would be refused there,
+  // after the event was accepted.
+  for (const auto& [field, text] : {std::pair<std::string_view, const std::string*>{
+                                        "source_event_id", &event.source_event_id()},
+                                    {"event_type", &event.event_type()},
+                                    {"customer_id", &event.customer_id()},
+                                    {"org_id", &event.org_id()},
+                                    {"product_code", &event.product_code()}}) {
+    if (!IsWellFormedUtf8(*text)) {
+      return InvalidArgument(field, absl::StrCat(AsAbsl(field), " must be text without NUL"));
+    }
+  }
+  for (const auto& [name, value] : event.attributes()) {
+    if (!IsWellFormedUtf8(name) || !IsWellFormedUtf8(value)) {
+      return InvalidArgument(
+          "attributes",
+          IsWellFormedUtf8(name)
+              ? absl::StrCat("attributes: the value of \"", name, "\" must be text without NUL")
+              : "attributes: attribute names must be text without NUL");
+    }
+  }
   // Events reported through the gateway are the channel's: its id is the source.
   event.set_source(call.channel->channel_id);
   if (!event.has_occurred_at()) {
@@ -175,6 +203,13 @@ absl::Status PublishEvent(const ApiDependencies& deps, const ApiCall& call,
                                  event.customer_id(),
                                  envelope.SerializeAsString(),
                                  {{"event_id", envelope.event_id()}}};
+  // The events service dead-letters larger events; refuse them here, where the caller hears it.
+  if (message.value.size() > kMaxBusinessEventBytes) {
+    return Error(absl::StatusCode::kResourceExhausted, pb::BODY_TOO_LARGE,
+                 absl::StrCat("the event is ", message.value.size(),
+                              " bytes once encoded; an event may have at most ",
+                              kMaxBusinessEventBytes, " (mostly its attributes)"));
+  }
   absl::Status published = deps.publisher->Publish({message}, deps.publish_timeout);
   if (!published.ok()) {
     return Error(absl::StatusCode::kUnavailable, pb::DEPENDENCY_UNAVAILABLE,

@@ -1,5 +1,7 @@
 #include "services/gateway/backend.h"
 
+#include "services/gateway/http_message.h"
+
 #include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/impl/codegen/proto_utils.h>
@@ -107,8 +109,11 @@ std::optional<absl::Status> Backend::RefusedByBreaker(const std::string& label) 
 absl::Status Backend::BreakerRefusal(const std::string& label) {
   RejectedByBreaker().Add({{"backend", name_}}).Increment();
   BackendMetrics().Record(label, "CIRCUIT_OPEN", 0);
-  return Error(absl::StatusCode::kUnavailable, pb::DEPENDENCY_UNAVAILABLE,
-               absl::StrCat("the ", name_, " service is unavailable (circuit open)"));
+  // Come back when the breaker lets a probe through, not sooner.
+  return WithRetryAfter(
+      Error(absl::StatusCode::kUnavailable, pb::DEPENDENCY_UNAVAILABLE,
+            absl::StrCat("the ", name_, " service is unavailable (circuit open)")),
+      breaker_.RetryAfter());
 }
 
 absl::Status Backend::Finish(Pending& pending) {

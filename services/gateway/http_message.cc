@@ -2,8 +2,11 @@
 
 #include <algorithm>
 #include <boost/beast/http/status.hpp>
+#include <cmath>
+#include <optional>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/cord.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "libs/core/status.h"
@@ -111,6 +114,22 @@ HttpResponse JsonResponse(std::string body, int status) {
   return response;
 }
 
+namespace {
+constexpr std::string_view kRetryAfterPayload = "type.mkt/retry-after";
+}  // namespace
+
+absl::Status WithRetryAfter(absl::Status status, absl::Duration after) {
+  const int64_t seconds =
+      std::max<int64_t>(1, static_cast<int64_t>(std::ceil(absl::ToDoubleSeconds(after))));
+  status.SetPayload(AsAbsl(kRetryAfterPayload), absl::Cord(absl::StrCat(seconds)));
+  return status;
+}
+
+std::string RetryAfterOf(const absl::Status& status) {
+  const auto after = status.GetPayload(AsAbsl(kRetryAfterPayload));
+  return after ? std::string(*after) : "1";
+}
+
 HttpResponse ErrorResponse(const absl::Status& status, std::string_view request_id) {
   HttpResponse response;
   response.status = HttpStatusFor(status);
@@ -133,6 +152,9 @@ HttpResponse ErrorResponse(const absl::Status& status, std::string_view request_
       break;
   }
   response.error_code = ReasonName(reason);
+  if (response.status == 429 || response.status == 503) {
+    response.headers.emplace_back("Retry-After", RetryAfterOf(status));
+  }
   const std::string message =
       response.status >= 500 ? PublicMessageFor(response.status) : std::string(status.message());
   nlohmann::json body = {{"error",

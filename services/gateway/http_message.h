@@ -69,9 +69,18 @@ std::string ResponseHead(const HttpResponse& response, std::string_view request_
 // Returns a response with `body` (already JSON) and status 200 unless given.
 HttpResponse JsonResponse(std::string body, int status = 200);
 
+// Returns `status` saying when to come back: a 429 or 503 answer made from it carries
+// Retry-After with `after` in whole seconds (at least 1).
+absl::Status WithRetryAfter(absl::Status status, absl::Duration after);
+
+// The Retry-After value for a 429 or 503 made from `status`: what WithRetryAfter put on it, else
+// "1".
+std::string RetryAfterOf(const absl::Status& status);
+
 // Returns the JSON error response for `status` (which must not be OK): HTTP status from
 // mkt::HttpStatusFor, code from the status's reason. 5xx answers never carry the internal
-// message, only what the caller can do about it; the caller logs the original.
+// message, only what the caller can do about it; the caller logs the original. Every 429 and 503
+// carries Retry-After: what WithRetryAfter put on `status`, else 1 s.
 HttpResponse ErrorResponse(const absl::Status& status, std::string_view request_id);
 
 }  // namespace mkt::gateway

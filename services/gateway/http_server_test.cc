@@ -724,5 +724,33 @@ TEST(HttpServerWriteTest, AResponseTooLargeToWriteAtOnceIsFinishedOnTheIoThread)
   (*server)->Shutdown(absl::Seconds(1));
 }
 
+// Every 429 and 503 says when to come back: what the refusal carries (a breaker's remaining open
+// time, a locked account's lock, a token bucket's wait), else 1 s; other errors do not.
+TEST(ErrorResponseTest, RefusalsToComeBackLaterCarryRetryAfter) {
+  auto retry_after = [](const HttpResponse& r) {
+    std::string out;
+    for (const auto& [name, value] : r.headers) {
+      if (name == "Retry-After") out = value;
+    }
+    return out;
+  };
+  EXPECT_EQ(retry_after(ErrorResponse(Unavailable("down"), "r1")), "1");
+  const absl::Status limited =
+      Error(absl::StatusCode::kResourceExhausted, ::marketing::common::v1::RATE_LIMITED, "slow");
+  EXPECT_EQ(retry_after(ErrorResponse(limited, "r2")), "1");
+  EXPECT_EQ(retry_after(ErrorResponse(WithRetryAfter(limited, absl::Milliseconds(4200)), "r3")),
+            "5");
+  EXPECT_EQ(
+      retry_after(ErrorResponse(WithRetryAfter(Unavailable("open"), absl::Seconds(-3)), "r4")),
+      "1");
+  const HttpResponse bad = ErrorResponse(InvalidArgument("x", "bad"), "r5");
+  EXPECT_EQ(bad.status, 400);
+  EXPECT_EQ(retry_after(bad), "");
+  // A business refusal forced to 409 keeps no Retry-After even from a 429-ish status.
+  EXPECT_EQ(retry_after(
+                ErrorResponse(WithRetryAfter(InvalidArgument("x", "bad"), absl::Seconds(9)), "r6")),
+            "");
+}
+
 }  // namespace
 }  // namespace mkt::gateway

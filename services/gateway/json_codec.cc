@@ -13,6 +13,7 @@
 #include "absl/strings/str_split.h"
 #include "google/protobuf/util/json_util.h"
 #include "libs/core/status.h"
+#include "libs/core/text.h"
 #include "libs/protojson/protojson.h"
 #include "nlohmann/json.hpp"
 
@@ -439,6 +440,11 @@ absl::Status SetFieldFromText(gpb::Message* message, std::string_view path, std:
   const std::string value(text);
   switch (f->cpp_type()) {
     case FieldDescriptor::CPPTYPE_STRING:
+      // A proto3 string must be UTF-8: the service would refuse to parse the request (INTERNAL),
+      // and PostgreSQL refuses NUL. Both are the caller's mistake, so they are a 400 here.
+      if (f->type() == FieldDescriptor::TYPE_STRING && !IsWellFormedUtf8(value)) {
+        return BadParam(param, "must be UTF-8 text without NUL (percent-decoded)");
+      }
       repeated ? r->AddString(target, f, value) : r->SetString(target, f, value);
       return absl::OkStatus();
     case FieldDescriptor::CPPTYPE_INT32: {

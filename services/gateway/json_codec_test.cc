@@ -215,6 +215,17 @@ TEST(JsonCodecTest, SetsFieldsFromTextByType) {
             absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(SetFieldFromText(&save, "config", "x", "config").code(),
             absl::StatusCode::kInvalidArgument);
+  // Percent-decoded path and query values that are not UTF-8 (GBK's 张三, a lone 0xFF) or hold
+  // NUL are the caller's mistake: the service could not parse them.
+  for (std::string_view text : {std::string_view("\xD5\xC5\xC8\xFD"), std::string_view("a\xFF"),
+                                std::string_view("a\0b", 3)}) {
+    absl::Status not_text = SetFieldFromText(&save, "campaign_id", text, "campaign_id");
+    EXPECT_EQ(not_text.code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_EQ(FieldOf(not_text), "campaign_id");
+  }
+  EXPECT_EQ(save.campaign_id(), "cmp_1");
+  ASSERT_TRUE(SetFieldFromText(&save, "campaign_id", "\xE5\xBC\xA0\xE4\xB8\x89", "c").ok());
+  EXPECT_EQ(save.campaign_id(), "\xE5\xBC\xA0\xE4\xB8\x89");
 
   campaigns_pb::ListCampaignsRequest list;
   ASSERT_TRUE(SetFieldFromText(&list, "states", "DRAFT", "states").ok());

@@ -86,9 +86,7 @@ void RequestDispatcher::Handle(HttpRequest request, Respond respond) {
   if (!queued) {
     call->failure = Error(absl::StatusCode::kResourceExhausted, pb::RATE_LIMITED,
                           "the gateway is busy; retry in a moment");
-    HttpResponse response = ErrorResponse(call->failure, call->request.request_id);
-    response.headers.emplace_back("Retry-After", "1");
-    Complete(*call, std::move(response));
+    Complete(*call, ErrorResponse(call->failure, call->request.request_id));
   }
 }
 
@@ -141,16 +139,9 @@ void RequestDispatcher::Run(Call& call) {
 
 void RequestDispatcher::Finish(Call& call, absl::StatusOr<HttpResponse> result) {
   if (result.ok()) return Complete(call, *std::move(result));
-  const Route& route = *call.match.route;
   call.failure = result.status();
-  HttpResponse response = ErrorResponse(call.failure, call.request.request_id);
-  // Refusals before the handler (a full replay window) say when to come back, like the
-  // handlers' own 429 and 503 do.
-  if ((response.status == 429 || response.status == 503) && !call.channel.has_value() &&
-      route.options.channel_auth) {
-    response.headers.emplace_back("Retry-After", "1");
-  }
-  Complete(call, std::move(response));
+  // Every 429 and 503 says when to come back (ErrorResponse).
+  Complete(call, ErrorResponse(call.failure, call.request.request_id));
 }
 
 void RequestDispatcher::Complete(Call& call, HttpResponse response) {

@@ -567,6 +567,11 @@ TEST_F(GatewayApiE2eTest, FiveWrongPasswordsLockTheAccount) {
                          {{"operator_id", "lou-locked"}, {"password", "password-of-lou-locked"}});
   EXPECT_EQ(r.status, 429) << r.body;
   EXPECT_THAT(r.body, HasSubstr("locked"));
+  // Retry-After is the rest of the lock (lockout_s, 900 s by default; whole seconds rounded up,
+  // from the database's clock), not a second.
+  ASSERT_FALSE(r.Header("retry-after").empty());
+  EXPECT_GT(std::stoi(r.Header("retry-after")), 800) << r.Header("retry-after");
+  EXPECT_LE(std::stoi(r.Header("retry-after")), 902) << r.Header("retry-after");
   ASSERT_EQ(
       Admin(RootToken(), "PATCH", "/admin/v1/operators/lou-locked", {{"unlock", true}}).status,
       200);

@@ -539,6 +539,37 @@ TEST_F(GatewayContractE2eTest, EveryChannelRouteAuthenticatesAndEventsAndTrackin
   r = Signed("POST", "/v1/events", event, "");
   EXPECT_EQ(r.status, 400);
   EXPECT_THAT(r.body, HasSubstr("Idempotency-Key"));
+  // Text the events database would refuse (NUL) and amounts beyond any real one are 400 here,
+  // not accepted and then stuck or dead-lettered behind the 202.
+  r = Signed("POST", "/v1/events",
+             R"({"source_event_id":"e10","event_type":"card.activated","customer_id":"C1\u0000x"})",
+             "ev-nul");
+  EXPECT_EQ(r.status, 400) << r.body;
+  EXPECT_THAT(r.body, HasSubstr("customer_id"));
+  r = Signed("POST", "/v1/events",
+             R"({"source_event_id":"e11","event_type":"card.activated","customer_id":"C1",)"
+             R"("attributes":{"note":"a\u0000b"}})",
+             "ev-nul-attr");
+  EXPECT_EQ(r.status, 400) << r.body;
+  EXPECT_THAT(r.body, HasSubstr("attributes"));
+  r = Signed("POST", "/v1/events",
+             R"({"source_event_id":"e12","event_type":"deposit.made","customer_id":"C1",)"
+             R"("amount_fen":"9223372036854775807"})",
+             "ev-huge");
+  EXPECT_EQ(r.status, 400) << r.body;
+  EXPECT_THAT(r.body, HasSubstr("amount_fen"));
+  // A body just under the route's 64 KiB limit whose event, once wrapped in its envelope (event
+  // id, type, source, request id), is over what the events service takes (64 KiB): 413 with the
+  // reason, not a 202 followed by a dead letter.
+  Json big = Json::parse(event);
+  big["source_event_id"] = "e13";
+  big["attributes"]["a"] = "";
+  big["attributes"]["a"] = std::string(65530 - big.dump().size(), 'x');
+  ASSERT_EQ(big.dump().size(), 65530u);
+  r = Signed("POST", "/v1/events", big.dump(), "ev-big");
+  EXPECT_EQ(r.status, 413) << r.body;
+  EXPECT_EQ(r.ErrorCode(), "BODY_TOO_LARGE");
+  EXPECT_THAT(r.body, HasSubstr("bytes once encoded"));
   r = Signed("POST", "/v1/events",
              absl::StrCat(R"({"source_event_id":")", std::string(70000, 'x'), R"("})"), "ev-6");
   EXPECT_EQ(r.status, 413);
@@ -928,6 +959,24 @@ TEST_F(GatewayContractE2eTest, RefusalsAreDocumentedAndBodiesAreStrict) {
              "b5-event");
   EXPECT_EQ(r.status, 400) << r.body;
   EXPECT_THAT(r.body, HasSubstr("event_type is required"));
+  // B6: path values that are not UTF-8 once decoded (a customer id in GBK, a lone 0xFF) or hold
+  // NUL are the caller's mistake: 400 naming the parameter, never the service's parse failure
+  // (500), and so never counted against the backend's breaker: twelve of them leave the wallet
+  // answering.
+  for (int i = 0; i < 4; ++i) {
+    for (const char* path : {"/v1/customers/%D5%C5%C8%FD/wallet", "/v1/customers/A%00B/coupons",
+                             "/v1/customers/%FF/campaigns"}) {
+      r = Signed("GET", path, "", "");
+      EXPECT_EQ(r.status, 400) << path << " " << r.body;
+      EXPECT_EQ(r.ErrorCode(), "INVALID_ARGUMENT") << path;
+      EXPECT_THAT(r.body, HasSubstr("customer_id")) << path;
+    }
+  }
+  r = Signed("POST", "/v1/redemptions/%FF:confirm", "{}", "b6-confirm");
+  EXPECT_EQ(r.status, 400) << r.body;
+  EXPECT_THAT(r.body, HasSubstr("redemption_id"));
+  r = Signed("GET", "/v1/customers/" + owner + "/wallet", "", "");
+  EXPECT_EQ(r.status, 200) << r.body;
   // The redemption was not touched by any of that: it is still LOCKED, and cancels now.
   r = Signed("POST", "/v1/redemptions/" + redemption + ":cancel", "{}", "b3-cancel-2");
   ASSERT_EQ(r.status, 200) << r.body;
@@ -954,7 +1003,11 @@ TEST_F(GatewayContractE2eTest, WalletFailsFastWhileRewardsIsDownAndRecoversAfter
     ms.push_back(absl::ToDoubleMilliseconds(absl::Now() - start));
     EXPECT_EQ(r.status, 503) << r.body;
     EXPECT_EQ(r.ErrorCode(), "DEPENDENCY_UNAVAILABLE") << r.body;
-    EXPECT_FALSE(r.Header("retry-after").empty());
+    // Whole seconds until the breaker lets a probe through: 1..its open time.
+    const std::string after = r.Header("retry-after");
+    ASSERT_FALSE(after.empty());
+    EXPECT_GE(std::stoi(after), 1);
+    EXPECT_LE(std::stoi(after), std::max<int64_t>(1, (kBreakerOpenMs + 999) / 1000)) << after;
   }
   std::sort(ms.begin(), ms.end());
   // Nearest-rank p99 of 100: the 99th value.
