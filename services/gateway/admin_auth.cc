@@ -10,6 +10,7 @@
 #include "absl/strings/str_split.h"
 #include "libs/auth/crypto.h"
 #include "libs/core/status.h"
+#include "libs/core/text.h"
 #include "nlohmann/json.hpp"
 
 namespace mkt::gateway {
@@ -92,6 +93,14 @@ absl::Status ValidatePassword(std::string_view password) {
   return InvalidArgument("password", "a password has 12..256 characters");
 }
 
+absl::Status ValidateDisplayName(std::string_view name) {
+  const int length = PrintableUtf8Length(name);
+  if (length >= 0 && length <= 100) return absl::OkStatus();
+  return InvalidArgument("display_name",
+                         "a display name is at most 100 characters of UTF-8 text without control "
+                         "characters");
+}
+
 absl::Status ValidateRoles(const google::protobuf::RepeatedPtrField<std::string>& roles) {
   if (roles.empty()) return InvalidArgument("roles", "an operator has at least one role");
   for (const auto& role : roles) {
@@ -156,7 +165,7 @@ absl::StatusOr<gw::Session> AdminAuth::SignIn(const gw::CreateSessionRequest& re
                              absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", result.locked_until,
                                               absl::UTCTimeZone()),
                              "; an admin can unlock it")),
-          result.locked_until - absl::Now());
+          result.locked_until - clock_.Now());
     case OperatorStore::SignInOutcome::kOk:
       break;
   }
@@ -205,6 +214,7 @@ absl::StatusOr<gw::Operator> AdminAuth::CreateOperator(const tenancy::Actor& act
                                                        const gw::CreateOperatorRequest& request) {
   if (!actor.Has(tenancy::Role::kAdmin)) return Denied("only an admin manages operators");
   MKT_RETURN_IF_ERROR(ValidateOperatorId(request.id()));
+  MKT_RETURN_IF_ERROR(ValidateDisplayName(request.display_name()));
   MKT_RETURN_IF_ERROR(ValidateRoles(request.roles()));
   MKT_RETURN_IF_ERROR(ValidatePassword(request.password()));
   const std::string org = request.org_id().empty() ? actor.org_id : request.org_id();
@@ -257,6 +267,7 @@ absl::StatusOr<gw::Operator> AdminAuth::UpdateOperator(const tenancy::Actor& act
   if (!actor.Has(tenancy::Role::kAdmin)) return Denied("only an admin manages operators");
   MKT_RETURN_IF_ERROR(GetOperator(actor, request.id()).status());
   if (request.roles_size() > 0) MKT_RETURN_IF_ERROR(ValidateRoles(request.roles()));
+  MKT_RETURN_IF_ERROR(ValidateDisplayName(request.display_name()));
   std::string hash;
   if (!request.password().empty()) {
     MKT_RETURN_IF_ERROR(ValidatePassword(request.password()));

@@ -95,6 +95,8 @@ class AdminAuth {
 // unacceptable.
 absl::Status ValidateOperatorId(std::string_view id);
 absl::Status ValidatePassword(std::string_view password);
+// Empty, or at most 100 characters of UTF-8 text without control characters.
+absl::Status ValidateDisplayName(std::string_view name);
 absl::Status ValidateRoles(const google::protobuf::RepeatedPtrField<std::string>& roles);
 
 }  // namespace mkt::gateway

@@ -82,5 +82,17 @@ TEST(OperatorValidationTest, ChecksIdsPasswordsAndRoles) {
   EXPECT_EQ(FieldOf(ValidateRoles(roles)), "roles");
 }
 
+// Display names are shown to people and stored in a text column (which holds no NUL): PostgreSQL
+// would refuse malformed UTF-8 with an error that looks like ours (500).
+TEST(OperatorValidationTest, DisplayNamesArePrintableTextOfAtMost100Characters) {
+  EXPECT_TRUE(ValidateDisplayName("").ok());
+  EXPECT_TRUE(ValidateDisplayName("\xE5\xBC\xA0\xE4\xB8\x89 (branch 12)").ok());
+  EXPECT_TRUE(ValidateDisplayName(std::string(100, 'a')).ok());
+  EXPECT_EQ(FieldOf(ValidateDisplayName(std::string(101, 'a'))), "display_name");
+  EXPECT_EQ(FieldOf(ValidateDisplayName(std::string_view("a\0b", 3))), "display_name");
+  EXPECT_EQ(FieldOf(ValidateDisplayName("bell\x07")), "display_name");
+  EXPECT_EQ(FieldOf(ValidateDisplayName("\xFF")), "display_name");
+}
+
 }  // namespace
 }  // namespace mkt::gateway
