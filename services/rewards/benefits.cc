@@ -956,11 +956,20 @@ absl::StatusOr<pb::Redemption> Benefits::LockCoupon(const pb::LockCouponRequest&
     }
     pqxx::result prior = tx.exec_params(kSelectRedemptionByOrder, req.order().order_id(), c.id);
     if (!prior.empty()) {
+      // One redemption per (order, coupon): a retry of the same lock gets it again; anything
+      // else about that pair is a conflict the caller resolves with a new order id.
       out = Parse<pb::Redemption>(prior[0][1].as<std::string>());
       if (out.order_amount_fen() != req.order().amount_fen()) {
-        return Error(absl::StatusCode::kAlreadyExists, cpb::IDEMPOTENCY_KEY_REUSED,
-                     "this order already locked this coupon with another amount",
-                     "order.amount_fen");
+        return Conflict(absl::StrCat("order ", out.order_id(), " already locked this coupon for ",
+                                     out.order_amount_fen(), " fen (redemption ", out.id(),
+                                     "); an order of another amount needs a new order id"),
+                        "order.amount_fen");
+      }
+      if (out.state() == pb::REDEMPTION_CANCELLED || out.state() == pb::REDEMPTION_REVERSED) {
+        return Conflict(absl::StrCat("order ", out.order_id(), "'s redemption of this coupon (",
+                                     out.id(), ") is ", pb::RedemptionState_Name(out.state()),
+                                     "; to lock the coupon again, use a new order id"),
+                        "order.order_id");
       }
       return absl::OkStatus();
     }

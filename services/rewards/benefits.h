@@ -75,10 +75,12 @@ class Benefits {
 
   // Online checkout (try–confirm–cancel). Lock checks owner, state, validity, usage rules and
   // the order, computes the discount and reserves the coupon (pending transfer "<rdm>.lock");
-  // idempotent by (order id, coupon). Confirm posts it; Cancel (or the lock timeout) voids it;
-  // Reverse gives a confirmed coupon back while it is still valid (REVERSE of the posting).
-  // Refusals: CONFLICT (field "redemption_id") for confirm after cancel, cancel after confirm,
-  // reverse of an unconfirmed redemption, confirm after the lock expired.
+  // idempotent by (order id, coupon): the same lock again answers the same redemption while it is
+  // LOCKED or CONFIRMED; another amount, or a lock after that redemption was cancelled or
+  // reversed, is CONFLICT (a new attempt needs a new order id). Confirm posts it; Cancel (or the
+  // lock timeout) voids it; Reverse gives a confirmed coupon back while it is still valid (REVERSE
+  // of the posting). Refusals: CONFLICT (field "redemption_id") for confirm after cancel, cancel
+  // after confirm, reverse of an unconfirmed redemption, confirm after the lock expired.
   absl::StatusOr<pb::Redemption> LockCoupon(const pb::LockCouponRequest& request);
   absl::StatusOr<pb::Redemption> ConfirmRedemption(const pb::RedemptionRequest& request);
   absl::StatusOr<pb::Redemption> CancelRedemption(const pb::RedemptionRequest& request);

@@ -840,6 +840,12 @@ TEST_F(GatewayContractE2eTest, WalletRedemptionsAndQrAnswerTheContract) {
   r = Signed("POST", "/v1/redemptions/" + cancelled + ":confirm", "{}", "confirm-2");
   EXPECT_EQ(r.status, 409) << r.body;
   EXPECT_EQ(r.ErrorCode(), "CONFLICT");
+  // The same order locking the coupon again (a new key) hears that its redemption was
+  // cancelled, not a 200 with the cancelled redemption; the coupon is free for a new order id.
+  r = lock(abandoned, "ORDER-3", "lock-3-again", "");
+  EXPECT_EQ(r.status, 409) << r.body;
+  EXPECT_EQ(r.ErrorCode(), "CONFLICT");
+  EXPECT_THAT(r.body, HasSubstr("new order id"));
   r = Signed("POST", "/v1/redemptions/rdm_doesnotexist:confirm", "{}", "confirm-3");
   EXPECT_EQ(r.status, 404) << r.body;
   EXPECT_EQ(r.ErrorCode(), "NOT_FOUND");

@@ -358,7 +358,11 @@ TEST_F(BenefitsTest, LockConfirmReverseRestoresCouponAndLedger) {
   auto again = Lock(c, "order-1", 10000);
   ASSERT_TRUE(again.ok()) << again.status();
   EXPECT_EQ(again->id(), lock->id());
-  EXPECT_EQ(ReasonOf(Lock(c, "order-1", 999).status()), cpb::IDEMPOTENCY_KEY_REUSED);
+  // Another amount for the same order is a conflict naming the amount, not a key reuse.
+  auto other_amount = Lock(c, "order-1", 999);
+  EXPECT_EQ(ReasonOf(other_amount.status()), cpb::CONFLICT);
+  EXPECT_EQ(FieldOf(other_amount.status()), "order.amount_fen");
+  EXPECT_NE(other_amount.status().message().find("10000 fen"), std::string_view::npos);
   ExpectBooksBalanced();
 
   auto confirmed = benefits_->ConfirmRedemption(Rdm(lock->id()));
@@ -394,6 +398,16 @@ TEST_F(BenefitsTest, ConfirmAfterCancelIsRefusedAndCancelReleasesTheCoupon) {
   EXPECT_NE(confirm.status().message().find("CANCELLED"), std::string_view::npos);
   EXPECT_EQ(ReasonOf(benefits_->ReverseRedemption(Rdm(lock->id())).status()), cpb::CONFLICT);
   EXPECT_EQ(store_->GetTransfer(lock->id() + ".lock")->state(), pb::VOIDED);
+  // Locking again for the cancelled order is a conflict that says so (not the cancelled
+  // redemption answered as if it were locked); a new order id locks the released coupon.
+  auto relock = Lock(c, "order-1", 10000);
+  EXPECT_EQ(ReasonOf(relock.status()), cpb::CONFLICT);
+  EXPECT_EQ(FieldOf(relock.status()), "order.order_id");
+  EXPECT_NE(relock.status().message().find("REDEMPTION_CANCELLED"), std::string_view::npos);
+  EXPECT_EQ(StateOf(c), pb::COUPON_ISSUED);
+  auto fresh = Lock(c, "order-2", 10000);
+  ASSERT_TRUE(fresh.ok()) << fresh.status();
+  EXPECT_EQ(fresh->state(), pb::REDEMPTION_LOCKED);
 }
 
 TEST_F(BenefitsTest, LockTimeoutReleasesTheCoupon) {
