@@ -347,7 +347,11 @@ std::map<int, std::string> DocumentedStatuses(const ApiRoute& route) {
   if (!route.body.empty()) out[413] = "BODY_TOO_LARGE.";
   out[429] = "RATE_LIMITED; see Retry-After.";
   out[503] = "DEPENDENCY_UNAVAILABLE; see Retry-After.";
-  if (!route.backend.empty()) out[504] = "DEADLINE_EXCEEDED.";
+  // A channel request's signature needs the channel's credential, which the gateway may have to
+  // ask the channel registry for.
+  if (!route.backend.empty() || route.access == Access::kChannel) {
+    out[504] = "DEADLINE_EXCEEDED.";
+  }
   for (const auto& [status, codes] : extra) {
     std::string& text = out[status];
     for (const auto& c : codes) {
@@ -551,7 +555,8 @@ Json StaticPaths() {
                  {"channel_id", "org_id", "code", "server_time", "server_time_unix"}}}}}}}}}},
         {"401", ErrorResponse("Channel authentication failed.")},
         {"429", ErrorResponse("RATE_LIMITED.")},
-        {"503", ErrorResponse("The channel registry is unavailable.")}}}};
+        {"503", ErrorResponse("The channel registry is unavailable.")},
+        {"504", ErrorResponse("The channel registry did not answer in time.")}}}};
   return paths;
 }
 
