@@ -436,7 +436,9 @@ Json Operation(const ApiRoute& route, SchemaBuilder& schemas) {
       // A path segment cannot hold '/'; and the router splits a trailing ":action" off.
       schema["pattern"] = "^[^/:?#]+$";
       if (auto key = route.key_fields.find(field); key != route.key_fields.end()) {
-        schema["pattern"] = absl::StrCat("^[A-Za-z0-9._-]{1,", key->second, "}$");
+        // The same characters as the key in a body (a customer id "cust:1" is one in both): the
+        // router takes the ":action" suffix off the end, so a ':' inside the key is kept.
+        schema["pattern"] = absl::StrCat("^[A-Za-z0-9._:-]{1,", key->second, "}$");
         schema["maxLength"] = key->second;
       }
     }

@@ -176,7 +176,11 @@ TEST(OpenApiTest, RequiredFieldsAreListedAndNothingIsNullable) {
   EXPECT_EQ(
       body("/v1/campaigns/{campaign_id}/participations")["properties"]["channel"]["maxLength"], 32);
   const auto& param = Op(doc, "post", "/v1/redemptions/{redemption_id}:confirm")["parameters"][0];
-  EXPECT_EQ(param["schema"]["pattern"], "^[A-Za-z0-9._-]{1,64}$");
+  EXPECT_EQ(param["schema"]["pattern"], "^[A-Za-z0-9._:-]{1,64}$");
+  // A key has the same pattern in a path as in a body: a customer id a client may send in a
+  // body ("cust:1") is one it may also put in a path.
+  const auto& wallet = Op(doc, "get", "/v1/customers/{customer_id}/wallet")["parameters"][0];
+  EXPECT_EQ(wallet["schema"]["pattern"], lock["properties"]["customer_id"]["pattern"]);
   // Every property of every component that is not a reference says it is not nullable.
   for (const auto& [name, schema] : doc["components"]["schemas"].items()) {
     if (name == "Error") continue;
