@@ -74,6 +74,8 @@ struct ValidatedEvent {
 };
 
 inline constexpr char kOriginalEventAttribute[] = "original_event_id";
+// Larger messages are dead-lettered; the gateway refuses larger events with 413 before publishing
+// them (kMaxBusinessEventBytes in services/gateway/api_routes.cc).
 inline constexpr size_t kMaxEventBytes = 64 * 1024;
 
 // The twelve business events of the issue plus the two reversals (loan.cancelled,
