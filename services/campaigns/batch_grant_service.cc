@@ -1,8 +1,10 @@
 #include "services/campaigns/batch_grant_service.h"
 
 #include <algorithm>
+#include <string>
 
 #include "libs/core/status.h"
+#include "libs/core/text.h"
 #include "libs/rpc/actor.h"
 #include "libs/rpc/server.h"
 #include "marketing/campaigns/v1/batch_grants.grpc.pb.h"
@@ -108,7 +110,16 @@ absl::StatusOr<pb::BatchGrant> BatchGrantService::Cancel(
     return Error(absl::StatusCode::kPermissionDenied, common::PERMISSION_DENIED,
                  "only an approver or an admin may cancel a batch grant");
   }
-  if (request.reason().size() > 500) return InvalidArgument("reason", "at most 500 characters");
+  // Stored in a text column (batch_grant_runs.cancel_reason), which holds no NUL: refused rather
+  // than cut off. The limit is in bytes of UTF-8 (a Chinese character takes three).
+  if (request.reason().size() > kMaxCancelReasonBytes) {
+    return InvalidArgument("reason", "is " + std::to_string(request.reason().size()) +
+                                         " bytes; at most " +
+                                         std::to_string(kMaxCancelReasonBytes) + " bytes of UTF-8");
+  }
+  if (!IsWellFormedUtf8(request.reason())) {
+    return InvalidArgument("reason", "must be well-formed UTF-8 without NUL characters");
+  }
   const std::string by = actor.org_id + "/" + actor.operator_id;
   MKT_ASSIGN_OR_RETURN(BatchGrantRun run,
                        store_.Cancel(campaign.id(), campaign.org_id(), by, request.reason()));

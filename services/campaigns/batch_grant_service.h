@@ -6,6 +6,7 @@
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/impl/codegen/service_type.h>
 
+#include <cstddef>
 #include <memory>
 
 #include "absl/status/statusor.h"
@@ -16,6 +17,9 @@
 #include "services/campaigns/pg_campaign_store.h"
 
 namespace mkt::campaigns {
+
+// CancelBatchGrant: the longest reason, in bytes of UTF-8.
+inline constexpr size_t kMaxCancelReasonBytes = 500;
 
 class BatchGrantService {
  public:

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <iterator>
+#include <map>
 #include <set>
 #include <utility>
 
@@ -188,6 +189,33 @@ void CheckPrice(const std::string& field, int64_t price_points, FieldErrors& err
   }
 }
 
+// What a reward item, prize or tier reward grants. Proto3 keeps a number it does not know (a
+// client built against a newer proto, or a hand-written request), and the reward issuer would
+// grant a coupon for it (reward_issuer.cc AssetOf): an unknown kind is refused instead.
+void CheckKind(const std::string& field, pb::RewardKind kind, FieldErrors& errors) {
+  if (!pb::RewardKind_IsValid(kind)) {
+    errors.Add(field, "is not a reward kind (" + std::to_string(static_cast<int>(kind)) +
+                          "): REWARD_KIND_COUPON (the default), REWARD_KIND_POINTS, "
+                          "REWARD_KIND_CASH_FEN or REWARD_KIND_LOTTERY_CHANCE");
+  }
+}
+
+// How long granted points stay valid: 0 is the default of 365 days, a negative value used to be
+// taken as that default too, more than kMaxPointsValidDays is refused by the ledger at every
+// grant, and on another kind of reward the value would be ignored (only points expire).
+void CheckPointsValidDays(const std::string& field, pb::RewardKind kind, int32_t days,
+                          FieldErrors& errors) {
+  if (days < 0) {
+    errors.Add(field, "must not be negative (0 means 365 days)");
+  } else if (days > kMaxPointsValidDays) {
+    errors.Add(field, "must be at most " + std::to_string(kMaxPointsValidDays) +
+                          " (ten years, the longest the ledger keeps points; 0 means 365 days)");
+  } else if (days > 0 && kind != pb::REWARD_KIND_POINTS && pb::RewardKind_IsValid(kind)) {
+    errors.Add(field,
+               "only points expire: leave it 0 for a " + pb::RewardKind_Name(kind) + " reward");
+  }
+}
+
 // The reward of an event campaign, in the form the events service turns into a rule's reward
 // (services/events/events_service.cc RuleFromCampaign): its benefit_template_id names the ledger
 // asset granted (POINTS, CASH_FEN or LOTTERY_CHANCE; the events service grants nothing else) and
@@ -223,6 +251,13 @@ void CheckEventRewards(const pb::CampaignConfig& c, FieldErrors& errors) {
                                                     " for a " + asset->first + " reward");
     }
     CheckQuantity(Indexed("rewards", i, "quantity"), r.quantity(), errors);
+    // The events service grants its points with the ledger's default validity (365 days) and
+    // does not read this field.
+    if (r.points_valid_days() != 0) {
+      errors.Add(Indexed("rewards", i, "points_valid_days"),
+                 "an event campaign's points are valid 365 days (the events service does not read "
+                 "points_valid_days); leave it 0");
+    }
   }
 }
 
@@ -279,6 +314,9 @@ void CheckRulesAndRewards(const pb::CampaignConfig& c, const ValidationContext& 
       CheckBenefit(Indexed("prizes", i, "benefit_template_id"), p.benefit_template_id(), ctx,
                    errors);
       CheckQuantity(Indexed("prizes", i, "quantity"), p.quantity(), errors);
+      CheckKind(Indexed("prizes", i, "kind"), p.kind(), errors);
+      CheckPointsValidDays(Indexed("prizes", i, "points_valid_days"), p.kind(),
+                           p.points_valid_days(), errors);
       if (p.probability_bp() <= 0 || p.probability_bp() > kFullProbabilityBp) {
         errors.Add(Indexed("prizes", i, "probability_bp"), "must be between 1 and 10000");
       } else {
@@ -314,10 +352,13 @@ void CheckRulesAndRewards(const pb::CampaignConfig& c, const ValidationContext& 
       const pb::GrowthTier& tier = c.growth_tiers(i);
       const std::string tier_field = Indexed("growth_tiers", i);
       for (int j = 0; j < tier.rewards().size() && j < kMaxTierRewards; ++j) {
+        const pb::RewardItem& r = tier.rewards(j);
         CheckBenefit(Indexed(tier_field + ".rewards", j, "benefit_template_id"),
-                     tier.rewards(j).benefit_template_id(), ctx, errors);
-        CheckQuantity(Indexed(tier_field + ".rewards", j, "quantity"), tier.rewards(j).quantity(),
-                      errors);
+                     r.benefit_template_id(), ctx, errors);
+        CheckQuantity(Indexed(tier_field + ".rewards", j, "quantity"), r.quantity(), errors);
+        CheckKind(Indexed(tier_field + ".rewards", j, "kind"), r.kind(), errors);
+        CheckPointsValidDays(Indexed(tier_field + ".rewards", j, "points_valid_days"), r.kind(),
+                             r.points_valid_days(), errors);
       }
     }
   } else {
@@ -329,12 +370,31 @@ void CheckRulesAndRewards(const pb::CampaignConfig& c, const ValidationContext& 
     if (c.type() == pb::EVENT_TRIGGER) {
       CheckEventRewards(c, errors);
     } else {
+      // POINTS_EXCHANGE: the customer chooses an item by its benefit template (item_id) and the
+      // first item with it is taken (participation_service.cc), so a later one with the same
+      // template could never be chosen.
+      std::map<std::string, int> first_item;
       for (int i = 0; i < c.rewards().size() && i < kMaxRewardItems; ++i) {
-        CheckBenefit(Indexed("rewards", i, "benefit_template_id"),
-                     c.rewards(i).benefit_template_id(), ctx, errors);
-        CheckQuantity(Indexed("rewards", i, "quantity"), c.rewards(i).quantity(), errors);
+        const pb::RewardItem& r = c.rewards(i);
+        const std::string benefit_field = Indexed("rewards", i, "benefit_template_id");
+        CheckBenefit(benefit_field, r.benefit_template_id(), ctx, errors);
+        CheckQuantity(Indexed("rewards", i, "quantity"), r.quantity(), errors);
+        CheckKind(Indexed("rewards", i, "kind"), r.kind(), errors);
+        CheckPointsValidDays(Indexed("rewards", i, "points_valid_days"), r.kind(),
+                             r.points_valid_days(), errors);
         if (c.type() == pb::POINTS_EXCHANGE) {
-          CheckPrice(Indexed("rewards", i, "price_points"), c.rewards(i).price_points(), errors);
+          CheckPrice(Indexed("rewards", i, "price_points"), r.price_points(), errors);
+          const std::string& id = r.benefit_template_id();
+          if (!id.empty() && id.size() <= 64 && PrintableUtf8Length(id) >= 0) {
+            const auto [earlier, first] = first_item.emplace(id, i);
+            if (!first) {
+              errors.Add(benefit_field,
+                         "benefit template '" + id + "' is already offered by rewards[" +
+                             std::to_string(earlier->second) +
+                             "]: an exchange is chosen by benefit template (item_id), so this "
+                             "item could never be chosen");
+            }
+          }
         }
       }
     }

@@ -30,6 +30,9 @@ inline constexpr int kMaxPriority = 1000;
 inline constexpr int32_t kFullProbabilityBp = 10000;
 // POINTS_EXCHANGE: the highest price of one item, in points.
 inline constexpr int64_t kMaxPricePoints = 1'000'000'000;
+// REWARD_KIND_POINTS: the longest validity of granted points, in days (the ledger's limit,
+// services/rewards/points_expiry.h kMaxExpiryDays).
+inline constexpr int32_t kMaxPointsValidDays = 3650;
 // The whole configuration as stored (protobuf bytes); guards the database and the change topic.
 inline constexpr size_t kMaxConfigBytes = 64 * 1024;
 

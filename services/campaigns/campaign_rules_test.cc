@@ -251,6 +251,160 @@ TEST_F(CampaignRulesTest, PointsExchangeItemsNeedAPrice) {
   }
 }
 
+// An exchange takes the first item with the chosen benefit template (item_id): a second item
+// with the same template could never be exchanged, so it is refused, naming the earlier one.
+TEST_F(CampaignRulesTest, PointsExchangeItemsHaveTheirOwnBenefitTemplate) {
+  auto c = CompleteCoupon("Exchange", now_, now_ + absl::Hours(1));
+  c.set_type(pb::POINTS_EXCHANGE);
+  c.mutable_rewards(0)->set_price_points(5000);
+  for (int64_t price : {800, 600}) {
+    auto* gift = c.add_rewards();
+    gift->set_benefit_template_id("bt-a-gift");
+    gift->set_quantity(1);
+    gift->set_price_points(price);
+  }
+  FieldErrors errors = ValidateStep(pb::STEP_RULES_REWARDS, c, context_);
+  EXPECT_EQ(Fields(errors), std::vector<std::string>{"rewards[2].benefit_template_id"})
+      << errors.ToStatus();
+  EXPECT_TRUE(Has(errors, "rewards[2].benefit_template_id",
+                  "benefit template 'bt-a-gift' is already offered by rewards[1]"))
+      << errors.ToStatus();
+  EXPECT_TRUE(Has(errors, "rewards[2].benefit_template_id", "could never be chosen"));
+  EXPECT_EQ(FieldOf(errors.ToStatus()), "rewards[2].benefit_template_id");
+
+  c.mutable_rewards(2)->set_benefit_template_id("bt-points-100");
+  errors = ValidateForSubmission(c, context_);
+  EXPECT_TRUE(errors.empty()) << errors.ToStatus();
+}
+
+// A negative points_valid_days used to mean the default (365 days); more than ten years is
+// refused by the ledger at every grant; on anything but points, and on an event campaign (the
+// events service does not read it), it would be ignored. 0 keeps its meaning.
+TEST_F(CampaignRulesTest, PointsValidDaysMayNotBeNegativeOrIgnored) {
+  auto coupon = CompleteCoupon("Points", now_, now_ + absl::Hours(1));
+  coupon.mutable_rewards(0)->set_benefit_template_id("bt-points-100");
+  coupon.mutable_rewards(0)->set_kind(pb::REWARD_KIND_POINTS);
+  for (int32_t days : {0, 1, 30, kMaxPointsValidDays}) {
+    coupon.mutable_rewards(0)->set_points_valid_days(days);
+    FieldErrors errors = ValidateForSubmission(coupon, context_);
+    EXPECT_TRUE(errors.empty()) << days << ": " << errors.ToStatus();
+  }
+  coupon.mutable_rewards(0)->set_points_valid_days(-1);
+  FieldErrors errors = ValidateStep(pb::STEP_RULES_REWARDS, coupon, context_);
+  EXPECT_EQ(Fields(errors), std::vector<std::string>{"rewards[0].points_valid_days"})
+      << errors.ToStatus();
+  EXPECT_TRUE(
+      Has(errors, "rewards[0].points_valid_days", "must not be negative (0 means 365 days)"));
+  EXPECT_EQ(FieldOf(errors.ToStatus()), "rewards[0].points_valid_days");
+  coupon.mutable_rewards(0)->set_points_valid_days(kMaxPointsValidDays + 1);
+  EXPECT_TRUE(Has(ValidateStep(pb::STEP_RULES_REWARDS, coupon, context_),
+                  "rewards[0].points_valid_days", "at most 3650"));
+  coupon.mutable_rewards(0)->set_points_valid_days(30);
+  coupon.mutable_rewards(0)->set_kind(pb::REWARD_KIND_COUPON);
+  EXPECT_TRUE(Has(ValidateStep(pb::STEP_RULES_REWARDS, coupon, context_),
+                  "rewards[0].points_valid_days",
+                  "only points expire: leave it 0 for a REWARD_KIND_COUPON reward"));
+
+  // The same for a lottery's prizes and an asset-growth tier's rewards.
+  auto lottery = CompleteCoupon("Draw", now_, now_ + absl::Hours(1));
+  lottery.set_type(pb::LOTTERY);
+  lottery.clear_rewards();
+  auto* prize = lottery.add_prizes();
+  prize->set_name("points");
+  prize->set_benefit_template_id("bt-points-100");
+  prize->set_kind(pb::REWARD_KIND_POINTS);
+  prize->set_quantity(100);
+  prize->set_probability_bp(1000);
+  prize->set_points_valid_days(90);
+  errors = ValidateForSubmission(lottery, context_);
+  EXPECT_TRUE(errors.empty()) << errors.ToStatus();
+  prize->set_points_valid_days(-30);
+  EXPECT_TRUE(Has(ValidateStep(pb::STEP_RULES_REWARDS, lottery, context_),
+                  "prizes[0].points_valid_days", "must not be negative"));
+
+  auto task = CompleteCoupon("Grow", now_, now_ + absl::Hours(1));
+  task.set_type(pb::ASSET_GROWTH_TASK);
+  task.clear_rewards();
+  auto* tier = task.add_growth_tiers();
+  tier->set_min_growth_fen(1'000'000);
+  auto* tier_reward = tier->add_rewards();
+  tier_reward->set_benefit_template_id("bt-points-100");
+  tier_reward->set_kind(pb::REWARD_KIND_POINTS);
+  tier_reward->set_quantity(10);
+  tier_reward->set_points_valid_days(180);
+  errors = ValidateForSubmission(task, context_);
+  EXPECT_TRUE(errors.empty()) << errors.ToStatus();
+  tier_reward->set_points_valid_days(-1);
+  EXPECT_TRUE(Has(ValidateStep(pb::STEP_RULES_REWARDS, task, context_),
+                  "growth_tiers[0].rewards[0].points_valid_days", "must not be negative"));
+
+  auto event = CompleteEvent(now_, now_ + absl::Hours(1));
+  event.mutable_rewards(0)->set_points_valid_days(30);
+  errors = ValidateStep(pb::STEP_RULES_REWARDS, event, context_);
+  EXPECT_TRUE(Has(errors, "rewards[0].points_valid_days", "valid 365 days")) << errors.ToStatus();
+  EXPECT_EQ(errors.size(), 1u) << errors.ToStatus();
+}
+
+// Proto3 keeps a kind number it does not know, and the issuer would grant a coupon for it: an
+// unknown kind is refused on items, prizes and tier rewards. Every named kind stays valid.
+TEST_F(CampaignRulesTest, UnknownRewardKindsAreFieldErrors) {
+  const auto unknown = static_cast<pb::RewardKind>(7);
+  auto coupon = CompleteCoupon("Coupons", now_, now_ + absl::Hours(1));
+  for (pb::RewardKind kind : {pb::REWARD_KIND_COUPON, pb::REWARD_KIND_POINTS,
+                              pb::REWARD_KIND_CASH_FEN, pb::REWARD_KIND_LOTTERY_CHANCE}) {
+    coupon.mutable_rewards(0)->set_kind(kind);
+    FieldErrors errors = ValidateForSubmission(coupon, context_);
+    EXPECT_TRUE(errors.empty()) << pb::RewardKind_Name(kind) << ": " << errors.ToStatus();
+  }
+  for (pb::CampaignType type : {pb::COUPON_CLAIM, pb::POINTS_EXCHANGE, pb::BATCH_GRANT}) {
+    auto c = coupon;
+    c.set_type(type);
+    if (type == pb::POINTS_EXCHANGE) c.mutable_rewards(0)->set_price_points(100);
+    if (type == pb::BATCH_GRANT) c.mutable_limits()->Clear();
+    c.mutable_rewards(0)->set_kind(unknown);
+    FieldErrors errors = ValidateStep(pb::STEP_RULES_REWARDS, c, context_);
+    EXPECT_EQ(Fields(errors), std::vector<std::string>{"rewards[0].kind"})
+        << pb::CampaignType_Name(type) << ": " << errors.ToStatus();
+    EXPECT_TRUE(Has(errors, "rewards[0].kind",
+                    "is not a reward kind (7): REWARD_KIND_COUPON (the default), "
+                    "REWARD_KIND_POINTS, REWARD_KIND_CASH_FEN or REWARD_KIND_LOTTERY_CHANCE"))
+        << errors.ToStatus();
+    EXPECT_EQ(FieldOf(errors.ToStatus()), "rewards[0].kind");
+  }
+
+  auto lottery = CompleteCoupon("Draw", now_, now_ + absl::Hours(1));
+  lottery.set_type(pb::LOTTERY);
+  lottery.clear_rewards();
+  auto* prize = lottery.add_prizes();
+  prize->set_name("top");
+  prize->set_benefit_template_id("bt-points-100");
+  prize->set_quantity(1);
+  prize->set_probability_bp(1000);
+  prize->set_kind(unknown);
+  FieldErrors errors = ValidateStep(pb::STEP_RULES_REWARDS, lottery, context_);
+  EXPECT_EQ(Fields(errors), std::vector<std::string>{"prizes[0].kind"}) << errors.ToStatus();
+
+  auto task = CompleteCoupon("Grow", now_, now_ + absl::Hours(1));
+  task.set_type(pb::ASSET_GROWTH_TASK);
+  task.clear_rewards();
+  auto* tier = task.add_growth_tiers();
+  tier->set_min_growth_fen(1'000'000);
+  auto* tier_reward = tier->add_rewards();
+  tier_reward->set_benefit_template_id("bt-points-100");
+  tier_reward->set_quantity(10);
+  tier_reward->set_kind(static_cast<pb::RewardKind>(-1));
+  errors = ValidateStep(pb::STEP_RULES_REWARDS, task, context_);
+  EXPECT_EQ(Fields(errors), std::vector<std::string>{"growth_tiers[0].rewards[0].kind"})
+      << errors.ToStatus();
+  EXPECT_TRUE(Has(errors, "growth_tiers[0].rewards[0].kind", "is not a reward kind (-1)"));
+
+  // An event campaign's kind must match its asset, which an unknown kind never does.
+  auto event = CompleteEvent(now_, now_ + absl::Hours(1));
+  event.mutable_rewards(0)->set_kind(unknown);
+  EXPECT_TRUE(Has(ValidateStep(pb::STEP_RULES_REWARDS, event, context_), "rewards[0].kind",
+                  "must be REWARD_KIND_POINTS"));
+}
+
 // Negative stock or daily caps used to mean "no limit", negative draw settings the defaults, and
 // a second fallback prize was never used: each is a field error now; 0 keeps its meaning.
 TEST_F(CampaignRulesTest, LotteryLimitsMayNotBeNegativeAndOneFallbackAtMost) {

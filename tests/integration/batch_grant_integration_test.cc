@@ -10,7 +10,9 @@
 #include <algorithm>
 #include <map>
 #include <set>
+#include <string>
 #include <thread>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
@@ -207,10 +209,11 @@ class BatchGrantIntegrationTest : public ::testing::Test {
     return out;
   }
 
-  absl::StatusOr<pb::BatchGrant> Cancel(const Actor& actor, const std::string& id) {
+  absl::StatusOr<pb::BatchGrant> Cancel(const Actor& actor, const std::string& id,
+                                        const std::string& reason = "wrong list") {
     pb::CancelBatchGrantRequest r;
     r.set_campaign_id(id);
-    r.set_reason("wrong list");
+    r.set_reason(reason);
     grpc::ClientContext ctx;
     rpc::PrepareClientContext(ctx, absl::Seconds(10), "");
     rpc::AttachActor(ctx, actor);
@@ -500,6 +503,45 @@ TEST_F(BatchGrantIntegrationTest, CancelStopsTheRestAndKeepsWhatWasGranted) {
   EXPECT_TRUE(LedgerGrantsOf(early).empty());
   EXPECT_EQ(GetBatch(planner_a_, early)->granted(), 0);
   EXPECT_TRUE(LedgerIntact());
+}
+
+// The reason is stored in a text column: a NUL used to be cut off there silently. A NUL and an
+// over-long reason are INVALID_ARGUMENT on "reason" now, and the batch is not cancelled; a reason
+// of exactly 500 bytes is kept whole. Malformed UTF-8 cannot arrive over gRPC (protobuf refuses to
+// parse such a string field), so the service is asked directly, as an in-process caller could.
+TEST_F(BatchGrantIntegrationTest, CancelRefusesAReasonItCannotStore) {
+  snapshots_.Set("seg-a1", Customers("r", 10));
+  snapshots_.Set("seg-a2", {});
+  const std::string id = Submitted(PointsBatch("batch cancel reason", 1));
+  const std::pair<std::string, std::string> bad[] = {
+      {std::string("wrong list\0 and more", 20), "must be well-formed UTF-8 without NUL"},
+      {std::string(501, 'x'), "is 501 bytes; at most 500 bytes"},
+  };
+  for (const auto& [reason, message] : bad) {
+    auto refused = Cancel(approver_a_, id, reason);
+    EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument) << refused.status();
+    EXPECT_EQ(FieldOf(refused.status()), "reason") << refused.status();
+    EXPECT_NE(refused.status().message().find(message), std::string::npos) << refused.status();
+  }
+  pb::CancelBatchGrantRequest malformed;
+  malformed.set_campaign_id(id);
+  malformed.set_reason("wrong \xC3\x28 list");
+  auto refused = batch_service_->Cancel(approver_a_, malformed);
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument) << refused.status();
+  EXPECT_EQ(FieldOf(refused.status()), "reason") << refused.status();
+
+  auto untouched = GetBatch(planner_a_, id);
+  ASSERT_TRUE(untouched.ok()) << untouched.status();
+  EXPECT_NE(untouched->state(), pb::BATCH_GRANT_CANCELLED);
+  EXPECT_EQ(untouched->cancel_reason(), "");
+
+  std::string reason;
+  while (reason.size() + 3 <= 500) reason += "\xE5\x90\x8D";  // 名, three bytes each
+  reason += std::string(500 - reason.size(), '.');
+  auto cancelled = Cancel(approver_a_, id, reason);
+  ASSERT_TRUE(cancelled.ok()) << cancelled.status();
+  EXPECT_EQ(cancelled->state(), pb::BATCH_GRANT_CANCELLED);
+  EXPECT_EQ(cancelled->cancel_reason(), reason);
 }
 
 TEST_F(BatchGrantIntegrationTest, EndingTheCampaignStopsGranting) {
