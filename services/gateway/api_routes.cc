@@ -166,25 +166,29 @@ absl::Status PublishEvent(const ApiDependencies& deps, const ApiCall& call,
     return InvalidArgument("amount_fen",
                            absl::StrCat("amount_fen must be 0..", kMaxEventAmountFen, " (fen)"));
   }
-  // Text goes into the events database as it is: NUL (\u0000 in JSON) would be refused there,
-  // after the event was accepted.
+  // What the events service would dead-letter after the 202 is refused here (decision 026): ids,
+  // type, org, product code and attribute names are printable text; attribute values may hold
+  // tab and line breaks (free text) but no NUL, which the events database cannot store.
   for (const auto& [field, text] : {std::pair<std::string_view, const std::string*>{
                                         "source_event_id", &event.source_event_id()},
                                     {"event_type", &event.event_type()},
                                     {"customer_id", &event.customer_id()},
                                     {"org_id", &event.org_id()},
                                     {"product_code", &event.product_code()}}) {
-    if (!IsWellFormedUtf8(*text)) {
-      return InvalidArgument(field, absl::StrCat(AsAbsl(field), " must be text without NUL"));
+    if (PrintableUtf8Length(*text) < 0) {
+      return InvalidArgument(
+          field, absl::StrCat(AsAbsl(field), " must be text without NUL or control characters"));
     }
   }
   for (const auto& [name, value] : event.attributes()) {
-    if (!IsWellFormedUtf8(name) || !IsWellFormedUtf8(value)) {
-      return InvalidArgument(
-          "attributes",
-          IsWellFormedUtf8(name)
-              ? absl::StrCat("attributes: the value of \"", name, "\" must be text without NUL")
-              : "attributes: attribute names must be text without NUL");
+    if (PrintableUtf8Length(name) < 0) {
+      return InvalidArgument("attributes",
+                             "attributes: attribute names must be text without NUL or control "
+                             "characters");
+    }
+    if (!IsWellFormedUtf8(value)) {
+      return InvalidArgument("attributes", absl::StrCat("attributes: the value of \"", name,
+                                                        "\" must be text without NUL"));
     }
   }
   // Events reported through the gateway are the channel's: its id is the source.

@@ -746,7 +746,7 @@ TEST(ErrorResponseTest, RefusalsToComeBackLaterCarryRetryAfter) {
   const HttpResponse bad = ErrorResponse(InvalidArgument("x", "bad"), "r5");
   EXPECT_EQ(bad.status, 400);
   EXPECT_EQ(retry_after(bad), "");
-  // A business refusal forced to 409 keeps no Retry-After even from a 429-ish status.
+  // Only 429 and 503 carry it: a 400 ignores a Retry-After put on its status.
   EXPECT_EQ(retry_after(
                 ErrorResponse(WithRetryAfter(InvalidArgument("x", "bad"), absl::Seconds(9)), "r6")),
             "");

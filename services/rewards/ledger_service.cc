@@ -768,6 +768,17 @@ absl::Status LedgerService::AddExpiryReversals(const pb::ReverseRequest& request
                                                const pb::Transfer& original,
                                                std::vector<pb::TransferSpec>& out) {
   MKT_ASSIGN_OR_RETURN(std::vector<LotExpiry> expiries, store_.GetLotExpiries(original.id()));
+  if (expiries.empty()) return absl::OkStatus();
+  // Was `original` reversed by this request already? Then this is a replay: the batch must be
+  // what was stored, not what the expiries are now (points put back later may have expired).
+  bool replay = false;
+  if (absl::StatusOr<pb::Transfer> leg =
+          store_.GetTransfer(request.request_id() + ":" + original.id());
+      leg.ok()) {
+    replay = true;
+  } else if (leg.status().code() != absl::StatusCode::kNotFound) {
+    return leg.status();
+  }
   int64_t left = original.amount();  // what the clawback takes back at most
   for (const LotExpiry& e : expiries) {
     const pb::Transfer& expiry = e.expiry;
@@ -778,8 +789,8 @@ absl::Status LedgerService::AddExpiryReversals(const pb::ReverseRequest& request
                              "request_id is too long: \"<request_id>:" + expiry.id() +
                                  "\" must fit in 128 characters; use a shorter request_id");
     }
-    int64_t amount = std::min(expiry.amount() - e.reversed_amount, left);
-    if (e.reversed_amount > 0) {
+    int64_t amount = replay ? 0 : std::min(expiry.amount() - e.reversed_amount, left);
+    if (replay || e.reversed_amount > 0) {
       // A retry of this request gives the same amount back again, so that it is a replay.
       absl::StatusOr<pb::Transfer> earlier = store_.GetTransfer(spec.id());
       if (earlier.ok()) {

@@ -83,7 +83,9 @@ class LedgerService {
 
  private:
   // Appends to `out` the reversals of the EXPIRE transfers of the lots `original` (a credit of a
-  // customer's points) created, as Reverse describes.
+  // customer's points) created, as Reverse describes. When this request already reversed
+  // `original`, only the expiry reversals it stored then, with their amounts (a replay, even if
+  // more of those points expired since).
   absl::Status AddExpiryReversals(const pb::ReverseRequest& request, const pb::Transfer& original,
                                   std::vector<pb::TransferSpec>& out);
   // Validates a grant and builds its linked batch (no I/O).

@@ -765,8 +765,10 @@ TEST_F(LedgerServiceTest, ReverseGivesExpiredPointsBackFromExpiryBeforeTheClawba
   EXPECT_EQ(store_.applied[2].transfers[0].amount(), 150);
   EXPECT_EQ(store_.applied[2].transfers[1].amount(), 50);
 
-  // A retry finds its own reversal of an expiry and asks for the same amount again (a replay).
-  store_.lot_expiries["g-1:benefit"] = {expiry(7, 80, 80), expiry(9, 50, 50)};
+  // A retry finds its own reversal of an expiry and asks for the same amount again (a replay),
+  // and leaves out an expiry that came after it (points put back since, then expired): the
+  // batch is what was stored, so the ledger answers it as a replay.
+  store_.lot_expiries["g-1:benefit"] = {expiry(7, 80, 80), expiry(9, 50, 50), expiry(13, 20, 0)};
   req.set_request_id("r-1");
   ASSERT_TRUE(service_.Reverse(req).ok());
   ASSERT_EQ(store_.applied.size(), 4u);

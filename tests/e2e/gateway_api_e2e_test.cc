@@ -568,7 +568,7 @@ TEST_F(GatewayApiE2eTest, FiveWrongPasswordsLockTheAccount) {
   EXPECT_EQ(r.status, 429) << r.body;
   EXPECT_THAT(r.body, HasSubstr("locked"));
   // Retry-After is the rest of the lock (lockout_s, 900 s by default; whole seconds rounded up,
-  // from the database's clock), not a second.
+  // the lock's end set by the database's clock, the rest by the gateway's), not a second.
   ASSERT_FALSE(r.Header("retry-after").empty());
   EXPECT_GT(std::stoi(r.Header("retry-after")), 800) << r.Header("retry-after");
   EXPECT_LE(std::stoi(r.Header("retry-after")), 902) << r.Header("retry-after");
