@@ -398,6 +398,30 @@ const pb::Transfer* FindTransfer(const std::vector<pb::Transfer>& transfers,
   return nullptr;
 }
 
+// A REVERSE of `target` for `request`: id "<request_id>:<target id>", debit and credit swapped,
+// tagged with the campaign, event and order of `leg` (the grant leg being undone) and the reason.
+absl::StatusOr<pb::TransferSpec> ReversalOf(const pb::ReverseRequest& request,
+                                            const pb::Transfer& target, const pb::Transfer& leg,
+                                            int64_t amount) {
+  pb::TransferSpec spec;
+  spec.set_id(request.request_id() + ":" + target.id());
+  if (spec.id().size() > kMaxTransferIdLength) {
+    return InvalidArgument("request_id",
+                           "request_id is too long: \"<request_id>:" + target.id() +
+                               "\" must fit in 128 characters; use a shorter request_id");
+  }
+  *spec.mutable_debit() = target.credit();
+  *spec.mutable_credit() = target.debit();
+  spec.set_amount(amount);
+  spec.set_code(pb::REVERSE);
+  spec.set_reverses_transfer_id(target.id());
+  spec.set_campaign_id(leg.campaign_id());
+  spec.set_event_id(leg.event_id());
+  spec.set_order_id(leg.order_id());
+  if (!request.reason().empty()) (*spec.mutable_metadata())["reason"] = request.reason();
+  return spec;
+}
+
 }  // namespace
 
 pb::AccountRef SystemAccount(const std::string& org_id, pb::Asset asset, pb::SystemRole role,
@@ -736,22 +760,8 @@ absl::StatusOr<pb::ReverseResponse> LedgerService::Reverse(const pb::ReverseRequ
       // what they spent is still clawed back from their other points.
       MKT_RETURN_IF_ERROR(AddExpiryReversals(request, original, batch.transfers));
     }
-    pb::TransferSpec spec;
-    spec.set_id(request.request_id() + ":" + original.id());
-    if (spec.id().size() > kMaxTransferIdLength) {
-      return InvalidArgument("request_id",
-                             "request_id is too long: \"<request_id>:" + original.id() +
-                                 "\" must fit in 128 characters; use a shorter request_id");
-    }
-    *spec.mutable_debit() = original.credit();
-    *spec.mutable_credit() = original.debit();
-    spec.set_amount(original.amount());
-    spec.set_code(pb::REVERSE);
-    spec.set_reverses_transfer_id(original.id());
-    spec.set_campaign_id(original.campaign_id());
-    spec.set_event_id(original.event_id());
-    spec.set_order_id(original.order_id());
-    if (!request.reason().empty()) (*spec.mutable_metadata())["reason"] = request.reason();
+    MKT_ASSIGN_OR_RETURN(pb::TransferSpec spec,
+                         ReversalOf(request, original, original, original.amount()));
     batch.transfers.push_back(std::move(spec));
   }
   if (batch.transfers.empty()) {
@@ -782,13 +792,7 @@ absl::Status LedgerService::AddExpiryReversals(const pb::ReverseRequest& request
   int64_t left = original.amount();  // what the clawback takes back at most
   for (const LotExpiry& e : expiries) {
     const pb::Transfer& expiry = e.expiry;
-    pb::TransferSpec spec;
-    spec.set_id(request.request_id() + ":" + expiry.id());
-    if (spec.id().size() > kMaxTransferIdLength) {
-      return InvalidArgument("request_id",
-                             "request_id is too long: \"<request_id>:" + expiry.id() +
-                                 "\" must fit in 128 characters; use a shorter request_id");
-    }
+    MKT_ASSIGN_OR_RETURN(pb::TransferSpec spec, ReversalOf(request, expiry, original, 0));
     int64_t amount = replay ? 0 : std::min(expiry.amount() - e.reversed_amount, left);
     if (replay || e.reversed_amount > 0) {
       // A retry of this request gives the same amount back again, so that it is a replay.
@@ -800,15 +804,7 @@ absl::Status LedgerService::AddExpiryReversals(const pb::ReverseRequest& request
       }
     }
     if (amount <= 0) continue;
-    *spec.mutable_debit() = expiry.credit();
-    *spec.mutable_credit() = expiry.debit();
     spec.set_amount(amount);
-    spec.set_code(pb::REVERSE);
-    spec.set_reverses_transfer_id(expiry.id());
-    spec.set_campaign_id(original.campaign_id());
-    spec.set_event_id(original.event_id());
-    spec.set_order_id(original.order_id());
-    if (!request.reason().empty()) (*spec.mutable_metadata())["reason"] = request.reason();
     out.push_back(std::move(spec));
     left -= amount;
   }
