@@ -10,6 +10,7 @@
 #include <tuple>
 #include <utility>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "google/protobuf/util/time_util.h"
@@ -270,6 +271,18 @@ AccountKey KeyOf(const pb::AccountRef& ref) {
   return {ref.org_id(), ref.asset(), ref.asset_ref(), ref.owner_kind(), ref.owner_id()};
 }
 
+// The ledger names its own transfers "expire:<lot id>" (the expiry job) and "timeout:<pending
+// id>" (the timeout sweeper). A caller's transfer of that name would pre-empt them: a lot that
+// never expires, a reservation that is never released.
+absl::Status RefuseLedgerOwnId(std::string_view id, const std::string& field) {
+  if (!absl::StartsWith(AsAbsl(id), "expire:") && !absl::StartsWith(AsAbsl(id), "timeout:")) {
+    return absl::OkStatus();
+  }
+  return InvalidArgument(field, field +
+                                    " may not begin with \"expire:\" or \"timeout:\": those "
+                                    "are the names of the ledger's own transfers");
+}
+
 absl::Status ValidateSpec(const pb::TransferSpec& spec, size_t i) {
   auto field = [i](std::string_view name) { return Indexed("transfers", i, name); };
   if (!IsKey(spec.id(), kMaxTransferIdLength)) {
@@ -277,6 +290,7 @@ absl::Status ValidateSpec(const pb::TransferSpec& spec, size_t i) {
                                             " must be 1 to 128 characters of letters, digits, "
                                             "'.', '_', ':' and '-'");
   }
+  MKT_RETURN_IF_ERROR(RefuseLedgerOwnId(spec.id(), field("id")));
   MKT_RETURN_IF_ERROR(ValidateAccountRef(spec.debit(), field("debit")));
   MKT_RETURN_IF_ERROR(ValidateAccountRef(spec.credit(), field("credit")));
   if (spec.debit().asset() != spec.credit().asset()) {
@@ -353,7 +367,13 @@ absl::Status ValidateSpec(const pb::TransferSpec& spec, size_t i) {
 }
 
 absl::Status ValidateRequestId(const std::string& request_id) {
-  return ValidateIdField(request_id, "request_id", kMaxRequestIdLength);
+  MKT_RETURN_IF_ERROR(ValidateIdField(request_id, "request_id", kMaxRequestIdLength));
+  // Transfer ids are "<request_id>:<leg>".
+  if (RefuseLedgerOwnId(request_id + ":", "request_id").ok()) return absl::OkStatus();
+  return InvalidArgument("request_id",
+                         "request_id may not be \"expire\" or \"timeout\" or begin with "
+                         "\"expire:\" or \"timeout:\": its transfers would take the names of "
+                         "the ledger's own");
 }
 
 absl::Status ValidatePage(const cpb::PageRequest& page, int* size) {
@@ -492,6 +512,7 @@ absl::StatusOr<pb::CreateTransfersResponse> LedgerService::CreateTransfers(
 absl::StatusOr<pb::Transfer> LedgerService::ResolvePending(const pb::ResolvePendingRequest& request,
                                                            bool post) {
   MKT_RETURN_IF_ERROR(ValidateIdField(request.id(), "id", kMaxTransferIdLength));
+  MKT_RETURN_IF_ERROR(RefuseLedgerOwnId(request.id(), "id"));
   MKT_RETURN_IF_ERROR(ValidateIdField(request.pending_id(), "pending_id", kMaxTransferIdLength));
   if (request.id() == request.pending_id()) {
     return InvalidArgument("id", "id must be a new transfer id, not the pending transfer's id");

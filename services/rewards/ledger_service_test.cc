@@ -358,6 +358,10 @@ TEST_F(LedgerServiceTest, EachMalformedSpecIsRefusedNamingTheFieldAndNeverReache
        },
        "transfers[0].timeout_seconds"},
       {"duplicate ids", [](auto& s) { s.push_back(PointsGrantSpec("t1")); }, "transfers[1].id"},
+      // The expiry job's and the timeout sweeper's names: taken first, they would keep a lot
+      // from expiring or a reservation from being released.
+      {"the expiry job's name", [](auto& s) { s[0].set_id("expire:42"); }, "transfers[0].id"},
+      {"the sweeper's name", [](auto& s) { s[0].set_id("timeout:p1"); }, "transfers[0].id"},
       {"reverse without its original",
        [](auto& s) {
          s[0] = CashSpec();
@@ -526,6 +530,9 @@ TEST_F(LedgerServiceTest, GrantRefusesBadInputNamingTheRequestField) {
       {"no request id", [](auto& r) { r.clear_request_id(); }, "request_id"},
       {"request id too long", [](auto& r) { r.set_request_id(std::string(65, 'r')); },
        "request_id"},
+      // "expire:benefit" would take the expiry job's kind of name.
+      {"request id expire", [](auto& r) { r.set_request_id("expire"); }, "request_id"},
+      {"request id timeout:", [](auto& r) { r.set_request_id("timeout:9"); }, "request_id"},
       {"no org", [](auto& r) { r.clear_org_id(); }, "org_id"},
       {"customer too long", [](auto& r) { r.set_customer_id(std::string(65, 'c')); },
        "customer_id"},
@@ -899,6 +906,10 @@ TEST_F(LedgerServiceTest, ResolvePendingValidatesAndGoesToTheStore) {
   ExpectInvalid(service_.ResolvePending(req, true).status(), "pending_id");
   req.set_pending_id("s-1:post");
   ExpectInvalid(service_.ResolvePending(req, true).status(), "id");
+  // The sweeper voids a reservation as "timeout:<pending id>"; a caller may not take that name.
+  req.set_id("timeout:s-1:spend");
+  req.set_pending_id("s-1:spend");
+  ExpectInvalid(service_.ResolvePending(req, false).status(), "id");
   EXPECT_EQ(store_.resolved.size(), 2u);
 }
 
