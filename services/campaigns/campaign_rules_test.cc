@@ -38,6 +38,32 @@ class CampaignRulesTest : public ::testing::Test {
     });
   }
 
+  // A lottery with one points prize (no kind set: the default), for the tests to change.
+  pb::CampaignConfig OnePrizeLottery() {
+    auto lottery = CompleteCoupon("Draw", now_, now_ + absl::Hours(1));
+    lottery.set_type(pb::LOTTERY);
+    lottery.clear_rewards();
+    auto* prize = lottery.add_prizes();
+    prize->set_name("top");
+    prize->set_benefit_template_id("bt-points-100");
+    prize->set_quantity(1);
+    prize->set_probability_bp(1000);
+    return lottery;
+  }
+
+  // An asset-growth task with one tier of one points reward (kind not set), to change.
+  pb::CampaignConfig OneTierGrowthTask() {
+    auto task = CompleteCoupon("Grow", now_, now_ + absl::Hours(1));
+    task.set_type(pb::ASSET_GROWTH_TASK);
+    task.clear_rewards();
+    auto* tier = task.add_growth_tiers();
+    tier->set_min_growth_fen(1'000'000);
+    auto* reward = tier->add_rewards();
+    reward->set_benefit_template_id("bt-points-100");
+    reward->set_quantity(10);
+    return task;
+  }
+
   const absl::Time now_ = absl::FromUnixSeconds(1'800'000'000);
   ReferenceData data_;
   ValidationContext context_;
@@ -306,15 +332,10 @@ TEST_F(CampaignRulesTest, PointsValidDaysMayNotBeNegativeOrIgnored) {
                   "only points expire: leave it 0 for a REWARD_KIND_COUPON reward"));
 
   // The same for a lottery's prizes and an asset-growth tier's rewards.
-  auto lottery = CompleteCoupon("Draw", now_, now_ + absl::Hours(1));
-  lottery.set_type(pb::LOTTERY);
-  lottery.clear_rewards();
-  auto* prize = lottery.add_prizes();
-  prize->set_name("points");
-  prize->set_benefit_template_id("bt-points-100");
+  auto lottery = OnePrizeLottery();
+  auto* prize = lottery.mutable_prizes(0);
   prize->set_kind(pb::REWARD_KIND_POINTS);
   prize->set_quantity(100);
-  prize->set_probability_bp(1000);
   prize->set_points_valid_days(90);
   errors = ValidateForSubmission(lottery, context_);
   EXPECT_TRUE(errors.empty()) << errors.ToStatus();
@@ -322,15 +343,9 @@ TEST_F(CampaignRulesTest, PointsValidDaysMayNotBeNegativeOrIgnored) {
   EXPECT_TRUE(Has(ValidateStep(pb::STEP_RULES_REWARDS, lottery, context_),
                   "prizes[0].points_valid_days", "must not be negative"));
 
-  auto task = CompleteCoupon("Grow", now_, now_ + absl::Hours(1));
-  task.set_type(pb::ASSET_GROWTH_TASK);
-  task.clear_rewards();
-  auto* tier = task.add_growth_tiers();
-  tier->set_min_growth_fen(1'000'000);
-  auto* tier_reward = tier->add_rewards();
-  tier_reward->set_benefit_template_id("bt-points-100");
+  auto task = OneTierGrowthTask();
+  auto* tier_reward = task.mutable_growth_tiers(0)->mutable_rewards(0);
   tier_reward->set_kind(pb::REWARD_KIND_POINTS);
-  tier_reward->set_quantity(10);
   tier_reward->set_points_valid_days(180);
   errors = ValidateForSubmission(task, context_);
   EXPECT_TRUE(errors.empty()) << errors.ToStatus();
@@ -372,27 +387,13 @@ TEST_F(CampaignRulesTest, UnknownRewardKindsAreFieldErrors) {
     EXPECT_EQ(FieldOf(errors.ToStatus()), "rewards[0].kind");
   }
 
-  auto lottery = CompleteCoupon("Draw", now_, now_ + absl::Hours(1));
-  lottery.set_type(pb::LOTTERY);
-  lottery.clear_rewards();
-  auto* prize = lottery.add_prizes();
-  prize->set_name("top");
-  prize->set_benefit_template_id("bt-points-100");
-  prize->set_quantity(1);
-  prize->set_probability_bp(1000);
-  prize->set_kind(unknown);
+  auto lottery = OnePrizeLottery();
+  lottery.mutable_prizes(0)->set_kind(unknown);
   FieldErrors errors = ValidateStep(pb::STEP_RULES_REWARDS, lottery, context_);
   EXPECT_EQ(Fields(errors), std::vector<std::string>{"prizes[0].kind"}) << errors.ToStatus();
 
-  auto task = CompleteCoupon("Grow", now_, now_ + absl::Hours(1));
-  task.set_type(pb::ASSET_GROWTH_TASK);
-  task.clear_rewards();
-  auto* tier = task.add_growth_tiers();
-  tier->set_min_growth_fen(1'000'000);
-  auto* tier_reward = tier->add_rewards();
-  tier_reward->set_benefit_template_id("bt-points-100");
-  tier_reward->set_quantity(10);
-  tier_reward->set_kind(static_cast<pb::RewardKind>(-1));
+  auto task = OneTierGrowthTask();
+  task.mutable_growth_tiers(0)->mutable_rewards(0)->set_kind(static_cast<pb::RewardKind>(-1));
   errors = ValidateStep(pb::STEP_RULES_REWARDS, task, context_);
   EXPECT_EQ(Fields(errors), std::vector<std::string>{"growth_tiers[0].rewards[0].kind"})
       << errors.ToStatus();
@@ -455,24 +456,9 @@ TEST_F(CampaignRulesTest, EveryTextFieldRefusesNul) {
   coupon.set_exclusion_group("spring");
   coupon.mutable_audience()->add_exclude()->set_segment_id("seg-a2");
 
-  auto lottery = CompleteCoupon("Draw", now_, now_ + absl::Hours(1));
-  lottery.set_type(pb::LOTTERY);
-  lottery.clear_rewards();
-  auto* prize = lottery.add_prizes();
-  prize->set_name("top");
-  prize->set_benefit_template_id("bt-points-100");
-  prize->set_quantity(1);
-  prize->set_probability_bp(1000);
-
-  auto task = CompleteCoupon("Grow", now_, now_ + absl::Hours(1));
-  task.set_type(pb::ASSET_GROWTH_TASK);
-  task.clear_rewards();
-  auto* tier = task.add_growth_tiers();
-  tier->set_min_growth_fen(1'000'000);
-  auto* tier_reward = tier->add_rewards();
-  tier_reward->set_benefit_template_id("bt-points-100");
-  tier_reward->set_kind(pb::REWARD_KIND_POINTS);
-  tier_reward->set_quantity(10);
+  const auto lottery = OnePrizeLottery();
+  auto task = OneTierGrowthTask();
+  task.mutable_growth_tiers(0)->mutable_rewards(0)->set_kind(pb::REWARD_KIND_POINTS);
 
   int checked = 0;
   for (const pb::CampaignConfig& base :
