@@ -769,7 +769,9 @@ absl::StatusOr<pb::ReverseResponse> LedgerService::Reverse(const pb::ReverseRequ
       return InvalidArgument("target", "set batch_id or transfer_id: what to reverse");
   }
 
-  LinkedBatch batch{.batch_id = request.request_id(), .transfers = {}};
+  // The reversal's ids name its target, so the same request_id for another target would make
+  // only new ids: the store is asked to refuse a request_id that already names other transfers.
+  LinkedBatch batch{.batch_id = request.request_id(), .transfers = {}, .exclusive_batch_id = true};
   // The last leg of a batch is undone first, so a grant gives its benefit back before its budget
   // and stock are restored.
   for (auto it = originals.rbegin(); it != originals.rend(); ++it) {

@@ -68,6 +68,9 @@ class LedgerService {
   // customer's points is preceded by reversals "<request_id>:expire:<lot id>" of the expiries of
   // its lots (what is left of them, up to the leg's amount): expired points come back from
   // EXPIRY and are clawed back from there, spent ones from the customer's other points.
+  // A request_id that already names other transfers (another target's reversal, a grant) is
+  // refused ALREADY_EXISTS, IDEMPOTENCY_KEY_REUSED (field "request_id"), even when two such
+  // requests race; the same request again answers with the stored reversal.
   absl::StatusOr<pb::ReverseResponse> Reverse(const pb::ReverseRequest& request);
   // Transfer id "<request_id>:fund".
   absl::StatusOr<pb::FundResponse> Fund(const pb::FundRequest& request);

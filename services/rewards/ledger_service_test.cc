@@ -5,6 +5,7 @@
 #include <limits>
 #include <map>
 #include <mutex>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -36,6 +37,19 @@ class FakeLedgerStore final : public LedgerStore {
       if (auto it = fail_batch.find(batch.batch_id); it != fail_batch.end()) {
         results.push_back(it->second);
         continue;
+      }
+      // LinkedBatch::exclusive_batch_id, as the store's contract has it.
+      if (auto it = batches_.find(batch.batch_id);
+          batch.exclusive_batch_id && it != batches_.end()) {
+        std::set<std::string> stored, wanted;
+        for (const pb::Transfer& t : it->second) stored.insert(t.id());
+        for (const pb::TransferSpec& spec : batch.transfers) wanted.insert(spec.id());
+        if (stored != wanted) {
+          results.push_back(Error(absl::StatusCode::kAlreadyExists, cpb::IDEMPOTENCY_KEY_REUSED,
+                                  "batch id " + batch.batch_id + " names other transfers",
+                                  "request_id"));
+          continue;
+        }
       }
       AppliedBatch out;
       for (const pb::TransferSpec& spec : batch.transfers) {
@@ -818,6 +832,74 @@ TEST_F(LedgerServiceTest, ReverseSkipsWhatIsNotPostedAndEarlierReversals) {
   req.set_transfer_id("missing");
   EXPECT_EQ(service_.Reverse(req).status().code(), absl::StatusCode::kNotFound);
   EXPECT_EQ(store_.applied.size(), 2u);
+}
+
+// A reversal's ids name its target, so only the store can tell that its request_id already
+// names other transfers: Reverse asks for that check, the hot grant path never does.
+TEST_F(LedgerServiceTest, OnlyReverseAsksTheStoreToKeepItsRequestIdExclusive) {
+  ASSERT_TRUE(service_.Grant(FullGrant()).ok());
+  pb::SpendRequest spend;
+  spend.set_request_id("s-1");
+  spend.set_org_id("fed");
+  spend.set_customer_id("c1");
+  spend.set_asset(pb::POINTS);
+  spend.set_amount(10);
+  ASSERT_TRUE(service_.Spend(spend).ok());
+  pb::FundRequest fund;
+  fund.set_request_id("f-1");
+  fund.set_org_id("fed");
+  fund.set_asset(pb::BUDGET_FEN);
+  fund.set_owner_id("cp1");
+  fund.set_amount(100);
+  ASSERT_TRUE(service_.Fund(fund).ok());
+  ASSERT_TRUE(Create({CashSpec("t-1")}).ok());
+  pb::ReverseRequest reverse;
+  reverse.set_request_id("r-1");
+  reverse.set_batch_id("g-1");
+  ASSERT_TRUE(service_.Reverse(reverse).ok());
+
+  ASSERT_EQ(store_.applied.size(), 5u);
+  for (size_t i = 0; i < 4; ++i) {
+    EXPECT_FALSE(store_.applied[i].exclusive_batch_id) << store_.applied[i].batch_id;
+  }
+  EXPECT_EQ(store_.applied[4].batch_id, "r-1");
+  EXPECT_TRUE(store_.applied[4].exclusive_batch_id);
+}
+
+TEST_F(LedgerServiceTest, ReverseUnderARequestIdThatNamesAnotherTargetIsKeyReused) {
+  ASSERT_TRUE(service_.Grant(FullGrant()).ok());
+  pb::GrantRequest other = FullGrant();
+  other.set_request_id("g-2");
+  other.set_customer_id("c2");
+  ASSERT_TRUE(service_.Grant(other).ok());
+  pb::ReverseRequest req;
+  req.set_request_id("r-1");
+  req.set_batch_id("g-1");
+  auto first = service_.Reverse(req);
+  ASSERT_TRUE(first.ok()) << first.status();
+
+  // The same request_id for g-2: refused, as the store answers, and nothing else is tried.
+  req.set_batch_id("g-2");
+  const size_t applied = store_.applied.size();
+  auto reused = service_.Reverse(req);
+  ASSERT_FALSE(reused.ok());
+  EXPECT_EQ(reused.status().code(), absl::StatusCode::kAlreadyExists) << reused.status();
+  EXPECT_EQ(ReasonOf(reused.status()), cpb::IDEMPOTENCY_KEY_REUSED) << reused.status();
+  EXPECT_EQ(FieldOf(reused.status()), "request_id") << reused.status();
+  EXPECT_EQ(store_.applied.size(), applied + 1);
+  // The grant's own key names the grant's transfers: not a reversal's to take either.
+  req.set_request_id("g-1");
+  EXPECT_EQ(ReasonOf(service_.Reverse(req).status()), cpb::IDEMPOTENCY_KEY_REUSED);
+
+  // The first request again is still a replay of what it stored.
+  req.set_request_id("r-1");
+  req.set_batch_id("g-1");
+  auto again = service_.Reverse(req);
+  ASSERT_TRUE(again.ok()) << again.status();
+  ASSERT_EQ(again->transfers_size(), first->transfers_size());
+  for (int i = 0; i < first->transfers_size(); ++i) {
+    EXPECT_EQ(again->transfers(i).id(), first->transfers(i).id());
+  }
 }
 
 TEST_F(LedgerServiceTest, ReverseRefusesBadInput) {

@@ -54,6 +54,14 @@ struct LinkedBatch {
   // issue_request_id exists already, the batch is left out and answered ALREADY_EXISTS (reason
   // ALREADY_EXISTS): the caller answers the replay from the stored coupon.
   std::optional<NewCoupon> new_coupon;
+  // Set when the batch's transfer ids depend on more than `batch_id` (a reversal's ids name what
+  // it reverses), so that reusing the key for another request would not collide on any id. The
+  // store then refuses the batch, IDEMPOTENCY_KEY_REUSED (ALREADY_EXISTS, field "request_id"),
+  // when transfers stored under `batch_id` are not exactly the batch's ids, and serialises the
+  // batches that claim one batch id so that two of them at once cannot both be applied. It costs
+  // a lock and a read per call that carries such a batch; grants, spends and funds, whose ids
+  // are fixed by their key, leave it unset.
+  bool exclusive_batch_id = false;
 };
 
 // A batch as stored (or found stored, for a replay).
@@ -91,7 +99,8 @@ class LedgerStore {
   //   INSUFFICIENT_BALANCE / BUDGET_EXHAUSTED (BUDGET_FEN) / STOCK_EXHAUSTED (STOCK) when a flagged
   //   account would go below zero (FAILED_PRECONDITION, field "transfers[i]");
   //   ACCOUNT_NOT_FOUND (NOT_FOUND) for a campaign/template account that was never funded;
-  //   IDEMPOTENCY_KEY_REUSED (ALREADY_EXISTS) when an id exists with different content;
+  //   IDEMPOTENCY_KEY_REUSED (ALREADY_EXISTS) when an id exists with different content, or (field
+  //   "request_id") when an exclusive_batch_id names a stored batch of other transfers;
   //   NOT_FOUND / CONFLICT for a reversal of an unknown transfer or beyond what is left of it.
   // A batch whose ids all exist with the same content returns the stored transfers (replay).
   // A non-OK *return status of the whole call* (e.g. the database is down) means nothing of any

@@ -140,6 +140,17 @@ constexpr char kSelectTransfer[] =
 constexpr char kSelectBatch[] = "SELECT " MKT_TRANSFER_COLUMNS MKT_TRANSFER_FROM
                                 "WHERE t.batch_id = $1 AND t.state = 2 AND NOT t.pending "
                                 "ORDER BY t.seq";
+// LinkedBatch::exclusive_batch_id: a transaction-scoped advisory lock per batch id, taken before
+// anything else the transaction locks and in key order, so two calls never wait crosswise. The
+// two-int form keeps these keys apart from single-key locks (the migrations'); 6 is this
+// decision's number, naming the class of lock. Then, in a statement of its own (read committed:
+// its snapshot is taken after the lock, so it sees what the previous holder committed), what is
+// stored under those batch ids (index transfers_by_batch).
+constexpr char kLockBatchIds[] =
+    "SELECT pg_advisory_xact_lock(6, s.k) FROM (SELECT DISTINCT hashtext(b) AS k "
+    "FROM unnest($1::text[]) AS b ORDER BY 1) s";
+constexpr char kSelectTransferIdsOfBatches[] =
+    "SELECT batch_id, id FROM transfers WHERE batch_id = ANY($1::text[])";
 // The EXPIRE transfers of the lots a credit created and of the lots restored from them (points
 // put back after their lot had expired), oldest lot first. Restored lots are always younger than
 // their origin, so the walk ends.
@@ -594,6 +605,15 @@ absl::Status KeyReused(const std::string& id, const std::string& field) {
       field);
 }
 
+// LinkedBatch::exclusive_batch_id: the batch id is taken by transfers of another request.
+absl::Status BatchIdReused(const std::string& batch_id) {
+  return Error(absl::StatusCode::kAlreadyExists, cpb::IDEMPOTENCY_KEY_REUSED,
+               absl::StrCat("request_id \"", batch_id,
+                            "\" was already used for a different request (its transfers are not "
+                            "the ones this request would make); send a new request_id"),
+               "request_id");
+}
+
 // ---- Rows.
 
 struct Account {
@@ -962,6 +982,22 @@ class Session {
 
   // ---- Loading. Everything that decides a batch is read after the account locks are held.
 
+  // LinkedBatch::exclusive_batch_id: locks the ids of such batches among `batches` and loads the
+  // transfer ids stored under them. Called first in the transaction, before any other lock.
+  void ClaimExclusiveBatchIds(const std::vector<LinkedBatch>& batches) {
+    std::set<std::string> batch_ids;
+    for (const LinkedBatch& b : batches) {
+      if (b.exclusive_batch_id) batch_ids.insert(b.batch_id);
+    }
+    if (batch_ids.empty()) return;
+    const std::string array = pg::TextArrayLiteral(batch_ids);
+    tx_.exec_params(kLockBatchIds, array);
+    for (const std::string& id : batch_ids) ids_of_batch_[id];
+    for (const pqxx::row& row : tx_.exec_params(kSelectTransferIdsOfBatches, array)) {
+      ids_of_batch_[row[0].as<std::string>()].insert(row[1].as<std::string>());
+    }
+  }
+
   // Finds the ids of `wanted` accounts, creating those marked creatable that do not exist.
   void ResolveAccounts(const std::map<AccountKey, bool>& wanted) {
     if (wanted.empty()) return;
@@ -1125,8 +1161,10 @@ class Session {
         wanted[KeyOf(spec.debit())] |= !IsFundedKind(spec.debit().owner_kind());
         wanted[KeyOf(spec.credit())] |=
             !IsFundedKind(spec.credit().owner_kind()) || spec.code() == pb::FUND;
-        // New ids are assumed new (Write's insert proves it); only a retry looks them up.
-        if (look_up_new_ids_) transfer_ids.insert(spec.id());
+        // New ids are assumed new (Write's insert proves it); only a retry looks them up. An
+        // exclusive batch's are looked up anyway: its batch id was read already, and a replay
+        // is then answered without a retry.
+        if (look_up_new_ids_ || batches[b].exclusive_batch_id) transfer_ids.insert(spec.id());
         if (!spec.reverses_transfer_id().empty()) transfer_ids.insert(spec.reverses_transfer_id());
       }
     }
@@ -1168,7 +1206,8 @@ class Session {
                                     const std::vector<BatchResult>& results) {
     std::set<std::string> refused_ids;
     for (size_t b = 0; b < batches.size(); ++b) {
-      if (!well_formed[b] || results[b].ok()) continue;
+      // An exclusive batch's ids were looked up (ApplyBatches): its refusal stands.
+      if (!well_formed[b] || results[b].ok() || batches[b].exclusive_batch_id) continue;
       for (const pb::TransferSpec& spec : batches[b].transfers) refused_ids.insert(spec.id());
     }
     if (refused_ids.empty()) return;
@@ -1669,6 +1708,17 @@ class Session {
   }
 
   BatchResult ApplyBatch(const LinkedBatch& batch) {
+    // An exclusive batch id already names other transfers (stored, or applied earlier in this
+    // call): another request under the same key, even when none of its ids collides.
+    std::set<std::string>* ids_of_batch = nullptr;
+    if (auto it = ids_of_batch_.find(batch.batch_id); it != ids_of_batch_.end()) {
+      ids_of_batch = &it->second;
+    }
+    if (batch.exclusive_batch_id && ids_of_batch != nullptr && !ids_of_batch->empty()) {
+      std::set<std::string> ids;
+      for (const pb::TransferSpec& spec : batch.transfers) ids.insert(spec.id());
+      if (ids != *ids_of_batch) return BatchIdReused(batch.batch_id);
+    }
     // A replay: every id stored with the same content. Any other overlap is a reused key.
     size_t existing = 0;
     for (size_t i = 0; i < batch.transfers.size(); ++i) {
@@ -1704,6 +1754,9 @@ class Session {
       out.transfers.push_back(*std::move(t));
     }
     Commit();
+    if (ids_of_batch != nullptr) {
+      for (const pb::TransferSpec& spec : batch.transfers) ids_of_batch->insert(spec.id());
+    }
     out.account = Report(batch);
     return out;
   }
@@ -1856,6 +1909,8 @@ class Session {
   std::map<int64_t, Account> accounts_;  // locked, with the session's changes
   std::map<int64_t, Account> initial_;   // as locked
   std::map<std::string, StoredTransfer> transfers_;
+  // Exclusive batch id -> the transfer ids under it, stored or applied by this session.
+  std::map<std::string, std::set<std::string>> ids_of_batch_;
   std::vector<std::string> new_transfer_ids_;         // in creation order
   std::map<std::string, std::string> resolution_of_;  // reservation -> posting/voiding
   std::map<int64_t, Lot> lots_;
@@ -1921,6 +1976,7 @@ absl::StatusOr<std::vector<BatchResult>> PgLedgerStore::Apply(
     status = pg::WithTransaction(pool_, [&](pqxx::work& tx) {
       tx.exec(kKeyLookupsOnly);
       Session session(tx, clock_.Now(), account_ids_.get(), look_up_new_ids);
+      session.ClaimExclusiveBatchIds(batches);
       // Batches whose coupon's request id issued one before are left out (a replay).
       std::vector<std::optional<BatchResult>> left_out = InsertNewCoupons(tx, batches);
       std::vector<LinkedBatch> kept;

@@ -13,6 +13,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
@@ -994,6 +995,14 @@ class ReverseAfterExpiryTest : public LedgerStoreTest {
     return Sql("SELECT id FROM lots WHERE granted_by_transfer_id = 'g1:benefit'");
   }
 
+  // Expects the refusal of a request_id that names other transfers.
+  static void ExpectRequestIdReused(const absl::Status& status) {
+    ASSERT_FALSE(status.ok()) << "expected IDEMPOTENCY_KEY_REUSED";
+    EXPECT_EQ(status.code(), absl::StatusCode::kAlreadyExists) << status;
+    EXPECT_EQ(ReasonOf(status), cpb::IDEMPOTENCY_KEY_REUSED) << status;
+    EXPECT_EQ(FieldOf(status), "request_id") << status;
+  }
+
   static std::vector<pb::Transfer> TransfersOf(const pb::ReverseResponse& r) {
     return {r.transfers().begin(), r.transfers().end()};
   }
@@ -1089,6 +1098,183 @@ TEST_F(ReverseAfterExpiryTest, PointsThatExpiredTwiceAfterARefundComeBackToo) {
   EXPECT_EQ(Available(Points("cust-1")), 100);
   EXPECT_EQ(Lots("cust-1"), (std::vector<std::pair<std::string, int64_t>>{{"g2:benefit", 100}}));
   EXPECT_EQ(Balance(System(pb::POINTS, "expiry")), 0);
+}
+
+// A reversal's ids name its target, so the same request_id for another target makes only new
+// ids; the request_id itself is what is reused (decision 006). The first request stays a replay.
+TEST_F(ReverseAfterExpiryTest, RequestIdOfAnotherReversalIsKeyReusedAndChangesNothing) {
+  const int64_t lot = GrantSpendAndExpire(0);
+  MustApply(Award("g2", "cust-1", 100, DaysAfterGrant(30)));
+  MustApply(Grant("g3", "cust-2", 50));
+  auto reversed = Reverse("r1", "g1");
+  ASSERT_TRUE(reversed.ok()) << reversed.status();
+  ASSERT_EQ(reversed->transfers_size(), 4);
+  EXPECT_EQ(reversed->transfers(0).id(), absl::StrCat("r1:expire:", lot));
+  const int64_t transfers = Sql("SELECT count(*) FROM transfers");
+  const int64_t facts = Sql("SELECT count(*) FROM outbox");
+  const int64_t budget = Balance(Budget());
+
+  // r1 again, for g3: refused as a reused key; g3 and its customer are untouched.
+  auto reused = Reverse("r1", "g3");
+  ExpectRequestIdReused(reused.status());
+  EXPECT_TRUE(absl::StrContains(reused.status().message(), "\"r1\"")) << reused.status();
+  // One transfer of what r1 reversed is not the request r1 was either (its ids are a subset).
+  pb::ReverseRequest one;
+  one.set_request_id("r1");
+  one.set_transfer_id("g1:benefit");
+  one.set_reason("event revoked");
+  ExpectRequestIdReused(service_->Reverse(one).status());
+  // Nor may a reversal take a grant's key.
+  ExpectRequestIdReused(Reverse("g2", "g3").status());
+  EXPECT_EQ(Balance(Points("cust-2")), 50);
+  EXPECT_EQ(Balance(Budget()), budget);
+  EXPECT_EQ(Sql("SELECT count(*) FROM transfers"), transfers);
+  EXPECT_EQ(Sql("SELECT count(*) FROM outbox"), facts);
+  EXPECT_EQ(Sql("SELECT coalesce(sum(reversed_amount), 0) FROM transfers WHERE batch_id = 'g3'"),
+            0);
+
+  // The first request again is a replay, expiry leg included.
+  auto again = Reverse("r1", "g1");
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_TRUE(Same(TransfersOf(*again), TransfersOf(*reversed))) << again->DebugString();
+  EXPECT_EQ(Sql("SELECT count(*) FROM transfers"), transfers);
+  // A new request_id reverses g3 as usual.
+  ASSERT_TRUE(Reverse("r3", "g3").ok());
+  EXPECT_EQ(Balance(Points("cust-2")), 0);
+}
+
+// Eight callers reverse eight different grants under one request_id at once, through a batcher
+// with a writer each (so some meet in one group commit, others in concurrent transactions):
+// exactly one reversal is applied, the others are refused as a reused key.
+TEST_F(ReverseAfterExpiryTest, ConcurrentReversalsUnderOneRequestIdApplyExactlyOne) {
+  constexpr int kThreads = 8;
+  FundDefaults(10'000, 10);
+  for (int i = 0; i < kThreads; ++i) {
+    MustApply(Grant(absl::StrCat("g-", i), absl::StrCat("cust-", i), 10, 100));
+  }
+  GrantBatcher batcher(*store_,
+                       BatcherOptions{.writers = kThreads, .linger = absl::ZeroDuration()});
+  LedgerService service(batcher, *store_, clock_);
+  std::atomic<bool> go{false};
+  std::vector<absl::StatusOr<pb::ReverseResponse>> results(kThreads, absl::UnknownError("not run"));
+  std::vector<std::thread> threads;
+  for (int i = 0; i < kThreads; ++i) {
+    threads.emplace_back([&, i] {
+      pb::ReverseRequest r;
+      r.set_request_id("race");
+      r.set_batch_id(absl::StrCat("g-", i));
+      while (!go.load()) std::this_thread::yield();
+      results[i] = service.Reverse(r);
+    });
+  }
+  go = true;
+  for (auto& t : threads) t.join();
+
+  int winner = -1;
+  for (int i = 0; i < kThreads; ++i) {
+    if (results[i].ok()) {
+      EXPECT_EQ(winner, -1) << "g-" << winner << " and g-" << i << " both reversed";
+      winner = i;
+      continue;
+    }
+    ExpectRequestIdReused(results[i].status());
+  }
+  ASSERT_NE(winner, -1);
+  for (int i = 0; i < kThreads; ++i) {
+    EXPECT_EQ(Balance(Points(absl::StrCat("cust-", i))), i == winner ? 0 : 10) << i;
+  }
+  EXPECT_EQ(Sql("SELECT count(*) FROM transfers WHERE batch_id = 'race'"), 3);
+  EXPECT_EQ(Sql("SELECT sum(reversed_amount) FROM transfers WHERE batch_id LIKE 'g-%'"), 111);
+  EXPECT_EQ(Balance(Budget()), 10'000 - (kThreads - 1) * 100);
+  // The winner's request again is a replay.
+  pb::ReverseRequest replay;
+  replay.set_request_id("race");
+  replay.set_batch_id(absl::StrCat("g-", winner));
+  auto again = service.Reverse(replay);
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_TRUE(Same(TransfersOf(*again), TransfersOf(*results[winner])));
+}
+
+// Two replicas apply reversals of different grants under one request_id: the second waits for
+// the first's transaction and, once it commits, sees its transfers and refuses. Deterministic:
+// a blocker holds the outbox, so replica A holds the batch id until B is waiting too.
+TEST_F(LedgerStoreTest, ReplicasRacingOnOneExclusiveBatchIdApplyOnlyOne) {
+  FundDefaults(10'000, 10);
+  const std::vector<pb::Transfer> g1 = MustApply(Grant("g1", "cust-1", 10));
+  const std::vector<pb::Transfer> g2 = MustApply(Grant("g2", "cust-2", 10));
+  LinkedBatch a = ReversalOf("race", g1);
+  LinkedBatch b = ReversalOf("race", g2);
+  a.exclusive_batch_id = b.exclusive_batch_id = true;
+  // In the same group commit as B: a grant that has nothing to do with it is stored anyway.
+  const LinkedBatch other = Grant("g3", "cust-3", 10);
+  auto pool_b = Connect(4);
+  ASSERT_NE(pool_b, nullptr);
+  PgLedgerStore replica_b(*pool_b, clock_);
+
+  auto blocker_pool = Connect(1);
+  auto lease = blocker_pool->Acquire();
+  ASSERT_TRUE(lease.ok());
+  auto blocker = std::make_unique<pqxx::work>(**lease);
+  blocker->exec("LOCK TABLE outbox IN EXCLUSIVE MODE");
+  const std::string waiting =
+      "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+      "AND datname = current_database()";
+  auto wait_for_waiters = [&](int n) {
+    for (int i = 0; i < 500 && Sql(waiting) < n; ++i) absl::SleepFor(absl::Milliseconds(10));
+    return Sql(waiting) >= n;
+  };
+  absl::StatusOr<std::vector<BatchResult>> result_a, result_b;
+  std::thread replica_a([&] { result_a = store_->Apply({a}); });
+  ASSERT_TRUE(wait_for_waiters(1));
+  std::thread replica_b_thread([&] { result_b = replica_b.Apply({b, other}); });
+  ASSERT_TRUE(wait_for_waiters(2));
+  blocker->commit();
+  replica_a.join();
+  replica_b_thread.join();
+
+  ASSERT_TRUE(result_a.ok()) << result_a.status();
+  ASSERT_TRUE(result_b.ok()) << result_b.status();
+  EXPECT_TRUE((*result_a)[0].ok()) << (*result_a)[0].status();
+  ExpectError((*result_b)[0], absl::StatusCode::kAlreadyExists, cpb::IDEMPOTENCY_KEY_REUSED,
+              "request_id");
+  EXPECT_TRUE((*result_b)[1].ok()) << (*result_b)[1].status();
+  EXPECT_EQ(Balance(Points("cust-1")), 0);
+  EXPECT_EQ(Balance(Points("cust-2")), 10);
+  EXPECT_EQ(Balance(Points("cust-3")), 10);
+  EXPECT_EQ(Sql("SELECT count(*) FROM transfers WHERE batch_id = 'race'"), 3);
+  // The first reversal again, from either replica, is a replay; in one call with a rival, the
+  // rival is refused.
+  BatchResult replay = ApplyOne(a);
+  ASSERT_TRUE(replay.ok()) << replay.status();
+  EXPECT_TRUE(Same(replay->transfers, (*result_a)[0]->transfers));
+  auto both = replica_b.Apply({a, b});
+  ASSERT_TRUE(both.ok()) << both.status();
+  EXPECT_TRUE((*both)[0].ok()) << (*both)[0].status();
+  ExpectError((*both)[1], absl::StatusCode::kAlreadyExists, cpb::IDEMPOTENCY_KEY_REUSED,
+              "request_id");
+}
+
+// In one group commit, two new batches claiming one exclusive batch id: the first is applied,
+// the second refused; a grant (not exclusive) in the same call is unaffected.
+TEST_F(LedgerStoreTest, OneCallWithTwoBatchesClaimingOneExclusiveIdAppliesTheFirst) {
+  FundDefaults(10'000, 10);
+  const std::vector<pb::Transfer> g1 = MustApply(Grant("g1", "cust-1", 10));
+  const std::vector<pb::Transfer> g2 = MustApply(Grant("g2", "cust-2", 10));
+  LinkedBatch a = ReversalOf("r", g1);
+  LinkedBatch b = ReversalOf("r", g2);
+  a.exclusive_batch_id = b.exclusive_batch_id = true;
+  auto results = store_->Apply({a, Grant("g3", "cust-3", 10), b, a});
+  ASSERT_TRUE(results.ok()) << results.status();
+  EXPECT_TRUE((*results)[0].ok()) << (*results)[0].status();
+  EXPECT_TRUE((*results)[1].ok()) << (*results)[1].status();
+  ExpectError((*results)[2], absl::StatusCode::kAlreadyExists, cpb::IDEMPOTENCY_KEY_REUSED,
+              "request_id");
+  ASSERT_TRUE((*results)[3].ok()) << (*results)[3].status();  // a replay of the first
+  EXPECT_TRUE(Same((*results)[3]->transfers, (*results)[0]->transfers));
+  EXPECT_EQ(Balance(Points("cust-1")), 0);
+  EXPECT_EQ(Balance(Points("cust-2")), 10);
+  EXPECT_EQ(Balance(Points("cust-3")), 10);
+  EXPECT_EQ(Sql("SELECT count(*) FROM transfers WHERE batch_id = 'r'"), 3);
 }
 
 TEST_F(LedgerStoreTest, HistoryAndStatementPageThroughEverything) {
