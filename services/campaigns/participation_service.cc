@@ -564,7 +564,11 @@ absl::StatusOr<pb::DrawStats> ParticipationService::GetDrawStats(const pb::GetDr
   MKT_RETURN_IF_ERROR(CheckKey(r.campaign_id(), "campaign_id", 64));
   MKT_ASSIGN_OR_RETURN(std::shared_ptr<const pb::Campaign> campaign, cache_.Get(r.campaign_id()));
   if (!campaign) return NotFound("campaign " + r.campaign_id() + " does not exist");
-  return store_.DrawStats(r.campaign_id(), campaign->live().prizes_size());
+  MKT_ASSIGN_OR_RETURN(pb::DrawStats stats,
+                       store_.DrawStats(r.campaign_id(), campaign->live().prizes_size()));
+  stats.set_org_id(campaign->org_id());
+  stats.set_campaign_id(campaign->id());
+  return stats;
 }
 
 absl::StatusOr<pb::ListEligibleResponse> ParticipationService::ListEligible(

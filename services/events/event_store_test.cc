@@ -3,6 +3,7 @@
 // data exception with its SQLSTATE and nothing of the batch is written; the handler sets the event
 // the database refuses aside for the dead-letter topic and applies the rest of its batch exactly
 // once; failures that are not about the data are retried, never dead-lettered.
+#include <algorithm>
 #include <limits>
 #include <memory>
 #include <string>
@@ -201,6 +202,86 @@ TEST_F(EventStoreTest, TheHandlerDeadLettersWhatTheDatabaseRefusesAndAppliesTheR
   EXPECT_EQ(s.code(), absl::StatusCode::kAborted) << s;
   EXPECT_TRUE(rejected.empty());
   EXPECT_EQ(Count("SELECT count(*) FROM event_log"), 7);
+}
+
+TEST_F(EventStoreTest, OperatorsSeeTheEventLogAndExplanationsOfTheirSubtreeOnly) {
+  pb::TriggerRule rule;
+  rule.set_rule_id("a-spend");
+  rule.set_campaign_id("camp-a");
+  rule.set_org_id("bank-a");
+  rule.set_event_type("credit_card.spend");
+  rule.set_kind(pb::EVERY_MATCH);
+  rule.set_condition("amount_fen >= 5000");
+  rule.mutable_reward()->set_asset(::marketing::rewards::v1::POINTS);
+  rule.mutable_reward()->set_quantity(5);
+  rule.set_active(true);
+  rule.set_revision(1);
+  ASSERT_TRUE(service_->UpsertRule(tenancy::SystemActor("test"), rule).ok());
+  // One customer id at a bank, at one of its branches and at a bank whose id starts the same.
+  std::vector<kafka::IncomingMessage> batch;
+  int64_t offset = 0;
+  for (const char* org : {"bank-a", "bank-a.branch-01", "bank-ab"}) {
+    pb::BusinessEvent e = Spend(absl::StrCat("tx-", org));
+    e.set_org_id(org);
+    batch.push_back(Message(e, offset++));
+  }
+  std::vector<Rejected> rejected;
+  ASSERT_TRUE(service_->HandleBatch(batch, &rejected).ok());
+  ASSERT_TRUE(rejected.empty());
+
+  auto orgs_seen = [&](const std::string& actor_org, const std::string& asked) {
+    tenancy::Actor actor{.org_id = actor_org, .operator_id = "op", .roles = {}};
+    pb::ListCustomerEventsRequest request;
+    request.set_customer_id("c-1");
+    request.set_org_id(asked);
+    auto listed = service_->ListCustomerEvents(actor, request);
+    std::vector<std::string> orgs;
+    if (!listed.ok()) return std::vector<std::string>{std::string(listed.status().message())};
+    for (const auto& e : listed->events()) orgs.push_back(e.org_id());
+    std::sort(orgs.begin(), orgs.end());
+    return orgs;
+  };
+  using V = std::vector<std::string>;
+  EXPECT_EQ(orgs_seen("bank-a", ""), (V{"bank-a", "bank-a.branch-01"}));
+  // The gateway always names the org (the operator's by default): its branches are included.
+  EXPECT_EQ(orgs_seen("bank-a", "bank-a"), (V{"bank-a", "bank-a.branch-01"}));
+  EXPECT_EQ(orgs_seen("bank-a", "bank-a.branch-01"), (V{"bank-a.branch-01"}));
+  EXPECT_EQ(orgs_seen("bank-a.branch-01", ""), (V{"bank-a.branch-01"}));
+  EXPECT_EQ(orgs_seen("bank-ab", ""), (V{"bank-ab"}));
+  EXPECT_EQ(orgs_seen("fed", ""), (V{"bank-a", "bank-a.branch-01", "bank-ab"}));
+  tenancy::Actor bank_b{.org_id = "bank-b", .operator_id = "op", .roles = {}};
+  pb::ListCustomerEventsRequest sibling;
+  sibling.set_customer_id("c-1");
+  sibling.set_org_id("bank-a");
+  EXPECT_EQ(service_->ListCustomerEvents(bank_b, sibling).status().code(),
+            absl::StatusCode::kPermissionDenied);
+  sibling.set_org_id("not an org");
+  EXPECT_EQ(service_->ListCustomerEvents(bank_b, sibling).status().code(),
+            absl::StatusCode::kInvalidArgument);
+
+  // The explanation: bank-a's rule and event for bank-a; another bank's rule or event is 404.
+  tenancy::Actor bank_a{.org_id = "bank-a", .operator_id = "op", .roles = {}};
+  pb::ExplainRequest why;
+  why.set_rule_id("a-spend");
+  why.set_event_key("card:tx-bank-a");
+  auto explained = service_->Explain(bank_a, why);
+  ASSERT_TRUE(explained.ok()) << explained.status();
+  EXPECT_FALSE(explained->condition_holds());
+  EXPECT_EQ(explained->failed_condition(), "amount_fen >= 5000");
+  EXPECT_EQ(service_->Explain(bank_b, why).status().code(), absl::StatusCode::kNotFound);
+  why.set_event_key("card:tx-bank-ab");
+  EXPECT_EQ(service_->Explain(bank_a, why).status().code(), absl::StatusCode::kNotFound);
+
+  // Event types are the federation's: a member bank's admin may not change them.
+  pb::EventType type = DefaultEventTypes().front();
+  tenancy::Actor bank_admin{
+      .org_id = "bank-a", .operator_id = "op", .roles = {tenancy::Role::kAdmin}};
+  EXPECT_EQ(service_->UpsertEventType(bank_admin, type).status().code(),
+            absl::StatusCode::kPermissionDenied);
+  tenancy::Actor fed_admin{.org_id = "fed", .operator_id = "op", .roles = {tenancy::Role::kAdmin}};
+  auto upserted = service_->UpsertEventType(fed_admin, type);
+  ASSERT_TRUE(upserted.ok()) << upserted.status();
+  EXPECT_GE(upserted->version(), 2);
 }
 
 }  // namespace

@@ -199,6 +199,13 @@ absl::StatusOr<pb::EventType> EventsService::UpsertEventType(const tenancy::Acto
     return Error(absl::StatusCode::kPermissionDenied, ::marketing::common::v1::PERMISSION_DENIED,
                  "defining event types needs the admin role");
   }
+  // One registry serves every member bank: a bank changing "loan.disbursed" would change what
+  // every other bank's core system must send.
+  if (actor.org_id != tenancy::kFederation) {
+    return Error(absl::StatusCode::kPermissionDenied, ::marketing::common::v1::PERMISSION_DENIED,
+                 "event types are shared by every member bank: only the federation's admins "
+                 "define them");
+  }
   MKT_RETURN_IF_ERROR(CheckEventType(type));
   if (auto held = types_.Find(type.name()); held != nullptr) {
     type.set_version(held->proto().version() + 1);
@@ -241,7 +248,16 @@ absl::StatusOr<pb::ListRulesResponse> EventsService::ListRules(
 absl::StatusOr<pb::ListCustomerEventsResponse> EventsService::ListCustomerEvents(
     const tenancy::Actor& actor, const pb::ListCustomerEventsRequest& request) {
   pb::ListCustomerEventsRequest scoped = request;
-  if (scoped.org_id().empty()) scoped.set_org_id("");
+  // The actor's subtree unless a narrower org is asked for ("" in the store: every org).
+  if (scoped.org_id().empty()) scoped.set_org_id(actor.org_id);
+  if (!tenancy::IsValidOrgId(scoped.org_id())) {
+    return InvalidArgument("org_id", "org_id must be an org id such as bank-a");
+  }
+  MKT_RETURN_IF_ERROR(CheckScope(actor, scoped.org_id()));
+  if (scoped.org_id() == tenancy::kFederation) scoped.set_org_id("");
+  if (request.limit() < 0 || request.limit() > 1000) {
+    return InvalidArgument("limit", "limit must be 1..1000 (0: 100)");
+  }
   MKT_ASSIGN_OR_RETURN(auto events, store_.ListCustomerEvents(scoped));
   pb::ListCustomerEventsResponse response;
   for (auto& e : events) {
@@ -255,12 +271,18 @@ absl::StatusOr<pb::ExplainResponse> EventsService::Explain(const tenancy::Actor&
                                                            const pb::ExplainRequest& request) {
   auto snapshot = rules_.Snapshot();
   auto rule_it = snapshot->by_id.find(request.rule_id());
-  if (rule_it == snapshot->by_id.end()) return NotFound("no rule " + request.rule_id());
+  // Another bank's rule is as unknown as a missing one.
+  if (rule_it == snapshot->by_id.end() ||
+      !tenancy::Covers(actor.org_id, rule_it->second->proto.org_id())) {
+    return NotFound("no rule " + request.rule_id());
+  }
   const CompiledRule& rule = *rule_it->second;
-  MKT_RETURN_IF_ERROR(CheckScope(actor, rule.proto.org_id()));
   MKT_ASSIGN_OR_RETURN(std::optional<ValidatedEvent> event,
                        store_.LoadEvent(request.event_key(), types_));
-  if (!event) return NotFound("no event " + request.event_key() + " in the event log");
+  // Another bank's event is as unknown as a missing one.
+  if (!event || !tenancy::Covers(actor.org_id, event->org_id)) {
+    return NotFound("no event " + request.event_key() + " in the event log");
+  }
   pb::ExplainResponse response;
   response.set_event_type_matches(event->event_type == rule.proto.event_type());
   std::optional<std::string> window = WindowKey(rule, event->occurred_at);

@@ -135,7 +135,8 @@ inline constexpr char kListCustomerEvents[] =
     "SELECT event_key, event_type, customer_id, org_id, "
     "  (extract(epoch FROM occurred_at) * 1000000)::bigint, amount_fen, product_code, "
     "  attributes::text "
-    "FROM event_log WHERE customer_id = $1 AND ($2 = '' OR org_id = $2) "
+    "FROM event_log WHERE customer_id = $1 "
+    "  AND ($2 = '' OR org_id = $2 OR starts_with(org_id, $2 || '.')) "
     "  AND occurred_at >= $3::timestamptz AND occurred_at < $4::timestamptz "
     "ORDER BY occurred_at DESC LIMIT $5";
 

@@ -13,8 +13,10 @@
 #include "marketing/campaigns/v1/participation.pb.h"
 #include "marketing/channels/v1/channels.pb.h"
 #include "marketing/events/v1/business_event.pb.h"
+#include "marketing/events/v1/events.pb.h"
 #include "marketing/gateway/v1/gateway.pb.h"
 #include "marketing/rewards/v1/benefits.pb.h"
+#include "marketing/rewards/v1/ledger.pb.h"
 #include "marketing/segments/v1/segments.pb.h"
 
 namespace mkt::gateway {
@@ -26,6 +28,10 @@ namespace pb = ::marketing::common::v1;
 using tenancy::Role;
 
 constexpr size_t kMaxTrackingBatch = 500;
+// Who may read a customer's own data (balances, history, events) through the admin API.
+std::vector<Role> CustomerDataReaders() {
+  return {Role::kAdmin, Role::kPlanner, Role::kAnalyst, Role::kAuditor};
+}
 // The events service dead-letters a business event larger than this once encoded (kMaxEventBytes
 // in services/events/event_types.h); the gateway refuses it with 413 instead.
 constexpr size_t kMaxBusinessEventBytes = 64 * 1024;
@@ -40,6 +46,7 @@ void TouchDescriptors() {
   (void)::marketing::channels::v1::Channel::descriptor();
   (void)::marketing::rewards::v1::Wallet::descriptor();
   (void)::marketing::events::v1::BusinessEvent::descriptor();
+  (void)::marketing::events::v1::EventType::descriptor();
   (void)gw::Operator::descriptor();
 }
 
@@ -697,6 +704,16 @@ absl::Status AddCampaignsAdmin(ApiService& api, Router& router, const ApiDepende
                        .rpc = b + "ListBatchGrantFailures",
                        .summary = "The failure report of a batch grant: customer, reason, message",
                        .body = ""});
+  // A lottery's realised outcomes against its table, for audits of its fairness.
+  campaigns.push_back(
+      {.method = "GET",
+       .path = "/admin/v1/campaigns/{campaign_id}/draw-stats",
+       .rpc = "marketing.campaigns.v1.Participations.GetDrawStats",
+       .summary = "A lottery's draws: per prize how often drawn and awarded, fallbacks",
+       .body = "",
+       .owner_field = "org_id",
+       .description = "`drawn[i]` and `awarded[i]` are per prize of the live table, in its "
+                      "order; compare `drawn` with the weights to check the distribution."});
   campaigns.push_back(
       {.method = "POST",
        .path = "/admin/v1/campaigns/{campaign_id}/batch-grant:cancel",
@@ -765,6 +782,20 @@ absl::Status AddSegmentsAdmin(ApiService& api, Router& router, const ApiDependen
        .rpc = s + "ArchiveSegment",
        .roles = editors,
        .summary = "Archive a segment"},
+      {.method = "GET",
+       .path = "/admin/v1/segments/{segment_id}/count",
+       .rpc = s + "Count",
+       .roles = {Role::kPlanner, Role::kAdmin, Role::kAnalyst},
+       .summary = "How many customers a segment holds now (latest, or ?version=)",
+       .body = "",
+       .scope_field = "org_id",
+       .path_fields = {{"segment_id", "segment.segment_id"}}},
+      {.method = "POST",
+       .path = "/admin/v1/segments:overlap",
+       .rpc = s + "Overlap",
+       .roles = {Role::kPlanner, Role::kAdmin, Role::kAnalyst},
+       .summary = "How two segments overlap: each one's size, both, only one",
+       .scope_field = "org_id"},
       {.method = "POST",
        .path = "/admin/v1/segments:preview",
        .rpc = s + "Preview",
@@ -856,8 +887,89 @@ absl::Status AddBenefitsAdmin(ApiService& api, Router& router, const ApiDependen
        .roles = editors,
        .summary = "Retire a template"},
   };
-  return AddRows(api, router, rows, Access::kOperator, deps.rewards, "rewards",
-                 "benefit-templates");
+  MKT_RETURN_IF_ERROR(
+      AddRows(api, router, rows, Access::kOperator, deps.rewards, "rewards", "benefit-templates"));
+
+  // A customer's points and their history, for answering the customer (approvers decide on
+  // configurations and do not need customers' data).
+  const std::string l = "marketing.rewards.v1.Ledger.";
+  const std::vector<RpcRow> ledger = {
+      {.method = "GET",
+       .path = "/admin/v1/customers/{customer_id}/balances",
+       .rpc = l + "GetBalances",
+       .roles = CustomerDataReaders(),
+       .summary = "A customer's accounts (points, cash, lottery chances) at one bank",
+       .body = "",
+       .scope_field = "org_id",
+       .customer_param = "customer_id",
+       .description = "`org_id` is the customer's bank (default: the operator's org).",
+       .key_fields = {{"customer_id", 64}}},
+      {.method = "GET",
+       .path = "/admin/v1/customers/{customer_id}/history",
+       .rpc = l + "ListHistory",
+       .roles = CustomerDataReaders(),
+       .summary = "A customer's ledger transfers at one bank, newest first",
+       .body = "",
+       .scope_field = "org_id",
+       .customer_param = "customer_id",
+       .description = "`org_id` is the customer's bank (default: the operator's org). Pages "
+                      "with `page_size` and the `next_page_token` of the previous answer.",
+       .key_fields = {{"customer_id", 64}}},
+  };
+  return AddRows(api, router, ledger, Access::kOperator, deps.rewards, "rewards", "customers");
+}
+
+// The events service: the event type registry, trigger rules (read-only: campaigns configure
+// them), the event log by customer and the explanation of an (event, rule) pair. The service
+// checks the operator's org again (defence in depth).
+absl::Status AddEventsAdmin(ApiService& api, Router& router, const ApiDependencies& deps) {
+  const std::string e = "marketing.events.v1.EventsAdmin.";
+  const std::vector<RpcRow> rows = {
+      {.method = "GET",
+       .path = "/admin/v1/event-types",
+       .rpc = e + "ListEventTypes",
+       .summary = "The business event types and their attribute schemas",
+       .body = ""},
+      {.method = "PUT",
+       .path = "/admin/v1/event-types/{name}",
+       .rpc = e + "UpsertEventType",
+       .roles = {Role::kAdmin},
+       .summary = "Define or change a business event type (the federation's admins)",
+       .description = "Every member bank's core systems send these types, so only an admin of "
+                      "the federation (org `fed`) may change them; others get 403. The answer "
+                      "carries the new `version`.",
+       .required = {"name"},
+       .key_fields = {{"name", 64}}},
+      {.method = "GET",
+       .path = "/admin/v1/trigger-rules",
+       .rpc = e + "ListRules",
+       .summary = "The trigger rules of your subtree's event campaigns (filter: campaign_id)",
+       .body = ""},
+      {.method = "GET",
+       .path = "/admin/v1/customers/{customer_id}/events",
+       .rpc = e + "ListCustomerEvents",
+       .roles = CustomerDataReaders(),
+       .summary = "A customer's business events from the event log, newest first",
+       .body = "",
+       .scope_field = "org_id",
+       .customer_param = "customer_id",
+       .description = "Events of `org_id` and the orgs below it (default: the operator's org); "
+                      "`from` and `to` (RFC 3339) bound `occurred_at`, `limit` is 1..1000 "
+                      "(default 100).",
+       .key_fields = {{"customer_id", 64}}},
+      {.method = "GET",
+       .path = "/admin/v1/events/{event_key}/rules/{rule_id}/explanation",
+       .rpc = e + "Explain",
+       .roles = CustomerDataReaders(),
+       .summary = "Why an event did or did not grant under a rule",
+       .body = "",
+       .description = "`event_key` is `<source>:<source_event_id>` (a channel's events have the "
+                      "channel id as source). The answer names the check that failed, with the "
+                      "values seen, and the grants made with their state. Another bank's event "
+                      "or rule is 404.",
+       .key_fields = {{"event_key", 200}, {"rule_id", 128}}},
+  };
+  return AddRows(api, router, rows, Access::kOperator, deps.events, "events", "events");
 }
 
 }  // namespace
@@ -869,6 +981,7 @@ absl::Status RegisterApiRoutes(ApiService& api, Router& router, const ApiDepende
   MKT_RETURN_IF_ERROR(AddCampaignsAdmin(api, router, deps));
   MKT_RETURN_IF_ERROR(AddSegmentsAdmin(api, router, deps));
   MKT_RETURN_IF_ERROR(AddChannelsAdmin(api, router, deps));
+  MKT_RETURN_IF_ERROR(AddEventsAdmin(api, router, deps));
   return AddBenefitsAdmin(api, router, deps);
 }
 

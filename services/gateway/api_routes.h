@@ -22,6 +22,7 @@ struct ApiDependencies {
   Backend* segments = nullptr;
   Backend* channels = nullptr;
   Backend* rewards = nullptr;
+  Backend* events = nullptr;
   AdminAuth* admin = nullptr;
   kafka::Publisher* publisher = nullptr;
   const Clock* clock = nullptr;

@@ -42,6 +42,9 @@ const config::Schema<GatewayConfig>& GatewayConfigSchema() {
                "a thread, for one to end, and one that waited backend_timeout_ms is 503")
         .Field("campaigns_target", &GatewayConfig::campaigns_target,
                "host:port of the campaigns service")
+        .Field("events_target", &GatewayConfig::events_target,
+               "host:port of the events service (operators' event types, event log, "
+               "explanations; POST /v1/events goes to Kafka, not there)")
         .Field("segments_target", &GatewayConfig::segments_target,
                "host:port of the segments service")
         .Field("rewards_target", &GatewayConfig::rewards_target, "host:port of the rewards service")

@@ -39,6 +39,7 @@ struct GatewayConfig {
   int64_t backend_max_in_flight = 256;
   // The other backends of the REST API.
   std::string campaigns_target = "127.0.0.1:20031";
+  std::string events_target = "127.0.0.1:20051";
   std::string segments_target = "127.0.0.1:20041";
   std::string rewards_target = "127.0.0.1:20071";
   // The gateway's own database: idempotency records, operators, admin sessions. The gateway

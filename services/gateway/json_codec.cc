@@ -11,7 +11,9 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "google/protobuf/timestamp.pb.h"
 #include "google/protobuf/util/json_util.h"
+#include "google/protobuf/util/time_util.h"
 #include "libs/core/status.h"
 #include "libs/core/text.h"
 #include "libs/protojson/protojson.h"
@@ -25,6 +27,12 @@ using FieldDescriptor = gpb::FieldDescriptor;
 
 bool IsScalar(const FieldDescriptor* f) {
   return f->cpp_type() != FieldDescriptor::CPPTYPE_MESSAGE && !f->is_map();
+}
+
+// A single google.protobuf.Timestamp: a query parameter in RFC 3339, as in JSON bodies.
+bool IsTimestamp(const FieldDescriptor* f) {
+  return f->cpp_type() == FieldDescriptor::CPPTYPE_MESSAGE && !f->is_repeated() &&
+         f->message_type()->full_name() == "google.protobuf.Timestamp";
 }
 
 absl::Status BadParam(std::string_view param, std::string_view message) {
@@ -427,7 +435,7 @@ std::vector<const FieldDescriptor*> ResolveFieldPath(const gpb::Descriptor* type
 absl::Status SetFieldFromText(gpb::Message* message, std::string_view path, std::string_view text,
                               std::string_view param) {
   const auto fields = ResolveFieldPath(message->GetDescriptor(), path);
-  if (fields.empty() || !IsScalar(fields.back())) {
+  if (fields.empty() || !(IsScalar(fields.back()) || IsTimestamp(fields.back()))) {
     return BadParam(param, "is not a parameter of this request");
   }
   gpb::Message* target = message;
@@ -435,6 +443,14 @@ absl::Status SetFieldFromText(gpb::Message* message, std::string_view path, std:
     target = target->GetReflection()->MutableMessage(target, fields[i]);
   }
   const FieldDescriptor* f = fields.back();
+  if (IsTimestamp(f)) {
+    gpb::Timestamp at;
+    if (!gpb::util::TimeUtil::FromString(std::string(text), &at)) {
+      return BadParam(param, "must be a time in RFC 3339 (2026-11-26T10:00:00+08:00)");
+    }
+    target->GetReflection()->MutableMessage(target, f)->CopyFrom(at);
+    return absl::OkStatus();
+  }
   const gpb::Reflection* r = target->GetReflection();
   const bool repeated = f->is_repeated();
   const std::string value(text);
@@ -540,7 +556,7 @@ std::vector<QueryParameter> QueryParametersOf(const gpb::Descriptor* type,
   std::vector<QueryParameter> nested;
   for (int i = 0; i < type->field_count(); ++i) {
     const FieldDescriptor* f = type->field(i);
-    if (IsScalar(f)) {
+    if (IsScalar(f) || IsTimestamp(f)) {
       if (!bound(f->name())) out.push_back({f->name(), f->name(), f});
       name_count[f->name()]++;
       continue;

@@ -254,5 +254,23 @@ TEST(JsonCodecTest, QueryParametersFlattenOneLevelAndSkipPathFields) {
   EXPECT_EQ(get[0].name, "version");
 }
 
+TEST(JsonCodecTest, TimestampsAreQueryParametersInRfc3339) {
+  auto params = QueryParametersOf(campaigns_pb::ListAuditRequest::descriptor(), {});
+  std::map<std::string, std::string> by_name;
+  for (const auto& p : params) by_name[p.name] = p.field_path;
+  EXPECT_EQ(by_name["since"], "since");
+  EXPECT_EQ(by_name["until"], "until");
+
+  campaigns_pb::ListAuditRequest audit;
+  ASSERT_TRUE(SetFieldFromText(&audit, "since", "2026-11-26T10:00:00+08:00", "since").ok());
+  EXPECT_EQ(audit.since().seconds(), 1'795'658'400);
+  for (const char* bad : {"yesterday", "2026-11-26", "1795658400", ""}) {
+    absl::Status refused = SetFieldFromText(&audit, "until", bad, "until");
+    EXPECT_EQ(refused.code(), absl::StatusCode::kInvalidArgument) << bad;
+    EXPECT_THAT(std::string(refused.message()), HasSubstr("until: must be a time in RFC 3339"));
+  }
+  EXPECT_FALSE(audit.has_until());
+}
+
 }  // namespace
 }  // namespace mkt::gateway

@@ -114,6 +114,7 @@ int Main(int argc, char** argv) {
   Backend segments("segments", config.segments_target, timeout, breaker, clock, in_flight);
   Backend channels("channels", config.channels_target, timeout, breaker, clock, in_flight);
   Backend rewards("rewards", config.rewards_target, timeout, breaker, clock, in_flight);
+  Backend events("events", config.events_target, timeout, breaker, clock, in_flight);
 
   Router router;
   if (absl::Status s = RegisterGatewayRoutes(router, clock); !s.ok()) {
@@ -133,6 +134,7 @@ int Main(int argc, char** argv) {
   deps.segments = &segments;
   deps.channels = &channels;
   deps.rewards = &rewards;
+  deps.events = &events;
   deps.admin = admin.get();
   deps.publisher = producer->get();
   deps.clock = &clock;

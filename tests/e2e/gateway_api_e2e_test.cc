@@ -26,10 +26,12 @@
 #include "gtest/gtest.h"
 #include "libs/core/ids.h"
 #include "libs/kafka/kafka.h"
+#include "libs/rpc/actor.h"
 #include "libs/rpc/client.h"
 #include "libs/testing/testing.h"
 #include "marketing/common/v1/envelope.pb.h"
 #include "marketing/events/v1/business_event.pb.h"
+#include "marketing/events/v1/events.grpc.pb.h"
 #include "services/campaigns/test_configs.h"
 #include "services/gateway/admin_auth.h"
 #include "services/gateway/api_routes.h"
@@ -68,8 +70,8 @@ class GatewayApiE2eTest : public ::testing::Test {
   }
 
   struct Env {
-    testing::TestDatabase channels_db, campaigns_db, segments_db, gateway_db;
-    Process channels, campaigns, segments, gateway;
+    testing::TestDatabase channels_db, campaigns_db, segments_db, events_db, gateway_db;
+    Process channels, campaigns, segments, events, gateway;
     std::string events_topic, tracking_topic, catalog;
     bool healthy = false;
     // A port bound but never listened on, held for the whole suite: connections to it are refused
@@ -139,6 +141,21 @@ class GatewayApiE2eTest : public ::testing::Test {
                  {"MKT_SEGMENTS_REPLICA_ID", "e2e-" + RandomHex(4)},
                  {"MKT_SEGMENTS_RFM_INTERVAL_S", "0"}});
       segments.port = segments_port;
+      // The events service logs what the gateway publishes; its grants go nowhere (rewards is
+      // down), which the event log and the explanations do not need.
+      const int events_port = testing::FreePort();
+      events =
+          Spawn("events", "/services/events/mkt-events",
+                {{"MKT_EVENTS_PG_DSN", events_db.dsn()},
+                 {"MKT_EVENTS_KAFKA_BOOTSTRAP", testing::KafkaBootstrap()},
+                 {"MKT_EVENTS_GRPC_ADDRESS", absl::StrCat("127.0.0.1:", events_port)},
+                 {"MKT_EVENTS_METRICS_ADDRESS", absl::StrCat("127.0.0.1:", testing::FreePort())},
+                 {"MKT_EVENTS_EVENTS_TOPIC", events_topic},
+                 {"MKT_EVENTS_DEAD_LETTER_TOPIC", events_topic + ".dead"},
+                 {"MKT_EVENTS_CAMPAIGN_CHANGES_TOPIC", testing::NewTopic("e2e.changes", 1)},
+                 {"MKT_EVENTS_CONSUMER_GROUP", "gateway-api-e2e-" + RandomHex(4)},
+                 {"MKT_EVENTS_REWARDS_ADDRESS", absl::StrCat("127.0.0.1:", dead_port)}});
+      events.port = events_port;
       const int gateway_port = testing::FreePort();
       gateway =
           Spawn("gateway", "/services/gateway/mkt-gateway",
@@ -147,6 +164,7 @@ class GatewayApiE2eTest : public ::testing::Test {
                  {"MKT_GATEWAY_CHANNELS_TARGET", absl::StrCat("127.0.0.1:", channels_port)},
                  {"MKT_GATEWAY_CAMPAIGNS_TARGET", absl::StrCat("127.0.0.1:", campaigns_port)},
                  {"MKT_GATEWAY_SEGMENTS_TARGET", absl::StrCat("127.0.0.1:", segments_port)},
+                 {"MKT_GATEWAY_EVENTS_TARGET", absl::StrCat("127.0.0.1:", events_port)},
                  // Nothing listens there: the rewards routes answer 503 and trip the breaker.
                  {"MKT_GATEWAY_REWARDS_TARGET", absl::StrCat("127.0.0.1:", dead_port)},
                  {"MKT_GATEWAY_KAFKA_BOOTSTRAP", testing::KafkaBootstrap()},
@@ -161,7 +179,7 @@ class GatewayApiE2eTest : public ::testing::Test {
                  {"MKT_GATEWAY_OPERATOR_RATE", "0"},
                  {"MKT_GATEWAY_MAX_BODY_BYTES", "65536"}});
       gateway.port = gateway_port;
-      for (const Process* p : {&channels, &campaigns, &segments}) {
+      for (const Process* p : {&channels, &campaigns, &segments, &events}) {
         if (!testing::WaitForPort(p->port, absl::Seconds(60)) ||
             !testing::WaitForGrpcHealth(rpc::Connect(absl::StrCat("127.0.0.1:", p->port)),
                                         absl::Seconds(30))) {
@@ -181,7 +199,7 @@ class GatewayApiE2eTest : public ::testing::Test {
       if (gateway.child) {
         EXPECT_EQ(gateway.child->Kill(SIGTERM), 0) << testing::Tail(gateway.log, 30);
       }
-      for (Process* p : {&segments, &campaigns, &channels}) {
+      for (Process* p : {&events, &segments, &campaigns, &channels}) {
         if (p->child) p->child->Kill(SIGTERM);
       }
     }
@@ -514,6 +532,9 @@ TEST_F(GatewayApiE2eTest, MemberBanksCannotSeeOrChangeEachOthersResources) {
                   Json::object())
                 .status,
             404);
+  // A lottery's statistics: the owner's, not another bank's.
+  EXPECT_EQ(Admin(a_admin, "GET", "/admin/v1/campaigns/" + campaign + "/draw-stats").status, 200);
+  EXPECT_EQ(Admin(b_admin, "GET", "/admin/v1/campaigns/" + campaign + "/draw-stats").status, 404);
 
   // Operators.
   EXPECT_EQ(Admin(b_admin, "GET", "/admin/v1/operators/ada-admin").status, 404);
@@ -547,12 +568,145 @@ TEST_F(GatewayApiE2eTest, MemberBanksCannotSeeOrChangeEachOthersResources) {
     const std::string id = segment.Json()["id"];
     EXPECT_EQ(Admin(a_admin, "GET", "/admin/v1/segments/" + id).status, 200);
     EXPECT_EQ(Admin(b_admin, "GET", "/admin/v1/segments/" + id).status, 404);
+    TestResponse count = Admin(a_admin, "GET", "/admin/v1/segments/" + id + "/count");
+    EXPECT_EQ(count.status, 200) << count.body;
+    EXPECT_EQ(count.Json().value("count", ""), "2") << count.body;
+    EXPECT_EQ(Admin(b_admin, "GET", "/admin/v1/segments/" + id + "/count").status, 404);
+    EXPECT_EQ(Admin(b_admin, "GET", "/admin/v1/segments/" + id + "/count?org_id=bank-a").status,
+              403);
+    TestResponse overlap = Admin(a_admin, "POST", "/admin/v1/segments:overlap",
+                                 {{"a", {{"segment_id", id}}}, {"b", {{"segment_id", id}}}});
+    EXPECT_EQ(overlap.status, 200) << overlap.body;
+    EXPECT_EQ(overlap.Json().value("both", ""), "2") << overlap.body;
+    EXPECT_EQ(Admin(b_admin, "POST", "/admin/v1/segments:overlap",
+                    {{"a", {{"segment_id", id}}}, {"b", {{"segment_id", id}}}})
+                  .status,
+              404);
   } else {
     ADD_FAILURE() << "segment not created: " << segment.body;
   }
   EXPECT_EQ(
       Admin(b_admin, "POST", "/admin/v1/segments", {{"org_id", "bank-a"}, {"name", "x"}}).status,
       403);
+}
+
+// ---- Events: the event log, explanations and the event type registry for operators ----------
+
+TEST_F(GatewayApiE2eTest, OperatorsReadTheEventLogAndExplanationsOfTheirOwnBankOnly) {
+  namespace epb = ::marketing::events::v1;
+  // Rules come from campaigns; this one is loaded directly, as bank-a's.
+  const std::string rule_id = "gw-e2e-rule-" + RandomHex(3);
+  {
+    epb::TriggerRule rule;
+    rule.set_rule_id(rule_id);
+    rule.set_campaign_id("camp-" + rule_id);
+    rule.set_org_id("bank-a");
+    rule.set_event_type("card.activated");
+    rule.set_condition("amount_fen >= 1000000");
+    rule.set_kind(epb::EVERY_MATCH);
+    rule.set_window(epb::CAMPAIGN_WINDOW);
+    rule.mutable_reward()->set_asset(::marketing::rewards::v1::POINTS);
+    rule.mutable_reward()->set_quantity(100);
+    rule.set_active(true);
+    rule.set_revision(1);
+    rule.mutable_start_time()->set_seconds(absl::ToUnixSeconds(absl::Now() - absl::Hours(1)));
+    rule.mutable_end_time()->set_seconds(absl::ToUnixSeconds(absl::Now() + absl::Hours(24)));
+    auto stub =
+        epb::EventsAdmin::NewStub(rpc::Connect(absl::StrCat("127.0.0.1:", env_->events.port)));
+    grpc::ClientContext context;
+    rpc::PrepareClientContext(context, absl::Seconds(10), RandomHex(8));
+    rpc::AttachActor(context, tenancy::SystemActor("gateway-api-e2e"));
+    epb::UpsertRuleResponse response;
+    grpc::Status status = stub->UpsertRule(&context, rule, &response);
+    ASSERT_TRUE(status.ok()) << status.error_message();
+  }
+  const std::string a_analyst = Operator("ana-analyst", "bank-a", {"analyst"});
+  const std::string a_approver = Operator("apu-approver", "bank-a", {"approver"});
+  const std::string b_admin = Operator("bea-admin", "bank-b", {"admin", "planner"});
+
+  ChannelCredentials ch = NewChannel("bank-a");
+  const std::string customer = "C-EVT-" + RandomHex(4);
+  const std::string source_event_id = "ACT-" + RandomHex(4);
+  TestResponse posted = Signed(ch, "POST", "/v1/events",
+                               Json{{"source_event_id", source_event_id},
+                                    {"event_type", "card.activated"},
+                                    {"customer_id", customer},
+                                    {"amount_fen", "5000"}}
+                                   .dump(),
+                               "evt-" + RandomHex(6));
+  ASSERT_EQ(posted.status, 202) << posted.body;
+  const std::string event_key = ch.id + ":" + source_event_id;
+
+  // The event log, as the bank's analyst sees it once the events service has the event.
+  const std::string log = "/admin/v1/customers/" + customer + "/events";
+  TestResponse listed;
+  const absl::Time deadline = absl::Now() + absl::Seconds(30);
+  do {
+    listed = Admin(a_analyst, "GET", log);
+    ASSERT_EQ(listed.status, 200) << listed.body;
+    if (!listed.Json().value("events", Json::array()).empty()) break;
+    absl::SleepFor(absl::Milliseconds(200));
+  } while (absl::Now() < deadline);
+  ASSERT_EQ(listed.Json()["events"].size(), 1u) << listed.body;
+  const Json logged = listed.Json()["events"][0];
+  EXPECT_EQ(logged["event_key"], event_key);
+  EXPECT_EQ(logged["event_type"], "card.activated");
+  EXPECT_EQ(logged["org_id"], "bank-a");
+  EXPECT_EQ(logged["amount_fen"], "5000");
+
+  // Times bound the log (RFC 3339 in the query); a malformed one is a 400 naming it.
+  TestResponse later = Admin(a_analyst, "GET", log + "?from=2099-01-01T00:00:00Z");
+  ASSERT_EQ(later.status, 200) << later.body;
+  EXPECT_TRUE(later.Json().value("events", Json::array()).empty()) << later.body;
+  TestResponse bad_time = Admin(a_analyst, "GET", log + "?from=yesterday");
+  EXPECT_EQ(bad_time.status, 400);
+  EXPECT_THAT(bad_time.Json()["error"].value("message", ""), HasSubstr("from")) << bad_time.body;
+  EXPECT_EQ(Admin(a_analyst, "GET", log + "?limit=5000").status, 400);
+
+  // Why it did not grant: the condition that failed, with the value seen.
+  const std::string why = "/admin/v1/events/" + event_key + "/rules/" + rule_id + "/explanation";
+  TestResponse explained = Admin(a_analyst, "GET", why);
+  ASSERT_EQ(explained.status, 200) << explained.body;
+  EXPECT_FALSE(explained.Json().value("granted", false));
+  EXPECT_TRUE(explained.Json().value("event_type_matches", false));
+  EXPECT_EQ(explained.Json()["failed_condition"], "amount_fen >= 1000000");
+  EXPECT_THAT(explained.Json().value("summary", ""), HasSubstr("amount_fen >= 1000000"));
+  // Approvers decide on configurations; customers' data is not theirs to read.
+  EXPECT_EQ(Admin(a_approver, "GET", log).status, 403);
+  EXPECT_EQ(Admin(a_approver, "GET", why).status, 403);
+
+  // Another bank sees neither the customer's events nor the explanation nor the rule.
+  TestResponse other = Admin(b_admin, "GET", log);
+  ASSERT_EQ(other.status, 200) << other.body;
+  EXPECT_TRUE(other.Json().value("events", Json::array()).empty()) << other.body;
+  EXPECT_EQ(Admin(b_admin, "GET", log + "?org_id=bank-a").status, 403);
+  TestResponse hidden = Admin(b_admin, "GET", why);
+  EXPECT_EQ(hidden.status, 404) << hidden.body;
+  EXPECT_THAT(Admin(a_analyst, "GET", "/admin/v1/trigger-rules").body, HasSubstr(rule_id));
+  EXPECT_THAT(Admin(b_admin, "GET", "/admin/v1/trigger-rules").body,
+              ::testing::Not(HasSubstr(rule_id)));
+
+  // Event types: everyone reads them; only the federation's admins change them.
+  TestResponse types = Admin(a_analyst, "GET", "/admin/v1/event-types");
+  ASSERT_EQ(types.status, 200) << types.body;
+  EXPECT_THAT(types.body, HasSubstr("\"card.activated\""));
+  const std::string name = "branch.visit_" + RandomHex(3);
+  const Json type = {
+      {"description", "A visit to a branch counter"},
+      {"attributes", {{{"name", "branch_id"}, {"type", "STRING"}, {"required", true}}}}};
+  TestResponse refused = Admin(b_admin, "PUT", "/admin/v1/event-types/" + name, type);
+  EXPECT_EQ(refused.status, 403) << refused.body;
+  EXPECT_EQ(refused.ErrorCode(), "PERMISSION_DENIED");
+  TestResponse defined = Admin(RootToken(), "PUT", "/admin/v1/event-types/" + name, type);
+  ASSERT_EQ(defined.status, 200) << defined.body;
+  EXPECT_EQ(defined.Json()["name"], name);
+  EXPECT_EQ(defined.Json()["version"], "1");
+  TestResponse changed = Admin(RootToken(), "PUT", "/admin/v1/event-types/" + name, type);
+  ASSERT_EQ(changed.status, 200) << changed.body;
+  EXPECT_EQ(changed.Json()["version"], "2");
+  TestResponse malformed = Admin(RootToken(), "PUT", "/admin/v1/event-types/" + name,
+                                 {{"attributes", {{{"name", "x"}}}}});
+  EXPECT_EQ(malformed.status, 400) << malformed.body;
 }
 
 TEST_F(GatewayApiE2eTest, FiveWrongPasswordsLockTheAccount) {
