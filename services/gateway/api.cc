@@ -8,13 +8,17 @@
 #include "google/protobuf/message.h"
 #include "libs/auth/crypto.h"
 #include "libs/core/status.h"
+#include "libs/core/text.h"
+#include "nlohmann/json.hpp"
 #include "services/gateway/json_codec.h"
+#include "spdlog/spdlog.h"
 
 namespace mkt::gateway {
 namespace {
 
 namespace gpb = ::google::protobuf;
 namespace pb = ::marketing::common::v1;
+namespace gw = ::marketing::gateway::v1;
 
 constexpr char kIdempotencyHeader[] = "Idempotency-Key";
 
@@ -396,8 +400,70 @@ absl::StatusOr<HttpResponse> ApiService::Serve(const ApiRoute& route, const Rout
   call.caller.replayed = &call.replayed;
   std::string log_note;
   MKT_ASSIGN_OR_RETURN(std::optional<HttpResponse> refused, Admit(route, request, call, log_note));
-  if (refused) return Finish(*std::move(refused), request.http.request_id, log_note);
-  return Finish(Execute(route, request, call, log_note), request.http.request_id, log_note);
+  const bool audited = Audited(route, call);
+  if (refused) {
+    if (audited) {
+      gw::AdminRequestRecord record = AuditRecordOf(route, request, call);
+      record.set_status(refused->status);
+      record.set_error_code(refused->error_code);
+      if (absl::Status s = audit_->Record(record); !s.ok()) {
+        spdlog::error("audit trail: cannot record refused request {}: {}", request.http.request_id,
+                      s.ToString());
+      }
+    }
+    return Finish(*std::move(refused), request.http.request_id, log_note);
+  }
+  // A change is never made unrecorded: without its record, nothing runs.
+  std::optional<int64_t> audit_id;
+  if (audited) {
+    absl::StatusOr<int64_t> id = audit_->Begin(AuditRecordOf(route, request, call));
+    if (!id.ok()) {
+      return Finish(Error(absl::StatusCode::kUnavailable, pb::DEPENDENCY_UNAVAILABLE,
+                          absl::StrCat("the audit trail cannot be written, so nothing was done: ",
+                                       id.status().message())),
+                    request.http.request_id, log_note);
+    }
+    audit_id = *id;
+  }
+  HttpResponse response =
+      Finish(Execute(route, request, call, log_note), request.http.request_id, log_note);
+  if (audit_id) {
+    if (absl::Status s = audit_->Finish(*audit_id, response.status, response.error_code); !s.ok()) {
+      spdlog::error("audit trail: cannot add the answer {} of request {} (record {}): {}",
+                    response.status, request.http.request_id, *audit_id, s.ToString());
+    }
+  }
+  return response;
+}
+
+bool ApiService::Audited(const ApiRoute& route, const ApiCall& call) const {
+  if (audit_ == nullptr || route.method == "GET") return false;
+  if (route.access == Access::kOperator) return call.session.has_value();
+  // Sign-in attempts (the only public POST).
+  return route.access == Access::kPublic;
+}
+
+gw::AdminRequestRecord ApiService::AuditRecordOf(const ApiRoute& route, const RouteRequest& request,
+                                                 const ApiCall& call) {
+  gw::AdminRequestRecord record;
+  record.set_request_id(request.http.request_id);
+  record.set_method(route.method);
+  record.set_route(route.path);
+  record.set_path(std::string(request.http.path()));
+  record.set_body(MaskedBody(request.http.body));
+  if (call.session) {
+    record.set_operator_id(call.actor.operator_id);
+    record.set_org_id(call.actor.org_id);
+    for (tenancy::Role r : call.actor.roles) record.add_roles(std::string(tenancy::RoleName(r)));
+  } else {
+    // A sign-in names its operator in the body; the trail finds the org.
+    nlohmann::json body = nlohmann::json::parse(request.http.body, nullptr, false);
+    if (body.is_object() && body.contains("operator_id") && body["operator_id"].is_string()) {
+      std::string named = body["operator_id"].get<std::string>();
+      if (IsWellFormedUtf8(named) && named.size() <= 128) record.set_operator_id(named);
+    }
+  }
+  return record;
 }
 
 bool ApiService::TakesWithoutWaiting(const ApiRoute& route, const HttpRequest& http) const {

@@ -27,6 +27,7 @@
 #include "libs/core/ids.h"
 #include "libs/tenancy/tenancy.h"
 #include "services/gateway/admin_auth.h"
+#include "services/gateway/audit_trail.h"
 #include "services/gateway/backend.h"
 #include "services/gateway/idempotency_store.h"
 #include "services/gateway/json_codec.h"
@@ -178,6 +179,9 @@ class ApiService {
   // the router and the table.
   absl::Status Add(Router& router, ApiRoute route);
   const std::deque<ApiRoute>& routes() const { return routes_; }
+  // Records every operator request but a GET, and sign-in attempts (audit_trail.h); null: none
+  // (tests of other things).
+  void set_audit_trail(AuditTrail* audit) { audit_ = audit; }
 
  private:
   struct AsyncCall;
@@ -216,6 +220,11 @@ class ApiService {
   // The response the route answers: the log note, and for errors the JSON error shape.
   static HttpResponse Finish(absl::StatusOr<HttpResponse> result, const std::string& request_id,
                              const std::string& log_note);
+  // Whether the request goes into the audit trail, and its record before it runs.
+  bool Audited(const ApiRoute& route, const ApiCall& call) const;
+  static marketing::gateway::v1::AdminRequestRecord AuditRecordOf(const ApiRoute& route,
+                                                                  const RouteRequest& request,
+                                                                  const ApiCall& call);
   // Returns 429 with Retry-After when one of `keys`' buckets is empty.
   std::optional<HttpResponse> Throttle(RateLimiter& limiter, const std::string& key,
                                        const std::string& request_id);
@@ -223,6 +232,7 @@ class ApiService {
   const ApiOptions options_;
   AdminAuth* admin_;
   IdempotencyStore* idempotency_;
+  AuditTrail* audit_ = nullptr;
   RateLimiter per_channel_;
   RateLimiter per_customer_;
   RateLimiter per_route_;

@@ -567,7 +567,30 @@ absl::Status AddSessionAndOperatorApi(ApiService& api, Router& router,
         return absl::OkStatus();
       },
       "Change roles, password, display name; disable or unlock", "operators");
-  return api.Add(router, std::move(update));
+  MKT_RETURN_IF_ERROR(api.Add(router, std::move(update)));
+
+  // The gateway's audit trail of operator requests (audit_trail.h).
+  AuditTrail* audit = deps.audit;
+  ApiRoute requests = Local(
+      "GET", "/admin/v1/audit/requests", Access::kOperator, {Role::kAuditor, Role::kAdmin},
+      gw::ListAdminRequestsRequest::descriptor(), gw::ListAdminRequestsResponse::descriptor(),
+      [audit](const ApiCall&, const gpb::Message& req, gpb::Message* resp) -> absl::Status {
+        if (audit == nullptr) return Unavailable("the audit trail is not configured");
+        MKT_ASSIGN_OR_RETURN(*static_cast<gw::ListAdminRequestsResponse*>(resp),
+                             audit->List(static_cast<const gw::ListAdminRequestsRequest&>(req)));
+        return absl::OkStatus();
+      },
+      "Every change operators made or tried, sign-ins included, newest first", "audit");
+  requests.body = "";
+  requests.scope_field = "org_id";
+  requests.description =
+      "Every /admin/v1 request but a GET, recorded before it ran, with its answer (`status` 0: "
+      "the gateway stopped before answering), and every sign-in attempt; passwords and secrets "
+      "in bodies are masked. Requests of operators of `org_id`'s subtree (default: yours); "
+      "filter by `operator_id` and `since`/`until` (RFC 3339); page with `page_size` (1..500) and "
+      "`page_token`. The campaigns service's own trail (`GET /admin/v1/audit`) adds each "
+      "configuration before and after the change.";
+  return api.Add(router, std::move(requests));
 }
 
 absl::Status AddCampaignsAdmin(ApiService& api, Router& router, const ApiDependencies& deps) {

@@ -24,6 +24,8 @@ struct ApiDependencies {
   Backend* rewards = nullptr;
   Backend* events = nullptr;
   AdminAuth* admin = nullptr;
+  // The audit trail of operator requests, for GET /admin/v1/audit/requests.
+  AuditTrail* audit = nullptr;
   kafka::Publisher* publisher = nullptr;
   const Clock* clock = nullptr;
   // When set, claims are refused from copies of the campaigns' sold-out boards (decision 023).

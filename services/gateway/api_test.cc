@@ -13,6 +13,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "libs/core/status.h"
+#include "libs/core/text.h"
 #include "marketing/campaigns/v1/participation.pb.h"
 #include "marketing/gateway/v1/gateway.pb.h"
 #include "marketing/rewards/v1/benefits.pb.h"
@@ -823,6 +824,23 @@ TEST_P(ApiTest, ABackendFailureIs503WithRetryAfterOnEitherPath) {
 TEST(MaskCustomerIdTest, KeepsOnlyTheEnds) {
   EXPECT_EQ(MaskCustomerId("C1234567890"), "C1*******90");
   EXPECT_EQ(MaskCustomerId("abc"), "***");
+}
+
+TEST(MaskedBodyTest, PasswordsAndSecretsAreMaskedAtAnyDepthAndLongBodiesCut) {
+  EXPECT_EQ(MaskedBody(R"({"id":"x","password":"hunter2","roles":["admin"]})"),
+            R"({"id":"x","password":"***","roles":["admin"]})");
+  EXPECT_EQ(MaskedBody(R"({"a":[{"new_Password":"p","ClientSecret":{"k":1},"name":"n"}]})"),
+            R"({"a":[{"ClientSecret":"***","name":"n","new_Password":"***"}]})");
+  EXPECT_EQ(MaskedBody(""), "");
+  EXPECT_EQ(MaskedBody("{not json"), "(not JSON: 9 bytes)");
+  // Cut on a character boundary (each 张 is three bytes), with the full size said.
+  const std::string name = "\xE5\xBC\xA0";
+  std::string big = "{\"n\":\"";
+  for (int i = 0; i < 100; ++i) big += name;
+  big += "\"}";
+  const std::string cut = MaskedBody(big, 20);
+  EXPECT_EQ(cut, "{\"n\":\"" + name + name + name + name + "... (308 bytes)") << cut;
+  EXPECT_TRUE(IsWellFormedUtf8(cut));
 }
 
 }  // namespace

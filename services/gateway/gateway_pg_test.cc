@@ -1,6 +1,6 @@
 // The gateway's PostgreSQL stores on a fresh database of the real server: idempotency claims
 // (including concurrent duplicates from real threads), operator accounts, sign-in with lock-out,
-// and session revocation.
+// session revocation, and the audit trail of operator requests.
 #include <atomic>
 #include <thread>
 #include <vector>
@@ -9,6 +9,7 @@
 #include "libs/core/status.h"
 #include "libs/testing/testing.h"
 #include "services/gateway/admin_auth.h"
+#include "services/gateway/audit_trail.h"
 #include "services/gateway/gateway_database.h"
 #include "services/gateway/idempotency_store.h"
 #include "services/gateway/operator_store.h"
@@ -214,6 +215,81 @@ TEST_F(GatewayPgTest, BootstrapAdminIsCreatedOnceAndDisabledAccountsCannotSignIn
   ASSERT_TRUE(auth_.UpdateOperator(Admin("fed"), disable).ok());
   EXPECT_EQ(SignIn("admin", "bootstrap password").status().code(),
             absl::StatusCode::kPermissionDenied);
+}
+
+TEST_F(GatewayPgTest, TheAuditTrailIsScopedMaskedPagedAndKeepsUnfinishedRequests) {
+  PgAuditTrail audit(database_.Getter());
+  MakeOperator("ann", "bank-a.branch-01", {"planner"});
+  auto record = [](const std::string& op, const std::string& org, const std::string& body) {
+    gw::AdminRequestRecord r;
+    r.set_request_id("req-" + op);
+    r.set_operator_id(op);
+    r.set_org_id(org);
+    r.add_roles("admin");
+    r.set_method("POST");
+    r.set_route("/admin/v1/operators");
+    r.set_path("/admin/v1/operators");
+    r.set_body(MaskedBody(body));
+    return r;
+  };
+  // Written before the request runs; the answer added after.
+  absl::StatusOr<int64_t> first =
+      audit.Begin(record("ada", "bank-a", R"({"id":"x","password":"hunter2"})"));
+  ASSERT_TRUE(first.ok()) << first.status();
+  ASSERT_TRUE(audit.Finish(*first, 201, "").ok());
+  absl::StatusOr<int64_t> unfinished = audit.Begin(record("ada", "bank-a", "{}"));
+  ASSERT_TRUE(unfinished.ok());
+  gw::AdminRequestRecord refused = record("bea", "bank-b", "{}");
+  refused.set_status(403);
+  refused.set_error_code("PERMISSION_DENIED");
+  ASSERT_TRUE(audit.Record(refused).ok());
+  // A sign-in attempt: the org is the named operator's, or none for an unknown one.
+  ASSERT_TRUE(audit.Record(record("ann", "", R"({"operator_id":"ann","password":"x"})")).ok());
+  ASSERT_TRUE(audit.Record(record("mallory", "", "{}")).ok());
+
+  auto list = [&](const std::string& org, const std::string& op = "", int page_size = 0,
+                  const std::string& token = "") {
+    gw::ListAdminRequestsRequest request;
+    request.set_org_id(org);
+    request.set_operator_id(op);
+    request.mutable_page()->set_page_size(page_size);
+    request.mutable_page()->set_page_token(token);
+    absl::StatusOr<gw::ListAdminRequestsResponse> r = audit.List(request);
+    EXPECT_TRUE(r.ok()) << r.status();
+    return r.ok() ? *r : gw::ListAdminRequestsResponse();
+  };
+  gw::ListAdminRequestsResponse bank_a = list("bank-a");
+  ASSERT_EQ(bank_a.requests_size(), 3);  // newest first: ann's sign-in, the unfinished, the first
+  EXPECT_EQ(bank_a.requests(0).operator_id(), "ann");
+  EXPECT_EQ(bank_a.requests(0).org_id(), "bank-a.branch-01");
+  EXPECT_EQ(bank_a.requests(0).body(), R"({"operator_id":"ann","password":"***"})");
+  EXPECT_EQ(bank_a.requests(1).status(), 0);
+  EXPECT_FALSE(bank_a.requests(1).has_finished_at());
+  EXPECT_EQ(bank_a.requests(2).status(), 201);
+  EXPECT_TRUE(bank_a.requests(2).has_finished_at());
+  EXPECT_EQ(bank_a.requests(2).body(), R"({"id":"x","password":"***"})");
+  EXPECT_EQ(bank_a.requests(2).roles(0), "admin");
+  EXPECT_EQ(list("bank-a.branch-01").requests_size(), 1);
+  gw::ListAdminRequestsResponse bank_b = list("bank-b");
+  ASSERT_EQ(bank_b.requests_size(), 1);
+  EXPECT_EQ(bank_b.requests(0).error_code(), "PERMISSION_DENIED");
+  EXPECT_EQ(list("fed").requests_size(), 5);  // the unknown operator's attempt too
+  EXPECT_EQ(list("fed", "ada").requests_size(), 2);
+
+  // Pages of two, newest first, without overlap.
+  gw::ListAdminRequestsResponse page1 = list("fed", "", 2);
+  ASSERT_EQ(page1.requests_size(), 2);
+  ASSERT_FALSE(page1.page().next_page_token().empty());
+  gw::ListAdminRequestsResponse page2 = list("fed", "", 2, page1.page().next_page_token());
+  ASSERT_EQ(page2.requests_size(), 2);
+  EXPECT_GT(page1.requests(1).id(), page2.requests(0).id());
+  gw::ListAdminRequestsResponse page3 = list("fed", "", 2, page2.page().next_page_token());
+  EXPECT_EQ(page3.requests_size(), 1);
+  EXPECT_TRUE(page3.page().next_page_token().empty());
+  gw::ListAdminRequestsRequest bad;
+  bad.set_org_id("fed");
+  bad.mutable_page()->set_page_token("not-a-token");
+  EXPECT_EQ(audit.List(bad).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
 }  // namespace

@@ -91,6 +91,7 @@ int Main(int argc, char** argv) {
                                    .lock_for = absl::Seconds(config.lockout_s)},
                        .scrypt = {.n = static_cast<uint64_t>(config.scrypt_n)}});
   PgIdempotencyStore idempotency(database.Getter(), absl::Hours(config.idempotency_retention_h));
+  PgAuditTrail audit(database.Getter());
   // Connect now if we can (bootstrap admin, migrations); if not, requests retry later.
   (void)database.Get();
 
@@ -129,6 +130,7 @@ int Main(int argc, char** argv) {
   api_options.per_route = {config.route_rate, config.route_burst};
   api_options.per_operator = {config.operator_rate, config.operator_burst};
   ApiService api(api_options, clock, admin.get(), &idempotency);
+  api.set_audit_trail(&audit);
   ApiDependencies deps;
   deps.campaigns = &campaigns;
   deps.segments = &segments;
@@ -136,6 +138,7 @@ int Main(int argc, char** argv) {
   deps.rewards = &rewards;
   deps.events = &events;
   deps.admin = admin.get();
+  deps.audit = &audit;
   deps.publisher = producer->get();
   deps.clock = &clock;
   if (config.sold_out_boards) deps.sold_out_boards = &sold_out_boards;

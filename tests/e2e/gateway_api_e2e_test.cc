@@ -709,6 +709,72 @@ TEST_F(GatewayApiE2eTest, OperatorsReadTheEventLogAndExplanationsOfTheirOwnBankO
   EXPECT_EQ(malformed.status, 400) << malformed.body;
 }
 
+TEST_F(GatewayApiE2eTest, EveryChangeAnOperatorMakesOrTriesIsInTheAuditTrail) {
+  const std::string a_admin = Operator("ada-admin", "bank-a", {"admin", "planner"});
+  const std::string a_analyst = Operator("ana-analyst", "bank-a", {"analyst"});
+  const std::string a_auditor = Operator("aud-auditor", "bank-a", {"auditor"});
+  const std::string b_admin = Operator("bea-admin", "bank-b", {"admin", "planner"});
+  const std::string created = "audited-" + RandomHex(3);
+  const std::string password = "secret-password-" + RandomHex(4);
+
+  TestResponse made = Admin(
+      a_admin, "POST", "/admin/v1/operators",
+      {{"id", created}, {"org_id", "bank-a"}, {"roles", {"planner"}}, {"password", password}});
+  ASSERT_EQ(made.status, 201) << made.body;
+  EXPECT_EQ(Admin(a_admin, "PATCH", "/admin/v1/operators/bea-admin", {{"disabled", true}}).status,
+            404);
+  EXPECT_EQ(Admin(a_analyst, "POST", "/admin/v1/channels", Json::object()).status, 403);
+  EXPECT_EQ(Admin("", "POST", "/admin/v1/sessions",
+                  {{"operator_id", "ada-admin"}, {"password", "wrong-" + password}})
+                .status,
+            401);
+  EXPECT_EQ(Admin(a_admin, "GET", "/admin/v1/operators").status, 200);
+
+  TestResponse trail = Admin(a_auditor, "GET", "/admin/v1/audit/requests?page_size=500");
+  ASSERT_EQ(trail.status, 200) << trail.body;
+  EXPECT_THAT(trail.body, ::testing::Not(HasSubstr(password)));
+  bool creation = false, refused_patch = false, denied = false, failed_sign_in = false;
+  const Json records = trail.Json()["requests"];
+  for (const Json& r : records) {
+    EXPECT_NE(r["method"], "GET") << r.dump();
+    EXPECT_THAT(r["org_id"].get<std::string>(), ::testing::StartsWith("bank-a")) << r.dump();
+    const std::string body = r.value("body", "");
+    if (r["route"] == "/admin/v1/operators" && body.find(created) != std::string::npos) {
+      creation = true;
+      EXPECT_EQ(r["operator_id"], "ada-admin");
+      EXPECT_EQ(r["status"], 201);
+      EXPECT_THAT(body, HasSubstr("\"password\":\"***\""));
+      EXPECT_TRUE(r.contains("finished_at"));
+    }
+    if (r["path"] == "/admin/v1/operators/bea-admin" && r["method"] == "PATCH") {
+      refused_patch = r["status"] == 404;
+    }
+    if (r["route"] == "/admin/v1/channels" && r["operator_id"] == "ana-analyst") {
+      denied = r["status"] == 403 && r["error_code"] == "PERMISSION_DENIED";
+    }
+    if (r["route"] == "/admin/v1/sessions" && r["operator_id"] == "ada-admin" &&
+        r["status"] == 401) {
+      failed_sign_in = true;
+      EXPECT_EQ(r["error_code"], "TOKEN_INVALID");
+      EXPECT_THAT(body, HasSubstr("\"password\":\"***\""));
+    }
+  }
+  EXPECT_TRUE(creation) << trail.body;
+  EXPECT_TRUE(refused_patch) << trail.body;
+  EXPECT_TRUE(denied) << trail.body;
+  EXPECT_TRUE(failed_sign_in) << trail.body;
+
+  // Another bank's auditor or admin does not see bank-a's trail.
+  TestResponse other = Admin(b_admin, "GET", "/admin/v1/audit/requests?page_size=500");
+  ASSERT_EQ(other.status, 200) << other.body;
+  const Json others = other.Json()["requests"];
+  for (const Json& r : others) {
+    EXPECT_THAT(r["org_id"].get<std::string>(), ::testing::StartsWith("bank-b")) << r.dump();
+  }
+  EXPECT_EQ(Admin(b_admin, "GET", "/admin/v1/audit/requests?org_id=bank-a").status, 403);
+  EXPECT_EQ(Admin(a_analyst, "GET", "/admin/v1/audit/requests").status, 403);
+}
+
 TEST_F(GatewayApiE2eTest, FiveWrongPasswordsLockTheAccount) {
   Operator("lou-locked", "bank-a", {"planner"});
   for (int i = 0; i < 5; ++i) {
