@@ -210,6 +210,11 @@ absl::Status PublishEvent(const ApiDependencies& deps, const ApiCall& call,
   envelope.set_event_id(absl::StrCat(
       "gw-",
       auth::Sha256Hex(absl::StrCat(event.source(), "\n", event.source_event_id())).substr(0, 32)));
+  // An event that does not fit its type is the channel's mistake, told now rather than found
+  // in the dead-letter topic after a 202 (decision 028).
+  if (deps.event_types != nullptr) {
+    MKT_RETURN_IF_ERROR(deps.event_types->Check(event, envelope.event_id()));
+  }
   kafka::OutgoingMessage message{deps.business_events_topic,
                                  event.customer_id(),
                                  envelope.SerializeAsString(),
@@ -306,7 +311,11 @@ absl::Status AddChannelApi(ApiService& api, Router& router, const ApiDependencie
   events.description =
       "Publishes the event on mkt.business-events.v1 for the events service. `source` is set to "
       "the calling channel's id; `org_id` defaults to the channel's org and must be inside it. "
-      "The same source_event_id is accepted again idempotently (same event id).";
+      "The same source_event_id is accepted again idempotently (same event id). The event is "
+      "checked against its type in the registry (`GET /admin/v1/event-types`): an unknown type, "
+      "a missing required attribute, an attribute of the wrong type or not in the schema, or a "
+      "missing amount where the type needs one is 400 INVALID_ARGUMENT saying which, instead of "
+      "a dead letter after the 202.";
   MKT_RETURN_IF_ERROR(api.Add(router, std::move(events)));
 
   ApiRoute tracking = Local(

@@ -44,7 +44,8 @@ const config::Schema<GatewayConfig>& GatewayConfigSchema() {
                "host:port of the campaigns service")
         .Field("events_target", &GatewayConfig::events_target,
                "host:port of the events service (operators' event types, event log, "
-               "explanations; POST /v1/events goes to Kafka, not there)")
+               "explanations, and the event type registry POST /v1/events checks events "
+               "against; the events themselves go to Kafka)")
         .Field("segments_target", &GatewayConfig::segments_target,
                "host:port of the segments service")
         .Field("rewards_target", &GatewayConfig::rewards_target, "host:port of the rewards service")

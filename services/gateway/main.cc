@@ -8,12 +8,15 @@
 
 #include "absl/cleanup/cleanup.h"
 #include "absl/synchronization/notification.h"
+#include "google/protobuf/descriptor.h"
 #include "libs/config/config.h"
 #include "libs/core/ids.h"
+#include "libs/core/status.h"
 #include "libs/kafka/kafka.h"
 #include "libs/log/log.h"
 #include "libs/rpc/client.h"
 #include "libs/rpc/server.h"
+#include "marketing/events/v1/events.pb.h"
 #include "services/gateway/admin_auth.h"
 #include "services/gateway/api.h"
 #include "services/gateway/api_routes.h"
@@ -21,6 +24,7 @@
 #include "services/gateway/channel_auth.h"
 #include "services/gateway/channel_changes.h"
 #include "services/gateway/credential_store.h"
+#include "services/gateway/event_type_cache.h"
 #include "services/gateway/gateway_config.h"
 #include "services/gateway/gateway_database.h"
 #include "services/gateway/gateway_routes.h"
@@ -37,6 +41,8 @@ extern char** environ;
 
 namespace mkt::gateway {
 namespace {
+
+namespace gpb = ::google::protobuf;
 
 int Main(int argc, char** argv) {
   rpc::PrepareServiceProcess();
@@ -139,6 +145,26 @@ int Main(int argc, char** argv) {
   deps.events = &events;
   deps.admin = admin.get();
   deps.audit = &audit;
+  // POST /v1/events checks events against a copy of the events service's registry.
+  const gpb::MethodDescriptor* list_event_types =
+      gpb::DescriptorPool::generated_pool()->FindMethodByName(
+          "marketing.events.v1.EventsAdmin.ListEventTypes");
+  EventTypeCache event_types(
+      [&events,
+       list_event_types]() -> absl::StatusOr<std::vector<::marketing::events::v1::EventType>> {
+        ::marketing::events::v1::ListEventTypesResponse response;
+        CallerIdentity caller{
+            .request_id = NewRequestId(),
+            .actor = tenancy::Actor{
+                .org_id = tenancy::kFederation, .operator_id = "gateway:event-types", .roles = {}}};
+        MKT_RETURN_IF_ERROR(events.Call(*list_event_types,
+                                        ::marketing::events::v1::ListEventTypesRequest(), &response,
+                                        caller));
+        return std::vector<::marketing::events::v1::EventType>(response.event_types().begin(),
+                                                               response.event_types().end());
+      },
+      clock);
+  deps.event_types = &event_types;
   deps.publisher = producer->get();
   deps.clock = &clock;
   if (config.sold_out_boards) deps.sold_out_boards = &sold_out_boards;

@@ -372,6 +372,64 @@ TEST_F(GatewayApiE2eTest, EventsArePublishedOnceAndReplaysAreIdempotent) {
   EXPECT_EQ(matching, 1);
 }
 
+TEST_F(GatewayApiE2eTest, EventsThatDoNotFitTheirTypeAre400NotDeadLettersAfterA202) {
+  ChannelCredentials ch = NewChannel();
+  auto post = [&](const Json& event) {
+    return Signed(ch, "POST", "/v1/events", event.dump(), "evt-" + RandomHex(6));
+  };
+  const Json loan = {{"source_event_id", "L-" + RandomHex(4)},
+                     {"event_type", "loan.disbursed"},
+                     {"customer_id", "C000123456"},
+                     {"amount_fen", "50000000"},
+                     {"attributes", {{"contract_id", "LC-1"}, {"tenor_months", "36"}}}};
+  TestResponse fits = post(loan);
+  EXPECT_EQ(fits.status, 202) << fits.body;
+
+  struct Case {
+    std::string what;
+    Json event;
+    std::string says;
+  };
+  std::vector<Case> cases;
+  Json unknown = loan;
+  unknown["event_type"] = "loan.disbursd";
+  cases.push_back({"unknown type", unknown, "unknown event type \"loan.disbursd\""});
+  Json missing = loan;
+  missing["attributes"].erase("contract_id");
+  cases.push_back({"missing attribute", missing, "required attribute contract_id"});
+  Json wrong = loan;
+  wrong["attributes"]["tenor_months"] = "three years";
+  cases.push_back({"wrong type", wrong, "tenor_months"});
+  Json stranger = loan;
+  stranger["attributes"]["colour"] = "red";
+  cases.push_back({"not in the schema", stranger, "attribute \"colour\" is not in the schema"});
+  Json no_amount = loan;
+  no_amount.erase("amount_fen");
+  cases.push_back({"amount required", no_amount, "amount_fen"});
+  for (const Case& c : cases) {
+    TestResponse r = post(c.event);
+    EXPECT_EQ(r.status, 400) << c.what << ": " << r.body;
+    EXPECT_EQ(r.ErrorCode(), "INVALID_ARGUMENT") << c.what;
+    EXPECT_THAT(r.Json()["error"].value("message", ""), HasSubstr(c.says)) << c.what;
+  }
+
+  // A type the federation defines now is accepted at once (the gateway checks a refusal against
+  // a fresh copy of the registry).
+  const std::string name = "branch.visit_" + RandomHex(3);
+  const Json visit = {{"source_event_id", "V-" + RandomHex(4)},
+                      {"event_type", name},
+                      {"customer_id", "C000123456"}};
+  EXPECT_EQ(post(visit).status, 400);
+  absl::SleepFor(absl::Milliseconds(1100));
+  TestResponse defined = Admin(RootToken(), "PUT", "/admin/v1/event-types/" + name,
+                               {{"description", "A visit to a branch counter"}});
+  ASSERT_EQ(defined.status, 200) << defined.body;
+  Json again = visit;
+  again["source_event_id"] = "V-" + RandomHex(4);
+  TestResponse accepted = post(again);
+  EXPECT_EQ(accepted.status, 202) << accepted.body;
+}
+
 TEST_F(GatewayApiE2eTest, ChannelErrorPathsAnswerTheDocumentedCodes) {
   ChannelCredentials ch = NewChannel();
   const std::string good =
