@@ -171,12 +171,31 @@ void CheckBenefit(const std::string& field, const std::string& id, const Validat
   }
 }
 
+constexpr int64_t kMaxQuantity = 1'000'000;
+
 void CheckQuantity(const std::string& field, int64_t quantity, FieldErrors& errors) {
   if (quantity <= 0) {
     errors.Add(field, "must be at least 1");
-  } else if (quantity > 1'000'000) {
-    errors.Add(field, "must be at most 1000000");
+  } else if (quantity > kMaxQuantity) {
+    errors.Add(field, "must be at most " + std::to_string(kMaxQuantity));
   }
+}
+
+// At most one coupon per grant. The benefits issuer (reward_issuer.h CouponIssuePlanFor) issues a
+// coupon per Benefits.IssueCoupon call and an issued coupon cannot be taken back, so a grant of
+// two could not be all or nothing: it refuses any grant of more than one coupon unit with
+// INVALID_ARGUMENT. A configuration asking for more would be published and then refused at every
+// claim, winning draw, exchange or recipient, so it is refused here, against the item.
+constexpr char kOneCouponWhy[] =
+    " (an issued coupon cannot be taken back if the next one is refused, so the rewards service "
+    "refuses a grant of more than one coupon: every grant would fail)";
+
+// A coupon reward item or prize grants one unit (`what` names it: "a coupon prize is one
+// coupon"). Out-of-range quantities are CheckQuantity's.
+void CheckOneCouponUnit(const std::string& field, pb::RewardKind kind, int64_t quantity,
+                        const std::string& what, FieldErrors& errors) {
+  if (kind != pb::REWARD_KIND_COUPON || quantity <= 1 || quantity > kMaxQuantity) return;
+  errors.Add(field, what + ": must be 1" + kOneCouponWhy);
 }
 
 // What one item of a points exchange costs: at least a point (a price of 0 or less would make the
@@ -314,6 +333,9 @@ void CheckRulesAndRewards(const pb::CampaignConfig& c, const ValidationContext& 
       CheckBenefit(Indexed("prizes", i, "benefit_template_id"), p.benefit_template_id(), ctx,
                    errors);
       CheckQuantity(Indexed("prizes", i, "quantity"), p.quantity(), errors);
+      // A draw wins one prize: each coupon prize is one coupon.
+      CheckOneCouponUnit(Indexed("prizes", i, "quantity"), p.kind(), p.quantity(),
+                         "a coupon prize is one coupon", errors);
       CheckKind(Indexed("prizes", i, "kind"), p.kind(), errors);
       CheckPointsValidDays(Indexed("prizes", i, "points_valid_days"), p.kind(),
                            p.points_valid_days(), errors);
@@ -374,11 +396,32 @@ void CheckRulesAndRewards(const pb::CampaignConfig& c, const ValidationContext& 
       // first item with it is taken (participation_service.cc), so a later one with the same
       // template could never be chosen.
       std::map<std::string, int> first_item;
+      // COUPON_CLAIM and BATCH_GRANT grant every item at once (a claim without item_id, each
+      // recipient of a batch), so together they may hold one coupon; an exchange grants the one
+      // item chosen.
+      const bool grants_every_item = c.type() != pb::POINTS_EXCHANGE;
+      int first_coupon = -1;
       for (int i = 0; i < c.rewards().size() && i < kMaxRewardItems; ++i) {
         const pb::RewardItem& r = c.rewards(i);
         const std::string benefit_field = Indexed("rewards", i, "benefit_template_id");
         CheckBenefit(benefit_field, r.benefit_template_id(), ctx, errors);
         CheckQuantity(Indexed("rewards", i, "quantity"), r.quantity(), errors);
+        CheckOneCouponUnit(Indexed("rewards", i, "quantity"), r.kind(), r.quantity(),
+                           "a coupon reward grants one coupon", errors);
+        if (grants_every_item && r.kind() == pb::REWARD_KIND_COUPON) {
+          if (first_coupon < 0) {
+            first_coupon = i;
+          } else {
+            errors.Add(Indexed("rewards", i),
+                       std::string(c.type() == pb::BATCH_GRANT
+                                       ? "a batch grant gives each recipient at most one coupon"
+                                       : "a coupon claim grants at most one coupon") +
+                           " and rewards[" + std::to_string(first_coupon) + "] is one already" +
+                           kOneCouponWhy +
+                           "; grant points, cash or lottery chances beside it, or offer this "
+                           "coupon in a campaign of its own");
+          }
+        }
         CheckKind(Indexed("rewards", i, "kind"), r.kind(), errors);
         CheckPointsValidDays(Indexed("rewards", i, "points_valid_days"), r.kind(),
                              r.points_valid_days(), errors);

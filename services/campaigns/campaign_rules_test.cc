@@ -303,6 +303,110 @@ TEST_F(CampaignRulesTest, PointsExchangeItemsHaveTheirOwnBenefitTemplate) {
   EXPECT_TRUE(errors.empty()) << errors.ToStatus();
 }
 
+// The benefits issuer grants at most one coupon per grant (reward_issuer.h CouponIssuePlanFor: an
+// issued coupon cannot be taken back if the next one is refused) and refuses more with
+// INVALID_ARGUMENT. Such a configuration used to be published, and then every claim, winning draw,
+// exchange or recipient was refused; it is refused where it is configured, against the item.
+TEST_F(CampaignRulesTest, AGrantCarriesAtMostOneCoupon) {
+  // A coupon claim grants all of its items at once: one coupon, with points beside it, is fine.
+  auto claim = CompleteCoupon("Coupons", now_, now_ + absl::Hours(1));
+  auto* points = claim.add_rewards();
+  points->set_benefit_template_id("bt-points-100");
+  points->set_kind(pb::REWARD_KIND_POINTS);
+  points->set_quantity(50);
+  FieldErrors errors = ValidateForSubmission(claim, context_);
+  EXPECT_TRUE(errors.empty()) << errors.ToStatus();
+
+  // A second coupon item.
+  pb::RewardItem gift;
+  gift.set_benefit_template_id("bt-a-gift");
+  gift.set_quantity(1);
+  *claim.add_rewards() = gift;
+  errors = ValidateStep(pb::STEP_RULES_REWARDS, claim, context_);
+  EXPECT_EQ(Fields(errors), std::vector<std::string>{"rewards[2]"}) << errors.ToStatus();
+  EXPECT_TRUE(Has(errors, "rewards[2]",
+                  "a coupon claim grants at most one coupon and rewards[0] is one already"))
+      << errors.ToStatus();
+  EXPECT_EQ(errors.ToStatus().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(FieldOf(errors.ToStatus()), "rewards[2]");
+  EXPECT_TRUE(ValidateForSubmission(claim, context_).Mentions("rewards[2]"));
+  // A third one is reported too, against the first coupon.
+  *claim.add_rewards() = gift;
+  errors = ValidateStep(pb::STEP_RULES_REWARDS, claim, context_);
+  EXPECT_EQ(Fields(errors), (std::vector<std::string>{"rewards[2]", "rewards[3]"}))
+      << errors.ToStatus();
+  EXPECT_TRUE(Has(errors, "rewards[3]", "rewards[0] is one already"));
+
+  // Two units of one coupon.
+  claim.mutable_rewards()->RemoveLast();
+  claim.mutable_rewards()->RemoveLast();
+  claim.mutable_rewards(0)->set_quantity(2);
+  errors = ValidateStep(pb::STEP_RULES_REWARDS, claim, context_);
+  EXPECT_EQ(Fields(errors), std::vector<std::string>{"rewards[0].quantity"}) << errors.ToStatus();
+  EXPECT_TRUE(Has(errors, "rewards[0].quantity", "a coupon reward grants one coupon: must be 1"))
+      << errors.ToStatus();
+  // An out-of-range quantity keeps its one error.
+  claim.mutable_rewards(0)->set_quantity(2'000'000);
+  errors = ValidateStep(pb::STEP_RULES_REWARDS, claim, context_);
+  EXPECT_EQ(Fields(errors), std::vector<std::string>{"rewards[0].quantity"}) << errors.ToStatus();
+  EXPECT_TRUE(Has(errors, "rewards[0].quantity", "at most 1000000"));
+
+  // A batch grant gives each recipient all of its items: the same rule.
+  auto batch = CompleteCoupon("Gifts", now_, now_ + absl::Hours(1));
+  batch.set_type(pb::BATCH_GRANT);
+  batch.mutable_limits()->Clear();
+  *batch.add_rewards() = gift;
+  errors = ValidateStep(pb::STEP_RULES_REWARDS, batch, context_);
+  EXPECT_EQ(Fields(errors), std::vector<std::string>{"rewards[1]"}) << errors.ToStatus();
+  EXPECT_TRUE(Has(errors, "rewards[1]",
+                  "a batch grant gives each recipient at most one coupon and rewards[0] is one "
+                  "already"))
+      << errors.ToStatus();
+  batch.mutable_rewards(1)->set_kind(pb::REWARD_KIND_POINTS);
+  batch.mutable_rewards(1)->set_benefit_template_id("bt-points-100");
+  errors = ValidateForSubmission(batch, context_);
+  EXPECT_TRUE(errors.empty()) << errors.ToStatus();
+
+  // An exchange grants the one item chosen: several coupons may be offered, one unit each.
+  auto exchange = CompleteCoupon("Exchange", now_, now_ + absl::Hours(1));
+  exchange.set_type(pb::POINTS_EXCHANGE);
+  exchange.mutable_rewards(0)->set_price_points(500);
+  *exchange.add_rewards() = gift;
+  exchange.mutable_rewards(1)->set_price_points(800);
+  errors = ValidateForSubmission(exchange, context_);
+  EXPECT_TRUE(errors.empty()) << errors.ToStatus();
+  exchange.mutable_rewards(1)->set_quantity(3);
+  errors = ValidateStep(pb::STEP_RULES_REWARDS, exchange, context_);
+  EXPECT_EQ(Fields(errors), std::vector<std::string>{"rewards[1].quantity"}) << errors.ToStatus();
+  EXPECT_TRUE(Has(errors, "rewards[1].quantity", "a coupon reward grants one coupon: must be 1"));
+  // Points are exchanged in any quantity.
+  exchange.mutable_rewards(1)->set_kind(pb::REWARD_KIND_POINTS);
+  exchange.mutable_rewards(1)->set_benefit_template_id("bt-points-100");
+  errors = ValidateForSubmission(exchange, context_);
+  EXPECT_TRUE(errors.empty()) << errors.ToStatus();
+
+  // A draw wins one prize: several coupon prizes, one unit each.
+  auto lottery = OnePrizeLottery();
+  lottery.mutable_prizes(0)->set_benefit_template_id("bt-coupon-50");
+  auto* second = lottery.add_prizes();
+  second->set_name("gift");
+  second->set_benefit_template_id("bt-a-gift");
+  second->set_quantity(1);
+  second->set_probability_bp(2000);
+  second->set_fallback(true);
+  errors = ValidateForSubmission(lottery, context_);
+  EXPECT_TRUE(errors.empty()) << errors.ToStatus();
+  second->set_quantity(2);
+  errors = ValidateStep(pb::STEP_RULES_REWARDS, lottery, context_);
+  EXPECT_EQ(Fields(errors), std::vector<std::string>{"prizes[1].quantity"}) << errors.ToStatus();
+  EXPECT_TRUE(Has(errors, "prizes[1].quantity", "a coupon prize is one coupon: must be 1"))
+      << errors.ToStatus();
+  second->set_kind(pb::REWARD_KIND_POINTS);
+  second->set_benefit_template_id("bt-points-100");
+  errors = ValidateForSubmission(lottery, context_);
+  EXPECT_TRUE(errors.empty()) << errors.ToStatus();
+}
+
 // A negative points_valid_days used to mean the default (365 days); more than ten years is
 // refused by the ledger at every grant; on anything but points, and on an event campaign (the
 // events service does not read it), it would be ignored. 0 keeps its meaning.

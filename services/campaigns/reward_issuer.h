@@ -107,7 +107,8 @@ inline constexpr int kHoldTimeoutSeconds = 86400;
 // The plan of `request`. A coupon issued cannot be taken back (benefits.proto has no void of an
 // instance), so a later unit refused after an earlier one was issued could not be compensated:
 // a request with more than one coupon unit (two coupon rewards, or quantity > 1) is refused with
-// INVALID_ARGUMENT (field "rewards") before anything moves.
+// INVALID_ARGUMENT (field "rewards") before anything moves. Campaign validation (campaign_rules.cc)
+// refuses configurations that would ask for more, so only a hand-built request meets this.
 absl::StatusOr<CouponIssuePlan> CouponIssuePlanFor(const IssueRequest& request);
 
 // A RewardIssuer granting coupons as instances (Benefits.IssueCoupon) and everything else through

@@ -221,7 +221,8 @@ class CampaignsReferenceTest : public ::testing::Test {
   }
 
   // A complete coupon campaign of bank A on `segments` (version 0: the current one, pinned by
-  // the service) granting two units of `template_id` per participation.
+  // the service) granting one `template_id` coupon per participation (a claim grants at most one
+  // coupon, campaign_rules.cc).
   test::pb::CampaignConfig Coupon(const std::vector<std::string>& segments,
                                   const std::string& template_id) {
     const absl::Time start = absl::Now() + absl::Hours(1);
@@ -231,7 +232,6 @@ class CampaignsReferenceTest : public ::testing::Test {
       c.mutable_audience()->add_include()->set_segment_id(segments[i]);
     }
     c.mutable_rewards(0)->set_benefit_template_id(template_id);
-    c.mutable_rewards(0)->set_quantity(2);
     c.set_expected_uptake_bp(5000);
     return c;
   }
@@ -370,8 +370,8 @@ TEST_F(CampaignsReferenceTest, ACampaignOnTheRealSegmentValidatesAndForecastsFro
   EXPECT_EQ(f.audience_size(), 2 + 5);
   EXPECT_EQ(f.uptake_bp(), 5000);
   EXPECT_EQ(f.expected_participations(), 4);  // ceil(7 × 50%) × 1 per customer
-  EXPECT_EQ(f.cost_per_participation_fen(), 2 * 1500);
-  EXPECT_EQ(f.forecast_cost_fen(), 4 * 2 * 1500);
+  EXPECT_EQ(f.cost_per_participation_fen(), 1500);
+  EXPECT_EQ(f.forecast_cost_fen(), 4 * 1500);
   // Only the note that two segments are summed; nothing was "unavailable".
   EXPECT_EQ(f.notes_size(), 1) << f.DebugString();
 

@@ -926,6 +926,84 @@ TEST_F(ParticipationIntegrationTest, RefusedGrantReleasesTheHoldAndStaysRefused)
   EXPECT_TRUE(LedgerIntact());
 }
 
+// The benefits issuer grants at most one coupon per participation (an issued coupon cannot be
+// taken back if the next one is refused) and refuses more with INVALID_ARGUMENT before anything
+// moves. A coupon claim of two coupons, or of two units of one, used to pass create, validation,
+// submission and publishing, and then every claim was refused: it is refused where it is
+// configured, against the item (create, SaveStep, and Validate and Submit of a draft stored
+// before the rule). A coupon with points beside it is claimed as before, both granted.
+TEST_F(ParticipationIntegrationTest, ACouponClaimOfMoreThanOneCouponIsRefusedWhenConfigured) {
+  ActivateCoupon("bt-coupon-50", 10, 5000);
+  ActivateCoupon("bt-a-gift", 10, 2000);
+  pb::CampaignConfig two = Coupon("Two coupons");
+  auto* gift = two.add_rewards();
+  gift->set_benefit_template_id("bt-a-gift");
+  gift->set_quantity(1);
+
+  auto created = client_->Create(planner_a_, two);
+  ASSERT_EQ(created.status().code(), absl::StatusCode::kInvalidArgument)
+      << Describe(created.status());
+  EXPECT_EQ(ReasonOf(created.status()), common::INVALID_ARGUMENT);
+  EXPECT_EQ(FieldOf(created.status()), "rewards[1]");
+  EXPECT_THAT(std::string(created.status().message()),
+              HasSubstr("rewards[1]: a coupon claim grants at most one coupon and rewards[0] is "
+                        "one already"));
+  pb::CampaignConfig pair = Coupon("Two units");
+  pair.mutable_rewards(0)->set_quantity(2);
+  created = client_->Create(planner_a_, pair);
+  ASSERT_EQ(created.status().code(), absl::StatusCode::kInvalidArgument)
+      << Describe(created.status());
+  EXPECT_EQ(FieldOf(created.status()), "rewards[0].quantity");
+
+  // Saving the rules step of a draft.
+  auto draft = client_->Create(planner_a_, Coupon("One coupon"));
+  ASSERT_TRUE(draft.ok()) << Describe(draft.status());
+  auto saved =
+      client_->SaveStep(planner_a_, draft->id(), pb::STEP_RULES_REWARDS, two, draft->revision());
+  ASSERT_EQ(saved.status().code(), absl::StatusCode::kInvalidArgument) << Describe(saved.status());
+  EXPECT_EQ(FieldOf(saved.status()), "rewards[1]");
+  auto unchanged = client_->Get(planner_a_, draft->id());
+  ASSERT_TRUE(unchanged.ok());
+  EXPECT_EQ(unchanged->draft().rewards_size(), 1);
+
+  // A draft stored before the rule existed: Validate lists the item and Submit refuses it.
+  ASSERT_TRUE(store_
+                  ->UpdateCampaign(draft->id(),
+                                   [&](const pb::Campaign&, CampaignUpdate* update) {
+                                     *update->after.mutable_draft()->mutable_rewards() =
+                                         two.rewards();
+                                     update->audit.action = "test.stored_before_the_rule";
+                                     return absl::OkStatus();
+                                   })
+                  .ok());
+  auto validated = client_->Validate(planner_a_, draft->id());
+  ASSERT_TRUE(validated.ok()) << Describe(validated.status());
+  ASSERT_EQ(validated->errors_size(), 1) << validated->DebugString();
+  EXPECT_EQ(validated->errors(0).field(), "rewards[1]");
+  auto submitted = client_->Submit(planner_a_, draft->id());
+  ASSERT_EQ(submitted.status().code(), absl::StatusCode::kInvalidArgument)
+      << Describe(submitted.status());
+  EXPECT_EQ(FieldOf(submitted.status()), "rewards[1]");
+
+  // One coupon with points beside it: published and claimed, both granted.
+  pb::CampaignConfig bonus = Coupon("Coupon and points");
+  auto* points = bonus.add_rewards();
+  points->set_benefit_template_id("bt-points-100");
+  points->set_kind(pb::REWARD_KIND_POINTS);
+  points->set_quantity(30);
+  const std::string id = Online(bonus);
+  ASSERT_FALSE(id.empty());
+  auto claimed = Participate(id, "bonus-1", "bonus-key-1");
+  ASSERT_TRUE(claimed.ok()) << Describe(claimed.status());
+  EXPECT_EQ(claimed->status(), pb::GRANTED);
+  EXPECT_EQ(claimed->rewards_size(), 2);
+  const std::vector<rpb::Coupon> held = WalletCoupons("bonus-1");
+  ASSERT_EQ(held.size(), 1u);
+  EXPECT_EQ(held[0].template_id(), "bt-coupon-50");
+  EXPECT_EQ(Balance(rpb::POINTS, rpb::CUSTOMER, "bonus-1"), 30);
+  EXPECT_TRUE(LedgerIntact());
+}
+
 TEST_F(ParticipationIntegrationTest, EligibleCampaignsAreRankedAndExplained) {
   pb::CampaignConfig low = Coupon("Low priority");
   low.set_priority(5);
