@@ -948,7 +948,57 @@ absl::Status AddBenefitsAdmin(ApiService& api, Router& router, const ApiDependen
                       "with `page_size` and the `next_page_token` of the previous answer.",
        .key_fields = {{"customer_id", 64}}},
   };
-  return AddRows(api, router, ledger, Access::kOperator, deps.rewards, "rewards", "customers");
+  MKT_RETURN_IF_ERROR(
+      AddRows(api, router, ledger, Access::kOperator, deps.rewards, "rewards", "customers"));
+
+  // Where a third-party benefit (a mobile top-up, a supplier's gift) is, for answering the
+  // customer who did not get it.
+  const std::vector<RpcRow> fulfilments = {
+      {.method = "GET",
+       .path = "/admin/v1/fulfilments/{fulfilment_id}",
+       .rpc = b + "GetFulfilment",
+       .roles = CustomerDataReaders(),
+       .summary = "A third-party benefit's delivery: state, attempts, the supplier's answer",
+       .body = "",
+       .owner_field = "org_id",
+       .key_fields = {{"fulfilment_id", 64}}},
+      {.method = "GET",
+       .path = "/admin/v1/coupons/{coupon_code}/fulfilment",
+       .rpc = b + "GetFulfilment",
+       .roles = CustomerDataReaders(),
+       .summary = "The delivery of the third-party benefit behind a coupon",
+       .body = "",
+       .owner_field = "org_id",
+       .key_fields = {{"coupon_code", 64}}},
+  };
+  MKT_RETURN_IF_ERROR(
+      AddRows(api, router, fulfilments, Access::kOperator, deps.rewards, "rewards", "fulfilments"));
+
+  // The ledger's invariants, checked on one snapshot: platform-wide, so the federation's.
+  RpcRow integrity{.method = "GET",
+                   .path = "/admin/v1/ledger/integrity",
+                   .rpc = l + "CheckIntegrity",
+                   .roles = {Role::kAuditor, Role::kAdmin},
+                   .summary = "Check the ledger's invariants now (the federation's auditors)",
+                   .body = "",
+                   .description =
+                       "Zero sum per asset, no flagged account below zero, account totals equal "
+                       "to their transfers, points lots equal to what is available, no transfer "
+                       "or lot naming a missing account, one fact per posted transfer. The "
+                       "ledger serves every member bank, so only operators of the federation "
+                       "(org `fed`) may run it; others get 403."};
+  MKT_ASSIGN_OR_RETURN(ApiRoute route,
+                       FromRpc(integrity, Access::kOperator, deps.rewards, "rewards", "ledger"));
+  route.invoke = [inner = route.invoke](const ApiCall& call, const gpb::Message& request,
+                                        gpb::Message* response) -> absl::Status {
+    if (call.actor.org_id != tenancy::kFederation) {
+      return Error(absl::StatusCode::kPermissionDenied, pb::PERMISSION_DENIED,
+                   "the ledger serves every member bank: its integrity check is for operators "
+                   "of the federation");
+    }
+    return inner(call, request, response);
+  };
+  return api.Add(router, std::move(route));
 }
 
 // The events service: the event type registry, trigger rules (read-only: campaigns configure

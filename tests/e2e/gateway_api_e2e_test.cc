@@ -590,6 +590,10 @@ TEST_F(GatewayApiE2eTest, MemberBanksCannotSeeOrChangeEachOthersResources) {
                   Json::object())
                 .status,
             404);
+  // The ledger serves every bank: its integrity check is the federation's, even for an admin.
+  TestResponse integrity = Admin(a_admin, "GET", "/admin/v1/ledger/integrity");
+  EXPECT_EQ(integrity.status, 403) << integrity.body;
+  EXPECT_EQ(integrity.ErrorCode(), "PERMISSION_DENIED");
   // A lottery's statistics: the owner's, not another bank's.
   EXPECT_EQ(Admin(a_admin, "GET", "/admin/v1/campaigns/" + campaign + "/draw-stats").status, 200);
   EXPECT_EQ(Admin(b_admin, "GET", "/admin/v1/campaigns/" + campaign + "/draw-stats").status, 404);

@@ -895,6 +895,23 @@ TEST_F(GatewayContractE2eTest, WalletRedemptionsAndQrAnswerTheContract) {
   EXPECT_EQ(state_of[abandoned], "COUPON_ISSUED") << r.body;
   EXPECT_EQ(state_of[counter], "COUPON_REDEEMED") << r.body;
   EXPECT_NE(state_of[online], "COUPON_LOCKED") << r.body;
+
+  // The bank's operators answer the customer from the ledger: accounts and history.
+  const std::string admin_customer = "/admin/v1/customers/" + customer;
+  TestResponse balances = Admin(bank_->planner, "GET", admin_customer + "/balances");
+  ASSERT_EQ(balances.status, 200) << balances.body;
+  EXPECT_FALSE(balances.Json()["accounts"].empty()) << balances.body;
+  TestResponse history = Admin(bank_->planner, "GET", admin_customer + "/history?page_size=2");
+  ASSERT_EQ(history.status, 200) << history.body;
+  EXPECT_EQ(history.Json()["transfers"].size(), 2u) << history.body;
+  EXPECT_FALSE(history.Json()["page"].value("next_page_token", "").empty()) << history.body;
+  EXPECT_EQ(Admin(bank_->planner, "GET", admin_customer + "/balances?org_id=bank-b").status, 403);
+  // The ledger's invariants, for the federation's operators only.
+  TestResponse integrity = Admin(bank_->root, "GET", "/admin/v1/ledger/integrity");
+  ASSERT_EQ(integrity.status, 200) << integrity.body;
+  EXPECT_TRUE(integrity.Json().value("ok", false)) << integrity.body;
+  EXPECT_EQ(Admin(bank_->planner, "GET", "/admin/v1/ledger/integrity").status, 403);
+  EXPECT_EQ(Admin(bank_->planner, "GET", "/admin/v1/fulfilments/no-such-fulfilment").status, 404);
 }
 
 // Issue 9 B2-B5 through the real services: another customer's coupon or QR token is a 403 that
