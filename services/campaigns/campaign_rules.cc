@@ -285,6 +285,11 @@ void CheckRulesAndRewards(const pb::CampaignConfig& c, const ValidationContext& 
   if (c.type() == pb::EVENT_TRIGGER || !c.trigger_expression().empty()) {
     if (absl::Status s = CheckTriggerExpression(c.trigger_expression()); !s.ok()) {
       errors.Add("trigger_expression", std::string(s.message()));
+    } else if (ctx.event_types != nullptr) {
+      if (absl::Status t = CheckTriggerAgainstRegistry(c.trigger_expression(), *ctx.event_types);
+          !t.ok()) {
+        errors.Add("trigger_expression", std::string(t.message()));
+      }
     }
   }
   const pb::ParticipationLimits& l = c.limits();

@@ -10,6 +10,7 @@
 #include "marketing/campaigns/v1/campaigns.pb.h"
 #include "services/campaigns/field_errors.h"
 #include "services/campaigns/reference_data.h"
+#include "services/events/event_type_cache.h"
 
 namespace mkt::campaigns {
 
@@ -43,6 +44,9 @@ struct ValidationContext {
   // The owning org: segments and benefit templates must be its own or an ancestor's.
   std::string owner_org;
   absl::Time now;
+  // A copy of the events service's registry: trigger expressions are checked against the pinned
+  // event type's attributes (null: not checked here, the events service checks it).
+  events::EventTypeCache* event_types = nullptr;
 };
 
 // Copies the fields `step` owns from `from` into `to`, leaving the other steps' fields alone.

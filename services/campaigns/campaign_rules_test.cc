@@ -182,6 +182,49 @@ TEST_F(CampaignRulesTest, EventCampaignsNeedAWellFormedTrigger) {
   EXPECT_TRUE(errors.empty()) << errors.ToStatus();
 }
 
+// With a copy of the events service's registry, a trigger the events service could not turn into
+// a rule is refused when it is configured, not dead-lettered after approval.
+TEST_F(CampaignRulesTest, TriggersAreCheckedAgainstTheEventTypeRegistryWhenThereIsOne) {
+  class Clock final : public mkt::Clock {
+   public:
+    absl::Time Now() const override { return absl::FromUnixSeconds(1'800'000'000); }
+  } clock;
+  bool up = true;
+  events::EventTypeCache registry(
+      [&up]() -> absl::StatusOr<std::vector<::marketing::events::v1::EventType>> {
+        if (!up) return absl::UnavailableError("events service down");
+        return events::DefaultEventTypes();
+      },
+      clock);
+  ValidationContext with_registry = context_;
+  with_registry.event_types = &registry;
+  auto errors_for = [&](const std::string& expression) {
+    auto c = CompleteEvent(now_, now_ + absl::Hours(1));
+    c.set_trigger_expression(expression);
+    return ValidateStep(pb::STEP_RULES_REWARDS, c, with_registry);
+  };
+  EXPECT_TRUE(errors_for("event.type == \"loan.disbursed\" && event.amount_fen >= 1000000 && "
+                         "event.tenor_months >= 12 && event.contract_id != \"\"")
+                  .empty());
+  EXPECT_TRUE(Has(errors_for("event.type == \"loan.disbursd\""), "trigger_expression",
+                  "there is no event type \"loan.disbursd\""));
+  EXPECT_TRUE(
+      Has(errors_for("event.type == \"loan.cancelled\""), "trigger_expression", "a reversal type"));
+  EXPECT_TRUE(Has(errors_for("event.type == \"loan.disbursed\" && event.colour == \"red\""),
+                  "trigger_expression", "colour"));
+  EXPECT_TRUE(Has(errors_for("event.type == \"loan.disbursed\" && event.tenor_months == \"12\""),
+                  "trigger_expression", "tenor_months"));
+  // The same campaign without a copy of the registry is left to the events service.
+  up = false;
+  events::EventTypeCache unavailable(
+      []() -> absl::StatusOr<std::vector<::marketing::events::v1::EventType>> {
+        return absl::UnavailableError("events service down");
+      },
+      clock);
+  with_registry.event_types = &unavailable;
+  EXPECT_TRUE(errors_for("event.type == \"loan.disbursd\"").empty());
+}
+
 // The JSON body "trigger_expression": "event.type == \"a\u0000\"" used to pass and then fail as
 // jsonb (an INTERNAL error); it is a field error now, with the position.
 TEST_F(CampaignRulesTest, ATriggerExpressionWithNulIsAFieldError) {

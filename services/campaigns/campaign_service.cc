@@ -93,7 +93,7 @@ CampaignService::CampaignService(PgCampaignStore& store, const SegmentDirectory&
     : store_(store), segments_(segments), benefits_(benefits), clock_(clock), options_(options) {}
 
 ValidationContext CampaignService::ContextFor(const std::string& owner_org) const {
-  return ValidationContext{&segments_, &benefits_, owner_org, clock_.Now()};
+  return ValidationContext{&segments_, &benefits_, owner_org, clock_.Now(), options_.event_types};
 }
 
 AuditRecord CampaignService::Audit(const Actor& actor, std::string action, std::string comment,

@@ -23,6 +23,8 @@ namespace mkt::campaigns {
 struct CampaignServiceOptions {
   // Expected uptake for forecasts when the operator gave none, in basis points.
   int32_t default_uptake_bp = 1000;
+  // The events service's event types, for checking trigger expressions (null: not checked here).
+  events::EventTypeCache* event_types = nullptr;
 };
 
 class CampaignService {

@@ -49,6 +49,9 @@ const config::Schema<CampaignsConfig>& CampaignsConfigSchema() {
                "rewards ledger gRPC address that participations grant through")
         .Field("rewards_timeout_ms", &CampaignsConfig::rewards_timeout_ms,
                "deadline of one grant call to the ledger")
+        .Field("events_address", &CampaignsConfig::events_address,
+               "the events service: trigger expressions of event campaigns are checked against "
+               "its registry of event types (reference_source=services; empty: not checked)")
         .Field("segments_address", &CampaignsConfig::segments_address,
                "segments gRPC address for audience membership (empty: membership_file)")
         .Field("membership_file", &CampaignsConfig::membership_file,

@@ -38,6 +38,10 @@ struct CampaignsConfig {
   // customer is in every audience — the local stack only).
   std::string segments_address = "127.0.0.1:20041";
   std::string membership_file;
+  // The events service, whose registry of event types trigger expressions are checked against
+  // when reference_source is "services"; empty: not checked here (the events service still
+  // refuses a campaign it cannot turn into a rule, after approval).
+  std::string events_address = "127.0.0.1:20051";
   int64_t segments_timeout_ms = 500;
   // Threads running participations (each blocks on the group commit and the ledger).
   int64_t participation_threads = 64;

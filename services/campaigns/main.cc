@@ -17,8 +17,10 @@
 #include "libs/metrics/metrics.h"
 #include "libs/pg/migrations.h"
 #include "libs/pg/pool.h"
+#include "libs/rpc/actor.h"
 #include "libs/rpc/client.h"
 #include "libs/rpc/server.h"
+#include "marketing/events/v1/events.grpc.pb.h"
 #include "services/campaigns/asset_growth_service.h"
 #include "services/campaigns/asset_growth_store.h"
 #include "services/campaigns/audience.h"
@@ -36,6 +38,7 @@
 #include "services/campaigns/reference_data.h"
 #include "services/campaigns/remote_reference.h"
 #include "services/campaigns/reward_issuer.h"
+#include "services/events/event_type_cache.h"
 #include "spdlog/spdlog.h"
 
 extern char** environ;
@@ -116,10 +119,33 @@ int main(int argc, char** argv) {
     relay_thread.join();
   };
 
+  // Trigger expressions are checked against the events service's registry of event types.
+  std::unique_ptr<events::EventTypeCache> event_types;
+  if (cfg->reference_source == "services" && !cfg->events_address.empty()) {
+    std::shared_ptr<::marketing::events::v1::EventsAdmin::Stub> stub =
+        ::marketing::events::v1::EventsAdmin::NewStub(rpc::Connect(cfg->events_address));
+    const absl::Duration timeout = absl::Milliseconds(cfg->reference_timeout_ms);
+    event_types = std::make_unique<events::EventTypeCache>(
+        [stub, timeout]() -> absl::StatusOr<std::vector<::marketing::events::v1::EventType>> {
+          grpc::ClientContext context;
+          rpc::PrepareClientContext(context, timeout, NewRequestId());
+          rpc::AttachActor(context, tenancy::SystemActor("campaigns"));
+          ::marketing::events::v1::ListEventTypesResponse response;
+          grpc::Status status = stub->ListEventTypes(
+              &context, ::marketing::events::v1::ListEventTypesRequest(), &response);
+          if (!status.ok()) return rpc::FromGrpcStatus(status);
+          return std::vector<::marketing::events::v1::EventType>(response.event_types().begin(),
+                                                                 response.event_types().end());
+        },
+        SystemClock());
+    spdlog::info("trigger expressions checked against the event types of {}", cfg->events_address);
+  }
+
   campaigns::PgCampaignStore store(**pool);
   campaigns::CampaignService service(
       store, *segments, *benefits, SystemClock(),
-      {.default_uptake_bp = static_cast<int32_t>(cfg->default_uptake_bp)});
+      {.default_uptake_bp = static_cast<int32_t>(cfg->default_uptake_bp),
+       .event_types = event_types.get()});
   std::optional<campaigns::CampaignScheduler> scheduler;
   if (cfg->scheduler_interval_ms > 0) {
     scheduler.emplace(service, absl::Milliseconds(cfg->scheduler_interval_ms));

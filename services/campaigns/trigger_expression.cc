@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "libs/core/status.h"
 #include "libs/core/text.h"
 #include "libs/expr/expr.h"
@@ -180,6 +181,33 @@ absl::Status CheckTriggerExpression(std::string_view expression) {
           "customer.tag(\"name\"))";
     }
     return Invalid(message);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckTriggerAgainstRegistry(std::string_view expression,
+                                         events::EventTypeCache& registry) {
+  absl::StatusOr<expr::Expression> parsed = expr::Parse(expression);
+  if (!parsed.ok()) return absl::OkStatus();  // CheckTriggerExpression reports it
+  const std::vector<std::string> pinned = expr::RequiredValues(*parsed, "event.type");
+  if (pinned.size() != 1) return absl::OkStatus();
+  const std::string& type = pinned[0];
+  std::optional<std::shared_ptr<const events::EventTypeInfo>> found = registry.Lookup(type);
+  if (!found) return absl::OkStatus();
+  if (*found == nullptr) {
+    return Invalid("there is no event type \"" + type +
+                   "\" in the events service's registry (GET /admin/v1/event-types lists them)");
+  }
+  if ((*found)->proto().reversal() != ::marketing::events::v1::NOT_A_REVERSAL) {
+    return Invalid("\"" + type +
+                   "\" undoes earlier events (a reversal type): it claws grants back and cannot "
+                   "trigger them");
+  }
+  absl::StatusOr<std::shared_ptr<const expr::Program>> compiled =
+      expr::CompileExpression(expression, **found);
+  if (!compiled.ok()) {
+    return Invalid(absl::StrCat(compiled.status().message(), " (against the attributes of ", type,
+                                ": GET /admin/v1/event-types)"));
   }
   return absl::OkStatus();
 }

@@ -15,13 +15,16 @@
 // - types, as far as they are known without the event type: the built-in fields every event has
 //   (type, customer_id, org_id, source, product_code: strings; amount_fen, occurred_at: numbers),
 //   literals, lists, and field names that no event type can have (an attribute name has no dot).
-// Not checked here: whether the pinned event type exists or is a reversal type, and whether an
-// attribute exists in it and has the type the expression compares it with.
+// Not checked by CheckTriggerExpression: whether the pinned event type exists or is a reversal
+// type, and whether an attribute exists in it and has the type the expression compares it with.
+// CheckTriggerAgainstRegistry checks those against a copy of the events service's registry when
+// there is one.
 #pragma once
 
 #include <string_view>
 
 #include "absl/status/status.h"
+#include "services/events/event_type_cache.h"
 
 namespace mkt::campaigns {
 
@@ -32,5 +35,13 @@ inline constexpr size_t kMaxTriggerExpressionLength = 2000;
 // where there is one place, at which character (1-based, counted in bytes like the events
 // service's own messages).
 absl::Status CheckTriggerExpression(std::string_view expression);
+
+// For an expression CheckTriggerExpression accepts: INVALID_ARGUMENT on "trigger_expression"
+// when the pinned event type is not in the registry or undoes earlier events (a reversal type),
+// or when the expression does not type-check against that type's attributes (the events
+// service's own compiler, so the same message). OK when the registry is not available: the
+// events service still refuses the campaign after approval, with the reason in its dead letter.
+absl::Status CheckTriggerAgainstRegistry(std::string_view expression,
+                                         events::EventTypeCache& registry);
 
 }  // namespace mkt::campaigns

@@ -9,10 +9,10 @@
 #include "absl/status/status.h"
 #include "libs/core/ids.h"
 #include "libs/kafka/kafka.h"
+#include "services/events/event_type_cache.h"
 #include "services/gateway/admin_auth.h"
 #include "services/gateway/api.h"
 #include "services/gateway/backend.h"
-#include "services/gateway/event_type_cache.h"
 #include "services/gateway/sold_out_boards.h"
 
 namespace mkt::gateway {
@@ -28,7 +28,7 @@ struct ApiDependencies {
   // The audit trail of operator requests, for GET /admin/v1/audit/requests.
   AuditTrail* audit = nullptr;
   // The copy of the event type registry POST /v1/events checks events against (null: none).
-  EventTypeCache* event_types = nullptr;
+  events::EventTypeCache* event_types = nullptr;
   kafka::Publisher* publisher = nullptr;
   const Clock* clock = nullptr;
   // When set, claims are refused from copies of the campaigns' sold-out boards (decision 023).

@@ -24,7 +24,6 @@
 #include "services/gateway/channel_auth.h"
 #include "services/gateway/channel_changes.h"
 #include "services/gateway/credential_store.h"
-#include "services/gateway/event_type_cache.h"
 #include "services/gateway/gateway_config.h"
 #include "services/gateway/gateway_database.h"
 #include "services/gateway/gateway_routes.h"
@@ -149,7 +148,7 @@ int Main(int argc, char** argv) {
   const gpb::MethodDescriptor* list_event_types =
       gpb::DescriptorPool::generated_pool()->FindMethodByName(
           "marketing.events.v1.EventsAdmin.ListEventTypes");
-  EventTypeCache event_types(
+  events::EventTypeCache event_types(
       [&events,
        list_event_types]() -> absl::StatusOr<std::vector<::marketing::events::v1::EventType>> {
         ::marketing::events::v1::ListEventTypesResponse response;

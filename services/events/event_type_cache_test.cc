@@ -1,13 +1,12 @@
-#include "services/gateway/event_type_cache.h"
+#include "services/events/event_type_cache.h"
 
 #include <string>
 #include <vector>
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "services/gateway/test_fakes.h"
 
-namespace mkt::gateway {
+namespace mkt::events {
 namespace {
 
 namespace epb = ::marketing::events::v1;
@@ -42,13 +41,22 @@ epb::BusinessEvent Event(const std::string& type) {
 
 class EventTypeCacheTest : public ::testing::Test {
  protected:
+  // A clock the test moves.
+  class FakeClock final : public Clock {
+   public:
+    absl::Time Now() const override { return now_; }
+    void Advance(absl::Duration d) { now_ += d; }
+
+   private:
+    absl::Time now_ = absl::FromUnixSeconds(1'800'000'000);
+  };
+  FakeClock clock_;
   EventTypeCache cache_{[this]() -> absl::StatusOr<std::vector<epb::EventType>> {
                           ++loads_;
                           if (!up_) return absl::UnavailableError("events service down");
                           return types_;
                         },
                         clock_, absl::Seconds(30), absl::Seconds(1)};
-  testing::FakeClock clock_;
   std::vector<epb::EventType> types_ = {LoanDisbursed()};
   bool up_ = true;
   int loads_ = 0;
@@ -116,4 +124,4 @@ TEST_F(EventTypeCacheTest, WithoutAnyCopyEventsAreAcceptedAndALaterCopyIsKeptWhe
 }
 
 }  // namespace
-}  // namespace mkt::gateway
+}  // namespace mkt::events

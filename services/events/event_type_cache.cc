@@ -1,10 +1,10 @@
-#include "services/gateway/event_type_cache.h"
+#include "services/events/event_type_cache.h"
 
 #include <utility>
 
 #include "spdlog/spdlog.h"
 
-namespace mkt::gateway {
+namespace mkt::events {
 
 EventTypeCache::EventTypeCache(Loader load, const Clock& clock, absl::Duration max_age,
                                absl::Duration recheck_after)
@@ -52,4 +52,15 @@ absl::Status EventTypeCache::Check(const marketing::events::v1::BusinessEvent& e
   return registry_.Validate(event, envelope_event_id).status();
 }
 
-}  // namespace mkt::gateway
+std::optional<std::shared_ptr<const EventTypeInfo>> EventTypeCache::Lookup(std::string_view name) {
+  RefreshIfOlderThan(max_age_);
+  {
+    absl::MutexLock lock(&mu_);
+    if (!loaded_) return std::nullopt;
+  }
+  if (auto found = registry_.Find(name)) return found;
+  RefreshIfOlderThan(recheck_after_);
+  return registry_.Find(name);
+}
+
+}  // namespace mkt::events
