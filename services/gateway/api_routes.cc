@@ -210,11 +210,6 @@ absl::Status PublishEvent(const ApiDependencies& deps, const ApiCall& call,
   envelope.set_event_id(absl::StrCat(
       "gw-",
       auth::Sha256Hex(absl::StrCat(event.source(), "\n", event.source_event_id())).substr(0, 32)));
-  // An event that does not fit its type is the channel's mistake, told now rather than found
-  // in the dead-letter topic after a 202 (decision 028).
-  if (deps.event_types != nullptr) {
-    MKT_RETURN_IF_ERROR(deps.event_types->Check(event, envelope.event_id()));
-  }
   kafka::OutgoingMessage message{deps.business_events_topic,
                                  event.customer_id(),
                                  envelope.SerializeAsString(),
@@ -225,6 +220,11 @@ absl::Status PublishEvent(const ApiDependencies& deps, const ApiCall& call,
                  absl::StrCat("the event is ", message.value.size(),
                               " bytes once encoded; an event may have at most ",
                               kMaxBusinessEventBytes, " (mostly its attributes)"));
+  }
+  // An event that does not fit its type is the channel's mistake, told now rather than found
+  // in the dead-letter topic after a 202 (decision 028).
+  if (deps.event_types != nullptr) {
+    MKT_RETURN_IF_ERROR(deps.event_types->Check(event, envelope.event_id()));
   }
   absl::Status published = deps.publisher->Publish({message}, deps.publish_timeout);
   if (!published.ok()) {

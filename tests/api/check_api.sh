@@ -109,6 +109,7 @@ env MKT_CAMPAIGNS_PG_DSN="$(dsn campaigns)" MKT_CAMPAIGNS_KAFKA_BOOTSTRAP=$KAFKA
   MKT_CAMPAIGNS_GRPC_ADDRESS=127.0.0.1:$CAPORT MKT_CAMPAIGNS_METRICS_ADDRESS=127.0.0.1:$(free_port) \
   MKT_CAMPAIGNS_REWARDS_ADDRESS=127.0.0.1:$RPORT MKT_CAMPAIGNS_SEGMENTS_ADDRESS=127.0.0.1:$SPORT \
   MKT_CAMPAIGNS_REFERENCE_SOURCE=services MKT_CAMPAIGNS_SCHEDULER_INTERVAL_MS=200 \
+  MKT_CAMPAIGNS_EVENTS_ADDRESS= \
   "$BIN/services/campaigns/mkt-campaigns" >"$WORK/campaigns.log" 2>&1 &
 PIDS+=($!)
 # Rate limits off: the check sends the same customers quickly; 429s would hide the backends.

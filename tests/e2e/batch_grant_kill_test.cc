@@ -161,6 +161,8 @@ class BatchGrantStack {
             {"MKT_CAMPAIGNS_REWARDS_ADDRESS", Addr(rewards_port_)},
             {"MKT_CAMPAIGNS_SEGMENTS_ADDRESS", Addr(segments_port_)},
             {"MKT_CAMPAIGNS_REFERENCE_SOURCE", "services"},
+            // No event campaigns here: no registry to check triggers against.
+            {"MKT_CAMPAIGNS_EVENTS_ADDRESS", ""},
             {"MKT_CAMPAIGNS_SCHEDULER_INTERVAL_MS", "200"},
             {"MKT_CAMPAIGNS_BATCH_GRANT_POLL_MS", "200"},
             {"MKT_CAMPAIGNS_LOG_FORMAT", "json"}},

@@ -64,8 +64,8 @@ std::string Addr(int port) { return absl::StrCat("127.0.0.1:", port); }
 class GatewayContractE2eTest : public ::testing::Test {
  protected:
   struct Env {
-    testing::TestDatabase rewards_db, segments_db, campaigns_db, channels_db, gateway_db;
-    Process rewards, segments, campaigns, channels, gateway;
+    testing::TestDatabase rewards_db, segments_db, campaigns_db, channels_db, events_db, gateway_db;
+    Process rewards, segments, campaigns, channels, events, gateway;
     int rewards_metrics_port = 0;
     std::string events_topic, tracking_topic;
     bool healthy = false;
@@ -128,6 +128,21 @@ class GatewayContractE2eTest : public ::testing::Test {
                         {"MKT_CHANNELS_METRICS_ADDRESS", Addr(testing::FreePort())},
                         {"MKT_CHANNELS_SECRET_KEY", RandomHex(32)}},
                        channels_port);
+      // The events service: the registry the gateway checks events against and campaigns check
+      // triggers against; it logs what the gateway publishes and grants through rewards.
+      const int events_port = testing::FreePort();
+      events =
+          Spawn("events", "/services/events/mkt-events",
+                {{"MKT_EVENTS_PG_DSN", events_db.dsn()},
+                 {"MKT_EVENTS_KAFKA_BOOTSTRAP", testing::KafkaBootstrap()},
+                 {"MKT_EVENTS_GRPC_ADDRESS", Addr(events_port)},
+                 {"MKT_EVENTS_METRICS_ADDRESS", Addr(testing::FreePort())},
+                 {"MKT_EVENTS_EVENTS_TOPIC", events_topic},
+                 {"MKT_EVENTS_DEAD_LETTER_TOPIC", events_topic + ".dead"},
+                 {"MKT_EVENTS_CAMPAIGN_CHANGES_TOPIC", testing::NewTopic("contract.changes", 1)},
+                 {"MKT_EVENTS_CONSUMER_GROUP", "contract-" + RandomHex(4)},
+                 {"MKT_EVENTS_REWARDS_ADDRESS", Addr(rewards.port)}},
+                events_port);
       const int campaigns_port = testing::FreePort();
       campaigns = Spawn("campaigns", "/services/campaigns/mkt-campaigns",
                         {{"MKT_CAMPAIGNS_PG_DSN", campaigns_db.dsn()},
@@ -136,7 +151,8 @@ class GatewayContractE2eTest : public ::testing::Test {
                          {"MKT_CAMPAIGNS_METRICS_ADDRESS", Addr(testing::FreePort())},
                          {"MKT_CAMPAIGNS_REWARDS_ADDRESS", Addr(rewards.port)},
                          {"MKT_CAMPAIGNS_SEGMENTS_ADDRESS", Addr(segments_port)},
-                         // Segments and templates are looked up in their services.
+                         {"MKT_CAMPAIGNS_EVENTS_ADDRESS", Addr(events_port)},
+                         // Segments, templates and event types are looked up in their services.
                          {"MKT_CAMPAIGNS_REFERENCE_SOURCE", "services"},
                          {"MKT_CAMPAIGNS_SCHEDULER_INTERVAL_MS", "200"}},
                         campaigns_port);
@@ -148,6 +164,7 @@ class GatewayContractE2eTest : public ::testing::Test {
                        {"MKT_GATEWAY_CAMPAIGNS_TARGET", Addr(campaigns_port)},
                        {"MKT_GATEWAY_SEGMENTS_TARGET", Addr(segments_port)},
                        {"MKT_GATEWAY_REWARDS_TARGET", Addr(rewards.port)},
+                       {"MKT_GATEWAY_EVENTS_TARGET", Addr(events_port)},
                        {"MKT_GATEWAY_KAFKA_BOOTSTRAP", testing::KafkaBootstrap()},
                        {"MKT_GATEWAY_PG_DSN", gateway_db.dsn()},
                        {"MKT_GATEWAY_BUSINESS_EVENTS_TOPIC", events_topic},
@@ -159,7 +176,7 @@ class GatewayContractE2eTest : public ::testing::Test {
                        {"MKT_GATEWAY_MAX_BODY_BYTES", "65536"},
                        {"MKT_GATEWAY_BREAKER_OPEN_MS", std::to_string(kBreakerOpenMs)}},
                       gateway_port);
-      for (const Process* p : {&rewards, &segments, &channels, &campaigns}) {
+      for (const Process* p : {&rewards, &segments, &channels, &events, &campaigns}) {
         if (!WaitGrpc(*p)) return;
       }
       if (!testing::WaitForHttp(gateway.port, "/healthz", absl::Seconds(60))) {
@@ -173,7 +190,7 @@ class GatewayContractE2eTest : public ::testing::Test {
       if (gateway.child) {
         EXPECT_EQ(gateway.child->Kill(SIGTERM), 0) << testing::Tail(gateway.log, 30);
       }
-      for (Process* p : {&campaigns, &channels, &segments, &rewards}) {
+      for (Process* p : {&campaigns, &events, &channels, &segments, &rewards}) {
         if (p->child) p->child->Kill(SIGTERM);
       }
     }
@@ -778,6 +795,41 @@ TEST_F(GatewayContractE2eTest, ParticipationAndTheCouponCentreAnswerTheContract)
 
 // The wallet, online redemption (lock, confirm, cancel, reverse) and offline QR redemption
 // against the real Benefits API.
+// An event campaign whose trigger the events service could not turn into a rule is refused when
+// it is configured, with the events service's own words, not published to be dead-lettered.
+TEST_F(GatewayContractE2eTest, EventCampaignTriggersAreCheckedAgainstTheEventTypeRegistry) {
+  const absl::Time start = absl::Now() + absl::Hours(1);
+  auto config =
+      campaigns::test::CompleteCoupon("Loan bonus", start, start + absl::Hours(6), Segment());
+  config.set_type(::marketing::campaigns::v1::EVENT_TRIGGER);
+  config.mutable_rewards(0)->set_benefit_template_id("POINTS");
+  config.mutable_rewards(0)->set_kind(::marketing::campaigns::v1::REWARD_KIND_POINTS);
+  config.mutable_rewards(0)->set_quantity(500);
+  struct Case {
+    std::string trigger;
+    std::string says;  // empty: accepted
+  };
+  const std::vector<Case> cases = {
+      {"event.type == \"loan.disbursed\" && event.amount_fen >= 5000000 && "
+       "event.tenor_months >= 12",
+       ""},
+      {"event.type == \"loan.disbursd\"", "there is no event type \"loan.disbursd\""},
+      {"event.type == \"loan.cancelled\"", "a reversal type"},
+      {"event.type == \"loan.disbursed\" && event.tenor == 12", "tenor"},
+  };
+  for (const Case& c : cases) {
+    config.set_trigger_expression(c.trigger);
+    TestResponse r = Admin(bank_->planner, "POST", "/admin/v1/campaigns",
+                           {{"config", Json::parse(gateway::RenderJson(config))}});
+    if (c.says.empty()) {
+      EXPECT_EQ(r.status, 200) << c.trigger << ": " << r.body;
+    } else {
+      EXPECT_EQ(r.status, 400) << c.trigger << ": " << r.body;
+      EXPECT_THAT(r.Json()["error"].value("message", ""), HasSubstr(c.says)) << r.body;
+    }
+  }
+}
+
 TEST_F(GatewayContractE2eTest, WalletRedemptionsAndQrAnswerTheContract) {
   const std::string tmpl = CouponTemplate(/*stock=*/10, /*unit_cost_fen=*/0);
   const std::string customer = "CUSTWALLET" + RandomHex(2);
