@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "google/protobuf/message.h"
 #include "libs/auth/crypto.h"
 #include "libs/core/status.h"
@@ -449,7 +450,17 @@ gw::AdminRequestRecord ApiService::AuditRecordOf(const ApiRoute& route, const Ro
   record.set_request_id(request.http.request_id);
   record.set_method(route.method);
   record.set_route(route.path);
-  record.set_path(std::string(request.http.path()));
+  // Raw bytes of the request target are the client's: kept readable and storable (text).
+  std::string path;
+  for (const char c : request.http.path()) {
+    const auto byte = static_cast<unsigned char>(c);
+    if (byte < 0x20 || byte >= 0x7F) {
+      absl::StrAppendFormat(&path, "%%%02X", byte);
+    } else {
+      path.push_back(c);
+    }
+  }
+  record.set_path(std::move(path));
   record.set_body(MaskedBody(request.http.body));
   if (call.session) {
     record.set_operator_id(call.actor.operator_id);
