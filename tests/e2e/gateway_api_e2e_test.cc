@@ -590,6 +590,13 @@ TEST_F(GatewayApiE2eTest, MemberBanksCannotSeeOrChangeEachOthersResources) {
                   Json::object())
                 .status,
             404);
+  // A customer's accounts, history and events at another bank: refused before any service.
+  for (const char* what : {"balances", "history", "events"}) {
+    EXPECT_EQ(Admin(b_admin, "GET", absl::StrCat("/admin/v1/customers/C1/", what, "?org_id=bank-a"))
+                  .status,
+              403)
+        << what;
+  }
   // The ledger serves every bank: its integrity check is the federation's, even for an admin.
   TestResponse integrity = Admin(a_admin, "GET", "/admin/v1/ledger/integrity");
   EXPECT_EQ(integrity.status, 403) << integrity.body;
