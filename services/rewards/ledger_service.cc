@@ -45,6 +45,10 @@ constexpr int kMaxPageSize = 500;
 // The expiry RPC works through expired lots in chunks so one call never holds a huge transaction.
 constexpr int kExpiryChunk = 1000;
 constexpr int kMaxExpiryChunksPerCall = 100;
+// A reversal refused ABORTED (points of its grant expired between the read of their expiries and
+// the apply, or a transaction aborted by a concurrent one) is built again and retried; the
+// expiry job takes milliseconds, so a second try nearly always succeeds.
+constexpr int kReverseAttempts = 3;
 
 std::string Indexed(std::string_view list, size_t i, std::string_view field) {
   std::string out(list);
@@ -769,32 +773,47 @@ absl::StatusOr<pb::ReverseResponse> LedgerService::Reverse(const pb::ReverseRequ
       return InvalidArgument("target", "set batch_id or transfer_id: what to reverse");
   }
 
-  // The reversal's ids name its target, so the same request_id for another target would make
-  // only new ids: the store is asked to refuse a request_id that already names other transfers.
-  LinkedBatch batch{.batch_id = request.request_id(), .transfers = {}, .exclusive_batch_id = true};
-  // The last leg of a batch is undone first, so a grant gives its benefit back before its budget
-  // and stock are restored.
-  for (auto it = originals.rbegin(); it != originals.rend(); ++it) {
-    const pb::Transfer& original = *it;
-    if (original.state() != pb::POSTED || original.code() == pb::REVERSE) continue;
-    if (original.credit().owner_kind() == pb::CUSTOMER && original.credit().asset() == pb::POINTS) {
-      // Points of this credit that expired come back from EXPIRY first (into a lot of their
-      // own, which the clawback below takes first), so the customer does not lose them twice;
-      // what they spent is still clawed back from their other points.
-      MKT_RETURN_IF_ERROR(AddExpiryReversals(request, original, batch.transfers));
+  // The expiries are read outside the transaction that applies the batch, so the expiry job may
+  // expire more of a credit's lots in between: the store then refuses the batch ABORTED
+  // (checks_expiry_reversals) and it is built again from a fresh read.
+  for (int attempt = 1;; ++attempt) {
+    // The reversal's ids name its target, so the same request_id for another target would make
+    // only new ids: the store is asked to refuse a request_id that already names other
+    // transfers.
+    LinkedBatch batch{
+        .batch_id = request.request_id(), .transfers = {}, .exclusive_batch_id = true};
+    // The last leg of a batch is undone first, so a grant gives its benefit back before its
+    // budget and stock are restored.
+    for (auto it = originals.rbegin(); it != originals.rend(); ++it) {
+      const pb::Transfer& original = *it;
+      if (original.state() != pb::POSTED || original.code() == pb::REVERSE) continue;
+      if (original.credit().owner_kind() == pb::CUSTOMER &&
+          original.credit().asset() == pb::POINTS) {
+        // Points of this credit that expired come back from EXPIRY first (into a lot of their
+        // own, which the clawback below takes first), so the customer does not lose them twice;
+        // what they spent is still clawed back from their other points.
+        MKT_RETURN_IF_ERROR(AddExpiryReversals(request, original, batch.transfers));
+        batch.checks_expiry_reversals = true;
+      }
+      MKT_ASSIGN_OR_RETURN(pb::TransferSpec spec,
+                           ReversalOf(request, original, original, original.amount()));
+      batch.transfers.push_back(std::move(spec));
     }
-    MKT_ASSIGN_OR_RETURN(pb::TransferSpec spec,
-                         ReversalOf(request, original, original, original.amount()));
-    batch.transfers.push_back(std::move(spec));
+    if (batch.transfers.empty()) {
+      return NotFound("batch \"" + request.batch_id() + "\" has no posted transfer to reverse");
+    }
+    MKT_RETURN_IF_ERROR(ValidateTransferSpecs(batch.transfers));
+    BatchResult applied = batcher_.Apply(std::move(batch));
+    // Nothing of an aborted batch was stored, so building it again is safe.
+    if (!applied.ok() && applied.status().code() == absl::StatusCode::kAborted &&
+        attempt < kReverseAttempts) {
+      continue;
+    }
+    MKT_RETURN_IF_ERROR(applied.status());
+    pb::ReverseResponse response;
+    for (auto& t : applied->transfers) *response.add_transfers() = std::move(t);
+    return response;
   }
-  if (batch.transfers.empty()) {
-    return NotFound("batch \"" + request.batch_id() + "\" has no posted transfer to reverse");
-  }
-  MKT_RETURN_IF_ERROR(ValidateTransferSpecs(batch.transfers));
-  MKT_ASSIGN_OR_RETURN(AppliedBatch applied, batcher_.Apply(std::move(batch)));
-  pb::ReverseResponse response;
-  for (auto& t : applied.transfers) *response.add_transfers() = std::move(t);
-  return response;
 }
 
 absl::Status LedgerService::AddExpiryReversals(const pb::ReverseRequest& request,

@@ -67,7 +67,11 @@ class LedgerService {
   // batch that are not POSTED or are themselves reversals are left out. A leg that credited a
   // customer's points is preceded by reversals "<request_id>:expire:<lot id>" of the expiries of
   // its lots (what is left of them, up to the leg's amount): expired points come back from
-  // EXPIRY and are clawed back from there, spent ones from the customer's other points.
+  // EXPIRY and are clawed back from there, spent ones from the customer's other points. The
+  // expiries are read before the batch is applied; the store refuses the batch (ABORTED,
+  // LinkedBatch::checks_expiry_reversals) when more of them expired in between, and Reverse then
+  // builds it again from a fresh read, up to three attempts in all (then the ABORTED is the
+  // caller's, to retry).
   // A request_id that already names other transfers (another target's reversal, a grant) is
   // refused ALREADY_EXISTS, IDEMPOTENCY_KEY_REUSED (field "request_id"), even when two such
   // requests race; the same request again answers with the stored reversal.

@@ -1,5 +1,6 @@
 #include "services/rewards/ledger_service.h"
 
+#include <deque>
 #include <functional>
 #include <future>
 #include <limits>
@@ -34,6 +35,11 @@ class FakeLedgerStore final : public LedgerStore {
     std::vector<BatchResult> results;
     for (const LinkedBatch& batch : batches) {
       applied.push_back(batch);
+      if (auto it = fail_next.find(batch.batch_id); it != fail_next.end() && !it->second.empty()) {
+        results.push_back(it->second.front());
+        it->second.pop_front();
+        continue;
+      }
       if (auto it = fail_batch.find(batch.batch_id); it != fail_batch.end()) {
         results.push_back(it->second);
         continue;
@@ -128,8 +134,9 @@ class FakeLedgerStore final : public LedgerStore {
   }
   absl::StatusOr<std::vector<LotExpiry>> GetLotExpiries(const std::string& transfer_id) override {
     auto it = lot_expiries.find(transfer_id);
-    if (it == lot_expiries.end()) return std::vector<LotExpiry>{};
-    return it->second;
+    std::vector<LotExpiry> read = it == lot_expiries.end() ? std::vector<LotExpiry>{} : it->second;
+    if (after_lot_expiries_read) after_lot_expiries_read();
+    return read;
   }
   absl::StatusOr<pb::CheckIntegrityResponse> CheckIntegrity() override {
     pb::CheckIntegrityResponse r;
@@ -162,6 +169,10 @@ class FakeLedgerStore final : public LedgerStore {
 
   std::vector<LinkedBatch> applied;
   std::map<std::string, absl::Status> fail_batch;
+  // Answers for the next Apply calls of a batch id, one each, before fail_batch and the rest.
+  std::map<std::string, std::deque<absl::Status>> fail_next;
+  // Runs after each GetLotExpiries has read its answer (e.g. to let more lots expire).
+  std::function<void()> after_lot_expiries_read;
   // GetLotExpiries' answers by credit transfer id (none: no lot of it expired).
   std::map<std::string, std::vector<LotExpiry>> lot_expiries;
   std::vector<std::vector<std::string>> resolved;
@@ -211,6 +222,20 @@ pb::TransferSpec PointsGrantSpec(const std::string& id = "t1") {
   spec.set_code(pb::GRANT);
   spec.mutable_expiry()->set_days_after_grant(365);
   return spec;
+}
+
+// What GetLotExpiries answers for lot `lot` of customer c1: `amount` expired, `reversed` of it
+// given back already.
+LotExpiry ExpiryOfLot(int64_t lot, int64_t amount, int64_t reversed = 0) {
+  LotExpiry e;
+  e.lot_id = lot;
+  e.expiry.set_id(absl::StrCat("expire:", lot));
+  *e.expiry.mutable_debit() = CustomerAccount("fed", pb::POINTS, "c1");
+  *e.expiry.mutable_credit() = SystemAccount("fed", pb::POINTS, pb::ROLE_EXPIRY);
+  e.expiry.set_amount(amount);
+  e.expiry.set_code(pb::EXPIRE);
+  e.reversed_amount = reversed;
+  return e;
 }
 
 pb::TransferSpec CashSpec(const std::string& id = "t1") {
@@ -801,6 +826,62 @@ TEST_F(LedgerServiceTest, ReverseGivesExpiredPointsBackFromExpiryBeforeTheClawba
   }
 }
 
+// The store refuses a reversal built from expiries read before more of them expired (ABORTED):
+// Reverse reads them again and builds the batch anew, so the caller never sees the race.
+TEST_F(LedgerServiceTest, ReverseRebuildsItsBatchWhenTheStoreFindsMorePointsExpired) {
+  ASSERT_TRUE(service_.Grant(FullGrant()).ok());  // 200 points to c1
+  store_.lot_expiries["g-1:benefit"] = {ExpiryOfLot(7, 80)};
+  int reads = 0;
+  store_.after_lot_expiries_read = [&] {
+    // The expiry job runs right after the first read: lot 9 (points of g-1 put back) expires.
+    if (++reads == 1) store_.lot_expiries["g-1:benefit"] = {ExpiryOfLot(7, 80), ExpiryOfLot(9, 50)};
+  };
+  store_.fail_next["r-1"] = {Error(absl::StatusCode::kAborted, cpb::CONFLICT,
+                                   "points of g-1:benefit expired meanwhile", "transfers[1]")};
+  pb::ReverseRequest req;
+  req.set_request_id("r-1");
+  req.set_batch_id("g-1");
+  auto resp = service_.Reverse(req);
+  ASSERT_TRUE(resp.ok()) << resp.status();
+  EXPECT_EQ(reads, 2);
+  ASSERT_EQ(store_.applied.size(), 3u);  // the grant and two attempts
+  auto ids = [](const LinkedBatch& b) {
+    std::vector<std::string> out;
+    for (const auto& t : b.transfers) out.push_back(t.id() + "=" + std::to_string(t.amount()));
+    return out;
+  };
+  EXPECT_THAT(ids(store_.applied[1]), ElementsAre("r-1:expire:7=80", "r-1:g-1:benefit=200",
+                                                  "r-1:g-1:stock=1", "r-1:g-1:budget=5000"));
+  EXPECT_THAT(ids(store_.applied[2]),
+              ElementsAre("r-1:expire:7=80", "r-1:expire:9=50", "r-1:g-1:benefit=200",
+                          "r-1:g-1:stock=1", "r-1:g-1:budget=5000"));
+  EXPECT_TRUE(store_.applied[1].checks_expiry_reversals);
+  EXPECT_TRUE(store_.applied[2].checks_expiry_reversals);
+  EXPECT_TRUE(store_.applied[2].exclusive_batch_id);
+  EXPECT_EQ(resp->transfers_size(), 5);
+}
+
+TEST_F(LedgerServiceTest, ReverseGivesUpAfterThreeAbortedAttemptsAndRetriesNothingElse) {
+  ASSERT_TRUE(service_.Grant(FullGrant()).ok());
+  const absl::Status aborted =
+      Error(absl::StatusCode::kAborted, cpb::CONFLICT, "expired meanwhile", "transfers[0]");
+  store_.fail_next["r-1"] = {aborted, aborted, aborted, aborted};
+  pb::ReverseRequest req;
+  req.set_request_id("r-1");
+  req.set_batch_id("g-1");
+  auto resp = service_.Reverse(req);
+  EXPECT_EQ(resp.status().code(), absl::StatusCode::kAborted) << resp.status();
+  EXPECT_EQ(ReasonOf(resp.status()), cpb::CONFLICT);
+  EXPECT_EQ(store_.applied.size(), 4u);  // the grant and three attempts
+
+  // Any other refusal is the caller's at once.
+  store_.fail_batch["r-2"] = Error(absl::StatusCode::kFailedPrecondition, cpb::INSUFFICIENT_BALANCE,
+                                   "spent", "transfers[0]");
+  req.set_request_id("r-2");
+  EXPECT_EQ(ReasonOf(service_.Reverse(req).status()), cpb::INSUFFICIENT_BALANCE);
+  EXPECT_EQ(store_.applied.size(), 5u);
+}
+
 TEST_F(LedgerServiceTest, ReverseSkipsWhatIsNotPostedAndEarlierReversals) {
   pb::Transfer posted = FakeLedgerStore::FromSpec(CashSpec("b:a"), "b");
   pb::Transfer pending = FakeLedgerStore::FromSpec(CashSpec("b:p"), "b");
@@ -819,6 +900,8 @@ TEST_F(LedgerServiceTest, ReverseSkipsWhatIsNotPostedAndEarlierReversals) {
   ASSERT_EQ(store_.applied[0].transfers.size(), 1u);
   EXPECT_EQ(store_.applied[0].transfers[0].id(), "r-2:b:a");
   EXPECT_TRUE(store_.applied[0].transfers[0].metadata().empty());
+  // No customer's points are clawed back: nothing for the store to check.
+  EXPECT_FALSE(store_.applied[0].checks_expiry_reversals);
 
   // One transfer by id; a pending one cannot be reversed.
   req.set_request_id("r-3");
@@ -861,9 +944,12 @@ TEST_F(LedgerServiceTest, OnlyReverseAsksTheStoreToKeepItsRequestIdExclusive) {
   ASSERT_EQ(store_.applied.size(), 5u);
   for (size_t i = 0; i < 4; ++i) {
     EXPECT_FALSE(store_.applied[i].exclusive_batch_id) << store_.applied[i].batch_id;
+    EXPECT_FALSE(store_.applied[i].checks_expiry_reversals) << store_.applied[i].batch_id;
   }
   EXPECT_EQ(store_.applied[4].batch_id, "r-1");
   EXPECT_TRUE(store_.applied[4].exclusive_batch_id);
+  // It claws points back: the store checks its expiry reversals against a fresh read.
+  EXPECT_TRUE(store_.applied[4].checks_expiry_reversals);
 }
 
 TEST_F(LedgerServiceTest, ReverseUnderARequestIdThatNamesAnotherTargetIsKeyReused) {

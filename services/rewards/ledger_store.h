@@ -62,6 +62,17 @@ struct LinkedBatch {
   // a lock and a read per call that carries such a batch; grants, spends and funds, whose ids
   // are fixed by their key, leave it unset.
   bool exclusive_batch_id = false;
+  // Set by a reversal whose batch gives expired points back from EXPIRY before it claws a credit
+  // of a customer's points back (LedgerService::Reverse, decision 006). The caller read the
+  // credit's lot expiries (GetLotExpiries) outside this transaction, and the expiry job may have
+  // expired more of those lots since. So for every REVERSE leg that takes such a credit back, the
+  // store reads the expiries again once it holds the customer's account (which the expiry job
+  // needs too) and refuses the batch ABORTED (reason CONFLICT, field "transfers[i]" of the leg),
+  // writing nothing, when its reversals of them give back less than min(what expired and was not
+  // given back yet, what the batch claws back of the credit): the caller reads again and
+  // rebuilds the batch. A replay is answered from what was stored, unchecked. It costs a read per
+  // such leg; grants, spends and funds leave it unset.
+  bool checks_expiry_reversals = false;
 };
 
 // A batch as stored (or found stored, for a replay).
@@ -101,7 +112,8 @@ class LedgerStore {
   //   ACCOUNT_NOT_FOUND (NOT_FOUND) for a campaign/template account that was never funded;
   //   IDEMPOTENCY_KEY_REUSED (ALREADY_EXISTS) when an id exists with different content, or (field
   //   "request_id") when an exclusive_batch_id names a stored batch of other transfers;
-  //   NOT_FOUND / CONFLICT for a reversal of an unknown transfer or beyond what is left of it.
+  //   NOT_FOUND / CONFLICT for a reversal of an unknown transfer or beyond what is left of it;
+  //   ABORTED (CONFLICT) for a checks_expiry_reversals batch built before more points expired.
   // A batch whose ids all exist with the same content returns the stored transfers (replay).
   // A non-OK *return status of the whole call* (e.g. the database is down) means nothing of any
   // batch was stored.

@@ -1128,6 +1128,34 @@ class Session {
     }
   }
 
+  // LinkedBatch::checks_expiry_reversals: loads, for every credit such a batch claws back from a
+  // customer's points, the EXPIRE transfers of its lots (the query GetLotExpiries makes). Called
+  // with the accounts locked: every lot of the credit (restored ones too) is in the account its
+  // clawback debits, and the expiry job expires a lot only while it holds that account, so what
+  // this reads cannot change before the commit. Without such a batch (every group commit of
+  // grants) nothing is read.
+  void LoadLotExpiriesOfClawbacks(const std::vector<LinkedBatch>& batches,
+                                  const std::vector<bool>& well_formed) {
+    std::set<std::string> credits;
+    for (size_t b = 0; b < batches.size(); ++b) {
+      if (!well_formed[b] || !batches[b].checks_expiry_reversals) continue;
+      for (const pb::TransferSpec& spec : batches[b].transfers) {
+        if (!spec.reverses_transfer_id().empty() && IsCustomerPoints(spec.debit())) {
+          credits.insert(spec.reverses_transfer_id());
+        }
+      }
+    }
+    for (const std::string& credit : credits) {
+      std::vector<std::string>& expiries = lot_expiries_[credit];
+      for (const pqxx::row& row : tx_.exec_params(kSelectLotExpiries, credit)) {
+        StoredTransfer s = TransferFromRow(row);
+        const std::string id = s.t.id();
+        expiries.push_back(id);
+        transfers_.emplace(id, std::move(s));  // one this session loaded already stays as it is
+      }
+    }
+  }
+
   // The id of an account resolved by ResolveAccounts, locked or not.
   std::optional<int64_t> ResolvedIdOf(const AccountKeyView& key) const {
     auto it = ids_by_key_.find(key);
@@ -1191,6 +1219,7 @@ class Session {
     LoadOpenLots(debited_points);
     LoadLotHistory(reversed_to_customer_points);
     if (claws_back_points) LoadRestoredLotOrigins();
+    LoadLotExpiriesOfClawbacks(batches, well_formed);
     for (size_t b = 0; b < batches.size(); ++b) {
       if (well_formed[b]) results[b] = ApplyBatch(batches[b]);
     }
@@ -1743,6 +1772,7 @@ class Session {
       out.account = Report(batch);
       return out;
     }
+    if (batch.checks_expiry_reversals) MKT_RETURN_IF_ERROR(CheckExpiryReversals(batch));
     const Mark mark = Begin();
     for (size_t i = 0; i < batch.transfers.size(); ++i) {
       absl::StatusOr<pb::Transfer> t =
@@ -1759,6 +1789,49 @@ class Session {
     }
     out.account = Report(batch);
     return out;
+  }
+
+  // LinkedBatch::checks_expiry_reversals: for each credit of a customer's points the batch claws
+  // back, what the batch gives back of the EXPIRE transfers of its lots must cover what of them
+  // expired and was not given back yet (by earlier reversals, or earlier batches of this
+  // session), up to what the batch claws back, as LedgerService::Reverse computes it from a
+  // fresh read. Less means points expired after the caller read the expiries: the clawback would
+  // take them from the customer's other points a second time.
+  absl::Status CheckExpiryReversals(const LinkedBatch& batch) const {
+    std::map<std::string, int64_t> clawed_back;  // credit -> what the batch takes back of it
+    std::map<std::string, size_t> leg_of;        // credit -> its first clawback leg
+    std::map<std::string, int64_t> given_back;   // other reversed transfer -> what is given back
+    for (size_t i = 0; i < batch.transfers.size(); ++i) {
+      const pb::TransferSpec& spec = batch.transfers[i];
+      if (spec.reverses_transfer_id().empty()) continue;
+      if (IsCustomerPoints(spec.debit())) {
+        clawed_back[spec.reverses_transfer_id()] += spec.amount();
+        leg_of.emplace(spec.reverses_transfer_id(), i);
+      } else {
+        given_back[spec.reverses_transfer_id()] += spec.amount();
+      }
+    }
+    for (const auto& [credit, amount] : clawed_back) {
+      auto expiries = lot_expiries_.find(credit);
+      if (expiries == lot_expiries_.end()) continue;
+      int64_t expired = 0;  // expired and not given back yet
+      int64_t given = 0;
+      for (const std::string& id : expiries->second) {
+        const StoredTransfer& expiry = transfers_.at(id);
+        expired += expiry.t.amount() - expiry.reversed_amount;
+        if (auto it = given_back.find(id); it != given_back.end()) given += it->second;
+      }
+      const int64_t owed = std::min(expired, amount);
+      if (given < owed) {
+        return Error(absl::StatusCode::kAborted, cpb::CONFLICT,
+                     absl::StrCat("points of transfer \"", credit,
+                                  "\" expired while its reversal was prepared: the reversal gives ",
+                                  given, " expired points back, ", owed,
+                                  " are due; build it again from the expiries as they are now"),
+                     absl::StrCat("transfers[", leg_of.at(credit), "]"));
+      }
+    }
+    return absl::OkStatus();
   }
 
   // The batch's report account as this session holds it now (locked, so it is what commits).
@@ -1919,6 +1992,9 @@ class Session {
   // transfer -> (lot, amount) it took; reversed transfer -> origin lot -> amount put back.
   std::map<std::string, std::vector<std::pair<int64_t, int64_t>>> taken_;
   std::map<std::string, std::map<int64_t, int64_t>> put_back_;
+  // LinkedBatch::checks_expiry_reversals: clawed-back credit -> the ids of its lots' EXPIRE
+  // transfers (loaded into transfers_), as read under the account locks.
+  std::map<std::string, std::vector<std::string>> lot_expiries_;
   std::vector<Movement> movements_;
   std::vector<std::function<void()>> undo_;
 };

@@ -5,6 +5,7 @@
 // CheckIntegrity and by an independent SQL query.
 #include <atomic>
 #include <cstdio>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -1193,6 +1194,173 @@ TEST_F(ReverseAfterExpiryTest, ConcurrentReversalsUnderOneRequestIdApplyExactlyO
   auto again = service.Reverse(replay);
   ASSERT_TRUE(again.ok()) << again.status();
   EXPECT_TRUE(Same(TransfersOf(*again), TransfersOf(*results[winner])));
+}
+
+// The PostgreSQL store as the service sees it, with a hook that runs once right after the
+// first GetLotExpiries returns: the window between the service's read of a grant's expiries and
+// the apply of its reversal, where the points-expiry job may expire more of the grant's lots.
+class ExpiryBetweenReadAndApply final : public LedgerStore {
+ public:
+  ExpiryBetweenReadAndApply(LedgerStore& store, std::function<void()> hook)
+      : store_(store), hook_(std::move(hook)) {}
+
+  int lot_expiry_reads() const { return lot_expiry_reads_; }
+
+  absl::StatusOr<std::vector<LotExpiry>> GetLotExpiries(const std::string& transfer_id) override {
+    absl::StatusOr<std::vector<LotExpiry>> read = store_.GetLotExpiries(transfer_id);
+    if (++lot_expiry_reads_ == 1 && hook_) hook_();
+    return read;
+  }
+
+  absl::StatusOr<std::vector<BatchResult>> Apply(const std::vector<LinkedBatch>& batches) override {
+    return store_.Apply(batches);
+  }
+  absl::StatusOr<pb::Transfer> ResolvePending(const std::string& id, const std::string& pending_id,
+                                              bool post) override {
+    return store_.ResolvePending(id, pending_id, post);
+  }
+  absl::StatusOr<int> VoidTimedOutPending(absl::Time now, int limit) override {
+    return store_.VoidTimedOutPending(now, limit);
+  }
+  absl::StatusOr<pb::RunExpiryResponse> ExpireLots(absl::Time as_of, int limit) override {
+    return store_.ExpireLots(as_of, limit);
+  }
+  absl::StatusOr<pb::Account> GetAccount(const pb::AccountRef& ref) override {
+    return store_.GetAccount(ref);
+  }
+  absl::StatusOr<std::vector<pb::Account>> GetCustomerAccounts(
+      const std::string& org_id, const std::string& customer_id) override {
+    return store_.GetCustomerAccounts(org_id, customer_id);
+  }
+  absl::StatusOr<pb::ListExpiringLotsResponse> ListExpiringLots(const std::string& org_id,
+                                                                const std::string& customer_id,
+                                                                absl::Time until) override {
+    return store_.ListExpiringLots(org_id, customer_id, until);
+  }
+  absl::StatusOr<pb::ListHistoryResponse> ListHistory(const std::string& org_id,
+                                                      const std::string& customer_id,
+                                                      const std::string& page_token,
+                                                      int limit) override {
+    return store_.ListHistory(org_id, customer_id, page_token, limit);
+  }
+  absl::StatusOr<pb::GetStatementResponse> GetStatement(const pb::AccountRef& account,
+                                                        absl::Time from, absl::Time to,
+                                                        const std::string& page_token,
+                                                        int limit) override {
+    return store_.GetStatement(account, from, to, page_token, limit);
+  }
+  absl::StatusOr<std::vector<pb::Transfer>> GetBatch(const std::string& batch_id) override {
+    return store_.GetBatch(batch_id);
+  }
+  absl::StatusOr<pb::Transfer> GetTransfer(const std::string& id) override {
+    return store_.GetTransfer(id);
+  }
+  absl::StatusOr<pb::CheckIntegrityResponse> CheckIntegrity() override {
+    return store_.CheckIntegrity();
+  }
+
+ private:
+  LedgerStore& store_;
+  std::function<void()> hook_;
+  int lot_expiry_reads_ = 0;
+};
+
+// The race between a grant's reversal and the expiry job (decision 006): the service reads the
+// grant's lot expiries, then the expiry job expires another lot of the grant (its points put
+// back into a lot of the grant's past expiry by a refund), then the reversal is applied. The
+// batch built from the first read would give back too little from EXPIRY, and the clawback would
+// take the newly expired points from the customer's other points: lost twice. The store refuses
+// that batch under the account locks and the service rebuilds it from a fresh read.
+TEST_F(ReverseAfterExpiryTest, PointsExpiringBetweenTheReadAndTheApplyAreNotTakenTwice) {
+  const int64_t lot = GrantSpendAndExpire(30);  // 70 expire with g1's lot
+  pb::TransferSpec refund =
+      Spec("rf1:x", System(pb::POINTS, "redemption"), Points("cust-1"), 30, pb::REVERSE);
+  refund.set_reverses_transfer_id("s1:spend");
+  MustApply({"rf1", {refund}});  // into a new lot with g1's (past) expiry, not expired yet
+  const int64_t refunded_lot = Sql("SELECT id FROM lots WHERE granted_by_transfer_id = 'rf1:x'");
+  MustApply(Award("g2", "cust-1", 100, DaysAfterGrant(30)));
+  ASSERT_EQ(Available(Points("cust-1")), 130);
+
+  ExpiryBetweenReadAndApply racing(*store_, [&] {
+    auto expired = store_->ExpireLots(clock_.Now(), 100);
+    ASSERT_TRUE(expired.ok()) << expired.status();
+    EXPECT_EQ(expired->points_expired(), 30);
+  });
+  LedgerService service(*batcher_, racing, clock_);
+  pb::ReverseRequest request;
+  request.set_request_id("r1");
+  request.set_batch_id("g1");
+  auto reversed = service.Reverse(request);
+  ASSERT_TRUE(reversed.ok()) << reversed.status();
+  // The customer's other points are untouched; EXPIRY gave back all it took of g1.
+  EXPECT_EQ(Available(Points("cust-1")), 100);
+  EXPECT_EQ(Balance(Points("cust-1")), 100);
+  EXPECT_EQ(Lots("cust-1"), (std::vector<std::pair<std::string, int64_t>>{{"g2:benefit", 100}}));
+  EXPECT_EQ(Balance(System(pb::POINTS, "expiry")), 0);
+  ExpectInvariants();
+
+  EXPECT_EQ(racing.lot_expiry_reads(), 2);  // the batch was rebuilt once, from a fresh read
+  EXPECT_EQ(Sql("SELECT count(*) FROM transfers WHERE batch_id = 'r1'"), 5);
+  ASSERT_EQ(reversed->transfers_size(), 5) << reversed->DebugString();
+  EXPECT_EQ(reversed->transfers(0).id(), absl::StrCat("r1:expire:", lot));
+  EXPECT_EQ(reversed->transfers(0).amount(), 70);
+  EXPECT_EQ(reversed->transfers(1).id(), absl::StrCat("r1:expire:", refunded_lot));
+  EXPECT_EQ(reversed->transfers(1).amount(), 30);
+  EXPECT_EQ(reversed->transfers(2).id(), "r1:g1:benefit");
+  EXPECT_EQ(reversed->transfers(2).amount(), 100);
+
+  // The same request again is a replay of what was stored.
+  auto again = service.Reverse(request);
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_TRUE(Same(TransfersOf(*again), TransfersOf(*reversed))) << again->DebugString();
+  EXPECT_EQ(Available(Points("cust-1")), 100);
+}
+
+// The store's side of that race: a reversal batch built from expiries read before another lot
+// of the grant expired is refused ABORTED and writes nothing, while a grant in the same group
+// commit is stored as usual; built from the expiries as they are now, it is applied.
+TEST_F(ReverseAfterExpiryTest, AReversalBuiltBeforeMorePointsExpiredIsAbortedAndWritesNothing) {
+  const int64_t lot = GrantSpendAndExpire(30);  // 70 expire with g1's lot
+  pb::TransferSpec refund =
+      Spec("rf1:x", System(pb::POINTS, "redemption"), Points("cust-1"), 30, pb::REVERSE);
+  refund.set_reverses_transfer_id("s1:spend");
+  MustApply({"rf1", {refund}});
+  const int64_t refunded_lot = Sql("SELECT id FROM lots WHERE granted_by_transfer_id = 'rf1:x'");
+  MustApply(Award("g2", "cust-1", 100, DaysAfterGrant(30)));
+  auto give_back = [](int64_t lot_id, int64_t amount) {
+    pb::TransferSpec s = Spec(absl::StrCat("r1:expire:", lot_id), System(pb::POINTS, "expiry"),
+                              Points("cust-1"), amount, pb::REVERSE);
+    s.set_reverses_transfer_id(absl::StrCat("expire:", lot_id));
+    return s;
+  };
+  pb::TransferSpec clawback =
+      Spec("r1:g1:benefit", Points("cust-1"), System(pb::POINTS, "issuance"), 100, pb::REVERSE);
+  clawback.set_reverses_transfer_id("g1:benefit");
+  // As the service builds it while only g1's own lot has expired; then the refunded lot expires.
+  LinkedBatch stale{"r1", {give_back(lot, 70), clawback}};
+  stale.exclusive_batch_id = stale.checks_expiry_reversals = true;
+  ASSERT_EQ(store_->ExpireLots(clock_.Now(), 100)->points_expired(), 30);
+
+  auto results = store_->Apply({stale, Grant("g3", "cust-2", 10)});
+  ASSERT_TRUE(results.ok()) << results.status();
+  ExpectError((*results)[0], absl::StatusCode::kAborted, cpb::CONFLICT, "transfers[1]");
+  EXPECT_TRUE((*results)[1].ok()) << (*results)[1].status();
+  EXPECT_EQ(Sql("SELECT count(*) FROM transfers WHERE batch_id = 'r1'"), 0);
+  EXPECT_EQ(Available(Points("cust-1")), 100);
+  EXPECT_EQ(Balance(Points("cust-2")), 10);
+  EXPECT_EQ(Balance(System(pb::POINTS, "expiry")), 100);
+  ExpectInvariants();
+
+  LinkedBatch fresh{"r1", {give_back(lot, 70), give_back(refunded_lot, 30), clawback}};
+  fresh.exclusive_batch_id = fresh.checks_expiry_reversals = true;
+  const std::vector<pb::Transfer> applied = MustApply(fresh);
+  EXPECT_EQ(applied.size(), 3u);
+  EXPECT_EQ(Available(Points("cust-1")), 100);
+  EXPECT_EQ(Balance(System(pb::POINTS, "expiry")), 0);
+  // A replay is answered from what was stored, however the expiries stand.
+  BatchResult replay = ApplyOne(fresh);
+  ASSERT_TRUE(replay.ok()) << replay.status();
+  EXPECT_TRUE(Same(replay->transfers, applied));
 }
 
 // Two replicas apply reversals of different grants under one request_id: the second waits for
