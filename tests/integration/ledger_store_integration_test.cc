@@ -29,6 +29,7 @@
 #include "services/rewards/ledger_service.h"
 #include "services/rewards/pg_ledger_store.h"
 #include "services/rewards/points_expiry.h"
+#include "tests/integration/switchable_ledger.h"
 
 namespace mkt::rewards {
 namespace {
@@ -303,6 +304,38 @@ class LedgerStoreTest : public ::testing::Test {
       return absl::OkStatus();
     });
     EXPECT_TRUE(s.ok()) << s;
+    return out;
+  }
+
+  // Two replicas racing: `a` is applied by store_ and `b` by `replica` while a third session holds
+  // the outbox locked, so A has stored its transfers but not committed when B applies (B sees
+  // none of A's rows and waits on A's); the lock is released once both wait.
+  struct RaceResult {
+    absl::StatusOr<std::vector<BatchResult>> a, b;
+  };
+  RaceResult RaceWhileTheOutboxIsLocked(const std::vector<LinkedBatch>& a, LedgerStore& replica,
+                                        const std::vector<LinkedBatch>& b) {
+    RaceResult out{Internal("not run"), Internal("not run")};
+    auto blocker_pool = Connect(1);
+    auto lease = blocker_pool->Acquire();
+    EXPECT_TRUE(lease.ok());
+    if (!lease.ok()) return out;
+    auto blocker = std::make_unique<pqxx::work>(**lease);
+    blocker->exec("LOCK TABLE outbox IN EXCLUSIVE MODE");
+    const std::string waiting =
+        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+        "AND datname = current_database()";
+    auto wait_for_waiters = [&](int n) {
+      for (int i = 0; i < 500 && Sql(waiting) < n; ++i) absl::SleepFor(absl::Milliseconds(10));
+      return Sql(waiting) >= n;
+    };
+    std::thread replica_a([&] { out.a = store_->Apply(a); });
+    EXPECT_TRUE(wait_for_waiters(1));
+    std::thread replica_b([&] { out.b = replica.Apply(b); });
+    EXPECT_TRUE(wait_for_waiters(2));
+    blocker->commit();
+    replica_a.join();
+    replica_b.join();
     return out;
   }
 
@@ -1199,68 +1232,20 @@ TEST_F(ReverseAfterExpiryTest, ConcurrentReversalsUnderOneRequestIdApplyExactlyO
 // The PostgreSQL store as the service sees it, with a hook that runs once right after the
 // first GetLotExpiries returns: the window between the service's read of a grant's expiries and
 // the apply of its reversal, where the points-expiry job may expire more of the grant's lots.
-class ExpiryBetweenReadAndApply final : public LedgerStore {
+class ExpiryBetweenReadAndApply final : public ForwardingLedgerStore {
  public:
   ExpiryBetweenReadAndApply(LedgerStore& store, std::function<void()> hook)
-      : store_(store), hook_(std::move(hook)) {}
+      : ForwardingLedgerStore(store), hook_(std::move(hook)) {}
 
   int lot_expiry_reads() const { return lot_expiry_reads_; }
 
   absl::StatusOr<std::vector<LotExpiry>> GetLotExpiries(const std::string& transfer_id) override {
-    absl::StatusOr<std::vector<LotExpiry>> read = store_.GetLotExpiries(transfer_id);
+    absl::StatusOr<std::vector<LotExpiry>> read = real_.GetLotExpiries(transfer_id);
     if (++lot_expiry_reads_ == 1 && hook_) hook_();
     return read;
   }
 
-  absl::StatusOr<std::vector<BatchResult>> Apply(const std::vector<LinkedBatch>& batches) override {
-    return store_.Apply(batches);
-  }
-  absl::StatusOr<pb::Transfer> ResolvePending(const std::string& id, const std::string& pending_id,
-                                              bool post) override {
-    return store_.ResolvePending(id, pending_id, post);
-  }
-  absl::StatusOr<int> VoidTimedOutPending(absl::Time now, int limit) override {
-    return store_.VoidTimedOutPending(now, limit);
-  }
-  absl::StatusOr<pb::RunExpiryResponse> ExpireLots(absl::Time as_of, int limit) override {
-    return store_.ExpireLots(as_of, limit);
-  }
-  absl::StatusOr<pb::Account> GetAccount(const pb::AccountRef& ref) override {
-    return store_.GetAccount(ref);
-  }
-  absl::StatusOr<std::vector<pb::Account>> GetCustomerAccounts(
-      const std::string& org_id, const std::string& customer_id) override {
-    return store_.GetCustomerAccounts(org_id, customer_id);
-  }
-  absl::StatusOr<pb::ListExpiringLotsResponse> ListExpiringLots(const std::string& org_id,
-                                                                const std::string& customer_id,
-                                                                absl::Time until) override {
-    return store_.ListExpiringLots(org_id, customer_id, until);
-  }
-  absl::StatusOr<pb::ListHistoryResponse> ListHistory(const std::string& org_id,
-                                                      const std::string& customer_id,
-                                                      const std::string& page_token,
-                                                      int limit) override {
-    return store_.ListHistory(org_id, customer_id, page_token, limit);
-  }
-  absl::StatusOr<pb::GetStatementResponse> GetStatement(const pb::AccountRef& account,
-                                                        absl::Time from, absl::Time to,
-                                                        const std::string& page_token,
-                                                        int limit) override {
-    return store_.GetStatement(account, from, to, page_token, limit);
-  }
-  absl::StatusOr<std::vector<pb::Transfer>> GetBatch(const std::string& batch_id) override {
-    return store_.GetBatch(batch_id);
-  }
-  absl::StatusOr<pb::Transfer> GetTransfer(const std::string& id) override {
-    return store_.GetTransfer(id);
-  }
-  absl::StatusOr<pb::CheckIntegrityResponse> CheckIntegrity() override {
-    return store_.CheckIntegrity();
-  }
-
  private:
-  LedgerStore& store_;
   std::function<void()> hook_;
   int lot_expiry_reads_ = 0;
 };
@@ -1379,26 +1364,7 @@ TEST_F(LedgerStoreTest, ReplicasRacingOnOneExclusiveBatchIdApplyOnlyOne) {
   ASSERT_NE(pool_b, nullptr);
   PgLedgerStore replica_b(*pool_b, clock_);
 
-  auto blocker_pool = Connect(1);
-  auto lease = blocker_pool->Acquire();
-  ASSERT_TRUE(lease.ok());
-  auto blocker = std::make_unique<pqxx::work>(**lease);
-  blocker->exec("LOCK TABLE outbox IN EXCLUSIVE MODE");
-  const std::string waiting =
-      "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-      "AND datname = current_database()";
-  auto wait_for_waiters = [&](int n) {
-    for (int i = 0; i < 500 && Sql(waiting) < n; ++i) absl::SleepFor(absl::Milliseconds(10));
-    return Sql(waiting) >= n;
-  };
-  absl::StatusOr<std::vector<BatchResult>> result_a, result_b;
-  std::thread replica_a([&] { result_a = store_->Apply({a}); });
-  ASSERT_TRUE(wait_for_waiters(1));
-  std::thread replica_b_thread([&] { result_b = replica_b.Apply({b, other}); });
-  ASSERT_TRUE(wait_for_waiters(2));
-  blocker->commit();
-  replica_a.join();
-  replica_b_thread.join();
+  auto [result_a, result_b] = RaceWhileTheOutboxIsLocked({a}, replica_b, {b, other});
 
   ASSERT_TRUE(result_a.ok()) << result_a.status();
   ASSERT_TRUE(result_b.ok()) << result_b.status();
@@ -1585,28 +1551,8 @@ TEST_F(LedgerStoreTest, ReplicaRacingOnTheSameIdRetriesAndSeesTheReuse) {
   MustApply(bank_b_award("warm-b", "cust-b", 1));
   MustApply(bank_b_award("warm-b2", "cust-b2", 1));
 
-  // The blocker holds the outbox: replica A stores its transfer and then waits to write its fact.
-  auto blocker_pool = Connect(1);
-  auto lease = blocker_pool->Acquire();
-  ASSERT_TRUE(lease.ok());
-  auto blocker = std::make_unique<pqxx::work>(**lease);
-  blocker->exec("LOCK TABLE outbox IN EXCLUSIVE MODE");
-  const std::string waiting =
-      "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-      "AND datname = current_database()";
-  auto wait_for_waiters = [&](int n) {
-    for (int i = 0; i < 500 && Sql(waiting) < n; ++i) absl::SleepFor(absl::Milliseconds(10));
-    return Sql(waiting) >= n;
-  };
-  absl::StatusOr<std::vector<BatchResult>> result_a, result_b;
-  std::thread replica_a([&] { result_a = store_->Apply({a}); });
-  ASSERT_TRUE(wait_for_waiters(1));
   // Replica B does not see A's uncommitted transfer, inserts the same id and waits on it.
-  std::thread replica_b_thread([&] { result_b = replica_b.Apply({b, other}); });
-  ASSERT_TRUE(wait_for_waiters(2));
-  blocker->commit();
-  replica_a.join();
-  replica_b_thread.join();
+  auto [result_a, result_b] = RaceWhileTheOutboxIsLocked({a}, replica_b, {b, other});
 
   ASSERT_TRUE(result_a.ok()) << result_a.status();
   ASSERT_TRUE(result_b.ok()) << result_b.status();

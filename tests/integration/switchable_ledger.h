@@ -1,5 +1,6 @@
-// A test double for the benefits integration tests: the real ledger store, with a switch that
-// makes its writes unreachable (the crash window between a commit and its ledger transfers).
+// Test doubles of the ledger store for the integration tests: a store forwarding every call to the
+// real one, and the real store with a switch that makes its writes unreachable (the crash window
+// between a commit and its ledger transfers).
 #pragma once
 
 #include <atomic>
@@ -11,22 +12,17 @@
 
 namespace mkt::rewards {
 
-class SwitchableLedger final : public LedgerStore {
+// Every call forwarded to a real store: test doubles derive from it and override what they
+// change.
+class ForwardingLedgerStore : public LedgerStore {
  public:
-  explicit SwitchableLedger(LedgerStore& real) : real_(real) {}
-  std::atomic<bool> down{false};
-  // Batches are applied, but their answers are lost (a crash right after the commit).
-  std::atomic<bool> lose_answers{false};
+  explicit ForwardingLedgerStore(LedgerStore& real) : real_(real) {}
 
   absl::StatusOr<std::vector<BatchResult>> Apply(const std::vector<LinkedBatch>& b) override {
-    if (down) return Unavailable("ledger down (test)");
-    auto results = real_.Apply(b);
-    if (lose_answers) return Unavailable("ledger answer lost (test)");
-    return results;
+    return real_.Apply(b);
   }
   absl::StatusOr<pb::Transfer> ResolvePending(const std::string& id, const std::string& p,
                                               bool post) override {
-    if (down) return Unavailable("ledger down (test)");
     return real_.ResolvePending(id, p, post);
   }
   absl::StatusOr<int> VoidTimedOutPending(absl::Time now, int limit) override {
@@ -77,8 +73,29 @@ class SwitchableLedger final : public LedgerStore {
     return real_.CheckIntegrity();
   }
 
- private:
+ protected:
   LedgerStore& real_;
+};
+
+// The real ledger store, with a switch that makes its writes unreachable.
+class SwitchableLedger final : public ForwardingLedgerStore {
+ public:
+  explicit SwitchableLedger(LedgerStore& real) : ForwardingLedgerStore(real) {}
+  std::atomic<bool> down{false};
+  // Batches are applied, but their answers are lost (a crash right after the commit).
+  std::atomic<bool> lose_answers{false};
+
+  absl::StatusOr<std::vector<BatchResult>> Apply(const std::vector<LinkedBatch>& b) override {
+    if (down) return Unavailable("ledger down (test)");
+    auto results = real_.Apply(b);
+    if (lose_answers) return Unavailable("ledger answer lost (test)");
+    return results;
+  }
+  absl::StatusOr<pb::Transfer> ResolvePending(const std::string& id, const std::string& p,
+                                              bool post) override {
+    if (down) return Unavailable("ledger down (test)");
+    return real_.ResolvePending(id, p, post);
+  }
 };
 
 }  // namespace mkt::rewards
