@@ -79,6 +79,23 @@ class EventStoreTest : public ::testing::Test {
     return e;
   }
 
+  // Bank-a's rule granting 5 points for each credit-card spend that meets `condition`.
+  absl::Status UpsertSpendRule(const std::string& id, const std::string& campaign,
+                               const std::string& condition) {
+    pb::TriggerRule rule;
+    rule.set_rule_id(id);
+    rule.set_campaign_id(campaign);
+    rule.set_org_id("bank-a");
+    rule.set_event_type("credit_card.spend");
+    rule.set_kind(pb::EVERY_MATCH);
+    rule.set_condition(condition);
+    rule.mutable_reward()->set_asset(::marketing::rewards::v1::POINTS);
+    rule.mutable_reward()->set_quantity(5);
+    rule.set_active(true);
+    rule.set_revision(1);
+    return service_->UpsertRule(tenancy::SystemActor("test"), rule).status();
+  }
+
   static kafka::IncomingMessage Message(const pb::BusinessEvent& e, int64_t offset) {
     kafka::IncomingMessage m;
     m.topic = "mkt.business-events.v1";
@@ -155,17 +172,7 @@ TEST_F(EventStoreTest, TheHandlerDeadLettersWhatTheDatabaseRefusesAndAppliesTheR
     END $$;
     CREATE TRIGGER refuse_marked BEFORE INSERT ON event_keys
       FOR EACH ROW EXECUTE FUNCTION refuse_marked();)sql");
-  pb::TriggerRule rule;
-  rule.set_rule_id("every-spend");
-  rule.set_campaign_id("camp-1");
-  rule.set_org_id("bank-a");
-  rule.set_event_type("credit_card.spend");
-  rule.set_kind(pb::EVERY_MATCH);
-  rule.mutable_reward()->set_asset(::marketing::rewards::v1::POINTS);
-  rule.mutable_reward()->set_quantity(5);
-  rule.set_active(true);
-  rule.set_revision(1);
-  ASSERT_TRUE(service_->UpsertRule(tenancy::SystemActor("test"), rule).ok());
+  ASSERT_TRUE(UpsertSpendRule("every-spend", "camp-1", "").ok());
 
   std::vector<kafka::IncomingMessage> batch;
   for (int i = 0; i < 9; ++i) {
@@ -205,18 +212,7 @@ TEST_F(EventStoreTest, TheHandlerDeadLettersWhatTheDatabaseRefusesAndAppliesTheR
 }
 
 TEST_F(EventStoreTest, OperatorsSeeTheEventLogAndExplanationsOfTheirSubtreeOnly) {
-  pb::TriggerRule rule;
-  rule.set_rule_id("a-spend");
-  rule.set_campaign_id("camp-a");
-  rule.set_org_id("bank-a");
-  rule.set_event_type("credit_card.spend");
-  rule.set_kind(pb::EVERY_MATCH);
-  rule.set_condition("amount_fen >= 5000");
-  rule.mutable_reward()->set_asset(::marketing::rewards::v1::POINTS);
-  rule.mutable_reward()->set_quantity(5);
-  rule.set_active(true);
-  rule.set_revision(1);
-  ASSERT_TRUE(service_->UpsertRule(tenancy::SystemActor("test"), rule).ok());
+  ASSERT_TRUE(UpsertSpendRule("a-spend", "camp-a", "amount_fen >= 5000").ok());
   // One customer id at a bank, at one of its branches and at a bank whose id starts the same.
   std::vector<kafka::IncomingMessage> batch;
   int64_t offset = 0;

@@ -770,18 +770,8 @@ TEST_F(LedgerServiceTest, ReverseGivesExpiredPointsBackFromExpiryBeforeTheClawba
   ASSERT_TRUE(service_.Grant(FullGrant()).ok());  // 200 points to c1
   // 80 of them expired from the grant's lot (30 given back already by another reversal), 50
   // from a lot they were later put back into; the rest was spent.
-  auto expiry = [](int64_t lot, int64_t amount, int64_t reversed) {
-    LotExpiry e;
-    e.lot_id = lot;
-    e.expiry.set_id(absl::StrCat("expire:", lot));
-    *e.expiry.mutable_debit() = CustomerAccount("fed", pb::POINTS, "c1");
-    *e.expiry.mutable_credit() = SystemAccount("fed", pb::POINTS, pb::ROLE_EXPIRY);
-    e.expiry.set_amount(amount);
-    e.expiry.set_code(pb::EXPIRE);
-    e.reversed_amount = reversed;
-    return e;
-  };
-  store_.lot_expiries["g-1:benefit"] = {expiry(7, 80, 30), expiry(9, 50, 0), expiry(11, 5, 5)};
+  store_.lot_expiries["g-1:benefit"] = {ExpiryOfLot(7, 80, 30), ExpiryOfLot(9, 50, 0),
+                                        ExpiryOfLot(11, 5, 5)};
   pb::ReverseRequest req;
   req.set_request_id("r-1");
   req.set_batch_id("g-1");
@@ -803,7 +793,7 @@ TEST_F(LedgerServiceTest, ReverseGivesExpiredPointsBackFromExpiryBeforeTheClawba
   EXPECT_EQ(reversal.transfers[2].amount(), 200);  // the clawback of the whole grant
 
   // Never more than the leg gives back: 150 of 200 expired and nothing was reversed yet.
-  store_.lot_expiries["g-1:benefit"] = {expiry(7, 150, 0), expiry(9, 100, 0)};
+  store_.lot_expiries["g-1:benefit"] = {ExpiryOfLot(7, 150, 0), ExpiryOfLot(9, 100, 0)};
   req.set_request_id("r-2");
   ASSERT_TRUE(service_.Reverse(req).ok());
   ASSERT_EQ(store_.applied.size(), 3u);
@@ -814,7 +804,8 @@ TEST_F(LedgerServiceTest, ReverseGivesExpiredPointsBackFromExpiryBeforeTheClawba
   // A retry finds its own reversal of an expiry and asks for the same amount again (a replay),
   // and leaves out an expiry that came after it (points put back since, then expired): the
   // batch is what was stored, so the ledger answers it as a replay.
-  store_.lot_expiries["g-1:benefit"] = {expiry(7, 80, 80), expiry(9, 50, 50), expiry(13, 20, 0)};
+  store_.lot_expiries["g-1:benefit"] = {ExpiryOfLot(7, 80, 80), ExpiryOfLot(9, 50, 50),
+                                        ExpiryOfLot(13, 20, 0)};
   req.set_request_id("r-1");
   ASSERT_TRUE(service_.Reverse(req).ok());
   ASSERT_EQ(store_.applied.size(), 4u);
