@@ -571,7 +571,10 @@ absl::StatusOr<LinkedBatch> LedgerService::PrepareGrant(const pb::GrantRequest& 
     spec.mutable_metadata()->insert(request.metadata().begin(), request.metadata().end());
     return spec;
   };
-  LinkedBatch batch{.batch_id = request.request_id(), .transfers = {}};
+  // The budget and stock legs are there only when asked for: a resend that drops one must not
+  // be taken for a replay of the stored grant.
+  LinkedBatch batch{
+      .batch_id = request.request_id(), .transfers = {}, .replay_needs_whole_batch = true};
   if (request.budget_cost_fen() > 0) {
     pb::TransferSpec budget = leg("budget");
     *budget.mutable_debit() = CampaignBudgetAccount(org, request.campaign_id());

@@ -487,6 +487,7 @@ TEST_F(LedgerServiceTest, GrantBuildsBudgetStockAndBenefitLegsInOneBatch) {
   ASSERT_EQ(store_.applied.size(), 1u);
   const LinkedBatch& batch = store_.applied[0];
   EXPECT_EQ(batch.batch_id, "g-1");
+  EXPECT_TRUE(batch.replay_needs_whole_batch) << "a resend that drops a leg is not a replay";
   ASSERT_EQ(batch.transfers.size(), 3u);
 
   const pb::TransferSpec& budget = batch.transfers[0];

@@ -62,6 +62,13 @@ struct LinkedBatch {
   // a lock and a read per call that carries such a batch; grants, spends and funds, whose ids
   // are fixed by their key, leave it unset.
   bool exclusive_batch_id = false;
+  // Set when a request may make fewer legs under the same key (a grant's budget and stock legs
+  // are there only when asked for), so that resending the key with a body that drops a leg would
+  // find every one of its ids stored with the same content. A replay of such a batch is then
+  // answered only when the transfers stored under `batch_id` are exactly the batch's ids;
+  // otherwise it is IDEMPOTENCY_KEY_REUSED (ALREADY_EXISTS, field "request_id") and nothing is
+  // written. It costs one read per replay, nothing on first application.
+  bool replay_needs_whole_batch = false;
   // Set by a reversal whose batch gives expired points back from EXPIRY before it claws a credit
   // of a customer's points back (LedgerService::Reverse, decision 006). The caller read the
   // credit's lot expiries (GetLotExpiries) outside this transaction, and the expiry job may have
@@ -111,7 +118,8 @@ class LedgerStore {
   //   account would go below zero (FAILED_PRECONDITION, field "transfers[i]");
   //   ACCOUNT_NOT_FOUND (NOT_FOUND) for a campaign/template account that was never funded;
   //   IDEMPOTENCY_KEY_REUSED (ALREADY_EXISTS) when an id exists with different content, or (field
-  //   "request_id") when an exclusive_batch_id names a stored batch of other transfers;
+  //   "request_id") when an exclusive_batch_id names a stored batch of other transfers, or a
+  //   replay_needs_whole_batch batch replays only part of what is stored under its batch id;
   //   NOT_FOUND / CONFLICT for a reversal of an unknown transfer or beyond what is left of it;
   //   ABORTED (CONFLICT) for a checks_expiry_reversals batch built before more points expired.
   // A batch whose ids all exist with the same content returns the stored transfers (replay).

@@ -1767,6 +1767,9 @@ class Session {
     }
     AppliedBatch out;
     if (existing > 0) {
+      if (batch.replay_needs_whole_batch && !ReplaysWholeBatch(batch)) {
+        return BatchIdReused(batch.batch_id);
+      }
       for (const pb::TransferSpec& spec : batch.transfers)
         out.transfers.push_back(transfers_.at(spec.id()).t);
       out.account = Report(batch);
@@ -1784,11 +1787,32 @@ class Session {
       out.transfers.push_back(*std::move(t));
     }
     Commit();
+    // A later copy of this batch in the same call is then a replay of what was just applied.
+    if (ids_of_batch == nullptr && batch.replay_needs_whole_batch) {
+      ids_of_batch = &ids_of_batch_[batch.batch_id];
+    }
     if (ids_of_batch != nullptr) {
       for (const pb::TransferSpec& spec : batch.transfers) ids_of_batch->insert(spec.id());
     }
     out.account = Report(batch);
     return out;
+  }
+
+  // LinkedBatch::replay_needs_whole_batch: whether the transfers stored under the batch's id
+  // are exactly its ids. Read on the first replay of that batch id in this session.
+  bool ReplaysWholeBatch(const LinkedBatch& batch) {
+    auto it = ids_of_batch_.find(batch.batch_id);
+    if (it == ids_of_batch_.end()) {
+      it = ids_of_batch_.emplace(batch.batch_id, std::set<std::string>()).first;
+      for (const pqxx::row& row :
+           tx_.exec_params(kSelectTransferIdsOfBatches,
+                           pg::TextArrayLiteral(std::vector<std::string>{batch.batch_id}))) {
+        it->second.insert(row[1].as<std::string>());
+      }
+    }
+    std::set<std::string> ids;
+    for (const pb::TransferSpec& spec : batch.transfers) ids.insert(spec.id());
+    return ids == it->second;
   }
 
   // LinkedBatch::checks_expiry_reversals: for each credit of a customer's points the batch claws

@@ -120,6 +120,7 @@ LinkedBatch Grant(const std::string& request, const std::string& customer, int64
                   int64_t cost_fen = 100, const pb::PointsExpiry& expiry = DaysAfterGrant(365),
                   const std::string& campaign = kCampaign, const std::string& tpl = kTemplate) {
   LinkedBatch b{request, {}};
+  b.replay_needs_whole_batch = true;  // as LedgerService::Grant sends it
   b.transfers.push_back(Spec(request + ":budget", Budget(campaign),
                              System(pb::BUDGET_FEN, "expense"), cost_fen, pb::GRANT));
   b.transfers.push_back(
@@ -664,6 +665,49 @@ TEST_F(LedgerStoreTest, SameIdWithOtherContentIsIdempotencyKeyReused) {
               "transfers[2].id");
   EXPECT_EQ(Balance(Points("cust-1")), 20);
   EXPECT_EQ(Sql("SELECT count(*) FROM transfers WHERE batch_id LIKE 'g%'"), 6);
+}
+
+// A grant's budget and stock legs are there only when its request asks for them, so a resend of
+// the key without one finds each of its ids stored with the same content. It is a different
+// request all the same: refused, and nothing written.
+TEST_F(LedgerStoreTest, ResendingAGrantsKeyWithALegDroppedIsIdempotencyKeyReused) {
+  FundDefaults();
+  const std::vector<pb::Transfer> stored = MustApply(Grant("g1", "cust-1", 10));
+  LinkedBatch without_budget = Grant("g1", "cust-1", 10);
+  without_budget.transfers.erase(without_budget.transfers.begin());
+  ExpectError(ApplyOne(without_budget), absl::StatusCode::kAlreadyExists,
+              cpb::IDEMPOTENCY_KEY_REUSED, "request_id");
+  LinkedBatch only_benefit = without_budget;
+  only_benefit.transfers.erase(only_benefit.transfers.begin());
+  ExpectError(ApplyOne(only_benefit), absl::StatusCode::kAlreadyExists, cpb::IDEMPOTENCY_KEY_REUSED,
+              "request_id");
+  // Unflagged, the same subset is answered as a replay: the flag is what refuses it.
+  only_benefit.replay_needs_whole_batch = false;
+  EXPECT_TRUE(ApplyOne(only_benefit).ok());
+
+  // The whole grant is still a replay, alone and twice in one call; so is a grant applied and
+  // then replayed within one call.
+  BatchResult replay = ApplyOne(Grant("g1", "cust-1", 10));
+  ASSERT_TRUE(replay.ok()) << replay.status();
+  EXPECT_TRUE(Same(replay->transfers, stored));
+  auto twice = store_->Apply({Grant("g1", "cust-1", 10), Grant("g1", "cust-1", 10)});
+  ASSERT_TRUE(twice.ok()) << twice.status();
+  EXPECT_TRUE((*twice)[0].ok()) << (*twice)[0].status();
+  EXPECT_TRUE((*twice)[1].ok()) << (*twice)[1].status();
+  auto fresh = store_->Apply({Grant("g2", "cust-1", 10), Grant("g2", "cust-1", 10), [] {
+                                LinkedBatch b = Grant("g2", "cust-1", 10);
+                                b.transfers.erase(b.transfers.begin() + 1);  // no stock leg
+                                return b;
+                              }()});
+  ASSERT_TRUE(fresh.ok()) << fresh.status();
+  EXPECT_TRUE((*fresh)[0].ok()) << (*fresh)[0].status();
+  ASSERT_TRUE((*fresh)[1].ok()) << (*fresh)[1].status();
+  EXPECT_TRUE(Same((*fresh)[1]->transfers, (*fresh)[0]->transfers));
+  ExpectError((*fresh)[2], absl::StatusCode::kAlreadyExists, cpb::IDEMPOTENCY_KEY_REUSED,
+              "request_id");
+
+  EXPECT_EQ(Balance(Points("cust-1")), 20);
+  EXPECT_EQ(Sql("SELECT count(*) FROM transfers WHERE batch_id IN ('g1', 'g2')"), 6);
 }
 
 TEST_F(LedgerStoreTest, MalformedBatchFailsAloneAndNeverReachesSql) {
