@@ -150,8 +150,27 @@ void CheckAudience(const pb::CampaignConfig& c, const ValidationContext& ctx, Fi
   CheckSegmentList(c.audience().exclude(), "audience.exclude", ctx, seen, errors);
 }
 
-void CheckBenefit(const std::string& field, const std::string& id, const ValidationContext& ctx,
-                  FieldErrors& errors) {
+// Readable names of the reward kinds, for messages.
+std::string KindWords(pb::RewardKind kind) {
+  switch (kind) {
+    case pb::REWARD_KIND_COUPON:
+      return "a coupon (REWARD_KIND_COUPON)";
+    case pb::REWARD_KIND_POINTS:
+      return "points (REWARD_KIND_POINTS)";
+    case pb::REWARD_KIND_CASH_FEN:
+      return "cash (REWARD_KIND_CASH_FEN)";
+    case pb::REWARD_KIND_LOTTERY_CHANCE:
+      return "lottery chances (REWARD_KIND_LOTTERY_CHANCE)";
+    default:
+      return pb::RewardKind_Name(kind);
+  }
+}
+
+// `kind` is the item's or prize's reward kind: a template of another kind would be refused by
+// the rewards service at every grant (a points template issued as a coupon, say), or grant the
+// wrong thing against the template's stock.
+void CheckBenefit(const std::string& field, const std::string& id, pb::RewardKind kind,
+                  const ValidationContext& ctx, FieldErrors& errors) {
   if (id.empty()) {
     errors.Add(field, "is required");
     return;
@@ -165,6 +184,12 @@ void CheckBenefit(const std::string& field, const std::string& id, const Validat
   if ((!info.ok() && info.status().code() == absl::StatusCode::kNotFound) ||
       (info.ok() && !tenancy::Covers(info->owner_org, ctx.owner_org))) {
     errors.Add(field, "unknown benefit template '" + id + "'");
+  } else if (info.ok() && info->kind && *info->kind != kind && pb::RewardKind_IsValid(kind)) {
+    errors.Add(field, "benefit template '" + id + "' (" + info->type + ") grants " +
+                          KindWords(*info->kind) + ", but this reward's kind is " +
+                          KindWords(kind) +
+                          ": every grant would be refused; choose a template "
+                          "of that kind or set the kind to match");
   } else if (!info.ok()) {
     errors.Add(field, "cannot be checked now (benefit catalog: " +
                           std::string(info.status().message()) + ")");
@@ -335,8 +360,8 @@ void CheckRulesAndRewards(const pb::CampaignConfig& c, const ValidationContext& 
       if (!p.name().empty() && !names.insert(p.name()).second) {
         errors.Add(Indexed("prizes", i, "name"), "prize '" + p.name() + "' is listed twice");
       }
-      CheckBenefit(Indexed("prizes", i, "benefit_template_id"), p.benefit_template_id(), ctx,
-                   errors);
+      CheckBenefit(Indexed("prizes", i, "benefit_template_id"), p.benefit_template_id(), p.kind(),
+                   ctx, errors);
       CheckQuantity(Indexed("prizes", i, "quantity"), p.quantity(), errors);
       // A draw wins one prize: each coupon prize is one coupon.
       CheckOneCouponUnit(Indexed("prizes", i, "quantity"), p.kind(), p.quantity(),
@@ -381,7 +406,7 @@ void CheckRulesAndRewards(const pb::CampaignConfig& c, const ValidationContext& 
       for (int j = 0; j < tier.rewards().size() && j < kMaxTierRewards; ++j) {
         const pb::RewardItem& r = tier.rewards(j);
         CheckBenefit(Indexed(tier_field + ".rewards", j, "benefit_template_id"),
-                     r.benefit_template_id(), ctx, errors);
+                     r.benefit_template_id(), r.kind(), ctx, errors);
         CheckQuantity(Indexed(tier_field + ".rewards", j, "quantity"), r.quantity(), errors);
         CheckKind(Indexed(tier_field + ".rewards", j, "kind"), r.kind(), errors);
         CheckPointsValidDays(Indexed(tier_field + ".rewards", j, "points_valid_days"), r.kind(),
@@ -409,7 +434,7 @@ void CheckRulesAndRewards(const pb::CampaignConfig& c, const ValidationContext& 
       for (int i = 0; i < c.rewards().size() && i < kMaxRewardItems; ++i) {
         const pb::RewardItem& r = c.rewards(i);
         const std::string benefit_field = Indexed("rewards", i, "benefit_template_id");
-        CheckBenefit(benefit_field, r.benefit_template_id(), ctx, errors);
+        CheckBenefit(benefit_field, r.benefit_template_id(), r.kind(), ctx, errors);
         CheckQuantity(Indexed("rewards", i, "quantity"), r.quantity(), errors);
         CheckOneCouponUnit(Indexed("rewards", i, "quantity"), r.kind(), r.quantity(),
                            "a coupon reward grants one coupon", errors);

@@ -350,6 +350,66 @@ TEST_F(CampaignRulesTest, PointsExchangeItemsHaveTheirOwnBenefitTemplate) {
 // issued coupon cannot be taken back if the next one is refused) and refuses more with
 // INVALID_ARGUMENT. Such a configuration used to be published, and then every claim, winning draw,
 // exchange or recipient was refused; it is refused where it is configured, against the item.
+// The rewards service issues coupon templates as coupons and grants the others as assets
+// (points, cash, lottery chances); an item of the other kind would be refused at every grant.
+TEST_F(CampaignRulesTest, ARewardsKindMustBeWhatItsTemplateGrants) {
+  data_.benefits->Put("bt-a-coupon", {"bank-a", 500, pb::REWARD_KIND_COUPON, "COUPON_CASH"});
+  data_.benefits->Put("bt-a-points", {"bank-a", 1, pb::REWARD_KIND_POINTS, "BENEFIT_POINTS"});
+
+  auto claim = CompleteCoupon("Coupons", now_, now_ + absl::Hours(1));
+  claim.mutable_rewards(0)->set_benefit_template_id("bt-a-coupon");  // kind: coupon (default)
+  EXPECT_TRUE(ValidateForSubmission(claim, context_).empty());
+
+  claim.mutable_rewards(0)->set_benefit_template_id("bt-a-points");
+  FieldErrors errors = ValidateStep(pb::STEP_RULES_REWARDS, claim, context_);
+  EXPECT_EQ(Fields(errors), std::vector<std::string>{"rewards[0].benefit_template_id"})
+      << errors.ToStatus();
+  EXPECT_TRUE(Has(errors, "rewards[0].benefit_template_id",
+                  "benefit template 'bt-a-points' (BENEFIT_POINTS) grants points "
+                  "(REWARD_KIND_POINTS), but this reward's kind is a coupon (REWARD_KIND_COUPON)"))
+      << errors.ToStatus();
+  EXPECT_TRUE(ValidateForSubmission(claim, context_).Mentions("rewards[0].benefit_template_id"));
+  claim.mutable_rewards(0)->set_kind(pb::REWARD_KIND_POINTS);
+  EXPECT_TRUE(ValidateForSubmission(claim, context_).empty());
+  claim.mutable_rewards(0)->set_kind(pb::REWARD_KIND_CASH_FEN);
+  EXPECT_TRUE(ValidateStep(pb::STEP_RULES_REWARDS, claim, context_)
+                  .Mentions("rewards[0].benefit_template_id"));
+
+  // A lottery's prizes and a growth task's tier rewards alike.
+  auto lottery = OnePrizeLottery();
+  lottery.mutable_prizes(0)->set_benefit_template_id("bt-a-points");  // kind: coupon
+  EXPECT_TRUE(ValidateStep(pb::STEP_RULES_REWARDS, lottery, context_)
+                  .Mentions("prizes[0].benefit_template_id"));
+  lottery.mutable_prizes(0)->set_kind(pb::REWARD_KIND_POINTS);
+  EXPECT_FALSE(ValidateStep(pb::STEP_RULES_REWARDS, lottery, context_)
+                   .Mentions("prizes[0].benefit_template_id"));
+  auto task = OneTierGrowthTask();
+  task.mutable_growth_tiers(0)->mutable_rewards(0)->set_benefit_template_id("bt-a-coupon");
+  task.mutable_growth_tiers(0)->mutable_rewards(0)->set_kind(pb::REWARD_KIND_POINTS);
+  EXPECT_TRUE(ValidateStep(pb::STEP_RULES_REWARDS, task, context_)
+                  .Mentions("growth_tiers[0].rewards[0].benefit_template_id"));
+
+  // A catalog that does not say what a template grants leaves the kind unchecked.
+  claim.mutable_rewards(0)->set_benefit_template_id("bt-points-100");
+  claim.mutable_rewards(0)->set_kind(pb::REWARD_KIND_COUPON);
+  EXPECT_TRUE(ValidateForSubmission(claim, context_).empty());
+}
+
+TEST(ReferenceDataTest, ABenefitsKindIsOptionalAndMustBeAKnownOne) {
+  absl::StatusOr<ReferenceData> data = ParseReferenceData(
+      R"({"benefits": [{"id": "p", "org": "fed", "unit_cost_fen": 1, "kind": "REWARD_KIND_POINTS"},
+                       {"id": "c", "org": "fed", "unit_cost_fen": 1}]})");
+  ASSERT_TRUE(data.ok()) << data.status();
+  EXPECT_EQ(data->benefits->Lookup("p")->kind, pb::REWARD_KIND_POINTS);
+  EXPECT_EQ(data->benefits->Lookup("c")->kind, std::nullopt);
+  absl::StatusOr<ReferenceData> bad = ParseReferenceData(
+      R"({"benefits": [{"id": "p", "org": "fed", "unit_cost_fen": 1, "kind": "POINTS"}]})");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(bad.status().message().find("unknown kind 'POINTS'"), std::string::npos)
+      << bad.status();
+}
+
 TEST_F(CampaignRulesTest, AGrantCarriesAtMostOneCoupon) {
   // A coupon claim grants all of its items at once: one coupon, with points beside it, is fine.
   auto claim = CompleteCoupon("Coupons", now_, now_ + absl::Hours(1));

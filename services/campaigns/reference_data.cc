@@ -45,11 +45,12 @@ std::string_view DemoReferenceDataJson() {
     {"id": "seg-b-merchants", "org": "bank-b", "version": 1, "size": 1500}
   ],
   "benefits": [
-    {"id": "bt-fed-coupon-50", "org": "fed", "unit_cost_fen": 5000},
-    {"id": "bt-fed-points-100", "org": "fed", "unit_cost_fen": 100},
-    {"id": "bt-fed-red-envelope-888", "org": "fed", "unit_cost_fen": 888},
-    {"id": "bt-a-coupon-20", "org": "bank-a", "unit_cost_fen": 2000},
-    {"id": "bt-b-rice-gift", "org": "bank-b", "unit_cost_fen": 3500}
+    {"id": "bt-fed-coupon-50", "org": "fed", "unit_cost_fen": 5000, "kind": "REWARD_KIND_COUPON"},
+    {"id": "bt-fed-points-100", "org": "fed", "unit_cost_fen": 1, "kind": "REWARD_KIND_POINTS"},
+    {"id": "bt-fed-red-envelope-888", "org": "fed", "unit_cost_fen": 1,
+     "kind": "REWARD_KIND_CASH_FEN"},
+    {"id": "bt-a-coupon-20", "org": "bank-a", "unit_cost_fen": 2000, "kind": "REWARD_KIND_COUPON"},
+    {"id": "bt-b-rice-gift", "org": "bank-b", "unit_cost_fen": 3500, "kind": "REWARD_KIND_COUPON"}
   ]
 })";
 }
@@ -65,8 +66,18 @@ absl::StatusOr<ReferenceData> ParseReferenceData(std::string_view text) {
                           s.value("size", int64_t{0})});
     }
     for (const auto& b : json.value("benefits", nlohmann::json::array())) {
-      data.benefits->Put(b.at("id").get<std::string>(),
-                         {b.at("org").get<std::string>(), b.at("unit_cost_fen").get<int64_t>()});
+      BenefitInfo info{b.at("org").get<std::string>(), b.at("unit_cost_fen").get<int64_t>()};
+      if (b.contains("kind")) {  // optional: without it the reward's kind is not checked
+        const std::string name = b.at("kind").get<std::string>();
+        marketing::campaigns::v1::RewardKind kind;
+        if (!marketing::campaigns::v1::RewardKind_Parse(name, &kind)) {
+          return InvalidArgument("catalog_file", "benefit '" + b.at("id").get<std::string>() +
+                                                     "': unknown kind '" + name + "'");
+        }
+        info.kind = kind;
+        info.type = name;
+      }
+      data.benefits->Put(b.at("id").get<std::string>(), std::move(info));
     }
   } catch (const std::exception& e) {
     return InvalidArgument("catalog_file", std::string("malformed reference data: ") + e.what());

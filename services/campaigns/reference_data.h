@@ -1,18 +1,20 @@
 // The two facts this service needs from its neighbours while configuring a campaign: which
 // segments exist (owner, current version, size) and which benefit templates exist (owner, unit
-// cost). Each is a small interface so the real gRPC clients of the segments and rewards services
-// can replace the in-memory directories without touching the rules (the seam stays stubbed until
-// those APIs land; this service never reads their tables).
+// cost, what they grant). Each is a small interface: the gRPC clients of the segments and rewards
+// services (remote_reference.h) and the in-memory directories (tests, the demo file) answer it
+// alike, and this service never reads their tables.
 #pragma once
 
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "marketing/campaigns/v1/campaigns.pb.h"
 
 namespace mkt::campaigns {
 
@@ -35,6 +37,11 @@ struct BenefitInfo {
   std::string owner_org;
   // What one unit costs the campaign's budget, in fen.
   int64_t unit_cost_fen = 0;
+  // The reward kind the template can be granted as (a coupon template as a coupon, a points
+  // template as points, ...) and the template's type as the rewards service names it, for
+  // messages. Unset when the source does not say: the kind is then not checked.
+  std::optional<marketing::campaigns::v1::RewardKind> kind;
+  std::string type;
 };
 
 class BenefitCatalog {

@@ -19,6 +19,7 @@ namespace {
 
 namespace spb = ::marketing::segments::v1;
 namespace rpb = ::marketing::rewards::v1;
+namespace cpb = ::marketing::campaigns::v1;
 
 constexpr char kComponent[] = "campaigns";
 
@@ -41,6 +42,28 @@ absl::Status Classify(const grpc::Status& status, const std::string& neighbour,
   return Unavailable(neighbour + " cannot answer for " + what + ": " +
                      std::string(absl::StatusCodeToString(s.code())) + ": " +
                      std::string(s.message()));
+}
+
+// The reward kind a template of `type` is granted as: coupon instances through
+// Benefits.IssueCoupon, the rest as assets through Ledger.Grant (reward_issuer.h AssetOf).
+std::optional<cpb::RewardKind> KindOf(rpb::BenefitType type) {
+  switch (type) {
+    case rpb::COUPON_CASH:
+    case rpb::COUPON_THRESHOLD:
+    case rpb::COUPON_DISCOUNT:
+    case rpb::COUPON_FINANCIAL:
+    case rpb::GIFT_VOUCHER:
+    case rpb::THIRD_PARTY:
+      return cpb::REWARD_KIND_COUPON;
+    case rpb::BENEFIT_POINTS:
+      return cpb::REWARD_KIND_POINTS;
+    case rpb::RED_ENVELOPE:
+      return cpb::REWARD_KIND_CASH_FEN;
+    case rpb::BENEFIT_LOTTERY_CHANCE:
+      return cpb::REWARD_KIND_LOTTERY_CHANCE;
+    default:
+      return std::nullopt;  // a type this build does not know: not checked
+  }
 }
 
 bool Fresh(absl::Time fetched_at, absl::Time now, absl::Duration ttl) {
@@ -191,6 +214,8 @@ absl::StatusOr<GrpcBenefitCatalog::Cached> GrpcBenefitCatalog::Fetch(
   Cached out;
   out.info.owner_org = t.org_id();
   out.info.unit_cost_fen = t.unit_cost_fen();
+  out.info.kind = KindOf(t.type());
+  out.info.type = rpb::BenefitType_Name(t.type());
   out.retired = t.status() == rpb::TEMPLATE_RETIRED;
   return out;
 }

@@ -195,15 +195,15 @@ class CampaignsReferenceTest : public ::testing::Test {
   void SeedTemplates() {
     Template("bt-a-coupon", "bank-a", 1500, rpb::TEMPLATE_ACTIVE);
     Template("bt-a-retired", "bank-a", 900, rpb::TEMPLATE_RETIRED);
-    Template("bt-fed-points", "fed", 100, rpb::TEMPLATE_ACTIVE);
+    Template("bt-fed-points", "fed", 100, rpb::TEMPLATE_ACTIVE, rpb::BENEFIT_POINTS);
   }
 
   void Template(const std::string& id, const std::string& org, int64_t unit_cost_fen,
-                rpb::TemplateStatus status) {
+                rpb::TemplateStatus status, rpb::BenefitType type = rpb::COUPON_CASH) {
     rpb::BenefitTemplate t;
     t.set_id(id);
     t.set_org_id(org);
-    t.set_type(rpb::COUPON_CASH);
+    t.set_type(type);
     t.set_name("template " + id);
     t.set_face_value(2000);
     t.set_unit_cost_fen(unit_cost_fen);
@@ -295,10 +295,14 @@ TEST_F(CampaignsReferenceTest, LookupsCarryTheNeighboursFacts) {
   ASSERT_TRUE(coupon.ok()) << Describe(coupon.status());
   EXPECT_EQ(coupon->owner_org, "bank-a");
   EXPECT_EQ(coupon->unit_cost_fen, 1500);
+  EXPECT_EQ(coupon->kind, test::pb::REWARD_KIND_COUPON);
+  EXPECT_EQ(coupon->type, "COUPON_CASH");
   auto points = benefits_->Lookup("bt-fed-points");
   ASSERT_TRUE(points.ok()) << Describe(points.status());
   EXPECT_EQ(points->owner_org, "fed");
   EXPECT_EQ(points->unit_cost_fen, 100);
+  EXPECT_EQ(points->kind, test::pb::REWARD_KIND_POINTS);
+  EXPECT_EQ(points->type, "BENEFIT_POINTS");
   EXPECT_EQ(benefits_->Lookup("bt-nowhere").status().code(), absl::StatusCode::kNotFound);
 
   // Retired: gone for configuring campaigns, still priced for charging running ones.
@@ -389,6 +393,8 @@ TEST_F(CampaignsReferenceTest, UnknownForeignArchivedAndRetiredReferencesAreFiel
       {archived_segment_, "bt-a-coupon", "audience.include[0].segment_id"},
       {list_segment_, "bt-nowhere", "rewards[0].benefit_template_id"},
       {list_segment_, "bt-a-retired", "rewards[0].benefit_template_id"},
+      // A points template as the claim's coupon: rewards would refuse every claim.
+      {list_segment_, "bt-fed-points", "rewards[0].benefit_template_id"},
   };
   for (const Case& c : cases) {
     auto created = client_->Create(planner_a_, Coupon({c.segment}, c.template_id));

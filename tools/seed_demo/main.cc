@@ -226,9 +226,10 @@ struct DemoTemplate {
 };
 constexpr DemoTemplate kTemplates[] = {
     {"bt-fed-coupon-50", "fed", ledger::COUPON_CASH, "50 yuan off", 5000, 5000, ""},
-    {"bt-fed-points-100", "fed", ledger::BENEFIT_POINTS, "100 points", 100, 100, ""},
-    {"bt-fed-red-envelope-888", "fed", ledger::RED_ENVELOPE, "Red envelope 8.88 yuan", 888, 888,
-     ""},
+    // A campaign grants `quantity` points or fen of these (campaigns.proto RewardItem), so their
+    // unit cost is per point (1 fen) and per fen.
+    {"bt-fed-points-100", "fed", ledger::BENEFIT_POINTS, "100 points", 100, 1, ""},
+    {"bt-fed-red-envelope-888", "fed", ledger::RED_ENVELOPE, "Red envelope 8.88 yuan", 888, 1, ""},
     {"bt-a-coupon-20", "bank-a", ledger::COUPON_CASH, "Bank A: 20 yuan off", 2000, 2000, ""},
     {"bt-b-rice-gift", "bank-b", ledger::GIFT_VOUCHER, "Bank B: a bag of rice", 0, 3500,
      "rice-5kg"},
@@ -660,12 +661,14 @@ class CampaignSeeder {
     cmp::Prize* red_envelope = c.add_prizes();
     red_envelope->set_name("Red envelope 8.88 yuan");
     red_envelope->set_benefit_template_id("bt-fed-red-envelope-888");
-    red_envelope->set_quantity(1);
+    red_envelope->set_kind(cmp::REWARD_KIND_CASH_FEN);
+    red_envelope->set_quantity(888);
     red_envelope->set_probability_bp(2000);
     cmp::Prize* points = c.add_prizes();
     points->set_name("100 points");
     points->set_benefit_template_id("bt-fed-points-100");
-    points->set_quantity(1);
+    points->set_kind(cmp::REWARD_KIND_POINTS);
+    points->set_quantity(100);
     points->set_probability_bp(5000);
     c.set_budget_cap_fen(50'000'000);
     AddChannel(c, "New year lottery", "Draw once a day for a red envelope or points.",
