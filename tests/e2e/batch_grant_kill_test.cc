@@ -229,7 +229,7 @@ TEST(BatchGrantKillTest, KillNineHalfWayGrantsEachCustomerExactlyOnce) {
     auto* t = r.mutable_template_();
     t->set_id("bt-batch-points");
     t->set_org_id(kOrg);
-    t->set_type(rpb::COUPON_CASH);
+    t->set_type(rpb::BENEFIT_POINTS);
     t->set_name("batch points");
     t->set_face_value(kPoints);
     t->set_unit_cost_fen(1);
