@@ -459,7 +459,6 @@ int PartitionsInMetadata(rd_kafka_t* rk, const std::string& topic, int timeout_m
 
 absl::Status EnsureTopic(const ClientOptions& options, const std::string& topic, int partitions) {
   constexpr int kTimeoutMs = 10000;
-  const absl::Time deadline = absl::Now() + absl::Milliseconds(kTimeoutMs);
   char errstr[512];
   rd_kafka_conf_t* conf = rd_kafka_conf_new();
   std::map<std::string, std::string> properties = options.properties;
@@ -518,7 +517,9 @@ absl::Status EnsureTopic(const ClientOptions& options, const std::string& topic,
   if (!status.ok()) return status;
 
   // The controller answers before every broker serves the topic; producers started right away
-  // would otherwise see "unknown topic" for a moment.
+  // would otherwise see "unknown topic" for a moment. The wait has its own budget: a broker that
+  // has just started, on a loaded machine, can spend most of the first one on the creation.
+  const absl::Time deadline = absl::Now() + absl::Milliseconds(kTimeoutMs);
   while (true) {
     int remaining = TimeoutMs(deadline - absl::Now());
     if (PartitionsInMetadata(admin.rk, topic, std::max(remaining, 100)) > 0) {
