@@ -5,6 +5,10 @@
 # connections (gRPC's callback API), on the same customers, in the same run. Then a rate-limited
 # run at P3_RATE (5,000 req/s) for the p99.
 #
+# The gateway gathers the wallet reads that arrive while its earlier ones are in flight into
+# Benefits.GetWallets calls (decision 029); the ceiling stays unary GetWallet, a read per call, as a
+# channel integrating over gRPC would make it. The runs print the gateway's mean batch.
+#
 # Starts release mkt-rewards, mkt-channels and mkt-gateway on scratch databases and free ports,
 # creates P3_CHANNELS channels through the admin REST API (POST /admin/v1/sessions, then
 # /admin/v1/channels: the secret is in the answer once) and seeds P3_CUSTOMERS customers with
@@ -175,7 +179,7 @@ wrk_run() {
 }
 # hist_counts PREFIX METHOD: "<≤ 1 ms> <≤ 10 ms> <all>" from a latency histogram of the gateway's
 # /metrics (mkt_gateway_http: from the request read to the answer handed back; mkt_gateway_backend:
-# the gRPC call alone).
+# the gRPC call alone: the wallet reads' GetWallets calls, decision 029).
 hist_counts() {
   curl -s "http://127.0.0.1:$GPORT/metrics" | awk -v name="$1_latency_seconds" -v m="method=\"$2\"" '
     index($0, name "_bucket{") == 1 && index($0, m) {
@@ -189,10 +193,10 @@ WALLET_ROUTE='GET /v1/customers/{customer_id}/wallet'
 # latency_mark / latency_since_mark: where the time of the wallet requests since the mark went,
 # as seen by the gateway, to tell its own latency from the client's and the machine's.
 latency_mark() {
-  LAT_MARK=($(hist_counts mkt_gateway_http "$WALLET_ROUTE") $(hist_counts mkt_gateway_backend rewards/GetWallet))
+  LAT_MARK=($(hist_counts mkt_gateway_http "$WALLET_ROUTE") $(hist_counts mkt_gateway_backend rewards/GetWallets))
 }
 latency_since_mark() {
-  local now=($(hist_counts mkt_gateway_http "$WALLET_ROUTE") $(hist_counts mkt_gateway_backend rewards/GetWallet))
+  local now=($(hist_counts mkt_gateway_http "$WALLET_ROUTE") $(hist_counts mkt_gateway_backend rewards/GetWallets))
   awk -v a="${LAT_MARK[*]}" -v b="${now[*]}" 'BEGIN {
     split(a, x, " "); split(b, y, " ")
     for (i = 1; i <= 6; i++) d[i] = y[i] - x[i]
@@ -200,6 +204,22 @@ latency_since_mark() {
     printf "inside the gateway %.2f%% over 1 ms, %.2f%% over 10 ms; its GetWallet calls %.2f%% over 1 ms, %.2f%% over 10 ms\n",
       100 * (d[3] - d[1]) / d[3], 100 * (d[3] - d[2]) / d[3], 100 * (d[6] - d[4]) / d[6], 100 * (d[6] - d[5]) / d[6]
   }'
+}
+
+# The gateway's wallet reads and the GetWallets calls that carried them (decision 029), to show
+# the mean batch of a run: batch_mark before it, batch_since_mark after.
+batch_counts() {
+  curl -s "http://127.0.0.1:$GPORT/metrics" | awk '
+    index($0, "mkt_gateway_wallet_reads_total{") == 1 && index($0, "what=\"reads\"") { r = $NF }
+    index($0, "mkt_gateway_wallet_reads_total{") == 1 && index($0, "what=\"calls\"") { c = $NF }
+    END { printf "%d %d\n", r, c }'
+}
+batch_mark() { BATCH_MARK=($(batch_counts)); }
+batch_since_mark() {
+  local now=($(batch_counts))
+  awk -v r=$((now[0] - BATCH_MARK[0])) -v c=$((now[1] - BATCH_MARK[1])) 'BEGIN {
+    if (c == 0) { print "no wallet calls"; exit }
+    printf "%d wallet reads in %d backend calls (mean batch %.1f)\n", r, c, r / c }'
 }
 
 # Figures from a wrk report: ok_rate (2xx per second), non2xx, p50/p99 in ms.
@@ -230,8 +250,10 @@ sleep 3
 echo "p3: idle 3 s, $(cpu_since_mark)"
 wrk_run warm 3 0
 report warm "REST warm-up (3 s)"
+batch_mark
 wrk_run rest "$SECONDS_MEASURED" 0
 report rest "REST wallet, full speed"
+echo "p3: full speed: $(batch_since_mark)"
 cpu_mark
 $DRIVER grpc --rewards=127.0.0.1:$RPORT --org=$ORG --customers="$CUSTOMERS" \
   --concurrency="$CONNECTIONS" --warmup=2 --seconds="$SECONDS_MEASURED" | tee "$WORK/grpc.out" ||
@@ -240,9 +262,10 @@ echo "p3: gRPC run (with its 2 s warm-up), $(cpu_since_mark)"
 wrk_run gwonly 5 0 channel $((MAX_RATE * 4))
 report gwonly "GET /v1/channel (gateway alone: signature, no backend call)"
 latency_mark
+batch_mark
 wrk_run paced "$RATE_SECONDS" "$RATE"
 report paced "REST wallet paced at $RATE req/s"
-echo "p3: paced at $RATE req/s: $(latency_since_mark)"
+echo "p3: paced at $RATE req/s: $(latency_since_mark); $(batch_since_mark)"
 # The gateway's own share at the target rate: signed GET /v1/channel (no backend call) paced at
 # P3_RATE, for when the wallet backend cannot sustain that rate (informative).
 wrk_run gwpaced 10 "$RATE" channel

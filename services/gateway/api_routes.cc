@@ -416,6 +416,9 @@ absl::Status AddChannelApi(ApiService& api, Router& router, const ApiDependencie
        .body = "",
        .scope_field = "org_id",
        .customer_param = "customer_id",
+       .description = "Under load the gateway gathers concurrent wallet reads of one org into "
+                      "`GetWallets` calls (decision 029); each read is answered as `GetWallet` "
+                      "answers it.",
        .key_fields = {{"customer_id", 64}}},
       {.method = "POST",
        .path = "/v1/redemptions",
@@ -472,7 +475,22 @@ absl::Status AddChannelApi(ApiService& api, Router& router, const ApiDependencie
        .required = {"token", "merchant_id", "terminal_id"},
        .key_fields = {{"merchant_id", 64}, {"terminal_id", 64}, {"customer_id", 64}}},
   };
-  return AddRows(api, router, rewards, Access::kChannel, deps.rewards, "rewards", "rewards");
+  for (const RpcRow& row : rewards) {
+    MKT_ASSIGN_OR_RETURN(ApiRoute route,
+                         FromRpc(row, Access::kChannel, deps.rewards, "rewards", "rewards"));
+    if (row.rpc == b + "GetWallet" && deps.wallet_reads != nullptr) {
+      // Gathered into GetWallets calls (decision 029); the route's blocking invoker stays.
+      route.invoke_async = [reads = deps.wallet_reads](
+                               const ApiCall& call, const gpb::Message& request,
+                               gpb::Message* response, std::function<void(absl::Status)> done) {
+        reads->Read(static_cast<const ::marketing::rewards::v1::GetWalletRequest&>(request),
+                    static_cast<::marketing::rewards::v1::Wallet*>(response), call.caller,
+                    std::move(done));
+      };
+    }
+    MKT_RETURN_IF_ERROR(api.Add(router, std::move(route)));
+  }
+  return absl::OkStatus();
 }
 
 absl::Status AddSessionAndOperatorApi(ApiService& api, Router& router,

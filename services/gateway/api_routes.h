@@ -14,6 +14,7 @@
 #include "services/gateway/api.h"
 #include "services/gateway/backend.h"
 #include "services/gateway/sold_out_boards.h"
+#include "services/gateway/wallet_reads.h"
 
 namespace mkt::gateway {
 
@@ -33,6 +34,9 @@ struct ApiDependencies {
   const Clock* clock = nullptr;
   // When set, claims are refused from copies of the campaigns' sold-out boards (decision 023).
   SoldOutBoards* sold_out_boards = nullptr;
+  // When set, the channel API's wallet reads go through it, gathered into GetWallets calls
+  // (decision 029); otherwise each is a GetWallet call.
+  WalletReads* wallet_reads = nullptr;
   std::string business_events_topic = "mkt.business-events.v1";
   std::string tracking_topic = "mkt.tracking.v1";
   absl::Duration publish_timeout = absl::Seconds(5);

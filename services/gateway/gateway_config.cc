@@ -97,6 +97,11 @@ const config::Schema<GatewayConfig>& GatewayConfigSchema() {
                "hours an Idempotency-Key is remembered")
         .Field("sold_out_boards", &GatewayConfig::sold_out_boards,
                "refuse claims from copies of the campaigns' sold-out boards (decision 023)")
+        .Field("wallet_batch", &GatewayConfig::wallet_batch,
+               "wallet reads per GetWallets call at most, 1..256 (decision 029); 1 sends each "
+               "alone as GetWallet")
+        .Field("wallet_calls_in_flight", &GatewayConfig::wallet_calls_in_flight,
+               "GetWallets calls of one org running at once; more reads wait and leave together")
         .Field("log_format", &GatewayConfig::log_format, "auto, text or json")
         .Field("log_level", &GatewayConfig::log_level, "trace, debug, info, warn or error");
     return s;
@@ -121,6 +126,11 @@ absl::Status Validate(const GatewayConfig& c) {
     return InvalidArgument("backend_max_in_flight",
                            "backend_max_in_flight must be at most 1000000");
   }
+  MKT_RETURN_IF_ERROR(at_least("wallet_batch", c.wallet_batch, 1));
+  if (c.wallet_batch > 256) {
+    return InvalidArgument("wallet_batch", "wallet_batch must be at most 256 (GetWallets' limit)");
+  }
+  MKT_RETURN_IF_ERROR(at_least("wallet_calls_in_flight", c.wallet_calls_in_flight, 1));
   MKT_RETURN_IF_ERROR(at_least("nonce_max_per_channel", c.nonce_max_per_channel, 0));
   MKT_RETURN_IF_ERROR(at_least("nonce_max_total", c.nonce_max_total, 1000));
   MKT_RETURN_IF_ERROR(at_least("pg_pool_size", c.pg_pool_size, 1));

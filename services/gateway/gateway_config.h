@@ -80,6 +80,11 @@ struct GatewayConfig {
   int64_t idempotency_retention_h = 24;
   // Refuse claims from copies of the campaigns' sold-out boards (decision 023).
   bool sold_out_boards = true;
+  // Wallet reads per Benefits.GetWallets call at most (decision 029); 1 sends each read alone
+  // as GetWallet.
+  int64_t wallet_batch = 64;
+  // GetWallets calls of one org running at once; reads beyond them wait for one to end.
+  int64_t wallet_calls_in_flight = 4;
   std::string log_format = "auto";
   std::string log_level = "info";
 };

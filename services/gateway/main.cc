@@ -121,6 +121,14 @@ int Main(int argc, char** argv) {
   Backend channels("channels", config.channels_target, timeout, breaker, clock, in_flight);
   Backend rewards("rewards", config.rewards_target, timeout, breaker, clock, in_flight);
   Backend events("events", config.events_target, timeout, breaker, clock, in_flight);
+  // Declared after `rewards`, so it goes first: it waits for its calls, which use `rewards`.
+  std::optional<WalletReads> wallet_reads;
+  if (config.wallet_batch > 1) {
+    wallet_reads.emplace(
+        rewards,
+        WalletReadsOptions{.max_batch = static_cast<int>(config.wallet_batch),
+                           .max_in_flight = static_cast<int>(config.wallet_calls_in_flight)});
+  }
 
   Router router;
   if (absl::Status s = RegisterGatewayRoutes(router, clock); !s.ok()) {
@@ -167,6 +175,7 @@ int Main(int argc, char** argv) {
   deps.publisher = producer->get();
   deps.clock = &clock;
   if (config.sold_out_boards) deps.sold_out_boards = &sold_out_boards;
+  if (wallet_reads) deps.wallet_reads = &*wallet_reads;
   deps.business_events_topic = config.business_events_topic;
   deps.tracking_topic = config.tracking_topic;
   deps.publish_timeout = timeout;

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "libs/core/status.h"
 #include "libs/rpc/actor.h"
@@ -79,6 +80,9 @@ void KeepLineage(const tenancy::Actor& actor, pb::Wallet& wallet) {
                      [](const pb::Wallet::CouponGroup& g) { return g.coupons().empty(); }),
       groups->end());
 }
+
+// The most reads one GetWallets call may carry (benefits.proto).
+constexpr int kMaxWalletReads = 256;
 
 class BenefitsGrpcService final : public pb::Benefits::CallbackService {
  public:
@@ -209,6 +213,65 @@ class BenefitsGrpcService final : public pb::Benefits::CallbackService {
       KeepLineage(*actor, wallet);
       return wallet;
     });
+  }
+  ServerUnaryReactor* GetWallets(CallbackServerContext* ctx, const pb::GetWalletsRequest* req,
+                                 pb::GetWalletsResponse* resp) override {
+    // Each read as GetWallet would answer it: the cached ones here, on gRPC's thread; the others
+    // (misses and refusals) on one worker task for the whole call, in order.
+    // The call's one reactor, when it is answered here rather than by RunBlocking.
+    auto finish = [ctx](const absl::Status& status) {
+      ServerUnaryReactor* reactor = ctx->DefaultReactor();
+      reactor->Finish(rpc::ToGrpcStatus(status));
+      return reactor;
+    };
+    if (req->reads_size() > kMaxWalletReads) {
+      return finish(Error(absl::StatusCode::kInvalidArgument, cpb::INVALID_ARGUMENT,
+                          absl::StrCat("at most ", kMaxWalletReads, " wallet reads per call, not ",
+                                       req->reads_size()),
+                          "reads"));
+    }
+    absl::StatusOr<tenancy::Actor> actor = rpc::ActorOf(*ctx);
+    if (!actor.ok()) return finish(actor.status());
+    std::vector<int> rest;
+    resp->mutable_reads()->Reserve(req->reads_size());
+    for (int i = 0; i < req->reads_size(); ++i) {
+      pb::WalletRead* out = resp->add_reads();
+      const pb::GetWalletRequest& read = req->reads(i);
+      if (ScopeInLineage(*actor, read.org_id()).ok()) {
+        if (std::optional<pb::Wallet> wallet = b_.CachedWallet(
+                read,
+                [this](std::function<void()> task) { return pool_.TrySubmit(std::move(task)); })) {
+          KeepLineage(*actor, *wallet);
+          *out->mutable_wallet() = *std::move(wallet);
+          continue;
+        }
+      }
+      rest.push_back(i);
+    }
+    if (rest.empty()) return finish(absl::OkStatus());
+    return rpc::RunBlocking(
+        ctx, pool_,
+        [this, req, resp, actor = *std::move(actor), rest = std::move(rest)]() -> absl::Status {
+          for (int i : rest) {
+            const pb::GetWalletRequest& read = req->reads(i);
+            absl::StatusOr<pb::Wallet> wallet = [&]() -> absl::StatusOr<pb::Wallet> {
+              MKT_RETURN_IF_ERROR(ScopeInLineage(actor, read.org_id()));
+              MKT_ASSIGN_OR_RETURN(pb::Wallet w, b_.GetWallet(read));
+              KeepLineage(actor, w);
+              return w;
+            }();
+            pb::WalletRead* out = resp->mutable_reads(i);
+            if (wallet.ok()) {
+              *out->mutable_wallet() = *std::move(wallet);
+              continue;
+            }
+            out->set_code(static_cast<int>(wallet.status().code()));
+            out->set_message(std::string(wallet.status().message()));
+            out->mutable_error()->set_reason(ReasonOf(wallet.status()));
+            out->mutable_error()->set_field(FieldOf(wallet.status()));
+          }
+          return absl::OkStatus();
+        });
   }
   ServerUnaryReactor* RunCouponExpiry(CallbackServerContext* ctx,
                                       const pb::RunCouponExpiryRequest* req,

@@ -396,6 +396,63 @@ int CouponsIn(const pb::Wallet& w) {
   return n;
 }
 
+// GetWallets (the gateway's batched wallet reads, decision 029) answers each read as GetWallet
+// would, cached or not, refused or not, under the same checks; a call without an actor or with
+// too many reads is refused whole.
+TEST_F(BenefitsTenancyCachedWalletTest, GetWalletsAnswersEachReadAsGetWalletWould) {
+  Issue("bank-a");
+  Issue("bank-b");
+  const Actor a = Channel("bank-a");
+  ASSERT_TRUE(Wallet(&a, "bank-a").ok());  // cached now; the branch's wallet is not
+  const std::vector<std::pair<std::string, std::string>> reads = {{"bank-a", kCustomer},
+                                                                  {"bank-b", kCustomer},
+                                                                  {"bank-a", ""},
+                                                                  {"bank-a.branch-01", kCustomer},
+                                                                  {"bank-a", kCustomer}};
+  pb::GetWalletsRequest batch;
+  for (const auto& [org, customer] : reads) {
+    pb::GetWalletRequest* r = batch.add_reads();
+    r->set_org_id(org);
+    r->set_customer_id(customer);
+  }
+  auto answered = Call<pb::GetWalletsRequest, pb::GetWalletsResponse>(
+      &a, &pb::Benefits::Stub::GetWallets, batch);
+  ASSERT_TRUE(answered.ok()) << answered.status();
+  ASSERT_EQ(answered->reads_size(), static_cast<int>(reads.size()));
+  for (size_t i = 0; i < reads.size(); ++i) {
+    const pb::WalletRead& got = answered->reads(static_cast<int>(i));
+    auto alone = Call<pb::GetWalletRequest, pb::Wallet>(&a, &pb::Benefits::Stub::GetWallet,
+                                                        batch.reads(static_cast<int>(i)));
+    EXPECT_EQ(got.code(), static_cast<int>(alone.status().code())) << i << ": " << got.message();
+    if (alone.ok()) {
+      EXPECT_EQ(got.wallet().SerializeAsString(), alone->SerializeAsString()) << i;
+    } else {
+      EXPECT_EQ(got.error().reason(), ReasonOf(alone.status())) << i;
+      EXPECT_EQ(got.error().field(), FieldOf(alone.status())) << i;
+      EXPECT_EQ(got.message(), alone.status().message()) << i;
+    }
+  }
+  EXPECT_EQ(answered->reads(0).code(), 0);
+  EXPECT_EQ(CouponsIn(answered->reads(0).wallet()), 1);
+  EXPECT_EQ(answered->reads(1).code(), static_cast<int>(absl::StatusCode::kPermissionDenied));
+  EXPECT_EQ(answered->reads(1).error().field(), "org_id");
+  EXPECT_EQ(answered->reads(2).code(), static_cast<int>(absl::StatusCode::kInvalidArgument));
+  EXPECT_EQ(answered->reads(2).error().field(), "customer_id");
+  EXPECT_EQ(answered->reads(3).code(), 0);
+
+  const absl::Status anonymous = Call<pb::GetWalletsRequest, pb::GetWalletsResponse>(
+                                     nullptr, &pb::Benefits::Stub::GetWallets, batch)
+                                     .status();
+  EXPECT_EQ(anonymous.code(), absl::StatusCode::kUnauthenticated) << Describe(anonymous);
+  pb::GetWalletsRequest too_many;
+  for (int i = 0; i < 257; ++i) *too_many.add_reads() = batch.reads(0);
+  const absl::Status refused = Call<pb::GetWalletsRequest, pb::GetWalletsResponse>(
+                                   &a, &pb::Benefits::Stub::GetWallets, too_many)
+                                   .status();
+  EXPECT_EQ(refused.code(), absl::StatusCode::kInvalidArgument) << Describe(refused);
+  EXPECT_EQ(FieldOf(refused), "reads");
+}
+
 class BenefitsTenancyRefreshedWalletTest : public BenefitsTenancyTest {
  protected:
   BenefitsTenancyRefreshedWalletTest() { wallet_cache_ttl_ = absl::Seconds(4); }
