@@ -201,7 +201,7 @@ latency_since_mark() {
     split(a, x, " "); split(b, y, " ")
     for (i = 1; i <= 6; i++) d[i] = y[i] - x[i]
     if (d[3] == 0 || d[6] == 0) { print "no wallet requests seen by the gateway"; exit }
-    printf "inside the gateway %.2f%% over 1 ms, %.2f%% over 10 ms; its GetWallet calls %.2f%% over 1 ms, %.2f%% over 10 ms\n",
+    printf "inside the gateway %.2f%% over 1 ms, %.2f%% over 10 ms; its GetWallets calls %.2f%% over 1 ms, %.2f%% over 10 ms\n",
       100 * (d[3] - d[1]) / d[3], 100 * (d[3] - d[2]) / d[3], 100 * (d[6] - d[4]) / d[6], 100 * (d[6] - d[5]) / d[6]
   }'
 }
