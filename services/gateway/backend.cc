@@ -99,6 +99,7 @@ struct Backend::Pending {
   google::protobuf::Message* parsed = nullptr;
   bool* replayed = nullptr;
   Done done;
+  AnswerFailed answer_failed;
 };
 
 std::optional<absl::Status> Backend::RefusedByBreaker(const std::string& label) {
@@ -130,7 +131,9 @@ absl::Status Backend::Finish(Pending& pending) {
     if (it != trailers.end() && it->second == "true") *pending.replayed = true;
   }
   const absl::Duration latency = absl::FromChrono(std::chrono::steady_clock::now() - pending.start);
-  breaker_.Record(IsBackendFailure(status), latency);
+  breaker_.Record(IsBackendFailure(status) || (status.ok() && pending.answer_failed &&
+                                               pending.answer_failed(*pending.parsed)),
+                  latency);
   BackendMetrics().Record(pending.label, status.ok() ? "" : ReasonName(ReasonOf(status)),
                           absl::ToDoubleSeconds(latency));
   return status;
@@ -139,7 +142,7 @@ absl::Status Backend::Finish(Pending& pending) {
 void Backend::CallAsync(const google::protobuf::MethodDescriptor& method,
                         const google::protobuf::Message& request,
                         google::protobuf::Message* response, const CallerIdentity& caller,
-                        Done done) {
+                        Done done, AnswerFailed answer_failed) {
   auto pending = std::make_unique<Pending>();
   pending->label = absl::StrCat(name_, "/", method.name());
   // Written straight into gRPC's slices; before the breaker, which expects an outcome for every
@@ -159,6 +162,7 @@ void Backend::CallAsync(const google::protobuf::MethodDescriptor& method,
   pending->parsed = response;
   pending->replayed = caller.replayed;
   pending->done = std::move(done);
+  pending->answer_failed = std::move(answer_failed);
 
   bool queued = false;
   bool open = false;

@@ -65,10 +65,15 @@ class Backend {
   // filled. `response` (and caller.replayed) must stay alive until then; `request` and `caller`
   // only for this call.
   // `done` must not block.
+  //
+  // `answer_failed`, when set, judges a successful call's parsed answer: true counts it against
+  // the breaker as a failed call (an answer that carries many results, each with its own status,
+  // can say the backend is unwell while the call itself succeeded).
   using Done = std::function<void(absl::Status)>;
+  using AnswerFailed = std::function<bool(const google::protobuf::Message&)>;
   void CallAsync(const google::protobuf::MethodDescriptor& method,
                  const google::protobuf::Message& request, google::protobuf::Message* response,
-                 const CallerIdentity& caller, Done done);
+                 const CallerIdentity& caller, Done done, AnswerFailed answer_failed = nullptr);
 
   const std::string& name() const { return name_; }
   CircuitBreaker& breaker() { return breaker_; }

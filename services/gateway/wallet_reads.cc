@@ -4,7 +4,9 @@
 
 #include <utility>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "libs/core/status.h"
 #include "libs/metrics/metrics.h"
 #include "libs/rpc/server.h"
@@ -38,6 +40,23 @@ prometheus::Family<prometheus::Counter>& WalletReadCounters() {
               "that carried them (what=\"calls\"); reads / calls is the mean batch")
           .Register(metrics::Registry());
   return family;
+}
+
+// How long reads go one by one after rewards answered GetWallets UNIMPLEMENTED.
+constexpr absl::Duration kUnbatchedFor = absl::Seconds(60);
+
+// Whether at least half the reads of an answer failed as the backend being unwell (its database
+// down, say): the call then counts against the breaker as a failed one, as those reads would have
+// one by one.
+bool MostReadsFailed(const rpb::GetWalletsResponse& answer) {
+  int failed = 0;
+  for (const rpb::WalletRead& read : answer.reads()) {
+    if (read.code() != 0 &&
+        IsBackendFailure(absl::Status(static_cast<absl::StatusCode>(read.code()), ""))) {
+      ++failed;
+    }
+  }
+  return answer.reads_size() > 0 && 2 * failed >= answer.reads_size();
 }
 
 const gpb::MethodDescriptor* Method(const char* name) {
@@ -75,7 +94,7 @@ WalletReads::~WalletReads() {
 void WalletReads::Read(const rpb::GetWalletRequest& request, rpb::Wallet* wallet,
                        const CallerIdentity& caller, Backend::Done done) {
   reads_->Increment();
-  if (unbatched_.load(std::memory_order_relaxed)) {
+  if (absl::Now() < absl::FromUnixNanos(unbatched_until_.load(std::memory_order_relaxed))) {
     calls_->Increment();
     return rewards_.CallAsync(*get_wallet_, request, wallet, caller, std::move(done));
   }
@@ -122,34 +141,54 @@ void WalletReads::Send(std::unique_ptr<Batch> batch) {
   // The call carries the first read's request id; each read keeps its own in the gateway's log.
   const CallerIdentity caller{.request_id = batch->reads.front().request_id, .actor = batch->actor};
   Batch* raw = batch.release();
-  rewards_.CallAsync(*get_wallets_, raw->request, &raw->response, caller,
-                     [this, raw](absl::Status status) {
-                       std::unique_ptr<Batch> owned(raw);
-                       // The next call of this actor leaves before these reads are answered.
-                       std::unique_ptr<Batch> next;
-                       {
-                         absl::MutexLock lock(&mu_);
-                         auto it = groups_.find(owned->key);
-                         Group& group = it->second;
-                         --group.in_flight;
-                         next = TakeBatch(group);
-                         if (next != nullptr) {
-                           next->key = owned->key;
-                         } else if (group.in_flight == 0) {
-                           groups_.erase(it);
-                         }
-                       }
-                       if (next != nullptr) Send(std::move(next));
-                       Answer(*owned, status);
-                       // Counted off last: the destructor waits for this count.
-                       absl::MutexLock lock(&mu_);
-                       --in_flight_;
-                     });
+  rewards_.CallAsync(
+      *get_wallets_, raw->request, &raw->response, caller,
+      [this, raw](absl::Status status) {
+        std::unique_ptr<Batch> owned(raw);
+        // Counted off last, even if a read's `done` throws (gRPC swallows it): the destructor
+        // waits for this count.
+        absl::Cleanup counted = [this] {
+          absl::MutexLock lock(&mu_);
+          --in_flight_;
+        };
+        const bool unimplemented = status.code() == absl::StatusCode::kUnimplemented;
+        if (unimplemented) {
+          // A rewards service without GetWallets (a rolling upgrade): read one by one for a
+          // while, then try again.
+          unbatched_until_.store(absl::ToUnixNanos(absl::Now() + kUnbatchedFor),
+                                 std::memory_order_relaxed);
+        }
+        // The next call of this org leaves before these reads are answered; without GetWallets,
+        // every read waiting goes alone instead.
+        std::unique_ptr<Batch> next;
+        std::vector<Waiting> alone;
+        {
+          absl::MutexLock lock(&mu_);
+          auto it = groups_.find(owned->key);
+          Group& group = it->second;
+          --group.in_flight;
+          if (unimplemented) {
+            alone.swap(group.waiting);
+          } else {
+            next = TakeBatch(group);
+          }
+          if (next != nullptr) {
+            next->key = owned->key;
+          } else if (group.in_flight == 0) {
+            groups_.erase(it);
+          }
+        }
+        if (next != nullptr) Send(std::move(next));
+        for (Waiting& read : alone) ReadAlone(std::move(read), owned->actor);
+        Answer(*owned, status);
+      },
+      [](const google::protobuf::Message& answer) {
+        return MostReadsFailed(static_cast<const rpb::GetWalletsResponse&>(answer));
+      });
 }
 
 void WalletReads::Answer(Batch& batch, const absl::Status& status) {
   if (status.code() == absl::StatusCode::kUnimplemented) {
-    unbatched_.store(true, std::memory_order_relaxed);
     for (size_t i = 0; i < batch.reads.size(); ++i) {
       batch.reads[i].request.Swap(batch.request.mutable_reads(static_cast<int>(i)));
       ReadAlone(std::move(batch.reads[i]), batch.actor);

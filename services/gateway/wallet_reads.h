@@ -8,8 +8,11 @@
 // circuit breaker, slots, metrics), and each read gets the answer GetWallet would have given it.
 //
 // A rewards service without GetWallets (an older version during a rolling upgrade) answers
-// UNIMPLEMENTED; the reads of that call, and every read after it, then go out one by one as
-// GetWallet.
+// UNIMPLEMENTED; the reads of that call, those waiting, and every read of the next minute then go
+// out one by one as GetWallet, and GetWallets is tried again after that.
+//
+// A read waits for at most one running call, which ends by the backend's deadline; the reads
+// waiting are bounded by the HTTP server's own bound on requests in progress.
 #pragma once
 
 #include <atomic>
@@ -80,7 +83,9 @@ class WalletReads {
   const WalletReadsOptions options_;
   const google::protobuf::MethodDescriptor* get_wallets_;
   const google::protobuf::MethodDescriptor* get_wallet_;
-  std::atomic<bool> unbatched_{false};
+  // Until when (Unix ns) reads go one by one as GetWallet: set for a while when rewards answers
+  // GetWallets UNIMPLEMENTED.
+  std::atomic<int64_t> unbatched_until_{0};
   absl::Mutex mu_;
   absl::flat_hash_map<std::string, Group> groups_ ABSL_GUARDED_BY(mu_);
   // Calls running, of every group; the destructor waits for 0.

@@ -6,6 +6,7 @@
 #include <grpcpp/grpcpp.h>
 
 #include <map>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/numbers.h"
@@ -25,8 +26,12 @@ namespace pb = ::marketing::common::v1;
 namespace rpb = ::marketing::rewards::v1;
 
 // A wallet whose points are the number in the customer id ("c7" → 7); customer "bad" is refused
-// with INVALID_ARGUMENT on field customer_id, as the real service refuses a malformed id.
+// with INVALID_ARGUMENT on field customer_id, as the real service refuses a malformed id, and
+// customers starting with "down" fail UNAVAILABLE, as with the service's database down.
 absl::StatusOr<rpb::Wallet> WalletOf(const rpb::GetWalletRequest& read) {
+  if (read.customer_id().rfind("down", 0) == 0) {
+    return Error(absl::StatusCode::kUnavailable, pb::DEPENDENCY_UNAVAILABLE, "database down");
+  }
   int n = 0;
   if (read.customer_id().size() < 2 || !absl::SimpleAtoi(read.customer_id().substr(1), &n)) {
     return InvalidArgument("customer_id", "customer_id is not one");
@@ -56,6 +61,10 @@ class FakeBenefits final : public rpb::Benefits::CallbackService {
                                        const rpb::GetWalletsRequest* req,
                                        rpb::GetWalletsResponse* resp) override {
     grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+    {
+      absl::MutexLock lock(&mu_);
+      ++get_wallets_attempts_;
+    }
     if (!has_get_wallets_) {
       reactor->Finish(grpc::Status(grpc::StatusCode::UNIMPLEMENTED, "no GetWallets here"));
       return reactor;
@@ -138,6 +147,10 @@ class FakeBenefits final : public rpb::Benefits::CallbackService {
     absl::MutexLock lock(&mu_);
     return single_calls_;
   }
+  int get_wallets_attempts() {
+    absl::MutexLock lock(&mu_);
+    return get_wallets_attempts_;
+  }
 
  private:
   const bool has_get_wallets_;
@@ -148,6 +161,7 @@ class FakeBenefits final : public rpb::Benefits::CallbackService {
   std::vector<grpc::ServerUnaryReactor*> held_;
   std::vector<Call> calls_;
   int single_calls_ = 0;
+  int get_wallets_attempts_ = 0;
 };
 
 // One read's outcome, filled by its `done`.
@@ -263,8 +277,57 @@ TEST_F(WalletReadsTest, AServiceWithoutGetWalletsIsReadOneByOne) {
   EXPECT_EQ(outcomes[0].wallet.points(), 5);
   EXPECT_EQ(outcomes[1].wallet.points(), 6);
   EXPECT_EQ(ReasonOf(outcomes[2].status), pb::INVALID_ARGUMENT) << outcomes[2].status;
-  EXPECT_EQ(server.calls().size(), 0u);
+  EXPECT_EQ(server.get_wallets_attempts(), 1) << "GetWallets was tried again at once";
   EXPECT_EQ(server.single_calls(), 3) << "after the first UNIMPLEMENTED every read goes alone";
+}
+
+// Reads that each fail as the backend being unwell count against the breaker although their
+// call succeeded; once it is open, reads are refused at once, on the reader's thread.
+TEST_F(WalletReadsTest, ReadsFailingAsTheBackendDownOpenTheBreaker) {
+  FakeBenefits server;
+  CircuitBreakerOptions breaker;
+  breaker.window = 2;
+  breaker.min_calls = 2;
+  breaker.failure_ratio = 0.5;
+  breaker.open_for = absl::Minutes(10);
+  Backend rewards("rewards", server.target(), absl::Seconds(10), breaker, clock_);
+  WalletReads reads(rewards, {.max_batch = 64, .max_in_flight = 1});
+  for (const char* customer : {"down1", "down2"}) {
+    Outcome o;
+    Read(reads, "bank-a", customer, ChannelOf("bank-a"), o);
+    ASSERT_TRUE(o.done.WaitForNotificationWithTimeout(absl::Seconds(10)));
+    EXPECT_EQ(o.status.code(), absl::StatusCode::kUnavailable) << o.status;
+  }
+  EXPECT_EQ(rewards.breaker().state(), CircuitBreaker::State::kOpen);
+  Outcome refused;
+  Read(reads, "bank-a", "c1", ChannelOf("bank-a"), refused);
+  EXPECT_TRUE(refused.done.HasBeenNotified()) << "an open breaker answers before Read returns";
+  EXPECT_EQ(ReasonOf(refused.status), pb::DEPENDENCY_UNAVAILABLE) << refused.status;
+  EXPECT_NE(std::string(refused.status.message()).find("circuit open"), std::string::npos);
+  EXPECT_EQ(server.calls().size(), 2u);
+}
+
+// The destructor waits for a call in flight and its reads' answers.
+TEST_F(WalletReadsTest, TheDestructorWaitsForACallInFlight) {
+  FakeBenefits server;
+  Backend rewards("rewards", server.target(), absl::Seconds(10), CircuitBreakerOptions{}, clock_);
+  auto reads = std::make_unique<WalletReads>(
+      rewards, WalletReadsOptions{.max_batch = 64, .max_in_flight = 1});
+  server.Hold();
+  Outcome o;
+  Read(*reads, "bank-a", "c3", ChannelOf("bank-a"), o);
+  ASSERT_TRUE(server.AwaitCalls(1));
+  absl::Notification destroyed;
+  std::thread destroy([&] {
+    reads.reset();
+    destroyed.Notify();
+  });
+  EXPECT_FALSE(destroyed.WaitForNotificationWithTimeout(absl::Milliseconds(200)))
+      << "the gatherer went while its call was running";
+  server.Release();
+  destroy.join();
+  EXPECT_TRUE(o.done.HasBeenNotified());
+  EXPECT_EQ(o.wallet.points(), 3);
 }
 
 TEST_F(WalletReadsTest, ReadsOfAnUnreachableServiceEachFailAsUnavailable) {

@@ -5,6 +5,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "libs/core/status.h"
+#include "libs/log/log.h"
 #include "libs/rpc/actor.h"
 #include "libs/rpc/server.h"
 #include "libs/tenancy/tenancy.h"
@@ -79,6 +80,18 @@ void KeepLineage(const tenancy::Actor& actor, pb::Wallet& wallet) {
       std::remove_if(groups->begin(), groups->end(),
                      [](const pb::Wallet::CouponGroup& g) { return g.coupons().empty(); }),
       groups->end());
+}
+
+// One read of a GetWallets answer: the wallet, or the status GetWallet would have answered.
+void SetRead(pb::WalletRead& out, absl::StatusOr<pb::Wallet> wallet) {
+  if (wallet.ok()) {
+    *out.mutable_wallet() = *std::move(wallet);
+    return;
+  }
+  out.set_code(static_cast<int>(wallet.status().code()));
+  out.set_message(std::string(wallet.status().message()));
+  out.mutable_error()->set_reason(ReasonOf(wallet.status()));
+  out.mutable_error()->set_field(FieldOf(wallet.status()));
 }
 
 // The most reads one GetWallets call may carry (benefits.proto).
@@ -249,29 +262,39 @@ class BenefitsGrpcService final : public pb::Benefits::CallbackService {
       rest.push_back(i);
     }
     if (rest.empty()) return finish(absl::OkStatus());
-    return rpc::RunBlocking(
-        ctx, pool_,
-        [this, req, resp, actor = *std::move(actor), rest = std::move(rest)]() -> absl::Status {
-          for (int i : rest) {
-            const pb::GetWalletRequest& read = req->reads(i);
-            absl::StatusOr<pb::Wallet> wallet = [&]() -> absl::StatusOr<pb::Wallet> {
-              MKT_RETURN_IF_ERROR(ScopeInLineage(actor, read.org_id()));
-              MKT_ASSIGN_OR_RETURN(pb::Wallet w, b_.GetWallet(read));
-              KeepLineage(actor, w);
-              return w;
-            }();
-            pb::WalletRead* out = resp->mutable_reads(i);
-            if (wallet.ok()) {
-              *out->mutable_wallet() = *std::move(wallet);
-              continue;
-            }
-            out->set_code(static_cast<int>(wallet.status().code()));
-            out->set_message(std::string(wallet.status().message()));
-            out->mutable_error()->set_reason(ReasonOf(wallet.status()));
-            out->mutable_error()->set_field(FieldOf(wallet.status()));
+    // The rest on one worker task. A failure there is each remaining read's own, so the reads
+    // answered from memory above keep their wallets whatever happens to the others.
+    ServerUnaryReactor* reactor = ctx->DefaultReactor();
+    auto work = [this, ctx, req, resp, reactor, request_id = rpc::RequestIdOf(*ctx),
+                 actor = *std::move(actor), rest]() {
+      log::ScopedRequestId scoped(request_id);
+      for (int i : rest) {
+        const pb::GetWalletRequest& read = req->reads(i);
+        absl::StatusOr<pb::Wallet> wallet = [&]() -> absl::StatusOr<pb::Wallet> {
+          // The caller gave up (its deadline): the rest are not read for nobody.
+          if (ctx->IsCancelled()) {
+            return Error(absl::StatusCode::kCancelled, cpb::DEADLINE_EXCEEDED,
+                         "the call ended before this wallet was read");
           }
-          return absl::OkStatus();
-        });
+          MKT_RETURN_IF_ERROR(ScopeInLineage(actor, read.org_id()));
+          MKT_ASSIGN_OR_RETURN(pb::Wallet w, b_.GetWallet(read));
+          KeepLineage(actor, w);
+          return w;
+        }();
+        SetRead(*resp->mutable_reads(i), std::move(wallet));
+      }
+      reactor->Finish(grpc::Status::OK);
+    };
+    if (!pool_.TrySubmit(std::move(work))) {
+      // Every worker busy and the queue full: what needed one is refused, the rest is answered.
+      for (int i : rest) {
+        SetRead(*resp->mutable_reads(i),
+                Error(absl::StatusCode::kResourceExhausted, cpb::DEPENDENCY_UNAVAILABLE,
+                      "server overloaded: too many requests queued, retry later"));
+      }
+      reactor->Finish(grpc::Status::OK);
+    }
+    return reactor;
   }
   ServerUnaryReactor* RunCouponExpiry(CallbackServerContext* ctx,
                                       const pb::RunCouponExpiryRequest* req,

@@ -403,7 +403,11 @@ TEST_F(BenefitsTenancyCachedWalletTest, GetWalletsAnswersEachReadAsGetWalletWoul
   Issue("bank-a");
   Issue("bank-b");
   const Actor a = Channel("bank-a");
+  const Actor b = Channel("bank-b");
   ASSERT_TRUE(Wallet(&a, "bank-a").ok());  // cached now; the branch's wallet is not
+  // Bank-b's wallet of the customer is cached too, read by bank-b: a cached wallet is no way
+  // round the org check.
+  ASSERT_TRUE(Wallet(&b, "bank-b").ok());
   const std::vector<std::pair<std::string, std::string>> reads = {{"bank-a", kCustomer},
                                                                   {"bank-b", kCustomer},
                                                                   {"bank-a", ""},
@@ -451,6 +455,39 @@ TEST_F(BenefitsTenancyCachedWalletTest, GetWalletsAnswersEachReadAsGetWalletWoul
                                    .status();
   EXPECT_EQ(refused.code(), absl::StatusCode::kInvalidArgument) << Describe(refused);
   EXPECT_EQ(FieldOf(refused), "reads");
+}
+
+// Every worker busy and the queue full: the reads that need the database are refused each on its
+// own, and the cached ones of the same call are still answered.
+TEST_F(BenefitsTenancyCachedWalletTest, GetWalletsWithNoWorkerFreeStillAnswersTheCachedReads) {
+  Issue("bank-a");
+  const Actor a = Channel("bank-a");
+  auto first = Wallet(&a, "bank-a");
+  ASSERT_TRUE(first.ok()) << first.status();
+  auto started = std::make_shared<absl::Notification>();
+  auto release = std::make_shared<absl::Notification>();
+  ASSERT_TRUE(workers_->TrySubmit([started, release] {
+    started->Notify();
+    release->WaitForNotification();
+  }));
+  const absl::Cleanup unblock = [release] { release->Notify(); };
+  started->WaitForNotification();
+  ASSERT_TRUE(workers_->TrySubmit([] {}));
+
+  pb::GetWalletsRequest batch;
+  for (const char* org : {"bank-a", "bank-a.branch-01"}) {
+    pb::GetWalletRequest* r = batch.add_reads();
+    r->set_org_id(org);
+    r->set_customer_id(kCustomer);
+  }
+  auto answered = Call<pb::GetWalletsRequest, pb::GetWalletsResponse>(
+      &a, &pb::Benefits::Stub::GetWallets, batch);
+  ASSERT_TRUE(answered.ok()) << answered.status();
+  ASSERT_EQ(answered->reads_size(), 2);
+  EXPECT_EQ(answered->reads(0).code(), 0) << answered->reads(0).message();
+  EXPECT_EQ(answered->reads(0).wallet().SerializeAsString(), first->SerializeAsString());
+  EXPECT_EQ(answered->reads(1).code(), static_cast<int>(absl::StatusCode::kResourceExhausted));
+  EXPECT_EQ(answered->reads(1).error().reason(), cpb::DEPENDENCY_UNAVAILABLE);
 }
 
 class BenefitsTenancyRefreshedWalletTest : public BenefitsTenancyTest {
