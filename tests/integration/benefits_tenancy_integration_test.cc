@@ -354,6 +354,33 @@ class BenefitsTenancyCachedWalletTest : public BenefitsTenancyTest {
     worker_threads_ = 1;
     max_queued_ = 1;
   }
+
+  // Makes the one worker wait and fills the queue, so a call that needs a worker is turned away;
+  // the returned function lets the worker go.
+  std::function<void()> OccupyEveryWorker() {
+    // Shared with the worker, which may still be waking up when the test returns.
+    auto started = std::make_shared<absl::Notification>();
+    auto release = std::make_shared<absl::Notification>();
+    EXPECT_TRUE(workers_->TrySubmit([started, release] {
+      started->Notify();
+      release->WaitForNotification();
+    }));
+    started->WaitForNotification();
+    EXPECT_TRUE(workers_->TrySubmit([] {}));
+    return [release] { release->Notify(); };
+  }
+
+  // A GetWallets request of (org, customer) reads.
+  static pb::GetWalletsRequest WalletsOf(
+      const std::vector<std::pair<std::string, std::string>>& reads) {
+    pb::GetWalletsRequest batch;
+    for (const auto& [org, customer] : reads) {
+      pb::GetWalletRequest* r = batch.add_reads();
+      r->set_org_id(org);
+      r->set_customer_id(customer);
+    }
+    return batch;
+  }
 };
 
 TEST_F(BenefitsTenancyCachedWalletTest, ACachedWalletIsAnsweredWithoutAWorkerAfterTheSameChecks) {
@@ -370,16 +397,7 @@ TEST_F(BenefitsTenancyCachedWalletTest, ACachedWalletIsAnsweredWithoutAWorkerAft
   EXPECT_EQ(Wallet(nullptr, "bank-a").status().code(), absl::StatusCode::kUnauthenticated);
 
   // Every worker busy and the queue full: a read that needs the database is turned away...
-  // Shared with the worker, which may still be waking up when the test returns.
-  auto started = std::make_shared<absl::Notification>();
-  auto release = std::make_shared<absl::Notification>();
-  ASSERT_TRUE(workers_->TrySubmit([started, release] {
-    started->Notify();
-    release->WaitForNotification();
-  }));
-  const absl::Cleanup unblock = [release] { release->Notify(); };  // also when an ASSERT returns
-  started->WaitForNotification();
-  ASSERT_TRUE(workers_->TrySubmit([] {}));
+  const absl::Cleanup unblock = OccupyEveryWorker();  // also when an ASSERT returns
   const absl::Status busy = Wallet(&b, "bank-b").status();
   EXPECT_EQ(busy.code(), absl::StatusCode::kResourceExhausted) << Describe(busy);
   // ...while the cached one is answered, to the bank and to its branch, as it was read.
@@ -413,12 +431,7 @@ TEST_F(BenefitsTenancyCachedWalletTest, GetWalletsAnswersEachReadAsGetWalletWoul
                                                                   {"bank-a", ""},
                                                                   {"bank-a.branch-01", kCustomer},
                                                                   {"bank-a", kCustomer}};
-  pb::GetWalletsRequest batch;
-  for (const auto& [org, customer] : reads) {
-    pb::GetWalletRequest* r = batch.add_reads();
-    r->set_org_id(org);
-    r->set_customer_id(customer);
-  }
+  const pb::GetWalletsRequest batch = WalletsOf(reads);
   auto answered = Call<pb::GetWalletsRequest, pb::GetWalletsResponse>(
       &a, &pb::Benefits::Stub::GetWallets, batch);
   ASSERT_TRUE(answered.ok()) << answered.status();
@@ -464,22 +477,10 @@ TEST_F(BenefitsTenancyCachedWalletTest, GetWalletsWithNoWorkerFreeStillAnswersTh
   const Actor a = Channel("bank-a");
   auto first = Wallet(&a, "bank-a");
   ASSERT_TRUE(first.ok()) << first.status();
-  auto started = std::make_shared<absl::Notification>();
-  auto release = std::make_shared<absl::Notification>();
-  ASSERT_TRUE(workers_->TrySubmit([started, release] {
-    started->Notify();
-    release->WaitForNotification();
-  }));
-  const absl::Cleanup unblock = [release] { release->Notify(); };
-  started->WaitForNotification();
-  ASSERT_TRUE(workers_->TrySubmit([] {}));
+  const absl::Cleanup unblock = OccupyEveryWorker();
 
-  pb::GetWalletsRequest batch;
-  for (const char* org : {"bank-a", "bank-a.branch-01"}) {
-    pb::GetWalletRequest* r = batch.add_reads();
-    r->set_org_id(org);
-    r->set_customer_id(kCustomer);
-  }
+  const pb::GetWalletsRequest batch =
+      WalletsOf({{"bank-a", kCustomer}, {"bank-a.branch-01", kCustomer}});
   auto answered = Call<pb::GetWalletsRequest, pb::GetWalletsResponse>(
       &a, &pb::Benefits::Stub::GetWallets, batch);
   ASSERT_TRUE(answered.ok()) << answered.status();
