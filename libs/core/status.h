@@ -35,6 +35,23 @@ ErrorReason ReasonOf(const absl::Status& status);
 std::string FieldOf(const absl::Status& status);
 // Returns the reason's name, e.g. "STOCK_EXHAUSTED".
 std::string ReasonName(ErrorReason reason);
+// A status carried inside a batch call's answer, one per item (rewards' GrantOutcome and
+// WalletRead): the gRPC code (0 for OK), the message, and the reason and field a unary call
+// carries in its status details (`error`, a marketing.common.v1.ErrorDetail).
+template <class Item>
+void SetItemStatus(const absl::Status& status, Item& item) {
+  item.set_code(static_cast<int>(status.code()));
+  item.set_message(std::string(status.message()));
+  item.mutable_error()->set_reason(ReasonOf(status));
+  item.mutable_error()->set_field(FieldOf(status));
+}
+template <class Item>
+absl::Status ItemStatus(const Item& item) {
+  if (item.code() == 0) return absl::OkStatus();
+  return Error(static_cast<absl::StatusCode>(item.code()), item.error().reason(), item.message(),
+               item.error().field());
+}
+
 // Returns the HTTP status a reason answers with (400, 401, 403, 404, 409, 413, 429, 500, 503...).
 int HttpStatusFor(const absl::Status& status);
 

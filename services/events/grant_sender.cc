@@ -138,9 +138,8 @@ std::vector<GrantResult> OutcomesOf(const Call& call) {
     absl::Status grant_status;
     if (o.request_id() != call.rows[i].grant_id) {
       grant_status = absl::InternalError("the ledger answered the outcomes out of order");
-    } else if (o.code() != 0) {
-      grant_status = Error(static_cast<absl::StatusCode>(o.code()), o.error().reason(), o.message(),
-                           o.error().field());
+    } else {
+      grant_status = ItemStatus(o);
     }
     results.push_back(GrantOutcome(call.rows[i].grant_id, grant_status));
   }

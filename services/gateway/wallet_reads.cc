@@ -1,7 +1,5 @@
 #include "services/gateway/wallet_reads.h"
 
-#include <grpcpp/support/status.h>
-
 #include <utility>
 
 #include "absl/cleanup/cleanup.h"
@@ -9,7 +7,6 @@
 #include "absl/time/clock.h"
 #include "libs/core/status.h"
 #include "libs/metrics/metrics.h"
-#include "libs/rpc/server.h"
 #include "prometheus/counter.h"
 
 namespace mkt::gateway {
@@ -51,10 +48,7 @@ constexpr absl::Duration kUnbatchedFor = absl::Seconds(60);
 bool MostReadsFailed(const rpb::GetWalletsResponse& answer) {
   int failed = 0;
   for (const rpb::WalletRead& read : answer.reads()) {
-    if (read.code() != 0 &&
-        IsBackendFailure(absl::Status(static_cast<absl::StatusCode>(read.code()), ""))) {
-      ++failed;
-    }
+    if (IsBackendFailure(ItemStatus(read))) ++failed;
   }
   return answer.reads_size() > 0 && 2 * failed >= answer.reads_size();
 }
@@ -209,14 +203,8 @@ void WalletReads::Answer(Batch& batch, const absl::Status& status) {
       continue;
     }
     rpb::WalletRead& answer = *batch.response.mutable_reads(static_cast<int>(i));
-    if (answer.code() == 0) {
-      read.wallet->Swap(answer.mutable_wallet());
-      read.done(absl::OkStatus());
-      continue;
-    }
-    read.done(
-        rpc::FromGrpcStatus(grpc::Status(static_cast<grpc::StatusCode>(answer.code()),
-                                         answer.message(), answer.error().SerializeAsString())));
+    if (answer.code() == 0) read.wallet->Swap(answer.mutable_wallet());
+    read.done(ItemStatus(answer));
   }
 }
 

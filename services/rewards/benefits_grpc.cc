@@ -86,12 +86,9 @@ void KeepLineage(const tenancy::Actor& actor, pb::Wallet& wallet) {
 void SetRead(pb::WalletRead& out, absl::StatusOr<pb::Wallet> wallet) {
   if (wallet.ok()) {
     *out.mutable_wallet() = *std::move(wallet);
-    return;
+  } else {
+    SetItemStatus(wallet.status(), out);
   }
-  out.set_code(static_cast<int>(wallet.status().code()));
-  out.set_message(std::string(wallet.status().message()));
-  out.mutable_error()->set_reason(ReasonOf(wallet.status()));
-  out.mutable_error()->set_field(FieldOf(wallet.status()));
 }
 
 // The most reads one GetWallets call may carry (benefits.proto).

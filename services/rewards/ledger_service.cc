@@ -683,10 +683,7 @@ void LedgerService::GrantManyAsync(
         if (result.ok()) {
           *outcome.mutable_grant() = *std::move(result);
         } else {
-          outcome.set_code(static_cast<int>(result.status().code()));
-          outcome.set_message(std::string(result.status().message()));
-          outcome.mutable_error()->set_reason(ReasonOf(result.status()));
-          outcome.mutable_error()->set_field(FieldOf(result.status()));
+          SetItemStatus(result.status(), outcome);
         }
         if (--gathered->left > 0) return;
         complete = std::move(gathered->response);
