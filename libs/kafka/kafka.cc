@@ -455,10 +455,8 @@ int PartitionsInMetadata(rd_kafka_t* rk, const std::string& topic, int timeout_m
   return partitions;
 }
 
-}  // namespace
-
-absl::Status EnsureTopic(const ClientOptions& options, const std::string& topic, int partitions) {
-  constexpr int kTimeoutMs = 10000;
+// Makes the handle of `options` for admin and metadata requests.
+absl::Status OpenAdmin(const ClientOptions& options, AdminHandle& admin) {
   char errstr[512];
   rd_kafka_conf_t* conf = rd_kafka_conf_new();
   std::map<std::string, std::string> properties = options.properties;
@@ -471,12 +469,21 @@ absl::Status EnsureTopic(const ClientOptions& options, const std::string& topic,
       return absl::InvalidArgumentError(absl::StrCat("kafka property ", name, ": ", errstr));
     }
   }
-  AdminHandle admin;
   admin.rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr));
   if (admin.rk == nullptr) {
     rd_kafka_conf_destroy(conf);
     return absl::InvalidArgumentError(absl::StrCat("kafka admin client: ", errstr));
   }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status EnsureTopic(const ClientOptions& options, const std::string& topic, int partitions) {
+  constexpr int kTimeoutMs = 10000;
+  char errstr[512];
+  AdminHandle admin;
+  MKT_RETURN_IF_ERROR(OpenAdmin(options, admin));
 
   rd_kafka_NewTopic_t* new_topic =
       rd_kafka_NewTopic_new(topic.c_str(), partitions, 1, errstr, sizeof(errstr));
@@ -530,6 +537,67 @@ absl::Status EnsureTopic(const ClientOptions& options, const std::string& topic,
   }
   return absl::DeadlineExceededError(
       absl::StrCat("kafka topic ", topic, " created but not visible in metadata"));
+}
+
+absl::StatusOr<std::vector<std::string>> ListTopics(const ClientOptions& options) {
+  AdminHandle admin;
+  MKT_RETURN_IF_ERROR(OpenAdmin(options, admin));
+  const rd_kafka_metadata_t* md = nullptr;
+  if (rd_kafka_resp_err_t err = rd_kafka_metadata(admin.rk, 1, nullptr, &md, 30000);
+      err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+    return absl::UnavailableError(absl::StrCat("kafka metadata: ", rd_kafka_err2str(err)));
+  }
+  std::vector<std::string> topics;
+  for (int i = 0; i < md->topic_cnt; ++i) topics.emplace_back(md->topics[i].topic);
+  rd_kafka_metadata_destroy(md);
+  return topics;
+}
+
+absl::Status DeleteTopics(const ClientOptions& options, const std::vector<std::string>& topics) {
+  constexpr int kTimeoutMs = 60000;
+  constexpr size_t kPerRequest = 500;
+  AdminHandle admin;
+  MKT_RETURN_IF_ERROR(OpenAdmin(options, admin));
+  char errstr[512];
+  for (size_t start = 0; start < topics.size(); start += kPerRequest) {
+    const size_t n = std::min(kPerRequest, topics.size() - start);
+    std::vector<rd_kafka_DeleteTopic_t*> deletes;
+    for (size_t i = 0; i < n; ++i) {
+      deletes.push_back(rd_kafka_DeleteTopic_new(topics[start + i].c_str()));
+    }
+    rd_kafka_AdminOptions_t* admin_options =
+        rd_kafka_AdminOptions_new(admin.rk, RD_KAFKA_ADMIN_OP_DELETETOPICS);
+    rd_kafka_AdminOptions_set_request_timeout(admin_options, kTimeoutMs, errstr, sizeof(errstr));
+    rd_kafka_AdminOptions_set_operation_timeout(admin_options, kTimeoutMs, errstr, sizeof(errstr));
+    rd_kafka_queue_t* queue = rd_kafka_queue_new(admin.rk);
+    rd_kafka_DeleteTopics(admin.rk, deletes.data(), deletes.size(), admin_options, queue);
+    rd_kafka_event_t* event = rd_kafka_queue_poll(queue, kTimeoutMs + 5000);
+    absl::Status status;
+    if (event == nullptr) {
+      status = absl::DeadlineExceededError("kafka delete topics: no answer");
+    } else if (rd_kafka_event_error(event) != RD_KAFKA_RESP_ERR_NO_ERROR) {
+      status = absl::UnavailableError(
+          absl::StrCat("kafka delete topics: ", rd_kafka_event_error_string(event)));
+    } else {
+      size_t count = 0;
+      const rd_kafka_topic_result_t** results =
+          rd_kafka_DeleteTopics_result_topics(rd_kafka_event_DeleteTopics_result(event), &count);
+      for (size_t i = 0; i < count && status.ok(); ++i) {
+        rd_kafka_resp_err_t err = rd_kafka_topic_result_error(results[i]);
+        if (err != RD_KAFKA_RESP_ERR_NO_ERROR && err != RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART) {
+          status = absl::UnavailableError(absl::StrCat("kafka delete topic ",
+                                                       rd_kafka_topic_result_name(results[i]), ": ",
+                                                       rd_kafka_err2str(err)));
+        }
+      }
+    }
+    if (event != nullptr) rd_kafka_event_destroy(event);
+    rd_kafka_queue_destroy(queue);
+    rd_kafka_AdminOptions_destroy(admin_options);
+    rd_kafka_DeleteTopic_destroy_array(deletes.data(), deletes.size());
+    MKT_RETURN_IF_ERROR(status);
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace mkt::kafka

@@ -117,5 +117,9 @@ class Consumer {
 
 // Creates `topic` with `partitions` partitions (replication factor 1) if it does not exist.
 absl::Status EnsureTopic(const ClientOptions& options, const std::string& topic, int partitions);
+// The names of every topic the cluster has (internal ones included).
+absl::StatusOr<std::vector<std::string>> ListTopics(const ClientOptions& options);
+// Deletes `topics`; one that does not exist (any more) is not an error.
+absl::Status DeleteTopics(const ClientOptions& options, const std::vector<std::string>& topics);
 
 }  // namespace mkt::kafka
