@@ -52,6 +52,15 @@ struct Contribution {
   bool changed = false;
 };
 
+// A reversal waiting for its original (decision 030): stored in parked_reversals, or, when it
+// arrived in the batch being applied, that event.
+struct ParkedReversal {
+  std::string event_key;
+  pb::ReversalKind kind = pb::NOT_A_REVERSAL;
+  int64_t amount_fen = 0;
+  const ValidatedEvent* arrived = nullptr;
+};
+
 struct ActiveGrant {
   std::string grant_id;
   std::string event_key;
@@ -324,6 +333,36 @@ absl::StatusOr<BatchStats> EventStore::ProcessBatch(const std::vector<ValidatedE
     // Contributions of events earlier in this same batch (a spend and its refund together).
     std::map<std::string, std::vector<Contribution>> batch_contributions;
 
+    // What a reversal does when its original has no stored contributions (decision 030): an
+    // original applied before matched nothing, so the reversal has no effect; an original not
+    // seen yet is waited for. Reversals parked earlier wait for this batch's fresh events here.
+    bool any_reversal = !contributions.empty();
+    std::set<std::string> known_before;
+    {
+      std::vector<std::string> unresolved;
+      for (size_t i : todo) {
+        const ValidatedEvent& e = events[i];
+        if (e.reversal == pb::NOT_A_REVERSAL) continue;
+        any_reversal = true;
+        if (contributions.count(e.original_key) == 0) unresolved.push_back(e.original_key);
+      }
+      if (!unresolved.empty()) {
+        for (const auto& row :
+             tx.exec_params(kSelectKnownEvents, pg::TextArrayLiteral(unresolved))) {
+          // Keys this batch inserted are applied (or not) in order below.
+          std::string key = row[0].as<std::string>();
+          if (fresh.count(key) == 0) known_before.insert(std::move(key));
+        }
+      }
+    }
+    std::map<std::string, std::vector<ParkedReversal>> parked;  // by original key, oldest first
+    for (const auto& row : tx.exec_params(kSelectParkedReversals, keys + "}")) {
+      parked[row[1].as<std::string>()].push_back({row[0].as<std::string>(),
+                                                  static_cast<pb::ReversalKind>(row[2].as<int>()),
+                                                  row[3].as<int64_t>(), nullptr});
+    }
+    any_reversal = any_reversal || !parked.empty();
+
     // 4. Lock and load the aggregates every matching and reversal touches.
     std::set<Key> agg_keys;
     std::set<Key> grant_window_keys;
@@ -361,7 +400,7 @@ absl::StatusOr<BatchStats> EventStore::ProcessBatch(const std::vector<ValidatedE
     }
     // Grants that a reversal may claw back, by (rule, customer, window).
     std::map<Key, std::vector<ActiveGrant>> active_grants;
-    if (!contributions.empty()) {
+    if (any_reversal) {
       std::string r = "{", c = "{", w = "{";
       for (const auto& [rule, customer, window] : grant_window_keys) {
         pg::AppendTextArrayElement(r, rule);
@@ -398,6 +437,31 @@ absl::StatusOr<BatchStats> EventStore::ProcessBatch(const std::vector<ValidatedE
         }
       }
     };
+    // Takes a reversal's share back from the contributions of its original.
+    auto reverse = [&](pb::ReversalKind kind, int64_t amount_fen, std::vector<Contribution>& list) {
+      for (Contribution& c : list) {
+        if (c.cancelled) continue;
+        const Key key{c.rule_id, c.customer_id, c.window_key};
+        int64_t take = c.amount_fen - c.refunded_fen;
+        if (kind == pb::REFUND) take = std::min(take, amount_fen);
+        c.refunded_fen += take;
+        const bool cancel = kind == pb::CANCEL || c.refunded_fen >= c.amount_fen;
+        c.cancelled = cancel;
+        c.changed = true;
+        auto rule_it = rules.by_id.find(c.rule_id);
+        if (rule_it == rules.by_id.end()) continue;
+        const pb::TriggerRule& rule = rule_it->second->proto;
+        std::vector<int> lost = ApplyReversal(rule, cancel ? 1 : 0, take, aggregates[key]);
+        const std::string original = c.event_key;
+        claw_back(key, [&](const ActiveGrant& g) {
+          if (cancel && g.event_key == original) return true;
+          return std::find(lost.begin(), lost.end(), g.tier) != lost.end() &&
+                 rule.kind() != pb::EVERY_MATCH && rule.kind() != pb::FIRST_TIME;
+        });
+      }
+    };
+    std::set<std::string> applied_in_batch;  // this batch's events applied so far
+    std::vector<std::string> unparked;       // parked rows applied now
     for (size_t i : todo) {
       const ValidatedEvent& e = events[i];
       if (e.reversal == pb::NOT_A_REVERSAL) {
@@ -425,6 +489,16 @@ absl::StatusOr<BatchStats> EventStore::ProcessBatch(const std::vector<ValidatedE
             new_grants.push_back(std::move(g));
           }
         }
+        applied_in_batch.insert(e.event_key);
+        // Reversals that came before this event apply now, in the order they came.
+        if (auto p = parked.find(e.event_key); p != parked.end()) {
+          auto bc = batch_contributions.find(e.event_key);
+          for (const ParkedReversal& r : p->second) {
+            if (bc != batch_contributions.end()) reverse(r.kind, r.amount_fen, bc->second);
+            if (r.arrived == nullptr) unparked.push_back(r.event_key);
+          }
+          parked.erase(p);
+        }
         continue;
       }
       // A reversal: take the original's contribution back from each rule it counted for.
@@ -435,27 +509,14 @@ absl::StatusOr<BatchStats> EventStore::ProcessBatch(const std::vector<ValidatedE
                  jt != batch_contributions.end()) {
         list = &jt->second;
       }
-      if (list == nullptr) continue;  // the original matched nothing (or is unknown): no effect
-      for (Contribution& c : *list) {
-        if (c.cancelled) continue;
-        const Key key{c.rule_id, c.customer_id, c.window_key};
-        int64_t take = c.amount_fen - c.refunded_fen;
-        if (e.reversal == pb::REFUND) take = std::min(take, e.amount_fen);
-        c.refunded_fen += take;
-        const bool cancel = e.reversal == pb::CANCEL || c.refunded_fen >= c.amount_fen;
-        c.cancelled = cancel;
-        c.changed = true;
-        auto rule_it = rules.by_id.find(c.rule_id);
-        if (rule_it == rules.by_id.end()) continue;
-        const pb::TriggerRule& rule = rule_it->second->proto;
-        std::vector<int> lost = ApplyReversal(rule, cancel ? 1 : 0, take, aggregates[key]);
-        const std::string original = c.event_key;
-        claw_back(key, [&](const ActiveGrant& g) {
-          if (cancel && g.event_key == original) return true;
-          return std::find(lost.begin(), lost.end(), g.tier) != lost.end() &&
-                 rule.kind() != pb::EVERY_MATCH && rule.kind() != pb::FIRST_TIME;
-        });
+      if (list != nullptr) {
+        reverse(e.reversal, e.amount_fen, *list);
+      } else if (known_before.count(e.original_key) == 0 &&
+                 applied_in_batch.count(e.original_key) == 0) {
+        // The original has not arrived: the reversal waits for it.
+        parked[e.original_key].push_back({e.event_key, e.reversal, e.amount_fen, &e});
       }
+      // Otherwise the original matched nothing: no effect.
     }
 
     // 6. Write it all.
@@ -541,6 +602,33 @@ absl::StatusOr<BatchStats> EventStore::ProcessBatch(const std::vector<ValidatedE
       stats.grants = static_cast<int>(new_grants.size());
     }
     if (!clawbacks.empty()) tx.exec_params(kRequestReversal, pg::TextArrayLiteral(clawbacks));
+    if (!unparked.empty()) tx.exec_params(kDeleteParkedReversals, pg::TextArrayLiteral(unparked));
+    stats.unparked = static_cast<int>(unparked.size());
+    {
+      std::string k = "{", o = "{", r = "{", a = "{", c = "{", g = "{";
+      bool any = false;
+      for (const auto& [original, list] : parked) {
+        for (const ParkedReversal& p : list) {
+          if (p.arrived == nullptr) continue;  // parked before this batch: stored already
+          any = true;
+          ++stats.parked;
+          pg::AppendTextArrayElement(k, p.event_key);
+          pg::AppendTextArrayElement(o, original);
+          pg::AppendTextArrayElement(c, p.arrived->customer_id);
+          pg::AppendTextArrayElement(g, p.arrived->org_id);
+          if (r.size() > 1) {
+            r += ',';
+            a += ',';
+          }
+          r += std::to_string(static_cast<int>(p.kind));
+          a += std::to_string(p.amount_fen);
+        }
+      }
+      if (any) {
+        tx.exec_params(kInsertParkedReversals, k + "}", o + "}", r + "}", a + "}", c + "}",
+                       g + "}");
+      }
+    }
     return absl::OkStatus();
   };
   absl::Status status = pg::WithTransaction(pool_, RefusingData(apply));

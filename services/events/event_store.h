@@ -41,6 +41,10 @@ struct BatchStats {
   int matches = 0;
   int grants = 0;
   int clawbacks = 0;
+  // Reversals stored to wait for their original (decision 030), and stored ones applied because
+  // their original arrived (a reversal whose original comes later in its own batch is neither).
+  int parked = 0;
+  int unparked = 0;
 };
 
 // One row of the grant outbox.

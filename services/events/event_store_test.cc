@@ -211,6 +211,84 @@ TEST_F(EventStoreTest, TheHandlerDeadLettersWhatTheDatabaseRefusesAndAppliesTheR
   EXPECT_EQ(Count("SELECT count(*) FROM event_log"), 7);
 }
 
+// Decision 030: a reversal whose original has not arrived waits in parked_reversals and is
+// applied right after the original, in a later batch or later in the same one; a reversal of an
+// original that matched nothing has no effect and does not wait.
+TEST_F(EventStoreTest, AReversalBeforeItsOriginalWaitsAndIsAppliedRightAfterIt) {
+  ASSERT_TRUE(UpsertSpendRule("spend-500", "camp-r", "amount_fen >= 500").ok());
+  auto refund = [](const std::string& id, const std::string& original, int64_t amount_fen) {
+    pb::BusinessEvent e = Spend(id);
+    e.set_event_type("credit_card.refunded");
+    e.set_amount_fen(amount_fen);
+    e.mutable_attributes()->clear();
+    (*e.mutable_attributes())["original_event_id"] = original;
+    return e;
+  };
+  auto handle = [&](const std::vector<pb::BusinessEvent>& events) {
+    static int64_t offset = 0;
+    std::vector<kafka::IncomingMessage> batch;
+    for (const auto& e : events) batch.push_back(Message(e, offset++));
+    std::vector<Rejected> rejected;
+    absl::Status s = service_->HandleBatch(batch, &rejected);
+    ASSERT_TRUE(s.ok()) << s;
+    ASSERT_TRUE(rejected.empty()) << rejected[0].reason;
+  };
+  auto grant_state = [&](const std::string& original) {
+    std::string state;
+    absl::Status s = pg::WithTransaction(*pool_, [&](pqxx::work& tx) {
+      pqxx::result r =
+          tx.exec_params("SELECT state FROM grants WHERE event_key = $1", "card:" + original);
+      state = r.size() == 1 ? r[0][0].as<std::string>() : absl::StrCat(r.size(), " grants");
+      return absl::OkStatus();
+    });
+    EXPECT_TRUE(s.ok()) << s;
+    return state;
+  };
+
+  // A refund of the whole amount, alone: it waits.
+  handle({refund("r-1", "tx-1", 1000)});
+  EXPECT_EQ(Count("SELECT count(*) FROM parked_reversals WHERE original_key = 'card:tx-1'"), 1);
+  // Its spend in a later batch grants, and the grant is clawed back at once; the row goes.
+  handle({Spend("tx-1")});
+  EXPECT_EQ(grant_state("tx-1"), "reverse_pending");
+  EXPECT_EQ(Count("SELECT count(*) FROM parked_reversals"), 0);
+  EXPECT_EQ(Count("SELECT count(*) FROM match_outcomes WHERE event_key = 'card:tx-1' "
+                  "AND cancelled AND refunded_fen = 1000"),
+            1);
+
+  // A refund and its spend in one batch, the refund first: applied in that batch, no row.
+  handle({refund("r-2", "tx-2", 1000), Spend("tx-2")});
+  EXPECT_EQ(grant_state("tx-2"), "reverse_pending");
+  // A partial refund first: the spend keeps its grant (every match), the amount is corrected.
+  handle({refund("r-3", "tx-3", 400), Spend("tx-3")});
+  EXPECT_EQ(grant_state("tx-3"), "pending");
+  EXPECT_EQ(Count("SELECT refunded_fen FROM match_outcomes WHERE event_key = 'card:tx-3'"), 400);
+  EXPECT_EQ(Count("SELECT count(*) FROM parked_reversals"), 0);
+
+  // A spend that matched nothing (below 500): its refund has no effect and does not wait.
+  pb::BusinessEvent small = Spend("tx-4");
+  small.set_amount_fen(100);
+  handle({small});
+  handle({refund("r-4", "tx-4", 100)});
+  EXPECT_EQ(grant_state("tx-4"), "0 grants");
+  EXPECT_EQ(Count("SELECT count(*) FROM parked_reversals"), 0);
+
+  // Redelivered, the refunds and spends change nothing.
+  handle({refund("r-1", "tx-1", 1000), Spend("tx-1"), refund("r-2", "tx-2", 1000), Spend("tx-2"),
+          refund("r-3", "tx-3", 400), Spend("tx-3")});
+  EXPECT_EQ(Count("SELECT count(*) FROM grants"), 3);
+  EXPECT_EQ(Count("SELECT count(*) FROM grants WHERE state = 'reverse_pending'"), 2);
+  EXPECT_EQ(Count("SELECT count(*) FROM parked_reversals"), 0);
+  EXPECT_EQ(Count("SELECT refunded_fen FROM match_outcomes WHERE event_key = 'card:tx-3'"), 400);
+
+  // A refund whose spend never comes keeps waiting.
+  handle({refund("r-5", "tx-5", 1000)});
+  EXPECT_EQ(Count("SELECT count(*) FROM parked_reversals WHERE event_key = 'card:r-5' "
+                  "AND original_key = 'card:tx-5' AND reversal = 2 AND amount_fen = 1000 "
+                  "AND customer_id = 'c-1' AND org_id = 'bank-a'"),
+            1);
+}
+
 TEST_F(EventStoreTest, OperatorsSeeTheEventLogAndExplanationsOfTheirSubtreeOnly) {
   ASSERT_TRUE(UpsertSpendRule("a-spend", "camp-a", "amount_fen >= 5000").ok());
   // One customer id at a bank, at one of its branches and at a bank whose id starts the same.

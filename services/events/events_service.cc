@@ -6,10 +6,32 @@
 #include "libs/core/status.h"
 #include "libs/kafka/outbox.h"
 #include "libs/log/log.h"
+#include "libs/metrics/metrics.h"
+#include "prometheus/counter.h"
 #include "spdlog/spdlog.h"
 
 namespace mkt::events {
 namespace {
+
+// Reversals that arrived before their original, and those applied once it came (decision 030).
+struct WaitingReversalMetrics {
+  prometheus::Counter& parked;
+  prometheus::Counter& applied;
+};
+
+WaitingReversalMetrics& WaitingReversals() {
+  static WaitingReversalMetrics* m = [] {
+    auto& family = prometheus::BuildCounter()
+                       .Name("mkt_events_waiting_reversals_total")
+                       .Help(
+                           "Reversals that arrived before their original (what=parked) and "
+                           "those applied when it came (what=applied)")
+                       .Register(metrics::Registry());
+    return new WaitingReversalMetrics{family.Add({{"what", "parked"}}),
+                                      family.Add({{"what", "applied"}})};
+  }();
+  return *m;
+}
 
 namespace cpb = ::marketing::campaigns::v1;
 
@@ -120,6 +142,12 @@ absl::Status EventsService::HandleBatch(const std::vector<kafka::IncomingMessage
     MKT_ASSIGN_OR_RETURN(BatchStats stats,
                          store_.ProcessBatch(part.empty() ? events : part, *snapshot, tags_));
     grants_changed = grants_changed || stats.grants > 0 || stats.clawbacks > 0;
+    if (stats.parked > 0) {
+      WaitingReversals().parked.Increment(stats.parked);
+      spdlog::info("events: {} reversal(s) arrived before their original and wait for it",
+                   stats.parked);
+    }
+    if (stats.unparked > 0) WaitingReversals().applied.Increment(stats.unparked);
     return absl::OkStatus();
   };
   // An event whose data the database refuses is dead-lettered rather than retried for ever with

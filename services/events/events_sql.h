@@ -35,6 +35,25 @@ inline constexpr char kSelectContributions[] =
     "SELECT event_key, rule_id, customer_id, window_key, amount_fen, refunded_fen, cancelled "
     "FROM match_outcomes WHERE event_key = ANY($1::text[]) ORDER BY event_key, rule_id";
 
+// Which of the originals named by reversals were applied before (known, whatever they matched).
+inline constexpr char kSelectKnownEvents[] =
+    "SELECT event_key FROM event_keys WHERE event_key = ANY($1::text[])";
+
+// Reversals waiting for the events of a batch (decision 030), oldest first; locked, since the
+// batch deletes them once applied.
+inline constexpr char kSelectParkedReversals[] =
+    "SELECT event_key, original_key, reversal, amount_fen FROM parked_reversals "
+    "WHERE original_key = ANY($1::text[]) ORDER BY seq FOR UPDATE";
+
+inline constexpr char kInsertParkedReversals[] =
+    "INSERT INTO parked_reversals (event_key, original_key, reversal, amount_fen, customer_id, "
+    "  org_id) "
+    "SELECT k, o, r, a, c, g FROM unnest($1::text[], $2::text[], $3::smallint[], $4::bigint[], "
+    "  $5::text[], $6::text[]) WITH ORDINALITY AS x(k, o, r, a, c, g, n) ORDER BY n";
+
+inline constexpr char kDeleteParkedReversals[] =
+    "DELETE FROM parked_reversals WHERE event_key = ANY($1::text[])";
+
 // Sorted, so that two writers never lock the same rows in opposite orders.
 inline constexpr char kLockAggregates[] =
     "SELECT rule_id, customer_id, window_key, event_count, amount_fen, tiers_granted "

@@ -420,6 +420,70 @@ TEST_F(EventsE2eTest, RefundBelowATierClawsItBackAndCancellationClawsBackTheGran
   s.ExpectIntegrity();
 }
 
+// Decision 030: a reversal that arrives before the event it undoes waits for it, and is applied
+// right after it, whether the original comes in a later batch or later in the same one.
+TEST_F(EventsE2eTest, AReversalThatArrivesBeforeItsOriginalIsAppliedWhenTheOriginalComes) {
+  Stack& s = *stack_;
+  auto loan = Rule("early-cancel", "loan.disbursed", epb::EVERY_MATCH, "amount_fen >= 100",
+                   Reward(rpb::CASH_FEN, 700));
+  ASSERT_TRUE(s.UpsertRule(loan).ok());
+  ASSERT_TRUE(s.UpsertRule(SpendTiers("early-refund-tiers")).ok());
+
+  // The cancellation first, alone; the loan it cancels once the cancellation is in the log.
+  epb::BusinessEvent disbursed =
+      Event("loan.disbursed", "cust-18", 500000, {{"contract_id", "K8"}});
+  epb::BusinessEvent cancel =
+      Event("loan.cancelled", "cust-18", 0, {{"original_event_id", disbursed.source_event_id()}});
+  s.Publish({cancel});
+  ASSERT_TRUE(s.AwaitLogged("cust-18", "core:" + cancel.source_event_id()));
+  s.Publish({disbursed, cancel});  // the cancellation again: a replay, no second effect
+  ASSERT_TRUE(s.AwaitLogged("cust-18", "core:" + disbursed.source_event_id()));
+
+  // The loan's grant ends clawed back (never sent, or sent and reversed), never kept.
+  epb::ExplainRequest request;
+  request.set_rule_id("early-cancel");
+  request.set_event_key("core:" + disbursed.source_event_id());
+  std::string state;
+  const absl::Time deadline = absl::Now() + absl::Seconds(30);
+  do {
+    auto why = s.Admin<epb::ExplainResponse>(&epb::EventsAdmin::Stub::Explain, request);
+    ASSERT_TRUE(why.ok()) << why.status();
+    ASSERT_LE(why->grants_size(), 1);
+    state = why->grants_size() == 1 ? why->grants(0).state() : "";
+    if (state == "cancelled" || state == "reversed" || state == "granted") break;
+    absl::SleepFor(absl::Milliseconds(100));
+  } while (absl::Now() < deadline);
+  EXPECT_TRUE(state == "cancelled" || state == "reversed")
+      << "the loan's grant is '" << state << "'\n"
+      << testing::Tail(s.events_log_, 20);
+
+  // A refund published before its spend, in one call (one batch or two): 330000 - 40000 = 290000
+  // keeps the first tier (100 points) and not the second (500) of every spend-tier rule.
+  epb::BusinessEvent spend = Event("credit_card.spend", "cust-19", 330000);
+  epb::BusinessEvent refund = Event("credit_card.refunded", "cust-19", 40000,
+                                    {{"original_event_id", spend.source_event_id()}});
+  refund.set_source(spend.source());
+  s.Publish({refund, spend});
+  ASSERT_TRUE(s.AwaitLogged("cust-19", "core:" + spend.source_event_id()));
+  epb::ExplainRequest tiers;
+  tiers.set_event_key("core:" + spend.source_event_id());
+  // Every spend-tier rule loaded (this test's, and the other tests' when they ran first) grants
+  // 100 points for the first tier.
+  int rules = 0;
+  for (const char* id : {"early-refund-tiers", "refund-tiers", "cc-spend-tiers"}) {
+    tiers.set_rule_id(id);
+    auto r = s.Admin<epb::ExplainResponse>(&epb::EventsAdmin::Stub::Explain, tiers);
+    if (r.ok() && r->grants_size() > 0) ++rules;
+  }
+  ASSERT_GE(rules, 1);
+  const Balances expected = {{"cust-18", {}}, {"cust-19", {{rpb::POINTS, 100 * rules}}}};
+  EXPECT_EQ(s.AwaitBalances(expected), expected) << testing::Tail(s.events_log_, 20);
+  // Settled: nothing more arrives later.
+  absl::SleepFor(absl::Seconds(1));
+  EXPECT_EQ(s.AwaitBalances(expected, absl::Seconds(1)), expected);
+  s.ExpectIntegrity();
+}
+
 TEST_F(EventsE2eTest, BadEventsAreDeadLetteredWithAReasonAndTheConsumerGoesOn) {
   Stack& s = *stack_;
   auto unknown = Event("card.swallowed", "cust-7");
