@@ -260,47 +260,123 @@ void CheckPointsValidDays(const std::string& field, pb::RewardKind kind, int32_t
   }
 }
 
-// The reward of an event campaign, in the form the events service turns into a rule's reward
+// A reward of an event campaign, in the form the events service turns into a rule's reward
 // (services/events/events_service.cc RuleFromCampaign): its benefit_template_id names the ledger
-// asset granted (POINTS, CASH_FEN or LOTTERY_CHANCE; the events service grants nothing else) and
-// it uses one item only, so a second one would silently grant nothing.
+// asset granted (POINTS, CASH_FEN or LOTTERY_CHANCE; the events service grants nothing else).
+void CheckEventReward(const pb::RewardItem& r, const std::string& field, FieldErrors& errors) {
+  static const std::pair<const char*, pb::RewardKind> kAssets[] = {
+      {"POINTS", pb::REWARD_KIND_POINTS},
+      {"CASH_FEN", pb::REWARD_KIND_CASH_FEN},
+      {"LOTTERY_CHANCE", pb::REWARD_KIND_LOTTERY_CHANCE},
+  };
+  const auto* asset = std::find_if(std::begin(kAssets), std::end(kAssets), [&](const auto& a) {
+    return r.benefit_template_id() == a.first;
+  });
+  if (r.benefit_template_id().empty()) {
+    errors.Add(field + ".benefit_template_id", "is required: POINTS, CASH_FEN or LOTTERY_CHANCE");
+  } else if (asset == std::end(kAssets)) {
+    const bool printable =
+        r.benefit_template_id().size() <= 64 && PrintableUtf8Length(r.benefit_template_id()) >= 0;
+    errors.Add(field + ".benefit_template_id",
+               "an event campaign grants POINTS, CASH_FEN or LOTTERY_CHANCE (the asset "
+               "itself, not a benefit template)" +
+                   (printable ? ", not '" + r.benefit_template_id() + "'" : std::string()));
+  } else if (r.kind() != asset->second) {
+    errors.Add(field + ".kind", "must be " + pb::RewardKind_Name(asset->second) + " for a " +
+                                    asset->first + " reward");
+  }
+  CheckQuantity(field + ".quantity", r.quantity(), errors);
+  // The events service grants its points with the ledger's default validity (365 days) and
+  // does not read this field.
+  if (r.points_valid_days() != 0) {
+    errors.Add(field + ".points_valid_days",
+               "an event campaign's points are valid 365 days (the events service does not read "
+               "points_valid_days); leave it 0");
+  }
+}
+
+// An event campaign uses one item only, so a second one would silently grant nothing.
 void CheckEventRewards(const pb::CampaignConfig& c, FieldErrors& errors) {
   if (c.rewards().size() > 1) {
     errors.Add("rewards",
                "an event campaign grants one reward item per matching event; keep one (the events "
                "service would ignore the others)");
   }
-  static const std::pair<const char*, pb::RewardKind> kAssets[] = {
-      {"POINTS", pb::REWARD_KIND_POINTS},
-      {"CASH_FEN", pb::REWARD_KIND_CASH_FEN},
-      {"LOTTERY_CHANCE", pb::REWARD_KIND_LOTTERY_CHANCE},
-  };
   for (int i = 0; i < c.rewards().size() && i < kMaxRewardItems; ++i) {
-    const pb::RewardItem& r = c.rewards(i);
-    const std::string field = Indexed("rewards", i, "benefit_template_id");
-    const auto* asset = std::find_if(std::begin(kAssets), std::end(kAssets), [&](const auto& a) {
-      return r.benefit_template_id() == a.first;
-    });
-    if (r.benefit_template_id().empty()) {
-      errors.Add(field, "is required: POINTS, CASH_FEN or LOTTERY_CHANCE");
-    } else if (asset == std::end(kAssets)) {
-      const bool printable =
-          r.benefit_template_id().size() <= 64 && PrintableUtf8Length(r.benefit_template_id()) >= 0;
-      errors.Add(field,
-                 "an event campaign grants POINTS, CASH_FEN or LOTTERY_CHANCE (the asset "
-                 "itself, not a benefit template)" +
-                     (printable ? ", not '" + r.benefit_template_id() + "'" : std::string()));
-    } else if (r.kind() != asset->second) {
-      errors.Add(Indexed("rewards", i, "kind"), "must be " + pb::RewardKind_Name(asset->second) +
-                                                    " for a " + asset->first + " reward");
+    CheckEventReward(c.rewards(i), Indexed("rewards", i), errors);
+  }
+}
+
+// Which matching events of an event campaign grant (decision 031): what the events service's
+// CompileRule would refuse is refused here, on save, where the operator sees it.
+void CheckEventTrigger(const pb::CampaignConfig& c, FieldErrors& errors) {
+  if (!c.has_event_trigger()) return;
+  const pb::EventTrigger& t = c.event_trigger();
+  if (c.type() != pb::EVENT_TRIGGER) {
+    errors.Add("event_trigger", "only an event campaign (EVENT_TRIGGER) has an event trigger");
+    return;
+  }
+  if (!pb::TriggerKind_IsValid(t.kind())) {
+    errors.Add("event_trigger.kind",
+               "is not a trigger kind: TRIGGER_EVERY_MATCH, TRIGGER_FIRST_TIME, "
+               "TRIGGER_COUNT_AT_LEAST or TRIGGER_CUMULATIVE_AMOUNT");
+    return;
+  }
+  const bool counted = t.kind() == pb::TRIGGER_COUNT_AT_LEAST;
+  const bool tiered = t.kind() == pb::TRIGGER_CUMULATIVE_AMOUNT;
+  if (!pb::TriggerWindow_IsValid(t.window())) {
+    errors.Add("event_trigger.window",
+               "is not a window: TRIGGER_WINDOW_CAMPAIGN, TRIGGER_WINDOW_CALENDAR_MONTH or "
+               "TRIGGER_WINDOW_CALENDAR_DAY");
+  } else if (!counted && !tiered && t.window() != pb::TRIGGER_WINDOW_UNSPECIFIED &&
+             t.window() != pb::TRIGGER_WINDOW_CAMPAIGN) {
+    errors.Add("event_trigger.window",
+               "only counts and sums run over a window (TRIGGER_COUNT_AT_LEAST, "
+               "TRIGGER_CUMULATIVE_AMOUNT); leave it unset for " +
+                   pb::TriggerKind_Name(t.kind()));
+  }
+  if (counted) {
+    if (t.count_threshold() < 1 || t.count_threshold() > kMaxTriggerCount) {
+      errors.Add("event_trigger.count_threshold",
+                 "must be between 1 and " + std::to_string(kMaxTriggerCount) +
+                     ": the number of matching events that grants the reward");
     }
-    CheckQuantity(Indexed("rewards", i, "quantity"), r.quantity(), errors);
-    // The events service grants its points with the ledger's default validity (365 days) and
-    // does not read this field.
-    if (r.points_valid_days() != 0) {
-      errors.Add(Indexed("rewards", i, "points_valid_days"),
-                 "an event campaign's points are valid 365 days (the events service does not read "
-                 "points_valid_days); leave it 0");
+  } else if (t.count_threshold() != 0) {
+    errors.Add("event_trigger.count_threshold",
+               "applies only to TRIGGER_COUNT_AT_LEAST; leave it 0");
+  }
+  if (!tiered) {
+    if (!t.tiers().empty()) {
+      errors.Add("event_trigger.tiers", "apply only to TRIGGER_CUMULATIVE_AMOUNT");
+    }
+    return;
+  }
+  if (!c.rewards().empty()) {
+    errors.Add("rewards",
+               "a cumulative event campaign grants its tiers' rewards; use event_trigger.tiers "
+               "and leave rewards empty");
+  }
+  if (t.tiers().empty() || t.tiers().size() > kMaxTriggerTiers) {
+    errors.Add("event_trigger.tiers", "a cumulative event campaign needs 1 to " +
+                                          std::to_string(kMaxTriggerTiers) + " tiers");
+  }
+  int64_t previous = 0;
+  for (int i = 0; i < t.tiers().size() && i < kMaxTriggerTiers; ++i) {
+    const pb::TriggerTier& tier = t.tiers(i);
+    const std::string field = Indexed("event_trigger.tiers", i);
+    if (tier.threshold_fen() <= 0 || tier.threshold_fen() > kMaxTierThresholdFen) {
+      errors.Add(field + ".threshold_fen",
+                 "must be between 1 and " + std::to_string(kMaxTierThresholdFen) + " fen");
+    } else if (tier.threshold_fen() <= previous) {
+      errors.Add(field + ".threshold_fen", "must be above the previous tier's " +
+                                               std::to_string(previous) +
+                                               " fen: thresholds increase tier by tier");
+    }
+    previous = std::max(previous, tier.threshold_fen());
+    if (!tier.has_reward()) {
+      errors.Add(field + ".reward", "is required: what reaching the threshold grants");
+    } else {
+      CheckEventReward(tier.reward(), field + ".reward", errors);
     }
   }
 }
@@ -317,6 +393,7 @@ void CheckRulesAndRewards(const pb::CampaignConfig& c, const ValidationContext& 
       }
     }
   }
+  CheckEventTrigger(c, errors);
   const pb::ParticipationLimits& l = c.limits();
   const std::pair<const char*, int64_t> limits[] = {
       {"limits.per_customer_total", l.per_customer_total()},
@@ -415,7 +492,11 @@ void CheckRulesAndRewards(const pb::CampaignConfig& c, const ValidationContext& 
     }
   } else {
     if (!c.prizes().empty()) errors.Add("prizes", "only a lottery has a prize table");
-    if (c.rewards().empty()) errors.Add("rewards", "at least one reward item is required");
+    const bool tiered =
+        c.type() == pb::EVENT_TRIGGER && c.event_trigger().kind() == pb::TRIGGER_CUMULATIVE_AMOUNT;
+    if (c.rewards().empty() && !tiered) {
+      errors.Add("rewards", "at least one reward item is required");
+    }
     if (c.rewards().size() > kMaxRewardItems) {
       errors.Add("rewards", "at most " + std::to_string(kMaxRewardItems) + " reward items");
     }

@@ -26,6 +26,11 @@ inline constexpr int kMaxImageUrlBytes = 512;
 inline constexpr int kMaxSegmentsPerList = 20;
 inline constexpr int kMaxRewardItems = 20;
 inline constexpr int kMaxPrizes = 50;
+// EVENT_TRIGGER (decision 031): a count threshold, the tiers of a cumulative campaign and their
+// thresholds (the events service keeps tiers in a 62-bit mask and sums in int64).
+inline constexpr int64_t kMaxTriggerCount = 1'000'000;
+inline constexpr int kMaxTriggerTiers = 20;
+inline constexpr int64_t kMaxTierThresholdFen = 1'000'000'000'000'000;
 inline constexpr int kMaxChannels = 10;
 inline constexpr int kMaxPriority = 1000;
 inline constexpr int32_t kFullProbabilityBp = 10000;

@@ -238,6 +238,79 @@ TEST_F(CampaignRulesTest, ATriggerExpressionWithNulIsAFieldError) {
   EXPECT_EQ(FieldOf(errors.ToStatus()), "trigger_expression");
 }
 
+// Decision 031: an event campaign says which matching events grant; what the events service's
+// CompileRule would refuse is refused on save, field by field.
+TEST_F(CampaignRulesTest, EventTriggersAreCheckedAsTheEventsServiceCompilesThem) {
+  auto c = CompleteEvent(now_, now_ + absl::Hours(1));
+  auto valid = [&] {
+    FieldErrors errors = ValidateStep(pb::STEP_RULES_REWARDS, c, context_);
+    return errors.empty() ? std::string() : std::string(errors.ToStatus().message());
+  };
+  // Unset and TRIGGER_EVERY_MATCH are the same rule; FIRST_TIME keeps the one reward.
+  c.mutable_event_trigger()->set_kind(pb::TRIGGER_FIRST_TIME);
+  EXPECT_EQ(valid(), "");
+  c.mutable_event_trigger()->set_window(pb::TRIGGER_WINDOW_CALENDAR_MONTH);
+  EXPECT_TRUE(Has(ValidateStep(pb::STEP_RULES_REWARDS, c, context_), "event_trigger.window",
+                  "leave it unset for TRIGGER_FIRST_TIME"));
+
+  // The 3rd deposit of each month grants.
+  c.mutable_event_trigger()->set_kind(pb::TRIGGER_COUNT_AT_LEAST);
+  EXPECT_TRUE(Has(ValidateStep(pb::STEP_RULES_REWARDS, c, context_),
+                  "event_trigger.count_threshold", "between 1 and 1000000"));
+  c.mutable_event_trigger()->set_count_threshold(3);
+  EXPECT_EQ(valid(), "");
+
+  // Spend 1,000 and 3,000 yuan this month: each tier its reward, `rewards` empty.
+  c.mutable_event_trigger()->set_kind(pb::TRIGGER_CUMULATIVE_AMOUNT);
+  FieldErrors errors = ValidateStep(pb::STEP_RULES_REWARDS, c, context_);
+  EXPECT_TRUE(
+      Has(errors, "event_trigger.count_threshold", "applies only to TRIGGER_COUNT_AT_LEAST"))
+      << errors.ToStatus();
+  EXPECT_TRUE(Has(errors, "event_trigger.tiers", "needs 1 to 20 tiers"));
+  EXPECT_TRUE(Has(errors, "rewards", "use event_trigger.tiers"));
+  c.mutable_event_trigger()->set_count_threshold(0);
+  c.clear_rewards();
+  for (int64_t threshold : {100000, 300000}) {
+    pb::TriggerTier* tier = c.mutable_event_trigger()->add_tiers();
+    tier->set_threshold_fen(threshold);
+    tier->mutable_reward()->set_benefit_template_id("POINTS");
+    tier->mutable_reward()->set_kind(pb::REWARD_KIND_POINTS);
+    tier->mutable_reward()->set_quantity(threshold / 1000);
+  }
+  EXPECT_EQ(valid(), "");
+  EXPECT_TRUE(ValidateForSubmission(c, context_).empty())
+      << ValidateForSubmission(c, context_).ToStatus();
+
+  // Thresholds must increase; a tier's reward is an event reward (the asset, nothing else).
+  c.mutable_event_trigger()->mutable_tiers(1)->set_threshold_fen(100000);
+  c.mutable_event_trigger()->mutable_tiers(0)->mutable_reward()->set_benefit_template_id(
+      "bt-coupon-50");
+  errors = ValidateStep(pb::STEP_RULES_REWARDS, c, context_);
+  EXPECT_TRUE(Has(errors, "event_trigger.tiers[1].threshold_fen",
+                  "must be above the previous tier's 100000 fen"))
+      << errors.ToStatus();
+  EXPECT_TRUE(
+      Has(errors, "event_trigger.tiers[0].reward.benefit_template_id", "not 'bt-coupon-50'"));
+  EXPECT_EQ(errors.size(), 2u) << errors.ToStatus();
+  c.mutable_event_trigger()->mutable_tiers(1)->set_threshold_fen(0);
+  c.mutable_event_trigger()->mutable_tiers(1)->clear_reward();
+  errors = ValidateStep(pb::STEP_RULES_REWARDS, c, context_);
+  EXPECT_TRUE(Has(errors, "event_trigger.tiers[1].threshold_fen", "between 1 and"));
+  EXPECT_TRUE(Has(errors, "event_trigger.tiers[1].reward", "is required"));
+
+  // Tiers belong to cumulative campaigns, triggers to event campaigns, kinds to the list.
+  c.mutable_event_trigger()->set_kind(pb::TRIGGER_EVERY_MATCH);
+  EXPECT_TRUE(Has(ValidateStep(pb::STEP_RULES_REWARDS, c, context_), "event_trigger.tiers",
+                  "apply only to TRIGGER_CUMULATIVE_AMOUNT"));
+  c.mutable_event_trigger()->set_kind(static_cast<pb::TriggerKind>(42));
+  EXPECT_TRUE(Has(ValidateStep(pb::STEP_RULES_REWARDS, c, context_), "event_trigger.kind",
+                  "is not a trigger kind"));
+  auto coupon = CompleteCoupon("Coupons", now_, now_ + absl::Hours(1));
+  coupon.mutable_event_trigger()->set_kind(pb::TRIGGER_FIRST_TIME);
+  EXPECT_TRUE(Has(ValidateStep(pb::STEP_RULES_REWARDS, coupon, context_), "event_trigger",
+                  "only an event campaign"));
+}
+
 // What the events service compiles (services/events/events_service.cc RuleFromCampaign): the
 // documented customer.tag("x") form, one pinned event type, and one reward naming the asset.
 TEST_F(CampaignRulesTest, EventCampaignsAreCheckedAsTheEventsServiceCompilesThem) {

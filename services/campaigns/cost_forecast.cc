@@ -82,6 +82,14 @@ pb::CostForecast ForecastCost(const pb::CampaignConfig& config, const SegmentDir
                 std::max<int64_t>(r.quantity(), 0);
       }
     }
+  } else if (config.type() == pb::EVENT_TRIGGER &&
+             config.event_trigger().kind() == pb::TRIGGER_CUMULATIVE_AMOUNT) {
+    // An upper bound, as for growth tiers: every participant reaches every tier.
+    f.add_notes("cumulative event campaign: every participant is assumed to reach every tier");
+    for (const pb::TriggerTier& tier : config.event_trigger().tiers()) {
+      cost += static_cast<__int128>(unit_cost(tier.reward().benefit_template_id())) *
+              std::max<int64_t>(tier.reward().quantity(), 0);
+    }
   } else {
     for (const pb::RewardItem& r : config.rewards()) {
       cost += static_cast<__int128>(unit_cost(r.benefit_template_id())) *

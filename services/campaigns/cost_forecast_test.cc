@@ -2,6 +2,7 @@
 
 #include <limits>
 
+#include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "services/campaigns/test_configs.h"
 
@@ -65,6 +66,27 @@ TEST_F(CampaignCostForecastTest, ALotteryCostsItsProbabilityWeightedPrizes) {
   small->set_quantity(2);
   small->set_probability_bp(5000);  // 50%: 100 fen expected
   EXPECT_EQ(Forecast(c).cost_per_participation_fen(), 150);
+}
+
+// Decision 031: a cumulative event campaign grants its tiers, not `rewards`; as with growth tiers,
+// every participant is assumed to reach every tier.
+TEST_F(CampaignCostForecastTest, ACumulativeEventCampaignCostsAllItsTiers) {
+  auto c = test::CompleteCoupon("x", t_, t_ + absl::Hours(1));
+  c.set_type(pb::EVENT_TRIGGER);
+  c.clear_rewards();
+  c.mutable_event_trigger()->set_kind(pb::TRIGGER_CUMULATIVE_AMOUNT);
+  for (const auto& [id, quantity] :
+       {std::pair<std::string, int64_t>{"bt-points-100", 2}, {"bt-coupon-50", 1}}) {
+    pb::TriggerTier* tier = c.mutable_event_trigger()->add_tiers();
+    tier->set_threshold_fen(100000 * c.event_trigger().tiers_size());
+    tier->mutable_reward()->set_benefit_template_id(id);
+    tier->mutable_reward()->set_quantity(quantity);
+  }
+  c.set_expected_uptake_bp(1000);
+  pb::CostForecast f = Forecast(c);
+  EXPECT_EQ(f.cost_per_participation_fen(), 2 * 100 + 5000);
+  EXPECT_EQ(f.forecast_cost_fen(), 1000 * 5200);
+  EXPECT_THAT(f.notes(), ::testing::Contains(::testing::HasSubstr("every tier")));
 }
 
 TEST_F(CampaignCostForecastTest, UnknownReferencesCountAsZeroWithANote) {

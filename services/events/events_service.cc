@@ -164,6 +164,51 @@ absl::Status EventsService::HandleBatch(const std::vector<kafka::IncomingMessage
   return status;
 }
 
+namespace {
+
+// An event campaign's reward item names the ledger asset it grants (POINTS, CASH_FEN or
+// LOTTERY_CHANCE); the campaigns service refuses anything else on save.
+std::optional<pb::RewardSpec> RewardOf(const cpb::RewardItem& item) {
+  ::marketing::rewards::v1::Asset asset;
+  if (!::marketing::rewards::v1::Asset_Parse(item.benefit_template_id(), &asset)) {
+    return std::nullopt;
+  }
+  pb::RewardSpec reward;
+  reward.set_asset(asset);
+  reward.set_quantity(item.quantity());
+  reward.set_benefit_template_id(item.benefit_template_id());
+  return reward;
+}
+
+pb::RuleKind KindOf(cpb::TriggerKind kind) {
+  switch (kind) {
+    case cpb::TRIGGER_FIRST_TIME:
+      return pb::FIRST_TIME;
+    case cpb::TRIGGER_COUNT_AT_LEAST:
+      return pb::COUNT_AT_LEAST;
+    case cpb::TRIGGER_CUMULATIVE_AMOUNT:
+      return pb::CUMULATIVE_AMOUNT;
+    case cpb::TRIGGER_EVERY_MATCH:
+    case cpb::TRIGGER_KIND_UNSPECIFIED:
+      return pb::EVERY_MATCH;
+    default:
+      return pb::RULE_KIND_UNSPECIFIED;  // CompileRule refuses it
+  }
+}
+
+pb::WindowKind WindowOf(cpb::TriggerWindow window) {
+  switch (window) {
+    case cpb::TRIGGER_WINDOW_CALENDAR_MONTH:
+      return pb::CALENDAR_MONTH;
+    case cpb::TRIGGER_WINDOW_CALENDAR_DAY:
+      return pb::CALENDAR_DAY;
+    default:
+      return pb::CAMPAIGN_WINDOW;
+  }
+}
+
+}  // namespace
+
 absl::StatusOr<std::optional<pb::TriggerRule>> RuleFromCampaign(
     const cpb::CampaignChanged& change) {
   const cpb::CampaignConfig& config = change.config();
@@ -173,8 +218,21 @@ absl::StatusOr<std::optional<pb::TriggerRule>> RuleFromCampaign(
   rule.set_campaign_id(change.campaign_id());
   rule.set_org_id(change.org_id());
   rule.set_revision(change.revision());
-  rule.set_kind(pb::EVERY_MATCH);
-  rule.set_window(pb::CAMPAIGN_WINDOW);
+  // Decision 031: the campaign says which matching events grant; unset is every one.
+  const cpb::EventTrigger& trigger = config.event_trigger();
+  rule.set_kind(KindOf(trigger.kind()));
+  rule.set_window(WindowOf(trigger.window()));
+  rule.set_count_threshold(trigger.count_threshold());
+  for (int i = 0; i < trigger.tiers_size(); ++i) {
+    std::optional<pb::RewardSpec> reward = RewardOf(trigger.tiers(i).reward());
+    if (!reward) {
+      return InvalidArgument(absl::StrCat("event_trigger.tiers[", i, "].reward"),
+                             "a tier grants POINTS, CASH_FEN or LOTTERY_CHANCE");
+    }
+    pb::Tier* tier = rule.add_tiers();
+    tier->set_threshold_fen(trigger.tiers(i).threshold_fen());
+    *tier->mutable_reward() = *std::move(reward);
+  }
   rule.set_condition(config.trigger_expression());
   if (config.has_start_time()) *rule.mutable_start_time() = config.start_time();
   if (config.has_end_time()) *rule.mutable_end_time() = config.end_time();
@@ -191,11 +249,9 @@ absl::StatusOr<std::optional<pb::TriggerRule>> RuleFromCampaign(
   }
   rule.set_event_type(types[0]);
   for (const auto& item : config.rewards()) {
-    ::marketing::rewards::v1::Asset asset;
-    if (!::marketing::rewards::v1::Asset_Parse(item.benefit_template_id(), &asset)) continue;
-    rule.mutable_reward()->set_asset(asset);
-    rule.mutable_reward()->set_quantity(item.quantity());
-    rule.mutable_reward()->set_benefit_template_id(item.benefit_template_id());
+    std::optional<pb::RewardSpec> reward = RewardOf(item);
+    if (!reward) continue;
+    *rule.mutable_reward() = *std::move(reward);
     break;
   }
   return std::optional<pb::TriggerRule>(std::move(rule));

@@ -24,6 +24,7 @@
 #include "libs/rpc/client.h"
 #include "libs/rpc/server.h"
 #include "libs/testing/testing.h"
+#include "marketing/campaigns/v1/campaigns.pb.h"
 #include "marketing/common/v1/envelope.pb.h"
 #include "marketing/events/v1/business_event.pb.h"
 #include "marketing/events/v1/events.grpc.pb.h"
@@ -32,6 +33,7 @@
 namespace mkt {
 namespace {
 
+namespace cpb = ::marketing::campaigns::v1;
 namespace epb = ::marketing::events::v1;
 namespace rpb = ::marketing::rewards::v1;
 
@@ -417,6 +419,110 @@ TEST_F(EventsE2eTest, RefundBelowATierClawsItBackAndCancellationClawsBackTheGran
   // 320000 - 30000 = 290000 < 300000: tier 2 (500 points) is clawed back for each tier rule.
   const Balances expected = {{"cust-4", {{rpb::POINTS, 100 * rules}}}, {"cust-5", {}}};
   EXPECT_EQ(s.AwaitBalances(expected), expected) << testing::Tail(s.events_log_, 20);
+  s.ExpectIntegrity();
+}
+
+// Decision 031: an event campaign configured in the campaigns service says which matching events
+// grant (kind, window, count threshold, tiers); its CampaignChanged becomes that rule, not an
+// every-match one. Event types of this test's own keep other tests' rules from matching.
+TEST_F(EventsE2eTest, AnEventCampaignsCountAndTierTriggersBecomeItsRule) {
+  Stack& s = *stack_;
+  const std::string suffix = RandomHex(3);
+  const std::string spend_type = "e2e_spend_" + suffix, visit_type = "e2e_visit_" + suffix;
+  for (const std::string& name : {spend_type, visit_type}) {
+    epb::EventType type;
+    type.set_name(name);
+    type.set_description("a test's own event type");
+    type.set_amount_required(name == spend_type);
+    ASSERT_TRUE(
+        s.Admin<epb::EventType>(&epb::EventsAdmin::Stub::UpsertEventType, type).status().ok());
+  }
+  auto publish_campaign = [&](const std::string& id, const cpb::CampaignConfig& config) {
+    cpb::CampaignChanged change;
+    change.set_campaign_id(id);
+    change.set_org_id(kOrg);
+    change.set_revision(1);
+    change.set_version(1);
+    change.set_state(cpb::ONLINE);
+    *change.mutable_config() = config;
+    const std::string value =
+        kafka::MakeEnvelope("campaigns.CampaignChanged", kOrg, "", change).SerializeAsString();
+    ASSERT_TRUE(s.producer_->Publish({{s.changes_, id, value, {}}}, absl::Seconds(30)).ok());
+  };
+  cpb::CampaignConfig base;
+  base.set_name("e2e trigger");
+  base.set_type(cpb::EVENT_TRIGGER);
+  base.mutable_start_time()->set_seconds(absl::ToUnixSeconds(absl::Now() - absl::Hours(24)));
+  base.mutable_end_time()->set_seconds(absl::ToUnixSeconds(absl::Now() + absl::Hours(24 * 30)));
+  // Spend 1,000 and 3,000 yuan this month: 100 and 500 points.
+  cpb::CampaignConfig tiers = base;
+  tiers.set_trigger_expression("event.type == \"" + spend_type + "\"");
+  tiers.mutable_event_trigger()->set_kind(cpb::TRIGGER_CUMULATIVE_AMOUNT);
+  tiers.mutable_event_trigger()->set_window(cpb::TRIGGER_WINDOW_CALENDAR_MONTH);
+  for (auto [threshold, points] : {std::pair<int64_t, int64_t>{100000, 100}, {300000, 500}}) {
+    cpb::TriggerTier* tier = tiers.mutable_event_trigger()->add_tiers();
+    tier->set_threshold_fen(threshold);
+    tier->mutable_reward()->set_benefit_template_id("POINTS");
+    tier->mutable_reward()->set_kind(cpb::REWARD_KIND_POINTS);
+    tier->mutable_reward()->set_quantity(points);
+  }
+  // The third visit grants one lottery chance, once.
+  cpb::CampaignConfig visits = base;
+  visits.set_trigger_expression("event.type == \"" + visit_type + "\"");
+  visits.mutable_event_trigger()->set_kind(cpb::TRIGGER_COUNT_AT_LEAST);
+  visits.mutable_event_trigger()->set_count_threshold(3);
+  cpb::RewardItem* chance = visits.add_rewards();
+  chance->set_benefit_template_id("LOTTERY_CHANCE");
+  chance->set_kind(cpb::REWARD_KIND_LOTTERY_CHANCE);
+  chance->set_quantity(1);
+  const std::string tiers_id = "camp-tiers-" + suffix, visits_id = "camp-visits-" + suffix;
+  publish_campaign(tiers_id, tiers);
+  publish_campaign(visits_id, visits);
+
+  std::map<std::string, epb::TriggerRule> rules;
+  for (const absl::Time deadline = absl::Now() + absl::Seconds(30);
+       rules.size() < 2 && absl::Now() < deadline; absl::SleepFor(absl::Milliseconds(200))) {
+    for (const std::string& id : {tiers_id, visits_id}) {
+      epb::ListRulesRequest request;
+      request.set_campaign_id(id);
+      auto listed = s.Admin<epb::ListRulesResponse>(&epb::EventsAdmin::Stub::ListRules, request);
+      if (listed.ok() && listed->rules_size() == 1) rules[id] = listed->rules(0);
+    }
+  }
+  ASSERT_EQ(rules.size(), 2u) << testing::Tail(s.events_log_, 20);
+  EXPECT_EQ(rules[tiers_id].kind(), epb::CUMULATIVE_AMOUNT);
+  EXPECT_EQ(rules[tiers_id].window(), epb::CALENDAR_MONTH);
+  ASSERT_EQ(rules[tiers_id].tiers_size(), 2);
+  EXPECT_EQ(rules[tiers_id].tiers(1).threshold_fen(), 300000);
+  EXPECT_EQ(rules[tiers_id].tiers(1).reward().asset(), rpb::POINTS);
+  EXPECT_EQ(rules[tiers_id].tiers(1).reward().quantity(), 500);
+  EXPECT_EQ(rules[visits_id].kind(), epb::COUNT_AT_LEAST);
+  EXPECT_EQ(rules[visits_id].count_threshold(), 3);
+  EXPECT_EQ(rules[visits_id].reward().asset(), rpb::LOTTERY_CHANCE);
+
+  const std::string spender = "cust-31-" + suffix, visitor = "cust-32-" + suffix;
+  s.Publish({Event(spend_type, spender, 60000), Event(visit_type, visitor),
+             Event(spend_type, spender, 50000), Event(visit_type, visitor)});
+  // 1,100 yuan spent: the first tier; two visits: nothing yet.
+  Balances expected = {{spender, {{rpb::POINTS, 100}}}, {visitor, {}}};
+  EXPECT_EQ(s.AwaitBalances(expected), expected) << testing::Tail(s.events_log_, 20);
+  const epb::BusinessEvent fourth = Event(visit_type, visitor);
+  s.Publish({Event(spend_type, spender, 250000), Event(visit_type, visitor), fourth});
+  // 3,600 yuan: the second tier too; the third visit grants.
+  expected = {{spender, {{rpb::POINTS, 600}}}, {visitor, {{rpb::LOTTERY_CHANCE, 1}}}};
+  EXPECT_EQ(s.AwaitBalances(expected), expected) << testing::Tail(s.events_log_, 20);
+  // The fourth visit matched and granted nothing: the window's grant was given.
+  const std::string fourth_key = fourth.source() + ":" + fourth.source_event_id();
+  ASSERT_TRUE(s.AwaitLogged(visitor, fourth_key));
+  epb::ExplainRequest why;
+  why.set_event_key(fourth_key);
+  why.set_rule_id(rules[visits_id].rule_id());
+  auto explained = s.Admin<epb::ExplainResponse>(&epb::EventsAdmin::Stub::Explain, why);
+  ASSERT_TRUE(explained.ok()) << explained.status();
+  EXPECT_TRUE(explained->condition_holds());
+  EXPECT_FALSE(explained->granted()) << explained->summary();
+  EXPECT_EQ(explained->aggregate_count(), 4) << explained->summary();
+  EXPECT_EQ(s.Balances(visitor), expected[visitor]);
   s.ExpectIntegrity();
 }
 
