@@ -908,6 +908,12 @@ absl::StatusOr<std::shared_ptr<const Program>> Program::Compile(const Expression
   std::shared_ptr<Program> program(new Program());
   program->source_ = checked.source;
   program->root_ = Emit(checked.root, program->code_, true);
+  for (const Instr& in : program->code_) {
+    if (in.op == Instr::Op::kTag) program->tags_.push_back(in.text);
+  }
+  std::sort(program->tags_.begin(), program->tags_.end());
+  program->tags_.erase(std::unique(program->tags_.begin(), program->tags_.end()),
+                       program->tags_.end());
   return std::shared_ptr<const Program>(std::move(program));
 }
 

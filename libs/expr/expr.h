@@ -214,6 +214,9 @@ class Program {
   Explanation Explain(const Activation& activation) const;
 
   const std::string& source() const { return source_; }
+  // The customer tags the expression reads (`customer.tag("x")`), sorted, each once: what a caller
+  // fetches before evaluating it.
+  const std::vector<std::string>& tags() const { return tags_; }
 
   struct Instr;
   ~Program();
@@ -224,6 +227,7 @@ class Program {
   Value Load(int index, const Activation& activation) const;
 
   std::string source_;
+  std::vector<std::string> tags_;
   std::vector<Instr> code_;
   int root_ = 0;
 };

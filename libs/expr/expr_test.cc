@@ -206,6 +206,18 @@ TEST_F(ExprTest, RequiredValuesFindsTheEventType) {
   EXPECT_TRUE(RequiredValues(*g, "event.type").empty());
 }
 
+TEST_F(ExprTest, AProgramNamesTheTagsItReadsOnceEach) {
+  auto program = CompileExpression(
+      "customer.tag('segment') == 'vip' || customer.tags.age < 35 && customer.tag('age') > 18 && "
+      "amount_fen > 1 && !customer.tag('blocked')",
+      env_);
+  ASSERT_TRUE(program.ok()) << program.status();
+  EXPECT_THAT((*program)->tags(), ::testing::ElementsAre("age", "blocked", "segment"));
+  auto plain = CompileExpression("amount_fen > 1 && product_code == 'LOAN_A'", env_);
+  ASSERT_TRUE(plain.ok());
+  EXPECT_TRUE((*plain)->tags().empty());
+}
+
 TEST_F(ExprTest, ExplainShowsTheFailingConditionWithValues) {
   auto program = CompileExpression(
       "amount_fen >= 2000000 && product_code in ['LOAN_A'] && customer.tag('age') < 35", env_);

@@ -229,7 +229,7 @@ absl::Status EventStore::EnsurePartitions(const std::vector<ValidatedEvent>& eve
 
 absl::StatusOr<BatchStats> EventStore::ProcessBatch(const std::vector<ValidatedEvent>& events,
                                                     const RuleIndex& rules,
-                                                    const CustomerTags* tags) {
+                                                    const TagSnapshot* tags) {
   BatchStats stats;
   if (events.empty()) return stats;
   MKT_RETURN_IF_ERROR(EnsurePartitions(events));

@@ -86,7 +86,7 @@ class EventStore {
   // `rules`, aggregates, outcomes, grants, clawbacks. Fails with a status IsDataException
   // recognises when the database refuses the data of some event (nothing is written then).
   absl::StatusOr<BatchStats> ProcessBatch(const std::vector<ValidatedEvent>& events,
-                                          const RuleIndex& rules, const CustomerTags* tags);
+                                          const RuleIndex& rules, const TagSnapshot* tags);
 
   // ---- The grant outbox, read by the (single) grant sender ----
   // Returns the highest seq of the outbox: rows above it were created after the caller started,

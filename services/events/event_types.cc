@@ -367,17 +367,69 @@ absl::StatusOr<ValidatedEvent> EventTypeRegistry::Validate(
   return v;
 }
 
+TagValue TagValue::Number(int64_t n) {
+  TagValue v;
+  v.kind = Kind::kNumber;
+  v.number = n;
+  return v;
+}
+
+TagValue TagValue::Text(std::string t) {
+  TagValue v;
+  v.kind = Kind::kText;
+  v.text = std::move(t);
+  return v;
+}
+
+TagValue TagValue::Bool(bool b) {
+  TagValue v;
+  v.kind = Kind::kBool;
+  v.boolean = b;
+  return v;
+}
+
+namespace {
+
+// Org ids and customer ids are printable text without NUL, so NUL separates them unambiguously.
+std::string SnapshotKey(std::string_view org_id, std::string_view customer_id,
+                        std::string_view tag) {
+  std::string key;
+  key.reserve(org_id.size() + customer_id.size() + tag.size() + 2);
+  key.append(org_id).push_back('\0');
+  key.append(customer_id).push_back('\0');
+  key.append(tag);
+  return key;
+}
+
+}  // namespace
+
+void TagSnapshot::Put(std::string_view org_id, std::string_view customer_id, std::string_view tag,
+                      TagValue value) {
+  values_.insert_or_assign(SnapshotKey(org_id, customer_id, tag), std::move(value));
+}
+
+const TagValue* TagSnapshot::Find(std::string_view org_id, std::string_view customer_id,
+                                  std::string_view tag) const {
+  auto it = values_.find(SnapshotKey(org_id, customer_id, tag));
+  return it == values_.end() ? nullptr : &it->second;
+}
+
 void InMemoryCustomerTags::Set(std::string customer_id, std::string tag, TagValue value) {
   absl::MutexLock lock(&mu_);
   tags_[{std::move(customer_id), std::move(tag)}] = std::move(value);
 }
 
-std::optional<TagValue> InMemoryCustomerTags::Get(std::string_view, std::string_view customer_id,
-                                                  std::string_view tag) const {
+absl::Status InMemoryCustomerTags::Fetch(const TagQueries& queries, TagSnapshot& into) const {
   absl::MutexLock lock(&mu_);
-  auto it = tags_.find({std::string(customer_id), std::string(tag)});
-  if (it == tags_.end()) return std::nullopt;
-  return it->second;
+  for (const auto& [org, query] : queries) {
+    for (const std::string& customer : query.customers) {
+      for (const std::string& tag : query.tags) {
+        auto it = tags_.find(std::make_pair(customer, tag));
+        if (it != tags_.end()) into.Put(org, customer, tag, it->second);
+      }
+    }
+  }
+  return absl::OkStatus();
 }
 
 expr::Value EventActivation::Slot(int slot) const {
@@ -417,14 +469,17 @@ expr::Value EventActivation::Slot(int slot) const {
 
 expr::Value EventActivation::Tag(std::string_view name) const {
   if (tags_ == nullptr) return expr::Value::Missing();
-  auto it = cache_.find(name);
-  if (it == cache_.end()) {
-    it = cache_.emplace(std::string(name), tags_->Get(event_.org_id, event_.customer_id, name))
-             .first;
+  const TagValue* v = tags_->Find(event_.org_id, event_.customer_id, name);
+  if (v == nullptr) return expr::Value::Missing();
+  switch (v->kind) {
+    case TagValue::Kind::kNumber:
+      return expr::Value::Int(v->number);
+    case TagValue::Kind::kBool:
+      return expr::Value::Bool(v->boolean);
+    case TagValue::Kind::kText:
+      return expr::Value::String(v->text);
   }
-  if (!it->second) return expr::Value::Missing();
-  return it->second->is_number ? expr::Value::Int(it->second->number)
-                               : expr::Value::String(it->second->text);
+  return expr::Value::Missing();
 }
 
 }  // namespace mkt::events

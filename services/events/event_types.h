@@ -7,10 +7,12 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <string_view>
 #include <vector>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
@@ -105,45 +107,76 @@ class EventTypeRegistry {
 // Validates the shape of an event type definition.
 absl::Status CheckEventType(const pb::EventType& type);
 
-// A customer's tag value, as the segments service holds it.
+// A customer's tag value, as the segments service holds it: int and fen tags are numbers, dates
+// "YYYY-MM-DD" text (which compares in date order), enum labels text, bools booleans.
 struct TagValue {
-  bool is_number = false;
+  enum class Kind { kNumber, kText, kBool };
+  Kind kind = Kind::kText;
   int64_t number = 0;
   std::string text;
+  bool boolean = false;
+
+  static TagValue Number(int64_t n);
+  static TagValue Text(std::string t);
+  static TagValue Bool(bool b);
+  bool operator==(const TagValue&) const = default;
 };
 
-// The seam to the segments service's tags (`customer.tag("age")` in conditions). The real gRPC
-// client arrives with the segments issue; tests and the local stack use InMemoryCustomerTags.
+// The tag values a batch's conditions may read, fetched before any of them is evaluated, so that
+// matching never waits on the segments service per event. Keyed by (org, customer, tag): each
+// bank sees only what the segments service lets that bank see.
+class TagSnapshot {
+ public:
+  void Put(std::string_view org_id, std::string_view customer_id, std::string_view tag,
+           TagValue value);
+  const TagValue* Find(std::string_view org_id, std::string_view customer_id,
+                       std::string_view tag) const;
+  size_t size() const { return values_.size(); }
+
+ private:
+  absl::flat_hash_map<std::string, TagValue> values_;
+};
+
+// What one batch needs: per org, the customers and the tags its candidate rules read.
+struct TagQuery {
+  std::set<std::string> customers;
+  std::set<std::string> tags;
+};
+using TagQueries = std::map<std::string, TagQuery, std::less<>>;
+
+// The seam to the customers' tags (`customer.tag("age")` in conditions): the segments service in
+// a deployment (SegmentTags, decision 032), a fixed table in tests and tools.
 class CustomerTags {
  public:
   virtual ~CustomerTags() = default;
-  virtual std::optional<TagValue> Get(std::string_view org_id, std::string_view customer_id,
-                                      std::string_view tag) const = 0;
+  // Adds to `into` the values `queries` ask for that exist. An error (the segments service is
+  // unreachable) fails the batch, which the consumer retries: a condition is never evaluated
+  // against tags that could not be read.
+  virtual absl::Status Fetch(const TagQueries& queries, TagSnapshot& into) const = 0;
 };
 
+// Tags from a table held in memory, the same for every org (tests and the `tags_file` option).
 class InMemoryCustomerTags final : public CustomerTags {
  public:
   void Set(std::string customer_id, std::string tag, TagValue value);
-  std::optional<TagValue> Get(std::string_view org_id, std::string_view customer_id,
-                              std::string_view tag) const override;
+  absl::Status Fetch(const TagQueries& queries, TagSnapshot& into) const override;
 
  private:
   mutable absl::Mutex mu_;
-  std::map<std::pair<std::string, std::string>, TagValue> tags_ ABSL_GUARDED_BY(mu_);
+  std::map<std::pair<std::string, std::string>, TagValue, std::less<>> tags_ ABSL_GUARDED_BY(mu_);
 };
 
-// The event as conditions see it; looks tags up lazily (once per name).
+// The event as conditions see it; tags come from the batch's snapshot (none: every tag missing).
 class EventActivation final : public expr::Activation {
  public:
-  EventActivation(const ValidatedEvent& event, const CustomerTags* tags)
+  EventActivation(const ValidatedEvent& event, const TagSnapshot* tags)
       : event_(event), tags_(tags) {}
   expr::Value Slot(int slot) const override;
   expr::Value Tag(std::string_view name) const override;
 
  private:
   const ValidatedEvent& event_;
-  const CustomerTags* tags_;
-  mutable std::map<std::string, std::optional<TagValue>, std::less<>> cache_;
+  const TagSnapshot* tags_;
 };
 
 }  // namespace mkt::events

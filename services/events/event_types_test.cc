@@ -54,6 +54,44 @@ TEST_F(EventTypesTest, AValidEventIsTyped) {
   EXPECT_EQ(activation.Slot(kSlotAmount).number.units, 12345);
 }
 
+TEST_F(EventTypesTest, ConditionsReadTheTagsOfTheEventsOrgAndCustomer) {
+  auto v = registry_.Validate(Spend(), "env-1");
+  ASSERT_TRUE(v.ok()) << v.status();
+  TagSnapshot tags;
+  tags.Put(v->org_id, v->customer_id, "age", TagValue::Number(30));
+  tags.Put(v->org_id, v->customer_id, "vip", TagValue::Bool(true));
+  tags.Put(v->org_id, v->customer_id, "opened", TagValue::Text("2026-03-01"));
+  tags.Put("another-bank", v->customer_id, "segment", TagValue::Text("gold"));
+  tags.Put(v->org_id, "another-customer", "segment", TagValue::Text("gold"));
+  EventActivation activation(*v, &tags);
+  auto info = registry_.Find("credit_card.spend");
+  const auto holds = [&](const std::string& condition) {
+    auto program = expr::CompileExpression(condition, *info);
+    EXPECT_TRUE(program.ok()) << condition << ": " << program.status();
+    return program.ok() && (*program)->Matches(activation);
+  };
+  EXPECT_TRUE(holds("customer.tag('age') < 35 && customer.tag('vip')"));
+  EXPECT_TRUE(holds("customer.tag('opened') >= '2026-01-01'"));
+  EXPECT_FALSE(holds("customer.tag('segment') == 'gold'"));  // another org's, another customer's
+  EXPECT_FALSE(holds("customer.tag('age') >= 35"));
+  EXPECT_FALSE(holds("customer.tag('unknown') < 35"));
+  EventActivation without(*v, nullptr);
+  EXPECT_EQ(without.Tag("age").kind, expr::Value::Kind::kMissing);
+
+  // The tag file's table answers per org what it holds for the customers asked.
+  InMemoryCustomerTags table;
+  table.Set("c-1", "age", TagValue::Number(30));
+  table.Set("c-2", "age", TagValue::Number(40));
+  TagQueries queries;
+  queries["bank-a"].customers = {"c-1", "c-3"};
+  queries["bank-a"].tags = {"age", "vip"};
+  TagSnapshot fetched;
+  ASSERT_TRUE(table.Fetch(queries, fetched).ok());
+  EXPECT_EQ(fetched.size(), 1u);
+  ASSERT_NE(fetched.Find("bank-a", "c-1", "age"), nullptr);
+  EXPECT_EQ(*fetched.Find("bank-a", "c-1", "age"), TagValue::Number(30));
+}
+
 TEST_F(EventTypesTest, WhatDoesNotFitIsRejectedWithAReason) {
   pb::BusinessEvent e = Spend();
   e.set_event_type("card.swallowed");

@@ -44,8 +44,13 @@ const config::Schema<EventsConfig>& EventsConfigSchema() {
                "most grant outcomes the sender records per transaction")
         .Field("worker_threads", &EventsConfig::worker_threads, "threads serving admin RPCs")
         .Field("worker_queue", &EventsConfig::worker_queue, "admin RPCs that may wait")
+        .Field("segments_address", &EventsConfig::segments_address,
+               "the segments service (gRPC), where conditions read customer tags")
+        .Field("segments_timeout_ms", &EventsConfig::segments_timeout_ms,
+               "milliseconds one tag lookup may take before the batch is retried")
         .Field("tags_file", &EventsConfig::tags_file,
-               "customer tags as customer,tag,value lines (until the segments client is wired)")
+               "customer tags as customer,tag,value lines, read instead of the segments service "
+               "(tests and tools)")
         .Field("log_format", &EventsConfig::log_format, "auto, text or json")
         .Field("log_level", &EventsConfig::log_level, "trace, debug, info, warn or error");
     return s;
@@ -63,6 +68,11 @@ absl::Status ValidateEventsConfig(const EventsConfig& c) {
   MKT_RETURN_IF_ERROR(InRange("grants_finish_batch", c.grants_finish_batch, 1, 100000));
   MKT_RETURN_IF_ERROR(InRange("worker_threads", c.worker_threads, 1, 256));
   MKT_RETURN_IF_ERROR(InRange("worker_queue", c.worker_queue, 1, 1000000));
+  MKT_RETURN_IF_ERROR(InRange("segments_timeout_ms", c.segments_timeout_ms, 1, 600000));
+  if (c.segments_address.empty() && c.tags_file.empty()) {
+    return InvalidArgument("segments_address",
+                           "segments_address is required unless tags_file names a tag file");
+  }
   return absl::OkStatus();
 }
 

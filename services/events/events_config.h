@@ -28,8 +28,11 @@ struct EventsConfig {
   int64_t grants_finish_batch = 1000;
   int64_t worker_threads = 4;
   int64_t worker_queue = 1000;
-  // Until the segments client is wired: customer tags from a file of "customer,tag,value" lines
-  // (numbers are numbers), served in memory. Empty: no tags.
+  // Where conditions' `customer.tag("x")` values come from: the segments service...
+  std::string segments_address = "127.0.0.1:20041";
+  int64_t segments_timeout_ms = 2000;
+  // ...unless this file of "customer,tag,value" lines (numbers are numbers) is named: tests and
+  // tools without a segments service.
   std::string tags_file;
   std::string log_format = "auto";
   std::string log_level = "info";

@@ -132,6 +132,15 @@ absl::Status EventsService::HandleBatch(const std::vector<kafka::IncomingMessage
   }
   if (events.empty()) return absl::OkStatus();
   auto snapshot = rules_.Snapshot();
+  // The tags the batch's conditions read, fetched at once before any is evaluated.
+  TagSnapshot tags;
+  if (const TagQueries queries = TagsToFetch(events, *snapshot);
+      !queries.empty() && tags_ != nullptr) {
+    if (absl::Status s = tags_->Fetch(queries, tags); !s.ok()) {
+      return absl::UnavailableError(
+          absl::StrCat("cannot read the customer tags the rules need: ", s.message()));
+    }
+  }
   bool grants_changed = false;
   const auto apply = [&](size_t begin, size_t end) -> absl::Status {
     std::vector<ValidatedEvent> part;
@@ -140,7 +149,7 @@ absl::Status EventsService::HandleBatch(const std::vector<kafka::IncomingMessage
                   events.begin() + static_cast<ptrdiff_t>(end));
     }
     MKT_ASSIGN_OR_RETURN(BatchStats stats,
-                         store_.ProcessBatch(part.empty() ? events : part, *snapshot, tags_));
+                         store_.ProcessBatch(part.empty() ? events : part, *snapshot, &tags));
     grants_changed = grants_changed || stats.grants > 0 || stats.clawbacks > 0;
     if (stats.parked > 0) {
       WaitingReversals().parked.Increment(stats.parked);
@@ -372,7 +381,19 @@ absl::StatusOr<pb::ExplainResponse> EventsService::Explain(const tenancy::Actor&
   std::optional<std::string> window = WindowKey(rule, event->occurred_at);
   response.set_within_window(window.has_value());
   if (rule.condition != nullptr) {
-    EventActivation activation(*event, tags_);
+    // The tags as they are now: a change since the event was processed shows in the summary.
+    TagSnapshot tags;
+    if (!rule.condition->tags().empty() && tags_ != nullptr) {
+      TagQueries queries;
+      queries[event->org_id].customers.insert(event->customer_id);
+      queries[event->org_id].tags.insert(rule.condition->tags().begin(),
+                                         rule.condition->tags().end());
+      if (absl::Status s = tags_->Fetch(queries, tags); !s.ok()) {
+        return absl::UnavailableError(absl::StrCat(
+            "cannot read the customer's tags to explain the condition: ", s.message()));
+      }
+    }
+    EventActivation activation(*event, &tags);
     expr::Explanation e = rule.condition->Explain(activation);
     response.set_condition_holds(e.result);
     response.set_failed_condition(e.failed_condition);

@@ -13,6 +13,7 @@
 #include "libs/metrics/metrics.h"
 #include "libs/pg/migrations.h"
 #include "libs/pg/pool.h"
+#include "libs/rpc/client.h"
 #include "libs/rpc/server.h"
 #include "services/events/batch_consumer.h"
 #include "services/events/event_store.h"
@@ -20,6 +21,7 @@
 #include "services/events/events_grpc.h"
 #include "services/events/events_service.h"
 #include "services/events/grant_sender.h"
+#include "services/events/segment_tags.h"
 #include "spdlog/spdlog.h"
 
 extern char** environ;
@@ -42,10 +44,11 @@ absl::Status LoadTags(const std::string& path, events::InMemoryCustomerTags& tag
     const size_t a = line.find(',');
     const size_t b = a == std::string::npos ? a : line.find(',', a + 1);
     if (b == std::string::npos) continue;
-    events::TagValue v;
-    v.text = line.substr(b + 1);
-    v.is_number = absl::SimpleAtoi(v.text, &v.number);
-    tags.Set(line.substr(0, a), line.substr(a + 1, b - a - 1), v);
+    const std::string text = line.substr(b + 1);
+    int64_t number = 0;
+    tags.Set(line.substr(0, a), line.substr(a + 1, b - a - 1),
+             absl::SimpleAtoi(text, &number) ? events::TagValue::Number(number)
+                                             : events::TagValue::Text(text));
   }
   return absl::OkStatus();
 }
@@ -76,10 +79,19 @@ int main(int argc, char** argv) {
   auto producer = kafka::Producer::Create(kafka_options);
   if (!producer.ok()) return Fail(producer.status());
 
-  events::InMemoryCustomerTags tags;
-  if (auto s = LoadTags(cfg->tags_file, tags); !s.ok()) return Fail(s);
+  // Customer tags: the segments service, or a file standing in for it.
+  std::unique_ptr<events::CustomerTags> tags;
+  if (cfg->tags_file.empty()) {
+    tags = events::NewSegmentTags(rpc::Connect(cfg->segments_address),
+                                  absl::Milliseconds(cfg->segments_timeout_ms));
+  } else {
+    auto file_tags = std::make_unique<events::InMemoryCustomerTags>();
+    if (auto s = LoadTags(cfg->tags_file, *file_tags); !s.ok()) return Fail(s);
+    spdlog::info("events: customer tags from {}, not from the segments service", cfg->tags_file);
+    tags = std::move(file_tags);
+  }
   events::EventStore store(**pool);
-  events::EventsService service(store, &tags);
+  events::EventsService service(store, tags.get());
   if (auto s = service.Start(); !s.ok()) return Fail(s);
 
   events::GrantSender sender(store, {.rewards_address = cfg->rewards_address,

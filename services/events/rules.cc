@@ -151,6 +151,26 @@ std::optional<std::string> WindowKey(const CompiledRule& rule, absl::Time occurr
   }
 }
 
+TagQueries TagsToFetch(const std::vector<ValidatedEvent>& events, const RuleIndex& rules) {
+  TagQueries queries;
+  for (const ValidatedEvent& e : events) {
+    if (e.reversal != pb::NOT_A_REVERSAL) continue;
+    auto it = rules.by_type.find(e.event_type);
+    if (it == rules.by_type.end()) continue;
+    TagQuery* query = nullptr;
+    for (const auto& rule : it->second) {
+      if (rule->condition == nullptr || rule->condition->tags().empty()) continue;
+      if (!WindowKey(*rule, e.occurred_at)) continue;
+      if (query == nullptr) {
+        query = &queries[e.org_id];
+        query->customers.insert(e.customer_id);
+      }
+      query->tags.insert(rule->condition->tags().begin(), rule->condition->tags().end());
+    }
+  }
+  return queries;
+}
+
 MatchEffect ApplyMatch(const pb::TriggerRule& rule, int64_t amount_fen, Aggregate& agg,
                        Aggregate& grants) {
   MatchEffect effect;

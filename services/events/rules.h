@@ -58,6 +58,11 @@ class RuleBook {
 // "m:2026-11", "d:2026-11-26" in China time), or nullopt when it is outside start..end.
 std::optional<std::string> WindowKey(const CompiledRule& rule, absl::Time occurred_at);
 
+// Returns the tags the conditions of `events` will read: per org, the customers of the events that
+// have a rule of their type in its window whose condition reads tags, and those tags. Reversals
+// match no rule and need none.
+TagQueries TagsToFetch(const std::vector<ValidatedEvent>& events, const RuleIndex& rules);
+
 // Grants made per customer for a rule are counted in the aggregate row with this window key.
 inline constexpr char kGrantsWindow[] = "*grants";
 

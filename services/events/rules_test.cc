@@ -169,6 +169,52 @@ TEST(CompileRuleTest, ConditionErrorsKeepTheirPosition) {
   EXPECT_FALSE(CompileRule(rule, types).ok());
 }
 
+ValidatedEvent Spend(std::string org, std::string customer, absl::Time at) {
+  ValidatedEvent e;
+  e.event_type = "credit_card.spend";
+  e.org_id = std::move(org);
+  e.customer_id = std::move(customer);
+  e.occurred_at = at;
+  return e;
+}
+
+TEST(TagsToFetchTest, AsksPerOrgForTheTagsOfTheRulesAnEventCanMatch) {
+  EventTypeRegistry types;
+  types.Load(DefaultEventTypes());
+  RuleBook book;
+  pb::TriggerRule young = Cumulative({100});
+  young.set_condition("customer.tag('age') < 35 && customer.tags.vip");
+  young.mutable_end_time()->set_seconds(2'000'000'000);
+  ASSERT_TRUE(book.Upsert(*CompileRule(young, types)));
+  pb::TriggerRule branch = Cumulative({100});
+  branch.set_rule_id("r2");
+  branch.set_condition("channel == 'QR' || customer.tag('branch') == 'B01'");
+  ASSERT_TRUE(book.Upsert(*CompileRule(branch, types)));
+  pb::TriggerRule plain = Cumulative({100});
+  plain.set_rule_id("r3");
+  plain.set_event_type("deposit.made");
+  plain.set_condition("amount_fen > 0");
+  ASSERT_TRUE(book.Upsert(*CompileRule(plain, types)));
+
+  const absl::Time now = absl::FromUnixSeconds(1'800'000'000);
+  const absl::Time after_young = absl::FromUnixSeconds(2'100'000'000);
+  ValidatedEvent refund = Spend("bank-a", "c-refund", now);
+  refund.reversal = pb::REFUND;
+  ValidatedEvent deposit = Spend("bank-a", "c-deposit", now);
+  deposit.event_type = "deposit.made";
+  const TagQueries queries = TagsToFetch({Spend("bank-a", "c-1", now), Spend("bank-a", "c-2", now),
+                                          Spend("bank-b", "c-1", after_young), refund, deposit},
+                                         *book.Snapshot());
+  ASSERT_EQ(queries.size(), 2u);
+  EXPECT_THAT(queries.at("bank-a").customers, ElementsAre("c-1", "c-2"));
+  EXPECT_THAT(queries.at("bank-a").tags, ElementsAre("age", "branch", "vip"));
+  // After the end of `young` only `branch` can match.
+  EXPECT_THAT(queries.at("bank-b").customers, ElementsAre("c-1"));
+  EXPECT_THAT(queries.at("bank-b").tags, ElementsAre("branch"));
+  // Rules without tags need no lookup at all.
+  EXPECT_THAT(TagsToFetch({deposit}, *book.Snapshot()), IsEmpty());
+}
+
 TEST(GrantIdTest, IsDeterministicAndFitsTheLedger) {
   EXPECT_EQ(GrantId("card:1", "r1", 0), GrantId("card:1", "r1", 0));
   EXPECT_NE(GrantId("card:1", "r1", 0), GrantId("card:1", "r1", 1));

@@ -1096,6 +1096,45 @@ absl::Status SegmentService::BatchIsMemberInto(const pb::BatchIsMemberRequest& r
   return absl::OkStatus();
 }
 
+absl::Status SegmentService::BatchGetTagValuesInto(const pb::BatchGetTagValuesRequest& req,
+                                                   pb::BatchGetTagValuesResponse* out) const {
+  MKT_RETURN_IF_ERROR(CheckOrg(req.org_id(), "org_id"));
+  if (req.customer_ids().empty() || req.customer_ids_size() > 1000) {
+    return InvalidArgument("customer_ids", "1..1000 customers per call");
+  }
+  if (req.tags().empty() || req.tags_size() > 64) {
+    return InvalidArgument("tags", "1..64 tags per call");
+  }
+  for (int i = 0; i < req.customer_ids_size(); ++i) {
+    MKT_RETURN_IF_ERROR(
+        CheckCustomerId(req.customer_ids(i), absl::StrCat("customer_ids[", i, "]")));
+  }
+  // The tags this org may read; the others are named back and have no values.
+  std::vector<TagSchema> readable;
+  for (int i = 0; i < req.tags_size(); ++i) {
+    MKT_RETURN_IF_ERROR(ValidateTagName(req.tags(i), absl::StrCat("tags[", i, "]")));
+    std::optional<TagSchema> schema = index_.Schema(req.tags(i));
+    if (schema && Readable(req.org_id(), schema->org_id)) {
+      readable.push_back(*std::move(schema));
+    } else {
+      out->add_unknown_tags(req.tags(i));
+    }
+  }
+  out->mutable_rows()->Reserve(req.customer_ids_size());
+  for (const std::string& customer_id : req.customer_ids()) {
+    pb::BatchGetTagValuesResponse::Row* row = out->add_rows();
+    row->set_customer_id(customer_id);
+    std::optional<uint32_t> dense = index_.Find(customer_id);
+    if (!dense || !index_.InScope(req.org_id(), *dense)) continue;
+    for (const TagSchema& schema : readable) {
+      if (std::optional<Value> value = index_.ValueOf(*dense, schema.name)) {
+        *row->add_values() = segments::ToProto(schema, *value);
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<pb::CountResponse> SegmentService::Count(const pb::CountRequest& req) {
   MKT_ASSIGN_OR_RETURN(Roaring members, MembersFor(req.org_id(), req.segment(), "segment"));
   pb::CountResponse out;

@@ -78,6 +78,9 @@ class SegmentService {
   // BatchIsMember filling `out` (for a caller that owns the response, e.g. the gRPC adapter).
   absl::Status BatchIsMemberInto(const pb::BatchIsMemberRequest& req,
                                  pb::BatchIsMemberResponse* out);
+  // Answered from the index alone (the gRPC adapter answers it on the callback thread).
+  absl::Status BatchGetTagValuesInto(const pb::BatchGetTagValuesRequest& req,
+                                     pb::BatchGetTagValuesResponse* out) const;
   absl::StatusOr<pb::CountResponse> Count(const pb::CountRequest& req);
   absl::StatusOr<pb::SampleResponse> Sample(const pb::SampleRequest& req);
   absl::StatusOr<pb::OverlapResponse> Overlap(const pb::OverlapRequest& req);

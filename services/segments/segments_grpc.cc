@@ -76,6 +76,14 @@ class SegmentsGrpcService final : public pb::Segments::CallbackService {
     }
     return rpc::RunBlockingInto(ctx, pool_, resp, [this, req] { return s_.BatchIsMember(*req); });
   }
+  // Bitmap probes only: answered on the callback thread.
+  ServerUnaryReactor* BatchGetTagValues(CallbackServerContext* ctx,
+                                        const pb::BatchGetTagValuesRequest* req,
+                                        pb::BatchGetTagValuesResponse* resp) override {
+    ServerUnaryReactor* reactor = ctx->DefaultReactor();
+    reactor->Finish(rpc::ToGrpcStatus(s_.BatchGetTagValuesInto(*req, resp)));
+    return reactor;
+  }
   MKT_MEMBERSHIP_RPC(Count, CountRequest, CountResponse)
   MKT_MEMBERSHIP_RPC(Sample, SampleRequest, SampleResponse)
   MKT_MEMBERSHIP_RPC(Overlap, OverlapRequest, OverlapResponse)

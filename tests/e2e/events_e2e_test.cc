@@ -29,6 +29,7 @@
 #include "marketing/events/v1/business_event.pb.h"
 #include "marketing/events/v1/events.grpc.pb.h"
 #include "marketing/rewards/v1/ledger.grpc.pb.h"
+#include "marketing/segments/v1/segments.grpc.pb.h"
 
 namespace mkt {
 namespace {
@@ -36,14 +37,17 @@ namespace {
 namespace cpb = ::marketing::campaigns::v1;
 namespace epb = ::marketing::events::v1;
 namespace rpb = ::marketing::rewards::v1;
+namespace spb = ::marketing::segments::v1;
 
 constexpr char kOrg[] = "bank-a";
 
-// Starts mkt-rewards and mkt-events on fresh databases and fresh topics.
+// Starts mkt-rewards and mkt-events on fresh databases and fresh topics. Customer tags come from
+// a tag file, or from the segments service at `segments_address` when one is given.
 class Stack {
  public:
-  Stack()
-      : events_topic_(testing::NewTopic("events-e2e.business", 3)),
+  explicit Stack(std::string segments_address = "")
+      : segments_address_(std::move(segments_address)),
+        events_topic_(testing::NewTopic("events-e2e.business", 3)),
         dead_letters_(testing::NewTopic("events-e2e.dlq", 1)),
         changes_(testing::NewTopic("events-e2e.changes", 1)) {
     rewards_port_ = testing::FreePort();
@@ -86,7 +90,10 @@ class Stack {
             {"MKT_EVENTS_CAMPAIGN_CHANGES_TOPIC", changes_},
             {"MKT_EVENTS_CONSUMER_GROUP", "events-e2e-" + RandomHex(4)},
             {"MKT_EVENTS_REWARDS_ADDRESS", absl::StrCat("127.0.0.1:", rewards_port_)},
-            {"MKT_EVENTS_TAGS_FILE", tags_file_},
+            segments_address_.empty()
+                ? std::pair<const std::string, std::string>{"MKT_EVENTS_TAGS_FILE", tags_file_}
+                : std::pair<const std::string, std::string>{"MKT_EVENTS_SEGMENTS_ADDRESS",
+                                                            segments_address_},
             {"MKT_EVENTS_LOG_FORMAT", "json"}},
         events_log_);
     auto channel = rpc::Connect(absl::StrCat("127.0.0.1:", events_port_));
@@ -225,6 +232,7 @@ class Stack {
     return false;
   }
 
+  std::string segments_address_;
   testing::TestDatabase rewards_db_;
   testing::TestDatabase events_db_;
   std::string events_topic_, dead_letters_, changes_;
@@ -754,6 +762,141 @@ TEST_F(EventsE2eTest, ExplainSaysWhichConditionFailedWithTheValuesSeen) {
   EXPECT_TRUE(why->granted()) << why->summary();
   EXPECT_TRUE(why->condition_holds());
   EXPECT_EQ(why->decision(), "matched; grants tier 0");
+}
+
+// mkt-segments as a process on its own database, on a port kept across restarts.
+class SegmentsProcess {
+ public:
+  SegmentsProcess()
+      : profiles_topic_(testing::NewTopic("events-e2e.profiles", 1)), port_(testing::FreePort()) {}
+  ~SegmentsProcess() { Stop(); }
+
+  bool Start() {
+    log_ = "/tmp/events_e2e_segments_" + RandomHex(4) + ".log";
+    process_ = std::make_unique<testing::ChildProcess>(
+        std::vector<std::string>{testing::BinDir() + "/services/segments/mkt-segments"},
+        std::map<std::string, std::string>{
+            {"MKT_SEGMENTS_PG_DSN", db_.dsn()},
+            {"MKT_SEGMENTS_KAFKA_BOOTSTRAP", testing::KafkaBootstrap()},
+            {"MKT_SEGMENTS_GRPC_ADDRESS", target()},
+            {"MKT_SEGMENTS_METRICS_ADDRESS", absl::StrCat("127.0.0.1:", testing::FreePort())},
+            {"MKT_SEGMENTS_PROFILES_TOPIC", profiles_topic_},
+            {"MKT_SEGMENTS_BUSINESS_EVENTS_TOPIC", ""},
+            {"MKT_SEGMENTS_DEAD_LETTER_TOPIC", profiles_topic_ + ".dead"},
+            {"MKT_SEGMENTS_REPLICA_ID", "events-e2e-" + RandomHex(4)},
+            {"MKT_SEGMENTS_RFM_INTERVAL_S", "0"},
+            {"MKT_SEGMENTS_LOG_FORMAT", "json"}},
+        log_);
+    auto channel = rpc::Connect(target());
+    if (!testing::WaitForGrpcHealth(channel, absl::Seconds(60))) {
+      ADD_FAILURE() << "mkt-segments did not start; its log:\n" << testing::Tail(log_, 40);
+      return false;
+    }
+    stub_ = spb::Segments::NewStub(channel);
+    return true;
+  }
+
+  void Stop() {
+    if (process_ != nullptr) {
+      EXPECT_EQ(process_->Kill(SIGTERM), 0);
+    }
+    process_.reset();
+  }
+
+  std::string target() const { return absl::StrCat("127.0.0.1:", port_); }
+
+  // Imports `csv` (customer_id,<tag>,...) as an operator of `org`.
+  void Import(const std::string& org, const std::string& csv) {
+    spb::ImportTagValuesRequest request;
+    request.set_csv(csv);
+    spb::ImportTagValuesResponse response;
+    grpc::ClientContext context;
+    rpc::PrepareClientContext(context, absl::Seconds(10), NewRequestId());
+    rpc::AttachActor(context, Operator(org));
+    ASSERT_TRUE(stub_->ImportTagValues(&context, request, &response).ok());
+    ASSERT_EQ(response.rows_rejected(), 0) << response.DebugString();
+  }
+
+  void CreateBoolTag(const std::string& org, const std::string& name) {
+    spb::CreateTagRequest request;
+    request.mutable_tag()->set_name(name);
+    request.mutable_tag()->set_type(spb::TAG_TYPE_BOOL);
+    spb::Tag tag;
+    grpc::ClientContext context;
+    rpc::PrepareClientContext(context, absl::Seconds(10), NewRequestId());
+    rpc::AttachActor(context, Operator(org));
+    ASSERT_TRUE(stub_->CreateTag(&context, request, &tag).ok());
+  }
+
+ private:
+  static tenancy::Actor Operator(const std::string& org) {
+    return {.org_id = org, .operator_id = "op-" + org, .roles = {tenancy::Role::kAdmin}};
+  }
+
+  testing::TestDatabase db_;
+  std::string profiles_topic_;
+  int port_;
+  std::string log_;
+  std::unique_ptr<testing::ChildProcess> process_;
+  std::unique_ptr<spb::Segments::Stub> stub_;
+};
+
+// The customer tags of conditions come from the segments service, as each bank may see them, read
+// when the event is matched; while the segments service is down, events wait rather than being
+// matched without their tags.
+TEST(EventsSegmentsE2eTest, ConditionsReadTheSegmentsServicesTagsAndWaitForItWhenItIsDown) {
+  SegmentsProcess segments;
+  ASSERT_TRUE(segments.Start());
+  // bank-a's customers (their first import makes bank-a their home org) with bank-a's own tag;
+  // t-b is bank-b's customer; "age" is the federation's tag, readable by every bank.
+  segments.CreateBoolTag(kOrg, "vip");
+  segments.Import(kOrg, "customer_id,vip\nt-1,true\nt-2,true\nt-3,false\nt-4,true\n");
+  segments.Import("bank-b", "customer_id\nt-b\n");
+  segments.Import("fed", "customer_id,age\nt-1,30\nt-2,40\nt-3,30\nt-4,30\nt-b,20\n");
+
+  Stack s(segments.target());
+  ASSERT_TRUE(s.UpsertRule(Rule("young-vip", "loan.disbursed", epb::EVERY_MATCH,
+                                R"(customer.tag("age") < 35 && customer.tag("vip"))",
+                                Reward(rpb::CASH_FEN, 500)))
+                  .ok());
+  const auto loan = [](const std::string& customer) {
+    return Event("loan.disbursed", customer, 2000000, {{"contract_id", "K-" + customer}});
+  };
+  const epb::BusinessEvent not_vip = loan("t-3");
+  const epb::BusinessEvent other_bank = loan("t-b");
+  s.Publish({loan("t-1"), loan("t-2"), not_vip, other_bank});
+  ASSERT_TRUE(s.AwaitLogged("t-3", "core:" + not_vip.source_event_id()));
+  ASSERT_TRUE(s.AwaitLogged("t-b", "core:" + other_bank.source_event_id()));
+  // Only t-1 is young and a VIP; t-b's age is bank-b's customer's, which bank-a cannot see.
+  Balances expected = {{"t-1", {{rpb::CASH_FEN, 500}}}, {"t-2", {}}, {"t-3", {}}, {"t-b", {}}};
+  EXPECT_EQ(s.AwaitBalances(expected), expected);
+
+  epb::ExplainRequest why;
+  why.set_rule_id("young-vip");
+  why.set_event_key("core:" + not_vip.source_event_id());
+  auto explained = s.Admin<epb::ExplainResponse>(&epb::EventsAdmin::Stub::Explain, why);
+  ASSERT_TRUE(explained.ok()) << explained.status();
+  EXPECT_EQ(explained->failed_condition(), R"(customer.tag("vip"))");
+  ASSERT_EQ(explained->observations_size(), 2);
+  EXPECT_EQ(explained->observations(0).left(), "30");
+  EXPECT_EQ(explained->observations(1).left(), "false");
+
+  // A tag changed in the segments service counts for the next event, without a restart.
+  segments.Import("fed", "customer_id,age\nt-2,25\n");
+  s.Publish({loan("t-2")});
+  expected["t-2"] = {{rpb::CASH_FEN, 500}};
+  EXPECT_EQ(s.AwaitBalances(expected), expected);
+
+  // With the segments service down, t-4's event waits (it is not matched without its tags), and
+  // is granted once the service is back.
+  segments.Stop();
+  s.Publish({loan("t-4")});
+  absl::SleepFor(absl::Seconds(3));
+  EXPECT_TRUE(s.Balances("t-4").empty());
+  ASSERT_TRUE(segments.Start());
+  expected["t-4"] = {{rpb::CASH_FEN, 500}};
+  EXPECT_EQ(s.AwaitBalances(expected), expected);
+  s.ExpectIntegrity();
 }
 
 }  // namespace

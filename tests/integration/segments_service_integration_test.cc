@@ -391,6 +391,65 @@ TEST_F(TenancyTest, MembershipIsScopedToTheAskingBank) {
   EXPECT_EQ(service_->ReadSnapshot(read)->customer_ids_size(), 2);
 }
 
+TEST_F(TenancyTest, TagValuesAreScopedToTheAskingBank) {
+  pb::BatchGetTagValuesRequest req;
+  req.set_org_id("bank-a");
+  for (const char* c : {"a-1", "a-2", "b-1", "nobody"}) req.add_customer_ids(c);
+  for (const char* t : {"age", "bank_a_vip", "no_such_tag"}) req.add_tags(t);
+  const auto values = [&](const pb::BatchGetTagValuesResponse& resp) {
+    std::map<std::string, std::string> out;  // customer/tag -> value
+    for (const auto& row : resp.rows()) {
+      for (const auto& v : row.values()) {
+        out[row.customer_id() + "/" + v.tag()] = v.has_bool_value()
+                                                     ? (v.bool_value() ? "true" : "false")
+                                                     : std::to_string(v.int_value());
+      }
+    }
+    return out;
+  };
+  pb::BatchGetTagValuesResponse a;
+  ASSERT_TRUE(service_->BatchGetTagValuesInto(req, &a).ok());
+  ASSERT_EQ(a.rows_size(), 4);  // one row per customer asked, in order
+  EXPECT_EQ(a.rows(2).customer_id(), "b-1");
+  EXPECT_EQ(values(a), (std::map<std::string, std::string>{{"a-1/age", "30"},
+                                                           {"a-1/bank_a_vip", "true"},
+                                                           {"a-2/age", "40"},
+                                                           {"a-2/bank_a_vip", "false"}}));
+  EXPECT_EQ(std::vector<std::string>(a.unknown_tags().begin(), a.unknown_tags().end()),
+            std::vector<std::string>{"no_such_tag"});
+
+  // bank-b reads the federation's tag of its own customers only, and not bank-a's tag at all.
+  req.set_org_id("bank-b");
+  pb::BatchGetTagValuesResponse b;
+  ASSERT_TRUE(service_->BatchGetTagValuesInto(req, &b).ok());
+  EXPECT_EQ(values(b), (std::map<std::string, std::string>{{"b-1/age", "35"}}));
+  EXPECT_EQ(std::vector<std::string>(b.unknown_tags().begin(), b.unknown_tags().end()),
+            (std::vector<std::string>{"bank_a_vip", "no_such_tag"}));
+
+  // Malformed requests are refused by field.
+  const auto refused = [&](const pb::BatchGetTagValuesRequest& bad) {
+    pb::BatchGetTagValuesResponse out;
+    absl::Status s = service_->BatchGetTagValuesInto(bad, &out);
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+    return std::string(s.message());
+  };
+  pb::BatchGetTagValuesRequest bad = req;
+  bad.clear_tags();
+  EXPECT_NE(refused(bad).find("1..64 tags"), std::string::npos);
+  bad = req;
+  bad.clear_customer_ids();
+  EXPECT_NE(refused(bad).find("1..1000 customers"), std::string::npos);
+  bad = req;
+  bad.add_tags("Bad Name");
+  refused(bad);
+  bad = req;
+  bad.set_org_id("");
+  refused(bad);
+  bad = req;
+  bad.add_customer_ids("");
+  refused(bad);
+}
+
 // ---- Versions, snapshots, profile messages -----------------------------------------------------
 
 TEST_F(SegmentsServiceTest, CallersPinTheVersionTheyWereApprovedWith) {
