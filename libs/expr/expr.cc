@@ -718,7 +718,25 @@ void CollectRequired(const Node& n, std::string_view field, std::vector<std::str
   }
 }
 
+void CollectTags(const Node& n, std::vector<std::string>* out) {
+  constexpr std::string_view kTagsPrefix = "customer.tags.";
+  if (n.kind == NodeKind::kTag) {
+    out->push_back(n.text);
+  } else if (n.kind == NodeKind::kField && n.text.rfind(kTagsPrefix, 0) == 0) {
+    out->push_back(n.text.substr(kTagsPrefix.size()));  // as Check() will read it
+  }
+  for (const Node& c : n.children) CollectTags(c, out);
+}
+
 }  // namespace
+
+std::vector<std::string> TagNames(const Expression& expression) {
+  std::vector<std::string> out;
+  CollectTags(expression.root, &out);
+  std::sort(out.begin(), out.end());
+  out.erase(std::unique(out.begin(), out.end()), out.end());
+  return out;
+}
 
 std::vector<std::string> RequiredValues(const Expression& expression, std::string_view field) {
   std::vector<std::string> out;
@@ -908,12 +926,7 @@ absl::StatusOr<std::shared_ptr<const Program>> Program::Compile(const Expression
   std::shared_ptr<Program> program(new Program());
   program->source_ = checked.source;
   program->root_ = Emit(checked.root, program->code_, true);
-  for (const Instr& in : program->code_) {
-    if (in.op == Instr::Op::kTag) program->tags_.push_back(in.text);
-  }
-  std::sort(program->tags_.begin(), program->tags_.end());
-  program->tags_.erase(std::unique(program->tags_.begin(), program->tags_.end()),
-                       program->tags_.end());
+  program->tags_ = TagNames(checked);
   return std::shared_ptr<const Program>(std::move(program));
 }
 

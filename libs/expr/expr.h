@@ -185,6 +185,10 @@ absl::Status Check(Expression& expression, const Environment& env);
 // it does not constrain the field.
 std::vector<std::string> RequiredValues(const Expression& expression, std::string_view field);
 
+// Returns the customer tags the expression reads (`customer.tag("x")`, `customer.tags.x`),
+// sorted, each once; the expression need not be checked.
+std::vector<std::string> TagNames(const Expression& expression);
+
 // ---- Compiled program ---------------------------------------------------------------------------
 
 // One comparison (or boolean field) evaluated while explaining, in evaluation order.

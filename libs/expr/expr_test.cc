@@ -213,6 +213,12 @@ TEST_F(ExprTest, AProgramNamesTheTagsItReadsOnceEach) {
       env_);
   ASSERT_TRUE(program.ok()) << program.status();
   EXPECT_THAT((*program)->tags(), ::testing::ElementsAre("age", "blocked", "segment"));
+  // The same names from the parsed (not yet checked) expression, as the campaigns service asks.
+  auto parsed = Parse(
+      "customer.tag('segment') == 'vip' || customer.tags.age < 35 && customer.tag('age') > 18 && "
+      "amount_fen > 1 && !customer.tag('blocked')");
+  ASSERT_TRUE(parsed.ok());
+  EXPECT_THAT(TagNames(*parsed), ::testing::ElementsAre("age", "blocked", "segment"));
   auto plain = CompileExpression("amount_fen > 1 && product_code == 'LOAN_A'", env_);
   ASSERT_TRUE(plain.ok());
   EXPECT_TRUE((*plain)->tags().empty());

@@ -8,6 +8,7 @@
 
 #include "absl/status/status.h"
 #include "libs/core/text.h"
+#include "libs/expr/expr.h"
 #include "libs/tenancy/tenancy.h"
 #include "services/campaigns/asset_growth.h"
 #include "services/campaigns/trigger_expression.h"
@@ -381,16 +382,44 @@ void CheckEventTrigger(const pb::CampaignConfig& c, FieldErrors& errors) {
   }
 }
 
+// The tags a trigger reads (`customer.tag("x")`) must exist and be the campaign's org's own or an
+// ancestor's, as audience segments must (decision 032): the events service reads them as the
+// bank of each event, and a tag nobody created would leave the condition false for every customer.
+void CheckTriggerTags(std::string_view expression, const ValidationContext& ctx,
+                      FieldErrors& errors) {
+  if (ctx.segments == nullptr) return;
+  absl::StatusOr<expr::Expression> parsed = expr::Parse(expression);
+  if (!parsed.ok()) return;  // CheckTriggerExpression reports it
+  for (const std::string& tag : expr::TagNames(*parsed)) {
+    absl::StatusOr<TagInfo> info = ctx.segments->LookupTag(tag);
+    if (!info.ok() && info.status().code() == absl::StatusCode::kUnimplemented) return;
+    // Another bank's tag is reported like an unknown one: its existence is not ours to show.
+    if ((!info.ok() && info.status().code() == absl::StatusCode::kNotFound) ||
+        (info.ok() && !tenancy::Covers(info->owner_org, ctx.owner_org))) {
+      errors.Add("trigger_expression",
+                 "unknown tag '" + tag +
+                     "': a condition reads the tags of the campaign's bank and the federation");
+    } else if (!info.ok()) {
+      errors.Add("trigger_expression", "tag '" + tag +
+                                           "' cannot be checked now (segment directory: " +
+                                           std::string(info.status().message()) + ")");
+    }
+  }
+}
+
 void CheckRulesAndRewards(const pb::CampaignConfig& c, const ValidationContext& ctx,
                           FieldErrors& errors) {
   if (c.type() == pb::EVENT_TRIGGER || !c.trigger_expression().empty()) {
     if (absl::Status s = CheckTriggerExpression(c.trigger_expression()); !s.ok()) {
       errors.Add("trigger_expression", std::string(s.message()));
-    } else if (ctx.event_types != nullptr) {
-      if (absl::Status t = CheckTriggerAgainstRegistry(c.trigger_expression(), *ctx.event_types);
-          !t.ok()) {
-        errors.Add("trigger_expression", std::string(t.message()));
+    } else {
+      if (ctx.event_types != nullptr) {
+        if (absl::Status t = CheckTriggerAgainstRegistry(c.trigger_expression(), *ctx.event_types);
+            !t.ok()) {
+          errors.Add("trigger_expression", std::string(t.message()));
+        }
       }
+      CheckTriggerTags(c.trigger_expression(), ctx, errors);
     }
   }
   CheckEventTrigger(c, errors);

@@ -311,6 +311,36 @@ TEST_F(CampaignRulesTest, EventTriggersAreCheckedAsTheEventsServiceCompilesThem)
                   "only an event campaign"));
 }
 
+// The tags an event campaign's condition reads exist and are its bank's or the federation's
+// (decision 032): a misspelt or foreign tag would leave the condition false for every customer.
+TEST_F(CampaignRulesTest, AnEventConditionReadsOnlyTagsItsBankMayUse) {
+  auto c = CompleteEvent(now_, now_ + absl::Hours(1));  // bank-a's
+  c.set_trigger_expression(
+      "event.type == 'deposit' && customer.tag('age') < 35 && customer.tags.vip == true");
+  EXPECT_TRUE(ValidateStep(pb::STEP_RULES_REWARDS, c, context_).empty())
+      << ValidateStep(pb::STEP_RULES_REWARDS, c, context_).ToStatus();
+
+  for (const char* tag : {"agee", "b_level", "Age"}) {
+    c.set_trigger_expression(std::string("event.type == 'deposit' && customer.tag('") + tag +
+                             "') == 'x'");
+    FieldErrors errors = ValidateStep(pb::STEP_RULES_REWARDS, c, context_);
+    EXPECT_TRUE(Has(errors, "trigger_expression",
+                    std::string("unknown tag '") + tag +
+                        "': a condition reads the tags of the campaign's bank and the federation"))
+        << tag << ": " << errors.ToStatus();
+  }
+  c.set_trigger_expression("event.type == 'deposit' && customer.tags.b_level == 'x'");
+  EXPECT_TRUE(Has(ValidateStep(pb::STEP_RULES_REWARDS, c, context_), "trigger_expression",
+                  "unknown tag 'b_level'"));
+
+  // A directory that knows no tags (a catalog file without "tags") does not judge them.
+  InMemorySegmentDirectory no_tags;
+  ValidationContext without = context_;
+  without.segments = &no_tags;
+  c.set_trigger_expression("event.type == 'deposit' && customer.tag('anything') == 'x'");
+  EXPECT_FALSE(Has(ValidateStep(pb::STEP_RULES_REWARDS, c, without), "trigger_expression", ""));
+}
+
 // What the events service compiles (services/events/events_service.cc RuleFromCampaign): the
 // documented customer.tag("x") form, one pinned event type, and one reward naming the asset.
 TEST_F(CampaignRulesTest, EventCampaignsAreCheckedAsTheEventsServiceCompilesThem) {

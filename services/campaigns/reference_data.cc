@@ -20,6 +20,29 @@ absl::StatusOr<SegmentInfo> InMemorySegmentDirectory::Lookup(std::string_view se
   return it->second;
 }
 
+absl::StatusOr<TagInfo> SegmentDirectory::LookupTag(std::string_view) const {
+  return absl::UnimplementedError("this directory does not know tags");
+}
+
+void InMemorySegmentDirectory::PutTag(std::string name, TagInfo info) {
+  absl::MutexLock lock(&mu_);
+  knows_tags_ = true;
+  tags_[std::move(name)] = std::move(info);
+}
+
+void InMemorySegmentDirectory::KnowTags() {
+  absl::MutexLock lock(&mu_);
+  knows_tags_ = true;
+}
+
+absl::StatusOr<TagInfo> InMemorySegmentDirectory::LookupTag(std::string_view name) const {
+  absl::MutexLock lock(&mu_);
+  if (!knows_tags_) return SegmentDirectory::LookupTag(name);
+  auto it = tags_.find(name);
+  if (it == tags_.end()) return NotFound("unknown tag '" + std::string(name) + "'");
+  return it->second;
+}
+
 void InMemoryBenefitCatalog::Put(std::string id, BenefitInfo info) {
   absl::MutexLock lock(&mu_);
   benefits_[std::move(id)] = std::move(info);
@@ -44,6 +67,15 @@ std::string_view DemoReferenceDataJson() {
     {"id": "seg-b-farmers", "org": "bank-b", "version": 2, "size": 20000},
     {"id": "seg-b-merchants", "org": "bank-b", "version": 1, "size": 1500}
   ],
+  "tags": [
+    {"name": "age", "org": "fed"}, {"name": "gender", "org": "fed"},
+    {"name": "region_county", "org": "fed"}, {"name": "customer_level", "org": "fed"},
+    {"name": "aum_band", "org": "fed"}, {"name": "aum_fen", "org": "fed"},
+    {"name": "has_credit_card", "org": "fed"}, {"name": "has_loan", "org": "fed"},
+    {"name": "payroll_customer", "org": "fed"}, {"name": "mobile_active_days_30d", "org": "fed"},
+    {"name": "last_login_date", "org": "fed"}, {"name": "risk_rating", "org": "fed"},
+    {"name": "rfm_group", "org": "fed"}
+  ],
   "benefits": [
     {"id": "bt-fed-coupon-50", "org": "fed", "unit_cost_fen": 5000, "kind": "REWARD_KIND_COUPON"},
     {"id": "bt-fed-points-100", "org": "fed", "unit_cost_fen": 1, "kind": "REWARD_KIND_POINTS"},
@@ -64,6 +96,12 @@ absl::StatusOr<ReferenceData> ParseReferenceData(std::string_view text) {
       data.segments->Put(s.at("id").get<std::string>(),
                          {s.at("org").get<std::string>(), s.value("version", int64_t{1}),
                           s.value("size", int64_t{0})});
+    }
+    if (json.contains("tags")) {
+      data.segments->KnowTags();
+      for (const auto& t : json.at("tags")) {
+        data.segments->PutTag(t.at("name").get<std::string>(), {t.at("org").get<std::string>()});
+      }
     }
     for (const auto& b : json.value("benefits", nlohmann::json::array())) {
       BenefitInfo info{b.at("org").get<std::string>(), b.at("unit_cost_fen").get<int64_t>()};

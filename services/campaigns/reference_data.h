@@ -26,11 +26,19 @@ struct SegmentInfo {
   int64_t size = 0;
 };
 
+struct TagInfo {
+  std::string owner_org;
+};
+
 class SegmentDirectory {
  public:
   virtual ~SegmentDirectory() = default;
   // NOT_FOUND when the segment does not exist; UNAVAILABLE when the directory cannot answer.
   virtual absl::StatusOr<SegmentInfo> Lookup(std::string_view segment_id) const = 0;
+  // The tag dictionary, for the `customer.tag("x")` conditions of event campaigns: NOT_FOUND when
+  // there is no such tag; UNAVAILABLE when the directory cannot answer; UNIMPLEMENTED when this
+  // directory does not know tags (they are then not checked).
+  virtual absl::StatusOr<TagInfo> LookupTag(std::string_view name) const;
 };
 
 struct BenefitInfo {
@@ -56,10 +64,16 @@ class InMemorySegmentDirectory final : public SegmentDirectory {
  public:
   void Put(std::string id, SegmentInfo info);
   absl::StatusOr<SegmentInfo> Lookup(std::string_view segment_id) const override;
+  // Tags are checked once the directory knows one (or KnowTags() was called).
+  void PutTag(std::string name, TagInfo info);
+  void KnowTags();
+  absl::StatusOr<TagInfo> LookupTag(std::string_view name) const override;
 
  private:
   mutable absl::Mutex mu_;
   std::map<std::string, SegmentInfo, std::less<>> segments_ ABSL_GUARDED_BY(mu_);
+  bool knows_tags_ ABSL_GUARDED_BY(mu_) = false;
+  std::map<std::string, TagInfo, std::less<>> tags_ ABSL_GUARDED_BY(mu_);
 };
 
 class InMemoryBenefitCatalog final : public BenefitCatalog {
@@ -77,9 +91,10 @@ struct ReferenceData {
   std::unique_ptr<InMemoryBenefitCatalog> benefits;
 };
 
-// Reads {"segments": [{"id", "org", "version", "size"}], "benefits": [{"id", "org",
-// "unit_cost_fen"}]} from `path`; an empty path gives the built-in demo set (the federation and
-// banks bank-a/bank-b, see DemoReferenceDataJson()).
+// Reads {"segments": [{"id", "org", "version", "size"}], "tags": [{"name", "org"}], "benefits":
+// [{"id", "org", "unit_cost_fen"}]} from `path`; an empty path gives the built-in demo set (the
+// federation and banks bank-a/bank-b, see DemoReferenceDataJson()). Without a "tags" key the tags
+// of event conditions are not checked.
 absl::StatusOr<ReferenceData> LoadReferenceData(const std::string& path);
 absl::StatusOr<ReferenceData> ParseReferenceData(std::string_view json);
 std::string_view DemoReferenceDataJson();

@@ -103,6 +103,18 @@ absl::StatusOr<SegmentInfo> GrpcSegmentDirectory::Lookup(std::string_view segmen
   return info;
 }
 
+absl::StatusOr<TagInfo> GrpcSegmentDirectory::LookupTag(std::string_view name) const {
+  const std::string what = "tag '" + std::string(name) + "'";
+  spb::GetTagRequest get;
+  get.set_name(std::string(name));
+  spb::Tag tag;
+  grpc::ClientContext context;
+  Prepare(context, options_.timeout);
+  grpc::Status status = stub_->stub->GetTag(&context, get, &tag);
+  if (!status.ok()) return Classify(status, "segments", what);
+  return TagInfo{tag.org_id()};
+}
+
 absl::StatusOr<SegmentInfo> GrpcSegmentDirectory::Fetch(const std::string& segment_id) const {
   const std::string what = "segment '" + segment_id + "'";
   // An empty id would mean nothing to the service; ids are never empty.

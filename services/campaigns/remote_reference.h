@@ -44,6 +44,8 @@ class GrpcSegmentDirectory final : public SegmentDirectory {
                        const Clock& clock = SystemClock());
   ~GrpcSegmentDirectory() override;
   absl::StatusOr<SegmentInfo> Lookup(std::string_view segment_id) const override;
+  // Segments.GetTag (not cached: a draft names few tags, and a tag created a moment ago counts).
+  absl::StatusOr<TagInfo> LookupTag(std::string_view name) const override;
 
  private:
   absl::StatusOr<SegmentInfo> Fetch(const std::string& segment_id) const;

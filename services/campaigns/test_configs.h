@@ -17,13 +17,18 @@ inline google::protobuf::Timestamp Ts(absl::Time t) {
   return ts;
 }
 
-// Segments and benefit templates of the federation, bank-a and bank-b.
+// Segments, tags and benefit templates of the federation, bank-a and bank-b.
 inline constexpr char kReferenceJson[] = R"({
   "segments": [
     {"id": "seg-fed", "org": "fed", "version": 1, "size": 100000},
     {"id": "seg-a1", "org": "bank-a", "version": 3, "size": 10000},
     {"id": "seg-a2", "org": "bank-a", "version": 1, "size": 2000},
     {"id": "seg-b1", "org": "bank-b", "version": 2, "size": 5000}
+  ],
+  "tags": [
+    {"name": "age", "org": "fed"},
+    {"name": "vip", "org": "bank-a"},
+    {"name": "b_level", "org": "bank-b"}
   ],
   "benefits": [
     {"id": "bt-coupon-50", "org": "fed", "unit_cost_fen": 5000},

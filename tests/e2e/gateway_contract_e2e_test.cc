@@ -796,7 +796,8 @@ TEST_F(GatewayContractE2eTest, ParticipationAndTheCouponCentreAnswerTheContract)
 // The wallet, online redemption (lock, confirm, cancel, reverse) and offline QR redemption
 // against the real Benefits API.
 // An event campaign whose trigger the events service could not turn into a rule is refused when
-// it is configured, with the events service's own words, not published to be dead-lettered.
+// it is configured, with the events service's own words, not published to be dead-lettered; so is
+// one reading a tag the segments service does not have.
 TEST_F(GatewayContractE2eTest, EventCampaignTriggersAreCheckedAgainstTheEventTypeRegistry) {
   const absl::Time start = absl::Now() + absl::Hours(1);
   auto config =
@@ -816,6 +817,10 @@ TEST_F(GatewayContractE2eTest, EventCampaignTriggersAreCheckedAgainstTheEventTyp
       {"event.type == \"loan.disbursd\"", "there is no event type \"loan.disbursd\""},
       {"event.type == \"loan.cancelled\"", "a reversal type"},
       {"event.type == \"loan.disbursed\" && event.tenor == 12", "tenor"},
+      // Tags are looked up in the real segments service (decision 032).
+      {"event.type == \"loan.disbursed\" && customer.tag(\"payroll_customer\")", ""},
+      {"event.type == \"loan.disbursed\" && customer.tag(\"payrol_customer\")",
+       "unknown tag 'payrol_customer'"},
   };
   for (const Case& c : cases) {
     config.set_trigger_expression(c.trigger);

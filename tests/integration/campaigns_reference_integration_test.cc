@@ -291,6 +291,14 @@ TEST_F(CampaignsReferenceTest, LookupsCarryTheNeighboursFacts) {
   }
   EXPECT_EQ(segments_->Lookup(archived_segment_).status().code(), absl::StatusCode::kNotFound);
 
+  // Tags (event conditions, decision 032): the owner; unknown and malformed names alike.
+  auto age = segments_->LookupTag("age");
+  ASSERT_TRUE(age.ok()) << Describe(age.status());
+  EXPECT_EQ(age->owner_org, "fed");
+  for (const std::string name : {"no_such_tag", "Not A Name", ""}) {
+    EXPECT_EQ(segments_->LookupTag(name).status().code(), absl::StatusCode::kNotFound) << name;
+  }
+
   auto coupon = benefits_->Lookup("bt-a-coupon");
   ASSERT_TRUE(coupon.ok()) << Describe(coupon.status());
   EXPECT_EQ(coupon->owner_org, "bank-a");
@@ -330,6 +338,7 @@ TEST_F(CampaignsReferenceTest, AStoppedNeighbourIsUnavailableAndAnswersAreCached
   EXPECT_EQ(benefits_->Lookup("bt-fed-points").status().code(), absl::StatusCode::kUnavailable);
   // An unknown id is not NOT_FOUND when nobody can say so.
   EXPECT_EQ(segments_->Lookup("seg-00000000").status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(segments_->LookupTag("age").status().code(), absl::StatusCode::kUnavailable);
   EXPECT_EQ(benefits_->Lookup("bt-nowhere").status().code(), absl::StatusCode::kUnavailable);
   EXPECT_LT(absl::Now() - start, absl::Seconds(9))
       << "each failed lookup is bounded by its deadline";
