@@ -12,11 +12,12 @@
 // creates the demo segments the demo campaigns target: the segments service names segments
 // itself, so they are found again by name, and the campaigns use the ids it gave.
 // With --campaigns it creates the member banks and a branch in the campaigns service, takes a
-// coupon campaign of bank-a through maker-checker to ONLINE, saves a federation lottery as a
-// template and copies it into a bank-b draft; with --rewards too it funds the coupon campaign's
-// budget (bank-a's, which pays the federation coupon's unit cost). Campaign ids are the
-// service's, so each step first
-// looks for what an earlier run made and carries on from the state it finds. A campaigns service
+// coupon campaign and an event campaign (a payroll customer's first deposit, the payroll flag
+// read from the segments service's tags) of bank-a through maker-checker to ONLINE, saves a
+// federation lottery as a template and copies it into a bank-b draft; with --rewards too it funds
+// the coupon campaign's budget (bank-a's, which pays the federation coupon's unit cost). Campaign
+// ids are the service's, so each step first looks for what an earlier run made and carries on
+// from the state it finds. A campaigns service
 // that looks reference data up in the real services (MKT_CAMPAIGNS_REFERENCE_SOURCE=services, the
 // default) needs --rewards and --segments in the same run; one on its built-in demo catalog
 // (=catalog) takes the catalog's segment ids when --segments is not given.
@@ -398,6 +399,7 @@ constexpr CampaignOrg kCampaignOrgs[] = {
 };
 
 constexpr char kCouponName[] = "Payroll customers: 50 yuan coupon";
+constexpr char kEventName[] = "Payroll customers: 200 points for the first deposit";
 constexpr char kLotteryName[] = "New year lottery (federation)";
 constexpr char kTemplateName[] = "New year lottery";
 constexpr char kBankBDraftName[] = "Bank B new year lottery";
@@ -459,27 +461,44 @@ class CampaignSeeder {
     return absl::OkStatus();
   }
 
-  // Bank-a's coupon campaign, taken as far as ONLINE: created by alice, submitted by alice,
-  // approved by bob, published by alice, started by the service's scheduler.
+  // Bank-a's coupon campaign, taken as far as ONLINE.
   absl::StatusOr<cmp::Campaign> EnsureCouponCampaign() {
+    return EnsureOnlineCampaign(kCouponName, cmp::COUPON_CLAIM, "coupon", [this] {
+      return CouponConfig(absl::Now(), SegmentId("seg-a-payroll"));
+    });
+  }
+
+  // Bank-a's event campaign: a payroll customer's first deposit of 1,000 yuan earns points. Its
+  // trigger reads the customer's `payroll_customer` tag from the segments service (decision 032).
+  absl::StatusOr<cmp::Campaign> EnsureEventCampaign() {
+    return EnsureOnlineCampaign(kEventName, cmp::EVENT_TRIGGER, "event", [this] {
+      return EventConfig(absl::Now(), SegmentId("seg-a-payroll"));
+    });
+  }
+
+  // A campaign of bank-a named `name`, taken as far as ONLINE: created by alice (from `config`),
+  // submitted by alice, approved by bob, published by alice, started by the service's scheduler.
+  absl::StatusOr<cmp::Campaign> EnsureOnlineCampaign(
+      const char* name, cmp::CampaignType type, const std::string& what,
+      const std::function<cmp::CampaignConfig()>& config) {
     const Actor alice = Operator("alice");
     const Actor bob = Operator("bob");
-    MKT_ASSIGN_OR_RETURN(
-        std::optional<cmp::Campaign> found,
-        FindCampaign(alice, "bank-a", cmp::COUPON_CLAIM, [](const cmp::Campaign& c) {
-          // One that ran its month out (or was archived) leaves room for a fresh one.
-          return c.draft().name() == kCouponName && c.state() != cmp::ENDED &&
-                 c.state() != cmp::ARCHIVED;
-        }));
+    MKT_ASSIGN_OR_RETURN(std::optional<cmp::Campaign> found,
+                         FindCampaign(alice, "bank-a", type, [&](const cmp::Campaign& c) {
+                           // One that ran its month out (or was archived) leaves room for a
+                           // fresh one.
+                           return c.draft().name() == name && c.state() != cmp::ENDED &&
+                                  c.state() != cmp::ARCHIVED;
+                         }));
     cmp::Campaign c;
     if (found) {
       c = *std::move(found);
     } else {
       cmp::CreateCampaignRequest create;
       create.set_org_id("bank-a");
-      *create.mutable_config() = CouponConfig(absl::Now(), SegmentId("seg-a-payroll"));
+      *create.mutable_config() = config();
       MKT_ASSIGN_OR_RETURN(c, Call(alice, &cmp::Campaigns::Stub::CreateCampaign, create));
-      done_.push_back("created coupon campaign " + c.id());
+      done_.push_back("created " + what + " campaign " + c.id());
     }
     // Carry on from wherever an earlier (interrupted) run left it.
     if (c.state() == cmp::DRAFT) {
@@ -646,6 +665,35 @@ class CampaignSeeder {
     return c;
   }
 
+  static cmp::CampaignConfig EventConfig(absl::Time now, const std::string& segment_id) {
+    cmp::CampaignConfig c;
+    c.set_name(kEventName);
+    c.set_type(cmp::EVENT_TRIGGER);
+    c.set_plan_id("demo-2026-q4");
+    c.set_department("retail banking");
+    *c.mutable_start_time() = Ts(now);
+    *c.mutable_end_time() = Ts(now + absl::Hours(24 * 30));
+    c.set_priority(80);
+    c.set_description(
+        "A payroll customer's first deposit of at least 1,000 yuan earns 200 points, once.");
+    c.mutable_audience()->add_include()->set_segment_id(segment_id);
+    c.set_trigger_expression(
+        "event.type == \"deposit.made\" && event.amount_fen >= 100000 && "
+        "customer.tag(\"payroll_customer\")");
+    c.mutable_event_trigger()->set_kind(cmp::TRIGGER_FIRST_TIME);
+    c.mutable_limits()->set_per_customer_total(1);
+    cmp::RewardItem* reward = c.add_rewards();
+    reward->set_benefit_template_id("POINTS");
+    reward->set_kind(cmp::REWARD_KIND_POINTS);
+    reward->set_quantity(200);
+    c.set_budget_cap_fen(1'000'000);
+    AddChannel(c, "200 points for your first deposit",
+               "Payroll customers: deposit 1,000 yuan or more and earn 200 points.",
+               "https://img.example.cn/demo/deposit-points.png",
+               "Once per customer, for the first deposit of at least 1,000 yuan.");
+    return c;
+  }
+
   static cmp::CampaignConfig LotteryConfig(absl::Time now, const std::string& segment_id) {
     cmp::CampaignConfig c;
     c.set_name(kLotteryName);
@@ -704,6 +752,7 @@ absl::StatusOr<json> SeedCampaigns(const std::string& target,
               << cmp::CampaignState_Name(coupon.state())
               << ", not ONLINE (is the scheduler off, MKT_CAMPAIGNS_SCHEDULER_INTERVAL_MS=0?)\n";
   }
+  MKT_ASSIGN_OR_RETURN(cmp::Campaign event, seeder.EnsureEventCampaign());
   MKT_ASSIGN_OR_RETURN(cmp::Template lottery, seeder.EnsureLotteryTemplate());
   MKT_ASSIGN_OR_RETURN(cmp::Campaign draft, seeder.EnsureDraftFromTemplate(lottery));
 
@@ -722,6 +771,7 @@ absl::StatusOr<json> SeedCampaigns(const std::string& target,
       {"actors", actors},
       {"orgs", orgs},
       {"coupon_campaign", CampaignJson(coupon)},
+      {"event_campaign", CampaignJson(event)},
       {"lottery_template",
        {{"template_id", lottery.id()},
         {"org_id", lottery.org_id()},
