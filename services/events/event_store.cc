@@ -228,8 +228,8 @@ absl::Status EventStore::EnsurePartitions(const std::vector<ValidatedEvent>& eve
 }
 
 absl::StatusOr<BatchStats> EventStore::ProcessBatch(const std::vector<ValidatedEvent>& events,
-                                                    const RuleIndex& rules,
-                                                    const TagSnapshot* tags) {
+                                                    const RuleIndex& rules, const TagSnapshot* tags,
+                                                    const AudienceSnapshot* audiences) {
   BatchStats stats;
   if (events.empty()) return stats;
   MKT_RETURN_IF_ERROR(EnsurePartitions(events));
@@ -247,9 +247,11 @@ absl::StatusOr<BatchStats> EventStore::ProcessBatch(const std::vector<ValidatedE
     if (it == rules.by_type.end()) continue;
     EventActivation activation(e, tags);
     for (const auto& rule : it->second) {
+      if (!CoversEvent(*rule, e)) continue;
       std::optional<std::string> window = WindowKey(*rule, e.occurred_at);
       if (!window) continue;
       if (rule->condition != nullptr && !rule->condition->Matches(activation)) continue;
+      if (!InAudience(*rule, e, audiences)) continue;
       candidates[i].push_back({rule.get(), *window});
     }
   }

@@ -83,10 +83,12 @@ class EventStore {
   absl::StatusOr<std::vector<pb::TriggerRule>> LoadRules();
 
   // Applies a batch of valid events (in order) in one transaction: dedupe, log, match against
-  // `rules`, aggregates, outcomes, grants, clawbacks. Fails with a status IsDataException
+  // `rules` (conditions read `tags`; a rule with an audience matches only customers `audiences`
+  // places in it), aggregates, outcomes, grants, clawbacks. Fails with a status IsDataException
   // recognises when the database refuses the data of some event (nothing is written then).
   absl::StatusOr<BatchStats> ProcessBatch(const std::vector<ValidatedEvent>& events,
-                                          const RuleIndex& rules, const TagSnapshot* tags);
+                                          const RuleIndex& rules, const TagSnapshot* tags,
+                                          const AudienceSnapshot* audiences);
 
   // ---- The grant outbox, read by the (single) grant sender ----
   // Returns the highest seq of the outbox: rows above it were created after the caller started,

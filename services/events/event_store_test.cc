@@ -35,7 +35,7 @@ class EventStoreTest : public ::testing::Test {
     absl::Status migrated = pg::ApplyMigrations(*pool_, {&EventsMigrations()});
     ASSERT_TRUE(migrated.ok()) << migrated;
     store_ = std::make_unique<EventStore>(*pool_);
-    service_ = std::make_unique<EventsService>(*store_, nullptr);
+    service_ = std::make_unique<EventsService>(*store_, nullptr, nullptr);
     ASSERT_TRUE(service_->Start().ok());
     types_.Load(DefaultEventTypes());
   }
@@ -137,7 +137,7 @@ TEST_F(EventStoreTest, WhatTheDatabaseRefusesIsADataExceptionAndNothingIsWritten
     ValidatedEvent good = Valid(absl::StrCat("good-", n));
     ValidatedEvent bad = Valid(absl::StrCat("bad-", n++));
     c.spoil(bad);
-    auto stats = store_->ProcessBatch({good, bad}, no_rules_, nullptr);
+    auto stats = store_->ProcessBatch({good, bad}, no_rules_, nullptr, nullptr);
     ASSERT_FALSE(stats.ok()) << c.what;
     EXPECT_TRUE(IsDataException(stats.status())) << c.what << ": " << stats.status();
     EXPECT_EQ(DataExceptionSqlState(stats.status()), c.sqlstate) << stats.status();
@@ -153,7 +153,7 @@ TEST_F(EventStoreTest, WhatTheDatabaseRefusesIsADataExceptionAndNothingIsWritten
   // The largest amounts fit; sums of them saturate in memory and are stored as they are.
   ValidatedEvent big = Valid("big");
   big.amount_fen = std::numeric_limits<int64_t>::max();
-  auto stats = store_->ProcessBatch({big}, no_rules_, nullptr);
+  auto stats = store_->ProcessBatch({big}, no_rules_, nullptr, nullptr);
   EXPECT_TRUE(stats.ok()) << stats.status();
 }
 

@@ -75,8 +75,9 @@ absl::Status ApplyIsolatingRefusedEvents(
   return Bisect(0, count, status, apply, refused);
 }
 
-EventsService::EventsService(EventStore& store, const CustomerTags* tags)
-    : store_(store), tags_(tags) {}
+EventsService::EventsService(EventStore& store, const CustomerTags* tags,
+                             const Audiences* audiences)
+    : store_(store), tags_(tags), audiences_(audiences) {}
 
 absl::Status EventsService::Start() {
   MKT_ASSIGN_OR_RETURN(std::vector<pb::EventType> types, store_.SeedAndLoadEventTypes());
@@ -141,6 +142,15 @@ absl::Status EventsService::HandleBatch(const std::vector<kafka::IncomingMessage
           absl::StrCat("cannot read the customer tags the rules need: ", s.message()));
     }
   }
+  // Likewise the campaigns' audiences (decision 033).
+  AudienceSnapshot audiences;
+  if (const AudienceQueries queries = AudiencesToCheck(events, *snapshot);
+      !queries.empty() && audiences_ != nullptr) {
+    if (absl::Status s = audiences_->Fetch(queries, audiences); !s.ok()) {
+      return absl::UnavailableError(
+          absl::StrCat("cannot check the campaigns' audiences: ", s.message()));
+    }
+  }
   bool grants_changed = false;
   const auto apply = [&](size_t begin, size_t end) -> absl::Status {
     std::vector<ValidatedEvent> part;
@@ -148,8 +158,8 @@ absl::Status EventsService::HandleBatch(const std::vector<kafka::IncomingMessage
       part.assign(events.begin() + static_cast<ptrdiff_t>(begin),
                   events.begin() + static_cast<ptrdiff_t>(end));
     }
-    MKT_ASSIGN_OR_RETURN(BatchStats stats,
-                         store_.ProcessBatch(part.empty() ? events : part, *snapshot, &tags));
+    MKT_ASSIGN_OR_RETURN(BatchStats stats, store_.ProcessBatch(part.empty() ? events : part,
+                                                               *snapshot, &tags, &audiences));
     grants_changed = grants_changed || stats.grants > 0 || stats.clawbacks > 0;
     if (stats.parked > 0) {
       WaitingReversals().parked.Increment(stats.parked);
@@ -246,6 +256,17 @@ absl::StatusOr<std::optional<pb::TriggerRule>> RuleFromCampaign(
   if (config.has_start_time()) *rule.mutable_start_time() = config.start_time();
   if (config.has_end_time()) *rule.mutable_end_time() = config.end_time();
   rule.set_per_customer_total(config.limits().per_customer_total());
+  // Decision 033: the campaign's audience, at the versions it was approved with.
+  for (const auto& ref : config.audience().include()) {
+    pb::SegmentRef* r = rule.mutable_audience()->add_include();
+    r->set_segment_id(ref.segment_id());
+    r->set_version(ref.version());
+  }
+  for (const auto& ref : config.audience().exclude()) {
+    pb::SegmentRef* r = rule.mutable_audience()->add_exclude();
+    r->set_segment_id(ref.segment_id());
+    r->set_version(ref.version());
+  }
   rule.set_active(change.state() == cpb::ONLINE);
   auto parsed = expr::Parse(config.trigger_expression());
   if (!parsed.ok())
@@ -378,6 +399,23 @@ absl::StatusOr<pb::ExplainResponse> EventsService::Explain(const tenancy::Actor&
   }
   pb::ExplainResponse response;
   response.set_event_type_matches(event->event_type == rule.proto.event_type());
+  response.set_org_covered(CoversEvent(rule, *event));
+  // The audience as it is now, like the tags below.
+  if (rule.audience_key.empty()) {
+    response.set_in_audience(true);
+  } else if (audiences_ != nullptr) {
+    AudienceQueries queries;
+    AudienceQuery& query = queries[rule.audience_key];
+    query.org_id = rule.proto.org_id();
+    query.audience = rule.proto.audience();
+    query.customers.insert(event->customer_id);
+    AudienceSnapshot answer;
+    if (absl::Status s = audiences_->Fetch(queries, answer); !s.ok()) {
+      return absl::UnavailableError(
+          absl::StrCat("cannot check the campaign's audience to explain it: ", s.message()));
+    }
+    response.set_in_audience(InAudience(rule, *event, &answer));
+  }
   std::optional<std::string> window = WindowKey(rule, event->occurred_at);
   response.set_within_window(window.has_value());
   if (rule.condition != nullptr) {
@@ -427,14 +465,19 @@ absl::StatusOr<pb::ExplainResponse> EventsService::Explain(const tenancy::Actor&
   if (!response.event_type_matches()) {
     summary =
         absl::StrCat("the rule listens to ", rule.proto.event_type(), ", not ", event->event_type);
+  } else if (!response.org_covered()) {
+    summary = absl::StrCat("the rule is ", rule.proto.org_id(),
+                           "'s and does not apply to events of ", event->org_id);
   } else if (!response.within_window()) {
     summary = "the event occurred outside the rule's window";
   } else if (!response.condition_holds()) {
     summary = absl::StrCat("the condition failed at `", response.failed_condition(), "`");
+  } else if (!response.in_audience()) {
+    summary = "the customer is not in the campaign's audience";
   } else if (decision.empty()) {
     summary =
-        "the condition holds now but did not when the event was processed (rule or tags changed "
-        "since)";
+        "the condition holds now but did not when the event was processed (rule, tags or "
+        "audience changed since)";
   } else if (response.grants_size() == 0) {
     summary = absl::StrCat("matched but granted nothing: ", decision);
   } else {

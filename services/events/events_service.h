@@ -26,7 +26,9 @@ inline constexpr char kBusinessEventType[] = "events.BusinessEvent";
 
 class EventsService {
  public:
-  EventsService(EventStore& store, const CustomerTags* tags);
+  // `tags` answers conditions' customer.tag("x"), `audiences` the campaigns' audiences (null:
+  // a rule with an audience matches nobody).
+  EventsService(EventStore& store, const CustomerTags* tags, const Audiences* audiences);
 
   // Seeds and loads the event types, then loads and compiles the stored rules.
   absl::Status Start();
@@ -57,6 +59,7 @@ class EventsService {
  private:
   EventStore& store_;
   const CustomerTags* tags_;
+  const Audiences* audiences_;
   EventTypeRegistry types_;
   RuleBook rules_;
   std::function<void()> on_grants_;

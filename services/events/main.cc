@@ -21,7 +21,7 @@
 #include "services/events/events_grpc.h"
 #include "services/events/events_service.h"
 #include "services/events/grant_sender.h"
-#include "services/events/segment_tags.h"
+#include "services/events/segments_client.h"
 #include "spdlog/spdlog.h"
 
 extern char** environ;
@@ -79,19 +79,25 @@ int main(int argc, char** argv) {
   auto producer = kafka::Producer::Create(kafka_options);
   if (!producer.ok()) return Fail(producer.status());
 
-  // Customer tags: the segments service, or a file standing in for it.
+  // Customer tags and campaign audiences: the segments service, or a file standing in for it.
   std::unique_ptr<events::CustomerTags> tags;
+  std::unique_ptr<events::Audiences> audiences;
   if (cfg->tags_file.empty()) {
-    tags = events::NewSegmentTags(rpc::Connect(cfg->segments_address),
-                                  absl::Milliseconds(cfg->segments_timeout_ms));
+    auto segments = rpc::Connect(cfg->segments_address);
+    tags = events::NewSegmentTags(segments, absl::Milliseconds(cfg->segments_timeout_ms));
+    audiences = events::NewSegmentAudiences(segments, absl::Milliseconds(cfg->segments_timeout_ms));
   } else {
     auto file_tags = std::make_unique<events::InMemoryCustomerTags>();
     if (auto s = LoadTags(cfg->tags_file, *file_tags); !s.ok()) return Fail(s);
-    spdlog::info("events: customer tags from {}, not from the segments service", cfg->tags_file);
+    spdlog::warn(
+        "events: customer tags from {}, not from the segments service; every customer is in "
+        "every campaign's audience (tests and tools only)",
+        cfg->tags_file);
     tags = std::move(file_tags);
+    audiences = std::make_unique<events::EveryoneInAudiences>();
   }
   events::EventStore store(**pool);
-  events::EventsService service(store, tags.get());
+  events::EventsService service(store, tags.get(), audiences.get());
   if (auto s = service.Start(); !s.ok()) return Fail(s);
 
   events::GrantSender sender(store, {.rewards_address = cfg->rewards_address,

@@ -10,6 +10,8 @@
 #include "libs/auth/crypto.h"
 #include "libs/core/money.h"
 #include "libs/core/status.h"
+#include "libs/core/text.h"
+#include "libs/tenancy/tenancy.h"
 
 namespace mkt::events {
 namespace {
@@ -38,6 +40,41 @@ absl::Status CheckReward(const pb::RewardSpec& reward, const std::string& field)
     return InvalidArgument(field, "costs cannot be negative");
   }
   return absl::OkStatus();
+}
+
+}  // namespace
+
+namespace {
+
+// What the segments service would accept in a BatchIsMember call.
+absl::Status CheckAudience(const pb::Audience& audience) {
+  if (audience.include_size() + audience.exclude_size() > 100) {
+    return InvalidArgument("audience", "an audience names at most 100 segments");
+  }
+  for (const auto* list : {&audience.include(), &audience.exclude()}) {
+    const char* name = list == &audience.include() ? "include" : "exclude";
+    for (int i = 0; i < list->size(); ++i) {
+      const pb::SegmentRef& ref = list->Get(i);
+      if (ref.segment_id().empty() || ref.segment_id().size() > 64 ||
+          PrintableUtf8Length(ref.segment_id()) < 0 || ref.version() < 0) {
+        return InvalidArgument(absl::StrCat("audience.", name, "[", i, "]"),
+                               "a segment id of 1..64 printable characters and a version >= 0");
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
+// The rule's org and segments, e.g. "bank-a|+seg-1@3|-seg-2@1"; empty without segments.
+std::string AudienceKey(const pb::TriggerRule& rule) {
+  const pb::Audience& a = rule.audience();
+  if (a.include().empty() && a.exclude().empty()) return "";
+  std::string key = rule.org_id();
+  for (const auto& ref : a.include())
+    absl::StrAppend(&key, "|+", ref.segment_id(), "@", ref.version());
+  for (const auto& ref : a.exclude())
+    absl::StrAppend(&key, "|-", ref.segment_id(), "@", ref.version());
+  return key;
 }
 
 }  // namespace
@@ -101,6 +138,8 @@ absl::StatusOr<std::shared_ptr<const CompiledRule>> CompileRule(const pb::Trigge
     default:
       return InvalidArgument("kind", "a rule needs a kind");
   }
+  MKT_RETURN_IF_ERROR(CheckAudience(rule.audience()));
+  compiled->audience_key = AudienceKey(rule);
   if (rule.per_customer_total() < 0) {
     return InvalidArgument("per_customer_total", "per_customer_total cannot be negative");
   }
@@ -151,6 +190,57 @@ std::optional<std::string> WindowKey(const CompiledRule& rule, absl::Time occurr
   }
 }
 
+void AudienceSnapshot::Put(std::string_view audience_key, std::string_view customer_id, bool in) {
+  in_[{std::string(audience_key), std::string(customer_id)}] = in;
+}
+
+std::optional<bool> AudienceSnapshot::Find(std::string_view audience_key,
+                                           std::string_view customer_id) const {
+  auto it = in_.find(std::make_pair(std::string(audience_key), std::string(customer_id)));
+  if (it == in_.end()) return std::nullopt;
+  return it->second;
+}
+
+absl::Status EveryoneInAudiences::Fetch(const AudienceQueries& queries,
+                                        AudienceSnapshot& into) const {
+  for (const auto& [key, query] : queries) {
+    for (const std::string& customer : query.customers) into.Put(key, customer, true);
+  }
+  return absl::OkStatus();
+}
+
+AudienceQueries AudiencesToCheck(const std::vector<ValidatedEvent>& events,
+                                 const RuleIndex& rules) {
+  AudienceQueries queries;
+  for (const ValidatedEvent& e : events) {
+    if (e.reversal != pb::NOT_A_REVERSAL) continue;
+    auto it = rules.by_type.find(e.event_type);
+    if (it == rules.by_type.end()) continue;
+    for (const auto& rule : it->second) {
+      if (rule->audience_key.empty()) continue;
+      if (!CoversEvent(*rule, e) || !WindowKey(*rule, e.occurred_at)) continue;
+      auto [q, fresh] = queries.try_emplace(rule->audience_key);
+      if (fresh) {
+        q->second.org_id = rule->proto.org_id();
+        q->second.audience = rule->proto.audience();
+      }
+      q->second.customers.insert(e.customer_id);
+    }
+  }
+  return queries;
+}
+
+bool InAudience(const CompiledRule& rule, const ValidatedEvent& event,
+                const AudienceSnapshot* audiences) {
+  if (rule.audience_key.empty()) return true;
+  if (audiences == nullptr) return false;
+  return audiences->Find(rule.audience_key, event.customer_id).value_or(false);
+}
+
+bool CoversEvent(const CompiledRule& rule, const ValidatedEvent& event) {
+  return tenancy::Covers(rule.proto.org_id(), event.org_id);
+}
+
 TagQueries TagsToFetch(const std::vector<ValidatedEvent>& events, const RuleIndex& rules) {
   TagQueries queries;
   for (const ValidatedEvent& e : events) {
@@ -160,7 +250,7 @@ TagQueries TagsToFetch(const std::vector<ValidatedEvent>& events, const RuleInde
     TagQuery* query = nullptr;
     for (const auto& rule : it->second) {
       if (rule->condition == nullptr || rule->condition->tags().empty()) continue;
-      if (!WindowKey(*rule, e.occurred_at)) continue;
+      if (!CoversEvent(*rule, e) || !WindowKey(*rule, e.occurred_at)) continue;
       if (query == nullptr) {
         query = &queries[e.org_id];
         query->customers.insert(e.customer_id);

@@ -8,6 +8,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -26,6 +27,9 @@ struct CompiledRule {
   std::shared_ptr<const expr::Program> condition;  // null: always true
   absl::Time start = absl::InfinitePast();
   absl::Time end = absl::InfiniteFuture();
+  // Names the rule's audience (its org and segments): rules with the same audience share one
+  // lookup. Empty: the rule has no audience.
+  std::string audience_key;
 };
 
 // Returns the compiled rule, or INVALID_ARGUMENT (parse/type errors with their position in
@@ -57,6 +61,59 @@ class RuleBook {
 // Returns the key of the window `occurred_at` falls in for `rule` ("c" for the campaign window,
 // "m:2026-11", "d:2026-11-26" in China time), or nullopt when it is outside start..end.
 std::optional<std::string> WindowKey(const CompiledRule& rule, absl::Time occurred_at);
+
+// Whether `rule` may match `event` at all: a rule of org O matches only the events of the orgs O
+// covers (its own and its branches'; the federation's, every bank's), so one bank's campaign never
+// rewards another bank's customers.
+bool CoversEvent(const CompiledRule& rule, const ValidatedEvent& event);
+
+// ---- Audiences (decision 033) -----------------------------------------------------------------
+
+// The customers of one batch whose membership of one audience matters.
+struct AudienceQuery {
+  std::string org_id;  // the rule's org: membership as that org sees it
+  pb::Audience audience;
+  std::set<std::string> customers;
+};
+// By CompiledRule::audience_key.
+using AudienceQueries = std::map<std::string, AudienceQuery, std::less<>>;
+
+// Whether each queried customer is in each queried audience.
+class AudienceSnapshot {
+ public:
+  void Put(std::string_view audience_key, std::string_view customer_id, bool in);
+  // nullopt: not known (not asked for, or the audience could not be resolved).
+  std::optional<bool> Find(std::string_view audience_key, std::string_view customer_id) const;
+
+ private:
+  std::map<std::pair<std::string, std::string>, bool, std::less<>> in_;
+};
+
+// Where audience membership comes from: the segments service in a deployment.
+class Audiences {
+ public:
+  virtual ~Audiences() = default;
+  // Adds to `into` whether each customer of each query is in its audience. An error (the
+  // segments service is unreachable) fails the batch, which is retried; an audience the segments
+  // service refuses (a segment archived since approval) leaves its customers unknown, and they
+  // are not rewarded.
+  virtual absl::Status Fetch(const AudienceQueries& queries, AudienceSnapshot& into) const = 0;
+};
+
+// Every customer in every audience: for tests and tools without a segments service (`tags_file`).
+class EveryoneInAudiences final : public Audiences {
+ public:
+  absl::Status Fetch(const AudienceQueries& queries, AudienceSnapshot& into) const override;
+};
+
+// Returns the audiences to ask about for `events`: for each event and each rule of its type that
+// covers its org, is in its window and has an audience, the event's customer under that audience.
+AudienceQueries AudiencesToCheck(const std::vector<ValidatedEvent>& events, const RuleIndex& rules);
+
+// Whether `event`'s customer may be rewarded by `rule` as far as its audience goes: true without
+// an audience, else what `audiences` says (unknown or null: false).
+bool InAudience(const CompiledRule& rule, const ValidatedEvent& event,
+                const AudienceSnapshot* audiences);
 
 // Returns the tags the conditions of `events` will read: per org, the customers of the events that
 // have a rule of their type in its window whose condition reads tags, and those tags. Reversals

@@ -188,6 +188,7 @@ TEST(TagsToFetchTest, AsksPerOrgForTheTagsOfTheRulesAnEventCanMatch) {
   ASSERT_TRUE(book.Upsert(*CompileRule(young, types)));
   pb::TriggerRule branch = Cumulative({100});
   branch.set_rule_id("r2");
+  branch.set_org_id("fed");  // every bank's events
   branch.set_condition("channel == 'QR' || customer.tag('branch') == 'B01'");
   ASSERT_TRUE(book.Upsert(*CompileRule(branch, types)));
   pb::TriggerRule plain = Cumulative({100});
@@ -208,11 +209,66 @@ TEST(TagsToFetchTest, AsksPerOrgForTheTagsOfTheRulesAnEventCanMatch) {
   ASSERT_EQ(queries.size(), 2u);
   EXPECT_THAT(queries.at("bank-a").customers, ElementsAre("c-1", "c-2"));
   EXPECT_THAT(queries.at("bank-a").tags, ElementsAre("age", "branch", "vip"));
-  // After the end of `young` only `branch` can match.
+  // bank-a's `young` never matches bank-b's events (and has ended by then): only `branch` can.
   EXPECT_THAT(queries.at("bank-b").customers, ElementsAre("c-1"));
   EXPECT_THAT(queries.at("bank-b").tags, ElementsAre("branch"));
   // Rules without tags need no lookup at all.
   EXPECT_THAT(TagsToFetch({deposit}, *book.Snapshot()), IsEmpty());
+}
+
+TEST(AudiencesToCheckTest, AsksPerAudienceForTheCustomersOfTheOrgsItsRulesCover) {
+  EventTypeRegistry types;
+  types.Load(DefaultEventTypes());
+  RuleBook book;
+  pb::TriggerRule payroll = Cumulative({100});  // bank-a's
+  payroll.mutable_audience()->add_include()->set_segment_id("seg-payroll");
+  payroll.mutable_audience()->mutable_include(0)->set_version(2);
+  payroll.mutable_audience()->add_exclude()->set_segment_id("seg-staff");
+  ASSERT_TRUE(book.Upsert(*CompileRule(payroll, types)));
+  pb::TriggerRule same = payroll;  // the same audience: one lookup for both
+  same.set_rule_id("r2");
+  ASSERT_TRUE(book.Upsert(*CompileRule(same, types)));
+  pb::TriggerRule everyone = Cumulative({100});
+  everyone.set_rule_id("r3");
+  ASSERT_TRUE(book.Upsert(*CompileRule(everyone, types)));
+
+  const absl::Time now = absl::FromUnixSeconds(1'800'000'000);
+  const auto snapshot = book.Snapshot();
+  const AudienceQueries queries = AudiencesToCheck(
+      {Spend("bank-a", "c-1", now), Spend("bank-a", "c-2", now), Spend("bank-b", "c-3", now)},
+      *snapshot);
+  ASSERT_EQ(queries.size(), 1u);
+  const auto& [key, query] = *queries.begin();
+  EXPECT_EQ(key, "bank-a|+seg-payroll@2|-seg-staff@0");
+  EXPECT_EQ(query.org_id, "bank-a");
+  EXPECT_EQ(query.audience.include_size(), 1);
+  // bank-b's customer is no concern of bank-a's rules.
+  EXPECT_THAT(query.customers, ElementsAre("c-1", "c-2"));
+
+  AudienceSnapshot answers;
+  answers.Put(key, "c-1", true);
+  answers.Put(key, "c-2", false);
+  const CompiledRule& rule = *snapshot->by_id.at("r1");
+  EXPECT_TRUE(InAudience(rule, Spend("bank-a", "c-1", now), &answers));
+  EXPECT_FALSE(InAudience(rule, Spend("bank-a", "c-2", now), &answers));
+  EXPECT_FALSE(InAudience(rule, Spend("bank-a", "c-9", now), &answers));  // unknown: not in
+  EXPECT_FALSE(InAudience(rule, Spend("bank-a", "c-1", now), nullptr));
+  EXPECT_TRUE(InAudience(*snapshot->by_id.at("r3"), Spend("bank-a", "c-9", now), nullptr));
+
+  // A bank's rule never matches another bank's events; the federation's matches every bank's.
+  EXPECT_TRUE(CoversEvent(rule, Spend("bank-a", "c-1", now)));
+  EXPECT_TRUE(CoversEvent(rule, Spend("bank-a.branch-01", "c-1", now)));
+  EXPECT_FALSE(CoversEvent(rule, Spend("bank-b", "c-1", now)));
+  pb::TriggerRule fed = everyone;
+  fed.set_org_id("fed");
+  EXPECT_TRUE(CoversEvent(**CompileRule(fed, types), Spend("bank-b", "c-1", now)));
+
+  // Segment references the segments service would refuse are refused when the rule is loaded.
+  pb::TriggerRule bad = payroll;
+  bad.mutable_audience()->mutable_exclude(0)->set_segment_id("");
+  auto refused = CompileRule(bad, types);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_THAT(std::string(refused.status().message()), ::testing::HasSubstr("1..64 printable"));
 }
 
 TEST(GrantIdTest, IsDeterministicAndFitsTheLedger) {

@@ -817,6 +817,22 @@ class SegmentsProcess {
     ASSERT_EQ(response.rows_rejected(), 0) << response.DebugString();
   }
 
+  // Returns the id of a new list segment of `org` holding `customers`.
+  std::string CreateList(const std::string& org, const std::vector<std::string>& customers) {
+    spb::CreateSegmentRequest request;
+    request.set_org_id(org);
+    request.set_name("list " + RandomHex(4));
+    for (const auto& c : customers) {
+      request.mutable_definition()->mutable_list()->add_customer_ids(c);
+    }
+    spb::Segment segment;
+    grpc::ClientContext context;
+    rpc::PrepareClientContext(context, absl::Seconds(10), NewRequestId());
+    rpc::AttachActor(context, Operator(org));
+    EXPECT_TRUE(stub_->CreateSegment(&context, request, &segment).ok());
+    return segment.id();
+  }
+
   void CreateBoolTag(const std::string& org, const std::string& name) {
     spb::CreateTagRequest request;
     request.mutable_tag()->set_name(name);
@@ -841,10 +857,11 @@ class SegmentsProcess {
   std::unique_ptr<spb::Segments::Stub> stub_;
 };
 
-// The customer tags of conditions come from the segments service, as each bank may see them, read
-// when the event is matched; while the segments service is down, events wait rather than being
-// matched without their tags.
-TEST(EventsSegmentsE2eTest, ConditionsReadTheSegmentsServicesTagsAndWaitForItWhenItIsDown) {
+// What rules read from the segments service, as each bank may see it, when the event is matched:
+// the customer tags of conditions (decision 032) and the campaigns' audiences (decision 033). A
+// bank's rule never matches another bank's events. While the segments service is down, events
+// wait rather than being matched without what they need.
+TEST(EventsSegmentsE2eTest, RulesReadTagsAndAudiencesFromTheSegmentsServiceAndWaitForIt) {
   SegmentsProcess segments;
   ASSERT_TRUE(segments.Start());
   // bank-a's customers (their first import makes bank-a their home org) with bank-a's own tag;
@@ -880,6 +897,41 @@ TEST(EventsSegmentsE2eTest, ConditionsReadTheSegmentsServicesTagsAndWaitForItWhe
   ASSERT_EQ(explained->observations_size(), 2);
   EXPECT_EQ(explained->observations(0).left(), "30");
   EXPECT_EQ(explained->observations(1).left(), "false");
+
+  // A bank's rule does not match another bank's event, even for a customer it would reward.
+  epb::BusinessEvent at_bank_b = loan("t-1");
+  at_bank_b.set_org_id("bank-b");
+  s.Publish({at_bank_b});
+  ASSERT_TRUE(s.AwaitLogged("t-1", "core:" + at_bank_b.source_event_id()));
+  why.set_event_key("core:" + at_bank_b.source_event_id());
+  explained = s.Admin<epb::ExplainResponse>(&epb::EventsAdmin::Stub::Explain, why);
+  ASSERT_TRUE(explained.ok()) << explained.status();
+  EXPECT_FALSE(explained->granted());
+  EXPECT_FALSE(explained->org_covered());
+  EXPECT_EQ(explained->summary(), "the rule is bank-a's and does not apply to events of bank-b");
+
+  // An event campaign rewards its audience only (decision 033): in a segment it includes and in
+  // none it excludes, as the segments service answers for the campaign's bank.
+  const std::string logins = segments.CreateList(kOrg, {"t-1", "t-2", "t-3"});
+  const std::string staff = segments.CreateList(kOrg, {"t-3"});
+  epb::TriggerRule welcome = Rule("audience-login", "mobile_banking.first_login", epb::EVERY_MATCH,
+                                  "", Reward(rpb::POINTS, 10));
+  welcome.mutable_audience()->add_include()->set_segment_id(logins);
+  welcome.mutable_audience()->add_exclude()->set_segment_id(staff);
+  ASSERT_TRUE(s.UpsertRule(welcome).ok());
+  const epb::BusinessEvent staff_login = Event("mobile_banking.first_login", "t-3");
+  s.Publish({Event("mobile_banking.first_login", "t-1"), staff_login,
+             Event("mobile_banking.first_login", "t-4")});
+  ASSERT_TRUE(s.AwaitLogged("t-3", "core:" + staff_login.source_event_id()));
+  expected["t-1"] = {{rpb::CASH_FEN, 500}, {rpb::POINTS, 10}};
+  EXPECT_EQ(s.AwaitBalances(expected), expected);
+  why.set_rule_id("audience-login");
+  why.set_event_key("core:" + staff_login.source_event_id());
+  explained = s.Admin<epb::ExplainResponse>(&epb::EventsAdmin::Stub::Explain, why);
+  ASSERT_TRUE(explained.ok()) << explained.status();
+  EXPECT_FALSE(explained->granted());
+  EXPECT_FALSE(explained->in_audience());
+  EXPECT_EQ(explained->summary(), "the customer is not in the campaign's audience");
 
   // A tag changed in the segments service counts for the next event, without a restart.
   segments.Import("fed", "customer_id,age\nt-2,25\n");

@@ -1,4 +1,4 @@
-#include "services/events/segment_tags.h"
+#include "services/events/segments_client.h"
 
 #include <grpcpp/grpcpp.h>
 
@@ -15,6 +15,7 @@
 #include "libs/rpc/server.h"
 #include "libs/tenancy/tenancy.h"
 #include "marketing/segments/v1/segments.grpc.pb.h"
+#include "spdlog/spdlog.h"
 
 namespace mkt::events {
 namespace {
@@ -117,7 +118,91 @@ class SegmentTags final : public CustomerTags {
   const absl::Duration timeout_;
 };
 
+// Whether the status means "nobody could answer now" (retry the batch) rather than "this audience
+// cannot be answered" (a segment gone since approval).
+bool Transient(absl::StatusCode code) {
+  switch (code) {
+    case absl::StatusCode::kNotFound:
+    case absl::StatusCode::kInvalidArgument:
+    case absl::StatusCode::kPermissionDenied:
+    case absl::StatusCode::kFailedPrecondition:
+      return false;
+    default:
+      return true;
+  }
+}
+
+class SegmentAudiences final : public Audiences {
+ public:
+  SegmentAudiences(std::shared_ptr<grpc::Channel> channel, absl::Duration timeout)
+      : stub_(spb::Segments::NewStub(std::move(channel))), timeout_(timeout) {}
+
+  absl::Status Fetch(const AudienceQueries& queries, AudienceSnapshot& into) const override {
+    for (const auto& [key, query] : queries) {
+      const std::vector<std::string> customers(query.customers.begin(), query.customers.end());
+      for (size_t c = 0; c < customers.size(); c += kCustomersPerCall) {
+        spb::BatchIsMemberRequest request;
+        request.set_org_id(query.org_id);
+        for (size_t i = c; i < std::min(customers.size(), c + kCustomersPerCall); ++i) {
+          request.add_customer_ids(customers[i]);
+        }
+        for (const auto* list : {&query.audience.include(), &query.audience.exclude()}) {
+          for (const auto& ref : *list) {
+            spb::SegmentRef* r = request.add_segments();
+            r->set_segment_id(ref.segment_id());
+            r->set_version(ref.version());
+          }
+        }
+        spb::BatchIsMemberResponse response;
+        const absl::Status status = Call(request, response);
+        if (!status.ok()) {
+          if (Transient(status.code())) return status;
+          // Left unknown: nobody in this audience is rewarded until it can be answered.
+          spdlog::warn(
+              "events: audience {} of org {} cannot be resolved, its rules reward nobody: {}", key,
+              query.org_id, status.message());
+          break;
+        }
+        const int included = query.audience.include_size();
+        for (const auto& row : response.rows()) {
+          if (row.member_size() != request.segments_size()) {
+            return absl::UnavailableError("segments answered a row of the wrong size");
+          }
+          bool in = included == 0;
+          for (int i = 0; i < included; ++i) in = in || row.member(i);
+          for (int i = included; i < row.member_size(); ++i) in = in && !row.member(i);
+          into.Put(key, row.customer_id(), in);
+        }
+      }
+    }
+    return absl::OkStatus();
+  }
+
+ private:
+  absl::Status Call(const spb::BatchIsMemberRequest& request,
+                    spb::BatchIsMemberResponse& response) const {
+    grpc::ClientContext context;
+    rpc::PrepareClientContext(context, timeout_, log::CurrentRequestId());
+    const absl::Time start = absl::Now();
+    grpc::Status status = stub_->BatchIsMember(&context, request, &response);
+    const absl::Status result = rpc::FromGrpcStatus(status);
+    SegmentsCallMetrics().Record("BatchIsMember",
+                                 result.ok() ? "" : absl::StatusCodeToString(result.code()),
+                                 absl::ToDoubleSeconds(absl::Now() - start));
+    if (result.ok()) return result;
+    return absl::Status(result.code(), absl::StrCat("segments service: ", result.message()));
+  }
+
+  std::unique_ptr<spb::Segments::Stub> stub_;
+  const absl::Duration timeout_;
+};
+
 }  // namespace
+
+std::unique_ptr<Audiences> NewSegmentAudiences(std::shared_ptr<grpc::Channel> channel,
+                                               absl::Duration timeout) {
+  return std::make_unique<SegmentAudiences>(std::move(channel), timeout);
+}
 
 std::unique_ptr<CustomerTags> NewSegmentTags(std::shared_ptr<grpc::Channel> channel,
                                              absl::Duration timeout) {
