@@ -245,12 +245,14 @@ absl::StatusOr<BatchStats> EventStore::ProcessBatch(const std::vector<ValidatedE
     if (e.reversal != pb::NOT_A_REVERSAL) continue;
     auto it = rules.by_type.find(e.event_type);
     if (it == rules.by_type.end()) continue;
-    EventActivation activation(e, tags);
     for (const auto& rule : it->second) {
       if (!CoversEvent(*rule, e)) continue;
       std::optional<std::string> window = WindowKey(*rule, e.occurred_at);
       if (!window) continue;
-      if (rule->condition != nullptr && !rule->condition->Matches(activation)) continue;
+      if (rule->condition != nullptr &&
+          !rule->condition->Matches(EventActivation(e, tags, rule->proto.org_id()))) {
+        continue;
+      }
       if (!InAudience(*rule, e, audiences)) continue;
       candidates[i].push_back({rule.get(), *window});
     }

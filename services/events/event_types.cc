@@ -469,7 +469,7 @@ expr::Value EventActivation::Slot(int slot) const {
 
 expr::Value EventActivation::Tag(std::string_view name) const {
   if (tags_ == nullptr) return expr::Value::Missing();
-  const TagValue* v = tags_->Find(event_.org_id, event_.customer_id, name);
+  const TagValue* v = tags_->Find(tag_org_, event_.customer_id, name);
   if (v == nullptr) return expr::Value::Missing();
   switch (v->kind) {
     case TagValue::Kind::kNumber:

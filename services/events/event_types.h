@@ -123,8 +123,9 @@ struct TagValue {
 };
 
 // The tag values a batch's conditions may read, fetched before any of them is evaluated, so that
-// matching never waits on the segments service per event. Keyed by (org, customer, tag): each
-// bank sees only what the segments service lets that bank see.
+// matching never waits on the segments service per event. Keyed by (org, customer, tag): a rule
+// reads the tags as its org may see them, and the segments service shows each org only its own
+// and the federation's tags of the customers it covers.
 class TagSnapshot {
  public:
   void Put(std::string_view org_id, std::string_view customer_id, std::string_view tag,
@@ -137,7 +138,7 @@ class TagSnapshot {
   absl::flat_hash_map<std::string, TagValue> values_;
 };
 
-// What one batch needs: per org, the customers and the tags its candidate rules read.
+// What one batch needs: per org (a rule's), the customers and the tags its candidate rules read.
 struct TagQuery {
   std::set<std::string> customers;
   std::set<std::string> tags;
@@ -166,17 +167,20 @@ class InMemoryCustomerTags final : public CustomerTags {
   std::map<std::pair<std::string, std::string>, TagValue, std::less<>> tags_ ABSL_GUARDED_BY(mu_);
 };
 
-// The event as conditions see it; tags come from the batch's snapshot (none: every tag missing).
+// The event as conditions see it. Tags come from the batch's snapshot as `tag_org` (the rule's
+// org) reads them; without a snapshot every tag is missing.
 class EventActivation final : public expr::Activation {
  public:
-  EventActivation(const ValidatedEvent& event, const TagSnapshot* tags)
-      : event_(event), tags_(tags) {}
+  EventActivation(const ValidatedEvent& event, const TagSnapshot* tags,
+                  std::string_view tag_org = {})
+      : event_(event), tags_(tags), tag_org_(tag_org) {}
   expr::Value Slot(int slot) const override;
   expr::Value Tag(std::string_view name) const override;
 
  private:
   const ValidatedEvent& event_;
   const TagSnapshot* tags_;
+  std::string_view tag_org_;
 };
 
 }  // namespace mkt::events

@@ -54,7 +54,7 @@ TEST_F(EventTypesTest, AValidEventIsTyped) {
   EXPECT_EQ(activation.Slot(kSlotAmount).number.units, 12345);
 }
 
-TEST_F(EventTypesTest, ConditionsReadTheTagsOfTheEventsOrgAndCustomer) {
+TEST_F(EventTypesTest, ConditionsReadTheCustomersTagsAsTheRulesOrgSeesThem) {
   auto v = registry_.Validate(Spend(), "env-1");
   ASSERT_TRUE(v.ok()) << v.status();
   TagSnapshot tags;
@@ -63,7 +63,7 @@ TEST_F(EventTypesTest, ConditionsReadTheTagsOfTheEventsOrgAndCustomer) {
   tags.Put(v->org_id, v->customer_id, "opened", TagValue::Text("2026-03-01"));
   tags.Put("another-bank", v->customer_id, "segment", TagValue::Text("gold"));
   tags.Put(v->org_id, "another-customer", "segment", TagValue::Text("gold"));
-  EventActivation activation(*v, &tags);
+  EventActivation activation(*v, &tags, v->org_id);  // a rule of the event's bank
   auto info = registry_.Find("credit_card.spend");
   const auto holds = [&](const std::string& condition) {
     auto program = expr::CompileExpression(condition, *info);

@@ -423,15 +423,15 @@ absl::StatusOr<pb::ExplainResponse> EventsService::Explain(const tenancy::Actor&
     TagSnapshot tags;
     if (!rule.condition->tags().empty() && tags_ != nullptr) {
       TagQueries queries;
-      queries[event->org_id].customers.insert(event->customer_id);
-      queries[event->org_id].tags.insert(rule.condition->tags().begin(),
-                                         rule.condition->tags().end());
+      TagQuery& query = queries[rule.proto.org_id()];
+      query.customers.insert(event->customer_id);
+      query.tags.insert(rule.condition->tags().begin(), rule.condition->tags().end());
       if (absl::Status s = tags_->Fetch(queries, tags); !s.ok()) {
         return absl::UnavailableError(absl::StrCat(
             "cannot read the customer's tags to explain the condition: ", s.message()));
       }
     }
-    EventActivation activation(*event, &tags);
+    EventActivation activation(*event, &tags, rule.proto.org_id());
     expr::Explanation e = rule.condition->Explain(activation);
     response.set_condition_holds(e.result);
     response.set_failed_condition(e.failed_condition);

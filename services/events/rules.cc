@@ -42,10 +42,6 @@ absl::Status CheckReward(const pb::RewardSpec& reward, const std::string& field)
   return absl::OkStatus();
 }
 
-}  // namespace
-
-namespace {
-
 // What the segments service would accept in a BatchIsMember call.
 absl::Status CheckAudience(const pb::Audience& audience) {
   if (audience.include_size() + audience.exclude_size() > 100) {
@@ -247,15 +243,12 @@ TagQueries TagsToFetch(const std::vector<ValidatedEvent>& events, const RuleInde
     if (e.reversal != pb::NOT_A_REVERSAL) continue;
     auto it = rules.by_type.find(e.event_type);
     if (it == rules.by_type.end()) continue;
-    TagQuery* query = nullptr;
     for (const auto& rule : it->second) {
       if (rule->condition == nullptr || rule->condition->tags().empty()) continue;
       if (!CoversEvent(*rule, e) || !WindowKey(*rule, e.occurred_at)) continue;
-      if (query == nullptr) {
-        query = &queries[e.org_id];
-        query->customers.insert(e.customer_id);
-      }
-      query->tags.insert(rule->condition->tags().begin(), rule->condition->tags().end());
+      TagQuery& query = queries[rule->proto.org_id()];
+      query.customers.insert(e.customer_id);
+      query.tags.insert(rule->condition->tags().begin(), rule->condition->tags().end());
     }
   }
   return queries;

@@ -115,9 +115,9 @@ AudienceQueries AudiencesToCheck(const std::vector<ValidatedEvent>& events, cons
 bool InAudience(const CompiledRule& rule, const ValidatedEvent& event,
                 const AudienceSnapshot* audiences);
 
-// Returns the tags the conditions of `events` will read: per org, the customers of the events that
-// have a rule of their type in its window whose condition reads tags, and those tags. Reversals
-// match no rule and need none.
+// Returns the tags the conditions of `events` will read: per rule org (tags are read as the rule's
+// org sees them), the customers of the events that a rule of their type whose condition reads tags
+// could match (org covered, in its window), and those tags. Reversals match no rule and need none.
 TagQueries TagsToFetch(const std::vector<ValidatedEvent>& events, const RuleIndex& rules);
 
 // Grants made per customer for a rule are counted in the aggregate row with this window key.

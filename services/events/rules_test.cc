@@ -178,7 +178,7 @@ ValidatedEvent Spend(std::string org, std::string customer, absl::Time at) {
   return e;
 }
 
-TEST(TagsToFetchTest, AsksPerOrgForTheTagsOfTheRulesAnEventCanMatch) {
+TEST(TagsToFetchTest, AsksPerRuleOrgForTheTagsOfTheRulesAnEventCanMatch) {
   EventTypeRegistry types;
   types.Load(DefaultEventTypes());
   RuleBook book;
@@ -206,12 +206,17 @@ TEST(TagsToFetchTest, AsksPerOrgForTheTagsOfTheRulesAnEventCanMatch) {
   const TagQueries queries = TagsToFetch({Spend("bank-a", "c-1", now), Spend("bank-a", "c-2", now),
                                           Spend("bank-b", "c-1", after_young), refund, deposit},
                                          *book.Snapshot());
+  // Tags are read as each rule's org sees them: bank-a's `young` for bank-a's customers (its
+  // window is over when bank-b's event occurs, and it never matches bank-b's events anyway), the
+  // federation's `branch` for every bank's.
   ASSERT_EQ(queries.size(), 2u);
   EXPECT_THAT(queries.at("bank-a").customers, ElementsAre("c-1", "c-2"));
-  EXPECT_THAT(queries.at("bank-a").tags, ElementsAre("age", "branch", "vip"));
-  // bank-a's `young` never matches bank-b's events (and has ended by then): only `branch` can.
-  EXPECT_THAT(queries.at("bank-b").customers, ElementsAre("c-1"));
-  EXPECT_THAT(queries.at("bank-b").tags, ElementsAre("branch"));
+  EXPECT_THAT(queries.at("bank-a").tags, ElementsAre("age", "vip"));
+  EXPECT_THAT(queries.at("fed").customers, ElementsAre("c-1", "c-2"));
+  EXPECT_THAT(queries.at("fed").tags, ElementsAre("branch"));
+  const TagQueries bank_b_only = TagsToFetch({Spend("bank-b", "c-3", now)}, *book.Snapshot());
+  ASSERT_EQ(bank_b_only.size(), 1u);
+  EXPECT_THAT(bank_b_only.at("fed").customers, ElementsAre("c-3"));
   // Rules without tags need no lookup at all.
   EXPECT_THAT(TagsToFetch({deposit}, *book.Snapshot()), IsEmpty());
 }

@@ -910,6 +910,24 @@ TEST(EventsSegmentsE2eTest, RulesReadTagsAndAudiencesFromTheSegmentsServiceAndWa
   EXPECT_FALSE(explained->org_covered());
   EXPECT_EQ(explained->summary(), "the rule is bank-a's and does not apply to events of bank-b");
 
+  // An event booked at one of bank-a's branches is bank-a's rule's, and its tags are read as
+  // bank-a sees them: t-1 is rewarded there too.
+  epb::BusinessEvent at_branch = loan("t-1");
+  at_branch.set_org_id("bank-a.branch-01");
+  s.Publish({at_branch});
+  ASSERT_TRUE(s.AwaitLogged("t-1", "core:" + at_branch.source_event_id()));
+  why.set_event_key("core:" + at_branch.source_event_id());
+  const absl::Time deadline = absl::Now() + absl::Seconds(20);
+  do {
+    explained = s.Admin<epb::ExplainResponse>(&epb::EventsAdmin::Stub::Explain, why);
+    ASSERT_TRUE(explained.ok()) << explained.status();
+    if (explained->grants_size() > 0 && explained->grants(0).state() == "granted") break;
+    absl::SleepFor(absl::Milliseconds(100));
+  } while (absl::Now() < deadline);
+  EXPECT_TRUE(explained->granted()) << explained->summary();
+  EXPECT_TRUE(explained->org_covered());
+  EXPECT_TRUE(explained->condition_holds());
+
   // An event campaign rewards its audience only (decision 033): in a segment it includes and in
   // none it excludes, as the segments service answers for the campaign's bank.
   const std::string logins = segments.CreateList(kOrg, {"t-1", "t-2", "t-3"});
