@@ -384,7 +384,8 @@ void CheckEventTrigger(const pb::CampaignConfig& c, FieldErrors& errors) {
 
 // The tags a trigger reads (`customer.tag("x")`) must exist and be the campaign's org's own or an
 // ancestor's, as audience segments must (decision 032): the events service reads them as the
-// bank of each event, and a tag nobody created would leave the condition false for every customer.
+// campaign's bank sees them, and a tag nobody created would leave the condition false for every
+// customer.
 void CheckTriggerTags(std::string_view expression, const ValidationContext& ctx,
                       FieldErrors& errors) {
   if (ctx.segments == nullptr) return;
