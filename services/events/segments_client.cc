@@ -32,6 +32,23 @@ metrics::OperationMetrics& SegmentsCallMetrics() {
   return *m;
 }
 
+// One call of `method`, bounded by `timeout`, counted in the segments call metrics; a failure's
+// message names the segments service.
+template <class Request, class Response>
+absl::Status CallSegments(spb::Segments::Stub& stub, absl::Duration timeout, const char* name,
+                          grpc::Status (spb::Segments::Stub::*method)(grpc::ClientContext*,
+                                                                      const Request&, Response*),
+                          const Request& request, Response& response) {
+  grpc::ClientContext context;
+  rpc::PrepareClientContext(context, timeout, log::CurrentRequestId());
+  const absl::Time start = absl::Now();
+  const absl::Status result = rpc::FromGrpcStatus((stub.*method)(&context, request, &response));
+  SegmentsCallMetrics().Record(name, result.ok() ? "" : absl::StatusCodeToString(result.code()),
+                               absl::ToDoubleSeconds(absl::Now() - start));
+  if (result.ok()) return result;
+  return absl::Status(result.code(), absl::StrCat("segments service: ", result.message()));
+}
+
 // A name the segments service could hold ([a-z][a-z0-9_]{0,63}); `customer.tag("Age")` names no
 // tag, so it is never asked for (and stays missing) rather than failing the call.
 bool CouldBeTagName(const std::string& name) {
@@ -92,18 +109,9 @@ class SegmentTags final : public CustomerTags {
 
  private:
   absl::Status Call(const spb::BatchGetTagValuesRequest& request, TagSnapshot& into) const {
-    grpc::ClientContext context;
-    rpc::PrepareClientContext(context, timeout_, log::CurrentRequestId());
     spb::BatchGetTagValuesResponse response;
-    const absl::Time start = absl::Now();
-    grpc::Status status = stub_->BatchGetTagValues(&context, request, &response);
-    const absl::Status result = rpc::FromGrpcStatus(status);
-    SegmentsCallMetrics().Record("BatchGetTagValues",
-                                 result.ok() ? "" : absl::StatusCodeToString(result.code()),
-                                 absl::ToDoubleSeconds(absl::Now() - start));
-    if (!result.ok()) {
-      return absl::Status(result.code(), absl::StrCat("segments service: ", result.message()));
-    }
+    MKT_RETURN_IF_ERROR(CallSegments(*stub_, timeout_, "BatchGetTagValues",
+                                     &spb::Segments::Stub::BatchGetTagValues, request, response));
     for (const auto& row : response.rows()) {
       for (const auto& v : row.values()) {
         if (std::optional<TagValue> value = FromProto(v)) {
@@ -154,7 +162,9 @@ class SegmentAudiences final : public Audiences {
           }
         }
         spb::BatchIsMemberResponse response;
-        const absl::Status status = Call(request, response);
+        const absl::Status status =
+            CallSegments(*stub_, timeout_, "BatchIsMember", &spb::Segments::Stub::BatchIsMember,
+                         request, response);
         if (!status.ok()) {
           if (Transient(status.code())) return status;
           // Left unknown: nobody in this audience is rewarded until it can be answered.
@@ -179,20 +189,6 @@ class SegmentAudiences final : public Audiences {
   }
 
  private:
-  absl::Status Call(const spb::BatchIsMemberRequest& request,
-                    spb::BatchIsMemberResponse& response) const {
-    grpc::ClientContext context;
-    rpc::PrepareClientContext(context, timeout_, log::CurrentRequestId());
-    const absl::Time start = absl::Now();
-    grpc::Status status = stub_->BatchIsMember(&context, request, &response);
-    const absl::Status result = rpc::FromGrpcStatus(status);
-    SegmentsCallMetrics().Record("BatchIsMember",
-                                 result.ok() ? "" : absl::StatusCodeToString(result.code()),
-                                 absl::ToDoubleSeconds(absl::Now() - start));
-    if (result.ok()) return result;
-    return absl::Status(result.code(), absl::StrCat("segments service: ", result.message()));
-  }
-
   std::unique_ptr<spb::Segments::Stub> stub_;
   const absl::Duration timeout_;
 };
