@@ -257,16 +257,15 @@ absl::StatusOr<std::optional<pb::TriggerRule>> RuleFromCampaign(
   if (config.has_end_time()) *rule.mutable_end_time() = config.end_time();
   rule.set_per_customer_total(config.limits().per_customer_total());
   // Decision 033: the campaign's audience, at the versions it was approved with.
-  for (const auto& ref : config.audience().include()) {
-    pb::SegmentRef* r = rule.mutable_audience()->add_include();
-    r->set_segment_id(ref.segment_id());
-    r->set_version(ref.version());
-  }
-  for (const auto& ref : config.audience().exclude()) {
-    pb::SegmentRef* r = rule.mutable_audience()->add_exclude();
-    r->set_segment_id(ref.segment_id());
-    r->set_version(ref.version());
-  }
+  const auto copy = [](const auto& from, auto* to) {
+    for (const auto& ref : from) {
+      pb::SegmentRef* r = to->Add();
+      r->set_segment_id(ref.segment_id());
+      r->set_version(ref.version());
+    }
+  };
+  copy(config.audience().include(), rule.mutable_audience()->mutable_include());
+  copy(config.audience().exclude(), rule.mutable_audience()->mutable_exclude());
   rule.set_active(change.state() == cpb::ONLINE);
   auto parsed = expr::Parse(config.trigger_expression());
   if (!parsed.ok())

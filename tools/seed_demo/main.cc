@@ -17,10 +17,10 @@
 // federation lottery as a template and copies it into a bank-b draft; with --rewards too it funds
 // the coupon campaign's budget (bank-a's, which pays the federation coupon's unit cost). Campaign
 // ids are the service's, so each step first looks for what an earlier run made and carries on
-// from the state it finds. A campaigns service
-// that looks reference data up in the real services (MKT_CAMPAIGNS_REFERENCE_SOURCE=services, the
-// default) needs --rewards and --segments in the same run; one on its built-in demo catalog
-// (=catalog) takes the catalog's segment ids when --segments is not given.
+// from the state it finds. A campaigns service that looks reference data up in the real services
+// (MKT_CAMPAIGNS_REFERENCE_SOURCE=services, the default) needs --rewards and --segments in the
+// same run; one on its built-in demo catalog (=catalog) takes the catalog's segment ids when
+// --segments is not given.
 #include <sys/stat.h>
 
 #include <fstream>
