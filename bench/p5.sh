@@ -50,7 +50,7 @@ source "$REPO/bench/lib.sh"
 read -r GRPC_PORT METRICS_PORT <<<"$(free_ports 2)"
 MKT_REWARDS_PG_DSN="$DSN" MKT_REWARDS_KAFKA_BOOTSTRAP=$KAFKA \
   MKT_REWARDS_GRPC_ADDRESS=127.0.0.1:$GRPC_PORT MKT_REWARDS_METRICS_ADDRESS=127.0.0.1:$METRICS_PORT \
-  MKT_REWARDS_EXPIRY_INTERVAL_S=0 "$BIN/services/rewards/mkt-rewards" >"$WORK/rewards.log" 2>&1 &
+  MKT_REWARDS_EXPIRY_INTERVAL_S=0 MKT_REWARDS_CAMPAIGN_CHANGES_TOPIC= "$BIN/services/rewards/mkt-rewards" >"$WORK/rewards.log" 2>&1 &
 REWARDS_PID=$!
 PIDS+=("$REWARDS_PID")
 for _ in $(seq 300); do

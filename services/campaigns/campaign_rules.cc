@@ -296,6 +296,20 @@ void CheckEventReward(const pb::RewardItem& r, const std::string& field, FieldEr
   }
 }
 
+// Calls fn on every reward item of `config`: items, event tiers' rewards and growth tiers' items.
+template <typename Fn>
+void ForEachRewardItem(pb::CampaignConfig* config, const Fn& fn) {
+  for (pb::RewardItem& item : *config->mutable_rewards()) fn(&item);
+  if (config->has_event_trigger()) {  // never adds an empty trigger to another type's config
+    for (pb::TriggerTier& tier : *config->mutable_event_trigger()->mutable_tiers()) {
+      if (tier.has_reward()) fn(tier.mutable_reward());
+    }
+  }
+  for (pb::GrowthTier& tier : *config->mutable_growth_tiers()) {
+    for (pb::RewardItem& item : *tier.mutable_rewards()) fn(&item);
+  }
+}
+
 // An event campaign uses one item only, so a second one would silently grant nothing.
 void CheckEventRewards(const pb::CampaignConfig& c, FieldErrors& errors) {
   if (c.rewards().size() > 1) {
@@ -635,6 +649,28 @@ void CheckReview(const pb::CampaignConfig& c, FieldErrors& errors) {
 
 }  // namespace
 
+int64_t EventRewardUnitCostFen(pb::RewardKind kind, int64_t points_unit_cost_fen) {
+  switch (kind) {
+    case pb::REWARD_KIND_CASH_FEN:
+      return 1;
+    case pb::REWARD_KIND_POINTS:
+      return points_unit_cost_fen;
+    default:
+      return 0;
+  }
+}
+
+void PriceEventRewards(pb::CampaignConfig* config, int64_t points_unit_cost_fen) {
+  const bool event = config->type() == pb::EVENT_TRIGGER;
+  ForEachRewardItem(config, [&](pb::RewardItem* item) {
+    item->set_unit_cost_fen(event ? EventRewardUnitCostFen(item->kind(), points_unit_cost_fen) : 0);
+  });
+}
+
+void ClearRewardUnitCosts(pb::CampaignConfig* config) {
+  ForEachRewardItem(config, [](pb::RewardItem* item) { item->clear_unit_cost_fen(); });
+}
+
 void MergeStep(pb::Step step, const pb::CampaignConfig& from, pb::CampaignConfig* to) {
   switch (step) {
     case pb::STEP_BASICS:
@@ -667,6 +703,13 @@ void MergeStep(pb::Step step, const pb::CampaignConfig& from, pb::CampaignConfig
       to->set_budget_cap_fen(from.budget_cap_fen());
       *to->mutable_growth_tiers() = from.growth_tiers();
       to->set_baseline_days(from.baseline_days());
+      if (from.has_event_trigger()) {
+        *to->mutable_event_trigger() = from.event_trigger();
+      } else {
+        to->clear_event_trigger();
+      }
+      // The price of an event reward is set at approval (decision 034), never by a client.
+      ClearRewardUnitCosts(to);
       break;
     case pb::STEP_CHANNELS_CONTENT:
       *to->mutable_channels() = from.channels();

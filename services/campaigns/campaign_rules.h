@@ -69,6 +69,19 @@ FieldErrors ValidateForSubmission(const pb::CampaignConfig& config,
 // directory does not know are left for validation to report).
 void PinSegmentVersions(pb::CampaignConfig* config, const SegmentDirectory& segments);
 
+// Decision 034: what one unit of an EVENT_TRIGGER campaign's reward costs its budget. CASH_FEN
+// costs 1 fen per fen, POINTS `points_unit_cost_fen` per point (the worth of a point to the
+// bank, as a BENEFIT_POINTS template's unit cost), LOTTERY_CHANCE nothing: the lottery that
+// draws the chance pays for its prize. Other kinds cost 0.
+int64_t EventRewardUnitCostFen(pb::RewardKind kind, int64_t points_unit_cost_fen);
+
+// Sets unit_cost_fen on every reward of an EVENT_TRIGGER configuration (its items and its tiers'
+// rewards) as EventRewardUnitCostFen prices it; clears it on the rewards of any other type.
+void PriceEventRewards(pb::CampaignConfig* config, int64_t points_unit_cost_fen);
+// Clears unit_cost_fen on every reward: a draft carries no price (it is set at approval), and a
+// client cannot set one.
+void ClearRewardUnitCosts(pb::CampaignConfig* config);
+
 // The fields every copy must set for itself: the window, the budget, its own segments.
 const std::vector<std::string>& CopyFlaggedFields();
 // Clears CopyFlaggedFields() in `config`.

@@ -182,6 +182,67 @@ TEST_F(CampaignRulesTest, EventCampaignsNeedAWellFormedTrigger) {
   EXPECT_TRUE(errors.empty()) << errors.ToStatus();
 }
 
+// The event trigger is part of step 3: saving the step keeps it (and removing it from the step
+// removes it), so a FIRST_TIME or tiered campaign is not silently every-match.
+TEST_F(CampaignRulesTest, SavingStepThreeKeepsTheEventTrigger) {
+  auto input = CompleteEvent(now_, now_ + absl::Hours(1));
+  input.mutable_event_trigger()->set_kind(pb::TRIGGER_COUNT_AT_LEAST);
+  input.mutable_event_trigger()->set_count_threshold(3);
+  pb::CampaignConfig draft;
+  MergeStep(pb::STEP_BASICS, input, &draft);
+  EXPECT_FALSE(draft.has_event_trigger());  // not a basics field
+  MergeStep(pb::STEP_RULES_REWARDS, input, &draft);
+  ASSERT_TRUE(draft.has_event_trigger());
+  EXPECT_EQ(draft.event_trigger().kind(), pb::TRIGGER_COUNT_AT_LEAST);
+  EXPECT_EQ(draft.event_trigger().count_threshold(), 3);
+
+  pb::CampaignConfig without = input;
+  without.clear_event_trigger();
+  MergeStep(pb::STEP_RULES_REWARDS, without, &draft);
+  EXPECT_FALSE(draft.has_event_trigger());
+}
+
+// Decision 034: a client cannot set what a reward costs; approval prices an event campaign's
+// rewards (CASH_FEN 1 fen per fen, POINTS the service's price, LOTTERY_CHANCE nothing) and leaves
+// every other campaign's at 0.
+TEST_F(CampaignRulesTest, ApprovalPricesEventRewardsAndClientsCannot) {
+  auto input = CompleteEvent(now_, now_ + absl::Hours(1));
+  input.mutable_rewards(0)->set_unit_cost_fen(0);
+  input.mutable_event_trigger()->set_kind(pb::TRIGGER_CUMULATIVE_AMOUNT);
+  input.clear_rewards();
+  const std::pair<const char*, pb::RewardKind> assets[] = {
+      {"POINTS", pb::REWARD_KIND_POINTS},
+      {"CASH_FEN", pb::REWARD_KIND_CASH_FEN},
+      {"LOTTERY_CHANCE", pb::REWARD_KIND_LOTTERY_CHANCE}};
+  for (const auto& [asset, kind] : assets) {
+    pb::TriggerTier* tier = input.mutable_event_trigger()->add_tiers();
+    tier->set_threshold_fen(100000 * input.event_trigger().tiers_size());
+    tier->mutable_reward()->set_benefit_template_id(asset);
+    tier->mutable_reward()->set_kind(kind);
+    tier->mutable_reward()->set_quantity(10);
+    tier->mutable_reward()->set_unit_cost_fen(999);  // what a client sent
+  }
+  pb::CampaignConfig draft;
+  MergeStep(pb::STEP_BASICS, input, &draft);
+  MergeStep(pb::STEP_RULES_REWARDS, input, &draft);
+  for (const auto& tier : draft.event_trigger().tiers()) {
+    EXPECT_EQ(tier.reward().unit_cost_fen(), 0) << tier.reward().benefit_template_id();
+  }
+  PriceEventRewards(&draft, 3);
+  ASSERT_EQ(draft.event_trigger().tiers_size(), 3);
+  EXPECT_EQ(draft.event_trigger().tiers(0).reward().unit_cost_fen(), 3);  // POINTS
+  EXPECT_EQ(draft.event_trigger().tiers(1).reward().unit_cost_fen(), 1);  // CASH_FEN
+  EXPECT_EQ(draft.event_trigger().tiers(2).reward().unit_cost_fen(), 0);  // LOTTERY_CHANCE
+
+  auto coupon = CompleteCoupon("Coupon", now_, now_ + absl::Hours(1));
+  coupon.mutable_rewards(0)->set_unit_cost_fen(5);
+  PriceEventRewards(&coupon, 3);
+  EXPECT_EQ(coupon.rewards(0).unit_cost_fen(), 0);
+  EXPECT_FALSE(coupon.has_event_trigger());
+  ClearRewardUnitCosts(&draft);
+  EXPECT_EQ(draft.event_trigger().tiers(0).reward().unit_cost_fen(), 0);
+}
+
 // With a copy of the events service's registry, a trigger the events service could not turn into
 // a rule is refused when it is configured, not dead-lettered after approval.
 TEST_F(CampaignRulesTest, TriggersAreCheckedAgainstTheEventTypeRegistryWhenThereIsOne) {

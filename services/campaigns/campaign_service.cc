@@ -304,7 +304,8 @@ absl::StatusOr<pb::ValidateCampaignResponse> CampaignService::Validate(
   ValidateForSubmission(campaign.draft(), ContextFor(campaign.org_id()))
       .AddTo(response.mutable_errors());
   *response.mutable_forecast() =
-      ForecastCost(campaign.draft(), segments_, benefits_, options_.default_uptake_bp);
+      ForecastCost(campaign.draft(), segments_, benefits_, options_.default_uptake_bp, 0,
+                   options_.points_unit_cost_fen);
   FieldErrors warnings;
   if (response.forecast().exceeds_budget()) {
     warnings.Add("budget_cap_fen", "the forecast cost " +
@@ -325,7 +326,7 @@ absl::StatusOr<pb::CostForecast> CampaignService::Forecast(const Actor& actor,
   }
   MKT_ASSIGN_OR_RETURN(pb::Campaign campaign, LoadVisible(actor, request.campaign_id()));
   return ForecastCost(campaign.draft(), segments_, benefits_, options_.default_uptake_bp,
-                      request.uptake_bp());
+                      request.uptake_bp(), options_.points_unit_cost_fen);
 }
 
 absl::StatusOr<pb::ListVersionsResponse> CampaignService::ListVersions(
@@ -388,6 +389,8 @@ absl::StatusOr<pb::Campaign> CampaignService::Act(const Actor& actor, Action act
               // The draft is frozen while pending, so it is the submitted version.
               after.set_live_version(current.pending_version());
               *after.mutable_live() = current.draft();
+              // Decision 034: the approved version keeps the price its events are charged at.
+              PriceEventRewards(after.mutable_live(), options_.points_unit_cost_fen);
             } else {
               after.set_rejection_comment(request.comment());
             }
@@ -554,6 +557,7 @@ absl::StatusOr<pb::Campaign> CampaignService::CreateCopy(
     config.set_name(name);
   }
   ClearFlaggedFields(&config);
+  ClearRewardUnitCosts(&config);  // priced again when the copy is approved
   pb::Campaign campaign;
   campaign.set_id(NewId("cmp_"));
   campaign.set_org_id(org_id);

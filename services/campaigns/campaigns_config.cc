@@ -34,6 +34,9 @@ const config::Schema<CampaignsConfig>& CampaignsConfigSchema() {
                "milliseconds between looks for campaigns to start or end (0: off)")
         .Field("default_uptake_bp", &CampaignsConfig::default_uptake_bp,
                "expected uptake (basis points) for cost forecasts when the operator gives none")
+        .Field("points_unit_cost_fen", &CampaignsConfig::points_unit_cost_fen,
+               "fen an event campaign's budget is charged per point it grants (set on each "
+               "version at approval)")
         .Field("reference_source", &CampaignsConfig::reference_source,
                "where segments and benefit templates are looked up: services (segments_address "
                "and rewards_address) or catalog (catalog_file)")
@@ -117,6 +120,7 @@ absl::Status ValidateCampaignsConfig(const CampaignsConfig& c) {
   MKT_RETURN_IF_ERROR(InRange("worker_queue", c.worker_queue, 1, 1'000'000));
   MKT_RETURN_IF_ERROR(InRange("scheduler_interval_ms", c.scheduler_interval_ms, 0, 3'600'000));
   MKT_RETURN_IF_ERROR(InRange("default_uptake_bp", c.default_uptake_bp, 1, 10'000));
+  MKT_RETURN_IF_ERROR(InRange("points_unit_cost_fen", c.points_unit_cost_fen, 0, 1'000'000));
   MKT_RETURN_IF_ERROR(InRange("participation_threads", c.participation_threads, 1, 4096));
   MKT_RETURN_IF_ERROR(InRange("participation_queue", c.participation_queue, 1, 1'000'000));
   MKT_RETURN_IF_ERROR(InRange("participation_writer_lanes", c.participation_writer_lanes, 1, 64));

@@ -21,6 +21,9 @@ struct CampaignsConfig {
   int64_t scheduler_interval_ms = 1000;
   // Expected uptake for cost forecasts when the operator gives none.
   int64_t default_uptake_bp = 1000;
+  // What one point granted by an EVENT_TRIGGER campaign costs its budget, in fen (decision 034):
+  // the worth of a point to the bank, as a BENEFIT_POINTS template's unit cost.
+  int64_t points_unit_cost_fen = 1;
   // Where segments and benefit templates are looked up while configuring a campaign:
   // "services" asks the segments service (segments_address) and the rewards Benefits API
   // (rewards_address); "catalog" reads catalog_file, or the built-in demo set when it is empty

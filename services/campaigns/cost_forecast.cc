@@ -4,6 +4,8 @@
 #include <limits>
 #include <string>
 
+#include "services/campaigns/campaign_rules.h"
+
 namespace mkt::campaigns {
 namespace {
 
@@ -21,7 +23,7 @@ int64_t MulDivCeil(int64_t a, int64_t b, int64_t c) {
 
 pb::CostForecast ForecastCost(const pb::CampaignConfig& config, const SegmentDirectory& segments,
                               const BenefitCatalog& benefits, int32_t default_uptake_bp,
-                              int32_t uptake_override_bp) {
+                              int32_t uptake_override_bp, int64_t points_unit_cost_fen) {
   pb::CostForecast f;
   __int128 audience = 0;
   for (const pb::SegmentRef& ref : config.audience().include()) {
@@ -64,6 +66,13 @@ pb::CostForecast ForecastCost(const pb::CampaignConfig& config, const SegmentDir
     }
     return std::max<int64_t>(info->unit_cost_fen, 0);
   };
+  // An event campaign's reward names its asset and is priced as its approval will price it.
+  const bool event = config.type() == pb::EVENT_TRIGGER;
+  auto item_cost = [&](const pb::RewardItem& r) -> __int128 {
+    const int64_t unit = event ? EventRewardUnitCostFen(r.kind(), points_unit_cost_fen)
+                               : unit_cost(r.benefit_template_id());
+    return static_cast<__int128>(unit) * std::max<int64_t>(r.quantity(), 0);
+  };
   __int128 cost = 0;
   if (config.type() == pb::LOTTERY) {
     // Expected cost of one draw: each prize's cost weighted by its probability.
@@ -77,24 +86,20 @@ pb::CostForecast ForecastCost(const pb::CampaignConfig& config, const SegmentDir
     // An upper bound: every participant reaches every tier.
     f.add_notes("asset-growth task: every enrolled customer is assumed to reach every tier");
     for (const pb::GrowthTier& tier : config.growth_tiers()) {
-      for (const pb::RewardItem& r : tier.rewards()) {
-        cost += static_cast<__int128>(unit_cost(r.benefit_template_id())) *
-                std::max<int64_t>(r.quantity(), 0);
-      }
+      for (const pb::RewardItem& r : tier.rewards()) cost += item_cost(r);
     }
   } else if (config.type() == pb::EVENT_TRIGGER &&
              config.event_trigger().kind() == pb::TRIGGER_CUMULATIVE_AMOUNT) {
     // An upper bound, as for growth tiers: every participant reaches every tier.
     f.add_notes("cumulative event campaign: every participant is assumed to reach every tier");
     for (const pb::TriggerTier& tier : config.event_trigger().tiers()) {
-      cost += static_cast<__int128>(unit_cost(tier.reward().benefit_template_id())) *
-              std::max<int64_t>(tier.reward().quantity(), 0);
+      cost += item_cost(tier.reward());
     }
+  } else if (event) {
+    // The events service grants the first item only.
+    if (config.rewards_size() > 0) cost += item_cost(config.rewards(0));
   } else {
-    for (const pb::RewardItem& r : config.rewards()) {
-      cost += static_cast<__int128>(unit_cost(r.benefit_template_id())) *
-              std::max<int64_t>(r.quantity(), 0);
-    }
+    for (const pb::RewardItem& r : config.rewards()) cost += item_cost(r);
   }
   f.set_cost_per_participation_fen(Saturate(cost));
   f.set_forecast_cost_fen(

@@ -15,9 +15,11 @@ namespace pb = ::marketing::campaigns::v1;
 
 // `uptake_override_bp` > 0 replaces the configuration's expected uptake; when both are 0 the
 // service default `default_uptake_bp` applies. Segments or benefits the directories cannot
-// resolve count as 0 and are named in the forecast's notes.
+// resolve count as 0 and are named in the forecast's notes. An EVENT_TRIGGER campaign's rewards
+// name an asset, not a template: they are priced as approval prices them (EventRewardUnitCostFen,
+// with `points_unit_cost_fen` per point).
 pb::CostForecast ForecastCost(const pb::CampaignConfig& config, const SegmentDirectory& segments,
                               const BenefitCatalog& benefits, int32_t default_uptake_bp,
-                              int32_t uptake_override_bp = 0);
+                              int32_t uptake_override_bp = 0, int64_t points_unit_cost_fen = 1);
 
 }  // namespace mkt::campaigns

@@ -1,6 +1,7 @@
 #include "services/campaigns/cost_forecast.h"
 
 #include <limits>
+#include <tuple>
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -70,23 +71,47 @@ TEST_F(CampaignCostForecastTest, ALotteryCostsItsProbabilityWeightedPrizes) {
 
 // Decision 031: a cumulative event campaign grants its tiers, not `rewards`; as with growth tiers,
 // every participant is assumed to reach every tier.
+// Decision 034: an event campaign's reward names an asset and is priced as approval prices it:
+// a point at the service's price, a fen at 1, a lottery chance at nothing.
 TEST_F(CampaignCostForecastTest, ACumulativeEventCampaignCostsAllItsTiers) {
   auto c = test::CompleteCoupon("x", t_, t_ + absl::Hours(1));
   c.set_type(pb::EVENT_TRIGGER);
   c.clear_rewards();
   c.mutable_event_trigger()->set_kind(pb::TRIGGER_CUMULATIVE_AMOUNT);
-  for (const auto& [id, quantity] :
-       {std::pair<std::string, int64_t>{"bt-points-100", 2}, {"bt-coupon-50", 1}}) {
+  for (const auto& [asset, kind, quantity] :
+       {std::tuple<std::string, pb::RewardKind, int64_t>{"POINTS", pb::REWARD_KIND_POINTS, 200},
+        {"CASH_FEN", pb::REWARD_KIND_CASH_FEN, 500},
+        {"LOTTERY_CHANCE", pb::REWARD_KIND_LOTTERY_CHANCE, 3}}) {
     pb::TriggerTier* tier = c.mutable_event_trigger()->add_tiers();
     tier->set_threshold_fen(100000 * c.event_trigger().tiers_size());
-    tier->mutable_reward()->set_benefit_template_id(id);
+    tier->mutable_reward()->set_benefit_template_id(asset);
+    tier->mutable_reward()->set_kind(kind);
     tier->mutable_reward()->set_quantity(quantity);
   }
   c.set_expected_uptake_bp(1000);
   pb::CostForecast f = Forecast(c);
-  EXPECT_EQ(f.cost_per_participation_fen(), 2 * 100 + 5000);
-  EXPECT_EQ(f.forecast_cost_fen(), 1000 * 5200);
+  EXPECT_EQ(f.cost_per_participation_fen(), 200 + 500);
+  EXPECT_EQ(f.forecast_cost_fen(), 1000 * 700);
   EXPECT_THAT(f.notes(), ::testing::Contains(::testing::HasSubstr("every tier")));
+  EXPECT_THAT(f.notes(), ::testing::Not(::testing::Contains(::testing::HasSubstr("unavailable"))));
+  // Points worth 2 fen each.
+  EXPECT_EQ(
+      ForecastCost(c, *data_.segments, *data_.benefits, 1000, 0, 2).cost_per_participation_fen(),
+      2 * 200 + 500);
+}
+
+TEST_F(CampaignCostForecastTest, AnEventCampaignCostsItsOneRewardPerMatch) {
+  auto c = test::CompleteCoupon("x", t_, t_ + absl::Hours(1));  // seg-a1: 10000 customers
+  c.set_type(pb::EVENT_TRIGGER);
+  c.mutable_rewards(0)->set_benefit_template_id("POINTS");
+  c.mutable_rewards(0)->set_kind(pb::REWARD_KIND_POINTS);
+  c.mutable_rewards(0)->set_quantity(200);
+  c.mutable_limits()->set_per_customer_total(1);
+  c.set_expected_uptake_bp(5000);
+  pb::CostForecast f = Forecast(c);
+  EXPECT_EQ(f.cost_per_participation_fen(), 200);
+  EXPECT_EQ(f.forecast_cost_fen(), 5000 * 200);
+  EXPECT_EQ(f.notes_size(), 0) << f.DebugString();
 }
 
 TEST_F(CampaignCostForecastTest, UnknownReferencesCountAsZeroWithANote) {

@@ -145,6 +145,7 @@ int main(int argc, char** argv) {
   campaigns::CampaignService service(
       store, *segments, *benefits, SystemClock(),
       {.default_uptake_bp = static_cast<int32_t>(cfg->default_uptake_bp),
+       .points_unit_cost_fen = cfg->points_unit_cost_fen,
        .event_types = event_types.get()});
   std::optional<campaigns::CampaignScheduler> scheduler;
   if (cfg->scheduler_interval_ms > 0) {

@@ -185,18 +185,31 @@ absl::Status EventsService::HandleBatch(const std::vector<kafka::IncomingMessage
 
 namespace {
 
+// The most one grant may charge a budget: the ledger's limit on an amount (10^15 fen).
+constexpr int64_t kMaxBudgetCostFen = 1'000'000'000'000'000;
+
 // An event campaign's reward item names the ledger asset it grants (POINTS, CASH_FEN or
-// LOTTERY_CHANCE); the campaigns service refuses anything else on save.
-std::optional<pb::RewardSpec> RewardOf(const cpb::RewardItem& item) {
+// LOTTERY_CHANCE); the campaigns service refuses anything else on save. Each grant charges the
+// campaign's budget quantity × the unit cost set at approval (decision 034). nullopt: not an
+// asset; INVALID_ARGUMENT (naming `field`): a cost no grant can carry.
+absl::StatusOr<std::optional<pb::RewardSpec>> RewardOf(const cpb::RewardItem& item,
+                                                       const std::string& field) {
   ::marketing::rewards::v1::Asset asset;
   if (!::marketing::rewards::v1::Asset_Parse(item.benefit_template_id(), &asset)) {
-    return std::nullopt;
+    return std::optional<pb::RewardSpec>();
+  }
+  const __int128 cost = static_cast<__int128>(item.quantity()) * item.unit_cost_fen();
+  if (item.unit_cost_fen() < 0 || cost < 0 || cost > kMaxBudgetCostFen) {
+    return InvalidArgument(field + ".unit_cost_fen",
+                           absl::StrCat("quantity times unit cost must be 0..", kMaxBudgetCostFen,
+                                        " fen; unit cost ", item.unit_cost_fen()));
   }
   pb::RewardSpec reward;
   reward.set_asset(asset);
   reward.set_quantity(item.quantity());
+  reward.set_budget_cost_fen(static_cast<int64_t>(cost));
   reward.set_benefit_template_id(item.benefit_template_id());
-  return reward;
+  return std::optional<pb::RewardSpec>(std::move(reward));
 }
 
 pb::RuleKind KindOf(cpb::TriggerKind kind) {
@@ -243,11 +256,10 @@ absl::StatusOr<std::optional<pb::TriggerRule>> RuleFromCampaign(
   rule.set_window(WindowOf(trigger.window()));
   rule.set_count_threshold(trigger.count_threshold());
   for (int i = 0; i < trigger.tiers_size(); ++i) {
-    std::optional<pb::RewardSpec> reward = RewardOf(trigger.tiers(i).reward());
-    if (!reward) {
-      return InvalidArgument(absl::StrCat("event_trigger.tiers[", i, "].reward"),
-                             "a tier grants POINTS, CASH_FEN or LOTTERY_CHANCE");
-    }
+    const std::string field = absl::StrCat("event_trigger.tiers[", i, "].reward");
+    MKT_ASSIGN_OR_RETURN(std::optional<pb::RewardSpec> reward,
+                         RewardOf(trigger.tiers(i).reward(), field));
+    if (!reward) return InvalidArgument(field, "a tier grants POINTS, CASH_FEN or LOTTERY_CHANCE");
     pb::Tier* tier = rule.add_tiers();
     tier->set_threshold_fen(trigger.tiers(i).threshold_fen());
     *tier->mutable_reward() = *std::move(reward);
@@ -277,8 +289,9 @@ absl::StatusOr<std::optional<pb::TriggerRule>> RuleFromCampaign(
         "the trigger expression must pin one event type (event.type == \"...\")");
   }
   rule.set_event_type(types[0]);
-  for (const auto& item : config.rewards()) {
-    std::optional<pb::RewardSpec> reward = RewardOf(item);
+  for (int i = 0; i < config.rewards_size(); ++i) {
+    MKT_ASSIGN_OR_RETURN(std::optional<pb::RewardSpec> reward,
+                         RewardOf(config.rewards(i), absl::StrCat("rewards[", i, "]")));
     if (!reward) continue;
     *rule.mutable_reward() = *std::move(reward);
     break;

@@ -78,9 +78,10 @@ absl::Status ApplyIsolatingRefusedEvents(
     const std::function<void(size_t index, const absl::Status& status)>& refused);
 
 // Returns the rule an EVENT_TRIGGER campaign's change describes, or nullopt for campaigns of
-// other kinds. The event type comes from the trigger expression's `event.type == "..."`; each
-// reward item whose benefit_template_id names an asset ("POINTS", "CASH_FEN", "LOTTERY_CHANCE")
-// grants that asset (until benefit templates exist).
+// other kinds. The event type comes from the trigger expression's `event.type == "..."`; the
+// first reward item whose benefit_template_id names an asset ("POINTS", "CASH_FEN",
+// "LOTTERY_CHANCE") grants that asset, and charges the campaign's budget quantity × its
+// unit_cost_fen (set when the version was approved, decision 034; 0 for versions approved before).
 absl::StatusOr<std::optional<pb::TriggerRule>> RuleFromCampaign(
     const ::marketing::campaigns::v1::CampaignChanged& change);
 

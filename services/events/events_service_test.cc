@@ -2,8 +2,10 @@
 // validation did not foresee): the batch is applied in parts until that event stands alone, it is
 // set aside for the dead-letter topic, and the rest of the batch is applied in order. Transient
 // failures are never taken for refusals.
+#include <optional>
 #include <set>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "gmock/gmock.h"
@@ -145,6 +147,65 @@ TEST(DataExceptionTest, CarriesItsSqlState) {
   EXPECT_FALSE(IsDataException(Internal("PostgreSQL error 22P02: malformed array literal")));
   EXPECT_FALSE(IsDataException(absl::InvalidArgumentError("x")));
   EXPECT_FALSE(IsDataException(absl::OkStatus()));
+}
+
+// Decision 034: a campaign's rule charges its budget quantity × the unit cost its approval set
+// on each reward; a cost no grant can carry makes the change unusable, naming the field.
+TEST(RuleFromCampaignTest, RewardsChargeTheirApprovedUnitCost) {
+  namespace cpb = ::marketing::campaigns::v1;
+  cpb::CampaignChanged change;
+  change.set_campaign_id("cmp-1");
+  change.set_org_id("bank-a");
+  change.set_revision(4);
+  change.set_state(cpb::ONLINE);
+  cpb::CampaignConfig* config = change.mutable_config();
+  config->set_type(cpb::EVENT_TRIGGER);
+  config->set_trigger_expression("event.type == \"deposit.made\"");
+  config->mutable_event_trigger()->set_kind(cpb::TRIGGER_CUMULATIVE_AMOUNT);
+  for (const auto& [asset, quantity, unit] :
+       {std::tuple<std::string, int64_t, int64_t>{"POINTS", 200, 2},
+        {"CASH_FEN", 888, 1},
+        {"LOTTERY_CHANCE", 1, 0}}) {
+    cpb::TriggerTier* tier = config->mutable_event_trigger()->add_tiers();
+    tier->set_threshold_fen(100000 * config->event_trigger().tiers_size());
+    tier->mutable_reward()->set_benefit_template_id(asset);
+    tier->mutable_reward()->set_quantity(quantity);
+    tier->mutable_reward()->set_unit_cost_fen(unit);
+  }
+  absl::StatusOr<std::optional<pb::TriggerRule>> rule = RuleFromCampaign(change);
+  ASSERT_TRUE(rule.ok()) << rule.status();
+  ASSERT_TRUE(rule->has_value());
+  ASSERT_EQ((*rule)->tiers_size(), 3);
+  EXPECT_EQ((*rule)->kind(), pb::CUMULATIVE_AMOUNT);
+  EXPECT_EQ((*rule)->tiers(0).reward().budget_cost_fen(), 400);
+  EXPECT_EQ((*rule)->tiers(1).reward().budget_cost_fen(), 888);
+  EXPECT_EQ((*rule)->tiers(2).reward().budget_cost_fen(), 0);
+
+  // A version approved before decision 034 carries no unit cost and charges nothing.
+  config->mutable_event_trigger()->mutable_tiers(0)->mutable_reward()->clear_unit_cost_fen();
+  rule = RuleFromCampaign(change);
+  ASSERT_TRUE(rule.ok()) << rule.status();
+  EXPECT_EQ((*rule)->tiers(0).reward().budget_cost_fen(), 0);
+
+  for (int64_t unit : {int64_t{-1}, int64_t{9'000'000'000'000'000}}) {
+    config->mutable_event_trigger()->mutable_tiers(0)->mutable_reward()->set_unit_cost_fen(unit);
+    rule = RuleFromCampaign(change);
+    EXPECT_EQ(rule.status().code(), absl::StatusCode::kInvalidArgument) << unit;
+    EXPECT_THAT(std::string(rule.status().message()),
+                ::testing::HasSubstr("quantity times unit cost must be 0.."));
+    EXPECT_EQ(FieldOf(rule.status()), "event_trigger.tiers[0].reward.unit_cost_fen");
+  }
+
+  // An every-match campaign: its one reward item.
+  config->clear_event_trigger();
+  cpb::RewardItem* item = config->add_rewards();
+  item->set_benefit_template_id("POINTS");
+  item->set_quantity(300);
+  item->set_unit_cost_fen(1);
+  rule = RuleFromCampaign(change);
+  ASSERT_TRUE(rule.ok()) << rule.status();
+  EXPECT_EQ((*rule)->reward().budget_cost_fen(), 300);
+  EXPECT_EQ((*rule)->reward().quantity(), 300);
 }
 
 }  // namespace

@@ -21,6 +21,7 @@
 #include "services/rewards/batcher.h"
 #include "services/rewards/benefits.h"
 #include "services/rewards/benefits_grpc.h"
+#include "services/rewards/campaign_budgets.h"
 #include "services/rewards/fulfilment.h"
 #include "services/rewards/ledger_grpc.h"
 #include "services/rewards/ledger_service.h"
@@ -183,6 +184,34 @@ int main(int argc, char** argv) {
     payout_results = *std::move(consumer);
     payout_thread = std::thread([&] {
       payout_results->Run([&](const kafka::IncomingMessage& m) { return payouts.HandleResult(m); });
+    });
+  }
+
+  // Campaign budgets funded up to their published caps (campaign_budgets.h, decision 034).
+  // Its own connection: a top-up holds it (with a lock) while the ledger commits on the pool.
+  auto budgets_pool = pg::Pool::Connect({.dsn = cfg->pg_dsn, .size = 1});
+  if (!budgets_pool.ok()) return Fail(budgets_pool.status());
+  rewards::CampaignBudgets budgets(**budgets_pool, ledger);
+  std::unique_ptr<kafka::Consumer> campaign_changes;
+  std::thread budgets_thread;
+  absl::Cleanup stop_campaign_changes = [&] {
+    if (campaign_changes) campaign_changes->Stop();
+    if (budgets_thread.joinable()) budgets_thread.join();
+  };
+  if (!cfg->campaign_changes_topic.empty()) {
+    if (auto s = kafka::EnsureTopic(kafka_options, cfg->campaign_changes_topic, 3); !s.ok()) {
+      spdlog::warn("cannot create topic {} yet: {}", cfg->campaign_changes_topic, s.message());
+    }
+    auto consumer = kafka::Consumer::Create({.client = kafka_options,
+                                             .group_id = cfg->campaign_budgets_group,
+                                             .topics = {cfg->campaign_changes_topic},
+                                             .metrics_name = "rewards_campaign_budgets"},
+                                            producer->get());
+    if (!consumer.ok()) return Fail(consumer.status());
+    campaign_changes = *std::move(consumer);
+    budgets_thread = std::thread([&] {
+      campaign_changes->Run(
+          [&budgets](const kafka::IncomingMessage& m) { return budgets.HandleChange(m); });
     });
   }
 

@@ -60,6 +60,10 @@ const config::Schema<RewardsConfig>& RewardsConfigSchema() {
                "seconds between applying coupon/payout ledger work a crash left undone (0: off)")
         .Field("consume_payout_results", &RewardsConfig::consume_payout_results,
                "consume mkt.payout-results.v1 from core banking")
+        .Field("campaign_changes_topic", &RewardsConfig::campaign_changes_topic,
+               "campaign changes whose published budget caps fund campaign budgets (empty: off)")
+        .Field("campaign_budgets_group", &RewardsConfig::campaign_budgets_group,
+               "consumer group of the campaign budget funding (shared by the replicas)")
         .Field("fulfilment_backoff_base_s", &RewardsConfig::fulfilment_backoff_base_s,
                "seconds before the 2nd attempt of a third-party fulfilment (doubling after)")
         .Field("fulfilment_backoff_max_s", &RewardsConfig::fulfilment_backoff_max_s,

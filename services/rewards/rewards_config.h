@@ -37,6 +37,10 @@ struct RewardsConfig {
   int64_t coupon_expiry_interval_s = 60;
   int64_t benefits_repair_interval_s = 10;
   bool consume_payout_results = true;
+  // Decision 034: each published campaign version's budget_cap_fen funds the campaign's budget
+  // (campaign_budgets.h). An empty topic turns it off (budgets are then funded with Ledger.Fund).
+  std::string campaign_changes_topic = "mkt.campaign-changes.v1";
+  std::string campaign_budgets_group = "rewards-campaign-budgets";
   // Third-party fulfilment (decision 011): retries with exponential backoff.
   int64_t fulfilment_backoff_base_s = 30;
   int64_t fulfilment_backoff_max_s = 1800;

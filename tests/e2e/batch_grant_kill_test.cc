@@ -106,6 +106,7 @@ class BatchGrantStack {
             {"MKT_REWARDS_GRPC_ADDRESS", Addr(rewards_port_)},
             {"MKT_REWARDS_METRICS_ADDRESS", Addr(testing::FreePort())},
             {"MKT_REWARDS_EXPIRY_INTERVAL_S", "0"},
+            {"MKT_REWARDS_CAMPAIGN_CHANGES_TOPIC", ""},  // the test funds its budget
             {"MKT_REWARDS_LOG_FORMAT", "json"},
             {"MKT_REWARDS_LOG_LEVEL", "warn"},
             // Each grant holds a worker until its group commit: more of them, larger commits.

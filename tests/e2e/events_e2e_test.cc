@@ -60,6 +60,10 @@ class Stack {
             {"MKT_REWARDS_GRPC_ADDRESS", absl::StrCat("127.0.0.1:", rewards_port_)},
             {"MKT_REWARDS_METRICS_ADDRESS", absl::StrCat("127.0.0.1:", testing::FreePort())},
             {"MKT_REWARDS_EXPIRY_INTERVAL_S", "0"},
+            // Decision 034: the rewards service funds the budgets of the campaigns published on
+            // the test's own change topic.
+            {"MKT_REWARDS_CAMPAIGN_CHANGES_TOPIC", changes_},
+            {"MKT_REWARDS_CAMPAIGN_BUDGETS_GROUP", "events-e2e-budgets-" + RandomHex(4)},
             {"MKT_REWARDS_LOG_FORMAT", "json"}},
         rewards_log);
     ledger_ = rpb::Ledger::NewStub(rpc::Connect(absl::StrCat("127.0.0.1:", rewards_port_)));
@@ -531,6 +535,124 @@ TEST_F(EventsE2eTest, AnEventCampaignsCountAndTierTriggersBecomeItsRule) {
   EXPECT_FALSE(explained->granted()) << explained->summary();
   EXPECT_EQ(explained->aggregate_count(), 4) << explained->summary();
   EXPECT_EQ(s.Balances(visitor), expected[visitor]);
+  s.ExpectIntegrity();
+}
+
+// Decision 034: an event campaign's approved version prices its reward (here 1 fen a point), the
+// rewards service funds its budget up to the cap when it is published, and each grant charges
+// the budget. Past the cap the ledger refuses: the grant is recorded REJECTED with
+// BUDGET_EXHAUSTED, not retried, and the customer gets nothing. Raising the cap in a new version
+// funds the difference, and the next event is granted again.
+TEST_F(EventsE2eTest, AnEventCampaignSpendsItsFundedBudgetAndThenRecordsBudgetExhausted) {
+  Stack& s = *stack_;
+  const std::string suffix = RandomHex(3);
+  const std::string type = "e2e_budget_" + suffix, campaign = "camp-budget-" + suffix;
+  epb::EventType event_type;
+  event_type.set_name(type);
+  event_type.set_description("a test's own event type");
+  ASSERT_TRUE(
+      s.Admin<epb::EventType>(&epb::EventsAdmin::Stub::UpsertEventType, event_type).status().ok());
+  auto publish = [&](int64_t revision, int64_t cap_fen) {
+    cpb::CampaignChanged change;
+    change.set_campaign_id(campaign);
+    change.set_org_id(kOrg);
+    change.set_revision(revision);
+    change.set_version(revision);
+    change.set_state(cpb::ONLINE);
+    cpb::CampaignConfig* config = change.mutable_config();
+    config->set_name("e2e budget");
+    config->set_type(cpb::EVENT_TRIGGER);
+    config->mutable_start_time()->set_seconds(absl::ToUnixSeconds(absl::Now() - absl::Hours(24)));
+    config->mutable_end_time()->set_seconds(
+        absl::ToUnixSeconds(absl::Now() + absl::Hours(24 * 30)));
+    config->set_trigger_expression("event.type == \"" + type + "\"");
+    config->set_budget_cap_fen(cap_fen);
+    cpb::RewardItem* reward = config->add_rewards();
+    reward->set_benefit_template_id("POINTS");
+    reward->set_kind(cpb::REWARD_KIND_POINTS);
+    reward->set_quantity(100);
+    reward->set_unit_cost_fen(1);  // as the campaigns service sets it at approval
+    const std::string value =
+        kafka::MakeEnvelope("campaigns.CampaignChanged", kOrg, "", change).SerializeAsString();
+    ASSERT_TRUE(s.producer_->Publish({{s.changes_, campaign, value, {}}}, absl::Seconds(30)).ok());
+  };
+  auto budget = [&]() -> int64_t {
+    rpb::GetAccountRequest request;
+    request.mutable_ref()->set_org_id(kOrg);
+    request.mutable_ref()->set_asset(rpb::BUDGET_FEN);
+    request.mutable_ref()->set_owner_kind(rpb::CAMPAIGN);
+    request.mutable_ref()->set_owner_id(campaign);
+    grpc::ClientContext context;
+    rpc::PrepareClientContext(context, absl::Seconds(10), NewRequestId());
+    rpb::Account account;
+    return s.ledger_->GetAccount(&context, request, &account).ok() ? account.balance() : -1;
+  };
+  auto await_budget = [&](int64_t fen) {
+    const absl::Time deadline = absl::Now() + absl::Seconds(30);
+    while (budget() != fen && absl::Now() < deadline) absl::SleepFor(absl::Milliseconds(100));
+    return budget();
+  };
+  auto rule_revision = [&]() -> int64_t {
+    epb::ListRulesRequest request;
+    request.set_campaign_id(campaign);
+    auto listed = s.Admin<epb::ListRulesResponse>(&epb::EventsAdmin::Stub::ListRules, request);
+    return listed.ok() && listed->rules_size() == 1 ? listed->rules(0).revision() : 0;
+  };
+  auto await_rule = [&](int64_t revision) {
+    const absl::Time deadline = absl::Now() + absl::Seconds(30);
+    while (rule_revision() != revision && absl::Now() < deadline) {
+      absl::SleepFor(absl::Milliseconds(100));
+    }
+    return rule_revision();
+  };
+  // The state and reason of the grant an event made under the campaign's rule, once settled.
+  auto outcome = [&](const epb::BusinessEvent& e) -> std::pair<std::string, std::string> {
+    epb::ExplainRequest request;
+    request.set_event_key(e.source() + ":" + e.source_event_id());
+    request.set_rule_id("campaign:" + campaign);
+    std::pair<std::string, std::string> seen;
+    for (const absl::Time deadline = absl::Now() + absl::Seconds(30); absl::Now() < deadline;
+         absl::SleepFor(absl::Milliseconds(100))) {
+      auto why = s.Admin<epb::ExplainResponse>(&epb::EventsAdmin::Stub::Explain, request);
+      if (!why.ok() || why->grants_size() != 1) continue;
+      seen = {why->grants(0).state(), why->grants(0).reason()};
+      if (seen.first != "pending") break;
+    }
+    return seen;
+  };
+
+  // Published with a cap of 2.5 yuan: 250 fen, two grants of 100 points at 1 fen each.
+  publish(1, 250);
+  ASSERT_EQ(await_rule(1), 1) << testing::Tail(s.events_log_, 20);
+  ASSERT_EQ(await_budget(250), 250);
+  const std::string c1 = "cust-41-" + suffix, c2 = "cust-42-" + suffix, c3 = "cust-43-" + suffix;
+  const epb::BusinessEvent first = Event(type, c1), second = Event(type, c2);
+  s.Publish({first});
+  EXPECT_EQ(outcome(first).first, "granted");
+  s.Publish({second});
+  EXPECT_EQ(outcome(second).first, "granted");
+  EXPECT_EQ(await_budget(50), 50);
+  const epb::BusinessEvent third = Event(type, c3);
+  s.Publish({third});
+  const auto [state, reason] = outcome(third);
+  EXPECT_EQ(state, "rejected");
+  EXPECT_NE(reason.find("BUDGET_EXHAUSTED"), std::string::npos) << reason;
+  Balances expected = {{c1, {{rpb::POINTS, 100}}}, {c2, {{rpb::POINTS, 100}}}, {c3, {}}};
+  EXPECT_EQ(s.AwaitBalances(expected), expected);
+  EXPECT_EQ(budget(), 50);
+
+  // An approved edit raises the cap to 4.5 yuan: 200 fen more, and the next event is granted.
+  publish(2, 450);
+  ASSERT_EQ(await_rule(2), 2);
+  EXPECT_EQ(await_budget(250), 250);
+  const epb::BusinessEvent fourth = Event(type, c3);
+  s.Publish({fourth});
+  EXPECT_EQ(outcome(fourth).first, "granted");
+  expected[c3] = {{rpb::POINTS, 100}};
+  EXPECT_EQ(s.AwaitBalances(expected), expected);
+  EXPECT_EQ(budget(), 150);
+  // The refused grant stays refused: not retried behind the operator's back.
+  EXPECT_EQ(outcome(third).first, "rejected");
   s.ExpectIntegrity();
 }
 

@@ -82,6 +82,7 @@ class KillStack {
             {"MKT_REWARDS_GRPC_ADDRESS", absl::StrCat("127.0.0.1:", rewards_port_)},
             {"MKT_REWARDS_METRICS_ADDRESS", absl::StrCat("127.0.0.1:", testing::FreePort())},
             {"MKT_REWARDS_EXPIRY_INTERVAL_S", "0"},
+            {"MKT_REWARDS_CAMPAIGN_CHANGES_TOPIC", ""},  // the test funds its budgets
             {"MKT_REWARDS_LOG_FORMAT", "json"},
             // Not a log line per grant (55,000 of them cost CPU the test needs).
             {"MKT_REWARDS_LOG_LEVEL", "warn"},

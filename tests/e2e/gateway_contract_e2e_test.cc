@@ -88,6 +88,8 @@ class GatewayContractE2eTest : public ::testing::Test {
                        {"MKT_REWARDS_GRPC_ADDRESS", Addr(rewards.port)},
                        {"MKT_REWARDS_METRICS_ADDRESS", Addr(rewards_metrics_port)},
                        {"MKT_REWARDS_EXPIRY_INTERVAL_S", "0"},
+                       // The test funds its budgets; the shared change topic is not its own.
+                       {"MKT_REWARDS_CAMPAIGN_CHANGES_TOPIC", ""},
                        {"MKT_REWARDS_QR_SIGNING_KEY", "contract-qr-key-0123456789abcdef"}},
                       rewards.port);
     }

@@ -399,6 +399,7 @@ class RewardsReplica {
         {"MKT_REWARDS_GRPC_ADDRESS", absl::StrCat("127.0.0.1:", port_)},
         {"MKT_REWARDS_METRICS_ADDRESS", absl::StrCat("127.0.0.1:", metrics_port_)},
         {"MKT_REWARDS_EXPIRY_INTERVAL_S", "0"},
+        {"MKT_REWARDS_CAMPAIGN_CHANGES_TOPIC", ""},  // budgets are funded by the tests
         {"MKT_REWARDS_LOG_FORMAT", "json"},
     };
     for (const auto& [key, value] : extra_env_) env[key] = value;

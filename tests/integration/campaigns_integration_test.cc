@@ -667,6 +667,52 @@ TEST_F(CampaignsIntegrationTest, NulInATriggerExpressionOrACommentIsAFieldErrorT
   EXPECT_TRUE(client_->Approve(approver_a_, created->id()).ok());
 }
 
+// An event campaign's trigger (decision 031) is kept through create and step 3, so a FIRST_TIME or
+// count campaign is not silently every-match; a price sent by a client is dropped, and approval
+// prices the version's reward (decision 034: 1 fen a point here), which is what the change event
+// carries to the events service (the change's config is the live version).
+TEST_F(CampaignsIntegrationTest, AnEventCampaignKeepsItsTriggerAndApprovalPricesItsReward) {
+  pb::CampaignConfig event =
+      test::CompleteCoupon("First deposit", t0_ + absl::Hours(1), t0_ + absl::Hours(5));
+  event.set_type(pb::EVENT_TRIGGER);
+  event.set_trigger_expression("event.type == \"deposit\" && event.amount_fen >= 100000");
+  event.mutable_rewards(0)->set_benefit_template_id("POINTS");
+  event.mutable_rewards(0)->set_kind(pb::REWARD_KIND_POINTS);
+  event.mutable_rewards(0)->set_quantity(200);
+  event.mutable_rewards(0)->set_unit_cost_fen(999);
+  event.mutable_event_trigger()->set_kind(pb::TRIGGER_FIRST_TIME);
+  auto created = client_->Create(planner_a_, event);
+  ASSERT_TRUE(created.ok()) << Describe(created);
+  EXPECT_EQ(created->draft().event_trigger().kind(), pb::TRIGGER_FIRST_TIME);
+  EXPECT_EQ(created->draft().rewards(0).unit_cost_fen(), 0);
+
+  event.mutable_event_trigger()->set_kind(pb::TRIGGER_COUNT_AT_LEAST);
+  event.mutable_event_trigger()->set_count_threshold(2);
+  auto saved = client_->SaveStep(planner_a_, created->id(), pb::STEP_RULES_REWARDS, event,
+                                 created->revision());
+  ASSERT_TRUE(saved.ok()) << Describe(saved);
+  EXPECT_EQ(saved->draft().event_trigger().kind(), pb::TRIGGER_COUNT_AT_LEAST);
+  EXPECT_EQ(saved->draft().event_trigger().count_threshold(), 2);
+
+  // The forecast prices a point as approval will (no "template unavailable" note).
+  auto validation = client_->Validate(planner_a_, created->id());
+  ASSERT_TRUE(validation.ok()) << Describe(validation);
+  EXPECT_EQ(validation->forecast().cost_per_participation_fen(), 200);
+  for (const std::string& note : validation->forecast().notes()) {
+    EXPECT_EQ(note.find("unavailable"), std::string::npos) << note;
+  }
+
+  ASSERT_TRUE(client_->Submit(planner_a_, created->id()).ok());
+  auto approved = client_->Approve(approver_a_, created->id());
+  ASSERT_TRUE(approved.ok()) << Describe(approved);
+  EXPECT_EQ(approved->live().event_trigger().kind(), pb::TRIGGER_COUNT_AT_LEAST);
+  EXPECT_EQ(approved->live().rewards(0).unit_cost_fen(), 1);
+  auto versions = client_->Versions(planner_a_, created->id());
+  ASSERT_TRUE(versions.ok()) << Describe(versions);
+  ASSERT_EQ(versions->versions_size(), 1);
+  EXPECT_EQ(versions->versions(0).config().event_trigger().count_threshold(), 2);
+}
+
 // ---- Optimistic concurrency --------------------------------------------------------------------
 
 TEST_F(CampaignsIntegrationTest, ConcurrentEditsOfOneRevisionLetExactlyOneWin) {

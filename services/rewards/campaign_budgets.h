@@ -1,0 +1,56 @@
+// Campaign budgets funded from the campaigns' own caps (decision 034). The rewards service reads
+// mkt.campaign-changes.v1 and, for every published version (SCHEDULED, ONLINE, PAUSED), funds the
+// campaign's BUDGET_FEN account in the campaign's org until the FUND transfers into it add up to
+// the version's budget_cap_fen. Raising the cap in an approved edit funds the difference; lowering
+// it takes nothing back; money an operator funded by hand (Ledger.Fund) counts towards the cap.
+//
+// Each top-up is Ledger.Fund with request id "budget-cap:<campaign>:<cap>", so a replayed change
+// never funds twice. The read of what is funded and the top-up run under a transaction-scoped
+// advisory lock on the campaign, so two replicas handling changes of the same campaign (a
+// consumer-group rebalance) cannot both top up from the same total.
+#pragma once
+
+#include <cstdint>
+#include <mutex>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "libs/kafka/kafka.h"
+#include "libs/pg/pool.h"
+#include "marketing/campaigns/v1/campaigns.pb.h"
+#include "services/rewards/ledger_service.h"
+
+namespace mkt::rewards {
+
+class CampaignBudgets {
+ public:
+  // `pool` must not be the ledger's: a top-up holds one of its connections (with the lock) while
+  // the ledger's group commit needs one of its own. One connection is enough; calls on one
+  // instance take turns.
+  CampaignBudgets(pg::Pool& pool, LedgerService& ledger) : pool_(pool), ledger_(ledger) {}
+
+  // The handler of mkt.campaign-changes.v1 (a kafka::Consumer Handler). A message that is not a
+  // CampaignChanged, or names no campaign or org, is refused INVALID_ARGUMENT (dead-lettered).
+  absl::Status HandleChange(const kafka::IncomingMessage& message);
+
+  // What a change means for the budget: nothing unless the version is published with a cap.
+  // Returns the fen funded now (0 when the budget already holds the cap).
+  absl::StatusOr<int64_t> Apply(const ::marketing::campaigns::v1::CampaignChanged& change);
+
+  // Funds the campaign's budget up to `cap_fen`; returns the fen funded now.
+  absl::StatusOr<int64_t> FundToCap(const std::string& org_id, const std::string& campaign_id,
+                                    int64_t cap_fen);
+
+  // The FUND transfers into the campaign's budget account, in fen (0 when it has none).
+  absl::StatusOr<int64_t> Funded(const std::string& org_id, const std::string& campaign_id);
+
+ private:
+  pg::Pool& pool_;
+  LedgerService& ledger_;
+  std::mutex mu_;  // one top-up at a time per instance, so one connection of `pool_` suffices
+};
+
+// "budget-cap:<campaign>:<cap>", or a digest of it when that is longer than a request id may be.
+std::string BudgetCapRequestId(const std::string& campaign_id, int64_t cap_fen);
+
+}  // namespace mkt::rewards

@@ -1,0 +1,199 @@
+// Campaign budgets funded up to their published caps (decision 034), against the real PostgreSQL
+// ledger: only a published version with a cap funds; a replayed change funds nothing; raising the
+// cap funds the difference, lowering it takes nothing back; money funded by hand counts towards
+// the cap; a long campaign id still gets a valid request id; a message that is not a change is
+// refused; and changes of one campaign handled at the same time by two replicas never fund past
+// the highest cap. After every scenario the ledger's integrity check holds.
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "gtest/gtest.h"
+#include "libs/kafka/outbox.h"
+#include "libs/pg/migrations.h"
+#include "libs/pg/pool.h"
+#include "libs/testing/testing.h"
+#include "services/rewards/batcher.h"
+#include "services/rewards/campaign_budgets.h"
+#include "services/rewards/ledger_service.h"
+#include "services/rewards/pg_ledger_store.h"
+
+namespace mkt::rewards {
+namespace {
+
+namespace cpb = ::marketing::campaigns::v1;
+
+constexpr char kOrg[] = "bank-a";
+
+cpb::CampaignChanged Change(const std::string& campaign, cpb::CampaignState state,
+                            int64_t cap_fen) {
+  cpb::CampaignChanged change;
+  change.set_campaign_id(campaign);
+  change.set_org_id(kOrg);
+  change.set_state(state);
+  change.mutable_config()->set_type(cpb::EVENT_TRIGGER);
+  change.mutable_config()->set_budget_cap_fen(cap_fen);
+  return change;
+}
+
+class CampaignBudgetsTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto pool = pg::Pool::Connect({.dsn = db_.dsn(), .size = 8});
+    ASSERT_TRUE(pool.ok()) << pool.status();
+    pool_ = *std::move(pool);
+    ASSERT_TRUE(
+        pg::ApplyMigrations(*pool_, {&kafka::OutboxMigrations(), &RewardsMigrations()}).ok());
+    store_ = std::make_unique<PgLedgerStore>(*pool_, SystemClock());
+    batcher_ = std::make_unique<GrantBatcher>(*store_, BatcherOptions{});
+    ledger_ = std::make_unique<LedgerService>(*batcher_, *store_, SystemClock());
+    auto lock_pool = pg::Pool::Connect({.dsn = db_.dsn(), .size = 1});
+    ASSERT_TRUE(lock_pool.ok()) << lock_pool.status();
+    lock_pool_ = *std::move(lock_pool);
+    budgets_ = std::make_unique<CampaignBudgets>(*lock_pool_, *ledger_);
+  }
+
+  void TearDown() override {
+    auto integrity = store_->CheckIntegrity();
+    ASSERT_TRUE(integrity.ok()) << integrity.status();
+    EXPECT_TRUE(integrity->ok()) << integrity->DebugString();
+  }
+
+  int64_t Apply(const cpb::CampaignChanged& change) {
+    absl::StatusOr<int64_t> funded = budgets_->Apply(change);
+    EXPECT_TRUE(funded.ok()) << funded.status();
+    return funded.value_or(-1);
+  }
+
+  // The campaign's budget account balance (nothing is granted from it here, so what is funded).
+  int64_t Balance(const std::string& campaign) {
+    pb::AccountRef ref;
+    ref.set_org_id(kOrg);
+    ref.set_asset(pb::BUDGET_FEN);
+    ref.set_owner_kind(pb::CAMPAIGN);
+    ref.set_owner_id(campaign);
+    absl::StatusOr<pb::Account> account = store_->GetAccount(ref);
+    if (absl::IsNotFound(account.status())) return 0;
+    EXPECT_TRUE(account.ok()) << account.status();
+    return account.ok() ? account->balance() : -1;
+  }
+
+  testing::TestDatabase db_;
+  std::unique_ptr<pg::Pool> pool_;
+  std::unique_ptr<pg::Pool> lock_pool_;  // the budgets' own (campaign_budgets.h)
+  std::unique_ptr<PgLedgerStore> store_;
+  std::unique_ptr<GrantBatcher> batcher_;
+  std::unique_ptr<LedgerService> ledger_;
+  std::unique_ptr<CampaignBudgets> budgets_;
+};
+
+TEST_F(CampaignBudgetsTest, APublishedCapFundsTheBudgetOnceAndARaiseFundsTheDifference) {
+  const std::string c = "cmp_0123456789abcdef";
+  // Not published yet, or without a cap: nothing is funded.
+  for (cpb::CampaignState state : {cpb::DRAFT, cpb::PENDING_APPROVAL, cpb::APPROVED}) {
+    EXPECT_EQ(Apply(Change(c, state, 100'000)), 0) << cpb::CampaignState_Name(state);
+  }
+  EXPECT_EQ(Apply(Change(c, cpb::ONLINE, 0)), 0);
+  EXPECT_EQ(Balance(c), 0);
+
+  EXPECT_EQ(Apply(Change(c, cpb::SCHEDULED, 100'000)), 100'000);
+  EXPECT_EQ(Balance(c), 100'000);
+  // The same change again (a redelivery), and the next state of the same version.
+  EXPECT_EQ(Apply(Change(c, cpb::SCHEDULED, 100'000)), 0);
+  EXPECT_EQ(Apply(Change(c, cpb::ONLINE, 100'000)), 0);
+  EXPECT_EQ(Balance(c), 100'000);
+
+  // An approved edit raises the cap: the difference; lowering it takes nothing back.
+  EXPECT_EQ(Apply(Change(c, cpb::PAUSED, 150'000)), 50'000);
+  EXPECT_EQ(Apply(Change(c, cpb::ONLINE, 120'000)), 0);
+  EXPECT_EQ(Balance(c), 150'000);
+  absl::StatusOr<pb::Transfer> raise = store_->GetTransfer("budget-cap:" + c + ":150000:fund");
+  ASSERT_TRUE(raise.ok()) << raise.status();
+  EXPECT_EQ(raise->amount(), 50'000);
+  EXPECT_EQ(raise->code(), pb::FUND);
+
+  // An operator's own top-up counts towards the cap.
+  pb::FundRequest by_hand;
+  by_hand.set_request_id("ops-top-up-1");
+  by_hand.set_org_id(kOrg);
+  by_hand.set_asset(pb::BUDGET_FEN);
+  by_hand.set_owner_id(c);
+  by_hand.set_amount(30'000);
+  ASSERT_TRUE(ledger_->Fund(by_hand).ok());
+  EXPECT_EQ(Apply(Change(c, cpb::ONLINE, 170'000)), 0);
+  EXPECT_EQ(Apply(Change(c, cpb::ONLINE, 200'000)), 20'000);
+  EXPECT_EQ(Balance(c), 200'000);
+  absl::StatusOr<int64_t> funded = budgets_->Funded(kOrg, c);
+  ASSERT_TRUE(funded.ok()) << funded.status();
+  EXPECT_EQ(*funded, 200'000);
+
+  // Ended campaigns keep what they have.
+  EXPECT_EQ(Apply(Change(c, cpb::ENDED, 900'000)), 0);
+  EXPECT_EQ(Balance(c), 200'000);
+}
+
+TEST_F(CampaignBudgetsTest, LongIdsBadMessagesAndBadCaps) {
+  const std::string long_id(64, 'x');
+  EXPECT_GT(BudgetCapRequestId(long_id, 5'000).size(), 0u);
+  EXPECT_LE(BudgetCapRequestId(long_id, 5'000).size(), 64u);
+  EXPECT_NE(BudgetCapRequestId(long_id, 5'000), BudgetCapRequestId(long_id, 5'001));
+  EXPECT_EQ(Apply(Change(long_id, cpb::ONLINE, 5'000)), 5'000);
+  EXPECT_EQ(Apply(Change(long_id, cpb::ONLINE, 5'000)), 0);
+  EXPECT_EQ(Balance(long_id), 5'000);
+
+  // Through the consumer's handler: a change funds; something else is refused (dead-lettered).
+  const cpb::CampaignChanged change = Change("cmp-kafka", cpb::ONLINE, 7'000);
+  kafka::IncomingMessage message;
+  message.topic = "mkt.campaign-changes.v1";
+  message.key = change.campaign_id();
+  message.value =
+      kafka::MakeEnvelope("campaigns.CampaignChanged", kOrg, "", change).SerializeAsString();
+  ASSERT_TRUE(budgets_->HandleChange(message).ok());
+  EXPECT_EQ(Balance("cmp-kafka"), 7'000);
+  message.value =
+      kafka::MakeEnvelope("rewards.Account", kOrg, "", pb::Account()).SerializeAsString();
+  EXPECT_EQ(budgets_->HandleChange(message).code(), absl::StatusCode::kInvalidArgument);
+  message.value = "not protobuf at all";
+  EXPECT_TRUE(kafka::IsPermanent(budgets_->HandleChange(message)));
+
+  cpb::CampaignChanged no_org = Change("cmp-no-org", cpb::ONLINE, 1'000);
+  no_org.clear_org_id();
+  EXPECT_EQ(budgets_->Apply(no_org).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(budgets_->Apply(Change("cmp-huge", cpb::ONLINE, int64_t{1} << 62)).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(Balance("cmp-no-org"), 0);
+  EXPECT_EQ(Balance("cmp-huge"), 0);
+}
+
+// Two replicas (a consumer-group rebalance hands a partition over while the old owner is still
+// busy) handle changes of the same campaign at once: the campaign ends funded with exactly its
+// highest cap, never with the sum of two top-ups from the same total.
+TEST_F(CampaignBudgetsTest, ConcurrentChangesNeverFundPastTheHighestCap) {
+  // Another replica: its own connection, the same database.
+  auto other_pool = pg::Pool::Connect({.dsn = db_.dsn(), .size = 1});
+  ASSERT_TRUE(other_pool.ok()) << other_pool.status();
+  CampaignBudgets other(**other_pool, *ledger_);
+  for (int round = 0; round < 5; ++round) {
+    const std::string c = absl::StrCat("cmp-race-", round);
+    std::vector<std::thread> threads;
+    for (int i = 0; i < 8; ++i) {
+      CampaignBudgets* replica = i % 2 == 0 ? budgets_.get() : &other;
+      threads.emplace_back([replica, c, i] {
+        // Caps 10,000 .. 80,000 in an order that varies per thread.
+        for (int k = 0; k < 8; ++k) {
+          const int64_t cap = 10'000 * (1 + (i + k) % 8);
+          absl::StatusOr<int64_t> funded = replica->Apply(Change(c, cpb::ONLINE, cap));
+          EXPECT_TRUE(funded.ok()) << funded.status();
+        }
+      });
+    }
+    for (std::thread& t : threads) t.join();
+    EXPECT_EQ(Balance(c), 80'000) << c;
+  }
+}
+
+}  // namespace
+}  // namespace mkt::rewards
