@@ -3,6 +3,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/time.h"
 #include "libs/auth/crypto.h"
 #include "libs/core/status.h"
 #include "libs/kafka/outbox.h"
@@ -55,6 +56,10 @@ absl::Status CampaignBudgets::HandleChange(const kafka::IncomingMessage& message
 absl::StatusOr<int64_t> CampaignBudgets::Apply(const cpb::CampaignChanged& change) {
   const int64_t cap = change.config().budget_cap_fen();
   if (!Published(change.state()) || cap <= 0) return 0;
+  if (change.config().has_end_time() &&
+      absl::FromUnixSeconds(change.config().end_time().seconds()) <= clock_.Now()) {
+    return 0;
+  }
   if (change.campaign_id().empty() || change.org_id().empty()) {
     return InvalidArgument("campaign_id", "a campaign change names its campaign and org");
   }

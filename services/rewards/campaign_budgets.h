@@ -15,6 +15,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "libs/core/ids.h"
 #include "libs/kafka/kafka.h"
 #include "libs/pg/pool.h"
 #include "marketing/campaigns/v1/campaigns.pb.h"
@@ -27,14 +28,17 @@ class CampaignBudgets {
   // `pool` must not be the ledger's: a top-up holds one of its connections (with the lock) while
   // the ledger's group commit needs one of its own. One connection is enough; calls on one
   // instance take turns.
-  CampaignBudgets(pg::Pool& pool, LedgerService& ledger) : pool_(pool), ledger_(ledger) {}
+  CampaignBudgets(pg::Pool& pool, LedgerService& ledger, const Clock& clock = SystemClock())
+      : pool_(pool), ledger_(ledger), clock_(clock) {}
 
   // The handler of mkt.campaign-changes.v1 (a kafka::Consumer Handler). A message that is not a
   // CampaignChanged, or names no campaign or org, is refused INVALID_ARGUMENT (dead-lettered).
   absl::Status HandleChange(const kafka::IncomingMessage& message);
 
-  // What a change means for the budget: nothing unless the version is published with a cap.
-  // Returns the fen funded now (0 when the budget already holds the cap).
+  // What a change means for the budget: nothing unless the version is published with a cap and
+  // its window has not ended (an old change read again, e.g. by a new consumer group reading the
+  // topic from its start, does not fund a campaign that is over). Returns the fen funded now (0
+  // when the budget already holds the cap).
   absl::StatusOr<int64_t> Apply(const ::marketing::campaigns::v1::CampaignChanged& change);
 
   // Funds the campaign's budget up to `cap_fen`; returns the fen funded now.
@@ -47,6 +51,7 @@ class CampaignBudgets {
  private:
   pg::Pool& pool_;
   LedgerService& ledger_;
+  const Clock& clock_;
   std::mutex mu_;  // one top-up at a time per instance, so one connection of `pool_` suffices
 };
 

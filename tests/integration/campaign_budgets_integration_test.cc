@@ -1,7 +1,8 @@
 // Campaign budgets funded up to their published caps (decision 034), against the real PostgreSQL
 // ledger: only a published version with a cap funds; a replayed change funds nothing; raising the
 // cap funds the difference, lowering it takes nothing back; money funded by hand counts towards
-// the cap; a long campaign id still gets a valid request id; a message that is not a change is
+// the cap; a change of a campaign whose window is over funds nothing; a long campaign id still
+// gets a valid request id; a message that is not a change is
 // refused; and changes of one campaign handled at the same time by two replicas never fund past
 // the highest cap. After every scenario the ledger's integrity check holds.
 #include <memory>
@@ -133,6 +134,17 @@ TEST_F(CampaignBudgetsTest, APublishedCapFundsTheBudgetOnceAndARaiseFundsTheDiff
   // Ended campaigns keep what they have.
   EXPECT_EQ(Apply(Change(c, cpb::ENDED, 900'000)), 0);
   EXPECT_EQ(Balance(c), 200'000);
+
+  // An old change of a campaign whose window is over (read again from the topic's start) funds
+  // nothing; one whose window is still open does.
+  cpb::CampaignChanged over = Change("cmp-over", cpb::ONLINE, 10'000);
+  over.mutable_config()->mutable_end_time()->set_seconds(
+      absl::ToUnixSeconds(absl::Now() - absl::Hours(1)));
+  EXPECT_EQ(Apply(over), 0);
+  EXPECT_EQ(Balance("cmp-over"), 0);
+  over.mutable_config()->mutable_end_time()->set_seconds(
+      absl::ToUnixSeconds(absl::Now() + absl::Hours(1)));
+  EXPECT_EQ(Apply(over), 10'000);
 }
 
 TEST_F(CampaignBudgetsTest, LongIdsBadMessagesAndBadCaps) {

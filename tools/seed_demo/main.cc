@@ -144,23 +144,29 @@ constexpr char kDemoCampaign[] = "demo-welcome";
 constexpr int64_t kDemoBudgetFen = 1000000;  // 10,000 yuan
 constexpr int64_t kWelcomePoints = 1000;
 constexpr int64_t kWelcomeCostFen = 100;
-// The coupon campaign's budget: its budget_cap_fen (100,000 yuan, 2,000 coupons of 50 yuan).
-constexpr int64_t kCouponBudgetFen = 10'000'000;
 
-// Funds a campaign's BUDGET_FEN account in `org`, once (a fixed request id: a rerun is a replay).
-absl::Status FundCampaignBudget(const std::string& target, const std::string& org,
-                                const std::string& campaign_id, int64_t fen) {
+// Waits (up to a minute) until the rewards service has funded a campaign's BUDGET_FEN account in
+// `org` up to `cap_fen`, as it does for every published campaign (decision 034); returns what the
+// account holds.
+absl::StatusOr<int64_t> AwaitCampaignBudget(const std::string& target, const std::string& org,
+                                            const std::string& campaign_id, int64_t cap_fen) {
   auto stub = ledger::Ledger::NewStub(mkt::rpc::Connect(target));
-  grpc::ClientContext ctx;
-  mkt::rpc::PrepareClientContext(ctx, absl::Seconds(10), "seed-demo");
-  ledger::FundRequest fund;
-  fund.set_request_id("seed-budget-" + campaign_id);
-  fund.set_org_id(org);
-  fund.set_asset(ledger::BUDGET_FEN);
-  fund.set_owner_id(campaign_id);
-  fund.set_amount(fen);
-  ledger::FundResponse funded;
-  return mkt::rpc::FromGrpcStatus(stub->Fund(&ctx, fund, &funded));
+  ledger::GetAccountRequest request;
+  request.mutable_ref()->set_org_id(org);
+  request.mutable_ref()->set_asset(ledger::BUDGET_FEN);
+  request.mutable_ref()->set_owner_kind(ledger::CAMPAIGN);
+  request.mutable_ref()->set_owner_id(campaign_id);
+  absl::Status last = absl::NotFoundError("no budget account yet");
+  for (const absl::Time deadline = absl::Now() + absl::Minutes(1); absl::Now() < deadline;
+       absl::SleepFor(absl::Milliseconds(250))) {
+    grpc::ClientContext ctx;
+    mkt::rpc::PrepareClientContext(ctx, absl::Seconds(10), "seed-demo");
+    ledger::Account account;
+    last = mkt::rpc::FromGrpcStatus(stub->GetAccount(&ctx, request, &account));
+    // Claims and grants since the funding may have spent some of it already.
+    if (last.ok() && account.credits_posted() >= cap_fen) return account.balance();
+  }
+  return last.ok() ? absl::DeadlineExceededError("funded below its cap after a minute") : last;
 }
 
 // Funds the org's demo campaign and grants each customer welcome points, once: the request ids
@@ -428,6 +434,8 @@ json CampaignJson(const cmp::Campaign& c) {
               {"type", cmp::CampaignType_Name(c.draft().type())},
               {"state", cmp::CampaignState_Name(c.state())},
               {"live_version", c.live_version()},
+              {"budget_cap_fen",
+               c.live_version() > 0 ? c.live().budget_cap_fen() : c.draft().budget_cap_fen()},
               {"flagged_fields", flagged}};
 }
 
@@ -893,20 +901,26 @@ int main(int argc, char** argv) {
       return 1;
     }
     campaigns = *std::move(seeded);
-    // The coupon campaign pays its coupons' unit cost from its own budget (in the org that owns
-    // the campaign): funded once, up to the campaign's cap, so claims work from the first tap.
-    if (!rewards_target.empty() && campaigns.contains("coupon_campaign")) {
-      const json& coupon = campaigns["coupon_campaign"];
-      const std::string id = coupon.value("campaign_id", "");
-      const std::string org = coupon.value("org_id", "");
-      if (!id.empty() && !org.empty()) {
-        if (absl::Status s = FundCampaignBudget(rewards_target, org, id, kCouponBudgetFen);
-            !s.ok()) {
-          std::cerr << "funding the coupon campaign's budget failed: " << s.message() << "\n";
-          return 1;
+    // Each published demo campaign pays its rewards from its own budget, which the rewards
+    // service funds up to the campaign's cap once the version is published (decision 034).
+    if (!rewards_target.empty()) {
+      for (const char* key : {"coupon_campaign", "event_campaign"}) {
+        if (!campaigns.contains(key)) continue;
+        const json& c = campaigns[key];
+        const std::string id = c.value("campaign_id", "");
+        const int64_t cap = c.value("budget_cap_fen", int64_t{0});
+        if (id.empty() || cap <= 0 || c.value("state", "") != "ONLINE") continue;
+        absl::StatusOr<int64_t> funded =
+            AwaitCampaignBudget(rewards_target, c.value("org_id", ""), id, cap);
+        if (!funded.ok()) {
+          std::cerr << "note: the budget of campaign " << id
+                    << " is not funded yet: " << funded.status().message()
+                    << " (mkt-rewards funds it from mkt.campaign-changes.v1; is "
+                       "MKT_REWARDS_CAMPAIGN_CHANGES_TOPIC empty?)\n";
+        } else {
+          std::cout << "rewards: budget of campaign " << id << " holds " << *funded
+                    << " fen (its cap " << cap << ")\n";
         }
-        std::cout << "rewards: budget of coupon campaign " << id << " funded (" << kCouponBudgetFen
-                  << " fen)\n";
       }
     }
   }
