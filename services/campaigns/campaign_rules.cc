@@ -708,7 +708,7 @@ void MergeStep(pb::Step step, const pb::CampaignConfig& from, pb::CampaignConfig
       } else {
         to->clear_event_trigger();
       }
-      // The price of an event reward is set at approval (decision 034), never by a client.
+      // The price of an event reward is set at submission (decision 034), never by a client.
       ClearRewardUnitCosts(to);
       break;
     case pb::STEP_CHANNELS_CONTENT:

@@ -78,8 +78,8 @@ int64_t EventRewardUnitCostFen(pb::RewardKind kind, int64_t points_unit_cost_fen
 // Sets unit_cost_fen on every reward of an EVENT_TRIGGER configuration (its items and its tiers'
 // rewards) as EventRewardUnitCostFen prices it; clears it on the rewards of any other type.
 void PriceEventRewards(pb::CampaignConfig* config, int64_t points_unit_cost_fen);
-// Clears unit_cost_fen on every reward: a draft carries no price (it is set at approval), and a
-// client cannot set one.
+// Clears unit_cost_fen on every reward: a client cannot set a price (saving step 3 and copying
+// clear it; submission sets it again).
 void ClearRewardUnitCosts(pb::CampaignConfig* config);
 
 // The fields every copy must set for itself: the window, the budget, its own segments.

@@ -202,7 +202,7 @@ TEST_F(CampaignRulesTest, SavingStepThreeKeepsTheEventTrigger) {
   EXPECT_FALSE(draft.has_event_trigger());
 }
 
-// Decision 034: a client cannot set what a reward costs; approval prices an event campaign's
+// Decision 034: a client cannot set what a reward costs; submission prices an event campaign's
 // rewards (CASH_FEN 1 fen per fen, POINTS the service's price, LOTTERY_CHANCE nothing) and leaves
 // every other campaign's at 0.
 TEST_F(CampaignRulesTest, ApprovalPricesEventRewardsAndClientsCannot) {

@@ -367,9 +367,12 @@ absl::StatusOr<pb::Campaign> CampaignService::Act(const Actor& actor, Action act
           case Action::kSubmit: {
             MKT_RETURN_IF_ERROR(
                 ValidateForSubmission(current.draft(), ContextFor(current.org_id())).ToStatus());
+            // Decision 034: the submitted version carries the price its events will be charged
+            // at, so the approver approves it and it never changes (versions are immutable).
+            PriceEventRewards(after.mutable_draft(), options_.points_unit_cost_fen);
             pb::CampaignVersion version;
             version.set_version(current.latest_version() + 1);
-            *version.mutable_config() = current.draft();
+            *version.mutable_config() = after.draft();
             version.set_submitted_by(actor.operator_id);
             update->new_version = std::move(version);
             after.set_latest_version(current.latest_version() + 1);
@@ -389,8 +392,6 @@ absl::StatusOr<pb::Campaign> CampaignService::Act(const Actor& actor, Action act
               // The draft is frozen while pending, so it is the submitted version.
               after.set_live_version(current.pending_version());
               *after.mutable_live() = current.draft();
-              // Decision 034: the approved version keeps the price its events are charged at.
-              PriceEventRewards(after.mutable_live(), options_.points_unit_cost_fen);
             } else {
               after.set_rejection_comment(request.comment());
             }

@@ -24,7 +24,7 @@ struct CampaignServiceOptions {
   // Expected uptake for forecasts when the operator gave none, in basis points.
   int32_t default_uptake_bp = 1000;
   // What one point of an EVENT_TRIGGER campaign's reward costs its budget, in fen; set on the
-  // version when it is approved (decision 034).
+  // version when it is submitted (decision 034).
   int64_t points_unit_cost_fen = 1;
   // The events service's event types, for checking trigger expressions (null: not checked here).
   events::EventTypeCache* event_types = nullptr;

@@ -36,7 +36,7 @@ const config::Schema<CampaignsConfig>& CampaignsConfigSchema() {
                "expected uptake (basis points) for cost forecasts when the operator gives none")
         .Field("points_unit_cost_fen", &CampaignsConfig::points_unit_cost_fen,
                "fen an event campaign's budget is charged per point it grants (set on each "
-               "version at approval)")
+               "version when it is submitted)")
         .Field("reference_source", &CampaignsConfig::reference_source,
                "where segments and benefit templates are looked up: services (segments_address "
                "and rewards_address) or catalog (catalog_file)")

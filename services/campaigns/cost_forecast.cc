@@ -66,7 +66,7 @@ pb::CostForecast ForecastCost(const pb::CampaignConfig& config, const SegmentDir
     }
     return std::max<int64_t>(info->unit_cost_fen, 0);
   };
-  // An event campaign's reward names its asset and is priced as its approval will price it.
+  // An event campaign's reward names its asset and is priced as its submission will price it.
   const bool event = config.type() == pb::EVENT_TRIGGER;
   auto item_cost = [&](const pb::RewardItem& r) -> __int128 {
     const int64_t unit = event ? EventRewardUnitCostFen(r.kind(), points_unit_cost_fen)

@@ -16,7 +16,7 @@ namespace pb = ::marketing::campaigns::v1;
 // `uptake_override_bp` > 0 replaces the configuration's expected uptake; when both are 0 the
 // service default `default_uptake_bp` applies. Segments or benefits the directories cannot
 // resolve count as 0 and are named in the forecast's notes. An EVENT_TRIGGER campaign's rewards
-// name an asset, not a template: they are priced as approval prices them (EventRewardUnitCostFen,
+// name an asset, not a template: they are priced as submission prices them (EventRewardUnitCostFen,
 // with `points_unit_cost_fen` per point).
 pb::CostForecast ForecastCost(const pb::CampaignConfig& config, const SegmentDirectory& segments,
                               const BenefitCatalog& benefits, int32_t default_uptake_bp,

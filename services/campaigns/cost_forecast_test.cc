@@ -71,7 +71,7 @@ TEST_F(CampaignCostForecastTest, ALotteryCostsItsProbabilityWeightedPrizes) {
 
 // Decision 031: a cumulative event campaign grants its tiers, not `rewards`; as with growth tiers,
 // every participant is assumed to reach every tier.
-// Decision 034: an event campaign's reward names an asset and is priced as approval prices it:
+// Decision 034: an event campaign's reward names an asset and is priced as submission prices it:
 // a point at the service's price, a fen at 1, a lottery chance at nothing.
 TEST_F(CampaignCostForecastTest, ACumulativeEventCampaignCostsAllItsTiers) {
   auto c = test::CompleteCoupon("x", t_, t_ + absl::Hours(1));

@@ -190,8 +190,8 @@ constexpr int64_t kMaxBudgetCostFen = 1'000'000'000'000'000;
 
 // An event campaign's reward item names the ledger asset it grants (POINTS, CASH_FEN or
 // LOTTERY_CHANCE); the campaigns service refuses anything else on save. Each grant charges the
-// campaign's budget quantity × the unit cost set at approval (decision 034). nullopt: not an
-// asset; INVALID_ARGUMENT (naming `field`): a cost no grant can carry.
+// campaign's budget quantity × the unit cost set when the version was submitted (decision 034).
+// nullopt: not an asset; INVALID_ARGUMENT (naming `field`): a cost no grant can carry.
 absl::StatusOr<std::optional<pb::RewardSpec>> RewardOf(const cpb::RewardItem& item,
                                                        const std::string& field) {
   ::marketing::rewards::v1::Asset asset;

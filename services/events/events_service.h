@@ -81,7 +81,8 @@ absl::Status ApplyIsolatingRefusedEvents(
 // other kinds. The event type comes from the trigger expression's `event.type == "..."`; the
 // first reward item whose benefit_template_id names an asset ("POINTS", "CASH_FEN",
 // "LOTTERY_CHANCE") grants that asset, and charges the campaign's budget quantity × its
-// unit_cost_fen (set when the version was approved, decision 034; 0 for versions approved before).
+// unit_cost_fen (set when the version was submitted, decision 034; 0 for versions submitted
+// before).
 absl::StatusOr<std::optional<pb::TriggerRule>> RuleFromCampaign(
     const ::marketing::campaigns::v1::CampaignChanged& change);
 

@@ -149,8 +149,8 @@ TEST(DataExceptionTest, CarriesItsSqlState) {
   EXPECT_FALSE(IsDataException(absl::OkStatus()));
 }
 
-// Decision 034: a campaign's rule charges its budget quantity × the unit cost its approval set
-// on each reward; a cost no grant can carry makes the change unusable, naming the field.
+// Decision 034: a campaign's rule charges its budget quantity × the unit cost set on its submitted
+// version on each reward; a cost no grant can carry makes the change unusable, naming the field.
 TEST(RuleFromCampaignTest, RewardsChargeTheirApprovedUnitCost) {
   namespace cpb = ::marketing::campaigns::v1;
   cpb::CampaignChanged change;

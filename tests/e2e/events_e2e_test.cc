@@ -571,7 +571,7 @@ TEST_F(EventsE2eTest, AnEventCampaignSpendsItsFundedBudgetAndThenRecordsBudgetEx
     reward->set_benefit_template_id("POINTS");
     reward->set_kind(cpb::REWARD_KIND_POINTS);
     reward->set_quantity(100);
-    reward->set_unit_cost_fen(1);  // as the campaigns service sets it at approval
+    reward->set_unit_cost_fen(1);  // as the campaigns service sets it on submission
     const std::string value =
         kafka::MakeEnvelope("campaigns.CampaignChanged", kOrg, "", change).SerializeAsString();
     ASSERT_TRUE(s.producer_->Publish({{s.changes_, campaign, value, {}}}, absl::Seconds(30)).ok());

@@ -668,10 +668,10 @@ TEST_F(CampaignsIntegrationTest, NulInATriggerExpressionOrACommentIsAFieldErrorT
 }
 
 // An event campaign's trigger (decision 031) is kept through create and step 3, so a FIRST_TIME or
-// count campaign is not silently every-match; a price sent by a client is dropped, and approval
-// prices the version's reward (decision 034: 1 fen a point here), which is what the change event
-// carries to the events service (the change's config is the live version).
-TEST_F(CampaignsIntegrationTest, AnEventCampaignKeepsItsTriggerAndApprovalPricesItsReward) {
+// count campaign is not silently every-match; a price sent by a client is dropped, and submission
+// prices the version's reward (decision 034: 1 fen a point here). The stored version keeps the
+// price, so the change events that carry the live configuration to the events service do too.
+TEST_F(CampaignsIntegrationTest, AnEventCampaignKeepsItsTriggerAndSubmissionPricesItsReward) {
   pb::CampaignConfig event =
       test::CompleteCoupon("First deposit", t0_ + absl::Hours(1), t0_ + absl::Hours(5));
   event.set_type(pb::EVENT_TRIGGER);
@@ -693,8 +693,9 @@ TEST_F(CampaignsIntegrationTest, AnEventCampaignKeepsItsTriggerAndApprovalPrices
   ASSERT_TRUE(saved.ok()) << Describe(saved);
   EXPECT_EQ(saved->draft().event_trigger().kind(), pb::TRIGGER_COUNT_AT_LEAST);
   EXPECT_EQ(saved->draft().event_trigger().count_threshold(), 2);
+  EXPECT_EQ(saved->draft().rewards(0).unit_cost_fen(), 0);
 
-  // The forecast prices a point as approval will (no "template unavailable" note).
+  // The forecast prices a point as submission will (no "template unavailable" note).
   auto validation = client_->Validate(planner_a_, created->id());
   ASSERT_TRUE(validation.ok()) << Describe(validation);
   EXPECT_EQ(validation->forecast().cost_per_participation_fen(), 200);
@@ -703,14 +704,39 @@ TEST_F(CampaignsIntegrationTest, AnEventCampaignKeepsItsTriggerAndApprovalPrices
   }
 
   ASSERT_TRUE(client_->Submit(planner_a_, created->id()).ok());
-  auto approved = client_->Approve(approver_a_, created->id());
-  ASSERT_TRUE(approved.ok()) << Describe(approved);
-  EXPECT_EQ(approved->live().event_trigger().kind(), pb::TRIGGER_COUNT_AT_LEAST);
-  EXPECT_EQ(approved->live().rewards(0).unit_cost_fen(), 1);
+  ASSERT_TRUE(client_->Approve(approver_a_, created->id()).ok());
+  auto published = client_->Publish(planner_a_, created->id());
+  ASSERT_TRUE(published.ok()) << Describe(published);
+  EXPECT_EQ(published->state(), pb::SCHEDULED);
+  // Read back from the database: the live configuration is the stored version's.
+  auto stored = client_->Get(planner_a_, created->id());
+  ASSERT_TRUE(stored.ok()) << Describe(stored);
+  EXPECT_EQ(stored->live().event_trigger().kind(), pb::TRIGGER_COUNT_AT_LEAST);
+  EXPECT_EQ(stored->live().rewards(0).unit_cost_fen(), 1);
   auto versions = client_->Versions(planner_a_, created->id());
   ASSERT_TRUE(versions.ok()) << Describe(versions);
   ASSERT_EQ(versions->versions_size(), 1);
   EXPECT_EQ(versions->versions(0).config().event_trigger().count_threshold(), 2);
+  EXPECT_EQ(versions->versions(0).config().rewards(0).unit_cost_fen(), 1);
+
+  // The publication's change event, as it waits in the outbox for the relay.
+  std::string value;
+  ASSERT_TRUE(pg::WithTransaction(*pool_, [&](pqxx::work& tx) {
+                pqxx::result r = tx.exec_params(
+                    "SELECT msg_value FROM outbox WHERE topic = $1 AND msg_key = $2 "
+                    "ORDER BY id DESC LIMIT 1",
+                    kCampaignChangesTopic, pqxx::binarystring(created->id()));
+                if (r.empty()) return absl::NotFoundError("no change in the outbox");
+                value = pqxx::binarystring(r[0][0]).str();
+                return absl::OkStatus();
+              }).ok());
+  common::Envelope envelope;
+  ASSERT_TRUE(envelope.ParseFromString(value));
+  pb::CampaignChanged change;
+  ASSERT_TRUE(envelope.payload().UnpackTo(&change));
+  EXPECT_EQ(change.state(), pb::SCHEDULED);
+  EXPECT_EQ(change.config().rewards(0).unit_cost_fen(), 1);
+  EXPECT_EQ(change.config().event_trigger().kind(), pb::TRIGGER_COUNT_AT_LEAST);
 }
 
 // ---- Optimistic concurrency --------------------------------------------------------------------
