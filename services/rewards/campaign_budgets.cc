@@ -24,7 +24,7 @@ constexpr int64_t kMaxCapFen = 1'000'000'000'000'000;
 // batch-id locks (class 6) and the migrations' single-key lock.
 constexpr char kLockCampaignBudget[] =
     "SELECT pg_advisory_xact_lock(34, hashtext($1 || ':' || $2))";
-// The FUND transfers into the campaign's BUDGET_FEN account (asset 4, owner kind CAMPAIGN 3,
+// The FUND transfers into the campaign's BUDGET_FEN account (asset 4, owner kind CAMPAIGN 2,
 // code FUND 5), as Ledger.Fund writes them.
 constexpr char kSelectFunded[] =
     "SELECT COALESCE(sum(t.amount), 0)::bigint FROM accounts a "
