@@ -808,6 +808,9 @@ TEST_F(GatewayContractE2eTest, EventCampaignTriggersAreCheckedAgainstTheEventTyp
   config.mutable_rewards(0)->set_benefit_template_id("POINTS");
   config.mutable_rewards(0)->set_kind(::marketing::campaigns::v1::REWARD_KIND_POINTS);
   config.mutable_rewards(0)->set_quantity(500);
+  // Kept through the REST API (decision 034: step 3 used to drop it); a client's price is not.
+  config.mutable_event_trigger()->set_kind(::marketing::campaigns::v1::TRIGGER_FIRST_TIME);
+  config.mutable_rewards(0)->set_unit_cost_fen(999);
   struct Case {
     std::string trigger;
     std::string says;  // empty: accepted
@@ -830,6 +833,9 @@ TEST_F(GatewayContractE2eTest, EventCampaignTriggersAreCheckedAgainstTheEventTyp
                            {{"config", Json::parse(gateway::RenderJson(config))}});
     if (c.says.empty()) {
       EXPECT_EQ(r.status, 200) << c.trigger << ": " << r.body;
+      const Json draft = r.Json()["draft"];
+      EXPECT_EQ(draft["event_trigger"].value("kind", ""), "TRIGGER_FIRST_TIME") << r.body;
+      EXPECT_EQ(draft["rewards"][0].value("unit_cost_fen", "0"), "0") << r.body;
     } else {
       EXPECT_EQ(r.status, 400) << c.trigger << ": " << r.body;
       EXPECT_THAT(r.Json()["error"].value("message", ""), HasSubstr(c.says)) << r.body;
