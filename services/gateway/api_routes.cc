@@ -969,6 +969,25 @@ absl::Status AddBenefitsAdmin(ApiService& api, Router& router, const ApiDependen
   MKT_RETURN_IF_ERROR(
       AddRows(api, router, ledger, Access::kOperator, deps.rewards, "rewards", "customers"));
 
+  // Where a campaign's budget stands, from the ledger (decision 034).
+  const std::vector<RpcRow> budgets = {
+      {.method = "GET",
+       .path = "/admin/v1/campaigns/{campaign_id}/budget",
+       .rpc = l + "GetCampaignBudget",
+       .summary = "A campaign's budget: funded, spent, given back, held and available (fen)",
+       .body = "",
+       .scope_field = "org_id",
+       .owner_field = "org_id",
+       .description =
+           "`org_id` is the campaign's org (default: the operator's org), where its budget "
+           "lives. The budget is funded up to the campaign's `budget_cap_fen` when a version is "
+           "published; 404 `ACCOUNT_NOT_FOUND` until then. `available_fen` = `funded_fen` + "
+           "`returned_fen` - `spent_fen` - `held_fen`.",
+       .key_fields = {{"campaign_id", 64}}},
+  };
+  MKT_RETURN_IF_ERROR(
+      AddRows(api, router, budgets, Access::kOperator, deps.rewards, "rewards", "campaigns"));
+
   // Where a third-party benefit (a mobile top-up, a supplier's gift) is, for answering the
   // customer who did not get it.
   const std::vector<RpcRow> fulfilments = {

@@ -7,6 +7,7 @@
 #include "libs/auth/crypto.h"
 #include "libs/core/status.h"
 #include "libs/kafka/outbox.h"
+#include "services/rewards/pg_ledger_store.h"
 #include "spdlog/spdlog.h"
 
 namespace mkt::rewards {
@@ -24,13 +25,12 @@ constexpr int64_t kMaxCapFen = 1'000'000'000'000'000;
 // batch-id locks (class 6) and the migrations' single-key lock.
 constexpr char kLockCampaignBudget[] =
     "SELECT pg_advisory_xact_lock(34, hashtext($1 || ':' || $2))";
-// The FUND transfers into the campaign's BUDGET_FEN account (asset 4, owner kind CAMPAIGN 2,
-// code FUND 5), as Ledger.Fund writes them.
-constexpr char kSelectFunded[] =
-    "SELECT COALESCE(sum(t.amount), 0)::bigint FROM accounts a "
-    "JOIN transfers t ON t.credit_account_id = a.id "
-    "WHERE a.org_id = $1 AND a.asset = $2 AND a.asset_ref = '' AND a.owner_kind = $3 "
-    "AND a.owner_id = $4 AND t.code = $5";
+int64_t FundedIn(pqxx::work& tx, const std::string& org_id, const std::string& campaign_id) {
+  return tx
+      .exec_params1(kSelectFundedSql, org_id, static_cast<int>(pb::BUDGET_FEN), "",
+                    static_cast<int>(pb::CAMPAIGN), campaign_id, static_cast<int>(pb::FUND))[0]
+      .as<int64_t>();
+}
 
 bool Published(cpb::CampaignState state) {
   return state == cpb::SCHEDULED || state == cpb::ONLINE || state == cpb::PAUSED;
@@ -75,20 +75,6 @@ absl::StatusOr<int64_t> CampaignBudgets::Apply(const cpb::CampaignChanged& chang
   return funded;
 }
 
-absl::StatusOr<int64_t> CampaignBudgets::Funded(const std::string& org_id,
-                                                const std::string& campaign_id) {
-  std::lock_guard<std::mutex> lock(mu_);
-  int64_t funded = 0;
-  MKT_RETURN_IF_ERROR(pg::WithTransaction(pool_, [&](pqxx::work& tx) -> absl::Status {
-    funded =
-        tx.exec_params1(kSelectFunded, org_id, static_cast<int>(pb::BUDGET_FEN),
-                        static_cast<int>(pb::CAMPAIGN), campaign_id, static_cast<int>(pb::FUND))[0]
-            .as<int64_t>();
-    return absl::OkStatus();
-  }));
-  return funded;
-}
-
 absl::StatusOr<int64_t> CampaignBudgets::FundToCap(const std::string& org_id,
                                                    const std::string& campaign_id,
                                                    int64_t cap_fen) {
@@ -99,10 +85,7 @@ absl::StatusOr<int64_t> CampaignBudgets::FundToCap(const std::string& org_id,
   MKT_RETURN_IF_ERROR(pg::WithTransaction(pool_, [&](pqxx::work& tx) -> absl::Status {
     topped_up = 0;
     tx.exec_params(kLockCampaignBudget, org_id, campaign_id);
-    const int64_t funded =
-        tx.exec_params1(kSelectFunded, org_id, static_cast<int>(pb::BUDGET_FEN),
-                        static_cast<int>(pb::CAMPAIGN), campaign_id, static_cast<int>(pb::FUND))[0]
-            .as<int64_t>();
+    const int64_t funded = FundedIn(tx, org_id, campaign_id);
     if (funded >= cap_fen) return absl::OkStatus();
     pb::FundRequest fund;
     fund.set_request_id(BudgetCapRequestId(campaign_id, cap_fen));

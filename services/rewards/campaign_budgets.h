@@ -45,9 +45,6 @@ class CampaignBudgets {
   absl::StatusOr<int64_t> FundToCap(const std::string& org_id, const std::string& campaign_id,
                                     int64_t cap_fen);
 
-  // The FUND transfers into the campaign's budget account, in fen (0 when it has none).
-  absl::StatusOr<int64_t> Funded(const std::string& org_id, const std::string& campaign_id);
-
  private:
   pg::Pool& pool_;
   LedgerService& ledger_;

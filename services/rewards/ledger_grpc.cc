@@ -73,6 +73,11 @@ class LedgerGrpcService final : public pb::Ledger::CallbackService {
                                  pb::Account* resp) override {
     return Run(ctx, resp, [=, this] { return ledger_.GetAccount(*req); });
   }
+  ServerUnaryReactor* GetCampaignBudget(CallbackServerContext* ctx,
+                                        const pb::GetCampaignBudgetRequest* req,
+                                        pb::CampaignBudget* resp) override {
+    return Run(ctx, resp, [=, this] { return ledger_.GetCampaignBudget(*req); });
+  }
   ServerUnaryReactor* ListExpiringLots(CallbackServerContext* ctx,
                                        const pb::ListExpiringLotsRequest* req,
                                        pb::ListExpiringLotsResponse* resp) override {

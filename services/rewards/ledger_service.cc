@@ -909,6 +909,33 @@ absl::StatusOr<pb::Account> LedgerService::GetAccount(const pb::GetAccountReques
   return store_.GetAccount(request.ref());
 }
 
+absl::StatusOr<pb::CampaignBudget> LedgerService::GetCampaignBudget(
+    const pb::GetCampaignBudgetRequest& request) {
+  MKT_RETURN_IF_ERROR(ValidateIdField(request.org_id(), "org_id", kMaxIdLength));
+  MKT_RETURN_IF_ERROR(ValidateIdField(request.campaign_id(), "campaign_id", kMaxIdLength));
+  const pb::AccountRef ref = CampaignBudgetAccount(request.org_id(), request.campaign_id());
+  absl::StatusOr<pb::Account> account = store_.GetAccount(ref);
+  if (absl::IsNotFound(account.status())) {
+    return Error(absl::StatusCode::kNotFound, cpb::ACCOUNT_NOT_FOUND,
+                 "campaign " + request.campaign_id() + " has no budget at " + request.org_id() +
+                     ": a campaign's budget is funded up to its cap when a version is published, "
+                     "in the campaign's own org",
+                 "campaign_id");
+  }
+  MKT_RETURN_IF_ERROR(account.status());
+  MKT_ASSIGN_OR_RETURN(const int64_t funded, store_.SumFunded(ref));
+  pb::CampaignBudget budget;
+  budget.set_org_id(request.org_id());
+  budget.set_campaign_id(request.campaign_id());
+  budget.set_funded_fen(funded);
+  budget.set_spent_fen(account->debits_posted());
+  budget.set_returned_fen(account->credits_posted() - funded);
+  budget.set_held_fen(account->debits_pending());
+  budget.set_available_fen(account->available());
+  *budget.mutable_created_at() = account->created_at();
+  return budget;
+}
+
 absl::StatusOr<pb::ListExpiringLotsResponse> LedgerService::ListExpiringLots(
     const pb::ListExpiringLotsRequest& request) {
   MKT_RETURN_IF_ERROR(ValidateIdField(request.org_id(), "org_id", kMaxIdLength));

@@ -81,6 +81,9 @@ class LedgerService {
 
   absl::StatusOr<pb::GetBalancesResponse> GetBalances(const pb::GetBalancesRequest& request);
   absl::StatusOr<pb::Account> GetAccount(const pb::GetAccountRequest& request);
+  // NOT_FOUND (ACCOUNT_NOT_FOUND) while the campaign has no budget account in that org: nothing
+  // was ever funded or charged there.
+  absl::StatusOr<pb::CampaignBudget> GetCampaignBudget(const pb::GetCampaignBudgetRequest& request);
   absl::StatusOr<pb::ListExpiringLotsResponse> ListExpiringLots(
       const pb::ListExpiringLotsRequest& request);
   absl::StatusOr<pb::ListHistoryResponse> ListHistory(const pb::ListHistoryRequest& request);

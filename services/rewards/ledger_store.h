@@ -141,6 +141,12 @@ class LedgerStore {
   virtual absl::StatusOr<pb::RunExpiryResponse> ExpireLots(absl::Time as_of, int limit) = 0;
 
   virtual absl::StatusOr<pb::Account> GetAccount(const pb::AccountRef& ref) = 0;
+  // The FUND transfers credited to `ref`, in its unit (0 when there are none). Stores that do not
+  // keep transfers answer UNIMPLEMENTED.
+  virtual absl::StatusOr<int64_t> SumFunded(const pb::AccountRef& ref) {
+    (void)ref;
+    return absl::UnimplementedError("this store does not sum funding transfers");
+  }
   virtual absl::StatusOr<std::vector<pb::Account>> GetCustomerAccounts(
       const std::string& org_id, const std::string& customer_id) = 0;
   // Lots of the customer's POINTS account with remaining > 0 expiring before `until`, soonest

@@ -2336,6 +2336,18 @@ absl::StatusOr<pb::Account> PgLedgerStore::GetAccount(const pb::AccountRef& ref)
   return *std::move(found);
 }
 
+absl::StatusOr<int64_t> PgLedgerStore::SumFunded(const pb::AccountRef& ref) {
+  int64_t funded = 0;
+  MKT_RETURN_IF_ERROR(pg::WithTransaction(pool_, [&](pqxx::work& tx) {
+    funded = tx.exec_params1(kSelectFundedSql, ref.org_id(), static_cast<int>(ref.asset()),
+                             ref.asset_ref(), static_cast<int>(ref.owner_kind()), ref.owner_id(),
+                             static_cast<int>(pb::FUND))[0]
+                 .as<int64_t>();
+    return absl::OkStatus();
+  }));
+  return funded;
+}
+
 absl::StatusOr<std::vector<pb::Account>> PgLedgerStore::GetCustomerAccounts(
     const std::string& org_id, const std::string& customer_id) {
   std::vector<pb::Account> out;

@@ -26,6 +26,15 @@ const pg::MigrationSet& RewardsMigrations();
 
 class AccountIdCache;
 
+// The FUND transfers credited to one account: $1 org, $2 asset, $3 asset_ref, $4 owner kind,
+// $5 owner id, $6 the FUND code (index transfers_by_credit). Read by SumFunded and, under its
+// lock, by CampaignBudgets (campaign_budgets.h).
+inline constexpr char kSelectFundedSql[] =
+    "SELECT COALESCE(sum(t.amount), 0)::bigint FROM accounts a "
+    "JOIN transfers t ON t.credit_account_id = a.id "
+    "WHERE a.org_id = $1 AND a.asset = $2 AND a.asset_ref = $3 AND a.owner_kind = $4 "
+    "AND a.owner_id = $5 AND t.code = $6";
+
 class PgLedgerStore final : public LedgerStore {
  public:
   // `clock` stamps transfers, lots and timeouts. `outbox_retention` is how long the outbox relay
@@ -51,6 +60,7 @@ class PgLedgerStore final : public LedgerStore {
   absl::StatusOr<pb::RunExpiryResponse> ExpireLots(absl::Time as_of, int limit) override;
 
   absl::StatusOr<pb::Account> GetAccount(const pb::AccountRef& ref) override;
+  absl::StatusOr<int64_t> SumFunded(const pb::AccountRef& ref) override;
   absl::StatusOr<std::vector<pb::Account>> GetCustomerAccounts(
       const std::string& org_id, const std::string& customer_id) override;
   absl::StatusOr<WalletBalances> GetWalletBalances(const std::string& org_id,

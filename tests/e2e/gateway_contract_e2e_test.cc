@@ -403,7 +403,8 @@ class GatewayContractE2eTest : public ::testing::Test {
     return id;
   }
 
-  // The campaign budget is funded by finance through the ledger (no REST route by design).
+  // Funds a campaign's budget by hand through the ledger (the rewards service's own funding from
+  // published caps, decision 034, is off in this test: it reads the shared change topic).
   void FundBudget(const std::string& campaign, int64_t fen) {
     auto ledger = rpb::Ledger::NewStub(rpc::Connect(Addr(env_->rewards.port)));
     rpb::FundRequest request;
@@ -793,6 +794,26 @@ TEST_F(GatewayContractE2eTest, ParticipationAndTheCouponCentreAnswerTheContract)
   ASSERT_EQ(r.Json()["coupons"].size(), 1u) << r.body;
   EXPECT_EQ(r.Json()["coupons"][0]["sold_out"], true);
   EXPECT_EQ(r.Json()["coupons"][0]["open"], false);
+
+  // The campaign's budget, from the ledger (decision 034): two coupons of 5 yuan spent.
+  r = Admin(bank_->planner, "GET", "/admin/v1/campaigns/" + campaign + "/budget");
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(r.Json()["org_id"], "bank-a");
+  EXPECT_EQ(r.Json()["campaign_id"], campaign);
+  EXPECT_EQ(r.Json()["funded_fen"], "100000") << r.body;
+  EXPECT_EQ(r.Json()["spent_fen"], "1000") << r.body;
+  EXPECT_EQ(r.Json()["returned_fen"], "0") << r.body;
+  EXPECT_EQ(r.Json()["held_fen"], "0") << r.body;
+  EXPECT_EQ(r.Json()["available_fen"], "99000") << r.body;
+  // Nothing funded or charged yet (this test funds by hand); another bank's org; a bad id.
+  r = Admin(bank_->planner, "GET", "/admin/v1/campaigns/" + later + "/budget");
+  EXPECT_EQ(r.status, 404) << r.body;
+  EXPECT_EQ(r.ErrorCode(), "ACCOUNT_NOT_FOUND") << r.body;
+  EXPECT_THAT(r.body, HasSubstr("funded up to its cap when a version is published"));
+  r = Admin(bank_->planner, "GET", "/admin/v1/campaigns/" + campaign + "/budget?org_id=bank-b");
+  EXPECT_EQ(r.status, 403) << r.body;
+  r = Admin(bank_->planner, "GET", "/admin/v1/campaigns/no%20such/budget");
+  EXPECT_EQ(r.status, 400) << r.body;
 }
 
 // The wallet, online redemption (lock, confirm, cancel, reverse) and offline QR redemption

@@ -70,13 +70,17 @@ class CampaignBudgetsTest : public ::testing::Test {
   }
 
   // The campaign's budget account balance (nothing is granted from it here, so what is funded).
-  int64_t Balance(const std::string& campaign) {
+  static pb::AccountRef BudgetRef(const std::string& campaign) {
     pb::AccountRef ref;
     ref.set_org_id(kOrg);
     ref.set_asset(pb::BUDGET_FEN);
     ref.set_owner_kind(pb::CAMPAIGN);
     ref.set_owner_id(campaign);
-    absl::StatusOr<pb::Account> account = store_->GetAccount(ref);
+    return ref;
+  }
+
+  int64_t Balance(const std::string& campaign) {
+    absl::StatusOr<pb::Account> account = store_->GetAccount(BudgetRef(campaign));
     if (absl::IsNotFound(account.status())) return 0;
     EXPECT_TRUE(account.ok()) << account.status();
     return account.ok() ? account->balance() : -1;
@@ -127,13 +131,52 @@ TEST_F(CampaignBudgetsTest, APublishedCapFundsTheBudgetOnceAndARaiseFundsTheDiff
   EXPECT_EQ(Apply(Change(c, cpb::ONLINE, 170'000)), 0);
   EXPECT_EQ(Apply(Change(c, cpb::ONLINE, 200'000)), 20'000);
   EXPECT_EQ(Balance(c), 200'000);
-  absl::StatusOr<int64_t> funded = budgets_->Funded(kOrg, c);
+  absl::StatusOr<int64_t> funded = store_->SumFunded(BudgetRef(c));
   ASSERT_TRUE(funded.ok()) << funded.status();
   EXPECT_EQ(*funded, 200'000);
 
+  // What operators read (Ledger.GetCampaignBudget): a grant charges 30,000, its reversal gives
+  // them back.
+  pb::GrantRequest grant;
+  grant.set_request_id("grant-1");
+  grant.set_org_id(kOrg);
+  grant.set_campaign_id(c);
+  grant.set_customer_id("cust-1");
+  grant.set_asset(pb::CASH_FEN);
+  grant.set_quantity(30'000);
+  grant.set_budget_cost_fen(30'000);
+  absl::StatusOr<pb::GrantResponse> granted = ledger_->Grant(grant);
+  ASSERT_TRUE(granted.ok()) << granted.status();
+  pb::GetCampaignBudgetRequest ask;
+  ask.set_org_id(kOrg);
+  ask.set_campaign_id(c);
+  absl::StatusOr<pb::CampaignBudget> budget = ledger_->GetCampaignBudget(ask);
+  ASSERT_TRUE(budget.ok()) << budget.status();
+  EXPECT_EQ(budget->funded_fen(), 200'000);
+  EXPECT_EQ(budget->spent_fen(), 30'000);
+  EXPECT_EQ(budget->returned_fen(), 0);
+  EXPECT_EQ(budget->available_fen(), 170'000);
+  pb::ReverseRequest reverse;
+  reverse.set_request_id("reverse-1");
+  reverse.set_batch_id("grant-1");
+  reverse.set_reason("test");
+  ASSERT_TRUE(ledger_->Reverse(reverse).ok());
+  budget = ledger_->GetCampaignBudget(ask);
+  ASSERT_TRUE(budget.ok()) << budget.status();
+  EXPECT_EQ(budget->funded_fen(), 200'000);
+  EXPECT_EQ(budget->spent_fen(), 30'000);
+  EXPECT_EQ(budget->returned_fen(), 30'000);
+  EXPECT_EQ(budget->available_fen(), 200'000);
+  // A top-up counts FUND transfers only: a reversal's credit does not fill the cap.
+  EXPECT_EQ(Apply(Change(c, cpb::ONLINE, 200'000)), 0);
+  ask.set_campaign_id("cmp-never-funded");
+  EXPECT_EQ(ledger_->GetCampaignBudget(ask).status().code(), absl::StatusCode::kNotFound);
+  ask.set_campaign_id("");
+  EXPECT_EQ(ledger_->GetCampaignBudget(ask).status().code(), absl::StatusCode::kInvalidArgument);
+
   // Ended campaigns keep what they have.
   EXPECT_EQ(Apply(Change(c, cpb::ENDED, 900'000)), 0);
-  EXPECT_EQ(Balance(c), 200'000);
+  EXPECT_EQ(Balance(c), 200'000);  // 200,000 funded, 30,000 spent and given back
 
   // An old change of a campaign whose window is over (read again from the topic's start) funds
   // nothing; one whose window is still open does.
