@@ -25,12 +25,6 @@ constexpr int64_t kMaxCapFen = 1'000'000'000'000'000;
 // batch-id locks (class 6) and the migrations' single-key lock.
 constexpr char kLockCampaignBudget[] =
     "SELECT pg_advisory_xact_lock(34, hashtext($1 || ':' || $2))";
-int64_t FundedIn(pqxx::work& tx, const std::string& org_id, const std::string& campaign_id) {
-  return tx
-      .exec_params1(kSelectFundedSql, org_id, static_cast<int>(pb::BUDGET_FEN), "",
-                    static_cast<int>(pb::CAMPAIGN), campaign_id, static_cast<int>(pb::FUND))[0]
-      .as<int64_t>();
-}
 
 bool Published(cpb::CampaignState state) {
   return state == cpb::SCHEDULED || state == cpb::ONLINE || state == cpb::PAUSED;
@@ -85,7 +79,7 @@ absl::StatusOr<int64_t> CampaignBudgets::FundToCap(const std::string& org_id,
   MKT_RETURN_IF_ERROR(pg::WithTransaction(pool_, [&](pqxx::work& tx) -> absl::Status {
     topped_up = 0;
     tx.exec_params(kLockCampaignBudget, org_id, campaign_id);
-    const int64_t funded = FundedIn(tx, org_id, campaign_id);
+    const int64_t funded = SumFundedIn(tx, CampaignBudgetAccount(org_id, campaign_id));
     if (funded >= cap_fen) return absl::OkStatus();
     pb::FundRequest fund;
     fund.set_request_id(BudgetCapRequestId(campaign_id, cap_fen));

@@ -393,15 +393,6 @@ absl::Status ValidatePage(const cpb::PageRequest& page, int* size) {
   return absl::OkStatus();
 }
 
-pb::AccountRef CampaignBudgetAccount(const std::string& org_id, const std::string& campaign_id) {
-  pb::AccountRef ref;
-  ref.set_org_id(org_id);
-  ref.set_asset(pb::BUDGET_FEN);
-  ref.set_owner_kind(pb::CAMPAIGN);
-  ref.set_owner_id(campaign_id);
-  return ref;
-}
-
 pb::AccountRef TemplateStockAccount(const std::string& org_id, const std::string& template_id) {
   pb::AccountRef ref;
   ref.set_org_id(org_id);
@@ -447,6 +438,15 @@ absl::StatusOr<pb::TransferSpec> ReversalOf(const pb::ReverseRequest& request,
 }
 
 }  // namespace
+
+pb::AccountRef CampaignBudgetAccount(const std::string& org_id, const std::string& campaign_id) {
+  pb::AccountRef ref;
+  ref.set_org_id(org_id);
+  ref.set_asset(pb::BUDGET_FEN);
+  ref.set_owner_kind(pb::CAMPAIGN);
+  ref.set_owner_id(campaign_id);
+  return ref;
+}
 
 pb::AccountRef SystemAccount(const std::string& org_id, pb::Asset asset, pb::SystemRole role,
                              const std::string& asset_ref) {

@@ -115,5 +115,7 @@ pb::AccountRef SystemAccount(const std::string& org_id, pb::Asset asset, pb::Sys
                              const std::string& asset_ref = "");
 pb::AccountRef CustomerAccount(const std::string& org_id, pb::Asset asset,
                                const std::string& customer_id);
+// A campaign's BUDGET_FEN account in `org_id` (the campaign's org).
+pb::AccountRef CampaignBudgetAccount(const std::string& org_id, const std::string& campaign_id);
 
 }  // namespace mkt::rewards

@@ -187,11 +187,11 @@ int main(int argc, char** argv) {
     });
   }
 
-  // Campaign budgets funded up to their published caps (campaign_budgets.h, decision 034).
-  // Its own connection: a top-up holds it (with a lock) while the ledger commits on the pool.
-  auto budgets_pool = pg::Pool::Connect({.dsn = cfg->pg_dsn, .size = 1});
-  if (!budgets_pool.ok()) return Fail(budgets_pool.status());
-  rewards::CampaignBudgets budgets(**budgets_pool, ledger);
+  // Campaign budgets funded up to their published caps (campaign_budgets.h, decision 034), with
+  // a connection of their own: a top-up holds it (with a lock) while the ledger commits on the
+  // pool.
+  std::unique_ptr<pg::Pool> budgets_pool;
+  std::optional<rewards::CampaignBudgets> budgets;
   std::unique_ptr<kafka::Consumer> campaign_changes;
   std::thread budgets_thread;
   absl::Cleanup stop_campaign_changes = [&] {
@@ -199,6 +199,10 @@ int main(int argc, char** argv) {
     if (budgets_thread.joinable()) budgets_thread.join();
   };
   if (!cfg->campaign_changes_topic.empty()) {
+    auto pool_of_budgets = pg::Pool::Connect({.dsn = cfg->pg_dsn, .size = 1});
+    if (!pool_of_budgets.ok()) return Fail(pool_of_budgets.status());
+    budgets_pool = *std::move(pool_of_budgets);
+    budgets.emplace(*budgets_pool, ledger);
     if (auto s = kafka::EnsureTopic(kafka_options, cfg->campaign_changes_topic, 3); !s.ok()) {
       spdlog::warn("cannot create topic {} yet: {}", cfg->campaign_changes_topic, s.message());
     }
@@ -211,7 +215,7 @@ int main(int argc, char** argv) {
     campaign_changes = *std::move(consumer);
     budgets_thread = std::thread([&] {
       campaign_changes->Run(
-          [&budgets](const kafka::IncomingMessage& m) { return budgets.HandleChange(m); });
+          [&budgets](const kafka::IncomingMessage& m) { return budgets->HandleChange(m); });
     });
   }
 

@@ -2336,13 +2336,25 @@ absl::StatusOr<pb::Account> PgLedgerStore::GetAccount(const pb::AccountRef& ref)
   return *std::move(found);
 }
 
+// Index transfers_by_credit; FUND transfers are few beside the grants debiting the account.
+constexpr char kSelectFunded[] =
+    "SELECT COALESCE(sum(t.amount), 0)::bigint FROM accounts a "
+    "JOIN transfers t ON t.credit_account_id = a.id "
+    "WHERE a.org_id = $1 AND a.asset = $2 AND a.asset_ref = $3 AND a.owner_kind = $4 "
+    "AND a.owner_id = $5 AND t.code = $6";
+
+int64_t SumFundedIn(pqxx::work& tx, const pb::AccountRef& ref) {
+  return tx
+      .exec_params1(kSelectFunded, ref.org_id(), static_cast<int>(ref.asset()), ref.asset_ref(),
+                    static_cast<int>(ref.owner_kind()), ref.owner_id(),
+                    static_cast<int>(pb::FUND))[0]
+      .as<int64_t>();
+}
+
 absl::StatusOr<int64_t> PgLedgerStore::SumFunded(const pb::AccountRef& ref) {
   int64_t funded = 0;
   MKT_RETURN_IF_ERROR(pg::WithTransaction(pool_, [&](pqxx::work& tx) {
-    funded = tx.exec_params1(kSelectFundedSql, ref.org_id(), static_cast<int>(ref.asset()),
-                             ref.asset_ref(), static_cast<int>(ref.owner_kind()), ref.owner_id(),
-                             static_cast<int>(pb::FUND))[0]
-                 .as<int64_t>();
+    funded = SumFundedIn(tx, ref);
     return absl::OkStatus();
   }));
   return funded;

@@ -26,14 +26,9 @@ const pg::MigrationSet& RewardsMigrations();
 
 class AccountIdCache;
 
-// The FUND transfers credited to one account: $1 org, $2 asset, $3 asset_ref, $4 owner kind,
-// $5 owner id, $6 the FUND code (index transfers_by_credit). Read by SumFunded and, under its
-// lock, by CampaignBudgets (campaign_budgets.h).
-inline constexpr char kSelectFundedSql[] =
-    "SELECT COALESCE(sum(t.amount), 0)::bigint FROM accounts a "
-    "JOIN transfers t ON t.credit_account_id = a.id "
-    "WHERE a.org_id = $1 AND a.asset = $2 AND a.asset_ref = $3 AND a.owner_kind = $4 "
-    "AND a.owner_id = $5 AND t.code = $6";
+// The FUND transfers credited to `ref` (0 when there are none), read in the caller's transaction:
+// by PgLedgerStore::SumFunded and, under its lock, by CampaignBudgets (campaign_budgets.h).
+int64_t SumFundedIn(pqxx::work& tx, const pb::AccountRef& ref);
 
 class PgLedgerStore final : public LedgerStore {
  public:

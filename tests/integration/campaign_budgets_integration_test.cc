@@ -71,12 +71,7 @@ class CampaignBudgetsTest : public ::testing::Test {
 
   // The campaign's budget account balance (nothing is granted from it here, so what is funded).
   static pb::AccountRef BudgetRef(const std::string& campaign) {
-    pb::AccountRef ref;
-    ref.set_org_id(kOrg);
-    ref.set_asset(pb::BUDGET_FEN);
-    ref.set_owner_kind(pb::CAMPAIGN);
-    ref.set_owner_id(campaign);
-    return ref;
+    return CampaignBudgetAccount(kOrg, campaign);
   }
 
   int64_t Balance(const std::string& campaign) {
