@@ -660,15 +660,15 @@ int64_t EventRewardUnitCostFen(pb::RewardKind kind, int64_t points_unit_cost_fen
   }
 }
 
-void PriceEventRewards(pb::CampaignConfig* config, int64_t points_unit_cost_fen) {
-  const bool event = config->type() == pb::EVENT_TRIGGER;
-  ForEachRewardItem(config, [&](pb::RewardItem* item) {
-    item->set_unit_cost_fen(event ? EventRewardUnitCostFen(item->kind(), points_unit_cost_fen) : 0);
-  });
-}
-
 void ClearRewardUnitCosts(pb::CampaignConfig* config) {
   ForEachRewardItem(config, [](pb::RewardItem* item) { item->clear_unit_cost_fen(); });
+}
+
+void PriceEventRewards(pb::CampaignConfig* config, int64_t points_unit_cost_fen) {
+  if (config->type() != pb::EVENT_TRIGGER) return ClearRewardUnitCosts(config);
+  ForEachRewardItem(config, [&](pb::RewardItem* item) {
+    item->set_unit_cost_fen(EventRewardUnitCostFen(item->kind(), points_unit_cost_fen));
+  });
 }
 
 void MergeStep(pb::Step step, const pb::CampaignConfig& from, pb::CampaignConfig* to) {

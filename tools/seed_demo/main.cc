@@ -145,26 +145,22 @@ constexpr int64_t kDemoBudgetFen = 1000000;  // 10,000 yuan
 constexpr int64_t kWelcomePoints = 1000;
 constexpr int64_t kWelcomeCostFen = 100;
 
-// Waits (up to a minute) until the rewards service has funded a campaign's BUDGET_FEN account in
-// `org` up to `cap_fen`, as it does for every published campaign (decision 034); returns what the
-// account holds.
+// Waits (up to a minute) until the rewards service has funded a campaign's budget in `org` up to
+// `cap_fen`, as it does for every published campaign (decision 034); returns what is available.
 absl::StatusOr<int64_t> AwaitCampaignBudget(const std::string& target, const std::string& org,
                                             const std::string& campaign_id, int64_t cap_fen) {
   auto stub = ledger::Ledger::NewStub(mkt::rpc::Connect(target));
-  ledger::GetAccountRequest request;
-  request.mutable_ref()->set_org_id(org);
-  request.mutable_ref()->set_asset(ledger::BUDGET_FEN);
-  request.mutable_ref()->set_owner_kind(ledger::CAMPAIGN);
-  request.mutable_ref()->set_owner_id(campaign_id);
+  ledger::GetCampaignBudgetRequest request;
+  request.set_org_id(org);
+  request.set_campaign_id(campaign_id);
   absl::Status last = absl::NotFoundError("no budget account yet");
   for (const absl::Time deadline = absl::Now() + absl::Minutes(1); absl::Now() < deadline;
        absl::SleepFor(absl::Milliseconds(250))) {
     grpc::ClientContext ctx;
     mkt::rpc::PrepareClientContext(ctx, absl::Seconds(10), "seed-demo");
-    ledger::Account account;
-    last = mkt::rpc::FromGrpcStatus(stub->GetAccount(&ctx, request, &account));
-    // Claims and grants since the funding may have spent some of it already.
-    if (last.ok() && account.credits_posted() >= cap_fen) return account.balance();
+    ledger::CampaignBudget budget;
+    last = mkt::rpc::FromGrpcStatus(stub->GetCampaignBudget(&ctx, request, &budget));
+    if (last.ok() && budget.funded_fen() >= cap_fen) return budget.available_fen();
   }
   return last.ok() ? absl::DeadlineExceededError("funded below its cap after a minute") : last;
 }
