@@ -87,7 +87,7 @@ bool IsBenefitAsset(pb::Asset asset) {
   return asset == pb::POINTS || asset == pb::CASH_FEN || asset == pb::LOTTERY_CHANCE;
 }
 
-bool IsKnownCode(pb::TransferCode code) { return code >= pb::GRANT && code <= pb::ADJUST; }
+bool IsKnownCode(pb::TransferCode code) { return code >= pb::GRANT && code <= pb::RELEASE; }
 
 // The lowercase role names SYSTEM accounts use as owner_id.
 std::string RoleName(pb::SystemRole role) {
@@ -314,7 +314,7 @@ absl::Status ValidateSpec(const pb::TransferSpec& spec, size_t i) {
   if (!IsKnownCode(spec.code())) {
     return InvalidArgument(
         field("code"),
-        field("code") + " must be GRANT, SPEND, EXPIRE, REVERSE, FUND, PAYOUT or ADJUST");
+        field("code") + " must be GRANT, SPEND, EXPIRE, REVERSE, FUND, PAYOUT, ADJUST or RELEASE");
   }
   MKT_RETURN_IF_ERROR(ValidateOptionalId(spec.campaign_id(), field("campaign_id")));
   MKT_RETURN_IF_ERROR(ValidateReference(spec.event_id(), field("event_id"), kMaxReferenceLength));
@@ -893,6 +893,30 @@ absl::StatusOr<pb::FundResponse> LedgerService::Fund(const pb::FundRequest& requ
   return response;
 }
 
+absl::StatusOr<pb::Transfer> LedgerService::ReleaseBudget(const std::string& request_id,
+                                                          const std::string& org_id,
+                                                          const std::string& campaign_id,
+                                                          int64_t amount_fen) {
+  MKT_RETURN_IF_ERROR(ValidateRequestId(request_id));
+  MKT_RETURN_IF_ERROR(ValidateIdField(org_id, "org_id", kMaxIdLength));
+  MKT_RETURN_IF_ERROR(ValidateIdField(campaign_id, "campaign_id", kMaxIdLength));
+  MKT_RETURN_IF_ERROR(ValidateAmount(amount_fen, "amount", /*allow_zero=*/false));
+  pb::TransferSpec release;
+  release.set_id(request_id + ":release");
+  *release.mutable_debit() = CampaignBudgetAccount(org_id, campaign_id);
+  *release.mutable_credit() = SystemAccount(org_id, pb::BUDGET_FEN, pb::ROLE_FUNDING);
+  release.set_amount(amount_fen);
+  release.set_code(pb::RELEASE);
+  release.set_campaign_id(campaign_id);
+  LinkedBatch batch{
+      .batch_id = request_id, .transfers = {release}, .report_account = release.debit()};
+  MKT_RETURN_IF_ERROR(ValidateTransferSpecs(batch.transfers));
+  MKT_ASSIGN_OR_RETURN(AppliedBatch applied, batcher_.Apply(std::move(batch)));
+  const pb::Transfer* stored = FindTransfer(applied.transfers, release.id());
+  if (stored == nullptr) return Internal("the ledger did not return the release transfer");
+  return *stored;
+}
+
 absl::StatusOr<pb::GetBalancesResponse> LedgerService::GetBalances(
     const pb::GetBalancesRequest& request) {
   MKT_RETURN_IF_ERROR(ValidateIdField(request.org_id(), "org_id", kMaxIdLength));
@@ -923,13 +947,14 @@ absl::StatusOr<pb::CampaignBudget> LedgerService::GetCampaignBudget(
                  "campaign_id");
   }
   MKT_RETURN_IF_ERROR(account.status());
-  MKT_ASSIGN_OR_RETURN(const int64_t funded, store_.SumFunded(ref));
+  MKT_ASSIGN_OR_RETURN(const BudgetFlows flows, store_.GetBudgetFlows(ref));
   pb::CampaignBudget budget;
   budget.set_org_id(request.org_id());
   budget.set_campaign_id(request.campaign_id());
-  budget.set_funded_fen(funded);
-  budget.set_spent_fen(account->debits_posted());
-  budget.set_returned_fen(account->credits_posted() - funded);
+  budget.set_funded_fen(flows.funded);
+  budget.set_spent_fen(account->debits_posted() - flows.released);
+  budget.set_returned_fen(account->credits_posted() - flows.funded);
+  budget.set_released_fen(flows.released);
   budget.set_held_fen(account->debits_pending());
   budget.set_available_fen(account->available());
   *budget.mutable_created_at() = account->created_at();

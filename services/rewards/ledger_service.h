@@ -78,6 +78,13 @@ class LedgerService {
   absl::StatusOr<pb::ReverseResponse> Reverse(const pb::ReverseRequest& request);
   // Transfer id "<request_id>:fund".
   absl::StatusOr<pb::FundResponse> Fund(const pb::FundRequest& request);
+  // Gives `amount_fen` of a campaign's budget back to its org's BUDGET_FEN funding account: a
+  // RELEASE transfer with id "<request_id>:release" (decision 035; CampaignBudgets calls it once
+  // the campaign has ended). Refused like any debit when the budget's available balance is
+  // smaller; the same request_id again answers with the stored transfer.
+  absl::StatusOr<pb::Transfer> ReleaseBudget(const std::string& request_id,
+                                             const std::string& org_id,
+                                             const std::string& campaign_id, int64_t amount_fen);
 
   absl::StatusOr<pb::GetBalancesResponse> GetBalances(const pb::GetBalancesRequest& request);
   absl::StatusOr<pb::Account> GetAccount(const pb::GetAccountRequest& request);

@@ -100,6 +100,13 @@ struct LotExpiry {
   int64_t reversed_amount = 0;  // what reversals of it have given back already
 };
 
+// What went into and out of a campaign's budget other than its charges and their reversals.
+struct BudgetFlows {
+  int64_t funded = 0;     // FUND transfers credited to it
+  int64_t released = 0;   // RELEASE transfers debited from it (decision 035)
+  int64_t available = 0;  // its balance less what pending transfers reserve
+};
+
 // The ledger's part of a customer's wallet.
 struct WalletBalances {
   std::vector<pb::Account> accounts;
@@ -141,9 +148,9 @@ class LedgerStore {
   virtual absl::StatusOr<pb::RunExpiryResponse> ExpireLots(absl::Time as_of, int limit) = 0;
 
   virtual absl::StatusOr<pb::Account> GetAccount(const pb::AccountRef& ref) = 0;
-  // The FUND transfers credited to `ref`, in its unit (0 when there are none). Stores that do not
-  // keep transfers answer UNIMPLEMENTED.
-  virtual absl::StatusOr<int64_t> SumFunded(const pb::AccountRef& ref) {
+  // The FUND transfers credited to `ref` and the RELEASE transfers debited from it, in its unit
+  // (0 when there are none). Stores that do not keep transfers answer UNIMPLEMENTED.
+  virtual absl::StatusOr<BudgetFlows> GetBudgetFlows(const pb::AccountRef& ref) {
     (void)ref;
     return absl::UnimplementedError("this store does not sum funding transfers");
   }

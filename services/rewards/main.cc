@@ -286,6 +286,16 @@ int main(int argc, char** argv) {
                             done->coupons_expired(), done->locks_released());
              }
            }},
+      {.name = "budget-release",
+       .interval = budgets ? absl::Seconds(cfg->budget_release_interval_s) : absl::ZeroDuration(),
+       .run =
+           [&budgets, &cfg] {
+             auto done = budgets->ReleaseEnded(absl::Seconds(cfg->budget_release_after_s), 1000);
+             if (!done.ok()) {
+               spdlog::warn("releasing ended campaigns' budgets failed (retried next interval): {}",
+                            done.status());
+             }
+           }},
       {.name = "fulfilment-scheduler",
        .interval = absl::Seconds(cfg->fulfilment_interval_s),
        .run =

@@ -2337,27 +2337,36 @@ absl::StatusOr<pb::Account> PgLedgerStore::GetAccount(const pb::AccountRef& ref)
 }
 
 // Index transfers_by_credit; FUND transfers are few beside the grants debiting the account.
-constexpr char kSelectFunded[] =
-    "SELECT COALESCE(sum(t.amount), 0)::bigint FROM accounts a "
-    "JOIN transfers t ON t.credit_account_id = a.id "
+// The codes are literals so that the released sum can use the partial index on RELEASE
+// transfers (V008); a budget's debits are its grants, far too many to read.
+static_assert(pb::FUND == 5 && pb::RELEASE == 8, "kSelectBudgetFlows names the codes by number");
+constexpr char kSelectBudgetFlows[] =
+    "SELECT COALESCE((SELECT sum(t.amount) FROM transfers t "
+    "WHERE t.credit_account_id = a.id AND t.code = 5), 0)::bigint, "
+    "COALESCE((SELECT sum(t.amount) FROM transfers t "
+    "WHERE t.debit_account_id = a.id AND t.code = 8), 0)::bigint, "
+    "a.credits_posted - a.debits_posted - a.debits_pending "
+    "FROM accounts a "
     "WHERE a.org_id = $1 AND a.asset = $2 AND a.asset_ref = $3 AND a.owner_kind = $4 "
-    "AND a.owner_id = $5 AND t.code = $6";
+    "AND a.owner_id = $5";
 
-int64_t SumFundedIn(pqxx::work& tx, const pb::AccountRef& ref) {
-  return tx
-      .exec_params1(kSelectFunded, ref.org_id(), static_cast<int>(ref.asset()), ref.asset_ref(),
-                    static_cast<int>(ref.owner_kind()), ref.owner_id(),
-                    static_cast<int>(pb::FUND))[0]
-      .as<int64_t>();
+BudgetFlows BudgetFlowsIn(pqxx::work& tx, const pb::AccountRef& ref) {
+  const pqxx::result rows =
+      tx.exec_params(kSelectBudgetFlows, ref.org_id(), static_cast<int>(ref.asset()),
+                     ref.asset_ref(), static_cast<int>(ref.owner_kind()), ref.owner_id());
+  if (rows.empty()) return {};
+  return {.funded = rows[0][0].as<int64_t>(),
+          .released = rows[0][1].as<int64_t>(),
+          .available = rows[0][2].as<int64_t>()};
 }
 
-absl::StatusOr<int64_t> PgLedgerStore::SumFunded(const pb::AccountRef& ref) {
-  int64_t funded = 0;
+absl::StatusOr<BudgetFlows> PgLedgerStore::GetBudgetFlows(const pb::AccountRef& ref) {
+  BudgetFlows flows;
   MKT_RETURN_IF_ERROR(pg::WithTransaction(pool_, [&](pqxx::work& tx) {
-    funded = SumFundedIn(tx, ref);
+    flows = BudgetFlowsIn(tx, ref);
     return absl::OkStatus();
   }));
-  return funded;
+  return flows;
 }
 
 absl::StatusOr<std::vector<pb::Account>> PgLedgerStore::GetCustomerAccounts(

@@ -26,9 +26,10 @@ const pg::MigrationSet& RewardsMigrations();
 
 class AccountIdCache;
 
-// The FUND transfers credited to `ref` (0 when there are none), read in the caller's transaction:
-// by PgLedgerStore::SumFunded and, under its lock, by CampaignBudgets (campaign_budgets.h).
-int64_t SumFundedIn(pqxx::work& tx, const pb::AccountRef& ref);
+// The FUND transfers credited to `ref` and the RELEASE transfers debited from it (0 when there are
+// none), read in the caller's transaction: by PgLedgerStore::GetBudgetFlows and, under its lock,
+// by CampaignBudgets (campaign_budgets.h).
+BudgetFlows BudgetFlowsIn(pqxx::work& tx, const pb::AccountRef& ref);
 
 class PgLedgerStore final : public LedgerStore {
  public:
@@ -55,7 +56,7 @@ class PgLedgerStore final : public LedgerStore {
   absl::StatusOr<pb::RunExpiryResponse> ExpireLots(absl::Time as_of, int limit) override;
 
   absl::StatusOr<pb::Account> GetAccount(const pb::AccountRef& ref) override;
-  absl::StatusOr<int64_t> SumFunded(const pb::AccountRef& ref) override;
+  absl::StatusOr<BudgetFlows> GetBudgetFlows(const pb::AccountRef& ref) override;
   absl::StatusOr<std::vector<pb::Account>> GetCustomerAccounts(
       const std::string& org_id, const std::string& customer_id) override;
   absl::StatusOr<WalletBalances> GetWalletBalances(const std::string& org_id,

@@ -64,6 +64,10 @@ const config::Schema<RewardsConfig>& RewardsConfigSchema() {
                "campaign changes whose published budget caps fund campaign budgets (empty: off)")
         .Field("campaign_budgets_group", &RewardsConfig::campaign_budgets_group,
                "consumer group of the campaign budget funding (shared by the replicas)")
+        .Field("budget_release_after_s", &RewardsConfig::budget_release_after_s,
+               "seconds after a campaign's end before its unspent budget goes back to its org")
+        .Field("budget_release_interval_s", &RewardsConfig::budget_release_interval_s,
+               "seconds between runs releasing ended campaigns' unspent budgets (0: off)")
         .Field("fulfilment_backoff_base_s", &RewardsConfig::fulfilment_backoff_base_s,
                "seconds before the 2nd attempt of a third-party fulfilment (doubling after)")
         .Field("fulfilment_backoff_max_s", &RewardsConfig::fulfilment_backoff_max_s,
@@ -106,6 +110,8 @@ absl::Status ValidateRewardsConfig(const RewardsConfig& c) {
   MKT_RETURN_IF_ERROR(
       InRange("fulfilment_result_timeout_s", c.fulfilment_result_timeout_s, 1, 7 * 86'400));
   MKT_RETURN_IF_ERROR(InRange("fulfilment_interval_s", c.fulfilment_interval_s, 0, 86'400));
+  MKT_RETURN_IF_ERROR(InRange("budget_release_after_s", c.budget_release_after_s, 0, 366 * 86'400));
+  MKT_RETURN_IF_ERROR(InRange("budget_release_interval_s", c.budget_release_interval_s, 0, 86'400));
   if (c.qr_signing_key.size() < 32) {
     return InvalidArgument("qr_signing_key", "qr_signing_key must be at least 32 bytes");
   }

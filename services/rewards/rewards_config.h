@@ -41,6 +41,11 @@ struct RewardsConfig {
   // (campaign_budgets.h). An empty topic turns it off (budgets are then funded with Ledger.Fund).
   std::string campaign_changes_topic = "mkt.campaign-changes.v1";
   std::string campaign_budgets_group = "rewards-campaign-budgets";
+  // Decision 035: this long after a campaign ended, what its budget holds unreserved goes back to
+  // its org's funding account. The delay lets late grants land first: events that happened
+  // within the window but arrive later, grants the events service still retries.
+  int64_t budget_release_after_s = 3 * 86'400;
+  int64_t budget_release_interval_s = 60;
   // Third-party fulfilment (decision 011): retries with exponential backoff.
   int64_t fulfilment_backoff_base_s = 30;
   int64_t fulfilment_backoff_max_s = 1800;

@@ -4,7 +4,9 @@
 // the cap; a change of a campaign whose window is over funds nothing; a long campaign id still
 // gets a valid request id; a message that is not a change is
 // refused; and changes of one campaign handled at the same time by two replicas never fund past
-// the highest cap. After every scenario the ledger's integrity check holds.
+// the highest cap. Decision 035: an ended campaign's unspent budget goes back to the org once the
+// release delay has passed, and what comes back into it later goes too. After every scenario the
+// ledger's integrity check holds.
 #include <memory>
 #include <string>
 #include <thread>
@@ -126,9 +128,10 @@ TEST_F(CampaignBudgetsTest, APublishedCapFundsTheBudgetOnceAndARaiseFundsTheDiff
   EXPECT_EQ(Apply(Change(c, cpb::ONLINE, 170'000)), 0);
   EXPECT_EQ(Apply(Change(c, cpb::ONLINE, 200'000)), 20'000);
   EXPECT_EQ(Balance(c), 200'000);
-  absl::StatusOr<int64_t> funded = store_->SumFunded(BudgetRef(c));
-  ASSERT_TRUE(funded.ok()) << funded.status();
-  EXPECT_EQ(*funded, 200'000);
+  absl::StatusOr<BudgetFlows> flows = store_->GetBudgetFlows(BudgetRef(c));
+  ASSERT_TRUE(flows.ok()) << flows.status();
+  EXPECT_EQ(flows->funded, 200'000);
+  EXPECT_EQ(flows->released, 0);
 
   // What operators read (Ledger.GetCampaignBudget): a grant charges 30,000, its reversal gives
   // them back.
@@ -216,6 +219,139 @@ TEST_F(CampaignBudgetsTest, LongIdsBadMessagesAndBadCaps) {
             absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(Balance("cmp-no-org"), 0);
   EXPECT_EQ(Balance("cmp-huge"), 0);
+}
+
+TEST_F(CampaignBudgetsTest, AnEndedCampaignReleasesWhatItLeftUnspentAfterTheDelay) {
+  testing::ManualClock clock(absl::Now());
+  CampaignBudgets budgets(*lock_pool_, *ledger_, clock);
+  const absl::Duration delay = absl::Hours(72);
+  const std::string c = "cmp-ends";
+  auto at = [](absl::Time t) {
+    google::protobuf::Timestamp ts;
+    ts.set_seconds(absl::ToUnixSeconds(t));
+    return ts;
+  };
+  auto release = [&] {
+    absl::StatusOr<CampaignBudgets::ReleaseRun> run = budgets.ReleaseEnded(delay, 100);
+    EXPECT_TRUE(run.ok()) << run.status();
+    EXPECT_EQ(run.value_or(CampaignBudgets::ReleaseRun{}).failed, 0);
+    return run.value_or(CampaignBudgets::ReleaseRun{}).released;
+  };
+  auto budget_of = [&](const std::string& campaign) {
+    pb::GetCampaignBudgetRequest ask;
+    ask.set_org_id(kOrg);
+    ask.set_campaign_id(campaign);
+    absl::StatusOr<pb::CampaignBudget> budget = ledger_->GetCampaignBudget(ask);
+    EXPECT_TRUE(budget.ok()) << budget.status();
+    return budget.value_or(pb::CampaignBudget{});
+  };
+
+  // Published for ten days with a cap of 100,000; a grant spends 30,000, a participation in
+  // progress holds 5,000.
+  cpb::CampaignChanged online = Change(c, cpb::ONLINE, 100'000);
+  *online.mutable_config()->mutable_end_time() = at(clock.Now() + absl::Hours(240));
+  ASSERT_EQ(budgets.Apply(online).value_or(-1), 100'000);
+  pb::GrantRequest grant;
+  grant.set_request_id("ends-grant-1");
+  grant.set_org_id(kOrg);
+  grant.set_campaign_id(c);
+  grant.set_customer_id("cust-1");
+  grant.set_asset(pb::CASH_FEN);
+  grant.set_quantity(30'000);
+  grant.set_budget_cost_fen(30'000);
+  ASSERT_TRUE(ledger_->Grant(grant).ok());
+  pb::CreateTransfersRequest hold;
+  pb::TransferSpec* spec = hold.add_transfers();
+  spec->set_id("ends-hold-1");
+  *spec->mutable_debit() = BudgetRef(c);
+  *spec->mutable_credit() = SystemAccount(kOrg, pb::BUDGET_FEN, pb::ROLE_EXPENSE);
+  spec->set_amount(5'000);
+  spec->set_code(pb::GRANT);
+  spec->set_pending(true);
+  spec->set_timeout_seconds(3600);
+  ASSERT_TRUE(ledger_->CreateTransfers(hold).ok());
+
+  // Running, or ended less than the delay ago: nothing is released.
+  EXPECT_EQ(release(), 0);
+  cpb::CampaignChanged ended = Change(c, cpb::ENDED, 100'000);
+  *ended.mutable_config()->mutable_end_time() = at(clock.Now() + absl::Hours(240));
+  *ended.mutable_changed_at() = at(clock.Now());  // ended early, by an operator
+  ASSERT_EQ(budgets.Apply(ended).value_or(-1), 0);
+  // A published change read again after the end (a replay) neither funds nor moves the end.
+  ASSERT_EQ(budgets.Apply(online).value_or(-1), 0);
+  clock.Advance(delay - absl::Minutes(1));
+  EXPECT_EQ(release(), 0);
+
+  // Past the delay: what is neither spent nor held goes back, as one RELEASE transfer.
+  clock.Advance(absl::Minutes(2));
+  EXPECT_EQ(release(), 65'000);
+  pb::CampaignBudget budget = budget_of(c);
+  EXPECT_EQ(budget.funded_fen(), 100'000);
+  EXPECT_EQ(budget.spent_fen(), 30'000);
+  EXPECT_EQ(budget.held_fen(), 5'000);
+  EXPECT_EQ(budget.released_fen(), 65'000);
+  EXPECT_EQ(budget.available_fen(), 0);
+  absl::StatusOr<pb::Transfer> first = store_->GetTransfer("budget-release:" + c + ":0:release");
+  ASSERT_TRUE(first.ok()) << first.status();
+  EXPECT_EQ(first->code(), pb::RELEASE);
+  EXPECT_EQ(first->amount(), 65'000);
+  EXPECT_EQ(first->credit().owner_id(), "funding");
+  EXPECT_EQ(release(), 0);  // nothing left to release
+
+  // The participation fails and its hold is voided; the grant is reversed: both come back into
+  // the budget, and the next runs release them.
+  pb::ResolvePendingRequest void_hold;
+  void_hold.set_id("ends-hold-1-void");
+  void_hold.set_pending_id("ends-hold-1");
+  ASSERT_TRUE(ledger_->ResolvePending(void_hold, /*post=*/false).ok());
+  EXPECT_EQ(release(), 5'000);
+  EXPECT_TRUE(store_->GetTransfer("budget-release:" + c + ":65000:release").ok());
+  pb::ReverseRequest reverse;
+  reverse.set_request_id("ends-reverse-1");
+  reverse.set_batch_id("ends-grant-1");
+  reverse.set_reason("refund");
+  ASSERT_TRUE(ledger_->Reverse(reverse).ok());
+  EXPECT_EQ(release(), 30'000);
+  budget = budget_of(c);
+  EXPECT_EQ(budget.funded_fen(), 100'000);
+  EXPECT_EQ(budget.spent_fen(), 30'000);
+  EXPECT_EQ(budget.returned_fen(), 30'000);
+  EXPECT_EQ(budget.held_fen(), 0);
+  EXPECT_EQ(budget.released_fen(), 100'000);
+  EXPECT_EQ(budget.available_fen(), 0);
+  // The org's funding account has every fen back.
+  absl::StatusOr<pb::Account> funding =
+      store_->GetAccount(SystemAccount(kOrg, pb::BUDGET_FEN, pb::ROLE_FUNDING));
+  ASSERT_TRUE(funding.ok()) << funding.status();
+  EXPECT_EQ(funding->credits_posted(), 100'000);
+  EXPECT_EQ(release(), 0);
+
+  // A campaign whose window closed without an ENDED change heard of (the scheduler's change
+  // still on its way) is released once its window's end is past the delay; one that ended less
+  // than the delay ago keeps its budget.
+  cpb::CampaignChanged closing = Change("cmp-window", cpb::ONLINE, 8'000);
+  *closing.mutable_config()->mutable_end_time() = at(clock.Now() + absl::Hours(1));
+  ASSERT_EQ(budgets.Apply(closing).value_or(-1), 8'000);
+  cpb::CampaignChanged recent = Change("cmp-recent", cpb::ONLINE, 9'000);
+  *recent.mutable_config()->mutable_end_time() = at(clock.Now() + absl::Hours(240));
+  ASSERT_EQ(budgets.Apply(recent).value_or(-1), 9'000);
+  clock.Advance(delay + absl::Hours(2));
+  recent.set_state(cpb::ENDED);
+  *recent.mutable_changed_at() = at(clock.Now());
+  ASSERT_EQ(budgets.Apply(recent).value_or(-1), 0);
+  EXPECT_EQ(release(), 8'000);
+  EXPECT_EQ(budget_of("cmp-window").released_fen(), 8'000);
+  EXPECT_EQ(budget_of("cmp-recent").released_fen(), 0);
+  EXPECT_EQ(budget_of("cmp-recent").available_fen(), 9'000);
+
+  // Released budgets refuse what would spend them: a late grant is BUDGET_EXHAUSTED.
+  grant.set_request_id("ends-grant-late");
+  grant.set_campaign_id("cmp-window");
+  grant.set_quantity(100);
+  grant.set_budget_cost_fen(100);
+  EXPECT_EQ(ledger_->Grant(grant).status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_GT(BudgetReleaseRequestId(std::string(64, 'x'), 5).size(), 0u);
+  EXPECT_LE(BudgetReleaseRequestId(std::string(64, 'x'), 5).size(), 64u);
 }
 
 // Two replicas (a consumer-group rebalance hands a partition over while the old owner is still
