@@ -95,6 +95,15 @@ void CheckBasics(const pb::CampaignConfig& c, const ValidationContext&, FieldErr
   }
   if (!c.exclusion_group().empty() && !IsCodeLike(c.exclusion_group(), 64)) {
     errors.Add("exclusion_group", "must be 1..64 of [a-z0-9_-]");
+  } else if (!c.exclusion_group().empty() &&
+             (c.type() == pb::EVENT_TRIGGER || c.type() == pb::BATCH_GRANT)) {
+    // Decision 036: only participations claim a group (participation_service.cc); an event's
+    // grant or a batch's never asks, so the group would be stored and ignored.
+    errors.Add("exclusion_group",
+               std::string(c.type() == pb::EVENT_TRIGGER ? "an event campaign's rewards"
+                                                         : "a batch grant's grants") +
+                   " are not participations and never take part in a "
+                   "mutual-exclusion group; leave it empty");
   }
   CheckText(errors, "description", c.description(), kMaxDescriptionLength);
 }
@@ -422,9 +431,74 @@ void CheckTriggerTags(std::string_view expression, const ValidationContext& ctx,
   }
 }
 
+// Decision 036: a field the campaign's type never reads is refused, not stored and ignored. An
+// operator who sets a daily limit on an event campaign, a price on a coupon claim or a condition
+// on a lottery expects it to hold.
+void CheckFieldsOfOtherTypes(const pb::CampaignConfig& c, FieldErrors& errors) {
+  const pb::CampaignType type = c.type();
+  if (type == pb::CAMPAIGN_TYPE_UNSPECIFIED || !pb::CampaignType_IsValid(type)) return;
+  const pb::ParticipationLimits& l = c.limits();
+  if (type == pb::EVENT_TRIGGER || type == pb::BATCH_GRANT) {
+    const std::pair<const char*, int64_t> limits[] = {
+        // A batch grants each customer once: a per-customer total of 1 says just that.
+        {"limits.per_customer_total",
+         type == pb::BATCH_GRANT && l.per_customer_total() > 1 ? l.per_customer_total() : 0},
+        {"limits.per_customer_daily", l.per_customer_daily()},
+        {"limits.per_customer_weekly", l.per_customer_weekly()},
+        {"limits.global_total", l.global_total()},
+        {"limits.per_org_total", l.per_org_total()},
+    };
+    for (const auto& [field, value] : limits) {
+      if (value <= 0) continue;
+      errors.Add(field, type == pb::EVENT_TRIGGER
+                            ? "an event campaign limits each customer with "
+                              "limits.per_customer_total and the whole campaign with its "
+                              "budget cap; the events service applies no daily, weekly, global "
+                              "or per-org limit, so leave it 0"
+                            : "a batch grant gives each customer of its audience one grant and "
+                              "applies no other limit; narrow the audience instead (leave it 0; "
+                              "a per-customer total may be 1)");
+    }
+  }
+  if (type != pb::LOTTERY) {
+    if (l.free_draws_per_day() > 0) {
+      errors.Add("limits.free_draws_per_day", "only a lottery has draws; leave it 0");
+    }
+    if (l.chances_per_draw() > 0) {
+      errors.Add("limits.chances_per_draw", "only a lottery has draws; leave it 0");
+    }
+  }
+  if (type != pb::EVENT_TRIGGER && !c.trigger_expression().empty()) {
+    errors.Add("trigger_expression",
+               "only an event campaign (EVENT_TRIGGER) has a trigger condition; choose who may "
+               "take part with the audience's segments");
+  }
+  if (type != pb::POINTS_EXCHANGE) {
+    auto check_price = [&](const pb::RewardItem& r, const std::string& field) {
+      if (r.price_points() != 0) {
+        errors.Add(field + ".price_points",
+                   "only a points exchange prices its items in points; leave it 0");
+      }
+    };
+    for (int i = 0; i < c.rewards().size() && i < kMaxRewardItems; ++i) {
+      check_price(c.rewards(i), Indexed("rewards", i));
+    }
+    for (int i = 0; i < c.event_trigger().tiers().size() && i < kMaxTriggerTiers; ++i) {
+      check_price(c.event_trigger().tiers(i).reward(), Indexed("event_trigger.tiers", i, "reward"));
+    }
+    for (int i = 0; i < c.growth_tiers().size() && i < kMaxGrowthTiers; ++i) {
+      for (int j = 0; j < c.growth_tiers(i).rewards().size() && j < kMaxTierRewards; ++j) {
+        check_price(c.growth_tiers(i).rewards(j),
+                    Indexed(Indexed("growth_tiers", i) + ".rewards", j));
+      }
+    }
+  }
+}
+
 void CheckRulesAndRewards(const pb::CampaignConfig& c, const ValidationContext& ctx,
                           FieldErrors& errors) {
-  if (c.type() == pb::EVENT_TRIGGER || !c.trigger_expression().empty()) {
+  CheckFieldsOfOtherTypes(c, errors);
+  if (c.type() == pb::EVENT_TRIGGER) {
     if (absl::Status s = CheckTriggerExpression(c.trigger_expression()); !s.ok()) {
       errors.Add("trigger_expression", std::string(s.message()));
     } else {
@@ -763,6 +837,73 @@ FieldErrors ValidateForSubmission(const pb::CampaignConfig& config,
   if (config.ByteSizeLong() > kMaxConfigBytes) {
     errors.Add("config",
                "the configuration is larger than " + std::to_string(kMaxConfigBytes) + " bytes");
+  }
+  return errors;
+}
+
+FieldErrors CheckEditOfLive(const pb::CampaignConfig& live, const pb::CampaignConfig& draft) {
+  FieldErrors errors;
+  if (draft.type() != live.type()) {
+    errors.Add("type", "a published campaign keeps its type (" +
+                           pb::CampaignType_Name(live.type()) +
+                           "): what it has done is counted as that type; copy it to make a " +
+                           pb::CampaignType_Name(draft.type()) + " campaign");
+    return errors;  // the rest compares like with like
+  }
+  // Prize i's stock and daily release are counted under its place in the table
+  // (participation_service.cc "prize:<i>"): another prize in that place would inherit them.
+  for (int i = 0; i < live.prizes().size(); ++i) {
+    const pb::Prize& was = live.prizes(i);
+    if (i >= draft.prizes().size()) {
+      errors.Add("prizes", "a published lottery keeps its " + std::to_string(live.prizes().size()) +
+                               " prizes in their places (their stock and daily release are "
+                               "counted by place); change their weights, stock or caps, or add "
+                               "prizes at the end");
+      break;
+    }
+    const pb::Prize& now = draft.prizes(i);
+    if (now.benefit_template_id() != was.benefit_template_id() || now.kind() != was.kind()) {
+      errors.Add(Indexed("prizes", i, "benefit_template_id"),
+                 "a published lottery's prize keeps what it grants ('" + was.benefit_template_id() +
+                     "'): its stock and daily release are counted by its place; add a new prize "
+                     "at the end instead");
+    }
+  }
+  // Tier i counts as reached by place (the growth task's granted tiers, the events service's
+  // granted-tier bits): moving a threshold would grant a tier twice or never.
+  for (int i = 0; i < live.growth_tiers().size(); ++i) {
+    if (i >= draft.growth_tiers().size() ||
+        draft.growth_tiers(i).min_growth_fen() != live.growth_tiers(i).min_growth_fen()) {
+      errors.Add(i >= draft.growth_tiers().size() ? std::string("growth_tiers")
+                                                  : Indexed("growth_tiers", i, "min_growth_fen"),
+                 "a published task keeps its tiers and their thresholds (customers who reached a "
+                 "tier are counted by its place); change their rewards, or add higher tiers at "
+                 "the end");
+      break;
+    }
+  }
+  const pb::EventTrigger& was = live.event_trigger();
+  const pb::EventTrigger& now = draft.event_trigger();
+  if (now.kind() != was.kind()) {
+    errors.Add("event_trigger.kind", "a published event campaign keeps its trigger kind (" +
+                                         pb::TriggerKind_Name(was.kind()) +
+                                         "): its customers' counts and grants are kept by it");
+  } else if (now.window() != was.window()) {
+    errors.Add("event_trigger.window",
+               "a published event campaign keeps its window (" +
+                   pb::TriggerWindow_Name(was.window()) +
+                   "): its customers' counts and sums run over it and would start again");
+  } else {
+    for (int i = 0; i < was.tiers().size(); ++i) {
+      if (i >= now.tiers().size() || now.tiers(i).threshold_fen() != was.tiers(i).threshold_fen()) {
+        errors.Add(i >= now.tiers().size() ? std::string("event_trigger.tiers")
+                                           : Indexed("event_trigger.tiers", i, "threshold_fen"),
+                   "a published event campaign keeps its tiers and their thresholds (a tier a "
+                   "customer reached is counted by its place); change their rewards, or add "
+                   "higher tiers at the end");
+        break;
+      }
+    }
   }
   return errors;
 }

@@ -65,6 +65,14 @@ FieldErrors ValidateStep(pb::Step step, const pb::CampaignConfig& config,
 FieldErrors ValidateForSubmission(const pb::CampaignConfig& config,
                                   const ValidationContext& context);
 
+// Decision 036: what an edit of a published campaign (one with a live version) may not change,
+// because what the campaign has done so far is counted by it: its type; a lottery's prizes,
+// which keep their places and what they grant (stock and daily release are counted by place);
+// an asset-growth task's tiers and an event campaign's tiers, which keep their places and
+// thresholds (a tier reached is counted by place); an event campaign's trigger kind and window.
+// Weights, stock, caps, rewards and new prizes or tiers at the end may change.
+FieldErrors CheckEditOfLive(const pb::CampaignConfig& live, const pb::CampaignConfig& draft);
+
 // Pins every segment reference with version 0 to the segment's current version (references the
 // directory does not know are left for validation to report).
 void PinSegmentVersions(pb::CampaignConfig* config, const SegmentDirectory& segments);

@@ -779,6 +779,141 @@ TEST_F(CampaignRulesTest, UnknownRewardKindsAreFieldErrors) {
 
 // Negative stock or daily caps used to mean "no limit", negative draw settings the defaults, and
 // a second fallback prize was never used: each is a field error now; 0 keeps its meaning.
+// Decision 036: a field the type never reads is refused on save, naming it, instead of being
+// stored and ignored (an event campaign's daily limit, a coupon claim's price, a lottery's
+// trigger condition, a batch grant's limits).
+TEST_F(CampaignRulesTest, FieldsTheTypeNeverReadsAreRefused) {
+  auto event = CompleteEvent(now_, now_ + absl::Hours(1));
+  event.mutable_limits()->set_per_customer_total(1);  // the events service applies this one
+  EXPECT_TRUE(ValidateForSubmission(event, context_).empty());
+  event.mutable_limits()->set_per_customer_daily(1);
+  event.mutable_limits()->set_per_customer_weekly(1);
+  event.mutable_limits()->set_global_total(1000);
+  event.mutable_limits()->set_per_org_total(10);
+  event.mutable_limits()->set_free_draws_per_day(1);
+  event.mutable_rewards(0)->set_price_points(500);
+  event.set_exclusion_group("spring");
+  FieldErrors errors = ValidateForSubmission(event, context_);
+  EXPECT_EQ(Fields(errors),
+            (std::vector<std::string>{"exclusion_group", "limits.per_customer_daily",
+                                      "limits.per_customer_weekly", "limits.global_total",
+                                      "limits.per_org_total", "limits.free_draws_per_day",
+                                      "rewards[0].price_points"}))
+      << errors.ToStatus();
+  EXPECT_TRUE(Has(errors, "limits.per_customer_daily", "limits.per_customer_total"));
+  EXPECT_TRUE(Has(errors, "exclusion_group", "not participations"));
+
+  auto claim = CompleteCoupon("Coupons", now_, now_ + absl::Hours(1));
+  claim.mutable_limits()->set_per_customer_daily(1);  // a claim applies every limit
+  claim.mutable_limits()->set_global_total(100);
+  claim.set_exclusion_group("spring");
+  EXPECT_TRUE(ValidateForSubmission(claim, context_).empty());
+  claim.mutable_rewards(0)->set_price_points(500);
+  claim.mutable_limits()->set_chances_per_draw(2);
+  claim.set_trigger_expression("event.type == \"deposit\"");
+  errors = ValidateForSubmission(claim, context_);
+  EXPECT_EQ(Fields(errors),
+            (std::vector<std::string>{"limits.chances_per_draw", "trigger_expression",
+                                      "rewards[0].price_points"}))
+      << errors.ToStatus();
+  EXPECT_TRUE(Has(errors, "rewards[0].price_points", "only a points exchange"));
+  EXPECT_TRUE(Has(errors, "trigger_expression", "audience"));
+
+  auto batch = CompleteCoupon("Gifts", now_, now_ + absl::Hours(1));
+  batch.set_type(pb::BATCH_GRANT);
+  EXPECT_TRUE(ValidateForSubmission(batch, context_).empty());
+  batch.mutable_limits()->set_per_customer_total(2);
+  batch.mutable_limits()->set_global_total(100);
+  batch.set_exclusion_group("spring");
+  errors = ValidateForSubmission(batch, context_);
+  EXPECT_EQ(Fields(errors),
+            (std::vector<std::string>{"exclusion_group", "limits.per_customer_total",
+                                      "limits.global_total"}))
+      << errors.ToStatus();
+  EXPECT_TRUE(Has(errors, "limits.global_total", "narrow the audience"));
+
+  auto task = OneTierGrowthTask();
+  task.mutable_growth_tiers(0)->mutable_rewards(0)->set_price_points(1);
+  EXPECT_TRUE(
+      Has(ValidateForSubmission(task, context_), "growth_tiers[0].rewards[0].price_points"));
+}
+
+// Decision 036: an edit of a published campaign keeps what its history is counted by.
+TEST_F(CampaignRulesTest, AnEditOfAPublishedCampaignKeepsWhatItsCountsAreKeptBy) {
+  // A lottery: weights, stock, caps and new prizes at the end may change; a prize's place and
+  // what it grants may not.
+  auto live = OnePrizeLottery();
+  auto* second = live.add_prizes();
+  second->set_name("second");
+  second->set_benefit_template_id("bt-points-100");
+  second->set_quantity(5);
+  second->set_probability_bp(2000);
+  auto edit = live;
+  edit.mutable_prizes(0)->set_probability_bp(500);
+  edit.mutable_prizes(0)->set_stock(10);
+  edit.mutable_prizes(1)->set_daily_release_cap(3);
+  *edit.add_prizes() = live.prizes(0);
+  edit.mutable_prizes(2)->set_name("third");
+  EXPECT_TRUE(CheckEditOfLive(live, edit).empty()) << CheckEditOfLive(live, edit).ToStatus();
+  edit = live;
+  edit.mutable_prizes(1)->set_benefit_template_id("bt-coupon-5");  // another prize in place 1
+  EXPECT_EQ(Fields(CheckEditOfLive(live, edit)),
+            std::vector<std::string>{"prizes[1].benefit_template_id"});
+  edit = live;
+  edit.mutable_prizes()->SwapElements(0, 1);  // same templates, but kinds and places move
+  edit.mutable_prizes(0)->set_kind(pb::REWARD_KIND_POINTS);
+  EXPECT_FALSE(CheckEditOfLive(live, edit).empty());
+  edit = live;
+  edit.mutable_prizes()->RemoveLast();
+  EXPECT_TRUE(Has(CheckEditOfLive(live, edit), "prizes", "keeps its 2 prizes"));
+
+  // The type never changes.
+  edit = live;
+  edit.set_type(pb::COUPON_CLAIM);
+  EXPECT_TRUE(Has(CheckEditOfLive(live, edit), "type", "keeps its type (LOTTERY)"));
+
+  // An asset-growth task: tiers keep their thresholds; higher ones may follow.
+  auto task = OneTierGrowthTask();
+  auto task_edit = task;
+  task_edit.mutable_growth_tiers(0)->mutable_rewards(0)->set_quantity(20);
+  task_edit.add_growth_tiers()->set_min_growth_fen(5'000'000);
+  EXPECT_TRUE(CheckEditOfLive(task, task_edit).empty());
+  task_edit = task;
+  task_edit.mutable_growth_tiers(0)->set_min_growth_fen(500'000);  // a lower tier in place 0
+  EXPECT_EQ(Fields(CheckEditOfLive(task, task_edit)),
+            std::vector<std::string>{"growth_tiers[0].min_growth_fen"});
+  task_edit.clear_growth_tiers();
+  EXPECT_EQ(Fields(CheckEditOfLive(task, task_edit)), std::vector<std::string>{"growth_tiers"});
+
+  // An event campaign: kind, window and tier thresholds stay.
+  auto event = CompleteEvent(now_, now_ + absl::Hours(1));
+  event.clear_rewards();
+  event.mutable_event_trigger()->set_kind(pb::TRIGGER_CUMULATIVE_AMOUNT);
+  event.mutable_event_trigger()->set_window(pb::TRIGGER_WINDOW_CALENDAR_MONTH);
+  auto* tier = event.mutable_event_trigger()->add_tiers();
+  tier->set_threshold_fen(100'000);
+  tier->mutable_reward()->set_benefit_template_id("POINTS");
+  tier->mutable_reward()->set_kind(pb::REWARD_KIND_POINTS);
+  tier->mutable_reward()->set_quantity(100);
+  auto event_edit = event;
+  event_edit.mutable_event_trigger()->mutable_tiers(0)->mutable_reward()->set_quantity(150);
+  *event_edit.mutable_event_trigger()->add_tiers() = event.event_trigger().tiers(0);
+  event_edit.mutable_event_trigger()->mutable_tiers(1)->set_threshold_fen(300'000);
+  EXPECT_TRUE(CheckEditOfLive(event, event_edit).empty());
+  event_edit = event;
+  event_edit.mutable_event_trigger()->mutable_tiers(0)->set_threshold_fen(50'000);
+  EXPECT_EQ(Fields(CheckEditOfLive(event, event_edit)),
+            std::vector<std::string>{"event_trigger.tiers[0].threshold_fen"});
+  event_edit = event;
+  event_edit.mutable_event_trigger()->set_window(pb::TRIGGER_WINDOW_CAMPAIGN);
+  EXPECT_EQ(Fields(CheckEditOfLive(event, event_edit)),
+            std::vector<std::string>{"event_trigger.window"});
+  event_edit = event;
+  event_edit.mutable_event_trigger()->set_kind(pb::TRIGGER_EVERY_MATCH);
+  EXPECT_EQ(Fields(CheckEditOfLive(event, event_edit)),
+            std::vector<std::string>{"event_trigger.kind"});
+}
+
 TEST_F(CampaignRulesTest, LotteryLimitsMayNotBeNegativeAndOneFallbackAtMost) {
   auto c = CompleteCoupon("Draw", now_, now_ + absl::Hours(1));
   c.set_type(pb::LOTTERY);

@@ -248,8 +248,9 @@ absl::StatusOr<pb::Campaign> CampaignService::SaveStep(const Actor& actor,
                          Apply({current.state(), current.change_state()}, Action::kEdit));
     pb::Campaign& after = update->after;
     MergeStep(request.step(), request.config(), after.mutable_draft());
-    MKT_RETURN_IF_ERROR(
-        ValidateStep(request.step(), after.draft(), ContextFor(current.org_id())).ToStatus());
+    FieldErrors errors = ValidateStep(request.step(), after.draft(), ContextFor(current.org_id()));
+    if (current.live_version() > 0) errors.Append(CheckEditOfLive(current.live(), after.draft()));
+    MKT_RETURN_IF_ERROR(errors.ToStatus());
     MKT_RETURN_IF_ERROR(CheckSize(after.draft()));
     if (request.step() == pb::STEP_AUDIENCE) PinSegmentVersions(after.mutable_draft(), segments_);
     after.set_state(next.state);
@@ -365,8 +366,12 @@ absl::StatusOr<pb::Campaign> CampaignService::Act(const Actor& actor, Action act
         pb::Campaign& after = update->after;
         switch (action) {
           case Action::kSubmit: {
-            MKT_RETURN_IF_ERROR(
-                ValidateForSubmission(current.draft(), ContextFor(current.org_id())).ToStatus());
+            FieldErrors errors =
+                ValidateForSubmission(current.draft(), ContextFor(current.org_id()));
+            if (current.live_version() > 0) {
+              errors.Append(CheckEditOfLive(current.live(), current.draft()));
+            }
+            MKT_RETURN_IF_ERROR(errors.ToStatus());
             // Decision 034: the submitted version carries the price its events will be charged
             // at, so the approver approves it and it never changes (versions are immutable).
             PriceEventRewards(after.mutable_draft(), options_.points_unit_cost_fen);

@@ -222,6 +222,22 @@ TEST_F(CampaignsIntegrationTest, FullLifecycleWithRejectionScheduleAndVersionedE
   ASSERT_TRUE(c.ok()) << Describe(c);
   EXPECT_EQ(c->state(), pb::ONLINE);
 
+  // Decision 036: an edit of the published campaign may not change its type (what it has done is
+  // counted as a coupon claim); the refusal changes nothing.
+  pb::CampaignConfig retyped = full;
+  retyped.set_type(pb::BATCH_GRANT);
+  const int64_t revision = c->revision();
+  absl::StatusOr<pb::Campaign> refused =
+      client_->SaveStep(planner_a_, id, pb::STEP_BASICS, retyped, revision);
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument) << Describe(refused);
+  EXPECT_NE(refused.status().message().find("keeps its type (COUPON_CLAIM)"), std::string::npos)
+      << refused.status();
+  c = client_->Get(planner_a_, id);
+  ASSERT_TRUE(c.ok()) << Describe(c);
+  EXPECT_EQ(c->revision(), revision);
+  EXPECT_EQ(c->change_state(), pb::NO_CHANGE);
+  EXPECT_EQ(c->draft().type(), pb::COUPON_CLAIM);
+
   // A versioned edit: the online version keeps running until the new one is approved.
   pb::CampaignConfig renamed = full;
   renamed.set_name("Spring coupons, extended");
