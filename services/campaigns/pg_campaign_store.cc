@@ -51,6 +51,12 @@ constexpr char kUpdateCampaign[] =
     "campaigns_ts(NULLIF($4, '')::bigint), window_end = campaigns_ts(NULLIF($5, '')::bigint), "
     "revision = $6, live_version = $7, body = $8::jsonb, updated_at = campaigns_ts($9) "
     "WHERE id = $1";
+// An approved version of an asset-growth task moves its enrolments' window end with it, so an
+// extended task keeps evaluating the customers who enrolled before the edit (decision 036). Rare
+// (once per approval), so it reads the task's enrolments without an index of their own.
+constexpr char kMoveEnrolmentsEnd[] =
+    "UPDATE asset_growth_enrolments SET window_end = campaigns_ts($2::bigint) "
+    "WHERE campaign_id = $1 AND window_end <> campaigns_ts($2::bigint)";
 constexpr char kInsertVersion[] =
     "INSERT INTO campaign_versions (campaign_id, version, config, submitted_by, submitted_at) "
     "VALUES ($1, $2, $3::jsonb, $4, campaigns_ts($5))";
@@ -315,6 +321,11 @@ absl::StatusOr<pb::Campaign> PgCampaignStore::UpdateCampaign(const std::string& 
                    OptionalMicros(eff.has_start_time(), eff.start_time()),
                    OptionalMicros(eff.has_end_time(), eff.end_time()), after.revision(),
                    after.live_version(), BodyJson(after), Micros(update.audit.at));
+
+    if (after.live_version() != current.live_version() && eff.type() == pb::ASSET_GROWTH_TASK &&
+        eff.has_end_time()) {
+      tx.exec_params(kMoveEnrolmentsEnd, id, OptionalMicros(true, eff.end_time()));
+    }
 
     AuditRecord audit = std::move(update.audit);
     audit.org_id = current.org_id();

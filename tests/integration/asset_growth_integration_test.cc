@@ -585,6 +585,39 @@ TEST_F(AssetGrowthIntegrationTest, CarriedDaysCountAndTheWindowEndStopsTheAverag
   EXPECT_TRUE(LedgerIntact());
 }
 
+// Decision 036: an approved extension of a running task moves the window end of the customers who
+// enrolled before it, so the sweep keeps evaluating them until the new end (not only those who
+// enrol afterwards); an edit still waiting for approval moves nothing.
+TEST_F(AssetGrowthIntegrationTest, AnApprovedExtensionKeepsEarlierEnrolmentsInTheTask) {
+  const std::string id = OnlineTask();
+  ASSERT_FALSE(id.empty());
+  auto enrolled = Participate(id, "early", "enrol-early");
+  ASSERT_TRUE(enrolled.ok()) << Describe(enrolled.status());
+  auto c = client_->Get(planner_a_, id);
+  ASSERT_TRUE(c.ok()) << Describe(c.status());
+  const absl::Time old_end = absl::FromUnixSeconds(c->live().end_time().seconds());
+  const absl::Time new_end = old_end + absl::Hours(24 * 30);
+  auto window_ends = [&](absl::Time ended_after) {
+    std::vector<absl::Time> ends;
+    auto active = growth_store_->ActiveEnrolments(ended_after, "", 100);
+    EXPECT_TRUE(active.ok()) << active.status();
+    for (const auto& e : active.value_or(std::vector<Enrolment>{})) ends.push_back(e.window_end);
+    return ends;
+  };
+  ASSERT_EQ(window_ends(absl::Now()), std::vector<absl::Time>{old_end});
+
+  pb::CampaignConfig extended = c->live();
+  *extended.mutable_end_time() = test::Ts(new_end);
+  c = client_->SaveStep(planner_a_, id, pb::STEP_BASICS, extended, c->revision());
+  ASSERT_TRUE(c.ok()) << Describe(c.status());
+  ASSERT_TRUE(client_->Submit(planner_a_, id).ok());
+  EXPECT_EQ(window_ends(absl::Now()), std::vector<absl::Time>{old_end});
+  ASSERT_TRUE(client_->Approve(approver_a_, id).ok());
+  // A sweep three days after the old end, past its grace, still finds the early enrolment.
+  EXPECT_EQ(window_ends(old_end + absl::Hours(73)), std::vector<absl::Time>{new_end});
+  EXPECT_TRUE(LedgerIntact());
+}
+
 // Bank-a and bank-b each have a customer "twin" (one core-system id in two member banks), each
 // enrolled in their own bank's task. Balances and enrolments are the customer's bank's: the other
 // twin's history moves no baseline, their reports move no average and grant no tier (either way
