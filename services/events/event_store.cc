@@ -16,6 +16,7 @@
 #include "libs/pg/arrays.h"
 #include "nlohmann/json.hpp"
 #include "services/events/events_sql.h"
+#include "spdlog/spdlog.h"
 
 namespace mkt::events {
 namespace {
@@ -334,6 +335,26 @@ absl::StatusOr<BatchStats> EventStore::ProcessBatch(const std::vector<ValidatedE
         }
       }
     }
+    // The rules those contributions counted for that are not in memory: a rule whose condition
+    // no longer compiles against its event type is skipped at start-up, and another replica may
+    // hold a rule this one has not loaded yet. A reversal needs the kind, count threshold and
+    // tiers, not the condition, so the stored definition serves.
+    std::map<std::string, pb::TriggerRule, std::less<>> stored_rules;
+    {
+      std::set<std::string> missing;
+      for (const auto& [key, list] : contributions) {
+        for (const Contribution& c : list) {
+          if (rules.by_id.count(c.rule_id) == 0) missing.insert(c.rule_id);
+        }
+      }
+      if (!missing.empty()) {
+        for (const auto& row :
+             tx.exec_params(kSelectRuleDefinitions, pg::TextArrayLiteral(missing))) {
+          auto rule = FromJson<pb::TriggerRule>(row[1].as<std::string>());
+          if (rule.ok()) stored_rules.emplace(row[0].as<std::string>(), *std::move(rule));
+        }
+      }
+    }
     // Contributions of events earlier in this same batch (a spend and its refund together).
     std::map<std::string, std::vector<Contribution>> batch_contributions;
 
@@ -452,15 +473,26 @@ absl::StatusOr<BatchStats> EventStore::ProcessBatch(const std::vector<ValidatedE
         const bool cancel = kind == pb::CANCEL || c.refunded_fen >= c.amount_fen;
         c.cancelled = cancel;
         c.changed = true;
-        auto rule_it = rules.by_id.find(c.rule_id);
-        if (rule_it == rules.by_id.end()) continue;
-        const pb::TriggerRule& rule = rule_it->second->proto;
-        std::vector<int> lost = ApplyReversal(rule, cancel ? 1 : 0, take, aggregates[key]);
+        // The rule as held in memory, else as stored. A rule found in neither (never in
+        // production: a rule is stored before it is used) is of no known kind: the aggregate
+        // still loses the contribution, and a cancelled event still loses its own grants.
+        const pb::TriggerRule* rule = &pb::TriggerRule::default_instance();
+        if (auto it = rules.by_id.find(c.rule_id); it != rules.by_id.end()) {
+          rule = &it->second->proto;
+        } else if (auto st = stored_rules.find(c.rule_id); st != stored_rules.end()) {
+          rule = &st->second;
+        } else {
+          spdlog::error(
+              "events: rule {} of {}'s contribution is neither loaded nor stored; its reversal "
+              "claws back the event's own grants",
+              c.rule_id, c.event_key);
+        }
+        std::vector<int> lost = ApplyReversal(*rule, cancel ? 1 : 0, take, aggregates[key]);
         const std::string original = c.event_key;
+        // Exactly the tiers no longer held, whichever event crossed them; an event's own grant
+        // for the kinds whose grants belong to their event (decision 010, amended).
         claw_back(key, [&](const ActiveGrant& g) {
-          if (cancel && g.event_key == original) return true;
-          return std::find(lost.begin(), lost.end(), g.tier) != lost.end() &&
-                 rule.kind() != pb::EVERY_MATCH && rule.kind() != pb::FIRST_TIME;
+          return ClawsBack(*rule, cancel, lost, g.event_key == original, g.tier);
         });
       }
     };
@@ -728,6 +760,7 @@ absl::StatusOr<std::vector<GrantRow>> EventStore::ClaimDueAgain(int64_t up_to_se
 absl::Status EventStore::Finish(const std::vector<GrantResult>& results) {
   if (results.empty()) return absl::OkStatus();
   std::string ids = "{", kinds = "{", reasons = "{";
+  std::vector<std::string> rejected;
   for (const GrantResult& r : results) {
     pg::AppendTextArrayElement(ids, r.grant_id);
     const char* kind = "retry";
@@ -737,6 +770,7 @@ absl::Status EventStore::Finish(const std::vector<GrantResult>& results) {
         break;
       case GrantResult::Kind::kRejected:
         kind = "rejected";
+        rejected.push_back(r.grant_id);
         break;
       case GrantResult::Kind::kReversed:
         kind = "reversed";
@@ -751,7 +785,56 @@ absl::Status EventStore::Finish(const std::vector<GrantResult>& results) {
     pg::AppendTextArrayElement(reasons, r.reason.substr(0, 500));
   }
   return pg::WithTransaction(pool_, [&](pqxx::work& tx) {
+    // A grant the ledger refuses for a business reason (budget or stock exhausted) gives back
+    // what deciding it took: its count towards per_customer_total and its tier's bit, so that a
+    // later matching event can grant (decision 010, amended). Only a pending grant becomes
+    // rejected: a reversal requested meanwhile gave them back already, and a refusal recorded
+    // twice gives back once. The aggregates are locked before the grant rows, as the batch
+    // transaction does, so that neither gives back what the other just did.
+    std::map<Key, int64_t> give_back;  // window rows: the tier bits; '*grants' rows: the count
+    if (!rejected.empty()) {
+      const std::string rejected_ids = pg::TextArrayLiteral(rejected);
+      std::set<Key> keys;
+      for (const auto& row : tx.exec_params(kSelectPendingGrantWindows, rejected_ids)) {
+        const std::string rule = row[0].as<std::string>(), customer = row[1].as<std::string>();
+        keys.insert({rule, customer, row[2].as<std::string>()});
+        keys.insert({rule, customer, kGrantsWindow});
+      }
+      if (!keys.empty()) {
+        std::string r = "{", c = "{", w = "{";
+        for (const auto& [rule, customer, window] : keys) {
+          pg::AppendTextArrayElement(r, rule);
+          pg::AppendTextArrayElement(c, customer);
+          pg::AppendTextArrayElement(w, window);
+        }
+        tx.exec_params(kLockAggregates, r + "}", c + "}", w + "}");
+        for (const auto& row : tx.exec_params(kLockPendingGrants, rejected_ids)) {
+          const std::string rule = row[0].as<std::string>(), customer = row[1].as<std::string>();
+          const int tier = row[3].as<int>();
+          ++give_back[{rule, customer, kGrantsWindow}];
+          if (tier >= 0 && tier < 63) {
+            give_back[{rule, customer, row[2].as<std::string>()}] |= int64_t{1} << tier;
+          }
+        }
+      }
+    }
     tx.exec_params(kFinishGrants, ids + "}", kinds + "}", reasons + "}");
+    if (!give_back.empty()) {
+      std::string r = "{", c = "{", w = "{", n = "{", b = "{";
+      for (const auto& [key, value] : give_back) {
+        const bool count = std::get<2>(key) == kGrantsWindow;
+        pg::AppendTextArrayElement(r, std::get<0>(key));
+        pg::AppendTextArrayElement(c, std::get<1>(key));
+        pg::AppendTextArrayElement(w, std::get<2>(key));
+        if (n.size() > 1) {
+          n += ',';
+          b += ',';
+        }
+        n += std::to_string(count ? value : 0);
+        b += std::to_string(count ? 0 : value);
+      }
+      tx.exec_params(kGiveBackGrants, r + "}", c + "}", w + "}", n + "}", b + "}");
+    }
     return absl::OkStatus();
   });
 }

@@ -96,6 +96,118 @@ class EventStoreTest : public ::testing::Test {
     return service_->UpsertRule(tenancy::SystemActor("test"), rule).status();
   }
 
+  // A spend of `amount_fen` in `category` by customer c-1.
+  static pb::BusinessEvent Spend(const std::string& id, int64_t amount_fen,
+                                 const std::string& category = "food") {
+    pb::BusinessEvent e = Spend(id);
+    e.set_amount_fen(amount_fen);
+    (*e.mutable_attributes())["merchant_category"] = category;
+    return e;
+  }
+
+  // A refund of `amount_fen` of card spend `original` (the whole amount cancels it).
+  static pb::BusinessEvent Refund(const std::string& id, const std::string& original,
+                                  int64_t amount_fen) {
+    pb::BusinessEvent e = Spend(id);
+    e.set_event_type("credit_card.refunded");
+    e.set_amount_fen(amount_fen);
+    e.mutable_attributes()->clear();
+    (*e.mutable_attributes())["original_event_id"] = original;
+    return e;
+  }
+
+  static pb::BusinessEvent Loan(const std::string& id) {
+    pb::BusinessEvent e = Spend(id);
+    e.set_source("core");
+    e.set_event_type("loan.disbursed");
+    e.set_amount_fen(5'000'000);
+    e.mutable_attributes()->clear();
+    (*e.mutable_attributes())["contract_id"] = "K-" + id;
+    return e;
+  }
+
+  static pb::BusinessEvent LoanCancelled(const std::string& id, const std::string& original) {
+    pb::BusinessEvent e = Loan(id);
+    e.set_event_type("loan.cancelled");
+    e.set_amount_fen(0);
+    e.mutable_attributes()->clear();
+    (*e.mutable_attributes())["original_event_id"] = original;
+    return e;
+  }
+
+  // Bank-a's rule of `kind` over `type` granting 5 points (CUMULATIVE_AMOUNT: add tiers).
+  static pb::TriggerRule Rule(const std::string& id, const std::string& type, pb::RuleKind kind,
+                              const std::string& condition = "") {
+    pb::TriggerRule rule;
+    rule.set_rule_id(id);
+    rule.set_campaign_id("camp-" + id);
+    rule.set_org_id("bank-a");
+    rule.set_event_type(type);
+    rule.set_kind(kind);
+    rule.set_condition(condition);
+    if (kind != pb::CUMULATIVE_AMOUNT) {
+      rule.mutable_reward()->set_asset(::marketing::rewards::v1::POINTS);
+      rule.mutable_reward()->set_quantity(5);
+    }
+    rule.set_active(true);
+    rule.set_revision(1);
+    return rule;
+  }
+
+  static void AddTier(pb::TriggerRule& rule, int64_t threshold_fen) {
+    pb::Tier* tier = rule.add_tiers();
+    tier->set_threshold_fen(threshold_fen);
+    tier->mutable_reward()->set_asset(::marketing::rewards::v1::POINTS);
+    tier->mutable_reward()->set_quantity(threshold_fen / 100);
+  }
+
+  absl::Status Upsert(const pb::TriggerRule& rule) {
+    return service_->UpsertRule(tenancy::SystemActor("test"), rule).status();
+  }
+
+  // Handles `events` as one consumed batch; none may be dead-lettered.
+  void Handle(const std::vector<pb::BusinessEvent>& events) {
+    std::vector<kafka::IncomingMessage> batch;
+    for (const auto& e : events) batch.push_back(Message(e, offset_++));
+    std::vector<Rejected> rejected;
+    absl::Status s = service_->HandleBatch(batch, &rejected);
+    ASSERT_TRUE(s.ok()) << s;
+    ASSERT_TRUE(rejected.empty()) << rejected[0].reason;
+  }
+
+  ValidatedEvent Validated(const pb::BusinessEvent& e) {
+    auto v = types_.Validate(e, "env-" + e.source_event_id());
+    EXPECT_TRUE(v.ok()) << v.status();
+    return *v;
+  }
+
+  // The state of the grant of `rule_id`'s `tier` caused by `event_key`, or "none".
+  std::string GrantState(const std::string& event_key, const std::string& rule_id, int tier = 0) {
+    std::string state = "none";
+    absl::Status s = pg::WithTransaction(*pool_, [&](pqxx::work& tx) {
+      pqxx::result r = tx.exec_params("SELECT state FROM grants WHERE grant_id = $1",
+                                      GrantId(event_key, rule_id, tier));
+      if (!r.empty()) state = r[0][0].as<std::string>();
+      return absl::OkStatus();
+    });
+    EXPECT_TRUE(s.ok()) << s;
+    return state;
+  }
+
+  // Records the ledger's refusal of that grant, as the grant sender does.
+  void Refuse(const std::string& event_key, const std::string& rule_id, int tier = 0) {
+    absl::Status s =
+        store_->Finish({{GrantId(event_key, rule_id, tier), GrantResult::Kind::kRejected,
+                         "BUDGET_EXHAUSTED: the campaign budget is exhausted"}});
+    ASSERT_TRUE(s.ok()) << s;
+  }
+
+  Aggregate Agg(const std::string& rule_id, const std::string& window = "c") {
+    auto a = store_->LoadAggregate(rule_id, "c-1", window);
+    EXPECT_TRUE(a.ok()) << a.status();
+    return a.value_or(Aggregate{});
+  }
+
   static kafka::IncomingMessage Message(const pb::BusinessEvent& e, int64_t offset) {
     kafka::IncomingMessage m;
     m.topic = "mkt.business-events.v1";
@@ -111,6 +223,7 @@ class EventStoreTest : public ::testing::Test {
   std::unique_ptr<EventsService> service_;
   EventTypeRegistry types_;
   RuleIndex no_rules_;
+  int64_t offset_ = 1000;
 };
 
 TEST_F(EventStoreTest, WhatTheDatabaseRefusesIsADataExceptionAndNothingIsWritten) {
@@ -287,6 +400,188 @@ TEST_F(EventStoreTest, AReversalBeforeItsOriginalWaitsAndIsAppliedRightAfterIt) 
                   "AND original_key = 'card:tx-5' AND reversal = 2 AND amount_fen = 1000 "
                   "AND customer_id = 'c-1' AND org_id = 'bank-a'"),
             1);
+}
+
+// Decision 010, amended: a grant the ledger refuses (budget or stock exhausted) gives back, in the
+// transaction that records the refusal, its count towards per_customer_total and its tier, so the
+// customer's next matching event grants once the operator has raised the budget.
+TEST_F(EventStoreTest, ARefusedGrantGivesBackItsLimitAndItsTier) {
+  pb::TriggerRule once =
+      Rule("once", "credit_card.spend", pb::EVERY_MATCH, "merchant_category == 'food'");
+  once.set_per_customer_total(1);
+  ASSERT_TRUE(Upsert(once).ok());
+  pb::TriggerRule tier =
+      Rule("tier", "credit_card.spend", pb::CUMULATIVE_AMOUNT, "merchant_category == 'travel'");
+  AddTier(tier, 1500);
+  ASSERT_TRUE(Upsert(tier).ok());
+  pb::TriggerRule count =
+      Rule("count", "credit_card.spend", pb::COUNT_AT_LEAST, "merchant_category == 'books'");
+  count.set_count_threshold(2);
+  ASSERT_TRUE(Upsert(count).ok());
+
+  // One grant per customer: the refused one does not use it up.
+  Handle({Spend("f-1", 1000)});
+  ASSERT_EQ(GrantState("card:f-1", "once"), "pending");
+  Refuse("card:f-1", "once");
+  EXPECT_EQ(GrantState("card:f-1", "once"), "rejected");
+  EXPECT_EQ(Agg("once", kGrantsWindow).count, 0);
+  Handle({Spend("f-2", 1000)});
+  EXPECT_EQ(GrantState("card:f-2", "once"), "pending");
+  // The refusal recorded again gives back nothing more: the limit still holds.
+  Refuse("card:f-1", "once");
+  EXPECT_EQ(Agg("once", kGrantsWindow).count, 1);
+  Handle({Spend("f-3", 1000)});
+  EXPECT_EQ(GrantState("card:f-3", "once"), "none");
+  auto decision = store_->LoadDecision("card:f-3", "once");
+  ASSERT_TRUE(decision.ok());
+  EXPECT_THAT(*decision, HasSubstr("per-customer limit 1 reached"));
+
+  // A cumulative tier refused is granted by the next spend that keeps the sum over it.
+  Handle({Spend("t-1", 1000, "travel"), Spend("t-2", 1000, "travel")});
+  ASSERT_EQ(GrantState("card:t-2", "tier"), "pending");
+  Refuse("card:t-2", "tier");
+  EXPECT_EQ(Agg("tier").tiers_granted, 0);
+  EXPECT_EQ(Agg("tier").amount_fen, 2000);
+  Handle({Spend("t-3", 100, "travel")});
+  EXPECT_EQ(GrantState("card:t-3", "tier"), "pending");
+  EXPECT_EQ(Agg("tier").tiers_granted, 1);
+  EXPECT_EQ(Agg("tier", kGrantsWindow).count, 1);
+
+  // A count refused is granted by the next event past it.
+  Handle({Spend("b-1", 100, "books"), Spend("b-2", 100, "books")});
+  ASSERT_EQ(GrantState("card:b-2", "count"), "pending");
+  Refuse("card:b-2", "count");
+  Handle({Spend("b-3", 100, "books")});
+  EXPECT_EQ(GrantState("card:b-3", "count"), "pending");
+  Handle({Spend("b-4", 100, "books")});
+  EXPECT_EQ(GrantState("card:b-4", "count"), "none");
+
+  // A grant clawed back while its call was in flight gave back at the clawback; refused after
+  // that, it gives back nothing more, and the tier earned again since keeps its bit and count.
+  Handle({Refund("rt-1", "t-1", 1000)});  // 1100 < 1500
+  ASSERT_EQ(GrantState("card:t-3", "tier"), "reverse_pending");
+  Handle({Spend("t-4", 500, "travel")});  // 1600 again
+  ASSERT_EQ(GrantState("card:t-4", "tier"), "pending");
+  Refuse("card:t-3", "tier");
+  EXPECT_EQ(GrantState("card:t-3", "tier"), "cancelled");
+  EXPECT_EQ(Agg("tier").tiers_granted, 1);
+  EXPECT_EQ(Agg("tier", kGrantsWindow).count, 1);
+}
+
+// Decision 010, amended: a reversal claws back exactly the tiers whose thresholds no longer hold
+// after it, whichever event crossed them; a tier still held keeps its grant, even when the event
+// that crossed it is cancelled. Which event crossed a tier depends on the order events came in:
+// the outcome does not.
+TEST_F(EventStoreTest, AReversalClawsBackExactlyTheTiersThatNoLongerHold) {
+  pb::TriggerRule tiers =
+      Rule("tiers", "credit_card.spend", pb::CUMULATIVE_AMOUNT, "merchant_category == 'food'");
+  AddTier(tiers, 100000);
+  ASSERT_TRUE(Upsert(tiers).ok());
+  pb::TriggerRule count =
+      Rule("count", "credit_card.spend", pb::COUNT_AT_LEAST, "merchant_category == 'books'");
+  count.set_count_threshold(2);
+  ASSERT_TRUE(Upsert(count).ok());
+
+  Handle({Spend("a", 60000), Spend("b", 60000), Spend("c", 60000)});
+  ASSERT_EQ(GrantState("card:b", "tiers"), "pending");  // b crossed 100000
+  // b refunded in full: 120000 still holds the tier, which keeps its grant.
+  Handle({Refund("rb", "b", 60000)});
+  EXPECT_EQ(GrantState("card:b", "tiers"), "pending");
+  EXPECT_EQ(Agg("tiers").amount_fen, 120000);
+  EXPECT_EQ(Agg("tiers").tiers_granted, 1);
+  // a refunded in full: 60000 no longer holds it, so b's grant goes.
+  Handle({Refund("ra", "a", 60000)});
+  EXPECT_EQ(GrantState("card:b", "tiers"), "reverse_pending");
+  EXPECT_EQ(Agg("tiers").tiers_granted, 0);
+  EXPECT_EQ(Agg("tiers", kGrantsWindow).count, 0);
+  // Earned again by later spend.
+  Handle({Spend("d", 50000)});
+  EXPECT_EQ(GrantState("card:d", "tiers"), "pending");
+
+  // The same for a count: y reached it, y is cancelled, x and z still reach it.
+  Handle({Spend("x", 100, "books"), Spend("y", 100, "books"), Spend("z", 100, "books")});
+  ASSERT_EQ(GrantState("card:y", "count"), "pending");
+  Handle({Refund("ry", "y", 100)});
+  EXPECT_EQ(GrantState("card:y", "count"), "pending");
+  Handle({Refund("rx", "x", 100)});
+  EXPECT_EQ(GrantState("card:y", "count"), "reverse_pending");
+  Handle({Spend("w", 100, "books")});
+  EXPECT_EQ(GrantState("card:w", "count"), "pending");
+}
+
+// Decision 010, amended: a first-time grant clawed back with its cancelled event leaves no first
+// event behind, so the customer's next matching event is the first; while another counted event
+// is left, it is not.
+TEST_F(EventStoreTest, TheNextLoanIsTheFirstOnceTheOnlyOneCountedIsCancelled) {
+  ASSERT_TRUE(Upsert(Rule("first-loan", "loan.disbursed", pb::FIRST_TIME)).ok());
+  Handle({Loan("l-1")});
+  ASSERT_EQ(GrantState("core:l-1", "first-loan"), "pending");
+  Handle({LoanCancelled("x-1", "l-1")});  // in the cooling-off period
+  EXPECT_EQ(GrantState("core:l-1", "first-loan"), "reverse_pending");
+  Handle({Loan("l-2")});
+  EXPECT_EQ(GrantState("core:l-2", "first-loan"), "pending");
+  auto decision = store_->LoadDecision("core:l-2", "first-loan");
+  ASSERT_TRUE(decision.ok());
+  EXPECT_THAT(*decision, HasSubstr("first matching event"));
+
+  // l-3 is not the first; l-2 cancelled leaves l-3 counted, so l-4 is not the first either.
+  Handle({Loan("l-3")});
+  EXPECT_EQ(GrantState("core:l-3", "first-loan"), "none");
+  Handle({LoanCancelled("x-2", "l-2")});
+  EXPECT_EQ(GrantState("core:l-2", "first-loan"), "reverse_pending");
+  Handle({Loan("l-4")});
+  EXPECT_EQ(GrantState("core:l-4", "first-loan"), "none");
+  decision = store_->LoadDecision("core:l-4", "first-loan");
+  ASSERT_TRUE(decision.ok());
+  EXPECT_THAT(*decision, HasSubstr("not the first"));
+}
+
+// A reversal whose rule the process does not hold in memory (its condition no longer compiles,
+// or another replica loaded it first) is applied with the rule's stored definition; a rule found
+// nowhere still loses its contribution and, when cancelled, the event's own grants. Nothing is
+// recorded as undone without its clawback.
+TEST_F(EventStoreTest, AReversalWhoseRuleIsNotInMemoryStillClawsBack) {
+  pb::TriggerRule every = Rule("stored-every", "credit_card.spend", pb::EVERY_MATCH);
+  pb::TriggerRule tiers = Rule("stored-tiers", "credit_card.spend", pb::CUMULATIVE_AMOUNT);
+  AddTier(tiers, 1500);
+  const pb::TriggerRule unknown = Rule("unknown-every", "credit_card.spend", pb::EVERY_MATCH);
+  ASSERT_TRUE(store_->SaveRule(every).ok());
+  ASSERT_TRUE(store_->SaveRule(tiers).ok());
+  RuleIndex loaded;
+  for (const pb::TriggerRule& rule : {every, tiers, unknown}) {
+    auto compiled = CompileRule(rule, types_);
+    ASSERT_TRUE(compiled.ok()) << compiled.status();
+    loaded.by_id[rule.rule_id()] = *compiled;
+    loaded.by_type[rule.event_type()].push_back(*compiled);
+  }
+  auto applied = store_->ProcessBatch(
+      {Validated(Spend("s-1", 1000)), Validated(Spend("s-2", 1000)), Validated(Spend("s-3", 1000))},
+      loaded, nullptr, nullptr);
+  ASSERT_TRUE(applied.ok()) << applied.status();
+  ASSERT_EQ(GrantState("card:s-2", "stored-tiers"), "pending");  // 2000 >= 1500
+
+  // Applied by a process holding none of these rules. s-2 cancelled: 2000 still holds the tier.
+  auto reversed =
+      store_->ProcessBatch({Validated(Refund("r-2", "s-2", 1000))}, no_rules_, nullptr, nullptr);
+  ASSERT_TRUE(reversed.ok()) << reversed.status();
+  EXPECT_EQ(GrantState("card:s-2", "stored-every"), "reverse_pending");
+  EXPECT_EQ(GrantState("card:s-2", "unknown-every"), "reverse_pending");
+  EXPECT_EQ(GrantState("card:s-2", "stored-tiers"), "pending");
+  EXPECT_EQ(GrantState("card:s-1", "stored-every"), "pending");
+  // s-1 cancelled: 1000 no longer holds it, so s-2's tier goes too.
+  reversed =
+      store_->ProcessBatch({Validated(Refund("r-1", "s-1", 1000))}, no_rules_, nullptr, nullptr);
+  ASSERT_TRUE(reversed.ok()) << reversed.status();
+  EXPECT_EQ(GrantState("card:s-1", "stored-every"), "reverse_pending");
+  EXPECT_EQ(GrantState("card:s-1", "unknown-every"), "reverse_pending");
+  EXPECT_EQ(GrantState("card:s-2", "stored-tiers"), "reverse_pending");
+  EXPECT_EQ(GrantState("card:s-3", "stored-every"), "pending");
+  EXPECT_EQ(Agg("stored-every").count, 1);
+  EXPECT_EQ(Agg("stored-every", kGrantsWindow).count, 1);
+  EXPECT_EQ(Agg("unknown-every", kGrantsWindow).count, 1);
+  EXPECT_EQ(Agg("stored-tiers").amount_fen, 1000);
+  EXPECT_EQ(Agg("stored-tiers").tiers_granted, 0);
+  EXPECT_EQ(Agg("stored-tiers", kGrantsWindow).count, 0);
 }
 
 TEST_F(EventStoreTest, OperatorsSeeTheEventLogAndExplanationsOfTheirSubtreeOnly) {

@@ -17,6 +17,9 @@ inline constexpr char kUpsertRule[] =
     "  revision = EXCLUDED.revision, definition = EXCLUDED.definition, updated_at = now() "
     "WHERE trigger_rules.revision <= EXCLUDED.revision RETURNING rule_id";
 inline constexpr char kSelectRules[] = "SELECT definition FROM trigger_rules ORDER BY rule_id";
+// The stored definitions of rules a reversal needs that are not held in memory.
+inline constexpr char kSelectRuleDefinitions[] =
+    "SELECT rule_id, definition FROM trigger_rules WHERE rule_id = ANY($1::text[])";
 
 inline constexpr char kInsertEventKeys[] =
     "INSERT INTO event_keys (event_key, customer_id, org_id, event_type, occurred_at, amount_fen) "
@@ -130,8 +133,29 @@ inline constexpr char kSelectDueAgain[] =
 
 inline constexpr char kSelectMaxGrantSeq[] = "SELECT coalesce(max(seq), 0) FROM grants";
 
+// The aggregates a refused grant gives back to (EventStore::Finish): read before they are locked
+// (kLockAggregates), then the grants read again, locked, to see which are still pending.
+inline constexpr char kSelectPendingGrantWindows[] =
+    "SELECT rule_id, customer_id, window_key FROM grants "
+    "WHERE grant_id = ANY($1::text[]) AND state = 'pending'";
+inline constexpr char kLockPendingGrants[] =
+    "SELECT rule_id, customer_id, window_key, tier FROM grants "
+    "WHERE grant_id = ANY($1::text[]) AND state = 'pending' ORDER BY grant_id FOR UPDATE";
+
+// Gives back what refused grants took: $4 grants from the count of '*grants' rows, the tier bits
+// $5 from window rows (each row has one or the other; the other is 0). Never below 0, never an
+// overflow.
+inline constexpr char kGiveBackGrants[] =
+    "UPDATE rule_aggregates a SET "
+    "  event_count = CASE WHEN a.event_count > x.n THEN a.event_count - x.n ELSE 0 END, "
+    "  tiers_granted = a.tiers_granted & ~x.b, updated_at = now() "
+    "FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bigint[]) "
+    "  AS x(r, c, w, n, b) "
+    "WHERE a.rule_id = x.r AND a.customer_id = x.c AND a.window_key = x.w";
+
 // A grant that succeeded while a reversal was requested stays reverse_pending (now granted), so
-// the sender picks it up again and reverses it.
+// the sender picks it up again and reverses it. A grant refused while pending becomes rejected
+// and gives back its count and tier bit (kGiveBackGrants, same transaction).
 inline constexpr char kFinishGrants[] =
     "UPDATE grants g SET "
     "  granted = g.granted OR x.kind = 'granted', "

@@ -331,8 +331,29 @@ std::vector<int> ApplyReversal(const pb::TriggerRule& rule, int64_t count, int64
         lost.push_back(i);
       }
     }
+  } else if (rule.kind() == pb::FIRST_TIME) {
+    // Every counted event was cancelled (the grant went with the one that had it): the customer
+    // has had no first event in this window, so the next one is the first.
+    if ((agg.tiers_granted & 1) != 0 && agg.count == 0) {
+      agg.tiers_granted &= ~int64_t{1};
+      lost.push_back(0);
+    }
   }
   return lost;
+}
+
+bool ClawsBack(const pb::TriggerRule& rule, bool cancelled, const std::vector<int>& lost,
+               bool grant_of_reversed_event, int tier) {
+  const bool tier_lost = std::find(lost.begin(), lost.end(), tier) != lost.end();
+  switch (rule.kind()) {
+    case pb::COUNT_AT_LEAST:
+    case pb::CUMULATIVE_AMOUNT:
+      return tier_lost;
+    case pb::FIRST_TIME:
+      return (cancelled && grant_of_reversed_event) || tier_lost;
+    default:  // EVERY_MATCH, or a rule whose definition is not known
+      return cancelled && grant_of_reversed_event;
+  }
 }
 
 const pb::RewardSpec& RewardOf(const pb::TriggerRule& rule, int tier) {

@@ -127,7 +127,10 @@ inline constexpr char kGrantsWindow[] = "*grants";
 struct Aggregate {
   int64_t count = 0;
   int64_t amount_fen = 0;
-  // Bit i: tier i was granted in this window (COUNT_AT_LEAST and FIRST_TIME use bit 0).
+  // Bit i: tier i was granted in this window (COUNT_AT_LEAST and FIRST_TIME use bit 0) and that
+  // grant still stands: a grant the ledger refuses gives its bit back (EventStore::Finish), and a
+  // reversal clears the bits of the tiers it takes away (ApplyReversal). FIRST_TIME keeps its bit
+  // after its grant is clawed back while another counted event is left.
   int64_t tiers_granted = 0;
 };
 
@@ -150,10 +153,25 @@ MatchEffect ApplyMatch(const pb::TriggerRule& rule, int64_t amount_fen, Aggregat
 
 // Takes back `count` events and `amount_fen` from `agg` (a cancelled or refunded event) and
 // returns the tiers whose condition no longer holds (their bits are cleared: they can be earned
-// again). EVERY_MATCH and FIRST_TIME grants belong to their event and are clawed back by event,
-// not here.
+// again): COUNT_AT_LEAST's tier 0 below its count, CUMULATIVE_AMOUNT's tiers below their
+// thresholds, and FIRST_TIME's tier 0 once no counted event is left (every one was cancelled, so
+// the next matching event is the first again). EVERY_MATCH grants belong to their event: see
+// ClawsBack.
 std::vector<int> ApplyReversal(const pb::TriggerRule& rule, int64_t count, int64_t amount_fen,
                                Aggregate& agg);
+
+// Whether a reversal under `rule` claws back an active grant of `tier` of the same rule, customer
+// and window, given whether the reversal undid its event entirely (`cancelled`), whether the grant
+// was caused by that event (`grant_of_reversed_event`) and the tiers ApplyReversal returned
+// (`lost`) (decision 010, amended):
+// - EVERY_MATCH: the grant of the cancelled event (a partial refund keeps it);
+// - FIRST_TIME: the same, and tier 0 when it is lost;
+// - COUNT_AT_LEAST, CUMULATIVE_AMOUNT: exactly the tiers lost, whichever event crossed them; a tier
+//   whose threshold still holds keeps its grant, even when the event that crossed it is cancelled;
+// - a rule of no known kind (its definition could not be found): the grants of the cancelled
+//   event, as for EVERY_MATCH.
+bool ClawsBack(const pb::TriggerRule& rule, bool cancelled, const std::vector<int>& lost,
+               bool grant_of_reversed_event, int tier);
 
 // The reward of `tier` (the rule's reward, or the tier's own for CUMULATIVE_AMOUNT).
 const pb::RewardSpec& RewardOf(const pb::TriggerRule& rule, int tier);

@@ -76,6 +76,72 @@ TEST(ApplyMatchTest, FirstTimeGrantsOnlyTheFirst) {
   EXPECT_THAT(ApplyMatch(rule, 0, agg, grants).grant_tiers, IsEmpty());
 }
 
+// Decision 010, amended: a loan cancelled in its cooling-off period takes its first-time grant
+// with it; with no counted event left, the customer's next loan is the first.
+TEST(ApplyReversalTest, CancellingTheOnlyFirstTimeEventMakesTheNextOneTheFirst) {
+  pb::TriggerRule rule = Cumulative({1});
+  rule.set_kind(pb::FIRST_TIME);
+  Aggregate agg, grants;
+  EXPECT_THAT(ApplyMatch(rule, 0, agg, grants).grant_tiers, ElementsAre(0));
+  const std::vector<int> lost = ApplyReversal(rule, 1, 0, agg);
+  EXPECT_THAT(lost, ElementsAre(0));
+  EXPECT_EQ(agg.count, 0);
+  EXPECT_EQ(agg.tiers_granted, 0);
+  EXPECT_TRUE(ClawsBack(rule, /*cancelled=*/true, lost, /*grant_of_reversed_event=*/true, 0));
+  grants.count = 0;  // given back by the clawback (EventStore)
+  MatchEffect next = ApplyMatch(rule, 0, agg, grants);
+  EXPECT_THAT(next.grant_tiers, ElementsAre(0));
+  EXPECT_THAT(next.decision, ::testing::HasSubstr("first matching event"));
+
+  // While another counted event is left, the next one is not the first.
+  Aggregate two, two_grants;
+  EXPECT_THAT(ApplyMatch(rule, 0, two, two_grants).grant_tiers, ElementsAre(0));
+  EXPECT_THAT(ApplyMatch(rule, 0, two, two_grants).grant_tiers, IsEmpty());
+  EXPECT_THAT(ApplyReversal(rule, 1, 0, two), IsEmpty());  // the first cancelled
+  EXPECT_EQ(two.tiers_granted, 1);
+  MatchEffect third = ApplyMatch(rule, 0, two, two_grants);
+  EXPECT_THAT(third.grant_tiers, IsEmpty());
+  EXPECT_THAT(third.decision, ::testing::HasSubstr("not the first"));
+  // Once every counted event is cancelled, it is.
+  EXPECT_THAT(ApplyReversal(rule, 1, 0, two), IsEmpty());
+  EXPECT_THAT(ApplyReversal(rule, 1, 0, two), ElementsAre(0));
+  EXPECT_THAT(ApplyMatch(rule, 0, two, two_grants).grant_tiers, ElementsAre(0));
+}
+
+// Decision 010, amended: a reversal claws back exactly the tiers whose thresholds no longer hold,
+// whichever event crossed them; grants that belong to their event go with it when it is
+// cancelled.
+TEST(ClawsBackTest, TiersGoWhenTheirThresholdGoesAndEventGrantsWithTheirEvent) {
+  const pb::TriggerRule tiers = Cumulative({100000});
+  Aggregate agg, grants;
+  EXPECT_THAT(ApplyMatch(tiers, 60000, agg, grants).grant_tiers, IsEmpty());       // A
+  EXPECT_THAT(ApplyMatch(tiers, 60000, agg, grants).grant_tiers, ElementsAre(0));  // B crosses
+  EXPECT_THAT(ApplyMatch(tiers, 60000, agg, grants).grant_tiers, IsEmpty());       // C
+  // B refunded in full: 120000 still holds the tier, whose grant (B's) stays.
+  std::vector<int> lost = ApplyReversal(tiers, 1, 60000, agg);
+  EXPECT_THAT(lost, IsEmpty());
+  EXPECT_FALSE(ClawsBack(tiers, true, lost, /*grant_of_reversed_event=*/true, 0));
+  // A refunded in full: 60000 does not, and B's grant goes although A is the event reversed.
+  lost = ApplyReversal(tiers, 1, 60000, agg);
+  EXPECT_THAT(lost, ElementsAre(0));
+  EXPECT_TRUE(ClawsBack(tiers, true, lost, /*grant_of_reversed_event=*/false, 0));
+
+  pb::TriggerRule count = Cumulative({1});
+  count.set_kind(pb::COUNT_AT_LEAST);
+  count.set_count_threshold(2);
+  EXPECT_FALSE(ClawsBack(count, true, {}, true, 0));
+  EXPECT_TRUE(ClawsBack(count, false, {0}, false, 0));
+
+  pb::TriggerRule every = Cumulative({1});
+  every.set_kind(pb::EVERY_MATCH);
+  EXPECT_TRUE(ClawsBack(every, true, {}, true, 0));
+  EXPECT_FALSE(ClawsBack(every, false, {}, true, 0));  // a partial refund keeps it
+  EXPECT_FALSE(ClawsBack(every, true, {}, false, 0));  // another event's grant
+  // A rule whose definition is not known: the cancelled event's own grants.
+  EXPECT_TRUE(ClawsBack(pb::TriggerRule(), true, {}, true, 0));
+  EXPECT_FALSE(ClawsBack(pb::TriggerRule(), true, {0}, false, 0));
+}
+
 TEST(ApplyMatchTest, CountAtLeastGrantsAtTheNthOncePerWindow) {
   pb::TriggerRule rule = Cumulative({1});
   rule.set_kind(pb::COUNT_AT_LEAST);

@@ -567,6 +567,8 @@ TEST_F(EventsE2eTest, AnEventCampaignSpendsItsFundedBudgetAndThenRecordsBudgetEx
         absl::ToUnixSeconds(absl::Now() + absl::Hours(24 * 30)));
     config->set_trigger_expression("event.type == \"" + type + "\"");
     config->set_budget_cap_fen(cap_fen);
+    // One grant per customer: a refused grant does not use it up (decision 010, amended).
+    config->mutable_limits()->set_per_customer_total(1);
     cpb::RewardItem* reward = config->add_rewards();
     reward->set_benefit_template_id("POINTS");
     reward->set_kind(cpb::REWARD_KIND_POINTS);
@@ -641,7 +643,8 @@ TEST_F(EventsE2eTest, AnEventCampaignSpendsItsFundedBudgetAndThenRecordsBudgetEx
   EXPECT_EQ(s.AwaitBalances(expected), expected);
   EXPECT_EQ(budget(), 50);
 
-  // An approved edit raises the cap to 4.5 yuan: 200 fen more, and the next event is granted.
+  // An approved edit raises the cap to 4.5 yuan: 200 fen more, and the next event is granted:
+  // the refused grant gave back c3's one grant.
   publish(2, 450);
   ASSERT_EQ(await_rule(2), 2);
   EXPECT_EQ(await_budget(250), 250);
