@@ -114,7 +114,11 @@ absl::Status ValidateRoles(const google::protobuf::RepeatedPtrField<std::string>
 }
 
 AdminAuth::AdminAuth(OperatorStore& store, const Clock& clock, AdminAuthOptions options)
-    : store_(store), clock_(clock), options_(options), signer_(options.token_key) {}
+    : store_(store),
+      clock_(clock),
+      options_(options),
+      signer_(options.token_key),
+      dummy_hash_(HashPassword("dummy-password-for-timing", options.scrypt).value_or("")) {}
 
 absl::Status AdminAuth::EnsureBootstrapAdmin(std::string_view id, std::string_view org_id,
                                              std::string_view password) {
@@ -141,16 +145,17 @@ absl::StatusOr<gw::Session> AdminAuth::SignIn(const gw::CreateSessionRequest& re
   const std::string session_id = RandomHex(16);
   const absl::Time expires_at = clock_.Now() + options_.token_ttl;
   const std::string password = request.password();
-  MKT_ASSIGN_OR_RETURN(
-      OperatorStore::SignInResult result,
-      store_.SignIn(
-          request.operator_id(),
-          [&password](const std::string& stored) {
-            // An unknown operator still pays for one hash, so timing does not reveal ids.
-            static const std::string kDummy = *HashPassword("dummy-password-for-timing");
-            return VerifyPassword(password, stored.empty() ? kDummy : stored) && !stored.empty();
-          },
-          options_.lockout, session_id, expires_at));
+  MKT_ASSIGN_OR_RETURN(OperatorStore::SignInResult result,
+                       store_.SignIn(
+                           request.operator_id(),
+                           [this, &password](const std::string& stored) {
+                             // An unknown operator still pays for one hash of the configured cost,
+                             // so timing does not reveal ids.
+                             return VerifyPassword(password,
+                                                   stored.empty() ? dummy_hash_ : stored) &&
+                                    !stored.empty();
+                           },
+                           options_.lockout, session_id, expires_at));
   switch (result.outcome) {
     case OperatorStore::SignInOutcome::kWrongCredentials:
       return Error(absl::StatusCode::kUnauthenticated, pb::TOKEN_INVALID,

@@ -64,8 +64,9 @@ class AdminAuth {
   absl::Status EnsureBootstrapAdmin(std::string_view id, std::string_view org_id,
                                     std::string_view password);
 
-  // 401 for an unknown operator or a wrong password (the same answer), 429 with the unlock time
-  // while locked, 403 for a disabled account.
+  // 401 for an unknown operator or a wrong password (the same answer, a disabled account's
+  // included), 429 with the unlock time while locked, 403 for a disabled account given its right
+  // password. Locking an account after wrong passwords leaves its sessions alone.
   absl::StatusOr<marketing::gateway::v1::Session> SignIn(
       const marketing::gateway::v1::CreateSessionRequest& request);
   // Authenticates the value of an Authorization header: 401 CREDENTIALS_MISSING without a bearer
@@ -89,6 +90,8 @@ class AdminAuth {
   const Clock& clock_;
   const AdminAuthOptions options_;
   TokenSigner signer_;
+  // What an unknown operator's password is checked against (the configured cost).
+  const std::string dummy_hash_;
 };
 
 // Returns INVALID_ARGUMENT naming the field when an operator id, password or role list is

@@ -142,6 +142,32 @@ absl::Status BindChannelCode(const ApiRoute& route, const ApiCall& call, gpb::Me
   return absl::OkStatus();
 }
 
+// Whether a response type holds a lasting credential anywhere (a field named secret or
+// password): a channel's secret on creation and rotation. (A session's token is opted out by its
+// route; a QR token lives 60 s and is single-use, so its answer may be replayed.)
+bool CarriesCredential(const gpb::Descriptor* type, int depth = 0) {
+  if (type == nullptr || depth > 8) return false;
+  for (int i = 0; i < type->field_count(); ++i) {
+    const gpb::FieldDescriptor* f = type->field(i);
+    if (f->name() == "secret" || f->name() == "password") return true;
+    if (f->type() == gpb::FieldDescriptor::TYPE_MESSAGE &&
+        CarriesCredential(f->message_type(), depth + 1)) {
+      return true;
+    }
+  }
+  return false;
+}
+
+// Deeper than a sign-in body ({"operator_id":…,"password":…}) ever is.
+constexpr int kMaxSignInDepth = 8;
+
+// A customer id is its member bank's own (decision 014): two banks may both have a "10001". The
+// per-customer budget is therefore kept per caller's org and customer, so one bank's traffic
+// never throttles another bank's customer.
+std::string CustomerBucket(const tenancy::Actor& caller, std::string_view customer) {
+  return absl::StrCat(caller.org_id, "/", std::string(customer));
+}
+
 std::string RequestHash(const HttpRequest& http) {
   return auth::Sha256Hex(absl::StrCat(http.method, "\n", http.target, "\n", http.body));
 }
@@ -250,6 +276,10 @@ absl::Status ApiService::Add(Router& router, ApiRoute route) {
                                    route.request_type->full_name()));
     }
   }
+  // Decision 003: a credential in an answer is shown once and kept nowhere in clear text, so an
+  // answer that carries one is never stored for replays (a retry runs the call again: a second
+  // rotation, or ALREADY_EXISTS for a second registration).
+  if (CarriesCredential(route.response_type)) route.idempotency = Idempotency::kNone;
   if (route.invoke_async && route.access == Access::kOperator) {
     // Operator sign-in may read the database, and admin calls are few: they take the pool.
     return Internal(absl::StrCat(name, ": operator routes have no async call"));
@@ -374,7 +404,7 @@ absl::StatusOr<std::optional<HttpResponse>> ApiService::Admit(const ApiRoute& ro
     if (auto it = request.params.find(route.customer_param); it != request.params.end()) {
       absl::StrAppend(&log_note, log_note.empty() ? "" : " ",
                       "customer=", MaskCustomerId(it->second));
-      throttled = Throttle(per_customer_, it->second, request_id);
+      throttled = Throttle(per_customer_, CustomerBucket(call.actor, it->second), request_id);
     }
   }
   if (!throttled)
@@ -467,8 +497,12 @@ gw::AdminRequestRecord ApiService::AuditRecordOf(const ApiRoute& route, const Ro
     record.set_org_id(call.actor.org_id);
     for (tenancy::Role r : call.actor.roles) record.add_roles(std::string(tenancy::RoleName(r)));
   } else {
-    // A sign-in names its operator in the body; the trail finds the org.
-    nlohmann::json body = nlohmann::json::parse(request.http.body, nullptr, false);
+    // A sign-in names its operator in the body; the trail finds the org. A body nested too deep
+    // is refused later and is not parsed here either.
+    nlohmann::json body;
+    if (CheckJsonDepth(request.http.body, kMaxSignInDepth).ok()) {
+      body = nlohmann::json::parse(request.http.body, nullptr, false);
+    }
     if (body.is_object() && body.contains("operator_id") && body["operator_id"].is_string()) {
       std::string named = body["operator_id"].get<std::string>();
       if (IsWellFormedUtf8(named) && named.size() <= 128) record.set_operator_id(named);
@@ -617,7 +651,8 @@ absl::StatusOr<std::unique_ptr<gpb::Message>> ApiService::BuildRequest(
     if (!customer.empty()) {
       absl::StrAppend(&log_note, log_note.empty() ? "" : " ",
                       "customer=", MaskCustomerId(customer));
-      if (auto throttled = Throttle(per_customer_, customer, http.request_id)) {
+      if (auto throttled =
+              Throttle(per_customer_, CustomerBucket(call.actor, customer), http.request_id)) {
         *answer = *std::move(throttled);
         return message;
       }

@@ -15,6 +15,7 @@
 #include "libs/core/status.h"
 #include "libs/core/text.h"
 #include "marketing/campaigns/v1/participation.pb.h"
+#include "marketing/channels/v1/channels.pb.h"
 #include "marketing/gateway/v1/gateway.pb.h"
 #include "marketing/rewards/v1/benefits.pb.h"
 #include "nlohmann/json.hpp"
@@ -27,6 +28,7 @@ namespace gpb = ::google::protobuf;
 namespace gw = ::marketing::gateway::v1;
 namespace cpb = ::marketing::campaigns::v1;
 namespace rpb = ::marketing::rewards::v1;
+namespace chpb = ::marketing::channels::v1;
 using ::testing::HasSubstr;
 
 // Idempotency records in memory, with the same claim semantics as the PostgreSQL store.
@@ -246,7 +248,7 @@ class ApiTest : public ::testing::TestWithParam<bool> {
 
   HttpResponse Send(const std::string& method, const std::string& target, const std::string& body,
                     const std::string& idempotency_key = "", const std::string& channel = "ch_a",
-                    const std::string& code = "mobile_banking") {
+                    const std::string& code = "mobile_banking", const std::string& org = "bank-a") {
     HttpRequest http;
     http.method = method;
     http.target = target;
@@ -255,7 +257,7 @@ class ApiTest : public ::testing::TestWithParam<bool> {
     if (!idempotency_key.empty()) http.headers.Add("Idempotency-Key", idempotency_key);
     absl::StatusOr<RouteMatch> match = router_.Match(method, http.path());
     if (!match.ok()) return ErrorResponse(match.status(), http.request_id);
-    AuthenticatedChannel ch{channel, "bank-a", code};
+    AuthenticatedChannel ch{channel, org, code};
     const RouteRequest route_request{http, match->params, ch};
     absl::StatusOr<HttpResponse> r = absl::UnknownError("not answered");
     bool answered = false;
@@ -415,6 +417,36 @@ TEST_P(ApiTest, CustomerLimitAppliesPerCustomer) {
   }
   EXPECT_EQ(limited, 2);
   EXPECT_EQ(Send("GET", "/v1/customers/bank-a.branch-01/operators", "", "", "ch_z").status, 200);
+  // Customer ids are each bank's own: another org's channel asking for the same id has a budget
+  // of its own.
+  EXPECT_EQ(
+      Send("GET", "/v1/customers/bank-a/operators", "", "", "ch_f", "mobile_banking", "fed").status,
+      200);
+}
+
+// Decision 003: a route whose answer holds a credential (a channel's secret) stores no answer for
+// replays, even when the client sends an Idempotency-Key; a retry runs the call again.
+TEST_P(ApiTest, AnswersHoldingASecretAreNeverStoredForReplays) {
+  ApiRoute rotate;
+  rotate.method = "POST";
+  rotate.path = "/v1/secrets";
+  rotate.access = Access::kChannel;
+  rotate.request_type = chpb::GetChannelRequest::descriptor();
+  rotate.response_type = chpb::ChannelWithSecret::descriptor();
+  int rotations = 0;
+  rotate.invoke = [&rotations](const ApiCall&, const gpb::Message&, gpb::Message* resp) {
+    static_cast<chpb::ChannelWithSecret*>(resp)->set_secret(absl::StrCat("secret-", ++rotations));
+    return absl::OkStatus();
+  };
+  ASSERT_TRUE(Add(rotate).ok());
+  const size_t stored = store_.size();
+  HttpResponse first = Send("POST", "/v1/secrets", R"({"id":"ch_1"})", "rotate-1");
+  HttpResponse again = Send("POST", "/v1/secrets", R"({"id":"ch_1"})", "rotate-1");
+  ASSERT_EQ(first.status, 200) << first.body;
+  ASSERT_EQ(again.status, 200) << again.body;
+  EXPECT_THAT(first.body, HasSubstr("secret-1"));
+  EXPECT_THAT(again.body, HasSubstr("secret-2"));
+  EXPECT_EQ(store_.size(), stored);
 }
 
 TEST_P(ApiTest, QueryParametersBindAndUnknownOnesAre400) {
@@ -824,6 +856,15 @@ TEST_P(ApiTest, ABackendFailureIs503WithRetryAfterOnEitherPath) {
 TEST(MaskCustomerIdTest, KeepsOnlyTheEnds) {
   EXPECT_EQ(MaskCustomerId("C1234567890"), "C1*******90");
   EXPECT_EQ(MaskCustomerId("abc"), "***");
+}
+
+// A body nested far deeper than any route accepts is recorded by its size, without walking it (a
+// recursive walk of a million levels would overflow the stack: the whole gateway down).
+TEST(MaskedBodyTest, ABodyNestedTooDeepIsRecordedByItsSizeOnly) {
+  const std::string deep = std::string(500'000, '[') + std::string(500'000, ']');
+  EXPECT_EQ(MaskedBody(deep), "(JSON nested deeper than 64 levels: 1000000 bytes)");
+  const std::string fine = std::string(60, '[') + std::string(60, ']');
+  EXPECT_EQ(MaskedBody(fine), fine);
 }
 
 TEST(MaskedBodyTest, PasswordsAndSecretsAreMaskedAtAnyDepthAndLongBodiesCut) {

@@ -12,6 +12,7 @@
 #include "libs/core/text.h"
 #include "libs/pg/pool.h"
 #include "nlohmann/json.hpp"
+#include "services/gateway/json_codec.h"
 
 namespace mkt::gateway {
 namespace {
@@ -56,6 +57,9 @@ bool IsSecretName(const std::string& name) {
   return lower.find("password") != std::string::npos || lower.find("secret") != std::string::npos;
 }
 
+// Deeper than any route accepts (gateway configuration max_json_depth, default 32).
+constexpr int kMaxAuditedDepth = 64;
+
 void Mask(nlohmann::json& j) {
   if (j.is_object()) {
     for (auto it = j.begin(); it != j.end(); ++it) {
@@ -91,6 +95,13 @@ absl::StatusOr<int64_t> Insert(pg::Pool& pool, const gw::AdminRequestRecord& r, 
 
 std::string MaskedBody(std::string_view body, size_t max_bytes) {
   if (body.empty()) return "";
+  // Masking and writing walk the tree recursively: a body nested deeper than any request may be
+  // (the routes refuse it later, api.h max_json_depth) is recorded by its size only, before it is
+  // parsed, so that no body can exhaust the stack of the gateway.
+  if (!CheckJsonDepth(body, kMaxAuditedDepth).ok()) {
+    return absl::StrCat("(JSON nested deeper than ", kMaxAuditedDepth, " levels: ", body.size(),
+                        " bytes)");
+  }
   nlohmann::json j = nlohmann::json::parse(body, nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded()) return absl::StrCat("(not JSON: ", body.size(), " bytes)");
   Mask(j);

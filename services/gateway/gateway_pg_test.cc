@@ -179,13 +179,18 @@ TEST_F(GatewayPgTest, FiveWrongPasswordsLockTheAccountUntilUnlocked) {
   for (int i = 0; i < 4; ++i) {
     EXPECT_EQ(SignIn("bob", "wrong password!").status().code(), absl::StatusCode::kUnauthenticated);
   }
-  ASSERT_TRUE(SignIn("bob", "password-of-bob").ok()) << "four failures do not lock; success resets";
+  auto signed_in = SignIn("bob", "password-of-bob");
+  ASSERT_TRUE(signed_in.ok()) << "four failures do not lock; success resets";
+  const std::string token = "Bearer " + signed_in->token();
   for (int i = 0; i < 5; ++i) {
     EXPECT_EQ(SignIn("bob", "wrong password!").status().code(), absl::StatusCode::kUnauthenticated);
   }
   auto locked = SignIn("bob", "password-of-bob");
   EXPECT_EQ(locked.status().code(), absl::StatusCode::kResourceExhausted) << locked.status();
   EXPECT_TRUE(auth_.GetOperator(Admin("fed"), "bob")->has_locked_until());
+  // Guessing locks the account, but does not sign its operator out: the session bob had before
+  // still works (anyone could otherwise end an operator's sessions by guessing).
+  EXPECT_TRUE(auth_.Authenticate(&token).ok());
 
   gw::UpdateOperatorRequest unlock;
   unlock.set_id("bob");
@@ -215,6 +220,12 @@ TEST_F(GatewayPgTest, BootstrapAdminIsCreatedOnceAndDisabledAccountsCannotSignIn
   ASSERT_TRUE(auth_.UpdateOperator(Admin("fed"), disable).ok());
   EXPECT_EQ(SignIn("admin", "bootstrap password").status().code(),
             absl::StatusCode::kPermissionDenied);
+  // A wrong password on a disabled account is answered like one on an unknown id: whether the
+  // account exists is told only to whoever knows its password.
+  const absl::Status wrong = SignIn("admin", "not the password").status();
+  const absl::Status unknown = SignIn("no-such-admin", "not the password").status();
+  EXPECT_EQ(wrong.code(), absl::StatusCode::kUnauthenticated) << wrong;
+  EXPECT_EQ(wrong.message(), unknown.message());
 }
 
 TEST_F(GatewayPgTest, TheAuditTrailIsScopedMaskedPagedAndKeepsUnfinishedRequests) {

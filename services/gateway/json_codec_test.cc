@@ -54,6 +54,24 @@ TEST(JsonCodecTest, WrongTypesAndMalformedJsonAreInvalidArgument) {
   EXPECT_EQ(ParseJsonInto("", &accepted, 8).code(), absl::StatusCode::kInvalidArgument);
 }
 
+// Only strict JSON: what protobuf's lenient parser alone would take (a trailing comma, single
+// quotes, a bare key) is refused, with the place named and none of the client's bytes echoed.
+TEST(JsonCodecTest, OnlyStrictJsonIsAccepted) {
+  for (const char* lenient :
+       {R"({"id":"bob","roles":["admin"],})", R"({'id':'bob'})", R"({id:"bob"})",
+        R"({"id":"bob"} trailing)", "{\"id\":\"\xff\xfe\"x}"}) {
+    gw::UpdateOperatorRequest update;
+    absl::Status s = ParseJsonInto(lenient, &update, 8);
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << lenient;
+    EXPECT_EQ(FieldOf(s), "body") << s;
+    EXPECT_NE(s.message().find("not valid JSON: parse error at line 1, column"), std::string::npos)
+        << s;
+    EXPECT_EQ(s.message().find("last read"), std::string::npos) << s;
+    EXPECT_EQ(s.message().find("json.exception"), std::string::npos) << s;
+    EXPECT_TRUE(update.id().empty()) << lenient;
+  }
+}
+
 // A value of a kind its field cannot take is refused in the API's words, naming the field and
 // both kinds; and protobuf's parser refuses every one of these bodies too, so the screen changes
 // the message, never what is accepted.

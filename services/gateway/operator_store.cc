@@ -175,8 +175,12 @@ absl::StatusOr<OperatorStore::SignInResult> OperatorStore::SignIn(
     }
     OperatorRecord record = FromRow(r[0]);
     result.op = record.op;
+    // Every answer pays for one hash (an unknown id too), so timing tells nothing about an
+    // account. A disabled account says so only to whoever knows its password: to anyone else it
+    // is a wrong password, like an unknown id.
+    const bool right = verify(record.password_hash);
     if (record.op.disabled()) {
-      result.outcome = SignInOutcome::kDisabled;
+      result.outcome = right ? SignInOutcome::kDisabled : SignInOutcome::kWrongCredentials;
       return absl::OkStatus();
     }
     if (record.op.has_locked_until()) {
@@ -184,7 +188,7 @@ absl::StatusOr<OperatorStore::SignInResult> OperatorStore::SignIn(
       result.locked_until = absl::FromUnixSeconds(record.op.locked_until().seconds());
       return absl::OkStatus();
     }
-    if (!verify(record.password_hash)) {
+    if (!right) {
       const int failures = record.op.failed_sign_ins() + 1;
       if (failures >= policy.max_failures) {
         pqxx::result locked = tx.exec_params(
@@ -193,7 +197,8 @@ absl::StatusOr<OperatorStore::SignInResult> OperatorStore::SignIn(
             "RETURNING extract(epoch FROM locked_until)::bigint",
             std::string(id), absl::ToDoubleSeconds(policy.lock_for));
         result.locked_until = absl::FromUnixSeconds(locked[0][0].as<int64_t>());
-        tx.exec_params(kRevokeAll, std::string(id));
+        // The operator's sessions stay: wrong passwords say nothing against a token already
+        // issued, and ending them would let anyone sign an operator out by guessing.
       } else {
         tx.exec_params("UPDATE operators SET failed_sign_ins = $2 WHERE id = $1", std::string(id),
                        failures);
