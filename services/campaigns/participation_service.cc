@@ -10,6 +10,7 @@
 #include "libs/core/status.h"
 #include "libs/core/text.h"
 #include "libs/log/log.h"
+#include "libs/metrics/metrics.h"
 #include "libs/tenancy/tenancy.h"
 #include "services/campaigns/asset_growth.h"
 #include "services/campaigns/lottery.h"
@@ -100,16 +101,50 @@ absl::Status KeyReused() {
                "idempotency_key was used for a different participation request");
 }
 
-}  // namespace
-
-std::string DayKey(absl::Time t) {
-  static const absl::TimeZone kChina = absl::FixedTimeZone(8 * 3600);
-  return absl::FormatCivilTime(absl::ToCivilDay(t, kChina));
+// What an unknown campaign and one the customer's org is not covered by both answer: another
+// bank's campaign must not be told apart from one that does not exist (decision 009).
+absl::Status UnknownCampaign(const std::string& id) {
+  return NotFound("campaign " + id + " does not exist");
 }
 
-std::string WeekKey(absl::Time t) {
+const absl::TimeZone& ChinaTime() {
   static const absl::TimeZone kChina = absl::FixedTimeZone(8 * 3600);
-  const absl::CivilDay day = absl::ToCivilDay(t, kChina);
+  return kChina;
+}
+
+// "2026-11-30 10:00:00 +08:00"
+std::string InWords(absl::Time t) {
+  return absl::FormatTime("%Y-%m-%d %H:%M:%S %Ez", t, ChinaTime());
+}
+
+// Why the campaign's window is not open at `now`, in words; "" when it is open.
+std::string OutsideWindow(const pb::CampaignConfig& live, absl::Time now) {
+  if (live.has_start_time() && now < TimeOf(live.start_time())) {
+    return "the campaign starts at " + InWords(TimeOf(live.start_time()));
+  }
+  if (live.has_end_time() && now >= TimeOf(live.end_time())) {
+    return "the campaign ended at " + InWords(TimeOf(live.end_time()));
+  }
+  return "";
+}
+
+// Recovery sweep attempts by outcome: completed (granted, no prize or refused for good),
+// deferred (still PENDING, tried again later), stuck (deferred past the attempts after which an
+// operator should look).
+void CountRecovery(const char* outcome) {
+  static auto& family = prometheus::BuildCounter()
+                            .Name("mkt_campaigns_participation_recoveries_total")
+                            .Help("recovery sweep attempts on PENDING participations by outcome")
+                            .Register(metrics::Registry());
+  family.Add({{"outcome", outcome}}).Increment();
+}
+
+}  // namespace
+
+std::string DayKey(absl::Time t) { return absl::FormatCivilTime(absl::ToCivilDay(t, ChinaTime())); }
+
+std::string WeekKey(absl::Time t) {
+  const absl::CivilDay day = absl::ToCivilDay(t, ChinaTime());
   return absl::FormatCivilTime(absl::PrevWeekday(day + 1, absl::Weekday::monday));
 }
 
@@ -142,6 +177,12 @@ absl::StatusOr<std::shared_ptr<const pb::Campaign>> CampaignCache::Get(const std
   if (entries_.size() > 100000) entries_.clear();
   entries_[id] = Entry{loaded, now};
   return loaded;
+}
+
+std::shared_ptr<const pb::Campaign> CampaignCache::Peek(const std::string& id) {
+  absl::MutexLock lock(&mu_);
+  auto it = entries_.find(id);
+  return it == entries_.end() ? nullptr : it->second.campaign;
 }
 
 absl::StatusOr<std::shared_ptr<const std::vector<pb::Campaign>>> CampaignCache::Online() {
@@ -199,7 +240,15 @@ absl::Status ParticipationService::Screen(const pb::ParticipateRequest& r) {
   const absl::Time now = clock_.Now();
   if (sold_out_.Check(r.campaign_id(), r.idempotency_key(), now) ==
       SoldOutBoard::Verdict::kSoldOut) {
-    return Refuse(common::STOCK_EXHAUSTED, "the campaign's rewards are all given out");
+    // Only a customer the campaign is for may learn that it sold out; anyone else is told it
+    // does not exist. A marked campaign was read by this process (its org never changes); one
+    // no longer cached goes on to the worker, which reads it.
+    if (std::shared_ptr<const pb::Campaign> c = cache_.Peek(r.campaign_id()); c != nullptr) {
+      if (!tenancy::Covers(c->org_id(), r.customer_org_id())) {
+        return UnknownCampaign(r.campaign_id());
+      }
+      return Refuse(common::STOCK_EXHAUSTED, "the campaign's rewards are all given out");
+    }
   }
   if (!customer_limiter_.Allow(r.customer_id(), now)) {
     return Error(absl::StatusCode::kResourceExhausted, common::RATE_LIMITED,
@@ -214,18 +263,16 @@ absl::Status ParticipationService::Screen(const pb::ParticipateRequest& r) {
 
 absl::Status ParticipationService::CheckOpen(const pb::Campaign& c, const std::string& customer_org,
                                              const std::string& channel, absl::Time now) const {
+  // Tenancy first: every later refusal (its state, its window) would tell another bank's
+  // customer that the campaign exists.
+  if (!tenancy::Covers(c.org_id(), customer_org)) return UnknownCampaign(c.id());
   if (c.state() != pb::ONLINE) {
     return Refuse(common::CAMPAIGN_NOT_ACTIVE,
                   "the campaign is " + pb::CampaignState_Name(c.state()) + ", not online");
   }
   const pb::CampaignConfig& live = c.live();
-  if ((live.has_start_time() && now < TimeOf(live.start_time())) ||
-      (live.has_end_time() && now >= TimeOf(live.end_time()))) {
-    return Refuse(common::CAMPAIGN_NOT_ACTIVE, "the campaign's window is not open now");
-  }
-  if (!tenancy::Covers(c.org_id(), customer_org)) {
-    return Refuse(common::NOT_ELIGIBLE,
-                  "the campaign belongs to " + c.org_id() + ", not to the customer's bank");
+  if (const std::string outside = OutsideWindow(live, now); !outside.empty()) {
+    return Refuse(common::CAMPAIGN_NOT_ACTIVE, outside);
   }
   if (!OffersChannel(live, channel)) {
     return Refuse(common::NOT_ELIGIBLE, "the campaign is not offered on channel " + channel);
@@ -237,15 +284,22 @@ absl::Status ParticipationService::CheckOpen(const pb::Campaign& c, const std::s
   return absl::OkStatus();
 }
 
-absl::Status ParticipationService::ReplayOrFail(const pb::ParticipateRequest& r,
-                                                absl::Status refusal, pb::Participation* replayed) {
-  // A replay of a participation recorded before the campaign closed (or the customer left the
-  // audience) still gets its first outcome.
+absl::StatusOr<pb::Participation> ParticipationService::ReplayOrRefuse(
+    const pb::ParticipateRequest& r, const pb::Campaign& campaign, absl::Status refusal,
+    bool* replayed) {
+  // A participation stored under the key was reserved while the campaign was open to the
+  // customer, so its replay gets that participation whatever the campaign is now (paused, ended,
+  // the customer out of the audience). A PENDING one is a grant whose outcome is unknown (the
+  // caller was told to retry with the same key): it is completed as the recovery sweep would
+  // complete it, never refused while the sweep later grants it.
   MKT_ASSIGN_OR_RETURN(auto stored, store_.Get(r.campaign_id(), r.idempotency_key()));
-  if (!stored || stored->participation.status() == pb::PARTICIPATION_PENDING) return refusal;
+  if (!stored) return refusal;
   if (stored->request_hash != RequestHash(r)) return KeyReused();
-  *replayed = stored->participation;
-  return absl::OkStatus();
+  *replayed = true;
+  if (stored->participation.status() != pb::PARTICIPATION_PENDING) {
+    return AnswerFor(stored->participation);
+  }
+  return Complete(std::move(stored->participation), campaign);
 }
 
 absl::StatusOr<pb::Participation> ParticipationService::Participate(const pb::ParticipateRequest& r,
@@ -259,35 +313,29 @@ absl::StatusOr<pb::Participation> ParticipationService::Participate(const pb::Pa
   absl::Cleanup leave = [&] {
     if (verdict == SoldOutBoard::Verdict::kOpen) sold_out_.Leave(r.campaign_id());
   };
-  if (verdict != SoldOutBoard::Verdict::kOpen) {
-    // Sold out, and this key may have a stored participation: answer with it, else refuse
-    // without a reservation. A PENDING one takes the full path, which completes it.
-    MKT_ASSIGN_OR_RETURN(auto stored, store_.Get(r.campaign_id(), r.idempotency_key()));
-    if (!stored) return Refuse(common::STOCK_EXHAUSTED, "the campaign's rewards are all given out");
-    if (stored->request_hash != RequestHash(r)) return KeyReused();
-    if (stored->participation.status() != pb::PARTICIPATION_PENDING) {
-      *replayed = true;
-      return AnswerFor(stored->participation);
-    }
-  }
   MKT_ASSIGN_OR_RETURN(std::shared_ptr<const pb::Campaign> campaign, cache_.Get(r.campaign_id()));
-  if (!campaign) return NotFound("campaign " + r.campaign_id() + " does not exist");
+  // Before anything that could tell another bank's customer the campaign exists (sold out, its
+  // state, its window): such a customer never had a participation in it to replay.
+  if (!campaign || !tenancy::Covers(campaign->org_id(), r.customer_org_id())) {
+    return UnknownCampaign(r.campaign_id());
+  }
+  if (verdict != SoldOutBoard::Verdict::kOpen) {
+    // Sold out, and this key may have a stored participation: answer with it (completing a
+    // PENDING one), else refuse without a reservation.
+    return ReplayOrRefuse(
+        r, *campaign, Refuse(common::STOCK_EXHAUSTED, "the campaign's rewards are all given out"),
+        replayed);
+  }
   const pb::CampaignConfig& live = campaign->live();
   if (absl::Status open = CheckOpen(*campaign, r.customer_org_id(), r.channel(), now); !open.ok()) {
-    pb::Participation stored;
-    MKT_RETURN_IF_ERROR(ReplayOrFail(r, open, &stored));
-    *replayed = true;
-    return AnswerFor(stored);
+    return ReplayOrRefuse(r, *campaign, std::move(open), replayed);
   }
   MKT_ASSIGN_OR_RETURN(bool member,
                        audience_.InAudience(campaign->org_id(), r.customer_id(), live.audience()));
   if (!member) {
-    pb::Participation stored;
-    MKT_RETURN_IF_ERROR(ReplayOrFail(
-        r, Refuse(common::NOT_ELIGIBLE, "the customer is not in the campaign's audience"),
-        &stored));
-    *replayed = true;
-    return AnswerFor(stored);
+    return ReplayOrRefuse(
+        r, *campaign,
+        Refuse(common::NOT_ELIGIBLE, "the customer is not in the campaign's audience"), replayed);
   }
 
   Reservation rsv;
@@ -420,6 +468,23 @@ absl::StatusOr<pb::Participation> ParticipationService::Participate(const pb::Pa
 
 absl::StatusOr<IssueRequest> ParticipationService::IssueFor(const pb::Participation& p,
                                                             const pb::Campaign& campaign) {
+  // The version the participation was made under: an approved edit since (another points
+  // validity, say) must not change a retry, which the rewards service would answer
+  // IDEMPOTENCY_KEY_REUSED under the same ids although the first attempt may have granted.
+  const pb::CampaignConfig* config = &campaign.live();
+  pb::CampaignConfig made_under;
+  if (p.campaign_version() != campaign.live_version()) {
+    absl::StatusOr<pb::CampaignConfig> version =
+        store_.VersionConfig(campaign.id(), p.campaign_version());
+    if (!version.ok()) {
+      return Error(absl::StatusCode::kUnavailable, common::DEPENDENCY_UNAVAILABLE,
+                   "cannot read version " + std::to_string(p.campaign_version()) +
+                       " of the campaign (" + std::string(version.status().message()) +
+                       "); retry with the same idempotency key");
+    }
+    made_under = *std::move(version);
+    config = &made_under;
+  }
   IssueRequest issue;
   issue.request_id = p.ledger_request_id();
   issue.org_id = campaign.org_id();
@@ -445,13 +510,13 @@ absl::StatusOr<IssueRequest> ParticipationService::IssueFor(const pb::Participat
       }
       grant.cost_fen = info->unit_cost_fen * reward.quantity();
     }
-    for (const auto& item : campaign.live().rewards()) {
+    for (const auto& item : config->rewards()) {
       if (item.benefit_template_id() == reward.benefit_template_id() &&
           item.points_valid_days() > 0) {
         grant.points_valid_days = item.points_valid_days();
       }
     }
-    for (const auto& prize : campaign.live().prizes()) {
+    for (const auto& prize : config->prizes()) {
       if (prize.name() == reward.prize_name() && prize.points_valid_days() > 0) {
         grant.points_valid_days = prize.points_valid_days();
       }
@@ -476,6 +541,19 @@ absl::StatusOr<pb::Participation> ParticipationService::Complete(pb::Participati
   MKT_ASSIGN_OR_RETURN(IssueRequest issue, IssueFor(p, campaign));
   absl::Status issued = issuer_.Issue(issue);
   const ErrorReason reason = issued.ok() ? common::ERROR_REASON_UNSPECIFIED : ReasonOf(issued);
+  if (reason == common::IDEMPOTENCY_KEY_REUSED) {
+    // The ids are derived from this participation's own key, so no other participation sends
+    // them: the rewards service holding other content under them means an earlier attempt of
+    // this one sent a different grant (the service's configuration changed in between), which
+    // may have gone through. Rejecting would give the counters back while the customer may hold
+    // the reward, so it stays PENDING until an operator settles it.
+    spdlog::error(
+        "participation {} (campaign {}, request {}): the rewards service holds this grant's ids "
+        "with other content ({}); it stays PENDING until an operator settles it",
+        p.id(), p.campaign_id(), p.ledger_request_id(), issued.message());
+    return Error(absl::StatusCode::kInternal, common::INTERNAL,
+                 "the grant of this participation could not be confirmed and needs an operator");
+  }
   if (!issued.ok() && !IsBusinessRefusal(reason)) {
     // Outcome unknown (the ledger is down or slow): the participation stays PENDING; a replay
     // or the recovery sweep issues the same request id again.
@@ -545,17 +623,54 @@ absl::StatusOr<pb::Participation> ParticipationService::GetParticipation(
   return stored->participation;
 }
 
+absl::Duration ParticipationService::RecoveryDelay(int attempts) {
+  const absl::Duration max = absl::Hours(1);
+  absl::Duration delay = absl::Seconds(30);
+  for (int i = 1; i < attempts && delay < max; ++i) delay *= 2;
+  return std::min(delay, max);
+}
+
 absl::StatusOr<int> ParticipationService::RecoverPending(absl::Duration older_than, int limit) {
-  MKT_ASSIGN_OR_RETURN(std::vector<pb::Participation> stale,
-                       store_.ListStalePending(clock_.Now() - older_than, limit));
+  const absl::Time now = clock_.Now();
+  MKT_ASSIGN_OR_RETURN(std::vector<PgParticipationStore::StalePending> stale,
+                       store_.ListStalePending(now - older_than, now, limit));
   int done = 0;
-  for (auto& p : stale) {
-    MKT_ASSIGN_OR_RETURN(std::shared_ptr<const pb::Campaign> campaign, cache_.Get(p.campaign_id()));
-    if (!campaign) continue;
-    absl::StatusOr<pb::Participation> completed = Complete(std::move(p), *campaign);
-    const ErrorReason reason =
-        completed.ok() ? common::ERROR_REASON_UNSPECIFIED : ReasonOf(completed.status());
-    if (completed.ok() || IsBusinessRefusal(reason)) ++done;
+  for (auto& [p, attempts] : stale) {
+    const std::string id = p.id();
+    const std::string campaign_id = p.campaign_id();
+    absl::Status failure;
+    MKT_ASSIGN_OR_RETURN(std::shared_ptr<const pb::Campaign> campaign, cache_.Get(campaign_id));
+    if (!campaign) {
+      failure = UnknownCampaign(campaign_id);
+    } else {
+      absl::StatusOr<pb::Participation> completed = Complete(std::move(p), *campaign);
+      // A business refusal was recorded (REJECTED): done too.
+      if (completed.ok() || IsBusinessRefusal(ReasonOf(completed.status()))) {
+        ++done;
+        CountRecovery("completed");
+        continue;
+      }
+      failure = completed.status();
+    }
+    // Still PENDING. Oldest first alone would retry the ones that cannot complete (a hold voided
+    // by its timeout, a grant the rewards service holds with other content, a reward that cannot
+    // be priced) at the head of every sweep, and once `limit` of them existed the newer ones
+    // behind them would never be recovered: it waits, longer after each attempt.
+    const absl::Time next = now + RecoveryDelay(attempts + 1);
+    MKT_ASSIGN_OR_RETURN(const int tried, store_.DeferRecovery(id, next));
+    if (tried >= kRecoveryAttemptsBeforeOperator) {
+      CountRecovery("stuck");
+      spdlog::error(
+          "participation {} of campaign {} is still PENDING after {} recovery attempts ({}); it "
+          "is tried again at {}, and an operator should settle it",
+          id, campaign_id, tried, failure.ToString(), InWords(next));
+    } else if (tried > 0) {
+      CountRecovery("deferred");
+      spdlog::warn(
+          "participation {} of campaign {} is still PENDING after recovery attempt {} ({}); "
+          "next attempt at {}",
+          id, campaign_id, tried, failure.ToString(), InWords(next));
+    }
   }
   return done;
 }
@@ -583,11 +698,18 @@ absl::StatusOr<pb::ListEligibleResponse> ParticipationService::ListEligible(
 
   std::vector<const pb::Campaign*> here;
   std::vector<std::string> ids;
+  // Online campaigns of the channel outside their window (it starts later after an approved
+  // edit, or it ended and the scheduler has not ended it yet): explained as not active, with
+  // when, as participation.proto promises for every online campaign of the channel not open.
+  absl::flat_hash_map<std::string, std::string> not_active;
   for (const auto& c : *online) {
     // Other banks' campaigns are not even explained: their existence is theirs.
     if (!tenancy::Covers(c.org_id(), r.customer_org_id())) continue;
     if (!OffersChannel(c.live(), r.channel()) || !Participatory(c.live().type())) continue;
-    if (!CheckOpen(c, r.customer_org_id(), r.channel(), now).ok()) continue;
+    if (absl::Status open = CheckOpen(c, r.customer_org_id(), r.channel(), now); !open.ok()) {
+      if (!r.explain() || ReasonOf(open) != common::CAMPAIGN_NOT_ACTIVE) continue;
+      not_active[c.id()] = std::string(open.message());
+    }
     here.push_back(&c);
     ids.push_back(c.id());
   }
@@ -663,6 +785,14 @@ absl::StatusOr<pb::ListEligibleResponse> ParticipationService::ListEligible(
       e.set_remaining_total(enrolled ? 0 : 1);
     }
 
+    if (auto it = not_active.find(c->id()); it != not_active.end()) {
+      e.set_open(false);
+      e.set_not_open_because(it->second);
+      e.set_not_open_reason(ReasonName(common::CAMPAIGN_NOT_ACTIVE));
+      closed.push_back(std::move(e));
+      continue;
+    }
+
     std::string why, reason;
     auto refuse = [&](const std::string& w, ErrorReason code) {
       if (enrolled) return;
@@ -671,30 +801,18 @@ absl::StatusOr<pb::ListEligibleResponse> ParticipationService::ListEligible(
         reason = ReasonName(code);
       }
     };
-    if (limits.per_customer_total() > 0 && total >= limits.per_customer_total()) {
-      refuse("already taken part " + std::to_string(total) + " time(s); the limit is " +
-                 std::to_string(limits.per_customer_total()),
-             common::LIMIT_REACHED);
-    }
-    if (limits.per_customer_daily() > 0 && today >= limits.per_customer_daily()) {
-      refuse("daily limit of " + std::to_string(limits.per_customer_daily()) + " reached today",
-             common::LIMIT_REACHED);
-    }
-    if (limits.per_customer_weekly() > 0 && week >= limits.per_customer_weekly()) {
-      refuse("weekly limit of " + std::to_string(limits.per_customer_weekly()) + " reached",
-             common::LIMIT_REACHED);
-    }
-    if (limits.global_total() > 0 && count(c->id(), "g:all") >= limits.global_total()) {
-      refuse("all " + std::to_string(limits.global_total()) + " participations are taken",
-             common::LIMIT_REACHED);
-    }
-    if (limits.per_org_total() > 0 &&
-        count(c->id(), "o:" + r.customer_org_id() + ":all") >= limits.per_org_total()) {
-      refuse("the bank's " + std::to_string(limits.per_org_total()) + " participations are taken",
-             common::LIMIT_REACHED);
-    }
-    if (e.sold_out())
-      refuse("sold out: the campaign's rewards are all given out", common::STOCK_EXHAUSTED);
+    // Whom the campaign is for is decided before its limits and stock: a customer outside its
+    // audience, or in another campaign of its exclusion group, is told only that (NOT_ELIGIBLE),
+    // and the coupon centre does not list such a coupon at all. Deciding "sold out" first listed
+    // a sold-out VIP-only coupon to everyone. Limits and stock are only noted here.
+    std::string limit_why;
+    ErrorReason limit_reason = common::ERROR_REASON_UNSPECIFIED;
+    auto limited = [&](const std::string& w, ErrorReason code) {
+      if (limit_why.empty()) {
+        limit_why = w;
+        limit_reason = code;
+      }
+    };
     if (!live.exclusion_group().empty()) {
       for (const auto& claim : claims) {
         if (claim[0] == c->org_id() && claim[1] == live.exclusion_group() && claim[2] != c->id()) {
@@ -704,12 +822,42 @@ absl::StatusOr<pb::ListEligibleResponse> ParticipationService::ListEligible(
         }
       }
     }
-    if (why.empty() && !enrolled) {
+    if (limits.per_customer_total() > 0 && total >= limits.per_customer_total()) {
+      limited("already taken part " + std::to_string(total) + " time(s); the limit is " +
+                  std::to_string(limits.per_customer_total()),
+              common::LIMIT_REACHED);
+    }
+    if (limits.per_customer_daily() > 0 && today >= limits.per_customer_daily()) {
+      limited("daily limit of " + std::to_string(limits.per_customer_daily()) + " reached today",
+              common::LIMIT_REACHED);
+    }
+    if (limits.per_customer_weekly() > 0 && week >= limits.per_customer_weekly()) {
+      limited("weekly limit of " + std::to_string(limits.per_customer_weekly()) + " reached",
+              common::LIMIT_REACHED);
+    }
+    if (limits.global_total() > 0 && count(c->id(), "g:all") >= limits.global_total()) {
+      limited("all " + std::to_string(limits.global_total()) + " participations are taken",
+              common::LIMIT_REACHED);
+    }
+    if (limits.per_org_total() > 0 &&
+        count(c->id(), "o:" + r.customer_org_id() + ":all") >= limits.per_org_total()) {
+      limited("the bank's " + std::to_string(limits.per_org_total()) + " participations are taken",
+              common::LIMIT_REACHED);
+    }
+    if (e.sold_out()) {
+      limited("sold out: the campaign's rewards are all given out", common::STOCK_EXHAUSTED);
+    }
+    // A customer who took part already (enrolled, or holds a claim) was in the audience then.
+    // Without explain a campaign refused by its limits is not listed whatever the audience says,
+    // so the audience is not asked for it.
+    const bool took_part = enrolled || e.claimed();
+    if (why.empty() && !took_part && (r.explain() || limit_why.empty())) {
       absl::StatusOr<bool> member =
           audience_.InAudience(c->org_id(), r.customer_id(), live.audience());
       if (!member.ok()) return member.status();
       if (!*member) refuse("not in the campaign's audience", common::NOT_ELIGIBLE);
     }
+    if (!limit_why.empty()) refuse(limit_why, limit_reason);
     if (why.empty()) {
       e.set_open(true);
       open.push_back(std::move(e));
@@ -746,9 +894,17 @@ absl::StatusOr<pb::ListCouponsResponse> ParticipationService::ListCoupons(
   pb::ListCouponsResponse response;
   for (auto& e : *all.mutable_campaigns()) {
     if (e.type() != pb::COUPON_CLAIM) continue;
-    // Sold-out and already-claimed coupons stay visible (greyed out); audience and exclusion
-    // refusals do not list the coupon at all.
-    if (!e.open() && !e.sold_out() && !e.claimed()) continue;
+    // Sold-out and already-claimed coupons stay visible (greyed out). A coupon the customer may
+    // not take at all (audience, exclusion group: NOT_ELIGIBLE, decided before stock and limits)
+    // or outside its window is not listed, even when it is sold out too.
+    if (!e.open()) {
+      const std::string& reason = e.not_open_reason();
+      if (reason == ReasonName(common::NOT_ELIGIBLE) ||
+          reason == ReasonName(common::CAMPAIGN_NOT_ACTIVE)) {
+        continue;
+      }
+      if (!e.sold_out() && !e.claimed()) continue;
+    }
     *response.add_coupons() = std::move(e);
   }
   return response;

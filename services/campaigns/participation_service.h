@@ -51,6 +51,9 @@ class CampaignCache {
       : store_(store), clock_(clock), ttl_(ttl) {}
   // nullptr when the campaign does not exist.
   absl::StatusOr<std::shared_ptr<const pb::Campaign>> Get(const std::string& id);
+  // The campaign as last read, however long ago, without reading the database; nullptr when it
+  // is not cached. Only for what never changes, such as its org.
+  std::shared_ptr<const pb::Campaign> Peek(const std::string& id);
   // Every ONLINE campaign.
   absl::StatusOr<std::shared_ptr<const std::vector<pb::Campaign>>> Online();
 
@@ -78,10 +81,12 @@ class ParticipationService {
   // a sold-out campaign. Cheap enough for the gRPC thread, so a grab is refused before it queues.
   absl::Status Screen(const pb::ParticipateRequest& request);
 
-  // Claims, draws or exchanges by the campaign's type; see participation.proto. The idempotency
-  // key is the request's: a participation stored under it is answered as stored (*replayed set
-  // to true), a different request under it is IDEMPOTENCY_KEY_REUSED, and a refusal that stored
-  // nothing (input, limits, sold out, not open) is decided again.
+  // Claims, draws or exchanges by the campaign's type; see participation.proto. A campaign whose
+  // org does not cover the customer's is NOT_FOUND, as an unknown one, before anything else. The
+  // idempotency key is the request's: a participation stored under it is answered as stored
+  // (*replayed set to true; a PENDING one is completed first), whatever the campaign's state or
+  // window is now; a different request under it is IDEMPOTENCY_KEY_REUSED, and a refusal that
+  // stored nothing (input, limits, sold out, not open) is decided again.
   absl::StatusOr<pb::Participation> Participate(const pb::ParticipateRequest& request,
                                                 bool* replayed = nullptr);
   absl::StatusOr<pb::Participation> GetParticipation(const pb::GetParticipationRequest& request);
@@ -97,17 +102,28 @@ class ParticipationService {
 
   // Completes PENDING participations older than `older_than` (a crash or a ledger outage between
   // reservation and outcome): re-issues the same grant (idempotent at the ledger) and records
-  // the outcome. Returns how many were completed.
+  // the outcome. Returns how many were completed. One that cannot be completed now waits before
+  // it is tried again (RecoveryDelay), so it does not hold back the others; past
+  // kRecoveryAttemptsBeforeOperator attempts it is logged as an error for an operator.
   absl::StatusOr<int> RecoverPending(absl::Duration older_than, int limit = 200);
+  // How long a participation the sweep could not complete waits after its `attempts`-th attempt:
+  // 30 s, doubling, at most an hour.
+  static absl::Duration RecoveryDelay(int attempts);
+  static constexpr int kRecoveryAttemptsBeforeOperator = 6;
 
  private:
   absl::StatusOr<pb::Participation> Complete(pb::Participation pending,
                                              const pb::Campaign& campaign);
   absl::Status CheckOpen(const pb::Campaign& campaign, const std::string& customer_org,
                          const std::string& channel, absl::Time now) const;
+  // The grant of `p`, from the campaign version it was made under (not the live one), so every
+  // retry sends the first attempt's request.
   absl::StatusOr<IssueRequest> IssueFor(const pb::Participation& p, const pb::Campaign& campaign);
-  absl::Status ReplayOrFail(const pb::ParticipateRequest& request, absl::Status refusal,
-                            pb::Participation* replayed);
+  // For a request the campaign refuses now: the participation stored under its key (completed
+  // when PENDING), else `refusal`.
+  absl::StatusOr<pb::Participation> ReplayOrRefuse(const pb::ParticipateRequest& request,
+                                                   const pb::Campaign& campaign,
+                                                   absl::Status refusal, bool* replayed);
   // Marks a coupon campaign sold out, with the keys of its stored participations.
   void MarkSoldOut(const std::string& campaign_id);
 

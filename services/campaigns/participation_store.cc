@@ -87,9 +87,20 @@ constexpr char kStoredKeys[] =
 
 constexpr char kSelectById[] = "SELECT body::text FROM participations WHERE id = $1";
 
+// Ordered by when each is due (a participation never tried is due from its creation), so one
+// that keeps failing moves behind the others instead of heading every sweep.
 constexpr char kStalePending[] =
-    "SELECT body::text FROM participations WHERE status = 'PENDING' AND created_at < "
-    "campaigns_ts($1) ORDER BY created_at LIMIT $2";
+    "SELECT body::text, recovery_attempts FROM participations WHERE status = 'PENDING' "
+    "AND created_at < campaigns_ts($1) AND coalesce(next_recovery_at, created_at) <= "
+    "campaigns_ts($2) ORDER BY coalesce(next_recovery_at, created_at) LIMIT $3";
+
+constexpr char kDeferRecovery[] =
+    "UPDATE participations SET recovery_attempts = recovery_attempts + 1, "
+    "next_recovery_at = campaigns_ts($2) WHERE id = $1 AND status = 'PENDING' "
+    "RETURNING recovery_attempts";
+
+constexpr char kVersionConfig[] =
+    "SELECT config::text FROM campaign_versions WHERE campaign_id = $1 AND version = $2";
 
 constexpr char kReadCounters[] =
     "SELECT campaign_id, counter, n FROM participation_counters "
@@ -481,18 +492,45 @@ absl::StatusOr<std::vector<std::string>> PgParticipationStore::StoredKeys(
   return out;
 }
 
-absl::StatusOr<std::vector<pb::Participation>> PgParticipationStore::ListStalePending(
-    absl::Time older_than, int limit) {
-  std::vector<pb::Participation> out;
+absl::StatusOr<std::vector<PgParticipationStore::StalePending>>
+PgParticipationStore::ListStalePending(absl::Time older_than, absl::Time now, int limit) {
+  std::vector<StalePending> out;
   MKT_RETURN_IF_ERROR(pg::WithTransaction(pool_, [&](pqxx::work& tx) -> absl::Status {
     out.clear();
-    for (const auto& row : tx.exec_params(kStalePending, absl::ToUnixMicros(older_than), limit)) {
+    for (const auto& row : tx.exec_params(kStalePending, absl::ToUnixMicros(older_than),
+                                          absl::ToUnixMicros(now), limit)) {
       MKT_ASSIGN_OR_RETURN(pb::Participation p, ParseBody(row[0].as<std::string>()));
-      out.push_back(std::move(p));
+      out.push_back({std::move(p), row[1].as<int>()});
     }
     return absl::OkStatus();
   }));
   return out;
+}
+
+absl::StatusOr<int> PgParticipationStore::DeferRecovery(const std::string& participation_id,
+                                                        absl::Time next_attempt) {
+  int attempts = 0;
+  MKT_RETURN_IF_ERROR(pg::WithTransaction(pool_, [&](pqxx::work& tx) -> absl::Status {
+    pqxx::result r =
+        tx.exec_params(kDeferRecovery, participation_id, absl::ToUnixMicros(next_attempt));
+    attempts = r.empty() ? 0 : r[0][0].as<int>();
+    return absl::OkStatus();
+  }));
+  return attempts;
+}
+
+absl::StatusOr<pb::CampaignConfig> PgParticipationStore::VersionConfig(
+    const std::string& campaign_id, int64_t version) {
+  pb::CampaignConfig config;
+  MKT_RETURN_IF_ERROR(pg::WithTransaction(pool_, [&](pqxx::work& tx) -> absl::Status {
+    pqxx::result r = tx.exec_params(kVersionConfig, campaign_id, version);
+    if (r.empty()) {
+      return NotFound("campaign " + campaign_id + " has no version " + std::to_string(version));
+    }
+    config.Clear();
+    return FromJson(r[0][0].as<std::string>(), &config);
+  }));
+  return config;
 }
 
 absl::StatusOr<std::vector<CounterValue>> PgParticipationStore::ReadCounters(

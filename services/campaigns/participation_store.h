@@ -152,8 +152,22 @@ class PgParticipationStore {
   // The idempotency keys of a campaign's participations (any status), at most `limit`.
   absl::StatusOr<std::vector<std::string>> StoredKeys(const std::string& campaign_id,
                                                       int64_t limit);
-  // PENDING participations older than `older_than`, for the recovery sweep.
-  absl::StatusOr<std::vector<pb::Participation>> ListStalePending(absl::Time older_than, int limit);
+  // PENDING participations created before `older_than` whose next recovery attempt is due at
+  // `now`, the longest due first, for the recovery sweep; with the attempts each already had.
+  struct StalePending {
+    pb::Participation participation;
+    int attempts = 0;
+  };
+  absl::StatusOr<std::vector<StalePending>> ListStalePending(absl::Time older_than, absl::Time now,
+                                                             int limit);
+  // Records a recovery attempt that left the participation PENDING and when the next one is due,
+  // so the sweep moves on to others meanwhile. Returns the attempts so far (0 when the
+  // participation is no longer PENDING).
+  absl::StatusOr<int> DeferRecovery(const std::string& participation_id, absl::Time next_attempt);
+  // The configuration of one of a campaign's versions (immutable, decision 009): what a
+  // participation made under it is granted by, whatever the live version is now. NOT_FOUND when
+  // the campaign has no such version.
+  absl::StatusOr<pb::CampaignConfig> VersionConfig(const std::string& campaign_id, int64_t version);
 
   absl::StatusOr<std::vector<CounterValue>> ReadCounters(
       const std::vector<std::string>& campaign_ids, const std::vector<std::string>& counters);

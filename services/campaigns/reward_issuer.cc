@@ -137,6 +137,10 @@ class BenefitsRewardIssuer final : public RewardIssuer {
       const absl::Status refusal = AsRefusal(coupon.status(), c.template_id());
       // Outcome unknown: the holds wait for the retry, which issues under the same request id.
       if (!IsBusinessRefusal(ReasonOf(refusal))) return refusal;
+      // The request id is this participation's own, so "reused" means an earlier attempt issued
+      // a coupon under it with other content: the customer may hold that coupon, so the holds
+      // are not voided. The caller leaves the participation for an operator.
+      if (ReasonOf(refusal) == common::IDEMPOTENCY_KEY_REUSED) return refusal;
       MKT_RETURN_IF_ERROR(Resolve(plan.holds, /*post=*/false, ReasonOf(refusal)));
       return refusal;
     }

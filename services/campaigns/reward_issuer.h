@@ -70,7 +70,9 @@ class RewardIssuer {
 
 // Reasons of the rewards service that settle a grant as refused for good (stock or budget out,
 // not enough points, a reused request id, bad input); anything else leaves the outcome unknown,
-// to be retried under the same request id.
+// to be retried under the same request id. Participation does not settle on a reused request id:
+// its ids are its own, so the reuse is an earlier attempt of the same participation that sent
+// other content and may have granted (ParticipationService leaves it PENDING for an operator).
 bool IsBusinessRefusal(::marketing::common::v1::ErrorReason reason);
 
 // The ledger asset a reward kind is granted in (coupon instances are COUPON).

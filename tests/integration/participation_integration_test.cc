@@ -86,6 +86,33 @@ class SwitchableCatalog final : public BenefitCatalog {
   std::atomic<bool> down_{false};
 };
 
+// The rewards service as participation's issuer sees it, with a switch: forward every grant, be
+// unreachable (nothing reaches the rewards service), or grant and then lose the answer (a timeout
+// after the rewards service committed: the outcome is unknown to the caller).
+class FlakyIssuer final : public RewardIssuer {
+ public:
+  enum class Mode { kForward, kDown, kLoseAnswer };
+  explicit FlakyIssuer(RewardIssuer& real, Mode mode) : real_(real), mode_(mode) {}
+  void Set(Mode mode) { mode_ = mode; }
+  absl::Status Issue(const IssueRequest& request) override {
+    switch (mode_.load()) {
+      case Mode::kDown:
+        return Error(absl::StatusCode::kUnavailable, common::DEPENDENCY_UNAVAILABLE,
+                     "the rewards service cannot be reached");
+      case Mode::kLoseAnswer:
+        if (absl::Status s = real_.Issue(request); !s.ok()) return s;
+        return Error(absl::StatusCode::kDeadlineExceeded, common::DEADLINE_EXCEEDED,
+                     "the rewards service answered after the deadline");
+      default:
+        return real_.Issue(request);
+    }
+  }
+
+ private:
+  RewardIssuer& real_;
+  std::atomic<Mode> mode_;
+};
+
 class ParticipationIntegrationTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -298,7 +325,12 @@ class ParticipationIntegrationTest : public ::testing::Test {
                                                 const std::string& item = "",
                                                 const std::string& channel = "mobile_banking",
                                                 bool* replayed = nullptr) {
-    const pb::ParticipateRequest r = Request(campaign, customer, key, item, channel);
+    return Call(Request(campaign, customer, key, item, channel), replayed);
+  }
+
+  // Participate over gRPC with a request as given (another bank's customer, say).
+  absl::StatusOr<pb::Participation> Call(const pb::ParticipateRequest& r,
+                                         bool* replayed = nullptr) {
     grpc::ClientContext ctx;
     rpc::PrepareClientContext(ctx, absl::Seconds(30), "");
     pb::Participation out;
@@ -319,6 +351,75 @@ class ParticipationIntegrationTest : public ::testing::Test {
                   return absl::OkStatus();
                 }).ok());
     return v;
+  }
+
+  std::string Text(const std::string& sql) {
+    std::string v;
+    EXPECT_TRUE(pg::WithTransaction(*pool_, [&](pqxx::work& tx) {
+                  pqxx::result r = tx.exec(sql);
+                  v = r.empty() || r[0][0].is_null() ? "" : r[0][0].as<std::string>();
+                  return absl::OkStatus();
+                }).ok());
+    return v;
+  }
+
+  // The status of the participation stored under `key` in `campaign` ("" when none).
+  std::string StatusOf(const std::string& campaign, const std::string& key) {
+    return Text("SELECT status FROM participations WHERE campaign_id = '" + campaign +
+                "' AND idempotency_key = '" + key + "'");
+  }
+
+  // Another service instance on the same database (a replica, or this one before a restart) whose
+  // grants go through `issuer`.
+  std::unique_ptr<ParticipationService> ServiceWith(RewardIssuer& issuer,
+                                                    bool charge_budget = true) {
+    return std::make_unique<ParticipationService>(
+        *store_, *participation_store_, membership_, *pricing_, issuer, SystemClock(),
+        ParticipationOptions{.customer_rate_per_s = 0, .charge_budget = charge_budget});
+  }
+
+  pb::ListEligibleResponse Eligible(const std::string& customer, bool explain,
+                                    const std::string& org = "bank-a",
+                                    const std::string& channel = "mobile_banking") {
+    pb::ListEligibleRequest r;
+    r.set_customer_id(customer);
+    r.set_customer_org_id(org);
+    r.set_channel(channel);
+    r.set_explain(explain);
+    grpc::ClientContext ctx;
+    pb::ListEligibleResponse resp;
+    grpc::Status s = stub_->ListEligible(&ctx, r, &resp);
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    return resp;
+  }
+
+  pb::ListCouponsResponse Coupons(const std::string& customer) {
+    pb::ListCouponsRequest r;
+    r.set_customer_id(customer);
+    r.set_customer_org_id("bank-a");
+    r.set_channel("mobile_banking");
+    grpc::ClientContext ctx;
+    pb::ListCouponsResponse resp;
+    grpc::Status s = stub_->ListCoupons(&ctx, r, &resp);
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    return resp;
+  }
+
+  // A lottery of bank A that always wins 10 points, valid `valid_days`, one free draw a day.
+  pb::CampaignConfig PointsDraw(const std::string& name, int valid_days) {
+    pb::CampaignConfig config = Coupon(name);
+    config.set_type(pb::LOTTERY);
+    config.clear_rewards();
+    config.mutable_limits()->set_per_customer_total(0);
+    config.mutable_limits()->set_free_draws_per_day(1);
+    auto* prize = config.add_prizes();
+    prize->set_name("points");
+    prize->set_benefit_template_id("bt-points-100");
+    prize->set_kind(pb::REWARD_KIND_POINTS);
+    prize->set_quantity(10);
+    prize->set_probability_bp(10000);
+    prize->set_points_valid_days(valid_days);
+    return config;
   }
 
   pb::CampaignConfig Coupon(const std::string& name) {
@@ -1073,6 +1174,387 @@ TEST_F(ParticipationIntegrationTest, EligibleCampaignsAreRankedAndExplained) {
   grpc::ClientContext ctx5;
   ASSERT_TRUE(stub_->ListEligible(&ctx5, b, &resp).ok());
   EXPECT_EQ(resp.campaigns_size(), 0);
+}
+
+// Tenancy before anything else: a customer of another member bank is told that bank A's campaign
+// does not exist exactly as for an unknown id (404 at the gateway), whether the campaign is
+// online, sold out (refused from memory) or paused; it used to get NOT_ELIGIBLE naming bank-a,
+// STOCK_EXHAUSTED or CAMPAIGN_NOT_ACTIVE. Bank A's own branches still get the real refusal.
+TEST_F(ParticipationIntegrationTest, AnotherBanksCampaignAnswersAsAnUnknownOne) {
+  const std::string paused = Online(Coupon("Bank A, paused later"));
+  const std::string sold_out = Online(Coupon("Bank A, sold out"));
+  ASSERT_FALSE(paused.empty());
+  ASSERT_FALSE(sold_out.empty());
+  ActivateCoupon("bt-coupon-50", 1, 5000);
+  auto as = [&](const std::string& org, const std::string& campaign, const std::string& key) {
+    pb::ParticipateRequest r = Request(campaign, "cust-" + org, key);
+    r.set_customer_org_id(org);
+    return Call(r);
+  };
+  const absl::StatusOr<pb::Participation> unknown = as("bank-b", "cmp-nowhere", "b-0");
+  ASSERT_EQ(unknown.status().code(), absl::StatusCode::kNotFound) << Describe(unknown.status());
+  EXPECT_EQ(HttpStatusFor(unknown.status()), 404);
+  const std::string unknown_message(unknown.status().message());
+  auto expect_unknown = [&](const absl::StatusOr<pb::Participation>& got,
+                            const std::string& campaign, const char* when) {
+    EXPECT_EQ(got.status().code(), absl::StatusCode::kNotFound)
+        << when << ": " << Describe(got.status());
+    EXPECT_EQ(ReasonOf(got.status()), ReasonOf(unknown.status())) << when;
+    EXPECT_EQ(HttpStatusFor(got.status()), 404) << when;
+    std::string shape(got.status().message());
+    if (const size_t at = shape.find(campaign); at != std::string::npos) {
+      shape.replace(at, campaign.size(), "cmp-nowhere");
+    }
+    EXPECT_EQ(shape, unknown_message) << when;
+    EXPECT_THAT(std::string(got.status().message()), ::testing::Not(HasSubstr("bank-a"))) << when;
+  };
+
+  expect_unknown(as("bank-b", paused, "b-1"), paused, "online");
+  // Bank A's customers take the only coupon and find it gone: the campaign is marked sold out.
+  ASSERT_TRUE(Participate(sold_out, "cust-a1", "a-1").ok());
+  EXPECT_EQ(ReasonOf(Participate(sold_out, "cust-a2", "a-2").status()), common::STOCK_EXHAUSTED);
+  EXPECT_EQ(ReasonOf(Participate(sold_out, "cust-a3", "a-3").status()), common::STOCK_EXHAUSTED);
+  expect_unknown(as("bank-b", sold_out, "b-2"), sold_out, "sold out");
+  expect_unknown(as("fed", sold_out, "b-3"), sold_out, "sold out, a federation customer");
+  EXPECT_EQ(ReasonOf(as("bank-a.branch-01", sold_out, "a-4").status()), common::STOCK_EXHAUSTED);
+
+  ASSERT_TRUE(client_->Pause(planner_a_, paused).ok());
+  absl::SleepFor(absl::Milliseconds(1100));  // campaigns are cached for a second
+  expect_unknown(as("bank-b", paused, "b-4"), paused, "paused");
+  EXPECT_EQ(ReasonOf(as("bank-a.branch-01", paused, "a-5").status()), common::CAMPAIGN_NOT_ACTIVE);
+  EXPECT_EQ(Scalar("SELECT count(*) FROM participations WHERE customer_org <> 'bank-a'"), 0);
+}
+
+// The coupon centre decides the audience and the exclusion group first: a sold-out VIP-only
+// coupon is not listed to a customer outside the VIP segment, and explain says NOT_ELIGIBLE, not
+// STOCK_EXHAUSTED; a coupon of an exclusion group the customer already took part in elsewhere is
+// not listed either. Members still see the sold-out coupon greyed out, and a claimed one.
+TEST_F(ParticipationIntegrationTest, TheCouponCentreShowsNoCouponOutsideTheAudienceEvenSoldOut) {
+  pb::CampaignConfig vip = Coupon("VIP only");
+  vip.mutable_audience()->mutable_include(0)->set_segment_id("seg-a2");
+  const std::string vip_id = Online(vip);
+  pb::CampaignConfig first = Coupon("Spring, first");
+  first.set_exclusion_group("spring");
+  first.mutable_rewards(0)->set_benefit_template_id("bt-a-gift");
+  pb::CampaignConfig second = first;
+  second.set_name("Spring, second");
+  const std::string first_id = Online(first);
+  const std::string second_id = Online(second);
+  ASSERT_FALSE(vip_id.empty());
+  ASSERT_FALSE(first_id.empty());
+  ASSERT_FALSE(second_id.empty());
+  ActivateCoupon("bt-coupon-50", 1, 5000);
+  ActivateCoupon("bt-a-gift", 1, 2000);
+  membership_.Add("seg-a2", "vip-1");
+  membership_.Add("seg-a2", "vip-2");
+  ASSERT_TRUE(Participate(vip_id, "vip-1", "v-1").ok());
+  EXPECT_EQ(ReasonOf(Participate(vip_id, "vip-2", "v-2").status()), common::STOCK_EXHAUSTED);
+  // "plain" takes part in the first spring campaign; another customer finds the second sold out.
+  ASSERT_TRUE(Participate(first_id, "plain", "p-1").ok());
+  EXPECT_EQ(ReasonOf(Participate(second_id, "other", "o-1").status()), common::STOCK_EXHAUSTED);
+  absl::SleepFor(absl::Milliseconds(1100));  // the online list is cached for a second
+
+  auto listed = [](const pb::ListCouponsResponse& r, const std::string& id) {
+    for (const auto& c : r.coupons()) {
+      if (c.campaign_id() == id) return std::optional<pb::EligibleCampaign>(c);
+    }
+    return std::optional<pb::EligibleCampaign>();
+  };
+  const pb::ListCouponsResponse plain = Coupons("plain");
+  EXPECT_FALSE(listed(plain, vip_id).has_value()) << plain.DebugString();
+  EXPECT_FALSE(listed(plain, second_id).has_value()) << plain.DebugString();
+  ASSERT_TRUE(listed(plain, first_id).has_value()) << plain.DebugString();
+  EXPECT_TRUE(listed(plain, first_id)->claimed());
+
+  std::map<std::string, pb::EligibleCampaign> explained;
+  const pb::ListEligibleResponse plain_explained = Eligible("plain", true);
+  for (const auto& e : plain_explained.campaigns()) explained[e.campaign_id()] = e;
+  ASSERT_EQ(explained.count(vip_id), 1u);
+  EXPECT_EQ(explained[vip_id].not_open_reason(), "NOT_ELIGIBLE");
+  EXPECT_THAT(explained[vip_id].not_open_because(), HasSubstr("audience"));
+  ASSERT_EQ(explained.count(second_id), 1u);
+  EXPECT_EQ(explained[second_id].not_open_reason(), "NOT_ELIGIBLE");
+  EXPECT_THAT(explained[second_id].not_open_because(), HasSubstr("exclusion group"));
+
+  // A member who found it sold out sees it greyed out; the member who claimed it sees it claimed.
+  const pb::ListCouponsResponse member = Coupons("vip-2");
+  ASSERT_TRUE(listed(member, vip_id).has_value()) << member.DebugString();
+  EXPECT_TRUE(listed(member, vip_id)->sold_out());
+  EXPECT_EQ(listed(member, vip_id)->not_open_reason(), "STOCK_EXHAUSTED");
+  const pb::ListCouponsResponse holder = Coupons("vip-1");
+  ASSERT_TRUE(listed(holder, vip_id).has_value()) << holder.DebugString();
+  EXPECT_TRUE(listed(holder, vip_id)->claimed());
+}
+
+// explain=true lists the online campaigns of the channel that are not open because of their
+// window (one that starts later after an approved edit, one whose end passed before the scheduler
+// ended it) with CAMPAIGN_NOT_ACTIVE and when, instead of dropping them. Without explain, in the
+// coupon centre, for another bank and on another channel they stay out.
+TEST_F(ParticipationIntegrationTest, ExplainSaysWhenAnOnlineCampaignOutsideItsWindowOpensOrClosed) {
+  const absl::Time now = absl::Now();
+  const std::string ended =
+      Online(test::CompleteCoupon("Ends soon", now - absl::Minutes(1), now + absl::Seconds(3)));
+  const std::string later = Online(Coupon("Starts later"));
+  ASSERT_FALSE(ended.empty());
+  ASSERT_FALSE(later.empty());
+  // An approved edit moves the start of the running campaign to tomorrow.
+  auto c = client_->Get(planner_a_, later);
+  ASSERT_TRUE(c.ok()) << Describe(c.status());
+  pb::CampaignConfig moved = c->draft();
+  const absl::Time start = now + absl::Hours(24);
+  *moved.mutable_start_time() = test::Ts(start);
+  *moved.mutable_end_time() = test::Ts(start + absl::Hours(2));
+  c = client_->SaveStep(planner_a_, later, pb::STEP_BASICS, moved, c->revision());
+  ASSERT_TRUE(c.ok()) << Describe(c.status());
+  ASSERT_TRUE(client_->Submit(planner_a_, later).ok());
+  c = client_->Approve(approver_a_, later);
+  ASSERT_TRUE(c.ok()) << Describe(c.status());
+  ASSERT_EQ(c->state(), pb::ONLINE);
+  ASSERT_EQ(c->live().start_time().seconds(), absl::ToUnixSeconds(start));
+  absl::SleepFor(now + absl::Seconds(3) + absl::Milliseconds(1200) -
+                 absl::Now());  // past the end, not cached
+
+  std::map<std::string, pb::EligibleCampaign> explained;
+  const pb::ListEligibleResponse eve_explained = Eligible("eve", true);
+  for (const auto& e : eve_explained.campaigns()) explained[e.campaign_id()] = e;
+  ASSERT_EQ(explained.count(ended), 1u);
+  EXPECT_FALSE(explained[ended].open());
+  EXPECT_EQ(explained[ended].not_open_reason(), "CAMPAIGN_NOT_ACTIVE");
+  EXPECT_THAT(explained[ended].not_open_because(), HasSubstr("ended at "));
+  ASSERT_EQ(explained.count(later), 1u);
+  EXPECT_FALSE(explained[later].open());
+  EXPECT_EQ(explained[later].not_open_reason(), "CAMPAIGN_NOT_ACTIVE");
+  EXPECT_THAT(explained[later].not_open_because(), HasSubstr("starts at "));
+  // The time in words: China Standard Time, to the second.
+  EXPECT_THAT(
+      explained[later].not_open_because(),
+      HasSubstr(absl::FormatTime("%Y-%m-%d %H:%M:%S", start, absl::FixedTimeZone(8 * 3600))));
+
+  EXPECT_EQ(Eligible("eve", false).campaigns_size(), 0);
+  EXPECT_EQ(Coupons("eve").coupons_size(), 0);
+  EXPECT_EQ(Eligible("bob-b", true, "bank-b").campaigns_size(), 0);
+  EXPECT_EQ(Eligible("eve", true, "bank-a", "wecom").campaigns_size(), 0);
+  // Taking part is refused with the same reason.
+  EXPECT_EQ(ReasonOf(Participate(ended, "eve", "e-1").status()), common::CAMPAIGN_NOT_ACTIVE);
+  EXPECT_EQ(ReasonOf(Participate(later, "eve", "e-2").status()), common::CAMPAIGN_NOT_ACTIVE);
+}
+
+// A claim whose grant timed out ("retry with the same idempotency key") and is retried after the
+// campaign was paused, then ended, completes as the recovery sweep would complete it, instead of
+// a final CAMPAIGN_NOT_ACTIVE; the same key from another customer is IDEMPOTENCY_KEY_REUSED; a new
+// claim is still refused.
+TEST_F(ParticipationIntegrationTest,
+       AReplayCompletesItsPendingParticipationAfterTheCampaignClosed) {
+  const std::string id = Online(Coupon("Timed out"));
+  ASSERT_FALSE(id.empty());
+  ActivateCoupon("bt-coupon-50", 5, 5000);
+  FlakyIssuer down(*issuer_, FlakyIssuer::Mode::kDown);
+  std::unique_ptr<ParticipationService> before = ServiceWith(down);
+  for (const std::string customer : {"cust-t1", "cust-t2"}) {
+    auto timed_out = before->Participate(Request(id, customer, "key-" + customer));
+    EXPECT_EQ(timed_out.status().code(), absl::StatusCode::kUnavailable)
+        << Describe(timed_out.status());
+    EXPECT_EQ(StatusOf(id, "key-" + customer), "PENDING");
+  }
+  ASSERT_TRUE(client_->Pause(planner_a_, id).ok());
+  absl::SleepFor(absl::Milliseconds(1100));  // campaigns are cached for a second
+
+  auto reused = Participate(id, "cust-other", "key-cust-t1");
+  EXPECT_EQ(ReasonOf(reused.status()), common::IDEMPOTENCY_KEY_REUSED) << Describe(reused.status());
+  bool replayed = false;
+  auto completed = Participate(id, "cust-t1", "key-cust-t1", "", "mobile_banking", &replayed);
+  ASSERT_TRUE(completed.ok()) << Describe(completed.status());
+  EXPECT_EQ(completed->status(), pb::GRANTED);
+  EXPECT_TRUE(replayed);
+  EXPECT_EQ(StatusOf(id, "key-cust-t1"), "GRANTED");
+  EXPECT_EQ(WalletCoupons("cust-t1").size(), 1u);
+  EXPECT_EQ(ReasonOf(Participate(id, "cust-t3", "key-cust-t3").status()),
+            common::CAMPAIGN_NOT_ACTIVE);
+
+  ASSERT_TRUE(client_->End(planner_a_, id).ok());
+  absl::SleepFor(absl::Milliseconds(1100));
+  auto after_end = Participate(id, "cust-t2", "key-cust-t2", "", "mobile_banking", &replayed);
+  ASSERT_TRUE(after_end.ok()) << Describe(after_end.status());
+  EXPECT_EQ(after_end->status(), pb::GRANTED);
+  EXPECT_TRUE(replayed);
+  // A replay of the completed one answers as stored.
+  auto again = Participate(id, "cust-t1", "key-cust-t1");
+  ASSERT_TRUE(again.ok()) << Describe(again.status());
+  EXPECT_EQ(again->id(), completed->id());
+  EXPECT_EQ(RewardsScalar("SELECT count(*) FROM coupons"), 2);
+  EXPECT_EQ(Scalar("SELECT count(*) FROM participations WHERE status = 'PENDING'"), 0);
+  EXPECT_TRUE(LedgerIntact());
+}
+
+// A grant whose answer was lost, retried after an approved edit changed the prize's points
+// validity: the retry sends the grant of the version the participation was made under, which the
+// ledger answers idempotently, so the participation is GRANTED (once), not REJECTED with
+// IDEMPOTENCY_KEY_REUSED while the customer holds the points. Both the replay and the recovery
+// sweep.
+TEST_F(ParticipationIntegrationTest, ARetryAfterAnEditSendsTheGrantOfTheParticipationsVersion) {
+  const std::string id = Online(PointsDraw("Points draw", 30));
+  ASSERT_FALSE(id.empty());
+  FlakyIssuer lossy(*issuer_, FlakyIssuer::Mode::kLoseAnswer);
+  std::unique_ptr<ParticipationService> before = ServiceWith(lossy);
+  for (const std::string customer : {"drawer-r", "drawer-s"}) {
+    auto lost = before->Participate(Request(id, customer, "key-" + customer));
+    EXPECT_EQ(lost.status().code(), absl::StatusCode::kDeadlineExceeded) << Describe(lost.status());
+    EXPECT_EQ(StatusOf(id, "key-" + customer), "PENDING");
+    EXPECT_EQ(Balance(rpb::POINTS, rpb::CUSTOMER, customer), 10);
+  }
+
+  auto c = client_->Get(planner_a_, id);
+  ASSERT_TRUE(c.ok()) << Describe(c.status());
+  pb::CampaignConfig edited = c->draft();
+  edited.mutable_prizes(0)->set_points_valid_days(60);
+  c = client_->SaveStep(planner_a_, id, pb::STEP_RULES_REWARDS, edited, c->revision());
+  ASSERT_TRUE(c.ok()) << Describe(c.status());
+  ASSERT_TRUE(client_->Submit(planner_a_, id).ok());
+  c = client_->Approve(approver_a_, id);
+  ASSERT_TRUE(c.ok()) << Describe(c.status());
+  ASSERT_EQ(c->live().prizes(0).points_valid_days(), 60);
+  ASSERT_GT(c->live_version(), 1);
+  absl::SleepFor(absl::Milliseconds(1100));  // campaigns are cached for a second
+
+  auto replay = Participate(id, "drawer-r", "key-drawer-r");
+  ASSERT_TRUE(replay.ok()) << Describe(replay.status());
+  EXPECT_EQ(replay->status(), pb::GRANTED);
+  EXPECT_EQ(replay->campaign_version(), 1);
+  auto recovered = participation_->RecoverPending(absl::ZeroDuration());
+  ASSERT_TRUE(recovered.ok()) << Describe(recovered.status());
+  EXPECT_EQ(*recovered, 1);
+  EXPECT_EQ(StatusOf(id, "key-drawer-s"), "GRANTED");
+  for (const std::string customer : {"drawer-r", "drawer-s"}) {
+    EXPECT_EQ(Balance(rpb::POINTS, rpb::CUSTOMER, customer), 10) << customer;
+  }
+  // A draw made now is granted under the new version.
+  auto fresh = Participate(id, "drawer-t", "key-drawer-t");
+  ASSERT_TRUE(fresh.ok()) << Describe(fresh.status());
+  EXPECT_EQ(fresh->campaign_version(), c->live_version());
+  EXPECT_TRUE(LedgerIntact());
+}
+
+// The rewards service answering a retry with IDEMPOTENCY_KEY_REUSED means an earlier attempt sent
+// other content under the same ids (here: the service started charging budgets in between), so the
+// customer may well hold the reward: the participation stays PENDING for an operator, with its
+// counters, instead of being REJECTED.
+TEST_F(ParticipationIntegrationTest, AReusedKeyFromTheLedgerOnARetryLeavesTheParticipationPending) {
+  const std::string id = Online(PointsDraw("Points draw, uncharged", 30));
+  ASSERT_FALSE(id.empty());
+  FlakyIssuer lossy(*issuer_, FlakyIssuer::Mode::kLoseAnswer);
+  std::unique_ptr<ParticipationService> uncharged = ServiceWith(lossy, /*charge_budget=*/false);
+  auto lost = uncharged->Participate(Request(id, "drawer-k", "key-k"));
+  EXPECT_EQ(lost.status().code(), absl::StatusCode::kDeadlineExceeded) << Describe(lost.status());
+  ASSERT_EQ(StatusOf(id, "key-k"), "PENDING");
+  ASSERT_EQ(Balance(rpb::POINTS, rpb::CUSTOMER, "drawer-k"), 10);
+
+  auto retried = Participate(id, "drawer-k", "key-k");
+  EXPECT_FALSE(retried.ok());
+  EXPECT_NE(ReasonOf(retried.status()), common::IDEMPOTENCY_KEY_REUSED)
+      << Describe(retried.status());
+  EXPECT_EQ(retried.status().code(), absl::StatusCode::kInternal) << Describe(retried.status());
+  EXPECT_EQ(StatusOf(id, "key-k"), "PENDING");
+  auto recovered = participation_->RecoverPending(absl::ZeroDuration());
+  ASSERT_TRUE(recovered.ok()) << Describe(recovered.status());
+  EXPECT_EQ(*recovered, 0);
+  EXPECT_EQ(StatusOf(id, "key-k"), "PENDING");
+  // Nothing given back: the counters the participation took are still taken.
+  EXPECT_EQ(Scalar("SELECT n FROM participation_counters WHERE campaign_id = '" + id +
+                   "' AND counter = 'c:drawer-k:all'"),
+            1);
+  EXPECT_EQ(Balance(rpb::POINTS, rpb::CUSTOMER, "drawer-k"), 10);
+  EXPECT_TRUE(LedgerIntact());
+}
+
+// The benefits issuer, retried with a coupon whose request id the benefits service already holds
+// for another coupon, answers IDEMPOTENCY_KEY_REUSED without voiding the payment hold: a coupon may
+// have been issued under that id, so nothing is undone before an operator looked.
+TEST_F(ParticipationIntegrationTest, AReusedCouponRequestIdDoesNotVoidTheHold) {
+  ActivateCoupon("bt-a-gift", 5, 2000);
+  ActivateCoupon("bt-coupon-50", 5, 5000);
+  GrantPoints("holder", 800);
+  Fund(rpb::BUDGET_FEN, "cmp-reuse", 100'000);
+  IssueRequest r{.request_id = "p:reuse-1",
+                 .org_id = "bank-a",
+                 .campaign_id = "cmp-reuse",
+                 .customer_id = "holder",
+                 .participation_id = "par_reuse",
+                 .spend_points = 800};
+  r.rewards.push_back({.kind = pb::REWARD_KIND_COUPON, .benefit_template_id = "bt-a-gift"});
+  auto broken =
+      NewBenefitsRewardIssuer(rewards_.channel, rpc::Connect("127.0.0.1:1"), absl::Seconds(2));
+  ASSERT_FALSE(broken->Issue(r).ok());
+  ASSERT_EQ(Account(rpb::POINTS, rpb::CUSTOMER, "holder").debits_pending(), 800);
+  // Another coupon already went out under the coupon's request id.
+  auto plan = CouponIssuePlanFor(r);
+  ASSERT_TRUE(plan.ok()) << Describe(plan.status());
+  rpb::IssueCouponRequest other = plan->coupons[0];
+  other.set_template_id("bt-coupon-50");
+  ASSERT_TRUE(rewards_.benefits->IssueCoupon(other).ok());
+
+  const absl::Status retried = issuer_->Issue(r);
+  EXPECT_EQ(ReasonOf(retried), common::IDEMPOTENCY_KEY_REUSED) << Describe(retried);
+  const rpb::Account points = Account(rpb::POINTS, rpb::CUSTOMER, "holder");
+  EXPECT_EQ(points.debits_pending(), 800);
+  EXPECT_EQ(points.balance(), 800);
+  EXPECT_TRUE(LedgerIntact());
+}
+
+// PENDING participations the sweep cannot complete (here: their reward cannot be priced, for
+// good) no longer fill every sweep: each failed attempt is recorded and the row waits, with a
+// growing delay, so newer recoverable participations behind them are completed.
+TEST_F(ParticipationIntegrationTest, TheRecoverySweepGetsPastParticipationsItCannotComplete) {
+  const std::string id = Online(Coupon("Sweep"));
+  ASSERT_FALSE(id.empty());
+  ActivateCoupon("bt-coupon-50", 5, 5000);
+  for (int i = 0; i < 3; ++i) {
+    pb::Participation p;
+    p.set_id("par_stuck" + std::to_string(i));
+    p.set_campaign_id(id);
+    p.set_org_id("bank-a");
+    p.set_campaign_type(pb::COUPON_CLAIM);
+    p.set_campaign_version(1);
+    p.set_customer_id("stuck-" + std::to_string(i));
+    p.set_customer_org_id("bank-a");
+    p.set_channel("mobile_banking");
+    p.set_idempotency_key("stuck-" + std::to_string(i));
+    p.set_status(pb::PARTICIPATION_PENDING);
+    p.set_ledger_request_id("p:stuck-" + std::to_string(i));
+    pb::GrantedReward* reward = p.add_rewards();
+    reward->set_benefit_template_id("bt-retired-long-ago");
+    reward->set_quantity(1);
+    ASSERT_TRUE(pg::WithTransaction(*pool_, [&](pqxx::work& tx) {
+                  tx.exec_params(
+                      "INSERT INTO participations (id, campaign_id, idempotency_key, "
+                      "request_hash, customer_id, customer_org, channel, campaign_version, "
+                      "status, counters, body, created_at) VALUES ($1, $2, $3, 'h', $4, "
+                      "'bank-a', 'mobile_banking', 1, 'PENDING', '{}', $5::jsonb, "
+                      "now() - interval '1 hour')",
+                      p.id(), id, p.idempotency_key(), p.customer_id(), ToJson(p));
+                  return absl::OkStatus();
+                }).ok());
+  }
+  FlakyIssuer down(*issuer_, FlakyIssuer::Mode::kDown);
+  auto interrupted = ServiceWith(down)->Participate(Request(id, "cust-s1", "key-s1"));
+  EXPECT_EQ(interrupted.status().code(), absl::StatusCode::kUnavailable)
+      << Describe(interrupted.status());
+  ASSERT_EQ(StatusOf(id, "key-s1"), "PENDING");
+
+  int completed = 0;
+  for (int sweep = 0; sweep < 3; ++sweep) {
+    auto done = participation_->RecoverPending(absl::ZeroDuration(), /*limit=*/3);
+    ASSERT_TRUE(done.ok()) << Describe(done.status());
+    completed += *done;
+  }
+  EXPECT_EQ(completed, 1);
+  EXPECT_EQ(StatusOf(id, "key-s1"), "GRANTED");
+  EXPECT_EQ(WalletCoupons("cust-s1").size(), 1u);
+  // The stuck ones stay PENDING for an operator, each tried once in these three sweeps and
+  // deferred, not retried at every sweep.
+  EXPECT_EQ(Scalar("SELECT count(*) FROM participations WHERE status = 'PENDING'"), 3);
+  EXPECT_EQ(Scalar("SELECT count(*) FROM participations WHERE status = 'PENDING' AND "
+                   "recovery_attempts = 1 AND next_recovery_at > now()"),
+            3);
 }
 
 }  // namespace
