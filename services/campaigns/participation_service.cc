@@ -588,6 +588,11 @@ absl::StatusOr<pb::SoldOutBoard> ParticipationService::GetSoldOutBoard(
   const absl::Time now = clock_.Now();
   std::optional<SoldOutBoard::Standing> board = sold_out_.Board(r.campaign_id(), now);
   if (!board) return out;
+  // A copy must know whose campaign it is, to refuse only that org's customers (a campaign
+  // marked here was read by this process; one no longer cached is not handed out).
+  std::shared_ptr<const pb::Campaign> campaign = cache_.Peek(r.campaign_id());
+  if (campaign == nullptr) return out;
+  out.set_org_id(campaign->org_id());
   BloomFilter filter = BloomFilter::ForKeys(board->keys.size(), kBoardFalsePositiveRate);
   for (const std::string& key : board->keys) filter.Add(key);
   out.set_sold_out(true);

@@ -1,9 +1,11 @@
 #include "services/gateway/sold_out_boards.h"
 
+#include <tuple>
 #include <utility>
 
 #include "libs/core/status.h"
 #include "libs/metrics/metrics.h"
+#include "libs/tenancy/tenancy.h"
 #include "prometheus/counter.h"
 #include "spdlog/spdlog.h"
 
@@ -30,10 +32,14 @@ SoldOutBoards::SoldOutBoards(const Clock& clock, size_t max_campaigns)
     : clock_(clock), max_campaigns_(max_campaigns) {}
 
 std::optional<absl::Status> SoldOutBoards::Refusal(const std::string& campaign_id,
-                                                   const std::string& idempotency_key) {
+                                                   const std::string& idempotency_key,
+                                                   const std::string& customer_org_id) {
   absl::MutexLock lock(&mu_);
   auto it = entries_.find(campaign_id);
   if (it == entries_.end() || !it->second.stored || it->second.until <= clock_.Now()) {
+    return std::nullopt;
+  }
+  if (it->second.org_id.empty() || !tenancy::Covers(it->second.org_id, customer_org_id)) {
     return std::nullopt;
   }
   if (it->second.stored->MayContain(idempotency_key)) return std::nullopt;
@@ -73,11 +79,12 @@ void SoldOutBoards::Store(const std::string& campaign_id, const cpb::SoldOutBoar
   std::optional<BloomFilter> stored =
       board.sold_out() ? BloomFilter::FromBytes(board.filter(), board.filter_hashes())
                        : std::nullopt;
-  if (!stored || board.valid_ms() <= 0) {
+  if (!stored || board.valid_ms() <= 0 || board.org_id().empty()) {
     e.stored.reset();
     return;
   }
   e.stored = std::move(stored);
+  e.org_id = board.org_id();
   // Counted from when the board was asked for, so that the copy never outlasts the mark.
   e.until = e.fetched + absl::Milliseconds(board.valid_ms());
 }
@@ -113,8 +120,8 @@ void GuardWithSoldOutBoards(ApiRoute& route, FetchBoard fetch, SoldOutBoards& bo
   // ("<channel id>:<key>", ApiRoute::idempotency_field).
   auto keys = [](const gpb::Message& request) {
     const auto& claim = static_cast<const cpb::ParticipateRequest&>(request);
-    return std::pair<const std::string&, const std::string&>(claim.campaign_id(),
-                                                             claim.idempotency_key());
+    return std::tuple<const std::string&, const std::string&, const std::string&>(
+        claim.campaign_id(), claim.idempotency_key(), claim.customer_org_id());
   };
   // After the service refused a claim as sold out: fetch the campaign's board, unless a copy
   // stands or a fetch is running.
@@ -138,8 +145,10 @@ void GuardWithSoldOutBoards(ApiRoute& route, FetchBoard fetch, SoldOutBoards& bo
   route.invoke = [invoke = std::move(route.invoke), keys, observe, &boards](
                      const ApiCall& call, const gpb::Message& request,
                      gpb::Message* response) -> absl::Status {
-    const auto [campaign_id, key] = keys(request);
-    if (std::optional<absl::Status> refusal = boards.Refusal(campaign_id, key)) return *refusal;
+    const auto [campaign_id, key, org] = keys(request);
+    if (std::optional<absl::Status> refusal = boards.Refusal(campaign_id, key, org)) {
+      return *refusal;
+    }
     absl::Status status = invoke(call, request, response);
     observe(campaign_id, call, status);
     return status;
@@ -148,8 +157,8 @@ void GuardWithSoldOutBoards(ApiRoute& route, FetchBoard fetch, SoldOutBoards& bo
   route.invoke_async = [invoke = std::move(route.invoke_async), keys, observe, &boards](
                            const ApiCall& call, const gpb::Message& request, gpb::Message* response,
                            std::function<void(absl::Status)> done) {
-    const auto [campaign_id, key] = keys(request);
-    if (std::optional<absl::Status> refusal = boards.Refusal(campaign_id, key)) {
+    const auto [campaign_id, key, org] = keys(request);
+    if (std::optional<absl::Status> refusal = boards.Refusal(campaign_id, key, org)) {
       return done(*std::move(refusal));
     }
     invoke(call, request, response,

@@ -35,8 +35,11 @@ class SoldOutBoards {
 
   // The refusal to answer for a claim, when the campaign's copy stands and the key has no stored
   // participation (counted in mkt_gateway_sold_out_refusals_total).
+  // Only for a customer of an org the campaign's org covers: another bank's claim goes to the
+  // service, which answers it as an unknown campaign (no sold-out answer tells it exists).
   std::optional<absl::Status> Refusal(const std::string& campaign_id,
-                                      const std::string& idempotency_key);
+                                      const std::string& idempotency_key,
+                                      const std::string& customer_org_id);
   // Whether to fetch the campaign's board now, after the service refused a claim with
   // `refusal` (STOCK_EXHAUSTED): no copy stands and no fetch ran in the last `kRefetchAfter`. The
   // caller then fetches and calls Store (or Failed).
@@ -52,6 +55,7 @@ class SoldOutBoards {
   struct Entry {
     absl::Time until = absl::InfinitePast();
     std::optional<BloomFilter> stored;
+    std::string org_id;  // the campaign's (SoldOutBoard.org_id)
     // The service's latest sold-out answer; given to the claims refused here.
     absl::Status refusal;
     bool fetching = false;

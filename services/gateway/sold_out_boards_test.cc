@@ -52,16 +52,19 @@ class SoldOutBoardsTest : public ::testing::TestWithParam<bool> {
           board.set_valid_ms(10'000);
           board.set_filter(filter.bytes());
           board.set_filter_hashes(filter.hashes());
+          board.set_org_id("bank-a");
           done(board);
         },
         boards_);
   }
 
   // A claim through the wrapped route, blocking or async by the test's parameter.
-  absl::Status Claim(const std::string& key, const std::string& campaign = "cmp-1") {
+  absl::Status Claim(const std::string& key, const std::string& campaign = "cmp-1",
+                     const std::string& customer_org = "bank-a.branch-01") {
     cpb::ParticipateRequest request;
     request.set_campaign_id(campaign);
     request.set_idempotency_key(key);
+    request.set_customer_org_id(customer_org);
     cpb::Participation response;
     HttpRequest http;
     ApiCall call{http, std::nullopt, std::nullopt, {}, {"req-" + key, {}}};
@@ -111,6 +114,20 @@ TEST_P(SoldOutBoardsTest, AfterTheFirstSoldOutAnswerUnknownKeysAreRefusedHereAsT
   EXPECT_EQ(service_calls_.back(), "ch:x");
 }
 
+// The copy refuses only the campaign's own customers: a claim from another bank goes to the
+// service, which answers it as an unknown campaign (decision 023, amended): a sold-out answer
+// would tell that bank the campaign exists.
+TEST_P(SoldOutBoardsTest, AnotherBanksClaimIsNeverRefusedFromTheCopy) {
+  ASSERT_EQ(Claim("ch:first"), kSoldOut);
+  ASSERT_EQ(Claim("ch:a"), kSoldOut);
+  const size_t calls = service_calls_.size();
+  ASSERT_EQ(Claim("ch:b"), kSoldOut);
+  EXPECT_EQ(service_calls_.size(), calls) << "the campaign's own customer: refused here";
+  (void)Claim("ch:c", "cmp-1", "bank-b");
+  EXPECT_EQ(service_calls_.size(), calls + 1) << "another bank's customer: the service answers";
+  EXPECT_EQ(service_calls_.back(), "ch:c");
+}
+
 TEST_P(SoldOutBoardsTest, TheCopyEndsWithTheServicesMark) {
   ASSERT_EQ(Claim("ch:first"), kSoldOut);
   ASSERT_EQ(Claim("ch:a"), kSoldOut);
@@ -158,7 +175,10 @@ TEST(SoldOutBoardsLimitTest, TheLatestRefusalIsTheOneGiven) {
   board.set_filter(none.bytes());
   board.set_filter_hashes(none.hashes());
   boards.Store("a", board);
-  EXPECT_EQ(boards.Refusal("a", "k"), kSoldOut);
+  EXPECT_FALSE(boards.Refusal("a", "k", "bank-a").has_value()) << "a board naming no org";
+  board.set_org_id("bank-a");
+  boards.Store("a", board);
+  EXPECT_EQ(boards.Refusal("a", "k", "bank-a"), kSoldOut);
 }
 
 TEST(SoldOutBoardsLimitTest, OneFetchAtATimeAndTheCopiesAreBounded) {
@@ -171,7 +191,7 @@ TEST(SoldOutBoardsLimitTest, OneFetchAtATimeAndTheCopiesAreBounded) {
   clock.Advance(SoldOutBoards::kRefetchAfter);
   // a's entry holds no copy and no fetch: it makes room.
   EXPECT_TRUE(boards.ShouldFetch("b", kSoldOut));
-  EXPECT_FALSE(boards.Refusal("b", "k").has_value()) << "nothing stored yet";
+  EXPECT_FALSE(boards.Refusal("b", "k", "bank-a").has_value()) << "nothing stored yet";
 }
 
 }  // namespace

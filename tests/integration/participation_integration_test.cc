@@ -661,6 +661,7 @@ TEST_F(ParticipationIntegrationTest, AnotherReplicaAnswersAReplayOfASuccessAfter
   auto board = other.GetSoldOutBoard(board_request);
   ASSERT_TRUE(board.ok()) << Describe(board.status());
   EXPECT_EQ(board->campaign_id(), id);
+  EXPECT_EQ(board->org_id(), "bank-a");  // a copy refuses only this org's customers
   EXPECT_TRUE(board->sold_out());
   EXPECT_GT(board->valid_ms(), 0);
   EXPECT_LE(board->valid_ms(), 10'000);
