@@ -33,6 +33,8 @@ size_t SequenceLength(std::string_view s, size_t i) {
   return extra + 1;
 }
 
+constexpr std::string_view kReplacement = "\xEF\xBF\xBD";  // U+FFFD
+
 }  // namespace
 
 bool IsWellFormedUtf8(std::string_view s) {
@@ -55,6 +57,19 @@ int PrintableUtf8Length(std::string_view s) {
     i += len;
   }
   return count;
+}
+
+std::string StorableText(std::string_view text, size_t max_bytes) {
+  std::string out;
+  out.reserve(text.size() < max_bytes ? text.size() : max_bytes);
+  for (size_t i = 0; i < text.size();) {
+    const size_t n = text[i] == '\0' ? 0 : SequenceLength(text, i);
+    const std::string_view piece = n == 0 ? kReplacement : text.substr(i, n);
+    if (out.size() + piece.size() > max_bytes) break;
+    out += piece;
+    i += n == 0 ? 1 : n;
+  }
+  return out;
 }
 
 }  // namespace mkt

@@ -33,5 +33,42 @@ TEST(TextTest, ControlCharactersAreNotPrintable) {
   EXPECT_EQ(PrintableUtf8Length("line\nbreak"), -1);
 }
 
+std::string Repeat(std::string_view s, int n) {
+  std::string out;
+  for (int i = 0; i < n; ++i) out += s;
+  return out;
+}
+
+TEST(StorableTextTest, CutsOnACharacterBoundary) {
+  const std::string three = Repeat("失", 200);  // 3 bytes each
+  EXPECT_EQ(StorableText(three, 500), three.substr(0, 498));
+  EXPECT_EQ(StorableText(three, 501), three.substr(0, 501));
+  EXPECT_EQ(StorableText(three, 600), three);
+  EXPECT_EQ(StorableText(three, 2), "");
+  const std::string four = Repeat("😀", 10);  // 4 bytes each
+  EXPECT_EQ(StorableText(four, 7), four.substr(0, 4));
+  EXPECT_EQ(StorableText("ascii text", 5), "ascii");
+  EXPECT_EQ(StorableText("", 5), "");
+  for (size_t max = 0; max < 40; ++max) {
+    const std::string cut = StorableText("a失😀é" + four, max);
+    EXPECT_LE(cut.size(), max);
+    EXPECT_TRUE(IsWellFormedUtf8(cut)) << max;
+  }
+}
+
+TEST(StorableTextTest, ReplacesMalformedBytesAndNul) {
+  EXPECT_EQ(StorableText(std::string("a\0b", 3), 10), "a\uFFFDb");
+  EXPECT_EQ(StorableText("a\xff"
+                         "b",
+                         10),
+            "a\uFFFDb");
+  EXPECT_EQ(StorableText("ok\xe5\xa4", 10), "ok\uFFFD\uFFFD");        // a truncated character
+  EXPECT_EQ(StorableText("\xc0\xaf", 10), "\uFFFD\uFFFD");            // overlong '/'
+  EXPECT_EQ(StorableText("\xed\xa0\x80", 10), "\uFFFD\uFFFD\uFFFD");  // a UTF-16 surrogate
+  // A replacement that would not fit is left out whole.
+  EXPECT_EQ(StorableText("ab\xff", 4), "ab");
+  EXPECT_TRUE(IsWellFormedUtf8(StorableText(std::string("\0\x80\xf5 x", 5), 100)));
+}
+
 }  // namespace
 }  // namespace mkt

@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_split.h"
 #include "libs/core/status.h"
+#include "libs/core/text.h"
 #include "libs/log/log.h"
 #include "libs/pg/arrays.h"
 #include "libs/pg/reads.h"
@@ -213,7 +214,7 @@ absl::Status PgBatchGrantStore::Record(const std::string& campaign_id,
     customers.push_back(o.customer_id);
     states.push_back(o.granted ? "GRANTED" : "FAILED");
     reasons.push_back(o.granted ? "" : o.reason);
-    messages.push_back(o.granted ? "" : o.message.substr(0, 500));
+    messages.push_back(o.granted ? "" : StorableText(o.message, 500));
   }
   return pg::WithTransaction(pool_, [&](pqxx::work& tx) {
     // The run row first: Cancel takes it too, so the counters below see settled item states.
@@ -262,7 +263,7 @@ absl::Status PgBatchGrantStore::SetLastError(const std::string& campaign_id,
   return pg::WithTransaction(pool_, [&](pqxx::work& tx) {
     tx.exec_params(
         "UPDATE batch_grant_runs SET last_error = $2, updated_at = now() WHERE campaign_id = $1",
-        campaign_id, error.substr(0, 500));
+        campaign_id, StorableText(error, 500));
     return absl::OkStatus();
   });
 }
@@ -300,7 +301,7 @@ absl::StatusOr<BatchGrantRun> PgBatchGrantStore::Cancel(const std::string& campa
                     "updated_at = now(), lease_owner = '', lease_expires_at = '-infinity' "
                     "WHERE campaign_id = $1 RETURNING ") +
             kRunColumns,
-        campaign_id, n[0][0].as<int64_t>(), by, reason.substr(0, 500));
+        campaign_id, n[0][0].as<int64_t>(), by, StorableText(reason, 500));
     run = RunFromRow(r[0]);
     return absl::OkStatus();
   }));

@@ -13,6 +13,7 @@
 #include "absl/time/civil_time.h"
 #include "google/protobuf/util/json_util.h"
 #include "libs/core/status.h"
+#include "libs/core/text.h"
 #include "libs/pg/arrays.h"
 #include "nlohmann/json.hpp"
 #include "services/events/events_sql.h"
@@ -782,7 +783,7 @@ absl::Status EventStore::Finish(const std::vector<GrantResult>& results) {
         break;
     }
     pg::AppendTextArrayElement(kinds, kind);
-    pg::AppendTextArrayElement(reasons, r.reason.substr(0, 500));
+    pg::AppendTextArrayElement(reasons, StorableText(r.reason, 500));
   }
   return pg::WithTransaction(pool_, [&](pqxx::work& tx) {
     // A grant the ledger refuses for a business reason (budget or stock exhausted) gives back

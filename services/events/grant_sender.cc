@@ -13,6 +13,7 @@
 
 #include "absl/time/clock.h"
 #include "libs/core/status.h"
+#include "libs/core/text.h"
 #include "libs/log/log.h"
 #include "libs/metrics/metrics.h"
 #include "libs/rpc/client.h"
@@ -73,7 +74,7 @@ rpb::GrantRequest GrantRequestOf(const GrantRow& r) {
   if (r.reward.asset() == rpb::POINTS) {
     request.mutable_expiry()->set_days_after_grant(r.reward.points_expiry_days());
   }
-  request.set_event_id(r.event_key.substr(0, 128));
+  request.set_event_id(StorableText(r.event_key, 128));
   (*request.mutable_metadata())["rule_id"] = r.rule_id;
   (*request.mutable_metadata())["tier"] = std::to_string(r.tier);
   return request;
@@ -232,7 +233,7 @@ void GrantSender::Impl::StartCall(grpc::CompletionQueue& cq_ref, std::vector<Gra
       rpb::ReverseRequest request;
       request.set_request_id(ReversalId(first.grant_id));
       request.set_batch_id(first.grant_id);
-      request.set_reason("event reversed: " + first.event_key.substr(0, 200));
+      request.set_reason("event reversed: " + StorableText(first.event_key, 200));
       call->reverse_reader = stub->AsyncReverse(&call->context, request, &cq_ref);
       call->reverse_reader->Finish(&call->reverse_response, &call->status, call);
       break;

@@ -9,6 +9,7 @@
 #include "absl/cleanup/cleanup.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "libs/core/status.h"
 #include "libs/log/log.h"
 #include "libs/pg/arrays.h"
@@ -47,7 +48,8 @@ constexpr char kUpdateTemplate[] =
     "updated_at = $4::timestamptz WHERE id = $1";
 
 constexpr char kSelectCouponByRequest[] =
-    "SELECT id, template_id, customer_id FROM coupons WHERE issue_request_id = $1";
+    "SELECT id, template_id, customer_id, campaign_id, holder_org_id FROM coupons "
+    "WHERE issue_request_id = $1";
 constexpr char kInsertCoupon[] =
     "INSERT INTO coupons (code, issue_request_id, org_id, template_id, type, customer_id, "
     "campaign_id, state, valid_from, valid_until, issued_at, updated_at, holder_org_id) "
@@ -142,8 +144,11 @@ constexpr char kInsertQrToken[] =
     "VALUES ($1, $2, $3, $4::timestamptz)";
 constexpr char kSelectQrToken[] = "SELECT coupon_id FROM qr_tokens WHERE jti = $1";
 constexpr char kLockQrToken[] =
-    "SELECT coupon_id, used_at IS NOT NULL, coalesce(terminal_id, '') FROM qr_tokens "
-    "WHERE jti = $1 FOR UPDATE";
+    "SELECT coupon_id, used_at IS NOT NULL, coalesce(terminal_id, ''), "
+    "coalesce(redemption_id, '') FROM qr_tokens WHERE jti = $1 FOR UPDATE";
+constexpr char kSelectQrTokenUse[] =
+    "SELECT coalesce(redemption_id, '') FROM qr_tokens WHERE jti = $1 AND used_at IS NOT NULL";
+constexpr char kSelectRedemption[] = "SELECT encode(detail, 'hex') FROM redemptions WHERE id = $1";
 constexpr char kUseQrToken[] =
     "UPDATE qr_tokens SET used_at = $2::timestamptz, terminal_id = $3, redemption_id = $4 "
     "WHERE jti = $1";
@@ -249,6 +254,34 @@ pb::TransferSpec Spec(std::string id, pb::AccountRef debit, pb::AccountRef credi
 
 std::string StateName(int state) {
   return state == 0 ? "being issued" : pb::CouponState_Name(static_cast<pb::CouponState>(state));
+}
+
+// A QR redemption sent again after its answer was lost: the terminal that used the token
+// presents it again for the same order. Returns the redemption the token made (as it is now),
+// nullopt when `order` is not that terminal's order (the token was used by someone else), or
+// CONFLICT when it is that order with another amount or merchant (as for an online lock).
+absl::StatusOr<std::optional<pb::Redemption>> QrRetry(pqxx::work& tx,
+                                                      const std::string& redemption_id,
+                                                      const pb::OrderInfo& order) {
+  if (redemption_id.empty()) return std::nullopt;
+  pqxx::result r = tx.exec_params(kSelectRedemption, redemption_id);
+  if (r.empty()) return std::nullopt;
+  pb::Redemption stored = Parse<pb::Redemption>(r[0][0].as<std::string>());
+  if (stored.terminal_id() != order.terminal_id() || stored.order_id() != order.order_id()) {
+    return std::nullopt;
+  }
+  if (stored.order_amount_fen() != order.amount_fen()) {
+    return Conflict(absl::StrCat("order ", stored.order_id(), " already redeemed this token for ",
+                                 stored.order_amount_fen(), " fen (redemption ", stored.id(),
+                                 "); an order of another amount needs a new order id"),
+                    "order.amount_fen");
+  }
+  if (stored.merchant_id() != order.merchant_id()) {
+    return Conflict(absl::StrCat("order ", stored.order_id(), " redeemed this token at merchant ",
+                                 stored.merchant_id(), " (redemption ", stored.id(), ")"),
+                    "order.merchant_id");
+  }
+  return stored;
 }
 
 }  // namespace
@@ -698,10 +731,18 @@ absl::StatusOr<pb::Coupon> Benefits::IssueCoupon(const pb::IssueCouponRequest& r
       written.reset();
       pqxx::result existing = tx.exec_params(kSelectCouponByRequest, req.request_id());
       if (!existing.empty()) {
-        if (existing[0][1].as<std::string>() != req.template_id() ||
-            existing[0][2].as<std::string>() != req.customer_id()) {
+        // A replay is the same grant: every field of the request (the paying org as resolved,
+        // so naming the template's org is the same as naming none) must match what it issued.
+        std::vector<std::string> differ;
+        if (existing[0][1].as<std::string>() != req.template_id()) differ.push_back("template_id");
+        if (existing[0][2].as<std::string>() != req.customer_id()) differ.push_back("customer_id");
+        if (existing[0][3].as<std::string>() != req.campaign_id()) differ.push_back("campaign_id");
+        if (existing[0][4].as<std::string>() != budget_org) differ.push_back("budget_org_id");
+        if (!differ.empty()) {
           return Error(absl::StatusCode::kAlreadyExists, cpb::IDEMPOTENCY_KEY_REUSED,
-                       "request_id was used to issue another coupon", "request_id");
+                       "request_id \"" + req.request_id() + "\" already issued a coupon with " +
+                           "another " + absl::StrJoin(differ, " and ") + "; send a new request_id",
+                       "request_id");
         }
         coupon_id = existing[0][0].as<int64_t>();
         return absl::OkStatus();
@@ -1171,18 +1212,28 @@ absl::StatusOr<pb::Redemption> Benefits::RedeemQrToken(const pb::RedeemQrTokenRe
   MKT_RETURN_IF_ERROR(KeyField(req.terminal_id(), "terminal_id"));
   if (!req.customer_id().empty()) MKT_RETURN_IF_ERROR(KeyField(req.customer_id(), "customer_id"));
   MKT_ASSIGN_OR_RETURN(const QrClaims claims, signer_.Verify(req.token()));
+  pb::OrderInfo order;
+  order.set_order_id(req.order_id().empty() ? "qr-" + claims.jti : req.order_id());
+  order.set_amount_fen(req.order_amount_fen());
+  order.set_merchant_id(req.merchant_id());
+  order.set_terminal_id(req.terminal_id());
   if (clock_.Now() >= claims.expires_at) {
+    // The terminal that used the token may still be retrying a redemption whose answer it lost.
+    std::optional<pb::Redemption> retry;
+    MKT_RETURN_IF_ERROR(pg::WithTransaction(pool_, [&](pqxx::work& tx) -> absl::Status {
+      retry.reset();
+      pqxx::result r = tx.exec_params(kSelectQrTokenUse, claims.jti);
+      if (r.empty()) return absl::OkStatus();
+      MKT_ASSIGN_OR_RETURN(retry, QrRetry(tx, r[0][0].as<std::string>(), order));
+      return absl::OkStatus();
+    }));
+    if (retry) return *std::move(retry);
     return Error(absl::StatusCode::kFailedPrecondition, cpb::TOKEN_EXPIRED,
                  "the QR token expired; ask the customer to refresh it", "token.expires_at");
   }
   if (!req.customer_id().empty() && req.customer_id() != claims.customer_id) {
     return Denied("the QR token belongs to another customer", "customer_id");
   }
-  pb::OrderInfo order;
-  order.set_order_id(req.order_id().empty() ? "qr-" + claims.jti : req.order_id());
-  order.set_amount_fen(req.order_amount_fen());
-  order.set_merchant_id(req.merchant_id());
-  order.set_terminal_id(req.terminal_id());
   MKT_RETURN_IF_ERROR(ValidateOrder(order));
   int64_t coupon_id = 0;
   MKT_RETURN_IF_ERROR(pg::WithTransaction(pool_, [&](pqxx::work& tx) -> absl::Status {
@@ -1209,9 +1260,16 @@ absl::StatusOr<pb::Redemption> Benefits::RedeemOffline(int64_t coupon_id,
     if (cr.empty()) return UnknownCoupon();
     const CouponRow c = CouponRow::From(cr[0]);
     if (!jti.empty()) {
-      // Under the coupon's lock: of two terminals presenting one token, the second sees it used.
+      // Under the coupon's lock: of two terminals presenting one token, the second sees it used;
+      // the first sending it again for the same order (a lost answer) gets its redemption.
       pqxx::result tr = tx.exec_params(kLockQrToken, jti);
       if (tr[0][1].as<bool>()) {
+        MKT_ASSIGN_OR_RETURN(std::optional<pb::Redemption> retry,
+                             QrRetry(tx, tr[0][3].as<std::string>(), order));
+        if (retry) {
+          out = *std::move(retry);
+          return absl::OkStatus();
+        }
         return Error(absl::StatusCode::kFailedPrecondition, cpb::TOKEN_ALREADY_USED,
                      "the QR token was already used (terminal " + tr[0][2].as<std::string>() + ")",
                      "token");
@@ -1482,7 +1540,8 @@ absl::StatusOr<pb::Wallet> Benefits::AssembleWallet(const WalletBalances& balanc
   for (const pb::Account& a : balances.accounts) {
     switch (a.ref().asset()) {
       case pb::POINTS:
-        w.set_points(a.available());
+        // Points past their expiry are not spendable even before the expiry job moves them.
+        w.set_points(std::max<int64_t>(0, a.available() - balances.points_expired));
         break;
       case pb::CASH_FEN:
         w.set_cash_fen(a.available());

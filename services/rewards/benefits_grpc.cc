@@ -134,11 +134,20 @@ class BenefitsGrpcService final : public pb::Benefits::CallbackService {
                                   pb::Coupon* resp) override {
     return Run(ctx, resp, [=, this]() -> absl::StatusOr<pb::Coupon> {
       // Grants come from internal callers (campaigns, events, tools) that may name nobody; one
-      // that names an actor is held to its lineage like the customer-facing calls.
+      // that names an actor is held to its lineage like the customer-facing calls: the template,
+      // and the org whose campaign budget pays and whose wallet holds the coupon (budget_org_id;
+      // the template's org when empty). A federation template is in every bank's lineage, but
+      // another bank's budget is not (decision 011, amended 2026-11-29).
       if (NamesActor(*ctx)) {
         MKT_ASSIGN_OR_RETURN(const tenancy::Actor actor, rpc::ActorOf(*ctx));
         MKT_RETURN_IF_ERROR(Visible(actor, b_.OrgOfTemplate(req->template_id()),
                                     NoSuchTemplate(req->template_id())));
+        if (!req->budget_org_id().empty() && !InLineage(actor, req->budget_org_id())) {
+          return Error(absl::StatusCode::kPermissionDenied, cpb::PERMISSION_DENIED,
+                       "org \"" + req->budget_org_id() + "\" is outside your organisation (" +
+                           actor.org_id + "): its campaign budgets are not yours to spend",
+                       "budget_org_id");
+        }
       }
       return b_.IssueCoupon(*req);
     });

@@ -9,6 +9,7 @@
 #include "libs/core/status.h"
 #include "libs/kafka/outbox.h"
 #include "libs/log/log.h"
+#include "libs/core/text.h"
 #include "spdlog/spdlog.h"
 
 namespace mkt::rewards {
@@ -118,11 +119,11 @@ void Record(pqxx::work& tx, const Row& before, const pb::Fulfilment& after,
             const std::string& detail, absl::Time now) {
   tx.exec_params(kUpdateFulfilment, after.id(), static_cast<int>(after.state()), after.attempt(),
                  next ? std::optional<std::string>(PgTime(*next)) : std::nullopt,
-                 after.supplier_reference().substr(0, 200), after.failure_reason().substr(0, 500),
-                 PgTime(now));
+                 StorableText(after.supplier_reference(), 200),
+                 StorableText(after.failure_reason(), 500), PgTime(now));
   tx.exec_params(kInsertEvent, after.id(), static_cast<int>(before.f.state()),
                  static_cast<int>(after.state()), after.attempt(), actor, cause,
-                 detail.substr(0, 500), PgTime(now));
+                 StorableText(detail, 500), PgTime(now));
 }
 
 }  // namespace
@@ -314,7 +315,7 @@ absl::Status Fulfilments::HandleResult(const std::string& event_id,
     const pb::FulfilmentState state = row.f.state();
     const std::string actor = "supplier:" + row.f.supplier_id();
     const std::string detail =
-        absl::StrCat("attempt ", result.attempt(), ": ", result.message()).substr(0, 500);
+        StorableText(absl::StrCat("attempt ", result.attempt(), ": ", result.message()), 500);
     pb::Fulfilment next = row.f;
     switch (result.outcome()) {
       case pb::SUCCEEDED:
@@ -325,7 +326,7 @@ absl::Status Fulfilments::HandleResult(const std::string& event_id,
                         row.f.id(), result.supplier_reference());
           tx.exec_params(kInsertEvent, row.f.id(), static_cast<int>(state), static_cast<int>(state),
                          row.f.attempt(), actor, "late-success",
-                         absl::StrCat(result.supplier_reference(), " ", detail).substr(0, 500),
+                         StorableText(absl::StrCat(result.supplier_reference(), " ", detail), 500),
                          PgTime(now));
           return absl::OkStatus();
         }

@@ -80,6 +80,12 @@ struct LinkedBatch {
   // rebuilds the batch. A replay is answered from what was stored, unchecked. It costs a read per
   // such leg; grants, spends and funds leave it unset.
   bool checks_expiry_reversals = false;
+  // Set when the batch's pending transfers must wait for their post or void however long that
+  // takes (a payout's cash hold: core banking may pay days later, decision 011): they are stored
+  // without timeout_at, so VoidTimedOutPending never voids them and a late post is accepted.
+  // Their specs still carry a valid timeout_seconds (it is part of the content hash that makes a
+  // resend a replay); the store does not use it.
+  bool holds_until_resolved = false;
 };
 
 // A batch as stored (or found stored, for a replay).
@@ -110,8 +116,12 @@ struct BudgetFlows {
 // The ledger's part of a customer's wallet.
 struct WalletBalances {
   std::vector<pb::Account> accounts;
-  // Remaining points of the lots expiring before the `until` asked for.
+  // Remaining points of the lots still valid now and expiring before the `until` asked for.
   int64_t points_expiring = 0;
+  // Remaining points of the lots past their expiry that the expiry job has not turned over yet:
+  // still in the POINTS account's totals (and available), but no spend takes them (decision 006,
+  // "Points lots and expiry"), so the wallet does not show them.
+  int64_t points_expired = 0;
 };
 
 class LedgerStore {

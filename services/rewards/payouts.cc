@@ -7,6 +7,7 @@
 #include "libs/core/status.h"
 #include "libs/kafka/outbox.h"
 #include "libs/log/log.h"
+#include "libs/core/text.h"
 #include "services/rewards/ledger_service.h"
 #include "spdlog/spdlog.h"
 
@@ -16,7 +17,11 @@ namespace {
 namespace cpb = ::marketing::common::v1;
 
 constexpr char kConsumerName[] = "rewards-payout-results";
-// The longest reservation the ledger allows; core banking answers within minutes.
+// The reservation's spec carries the ledger's longest timeout, as it always has (the spec's
+// content makes a resend a replay), but the hold is stored without one
+// (LinkedBatch::holds_until_resolved): core banking usually answers within minutes, yet may pay
+// days later, and a hold the ledger's sweeper voided meanwhile could no longer be posted: the
+// customer would keep the cash core banking paid out (decision 011, amended 2026-11-29).
 constexpr int kReserveTimeoutSeconds = 86400;
 
 constexpr char kSelectPayout[] =
@@ -147,7 +152,8 @@ absl::Status Payouts::Settle(const std::string& id) {
     (*s.mutable_metadata())["payout_id"] = id;
     MKT_RETURN_IF_ERROR(ValidateTransferSpecs({s}));
     MKT_ASSIGN_OR_RETURN(std::vector<BatchResult> results,
-                         ledger_.Apply({LinkedBatch{.batch_id = s.id(), .transfers = {s}}}));
+                         ledger_.Apply({LinkedBatch{
+                             .batch_id = s.id(), .transfers = {s}, .holds_until_resolved = true}}));
     MKT_RETURN_IF_ERROR(results.at(0).status());
     // The command leaves only once the cash is reserved, and only once (state 0 → 1).
     return pg::WithTransaction(pool_, [&](pqxx::work& tx) {
@@ -194,8 +200,8 @@ absl::Status Payouts::HandleResult(const kafka::IncomingMessage& message) {
     if (r[0][0].as<int>() != pb::PAYOUT_REQUESTED) return absl::OkStatus();
     tx.exec_params(kSettle, result.payout_id(),
                    static_cast<int>(result.success() ? pb::PAYOUT_SUCCEEDED : pb::PAYOUT_FAILED),
-                   result.failure_reason().substr(0, 500), result.core_reference().substr(0, 100),
-                   PgTime(clock_.Now()));
+                   StorableText(result.failure_reason(), 500),
+                   StorableText(result.core_reference(), 100), PgTime(clock_.Now()));
     changed = true;
     return absl::OkStatus();
   }));

@@ -237,26 +237,28 @@ constexpr char kSelectExpiringLots[] =
     "WHERE a.org_id = $1 AND a.owner_kind = 1 AND a.owner_id = $2 AND a.asset = 1 "
     "AND l.remaining > 0 AND l.expires_at < $3::timestamptz ORDER BY l.expires_at, l.id";
 
-// The wallet's read: the customer's accounts, each with what of its points lots expires before
-// $3 (POINTS only), in one statement.
+// The wallet's read: the customer's accounts, each (POINTS only) with what of its points lots
+// expires from $4 (now) to before $3, and what lots past their expiry at $4 still hold because
+// the expiry job has not turned them over yet, in one statement (one range of the open lots'
+// index: every lot expired at $4 also expires before $3).
 // Prepared: wallets are read again and again (P3).
+#define MKT_WALLET_LOTS                                                                    \
+  ", coalesce(x.expiring, 0), coalesce(x.expired, 0) FROM accounts a LEFT JOIN LATERAL "   \
+  "(SELECT sum(l.remaining) FILTER (WHERE l.expires_at >= $4::timestamptz) AS expiring, "  \
+  "sum(l.remaining) FILTER (WHERE l.expires_at < $4::timestamptz) AS expired FROM lots l " \
+  "WHERE a.asset = 1 AND l.account_id = a.id AND l.remaining > 0 AND l.expires_at < "      \
+  "$3::timestamptz) x ON true "
 constexpr pg::Prepared kSelectWalletAccounts{
-    "ledger_wallet_accounts",
-    "SELECT " MKT_ACCOUNT_COLUMNS
-    ", CASE WHEN a.asset = 1 THEN (SELECT coalesce(sum(l.remaining), "
-    "0) FROM lots l WHERE l.account_id = a.id AND l.remaining > 0 AND l.expires_at < "
-    "$3::timestamptz) ELSE 0 END "
-    "FROM accounts a WHERE a.org_id = $1 AND a.owner_kind = 1 AND a.owner_id = $2 "
-    "ORDER BY a.asset, a.asset_ref"};
+    "ledger_wallet_accounts", "SELECT " MKT_ACCOUNT_COLUMNS MKT_WALLET_LOTS
+                              "WHERE a.org_id = $1 AND a.owner_kind = 1 AND a.owner_id = $2 "
+                              "ORDER BY a.asset, a.asset_ref"};
 // The same for several customers ($2, a text[]): wallet refreshes read in batches.
 constexpr pg::Prepared kSelectWalletAccountsOf{
     "ledger_wallet_accounts_of",
-    "SELECT " MKT_ACCOUNT_COLUMNS
-    ", CASE WHEN a.asset = 1 THEN (SELECT coalesce(sum(l.remaining), "
-    "0) FROM lots l WHERE l.account_id = a.id AND l.remaining > 0 AND l.expires_at < "
-    "$3::timestamptz) ELSE 0 END "
-    "FROM accounts a WHERE a.org_id = $1 AND a.owner_kind = 1 AND a.owner_id = ANY($2::text[]) "
+    "SELECT " MKT_ACCOUNT_COLUMNS MKT_WALLET_LOTS
+    "WHERE a.org_id = $1 AND a.owner_kind = 1 AND a.owner_id = ANY($2::text[]) "
     "ORDER BY a.owner_id, a.asset, a.asset_ref"};
+#undef MKT_WALLET_LOTS
 
 constexpr char kSelectHistory[] =
     "SELECT " MKT_TRANSFER_COLUMNS MKT_TRANSFER_FROM
@@ -1637,13 +1639,25 @@ class Session {
   }
 
   // Takes `amount` from the account's lots: first from those holding points `preferred` (a
-  // reversed grant) created, then soonest-expiring first, ties by lot id.
+  // reversed grant) created, then soonest-expiring first, ties by lot id. A lot past its expiry
+  // (expires_at before this transaction's time: the expiry job's rule) is not taken even while
+  // the job has not turned it over yet, so that nobody spends expired points; only a clawback of
+  // the grant that brought it takes it, as it would take them back from EXPIRY once the job had
+  // run (decision 006). The account's totals still count such points until then, so this, not
+  // the totals' check, refuses a spend they would have covered: INSUFFICIENT_BALANCE.
   absl::Status TakeFromLots(const std::string& transfer_id, int64_t account_id, int64_t amount,
                             const std::string& preferred_grant, const std::string& field) {
     std::vector<const Lot*> open;
+    int64_t expired = 0;
     for (int64_t id : lots_by_account_[account_id]) {
       const Lot& lot = lots_.at(id);
-      if (lot.remaining > 0) open.push_back(&lot);
+      if (lot.remaining <= 0) continue;
+      if (lot.expires_at < now_ &&
+          (preferred_grant.empty() || OriginalGrantOf(lot) != preferred_grant)) {
+        expired += lot.remaining;
+        continue;
+      }
+      open.push_back(&lot);
     }
     auto order_key = [&](const Lot* lot) {
       const bool preferred = !preferred_grant.empty() && OriginalGrantOf(*lot) == preferred_grant;
@@ -1664,10 +1678,13 @@ class Session {
       left -= n;
     }
     if (left > 0) {
-      return Error(absl::StatusCode::kFailedPrecondition, cpb::INSUFFICIENT_BALANCE,
-                   absl::StrCat("the points lots of account ", account_id, " hold ", amount - left,
-                                " points; the transfer needs ", amount),
-                   field);
+      return Error(
+          absl::StatusCode::kFailedPrecondition, cpb::INSUFFICIENT_BALANCE,
+          absl::StrCat("the points lots of account ", account_id, " hold ", amount - left,
+                       " points",
+                       expired > 0 ? absl::StrCat(" (and ", expired, " that have expired)") : "",
+                       "; the transfer needs ", amount),
+          field);
     }
     return absl::OkStatus();
   }
@@ -1779,7 +1796,8 @@ class Session {
     const Mark mark = Begin();
     for (size_t i = 0; i < batch.transfers.size(); ++i) {
       absl::StatusOr<pb::Transfer> t =
-          ApplyTransfer(batch.batch_id, batch.transfers[i], absl::StrCat("transfers[", i, "]"));
+          ApplyTransfer(batch.batch_id, batch.transfers[i], absl::StrCat("transfers[", i, "]"),
+                        batch.holds_until_resolved);
       if (!t.ok()) {
         Rollback(mark);
         return t.status();
@@ -1866,9 +1884,10 @@ class Session {
     return ToProto(accounts_.at(*id));
   }
 
+  // `no_timeout`: LinkedBatch::holds_until_resolved.
   absl::StatusOr<pb::Transfer> ApplyTransfer(const std::string& batch_id,
-                                             const pb::TransferSpec& spec,
-                                             const std::string& field) {
+                                             const pb::TransferSpec& spec, const std::string& field,
+                                             bool no_timeout) {
     MKT_ASSIGN_OR_RETURN(const int64_t debit_id,
                          UsableAccount(spec.debit(), spec, /*is_credit=*/false, field));
     MKT_ASSIGN_OR_RETURN(const int64_t credit_id,
@@ -1982,7 +2001,7 @@ class Session {
     t.set_reverses_transfer_id(spec.reverses_transfer_id());
     t.set_batch_id(batch_id);
     SetTime(t.mutable_created_at(), now_);
-    if (spec.pending()) {
+    if (spec.pending() && !no_timeout) {
       SetTime(t.mutable_timeout_at(), now_ + absl::Seconds(spec.timeout_seconds()));
     }
     s.pending = spec.pending();
@@ -2411,12 +2430,14 @@ absl::StatusOr<WalletBalances> PgLedgerStore::GetWalletBalances(const std::strin
                                                                 const std::string& customer_id,
                                                                 absl::Time until) {
   WalletBalances out;
+  const absl::Time now = clock_.Now();  // the time a spend's lots are judged by
   MKT_RETURN_IF_ERROR(pg::WithReads(pool_, [&](pqxx::nontransaction& reads) {
     out = WalletBalances{};
-    for (const pqxx::row& row :
-         pg::ExecPrepared(reads, kSelectWalletAccounts, org_id, customer_id, PgTime(until))) {
+    for (const pqxx::row& row : pg::ExecPrepared(reads, kSelectWalletAccounts, org_id, customer_id,
+                                                 PgTime(until), PgTime(now))) {
       out.accounts.push_back(ToProto(AccountFromRow(row)));
       out.points_expiring += row[13].as<int64_t>();
+      out.points_expired += row[14].as<int64_t>();
     }
     return absl::OkStatus();
   }));
@@ -2427,14 +2448,16 @@ absl::StatusOr<absl::flat_hash_map<std::string, WalletBalances>> PgLedgerStore::
     const std::string& org_id, const std::vector<std::string>& customer_ids, absl::Time until) {
   absl::flat_hash_map<std::string, WalletBalances> out;
   const std::string ids = pg::TextArrayLiteral(customer_ids);
+  const absl::Time now = clock_.Now();  // the time a spend's lots are judged by
   MKT_RETURN_IF_ERROR(pg::WithReads(pool_, [&](pqxx::nontransaction& reads) {
     out.clear();
     for (const std::string& customer_id : customer_ids) out[customer_id];
-    for (const pqxx::row& row :
-         pg::ExecPrepared(reads, kSelectWalletAccountsOf, org_id, ids, PgTime(until))) {
+    for (const pqxx::row& row : pg::ExecPrepared(reads, kSelectWalletAccountsOf, org_id, ids,
+                                                 PgTime(until), PgTime(now))) {
       pb::Account account = ToProto(AccountFromRow(row));
       WalletBalances& balances = out[account.ref().owner_id()];
       balances.points_expiring += row[13].as<int64_t>();
+      balances.points_expired += row[14].as<int64_t>();
       balances.accounts.push_back(std::move(account));
     }
     return absl::OkStatus();

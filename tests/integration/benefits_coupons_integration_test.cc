@@ -336,6 +336,50 @@ TEST_F(BenefitsTest, ABankCampaignGrantingAFederationTemplatePaysFromTheBanksBud
   EXPECT_EQ(Count("SELECT count(*) FROM coupons WHERE state > 0"), 1);
 }
 
+// A request id names one grant: resent with the same fields it answers the coupon it issued;
+// resent with another campaign or another paying org it is a reused key, and nothing is charged.
+TEST_F(BenefitsTest, AReplayWithAnotherCampaignOrBudgetOrgIsIdempotencyKeyReused) {
+  Activate(Template("cash", pb::COUPON_CASH));
+  FundBudget("camp-2", 10'000);
+  auto first = Issue("grant-1", "cash", "cust-1");
+  ASSERT_TRUE(first.ok()) << first.status();
+  auto same = Issue("grant-1", "cash", "cust-1");
+  ASSERT_TRUE(same.ok()) << same.status();
+  EXPECT_EQ(same->code(), first->code());
+  // Naming the org that paid by default is the same request.
+  pb::IssueCouponRequest r;
+  r.set_request_id("grant-1");
+  r.set_template_id("cash");
+  r.set_customer_id("cust-1");
+  r.set_campaign_id(kCampaign);
+  r.set_budget_org_id(kOrg);
+  auto named = benefits_->IssueCoupon(r);
+  ASSERT_TRUE(named.ok()) << named.status();
+  EXPECT_EQ(named->code(), first->code());
+
+  auto other_campaign = Issue("grant-1", "cash", "cust-1", "camp-2");
+  EXPECT_EQ(other_campaign.status().code(), absl::StatusCode::kAlreadyExists)
+      << other_campaign.status();
+  EXPECT_EQ(ReasonOf(other_campaign.status()), cpb::IDEMPOTENCY_KEY_REUSED);
+  EXPECT_EQ(FieldOf(other_campaign.status()), "request_id");
+  r.set_budget_org_id("bank-a.branch-01");
+  auto other_org = benefits_->IssueCoupon(r);
+  EXPECT_EQ(ReasonOf(other_org.status()), cpb::IDEMPOTENCY_KEY_REUSED) << other_org.status();
+  EXPECT_EQ(FieldOf(other_org.status()), "request_id");
+  // Also through the staged path (THIRD_PARTY and inactive templates, decision 017).
+  ASSERT_TRUE(benefits_->RetireTemplate("cash").ok());
+  auto retired = Issue("grant-1", "cash", "cust-1", "camp-2");
+  EXPECT_EQ(ReasonOf(retired.status()), cpb::IDEMPOTENCY_KEY_REUSED) << retired.status();
+
+  EXPECT_EQ(Count("SELECT count(*) FROM coupons"), 1);
+  pb::AccountRef budget2;
+  budget2.set_org_id(kOrg);
+  budget2.set_asset(pb::BUDGET_FEN);
+  budget2.set_owner_kind(pb::CAMPAIGN);
+  budget2.set_owner_id("camp-2");
+  EXPECT_EQ(store_->GetAccount(budget2)->balance(), 10'000);
+}
+
 // The template cache never hides a status change made through the same service.
 TEST_F(BenefitsTest, ARetiredTemplateIsRefusedAtOnceDespiteTheCache) {
   Activate(Template("cash", pb::COUPON_CASH));
@@ -550,6 +594,50 @@ TEST_F(BenefitsTest, QrTokenRefusalsEachHaveTheirOwnCode) {
   EXPECT_EQ(ReasonOf(e.status()), cpb::TOKEN_EXPIRED);
   EXPECT_EQ(FieldOf(e.status()), "token.expires_at");
   EXPECT_EQ(StateOf(later), pb::COUPON_ISSUED);
+}
+
+// A terminal that lost the answer to a redemption sends it again: the same token from the same
+// terminal for the same order gets the redemption it made (even once the token has expired), not
+// TOKEN_ALREADY_USED; another terminal or another order is still refused.
+TEST_F(BenefitsTest, AQrRedemptionRetriedByTheSameTerminalAnswersTheStoredRedemption) {
+  Activate(Template("cash", pb::COUPON_CASH));
+  for (const std::string order : {"", "pos-order-1"}) {  // the order named by the token, or not
+    pb::Coupon c = MustIssue("cash", "cust-1");
+    auto token = Qr(*benefits_, c, "cust-1");
+    ASSERT_TRUE(token.ok()) << token.status();
+    pb::RedeemQrTokenRequest req = Redeem(token->token(), "t-7");
+    req.set_order_id(order);
+    auto first = benefits_->RedeemQrToken(req);
+    ASSERT_TRUE(first.ok()) << first.status();
+    auto retried = benefits_->RedeemQrToken(req);
+    ASSERT_TRUE(retried.ok()) << retried.status();
+    EXPECT_TRUE(google::protobuf::util::MessageDifferencer::Equals(*retried, *first))
+        << retried->DebugString() << " vs " << first->DebugString();
+
+    auto other_terminal = benefits_->RedeemQrToken(Redeem(token->token(), "t-8"));
+    EXPECT_EQ(ReasonOf(other_terminal.status()), cpb::TOKEN_ALREADY_USED)
+        << other_terminal.status();
+    pb::RedeemQrTokenRequest other_order = req;
+    other_order.set_order_id("pos-order-2");
+    EXPECT_EQ(ReasonOf(benefits_->RedeemQrToken(other_order).status()), cpb::TOKEN_ALREADY_USED);
+    pb::RedeemQrTokenRequest other_amount = req;
+    other_amount.set_order_amount_fen(20'000);
+    // The same order for another amount: a conflict, as for an online lock.
+    auto changed = benefits_->RedeemQrToken(other_amount);
+    EXPECT_EQ(ReasonOf(changed.status()), cpb::CONFLICT) << changed.status();
+    EXPECT_EQ(FieldOf(changed.status()), "order.amount_fen") << changed.status();
+
+    // Past the token's expiry the retry still gets its redemption.
+    clock_.Advance(absl::Seconds(61));
+    auto late = benefits_->RedeemQrToken(req);
+    ASSERT_TRUE(late.ok()) << late.status();
+    EXPECT_EQ(late->id(), first->id());
+    EXPECT_EQ(ReasonOf(benefits_->RedeemQrToken(Redeem(token->token(), "t-8")).status()),
+              cpb::TOKEN_EXPIRED);
+    EXPECT_EQ(StateOf(c), pb::COUPON_REDEEMED);
+  }
+  EXPECT_EQ(Count("SELECT count(*) FROM redemptions"), 2);
+  EXPECT_EQ(store_->GetAccount(SystemCoupons(kOrg, "cash", pb::ROLE_REDEMPTION))->balance(), 2);
 }
 
 TEST_F(BenefitsTest, TwoTerminalsSubmittingOneTokenRedeemItExactlyOnce) {
@@ -791,6 +879,42 @@ TEST_F(BenefitsTest, WalletShowsPointsExpiringCashChancesAndCouponsByState) {
   EXPECT_EQ(w->coupons(1).coupons(0).face_value(), 500);
   r.set_customer_id("");
   EXPECT_EQ(ReasonOf(benefits_->GetWallet(r).status()), cpb::INVALID_ARGUMENT);
+}
+
+// Points past their lot's expiry are not the customer's any more, even before the expiry job
+// turns them over: the wallet leaves them out of the points and of what expires soon, as a spend
+// leaves them out of what it may take (decision 006, amended).
+TEST_F(BenefitsTest, WalletLeavesOutPointsPastTheirExpiryBeforeTheJobRuns) {
+  for (const auto& [id, days] : {std::pair<std::string, int>{"g1", 10}, {"g2", 20}}) {
+    pb::GrantRequest g;
+    g.set_request_id(id);
+    g.set_org_id(kOrg);
+    g.set_campaign_id(kCampaign);
+    g.set_customer_id("cust-1");
+    g.set_asset(pb::POINTS);
+    g.set_quantity(id == "g1" ? 100 : 50);
+    g.mutable_expiry()->set_days_after_grant(days);
+    auto r = ledger_service_->Grant(g);
+    ASSERT_TRUE(r.ok()) << r.status();
+  }
+  pb::GetWalletRequest r;
+  r.set_org_id(kOrg);
+  r.set_customer_id("cust-1");
+  auto before = benefits_->GetWallet(r);
+  ASSERT_TRUE(before.ok()) << before.status();
+  EXPECT_EQ(before->points(), 150);
+  EXPECT_EQ(before->points_expiring_30d(), 150);
+  clock_.Advance(absl::Hours(24 * 12));  // g1's lot has expired; no expiry job has run
+  auto after = benefits_->GetWallet(r);
+  ASSERT_TRUE(after.ok()) << after.status();
+  EXPECT_EQ(after->points(), 50);
+  EXPECT_EQ(after->points_expiring_30d(), 50);
+  // Once the job has run, the same figures.
+  ASSERT_TRUE(store_->ExpireLots(clock_.Now(), 100).ok());
+  auto swept = benefits_->GetWallet(r);
+  ASSERT_TRUE(swept.ok()) << swept.status();
+  EXPECT_EQ(swept->points(), 50);
+  EXPECT_EQ(swept->points_expiring_30d(), 50);
 }
 
 }  // namespace

@@ -19,6 +19,7 @@
 #include "absl/time/time.h"
 #include "gtest/gtest.h"
 #include "libs/core/status.h"
+#include "libs/core/text.h"
 #include "libs/kafka/kafka.h"
 #include "libs/kafka/outbox.h"
 #include "libs/pg/migrations.h"
@@ -355,6 +356,56 @@ TEST_F(FulfilmentTest, PermanentFailureIsCompensatedOnce) {
   EXPECT_EQ(benefits_->RepairLedger(100).value(), 0);
   ASSERT_TRUE(Reply("p-4", other->fulfilment_id(), pb::FAILED_PERMANENT, 2).ok());
   ExpectCompensated(*other);
+}
+
+// A supplier's text is cut on a character boundary and made valid UTF-8 before it is stored
+// (decision 026): cut byte-wise, 200 three-byte characters end mid-character at byte 500,
+// PostgreSQL refuses the row (22021) and the consumer retries the result for ever.
+TEST_F(FulfilmentTest, SupplierTextIsCutOnACharacterBoundaryAndTheResultApplied) {
+  std::string long_text;
+  for (int i = 0; i < 200; ++i) long_text += "失";  // 600 bytes
+  auto failed = Issue("issue-u1");
+  ASSERT_TRUE(failed.ok()) << failed.status();
+  pb::FulfilmentResult r;
+  r.set_fulfilment_id(failed->fulfilment_id());
+  r.set_outcome(pb::FAILED_PERMANENT);
+  r.set_attempt(1);
+  r.set_message(long_text);
+  const absl::Status s1 = fulfilments_->HandleResult("u-1", r);
+  ASSERT_TRUE(s1.ok()) << s1;
+  pb::Fulfilment f = Get(*failed);
+  EXPECT_EQ(f.state(), pb::FULFILMENT_FAILED);
+  EXPECT_EQ(f.failure_reason(), long_text.substr(0, 498));  // 166 whole characters
+  EXPECT_TRUE(IsWellFormedUtf8(f.events().rbegin()->detail()));
+  EXPECT_LE(f.events().rbegin()->detail().size(), 500u);
+  ExpectCompensated(*failed);
+
+  // A success whose reference is too long and carries a NUL and a malformed byte.
+  auto delivered = Issue("issue-u2");
+  ASSERT_TRUE(delivered.ok()) << delivered.status();
+  std::string reference = std::string("ref\0\xff-", 6);
+  for (int i = 0; i < 100; ++i) reference += "券";  // 300 more bytes
+  r.set_fulfilment_id(delivered->fulfilment_id());
+  r.set_outcome(pb::SUCCEEDED);
+  r.set_supplier_reference(reference);
+  r.set_message(std::string("ok\xe5\xa4", 4));  // ends in a truncated character
+  const absl::Status s2 = fulfilments_->HandleResult("u-2", r);
+  ASSERT_TRUE(s2.ok()) << s2;
+  f = Get(*delivered);
+  EXPECT_EQ(f.state(), pb::FULFILMENT_FULFILLED);
+  EXPECT_TRUE(IsWellFormedUtf8(f.supplier_reference()));
+  EXPECT_LE(f.supplier_reference().size(), 200u);
+  EXPECT_EQ(f.supplier_reference().substr(0, 10), "ref\uFFFD\uFFFD-");
+  EXPECT_TRUE(IsWellFormedUtf8(f.events().rbegin()->detail()));
+  EXPECT_EQ(benefits_->GetCoupon(delivered->code())->state(), pb::COUPON_REDEEMED);
+
+  // The same success again (a late duplicate) on the failed one: its late-success row is stored.
+  r.set_fulfilment_id(failed->fulfilment_id());
+  const absl::Status s3 = fulfilments_->HandleResult("u-3", r);
+  ASSERT_TRUE(s3.ok()) << s3;
+  f = Get(*failed);
+  EXPECT_EQ(f.events().rbegin()->cause(), "late-success");
+  EXPECT_TRUE(IsWellFormedUtf8(f.events().rbegin()->detail()));
 }
 
 TEST_F(FulfilmentTest, UnansweredAttemptsRunOutAndAreCompensated) {

@@ -10,6 +10,7 @@
 #include "absl/time/clock.h"
 #include "gtest/gtest.h"
 #include "libs/core/status.h"
+#include "libs/core/text.h"
 #include "libs/kafka/kafka.h"
 #include "libs/kafka/outbox.h"
 #include "libs/pg/migrations.h"
@@ -151,6 +152,81 @@ TEST_F(PayoutsTest, SuccessPostsFailureVoidsDuplicatesChangeNothing) {
   garbage.value = "not an envelope";
   EXPECT_TRUE(kafka::IsPermanent(payouts_->HandleResult(garbage)));
   EXPECT_TRUE(kafka::IsPermanent(payouts_->HandleResult(Reply("ev-9", "pay-unknown", true))));
+}
+
+// Core banking's text is cut on a character boundary and made valid UTF-8 before it is stored
+// (decision 026): a reason of 200 three-byte characters cut at byte 500 would end mid-character,
+// PostgreSQL would refuse it (22021) and the consumer would retry the message for ever.
+TEST_F(PayoutsTest, TextFromCoreBankingIsCutOnACharacterBoundaryAndTheResultApplied) {
+  ASSERT_TRUE(Request("pay-u", 600).ok());
+  std::string reason;
+  for (int i = 0; i < 200; ++i) reason += "失";  // 600 bytes
+  pb::PayoutResult result;
+  result.set_payout_id("pay-u");
+  result.set_success(false);
+  result.set_failure_reason(reason);
+  std::string reference_in = std::string("ref-\0", 5);  // NUL: valid UTF-8, refused as text
+  for (int i = 0; i < 40; ++i) reference_in += "号";
+  result.set_core_reference(reference_in);
+  auto envelope = kafka::MakeEnvelope("core.PayoutResult", kOrg, "t", result);
+  envelope.set_event_id("ev-utf8");
+  kafka::IncomingMessage m;
+  m.topic = kPayoutResultsTopic;
+  m.key = "cust-1";
+  m.value = envelope.SerializeAsString();
+  const absl::Status handled = payouts_->HandleResult(m);
+  ASSERT_TRUE(handled.ok()) << handled;
+  auto p = payouts_->GetPayout("pay-u");
+  ASSERT_TRUE(p.ok()) << p.status();
+  EXPECT_EQ(p->state(), pb::PAYOUT_FAILED);
+  EXPECT_TRUE(IsWellFormedUtf8(p->failure_reason()));
+  EXPECT_EQ(p->failure_reason(), reason.substr(0, 498));  // 166 whole characters
+  std::string reference;
+  ASSERT_TRUE(pg::WithTransaction(*pool_, [&](pqxx::work& tx) {
+                reference = tx.exec("SELECT core_reference FROM payouts WHERE id = 'pay-u'")[0][0]
+                                .as<std::string>();
+                return absl::OkStatus();
+              }).ok());
+  // The NUL replaced by U+FFFD, then cut to 100 bytes on a character boundary.
+  EXPECT_EQ(reference, "ref-\uFFFD" + reference_in.substr(5, 93));
+  EXPECT_TRUE(IsWellFormedUtf8(reference));
+  EXPECT_EQ(Cash().available(), 1000);  // the void was applied: the cash is back
+  EXPECT_EQ(Cash().debits_pending(), 0);
+}
+
+// Core banking may answer a payout days later. Its cash hold has no timeout (decision 011,
+// amended): the ledger's sweeper of timed-out reservations never gives the cash back to the
+// customer while the payout is REQUESTED, so a late success posts it (the customer is paid once).
+TEST_F(PayoutsTest, AHoldOutlivesTheTimeoutSweeperAndALateSuccessMovesTheCash) {
+  auto p = Request("pay-late", 600);
+  ASSERT_TRUE(p.ok()) << p.status();
+  auto hold = store_->GetTransfer("pay.pay-late.reserve");
+  ASSERT_TRUE(hold.ok()) << hold.status();
+  EXPECT_EQ(hold->state(), pb::PENDING);
+  EXPECT_FALSE(hold->has_timeout_at());
+  // Two days of the generic sweeper (main.cc runs it with the wall clock).
+  EXPECT_EQ(*store_->VoidTimedOutPending(absl::Now() + absl::Hours(48), 100), 0);
+  EXPECT_EQ(store_->GetTransfer("pay.pay-late.reserve")->state(), pb::PENDING);
+  EXPECT_EQ(Cash().available(), 400);  // still held: not the customer's to spend again
+  EXPECT_EQ(ReasonOf(Request("pay-again", 401).status()), cpb::INSUFFICIENT_BALANCE);
+
+  ASSERT_TRUE(payouts_->HandleResult(Reply("ev-late", "pay-late", true)).ok());
+  EXPECT_EQ(payouts_->GetPayout("pay-late")->state(), pb::PAYOUT_SUCCEEDED);
+  auto posting = store_->GetTransfer("pay.pay-late.post");
+  ASSERT_TRUE(posting.ok()) << posting.status();
+  EXPECT_EQ(posting->state(), pb::POSTED);
+  EXPECT_EQ(Cash().balance(), 400);
+  EXPECT_EQ(Cash().debits_pending(), 0);
+  EXPECT_EQ(PayoutAccount().balance(), 600);
+  int64_t behind = -1;  // nothing left for the repair loop to retry
+  ASSERT_TRUE(
+      pg::WithTransaction(*pool_, [&](pqxx::work& tx) {
+        behind =
+            tx.exec("SELECT count(*) FROM payouts WHERE NOT intent_applied")[0][0].as<int64_t>();
+        return absl::OkStatus();
+      }).ok());
+  EXPECT_EQ(behind, 0);
+  ExpectBalanced();
 }
 
 TEST_F(PayoutsTest, RepliesThroughARealKafkaConsumerAreAppliedOnce) {

@@ -24,6 +24,7 @@
 #include "marketing/rewards/v1/benefits.grpc.pb.h"
 #include "services/rewards/benefits.h"
 #include "services/rewards/benefits_grpc.h"
+#include "services/rewards/ledger_service.h"
 #include "services/rewards/payouts.h"
 #include "services/rewards/pg_ledger_store.h"
 
@@ -536,6 +537,73 @@ TEST_F(BenefitsTenancyRefreshedWalletTest, APolledWalletIsReadAgainAheadOfItsExp
   }
   EXPECT_EQ(seen, 2);
   EXPECT_LT(absl::Now(), read_at + wallet_cache_ttl_) << "the change showed only by expiry";
+}
+
+// A grant charges the budget of budget_org_id's campaign and the coupon is held in that org.
+// A caller naming an actor may name only an org in its lineage: a federation template is in
+// every bank's lineage, but bank-a's campaign budget and wallet are not in bank-b's.
+TEST_F(BenefitsTenancyTest, AGrantChargesOnlyABudgetInTheCallersLineage) {
+  pb::BenefitTemplate t;
+  t.set_id("tpl-fed-cost");
+  t.set_org_id("fed");
+  t.set_type(pb::COUPON_CASH);
+  t.set_name("federation cash");
+  t.set_face_value(500);
+  t.set_unit_cost_fen(300);
+  t.set_total_stock(20);
+  t.mutable_validity()->set_days_after_grant(7);
+  ASSERT_TRUE(benefits_->CreateTemplate(t).ok());
+  ASSERT_TRUE(benefits_->ActivateTemplate(t.id()).ok());
+  pb::TransferSpec fund;
+  fund.set_id("fund-camp-a");
+  *fund.mutable_debit() = SystemAccount("bank-a", pb::BUDGET_FEN, pb::ROLE_FUNDING);
+  *fund.mutable_credit() = CampaignBudgetAccount("bank-a", "camp-a");
+  fund.set_amount(10'000);
+  fund.set_code(pb::FUND);
+  auto funded = store_->Apply({LinkedBatch{.batch_id = "fund-camp-a", .transfers = {fund}}});
+  ASSERT_TRUE(funded.ok() && funded->at(0).ok());
+  auto budget = [&] {
+    return store_->GetAccount(CampaignBudgetAccount("bank-a", "camp-a"))->balance();
+  };
+
+  pb::IssueCouponRequest issue;
+  issue.set_request_id("iss-cross");
+  issue.set_template_id("tpl-fed-cost");
+  issue.set_customer_id(kCustomer);
+  issue.set_campaign_id("camp-a");
+  issue.set_budget_org_id("bank-a");
+  const Actor b = Channel("bank-b");
+  const absl::Status refused =
+      Call<pb::IssueCouponRequest, pb::Coupon>(&b, &pb::Benefits::Stub::IssueCoupon, issue)
+          .status();
+  EXPECT_EQ(refused.code(), absl::StatusCode::kPermissionDenied) << Describe(refused);
+  EXPECT_EQ(ReasonOf(refused), cpb::PERMISSION_DENIED) << Describe(refused);
+  EXPECT_EQ(FieldOf(refused), "budget_org_id") << Describe(refused);
+  // Nothing changed: bank-a's budget, the template's stock, bank-a's wallet.
+  EXPECT_EQ(budget(), 10'000);
+  EXPECT_EQ(Count("SELECT count(*) FROM coupons"), 0);
+  const Actor a = Channel("bank-a");
+  auto at_a = Wallet(&a, "bank-a");
+  ASSERT_TRUE(at_a.ok()) << at_a.status();
+  EXPECT_EQ(at_a->coupons_size(), 0);
+
+  // Bank-a's own channel, and its branch, may grant on bank-a's budget; so may an internal caller
+  // naming nobody.
+  for (const Actor& who : {a, Channel("bank-a.branch-01")}) {
+    issue.set_request_id("iss-" + who.org_id);
+    auto granted =
+        Call<pb::IssueCouponRequest, pb::Coupon>(&who, &pb::Benefits::Stub::IssueCoupon, issue);
+    EXPECT_TRUE(granted.ok()) << Describe(granted.status());
+  }
+  issue.set_request_id("iss-internal");
+  auto internal =
+      Call<pb::IssueCouponRequest, pb::Coupon>(nullptr, &pb::Benefits::Stub::IssueCoupon, issue);
+  EXPECT_TRUE(internal.ok()) << Describe(internal.status());
+  EXPECT_EQ(budget(), 10'000 - 3 * 300);
+  at_a = Wallet(&a, "bank-a");
+  ASSERT_TRUE(at_a.ok()) << at_a.status();
+  ASSERT_EQ(at_a->coupons_size(), 1);
+  EXPECT_EQ(at_a->coupons(0).coupons_size(), 3);
 }
 
 TEST_F(BenefitsTenancyTest, CustomerCallsNamingNoActorAreRefusedButInternalGrantsAreNot) {

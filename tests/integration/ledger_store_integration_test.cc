@@ -907,6 +907,50 @@ TEST_F(LedgerStoreTest, LotsAreSpentSoonestFirstAndExpireOnce) {
   EXPECT_EQ(Sql("SELECT count(*) FROM transfers WHERE code = 3"), 3);
 }
 
+// A lot past its expires_at is not spent, even before the expiry job has turned it over: the
+// spend takes only lots still valid at its own time (decision 006, amended), and says
+// INSUFFICIENT_BALANCE when they do not hold enough. A reversal of the grant itself still
+// takes the grant's own expired points back, as it does once the job has run.
+TEST_F(LedgerStoreTest, PointsPastTheirExpiryAreNotSpentBeforeTheExpiryJobRuns) {
+  FundDefaults();
+  MustApply(Award("old", "cust-1", 30, DaysAfterGrant(1)));   // 2025-03-11 23:59:59
+  MustApply(Award("new", "cust-1", 50, DaysAfterGrant(30)));  // 2025-04-09 23:59:59
+  MustApply(Award("gone", "cust-2", 20, DaysAfterGrant(1)));
+  MustApply(Spend("s0", "cust-1", 5));  // before the expiry: from the soonest lot
+  EXPECT_EQ(Lots("cust-1"), (std::vector<std::pair<std::string, int64_t>>{{"old:benefit", 25},
+                                                                          {"new:benefit", 50}}));
+  clock_.Advance(absl::Hours(24 * 2));         // "old" and "gone" have expired; the job has not run
+  EXPECT_EQ(Available(Points("cust-1")), 75);  // the totals still hold them until the job runs
+
+  ExpectError(ApplyOne(Spend("s1", "cust-1", 60)), absl::StatusCode::kFailedPrecondition,
+              cpb::INSUFFICIENT_BALANCE, "transfers[0]");
+  ExpectError(ApplyOne(Spend("s1p", "cust-1", 51, true, 60)), absl::StatusCode::kFailedPrecondition,
+              cpb::INSUFFICIENT_BALANCE, "transfers[0]");
+  ExpectError(ApplyOne(Spend("s2", "cust-2", 1)), absl::StatusCode::kFailedPrecondition,
+              cpb::INSUFFICIENT_BALANCE, "transfers[0]");
+  // What the valid lot holds can be spent, and only from it.
+  MustApply(Spend("s3", "cust-1", 10));
+  EXPECT_EQ(Lots("cust-1"), (std::vector<std::pair<std::string, int64_t>>{{"old:benefit", 25},
+                                                                          {"new:benefit", 40}}));
+  EXPECT_EQ(Sql("SELECT count(*) FROM lot_movements m JOIN lots l ON l.id = m.lot_id "
+                "WHERE m.transfer_id = 's3:spend' AND l.granted_by_transfer_id = 'new:benefit'"),
+            1);
+
+  // Clawing back the expired grant takes its own lot.
+  auto gone = store_->GetBatch("gone");
+  ASSERT_TRUE(gone.ok()) << gone.status();
+  MustApply(ReversalOf("r-gone", *gone));
+  EXPECT_EQ(Balance(Points("cust-2")), 0);
+
+  // The job expires what was left of "old", exactly what the spends did not take.
+  auto expired = store_->ExpireLots(clock_.Now(), 100);
+  ASSERT_TRUE(expired.ok()) << expired.status();
+  EXPECT_EQ(expired->points_expired(), 25);
+  EXPECT_EQ(Available(Points("cust-1")), 40);
+  MustApply(Spend("s4", "cust-1", 40));
+  EXPECT_EQ(Available(Points("cust-1")), 0);
+}
+
 TEST_F(LedgerStoreTest, TwoExpiryRunsAtOnceExpireEachLotOnce) {
   FundDefaults();
   constexpr int kCustomers = 120;
