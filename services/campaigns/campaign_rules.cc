@@ -7,6 +7,7 @@
 #include <utility>
 
 #include "absl/status/status.h"
+#include "google/protobuf/util/message_differencer.h"
 #include "libs/core/text.h"
 #include "libs/expr/expr.h"
 #include "libs/tenancy/tenancy.h"
@@ -841,6 +842,18 @@ FieldErrors ValidateForSubmission(const pb::CampaignConfig& config,
   return errors;
 }
 
+namespace {
+
+// The rewards of a configuration as granted (without the output-only price).
+pb::CampaignConfig RewardsOnly(const pb::CampaignConfig& c) {
+  pb::CampaignConfig out;
+  *out.mutable_rewards() = c.rewards();
+  ClearRewardUnitCosts(&out);
+  return out;
+}
+
+}  // namespace
+
 FieldErrors CheckEditOfLive(const pb::CampaignConfig& live, const pb::CampaignConfig& draft) {
   FieldErrors errors;
   if (draft.type() != live.type()) {
@@ -849,6 +862,16 @@ FieldErrors CheckEditOfLive(const pb::CampaignConfig& live, const pb::CampaignCo
                            "): what it has done is counted as that type; copy it to make a " +
                            pb::CampaignType_Name(draft.type()) + " campaign");
     return errors;  // the rest compares like with like
+  }
+  // A batch grant's grants are sent, and resent after a crash or a hand-over, under the request
+  // id "batch:<campaign>:<customer>", built from the live rewards: other rewards under the same
+  // ids would be refused IDEMPOTENCY_KEY_REUSED for customers the batch already granted.
+  if (live.type() == pb::BATCH_GRANT &&
+      !google::protobuf::util::MessageDifferencer::Equals(RewardsOnly(live), RewardsOnly(draft))) {
+    errors.Add("rewards",
+               "a published batch grant keeps its rewards: customers it has granted were given "
+               "these, and a resent grant must be the same; copy the campaign to grant something "
+               "else");
   }
   // Prize i's stock and daily release are counted under its place in the table
   // (participation_service.cc "prize:<i>"): another prize in that place would inherit them.

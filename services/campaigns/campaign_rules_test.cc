@@ -867,6 +867,21 @@ TEST_F(CampaignRulesTest, AnEditOfAPublishedCampaignKeepsWhatItsCountsAreKeptBy)
   edit.mutable_prizes()->RemoveLast();
   EXPECT_TRUE(Has(CheckEditOfLive(live, edit), "prizes", "keeps its 2 prizes"));
 
+  // A batch grant keeps its rewards (a resent grant must be the same); its other fields may change.
+  auto batch = CompleteCoupon("Gifts", now_, now_ + absl::Hours(1));
+  batch.set_type(pb::BATCH_GRANT);
+  auto batch_edit = batch;
+  batch_edit.set_name("Gifts, renamed");
+  batch_edit.mutable_rewards(0)->set_unit_cost_fen(
+      5000);  // the price is the service's, not an edit
+  EXPECT_TRUE(CheckEditOfLive(batch, batch_edit).empty());
+  batch_edit.mutable_rewards(0)->set_quantity(2);
+  EXPECT_EQ(Fields(CheckEditOfLive(batch, batch_edit)), std::vector<std::string>{"rewards"});
+  auto claim = CompleteCoupon("Coupons", now_, now_ + absl::Hours(1));
+  auto claim_edit = claim;
+  claim_edit.mutable_rewards(0)->set_quantity(2);
+  EXPECT_TRUE(CheckEditOfLive(claim, claim_edit).empty()) << "a claim's retries use its version";
+
   // The type never changes.
   edit = live;
   edit.set_type(pb::COUPON_CLAIM);
