@@ -164,6 +164,19 @@ absl::StatusOr<std::vector<pb::EventType>> EventStore::SeedAndLoadEventTypes() {
   return out;
 }
 
+absl::StatusOr<std::vector<pb::EventType>> EventStore::LoadEventTypes() {
+  std::vector<pb::EventType> out;
+  MKT_RETURN_IF_ERROR(pg::WithTransaction(pool_, [&](pqxx::work& tx) -> absl::Status {
+    out.clear();
+    for (const auto& row : tx.exec(kSelectEventTypes)) {
+      MKT_ASSIGN_OR_RETURN(auto t, FromJson<pb::EventType>(row[0].as<std::string>()));
+      out.push_back(std::move(t));
+    }
+    return absl::OkStatus();
+  }));
+  return out;
+}
+
 absl::Status EventStore::SaveEventType(const pb::EventType& type) {
   return pg::WithTransaction(pool_, [&](pqxx::work& tx) {
     tx.exec_params(kUpsertEventType, type.name(), ToJson(type));

@@ -77,6 +77,8 @@ class EventStore {
 
   // Inserts the default event types that are not there yet; returns every stored type.
   absl::StatusOr<std::vector<pb::EventType>> SeedAndLoadEventTypes();
+  // Every stored type (what other replicas defined since this one loaded them).
+  absl::StatusOr<std::vector<pb::EventType>> LoadEventTypes();
   absl::Status SaveEventType(const pb::EventType& type);
   // Stores `rule` unless a higher revision is stored; returns whether it was stored.
   absl::StatusOr<bool> SaveRule(const pb::TriggerRule& rule);

@@ -264,6 +264,16 @@ void EventTypeRegistry::Load(const std::vector<pb::EventType>& types) {
   for (const auto& t : types) types_[t.name()] = std::make_shared<const EventTypeInfo>(t);
 }
 
+void EventTypeRegistry::Merge(const std::vector<pb::EventType>& types) {
+  absl::MutexLock lock(&mu_);
+  for (const auto& t : types) {
+    auto& held = types_[t.name()];
+    if (held == nullptr || held->proto().version() <= t.version()) {
+      held = std::make_shared<const EventTypeInfo>(t);
+    }
+  }
+}
+
 absl::Status EventTypeRegistry::Put(const pb::EventType& type) {
   MKT_RETURN_IF_ERROR(CheckEventType(type));
   absl::MutexLock lock(&mu_);

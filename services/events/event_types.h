@@ -88,6 +88,9 @@ class EventTypeRegistry {
  public:
   // Replaces every type (at start-up, from the database).
   void Load(const std::vector<pb::EventType>& types);
+  // Adds or replaces each of `types` (a reload from the database) unless a higher version of it
+  // is held: a type this process has just saved is never replaced by an older read.
+  void Merge(const std::vector<pb::EventType>& types);
   // Adds or replaces one type; INVALID_ARGUMENT when its schema is malformed.
   absl::Status Put(const pb::EventType& type);
   std::shared_ptr<const EventTypeInfo> Find(std::string_view name) const;

@@ -80,8 +80,14 @@ EventsService::EventsService(EventStore& store, const CustomerTags* tags,
     : store_(store), tags_(tags), audiences_(audiences) {}
 
 absl::Status EventsService::Start() {
+  const int64_t load = types_loads_started_.fetch_add(1) + 1;
   MKT_ASSIGN_OR_RETURN(std::vector<pb::EventType> types, store_.SeedAndLoadEventTypes());
   types_.Load(types);
+  types_loaded_by_.store(load);
+  {
+    absl::MutexLock lock(&refresh_mu_);
+    refreshed_at_ = absl::Now();
+  }
   MKT_ASSIGN_OR_RETURN(std::vector<pb::TriggerRule> rules, store_.LoadRules());
   for (const pb::TriggerRule& rule : rules) {
     auto compiled = CompileRule(rule, types_);
@@ -96,40 +102,120 @@ absl::Status EventsService::Start() {
   return absl::OkStatus();
 }
 
+absl::Status EventsService::ReloadTypesAfter(int64_t mark) {
+  absl::MutexLock lock(&types_load_mu_);
+  if (types_loaded_by_.load() > mark) return absl::OkStatus();
+  const int64_t load = types_loads_started_.fetch_add(1) + 1;
+  absl::StatusOr<std::vector<pb::EventType>> types = store_.LoadEventTypes();
+  if (!types.ok()) {
+    return absl::UnavailableError(absl::StrCat("cannot reload the event types from the database: ",
+                                               types.status().message()));
+  }
+  types_.Merge(*types);
+  types_loaded_by_.store(load);
+  return absl::OkStatus();
+}
+
+absl::Status EventsService::ReloadRules() {
+  MKT_ASSIGN_OR_RETURN(std::vector<pb::TriggerRule> stored, store_.LoadRules());
+  const std::shared_ptr<const RuleIndex> held = rules_.Snapshot();
+  int reloaded = 0;
+  for (const pb::TriggerRule& rule : stored) {
+    if (auto it = held->by_id.find(rule.rule_id()); it != held->by_id.end()) {
+      const pb::TriggerRule& mine = it->second->proto;
+      if (mine.revision() > rule.revision() ||
+          (mine.revision() == rule.revision() &&
+           mine.SerializeAsString() == rule.SerializeAsString())) {
+        continue;
+      }
+    }
+    auto compiled = CompileRule(rule, types_);
+    if (!compiled.ok()) {
+      absl::MutexLock lock(&refresh_mu_);
+      if (refused_rules_.insert(absl::StrCat(rule.rule_id(), "@", rule.revision())).second) {
+        spdlog::warn("events: stored rule {} (revision {}) does not compile, not held: {}",
+                     rule.rule_id(), rule.revision(), compiled.status());
+      }
+      continue;
+    }
+    if (rules_.Upsert(*std::move(compiled))) ++reloaded;
+  }
+  if (reloaded > 0) {
+    spdlog::info("events: {} rule(s) reloaded from the database (upserted through another replica)",
+                 reloaded);
+  }
+  return absl::OkStatus();
+}
+
+void EventsService::RefreshIfDue() {
+  {
+    absl::MutexLock lock(&refresh_mu_);
+    const absl::Time now = absl::Now();
+    if (now - refreshed_at_ < refresh_every_) return;
+    refreshed_at_ = now;
+  }
+  absl::Status s = ReloadTypesAfter(TypesLoadMark());
+  if (s.ok()) s = ReloadRules();
+  if (!s.ok()) {
+    spdlog::warn("events: cannot refresh the event types and rules from the database ({}); {}",
+                 s.message(), "using the copy in memory until the next attempt");
+  }
+}
+
 absl::Status EventsService::HandleBatch(const std::vector<kafka::IncomingMessage>& batch,
                                         std::vector<Rejected>* rejected) {
+  // Any load of the event types numbered above this one started after the batch arrived.
+  const int64_t mark = TypesLoadMark();
+  RefreshIfDue();
   std::vector<ValidatedEvent> events;
   std::vector<size_t> origin;  // events[i] is batch[origin[i]]
-  events.reserve(batch.size());
-  for (size_t i = 0; i < batch.size(); ++i) {
-    const kafka::IncomingMessage& m = batch[i];
-    if (m.value.size() > kMaxEventBytes) {
-      rejected->push_back(
-          {i, absl::StrCat("oversized: ", m.value.size(), " bytes (limit ", kMaxEventBytes, ")")});
-      continue;
+  const size_t rejected_before = rejected->size();
+  bool unfit = false;  // some event does not fit its type as this replica holds it
+  const auto read = [&] {
+    events.clear();
+    origin.clear();
+    rejected->resize(rejected_before);
+    unfit = false;
+    events.reserve(batch.size());
+    for (size_t i = 0; i < batch.size(); ++i) {
+      const kafka::IncomingMessage& m = batch[i];
+      if (m.value.size() > kMaxEventBytes) {
+        rejected->push_back({i, absl::StrCat("oversized: ", m.value.size(), " bytes (limit ",
+                                             kMaxEventBytes, ")")});
+        continue;
+      }
+      auto envelope = kafka::ParseEnvelope(m);
+      if (!envelope.ok()) {
+        rejected->push_back(
+            {i, "not a protobuf envelope: " + std::string(envelope.status().message())});
+        continue;
+      }
+      pb::BusinessEvent event;
+      if (envelope->type() != kBusinessEventType || !envelope->payload().UnpackTo(&event)) {
+        // protobuf's parser refuses a proto3 string field that is not well-formed UTF-8.
+        rejected->push_back(
+            {i, absl::StrCat("envelope type \"", envelope->type(),
+                             "\" does not hold a marketing.events.v1.BusinessEvent (a malformed "
+                             "message, or a text field that is not well-formed UTF-8)")});
+        continue;
+      }
+      auto valid = types_.Validate(event, envelope->event_id());
+      if (!valid.ok()) {
+        rejected->push_back({i, std::string(valid.status().message())});
+        unfit = true;
+        continue;
+      }
+      events.push_back(*std::move(valid));
+      origin.push_back(i);
     }
-    auto envelope = kafka::ParseEnvelope(m);
-    if (!envelope.ok()) {
-      rejected->push_back(
-          {i, "not a protobuf envelope: " + std::string(envelope.status().message())});
-      continue;
-    }
-    pb::BusinessEvent event;
-    if (envelope->type() != kBusinessEventType || !envelope->payload().UnpackTo(&event)) {
-      // protobuf's parser refuses a proto3 string field that is not well-formed UTF-8.
-      rejected->push_back(
-          {i, absl::StrCat("envelope type \"", envelope->type(),
-                           "\" does not hold a marketing.events.v1.BusinessEvent (a malformed "
-                           "message, or a text field that is not well-formed UTF-8)")});
-      continue;
-    }
-    auto valid = types_.Validate(event, envelope->event_id());
-    if (!valid.ok()) {
-      rejected->push_back({i, std::string(valid.status().message())});
-      continue;
-    }
-    events.push_back(*std::move(valid));
-    origin.push_back(i);
+  };
+  read();
+  if (unfit) {
+    // This replica's copy of the registry may be behind the database (a type defined or changed
+    // through another replica): an event is dead-lettered only when it does not fit the types
+    // as loaded after the batch arrived. Without them the batch is retried, never dead-lettered.
+    MKT_RETURN_IF_ERROR(ReloadTypesAfter(mark));
+    read();
   }
   if (events.empty()) return absl::OkStatus();
   auto snapshot = rules_.Snapshot();
@@ -307,7 +393,14 @@ absl::Status EventsService::HandleCampaignChange(const kafka::IncomingMessage& m
   }
   MKT_ASSIGN_OR_RETURN(std::optional<pb::TriggerRule> rule, RuleFromCampaign(change));
   if (!rule) return absl::OkStatus();
+  const int64_t mark = TypesLoadMark();
   auto compiled = CompileRule(*rule, types_);
+  if (!compiled.ok()) {
+    // The rule may read a type (or an attribute) defined through another replica a moment ago:
+    // compiled again against the types as loaded now (UNAVAILABLE, retried, when they cannot be).
+    MKT_RETURN_IF_ERROR(ReloadTypesAfter(mark));
+    compiled = CompileRule(*rule, types_);
+  }
   if (!compiled.ok()) {
     // Permanent: the change is dead-lettered with the reason for the campaign's operators.
     return InvalidArgument(
@@ -333,6 +426,8 @@ absl::StatusOr<pb::EventType> EventsService::UpsertEventType(const tenancy::Acto
                  "define them");
   }
   MKT_RETURN_IF_ERROR(CheckEventType(type));
+  // The next version follows the stored one, which another replica may have written.
+  MKT_RETURN_IF_ERROR(ReloadTypesAfter(TypesLoadMark()));
   if (auto held = types_.Find(type.name()); held != nullptr) {
     type.set_version(held->proto().version() + 1);
   } else {
@@ -346,13 +441,20 @@ absl::StatusOr<pb::EventType> EventsService::UpsertEventType(const tenancy::Acto
 absl::StatusOr<pb::UpsertRuleResponse> EventsService::UpsertRule(const tenancy::Actor& actor,
                                                                  const pb::TriggerRule& rule) {
   MKT_RETURN_IF_ERROR(CheckScope(actor, rule.org_id()));
-  MKT_ASSIGN_OR_RETURN(auto compiled, CompileRule(rule, types_));
+  const int64_t mark = TypesLoadMark();
+  auto compiled = CompileRule(rule, types_);
+  if (!compiled.ok()) {
+    // As for a campaign's rule: refused only against the types as stored now.
+    MKT_RETURN_IF_ERROR(ReloadTypesAfter(mark));
+    compiled = CompileRule(rule, types_);
+  }
+  MKT_RETURN_IF_ERROR(compiled.status());
   MKT_ASSIGN_OR_RETURN(bool stored, store_.SaveRule(rule));
   if (!stored) {
     return Error(absl::StatusCode::kFailedPrecondition, ::marketing::common::v1::CONFLICT,
                  "a higher revision of rule " + rule.rule_id() + " is stored", "revision");
   }
-  rules_.Upsert(std::move(compiled));
+  rules_.Upsert(*std::move(compiled));
   pb::UpsertRuleResponse response;
   *response.mutable_rule() = rule;
   return response;
@@ -395,6 +497,7 @@ absl::StatusOr<pb::ListCustomerEventsResponse> EventsService::ListCustomerEvents
 
 absl::StatusOr<pb::ExplainResponse> EventsService::Explain(const tenancy::Actor& actor,
                                                            const pb::ExplainRequest& request) {
+  RefreshIfDue();  // a rule upserted through another replica is explained here too
   auto snapshot = rules_.Snapshot();
   auto rule_it = snapshot->by_id.find(request.rule_id());
   // Another bank's rule is as unknown as a missing one.

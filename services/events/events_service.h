@@ -4,12 +4,17 @@
 // why an event did or did not grant).
 #pragma once
 
+#include <atomic>
+#include <cstdint>
 #include <functional>
 #include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
 #include "libs/kafka/kafka.h"
 #include "libs/tenancy/tenancy.h"
 #include "marketing/campaigns/v1/campaigns.pb.h"
@@ -23,6 +28,12 @@ namespace mkt::events {
 inline constexpr char kBusinessEventsTopic[] = "mkt.business-events.v1";
 inline constexpr char kCampaignChangesTopic[] = "mkt.campaign-changes.v1";
 inline constexpr char kBusinessEventType[] = "events.BusinessEvent";
+
+// Every replica reloads the event types and the stored rules at most this often, at its next batch
+// (decision 010, amended 2026-11-29): a type's changed schema and a rule upserted through another
+// replica's admin API reach it within this period. What the copy refuses (an event of a type it
+// does not hold, a rule naming one) is checked again at once against the database.
+inline constexpr absl::Duration kEventsRefreshEvery = absl::Seconds(10);
 
 class EventsService {
  public:
@@ -55,14 +66,40 @@ class EventsService {
                                               const pb::ExplainRequest& request);
 
   const RuleBook& rules() const { return rules_; }
+  // The period of the reload of types and rules (tests shorten it).
+  void set_refresh_every(absl::Duration period) {
+    absl::MutexLock lock(&refresh_mu_);
+    refresh_every_ = period;
+  }
 
  private:
+  // The number of loads of the event types started so far: a load numbered above it starts later.
+  int64_t TypesLoadMark() const { return types_loads_started_.load(); }
+  // Reloads the event types from the database unless a load numbered above `mark` (started after
+  // the caller took it) succeeded; UNAVAILABLE when the database cannot be read. Loads are
+  // serialised, and callers waiting for one use it when it started after their mark.
+  absl::Status ReloadTypesAfter(int64_t mark);
+  // Reloads the event types and the stored rules when the last reload is older than the period.
+  void RefreshIfDue();
+  // Compiles and holds the stored rules this replica does not hold at their stored revision
+  // (upserted through another replica's admin API, or that did not compile before).
+  absl::Status ReloadRules();
+
   EventStore& store_;
   const CustomerTags* tags_;
   const Audiences* audiences_;
   EventTypeRegistry types_;
   RuleBook rules_;
   std::function<void()> on_grants_;
+
+  absl::Mutex types_load_mu_;  // serialises the loads of the event types
+  std::atomic<int64_t> types_loads_started_{0};
+  std::atomic<int64_t> types_loaded_by_{0};  // the number of the last load that succeeded
+  absl::Mutex refresh_mu_;
+  absl::Duration refresh_every_ ABSL_GUARDED_BY(refresh_mu_) = kEventsRefreshEvery;
+  absl::Time refreshed_at_ ABSL_GUARDED_BY(refresh_mu_) = absl::InfinitePast();
+  // "rule_id@revision" of the stored rules a reload could not compile (warned about once).
+  std::set<std::string> refused_rules_ ABSL_GUARDED_BY(refresh_mu_);
 };
 
 // Applies events [0, count) with `apply(begin, end)` (a half-open range, in order, in one
