@@ -229,5 +229,50 @@ TEST_F(EventsReplicasTest, ARuleUpsertedThroughOneReplicaReachesTheOthers) {
   EXPECT_EQ(Count("SELECT count(*) FROM grants WHERE rule_id = 'every-prepay'"), 1);
 }
 
+// A condition reads an event's attributes by slot, laid out by its type's version. A new version
+// that lists the attributes in another order recompiles the held rules, on the replica that
+// changed the type and on the others: the rule keeps reading the attribute it names. A rule
+// reading an attribute the new version removed is held inactive, never read at an old slot.
+TEST_F(EventsReplicasTest, ANewVersionOfATypeRecompilesTheRulesThatReadIt) {
+  const tenancy::Actor admin = tenancy::SystemActor("test");
+  pb::EventType two = Prepaid();
+  pb::AttributeSpec* channel = two.add_attributes();
+  channel->set_name("channel");
+  channel->set_type(pb::STRING);
+  ASSERT_TRUE(a_->UpsertEventType(admin, two).ok());
+  ASSERT_TRUE(a_->UpsertRule(admin, Rule("by-app", "event.channel == \"app\"")).ok());
+  ASSERT_TRUE(a_->UpsertRule(admin, Rule("by-contract", "event.contract_id == \"K-x\"")).ok());
+  b_->set_refresh_every(absl::ZeroDuration());
+
+  // Version 2 lists channel first; then an event through each replica.
+  pb::EventType swapped = two;
+  swapped.mutable_attributes()->SwapElements(0, 1);
+  ASSERT_TRUE(a_->UpsertEventType(admin, swapped).ok());
+  auto event = [](const std::string& id) {
+    pb::BusinessEvent e = Event(id);
+    (*e.mutable_attributes())["contract_id"] = "K-x";
+    (*e.mutable_attributes())["channel"] = "branch";
+    return e;
+  };
+  for (EventsService* replica : {a_.get(), b_.get()}) {
+    std::vector<Rejected> rejected;
+    const std::string id = replica == a_.get() ? "s-a" : "s-b";
+    absl::Status handled = replica->HandleBatch({Message(event(id))}, &rejected);
+    ASSERT_TRUE(handled.ok()) << handled;
+    EXPECT_TRUE(rejected.empty()) << rejected[0].reason;
+  }
+  // Each event matched the contract rule, and not the channel rule (its channel is "branch").
+  EXPECT_EQ(Count("SELECT count(*) FROM grants WHERE rule_id = 'by-contract'"), 2);
+  EXPECT_EQ(Count("SELECT count(*) FROM grants WHERE rule_id = 'by-app'"), 0);
+
+  // Version 3 drops channel: the rule reading it is held inactive; the other still grants.
+  pb::EventType dropped = Prepaid();
+  ASSERT_TRUE(a_->UpsertEventType(admin, dropped).ok());
+  std::vector<Rejected> rejected;
+  ASSERT_TRUE(a_->HandleBatch({Message(Event("d-1"))}, &rejected).ok());
+  EXPECT_FALSE(a_->rules().Snapshot()->by_id.at("by-app")->proto.active());
+  EXPECT_TRUE(a_->rules().Snapshot()->by_id.at("by-contract")->proto.active());
+}
+
 }  // namespace
 }  // namespace mkt::events

@@ -112,6 +112,7 @@ absl::Status EventsService::ReloadTypesAfter(int64_t mark) {
                                                types.status().message()));
   }
   types_.Merge(*types);
+  ++types_generation_;
   types_loaded_by_.store(load);
   return absl::OkStatus();
 }
@@ -160,6 +161,32 @@ void EventsService::RefreshIfDue() {
     spdlog::warn("events: cannot refresh the event types and rules from the database ({}); {}",
                  s.message(), "using the copy in memory until the next attempt");
   }
+}
+
+void EventsService::RecompileForChangedTypes() {
+  const int64_t generation = types_generation_.load();
+  absl::MutexLock lock(&recompile_mu_);
+  if (rules_compiled_for_ == generation) return;
+  const std::shared_ptr<const RuleIndex> held = rules_.Snapshot();
+  for (const auto& [id, rule] : held->by_id) {
+    std::shared_ptr<const EventTypeInfo> type = types_.Find(rule->proto.event_type());
+    if (type == nullptr || type->proto().version() == rule->type_version) continue;
+    auto compiled = CompileRule(rule->proto, types_);
+    if (compiled.ok()) {
+      rules_.Upsert(*std::move(compiled));
+      continue;
+    }
+    spdlog::error(
+        "events: rule {} no longer fits version {} of event type {} ({}); it is held inactive "
+        "until a campaign change or an UpsertRule replaces it",
+        id, type->proto().version(), rule->proto.event_type(), compiled.status().message());
+    auto inactive = std::make_shared<CompiledRule>(*rule);
+    inactive->proto.set_active(false);
+    inactive->condition = nullptr;
+    inactive->type_version = type->proto().version();
+    rules_.Upsert(std::move(inactive));
+  }
+  rules_compiled_for_ = generation;
 }
 
 absl::Status EventsService::HandleBatch(const std::vector<kafka::IncomingMessage>& batch,
@@ -218,6 +245,7 @@ absl::Status EventsService::HandleBatch(const std::vector<kafka::IncomingMessage
     read();
   }
   if (events.empty()) return absl::OkStatus();
+  RecompileForChangedTypes();
   auto snapshot = rules_.Snapshot();
   // The tags the batch's conditions read, fetched at once before any is evaluated.
   TagSnapshot tags;
@@ -435,6 +463,8 @@ absl::StatusOr<pb::EventType> EventsService::UpsertEventType(const tenancy::Acto
   }
   MKT_RETURN_IF_ERROR(store_.SaveEventType(type));
   MKT_RETURN_IF_ERROR(types_.Put(type));
+  ++types_generation_;
+  RecompileForChangedTypes();
   return type;
 }
 

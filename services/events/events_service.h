@@ -84,6 +84,11 @@ class EventsService {
   // Compiles and holds the stored rules this replica does not hold at their stored revision
   // (upserted through another replica's admin API, or that did not compile before).
   absl::Status ReloadRules();
+  // Recompiles the held rules whose event type changed version since they were compiled (a
+  // condition reads fields by slot, and a new version may lay them out otherwise). A rule whose
+  // condition no longer fits its type is held inactive, never matched at the old slots. Runs when
+  // the types changed since the last run (types_generation_).
+  void RecompileForChangedTypes();
 
   EventStore& store_;
   const CustomerTags* tags_;
@@ -95,6 +100,10 @@ class EventsService {
   absl::Mutex types_load_mu_;  // serialises the loads of the event types
   std::atomic<int64_t> types_loads_started_{0};
   std::atomic<int64_t> types_loaded_by_{0};  // the number of the last load that succeeded
+  // Bumped whenever the registry in memory changes; rules are recompiled up to it.
+  std::atomic<int64_t> types_generation_{0};
+  absl::Mutex recompile_mu_;
+  int64_t rules_compiled_for_ ABSL_GUARDED_BY(recompile_mu_) = 0;
   absl::Mutex refresh_mu_;
   absl::Duration refresh_every_ ABSL_GUARDED_BY(refresh_mu_) = kEventsRefreshEvery;
   absl::Time refreshed_at_ ABSL_GUARDED_BY(refresh_mu_) = absl::InfinitePast();

@@ -92,6 +92,7 @@ absl::StatusOr<std::shared_ptr<const CompiledRule>> CompileRule(const pb::Trigge
   }
   auto compiled = std::make_shared<CompiledRule>();
   compiled->proto = rule;
+  compiled->type_version = type->proto().version();
   if (rule.has_start_time()) compiled->start = FromProto(rule.start_time());
   if (rule.has_end_time()) compiled->end = FromProto(rule.end_time());
   if (compiled->end <= compiled->start) {

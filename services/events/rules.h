@@ -30,6 +30,9 @@ struct CompiledRule {
   // Names the rule's audience (its org and segments): rules with the same audience share one
   // lookup. Empty: the rule has no audience.
   std::string audience_key;
+  // The version of the event type the condition was compiled against: its fields are read by
+  // slot, and another version of the type may lay them out otherwise (EventsService recompiles).
+  int64_t type_version = 0;
 };
 
 // Returns the compiled rule, or INVALID_ARGUMENT (parse/type errors with their position in
