@@ -1,5 +1,6 @@
 #include "services/segments/pg_segment_store.h"
 
+#include <algorithm>
 #include <map>
 #include <set>
 
@@ -45,7 +46,7 @@ constexpr char kInsertCustomers[] =
     "INSERT INTO customers (customer_id, org_id) SELECT unnest($1::text[]), $2 "
     "ON CONFLICT (customer_id) DO NOTHING";
 constexpr char kSelectCustomerIds[] =
-    "SELECT dense_id, customer_id FROM customers WHERE customer_id = ANY($1::text[])";
+    "SELECT dense_id, customer_id, org_id FROM customers WHERE customer_id = ANY($1::text[])";
 constexpr char kUpsertValues[] =
     "INSERT INTO tag_values (dense_id, tag, value) "
     "SELECT * FROM unnest($1::int[], $2::text[], $3::text[]) "
@@ -79,6 +80,12 @@ constexpr char kSelectSegment[] =
     "SELECT " MKT_SEGMENT_COLUMNS
     " FROM segments s JOIN segment_versions v ON v.segment_id = s.id "
     "AND v.version = CASE WHEN $2 = 0 THEN s.latest_version ELSE $2 END WHERE s.id = $1";
+// For a composition stored before operands were pinned on write (an operand at version 0): the
+// operand's version that was current when this version was written (the newest one created no
+// later than it). NULL when there is none (the operand then stays at 0, its latest version).
+constexpr char kOperandVersionAt[] =
+    "SELECT max(o.version) FROM segment_versions o, segment_versions v WHERE o.segment_id = $1 "
+    "AND v.segment_id = $2 AND v.version = $3 AND o.created_at <= v.created_at";
 constexpr char kListSegments[] =
     "SELECT " MKT_SEGMENT_COLUMNS
     " FROM segments s JOIN segment_versions v ON v.segment_id = s.id "
@@ -86,8 +93,13 @@ constexpr char kListSegments[] =
     "s.org_id = $1 OR s.org_id LIKE $1 || '.%') ORDER BY s.id LIMIT $3";
 
 constexpr char kSelectCompositions[] =
-    "SELECT v.segment_id, v.version, s.org_id, s.latest_version, v.definition "
+    "SELECT v.segment_id, v.version, s.org_id, s.latest_version, v.definition, "
+    "(extract(epoch from v.created_at) * 1000000)::bigint "
     "FROM segment_versions v JOIN segments s ON s.id = v.segment_id WHERE v.kind = $1";
+// When every version was written, for pinning the operands of compositions stored unpinned.
+constexpr char kSelectVersionTimes[] =
+    "SELECT segment_id, version, (extract(epoch from created_at) * 1000000)::bigint "
+    "FROM segment_versions ORDER BY segment_id, version";
 // Taken (for the transaction) by every write of a composition, so two concurrent writes cannot
 // each pass the nesting check and together nest too deeply. The key is "segcomp" in ASCII.
 constexpr char kLockCompositions[] = "SELECT pg_advisory_xact_lock(32481117046009200)";
@@ -111,6 +123,9 @@ constexpr char kAddTransaction[] =
     "9223372036854775807)::bigint, "
     "last_txn_day = GREATEST(rfm_aggregates.last_txn_day, EXCLUDED.last_txn_day), "
     "updated_at = now()";
+constexpr char kSubtractReversal[] =
+    "UPDATE rfm_aggregates a SET amount_fen = GREATEST(a.amount_fen - $2, 0), updated_at = now() "
+    "FROM customers c WHERE c.customer_id = $1 AND a.dense_id = c.dense_id";
 constexpr char kSelectAggregates[] =
     "SELECT dense_id, txn_count, amount_fen, last_txn_day FROM rfm_aggregates";
 
@@ -215,6 +230,8 @@ void InsertVersion(pqxx::work& tx, const SegmentVersion& s) {
 
 StoredCompositions CompositionsIn(pqxx::work& tx) {
   StoredCompositions out;
+  std::vector<int64_t> written_at;  // of out.versions[i]
+  bool unpinned = false;
   for (const pqxx::row& row :
        tx.exec_params(kSelectCompositions, static_cast<int>(pb::SEGMENT_KIND_COMPOSED))) {
     pb::SegmentDefinition definition;
@@ -224,6 +241,27 @@ StoredCompositions CompositionsIn(pqxx::work& tx) {
                             .org_id = row[2].as<std::string>(),
                             .composed = definition.composed()});
     out.latest[out.versions.back().id] = row[3].as<int64_t>();
+    written_at.push_back(row[5].as<int64_t>());
+    for (const auto& op : definition.composed().operands()) unpinned |= op.version() == 0;
+  }
+  if (!unpinned) return out;
+  // Versions stored before operands were pinned on write: an operand at version 0 means the
+  // version current when the composition was written, as GetSegment reads it.
+  std::map<std::string, std::vector<std::pair<int64_t, int64_t>>> times;  // id -> (micros, version)
+  for (const pqxx::row& row : tx.exec(kSelectVersionTimes)) {
+    times[row[0].as<std::string>()].emplace_back(row[2].as<int64_t>(), row[1].as<int64_t>());
+  }
+  for (size_t i = 0; i < out.versions.size(); ++i) {
+    for (pb::SegmentRef& ref : *out.versions[i].composed.mutable_operands()) {
+      if (ref.version() != 0) continue;
+      auto it = times.find(ref.segment_id());
+      if (it == times.end()) continue;
+      int64_t version = 0;
+      for (const auto& [micros, v] : it->second) {
+        if (micros <= written_at[i]) version = std::max(version, v);
+      }
+      if (version != 0) ref.set_version(version);
+    }
   }
   return out;
 }
@@ -350,18 +388,19 @@ absl::StatusOr<CustomerState> PgSegmentStore::ApplyProfile(const ProfileChange& 
   return states.front();
 }
 
-absl::StatusOr<std::vector<uint32_t>> PgSegmentStore::EnsureCustomers(
+absl::StatusOr<std::vector<PgSegmentStore::EnsuredCustomer>> PgSegmentStore::EnsureCustomers(
     const std::vector<std::string>& customer_ids, const std::string& org_id) {
-  std::vector<uint32_t> out;
+  std::vector<EnsuredCustomer> out;
   MKT_RETURN_IF_ERROR(pg::WithTransaction(pool_, [&](pqxx::work& tx) {
     const std::string ids = pg::TextArrayLiteral(customer_ids);
     tx.exec_params(kInsertCustomers, ids, org_id);
-    std::map<std::string, uint32_t> dense;
+    std::map<std::string, EnsuredCustomer> stored;
     for (const pqxx::row& row : tx.exec_params(kSelectCustomerIds, ids)) {
-      dense[row[1].as<std::string>()] = row[0].as<uint32_t>();
+      stored[row[1].as<std::string>()] = {.dense_id = row[0].as<uint32_t>(),
+                                          .org_id = row[2].as<std::string>()};
     }
     out.clear();
-    for (const auto& id : customer_ids) out.push_back(dense.at(id));
+    for (const auto& id : customer_ids) out.push_back(stored.at(id));
     return absl::OkStatus();
   }));
   return out;
@@ -483,7 +522,15 @@ absl::StatusOr<SegmentVersion> PgSegmentStore::GetSegment(const std::string& id,
   std::optional<SegmentVersion> out;
   MKT_RETURN_IF_ERROR(pg::WithTransaction(pool_, [&](pqxx::work& tx) {
     pqxx::result r = tx.exec_params(kSelectSegment, id, version);
-    if (!r.empty()) out = SegmentFromRow(r[0]);
+    if (r.empty()) return absl::OkStatus();
+    out = SegmentFromRow(r[0]);
+    if (out->kind == pb::SEGMENT_KIND_COMPOSED) {
+      for (pb::SegmentRef& ref : *out->definition.mutable_composed()->mutable_operands()) {
+        if (ref.version() != 0) continue;
+        pqxx::row at = tx.exec_params1(kOperandVersionAt, ref.segment_id(), out->id, out->version);
+        if (!at[0].is_null()) ref.set_version(at[0].as<int64_t>());
+      }
+    }
     return absl::OkStatus();
   }));
   if (!out) return NotFound(absl::StrCat("no segment ", id, version ? " at that version" : ""));
@@ -563,6 +610,19 @@ absl::StatusOr<bool> PgSegmentStore::RecordTransaction(std::string_view consumer
     return absl::OkStatus();
   }));
   return counted;
+}
+
+absl::StatusOr<bool> PgSegmentStore::RecordReversal(std::string_view consumer,
+                                                    std::string_view event_id,
+                                                    const std::string& customer_id,
+                                                    int64_t amount_fen) {
+  bool applied = false;
+  MKT_RETURN_IF_ERROR(pg::WithTransaction(pool_, [&](pqxx::work& tx) {
+    applied = kafka::MarkProcessed(tx, consumer, event_id);
+    if (applied && amount_fen > 0) tx.exec_params(kSubtractReversal, customer_id, amount_fen);
+    return absl::OkStatus();
+  }));
+  return applied;
 }
 
 absl::StatusOr<std::vector<RfmAggregate>> PgSegmentStore::LoadRfmAggregates() {

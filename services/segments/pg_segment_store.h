@@ -123,9 +123,14 @@ class PgSegmentStore {
   // as home org. Returns the written customers' values as committed.
   absl::StatusOr<std::vector<CustomerState>> ImportRows(const std::string& org_id,
                                                         const std::vector<ImportRow>& rows);
-  // Returns the dense ids of `customer_ids` (in order), creating missing customers with home org
-  // `org_id`.
-  absl::StatusOr<std::vector<uint32_t>> EnsureCustomers(
+  // Returns the dense ids and home orgs of `customer_ids` (in order), creating missing customers
+  // with home org `org_id`. A customer stored before keeps the home org the database holds (which
+  // may be another org than `org_id`: the caller decides what to do with those).
+  struct EnsuredCustomer {
+    uint32_t dense_id = 0;
+    std::string org_id;
+  };
+  absl::StatusOr<std::vector<EnsuredCustomer>> EnsureCustomers(
       const std::vector<std::string>& customer_ids, const std::string& org_id);
 
   // ---- Segments
@@ -158,6 +163,11 @@ class PgSegmentStore {
   absl::StatusOr<bool> RecordTransaction(std::string_view consumer, std::string_view event_id,
                                          const std::string& customer_id, const std::string& org_id,
                                          int64_t amount_fen, int32_t day);
+  // Gives `amount_fen` of a reversal (refund or cancel) back from the customer's aggregate, with
+  // its dedupe record: the sum goes down (not below 0), the count and last day stay. A customer
+  // without an aggregate (or unknown) is left alone. False if the event was already applied.
+  absl::StatusOr<bool> RecordReversal(std::string_view consumer, std::string_view event_id,
+                                      const std::string& customer_id, int64_t amount_fen);
   absl::StatusOr<std::vector<RfmAggregate>> LoadRfmAggregates();
   // Upserts (dense id, tag, canonical value) triples in one transaction, returning the customers'
   // values as committed.

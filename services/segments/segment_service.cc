@@ -49,9 +49,62 @@ absl::Status CheckOrg(std::string_view org, std::string_view field) {
   return absl::OkStatus();
 }
 
-absl::Status CheckCustomerId(std::string_view id, std::string_view field) {
+// Decodes the code point at `s[i]` of well-formed UTF-8 (checked by the caller) and its length.
+char32_t CodePointAt(std::string_view s, size_t i, size_t* len) {
+  const auto b = [&](size_t k) { return static_cast<char32_t>(static_cast<unsigned char>(s[k])); };
+  const char32_t c = b(i);
+  if (c < 0x80) {
+    *len = 1;
+    return c;
+  }
+  if (c < 0xE0) {
+    *len = 2;
+    return ((c & 0x1F) << 6) | (b(i + 1) & 0x3F);
+  }
+  if (c < 0xF0) {
+    *len = 3;
+    return ((c & 0x0F) << 12) | ((b(i + 1) & 0x3F) << 6) | (b(i + 2) & 0x3F);
+  }
+  *len = 4;
+  return ((c & 0x07) << 18) | ((b(i + 1) & 0x3F) << 12) | ((b(i + 2) & 0x3F) << 6) |
+         (b(i + 3) & 0x3F);
+}
+
+// Blank characters (ASCII space, no-break and ideographic spaces, the Unicode space separators).
+bool IsBlank(char32_t c) {
+  return c == 0x20 || c == 0xA0 || c == 0x1680 || (c >= 0x2000 && c <= 0x200A) || c == 0x2028 ||
+         c == 0x2029 || c == 0x202F || c == 0x205F || c == 0x3000;
+}
+
+// Invisible characters that make two ids look the same: the byte order mark / zero-width no-break
+// space, zero-width spaces and joiners, direction marks and the word joiner.
+bool IsInvisible(char32_t c) {
+  return c == 0xFEFF || (c >= 0x200B && c <= 0x200F) || c == 0x2060 || (c >= 0x202A && c <= 0x202E);
+}
+
+// Why `id` is not a customer id ("" when it is one). Ids are compared byte for byte, so "c1 " or
+// "\uFEFFc1" would be another (phantom) customer than c1: refused rather than trimmed.
+std::string CustomerIdProblem(std::string_view id) {
   const int n = PrintableUtf8Length(id);
-  if (n < 1 || n > 64) return InvalidArgument(field, "a customer id is 1..64 printable characters");
+  if (n < 1 || n > 64) return "a customer id is 1..64 printable characters";
+  char32_t first = 0, last = 0;
+  for (size_t i = 0, len = 0; i < id.size(); i += len) {
+    const char32_t c = CodePointAt(id, i, &len);
+    if (IsInvisible(c)) {
+      return "a customer id has no invisible characters (byte order mark U+FEFF, zero-width or "
+             "direction marks)";
+    }
+    if (i == 0) first = c;
+    last = c;
+  }
+  if (IsBlank(first) || IsBlank(last)) return "a customer id has no leading or trailing blanks";
+  return "";
+}
+
+absl::Status CheckCustomerId(std::string_view id, std::string_view field) {
+  if (std::string problem = CustomerIdProblem(id); !problem.empty()) {
+    return InvalidArgument(field, problem);
+  }
   return absl::OkStatus();
 }
 
@@ -504,8 +557,8 @@ absl::StatusOr<pb::ImportTagValuesResponse> SegmentService::ImportTagValues(
       reject(absl::StrCat("expected ", header.fields.size(), " fields, found ", rec.fields.size()));
       continue;
     }
-    if (!CheckCustomerId(rec.fields[0], "customer_id").ok()) {
-      reject("customer_id is 1..64 printable characters");
+    if (std::string problem = CustomerIdProblem(rec.fields[0]); !problem.empty()) {
+      reject(absl::StrCat("customer_id: ", problem));
       continue;
     }
     ImportRow row{.customer_id = rec.fields[0]};
@@ -668,25 +721,49 @@ absl::Status SegmentService::ValidateDefinition(const pb::SegmentDefinition& def
       if (ids.empty() || ids.size() > kMaxListSize) {
         return InvalidArgument("definition.list", "a list has 1..1,000,000 customer ids");
       }
+      for (int i = 0; i < ids.size(); ++i) {
+        if (std::string problem = CustomerIdProblem(ids.Get(i)); !problem.empty()) {
+          return InvalidArgument(absl::StrCat("definition.list.customer_ids[", i, "]"),
+                                 absl::StrCat("entry ", i + 1, " of the list: ", problem));
+        }
+      }
       std::vector<std::string> unique(ids.begin(), ids.end());
       std::sort(unique.begin(), unique.end());
       unique.erase(std::unique(unique.begin(), unique.end()), unique.end());
-      for (const auto& id : unique) {
-        MKT_RETURN_IF_ERROR(CheckCustomerId(id, "definition.list.customer_ids"));
-      }
       auto members = std::make_shared<Roaring>();
+      // A customer of an org the owner does not cover (another bank's) is not a member: a list
+      // must not bring a customer into a scope it is not in.
+      int64_t foreign = 0;
       if (create_customers) {
-        MKT_ASSIGN_OR_RETURN(std::vector<uint32_t> dense,
+        MKT_ASSIGN_OR_RETURN(std::vector<PgSegmentStore::EnsuredCustomer> stored,
                              store_.EnsureCustomers(unique, owner_org));
-        for (size_t i = 0; i < dense.size(); ++i) {
-          if (index_.CustomerId(dense[i]).empty())
-            index_.PutCustomer(dense[i], unique[i], owner_org);
-          members->add(dense[i]);
+        for (size_t i = 0; i < stored.size(); ++i) {
+          // The home org the database holds (created here, by a business event, by a profile or
+          // by another replica), not the list owner's.
+          index_.PutCustomer(stored[i].dense_id, unique[i], stored[i].org_id);
+          if (!tenancy::Covers(owner_org, stored[i].org_id)) {
+            ++foreign;
+            continue;
+          }
+          members->add(stored[i].dense_id);
         }
       } else {
         for (const auto& id : unique) {
-          if (std::optional<uint32_t> d = index_.Find(id)) members->add(*d);
+          std::optional<uint32_t> d = index_.Find(id);
+          if (!d) continue;
+          if (!index_.InScope(owner_org, *d)) {
+            ++foreign;
+            continue;
+          }
+          members->add(*d);
         }
+      }
+      if (foreign > 0) {
+        // The answer (a Segment) has no field for them: logged, without the ids.
+        spdlog::warn(
+            "list for {}: {} of {} customers belong to orgs {} does not cover and are "
+            "not members",
+            owner_org, foreign, unique.size(), owner_org);
       }
       members->runOptimize();
       *list_members = std::move(members);
@@ -761,6 +838,7 @@ absl::StatusOr<pb::Segment> SegmentService::CreateSegment(const tenancy::Actor& 
   s.name = req.name();
   s.description = req.description();
   s.definition = req.definition();
+  MKT_RETURN_IF_ERROR(PinOperands(&s.definition));
   if (list) {
     s.definition.mutable_list()->clear_customer_ids();
     s.list_members = list;
@@ -797,6 +875,7 @@ absl::StatusOr<pb::Segment> SegmentService::UpdateSegment(const tenancy::Actor& 
     std::shared_ptr<const Roaring> list;
     MKT_RETURN_IF_ERROR(ValidateDefinition(req.definition(), s.org_id, s.id, true, &s.kind, &list));
     s.definition = req.definition();
+    MKT_RETURN_IF_ERROR(PinOperands(&s.definition));
     s.list_members = nullptr;
     s.list_size = 0;
     if (list) {
@@ -881,6 +960,25 @@ absl::StatusOr<pb::PreviewResponse> SegmentService::Preview(const tenancy::Actor
 }
 
 // ---- Resolution and evaluation -----------------------------------------------------------------
+
+absl::Status SegmentService::PinOperands(pb::SegmentDefinition* definition) {
+  if (!definition->has_composed()) return absl::OkStatus();
+  auto* operands = definition->mutable_composed()->mutable_operands();
+  for (int i = 0; i < operands->size(); ++i) {
+    pb::SegmentRef& ref = operands->at(i);
+    if (ref.version() != 0) continue;
+    // From the database, not the cache of latest versions (up to a second stale).
+    absl::StatusOr<SegmentVersion> latest = store_.GetSegment(ref.segment_id(), 0);
+    if (absl::IsNotFound(latest.status())) {
+      return Error(absl::StatusCode::kNotFound, marketing::common::v1::NOT_FOUND,
+                   absl::StrCat("no segment ", ref.segment_id()),
+                   absl::StrCat("definition.composed.operands[", i, "]"));
+    }
+    if (!latest.ok()) return latest.status();
+    ref.set_version(latest->version);
+  }
+  return absl::OkStatus();
+}
 
 absl::StatusOr<SegmentService::SegmentPtr> SegmentService::Resolve(const pb::SegmentRef& ref) {
   const absl::Time now = clock_.Now();
@@ -1296,6 +1394,13 @@ absl::Status SegmentService::HandleBusinessEvent(const kafka::IncomingMessage& m
   MKT_RETURN_IF_ERROR(CheckEventId(envelope.event_id()));
   MKT_RETURN_IF_ERROR(CheckCustomerId(event.customer_id(), "customer_id"));
   MKT_RETURN_IF_ERROR(CheckOrg(event.org_id(), "org_id"));
+  if (event.attributes().contains(kOriginalEventAttribute)) {
+    // A reversal (a refund or a cancellation of the event it names): not spending. Its amount is
+    // given back from the customer's sum; the count and the last day stay (decision 008).
+    return store_
+        .RecordReversal(kRfmConsumer, envelope.event_id(), event.customer_id(), event.amount_fen())
+        .status();
+  }
   const absl::Time at = absl::FromUnixSeconds(event.occurred_at().seconds());
   return store_
       .RecordTransaction(kRfmConsumer, envelope.event_id(), event.customer_id(), event.org_id(),

@@ -30,6 +30,9 @@ namespace mkt::segments {
 // The consumer names recorded in processed_events.
 inline constexpr char kProfileConsumer[] = "segments.profiles";
 inline constexpr char kRfmConsumer[] = "segments.rfm";
+// The attribute by which a business event names the event it reverses (a refund or a cancel, see
+// marketing.events.v1.ReversalKind): its presence marks the event as a reversal.
+inline constexpr char kOriginalEventAttribute[] = "original_event_id";
 
 struct ServiceOptions {
   // How long the latest version of a segment is cached before it is read again (other replicas
@@ -107,6 +110,9 @@ class SegmentService {
                                   const std::string& owner_org, const std::string& self_id,
                                   bool create_customers, pb::SegmentKind* kind,
                                   std::shared_ptr<const Roaring>* list_members);
+  // Fixes the operands of a composed definition given as version 0 (latest) to the version they
+  // have now, so a stored version of a composition keeps meaning what it meant when written.
+  absl::Status PinOperands(pb::SegmentDefinition* definition);
   absl::StatusOr<SegmentPtr> Resolve(const pb::SegmentRef& ref);
   // Resolves a segment `org` may use; NOT_FOUND when it does not exist or is not visible.
   absl::StatusOr<SegmentPtr> ResolveFor(const std::string& org, const pb::SegmentRef& ref,

@@ -152,6 +152,30 @@ class SegmentsServiceTest : public ::testing::Test {
     return m;
   }
 
+  // A business event of `org` for `customer_id`; a reversal when `original_event_id` is given.
+  kafka::IncomingMessage EventOf(const std::string& org, const std::string& customer_id,
+                                 int64_t amount_fen, const std::string& event_id,
+                                 const std::string& original_event_id = "") {
+    marketing::events::v1::BusinessEvent ev;
+    ev.set_source("card");
+    ev.set_source_event_id(event_id);
+    ev.set_event_type(original_event_id.empty() ? "credit_card.spend" : "credit_card.refunded");
+    ev.set_customer_id(customer_id);
+    ev.set_org_id(org);
+    ev.set_amount_fen(amount_fen);
+    ev.mutable_occurred_at()->set_seconds(absl::ToUnixSeconds(absl::Now()));
+    if (!original_event_id.empty()) {
+      (*ev.mutable_attributes())["original_event_id"] = original_event_id;
+    }
+    auto envelope = kafka::MakeEnvelope("events.BusinessEvent", org, "t", ev);
+    envelope.set_event_id(event_id);
+    kafka::IncomingMessage m;
+    m.topic = "mkt.business-events.v1";
+    m.key = customer_id;
+    m.value = envelope.SerializeAsString();
+    return m;
+  }
+
   kafka::IncomingMessage ProfileMessage(const pb::CustomerProfileChanged& profile,
                                         const std::string& event_id = NewEventId()) {
     auto envelope =
@@ -273,6 +297,51 @@ class TenancyTest : public SegmentsServiceTest {
   }
   std::string seg_a_, seg_fed_;
 };
+
+// A customer created in PostgreSQL by a business event of bank-b (no profile yet) and not yet in
+// this replica's index keeps bank-b as home org when bank-a uploads a list naming it: it is not
+// a member of bank-a's list and never enters bank-a's scope.
+TEST_F(TenancyTest, AListDoesNotBringAnotherBanksCustomerIntoScope) {
+  ASSERT_TRUE(service_->HandleBusinessEvent(EventOf("bank-b", "c9", 100, NewEventId())).ok());
+  ASSERT_FALSE(index_.Find("c9").has_value());  // only in the database so far
+  pb::CreateSegmentRequest list;
+  list.set_name("uploaded by bank-a");
+  list.mutable_definition()->mutable_list()->add_customer_ids("c9");
+  list.mutable_definition()->mutable_list()->add_customer_ids("a-1");
+  auto created = service_->CreateSegment(Operator("bank-a"), list);
+  ASSERT_TRUE(created.ok()) << created.status();
+  EXPECT_EQ(created->list_size(), 1);  // a-1 only
+  EXPECT_EQ(Sql("SELECT count(*) FROM customers WHERE customer_id = 'c9' AND org_id = 'bank-b'"),
+            1);
+  ASSERT_TRUE(index_.Find("c9").has_value());
+  EXPECT_TRUE(index_.InScope("bank-b", *index_.Find("c9")));
+  EXPECT_FALSE(index_.InScope("bank-a", *index_.Find("c9")));
+
+  pb::CreateSegmentRequest only_c9;
+  only_c9.set_name("bank-b's customer");
+  only_c9.mutable_definition()->mutable_list()->add_customer_ids("c9");
+  auto c9_list = service_->CreateSegment(Operator("bank-a"), only_c9);
+  ASSERT_TRUE(c9_list.ok()) << c9_list.status();
+  EXPECT_EQ(c9_list->list_size(), 0);
+  EXPECT_EQ(*CountOf("bank-a", Ref(c9_list->id())), 0);
+  for (const std::string& id : {c9_list->id(), created->id()}) {
+    pb::SampleRequest sample;
+    sample.set_org_id("bank-a");
+    *sample.mutable_segment() = Ref(id);
+    sample.set_size(100);
+    auto sampled = service_->Sample(sample);
+    ASSERT_TRUE(sampled.ok()) << sampled.status();
+    for (const auto& c : sampled->customer_ids()) EXPECT_NE(c, "c9");
+  }
+  EXPECT_EQ(*Members("bank-a", "c9", {Ref(c9_list->id())}), std::vector<bool>{false});
+  // A federation rule seen by bank-a does not count c9 either.
+  pb::Condition everyone;
+  everyone.mutable_exists()->set_tag("age");
+  Import("fed", "customer_id,age\nc9,33\n");
+  const std::string fed_all = CreateRule("fed", everyone);
+  EXPECT_EQ(*CountOf("bank-a", Ref(fed_all)), 3);
+  EXPECT_EQ(*CountOf("bank-b", Ref(fed_all)), 3);
+}
 
 TEST_F(TenancyTest, ABankCannotReadAnotherBanksTagsOrSegments) {
   pb::GetTagRequest get_tag;
@@ -480,6 +549,107 @@ TEST_F(SegmentsServiceTest, CallersPinTheVersionTheyWereApprovedWith) {
             absl::StatusCode::kInvalidArgument);
 }
 
+// A campaign approves X@1 = UNION(Y): a later edit of Y (which needs no approval) must not change
+// the audience X@1 stands for. Operands given as latest are pinned when X's version is written.
+TEST_F(SegmentsServiceTest, AComposedVersionPinsItsOperands) {
+  Import("fed", "customer_id,age\nc-40,40\nc-70,70\n");
+  const std::string y = CreateRule("fed", Compare("age", pb::GE, 30));
+  const std::string x = CreateUnion(y);  // operand given as Y@0
+  // A composition stored before operands were pinned (operand still at version 0).
+  SegmentVersion old;
+  old.id = "seg-stored-unpinned";
+  old.org_id = "fed";
+  old.name = "stored before pinning";
+  old.kind = pb::SEGMENT_KIND_COMPOSED;
+  old.definition.mutable_composed()->set_op(pb::Composition::UNION);
+  *old.definition.mutable_composed()->add_operands() = Ref(y);
+  old.created_by = "op-fed";
+  ASSERT_TRUE(store_->CreateSegment(old).ok());
+  EXPECT_EQ(*Members("fed", "c-40", {Ref(x, 1), Ref(old.id, 1)}), (std::vector<bool>{true, true}));
+
+  pb::UpdateSegmentRequest update;
+  update.set_segment_id(y);
+  *update.mutable_definition()->mutable_rule() = Compare("age", pb::GE, 60);
+  ASSERT_TRUE(service_->UpdateSegment(Operator("fed"), update).ok());
+
+  pb::GetSegmentRequest get;
+  *get.mutable_segment() = Ref(x, 1);
+  auto stored = service_->GetSegment(Operator("fed"), get);
+  ASSERT_TRUE(stored.ok()) << stored.status();
+  EXPECT_EQ(stored->definition().composed().operands(0).version(), 1);
+  // X@1 (and X, whose latest version is 1) keep meaning age >= 30; Y itself changed.
+  EXPECT_EQ(*Members("fed", "c-40", {Ref(x, 1), Ref(x), Ref(y), Ref(old.id, 1)}),
+            (std::vector<bool>{true, true, false, true}));
+  EXPECT_EQ(*CountOf("fed", Ref(x, 1)), 2);
+  // A fresh service (another replica, nothing cached) reads the same.
+  TagIndex index;
+  SegmentService other(*store_, index, SystemClock());
+  ASSERT_TRUE(other.Rebuild().ok());
+  pb::IsMemberRequest req;
+  req.set_org_id("fed");
+  req.set_customer_id("c-40");
+  *req.add_segments() = Ref(x, 1);
+  *req.add_segments() = Ref(old.id, 1);
+  auto answer = other.IsMember(req);
+  ASSERT_TRUE(answer.ok()) << answer.status();
+  EXPECT_EQ(std::vector<bool>(answer->member().begin(), answer->member().end()),
+            (std::vector<bool>{true, true}));
+  // A new version of X takes Y as it is now.
+  pb::UpdateSegmentRequest again;
+  again.set_segment_id(x);
+  again.mutable_definition()->mutable_composed()->set_op(pb::Composition::UNION);
+  *again.mutable_definition()->mutable_composed()->add_operands() = Ref(y);
+  auto x2 = service_->UpdateSegment(Operator("fed"), again);
+  ASSERT_TRUE(x2.ok()) << x2.status();
+  EXPECT_EQ(x2->definition().composed().operands(0).version(), 2);
+  EXPECT_EQ(*Members("fed", "c-40", {Ref(x, 1), Ref(x, 2)}), (std::vector<bool>{true, false}));
+}
+
+// "c1 " or "\uFEFFc1" would be another customer than c1 (ids compare byte for byte): refused, with
+// the entry or line named.
+TEST_F(SegmentsServiceTest, CustomerIdsWithBlanksOrInvisibleCharactersAreRefused) {
+  const int64_t customers = Sql("SELECT count(*) FROM customers");
+  for (const std::string& bad : {std::string("c1 "), std::string(" c1"),
+                                 std::string("\xEF\xBB\xBF"
+                                             "c1"),
+                                 std::string("c\xEF\xBB\xBF"
+                                             "1"),
+                                 std::string("c1\xE3\x80\x80"), std::string("c1\xE2\x80\x8B")}) {
+    pb::CreateSegmentRequest list;
+    list.set_name("uploaded");
+    list.mutable_definition()->mutable_list()->add_customer_ids("c1");
+    list.mutable_definition()->mutable_list()->add_customer_ids(bad);
+    auto refused = service_->CreateSegment(Operator("fed"), list);
+    EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument) << bad;
+    EXPECT_EQ(FieldOf(refused.status()), "definition.list.customer_ids[1]") << refused.status();
+    EXPECT_NE(refused.status().message().find("entry 2"), std::string::npos) << refused.status();
+  }
+  EXPECT_EQ(Sql("SELECT count(*) FROM customers"), customers);
+  pb::ImportTagValuesResponse r = Import("fed",
+                                         "customer_id,age\nc1,30\nc1 ,31\n\xEF\xBB\xBF"
+                                         "c1,32\nc2,33\n");
+  EXPECT_EQ(r.rows_imported(), 2);
+  ASSERT_EQ(r.errors_size(), 2);
+  EXPECT_EQ(r.errors(0).line(), 3);
+  EXPECT_NE(r.errors(0).message().find("blank"), std::string::npos) << r.errors(0).message();
+  EXPECT_EQ(r.errors(1).line(), 4);
+  EXPECT_NE(r.errors(1).message().find("U+FEFF"), std::string::npos) << r.errors(1).message();
+  EXPECT_EQ(Sql("SELECT count(*) FROM customers"), customers + 2);
+  EXPECT_EQ(index_.ValueOf(*index_.Find("c1"), "age")->number, 30);
+  // Also on the membership and event paths.
+  pb::BatchGetTagValuesRequest values;
+  values.set_org_id("fed");
+  values.add_customer_ids("c1");
+  values.add_customer_ids("c1 ");
+  values.add_tags("age");
+  pb::BatchGetTagValuesResponse out;
+  absl::Status batch = service_->BatchGetTagValuesInto(values, &out);
+  EXPECT_EQ(batch.code(), absl::StatusCode::kInvalidArgument) << batch;
+  EXPECT_EQ(FieldOf(batch), "customer_ids[1]");
+  EXPECT_EQ(service_->HandleBusinessEvent(EventOf("bank-a", "c1 ", 100, NewEventId())).code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
 TEST_F(SegmentsServiceTest, ListAndComposedSegmentsAndSnapshotPages) {
   std::string csv = "customer_id,age\n";
   for (int i = 0; i < 2500; ++i) absl::StrAppend(&csv, "c", i, ",", i % 100, "\n");
@@ -581,30 +751,43 @@ TEST_F(SegmentsServiceTest, CompositionsNestAtMostEightLevels) {
   EXPECT_EQ(previewed.status().code(), absl::StatusCode::kInvalidArgument) << previewed.status();
   EXPECT_EQ(FieldOf(previewed.status()), "definition.composed.operands[1]");
 
-  // Turning a leaf into a composition counts the segments that use it: parents[k] nests k levels
-  // above `leaf`, so `leaf` may become at most one level deep.
+  // The segments that use `leaf` pinned its version when they were written (through the service;
+  // or stored before pinning and read as of when they were written), so turning `leaf` into a
+  // composition makes none of them deeper nor changes what they contain.
   const std::string leaf = CreateRule("fed", Compare("age", pb::GE, 50));
   std::vector<std::string> parents = {leaf};
   for (int k = 1; k <= 7; ++k) parents.push_back(CreateUnion(parents.back()));
+  SegmentVersion unpinned;
+  unpinned.id = "seg-unpinned";
+  unpinned.org_id = "fed";
+  unpinned.name = "stored before operands were pinned";
+  unpinned.kind = pb::SEGMENT_KIND_COMPOSED;
+  unpinned.definition.mutable_composed()->set_op(pb::Composition::UNION);
+  *unpinned.definition.mutable_composed()->add_operands() = Ref(parents[7]);
+  unpinned.created_by = "op-fed";
+  ASSERT_TRUE(store_->CreateSegment(unpinned).ok());
   pb::UpdateSegmentRequest deeper;
   deeper.set_segment_id(leaf);
   deeper.mutable_definition()->mutable_composed()->set_op(pb::Composition::UNION);
-  *deeper.mutable_definition()->mutable_composed()->add_operands() = Ref(chain[1]);
+  *deeper.mutable_definition()->mutable_composed()->add_operands() = Ref(chain[7]);
   auto updated = service_->UpdateSegment(Operator("fed"), deeper);
-  ASSERT_EQ(updated.status().code(), absl::StatusCode::kInvalidArgument) << updated.status();
-  EXPECT_EQ(FieldOf(updated.status()), "definition.composed.operands[0]");
-  EXPECT_NE(updated.status().message().find(parents[7]), std::string::npos) << updated.status();
-  EXPECT_NE(updated.status().message().find("9 levels"), std::string::npos) << updated.status();
-  pb::GetSegmentRequest get;
-  get.mutable_segment()->set_segment_id(leaf);
-  EXPECT_EQ(service_->GetSegment(Operator("fed"), get)->latest_version(), 1);
-  EXPECT_EQ(*CountOf("fed", Ref(parents[7])), 0);
-  // One level is within the limit.
-  *deeper.mutable_definition()->mutable_composed()->mutable_operands(0) = Ref(chain[0]);
-  updated = service_->UpdateSegment(Operator("fed"), deeper);
   ASSERT_TRUE(updated.ok()) << updated.status();
-  EXPECT_EQ(*CountOf("fed", Ref(parents[7])), 1);
-  EXPECT_EQ(*Members("fed", "c-30", {Ref(parents[7])}), std::vector<bool>{true});
+  EXPECT_EQ(updated->definition().composed().operands(0).version(), 1);
+  EXPECT_EQ(*CountOf("fed", Ref(leaf)), 1);
+  EXPECT_EQ(*CountOf("fed", Ref(parents[7])), 0);
+  EXPECT_EQ(*CountOf("fed", Ref(unpinned.id)), 0);
+  EXPECT_EQ(*Members("fed", "c-30", {Ref(leaf), Ref(parents[7]), Ref(unpinned.id)}),
+            (std::vector<bool>{true, false, false}));
+  // A new version of a parent takes `leaf` as it is now, and is checked for depth with it.
+  pb::UpdateSegmentRequest parent;
+  parent.set_segment_id(parents[1]);
+  parent.mutable_definition()->mutable_composed()->set_op(pb::Composition::UNION);
+  *parent.mutable_definition()->mutable_composed()->add_operands() = Ref(leaf);
+  auto refused_parent = service_->UpdateSegment(Operator("fed"), parent);
+  ASSERT_EQ(refused_parent.status().code(), absl::StatusCode::kInvalidArgument)
+      << refused_parent.status();
+  EXPECT_NE(refused_parent.status().message().find("9 levels"), std::string::npos)
+      << refused_parent.status();
 
   // A composition stored too deep before these checks is a FAILED_PRECONDITION naming it
   // wherever it is evaluated, and cannot be used in a new composition.
@@ -710,6 +893,39 @@ TEST_F(SegmentsServiceTest, ProfileMessagesDedupeOrderAndOwnership) {
   garbage.value = "not an envelope";
   EXPECT_TRUE(kafka::IsPermanent(service_->HandleProfileMessage(garbage)));
   EXPECT_FALSE(index_.Find("k-2").has_value());
+}
+
+// A refund (or cancel) names the event it reverses in the attribute original_event_id: it is not
+// spending. Rule chosen: its amount is given back from the sum (not below 0); the count and the
+// last day stay. So a spend of 100 and its full refund: count 1, amount 0.
+TEST_F(SegmentsServiceTest, RfmReversalsAreNotSpending) {
+  auto aggregate = [&](const std::string& what) {
+    return Sql("SELECT " + what +
+               " FROM rfm_aggregates a JOIN customers c USING (dense_id) "
+               "WHERE c.customer_id = 'r-1'");
+  };
+  ASSERT_TRUE(service_->HandleBusinessEvent(EventOf("bank-a", "r-1", 100, "tx-1")).ok());
+  const std::string refund = NewEventId();
+  ASSERT_TRUE(service_->HandleBusinessEvent(EventOf("bank-a", "r-1", 100, refund, "tx-1")).ok());
+  EXPECT_EQ(aggregate("txn_count"), 1);
+  EXPECT_EQ(aggregate("amount_fen"), 0);
+  // Redelivered: applied once.
+  ASSERT_TRUE(service_->HandleBusinessEvent(EventOf("bank-a", "r-1", 100, refund, "tx-1")).ok());
+  ASSERT_TRUE(service_->HandleBusinessEvent(EventOf("bank-a", "r-1", 500, "tx-2")).ok());
+  EXPECT_EQ(aggregate("txn_count"), 2);
+  EXPECT_EQ(aggregate("amount_fen"), 500);
+  // A partial refund takes its part; a refund larger than the sum stops at 0.
+  ASSERT_TRUE(
+      service_->HandleBusinessEvent(EventOf("bank-a", "r-1", 200, NewEventId(), "tx-2")).ok());
+  EXPECT_EQ(aggregate("amount_fen"), 300);
+  ASSERT_TRUE(
+      service_->HandleBusinessEvent(EventOf("bank-a", "r-1", 900, NewEventId(), "tx-2")).ok());
+  EXPECT_EQ(aggregate("amount_fen"), 0);
+  EXPECT_EQ(aggregate("txn_count"), 2);
+  // A reversal for a customer without transactions creates nothing.
+  ASSERT_TRUE(
+      service_->HandleBusinessEvent(EventOf("bank-a", "r-2", 100, NewEventId(), "tx-9")).ok());
+  EXPECT_EQ(Sql("SELECT count(*) FROM rfm_aggregates"), 1);
 }
 
 TEST_F(SegmentsServiceTest, RfmScoresBecomeTagsUsableInRules) {
