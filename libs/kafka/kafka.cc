@@ -11,6 +11,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "libs/auth/crypto.h"
 #include "libs/core/status.h"
 #include "libs/metrics/metrics.h"
 #include "marketing/common/v1/envelope.pb.h"
@@ -191,8 +192,13 @@ absl::Status Producer::Publish(const std::vector<OutgoingMessage>& messages,
       // Messages already queued finish on their own; their reports release `call`.
       std::lock_guard<std::mutex> lock(call->mu);
       call->pending -= messages.size() - i;
-      return absl::UnavailableError(
-          absl::StrCat("kafka publish to ", m.topic, " failed: ", RdKafka::err2str(err)));
+      const std::string text =
+          absl::StrCat("kafka publish to ", m.topic, " failed: ", RdKafka::err2str(err));
+      // Too large for message.max.bytes: sending it again can never work.
+      if (err == RdKafka::ERR_MSG_SIZE_TOO_LARGE) {
+        return mkt::InvalidArgument("value", absl::StrCat(text, " (", m.value.size(), " bytes)"));
+      }
+      return absl::UnavailableError(text);
     }
   }
 
@@ -265,24 +271,55 @@ struct Consumer::Impl {
     }
   }
 
-  absl::Status DeadLetter(const IncomingMessage& in, const absl::Status& reason) {
+  // The dead letter of `in`. A value over kDeadLetterValueLimit (or headers over
+  // kDeadLetterHeadersLimit) would not fit the producer's message.max.bytes once wrapped, and the
+  // partition would stall on it: the letter then carries the value's first bytes, the original
+  // size and the SHA-256 of the whole value in headers. `minimal` drops value and headers
+  // altogether (the last resort when even that letter is refused).
+  OutgoingMessage DeadLetterOf(const IncomingMessage& in, const absl::Status& reason,
+                               bool minimal) {
     marketing::common::v1::DeadLetter letter;
     letter.set_consumer(options.metrics_name.empty() ? options.group_id : options.metrics_name);
     letter.set_topic(in.topic);
     letter.set_partition(in.partition);
     letter.set_offset(in.offset);
-    letter.set_key(in.key);
-    letter.set_value(in.value);
+    letter.set_key(in.key.substr(0, kDeadLetterKeyLimit));
     letter.set_reason(std::string(reason.message()));
     const int64_t now_ns = absl::ToUnixNanos(absl::Now());
     letter.mutable_rejected_at()->set_seconds(now_ns / 1000000000);
     letter.mutable_rejected_at()->set_nanos(static_cast<int32_t>(now_ns % 1000000000));
     OutgoingMessage out;
     out.topic = options.dead_letter_topic;
-    out.key = in.key;
+    out.key = letter.key();
+    size_t header_bytes = 0;
+    for (const auto& [name, value] : in.headers) header_bytes += name.size() + value.size();
+    const size_t value_limit = minimal ? 0 : kDeadLetterValueLimit;
+    if (!minimal && header_bytes <= kDeadLetterHeadersLimit) {
+      out.headers = in.headers;
+    } else if (!in.headers.empty()) {
+      out.headers.emplace_back(kDeadLetterHeadersDroppedHeader, std::to_string(in.headers.size()));
+    }
+    if (in.value.size() > value_limit) {
+      letter.set_value(in.value.substr(0, value_limit));
+      out.headers.emplace_back(kDeadLetterTruncatedHeader, "true");
+      out.headers.emplace_back(kDeadLetterOriginalBytesHeader, std::to_string(in.value.size()));
+      out.headers.emplace_back(kDeadLetterOriginalSha256Header, auth::Sha256Hex(in.value));
+    } else {
+      letter.set_value(in.value);
+    }
     out.value = letter.SerializeAsString();
-    out.headers = in.headers;
-    return dead_letters->Publish({out}, absl::Seconds(10));
+    return out;
+  }
+
+  absl::Status DeadLetter(const IncomingMessage& in, const absl::Status& reason) {
+    absl::Status s = dead_letters->Publish({DeadLetterOf(in, reason, false)}, absl::Seconds(10));
+    if (!IsPermanent(s)) return s;
+    // Refused for good (still too large for this producer): the letter without the message.
+    spdlog::error(
+        "kafka consumer {}: dead letter of {}[{}]@{} refused ({}); sending it without "
+        "the value and headers",
+        options.group_id, in.topic, in.partition, in.offset, s.ToString());
+    return dead_letters->Publish({DeadLetterOf(in, reason, true)}, absl::Seconds(10));
   }
 
   void Commit(const IncomingMessage& in) {

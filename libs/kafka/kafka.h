@@ -3,6 +3,7 @@
 #pragma once
 
 #include <atomic>
+#include <cstddef>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -18,6 +19,18 @@
 namespace mkt::kafka {
 
 inline constexpr char kDeadLetterTopic[] = "mkt.dead-letters.v1";
+
+// A dead letter carries at most this much of the rejected value (and of its key), and the
+// original headers only while they stay under kDeadLetterHeadersLimit bytes: wrapped whole, a
+// value near the producer's message.max.bytes (1,000,000 by default) could never be
+// dead-lettered and its partition would stall. A cut value is flagged by these headers.
+inline constexpr size_t kDeadLetterValueLimit = 256 * 1024;
+inline constexpr size_t kDeadLetterKeyLimit = 4 * 1024;
+inline constexpr size_t kDeadLetterHeadersLimit = 64 * 1024;
+inline constexpr char kDeadLetterTruncatedHeader[] = "mkt-dead-letter-truncated";
+inline constexpr char kDeadLetterOriginalBytesHeader[] = "mkt-dead-letter-original-bytes";
+inline constexpr char kDeadLetterOriginalSha256Header[] = "mkt-dead-letter-original-sha256";
+inline constexpr char kDeadLetterHeadersDroppedHeader[] = "mkt-dead-letter-headers-dropped";
 
 struct ClientOptions {
   // host:port[,host:port...]
@@ -48,7 +61,8 @@ class Publisher {
  public:
   virtual ~Publisher() = default;
   // Sends every message and returns once the broker acknowledged all of them, or the first
-  // failure. Messages with the same topic and key keep their order.
+  // failure. Messages with the same topic and key keep their order. INVALID_ARGUMENT (permanent)
+  // for a message larger than the producer's message.max.bytes.
   virtual absl::Status Publish(const std::vector<OutgoingMessage>& messages,
                                absl::Duration timeout) = 0;
 };

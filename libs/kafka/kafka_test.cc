@@ -7,6 +7,7 @@
 #include <librdkafka/rdkafka_mock.h>
 
 #include <atomic>
+#include <map>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -304,6 +305,107 @@ TEST_F(MockClusterTest, ConsumerRetriesTransientFailuresAndDeadLettersPermanentO
   EXPECT_EQ(letter.topic(), kTopic);
   EXPECT_EQ(letter.value(), "v3");
   EXPECT_EQ(letter.consumer(), "mock_test");
+}
+
+// Forwards to a real producer and keeps what it acknowledged.
+class RecordingPublisher final : public Publisher {
+ public:
+  explicit RecordingPublisher(Publisher& real) : real_(real) {}
+  absl::Status Publish(const std::vector<OutgoingMessage>& messages,
+                       absl::Duration timeout) override {
+    absl::Status s = real_.Publish(messages, timeout);
+    std::lock_guard<std::mutex> lock(mu_);
+    ++calls_;
+    if (s.ok()) {
+      for (const auto& m : messages) published_.push_back(m);
+    }
+    return s;
+  }
+  int calls() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return calls_;
+  }
+  std::vector<OutgoingMessage> published() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return published_;
+  }
+
+ private:
+  Publisher& real_;
+  std::mutex mu_;
+  int calls_ = 0;
+  std::vector<OutgoingMessage> published_;
+};
+
+TEST_F(MockClusterTest, AMessageTooLargeToWrapWholeIsDeadLetteredTruncatedAndTheConsumerMovesOn) {
+  // The original came from a producer allowed larger messages; the dead letters go through one
+  // with librdkafka's default message.max.bytes (1,000,000), as in production.
+  auto big_producer = NewProducer({{"message.max.bytes", "2000000"}});
+  ASSERT_NE(big_producer, nullptr);
+  std::string poison(1'000'000, 'p');
+  for (size_t i = 0; i < poison.size(); i += 997) poison[i] = static_cast<char>('a' + i % 26);
+  ASSERT_TRUE(big_producer
+                  ->Publish({{kTopic, "big-key", poison, {{"event_id", "poison-1"}}},
+                             {kTopic, "big-key", "after", {}}},
+                            absl::Seconds(20))
+                  .ok());
+  ASSERT_EQ(rd_kafka_mock_topic_create(cluster_, "mock.big-dead-letters", 1, 1),
+            RD_KAFKA_RESP_ERR_NO_ERROR);
+  auto dl_producer = NewProducer();
+  ASSERT_NE(dl_producer, nullptr);
+  // A whole wrap of the poison is refused at once, permanently (not UNAVAILABLE).
+  absl::Status whole = dl_producer->Publish(
+      {{"mock.big-dead-letters", "big-key", poison + std::string(100, 'x'), {}}}, absl::Seconds(5));
+  EXPECT_EQ(whole.code(), absl::StatusCode::kInvalidArgument) << whole;
+  RecordingPublisher dead_letters(*dl_producer);
+
+  ConsumerOptions options;
+  options.client = options_;
+  options.client.properties = {{"fetch.message.max.bytes", "2000000"}};
+  options.group_id = "mock-big-group";
+  options.topics = {kTopic};
+  options.metrics_name = "mock_big_test";
+  options.retry_backoff = absl::Milliseconds(20);
+  options.dead_letter_topic = "mock.big-dead-letters";
+  auto consumer = Consumer::Create(options, &dead_letters);
+  ASSERT_TRUE(consumer.ok()) << consumer.status();
+  std::mutex mu;
+  std::vector<std::string> handled;
+  std::thread runner([&] {
+    (*consumer)->Run([&](const IncomingMessage& m) -> absl::Status {
+      if (m.value.size() > 1000) return absl::InvalidArgumentError("poison");
+      std::lock_guard<std::mutex> lock(mu);
+      handled.push_back(m.value);
+      return absl::OkStatus();
+    });
+  });
+  const absl::Time deadline = absl::Now() + absl::Seconds(30);
+  while (absl::Now() < deadline) {
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      if (!handled.empty()) break;
+    }
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+  (*consumer)->Stop();
+  runner.join();
+
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    EXPECT_THAT(handled, ElementsAre("after")) << "the partition stalled on the dead letter";
+  }
+  EXPECT_EQ(dead_letters.calls(), 1);
+  auto letters = dead_letters.published();
+  ASSERT_EQ(letters.size(), 1u);
+  marketing::common::v1::DeadLetter letter;
+  ASSERT_TRUE(letter.ParseFromString(letters[0].value));
+  EXPECT_EQ(letter.reason(), "poison");
+  EXPECT_EQ(letter.value(), poison.substr(0, kDeadLetterValueLimit));
+  std::map<std::string, std::string> headers(letters[0].headers.begin(), letters[0].headers.end());
+  EXPECT_EQ(headers["event_id"], "poison-1");
+  EXPECT_EQ(headers[kDeadLetterTruncatedHeader], "true");
+  EXPECT_EQ(headers[kDeadLetterOriginalBytesHeader], "1000000");
+  EXPECT_EQ(headers[kDeadLetterOriginalSha256Header].size(), 64u);
 }
 
 TEST_F(MockClusterTest, StopEndsRunPromptlyEvenDuringTransientRetries) {

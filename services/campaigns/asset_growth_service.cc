@@ -21,13 +21,47 @@ absl::Time TimeOf(const google::protobuf::Timestamp& ts) {
   return absl::FromUnixSeconds(ts.seconds()) + absl::Nanoseconds(ts.nanos());
 }
 
+// The times a balance report may carry: none before 2000, none more than a day ahead (clock
+// skew between the core systems and us).
+const absl::Time kEarliestReportTime =
+    absl::FromCivil(absl::CivilDay(2000, 1, 1), absl::UTCTimeZone());
+constexpr absl::Duration kReportTimeSkew = absl::Hours(24);
+
+bool IsTimeField(const std::string& field) {
+  return field == "occurred_at" || field == "attributes.as_of_date";
+}
+
 }  // namespace
 
 std::string TierRequestId(const std::string& participation_id, int tier) {
   return "g:" + auth::Sha256Hex(participation_id + "\ntier\n" + std::to_string(tier)).substr(0, 40);
 }
 
-absl::StatusOr<BalanceReport> BalanceReportOf(const epb::BusinessEvent& event) {
+absl::Status CheckReportTime(absl::Time t, absl::Time now, std::string_view field) {
+  if (t < kEarliestReportTime || t > now + kReportTimeSkew) {
+    return InvalidArgument(
+        field, std::string(field) + " " +
+                   absl::FormatTime(absl::RFC3339_full, t, absl::UTCTimeZone()) +
+                   " is outside the time a balance can be reported (2000-01-01 to a day from now)");
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<BalanceReport> BalanceReportOf(const epb::BusinessEvent& event, absl::Time now) {
+  if (event.has_occurred_at()) {
+    // Checked first, and refused even where as_of_date is given: a corrupt clock upstream would
+    // otherwise overflow the stored timestamp (and stall the consumer) or win every later report.
+    const google::protobuf::Timestamp& ts = event.occurred_at();
+    if (ts.nanos() < 0 || ts.nanos() > 999'999'999 ||
+        ts.seconds() < absl::ToUnixSeconds(kEarliestReportTime) ||
+        ts.seconds() > absl::ToUnixSeconds(now + kReportTimeSkew)) {
+      return InvalidArgument(
+          "occurred_at", "occurred_at (" + std::to_string(ts.seconds()) + " s, " +
+                             std::to_string(ts.nanos()) +
+                             " ns) is outside the time a balance can be reported (2000-01-01 to "
+                             "a day from now, nanos 0..999999999)");
+    }
+  }
   if (event.customer_id().empty()) {
     return InvalidArgument("customer_id", "an asset_balance event names its customer");
   }
@@ -57,7 +91,15 @@ absl::StatusOr<BalanceReport> BalanceReportOf(const epb::BusinessEvent& event) {
     std::string err;
     // A timestamp is more precise than the event's occurrence for ordering reports of a day.
     if (as_of->second.size() > 10 && absl::ParseTime(absl::RFC3339_full, as_of->second, &t, &err)) {
+      MKT_RETURN_IF_ERROR(CheckReportTime(t, now, "attributes.as_of_date"));
       report.as_of = t;
+    }
+    if (report.day < ChinaDay(kEarliestReportTime) ||
+        report.day > ChinaDay(now + kReportTimeSkew)) {
+      return InvalidArgument("attributes.as_of_date",
+                             "as_of_date " + as_of->second +
+                                 " is outside the days a balance can be reported (2000-01-01 to "
+                                 "a day from now)");
     }
   }
   return report;
@@ -85,7 +127,14 @@ absl::Status AssetGrowthService::HandleMessage(const kafka::IncomingMessage& mes
 }
 
 absl::Status AssetGrowthService::ApplyBalanceEvent(const epb::BusinessEvent& event) {
-  absl::StatusOr<BalanceReport> report = BalanceReportOf(event);
+  absl::StatusOr<BalanceReport> report = BalanceReportOf(event, clock_.Now());
+  if (!report.ok() && IsTimeField(FieldOf(report.status()))) {
+    // An impossible time is refused (dead-lettered, for an operator to see), not skipped: it
+    // says the source's clock or encoding is broken, and its other reports are suspect too.
+    spdlog::warn("asset growth: refusing asset_balance event {}:{}: {}", event.source(),
+                 event.source_event_id(), report.status());
+    return report.status();
+  }
   if (!report.ok()) {
     spdlog::warn("asset growth: skipping asset_balance event {}:{}: {}", event.source(),
                  event.source_event_id(), report.status());

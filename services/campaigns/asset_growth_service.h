@@ -11,6 +11,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "libs/core/ids.h"
 #include "libs/kafka/kafka.h"
@@ -35,8 +36,11 @@ std::string TierRequestId(const std::string& participation_id, int tier);
 
 // The balance report an asset_balance event carries (balance_fen; as_of_date "YYYY-MM-DD" or
 // RFC 3339, else the China day of occurred_at) for the customer (org_id, customer_id).
-// INVALID_ARGUMENT when it carries none, or no valid org id (the customer would be nobody's).
-absl::StatusOr<BalanceReport> BalanceReportOf(const ::marketing::events::v1::BusinessEvent& event);
+// INVALID_ARGUMENT when it carries none, or no valid org id (the customer would be nobody's),
+// or a time outside 2000-01-01 .. `now` + 1 day (occurred_at, nanos out of range, or an
+// as_of_date), field "occurred_at" or "attributes.as_of_date".
+absl::StatusOr<BalanceReport> BalanceReportOf(const ::marketing::events::v1::BusinessEvent& event,
+                                              absl::Time now = absl::Now());
 
 struct AssetGrowthOptions {
   // Enrolments are still evaluated this long after their window ended (late balance reports of
@@ -56,8 +60,10 @@ class AssetGrowthService {
                      AssetGrowthOptions options = {});
 
   // The consumer's handler: asset_balance events are recorded and their customer evaluated;
-  // every other message is skipped (the events service dead-letters what is malformed). Errors
-  // are transient (the message is retried).
+  // every other message is skipped (the events service dead-letters what is malformed), and so
+  // is an asset_balance event without a customer, valid org or balance. An impossible time
+  // (see BalanceReportOf) is refused INVALID_ARGUMENT, permanent: the consumer dead-letters it
+  // and goes on. Other errors are transient (the message is retried).
   absl::Status HandleMessage(const kafka::IncomingMessage& message);
   absl::Status ApplyBalanceEvent(const ::marketing::events::v1::BusinessEvent& event);
 

@@ -155,6 +155,14 @@ absl::StatusOr<bool> PgAssetGrowthStore::RecordBalance(const BalanceReport& r) {
   if (!tenancy::IsValidOrgId(r.customer_org_id)) {
     return InvalidArgument("org_id", "a balance report names the customer's org, such as bank-a");
   }
+  // campaigns_ts() overflows (SQLSTATE 22008) far outside these, and ToUnixMicros saturates: a
+  // report there would fail the same way on every retry.
+  static const absl::Time kFirst = absl::FromCivil(absl::CivilDay(1900, 1, 1), absl::UTCTimeZone());
+  static const absl::Time kLast = absl::FromCivil(absl::CivilDay(10000, 1, 1), absl::UTCTimeZone());
+  if (r.as_of < kFirst || r.as_of >= kLast || r.day < absl::CivilDay(1900, 1, 1) ||
+      r.day >= absl::CivilDay(10000, 1, 1)) {
+    return InvalidArgument("as_of", "a balance report's time and day are within years 1900..9999");
+  }
   bool changed = false;
   MKT_RETURN_IF_ERROR(pg::WithTransaction(pool_, [&](pqxx::work& tx) -> absl::Status {
     changed =

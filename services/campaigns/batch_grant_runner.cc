@@ -7,6 +7,7 @@
 #include <condition_variable>
 #include <deque>
 #include <mutex>
+#include <set>
 #include <utility>
 
 #include "absl/strings/match.h"
@@ -58,10 +59,17 @@ gpr_timespec DeadlineIn(absl::Duration d) {
 }
 
 // What the rewards service answered, as the batch records it.
-enum class Verdict { kGranted, kFailed, kRetry };
+// - kRetry: a transport failure (the call may not have arrived): sent again after a short
+//   backoff, as long as it takes.
+// - kUnconfirmed: any other failure (INTERNAL, UNKNOWN...): whether it granted is not known; put
+//   off with a growing backoff, stuck after a number of attempts.
+// - kHold: IDEMPOTENCY_KEY_REUSED: an earlier attempt sent other content under this id (the
+//   rewards were edited while the batch ran) and may have granted: left for an operator.
+enum class Verdict { kGranted, kFailed, kRetry, kUnconfirmed, kHold };
 
 Verdict VerdictOf(const absl::Status& status) {
   if (status.ok()) return Verdict::kGranted;
+  if (ReasonOf(status) == common::IDEMPOTENCY_KEY_REUSED) return Verdict::kHold;
   if (IsBusinessRefusal(ReasonOf(status))) return Verdict::kFailed;
   switch (status.code()) {
     case absl::StatusCode::kFailedPrecondition:
@@ -71,10 +79,25 @@ Verdict VerdictOf(const absl::Status& status) {
     case absl::StatusCode::kOutOfRange:
     case absl::StatusCode::kPermissionDenied:
       return Verdict::kFailed;
-    default:
+    case absl::StatusCode::kUnavailable:
+    case absl::StatusCode::kDeadlineExceeded:
+    case absl::StatusCode::kResourceExhausted:
+    case absl::StatusCode::kAborted:
+    case absl::StatusCode::kCancelled:
       return Verdict::kRetry;
+    default:
+      return Verdict::kUnconfirmed;
   }
 }
+
+// Whether an unconfirmed answer proves nothing was granted: the rewards service does not have
+// the method at all. Every other one (an INTERNAL after a hold was voided, after a coupon was
+// issued...) may follow a partial or complete grant.
+bool GrantedNothing(const absl::Status& status) {
+  return status.code() == absl::StatusCode::kUnimplemented;
+}
+
+constexpr char kStuckReason[] = "STUCK";
 
 std::string ReasonText(const absl::Status& status) {
   const common::ErrorReason reason = ReasonOf(status);
@@ -335,6 +358,17 @@ absl::StatusOr<SnapshotPage> InMemorySnapshots::Read(const std::string&,
 
 struct BatchGrantRunner::Impl {
   std::unique_ptr<rpb::Ledger::Stub> ledger;
+  // Items put off after unconfirmed answers, by campaign then customer. Only the runner's thread
+  // (or a test's RunOnce) touches it; the items themselves stay PENDING in the database.
+  struct Deferred {
+    int attempts = 0;
+    absl::Time due;
+    bool stuck = false;
+    std::string error;
+  };
+  std::map<std::string, std::map<std::string, Deferred>> deferred;
+  // Batches left with only put-off items: not worked again before this time.
+  std::map<std::string, absl::Time> resume_at;
 };
 
 BatchGrantRunner::BatchGrantRunner(PgCampaignStore& campaigns, PgBatchGrantStore& store,
@@ -387,9 +421,21 @@ absl::Status BatchGrantRunner::RunOnce() {
     spdlog::info("batch grant {} cancelled: the campaign ended", id);
   }
   MKT_ASSIGN_OR_RETURN(std::vector<RunnableBatch> batches, store_.ListRunnable(100));
+  // Forget the put-off items of batches that finished or were cancelled meanwhile.
+  if (batches.size() < 100) {
+    std::set<std::string> runnable;
+    for (const RunnableBatch& b : batches) runnable.insert(b.campaign_id);
+    std::erase_if(impl_->deferred, [&](const auto& e) { return !runnable.count(e.first); });
+    std::erase_if(impl_->resume_at, [&](const auto& e) { return !runnable.count(e.first); });
+  }
   absl::Status first;
   for (const RunnableBatch& batch : batches) {
     if (stop_) break;
+    if (auto r = impl_->resume_at.find(batch.campaign_id);
+        r != impl_->resume_at.end() && absl::Now() < r->second) {
+      continue;  // only items put off until later are left
+    }
+    impl_->resume_at.erase(batch.campaign_id);
     absl::Status s = Work(batch);
     if (!s.ok()) {
       spdlog::warn("batch grant {}: {}", batch.campaign_id, s);
@@ -524,12 +570,11 @@ absl::Status BatchGrantRunner::Work(const RunnableBatch& batch) {
   std::string cursor;
   bool more = true;
   std::deque<std::string> queue;
-  struct Retry {
-    absl::Time due;
-    std::string customer_id;
-  };
-  std::deque<Retry> retries;
+  // By due time.
+  std::multimap<absl::Time, std::string> retries;
   std::map<std::string, int> attempts;
+  std::map<std::string, Impl::Deferred>& deferred = impl_->deferred[id];
+  bool yielded = false;
   std::vector<BatchGrantOutcome> outcomes;
   bool active = true, ended = false, finished = false;
   absl::Time last_record = absl::Now(), last_check = absl::Now(), last_log = absl::Now();
@@ -580,12 +625,19 @@ absl::Status BatchGrantRunner::Work(const RunnableBatch& batch) {
       } else {
         more = static_cast<int>(page->size()) == chunk;
         if (!page->empty()) cursor = page->back();
-        for (std::string& c : *page) queue.push_back(std::move(c));
+        for (std::string& c : *page) {
+          auto d = deferred.find(c);
+          if (d != deferred.end() && d->second.due > now) {
+            retries.emplace(d->second.due, std::move(c));
+          } else {
+            queue.push_back(std::move(c));
+          }
+        }
       }
     }
-    while (!retries.empty() && retries.front().due <= now) {
-      if (active) queue.push_front(std::move(retries.front().customer_id));
-      retries.pop_front();
+    while (!retries.empty() && retries.begin()->first <= now) {
+      if (active) queue.push_front(std::move(retries.begin()->second));
+      retries.erase(retries.begin());
     }
     while (active && sender->in_flight() < sender->capacity() && !queue.empty()) {
       sender->Start(queue.front());
@@ -596,11 +648,13 @@ absl::Status BatchGrantRunner::Work(const RunnableBatch& batch) {
         case Verdict::kGranted:
           ++granted_here;
           attempts.erase(r.customer_id);
+          deferred.erase(r.customer_id);
           outcomes.push_back({std::move(r.customer_id), true, "", ""});
           break;
         case Verdict::kFailed:
           ++failed_here;
           attempts.erase(r.customer_id);
+          deferred.erase(r.customer_id);
           outcomes.push_back({std::move(r.customer_id), false, ReasonText(r.status),
                               std::string(r.status.message())});
           break;
@@ -612,7 +666,50 @@ absl::Status BatchGrantRunner::Work(const RunnableBatch& batch) {
           last_error =
               absl::StrCat("rewards did not confirm grants (retrying): ",
                            absl::StatusCodeToString(r.status.code()), ": ", r.status.message());
-          retries.push_back({absl::Now() + backoff, std::move(r.customer_id)});
+          retries.emplace(absl::Now() + backoff, std::move(r.customer_id));
+          break;
+        }
+        case Verdict::kUnconfirmed:
+        case Verdict::kHold: {
+          CountItems("retried", 1);
+          const bool hold = VerdictOf(r.status) == Verdict::kHold;
+          Impl::Deferred& d = deferred[r.customer_id];
+          ++d.attempts;
+          d.error = absl::StrCat(ReasonText(r.status), ": ", r.status.message());
+          const bool exhausted = hold || d.attempts >= std::max(1, options_.unconfirmed_attempts);
+          if (exhausted && !hold && GrantedNothing(r.status)) {
+            // Proven not granted: a failure like any refusal.
+            ++failed_here;
+            attempts.erase(r.customer_id);
+            deferred.erase(r.customer_id);
+            outcomes.push_back({std::move(r.customer_id), false, ReasonText(r.status),
+                                std::string(r.status.message())});
+            break;
+          }
+          absl::Duration backoff = options_.unconfirmed_max_backoff;
+          if (!exhausted) {
+            backoff = std::min(options_.unconfirmed_backoff * (1 << std::min(d.attempts - 1, 20)),
+                               options_.unconfirmed_max_backoff);
+          }
+          if (exhausted && !d.stuck) {
+            d.stuck = true;
+            spdlog::error(
+                "batch grant {}: the grant to {} ({}) could not be confirmed after {} attempts "
+                "({}); it stays PENDING (it may have been granted) until an operator settles it",
+                id, r.customer_id, RequestId(id, r.customer_id), d.attempts, d.error);
+            if (absl::Status m = store_.MarkStuck(id, r.customer_id, kStuckReason, d.error);
+                !m.ok()) {
+              spdlog::warn("batch grant {}: cannot mark {} stuck: {}", id, r.customer_id, m);
+            }
+          } else if (!exhausted) {
+            spdlog::warn(
+                "batch grant {}: the grant to {} was not confirmed (attempt {}, again in "
+                "{}): {}",
+                id, r.customer_id, d.attempts, absl::FormatDuration(backoff), d.error);
+          }
+          d.due = absl::Now() + backoff;
+          last_error = absl::StrCat("rewards did not confirm grants (put off): ", d.error);
+          retries.emplace(d.due, std::move(r.customer_id));
           break;
         }
       }
@@ -651,6 +748,13 @@ absl::Status BatchGrantRunner::Work(const RunnableBatch& batch) {
       }
       continue;
     }
+    if (!more && queue.empty() && !retries.empty() && sender->in_flight() == 0 &&
+        outcomes.empty() && retries.begin()->first - absl::Now() > absl::Seconds(1)) {
+      // Only items put off for a while are left: other batches get the runner meanwhile; the
+      // next pass comes back to these when they are due.
+      yielded = true;
+      break;
+    }
     if (!more && queue.empty() && retries.empty() && sender->in_flight() == 0 && outcomes.empty()) {
       absl::StatusOr<bool> done = store_.CompleteIfDone(id, options_.owner);
       if (done.ok() && *done) {
@@ -666,6 +770,12 @@ absl::Status BatchGrantRunner::Work(const RunnableBatch& batch) {
       more = true;
     }
   }
+  if (finished || ended) impl_->deferred.erase(id);
+  if (yielded) {
+    impl_->resume_at[id] = retries.begin()->first;
+    ReportStuck(id);
+    spdlog::debug("batch grant {}: {} items put off, back later", id, retries.size());
+  }
   if (finished) {
     MKT_ASSIGN_OR_RETURN(std::optional<BatchGrantRun> done, store_.Get(id));
     if (done) {
@@ -678,6 +788,26 @@ absl::Status BatchGrantRunner::Work(const RunnableBatch& batch) {
   }
   spdlog::debug("batch grant {}: this pass granted {}, failed {}", id, granted_here, failed_here);
   return absl::OkStatus();
+}
+
+void BatchGrantRunner::ReportStuck(const std::string& campaign_id) {
+  auto it = impl_->deferred.find(campaign_id);
+  if (it == impl_->deferred.end()) return;
+  int stuck = 0;
+  std::string first;
+  for (const auto& [customer, d] : it->second) {
+    if (!d.stuck) continue;
+    if (stuck++ == 0) first = customer + ": " + d.error;
+  }
+  if (stuck == 0) return;
+  const std::string error = absl::StrCat(
+      stuck,
+      " recipients stuck PENDING: their grants could not be confirmed and may have been "
+      "made; an operator must settle them (first ",
+      first, ")");
+  if (absl::Status s = store_.SetLastError(campaign_id, error); !s.ok()) {
+    spdlog::warn("batch grant {}: cannot record the stuck items: {}", campaign_id, s);
+  }
 }
 
 }  // namespace mkt::campaigns

@@ -13,6 +13,16 @@
 //     RewardIssuer on a bounded pool of threads. Business refusals are recorded as FAILED with the
 //     rewards service's reason; transport failures are retried with backoff. Outcomes are written
 //     a chunk per statement.
+//     Any other failure (INTERNAL, UNKNOWN...: the grant may or may not have happened) puts the
+//     item off with a growing backoff, remembered by the runner per item; the batch goes on with
+//     its other items, and once only such items are left the runner moves on to other batches
+//     and comes back when they are due. After `unconfirmed_attempts` the item is recorded FAILED
+//     only when the answer proves nothing was granted (UNIMPLEMENTED); otherwise it stays
+//     PENDING ("stuck": logged as an error, its reason STUCK and the last answer on the item, the
+//     run's last_error says how many), retried at the longest backoff until an operator settles
+//     it. IDEMPOTENCY_KEY_REUSED (the rewards were edited while the batch ran: an earlier attempt
+//     may have granted) is stuck at once, never FAILED. The items stay PENDING in the database
+//     throughout, so a restart loses no grant (it only forgets the backoff).
 // The campaign is re-read every second: paused stops sending until it is online again, ended or
 // archived cancels what is left.
 #pragma once
@@ -107,6 +117,11 @@ struct BatchGrantRunnerOptions {
   // Take each reward's cost from the campaign's budget (as participation does).
   bool charge_budget = true;
   absl::Duration progress_log_every = absl::Seconds(10);
+  // Unconfirmed answers (not a refusal, not a transport failure) of one item: the first backoff,
+  // doubled per attempt up to the longest; after `unconfirmed_attempts` the item is stuck.
+  absl::Duration unconfirmed_backoff = absl::Seconds(1);
+  absl::Duration unconfirmed_max_backoff = absl::Minutes(10);
+  int unconfirmed_attempts = 10;
 };
 
 class BatchGrantRunner {
@@ -127,7 +142,7 @@ class BatchGrantRunner {
   void Stop();
 
   // One pass (tests): cancels runs of ended campaigns, then works every runnable batch until it
-  // is finished, paused, or the runner is stopped.
+  // is finished, paused, the runner is stopped, or only items put off for later are left.
   absl::Status RunOnce();
 
   // The ledger request id of a recipient: "batch:<campaign>:<customer>", or "batch:" + 40 hex of
@@ -138,6 +153,8 @@ class BatchGrantRunner {
 
  private:
   absl::Status Work(const RunnableBatch& batch);
+  // Sets the run's last_error to the count of its stuck items (none: nothing).
+  void ReportStuck(const std::string& campaign_id);
 
   PgCampaignStore& campaigns_;
   PgBatchGrantStore& store_;

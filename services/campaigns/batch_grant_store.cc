@@ -268,6 +268,36 @@ absl::Status PgBatchGrantStore::SetLastError(const std::string& campaign_id,
   });
 }
 
+absl::Status PgBatchGrantStore::MarkStuck(const std::string& campaign_id,
+                                          const std::string& customer_id, const std::string& reason,
+                                          const std::string& message) {
+  return pg::WithTransaction(pool_, [&](pqxx::work& tx) {
+    tx.exec_params(
+        "UPDATE batch_grant_items SET reason = $3, message = $4, updated_at = now() "
+        "WHERE campaign_id = $1 AND customer_id = $2 AND state = 'PENDING'",
+        campaign_id, customer_id, reason, StorableText(message, 500));
+    return absl::OkStatus();
+  });
+}
+
+absl::StatusOr<std::vector<BatchGrantFailureRow>> PgBatchGrantStore::Stuck(
+    const std::string& campaign_id, const std::string& after, int limit) {
+  std::vector<BatchGrantFailureRow> out;
+  MKT_RETURN_IF_ERROR(pg::WithTransaction(pool_, [&](pqxx::work& tx) {
+    out.clear();
+    for (const auto& row : tx.exec_params(
+             "SELECT customer_id, reason, message, campaigns_micros(updated_at) FROM "
+             "batch_grant_items WHERE campaign_id = $1 AND state = 'PENDING' AND reason <> '' "
+             "AND customer_id > $2 ORDER BY customer_id LIMIT $3",
+             campaign_id, after, limit)) {
+      out.push_back({row[0].as<std::string>(), row[1].as<std::string>(), row[2].as<std::string>(),
+                     FromMicros(row[3].as<int64_t>())});
+    }
+    return absl::OkStatus();
+  }));
+  return out;
+}
+
 absl::StatusOr<BatchGrantRun> PgBatchGrantStore::Cancel(const std::string& campaign_id,
                                                         const std::string& org_id,
                                                         const std::string& by,

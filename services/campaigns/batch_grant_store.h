@@ -107,6 +107,13 @@ class PgBatchGrantStore {
   // RUNNING → COMPLETED when no item is PENDING; returns whether the run is now completed.
   absl::StatusOr<bool> CompleteIfDone(const std::string& campaign_id, const std::string& owner);
   absl::Status SetLastError(const std::string& campaign_id, const std::string& error);
+  // Marks a PENDING item as needing an operator (reason `reason`, e.g. STUCK, and the last
+  // answer); it stays PENDING. Recording its outcome later overwrites both.
+  absl::Status MarkStuck(const std::string& campaign_id, const std::string& customer_id,
+                         const std::string& reason, const std::string& message);
+  // PENDING items marked stuck, after `after` by customer id (failed_at: when marked).
+  absl::StatusOr<std::vector<BatchGrantFailureRow>> Stuck(const std::string& campaign_id,
+                                                          const std::string& after, int limit);
 
   // Cancels the run (creating a CANCELLED one when none exists yet, so it never starts): the
   // PENDING items become CANCELLED. FAILED_PRECONDITION when it is already finished.

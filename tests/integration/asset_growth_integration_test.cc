@@ -544,6 +544,56 @@ TEST_F(AssetGrowthIntegrationTest, AGrantLeftPendingIsCompletedOnceByTheSweep) {
   EXPECT_TRUE(LedgerIntact());
 }
 
+// A report whose occurred_at no clock can have (1e13 s overflows the stored timestamp) is
+// refused permanently, naming occurred_at, so the consumer dead-letters it and goes on: the
+// customer's next report is applied. Nanos out of range and times before 2000 or more than a
+// day ahead are refused the same way.
+TEST_F(AssetGrowthIntegrationTest, AnImpossibleOccurredAtIsRefusedAndTheConsumerGoesOn) {
+  auto message = [&](const std::string& id, int64_t seconds, int32_t nanos) {
+    epb::BusinessEvent e;
+    e.set_source("core-banking");
+    e.set_source_event_id(id);
+    e.set_event_type("asset_balance");
+    e.set_customer_id("clockless");
+    e.set_org_id("bank-a");
+    e.mutable_occurred_at()->set_seconds(seconds);
+    e.mutable_occurred_at()->set_nanos(nanos);
+    (*e.mutable_attributes())["balance_fen"] = "100";
+    auto envelope = kafka::MakeEnvelope("events.BusinessEvent", "bank-a", "", e);
+    return kafka::OutgoingMessage{topic_, "clockless", envelope.SerializeAsString(), {}};
+  };
+  const int64_t now = absl::ToUnixSeconds(absl::Now());
+  for (auto [seconds, nanos] : std::vector<std::pair<int64_t, int32_t>>{
+           {10'000'000'000'000, 0},
+           {now, -1},
+           {now, 1'000'000'000},
+           {absl::ToUnixSeconds(absl::FromCivil(absl::CivilDay(1999, 12, 31), absl::UTCTimeZone())),
+            0},
+           {now + 2 * 86400, 0}}) {
+    kafka::OutgoingMessage m = message("bad-" + std::to_string(seconds), seconds, nanos);
+    kafka::IncomingMessage in;
+    in.topic = m.topic;
+    in.key = m.key;
+    in.value = m.value;
+    absl::Status s = growth_->HandleMessage(in);
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << seconds << " " << nanos << ": " << s;
+    EXPECT_TRUE(kafka::IsPermanent(s));
+    EXPECT_EQ(FieldOf(s), "occurred_at") << s;
+  }
+  // A day of clock skew is accepted.
+  kafka::IncomingMessage skewed;
+  skewed.value = message("skewed", now + 3600, 0).value;
+  EXPECT_TRUE(growth_->HandleMessage(skewed).ok());
+
+  // Through the consumer: the bad report, then a good one of the same customer (same partition).
+  ASSERT_TRUE(
+      producer_->Publish({message("bad-consumed", 10'000'000'000'000, 0)}, absl::Seconds(10)).ok());
+  Drain("clockless");
+  EXPECT_EQ(Scalar("SELECT count(*) FROM asset_balances WHERE customer_id = 'clockless' AND "
+                   "event_key LIKE '%bad%'"),
+            0);
+}
+
 // Days without a report carry the last balance forward, so the average keeps moving as days
 // pass (the periodic sweep evaluates without any new event), and only the window's days count:
 // a balance reported for a day after the window's end is not averaged in.

@@ -8,7 +8,9 @@
 // stops the rest; ending the campaign stops it; another bank sees nothing (NOT_FOUND); and the
 // ledger's invariants hold after every scenario.
 #include <algorithm>
+#include <atomic>
 #include <map>
+#include <mutex>
 #include <set>
 #include <string>
 #include <thread>
@@ -51,6 +53,7 @@ namespace mkt::campaigns {
 namespace {
 
 namespace rpb = ::marketing::rewards::v1;
+namespace common = ::marketing::common::v1;
 using tenancy::Actor;
 using tenancy::Role;
 
@@ -566,6 +569,130 @@ TEST_F(BatchGrantIntegrationTest, EndingTheCampaignStopsGranting) {
   EXPECT_LT(after->granted(), 6000);
   EXPECT_EQ(after->granted() + after->cancelled(), 6000);
   EXPECT_EQ(static_cast<int64_t>(LedgerGrantsOf(id).size()), after->granted());
+  EXPECT_TRUE(LedgerIntact());
+}
+
+// The real issuer, except for the recipients of one campaign it answers as told: an INTERNAL
+// that never goes away (a voided hold, a coupon issued while other rewards were refused),
+// IDEMPOTENCY_KEY_REUSED (the campaign's rewards were edited while the batch ran), UNIMPLEMENTED.
+class AnsweringIssuer final : public RewardIssuer {
+ public:
+  AnsweringIssuer(RewardIssuer& real, std::map<std::string, absl::Status> answers)
+      : real_(real), answers_(std::move(answers)) {}
+  void SetCampaign(const std::string& id) {
+    std::lock_guard<std::mutex> lock(mu_);
+    campaign_ = id;
+  }
+  int Calls(const std::string& customer) {
+    std::lock_guard<std::mutex> lock(mu_);
+    return calls_[customer];
+  }
+  absl::Status Issue(const IssueRequest& request) override {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (request.campaign_id == campaign_) {
+        ++calls_[request.customer_id];
+        if (auto it = answers_.find(request.customer_id); it != answers_.end()) return it->second;
+      }
+    }
+    return real_.Issue(request);
+  }
+
+ private:
+  RewardIssuer& real_;
+  const std::map<std::string, absl::Status> answers_;
+  std::mutex mu_;
+  std::string campaign_;
+  std::map<std::string, int> calls_;
+};
+
+// One recipient whose grant keeps failing with INTERNAL must not hold the batch, nor the runner:
+// the rest of the batch is granted, the next batch runs, and the item stays PENDING (it may have
+// been granted), reported as stuck. IDEMPOTENCY_KEY_REUSED is stuck at once, never FAILED; an
+// UNIMPLEMENTED (nothing granted) ends FAILED after the attempts.
+TEST_F(BatchGrantIntegrationTest, AnUnconfirmedGrantIsPutOffAndReportedWithoutHoldingTheRunner) {
+  ActivateCoupon("bt-a-gift", 100, 100);
+  snapshots_.Set("seg-a1", Customers("stk", 8));
+  snapshots_.Set("seg-a2", {});
+  auto coupon_batch = [&](const std::string& name) {
+    pb::CampaignConfig c = PointsBatch(name, 1);
+    c.clear_rewards();
+    auto* reward = c.add_rewards();
+    reward->set_benefit_template_id("bt-a-gift");
+    reward->set_quantity(1);
+    reward->set_kind(pb::REWARD_KIND_COUPON);
+    return c;
+  };
+  const std::string first = Submitted(coupon_batch("batch stuck"));
+  GoOnline(first, 1'000'000);
+  const std::string second = Submitted(coupon_batch("batch after the stuck one"));
+  GoOnline(second, 1'000'000);
+
+  AnsweringIssuer issuer(
+      *issuer_,
+      {{"stk-10002", Error(absl::StatusCode::kInternal, common::INTERNAL,
+                           "the payment hold h-1 was voided before the grant completed")},
+       {"stk-10004", Error(absl::StatusCode::kFailedPrecondition, common::IDEMPOTENCY_KEY_REUSED,
+                           "request_id was used for a different transfer")},
+       {"stk-10006", absl::UnimplementedError("no such method")}});
+  issuer.SetCampaign(first);
+  runner_ = std::make_unique<BatchGrantRunner>(
+      *store_, *batch_store_, snapshots_, *reference_.benefits, issuer, rewards_.channel,
+      BatchGrantRunnerOptions{.owner = "test-runner-" + RandomHex(3),
+                              .poll = absl::Milliseconds(100),
+                              .issuer_threads = 4,
+                              .unconfirmed_backoff = absl::Milliseconds(20),
+                              .unconfirmed_max_backoff = absl::Minutes(1),
+                              .unconfirmed_attempts = 3});
+  // One pass must end (it used to work the first batch for ever).
+  std::atomic<bool> returned{false};
+  absl::Status pass;
+  std::thread once([&] {
+    pass = runner_->RunOnce();
+    returned = true;
+  });
+  const absl::Time until = absl::Now() + absl::Seconds(60);
+  while (!returned && absl::Now() < until) absl::SleepFor(absl::Milliseconds(50));
+  const bool ended_by_itself = returned;
+  if (!ended_by_itself) runner_->Stop();
+  once.join();
+  ASSERT_TRUE(ended_by_itself) << "RunOnce never returned: the stuck item held the runner";
+  EXPECT_TRUE(pass.ok()) << pass;
+
+  auto later = GetBatch(planner_a_, second);
+  ASSERT_TRUE(later.ok()) << later.status();
+  EXPECT_EQ(later->state(), pb::BATCH_GRANT_COMPLETED) << later->last_error();
+  EXPECT_EQ(later->granted(), 8);
+
+  auto stuck = GetBatch(planner_a_, first);
+  ASSERT_TRUE(stuck.ok()) << stuck.status();
+  EXPECT_EQ(stuck->state(), pb::BATCH_GRANT_RUNNING);
+  EXPECT_EQ(stuck->granted(), 5);
+  EXPECT_EQ(stuck->failed(), 1);
+  EXPECT_EQ(stuck->pending(), 2);
+  EXPECT_NE(stuck->last_error().find("2 recipients stuck"), std::string::npos)
+      << stuck->last_error();
+  EXPECT_EQ(issuer.Calls("stk-10002"), 3);
+  EXPECT_EQ(issuer.Calls("stk-10004"), 1);
+  EXPECT_EQ(issuer.Calls("stk-10006"), 3);
+  auto listed = batch_store_->Stuck(first, "", 10);
+  ASSERT_TRUE(listed.ok()) << listed.status();
+  ASSERT_EQ(listed->size(), 2u);
+  EXPECT_EQ((*listed)[0].customer_id, "stk-10002");
+  EXPECT_EQ((*listed)[0].reason, "STUCK");
+  EXPECT_NE((*listed)[0].message.find("voided"), std::string::npos) << (*listed)[0].message;
+  EXPECT_EQ((*listed)[1].customer_id, "stk-10004");
+  auto failures = Failures(planner_a_, first, 10);
+  ASSERT_TRUE(failures.ok()) << failures.status();
+  ASSERT_EQ(failures->failures_size(), 1);
+  EXPECT_EQ(failures->failures(0).customer_id(), "stk-10006");
+  EXPECT_NE(failures->failures(0).message().find("no such method"), std::string::npos);
+
+  // The next pass leaves the put-off items alone until they are due, and still ends.
+  ASSERT_TRUE(runner_->RunOnce().ok());
+  EXPECT_EQ(issuer.Calls("stk-10002"), 3);
+  EXPECT_EQ(GetBatch(planner_a_, first)->pending(), 2);
+  EXPECT_EQ(GetBatch(planner_a_, first)->granted(), 5);
   EXPECT_TRUE(LedgerIntact());
 }
 
