@@ -7,9 +7,9 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "libs/core/status.h"
+#include "libs/core/text.h"
 #include "libs/kafka/outbox.h"
 #include "libs/log/log.h"
-#include "libs/core/text.h"
 #include "spdlog/spdlog.h"
 
 namespace mkt::rewards {

@@ -5,9 +5,9 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "libs/core/status.h"
+#include "libs/core/text.h"
 #include "libs/kafka/outbox.h"
 #include "libs/log/log.h"
-#include "libs/core/text.h"
 #include "services/rewards/ledger_service.h"
 #include "spdlog/spdlog.h"
 
