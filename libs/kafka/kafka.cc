@@ -220,6 +220,41 @@ absl::Status Producer::Publish(const std::vector<OutgoingMessage>& messages,
 // ----------------------------------------------------------------------------------------------
 // Consumer
 
+OutgoingMessage MakeDeadLetter(const IncomingMessage& in, const std::string& consumer,
+                               std::string_view reason, const std::string& topic, bool minimal) {
+  marketing::common::v1::DeadLetter letter;
+  letter.set_consumer(consumer);
+  letter.set_topic(in.topic);
+  letter.set_partition(in.partition);
+  letter.set_offset(in.offset);
+  letter.set_key(in.key.substr(0, kDeadLetterKeyLimit));
+  letter.set_reason(std::string(reason));
+  const int64_t now_ns = absl::ToUnixNanos(absl::Now());
+  letter.mutable_rejected_at()->set_seconds(now_ns / 1000000000);
+  letter.mutable_rejected_at()->set_nanos(static_cast<int32_t>(now_ns % 1000000000));
+  OutgoingMessage out;
+  out.topic = topic;
+  out.key = letter.key();
+  size_t header_bytes = 0;
+  for (const auto& [name, value] : in.headers) header_bytes += name.size() + value.size();
+  const size_t value_limit = minimal ? 0 : kDeadLetterValueLimit;
+  if (!minimal && header_bytes <= kDeadLetterHeadersLimit) {
+    out.headers = in.headers;
+  } else if (!in.headers.empty()) {
+    out.headers.emplace_back(kDeadLetterHeadersDroppedHeader, std::to_string(in.headers.size()));
+  }
+  if (in.value.size() > value_limit) {
+    letter.set_value(in.value.substr(0, value_limit));
+    out.headers.emplace_back(kDeadLetterTruncatedHeader, "true");
+    out.headers.emplace_back(kDeadLetterOriginalBytesHeader, std::to_string(in.value.size()));
+    out.headers.emplace_back(kDeadLetterOriginalSha256Header, auth::Sha256Hex(in.value));
+  } else {
+    letter.set_value(in.value);
+  }
+  out.value = letter.SerializeAsString();
+  return out;
+}
+
 bool IsPermanent(const absl::Status& status) {
   switch (status.code()) {
     case absl::StatusCode::kInvalidArgument:
@@ -271,44 +306,11 @@ struct Consumer::Impl {
     }
   }
 
-  // The dead letter of `in`. A value over kDeadLetterValueLimit (or headers over
-  // kDeadLetterHeadersLimit) would not fit the producer's message.max.bytes once wrapped, and the
-  // partition would stall on it: the letter then carries the value's first bytes, the original
-  // size and the SHA-256 of the whole value in headers. `minimal` drops value and headers
-  // altogether (the last resort when even that letter is refused).
   OutgoingMessage DeadLetterOf(const IncomingMessage& in, const absl::Status& reason,
                                bool minimal) {
-    marketing::common::v1::DeadLetter letter;
-    letter.set_consumer(options.metrics_name.empty() ? options.group_id : options.metrics_name);
-    letter.set_topic(in.topic);
-    letter.set_partition(in.partition);
-    letter.set_offset(in.offset);
-    letter.set_key(in.key.substr(0, kDeadLetterKeyLimit));
-    letter.set_reason(std::string(reason.message()));
-    const int64_t now_ns = absl::ToUnixNanos(absl::Now());
-    letter.mutable_rejected_at()->set_seconds(now_ns / 1000000000);
-    letter.mutable_rejected_at()->set_nanos(static_cast<int32_t>(now_ns % 1000000000));
-    OutgoingMessage out;
-    out.topic = options.dead_letter_topic;
-    out.key = letter.key();
-    size_t header_bytes = 0;
-    for (const auto& [name, value] : in.headers) header_bytes += name.size() + value.size();
-    const size_t value_limit = minimal ? 0 : kDeadLetterValueLimit;
-    if (!minimal && header_bytes <= kDeadLetterHeadersLimit) {
-      out.headers = in.headers;
-    } else if (!in.headers.empty()) {
-      out.headers.emplace_back(kDeadLetterHeadersDroppedHeader, std::to_string(in.headers.size()));
-    }
-    if (in.value.size() > value_limit) {
-      letter.set_value(in.value.substr(0, value_limit));
-      out.headers.emplace_back(kDeadLetterTruncatedHeader, "true");
-      out.headers.emplace_back(kDeadLetterOriginalBytesHeader, std::to_string(in.value.size()));
-      out.headers.emplace_back(kDeadLetterOriginalSha256Header, auth::Sha256Hex(in.value));
-    } else {
-      letter.set_value(in.value);
-    }
-    out.value = letter.SerializeAsString();
-    return out;
+    return MakeDeadLetter(in,
+                          options.metrics_name.empty() ? options.group_id : options.metrics_name,
+                          std::string(reason.message()), options.dead_letter_topic, minimal);
   }
 
   absl::Status DeadLetter(const IncomingMessage& in, const absl::Status& reason) {

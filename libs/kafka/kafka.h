@@ -110,6 +110,15 @@ using Handler = std::function<absl::Status(const IncomingMessage&)>;
 // Returns true when `status` means "never going to work" (dead-letter it).
 bool IsPermanent(const absl::Status& status);
 
+// The dead letter of `in`, rejected by `consumer` for `reason`, for `topic`. A value over
+// kDeadLetterValueLimit (or headers over kDeadLetterHeadersLimit) would not fit the producer's
+// message.max.bytes once wrapped, and the partition would stall on it: the letter then carries
+// the value's first bytes, the original size and the SHA-256 of the whole value in headers.
+// `minimal` drops value and headers altogether (the last resort when even that letter is
+// refused). Every consumer's dead letters are made here.
+OutgoingMessage MakeDeadLetter(const IncomingMessage& in, const std::string& consumer,
+                               std::string_view reason, const std::string& topic, bool minimal);
+
 class Consumer {
  public:
   // `dead_letters` (not owned) receives rejected messages; it must outlive the consumer.

@@ -52,8 +52,8 @@ constexpr char kUpdateCampaign[] =
     "revision = $6, live_version = $7, body = $8::jsonb, updated_at = campaigns_ts($9) "
     "WHERE id = $1";
 // An approved version of an asset-growth task moves its enrolments' window end with it, so an
-// extended task keeps evaluating the customers who enrolled before the edit (decision 036). Rare
-// (once per approval), so it reads the task's enrolments without an index of their own.
+// extended task keeps evaluating the customers who enrolled before the edit (decision 036); the
+// task's enrolments are found by their index on campaign_id (V007).
 constexpr char kMoveEnrolmentsEnd[] =
     "UPDATE asset_growth_enrolments SET window_end = campaigns_ts($2::bigint) "
     "WHERE campaign_id = $1 AND window_end <> campaigns_ts($2::bigint)";

@@ -24,23 +24,12 @@ struct BatchConsumer::Impl {
     if (consumer != nullptr) consumer->close();
   }
 
-  kafka::OutgoingMessage DeadLetter(const kafka::IncomingMessage& in, const std::string& reason) {
-    marketing::common::v1::DeadLetter letter;
-    letter.set_consumer(options.consumer.metrics_name);
-    letter.set_topic(in.topic);
-    letter.set_partition(in.partition);
-    letter.set_offset(in.offset);
-    letter.set_key(in.key);
-    letter.set_value(in.value);
-    letter.set_reason(reason);
-    const int64_t now_ns = absl::ToUnixNanos(absl::Now());
-    letter.mutable_rejected_at()->set_seconds(now_ns / 1000000000);
-    letter.mutable_rejected_at()->set_nanos(static_cast<int32_t>(now_ns % 1000000000));
-    kafka::OutgoingMessage out;
-    out.topic = options.consumer.dead_letter_topic;
-    out.key = in.key;
-    out.value = letter.SerializeAsString();
-    out.headers = in.headers;
+  // The dead letter of `in` (cut down when large: kafka::MakeDeadLetter), with the reason also
+  // as a header.
+  kafka::OutgoingMessage DeadLetter(const kafka::IncomingMessage& in, const std::string& reason,
+                                    bool minimal) {
+    kafka::OutgoingMessage out = kafka::MakeDeadLetter(in, options.consumer.metrics_name, reason,
+                                                       options.consumer.dead_letter_topic, minimal);
     out.headers.emplace_back("reason", reason);
     return out;
   }
@@ -163,12 +152,23 @@ void BatchConsumer::Run(const BatchHandler& handler) {
       impl.metrics->Record("batch", status.ok() ? "" : absl::StatusCodeToString(status.code()),
                            absl::ToDoubleSeconds(absl::Now() - start));
       if (status.ok() && !rejected.empty()) {
-        std::vector<kafka::OutgoingMessage> letters;
-        for (const Rejected& r : rejected)
-          letters.push_back(impl.DeadLetter(batch[r.index], r.reason));
+        auto letters_of = [&](bool minimal) {
+          std::vector<kafka::OutgoingMessage> letters;
+          for (const Rejected& r : rejected) {
+            letters.push_back(impl.DeadLetter(batch[r.index], r.reason, minimal));
+          }
+          return letters;
+        };
         status = impl.dead_letters == nullptr
                      ? absl::OkStatus()
-                     : impl.dead_letters->Publish(letters, absl::Seconds(10));
+                     : impl.dead_letters->Publish(letters_of(false), absl::Seconds(10));
+        if (kafka::IsPermanent(status)) {
+          // Refused for good (still too large for this producer): the letters without the
+          // messages, so that the partition goes on.
+          spdlog::error("events consumer: dead letters refused ({}); sending them without values",
+                        status);
+          status = impl.dead_letters->Publish(letters_of(true), absl::Seconds(10));
+        }
         if (status.ok()) {
           spdlog::warn("events consumer: {} message(s) dead-lettered to {}, first: {}",
                        rejected.size(), impl.options.consumer.dead_letter_topic,

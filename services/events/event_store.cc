@@ -195,13 +195,16 @@ absl::StatusOr<bool> EventStore::SaveRule(const pb::TriggerRule& rule) {
   return stored;
 }
 
-absl::StatusOr<std::vector<pb::TriggerRule>> EventStore::LoadRules() {
-  std::vector<pb::TriggerRule> out;
+absl::StatusOr<EventStore::RulesChanged> EventStore::LoadRulesChangedSince(int64_t since_micros) {
+  RulesChanged out;
   MKT_RETURN_IF_ERROR(pg::WithTransaction(pool_, [&](pqxx::work& tx) -> absl::Status {
-    out.clear();
-    for (const auto& row : tx.exec(kSelectRules)) {
+    out = RulesChanged{};
+    out.as_of_micros =
+        tx.exec1("SELECT (extract(epoch FROM clock_timestamp()) * 1000000)::bigint")[0]
+            .as<int64_t>();
+    for (const auto& row : tx.exec_params(kSelectRulesChangedSince, since_micros)) {
       MKT_ASSIGN_OR_RETURN(auto r, FromJson<pb::TriggerRule>(row[0].as<std::string>()));
-      out.push_back(std::move(r));
+      out.rules.push_back(std::move(r));
     }
     return absl::OkStatus();
   }));

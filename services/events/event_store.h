@@ -82,7 +82,14 @@ class EventStore {
   absl::Status SaveEventType(const pb::EventType& type);
   // Stores `rule` unless a higher revision is stored; returns whether it was stored.
   absl::StatusOr<bool> SaveRule(const pb::TriggerRule& rule);
-  absl::StatusOr<std::vector<pb::TriggerRule>> LoadRules();
+  // The rules stored or changed since `since` (the `as_of` of the previous call; 0 for all), and
+  // the database's clock now, the `since` of the next call. A minute before `since` is read
+  // again: a transaction that wrote a rule may commit after a later one stamped its own.
+  struct RulesChanged {
+    std::vector<pb::TriggerRule> rules;
+    int64_t as_of_micros = 0;
+  };
+  absl::StatusOr<RulesChanged> LoadRulesChangedSince(int64_t since_micros);
 
   // Applies a batch of valid events (in order) in one transaction: dedupe, log, match against
   // `rules` (conditions read `tags`; a rule with an audience matches only customers `audiences`

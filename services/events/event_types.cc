@@ -358,6 +358,7 @@ absl::StatusOr<ValidatedEvent> EventTypeRegistry::Validate(
     }
     v.attributes[name] = value;
   }
+  v.type_version = type.version();
   v.typed.resize(static_cast<size_t>(type.attributes_size()));
   for (int i = 0; i < type.attributes_size(); ++i) {
     const pb::AttributeSpec& spec = type.attributes(i);

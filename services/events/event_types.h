@@ -68,8 +68,9 @@ struct ValidatedEvent {
   absl::Time occurred_at;
   int64_t amount_fen = 0;
   std::map<std::string, std::string> attributes;
-  // Typed attributes in schema order.
+  // Typed attributes in schema order, of this version of the type.
   std::vector<TypedValue> typed;
+  int64_t type_version = 0;
   pb::ReversalKind reversal = pb::NOT_A_REVERSAL;
   // For reversals: the event_key of the event undone.
   std::string original_key;

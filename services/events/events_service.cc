@@ -88,8 +88,9 @@ absl::Status EventsService::Start() {
     absl::MutexLock lock(&refresh_mu_);
     refreshed_at_ = absl::Now();
   }
-  MKT_ASSIGN_OR_RETURN(std::vector<pb::TriggerRule> rules, store_.LoadRules());
-  for (const pb::TriggerRule& rule : rules) {
+  MKT_ASSIGN_OR_RETURN(EventStore::RulesChanged all, store_.LoadRulesChangedSince(0));
+  rules_reloaded_as_of_.store(all.as_of_micros);
+  for (const pb::TriggerRule& rule : all.rules) {
     auto compiled = CompileRule(rule, types_);
     if (!compiled.ok()) {
       spdlog::warn("stored rule {} does not compile, skipped: {}", rule.rule_id(),
@@ -118,7 +119,11 @@ absl::Status EventsService::ReloadTypesAfter(int64_t mark) {
 }
 
 absl::Status EventsService::ReloadRules() {
-  MKT_ASSIGN_OR_RETURN(std::vector<pb::TriggerRule> stored, store_.LoadRules());
+  // Only what was written since the last reload: every stored rule (campaign rules are never
+  // deleted) would be read and parsed again every period otherwise.
+  MKT_ASSIGN_OR_RETURN(EventStore::RulesChanged changed,
+                       store_.LoadRulesChangedSince(rules_reloaded_as_of_.load()));
+  const std::vector<pb::TriggerRule>& stored = changed.rules;
   const std::shared_ptr<const RuleIndex> held = rules_.Snapshot();
   int reloaded = 0;
   for (const pb::TriggerRule& rule : stored) {
@@ -145,6 +150,7 @@ absl::Status EventsService::ReloadRules() {
     spdlog::info("events: {} rule(s) reloaded from the database (upserted through another replica)",
                  reloaded);
   }
+  rules_reloaded_as_of_.store(changed.as_of_micros);
   return absl::OkStatus();
 }
 
@@ -247,6 +253,22 @@ absl::Status EventsService::HandleBatch(const std::vector<kafka::IncomingMessage
   if (events.empty()) return absl::OkStatus();
   RecompileForChangedTypes();
   auto snapshot = rules_.Snapshot();
+  // A condition reads attributes by slot: a rule compiled against another version of the type
+  // than an event was validated with (the type changed meanwhile, here or through another
+  // replica) would read the wrong ones. The batch is then retried, validated and matched again
+  // once the rules are compiled for the version now held.
+  for (const ValidatedEvent& e : events) {
+    auto of_type = snapshot->by_type.find(e.event_type);
+    if (of_type == snapshot->by_type.end()) continue;
+    for (const auto& rule : of_type->second) {
+      if (rule->type_version == e.type_version) continue;
+      ++types_generation_;
+      return absl::UnavailableError(absl::StrCat(
+          "rule ", rule->proto.rule_id(), " was compiled for version ", rule->type_version,
+          " of event type ", e.event_type, ", the event fits version ", e.type_version,
+          "; the batch is retried once the rules are compiled again"));
+    }
+  }
   // The tags the batch's conditions read, fetched at once before any is evaluated.
   TagSnapshot tags;
   if (const TagQueries queries = TagsToFetch(events, *snapshot);

@@ -102,6 +102,8 @@ class EventsService {
   std::atomic<int64_t> types_loaded_by_{0};  // the number of the last load that succeeded
   // Bumped whenever the registry in memory changes; rules are recompiled up to it.
   std::atomic<int64_t> types_generation_{0};
+  // The database's clock at the last reload of the rules (0: never; Start loads them all).
+  std::atomic<int64_t> rules_reloaded_as_of_{0};
   absl::Mutex recompile_mu_;
   int64_t rules_compiled_for_ ABSL_GUARDED_BY(recompile_mu_) = 0;
   absl::Mutex refresh_mu_;

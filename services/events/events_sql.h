@@ -16,7 +16,10 @@ inline constexpr char kUpsertRule[] =
     "ON CONFLICT (rule_id) DO UPDATE SET campaign_id = EXCLUDED.campaign_id, "
     "  revision = EXCLUDED.revision, definition = EXCLUDED.definition, updated_at = now() "
     "WHERE trigger_rules.revision <= EXCLUDED.revision RETURNING rule_id";
-inline constexpr char kSelectRules[] = "SELECT definition FROM trigger_rules ORDER BY rule_id";
+// The rules written since a moment (microseconds since the epoch), and a minute before it.
+inline constexpr char kSelectRulesChangedSince[] =
+    "SELECT definition FROM trigger_rules WHERE updated_at > "
+    "to_timestamp($1::bigint / 1000000.0) - interval '1 minute' ORDER BY rule_id";
 // The stored definitions of rules a reversal needs that are not held in memory.
 inline constexpr char kSelectRuleDefinitions[] =
     "SELECT rule_id, definition FROM trigger_rules WHERE rule_id = ANY($1::text[])";

@@ -468,10 +468,14 @@ absl::Status AddChannelApi(ApiService& api, Router& router, const ApiDependencie
        .rpc = b + "RedeemQrToken",
        .summary = "A merchant or counter redeems a QR token",
        .errors = {"COUPON_NOT_USABLE", "TOKEN_EXPIRED", "TOKEN_ALREADY_USED", "TOKEN_INVALID",
-                  "PERMISSION_DENIED"},
+                  "PERMISSION_DENIED", "CONFLICT"},
        .description = "`customer_id` is optional; when given it must be the token's customer "
                       "(403 PERMISSION_DENIED otherwise). A token that is not one of ours is 400 "
-                      "TOKEN_INVALID.",
+                      "TOKEN_INVALID. The terminal that redeemed a token may send the same "
+                      "order again (its answer was lost) and gets the same redemption, even "
+                      "after the token expired; the same order with another amount or merchant "
+                      "is 409 CONFLICT, and any other use of a used token 409 "
+                      "TOKEN_ALREADY_USED.",
        .required = {"token", "merchant_id", "terminal_id"},
        .key_fields = {{"merchant_id", 64}, {"terminal_id", 64}, {"customer_id", 64}}},
   };

@@ -381,7 +381,9 @@ std::string NamePlace(std::string_view what, size_t byte) {
     end = end == std::string::npos || end < echo ? out.size() : end + 1;
     out.erase(echo, end - echo);
   }
-  if (out.empty() || out.size() > 300) out = absl::StrCat("syntax error at byte ", byte);
+  if (out.empty() || out.size() > 300) {
+    out = byte > 0 ? absl::StrCat("syntax error at byte ", byte) : "a number is out of range";
+  }
   return out;
 }
 
@@ -403,6 +405,10 @@ absl::Status ParseJsonInto(std::string_view json, gpb::Message* message, int max
   } catch (const nlohmann::json::parse_error& e) {
     return InvalidArgument(
         "body", absl::StrCat("the body is not valid JSON: ", NamePlace(e.what(), e.byte)));
+  } catch (const nlohmann::json::exception& e) {
+    // out_of_range: a number beyond a double ("number overflow parsing '1e400'").
+    return InvalidArgument("body",
+                           absl::StrCat("the body is not valid JSON: ", NamePlace(e.what(), 0)));
   }
   if (parsed.is_object()) {
     MKT_RETURN_IF_ERROR(Screen(parsed, message->GetDescriptor(), "", "", refused));

@@ -70,6 +70,11 @@ TEST(JsonCodecTest, OnlyStrictJsonIsAccepted) {
     EXPECT_EQ(s.message().find("json.exception"), std::string::npos) << s;
     EXPECT_TRUE(update.id().empty()) << lenient;
   }
+  // A number beyond a double is a client's mistake too (it threw out_of_range, a 500).
+  gw::TrackingAccepted accepted;
+  const absl::Status huge = ParseJsonInto(R"({"accepted":1e400})", &accepted, 8);
+  EXPECT_EQ(huge.code(), absl::StatusCode::kInvalidArgument) << huge;
+  EXPECT_EQ(FieldOf(huge), "body") << huge;
 }
 
 // A value of a kind its field cannot take is refused in the API's words, naming the field and

@@ -140,12 +140,17 @@ class BenefitsGrpcService final : public pb::Benefits::CallbackService {
       // another bank's budget is not (decision 011, amended 2026-11-29).
       if (NamesActor(*ctx)) {
         MKT_ASSIGN_OR_RETURN(const tenancy::Actor actor, rpc::ActorOf(*ctx));
-        MKT_RETURN_IF_ERROR(Visible(actor, b_.OrgOfTemplate(req->template_id()),
-                                    NoSuchTemplate(req->template_id())));
-        if (!req->budget_org_id().empty() && !InLineage(actor, req->budget_org_id())) {
+        const absl::StatusOr<std::string> template_org = b_.OrgOfTemplate(req->template_id());
+        MKT_RETURN_IF_ERROR(Visible(actor, template_org, NoSuchTemplate(req->template_id())));
+        // The paying org must be of the caller's member bank (its branches act for it): the
+        // federation's budget is not a member bank's to spend, though its templates are the
+        // bank's to use, and another bank's budget is not either.
+        const std::string& payer =
+            req->budget_org_id().empty() ? *template_org : req->budget_org_id();
+        if (!tenancy::Covers(tenancy::MemberBankOf(actor.org_id), payer)) {
           return Error(absl::StatusCode::kPermissionDenied, cpb::PERMISSION_DENIED,
-                       "org \"" + req->budget_org_id() + "\" is outside your organisation (" +
-                           actor.org_id + "): its campaign budgets are not yours to spend",
+                       "the campaign budgets of org \"" + payer + "\" are not yours (" +
+                           actor.org_id + ") to spend; name your own org in budget_org_id",
                        "budget_org_id");
         }
       }

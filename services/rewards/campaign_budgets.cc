@@ -45,12 +45,16 @@ constexpr char kRecordEnded[] =
     "WHEN campaign_budget_ends.ended "
     "THEN LEAST(campaign_budget_ends.ends_at, EXCLUDED.ends_at) ELSE EXCLUDED.ends_at END, "
     "ended = true, updated_at = now()";
-// Campaigns that ended before the cutoff and whose budget holds something unreserved.
+// Campaigns that ended before the cutoff, within a year of it, and whose budget holds something
+// unreserved. The year bounds what each run reads (through the index on ends_at) as ended
+// campaigns accumulate: money coming back to a budget later than that stays in it.
 constexpr char kSelectReleasable[] =
     "SELECT e.org_id, e.campaign_id FROM campaign_budget_ends e "
     "JOIN accounts a ON a.org_id = e.org_id AND a.asset = $2 AND a.asset_ref = '' "
     "AND a.owner_kind = $3 AND a.owner_id = e.campaign_id "
     "WHERE e.ends_at <= 'epoch'::timestamptz + $1::bigint * interval '1 microsecond' "
+    "AND e.ends_at > 'epoch'::timestamptz + $1::bigint * interval '1 microsecond' "
+    "- interval '366 days' "
     "AND a.credits_posted - a.debits_posted - a.debits_pending > 0 "
     "ORDER BY e.ends_at, e.org_id, e.campaign_id LIMIT $4";
 

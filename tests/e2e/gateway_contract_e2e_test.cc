@@ -945,7 +945,8 @@ TEST_F(GatewayContractE2eTest, WalletRedemptionsAndQrAnswerTheContract) {
   EXPECT_EQ(r.status, 404) << r.body;
   EXPECT_EQ(r.ErrorCode(), "NOT_FOUND");
 
-  // QR: a token for the counter; redeemed once; a second use is refused.
+  // QR: a token for the counter; redeemed once; the terminal's retry of the same order (its
+  // answer was lost) gets the same redemption; any other use is refused.
   r = Signed("POST", "/v1/coupons/" + counter + "/qr", Json{{"customer_id", customer}}.dump(),
              "qr-1");
   ASSERT_EQ(r.status, 200) << r.body;
@@ -961,7 +962,17 @@ TEST_F(GatewayContractE2eTest, WalletRedemptionsAndQrAnswerTheContract) {
   ASSERT_EQ(r.status, 200) << r.body;
   EXPECT_EQ(r.Json()["coupon_code"], counter);
   EXPECT_EQ(r.Json()["offline"], true);
+  const std::string redemption_id = r.Json()["id"];
   r = Signed("POST", "/v1/qr-redemptions", redeem, "qr-redeem-2");
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(r.Json()["id"], redemption_id);
+  const std::string other_order = Json{
+      {"token", token},
+      {"merchant_id", "M001"},
+      {"terminal_id", "T001"},
+      {"order_amount_fen", "8800"},
+      {"order_id", "COUNTER-2"}}.dump();
+  r = Signed("POST", "/v1/qr-redemptions", other_order, "qr-redeem-4");
   EXPECT_EQ(r.status, 409) << r.body;
   EXPECT_EQ(r.ErrorCode(), "TOKEN_ALREADY_USED");
   r = Signed("POST", "/v1/qr-redemptions", R"({"token":"garbage"})", "qr-redeem-3");

@@ -583,9 +583,24 @@ TEST_F(BenefitsTenancyTest, AGrantChargesOnlyABudgetInTheCallersLineage) {
   EXPECT_EQ(budget(), 10'000);
   EXPECT_EQ(Count("SELECT count(*) FROM coupons"), 0);
   const Actor a = Channel("bank-a");
+  const Actor& a_channel = a;
   auto at_a = Wallet(&a, "bank-a");
   ASSERT_TRUE(at_a.ok()) << at_a.status();
   EXPECT_EQ(at_a->coupons_size(), 0);
+
+  // Nor the federation's budget: a member bank uses the federation's templates, not its money
+  // (the template's org pays when budget_org_id is empty).
+  for (const std::string& payer : {std::string("fed"), std::string()}) {
+    pb::IssueCouponRequest on_fed = issue;
+    on_fed.set_request_id("iss-fed-" + payer);
+    on_fed.set_budget_org_id(payer);
+    const absl::Status not_yours = Call<pb::IssueCouponRequest, pb::Coupon>(
+                                       &a_channel, &pb::Benefits::Stub::IssueCoupon, on_fed)
+                                       .status();
+    EXPECT_EQ(not_yours.code(), absl::StatusCode::kPermissionDenied) << Describe(not_yours);
+    EXPECT_EQ(FieldOf(not_yours), "budget_org_id") << Describe(not_yours);
+  }
+  EXPECT_EQ(Count("SELECT count(*) FROM coupons"), 0);
 
   // Bank-a's own channel, and its branch, may grant on bank-a's budget; so may an internal caller
   // naming nobody.
