@@ -2,6 +2,7 @@
 
 #include <pqxx/pqxx>
 
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "libs/core/status.h"
 #include "libs/core/text.h"
@@ -282,20 +283,7 @@ absl::Status PgBatchGrantStore::MarkStuck(const std::string& campaign_id,
 
 absl::StatusOr<std::vector<BatchGrantFailureRow>> PgBatchGrantStore::Stuck(
     const std::string& campaign_id, const std::string& after, int limit) {
-  std::vector<BatchGrantFailureRow> out;
-  MKT_RETURN_IF_ERROR(pg::WithTransaction(pool_, [&](pqxx::work& tx) {
-    out.clear();
-    for (const auto& row : tx.exec_params(
-             "SELECT customer_id, reason, message, campaigns_micros(updated_at) FROM "
-             "batch_grant_items WHERE campaign_id = $1 AND state = 'PENDING' AND reason <> '' "
-             "AND customer_id > $2 ORDER BY customer_id LIMIT $3",
-             campaign_id, after, limit)) {
-      out.push_back({row[0].as<std::string>(), row[1].as<std::string>(), row[2].as<std::string>(),
-                     FromMicros(row[3].as<int64_t>())});
-    }
-    return absl::OkStatus();
-  }));
-  return out;
+  return ItemsWhere("state = 'PENDING' AND reason <> ''", campaign_id, after, limit);
 }
 
 absl::StatusOr<BatchGrantRun> PgBatchGrantStore::Cancel(const std::string& campaign_id,
@@ -382,13 +370,18 @@ absl::StatusOr<std::optional<BatchGrantRun>> PgBatchGrantStore::Get(
 
 absl::StatusOr<std::vector<BatchGrantFailureRow>> PgBatchGrantStore::Failures(
     const std::string& campaign_id, const std::string& after, int limit) {
+  return ItemsWhere("state = 'FAILED'", campaign_id, after, limit);
+}
+
+absl::StatusOr<std::vector<BatchGrantFailureRow>> PgBatchGrantStore::ItemsWhere(
+    const char* condition, const std::string& campaign_id, const std::string& after, int limit) {
   std::vector<BatchGrantFailureRow> out;
   MKT_RETURN_IF_ERROR(pg::WithTransaction(pool_, [&](pqxx::work& tx) {
     out.clear();
     for (const auto& row : tx.exec_params(
-             "SELECT customer_id, reason, message, campaigns_micros(updated_at) FROM "
-             "batch_grant_items WHERE campaign_id = $1 AND state = 'FAILED' AND customer_id > $2 "
-             "ORDER BY customer_id LIMIT $3",
+             absl::StrCat("SELECT customer_id, reason, message, campaigns_micros(updated_at) FROM "
+                          "batch_grant_items WHERE campaign_id = $1 AND ",
+                          condition, " AND customer_id > $2 ORDER BY customer_id LIMIT $3"),
              campaign_id, after, limit)) {
       out.push_back({row[0].as<std::string>(), row[1].as<std::string>(), row[2].as<std::string>(),
                      FromMicros(row[3].as<int64_t>())});

@@ -129,6 +129,11 @@ class PgBatchGrantStore {
                                                              const std::string& after, int limit);
 
  private:
+  // The items of `campaign_id` matching `condition` (SQL over batch_grant_items), by customer id
+  // after `after`: the failure report and the stuck items.
+  absl::StatusOr<std::vector<BatchGrantFailureRow>> ItemsWhere(const char* condition,
+                                                               const std::string& campaign_id,
+                                                               const std::string& after, int limit);
   pg::Pool& pool_;
 };
 
