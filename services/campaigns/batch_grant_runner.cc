@@ -643,6 +643,14 @@ absl::Status BatchGrantRunner::Work(const RunnableBatch& batch) {
       sender->Start(queue.front());
       queue.pop_front();
     }
+    // A grant refused for good, or proven not to have granted: recorded FAILED.
+    const auto record_failure = [&](SendResult& r) {
+      ++failed_here;
+      attempts.erase(r.customer_id);
+      deferred.erase(r.customer_id);
+      outcomes.push_back(
+          {std::move(r.customer_id), false, ReasonText(r.status), std::string(r.status.message())});
+    };
     for (SendResult& r : sender->Poll(absl::Milliseconds(50))) {
       switch (VerdictOf(r.status)) {
         case Verdict::kGranted:
@@ -652,11 +660,7 @@ absl::Status BatchGrantRunner::Work(const RunnableBatch& batch) {
           outcomes.push_back({std::move(r.customer_id), true, "", ""});
           break;
         case Verdict::kFailed:
-          ++failed_here;
-          attempts.erase(r.customer_id);
-          deferred.erase(r.customer_id);
-          outcomes.push_back({std::move(r.customer_id), false, ReasonText(r.status),
-                              std::string(r.status.message())});
+          record_failure(r);
           break;
         case Verdict::kRetry: {
           CountItems("retried", 1);
@@ -679,11 +683,7 @@ absl::Status BatchGrantRunner::Work(const RunnableBatch& batch) {
           const bool exhausted = hold || d.attempts >= std::max(1, options_.unconfirmed_attempts);
           if (exhausted && !hold && GrantedNothing(r.status)) {
             // Proven not granted: a failure like any refusal.
-            ++failed_here;
-            attempts.erase(r.customer_id);
-            deferred.erase(r.customer_id);
-            outcomes.push_back({std::move(r.customer_id), false, ReasonText(r.status),
-                                std::string(r.status.message())});
+            record_failure(r);
             break;
           }
           absl::Duration backoff = options_.unconfirmed_max_backoff;

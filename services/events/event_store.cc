@@ -148,17 +148,27 @@ namespace mkt::events {
 
 const pg::MigrationSet& EventsMigrations() { return pg::EventsMigrationSet(); }
 
+namespace {
+
+// Every stored event type, in the caller's transaction.
+absl::StatusOr<std::vector<pb::EventType>> ReadEventTypes(pqxx::work& tx) {
+  std::vector<pb::EventType> out;
+  for (const auto& row : tx.exec(kSelectEventTypes)) {
+    MKT_ASSIGN_OR_RETURN(auto t, FromJson<pb::EventType>(row[0].as<std::string>()));
+    out.push_back(std::move(t));
+  }
+  return out;
+}
+
+}  // namespace
+
 absl::StatusOr<std::vector<pb::EventType>> EventStore::SeedAndLoadEventTypes() {
   std::vector<pb::EventType> out;
   MKT_RETURN_IF_ERROR(pg::WithTransaction(pool_, [&](pqxx::work& tx) -> absl::Status {
     for (const pb::EventType& t : DefaultEventTypes()) {
       tx.exec_params(kInsertEventTypeIfAbsent, t.name(), ToJson(t));
     }
-    out.clear();
-    for (const auto& row : tx.exec(kSelectEventTypes)) {
-      MKT_ASSIGN_OR_RETURN(auto t, FromJson<pb::EventType>(row[0].as<std::string>()));
-      out.push_back(std::move(t));
-    }
+    MKT_ASSIGN_OR_RETURN(out, ReadEventTypes(tx));
     return absl::OkStatus();
   }));
   return out;
@@ -167,11 +177,7 @@ absl::StatusOr<std::vector<pb::EventType>> EventStore::SeedAndLoadEventTypes() {
 absl::StatusOr<std::vector<pb::EventType>> EventStore::LoadEventTypes() {
   std::vector<pb::EventType> out;
   MKT_RETURN_IF_ERROR(pg::WithTransaction(pool_, [&](pqxx::work& tx) -> absl::Status {
-    out.clear();
-    for (const auto& row : tx.exec(kSelectEventTypes)) {
-      MKT_ASSIGN_OR_RETURN(auto t, FromJson<pb::EventType>(row[0].as<std::string>()));
-      out.push_back(std::move(t));
-    }
+    MKT_ASSIGN_OR_RETURN(out, ReadEventTypes(tx));
     return absl::OkStatus();
   }));
   return out;
