@@ -97,8 +97,6 @@ bool GrantedNothing(const absl::Status& status) {
   return status.code() == absl::StatusCode::kUnimplemented;
 }
 
-constexpr char kStuckReason[] = "STUCK";
-
 std::string ReasonText(const absl::Status& status) {
   const common::ErrorReason reason = ReasonOf(status);
   if (reason != common::ERROR_REASON_UNSPECIFIED) return ReasonName(reason);
@@ -636,8 +634,26 @@ absl::Status BatchGrantRunner::Work(const RunnableBatch& batch) {
       }
     }
     while (!retries.empty() && retries.begin()->first <= now) {
-      if (active) queue.push_front(std::move(retries.begin()->second));
+      std::string customer = std::move(retries.begin()->second);
       retries.erase(retries.begin());
+      if (!active) continue;
+      // A stuck item may have been settled by an operator meanwhile (through any replica): it is
+      // never sent again then, whatever the ledger would answer now.
+      if (auto d = deferred.find(customer); d != deferred.end() && d->second.stuck) {
+        absl::StatusOr<bool> pending = store_.StillPending(id, customer);
+        if (!pending.ok()) {
+          retries.emplace(now + absl::Seconds(1), std::move(customer));
+          break;
+        }
+        if (!*pending) {
+          spdlog::info("batch grant {}: the stuck grant to {} was settled; not sent again", id,
+                       customer);
+          deferred.erase(d);
+          attempts.erase(customer);
+          continue;
+        }
+      }
+      queue.push_front(std::move(customer));
     }
     while (active && sender->in_flight() < sender->capacity() && !queue.empty()) {
       sender->Start(queue.front());

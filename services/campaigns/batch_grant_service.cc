@@ -3,12 +3,15 @@
 #include <algorithm>
 #include <string>
 
+#include "absl/strings/str_cat.h"
 #include "libs/core/status.h"
 #include "libs/core/text.h"
 #include "libs/rpc/actor.h"
 #include "libs/rpc/server.h"
 #include "marketing/campaigns/v1/batch_grants.grpc.pb.h"
+#include "services/campaigns/batch_grant_runner.h"
 #include "services/campaigns/lifecycle.h"
+#include "spdlog/spdlog.h"
 
 namespace mkt::campaigns {
 namespace {
@@ -51,6 +54,7 @@ pb::BatchGrant ToProto(const pb::Campaign& campaign, const std::optional<BatchGr
   for (const auto& id : run->snapshot_ids) out.add_snapshot_ids(id);
   out.set_cancelled_by(run->cancelled_by);
   out.set_cancel_reason(run->cancel_reason);
+  out.set_stuck(run->stuck);
   return out;
 }
 
@@ -103,23 +107,88 @@ absl::StatusOr<pb::ListBatchGrantFailuresResponse> BatchGrantService::ListFailur
   return out;
 }
 
+absl::StatusOr<pb::ListBatchGrantStuckResponse> BatchGrantService::ListStuck(
+    const tenancy::Actor& actor, const pb::ListBatchGrantStuckRequest& request) {
+  MKT_ASSIGN_OR_RETURN(pb::Campaign campaign, LoadBatchCampaign(actor, request.campaign_id()));
+  const int size =
+      request.page().page_size() <= 0 ? 100 : std::min(request.page().page_size(), 1000);
+  MKT_ASSIGN_OR_RETURN(std::vector<BatchGrantFailureRow> rows,
+                       store_.Stuck(campaign.id(), request.page().page_token(), size + 1));
+  pb::ListBatchGrantStuckResponse out;
+  for (int i = 0; i < static_cast<int>(rows.size()) && i < size; ++i) {
+    auto* item = out.add_items();
+    item->set_customer_id(rows[i].customer_id);
+    item->set_grant_request_id(BatchGrantRunner::RequestId(campaign.id(), rows[i].customer_id));
+    item->set_message(rows[i].message);
+    SetTime(item->mutable_stuck_since(), rows[i].failed_at);
+  }
+  if (static_cast<int>(rows.size()) > size) {
+    out.mutable_page()->set_next_page_token(rows[size - 1].customer_id);
+  }
+  return out;
+}
+
+namespace {
+
+// Who may end what a batch grant does: an approver or an admin (the maker-checker's checker).
+absl::Status RequireApprover(const tenancy::Actor& actor, const char* what) {
+  if (actor.Has(tenancy::Role::kApprover) || actor.Has(tenancy::Role::kAdmin)) {
+    return absl::OkStatus();
+  }
+  return Error(absl::StatusCode::kPermissionDenied, common::PERMISSION_DENIED,
+               absl::StrCat("only an approver or an admin may ", what));
+}
+
+// An operator's text stored in a text column, which holds no NUL: refused rather than cut off. The
+// limit is in bytes of UTF-8 (a Chinese character takes three).
+absl::Status CheckOperatorText(const std::string& text, const std::string& field) {
+  if (text.size() > kMaxCancelReasonBytes) {
+    return InvalidArgument(field, "is " + std::to_string(text.size()) + " bytes; at most " +
+                                      std::to_string(kMaxCancelReasonBytes) + " bytes of UTF-8");
+  }
+  if (!IsWellFormedUtf8(text)) {
+    return InvalidArgument(field, "must be well-formed UTF-8 without NUL characters");
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<pb::BatchGrant> BatchGrantService::Settle(
+    const tenancy::Actor& actor, const pb::SettleBatchGrantItemRequest& request) {
+  MKT_ASSIGN_OR_RETURN(pb::Campaign campaign, LoadBatchCampaign(actor, request.campaign_id()));
+  MKT_RETURN_IF_ERROR(RequireApprover(actor, "settle a batch grant's item"));
+  if (request.customer_id().empty()) return InvalidArgument("customer_id", "is required");
+  if (request.customer_id().size() > 128) {
+    return InvalidArgument("customer_id", "at most 128 characters");
+  }
+  const bool granted = request.settlement() == pb::BATCH_GRANT_SETTLED_GRANTED;
+  if (!granted && request.settlement() != pb::BATCH_GRANT_SETTLED_NOT_GRANTED) {
+    return InvalidArgument("settlement",
+                           "is BATCH_GRANT_SETTLED_GRANTED (the ledger holds the grant) or "
+                           "BATCH_GRANT_SETTLED_NOT_GRANTED (it does not)");
+  }
+  if (request.note().empty()) {
+    return InvalidArgument("note", "is required: say what the ledger showed");
+  }
+  MKT_RETURN_IF_ERROR(CheckOperatorText(request.note(), "note"));
+  const std::string message =
+      absl::StrCat("settled by ", actor.org_id, "/", actor.operator_id, ": ", request.note());
+  MKT_ASSIGN_OR_RETURN(BatchGrantRun run,
+                       store_.Settle(campaign.id(), request.customer_id(), kStuckReason, granted,
+                                     granted ? "SETTLED_GRANTED" : "SETTLED_NOT_GRANTED", message));
+  spdlog::info("batch grant {}: the stuck grant to {} settled {} by {}/{}", campaign.id(),
+               request.customer_id(), granted ? "granted" : "not granted", actor.org_id,
+               actor.operator_id);
+  MKT_ASSIGN_OR_RETURN(std::optional<BatchGrantRun> now, store_.Get(campaign.id()));
+  return ToProto(campaign, now ? now : std::optional<BatchGrantRun>(run));
+}
+
 absl::StatusOr<pb::BatchGrant> BatchGrantService::Cancel(
     const tenancy::Actor& actor, const pb::CancelBatchGrantRequest& request) {
   MKT_ASSIGN_OR_RETURN(pb::Campaign campaign, LoadBatchCampaign(actor, request.campaign_id()));
-  if (!actor.Has(tenancy::Role::kApprover) && !actor.Has(tenancy::Role::kAdmin)) {
-    return Error(absl::StatusCode::kPermissionDenied, common::PERMISSION_DENIED,
-                 "only an approver or an admin may cancel a batch grant");
-  }
-  // Stored in a text column (batch_grant_runs.cancel_reason), which holds no NUL: refused rather
-  // than cut off. The limit is in bytes of UTF-8 (a Chinese character takes three).
-  if (request.reason().size() > kMaxCancelReasonBytes) {
-    return InvalidArgument("reason", "is " + std::to_string(request.reason().size()) +
-                                         " bytes; at most " +
-                                         std::to_string(kMaxCancelReasonBytes) + " bytes of UTF-8");
-  }
-  if (!IsWellFormedUtf8(request.reason())) {
-    return InvalidArgument("reason", "must be well-formed UTF-8 without NUL characters");
-  }
+  MKT_RETURN_IF_ERROR(RequireApprover(actor, "cancel a batch grant"));
+  MKT_RETURN_IF_ERROR(CheckOperatorText(request.reason(), "reason"));
   const std::string by = actor.org_id + "/" + actor.operator_id;
   MKT_ASSIGN_OR_RETURN(BatchGrantRun run,
                        store_.Cancel(campaign.id(), campaign.org_id(), by, request.reason()));
@@ -145,6 +214,17 @@ class BatchGrantsGrpcService final : public pb::BatchGrants::CallbackService {
                                              pb::ListBatchGrantFailuresResponse* resp) override {
     return Run(ctx, resp,
                [=, this](const tenancy::Actor& a) { return service_.ListFailures(a, *req); });
+  }
+  ServerUnaryReactor* ListBatchGrantStuck(CallbackServerContext* ctx,
+                                          const pb::ListBatchGrantStuckRequest* req,
+                                          pb::ListBatchGrantStuckResponse* resp) override {
+    return Run(ctx, resp,
+               [=, this](const tenancy::Actor& a) { return service_.ListStuck(a, *req); });
+  }
+  ServerUnaryReactor* SettleBatchGrantItem(CallbackServerContext* ctx,
+                                           const pb::SettleBatchGrantItemRequest* req,
+                                           pb::BatchGrant* resp) override {
+    return Run(ctx, resp, [=, this](const tenancy::Actor& a) { return service_.Settle(a, *req); });
   }
   ServerUnaryReactor* CancelBatchGrant(CallbackServerContext* ctx,
                                        const pb::CancelBatchGrantRequest* req,

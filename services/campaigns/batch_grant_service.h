@@ -18,7 +18,7 @@
 
 namespace mkt::campaigns {
 
-// CancelBatchGrant: the longest reason, in bytes of UTF-8.
+// CancelBatchGrant: the longest reason, in bytes of UTF-8; also SettleBatchGrantItem's note.
 inline constexpr size_t kMaxCancelReasonBytes = 500;
 
 class BatchGrantService {
@@ -30,6 +30,11 @@ class BatchGrantService {
                                      const pb::GetBatchGrantRequest& request);
   absl::StatusOr<pb::ListBatchGrantFailuresResponse> ListFailures(
       const tenancy::Actor& actor, const pb::ListBatchGrantFailuresRequest& request);
+  absl::StatusOr<pb::ListBatchGrantStuckResponse> ListStuck(
+      const tenancy::Actor& actor, const pb::ListBatchGrantStuckRequest& request);
+  // Approver or admin only.
+  absl::StatusOr<pb::BatchGrant> Settle(const tenancy::Actor& actor,
+                                        const pb::SettleBatchGrantItemRequest& request);
   // Approver or admin only.
   absl::StatusOr<pb::BatchGrant> Cancel(const tenancy::Actor& actor,
                                         const pb::CancelBatchGrantRequest& request);

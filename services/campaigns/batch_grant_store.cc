@@ -15,6 +15,7 @@ namespace mkt::campaigns {
 namespace {
 
 using ::marketing::common::v1::CONFLICT;
+using ::marketing::common::v1::NOT_FOUND;
 
 constexpr char kRunColumns[] =
     "campaign_id, org_id, state, array_to_string(snapshot_ids, ','), cursor_snapshot, "
@@ -253,7 +254,12 @@ absl::StatusOr<bool> PgBatchGrantStore::CompleteIfDone(const std::string& campai
         "(SELECT 1 FROM batch_grant_items WHERE campaign_id = $1 AND state = 'PENDING') "
         "RETURNING 1",
         campaign_id, owner);
-    completed = !r.empty();
+    // Or completed already: an operator settled its last stuck item (Settle completes it).
+    completed = !r.empty() || !tx.exec_params(
+                                     "SELECT 1 FROM batch_grant_runs WHERE campaign_id = "
+                                     "$1 AND state = 'COMPLETED'",
+                                     campaign_id)
+                                   .empty();
     return absl::OkStatus();
   }));
   return completed;
@@ -284,6 +290,85 @@ absl::Status PgBatchGrantStore::MarkStuck(const std::string& campaign_id,
 absl::StatusOr<std::vector<BatchGrantFailureRow>> PgBatchGrantStore::Stuck(
     const std::string& campaign_id, const std::string& after, int limit) {
   return ItemsWhere("state = 'PENDING' AND reason <> ''", campaign_id, after, limit);
+}
+
+absl::StatusOr<bool> PgBatchGrantStore::StillPending(const std::string& campaign_id,
+                                                     const std::string& customer_id) {
+  bool pending = false;
+  MKT_RETURN_IF_ERROR(pg::WithTransaction(pool_, [&](pqxx::work& tx) {
+    pending = !tx.exec_params(
+                     "SELECT 1 FROM batch_grant_items WHERE campaign_id = $1 AND "
+                     "customer_id = $2 AND state = 'PENDING'",
+                     campaign_id, customer_id)
+                   .empty();
+    return absl::OkStatus();
+  }));
+  return pending;
+}
+
+absl::StatusOr<BatchGrantRun> PgBatchGrantStore::Settle(const std::string& campaign_id,
+                                                        const std::string& customer_id,
+                                                        const std::string& stuck_reason,
+                                                        bool granted, const std::string& reason,
+                                                        const std::string& message) {
+  std::optional<BatchGrantRun> run;
+  std::string refusal;
+  bool unknown = false;
+  MKT_RETURN_IF_ERROR(pg::WithTransaction(pool_, [&](pqxx::work& tx) {
+    run.reset();
+    refusal.clear();
+    unknown = false;
+    // The run row first, as Record and Cancel take it: the counters move with the item.
+    tx.exec_params("SELECT 1 FROM batch_grant_runs WHERE campaign_id = $1 FOR UPDATE", campaign_id);
+    pqxx::result item = tx.exec_params(
+        "SELECT state, reason FROM batch_grant_items WHERE campaign_id = $1 AND customer_id = $2",
+        campaign_id, customer_id);
+    if (item.empty() || item[0][0].as<std::string>() == "EXCLUDED") {
+      unknown = true;
+      return absl::OkStatus();
+    }
+    const std::string state = item[0][0].as<std::string>();
+    if (state != "PENDING" || item[0][1].as<std::string>() != stuck_reason) {
+      refusal = state == "PENDING" ? "is still being granted (not stuck)"
+                                   : absl::StrCat("is ", state, ", not stuck");
+      return absl::OkStatus();
+    }
+    tx.exec_params(
+        "UPDATE batch_grant_items SET state = $3, reason = $4, message = $5, updated_at = now() "
+        "WHERE campaign_id = $1 AND customer_id = $2",
+        campaign_id, customer_id, granted ? "GRANTED" : "FAILED", reason,
+        StorableText(message, 500));
+    tx.exec_params(
+        "UPDATE batch_grant_runs SET granted = granted + $2, failed = failed + $3, "
+        "updated_at = now() WHERE campaign_id = $1",
+        campaign_id, granted ? 1 : 0, granted ? 0 : 1);
+    // The last pending item settled: the batch is done (the runner, which puts stuck items off
+    // for minutes, would only notice later). Its lease is dropped with it.
+    tx.exec_params(
+        "UPDATE batch_grant_runs SET state = 'COMPLETED', finished_at = now(), updated_at = now(), "
+        "last_error = '', lease_owner = '', lease_expires_at = '-infinity' "
+        "WHERE campaign_id = $1 AND state = 'RUNNING' AND NOT EXISTS "
+        "(SELECT 1 FROM batch_grant_items WHERE campaign_id = $1 AND state = 'PENDING')",
+        campaign_id);
+    pqxx::result r = tx.exec_params(
+        std::string("SELECT ") + kRunColumns + " FROM batch_grant_runs WHERE campaign_id = $1",
+        campaign_id);
+    if (!r.empty()) run = RunFromRow(r[0]);
+    return absl::OkStatus();
+  }));
+  if (unknown) {
+    return Error(
+        absl::StatusCode::kNotFound, NOT_FOUND,
+        "customer " + customer_id + " is not a recipient of the batch grant of " + campaign_id,
+        "customer_id");
+  }
+  if (!refusal.empty()) {
+    return Error(absl::StatusCode::kFailedPrecondition, CONFLICT,
+                 "the grant to " + customer_id + " " + refusal + "; only a stuck item is settled",
+                 "customer_id");
+  }
+  if (!run) return Error(absl::StatusCode::kNotFound, NOT_FOUND, "no run");
+  return *run;
 }
 
 absl::StatusOr<BatchGrantRun> PgBatchGrantStore::Cancel(const std::string& campaign_id,
@@ -362,7 +447,14 @@ absl::StatusOr<std::optional<BatchGrantRun>> PgBatchGrantStore::Get(
     pqxx::result r = tx.exec_params(
         std::string("SELECT ") + kRunColumns + " FROM batch_grant_runs WHERE campaign_id = $1",
         campaign_id);
-    if (!r.empty()) run = RunFromRow(r[0]);
+    if (!r.empty()) {
+      run = RunFromRow(r[0]);
+      run->stuck = tx.exec_params(
+                         "SELECT count(*) FROM batch_grant_items WHERE campaign_id = $1 "
+                         "AND state = 'PENDING' AND reason <> ''",
+                         campaign_id)[0][0]
+                       .as<int64_t>();
+    }
     return absl::OkStatus();
   }));
   return run;

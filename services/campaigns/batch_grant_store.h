@@ -21,6 +21,9 @@ inline constexpr char kRunMaterialising[] = "MATERIALISING";
 inline constexpr char kRunRunning[] = "RUNNING";
 inline constexpr char kRunCompleted[] = "COMPLETED";
 inline constexpr char kRunCancelled[] = "CANCELLED";
+// The reason of a PENDING item whose grant the rewards service answered neither yes nor no after
+// every attempt; an operator settles it (SettleBatchGrantItem).
+inline constexpr char kStuckReason[] = "STUCK";
 
 struct BatchGrantRun {
   std::string campaign_id;
@@ -41,6 +44,8 @@ struct BatchGrantRun {
   std::string cancelled_by;
   std::string cancel_reason;
   std::string lease_owner;
+  // Of the pending items, those marked stuck; read by Get only (0 from the other calls).
+  int64_t stuck = 0;
 
   int64_t pending() const { return total - granted - failed - cancelled; }
 };
@@ -104,7 +109,8 @@ class PgBatchGrantStore {
   // Records a chunk of outcomes in one UPDATE (items still PENDING or CANCELLED: a grant that
   // landed after a cancellation is still a grant) and moves the run's counters.
   absl::Status Record(const std::string& campaign_id, const std::vector<BatchGrantOutcome>& chunk);
-  // RUNNING → COMPLETED when no item is PENDING; returns whether the run is now completed.
+  // RUNNING → COMPLETED when no item is PENDING; returns whether the run is now completed (also
+  // when it was already, by an operator's settlement).
   absl::StatusOr<bool> CompleteIfDone(const std::string& campaign_id, const std::string& owner);
   absl::Status SetLastError(const std::string& campaign_id, const std::string& error);
   // Marks a PENDING item as needing an operator (reason `reason`, e.g. STUCK, and the last
@@ -114,6 +120,18 @@ class PgBatchGrantStore {
   // PENDING items marked stuck, after `after` by customer id (failed_at: when marked).
   absl::StatusOr<std::vector<BatchGrantFailureRow>> Stuck(const std::string& campaign_id,
                                                           const std::string& after, int limit);
+  // Whether the item is still PENDING: the runner asks before it sends a stuck item again, since
+  // an operator may have settled it meanwhile (through any replica).
+  absl::StatusOr<bool> StillPending(const std::string& campaign_id, const std::string& customer_id);
+  // Settles a stuck item (PENDING with reason `stuck_reason`) as GRANTED or FAILED with `reason`
+  // and `message`, moves the run's counters and completes a RUNNING run left with nothing
+  // pending, in one transaction. NOT_FOUND when the batch has no such recipient,
+  // FAILED_PRECONDITION when the item is not stuck (granted, failed, cancelled or still being
+  // granted).
+  absl::StatusOr<BatchGrantRun> Settle(const std::string& campaign_id,
+                                       const std::string& customer_id,
+                                       const std::string& stuck_reason, bool granted,
+                                       const std::string& reason, const std::string& message);
 
   // Cancels the run (creating a CANCELLED one when none exists yet, so it never starts): the
   // PENDING items become CANCELLED. FAILED_PRECONDITION when it is already finished.

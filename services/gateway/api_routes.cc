@@ -758,6 +758,27 @@ absl::Status AddCampaignsAdmin(ApiService& api, Router& router, const ApiDepende
                        .rpc = b + "ListBatchGrantFailures",
                        .summary = "The failure report of a batch grant: customer, reason, message",
                        .body = ""});
+  campaigns.push_back(
+      {.method = "GET",
+       .path = "/admin/v1/campaigns/{campaign_id}/batch-grant/stuck",
+       .rpc = b + "ListBatchGrantStuck",
+       .summary = "The recipients whose grant could not be confirmed, to check in the ledger",
+       .body = "",
+       .description = "Each item names the ledger request id its grant was sent under. The "
+                      "runner sends it again (same id, never granted twice) every 10 minutes "
+                      "until it is settled."});
+  campaigns.push_back(
+      {.method = "POST",
+       .path = "/admin/v1/campaigns/{campaign_id}/batch-grant/stuck/{customer_id}:settle",
+       .rpc = b + "SettleBatchGrantItem",
+       .roles = {Role::kApprover, Role::kAdmin},
+       .summary = "Settle a stuck recipient as granted or not, after checking the ledger",
+       .description = "`settlement` is `BATCH_GRANT_SETTLED_GRANTED` (the ledger holds the "
+                      "grant) or `BATCH_GRANT_SETTLED_NOT_GRANTED` (it does not: counted failed, "
+                      "never sent again); `note` says what the ledger showed. A batch whose last "
+                      "pending recipient is settled completes.",
+       .required = {"settlement", "note"},
+       .key_fields = {{"campaign_id", 64}, {"customer_id", 128}}});
   // A lottery's realised outcomes against its table, for audits of its fairness.
   campaigns.push_back(
       {.method = "GET",

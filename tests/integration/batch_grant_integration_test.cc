@@ -226,6 +226,38 @@ class BatchGrantIntegrationTest : public ::testing::Test {
     return out;
   }
 
+  absl::StatusOr<pb::ListBatchGrantStuckResponse> ListStuck(const Actor& actor,
+                                                            const std::string& id, int size) {
+    pb::ListBatchGrantStuckRequest r;
+    r.set_campaign_id(id);
+    r.mutable_page()->set_page_size(size);
+    grpc::ClientContext ctx;
+    rpc::PrepareClientContext(ctx, absl::Seconds(10), "");
+    rpc::AttachActor(ctx, actor);
+    pb::ListBatchGrantStuckResponse out;
+    grpc::Status s = batch_stub_->ListBatchGrantStuck(&ctx, r, &out);
+    if (!s.ok()) return rpc::FromGrpcStatus(s);
+    return out;
+  }
+
+  absl::StatusOr<pb::BatchGrant> Settle(const Actor& actor, const std::string& id,
+                                        const std::string& customer,
+                                        pb::BatchGrantSettlement settlement,
+                                        const std::string& note = "checked the ledger") {
+    pb::SettleBatchGrantItemRequest r;
+    r.set_campaign_id(id);
+    r.set_customer_id(customer);
+    r.set_settlement(settlement);
+    r.set_note(note);
+    grpc::ClientContext ctx;
+    rpc::PrepareClientContext(ctx, absl::Seconds(10), "");
+    rpc::AttachActor(ctx, actor);
+    pb::BatchGrant out;
+    grpc::Status s = batch_stub_->SettleBatchGrantItem(&ctx, r, &out);
+    if (!s.ok()) return rpc::FromGrpcStatus(s);
+    return out;
+  }
+
   int64_t Points(const std::string& customer) {
     rpb::GetAccountRequest r;
     r.mutable_ref()->set_org_id("bank-a");
@@ -247,6 +279,21 @@ class BatchGrantIntegrationTest : public ::testing::Test {
                            "SELECT a.owner_id, count(*) FROM transfers t JOIN accounts a ON "
                            "a.id = t.credit_account_id WHERE t.id LIKE $1 AND t.id LIKE "
                            "'%:benefit' AND a.owner_kind = 1 GROUP BY a.owner_id",
+                           "batch:" + campaign_id + ":%")) {
+                    out[row[0].as<std::string>()] = row[1].as<int>();
+                  }
+                  return absl::OkStatus();
+                }).ok());
+    return out;
+  }
+
+  // Coupons the benefits service issued for this batch, per customer.
+  std::map<std::string, int> CouponsOf(const std::string& campaign_id) {
+    std::map<std::string, int> out;
+    EXPECT_TRUE(pg::WithTransaction(*rewards_.pool, [&](pqxx::work& tx) {
+                  for (const auto& row : tx.exec_params(
+                           "SELECT customer_id, count(*) FROM coupons WHERE issue_request_id "
+                           "LIKE $1 GROUP BY customer_id",
                            "batch:" + campaign_id + ":%")) {
                     out[row[0].as<std::string>()] = row[1].as<int>();
                   }
@@ -693,6 +740,174 @@ TEST_F(BatchGrantIntegrationTest, AnUnconfirmedGrantIsPutOffAndReportedWithoutHo
   EXPECT_EQ(issuer.Calls("stk-10002"), 3);
   EXPECT_EQ(GetBatch(planner_a_, first)->pending(), 2);
   EXPECT_EQ(GetBatch(planner_a_, first)->granted(), 5);
+
+  // Operators see the stuck items through the API, with the ledger request id to look up.
+  EXPECT_EQ(GetBatch(planner_a_, first)->stuck(), 2);
+  EXPECT_EQ(GetBatch(planner_a_, second)->stuck(), 0);
+  auto api_listed = ListStuck(planner_a_, first, 10);
+  ASSERT_TRUE(api_listed.ok()) << api_listed.status();
+  ASSERT_EQ(api_listed->items_size(), 2);
+  EXPECT_EQ(api_listed->items(0).customer_id(), "stk-10002");
+  EXPECT_EQ(api_listed->items(0).grant_request_id(), "batch:" + first + ":stk-10002");
+  EXPECT_NE(api_listed->items(0).message().find("voided"), std::string::npos);
+  EXPECT_GT(api_listed->items(0).stuck_since().seconds(), 0);
+  EXPECT_EQ(api_listed->items(1).customer_id(), "stk-10004");
+  EXPECT_EQ(ListStuck(admin_b_, first, 10).status().code(), absl::StatusCode::kNotFound);
+
+  // Settling is the checker's: refused to a planner, to another bank, for an item that is not
+  // stuck or not a recipient, and without a settlement or a note; a refusal changes nothing.
+  const auto code = [](const absl::StatusOr<pb::BatchGrant>& r) { return r.status().code(); };
+  EXPECT_EQ(code(Settle(planner_a_, first, "stk-10002", pb::BATCH_GRANT_SETTLED_NOT_GRANTED)),
+            absl::StatusCode::kPermissionDenied);
+  EXPECT_EQ(code(Settle(admin_b_, first, "stk-10002", pb::BATCH_GRANT_SETTLED_NOT_GRANTED)),
+            absl::StatusCode::kNotFound);
+  EXPECT_EQ(code(Settle(approver_a_, first, "stk-10001", pb::BATCH_GRANT_SETTLED_NOT_GRANTED)),
+            absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(code(Settle(approver_a_, first, "stk-10006", pb::BATCH_GRANT_SETTLED_GRANTED)),
+            absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(code(Settle(approver_a_, first, "nobody", pb::BATCH_GRANT_SETTLED_NOT_GRANTED)),
+            absl::StatusCode::kNotFound);
+  EXPECT_EQ(code(Settle(approver_a_, first, "stk-10002", pb::BATCH_GRANT_SETTLEMENT_UNSPECIFIED)),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(code(Settle(approver_a_, first, "stk-10002", pb::BATCH_GRANT_SETTLED_NOT_GRANTED, "")),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(code(Settle(approver_a_, first, "stk-10002", pb::BATCH_GRANT_SETTLED_NOT_GRANTED,
+                        std::string("bad\0note", 8))),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(GetBatch(planner_a_, first)->stuck(), 2);
+
+  // Neither grant is in the ledger (the issuer refused before granting): both settled not granted.
+  ASSERT_TRUE(LedgerGrantsOf(first).count("stk-10002") == 0);
+  auto one = Settle(approver_a_, first, "stk-10002", pb::BATCH_GRANT_SETTLED_NOT_GRANTED,
+                    "no transfer under the request id");
+  ASSERT_TRUE(one.ok()) << one.status();
+  EXPECT_EQ(one->state(), pb::BATCH_GRANT_RUNNING);
+  EXPECT_EQ(one->stuck(), 1);
+  EXPECT_EQ(one->failed(), 2);
+  EXPECT_EQ(code(Settle(approver_a_, first, "stk-10002", pb::BATCH_GRANT_SETTLED_GRANTED)),
+            absl::StatusCode::kFailedPrecondition);
+  auto two = Settle(approver_a_, first, "stk-10004", pb::BATCH_GRANT_SETTLED_NOT_GRANTED);
+  ASSERT_TRUE(two.ok()) << two.status();
+  EXPECT_EQ(two->state(), pb::BATCH_GRANT_COMPLETED) << "the last pending item was settled";
+  EXPECT_EQ(two->stuck(), 0);
+  EXPECT_EQ(two->pending(), 0);
+  EXPECT_EQ(two->granted(), 5);
+  EXPECT_EQ(two->failed(), 3);
+  auto report = Failures(planner_a_, first, 10);
+  ASSERT_TRUE(report.ok()) << report.status();
+  ASSERT_EQ(report->failures_size(), 3);
+  EXPECT_EQ(report->failures(0).customer_id(), "stk-10002");
+  EXPECT_EQ(report->failures(0).reason(), "SETTLED_NOT_GRANTED");
+  EXPECT_EQ(report->failures(0).message(),
+            "settled by bank-a/bob: no transfer under the request id");
+  // A settled item is never sent again.
+  ASSERT_TRUE(runner_->RunOnce().ok());
+  EXPECT_EQ(issuer.Calls("stk-10002"), 3);
+  EXPECT_EQ(issuer.Calls("stk-10004"), 1);
+  EXPECT_TRUE(LedgerIntact());
+}
+
+// The real issuer, except that for some recipients the answer is lost after the grant landed: the
+// ledger holds the grant, the runner hears INTERNAL every time.
+class LostAnswerIssuer final : public RewardIssuer {
+ public:
+  LostAnswerIssuer(RewardIssuer& real, std::set<std::string> customers)
+      : real_(real), customers_(std::move(customers)) {}
+  int Calls(const std::string& customer) {
+    std::lock_guard<std::mutex> lock(mu_);
+    return calls_[customer];
+  }
+  absl::Status Issue(const IssueRequest& request) override {
+    absl::Status s = real_.Issue(request);
+    if (!customers_.count(request.customer_id)) return s;
+    std::lock_guard<std::mutex> lock(mu_);
+    ++calls_[request.customer_id];
+    return Error(absl::StatusCode::kInternal, common::INTERNAL, "the answer was lost");
+  }
+
+ private:
+  RewardIssuer& real_;
+  const std::set<std::string> customers_;
+  std::mutex mu_;
+  std::map<std::string, int> calls_;
+};
+
+// An item settled while the runner is still working its batch (sending its stuck items again every
+// few hundred milliseconds) is never sent again, and the batch completes once the last one is
+// settled: the operator found the grants in the ledger, so they count granted, once.
+TEST_F(BatchGrantIntegrationTest, AStuckItemSettledDuringTheRunIsNeverSentAgain) {
+  ActivateCoupon("bt-a-gift", 100, 100);
+  snapshots_.Set("seg-a1", Customers("lost", 5));
+  snapshots_.Set("seg-a2", {});
+  pb::CampaignConfig c = PointsBatch("batch with lost answers", 1);
+  c.clear_rewards();
+  auto* reward = c.add_rewards();
+  reward->set_benefit_template_id("bt-a-gift");
+  reward->set_quantity(1);
+  reward->set_kind(pb::REWARD_KIND_COUPON);
+  const std::string id = Submitted(c);
+  GoOnline(id, 1'000'000);
+
+  LostAnswerIssuer issuer(*issuer_, {"lost-10001", "lost-10003"});
+  runner_ = std::make_unique<BatchGrantRunner>(
+      *store_, *batch_store_, snapshots_, *reference_.benefits, issuer, rewards_.channel,
+      BatchGrantRunnerOptions{.owner = "test-runner-" + RandomHex(3),
+                              .poll = absl::Milliseconds(100),
+                              .issuer_threads = 2,
+                              .unconfirmed_backoff = absl::Milliseconds(20),
+                              .unconfirmed_max_backoff = absl::Milliseconds(200),
+                              .unconfirmed_attempts = 3});
+  // Put off for less than a second, stuck items keep the pass going: it ends only when they are
+  // settled.
+  std::atomic<bool> returned{false};
+  absl::Status pass;
+  std::thread once([&] {
+    pass = runner_->RunOnce();
+    returned = true;
+  });
+  absl::Time until = absl::Now() + absl::Seconds(30);
+  while (absl::Now() < until) {
+    auto p = GetBatch(planner_a_, id);
+    if (p.ok() && p->stuck() == 2) break;
+    absl::SleepFor(absl::Milliseconds(50));
+  }
+  ASSERT_EQ(GetBatch(planner_a_, id)->stuck(), 2);
+  EXPECT_EQ(CouponsOf(id)["lost-10001"], 1) << "sent again under one id, issued once";
+
+  auto first = Settle(approver_a_, id, "lost-10001", pb::BATCH_GRANT_SETTLED_GRANTED,
+                      "transfer found under the request id");
+  ASSERT_TRUE(first.ok()) << first.status();
+  EXPECT_EQ(first->state(), pb::BATCH_GRANT_RUNNING);
+  EXPECT_EQ(first->stuck(), 1);
+  const int first_at_settlement = issuer.Calls("lost-10001");
+  const int other_at_settlement = issuer.Calls("lost-10003");
+  absl::SleepFor(absl::Milliseconds(1500));
+  EXPECT_FALSE(returned) << "the other stuck item keeps the pass going";
+  EXPECT_GE(issuer.Calls("lost-10003"), other_at_settlement + 3) << "the other is still sent";
+  // At most the call in flight when it was settled.
+  EXPECT_LE(issuer.Calls("lost-10001"), first_at_settlement + 1) << "a settled item was sent again";
+
+  auto last = Settle(approver_a_, id, "lost-10003", pb::BATCH_GRANT_SETTLED_GRANTED,
+                     "transfer found under the request id");
+  ASSERT_TRUE(last.ok()) << last.status();
+  EXPECT_EQ(last->state(), pb::BATCH_GRANT_COMPLETED);
+  until = absl::Now() + absl::Seconds(10);
+  while (!returned && absl::Now() < until) absl::SleepFor(absl::Milliseconds(20));
+  const bool ended_by_itself = returned;
+  if (!ended_by_itself) runner_->Stop();
+  once.join();
+  ASSERT_TRUE(ended_by_itself) << "the pass went on after its batch completed";
+  EXPECT_TRUE(pass.ok()) << pass;
+
+  auto done = GetBatch(planner_a_, id);
+  ASSERT_TRUE(done.ok()) << done.status();
+  EXPECT_EQ(done->state(), pb::BATCH_GRANT_COMPLETED);
+  EXPECT_EQ(done->granted(), 5);
+  EXPECT_EQ(done->failed(), 0);
+  EXPECT_EQ(done->stuck(), 0);
+  const std::map<std::string, int> ledger = CouponsOf(id);
+  EXPECT_EQ(ledger.size(), 5u);
+  for (const auto& [customer, n] : ledger) EXPECT_EQ(n, 1) << customer;
   EXPECT_TRUE(LedgerIntact());
 }
 
