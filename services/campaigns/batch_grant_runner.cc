@@ -67,9 +67,20 @@ gpr_timespec DeadlineIn(absl::Duration d) {
 //   rewards were edited while the batch ran) and may have granted: left for an operator.
 enum class Verdict { kGranted, kFailed, kRetry, kUnconfirmed, kHold };
 
+// ACCOUNT_NOT_FOUND: the ledger refused the whole grant (nothing granted) because an account of
+// the campaign does not exist yet. The rewards service creates the budget account when its own
+// consumer of mkt.campaign-changes.v1 funds it, which may lag the campaign going ONLINE by
+// seconds (a restart, a rebalance) or minutes; a batch starting in that window must not fail its
+// recipients for good. Put off like an unconfirmed answer, and FAILED only after the attempts
+// (about 17 minutes with the default backoff), when it is a real data problem.
+bool NotFundedYet(const absl::Status& status) {
+  return ReasonOf(status) == common::ACCOUNT_NOT_FOUND;
+}
+
 Verdict VerdictOf(const absl::Status& status) {
   if (status.ok()) return Verdict::kGranted;
   if (ReasonOf(status) == common::IDEMPOTENCY_KEY_REUSED) return Verdict::kHold;
+  if (NotFundedYet(status)) return Verdict::kUnconfirmed;
   if (IsBusinessRefusal(ReasonOf(status))) return Verdict::kFailed;
   switch (status.code()) {
     case absl::StatusCode::kFailedPrecondition:
@@ -91,10 +102,11 @@ Verdict VerdictOf(const absl::Status& status) {
 }
 
 // Whether an unconfirmed answer proves nothing was granted: the rewards service does not have
-// the method at all. Every other one (an INTERNAL after a hold was voided, after a coupon was
-// issued...) may follow a partial or complete grant.
+// the method at all, or refused the grant whole for a missing account. Every other one (an
+// INTERNAL after a hold was voided, after a coupon was issued...) may follow a partial or complete
+// grant.
 bool GrantedNothing(const absl::Status& status) {
-  return status.code() == absl::StatusCode::kUnimplemented;
+  return status.code() == absl::StatusCode::kUnimplemented || NotFundedYet(status);
 }
 
 std::string ReasonText(const absl::Status& status) {
@@ -578,6 +590,7 @@ absl::Status BatchGrantRunner::Work(const RunnableBatch& batch) {
   absl::Time last_record = absl::Now(), last_check = absl::Now(), last_log = absl::Now();
   absl::Time read_retry_at = absl::InfinitePast(), record_retry_at = absl::InfinitePast();
   std::string last_error;
+  absl::Time last_error_saved = absl::InfinitePast();
   int64_t granted_here = 0, failed_here = 0;
 
   auto record = [&]() {
@@ -744,8 +757,16 @@ absl::Status BatchGrantRunner::Work(const RunnableBatch& batch) {
         if (!last_error.empty()) {
           (void)store_.SetLastError(id, last_error);
           last_error.clear();
+          last_error_saved = absl::Now();
         }
       }
+    } else if (outcomes.empty() && !last_error.empty() &&
+               absl::Now() - last_error_saved >= absl::Seconds(1)) {
+      // Nothing to record (every item put off, e.g. the budget not funded yet): the operator
+      // still sees why the batch does not move, once a second at most.
+      (void)store_.SetLastError(id, last_error);
+      last_error.clear();
+      last_error_saved = absl::Now();
     }
     if (absl::Now() - last_log >= options_.progress_log_every) {
       last_log = absl::Now();

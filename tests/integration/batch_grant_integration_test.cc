@@ -911,6 +911,56 @@ TEST_F(BatchGrantIntegrationTest, AStuckItemSettledDuringTheRunIsNeverSentAgain)
   EXPECT_TRUE(LedgerIntact());
 }
 
+// The rewards service funds a campaign's budget when its own consumer of the campaign changes
+// gets there, which may be after the batch starts (a restart, a rebalance): the grants refused
+// for the missing budget account meanwhile are put off, not failed, and granted once it exists.
+TEST_F(BatchGrantIntegrationTest, RecipientsRefusedBeforeTheBudgetIsFundedAreGrantedOnceItIs) {
+  snapshots_.Set("seg-a1", Customers("early", 6));
+  snapshots_.Set("seg-a2", {});
+  const std::string id = Submitted(PointsBatch("batch before its budget", 2));
+  GoOnline(id, /*budget_fen=*/0);  // ONLINE, and rewards has not funded it yet
+  runner_ = std::make_unique<BatchGrantRunner>(
+      *store_, *batch_store_, snapshots_, *reference_.benefits, *issuer_, rewards_.channel,
+      BatchGrantRunnerOptions{.owner = "test-runner-" + RandomHex(3),
+                              .poll = absl::Milliseconds(100),
+                              .issuer_threads = 2,
+                              .unconfirmed_backoff = absl::Milliseconds(50),
+                              .unconfirmed_max_backoff = absl::Milliseconds(300),
+                              .unconfirmed_attempts = 1000});
+  runner_->Start();
+  const absl::Time until = absl::Now() + absl::Seconds(30);
+  while (absl::Now() < until) {
+    auto p = GetBatch(planner_a_, id);
+    if (p.ok() && p->last_error().find("ACCOUNT_NOT_FOUND") != std::string::npos) break;
+    absl::SleepFor(absl::Milliseconds(50));
+  }
+  auto waiting = GetBatch(planner_a_, id);
+  ASSERT_TRUE(waiting.ok()) << waiting.status();
+  EXPECT_NE(waiting->last_error().find("ACCOUNT_NOT_FOUND"), std::string::npos)
+      << waiting->last_error();
+  absl::SleepFor(absl::Milliseconds(500));  // several attempts each
+  waiting = GetBatch(planner_a_, id);
+  EXPECT_EQ(waiting->failed(), 0) << "refused for good before the budget existed";
+  EXPECT_EQ(waiting->granted(), 0);
+  EXPECT_EQ(waiting->pending(), 6);
+
+  Fund(rpb::BUDGET_FEN, id, 1'000'000);
+  absl::StatusOr<pb::BatchGrant> done;
+  const absl::Time later = absl::Now() + absl::Seconds(30);
+  while (absl::Now() < later) {
+    done = GetBatch(planner_a_, id);
+    if (done.ok() && done->state() == pb::BATCH_GRANT_COMPLETED) break;
+    absl::SleepFor(absl::Milliseconds(50));
+  }
+  runner_->Stop();
+  ASSERT_TRUE(done.ok()) << done.status();
+  EXPECT_EQ(done->state(), pb::BATCH_GRANT_COMPLETED) << done->last_error();
+  EXPECT_EQ(done->granted(), 6);
+  EXPECT_EQ(done->failed(), 0);
+  for (const auto& customer : Customers("early", 6)) EXPECT_EQ(Points(customer), 2) << customer;
+  EXPECT_TRUE(LedgerIntact());
+}
+
 TEST_F(BatchGrantIntegrationTest, AnotherBankSeesNothing) {
   snapshots_.Set("seg-a1", Customers("t", 10));
   snapshots_.Set("seg-a2", {});
