@@ -53,7 +53,8 @@ int main(int argc, char** argv) {
 
   segments::TagIndex index;
   segments::PgSegmentStore store(**pool);
-  segments::SegmentService service(store, index, SystemClock());
+  segments::SegmentService service(store, index, SystemClock(),
+                                   {.changes_retention = absl::Seconds(cfg->changes_retention_s)});
   // The index is complete before the first question is answered.
   if (auto s = service.Rebuild(); !s.ok()) return Fail(s);
 
@@ -101,6 +102,21 @@ int main(int argc, char** argv) {
     });
   }
   absl::Notification stopping;
+  // Other replicas' writes (and this one's, again): imports, RFM tags, customers created by lists
+  // and business events, tag definitions. Profiles arrive here from Kafka as well.
+  std::thread changes_thread([&] {
+    bool failing = false;
+    while (!stopping.WaitForNotificationWithTimeout(absl::Milliseconds(cfg->changes_poll_ms))) {
+      absl::StatusOr<int64_t> applied = service.CatchUp();
+      if (applied.ok()) applied = service.PruneChanges();
+      if (!applied.ok() && !failing) {
+        spdlog::warn("catching up with other replicas failed (retrying): {}", applied.status());
+      } else if (applied.ok() && failing) {
+        spdlog::info("catching up with other replicas works again");
+      }
+      failing = !applied.ok();
+    }
+  });
   std::thread rfm_thread;
   if (cfg->rfm_interval_s > 0) {
     rfm_thread = std::thread([&] {
@@ -131,6 +147,7 @@ int main(int argc, char** argv) {
   profiles_thread.join();
   if (events_thread.joinable()) events_thread.join();
   if (rfm_thread.joinable()) rfm_thread.join();
+  changes_thread.join();
   spdlog::info("segments stopped");
   return result;
 }

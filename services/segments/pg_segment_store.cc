@@ -9,6 +9,7 @@
 #include "libs/core/status.h"
 #include "libs/kafka/outbox.h"
 #include "libs/pg/arrays.h"
+#include "libs/tenancy/tenancy.h"
 
 namespace mkt::pg {
 const MigrationSet& SegmentsMigrationSet();  // embedded by mkt_embed_sql()
@@ -39,14 +40,30 @@ constexpr char kUpsertProfileCustomer[] =
     "INSERT INTO customers (customer_id, org_id, profile_version) VALUES ($1, $2, $3) "
     "ON CONFLICT (customer_id) DO UPDATE SET org_id = EXCLUDED.org_id, "
     "profile_version = GREATEST(customers.profile_version, EXCLUDED.profile_version), "
-    "updated_at = now() "
+    "revision = customers.revision + 1, updated_at = now() "
     "WHERE EXCLUDED.profile_version = 0 OR customers.profile_version <= EXCLUDED.profile_version "
     "RETURNING dense_id";
+// Returns the customers it created (the others existed).
 constexpr char kInsertCustomers[] =
     "INSERT INTO customers (customer_id, org_id) SELECT unnest($1::text[]), $2 "
-    "ON CONFLICT (customer_id) DO NOTHING";
+    "ON CONFLICT (customer_id) DO NOTHING RETURNING dense_id";
 constexpr char kSelectCustomerIds[] =
     "SELECT dense_id, customer_id, org_id FROM customers WHERE customer_id = ANY($1::text[])";
+// The same, locking the rows (in dense id order, as every writer locks them): the home orgs read
+// stay true until the transaction ends.
+constexpr char kLockCustomerIds[] =
+    "SELECT dense_id, customer_id, org_id FROM customers WHERE customer_id = ANY($1::text[]) "
+    "ORDER BY dense_id FOR UPDATE";
+// Locks the rows in dense id order (so two writers of overlapping customers do not deadlock, and
+// before any tag value, as the profile upsert does) and bumps their revisions.
+constexpr char kBumpRevisions[] =
+    "UPDATE customers SET revision = revision + 1, updated_at = now() WHERE dense_id IN "
+    "(SELECT dense_id FROM customers WHERE dense_id = ANY($1::int[]) ORDER BY dense_id "
+    "FOR UPDATE)";
+// The xid column defaults to this transaction's id.
+constexpr char kLogChanges[] =
+    "INSERT INTO tag_changes (dense_id) SELECT DISTINCT unnest($1::int[]) "
+    "ON CONFLICT DO NOTHING";
 constexpr char kUpsertValues[] =
     "INSERT INTO tag_values (dense_id, tag, value) "
     "SELECT * FROM unnest($1::int[], $2::text[], $3::text[]) "
@@ -55,12 +72,27 @@ constexpr char kDeleteValues[] =
     "DELETE FROM tag_values t USING unnest($1::int[], $2::text[]) AS d(dense_id, tag) "
     "WHERE t.dense_id = d.dense_id AND t.tag = d.tag";
 constexpr char kSelectStates[] =
-    "SELECT c.dense_id, c.customer_id, c.org_id, v.tag, v.value FROM customers c "
+    "SELECT c.dense_id, c.customer_id, c.org_id, c.revision, v.tag, v.value FROM customers c "
     "LEFT JOIN tag_values v USING (dense_id) WHERE c.dense_id = ANY($1::int[]) "
     "ORDER BY c.dense_id, v.tag";
 constexpr char kSelectStateByCustomer[] =
-    "SELECT c.dense_id, c.customer_id, c.org_id, v.tag, v.value FROM customers c "
+    "SELECT c.dense_id, c.customer_id, c.org_id, c.revision, v.tag, v.value FROM customers c "
     "LEFT JOIN tag_values v USING (dense_id) WHERE c.customer_id = $1 ORDER BY v.tag";
+
+// Catching up (decision 037). In one repeatable-read snapshot: its xmin, how far changes were
+// pruned and the dictionary's version, then the changed customers below that xmin.
+constexpr char kSnapshotXmin[] = "SELECT pg_snapshot_xmin(pg_current_snapshot())::text";
+constexpr char kChangesHead[] =
+    "SELECT pg_snapshot_xmin(pg_current_snapshot())::text, "
+    "(SELECT pruned_below::text FROM tag_changes_horizon), "
+    "(SELECT coalesce(sum(version), 0) FROM tags)";
+constexpr char kSelectChanges[] =
+    "SELECT DISTINCT dense_id FROM tag_changes WHERE xid >= $1::xid8 AND xid < $2::xid8 "
+    "ORDER BY dense_id";
+constexpr char kSelectAllDenseIds[] = "SELECT dense_id FROM customers ORDER BY dense_id";
+constexpr char kRaiseHorizon[] =
+    "UPDATE tag_changes_horizon SET pruned_below = GREATEST(pruned_below, $1::xid8)";
+constexpr char kPruneChanges[] = "DELETE FROM tag_changes WHERE xid < $1::xid8";
 
 #define MKT_SEGMENT_COLUMNS                                                      \
   "s.id, s.org_id, v.name, v.description, v.kind, v.version, s.latest_version, " \
@@ -111,9 +143,11 @@ constexpr char kSelectSnapshot[] =
     "SELECT id, org_id, segment_id, version, purpose, count, members, "
     "(extract(epoch from created_at) * 1000000)::bigint FROM snapshots WHERE id = $1";
 
+// Returns the dense id and whether the row was created here (xmax = 0 on a fresh insert).
 constexpr char kEnsureCustomer[] =
     "INSERT INTO customers (customer_id, org_id) VALUES ($1, $2) "
-    "ON CONFLICT (customer_id) DO UPDATE SET updated_at = customers.updated_at RETURNING dense_id";
+    "ON CONFLICT (customer_id) DO UPDATE SET updated_at = customers.updated_at "
+    "RETURNING dense_id, xmax = 0";
 constexpr char kAddTransaction[] =
     "INSERT INTO rfm_aggregates (dense_id, txn_count, amount_fen, last_txn_day) "
     "VALUES ($1, 1, $2, $3) ON CONFLICT (dense_id) DO UPDATE SET "
@@ -181,18 +215,43 @@ std::vector<CustomerState> StatesFromResult(const pqxx::result& result) {
     if (states.empty() || states.back().dense_id != dense_id) {
       states.push_back({.dense_id = dense_id,
                         .customer_id = row[1].as<std::string>(),
-                        .org_id = row[2].as<std::string>()});
+                        .org_id = row[2].as<std::string>(),
+                        .revision = row[3].as<int64_t>()});
     }
-    if (!row[3].is_null()) {
-      states.back().values.emplace_back(row[3].as<std::string>(), row[4].as<std::string>());
+    if (!row[4].is_null()) {
+      states.back().values.emplace_back(row[4].as<std::string>(), row[5].as<std::string>());
     }
   }
   return states;
 }
 
 template <class Ids>
-std::vector<CustomerState> ReadStates(pqxx::work& tx, const Ids& dense_ids) {
+std::vector<CustomerState> ReadStatesInTx(pqxx::work& tx, const Ids& dense_ids) {
   return StatesFromResult(tx.exec_params(kSelectStates, pg::IntArrayLiteral(dense_ids)));
+}
+
+// Logs `dense_ids` as changed by this transaction, for the other replicas.
+template <class Ids>
+void LogChanges(pqxx::work& tx, const Ids& dense_ids) {
+  if (dense_ids.empty()) return;
+  tx.exec_params(kLogChanges, pg::IntArrayLiteral(dense_ids));
+}
+
+// Marks `dense_ids` as changed by this transaction before their values are written: bumps their
+// revisions (locking their rows, in dense id order) and logs them.
+template <class Ids>
+void MarkChanged(pqxx::work& tx, const Ids& dense_ids) {
+  if (dense_ids.empty()) return;
+  tx.exec_params(kBumpRevisions, pg::IntArrayLiteral(dense_ids));
+  LogChanges(tx, dense_ids);
+}
+
+// The dense ids a statement returned in its first column.
+std::vector<uint32_t> DenseIds(const pqxx::result& result) {
+  std::vector<uint32_t> ids;
+  ids.reserve(result.size());
+  for (const pqxx::row& row : result) ids.push_back(row[0].as<uint32_t>());
+  return ids;
 }
 
 // Upserts and deletes values with one statement each.
@@ -331,19 +390,26 @@ absl::StatusOr<pb::Tag> PgSegmentStore::UpdateTag(
 
 // ---- Customers and values ----------------------------------------------------------------------
 
-absl::Status PgSegmentStore::LoadIndex(
-    const std::function<void(uint32_t, std::string_view, std::string_view)>& on_customer,
+absl::StatusOr<uint64_t> PgSegmentStore::LoadIndex(
+    const std::function<void(uint32_t, std::string_view, std::string_view, int64_t)>& on_customer,
     const std::function<void(uint32_t, std::string_view, std::string_view)>& on_value) {
   // Read-only and possibly long: no retry loop around callbacks that already ran.
   absl::StatusOr<pg::Lease> lease = pool_.Acquire();
   if (!lease.ok()) return lease.status();
   try {
     pqxx::work tx(**lease);
+    // One snapshot for the customers, their values and the xmin catching up starts from.
+    tx.exec("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY");
+    const uint64_t xmin = tx.exec1(kSnapshotXmin)[0].as<uint64_t>();
     {
+      // Every column, in table order (libpqxx 6.4's stream_from with a column list leaves a
+      // member uninitialised): dense_id, customer_id, org_id, profile_version, updated_at,
+      // revision (V003).
       pqxx::stream_from customers(tx, "customers");
-      std::tuple<int64_t, std::string, std::string, int64_t, std::string> row;
+      std::tuple<int64_t, std::string, std::string, int64_t, std::string, int64_t> row;
       while (customers >> row) {
-        on_customer(static_cast<uint32_t>(std::get<0>(row)), std::get<1>(row), std::get<2>(row));
+        on_customer(static_cast<uint32_t>(std::get<0>(row)), std::get<1>(row), std::get<2>(row),
+                    std::get<5>(row));
       }
       customers.complete();
     }
@@ -356,7 +422,7 @@ absl::Status PgSegmentStore::LoadIndex(
       values.complete();
     }
     tx.commit();
-    return absl::OkStatus();
+    return xmin;
   } catch (const std::exception& e) {
     return pg::StatusFromException(e);
   }
@@ -371,6 +437,8 @@ absl::StatusOr<CustomerState> PgSegmentStore::ApplyProfile(const ProfileChange& 
           tx.exec_params(kUpsertProfileCustomer, change.customer_id, change.org_id, change.version);
       if (!r.empty()) {  // else an older version than the one stored: nothing to apply
         const uint32_t dense_id = r[0][0].as<uint32_t>();
+        // The upsert bumped the revision under the row's lock (or created the row).
+        LogChanges(tx, std::vector<uint32_t>{dense_id});
         std::vector<uint32_t> set_ids(change.set.size(), dense_id);
         std::vector<std::string> set_tags, set_values;
         for (const auto& [tag, value] : change.set) {
@@ -393,7 +461,9 @@ absl::StatusOr<std::vector<PgSegmentStore::EnsuredCustomer>> PgSegmentStore::Ens
   std::vector<EnsuredCustomer> out;
   MKT_RETURN_IF_ERROR(pg::WithTransaction(pool_, [&](pqxx::work& tx) {
     const std::string ids = pg::TextArrayLiteral(customer_ids);
-    tx.exec_params(kInsertCustomers, ids, org_id);
+    // New customers (no values yet) still change other replicas' answers: lists name them, and
+    // a `not` rule counts every customer.
+    LogChanges(tx, DenseIds(tx.exec_params(kInsertCustomers, ids, org_id)));
     std::map<std::string, EnsuredCustomer> stored;
     for (const pqxx::row& row : tx.exec_params(kSelectCustomerIds, ids)) {
       stored[row[1].as<std::string>()] = {.dense_id = row[0].as<uint32_t>(),
@@ -406,23 +476,41 @@ absl::StatusOr<std::vector<PgSegmentStore::EnsuredCustomer>> PgSegmentStore::Ens
   return out;
 }
 
-absl::StatusOr<std::vector<CustomerState>> PgSegmentStore::ImportRows(
-    const std::string& org_id, const std::vector<ImportRow>& rows) {
-  std::vector<CustomerState> states;
+absl::StatusOr<ImportResult> PgSegmentStore::ImportRows(const std::string& org_id,
+                                                        const std::vector<ImportRow>& rows) {
+  ImportResult out;
   MKT_RETURN_IF_ERROR(pg::WithTransaction(pool_, [&](pqxx::work& tx) {
+    out = ImportResult();
     std::vector<std::string> customer_ids;
     for (const auto& row : rows) customer_ids.push_back(row.customer_id);
     const std::string ids = pg::TextArrayLiteral(customer_ids);
     tx.exec_params(kInsertCustomers, ids, org_id);
+    // Home orgs are read under the rows' locks: one another bank created after this transaction
+    // began (the insert above waited for it and skipped it) or moves to itself meanwhile is seen
+    // as that bank's, and stays so until the values are written.
     std::map<std::string, uint32_t> dense;
-    for (const pqxx::row& r : tx.exec_params(kSelectCustomerIds, ids)) {
-      dense[r[1].as<std::string>()] = r[0].as<uint32_t>();
+    std::map<std::string, std::string> foreign;  // customer id -> home org
+    for (const pqxx::row& r : tx.exec_params(kLockCustomerIds, ids)) {
+      std::string home = r[2].as<std::string>();
+      if (tenancy::Covers(org_id, home)) {
+        dense[r[1].as<std::string>()] = r[0].as<uint32_t>();
+      } else {
+        foreign[r[1].as<std::string>()] = std::move(home);
+      }
     }
     // A later row for the same customer and tag wins; one statement may touch a key once.
     std::map<std::pair<uint32_t, std::string>, std::optional<std::string>> cells;
-    for (const auto& row : rows) {
-      for (const auto& [tag, value] : row.cells) cells[{dense.at(row.customer_id), tag}] = value;
+    for (size_t i = 0; i < rows.size(); ++i) {
+      auto it = dense.find(rows[i].customer_id);
+      if (it == dense.end()) {
+        out.foreign.emplace_back(i, foreign.at(rows[i].customer_id));
+        continue;
+      }
+      for (const auto& [tag, value] : rows[i].cells) cells[{it->second, tag}] = value;
     }
+    std::set<uint32_t> touched;
+    for (const auto& [id, d] : dense) touched.insert(d);
+    MarkChanged(tx, touched);
     std::vector<uint32_t> set_ids, del_ids;
     std::vector<std::string> set_tags, set_values, del_tags;
     for (const auto& [key, value] : cells) {
@@ -436,12 +524,10 @@ absl::StatusOr<std::vector<CustomerState>> PgSegmentStore::ImportRows(
       }
     }
     WriteValuesInTx(tx, set_ids, set_tags, set_values, del_ids, del_tags);
-    std::set<uint32_t> touched;
-    for (const auto& [id, d] : dense) touched.insert(d);
-    states = ReadStates(tx, touched);
+    out.states = ReadStatesInTx(tx, touched);
     return absl::OkStatus();
   }));
-  return states;
+  return out;
 }
 
 absl::StatusOr<std::vector<CustomerState>> PgSegmentStore::WriteValues(
@@ -457,11 +543,67 @@ absl::StatusOr<std::vector<CustomerState>> PgSegmentStore::WriteValues(
       texts.push_back(value);
       touched.insert(id);
     }
+    MarkChanged(tx, touched);
     WriteValuesInTx(tx, ids, tags, texts, {}, {});
-    states = ReadStates(tx, touched);
+    states = ReadStatesInTx(tx, touched);
     return absl::OkStatus();
   }));
   return states;
+}
+
+// ---- Catching up with other replicas ----------------------------------------------------------
+
+absl::StatusOr<ChangedCustomers> PgSegmentStore::ReadChanges(uint64_t from) {
+  ChangedCustomers out;
+  MKT_RETURN_IF_ERROR(pg::WithTransaction(
+      pool_,
+      [&](pqxx::work& tx) {
+        out = ChangedCustomers();
+        // The head and the rows from one snapshot: a prune that commits after it deleted nothing
+        // this snapshot sees, and one that committed before it moved the horizon it reads.
+        const pqxx::row head = tx.exec1(kChangesHead);
+        out.next = head[0].as<uint64_t>();
+        out.missed = head[1].as<uint64_t>() > from;
+        out.tags_version = head[2].as<int64_t>();
+        out.dense_ids =
+            DenseIds(out.missed ? tx.exec(kSelectAllDenseIds)
+                                : tx.exec_params(kSelectChanges, std::to_string(from),
+                                                 std::to_string(std::max(from, out.next))));
+        return absl::OkStatus();
+      },
+      {.isolation = pg::Isolation::kRepeatableRead}));
+  return out;
+}
+
+absl::StatusOr<std::vector<CustomerState>> PgSegmentStore::ReadStates(
+    const std::vector<uint32_t>& dense_ids) {
+  std::vector<CustomerState> states;
+  if (dense_ids.empty()) return states;
+  MKT_RETURN_IF_ERROR(pg::WithTransaction(pool_, [&](pqxx::work& tx) {
+    states = ReadStatesInTx(tx, dense_ids);
+    return absl::OkStatus();
+  }));
+  return states;
+}
+
+absl::StatusOr<uint64_t> PgSegmentStore::CurrentXmin() {
+  uint64_t xmin = 0;
+  MKT_RETURN_IF_ERROR(pg::WithTransaction(pool_, [&](pqxx::work& tx) {
+    xmin = tx.exec1(kSnapshotXmin)[0].as<uint64_t>();
+    return absl::OkStatus();
+  }));
+  return xmin;
+}
+
+absl::StatusOr<int64_t> PgSegmentStore::PruneChanges(uint64_t below) {
+  int64_t deleted = 0;
+  MKT_RETURN_IF_ERROR(pg::WithTransaction(pool_, [&](pqxx::work& tx) {
+    // The horizon first: a reader that has not reached `below` learns it missed rows.
+    tx.exec_params(kRaiseHorizon, std::to_string(below));
+    deleted = tx.exec_params(kPruneChanges, std::to_string(below)).affected_rows();
+    return absl::OkStatus();
+  }));
+  return deleted;
 }
 
 // ---- Segments ----------------------------------------------------------------------------------
@@ -604,8 +746,10 @@ absl::StatusOr<bool> PgSegmentStore::RecordTransaction(std::string_view consumer
   MKT_RETURN_IF_ERROR(pg::WithTransaction(pool_, [&](pqxx::work& tx) {
     counted = kafka::MarkProcessed(tx, consumer, event_id);
     if (!counted) return absl::OkStatus();
-    const uint32_t dense_id =
-        tx.exec_params1(kEnsureCustomer, customer_id, org_id)[0].as<uint32_t>();
+    const pqxx::row customer = tx.exec_params1(kEnsureCustomer, customer_id, org_id);
+    const uint32_t dense_id = customer[0].as<uint32_t>();
+    // A customer first seen here exists for the other replicas' rules too (`not`, lists).
+    if (customer[1].as<bool>()) LogChanges(tx, std::vector<uint32_t>{dense_id});
     tx.exec_params(kAddTransaction, dense_id, amount_fen, day);
     return absl::OkStatus();
   }));

@@ -1,8 +1,11 @@
 // PostgreSQL storage of the segments service: the tag dictionary, customers and their tag values
 // (the source of truth the index is rebuilt from), segment versions, snapshots and RFM
 // aggregates. Every change commits before the caller applies it to the in-memory index, and the
-// calls that change tag values return the customers' complete values as committed, so every
-// replica's index converges on what the database holds whatever order changes arrive in.
+// calls that change tag values return the customers' complete values as committed, with the
+// customer's revision (bumped by every such change), so an index applies only newer states.
+// Every transaction that changes a customer's values or home org, or creates a customer, also
+// logs the customer in tag_changes, from which the other replicas catch up (ReadChanges,
+// decision 037).
 #pragma once
 
 #include <cstdint>
@@ -52,7 +55,32 @@ struct CustomerState {
   uint32_t dense_id = 0;
   std::string customer_id;
   std::string org_id;
+  // customers.revision when the state was read: a higher revision is a newer state.
+  int64_t revision = 0;
   std::vector<std::pair<std::string, std::string>> values;
+};
+
+// What an import wrote, and the rows it did not write.
+struct ImportResult {
+  // The written customers' values as committed.
+  std::vector<CustomerState> states;
+  // Rows (indexes into the imported rows) of customers whose home org the importing org does not
+  // cover, with that home org (for the caller's message, which must not name it).
+  std::vector<std::pair<size_t, std::string>> foreign;
+};
+
+// The customers changed since a replica last caught up (PgSegmentStore::ReadChanges).
+struct ChangedCustomers {
+  // Where the next read starts: every transaction below it has ended.
+  uint64_t next = 0;
+  // Changes at or after the start were pruned before they were read: dense_ids is then every
+  // customer, so the reader re-reads them all.
+  bool missed = false;
+  // Ascending, distinct.
+  std::vector<uint32_t> dense_ids;
+  // Sum of the tags' versions: changes whenever a tag is created or updated (names are never
+  // deleted, versions only grow).
+  int64_t tags_version = 0;
 };
 
 // One message of mkt.customer-profiles.v1, values already validated and encoded.
@@ -110,9 +138,12 @@ class PgSegmentStore {
                                     const std::function<absl::Status(pb::Tag&)>& mutate);
 
   // ---- Customers and values
-  // Streams every customer, then every tag value (start-up rebuild of the index).
-  absl::Status LoadIndex(
-      const std::function<void(uint32_t, std::string_view, std::string_view)>& on_customer,
+  // Streams every customer (dense id, id, home org, revision), then every tag value, from one
+  // snapshot (start-up rebuild of the index). Returns where ReadChanges starts for this index:
+  // the snapshot's xmin (every transaction below it is in the snapshot; reading the ones above
+  // again is harmless).
+  absl::StatusOr<uint64_t> LoadIndex(
+      const std::function<void(uint32_t, std::string_view, std::string_view, int64_t)>& on_customer,
       const std::function<void(uint32_t, std::string_view, std::string_view)>& on_value);
   // Applies one profile message in one transaction with its dedupe record (consumer, event id):
   // the customer is created or moved to the message's org, and values older than the stored
@@ -120,9 +151,12 @@ class PgSegmentStore {
   absl::StatusOr<CustomerState> ApplyProfile(const ProfileChange& change,
                                              std::string_view consumer);
   // Writes `rows` in one transaction (all or nothing); customers new to the platform get `org_id`
-  // as home org. Returns the written customers' values as committed.
-  absl::StatusOr<std::vector<CustomerState>> ImportRows(const std::string& org_id,
-                                                        const std::vector<ImportRow>& rows);
+  // as home org. A row of a customer whose home org `org_id` does not cover (tenancy::Covers) is
+  // not written and is returned in `foreign`: the home org is read under the customer's row lock
+  // in this transaction, so a customer another bank creates or takes over meanwhile is seen as
+  // theirs. Returns the written customers' values as committed.
+  absl::StatusOr<ImportResult> ImportRows(const std::string& org_id,
+                                          const std::vector<ImportRow>& rows);
   // Returns the dense ids and home orgs of `customer_ids` (in order), creating missing customers
   // with home org `org_id`. A customer stored before keeps the home org the database holds (which
   // may be another org than `org_id`: the caller decides what to do with those).
@@ -173,6 +207,22 @@ class PgSegmentStore {
   // values as committed.
   absl::StatusOr<std::vector<CustomerState>> WriteValues(
       const std::vector<std::tuple<uint32_t, std::string, std::string>>& values);
+
+  // ---- Catching up with other replicas (decision 037)
+  // The customers logged in tag_changes by transactions with xid >= `from` that have ended: read
+  // up to the xmin of one snapshot (returned as `next`), below which every transaction has ended,
+  // so nothing is skipped whatever order transactions commit in. A transaction still running
+  // holds `next` back (its changes and every later one's wait for it). With `missed`, rows at or
+  // after `from` were pruned and dense_ids lists every customer.
+  absl::StatusOr<ChangedCustomers> ReadChanges(uint64_t from);
+  // The customers' values as committed now (customers unknown to the database are left out).
+  absl::StatusOr<std::vector<CustomerState>> ReadStates(const std::vector<uint32_t>& dense_ids);
+  // The xmin of a fresh snapshot: every transaction below it has ended.
+  absl::StatusOr<uint64_t> CurrentXmin();
+  // Deletes the change rows of transactions below `below` (which must be an xmin returned by
+  // ReadChanges or CurrentXmin, old enough that every replica has read past it) and records that
+  // rows below it may be gone. Returns how many rows were deleted.
+  absl::StatusOr<int64_t> PruneChanges(uint64_t below);
 
  private:
   pg::Pool& pool_;

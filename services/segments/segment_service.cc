@@ -32,6 +32,8 @@ constexpr int kMaxComposeDepth = 8;
 constexpr int kMaxListSize = 1000000;
 constexpr int kDefaultPage = 50;
 constexpr int kMaxPage = 500;
+// Customers whose states are read back per statement when catching up (about 50 values each).
+constexpr size_t kStatesPerRead = 5000;
 
 absl::Status Denied(std::string_view message) {
   return Error(absl::StatusCode::kPermissionDenied, PERMISSION_DENIED, message);
@@ -348,38 +350,149 @@ absl::Status SegmentService::Rebuild() {
     index_.DefineTag(SchemaOf(tag));
   }
   int64_t customers = 0, values = 0, bad = 0;
-  MKT_RETURN_IF_ERROR(store_.LoadIndex(
-      [&](uint32_t dense_id, std::string_view customer_id, std::string_view org) {
-        index_.PutCustomer(dense_id, customer_id, org);
-        ++customers;
-      },
-      [&](uint32_t dense_id, std::string_view tag, std::string_view text) {
-        auto it = schemas.find(tag);
-        if (it == schemas.end()) return;
-        absl::StatusOr<Value> v = DecodeValue(it->second, text);
-        if (!v.ok()) {
-          ++bad;
-          return;
-        }
-        index_.Set(dense_id, tag, *v);
-        ++values;
-      }));
+  // Customers with a value of a tag created after the dictionary was read: applied again below,
+  // once the tag is read (their revision would otherwise mark the value as applied).
+  std::vector<uint32_t> unread;
+  uint64_t changes_from = 0;
+  {
+    absl::MutexLock applying(&apply_mu_);
+    // Called while the lock is held (LoadIndex calls back on this thread).
+    auto on_customer = [&](uint32_t dense_id, std::string_view customer_id, std::string_view org,
+                           int64_t revision) {
+      index_.PutCustomer(dense_id, customer_id, org);
+      GrowApplied(dense_id);
+      applied_[dense_id] = revision;
+      ++customers;
+    };
+    auto on_value = [&](uint32_t dense_id, std::string_view tag, std::string_view text) {
+      auto it = schemas.find(tag);
+      if (it == schemas.end()) {
+        if (dense_id < applied_.size()) applied_[dense_id] = 0;
+        unread.push_back(dense_id);
+        return;
+      }
+      absl::StatusOr<Value> v = DecodeValue(it->second, text);
+      if (!v.ok()) {
+        ++bad;
+        return;
+      }
+      index_.Set(dense_id, tag, *v);
+      ++values;
+    };
+    MKT_ASSIGN_OR_RETURN(changes_from, store_.LoadIndex(on_customer, on_value));
+  }
+  std::sort(unread.begin(), unread.end());
+  unread.erase(std::unique(unread.begin(), unread.end()), unread.end());
+  MKT_RETURN_IF_ERROR(ApplyStatesOf(unread));
+  {
+    absl::MutexLock lock(&changes_mu_);
+    changes_from_ = changes_from;
+  }
   index_.Optimize();
   spdlog::info("index rebuilt: {} tags, {} customers, {} values ({} unreadable), {} MB",
                tags.size(), customers, values, bad, index_.MemoryBytes() >> 20);
   return absl::OkStatus();
 }
 
-void SegmentService::ApplyState(const CustomerState& state) {
-  index_.PutCustomer(state.dense_id, state.customer_id, state.org_id);
+absl::Status SegmentService::ApplyState(const CustomerState& state) {
   std::vector<std::pair<std::string, Value>> values;
   for (const auto& [tag, text] : state.values) {
-    std::optional<TagSchema> schema = index_.Schema(tag);
-    if (!schema) continue;
-    absl::StatusOr<Value> v = DecodeValue(*schema, text);
+    // A tag created on another replica is read, not skipped: the state is marked applied below,
+    // so a value left out now would stay out.
+    MKT_ASSIGN_OR_RETURN(TagSchema schema, TagFor(tag));
+    absl::StatusOr<Value> v = DecodeValue(schema, text);
     if (v.ok()) values.emplace_back(tag, *std::move(v));
   }
+  absl::MutexLock lock(&apply_mu_);
+  if (state.dense_id < applied_.size() && applied_[state.dense_id] >= state.revision) {
+    return absl::OkStatus();  // the index holds this state or a newer one
+  }
+  GrowApplied(state.dense_id);
+  applied_[state.dense_id] = state.revision;
+  index_.PutCustomer(state.dense_id, state.customer_id, state.org_id);
   index_.ReplaceCustomer(state.dense_id, values);
+  return absl::OkStatus();
+}
+
+void SegmentService::GrowApplied(uint32_t dense_id) {
+  const size_t size = static_cast<size_t>(dense_id) + 1;
+  if (applied_.size() >= size) return;
+  // An eighth more room rather than the vector's doubling, which at 10 M customers would hold
+  // 80 MB unused.
+  if (applied_.capacity() < size) applied_.reserve(size + size / 8);
+  applied_.resize(size, 0);
+}
+
+void SegmentService::ApplyCommitted(const std::vector<CustomerState>& states) {
+  for (const CustomerState& state : states) {
+    if (absl::Status s = ApplyState(state); !s.ok()) {
+      spdlog::warn("customer {} committed but not applied yet (catching up will): {}",
+                   state.dense_id, s);
+    }
+  }
+}
+
+absl::Status SegmentService::ApplyStatesOf(const std::vector<uint32_t>& dense_ids) {
+  for (size_t at = 0; at < dense_ids.size(); at += kStatesPerRead) {
+    const std::vector<uint32_t> batch(
+        dense_ids.begin() + static_cast<std::ptrdiff_t>(at),
+        dense_ids.begin() +
+            static_cast<std::ptrdiff_t>(std::min(at + kStatesPerRead, dense_ids.size())));
+    MKT_ASSIGN_OR_RETURN(std::vector<CustomerState> states, store_.ReadStates(batch));
+    for (const CustomerState& state : states) MKT_RETURN_IF_ERROR(ApplyState(state));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<int64_t> SegmentService::CatchUp() {
+  absl::MutexLock lock(&changes_mu_);
+  MKT_ASSIGN_OR_RETURN(ChangedCustomers changes, store_.ReadChanges(changes_from_));
+  if (changes.tags_version != tags_version_) {
+    // Tags created or changed (allowed values added) on any replica: validation of profiles,
+    // imports and rules here must know them.
+    MKT_ASSIGN_OR_RETURN(std::vector<pb::Tag> tags, store_.ListTags());
+    for (const pb::Tag& tag : tags) index_.DefineTag(SchemaOf(tag));
+    tags_version_ = changes.tags_version;
+  }
+  if (changes.missed) {
+    spdlog::warn(
+        "changes of other replicas were pruned before this replica read them (it fell more than "
+        "the retention behind): re-reading all {} customers",
+        changes.dense_ids.size());
+  }
+  MKT_RETURN_IF_ERROR(ApplyStatesOf(changes.dense_ids));
+  changes_from_ = std::max(changes_from_, changes.next);
+  return static_cast<int64_t>(changes.dense_ids.size());
+}
+
+uint64_t SegmentService::CaughtUpTo() {
+  absl::MutexLock lock(&changes_mu_);
+  return changes_from_;
+}
+
+absl::StatusOr<int64_t> SegmentService::PruneChanges() {
+  absl::MutexLock lock(&prune_mu_);
+  const absl::Time now = clock_.Now();
+  if (prune_marks_.empty() || now - prune_marks_.back().first >= options_.changes_retention / 6) {
+    MKT_ASSIGN_OR_RETURN(uint64_t xmin, store_.CurrentXmin());
+    prune_marks_.emplace_back(now, xmin);
+  }
+  // The newest mark older than the retention: every transaction below it ended before then.
+  std::optional<uint64_t> below;
+  while (!prune_marks_.empty() && now - prune_marks_.front().first >= options_.changes_retention) {
+    below = prune_marks_.front().second;
+    prune_marks_.pop_front();
+  }
+  if (!below) return 0;
+  MKT_ASSIGN_OR_RETURN(int64_t deleted, store_.PruneChanges(*below));
+  if (deleted > 0) spdlog::info("pruned {} change rows of transactions below {}", deleted, *below);
+  return deleted;
+}
+
+absl::StatusOr<TagSchema> SegmentService::RefreshTag(const std::string& name) {
+  MKT_ASSIGN_OR_RETURN(pb::Tag tag, store_.GetTag(name));
+  index_.DefineTag(SchemaOf(tag));
+  return SchemaOf(tag);
 }
 
 absl::StatusOr<TagSchema> SegmentService::TagFor(const std::string& name) {
@@ -540,6 +653,7 @@ absl::StatusOr<pb::ImportTagValuesResponse> SegmentService::ImportTagValues(
 
   pb::ImportTagValuesResponse out;
   std::vector<ImportRow> rows;
+  std::vector<int64_t> lines;  // of rows[i]
   for (size_t r = 1; r < records.size(); ++r) {
     const CsvRecord& rec = records[r];
     out.set_rows_read(out.rows_read() + 1);
@@ -585,17 +699,35 @@ absl::StatusOr<pb::ImportTagValuesResponse> SegmentService::ImportTagValues(
     }
     out.set_values_written(out.values_written() + static_cast<int64_t>(row.cells.size()));
     rows.push_back(std::move(row));
+    lines.push_back(rec.line);
     if (out.rows_read() % 10000 == 0) {
       spdlog::info("import for {}: {} rows read, {} good, {} rejected", org, out.rows_read(),
                    rows.size(), out.rows_rejected());
     }
   }
   // All good rows in one transaction: a failure leaves nothing of this import behind.
+  int64_t foreign = 0;
   if (!rows.empty()) {
-    MKT_ASSIGN_OR_RETURN(std::vector<CustomerState> states, store_.ImportRows(org, rows));
-    for (const auto& state : states) ApplyState(state);
+    MKT_ASSIGN_OR_RETURN(ImportResult result, store_.ImportRows(org, rows));
+    ApplyCommitted(result.states);
+    // Customers of orgs the importing org does not cover were left alone, in the import's own
+    // transaction; the message does not say whose they are.
+    for (const auto& [i, home] : result.foreign) {
+      pb::RowError* e = out.add_errors();
+      e->set_line(lines[i]);
+      e->set_message(absl::StrCat("customer ", rows[i].customer_id, " is served by ",
+                                  tenancy::MemberBankOf(home) == tenancy::MemberBankOf(org)
+                                      ? "another office of the bank"
+                                      : "another bank"));
+      out.set_rows_rejected(out.rows_rejected() + 1);
+      out.set_values_written(out.values_written() - static_cast<int64_t>(rows[i].cells.size()));
+      ++foreign;
+    }
+    std::stable_sort(
+        out.mutable_errors()->begin(), out.mutable_errors()->end(),
+        [](const pb::RowError& a, const pb::RowError& b) { return a.line() < b.line(); });
   }
-  out.set_rows_imported(static_cast<int64_t>(rows.size()));
+  out.set_rows_imported(static_cast<int64_t>(rows.size()) - foreign);
   spdlog::info("import for {} done: {} rows read, {} imported, {} rejected, {} values written", org,
                out.rows_read(), out.rows_imported(), out.rows_rejected(), out.values_written());
   return out;
@@ -737,15 +869,24 @@ absl::Status SegmentService::ValidateDefinition(const pb::SegmentDefinition& def
       if (create_customers) {
         MKT_ASSIGN_OR_RETURN(std::vector<PgSegmentStore::EnsuredCustomer> stored,
                              store_.EnsureCustomers(unique, owner_org));
+        std::vector<uint32_t> unseen;
         for (size_t i = 0; i < stored.size(); ++i) {
+          if (!index_.Find(unique[i])) unseen.push_back(stored[i].dense_id);
           // The home org the database holds (created here, by a business event, by a profile or
           // by another replica), not the list owner's.
-          index_.PutCustomer(stored[i].dense_id, unique[i], stored[i].org_id);
           if (!tenancy::Covers(owner_org, stored[i].org_id)) {
             ++foreign;
             continue;
           }
           members->add(stored[i].dense_id);
+        }
+        // Customers this index does not know yet (created now, by a business event or on another
+        // replica) are answered for at once: their committed states, applied in revision order
+        // with every other writer's. Should that fail, catching up brings them.
+        std::sort(unseen.begin(), unseen.end());
+        if (absl::Status s = ApplyStatesOf(unseen); !s.ok()) {
+          spdlog::warn("list for {}: {} new customers not applied yet: {}", owner_org,
+                       unseen.size(), s);
         }
       } else {
         for (const auto& id : unique) {
@@ -1361,7 +1502,14 @@ absl::Status SegmentService::HandleProfileMessage(const kafka::IncomingMessage& 
     const std::string field = absl::StrCat("set_values[", i, "]");
     const pb::TagValue& v = profile.set_values(i);
     MKT_ASSIGN_OR_RETURN(TagSchema schema, writable(v.tag(), field));
-    MKT_ASSIGN_OR_RETURN(Value value, FromProto(schema, v, field));
+    absl::StatusOr<Value> parsed = FromProto(schema, v, field);
+    if (!parsed.ok() && schema.type == pb::TAG_TYPE_ENUM) {
+      // Another replica may have added the label a moment ago (CatchUp has not run yet): a
+      // message refused here is dead-lettered, so the stored tag decides.
+      MKT_ASSIGN_OR_RETURN(schema, RefreshTag(v.tag()));
+      parsed = FromProto(schema, v, field);
+    }
+    MKT_ASSIGN_OR_RETURN(Value value, std::move(parsed));
     if (!touched.insert(v.tag()).second) return InvalidArgument(field, "tag set twice");
     change.set.emplace_back(v.tag(), EncodeValue(schema, value));
   }
@@ -1374,8 +1522,8 @@ absl::Status SegmentService::HandleProfileMessage(const kafka::IncomingMessage& 
     change.removed.push_back(profile.removed_tags(i));
   }
   MKT_ASSIGN_OR_RETURN(CustomerState state, store_.ApplyProfile(change, kProfileConsumer));
-  ApplyState(state);
-  return absl::OkStatus();
+  // On failure the message is retried: deduplicated, it reads the committed state again.
+  return ApplyState(state);
 }
 
 absl::Status SegmentService::HandleBusinessEvent(const kafka::IncomingMessage& message) {
@@ -1436,7 +1584,7 @@ absl::StatusOr<int64_t> SegmentService::ScoreRfm() {
   auto flush = [&]() -> absl::Status {
     if (values.empty()) return absl::OkStatus();
     MKT_ASSIGN_OR_RETURN(std::vector<CustomerState> states, store_.WriteValues(values));
-    for (const auto& s : states) ApplyState(s);
+    ApplyCommitted(states);
     values.clear();
     return absl::OkStatus();
   };

@@ -6,9 +6,15 @@
 // O; "fed"-owned ones by everyone. Only actors covering O may change it. Every answer about
 // customers is restricted to the customers whose home org the asking org covers, so a bank never
 // counts, samples or materialises another bank's customers, even through a federation segment.
+//
+// Replicas (decision 037): each keeps its own index. A replica applies its own writes after they
+// commit and every replica's writes (its own again included) through CatchUp, which re-reads the
+// customers logged in tag_changes; a state is applied only when it is newer (by the customer's
+// revision) than the one the index holds, so appliers on different threads may run in any order.
 #pragma once
 
 #include <cstdint>
+#include <deque>
 #include <map>
 #include <memory>
 #include <string>
@@ -40,6 +46,9 @@ struct ServiceOptions {
   absl::Duration latest_version_ttl = absl::Seconds(1);
   // Import rows above this many are refused (split the file).
   int64_t max_import_rows = 200000;
+  // How long change rows are kept after their transaction ended (PruneChanges): a replica whose
+  // catching up stalls longer than this re-reads every customer.
+  absl::Duration changes_retention = absl::Hours(1);
 };
 
 class SegmentService {
@@ -47,8 +56,28 @@ class SegmentService {
   SegmentService(PgSegmentStore& store, TagIndex& index, const Clock& clock,
                  ServiceOptions options = {});
 
-  // Loads the dictionary, every customer and every tag value into the index (start-up).
+  // Loads the dictionary, every customer and every tag value into the index (start-up), and
+  // where CatchUp starts.
   absl::Status Rebuild();
+
+  // ---- Replicas (decision 037)
+  // Applies to the index what every replica committed since the last call (since Rebuild for the
+  // first): the dictionary when a tag was created or changed, then the committed state of every
+  // customer logged in tag_changes by a transaction that has ended. Returns how many customers
+  // were re-read. Called every changes_poll_ms; on error the next call reads the same changes.
+  absl::StatusOr<int64_t> CatchUp();
+  // The transaction id below which every transaction's changes are in the index (the `from` of
+  // the next CatchUp): a write that committed before pg_snapshot_xmax of some snapshot is applied
+  // once this reaches that xmax.
+  uint64_t CaughtUpTo();
+  // Deletes the change rows of transactions that ended more than changes_retention ago (by the
+  // clock: it remembers a snapshot xmin every sixth of the retention). Returns how many were
+  // deleted.
+  absl::StatusOr<int64_t> PruneChanges();
+  // Applies a committed state to the index unless the index holds one at least as new (a higher
+  // or equal revision): a state read before another writer's commit may reach the index after
+  // that writer's. Fails (applying nothing) only when a tag of the state cannot be read.
+  absl::Status ApplyState(const CustomerState& state);
 
   // ---- Admin (actor from metadata)
   absl::StatusOr<pb::Tag> CreateTag(const tenancy::Actor& actor, const pb::CreateTagRequest& req);
@@ -134,7 +163,13 @@ class SegmentService {
   absl::StatusOr<Roaring> MembersFor(const std::string& org, const pb::SegmentRef& ref,
                                      const std::string& field, SegmentPtr* resolved = nullptr);
   absl::Status ReachesSegment(const pb::SegmentRef& ref, const std::string& target, int depth);
-  void ApplyState(const CustomerState& state);
+  // Applies the states a write of this replica committed; a failure is logged (CatchUp applies
+  // them later).
+  void ApplyCommitted(const std::vector<CustomerState>& states);
+  // Reads and applies the committed states of `dense_ids`, a batch at a time.
+  absl::Status ApplyStatesOf(const std::vector<uint32_t>& dense_ids);
+  // The tag as stored now (after another replica added allowed values), put in the index.
+  absl::StatusOr<TagSchema> RefreshTag(const std::string& name);
   pb::Segment ToProto(const SegmentVersion& segment) const;
   void ForgetLatest(const std::string& segment_id);
 
@@ -151,6 +186,23 @@ class SegmentService {
   std::map<std::string, std::pair<SegmentPtr, absl::Time>, std::less<>> latest_
       ABSL_GUARDED_BY(cache_mu_);
   std::map<std::string, std::shared_ptr<const Roaring>> snapshots_ ABSL_GUARDED_BY(cache_mu_);
+
+  // Serialises ApplyState: the revision check and the index change are one step.
+  absl::Mutex apply_mu_;
+  // Per dense id, the revision of the state the index holds (0: none).
+  std::vector<int64_t> applied_ ABSL_GUARDED_BY(apply_mu_);
+  // Makes room in applied_ for `dense_id`.
+  void GrowApplied(uint32_t dense_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(apply_mu_);
+
+  absl::Mutex changes_mu_;
+  // Where the next ReadChanges starts (a snapshot xmin).
+  uint64_t changes_from_ ABSL_GUARDED_BY(changes_mu_) = 0;
+  // The dictionary's version last applied (-1: not read by CatchUp yet).
+  int64_t tags_version_ ABSL_GUARDED_BY(changes_mu_) = -1;
+
+  absl::Mutex prune_mu_;
+  // (when, snapshot xmin then), oldest first: rows below an xmin older than the retention go.
+  std::deque<std::pair<absl::Time, uint64_t>> prune_marks_ ABSL_GUARDED_BY(prune_mu_);
 };
 
 // True when an actor of `actor_org` may read or use what `owner_org` owns.

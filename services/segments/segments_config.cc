@@ -24,6 +24,10 @@ const config::Schema<SegmentsConfig>& SegmentsConfigSchema() {
                "distinct per replica: names its consumer group (mkt-segments-<replica_id>)")
         .Field("rfm_interval_s", &C::rfm_interval_s,
                "seconds between RFM scoring runs; 0 = off (run it on one replica)")
+        .Field("changes_poll_ms", &C::changes_poll_ms,
+               "milliseconds between reads of the change log (other replicas' writes)")
+        .Field("changes_retention_s", &C::changes_retention_s,
+               "seconds change-log rows are kept after their transaction ended")
         .Field("worker_threads", &C::worker_threads, "threads answering gRPC calls")
         .Field("worker_queue", &C::worker_queue,
                "calls that may wait for a worker before RESOURCE_EXHAUSTED")
@@ -41,6 +45,10 @@ absl::Status ValidateSegmentsConfig(const SegmentsConfig& c) {
   }
   if (c.worker_queue < 1) return InvalidArgument("worker_queue", "at least 1");
   if (c.rfm_interval_s < 0) return InvalidArgument("rfm_interval_s", "0 or more");
+  if (c.changes_poll_ms < 10 || c.changes_poll_ms > 60000) {
+    return InvalidArgument("changes_poll_ms", "10..60000");
+  }
+  if (c.changes_retention_s < 60) return InvalidArgument("changes_retention_s", "at least 60");
   if (c.profiles_topic.empty()) return InvalidArgument("profiles_topic", "required");
   if (c.replica_id.empty()) return InvalidArgument("replica_id", "required");
   return absl::OkStatus();

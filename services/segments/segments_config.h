@@ -23,6 +23,12 @@ struct SegmentsConfig {
   std::string replica_id = "0";
   // Seconds between RFM scoring runs; 0 turns the job off (run it on one replica only).
   int64_t rfm_interval_s = 3600;
+  // Every replica applies every replica's writes (imports, RFM tags, new customers) from the
+  // change log this often (decision 037).
+  int64_t changes_poll_ms = 1000;
+  // Change rows are kept this long after their transaction ended; a replica stalled for longer
+  // re-reads every customer.
+  int64_t changes_retention_s = 3600;
   int64_t worker_threads = 4;
   int64_t worker_queue = 10000;
   std::string log_format = "auto";

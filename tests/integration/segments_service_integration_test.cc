@@ -1,7 +1,8 @@
 // The segments service against a real PostgreSQL: CSV imports (good rows in, bad rows reported by
-// line, no row and no failed import half-applied), tenant isolation of tags and segments (read,
-// list, use in a rule, membership), segment versions pinned by callers, how deep compositions may
-// nest, text checks on update, profile messages (dedupe, ordering, ownership), snapshots read in
+// line, no row and no failed import half-applied, rows of another bank's customers refused in the
+// import's own transaction), tenant isolation of tags and segments (read, list, use in a rule,
+// membership), segment versions pinned by callers, how deep compositions may nest, text checks
+// on update, profile messages (dedupe, ordering, ownership), snapshots read in
 // pages, RFM aggregates (bounded amounts, saturating sums) and scoring written back as tags, and
 // the index rebuilt from the database matching the one kept current.
 #include <limits>
@@ -9,6 +10,7 @@
 #include <memory>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -341,6 +343,108 @@ TEST_F(TenancyTest, AListDoesNotBringAnotherBanksCustomerIntoScope) {
   const std::string fed_all = CreateRule("fed", everyone);
   EXPECT_EQ(*CountOf("bank-a", Ref(fed_all)), 3);
   EXPECT_EQ(*CountOf("bank-b", Ref(fed_all)), 3);
+}
+
+// An import writes only onto customers the importing org serves: a row naming another bank's
+// customer is rejected by line, without saying whose the customer is, and writes nothing; the other
+// rows commit, and new customers become the importing org's. The federation covers every bank.
+TEST_F(TenancyTest, ImportRejectsRowsOfCustomersServedByAnotherBank) {
+  const pb::ImportTagValuesResponse r = Import("bank-a",
+                                               "customer_id,bank_a_vip\n"
+                                               "a-1,false\n"    // line 2: bank-a's
+                                               "b-1,true\n"     // line 3: bank-b's
+                                               "a-new,true\n"   // line 4: new, becomes bank-a's
+                                               "b-2,false\n");  // line 5: bank-b's
+  EXPECT_EQ(r.rows_read(), 4);
+  EXPECT_EQ(r.rows_imported(), 2);
+  EXPECT_EQ(r.rows_rejected(), 2);
+  EXPECT_EQ(r.values_written(), 2);
+  ASSERT_EQ(r.errors_size(), 2);
+  EXPECT_EQ(r.errors(0).line(), 3);
+  EXPECT_EQ(r.errors(0).message(), "customer b-1 is served by another bank");
+  EXPECT_EQ(r.errors(1).line(), 5);
+  EXPECT_EQ(r.errors(1).message(), "customer b-2 is served by another bank");
+
+  // Nothing of bank-a's on bank-b's customers, who stay bank-b's; the good rows are in.
+  EXPECT_EQ(Sql("SELECT count(*) FROM tag_values v JOIN customers c USING (dense_id) "
+                "WHERE c.customer_id IN ('b-1', 'b-2') AND v.tag = 'bank_a_vip'"),
+            0);
+  EXPECT_EQ(Sql("SELECT count(*) FROM customers WHERE customer_id IN ('b-1', 'b-2') "
+                "AND org_id = 'bank-b'"),
+            2);
+  EXPECT_FALSE(index_.ValueOf(*index_.Find("b-1"), "bank_a_vip").has_value());
+  EXPECT_EQ(index_.ValueOf(*index_.Find("a-1"), "bank_a_vip")->labels,
+            std::vector<std::string>{"false"});
+  EXPECT_EQ(Sql("SELECT count(*) FROM customers WHERE customer_id = 'a-new' AND org_id = 'bank-a'"),
+            1);
+  EXPECT_EQ(*CountOf("bank-a", Ref(seg_a_)), 2);  // a-3, a-new
+  EXPECT_EQ(*CountOf("fed", Ref(seg_a_)), 2);
+
+  // A file of nothing but other banks' customers writes nothing at all.
+  const pb::ImportTagValuesResponse none = Import("bank-a", "customer_id,bank_a_vip\nb-1,true\n");
+  EXPECT_EQ(none.rows_imported(), 0);
+  EXPECT_EQ(none.rows_rejected(), 1);
+  EXPECT_EQ(none.values_written(), 0);
+
+  // The importing org decides, not the operator's: the federation importing for bank-a does not
+  // reach bank-b's customers either.
+  pb::ImportTagValuesRequest for_bank_a;
+  for_bank_a.set_org_id("bank-a");
+  for_bank_a.set_csv("customer_id,bank_a_vip\nb-1,true\n");
+  auto via_fed = service_->ImportTagValues(Operator("fed"), for_bank_a);
+  ASSERT_TRUE(via_fed.ok()) << via_fed.status();
+  EXPECT_EQ(via_fed->rows_rejected(), 1);
+
+  // A branch serves only its own customers; the message does not name the other office.
+  pb::CreateTagRequest branch_tag;
+  branch_tag.mutable_tag()->set_name("branch_vip");
+  branch_tag.mutable_tag()->set_type(pb::TAG_TYPE_BOOL);
+  ASSERT_TRUE(service_->CreateTag(Operator("bank-a.branch-01"), branch_tag).ok());
+  const pb::ImportTagValuesResponse branch =
+      Import("bank-a.branch-01", "customer_id,branch_vip\na-1,true\nbr-1,true\n");
+  EXPECT_EQ(branch.rows_imported(), 1);
+  ASSERT_EQ(branch.errors_size(), 1);
+  EXPECT_EQ(branch.errors(0).line(), 2);
+  EXPECT_EQ(branch.errors(0).message(), "customer a-1 is served by another office of the bank");
+
+  // The federation serves everyone.
+  const pb::ImportTagValuesResponse fed = Import("fed", "customer_id,age,bank_a_vip\nb-1,36,\n");
+  EXPECT_EQ(fed.rows_imported(), 1);
+  EXPECT_EQ(fed.rows_rejected(), 0);
+  EXPECT_EQ(index_.ValueOf(*index_.Find("b-1"), "age")->number, 36);
+  EXPECT_EQ(Sql("SELECT count(*) FROM tag_values v JOIN customers c USING (dense_id) "
+                "WHERE c.customer_id IN ('b-1', 'b-2') AND v.tag = 'bank_a_vip'"),
+            0);
+}
+
+// The home org is checked in the import's own transaction: a customer another bank creates while
+// the import runs (its insert not committed when the import starts) is still refused.
+TEST_F(TenancyTest, ImportChecksHomeOrgsInsideItsTransaction) {
+  pqxx::connection other(db_.dsn());
+  pqxx::work creating(other);
+  creating.exec("INSERT INTO customers (customer_id, org_id) VALUES ('race-1', 'bank-b')");
+  pb::ImportTagValuesResponse r;
+  std::thread importing(
+      [&] { r = Import("bank-a", "customer_id,bank_a_vip\nrace-1,true\na-2,true\n"); });
+  // The import now waits for bank-b's uncommitted row.
+  const absl::Time deadline = absl::Now() + absl::Seconds(20);
+  while (Sql("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+             "AND wait_event_type = 'Lock'") == 0 &&
+         absl::Now() < deadline) {
+    absl::SleepFor(absl::Milliseconds(10));
+  }
+  creating.commit();
+  importing.join();
+  EXPECT_EQ(r.rows_imported(), 1);
+  EXPECT_EQ(r.rows_rejected(), 1);
+  ASSERT_EQ(r.errors_size(), 1);
+  EXPECT_EQ(r.errors(0).line(), 2);
+  EXPECT_EQ(r.errors(0).message(), "customer race-1 is served by another bank");
+  EXPECT_EQ(Sql("SELECT count(*) FROM tag_values v JOIN customers c USING (dense_id) "
+                "WHERE c.customer_id = 'race-1'"),
+            0);
+  EXPECT_EQ(index_.ValueOf(*index_.Find("a-2"), "bank_a_vip")->labels,
+            std::vector<std::string>{"true"});
 }
 
 TEST_F(TenancyTest, ABankCannotReadAnotherBanksTagsOrSegments) {
