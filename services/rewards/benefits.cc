@@ -80,6 +80,10 @@ constexpr char kSetCollected[] =
     "UPDATE coupons SET collected_at = $2::timestamptz, version = version + 1, "
     "updated_at = $2::timestamptz WHERE id = $1";
 constexpr char kDeleteUnissuedCoupon[] = "DELETE FROM coupons WHERE id = $1 AND state = 0";
+// The redemption whose gift the coupon's last collection handed over.
+constexpr char kSelectCollectedRedemption[] =
+    "SELECT coalesce(redemption_id, '') FROM coupon_events WHERE coupon_id = $1 "
+    "AND cause = 'collected' ORDER BY seq DESC LIMIT 1";
 // How long a wallet read waits for another call already reading the same wallet before reading
 // it itself (wallet_cache.h, "Herds").
 constexpr absl::Duration kWalletReadWait = absl::Seconds(2);
@@ -124,9 +128,14 @@ constexpr char kInsertRedemption[] =
 constexpr char kSelectRedemptionByOrder[] =
     "SELECT id, encode(detail, 'hex') FROM redemptions WHERE order_id = $1 AND coupon_id = $2";
 constexpr char kSelectRedemptionCoupon[] = "SELECT coupon_id FROM redemptions WHERE id = $1";
-constexpr char kSelectOrgOfCoupon[] = "SELECT org_id FROM coupons WHERE code = $1 AND state > 0";
+// The org a coupon is *held* in (the bank whose campaign granted it, V005), not its template's:
+// a bank's coupon of a federation template is that bank's, and a sibling bank must not use it
+// although the federation's template is in its lineage (decision 011, tenancy).
+constexpr char kSelectOrgOfCoupon[] =
+    "SELECT holder_org_id FROM coupons WHERE code = $1 AND state > 0";
 constexpr char kSelectOrgOfRedemption[] =
-    "SELECT c.org_id FROM redemptions r JOIN coupons c ON c.id = r.coupon_id WHERE r.id = $1";
+    "SELECT c.holder_org_id FROM redemptions r JOIN coupons c ON c.id = r.coupon_id "
+    "WHERE r.id = $1";
 constexpr char kLockRedemption[] =
     "SELECT encode(detail, 'hex'), coupon_id FROM redemptions WHERE id = $1 FOR UPDATE";
 constexpr char kUpdateRedemption[] =
@@ -232,6 +241,12 @@ absl::Status Denied(const std::string& message, const std::string& field) {
   return Error(absl::StatusCode::kPermissionDenied, cpb::PERMISSION_DENIED, message, field);
 }
 absl::Status UnknownCoupon() { return NoSuchCoupon(); }
+absl::Status HandedOver(absl::Time collected_at) {
+  return Conflict("the gift of this voucher was handed over at " +
+                      absl::FormatTime(collected_at, absl::UTCTimeZone()) +
+                      " under an earlier redemption; it is not handed over again",
+                  "coupon_code");
+}
 
 // A ledger refusal that retrying will not change (the batch is wrong or a balance is short).
 bool IsPermanent(const absl::Status& s) {
@@ -534,9 +549,17 @@ absl::Status Benefits::ApplyTransfers(const pb::LedgerIntent& intent,
                                       std::optional<NewCoupon> coupon) {
   std::vector<pb::TransferSpec> specs(intent.transfers().begin(), intent.transfers().end());
   MKT_RETURN_IF_ERROR(ValidateTransferSpecs(specs));
+  // The only pending transfers of coupons are their locks' holds, and a lock is always resolved
+  // through the coupon (confirm, cancel, or the lock-timeout job), whose intent may reach the
+  // ledger late (a crash, an outage). So the hold waits for it however long that takes: a
+  // confirm committed before an outage must still post once the ledger is back, not find the
+  // hold voided by the ledger's own timeout while the coupon is REDEEMED.
+  const bool holds = std::any_of(specs.begin(), specs.end(),
+                                 [](const pb::TransferSpec& s) { return s.pending(); });
   LinkedBatch batch{.batch_id = intent.batch_id(),
                     .transfers = std::move(specs),
-                    .new_coupon = std::move(coupon)};
+                    .new_coupon = std::move(coupon),
+                    .holds_until_resolved = holds};
   if (GrantBatcher* batcher = batcher_.load(); batcher != nullptr) {
     return batcher->Apply(std::move(batch)).status();
   }
@@ -1056,7 +1079,10 @@ absl::StatusOr<pb::Redemption> Benefits::LockCoupon(const pb::LockCouponRequest&
               SystemCoupons(c.org_id, c.template_id, pb::ROLE_REDEMPTION), 1, pb::SPEND);
     s->set_order_id(out.order_id());
     s->set_pending(true);
-    // The coupon's own timeout releases the lock; the ledger's is a backstop well after it.
+    // The coupon's own timeout releases the lock. The spec keeps the timeout it always had (it
+    // is part of the content that makes a resend a replay), but the hold is stored without one
+    // (ApplyTransfers: holds_until_resolved), so only the coupon's confirm, cancel or timeout
+    // resolves it, however late its intent is applied.
     s->set_timeout_seconds(static_cast<int32_t>(std::min<int64_t>(
         86400, absl::ToInt64Seconds(options_.lock_ttl) + kLockTimeoutMarginSeconds)));
     (*s->mutable_metadata())["coupon_code"] = c.code;
@@ -1116,6 +1142,14 @@ absl::StatusOr<pb::Redemption> Benefits::Resolve(const std::string& redemption_i
       if (state != pb::REDEMPTION_CONFIRMED) {
         return Conflict("redemption \"" + redemption_id + "\" is " + name +
                             "; only a confirmed redemption can be reversed (cancel a lock)",
+                        "redemption_id");
+      }
+      if (c.type == pb::GIFT_VOUCHER && c.collected_at) {
+        // The gift was handed over: giving the voucher back would let the customer collect a
+        // second one with it.
+        return Conflict("the gift of redemption \"" + redemption_id + "\" was collected at " +
+                            absl::FormatTime(*c.collected_at, absl::UTCTimeZone()) +
+                            "; a handed-over gift voucher cannot be reversed",
                         "redemption_id");
       }
     } else if (state != pb::REDEMPTION_LOCKED) {
@@ -1338,6 +1372,9 @@ absl::StatusOr<pb::Coupon> Benefits::MarkCollected(const pb::MarkCollectedReques
   }));
   if (!row || row->state == 0) return UnknownCoupon();
   if (row->type != pb::GIFT_VOUCHER) return NotUsable("only gift vouchers are collected");
+  // A voucher collected once and then given back (a reversal before such reversals were refused)
+  // must not hand its gift over a second time.
+  if (row->state == pb::COUPON_ISSUED && row->collected_at) return HandedOver(*row->collected_at);
   if (row->state == pb::COUPON_ISSUED) {
     // Redeemed by code at the counter: the customer proves ownership by identity, not by QR.
     MKT_RETURN_IF_ERROR(KeyField(req.customer_id(), "customer_id"));
@@ -1354,7 +1391,14 @@ absl::StatusOr<pb::Coupon> Benefits::MarkCollected(const pb::MarkCollectedReques
     const absl::Time now = clock_.Now();
     const CouponRow c = CouponRow::From(tx.exec_params(kLockCouponById, row->id)[0]);
     if (c.state != pb::COUPON_REDEEMED) return NotUsable("the voucher is " + StateName(c.state));
-    if (!c.collected_at) {
+    if (c.collected_at) {
+      // Collected already: a retry of this redemption's collection is answered as done; a
+      // collection recorded for an earlier redemption (reversed since) is not this one's.
+      pqxx::result e = tx.exec_params(kSelectCollectedRedemption, c.id);
+      if (!e.empty() && e[0][0].as<std::string>() != c.redemption_id) {
+        return HandedOver(*c.collected_at);
+      }
+    } else {
       tx.exec_params(kSetCollected, c.id, PgTime(now));
       tx.exec_params(kInsertEvent, c.id, c.state, c.state, "terminal:" + req.terminal_id(),
                      "collected", c.redemption_id, PgTime(now), std::string());

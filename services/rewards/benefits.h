@@ -132,9 +132,11 @@ class Benefits {
   // The coupon behind a code, for tests and the admin console.
   absl::StatusOr<pb::Coupon> GetCoupon(const std::string& code);
 
-  // The org owning the coupon behind a code, a redemption or a QR token (whose signature is
+  // The org holding the coupon behind a code, a redemption or a QR token (whose signature is
   // checked), for the gRPC layer's tenancy check before it acts (decision 011, "Tenancy of the
-  // customer-facing calls"). One indexed read each. An unknown one fails with NoSuchCoupon(),
+  // customer-facing calls"): the coupon's holder_org_id, the org whose campaign granted it (the
+  // template's org when no campaign org was named), so a bank's coupon of a federation template is
+  // not a sibling bank's to use. One indexed read each. An unknown one fails with NoSuchCoupon(),
   // NoSuchRedemption() or UnknownQrToken(); a malformed one as the acting call would.
   absl::StatusOr<std::string> OrgOfCoupon(const std::string& code);
   absl::StatusOr<std::string> OrgOfRedemption(const std::string& redemption_id);

@@ -338,7 +338,12 @@ class BenefitsGrpcService final : public pb::Benefits::CallbackService {
                      "third-party fulfilment is not running in this process");
       }
       MKT_ASSIGN_OR_RETURN(pb::Fulfilment f, fulfilments_->GetFulfilment(*req));
-      if (!InLineage(actor, f.org_id())) {
+      // Judged by the org holding its coupon, as every other call on a coupon: the fulfilment's
+      // org_id is the template's, and a bank's benefit of a federation template is not a
+      // sibling bank's to see.
+      const absl::StatusOr<std::string> holder = b_.OrgOfCoupon(f.coupon_code());
+      if (!holder.ok() && !absl::IsNotFound(holder.status())) return holder.status();
+      if (!holder.ok() || !InLineage(actor, *holder)) {
         // Word for word what Fulfilments::GetFulfilment answers for a missing one.
         return Error(absl::StatusCode::kNotFound, cpb::NOT_FOUND, "there is no such fulfilment",
                      req->fulfilment_id().empty() ? "coupon_code" : "fulfilment_id");

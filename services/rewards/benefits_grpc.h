@@ -3,9 +3,9 @@
 // the expiry job need an operator (libs/rpc/actor.h) whose org covers the template's.
 // Defence in depth behind the gateway (decision 011, "Tenancy of the customer-facing calls"): the
 // customer-facing calls require an actor and act only on coupons, redemptions, QR tokens and
-// fulfilments in its lineage (its org covers the object's, or the object's covers its); anything
-// else is answered exactly as if it did not exist. IssueCoupon checks the template's lineage when
-// the caller names an actor and otherwise trusts the internal caller.
+// fulfilments in its lineage (its org covers the org holding the coupon, or that org covers its);
+// anything else is answered exactly as if it did not exist. IssueCoupon checks the template's
+// lineage when the caller names an actor and otherwise trusts the internal caller.
 #pragma once
 
 #include <memory>

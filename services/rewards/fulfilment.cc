@@ -51,10 +51,12 @@ constexpr char kSelectEvents[] =
     "SELECT from_state, to_state, attempt, actor, cause, detail, "
     "(extract(epoch from at) * 1000000)::bigint FROM fulfilment_events WHERE fulfilment_id = $1 "
     "ORDER BY seq";
-// Both halves use an index: PENDING by creation, SUBMITTED/RETRYING by their due time.
+// Both halves use an index: PENDING by creation, SUBMITTED/RETRYING by their due time. A PENDING
+// one is due once its coupon is ISSUED (sent) or EXPIRED before it was ever sent (failed and
+// compensated); one being issued (coupon state 0) waits for its issue.
 constexpr char kSelectDue[] =
     "(SELECT f.id FROM fulfilments f JOIN coupons c ON c.id = f.coupon_id "
-    " WHERE f.state = 1 AND c.state = 1 ORDER BY f.created_at LIMIT $2) "
+    " WHERE f.state = 1 AND c.state IN (1, 4) ORDER BY f.created_at LIMIT $2) "
     "UNION ALL "
     "(SELECT id FROM fulfilments WHERE state IN (2, 3) AND next_attempt_at <= $1::timestamptz "
     " ORDER BY next_attempt_at LIMIT $2)";
@@ -236,6 +238,19 @@ absl::StatusOr<bool> Fulfilments::Advance(const std::string& id, bool first_only
     const bool due = row.next_attempt_at && *row.next_attempt_at <= now;
     std::string cause;
     if (state == pb::FULFILMENT_PENDING) {
+      if (row.coupon_state == pb::COUPON_EXPIRED) {
+        // Never sent (the process or the supplier was down) and now past its validity: it will
+        // not be delivered, so the issue is given back (budget, stock, and the unit the expiry
+        // moved), as for any fulfilment that fails.
+        pb::Fulfilment next = row.f;
+        next.set_state(pb::FULFILMENT_FAILED);
+        next.set_failure_reason("the benefit expired before it was sent to the supplier");
+        const std::string actor = first_only ? "issuer" : "job:fulfilment-scheduler";
+        Record(tx, row, next, std::nullopt, actor, "expired-unsent", next.failure_reason(), now);
+        compensated = benefits_.SettleThirdParty(tx, row.coupon_id, false, id, actor, "compensate");
+        changed = true;
+        return absl::OkStatus();
+      }
       // Only a benefit the customer holds is delivered (state 0: its issue is not applied yet).
       if (row.coupon_state != pb::COUPON_ISSUED) return absl::OkStatus();
       cause = "submit";

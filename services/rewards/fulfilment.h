@@ -119,7 +119,8 @@ class Fulfilments {
 
   // The retry scheduler: sends PENDING fulfilments whose coupon is ISSUED, resubmits RETRYING ones
   // whose backoff passed and SUBMITTED ones whose result is overdue, and fails (with compensation)
-  // those out of attempts. Up to `limit`; returns how many changed state.
+  // those out of attempts and PENDING ones whose coupon expired before they were ever sent. Up to
+  // `limit`; returns how many changed state.
   absl::StatusOr<int> RunDue(int limit);
 
   // By fulfilment id or coupon code, with its history.

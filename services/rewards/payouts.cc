@@ -33,9 +33,19 @@ constexpr char kInsertPayout[] =
     "INSERT INTO payouts (id, org_id, customer_id, amount_fen, bank_account, state, created_at, "
     "updated_at) VALUES ($1, $2, $3, $4, $5, 0, $6::timestamptz, $6::timestamptz) "
     "ON CONFLICT (id) DO NOTHING";
+// Once its cash is held, the payout is REQUESTED; it is written again with the held content when
+// it is missing: a concurrent call with the same request_id whose reservation was refused (before
+// the cash arrived) may have deleted the row after this call read it and before its reservation
+// was accepted. Returns a row only when this call moved it to REQUESTED (it then sends the
+// command); a payout requested already returns none.
 constexpr char kMarkRequested[] =
-    "UPDATE payouts SET state = 1, intent_applied = true, updated_at = $2::timestamptz "
-    "WHERE id = $1 AND state = 0";
+    "INSERT INTO payouts (id, org_id, customer_id, amount_fen, bank_account, state, "
+    "intent_applied, created_at, updated_at) "
+    "VALUES ($1, $2, $3, $4, $5, 1, true, $6::timestamptz, $6::timestamptz) "
+    "ON CONFLICT (id) DO UPDATE SET org_id = EXCLUDED.org_id, customer_id = "
+    "EXCLUDED.customer_id, amount_fen = EXCLUDED.amount_fen, bank_account = "
+    "EXCLUDED.bank_account, state = 1, intent_applied = true, updated_at = EXCLUDED.updated_at "
+    "WHERE payouts.state = 0 RETURNING 1";
 constexpr char kDeleteUnreserved[] = "DELETE FROM payouts WHERE id = $1 AND state = 0";
 constexpr char kSettle[] =
     "UPDATE payouts SET state = $2, failure_reason = $3, core_reference = $4, "
@@ -109,9 +119,19 @@ absl::StatusOr<pb::Payout> Payouts::RequestPayout(const pb::RequestPayoutRequest
     return InvalidArgument("bank_account", "bank_account must be 8 to 34 letters and digits");
   }
   MKT_RETURN_IF_ERROR(pg::WithTransaction(pool_, [&](pqxx::work& tx) -> absl::Status {
-    tx.exec_params(kInsertPayout, req.request_id(), req.org_id(), req.customer_id(),
-                   req.amount_fen(), acct, PgTime(clock_.Now()));
-    std::optional<Row> row = ReadRow(tx, req.request_id());
+    std::optional<Row> row;
+    // The insert finds the row of a concurrent call with the same request_id; if that call's
+    // reservation was refused, it may delete the row before it is read here: insert again.
+    for (int attempt = 0; !row && attempt < 3; ++attempt) {
+      tx.exec_params(kInsertPayout, req.request_id(), req.org_id(), req.customer_id(),
+                     req.amount_fen(), acct, PgTime(clock_.Now()));
+      row = ReadRow(tx, req.request_id());
+    }
+    if (!row) {
+      return Error(absl::StatusCode::kAborted, cpb::CONFLICT,
+                   "a concurrent request with this request_id is being refused; retry",
+                   "request_id");
+    }
     if (row->payout.org_id() != req.org_id() || row->payout.customer_id() != req.customer_id() ||
         row->payout.amount_fen() != req.amount_fen() || row->bank_account != acct) {
       return Error(absl::StatusCode::kAlreadyExists, cpb::IDEMPOTENCY_KEY_REUSED,
@@ -120,15 +140,31 @@ absl::StatusOr<pb::Payout> Payouts::RequestPayout(const pb::RequestPayoutRequest
     return absl::OkStatus();
   }));
   if (absl::Status s = Settle(req.request_id()); !s.ok()) {
-    if (IsPermanent(s)) {
-      MKT_RETURN_IF_ERROR(pg::WithTransaction(pool_, [&](pqxx::work& tx) {
-        tx.exec_params(kDeleteUnreserved, req.request_id());
-        return absl::OkStatus();
-      }));
-    }
-    return s;
+    if (!IsPermanent(s)) return s;
+    MKT_ASSIGN_OR_RETURN(const bool held, ForgetUnreserved(req.request_id()));
+    // Refused here, but a concurrent call with the same request_id holds the cash now (it
+    // arrived in between): that is this request's payout.
+    if (!held) return s;
   }
   return GetPayout(req.request_id());
+}
+
+absl::StatusOr<bool> Payouts::ForgetUnreserved(const std::string& id) {
+  // Deleted only while no reservation exists: a concurrent call's may have been accepted after
+  // this call's was refused, and a held payout without its row would never send its command nor
+  // be repaired (the hold has no timeout). A reservation accepted after this look-up finds the
+  // row gone and writes it again (kMarkRequested).
+  absl::StatusOr<pb::Transfer> hold = ledger_.GetTransfer(ReserveId(id));
+  if (hold.ok()) {
+    MKT_RETURN_IF_ERROR(Settle(id));  // REQUESTED, its command sent (by whichever call is first)
+    return true;
+  }
+  if (!absl::IsNotFound(hold.status())) return hold.status();
+  MKT_RETURN_IF_ERROR(pg::WithTransaction(pool_, [&](pqxx::work& tx) {
+    tx.exec_params(kDeleteUnreserved, id);
+    return absl::OkStatus();
+  }));
+  return false;
 }
 
 absl::Status Payouts::Settle(const std::string& id) {
@@ -155,9 +191,12 @@ absl::Status Payouts::Settle(const std::string& id) {
                          ledger_.Apply({LinkedBatch{
                              .batch_id = s.id(), .transfers = {s}, .holds_until_resolved = true}}));
     MKT_RETURN_IF_ERROR(results.at(0).status());
-    // The command leaves only once the cash is reserved, and only once (state 0 → 1).
+    // The command leaves only once the cash is reserved, and only once (state 0 → 1, or the row
+    // written again REQUESTED).
     return pg::WithTransaction(pool_, [&](pqxx::work& tx) {
-      if (tx.exec_params(kMarkRequested, id, PgTime(clock_.Now())).affected_rows() == 1) {
+      if (!tx.exec_params(kMarkRequested, id, p.org_id(), p.customer_id(), p.amount_fen(),
+                          row->bank_account, PgTime(clock_.Now()))
+               .empty()) {
         pb::PayoutCommand command;
         command.set_payout_id(id);
         command.set_org_id(p.org_id());
@@ -240,12 +279,16 @@ absl::StatusOr<int> Payouts::RepairLedger(int limit) {
     if (s.ok()) {
       ++repaired;
     } else if (IsPermanent(s)) {
-      // A reservation the ledger refuses (the cash was spent meanwhile) leaves no payout.
-      MKT_RETURN_IF_ERROR(pg::WithTransaction(pool_, [&](pqxx::work& tx) {
-        tx.exec_params(kDeleteUnreserved, id);
-        return absl::OkStatus();
-      }));
-      spdlog::warn("payout {} refused by the ledger: {}", id, s);
+      // A reservation the ledger refuses (the cash was spent meanwhile) leaves no payout, unless
+      // a concurrent request's was accepted.
+      absl::StatusOr<bool> held = ForgetUnreserved(id);
+      if (!held.ok()) {
+        spdlog::warn("payout {}: repair failed (retried later): {}", id, held.status());
+      } else if (*held) {
+        ++repaired;
+      } else {
+        spdlog::warn("payout {} refused by the ledger: {}", id, s);
+      }
     } else {
       spdlog::warn("payout {}: repair failed (retried later): {}", id, s);
     }

@@ -40,6 +40,10 @@ class Payouts {
  private:
   // Brings the ledger (and the command) in line with the payout row.
   absl::Status Settle(const std::string& id);
+  // After a refused reservation: deletes the unreserved payout `id` (false), or, when a
+  // reservation of it exists after all (a concurrent call with the same request_id was accepted
+  // once the cash arrived), settles it, REQUESTED with its command sent (true).
+  absl::StatusOr<bool> ForgetUnreserved(const std::string& id);
 
   pg::Pool& pool_;
   LedgerStore& ledger_;

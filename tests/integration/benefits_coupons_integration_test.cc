@@ -707,6 +707,78 @@ TEST_F(BenefitsTest, GiftVoucherRedeemedAtACounterAndCollected) {
   EXPECT_EQ(ReasonOf(Lock(third, "o", 100).status()), cpb::COUPON_NOT_USABLE);
 }
 
+// The gift of a collected voucher was handed over: reversing its redemption would give the voucher
+// back and let it be collected again. The reversal is refused (and nothing moves); a voucher not
+// collected yet is still reversed like any coupon; a collection recorded for an earlier redemption
+// (a reversal made before this rule) is not taken as this one's.
+TEST_F(BenefitsTest, ACollectedGiftVoucherIsNotReversedSoItsGiftIsHandedOverOnce) {
+  Activate(Template("gift", pb::GIFT_VOUCHER));
+  pb::Coupon v = MustIssue("gift", "cust-1");
+  auto token = Qr(*benefits_, v, "cust-1");
+  ASSERT_TRUE(token.ok()) << token.status();
+  auto used = benefits_->RedeemQrToken(Redeem(token->token(), "counter-7"));
+  ASSERT_TRUE(used.ok()) << used.status();
+  pb::MarkCollectedRequest m;
+  m.set_coupon_code(v.code());
+  m.set_terminal_id("counter-7");
+  ASSERT_TRUE(benefits_->MarkCollected(m).ok());
+  const int64_t transfers = Count("SELECT count(*) FROM transfers");
+  const int64_t events = Count("SELECT count(*) FROM coupon_events");
+
+  auto reversed = benefits_->ReverseRedemption(Rdm(used->id()));
+  EXPECT_EQ(reversed.status().code(), absl::StatusCode::kFailedPrecondition) << reversed.status();
+  EXPECT_EQ(ReasonOf(reversed.status()), cpb::CONFLICT) << reversed.status();
+  EXPECT_EQ(FieldOf(reversed.status()), "redemption_id");
+  EXPECT_NE(reversed.status().message().find("collected"), std::string_view::npos)
+      << reversed.status();
+  EXPECT_EQ(StateOf(v), pb::COUPON_REDEEMED);
+  EXPECT_EQ(Count(absl::StrCat("SELECT count(*) FROM redemptions WHERE id = '", used->id(),
+                               "' AND state = ", static_cast<int>(pb::REDEMPTION_CONFIRMED))),
+            1);
+  EXPECT_FALSE(store_->GetTransfer(used->id() + ".reverse").ok());
+  EXPECT_EQ(Count("SELECT count(*) FROM transfers"), transfers);
+  EXPECT_EQ(Count("SELECT count(*) FROM coupon_events"), events);
+  EXPECT_EQ(store_->GetAccount(SystemCoupons(kOrg, "gift", pb::ROLE_REDEMPTION))->balance(), 1);
+  // The counter retrying its collection (a lost answer) is still answered as done.
+  auto again = benefits_->MarkCollected(m);
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_TRUE(again->has_collected_at());
+
+  // Not collected yet: the refund gives the voucher back, as for any coupon.
+  pb::Coupon w = MustIssue("gift", "cust-1");
+  auto wt = Qr(*benefits_, w, "cust-1");
+  ASSERT_TRUE(wt.ok()) << wt.status();
+  auto wused = benefits_->RedeemQrToken(Redeem(wt->token(), "counter-7"));
+  ASSERT_TRUE(wused.ok()) << wused.status();
+  auto wreversed = benefits_->ReverseRedemption(Rdm(wused->id()));
+  ASSERT_TRUE(wreversed.ok()) << wreversed.status();
+  EXPECT_EQ(StateOf(w), pb::COUPON_ISSUED);
+
+  // Rows left by a reversal of a collected voucher made before the rule: a voucher given back
+  // with its collection recorded, and one redeemed again whose recorded collection names the
+  // earlier redemption. Neither is handed over again.
+  ASSERT_TRUE(pg::WithTransaction(*pool_, [&](pqxx::work& tx) {
+                tx.exec_params("UPDATE coupons SET collected_at = now() WHERE code = $1", w.code());
+                return absl::OkStatus();
+              }).ok());
+  m.set_coupon_code(w.code());
+  m.set_customer_id("cust-1");
+  auto given_back = benefits_->MarkCollected(m);
+  EXPECT_EQ(ReasonOf(given_back.status()), cpb::CONFLICT) << given_back.status();
+  EXPECT_EQ(FieldOf(given_back.status()), "coupon_code");
+  EXPECT_EQ(StateOf(w), pb::COUPON_ISSUED);
+  ASSERT_TRUE(pg::WithTransaction(*pool_, [&](pqxx::work& tx) {
+                tx.exec_params(
+                    "UPDATE coupon_events SET redemption_id = 'rdm-earlier' WHERE cause = "
+                    "'collected' AND coupon_id = (SELECT id FROM coupons WHERE code = $1)",
+                    v.code());
+                return absl::OkStatus();
+              }).ok());
+  m.set_coupon_code(v.code());
+  auto redeemed_again = benefits_->MarkCollected(m);
+  EXPECT_EQ(ReasonOf(redeemed_again.status()), cpb::CONFLICT) << redeemed_again.status();
+}
+
 // ---- Expiry.
 
 TEST_F(BenefitsTest, ExpiryJobExpiresOnceAndMovesTheHoldingToExpiry) {
@@ -836,6 +908,53 @@ TEST_F(BenefitsTest, CrashBetweenCouponCommitAndLedgerIsRepairedIdempotently) {
   auto wallet_code = benefits_->GetCoupon(again->code());
   ASSERT_TRUE(wallet_code.ok()) << wallet_code.status();
   EXPECT_EQ(wallet_code->customer_id(), "cust-3");
+}
+
+// A confirm committed while the ledger was unreachable is posted whenever the ledger comes back:
+// the lock's hold has no timeout of the ledger's own (the coupon's lock timeout releases it), so
+// the ledger's sweeper of timed-out reservations, run first after an outage longer than the lock
+// TTL + 1 h, does not void the hold that the confirm still has to post.
+TEST_F(BenefitsTest, AConfirmAppliedAfterTheLedgersBackstopTimeoutIsStillPosted) {
+  Activate(Template("cash", pb::COUPON_CASH));
+  pb::Coupon c = MustIssue("cash", "cust-1");
+  auto lock = Lock(c, "order-1", 10000);
+  ASSERT_TRUE(lock.ok()) << lock.status();
+  auto hold = store_->GetTransfer(lock->id() + ".lock");
+  ASSERT_TRUE(hold.ok()) << hold.status();
+  EXPECT_EQ(hold->state(), pb::PENDING);
+  EXPECT_FALSE(hold->has_timeout_at());
+  ledger_->down = true;
+  auto confirmed = benefits_->ConfirmRedemption(Rdm(lock->id()));
+  ASSERT_TRUE(confirmed.ok()) << confirmed.status();
+  EXPECT_EQ(StateOf(c), pb::COUPON_REDEEMED);
+  EXPECT_EQ(Count("SELECT count(*) FROM coupon_events WHERE NOT applied"), 1);
+
+  // The service comes back after lock TTL (15 min) + 1 h; the housekeeping sweeps first.
+  clock_.Advance(absl::Minutes(15) + absl::Hours(1) + absl::Minutes(5));
+  ledger_->down = false;
+  auto voided = store_->VoidTimedOutPending(clock_.Now(), 100);
+  ASSERT_TRUE(voided.ok()) << voided.status();
+  EXPECT_EQ(*voided, 0);
+  EXPECT_EQ(store_->GetTransfer(lock->id() + ".lock")->state(), pb::PENDING);
+  EXPECT_EQ(benefits_->RunCouponExpiry(clock_.Now(), 100)->locks_released(), 0);
+  auto repaired = benefits_->RepairLedger(100);
+  ASSERT_TRUE(repaired.ok()) << repaired.status();
+  EXPECT_EQ(*repaired, 1);
+  EXPECT_EQ(store_->GetTransfer(lock->id() + ".lock")->state(), pb::POSTED);
+  EXPECT_TRUE(store_->GetTransfer(lock->id() + ".confirm").ok());
+  EXPECT_EQ(StateOf(c), pb::COUPON_REDEEMED);
+  EXPECT_EQ(store_->GetAccount(CustomerCoupons(kOrg, "cash", "cust-1"))->balance(), 0);
+  EXPECT_EQ(store_->GetAccount(SystemCoupons(kOrg, "cash", pb::ROLE_REDEMPTION))->balance(), 1);
+  ExpectBooksBalanced();
+
+  // A lock left alone is still released by the coupon's own timeout, which voids its hold.
+  pb::Coupon d = MustIssue("cash", "cust-1");
+  auto idle = Lock(d, "order-2", 10000);
+  ASSERT_TRUE(idle.ok()) << idle.status();
+  clock_.Advance(absl::Minutes(16));
+  EXPECT_EQ(benefits_->RunCouponExpiry(clock_.Now(), 100)->locks_released(), 1);
+  EXPECT_EQ(store_->GetTransfer(idle->id() + ".lock")->state(), pb::VOIDED);
+  EXPECT_EQ(StateOf(d), pb::COUPON_ISSUED);
 }
 
 // ---- Wallet.

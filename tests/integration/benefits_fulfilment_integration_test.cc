@@ -452,6 +452,35 @@ TEST_F(FulfilmentTest, CrashBeforeTheFirstAttemptIsResumedByTheScheduler) {
   EXPECT_EQ(Get(*c).events(1).actor(), "job:fulfilment-scheduler");
 }
 
+// A benefit never sent (the process died before its first attempt, and stayed down) whose coupon
+// expired meanwhile will not be delivered: the scheduler fails it and gives the issue back
+// (budget, stock, and the unit the expiry moved), instead of leaving it PENDING for ever.
+TEST_F(FulfilmentTest, ABenefitThatExpiredBeforeItWasEverSentIsFailedAndCompensated) {
+  fulfilments_.reset();  // the process dies right after the issue commits
+  auto c = Issue("issue-x");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->fulfilment_state(), pb::FULFILMENT_PENDING);
+  auto expired = benefits_->RunCouponExpiry(clock_.Now() + absl::Hours(24 * 8), 100);
+  ASSERT_TRUE(expired.ok()) << expired.status();
+  EXPECT_EQ(expired->coupons_expired(), 1);
+  EXPECT_EQ(benefits_->GetCoupon(c->code())->state(), pb::COUPON_EXPIRED);
+  EXPECT_EQ(Budget().balance(), kBudget - kCost);
+  EXPECT_EQ(Stock().balance(), kStock - 1);
+
+  clock_.Advance(absl::Hours(24 * 8));
+  StartFulfilments();
+  EXPECT_EQ(fulfilments_->RunDue(100).value(), 1);
+  ExpectCompensated(*c);
+  EXPECT_EQ(Account(SystemCoupons(kOrg, kTpl, pb::ROLE_EXPIRY)).balance(), 0);
+  const pb::Fulfilment f = Get(*c);
+  EXPECT_EQ(f.attempt(), 0);
+  EXPECT_EQ(f.events().rbegin()->cause(), "expired-unsent");
+  EXPECT_EQ(f.events().rbegin()->actor(), "job:fulfilment-scheduler");
+  EXPECT_EQ(AllCommands(), 0);  // nothing went to the supplier
+  EXPECT_EQ(fulfilments_->RunDue(100).value(), 0);
+  ExpectBooksBalanced();
+}
+
 TEST_F(FulfilmentTest, CrashBetweenCompensationAndLedgerIsRepaired) {
   auto c = Issue("issue-l");
   ASSERT_TRUE(c.ok()) << c.status();

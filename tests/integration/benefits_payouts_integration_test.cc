@@ -3,10 +3,14 @@
 // (same event, or a second reply for a settled payout) changes nothing; the ledger's invariants
 // hold after each step. One scenario runs core banking's replies through a real kafka::Consumer.
 #include <atomic>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <thread>
 
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "gtest/gtest.h"
 #include "libs/core/status.h"
@@ -20,12 +24,33 @@
 #include "services/rewards/ledger_service.h"
 #include "services/rewards/payouts.h"
 #include "services/rewards/pg_ledger_store.h"
+#include "tests/integration/switchable_ledger.h"
 
 namespace mkt::rewards {
 namespace {
 
 namespace cpb = ::marketing::common::v1;
 constexpr char kOrg[] = "bank-a";
+
+// The real store, with hooks around each payout reservation it is asked for (numbered from 1),
+// so that a test can interleave two calls with the same request_id exactly.
+class InterleavingLedger final : public ForwardingLedgerStore {
+ public:
+  using ForwardingLedgerStore::ForwardingLedgerStore;
+  std::function<void(int reservation)> before;
+  std::function<void(int reservation)> after;
+
+  absl::StatusOr<std::vector<BatchResult>> Apply(const std::vector<LinkedBatch>& b) override {
+    const int n = b.size() == 1 && absl::EndsWith(b[0].batch_id, ".reserve") ? ++reservations_ : 0;
+    if (n > 0 && before) before(n);
+    auto results = real_.Apply(b);
+    if (n > 0 && after) after(n);
+    return results;
+  }
+
+ private:
+  std::atomic<int> reservations_{0};
+};
 
 class PayoutsTest : public ::testing::Test {
  protected:
@@ -82,6 +107,105 @@ class PayoutsTest : public ::testing::Test {
     m.value = envelope.SerializeAsString();
     return m;
   }
+
+  int64_t Count(const std::string& sql) {
+    int64_t n = -1;
+    EXPECT_TRUE(pg::WithTransaction(*pool_, [&](pqxx::work& tx) {
+                  n = tx.exec(sql)[0][0].as<int64_t>();
+                  return absl::OkStatus();
+                }).ok());
+    return n;
+  }
+  int64_t CommandsOf(const std::string& payout) {
+    return Count(absl::StrCat("SELECT count(*) FROM outbox WHERE topic = '", kPayoutCommandsTopic,
+                              "' AND event_id = 'payout-command:", payout, "'"));
+  }
+  // Waits (up to 5 s) until `payout` has no unreserved row (state 0) any more: deleted, or moved
+  // on by another call.
+  void AwaitUnreservedRowGone(const std::string& payout) {
+    const std::string sql =
+        "SELECT count(*) FROM payouts WHERE state = 0 AND id = '" + payout + "'";
+    const absl::Time deadline = absl::Now() + absl::Seconds(5);
+    while (Count(sql) > 0 && absl::Now() < deadline) absl::SleepFor(absl::Milliseconds(10));
+  }
+  void GrantCash(const std::string& request_id, int64_t fen) {
+    pb::GrantRequest g;
+    g.set_request_id(request_id);
+    g.set_org_id(kOrg);
+    g.set_campaign_id("camp-1");
+    g.set_customer_id("cust-1");
+    g.set_asset(pb::CASH_FEN);
+    g.set_quantity(fen);
+    auto granted = ledger_->Grant(g);
+    ASSERT_TRUE(granted.ok()) << granted.status();
+  }
+
+  // Two calls with one request_id: A's reservation is refused (the customer holds 1000 fen of
+  // the 1500 asked for), then cash arrives and B's is accepted. `cleanup_first`: A's clean-up of
+  // its refused payout runs after B read the row but before B's reservation; otherwise after B's
+  // reservation was accepted and before B marks the payout REQUESTED. Whatever the order, a hold
+  // of the customer's cash comes with a REQUESTED payout and its one command (else it would stay
+  // held for ever: holds have no timeout), and B is answered with that payout.
+  void RefusedAndAcceptedReservationsOfOneRequest(const std::string& id, bool cleanup_first) {
+    InterleavingLedger hooked(*store_);
+    Payouts payouts(*pool_, hooked, SystemClock());
+    pb::RequestPayoutRequest req;
+    req.set_request_id(id);
+    req.set_org_id(kOrg);
+    req.set_customer_id("cust-1");
+    req.set_amount_fen(1500);
+    req.set_bank_account("6222020200112233");
+    absl::Notification b_reached;
+    absl::StatusOr<pb::Payout> b_answer = Internal("B did not run");
+    std::thread b;
+    hooked.before = [&](int n) {
+      if (n != 2) return;
+      b_reached.Notify();
+      if (cleanup_first) AwaitUnreservedRowGone(id);  // A deletes its row now
+    };
+    hooked.after = [&](int n) {
+      if (n == 1) {  // A's reservation was refused
+        GrantCash("cash-arrives-" + id, 1000);
+        b = std::thread([&] { b_answer = payouts.RequestPayout(req); });
+        b_reached.WaitForNotification();
+        if (!cleanup_first) {
+          // Let B's reservation be applied before A cleans up.
+          for (int i = 0; i < 500 && !store_->GetTransfer(ReserveOf(id)).ok(); ++i) {
+            absl::SleepFor(absl::Milliseconds(10));
+          }
+        }
+      } else if (n == 2 && !cleanup_first) {
+        AwaitUnreservedRowGone(id);  // B marks it REQUESTED after A's clean-up
+      }
+    };
+    absl::StatusOr<pb::Payout> a_answer = payouts.RequestPayout(req);
+    b.join();
+
+    auto hold = store_->GetTransfer(ReserveOf(id));
+    ASSERT_TRUE(hold.ok()) << "B's reservation was accepted: " << hold.status();
+    EXPECT_EQ(hold->state(), pb::PENDING);
+    auto row = payouts.GetPayout(id);
+    ASSERT_TRUE(row.ok()) << "a hold without its payout: " << row.status();
+    EXPECT_EQ(row->state(), pb::PAYOUT_REQUESTED);
+    EXPECT_EQ(row->amount_fen(), 1500);
+    EXPECT_EQ(CommandsOf(id), 1);
+    ASSERT_TRUE(b_answer.ok()) << b_answer.status();
+    EXPECT_EQ(b_answer->state(), pb::PAYOUT_REQUESTED);
+    if (a_answer.ok()) {
+      EXPECT_EQ(a_answer->state(), pb::PAYOUT_REQUESTED);
+    } else {
+      EXPECT_EQ(ReasonOf(a_answer.status()), cpb::INSUFFICIENT_BALANCE) << a_answer.status();
+    }
+    EXPECT_EQ(Cash().debits_pending(), 1500);
+    EXPECT_EQ(Count("SELECT count(*) FROM payouts WHERE NOT intent_applied"), 0);
+    // Core banking's answer settles it as any other payout.
+    ASSERT_TRUE(payouts.HandleResult(Reply("ev-" + id, id, true)).ok());
+    EXPECT_EQ(payouts.GetPayout(id)->state(), pb::PAYOUT_SUCCEEDED);
+    EXPECT_EQ(Cash().debits_pending(), 0);
+    EXPECT_EQ(PayoutAccount().balance(), 1500);
+  }
+
+  static std::string ReserveOf(const std::string& id) { return "pay." + id + ".reserve"; }
 
   pb::Account Cash() { return *store_->GetAccount(CustomerAccount(kOrg, pb::CASH_FEN, "cust-1")); }
   pb::Account PayoutAccount() {
@@ -227,6 +351,14 @@ TEST_F(PayoutsTest, AHoldOutlivesTheTimeoutSweeperAndALateSuccessMovesTheCash) {
       }).ok());
   EXPECT_EQ(behind, 0);
   ExpectBalanced();
+}
+
+TEST_F(PayoutsTest, ARefusedCallDoesNotDeleteThePayoutOfAConcurrentAcceptedOne) {
+  RefusedAndAcceptedReservationsOfOneRequest("pay-race", /*cleanup_first=*/false);
+}
+
+TEST_F(PayoutsTest, AReservationAcceptedAfterTheRefusedCallsCleanUpWritesItsPayoutAgain) {
+  RefusedAndAcceptedReservationsOfOneRequest("pay-race", /*cleanup_first=*/true);
 }
 
 TEST_F(PayoutsTest, RepliesThroughARealKafkaConsumerAreAppliedOnce) {

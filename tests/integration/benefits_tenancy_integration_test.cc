@@ -24,6 +24,7 @@
 #include "marketing/rewards/v1/benefits.grpc.pb.h"
 #include "services/rewards/benefits.h"
 #include "services/rewards/benefits_grpc.h"
+#include "services/rewards/fulfilment.h"
 #include "services/rewards/ledger_service.h"
 #include "services/rewards/payouts.h"
 #include "services/rewards/pg_ledger_store.h"
@@ -64,9 +65,13 @@ class BenefitsTenancyTest : public ::testing::Test {
     benefits_ = std::make_unique<Benefits>(
         *pool_, *store_, SystemClock(),
         BenefitsOptions{.qr_key = kKey, .wallet_cache_ttl = wallet_cache_ttl_});
+    // Third-party benefits' commands only go to the outbox here (the adapter is not started).
+    supplier_ = std::make_unique<KafkaSupplierAdapter>(KafkaSupplierOptions{});
+    fulfilments_ = std::make_unique<Fulfilments>(*pool_, *benefits_, *supplier_, SystemClock(),
+                                                 FulfilmentOptions{});
     payouts_ = std::make_unique<Payouts>(*pool_, *store_, SystemClock());
     workers_ = std::make_unique<WorkerPool>("benefits-tenancy", worker_threads_, max_queued_);
-    grpc_ = NewBenefitsGrpcService(*benefits_, *payouts_, *workers_);
+    grpc_ = NewBenefitsGrpcService(*benefits_, *payouts_, *workers_, fulfilments_.get());
     auto server = rpc::Server::Start(
         {.service_name = "benefits_tenancy", .address = "127.0.0.1:0", .access_log = false},
         {grpc_.get()});
@@ -185,6 +190,8 @@ class BenefitsTenancyTest : public ::testing::Test {
   int worker_threads_ = 4;
   size_t max_queued_ = 1000;
   std::unique_ptr<Benefits> benefits_;
+  std::unique_ptr<KafkaSupplierAdapter> supplier_;
+  std::unique_ptr<Fulfilments> fulfilments_;
   std::unique_ptr<Payouts> payouts_;
   std::unique_ptr<WorkerPool> workers_;
   std::unique_ptr<grpc::Service> grpc_;
@@ -298,6 +305,104 @@ TEST_F(BenefitsTenancyTest, AFederationCouponIsUsableThroughAnyMemberBank) {
   // The platform itself sees everything.
   auto as_system = Resolve(tenancy::SystemActor("test"), "reverse", r->id());
   EXPECT_TRUE(as_system.ok()) << as_system.status();
+}
+
+// A bank's campaign granting a federation template gives the coupon to the bank (holder_org_id):
+// the federation's template is in a sibling bank's lineage, the coupon is not. Through the sibling
+// every call on it, its redemptions, its QR token and its fulfilment answers as for a missing one
+// and nothing changes; through the bank (and the federation) it works.
+TEST_F(BenefitsTenancyTest, ABanksCouponOfAFederationTemplateIsNotASiblingBanks) {
+  pb::BenefitTemplate third_party;
+  third_party.set_id("tpl-fed-3p");
+  third_party.set_org_id("fed");
+  third_party.set_type(pb::THIRD_PARTY);
+  third_party.set_name("phone credit");
+  third_party.set_supplier_id("telco-1");
+  third_party.set_supplier_sku("topup-10");
+  third_party.set_total_stock(5);
+  third_party.mutable_validity()->set_days_after_grant(7);
+  ASSERT_TRUE(benefits_->CreateTemplate(third_party).ok());
+  ASSERT_TRUE(benefits_->ActivateTemplate(third_party.id()).ok());
+  // Granted by bank-a's campaigns: the template's org is the federation, the holder bank-a.
+  auto held_by_a = [&](const std::string& tpl) {
+    pb::IssueCouponRequest r;
+    r.set_request_id("iss-a-" + std::to_string(++issued_));
+    r.set_template_id(tpl);
+    r.set_customer_id(kCustomer);
+    r.set_budget_org_id("bank-a");
+    auto c = benefits_->IssueCoupon(r);
+    EXPECT_TRUE(c.ok()) << c.status();
+    EXPECT_EQ(c.ok() ? c->org_id() : "", "fed");
+    return c.ok() ? *c : pb::Coupon();
+  };
+  const pb::Coupon locked = held_by_a("tpl-fed");
+  const pb::Coupon redeemed = held_by_a("tpl-fed");
+  const pb::Coupon fresh = held_by_a("tpl-fed");
+  const pb::Coupon benefit = held_by_a("tpl-fed-3p");
+  const Actor a = Channel("bank-a");
+  const Actor b = Channel("bank-b");
+  auto r1 = Lock(a, locked.code(), "o-1");
+  ASSERT_TRUE(r1.ok()) << r1.status();
+  auto r2 = Lock(a, redeemed.code(), "o-2");
+  ASSERT_TRUE(r2.ok()) << r2.status();
+  ASSERT_TRUE(Resolve(a, "confirm", r2->id()).ok());
+  auto token = Qr(a, fresh.code());
+  ASSERT_TRUE(token.ok()) << token.status();
+  const int64_t events = Count("SELECT count(*) FROM coupon_events");
+  const int64_t redemptions = Count("SELECT count(*) FROM redemptions");
+  const int64_t transfers = Count("SELECT count(*) FROM transfers");
+
+  auto fulfilment = [&](const Actor& who, const std::string& code) {
+    pb::GetFulfilmentRequest r;
+    r.set_coupon_code(code);
+    return Call<pb::GetFulfilmentRequest, pb::Fulfilment>(&who, &pb::Benefits::Stub::GetFulfilment,
+                                                          r);
+  };
+  const absl::Status missing_coupon = Lock(b, "CNOSUCHCOUPON1", "o-9").status();
+  ASSERT_EQ(missing_coupon.code(), absl::StatusCode::kNotFound) << Describe(missing_coupon);
+  const absl::Status missing_fulfilment = fulfilment(b, "CNOSUCHCOUPON1").status();
+  ASSERT_EQ(missing_fulfilment.code(), absl::StatusCode::kNotFound) << Describe(missing_fulfilment);
+
+  // Bank-b's channel on bank-a's coupons of the federation's template.
+  ExpectSameAnswer(Lock(b, fresh.code(), "o-3").status(), missing_coupon);
+  ExpectSameAnswer(Qr(b, fresh.code()).status(), missing_coupon);
+  ExpectSameAnswer(Resolve(b, "confirm", r1->id()).status(), NoSuchRedemption(r1->id()));
+  ExpectSameAnswer(Resolve(b, "cancel", r1->id()).status(), NoSuchRedemption(r1->id()));
+  ExpectSameAnswer(Resolve(b, "reverse", r2->id()).status(), NoSuchRedemption(r2->id()));
+  ExpectSameAnswer(RedeemQr(b, token->token()).status(), UnknownQrToken());
+  pb::MarkCollectedRequest collect;
+  collect.set_coupon_code(fresh.code());
+  collect.set_terminal_id("t-1");
+  collect.set_customer_id(kCustomer);
+  ExpectSameAnswer(
+      Call<pb::MarkCollectedRequest, pb::Coupon>(&b, &pb::Benefits::Stub::MarkCollected, collect)
+          .status(),
+      missing_coupon);
+  ExpectSameAnswer(fulfilment(b, benefit.code()).status(), missing_fulfilment);
+  ExpectSameAnswer(fulfilment(Channel("bank-b.branch-01"), benefit.code()).status(),
+                   missing_fulfilment);
+
+  // Nothing moved.
+  EXPECT_EQ(StateOf(locked.code()), pb::COUPON_LOCKED);
+  EXPECT_EQ(StateOf(redeemed.code()), pb::COUPON_REDEEMED);
+  EXPECT_EQ(StateOf(fresh.code()), pb::COUPON_ISSUED);
+  EXPECT_EQ(Count("SELECT count(*) FROM coupon_events"), events);
+  EXPECT_EQ(Count("SELECT count(*) FROM redemptions"), redemptions);
+  EXPECT_EQ(Count("SELECT count(*) FROM transfers"), transfers);
+
+  // The holding bank (and its branch, and the federation above it) see and use them.
+  for (const Actor& who : {a, Channel("bank-a.branch-01"), Channel("fed")}) {
+    auto seen = fulfilment(who, benefit.code());
+    ASSERT_TRUE(seen.ok()) << Describe(seen.status());
+    EXPECT_EQ(seen->coupon_code(), benefit.code());
+  }
+  EXPECT_TRUE(Resolve(Channel("bank-a.branch-01"), "cancel", r1->id()).ok());
+  EXPECT_TRUE(Resolve(a, "reverse", r2->id()).ok());
+  auto used = RedeemQr(a, token->token());
+  EXPECT_TRUE(used.ok()) << Describe(used.status());
+  EXPECT_EQ(StateOf(locked.code()), pb::COUPON_ISSUED);
+  EXPECT_EQ(StateOf(redeemed.code()), pb::COUPON_ISSUED);
+  EXPECT_EQ(StateOf(fresh.code()), pb::COUPON_REDEEMED);
 }
 
 TEST_F(BenefitsTenancyTest, TheWalletShowsOnlyTheCallersLineage) {
