@@ -336,6 +336,8 @@ int main(int argc, char** argv) {
   absl::Cleanup shutdown = [&] {
     workers.reset();
     std::move(stop_payout_results).Invoke();
+    // The budgets consumer funds through the batcher: stopped before it is drained and destroyed.
+    std::move(stop_campaign_changes).Invoke();
     supplier.Stop();
     housekeeping.Stop();
     std::move(drain_batcher).Invoke();
