@@ -160,14 +160,18 @@ absl::Status AssetGrowthService::EvaluateCustomer(const std::string& customer_or
 absl::StatusOr<std::vector<int>> AssetGrowthService::Evaluate(const Enrolment& e) {
   std::vector<int> out;
   MKT_ASSIGN_OR_RETURN(std::shared_ptr<const pb::Campaign> campaign, cache_.Get(e.campaign_id));
-  // A paused campaign grants nothing until it resumes (the sweep catches up); an ended one still
-  // gets its final evaluation within the grace period.
-  if (!campaign || (campaign->state() != pb::ONLINE && campaign->state() != pb::ENDED)) {
-    return out;
-  }
+  // A paused campaign grants nothing until it resumes (the sweep catches up); an ended one (also
+  // archived since) still gets its final evaluation within the grace period, measured up to its
+  // end.
+  const bool ended =
+      campaign && (campaign->state() == pb::ENDED || campaign->state() == pb::ARCHIVED);
+  if (!campaign || (campaign->state() != pb::ONLINE && !ended)) return out;
   const pb::CampaignConfig& live = campaign->live();
   if (live.type() != pb::ASSET_GROWTH_TASK) return out;
-  const absl::Time window_end = live.has_end_time() ? TimeOf(live.end_time()) : e.window_end;
+  absl::Time window_end = live.has_end_time() ? TimeOf(live.end_time()) : e.window_end;
+  // Ended early by an operator: the enrolment's window was cut at the end (the live window was
+  // not), so growth after the end grants nothing.
+  if (ended) window_end = std::min(window_end, e.window_end);
   const absl::CivilDay to = std::min(ChinaDay(clock_.Now()), LastDayBefore(window_end));
   if (to < e.enrolled_on) return out;
   MKT_ASSIGN_OR_RETURN(std::vector<DayBalance> balances,

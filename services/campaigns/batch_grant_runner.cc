@@ -587,7 +587,9 @@ absl::Status BatchGrantRunner::Work(const RunnableBatch& batch) {
   bool yielded = false;
   std::vector<BatchGrantOutcome> outcomes;
   bool active = true, ended = false, finished = false;
-  absl::Time last_record = absl::Now(), last_check = absl::Now(), last_log = absl::Now();
+  // last_check in the past: the campaign is read again before the first grant is sent, since a
+  // long materialisation gives an operator time to pause or end it.
+  absl::Time last_record = absl::Now(), last_check = absl::InfinitePast(), last_log = absl::Now();
   absl::Time read_retry_at = absl::InfinitePast(), record_retry_at = absl::InfinitePast();
   std::string last_error;
   absl::Time last_error_saved = absl::InfinitePast();

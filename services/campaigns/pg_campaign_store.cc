@@ -57,6 +57,12 @@ constexpr char kUpdateCampaign[] =
 constexpr char kMoveEnrolmentsEnd[] =
     "UPDATE asset_growth_enrolments SET window_end = campaigns_ts($2::bigint) "
     "WHERE campaign_id = $1 AND window_end <> campaigns_ts($2::bigint)";
+// An ended asset-growth task stops measuring at its end: an operator's early end caps the window
+// of its enrolments, so balances after it never grant a tier (the scheduler's end at the window's
+// end changes nothing).
+constexpr char kEndEnrolments[] =
+    "UPDATE asset_growth_enrolments SET window_end = campaigns_ts($2::bigint) "
+    "WHERE campaign_id = $1 AND window_end > campaigns_ts($2::bigint)";
 constexpr char kInsertVersion[] =
     "INSERT INTO campaign_versions (campaign_id, version, config, submitted_by, submitted_at) "
     "VALUES ($1, $2, $3::jsonb, $4, campaigns_ts($5))";
@@ -325,6 +331,10 @@ absl::StatusOr<pb::Campaign> PgCampaignStore::UpdateCampaign(const std::string& 
     if (after.live_version() != current.live_version() && eff.type() == pb::ASSET_GROWTH_TASK &&
         eff.has_end_time()) {
       tx.exec_params(kMoveEnrolmentsEnd, id, OptionalMicros(true, eff.end_time()));
+    }
+    if (after.state() == pb::ENDED && current.state() != pb::ENDED &&
+        eff.type() == pb::ASSET_GROWTH_TASK) {
+      tx.exec_params(kEndEnrolments, id, Micros(update.audit.at));
     }
 
     AuditRecord audit = std::move(update.audit);

@@ -635,6 +635,39 @@ TEST_F(AssetGrowthIntegrationTest, CarriedDaysCountAndTheWindowEndStopsTheAverag
   EXPECT_TRUE(LedgerIntact());
 }
 
+// A task an operator ends early stops measuring at its end: growth reported for the days after it
+// grants no tier, by a balance event or by the sweep, even though the task's configured window runs
+// on; what grew before the end is still evaluated in the final evaluation.
+TEST_F(AssetGrowthIntegrationTest, AnEarlyEndStopsTheAverageAtTheEnd) {
+  const std::string id = OnlineTask();  // its window runs 48 hours on
+  ASSERT_FALSE(id.empty());
+  const absl::Time now = absl::Now();
+  Publish({{"q-0", "quitter", today_ - 40, 100'000, now - absl::Hours(24 * 40)}});
+  Drain("quitter");
+  auto enrolled = Participate(id, "quitter", "enrol-quitter");
+  ASSERT_TRUE(enrolled.ok()) << Describe(enrolled.status());
+  ASSERT_EQ(enrolled->asset_growth().baseline_fen(), 100'000);
+
+  auto ended = client_->End(planner_a_, id);
+  ASSERT_TRUE(ended.ok()) << Describe(ended.status());
+  ASSERT_EQ(ended->state(), pb::ENDED);
+  // 500,000 yuan from tomorrow, after the end: it would reach both tiers.
+  Publish({{"q-1", "quitter", today_ + 1, 50'000'000, now}});
+  Drain("quitter");
+
+  testing::ManualClock clock(now);
+  AssetGrowthService later(*store_, *growth_store_, *reference_.benefits, *issuer_, clock,
+                           AssetGrowthOptions{.retry_after = absl::ZeroDuration(),
+                                              .campaign_cache_ttl = absl::ZeroDuration()});
+  clock.Advance(absl::Hours(24));
+  ASSERT_TRUE(later.Sweep().ok());
+  ASSERT_TRUE(later.EvaluateCustomer("bank-a", "quitter").ok());
+  EXPECT_EQ(Grants("quitter", "GRANTED") + Grants("quitter", "PENDING"), 0);
+  EXPECT_EQ(Points("quitter"), 0);
+  EXPECT_EQ(Growth("quitter"), 0) << "measured past the end";
+  EXPECT_TRUE(LedgerIntact());
+}
+
 // Decision 036: an approved extension of a running task moves the window end of the customers who
 // enrolled before it, so the sweep keeps evaluating them until the new end (not only those who
 // enrol afterwards); an edit still waiting for approval moves nothing.

@@ -9,6 +9,7 @@
 // ledger's invariants hold after every scenario.
 #include <algorithm>
 #include <atomic>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <set>
@@ -958,6 +959,67 @@ TEST_F(BatchGrantIntegrationTest, RecipientsRefusedBeforeTheBudgetIsFundedAreGra
   EXPECT_EQ(done->granted(), 6);
   EXPECT_EQ(done->failed(), 0);
   for (const auto& customer : Customers("early", 6)) EXPECT_EQ(Points(customer), 2) << customer;
+  EXPECT_TRUE(LedgerIntact());
+}
+
+// Reads the audience through `inner`, and runs `on_first_read` once, before the first page: an
+// operator acting while the runner materialises.
+class ActingDuringMaterialisation final : public AudienceSnapshots {
+ public:
+  ActingDuringMaterialisation(AudienceSnapshots& inner, std::function<void()> on_first_read)
+      : inner_(inner), on_first_read_(std::move(on_first_read)) {}
+  absl::StatusOr<std::string> Materialize(const std::string& org_id, const pb::SegmentRef& seg,
+                                          const std::string& purpose) override {
+    return inner_.Materialize(org_id, seg, purpose);
+  }
+  absl::StatusOr<SnapshotPage> Read(const std::string& org_id, const std::string& snapshot_id,
+                                    const std::string& page_token, int page_size) override {
+    if (on_first_read_) std::exchange(on_first_read_, nullptr)();
+    return inner_.Read(org_id, snapshot_id, page_token, page_size);
+  }
+
+ private:
+  AudienceSnapshots& inner_;
+  std::function<void()> on_first_read_;
+};
+
+// A campaign paused while its audience is being read sends no grant: the runner reads the
+// campaign again before it sends the first one. Resumed, every recipient is granted once.
+TEST_F(BatchGrantIntegrationTest, PausedWhileMaterialisingSendsNothing) {
+  snapshots_.Set("seg-a1", Customers("pz", 40));
+  snapshots_.Set("seg-a2", {});
+  const std::string id = Submitted(PointsBatch("batch paused early", 3));
+  GoOnline(id, 1'000'000);
+  ActingDuringMaterialisation acting(snapshots_, [&] {
+    auto paused = client_->Pause(planner_a_, id);
+    ASSERT_TRUE(paused.ok()) << paused.status();
+  });
+  runner_ = std::make_unique<BatchGrantRunner>(
+      *store_, *batch_store_, acting, *reference_.benefits, *issuer_, rewards_.channel,
+      BatchGrantRunnerOptions{.owner = "test-runner-" + RandomHex(3),
+                              .poll = absl::Milliseconds(100),
+                              .max_in_flight = 16,
+                              .issuer_threads = 2});
+  ASSERT_TRUE(runner_->RunOnce().ok());
+  EXPECT_TRUE(LedgerGrantsOf(id).empty()) << "granted after the campaign was paused";
+  auto paused = GetBatch(planner_a_, id);
+  ASSERT_TRUE(paused.ok()) << paused.status();
+  EXPECT_EQ(paused->granted(), 0);
+
+  ASSERT_TRUE(client_->Resume(planner_a_, id).ok());
+  const absl::Time until = absl::Now() + absl::Seconds(30);
+  absl::StatusOr<pb::BatchGrant> done;
+  while (absl::Now() < until) {
+    ASSERT_TRUE(runner_->RunOnce().ok());
+    done = GetBatch(planner_a_, id);
+    if (done.ok() && done->state() == pb::BATCH_GRANT_COMPLETED) break;
+  }
+  ASSERT_TRUE(done.ok()) << done.status();
+  EXPECT_EQ(done->state(), pb::BATCH_GRANT_COMPLETED);
+  EXPECT_EQ(done->granted(), 40);
+  const std::map<std::string, int> ledger = LedgerGrantsOf(id);
+  EXPECT_EQ(ledger.size(), 40u);
+  for (const auto& [customer, n] : ledger) EXPECT_EQ(n, 1) << customer;
   EXPECT_TRUE(LedgerIntact());
 }
 
