@@ -87,11 +87,12 @@ absl::StatusOr<std::unique_ptr<BatchConsumer>> BatchConsumer::Create(
       return absl::InvalidArgumentError("kafka property " + k + ": " + err);
     }
   }
+  if (options.consumer.topics.empty())
+    return absl::InvalidArgumentError("kafka consumer: no topics");
   impl->consumer.reset(RdKafka::KafkaConsumer::create(conf.get(), err));
   if (impl->consumer == nullptr) return absl::InvalidArgumentError("kafka consumer: " + err);
-  if (auto e = impl->consumer->subscribe(options.consumer.topics); e != RdKafka::ERR_NO_ERROR) {
-    return absl::InvalidArgumentError("kafka subscribe: " + RdKafka::err2str(e));
-  }
+  // Subscribed in Run(), once `ready`: a member that joined the group and did not poll would
+  // hold its partitions idle.
   return std::unique_ptr<BatchConsumer>(new BatchConsumer(std::move(impl)));
 }
 
@@ -99,6 +100,16 @@ void BatchConsumer::Stop() { impl_->stop = true; }
 
 void BatchConsumer::Run(const BatchHandler& handler) {
   Impl& impl = *impl_;
+  while (!impl.stop && impl.options.ready && !impl.options.ready()) {
+    impl.SleepUnlessStopped(absl::Milliseconds(100));
+  }
+  while (!impl.stop) {
+    const RdKafka::ErrorCode e = impl.consumer->subscribe(impl.options.consumer.topics);
+    if (e == RdKafka::ERR_NO_ERROR) break;
+    spdlog::error("events consumer: cannot subscribe to {} (retrying): {}",
+                  impl.options.consumer.topics.front(), RdKafka::err2str(e));
+    impl.SleepUnlessStopped(absl::Seconds(1));
+  }
   std::vector<kafka::IncomingMessage> batch;
   while (!impl.stop) {
     batch.clear();

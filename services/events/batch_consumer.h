@@ -31,6 +31,9 @@ struct BatchConsumerOptions {
   kafka::ConsumerOptions consumer;
   int max_batch = 500;
   absl::Duration linger = absl::Milliseconds(5);
+  // When set, Run() joins the group only once it returns true (asked every 100 ms; Stop() ends
+  // the wait): until then the consumer takes no partition from the group's other members.
+  std::function<bool()> ready;
 };
 
 class BatchConsumer {
@@ -38,6 +41,7 @@ class BatchConsumer {
   static absl::StatusOr<std::unique_ptr<BatchConsumer>> Create(BatchConsumerOptions options,
                                                                kafka::Publisher* dead_letters);
   ~BatchConsumer();
+  // Waits for `ready`, subscribes, then hands batches to `handler` until Stop().
   void Run(const BatchHandler& handler);
   void Stop();
 

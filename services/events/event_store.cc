@@ -716,6 +716,7 @@ GrantRow ReadGrantRow(const pqxx::row& row) {
   g.state = row[14].as<std::string>();
   g.granted = row[15].as<bool>();
   g.attempts = row[16].as<int>();
+  g.created = absl::Now() - absl::Microseconds(row[17].as<int64_t>());
   return g;
 }
 

@@ -62,6 +62,8 @@ struct GrantRow {
   bool granted = false;
   std::string reason;
   int attempts = 0;
+  // When the row was created (the database's age of the row when read, on this host's clock).
+  absl::Time created = absl::InfinitePast();
 };
 
 // How a grant-outbox call ended.
@@ -99,7 +101,7 @@ class EventStore {
                                           const RuleIndex& rules, const TagSnapshot* tags,
                                           const AudienceSnapshot* audiences);
 
-  // ---- The grant outbox, read by the (single) grant sender ----
+  // ---- The grant outbox, read by the grant sender (one per replica) ----
   // Returns the highest seq of the outbox: rows above it were created after the caller started,
   // so no earlier process can have sent them.
   absl::StatusOr<int64_t> MaxGrantSeq();

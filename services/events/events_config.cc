@@ -42,6 +42,9 @@ const config::Schema<EventsConfig>& EventsConfigSchema() {
                "most grant-outbox rows the sender reads per query")
         .Field("grants_finish_batch", &EventsConfig::grants_finish_batch,
                "most grant outcomes the sender records per transaction")
+        .Field("unfunded_retry_s", &EventsConfig::unfunded_retry_s,
+               "seconds a grant refused with ACCOUNT_NOT_FOUND (the campaign's budget not funded "
+               "yet by rewards) is retried, from its creation, before it is recorded as refused")
         .Field("worker_threads", &EventsConfig::worker_threads, "threads serving admin RPCs")
         .Field("worker_queue", &EventsConfig::worker_queue, "admin RPCs that may wait")
         .Field("segments_address", &EventsConfig::segments_address,
@@ -66,6 +69,7 @@ absl::Status ValidateEventsConfig(const EventsConfig& c) {
   MKT_RETURN_IF_ERROR(InRange("grants_per_call", c.grants_per_call, 1, 500));
   MKT_RETURN_IF_ERROR(InRange("grants_claim_batch", c.grants_claim_batch, 1, 100000));
   MKT_RETURN_IF_ERROR(InRange("grants_finish_batch", c.grants_finish_batch, 1, 100000));
+  MKT_RETURN_IF_ERROR(InRange("unfunded_retry_s", c.unfunded_retry_s, 0, 7 * 24 * 3600));
   MKT_RETURN_IF_ERROR(InRange("worker_threads", c.worker_threads, 1, 256));
   MKT_RETURN_IF_ERROR(InRange("worker_queue", c.worker_queue, 1, 1000000));
   MKT_RETURN_IF_ERROR(InRange("segments_timeout_ms", c.segments_timeout_ms, 1, 600000));

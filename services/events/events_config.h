@@ -26,6 +26,9 @@ struct EventsConfig {
   int64_t grants_per_call = 64;
   int64_t grants_claim_batch = 1000;
   int64_t grants_finish_batch = 1000;
+  // Seconds a grant refused with ACCOUNT_NOT_FOUND (the campaign's budget not funded yet) is
+  // retried, from the grant's creation, before it is recorded as refused.
+  int64_t unfunded_retry_s = 1800;
   int64_t worker_threads = 4;
   int64_t worker_queue = 1000;
   // Where conditions' `customer.tag("x")` values come from: the segments service...

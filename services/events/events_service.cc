@@ -515,7 +515,10 @@ absl::StatusOr<pb::UpsertRuleResponse> EventsService::UpsertRule(const tenancy::
 absl::StatusOr<pb::ListRulesResponse> EventsService::ListRules(
     const tenancy::Actor& actor, const pb::ListRulesRequest& request) const {
   pb::ListRulesResponse response;
-  for (const auto& [id, rule] : rules_.Snapshot()->by_id) {
+  // Held for the loop: a range-for over `Snapshot()->by_id` would keep the map, not the
+  // snapshot, and a rule upserted meanwhile would free it under the loop.
+  const std::shared_ptr<const RuleIndex> snapshot = rules_.Snapshot();
+  for (const auto& [id, rule] : snapshot->by_id) {
     if (!tenancy::Covers(actor.org_id, rule->proto.org_id())) continue;
     if (!request.campaign_id().empty() && rule->proto.campaign_id() != request.campaign_id()) {
       continue;

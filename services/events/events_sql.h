@@ -121,7 +121,7 @@ inline constexpr char kCancelUnsent[] =
 inline constexpr char kSelectDueAfter[] =
     "SELECT seq, grant_id, event_key, rule_id, tier, campaign_id, org_id, customer_id, asset, "
     "  quantity, budget_cost_fen, stock_template_id, stock_units, expiry_days, state, granted, "
-    "  attempts "
+    "  attempts, (extract(epoch FROM now() - created_at) * 1000000)::bigint "
     "FROM grants WHERE state IN ('pending', 'reverse_pending') AND next_attempt_at <= now() "
     "  AND seq > $1 ORDER BY seq LIMIT $2";
 
@@ -130,7 +130,7 @@ inline constexpr char kSelectDueAfter[] =
 inline constexpr char kSelectDueAgain[] =
     "SELECT seq, grant_id, event_key, rule_id, tier, campaign_id, org_id, customer_id, asset, "
     "  quantity, budget_cost_fen, stock_template_id, stock_units, expiry_days, state, granted, "
-    "  attempts "
+    "  attempts, (extract(epoch FROM now() - created_at) * 1000000)::bigint "
     "FROM grants WHERE state IN ('pending', 'reverse_pending') AND next_attempt_at <= now() "
     "  AND seq <= $1 AND seq <> ALL($2::bigint[]) ORDER BY seq LIMIT $3";
 
@@ -159,18 +159,27 @@ inline constexpr char kGiveBackGrants[] =
 // A grant that succeeded while a reversal was requested stays reverse_pending (now granted), so
 // the sender picks it up again and reverses it. A grant refused while pending becomes rejected
 // and gives back its count and tier bit (kGiveBackGrants, same transaction).
+//
+// A row cancelled as "never sent" while a Grant for it was in fact in flight (a sender of another
+// replica held it: `attempts` counts recorded outcomes, not calls) whose Grant then succeeded, or
+// whose outcome is unknown (retry: it may have reached the ledger), goes back to reverse_pending
+// and is due at once: the grant is (idempotently) granted if need be, then reversed. Left
+// cancelled, the customer would keep a reward for a reversed event.
 inline constexpr char kFinishGrants[] =
     "UPDATE grants g SET "
     "  granted = g.granted OR x.kind = 'granted', "
     "  state = CASE "
     "    WHEN x.kind = 'granted' AND g.state = 'pending' THEN 'granted' "
+    "    WHEN x.kind IN ('granted', 'retry') AND g.state = 'cancelled' THEN 'reverse_pending' "
     "    WHEN x.kind = 'rejected' AND g.state = 'pending' THEN 'rejected' "
     "    WHEN x.kind = 'rejected' AND g.state = 'reverse_pending' THEN 'cancelled' "
     "    WHEN x.kind IN ('reversed', 'reverse_failed') THEN x.kind "
     "    ELSE g.state END, "
     "  reason = x.reason, "
     "  attempts = g.attempts + 1, "
-    "  next_attempt_at = CASE WHEN x.kind = 'retry' "
+    "  next_attempt_at = CASE "
+    "    WHEN x.kind IN ('granted', 'retry') AND g.state = 'cancelled' THEN now() "
+    "    WHEN x.kind = 'retry' "
     "    THEN now() + least(30, power(2, least(g.attempts, 5)) * 0.2) * interval '1 second' "
     "    ELSE g.next_attempt_at END, "
     "  updated_at = now() "

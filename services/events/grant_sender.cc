@@ -89,10 +89,22 @@ std::string RefusalText(const absl::Status& status) {
   return ReasonName(ReasonOf(status)) + ": " + std::string(status.message());
 }
 
-// How a Grant of `grant_id` that ended with `status` is recorded.
-GrantResult GrantOutcome(const std::string& grant_id, const absl::Status& status) {
-  GrantResult result{grant_id, ClassifyGrantStatus(status), ""};
-  if (!status.ok()) result.reason = RefusalText(status);
+// How a Grant of `row` that ended with `status` is recorded. ACCOUNT_NOT_FOUND for a pending
+// grant says that the campaign's budget (or stock) is not funded yet: rewards creates it when its
+// own consumer handles the campaign's change, which may lag behind ours (a restart, a
+// rebalance). Such a grant is retried, with the outbox's backoff, until `unfunded_retry` after
+// the row was created, and only then recorded as refused.
+GrantResult GrantOutcome(const GrantRow& row, const absl::Status& status,
+                         absl::Duration unfunded_retry) {
+  GrantResult result{row.grant_id, ClassifyGrantStatus(status), ""};
+  if (status.ok()) return result;
+  result.reason = RefusalText(status);
+  if (result.kind == GrantResult::Kind::kRejected && row.state == "pending" &&
+      ReasonOf(status) == ::marketing::common::v1::ACCOUNT_NOT_FOUND &&
+      absl::Now() - row.created < unfunded_retry) {
+    result.kind = GrantResult::Kind::kRetry;
+    result.reason += " (retried until the budget is funded)";
+  }
   return result;
 }
 
@@ -111,7 +123,7 @@ GrantResult ReverseOutcome(const std::string& grant_id, const absl::Status& stat
 }
 
 // One outcome per row of `call`, in order.
-std::vector<GrantResult> OutcomesOf(const Call& call) {
+std::vector<GrantResult> OutcomesOf(const Call& call, absl::Duration unfunded_retry) {
   const absl::Status status = rpc::FromGrpcStatus(call.status);
   std::vector<GrantResult> results;
   results.reserve(call.rows.size());
@@ -120,7 +132,7 @@ std::vector<GrantResult> OutcomesOf(const Call& call) {
     return results;
   }
   if (call.kind == Call::Kind::kGrant) {
-    results.push_back(GrantOutcome(call.rows[0].grant_id, status));
+    results.push_back(GrantOutcome(call.rows[0], status, unfunded_retry));
     return results;
   }
   const auto& outcomes = call.many_response.outcomes();
@@ -142,7 +154,7 @@ std::vector<GrantResult> OutcomesOf(const Call& call) {
     } else {
       grant_status = ItemStatus(o);
     }
-    results.push_back(GrantOutcome(call.rows[i].grant_id, grant_status));
+    results.push_back(GrantOutcome(call.rows[i], grant_status, unfunded_retry));
   }
   return results;
 }
@@ -340,7 +352,7 @@ void GrantSender::Impl::Dispatch(grpc::CompletionQueue& cq_ref) {
       in_flight = running;
       continue;
     }
-    std::vector<GrantResult> results = OutcomesOf(*call);
+    std::vector<GrantResult> results = OutcomesOf(*call, options.unfunded_retry);
     absl::MutexLock lock(&mu);
     for (size_t i = 0; i < results.size(); ++i) {
       outcomes.push_back({call->rows[i].seq, std::move(results[i])});

@@ -12,7 +12,12 @@
 // slow call therefore holds only its own rows. Rows are not marked as claimed
 // in the database: the sender remembers the rows it holds (queued, in flight, outcome not yet
 // recorded) and never reads them again until their outcome is committed; after a crash every
-// unrecorded row is simply due again and is resent with the same id. One sender per database.
+// unrecorded row is simply due again and is resent with the same id. Each replica runs a sender
+// on the shared database, so a row another replica's sender holds may be read here too: sends are
+// idempotent, and a row this sender cancels as never sent while another's Grant for it was in
+// flight goes back to reverse_pending when that Grant's outcome is recorded (kFinishGrants), so
+// its clawback still happens. A grant refused with ACCOUNT_NOT_FOUND (the campaign's budget not
+// funded yet) is retried for `unfunded_retry` before it is recorded as refused.
 #pragma once
 
 #include <atomic>
@@ -41,6 +46,10 @@ struct GrantSenderOptions {
   // How often the outbox is read without a Notify(), and how often rows due again (retries,
   // reversals) are looked for.
   absl::Duration idle_poll = absl::Milliseconds(100);
+  // How long after a row was created a grant the ledger refuses with ACCOUNT_NOT_FOUND (the
+  // campaign's budget is not funded yet: rewards funds it when its own consumer handles the
+  // campaign's change, which may lag behind ours) is retried with backoff; a refusal after it.
+  absl::Duration unfunded_retry = absl::Minutes(30);
 };
 
 // What the sender has done so far (for tests and logs).

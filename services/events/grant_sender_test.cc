@@ -12,6 +12,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_format.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
@@ -124,6 +125,12 @@ class FakeLedger final : public rpb::Ledger::CallbackService {
     absl::MutexLock lock(&mu_);
     fail_times_[id] = times;
   }
+  // The first `times` grants of `id` find no budget account: the campaign is not funded yet
+  // (rewards has not handled its change).
+  void UnfundedTimes(const std::string& id, int times) {
+    absl::MutexLock lock(&mu_);
+    unfunded_times_[id] = times;
+  }
   // Answers the held call for `id` (if any) and stops holding it.
   void Release(const std::string& id) {
     std::vector<std::pair<grpc::ServerUnaryReactor*, grpc::Status>> answers;
@@ -229,6 +236,14 @@ class FakeLedger final : public rpb::Ledger::CallbackService {
       --it->second;
       return grpc::Status(grpc::StatusCode::UNAVAILABLE, "ledger briefly unavailable");
     }
+    auto unfunded = unfunded_times_.find(id);
+    if (unfunded != unfunded_times_.end() && unfunded->second > 0) {
+      --unfunded->second;
+      return rpc::ToGrpcStatus(Error(absl::StatusCode::kNotFound,
+                                     ::marketing::common::v1::ACCOUNT_NOT_FOUND,
+                                     "campaign budget of camp-1 does not exist (it is created by "
+                                     "funding it)"));
+    }
     return grpc::Status::OK;
   }
   void Done(const std::string& id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
@@ -270,6 +285,7 @@ class FakeLedger final : public rpb::Ledger::CallbackService {
   std::set<std::string> hold_ ABSL_GUARDED_BY(mu_);
   std::set<std::string> refuse_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, int> fail_times_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, int> unfunded_times_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, grpc::ServerUnaryReactor*> held_ ABSL_GUARDED_BY(mu_);
   std::vector<HeldMany> held_many_ ABSL_GUARDED_BY(mu_);
   bool grant_many_ ABSL_GUARDED_BY(mu_) = true;
@@ -488,6 +504,58 @@ TEST_F(EventsGrantSenderTest, RecordsRefusalsAndRetriesTransportFailures) {
   EXPECT_EQ(Row(GrantId(2)).attempts, 1);
 }
 
+// Rewards creates a campaign's budget account when its own consumer handles the campaign's
+// change; until then the ledger answers ACCOUNT_NOT_FOUND. A grant sent meanwhile (rewards lags
+// behind events) is retried with backoff, in a GrantMany call or alone, and granted once the
+// budget is funded, not recorded as a refusal.
+TEST_F(EventsGrantSenderTest, AGrantBeforeTheBudgetIsFundedIsRetriedUntilItIs) {
+  InsertGrants(1, 2);
+  ledger_.UnfundedTimes(GrantId(1), 3);
+  ledger_.UnfundedTimes(GrantId(2), 2);
+  StartSender({.max_in_flight = 8,
+               .grants_per_call = 8,
+               .idle_poll = absl::Milliseconds(50),
+               .unfunded_retry = absl::Hours(1)});
+  ASSERT_TRUE(WaitFor([&] { return CountInState("granted") == 2; }))
+      << Row(GrantId(1)).state << " " << Row(GrantId(1)).reason;
+  EXPECT_EQ(ledger_.GrantCalls(GrantId(1)), 4);
+  EXPECT_EQ(Row(GrantId(1)).attempts, 4);
+  EXPECT_TRUE(Row(GrantId(1)).granted);
+  EXPECT_EQ(ledger_.GrantCalls(GrantId(2)), 3);
+
+  // One Grant per row: the same.
+  InsertGrants(3, 3);
+  ledger_.UnfundedTimes(GrantId(3), 2);
+  StopSender();
+  StartSender({.max_in_flight = 8,
+               .grants_per_call = 1,
+               .idle_poll = absl::Milliseconds(50),
+               .unfunded_retry = absl::Hours(1)});
+  ASSERT_TRUE(WaitFor([&] { return Row(GrantId(3)).state == "granted"; }))
+      << Row(GrantId(3)).state << " " << Row(GrantId(3)).reason;
+  EXPECT_EQ(ledger_.GrantCalls(GrantId(3)), 3);
+}
+
+// A budget that stays unfunded past unfunded_retry (the campaign was never published in that
+// org, ...) is a refusal: recorded rejected with the reason, and not sent again.
+TEST_F(EventsGrantSenderTest, AGrantStillUnfundedAfterTheRetryWindowIsRejected) {
+  InsertGrants(1, 1);
+  ledger_.UnfundedTimes(GrantId(1), 1000);
+  StartSender({.max_in_flight = 8,
+               .grants_per_call = 8,
+               .idle_poll = absl::Milliseconds(50),
+               .unfunded_retry = absl::Milliseconds(500)});
+  ASSERT_TRUE(WaitFor([&] { return Row(GrantId(1)).state == "rejected"; }))
+      << Row(GrantId(1)).state << " " << Row(GrantId(1)).reason;
+  const RowState refused = Row(GrantId(1));
+  EXPECT_FALSE(refused.granted);
+  EXPECT_NE(refused.reason.find("ACCOUNT_NOT_FOUND"), std::string::npos) << refused.reason;
+  EXPECT_GE(ledger_.GrantCalls(GrantId(1)), 2) << "retried within the window";
+  const int calls = ledger_.GrantCalls(GrantId(1));
+  absl::SleepFor(absl::Milliseconds(500));  // several polls
+  EXPECT_EQ(ledger_.GrantCalls(GrantId(1)), calls) << "a refusal is not retried";
+}
+
 // Reversals: a grant from before the sender started may have reached the ledger before a crash,
 // so it is granted (idempotently) then reversed; one whose grant is in flight is not cancelled
 // under it but reversed after its answer; one created since and never sent is cancelled without
@@ -524,6 +592,43 @@ TEST_F(EventsGrantSenderTest, ReversalNeverCancelsAGrantThatMayHaveBeenSent) {
       << Row(GrantId(3)).state;
   EXPECT_EQ(ledger_.GrantCalls(GrantId(3)), 0);
   EXPECT_EQ(ledger_.ReverseCalls(GrantId(3)), 0);
+}
+
+// Two replicas on one database, each with its sender. B has R's Grant in flight when a refund
+// sets R reverse_pending; A then reads R, sees no outcome recorded for it (attempts 0) and
+// cancels it as never sent. B's Grant succeeds: R must still be reversed (exactly once), or the
+// customer keeps a reward for a refunded transaction.
+TEST_F(EventsGrantSenderTest, AGrantInFlightAtAnotherSenderIsReversedNotLeftCancelled) {
+  // A reads only when notified (its first read, of an empty outbox, happens at start).
+  GrantSender a(*store_, {.rewards_address = "127.0.0.1:" + std::to_string(server_->port()),
+                          .max_in_flight = 8,
+                          .idle_poll = absl::Hours(1)});
+  std::thread a_thread([&a] { a.Run(); });
+  absl::Cleanup stop_a = [&] {
+    a.Stop();
+    a_thread.join();
+  };
+  absl::SleepFor(absl::Milliseconds(300));
+  StartSender({.max_in_flight = 8, .idle_poll = absl::Milliseconds(50)});  // B
+  absl::SleepFor(absl::Milliseconds(300));
+
+  ledger_.Hold(GrantId(1));
+  InsertGrants(1, 1);
+  sender_->Notify();
+  ASSERT_TRUE(WaitFor([&] { return ledger_.GrantCalls(GrantId(1)) == 1; }));
+  Exec("UPDATE grants SET state = 'reverse_pending' WHERE grant_id = 'g-00001'");
+  a.Notify();
+  // A may cancel R as never sent (before the fix it did, and nothing undid it); one sender per
+  // database would not read it at all. Either way B's answer decides.
+  WaitFor([&] { return Row(GrantId(1)).state == "cancelled"; }, absl::Seconds(2));
+  ledger_.Release(GrantId(1));
+  ASSERT_TRUE(WaitFor([&] { return Row(GrantId(1)).state == "reversed"; }))
+      << Row(GrantId(1)).state << ", granted " << Row(GrantId(1)).granted;
+  EXPECT_TRUE(Row(GrantId(1)).granted);
+  EXPECT_EQ(ledger_.ReverseCalls(GrantId(1)), 1);
+  absl::SleepFor(absl::Milliseconds(300));  // several reads by B
+  EXPECT_EQ(ledger_.ReverseCalls(GrantId(1)), 1);
+  EXPECT_EQ(Row(GrantId(1)).state, "reversed");
 }
 
 // Grants go in GrantMany calls of at most grants_per_call rows, each row sent once and recorded

@@ -21,6 +21,7 @@
 #include "services/events/events_grpc.h"
 #include "services/events/events_service.h"
 #include "services/events/grant_sender.h"
+#include "services/events/rules_catch_up.h"
 #include "services/events/segments_client.h"
 #include "spdlog/spdlog.h"
 
@@ -104,7 +105,8 @@ int main(int argc, char** argv) {
                                      .max_in_flight = static_cast<int>(cfg->grants_in_flight),
                                      .grants_per_call = static_cast<int>(cfg->grants_per_call),
                                      .claim_batch = static_cast<int>(cfg->grants_claim_batch),
-                                     .finish_batch = static_cast<int>(cfg->grants_finish_batch)});
+                                     .finish_batch = static_cast<int>(cfg->grants_finish_batch),
+                                     .unfunded_retry = absl::Seconds(cfg->unfunded_retry_s)});
   service.OnGrantsCommitted([&sender] { sender.Notify(); });
   std::thread sender_thread([&sender] { sender.Run(); });
   // Every return from here on stops each thread started (a joinable one would abort the process):
@@ -114,24 +116,18 @@ int main(int argc, char** argv) {
     sender_thread.join();
   };
 
-  events::BatchConsumerOptions consumer_options;
-  consumer_options.consumer.client = kafka_options;
-  consumer_options.consumer.group_id = cfg->consumer_group;
-  consumer_options.consumer.topics = {cfg->events_topic};
-  consumer_options.consumer.metrics_name = "events";
-  consumer_options.consumer.dead_letter_topic = cfg->dead_letter_topic;
-  consumer_options.max_batch = static_cast<int>(cfg->batch_max);
-  consumer_options.linger = absl::Milliseconds(cfg->batch_linger_ms);
-  auto consumer = events::BatchConsumer::Create(consumer_options, producer->get());
-  if (!consumer.ok()) return Fail(consumer.status());
-  std::thread consumer_thread([&] {
-    (*consumer)->Run([&service](const auto& batch, auto* rejected) {
-      return service.HandleBatch(batch, rejected);
-    });
-  });
-  absl::Cleanup stop_consumer = [&] {
-    (*consumer)->Stop();
-    consumer_thread.join();
+  // Business events are matched only once the rules caught up with every campaign change
+  // published before start-up (decision 010, amended): the rules stored in the database miss the
+  // changes published while this replica was down, and the events that waited meanwhile would be
+  // matched against them. The end of the changes topic is captured now (retried while the broker
+  // cannot be reached), and the business-events consumer joins its group only once the rules
+  // consumer has handled everything before it.
+  events::RulesCatchUp rules_catch_up;
+  std::thread catch_up_thread(
+      [&] { rules_catch_up.Capture(kafka_options, cfg->campaign_changes_topic); });
+  absl::Cleanup stop_catch_up = [&] {
+    rules_catch_up.Cancel();
+    catch_up_thread.join();
   };
 
   // Every replica needs every campaign change: a group of its own, from the beginning (the
@@ -145,11 +141,37 @@ int main(int argc, char** argv) {
   auto changes = kafka::Consumer::Create(changes_options, producer->get());
   if (!changes.ok()) return Fail(changes.status());
   std::thread changes_thread([&] {
-    (*changes)->Run([&service](const auto& m) { return service.HandleCampaignChange(m); });
+    (*changes)->Run([&](const kafka::IncomingMessage& m) {
+      absl::Status s = service.HandleCampaignChange(m);
+      // Stored, skipped or (permanent) dead-lettered: either way done with.
+      if (s.ok() || kafka::IsPermanent(s)) rules_catch_up.Handled(m.partition, m.offset);
+      return s;
+    });
   });
   absl::Cleanup stop_changes = [&] {
     (*changes)->Stop();
     changes_thread.join();
+  };
+
+  events::BatchConsumerOptions consumer_options;
+  consumer_options.consumer.client = kafka_options;
+  consumer_options.consumer.group_id = cfg->consumer_group;
+  consumer_options.consumer.topics = {cfg->events_topic};
+  consumer_options.consumer.metrics_name = "events";
+  consumer_options.consumer.dead_letter_topic = cfg->dead_letter_topic;
+  consumer_options.max_batch = static_cast<int>(cfg->batch_max);
+  consumer_options.linger = absl::Milliseconds(cfg->batch_linger_ms);
+  consumer_options.ready = [&rules_catch_up] { return rules_catch_up.CaughtUp(); };
+  auto consumer = events::BatchConsumer::Create(consumer_options, producer->get());
+  if (!consumer.ok()) return Fail(consumer.status());
+  std::thread consumer_thread([&] {
+    (*consumer)->Run([&service](const auto& batch, auto* rejected) {
+      return service.HandleBatch(batch, rejected);
+    });
+  });
+  absl::Cleanup stop_consumer = [&] {
+    (*consumer)->Stop();
+    consumer_thread.join();
   };
 
   std::optional<WorkerPool> workers;
@@ -164,8 +186,9 @@ int main(int argc, char** argv) {
   spdlog::info("events stopping on signal {}", sig);
   (*server)->Shutdown(absl::Seconds(5));
   workers.reset();
-  std::move(stop_changes).Invoke();
   std::move(stop_consumer).Invoke();
+  std::move(stop_changes).Invoke();
+  std::move(stop_catch_up).Invoke();
   std::move(stop_sender).Invoke();
   spdlog::info("events stopped");
   return 0;

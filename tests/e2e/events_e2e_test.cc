@@ -92,7 +92,7 @@ class Stack {
             {"MKT_EVENTS_EVENTS_TOPIC", events_topic_},
             {"MKT_EVENTS_DEAD_LETTER_TOPIC", dead_letters_},
             {"MKT_EVENTS_CAMPAIGN_CHANGES_TOPIC", changes_},
-            {"MKT_EVENTS_CONSUMER_GROUP", "events-e2e-" + RandomHex(4)},
+            {"MKT_EVENTS_CONSUMER_GROUP", events_group_},
             {"MKT_EVENTS_REWARDS_ADDRESS", absl::StrCat("127.0.0.1:", rewards_port_)},
             segments_address_.empty()
                 ? std::pair<const std::string, std::string>{"MKT_EVENTS_TAGS_FILE", tags_file_}
@@ -242,6 +242,8 @@ class Stack {
   std::string events_topic_, dead_letters_, changes_;
   int rewards_port_ = 0, events_port_ = 0;
   std::string tags_file_, events_log_;
+  // The business-events consumer group, kept across restarts of mkt-events (as in production).
+  std::string events_group_ = "events-e2e-" + RandomHex(4);
   std::unique_ptr<testing::ChildProcess> rewards_;
   std::unique_ptr<testing::ChildProcess> events_;
   std::unique_ptr<rpb::Ledger::Stub> ledger_;
@@ -656,6 +658,103 @@ TEST_F(EventsE2eTest, AnEventCampaignSpendsItsFundedBudgetAndThenRecordsBudgetEx
   EXPECT_EQ(budget(), 150);
   // The refused grant stays refused: not retried behind the operator's back.
   EXPECT_EQ(outcome(third).first, "rejected");
+  s.ExpectIntegrity();
+}
+
+// A restart after campaign changes were published while mkt-events was down: the rules stored in
+// its database are out of date (one campaign went ONLINE, another was PAUSED meanwhile), and the
+// business events published meanwhile wait on their topic. They must be matched against the
+// rules as changed, never against the stored ones: every event of the campaign that went online
+// grants exactly once, none of the paused one's does. Many earlier changes (other campaigns) sit
+// in front of the two that matter, so that replaying the topic takes a while.
+TEST(EventsRestartE2eTest, EventsPublishedWhileDownAreMatchedAgainstTheRulesChangedMeanwhile) {
+  Stack s;
+  const std::string suffix = RandomHex(3);
+  const std::string online_id = "camp-late-online-" + suffix, paused_id = "camp-paused-" + suffix;
+  auto change = [&](const std::string& id, int64_t revision, cpb::CampaignState state,
+                    const std::string& type, const std::string& asset) {
+    cpb::CampaignChanged c;
+    c.set_campaign_id(id);
+    c.set_org_id(kOrg);
+    c.set_revision(revision);
+    c.set_version(revision);
+    c.set_state(state);
+    cpb::CampaignConfig* config = c.mutable_config();
+    config->set_name("e2e restart");
+    config->set_type(cpb::EVENT_TRIGGER);
+    config->mutable_start_time()->set_seconds(absl::ToUnixSeconds(absl::Now() - absl::Hours(24)));
+    config->mutable_end_time()->set_seconds(
+        absl::ToUnixSeconds(absl::Now() + absl::Hours(24 * 30)));
+    config->set_trigger_expression("event.type == \"" + type + "\"");
+    cpb::RewardItem* reward = config->add_rewards();
+    reward->set_benefit_template_id(asset);
+    reward->set_quantity(asset == "POINTS" ? 10 : 1);
+    return kafka::OutgoingMessage{
+        s.changes_,
+        id,
+        kafka::MakeEnvelope("campaigns.CampaignChanged", kOrg, "", c).SerializeAsString(),
+        {}};
+  };
+  auto revision_of = [&](const std::string& id) -> std::pair<int64_t, bool> {
+    epb::ListRulesRequest request;
+    request.set_campaign_id(id);
+    auto listed = s.Admin<epb::ListRulesResponse>(&epb::EventsAdmin::Stub::ListRules, request);
+    if (!listed.ok() || listed->rules_size() != 1) return {0, false};
+    return {listed->rules(0).revision(), listed->rules(0).active()};
+  };
+
+  // Other campaigns' changes first (scheduled, so they match nothing), then the two campaigns:
+  // one scheduled (its rule stored inactive), one online.
+  std::vector<kafka::OutgoingMessage> before;
+  for (int i = 0; i < 1500; ++i) {
+    before.push_back(change(absl::StrCat("camp-other-", suffix, "-", i), 1, cpb::SCHEDULED,
+                            "card.opened", "POINTS"));
+  }
+  before.push_back(change(online_id, 1, cpb::SCHEDULED, "card.opened", "POINTS"));
+  before.push_back(change(paused_id, 1, cpb::ONLINE, "card.activated", "LOTTERY_CHANCE"));
+  ASSERT_TRUE(s.producer_->Publish(before, absl::Seconds(60)).ok());
+  for (const absl::Time deadline = absl::Now() + absl::Seconds(60);
+       (revision_of(online_id).first != 1 || revision_of(paused_id).first != 1) &&
+       absl::Now() < deadline;) {
+    absl::SleepFor(absl::Milliseconds(200));
+  }
+  ASSERT_EQ(revision_of(online_id), std::make_pair(int64_t{1}, false))
+      << testing::Tail(s.events_log_, 20);
+  ASSERT_EQ(revision_of(paused_id), std::make_pair(int64_t{1}, true));
+  const std::string early = "cust-r0-" + suffix;
+  s.Publish({Event("card.activated", early)});
+  Balances expected = {{early, {{rpb::LOTTERY_CHANCE, 1}}}};
+  ASSERT_EQ(s.AwaitBalances(expected), expected) << testing::Tail(s.events_log_, 20);
+
+  // mkt-events is down while the first campaign goes online and the second is paused, and
+  // business events keep coming.
+  ASSERT_EQ(s.events_->Kill(SIGTERM), 0);
+  ASSERT_TRUE(s.producer_
+                  ->Publish({change(online_id, 2, cpb::ONLINE, "card.opened", "POINTS"),
+                             change(paused_id, 2, cpb::PAUSED, "card.activated", "LOTTERY_CHANCE")},
+                            absl::Seconds(30))
+                  .ok());
+  std::vector<epb::BusinessEvent> events;
+  for (int i = 1; i <= 10; ++i) {
+    const std::string customer = absl::StrCat("cust-r", i, "-", suffix);
+    events.push_back(Event("card.opened", customer));
+    events.push_back(Event("card.activated", customer));
+    expected[customer] = {{rpb::POINTS, 10}};
+  }
+  s.Publish(events);
+
+  ASSERT_NO_FATAL_FAILURE(s.StartEvents());
+  for (const auto& e : events) {
+    ASSERT_TRUE(
+        s.AwaitLogged(e.customer_id(), e.source() + ":" + e.source_event_id(), absl::Seconds(60)))
+        << testing::Tail(s.events_log_, 20);
+  }
+  // Every event of the campaign that went online granted, once; none of the paused one's.
+  EXPECT_EQ(s.AwaitBalances(expected), expected) << testing::Tail(s.events_log_, 20);
+  absl::SleepFor(absl::Seconds(1));  // let the grant sender finish any (wrong) pass
+  EXPECT_EQ(s.AwaitBalances(expected, absl::Seconds(1)), expected);
+  EXPECT_EQ(revision_of(online_id), std::make_pair(int64_t{2}, true));
+  EXPECT_EQ(revision_of(paused_id), std::make_pair(int64_t{2}, false));
   s.ExpectIntegrity();
 }
 
