@@ -91,6 +91,9 @@ absl::StatusOr<pb::ListBatchGrantFailuresResponse> BatchGrantService::ListFailur
   MKT_ASSIGN_OR_RETURN(pb::Campaign campaign, LoadBatchCampaign(actor, request.campaign_id()));
   const int size =
       request.page().page_size() <= 0 ? 100 : std::min(request.page().page_size(), 1000);
+  if (!IsWellFormedUtf8(request.page().page_token())) {
+    return InvalidArgument("page.page_token", "is not a token this list gave");
+  }
   MKT_ASSIGN_OR_RETURN(std::vector<BatchGrantFailureRow> rows,
                        store_.Failures(campaign.id(), request.page().page_token(), size + 1));
   pb::ListBatchGrantFailuresResponse out;
@@ -112,6 +115,9 @@ absl::StatusOr<pb::ListBatchGrantStuckResponse> BatchGrantService::ListStuck(
   MKT_ASSIGN_OR_RETURN(pb::Campaign campaign, LoadBatchCampaign(actor, request.campaign_id()));
   const int size =
       request.page().page_size() <= 0 ? 100 : std::min(request.page().page_size(), 1000);
+  if (!IsWellFormedUtf8(request.page().page_token())) {
+    return InvalidArgument("page.page_token", "is not a token this list gave");
+  }
   MKT_ASSIGN_OR_RETURN(std::vector<BatchGrantFailureRow> rows,
                        store_.Stuck(campaign.id(), request.page().page_token(), size + 1));
   pb::ListBatchGrantStuckResponse out;
@@ -161,6 +167,9 @@ absl::StatusOr<pb::BatchGrant> BatchGrantService::Settle(
   if (request.customer_id().empty()) return InvalidArgument("customer_id", "is required");
   if (request.customer_id().size() > 128) {
     return InvalidArgument("customer_id", "at most 128 characters");
+  }
+  if (!IsWellFormedUtf8(request.customer_id())) {
+    return InvalidArgument("customer_id", "must be well-formed UTF-8 without NUL characters");
   }
   const bool granted = request.settlement() == pb::BATCH_GRANT_SETTLED_GRANTED;
   if (!granted && request.settlement() != pb::BATCH_GRANT_SETTLED_NOT_GRANTED) {

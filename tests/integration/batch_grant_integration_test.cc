@@ -775,6 +775,24 @@ TEST_F(BatchGrantIntegrationTest, AnUnconfirmedGrantIsPutOffAndReportedWithoutHo
   EXPECT_EQ(code(Settle(approver_a_, first, "stk-10002", pb::BATCH_GRANT_SETTLED_NOT_GRANTED,
                         std::string("bad\0note", 8))),
             absl::StatusCode::kInvalidArgument);
+  // Bytes that are no text (the service is also called in-process, not only through gRPC).
+  pb::SettleBatchGrantItemRequest bad_id;
+  bad_id.set_campaign_id(first);
+  bad_id.set_customer_id("stk-\xff\xfe");
+  bad_id.set_settlement(pb::BATCH_GRANT_SETTLED_NOT_GRANTED);
+  bad_id.set_note("checked");
+  EXPECT_EQ(batch_service_->Settle(approver_a_, bad_id).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  pb::ListBatchGrantStuckRequest bad_token;
+  bad_token.set_campaign_id(first);
+  bad_token.mutable_page()->set_page_token("\xc3");
+  EXPECT_EQ(batch_service_->ListStuck(planner_a_, bad_token).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  pb::ListBatchGrantFailuresRequest bad_failures_token;
+  bad_failures_token.set_campaign_id(first);
+  bad_failures_token.mutable_page()->set_page_token("\xc3");
+  EXPECT_EQ(batch_service_->ListFailures(planner_a_, bad_failures_token).status().code(),
+            absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(GetBatch(planner_a_, first)->stuck(), 2);
 
   // Neither grant is in the ledger (the issuer refused before granting): both settled not granted.
