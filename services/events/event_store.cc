@@ -190,11 +190,12 @@ absl::Status EventStore::SaveEventType(const pb::EventType& type) {
   });
 }
 
-absl::StatusOr<bool> EventStore::SaveRule(const pb::TriggerRule& rule) {
+absl::StatusOr<bool> EventStore::SaveRule(const pb::TriggerRule& rule,
+                                          const RuleLifecycle& lifecycle) {
   bool stored = false;
   MKT_RETURN_IF_ERROR(pg::WithTransaction(pool_, [&](pqxx::work& tx) {
     stored = !tx.exec_params(kUpsertRule, rule.rule_id(), rule.campaign_id(), rule.revision(),
-                             ToJson(rule))
+                             ToJson(rule), LifecycleToJson(lifecycle))
                   .empty();
     return absl::OkStatus();
   }));
@@ -210,7 +211,15 @@ absl::StatusOr<EventStore::RulesChanged> EventStore::LoadRulesChangedSince(int64
             .as<int64_t>();
     for (const auto& row : tx.exec_params(kSelectRulesChangedSince, since_micros)) {
       MKT_ASSIGN_OR_RETURN(auto r, FromJson<pb::TriggerRule>(row[0].as<std::string>()));
+      absl::StatusOr<RuleLifecycle> lifecycle = LifecycleFromJson(row[1].as<std::string>());
+      if (!lifecycle.ok()) {
+        // Matched as a rule never paused or ended, rather than not at all.
+        spdlog::error("events: the stored lifecycle of rule {} cannot be read: {}", r.rule_id(),
+                      std::string(lifecycle.status().message()));
+        lifecycle = RuleLifecycle{};
+      }
       out.rules.push_back(std::move(r));
+      out.lifecycles.push_back(*std::move(lifecycle));
     }
     return absl::OkStatus();
   }));
@@ -264,6 +273,7 @@ absl::StatusOr<BatchStats> EventStore::ProcessBatch(const std::vector<ValidatedE
     std::string window_key;
   };
   std::vector<std::vector<Candidate>> candidates(events.size());
+  const absl::Time now = absl::Now();
   for (size_t i = 0; i < events.size(); ++i) {
     const ValidatedEvent& e = events[i];
     if (e.reversal != pb::NOT_A_REVERSAL) continue;
@@ -271,6 +281,7 @@ absl::StatusOr<BatchStats> EventStore::ProcessBatch(const std::vector<ValidatedE
     if (it == rules.by_type.end()) continue;
     for (const auto& rule : it->second) {
       if (!CoversEvent(*rule, e)) continue;
+      if (!Receives(*rule, now)) continue;  // an ended rule whose late events stopped
       std::optional<std::string> window = WindowKey(*rule, e.occurred_at);
       if (!window) continue;
       if (rule->condition != nullptr &&

@@ -82,13 +82,15 @@ class EventStore {
   // Every stored type (what other replicas defined since this one loaded them).
   absl::StatusOr<std::vector<pb::EventType>> LoadEventTypes();
   absl::Status SaveEventType(const pb::EventType& type);
-  // Stores `rule` unless a higher revision is stored; returns whether it was stored.
-  absl::StatusOr<bool> SaveRule(const pb::TriggerRule& rule);
+  // Stores `rule` (with its campaign's `lifecycle`) unless a higher revision is stored; returns
+  // whether it was stored.
+  absl::StatusOr<bool> SaveRule(const pb::TriggerRule& rule, const RuleLifecycle& lifecycle = {});
   // The rules stored or changed since `since` (the `as_of` of the previous call; 0 for all), and
   // the database's clock now, the `since` of the next call. A minute before `since` is read
   // again: a transaction that wrote a rule may commit after a later one stamped its own.
   struct RulesChanged {
     std::vector<pb::TriggerRule> rules;
+    std::vector<RuleLifecycle> lifecycles;  // lifecycles[i] is rules[i]'s
     int64_t as_of_micros = 0;
   };
   absl::StatusOr<RulesChanged> LoadRulesChangedSince(int64_t since_micros);

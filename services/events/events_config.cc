@@ -45,6 +45,9 @@ const config::Schema<EventsConfig>& EventsConfigSchema() {
         .Field("unfunded_retry_s", &EventsConfig::unfunded_retry_s,
                "seconds a grant refused with ACCOUNT_NOT_FOUND (the campaign's budget not funded "
                "yet by rewards) is retried, from its creation, before it is recorded as refused")
+        .Field("late_events_s", &EventsConfig::late_events_s,
+               "seconds after an ended campaign's end during which the events that occurred "
+               "before the end, arriving late, are still matched")
         .Field("worker_threads", &EventsConfig::worker_threads, "threads serving admin RPCs")
         .Field("worker_queue", &EventsConfig::worker_queue, "admin RPCs that may wait")
         .Field("segments_address", &EventsConfig::segments_address,
@@ -70,6 +73,7 @@ absl::Status ValidateEventsConfig(const EventsConfig& c) {
   MKT_RETURN_IF_ERROR(InRange("grants_claim_batch", c.grants_claim_batch, 1, 100000));
   MKT_RETURN_IF_ERROR(InRange("grants_finish_batch", c.grants_finish_batch, 1, 100000));
   MKT_RETURN_IF_ERROR(InRange("unfunded_retry_s", c.unfunded_retry_s, 0, 7 * 24 * 3600));
+  MKT_RETURN_IF_ERROR(InRange("late_events_s", c.late_events_s, 0, 31'622'400));
   MKT_RETURN_IF_ERROR(InRange("worker_threads", c.worker_threads, 1, 256));
   MKT_RETURN_IF_ERROR(InRange("worker_queue", c.worker_queue, 1, 1000000));
   MKT_RETURN_IF_ERROR(InRange("segments_timeout_ms", c.segments_timeout_ms, 1, 600000));

@@ -29,6 +29,9 @@ struct EventsConfig {
   // Seconds a grant refused with ACCOUNT_NOT_FOUND (the campaign's budget not funded yet) is
   // retried, from the grant's creation, before it is recorded as refused.
   int64_t unfunded_retry_s = 1800;
+  // Seconds after its end an ended campaign's rule still matches the events that occurred before
+  // the end and arrive late (T+1 files, consumer lag); in line with budget_release_after_s.
+  int64_t late_events_s = 259'200;
   int64_t worker_threads = 4;
   int64_t worker_queue = 1000;
   // Where conditions' `customer.tag("x")` values come from: the segments service...

@@ -33,7 +33,23 @@ WaitingReversalMetrics& WaitingReversals() {
   return *m;
 }
 
+// Rules held unfit: their definition does not compile (decision 010, amended 2026-11-29, later), by where
+// the definition came from (campaign_change, type_change, stored).
+prometheus::Counter& UnfitRules(const char* source) {
+  static auto& family = prometheus::BuildCounter()
+                            .Name("mkt_events_unfit_rules_total")
+                            .Help(
+                                "Rule revisions held inactive because their definition does not "
+                                "compile (source=campaign_change, type_change, stored)")
+                            .Register(metrics::Registry());
+  return family.Add({{"source", source}});
+}
+
 namespace cpb = ::marketing::campaigns::v1;
+
+absl::Time TimeOf(const google::protobuf::Timestamp& ts) {
+  return absl::FromUnixSeconds(ts.seconds()) + absl::Nanoseconds(ts.nanos());
+}
 
 absl::Status CheckScope(const tenancy::Actor& actor, const std::string& org) {
   if (!tenancy::Covers(actor.org_id, org)) {
@@ -90,14 +106,11 @@ absl::Status EventsService::Start() {
   }
   MKT_ASSIGN_OR_RETURN(EventStore::RulesChanged all, store_.LoadRulesChangedSince(0));
   rules_reloaded_as_of_.store(all.as_of_micros);
-  for (const pb::TriggerRule& rule : all.rules) {
-    auto compiled = CompileRule(rule, types_);
-    if (!compiled.ok()) {
-      spdlog::warn("stored rule {} does not compile, skipped: {}", rule.rule_id(),
-                   compiled.status());
-      continue;
-    }
-    rules_.Upsert(*std::move(compiled));
+  for (size_t i = 0; i < all.rules.size(); ++i) {
+    // One that does not compile is held unfit at its revision: never matched, compiled again when
+    // its event type changes.
+    absl::Status status;
+    rules_.Upsert(Hold(all.rules[i], all.lifecycles[i], "stored", &status));
   }
   spdlog::info("events: {} event types, {} active rules", types.size(), rules_.active_count());
   return absl::OkStatus();
@@ -123,28 +136,34 @@ absl::Status EventsService::ReloadRules() {
   // deleted) would be read and parsed again every period otherwise.
   MKT_ASSIGN_OR_RETURN(EventStore::RulesChanged changed,
                        store_.LoadRulesChangedSince(rules_reloaded_as_of_.load()));
-  const std::vector<pb::TriggerRule>& stored = changed.rules;
   const std::shared_ptr<const RuleIndex> held = rules_.Snapshot();
   int reloaded = 0;
-  for (const pb::TriggerRule& rule : stored) {
+  for (size_t i = 0; i < changed.rules.size(); ++i) {
+    const pb::TriggerRule& rule = changed.rules[i];
+    const RuleLifecycle& lifecycle = changed.lifecycles[i];
     if (auto it = held->by_id.find(rule.rule_id()); it != held->by_id.end()) {
       const pb::TriggerRule& mine = it->second->proto;
       if (mine.revision() > rule.revision() ||
-          (mine.revision() == rule.revision() &&
+          (mine.revision() == rule.revision() && it->second->lifecycle == lifecycle &&
            mine.SerializeAsString() == rule.SerializeAsString())) {
         continue;
       }
     }
-    auto compiled = CompileRule(rule, types_);
-    if (!compiled.ok()) {
+    // A revision that does not compile is held all the same (unfit, matching nothing): the
+    // revision it replaces must stop matching here too.
+    absl::Status status;
+    std::shared_ptr<const CompiledRule> next = Hold(rule, lifecycle, nullptr, &status);
+    if (!status.ok()) {
       absl::MutexLock lock(&refresh_mu_);
       if (refused_rules_.insert(absl::StrCat(rule.rule_id(), "@", rule.revision())).second) {
-        spdlog::warn("events: stored rule {} (revision {}) does not compile, not held: {}",
-                     rule.rule_id(), rule.revision(), compiled.status());
+        spdlog::error(
+            "events: stored rule {} (revision {}) does not compile; held inactive at that "
+            "revision: {}",
+            rule.rule_id(), rule.revision(), status.message());
+        UnfitRules("stored").Increment();
       }
-      continue;
     }
-    if (rules_.Upsert(*std::move(compiled))) ++reloaded;
+    if (rules_.Upsert(std::move(next))) ++reloaded;
   }
   if (reloaded > 0) {
     spdlog::info("events: {} rule(s) reloaded from the database (upserted through another replica)",
@@ -160,6 +179,9 @@ void EventsService::RefreshIfDue() {
     const absl::Time now = absl::Now();
     if (now - refreshed_at_ < refresh_every_) return;
     refreshed_at_ = now;
+  }
+  if (const size_t expired = rules_.DropExpired(absl::Now()); expired > 0) {
+    spdlog::info("events: {} ended rule(s) no longer match late events", expired);
   }
   absl::Status s = ReloadTypesAfter(TypesLoadMark());
   if (s.ok()) s = ReloadRules();
@@ -177,20 +199,23 @@ void EventsService::RecompileForChangedTypes() {
   for (const auto& [id, rule] : held->by_id) {
     std::shared_ptr<const EventTypeInfo> type = types_.Find(rule->proto.event_type());
     if (type == nullptr || type->proto().version() == rule->type_version) continue;
-    auto compiled = CompileRule(rule->proto, types_);
-    if (compiled.ok()) {
-      rules_.Upsert(*std::move(compiled));
-      continue;
+    // Compiled again from the definition as received (never from a copy held unfit), so a rule
+    // held for want of an attribute matches again once a later version brings it back.
+    absl::Status status;
+    std::shared_ptr<const CompiledRule> next = Hold(rule->proto, rule->lifecycle, nullptr, &status);
+    if (!status.ok()) {
+      spdlog::error(
+          "events: rule {} (revision {}) does not fit version {} of event type {} ({}); it is "
+          "held inactive until the type fits it again or a campaign change or an UpsertRule "
+          "replaces it",
+          id, rule->proto.revision(), type->proto().version(), rule->proto.event_type(),
+          status.message());
+      if (rule->unfit.empty()) UnfitRules("type_change").Increment();
+    } else if (!rule->unfit.empty()) {
+      spdlog::info("events: rule {} (revision {}) fits version {} of event type {} again", id,
+                   rule->proto.revision(), type->proto().version(), rule->proto.event_type());
     }
-    spdlog::error(
-        "events: rule {} no longer fits version {} of event type {} ({}); it is held inactive "
-        "until a campaign change or an UpsertRule replaces it",
-        id, type->proto().version(), rule->proto.event_type(), compiled.status().message());
-    auto inactive = std::make_shared<CompiledRule>(*rule);
-    inactive->proto.set_active(false);
-    inactive->condition = nullptr;
-    inactive->type_version = type->proto().version();
-    rules_.Upsert(std::move(inactive));
+    rules_.Upsert(std::move(next));
   }
   rules_compiled_for_ = generation;
 }
@@ -435,30 +460,107 @@ absl::StatusOr<std::optional<pb::TriggerRule>> RuleFromCampaign(
   return std::optional<pb::TriggerRule>(std::move(rule));
 }
 
+RuleLifecycle NextLifecycle(const CompiledRule* held, const cpb::CampaignChanged& change) {
+  if (held != nullptr && held->proto.revision() >= change.revision()) return held->lifecycle;
+  RuleLifecycle next = held != nullptr ? held->lifecycle : RuleLifecycle{};
+  const bool stamped = change.has_changed_at();
+  const absl::Time at = TimeOf(change.changed_at());
+  const bool paused = !next.paused.empty() && next.paused.back().second == absl::InfiniteFuture();
+  switch (change.state()) {
+    case cpb::PAUSED:
+      if (!paused && stamped) next.paused.emplace_back(at, absl::InfiniteFuture());
+      break;
+    case cpb::ONLINE:
+      // Resumed (or an edit approved while online): a pause ends here.
+      if (paused) next.paused.back().second = stamped ? at : next.paused.back().first;
+      next.ended = false;
+      next.ended_at = absl::InfiniteFuture();
+      break;
+    case cpb::ENDED:
+      // Ended while paused: the open pause already refuses what occurred since.
+      if (!next.ended) next.ended_at = stamped ? at : absl::InfiniteFuture();
+      next.ended = true;
+      break;
+    default:  // ARCHIVED (no more late events), or a state in which nothing is matched
+      next.ended = false;
+      next.ended_at = absl::InfiniteFuture();
+      break;
+  }
+  return next;
+}
+
+std::shared_ptr<const CompiledRule> EventsService::Hold(const pb::TriggerRule& rule,
+                                                        const RuleLifecycle& lifecycle,
+                                                        const char* source, absl::Status* status) {
+  std::shared_ptr<const CompiledRule> held =
+      HoldRule(rule, lifecycle, late_events(), types_, status);
+  if (!status->ok() && source != nullptr) {
+    spdlog::error(
+        "events: rule {} (revision {}) does not compile; held inactive at that revision, matching "
+        "nothing: {}",
+        rule.rule_id(), rule.revision(), status->message());
+    UnfitRules(source).Increment();
+  }
+  return held;
+}
+
 absl::Status EventsService::HandleCampaignChange(const kafka::IncomingMessage& message) {
   MKT_ASSIGN_OR_RETURN(auto envelope, kafka::ParseEnvelope(message));
   cpb::CampaignChanged change;
   if (!envelope.payload().UnpackTo(&change)) {
     return InvalidArgument("payload", "not a marketing.campaigns.v1.CampaignChanged");
   }
-  MKT_ASSIGN_OR_RETURN(std::optional<pb::TriggerRule> rule, RuleFromCampaign(change));
-  if (!rule) return absl::OkStatus();
+  absl::StatusOr<std::optional<pb::TriggerRule>> derived = RuleFromCampaign(change);
+  if (derived.ok() && !derived->has_value()) return absl::OkStatus();
+  const std::string rule_id = "campaign:" + change.campaign_id();
+  const std::shared_ptr<const RuleIndex> snapshot = rules_.Snapshot();
+  std::shared_ptr<const CompiledRule> held;
+  if (auto it = snapshot->by_id.find(rule_id); it != snapshot->by_id.end()) held = it->second;
+  // Decision 010, amended 2026-11-29, later: a change whose config cannot become a rule still moves the
+  // campaign's rule to its revision, matching nothing, so the revision it replaces stops granting
+  // and a later pause or end is never ignored.
+  pb::TriggerRule rule;
+  absl::Status refused;
+  if (derived.ok()) {
+    rule = **std::move(derived);
+  } else {
+    refused = derived.status();
+    if (held == nullptr) {
+      return InvalidArgument("config", absl::StrCat("campaign ", change.campaign_id(),
+                                                    " cannot become a rule: ", refused.message()));
+    }
+    // The definition held before, at this revision and inactive for good (the config it would be
+    // compiled from is lost): compiling it again when its type changes never revives it.
+    rule = held->proto;
+    rule.set_revision(change.revision());
+    rule.set_active(false);
+  }
+  const RuleLifecycle lifecycle = NextLifecycle(held.get(), change);
   const int64_t mark = TypesLoadMark();
-  auto compiled = CompileRule(*rule, types_);
-  if (!compiled.ok()) {
+  absl::Status status;
+  std::shared_ptr<const CompiledRule> next =
+      HoldRule(rule, lifecycle, late_events(), types_, &status);
+  if (!status.ok()) {
     // The rule may read a type (or an attribute) defined through another replica a moment ago:
     // compiled again against the types as loaded now (UNAVAILABLE, retried, when they cannot be).
     MKT_RETURN_IF_ERROR(ReloadTypesAfter(mark));
-    compiled = CompileRule(*rule, types_);
+    next = Hold(rule, lifecycle, "campaign_change", &status);
+    if (!status.ok() && refused.ok()) refused = status;
+  } else if (!refused.ok()) {
+    spdlog::error(
+        "events: campaign {} revision {} cannot become a rule ({}); its rule is held inactive "
+        "at that revision",
+        change.campaign_id(), change.revision(), refused.message());
+    UnfitRules("campaign_change").Increment();
   }
-  if (!compiled.ok()) {
-    // Permanent: the change is dead-lettered with the reason for the campaign's operators.
-    return InvalidArgument(
-        "config", absl::StrCat("campaign ", change.campaign_id(), " cannot become a rule: ",
-                               std::string(compiled.status().message())));
+  MKT_ASSIGN_OR_RETURN(bool stored, store_.SaveRule(rule, lifecycle));
+  if (stored) rules_.Upsert(std::move(next));
+  // A change that asked the rule to grant is refused (dead-lettered with the reason for the
+  // campaign's operators); a pause, an end or an archive is applied all the same.
+  if (!refused.ok() && change.state() == cpb::ONLINE) {
+    return InvalidArgument("config", absl::StrCat("campaign ", change.campaign_id(),
+                                                  " cannot become a rule: ", refused.message()));
   }
-  MKT_ASSIGN_OR_RETURN(bool stored, store_.SaveRule(*rule));
-  if (stored) rules_.Upsert(*std::move(compiled));
   return absl::OkStatus();
 }
 
@@ -523,7 +625,10 @@ absl::StatusOr<pb::ListRulesResponse> EventsService::ListRules(
     if (!request.campaign_id().empty() && rule->proto.campaign_id() != request.campaign_id()) {
       continue;
     }
-    *response.add_rules() = rule->proto;
+    pb::TriggerRule* listed = response.add_rules();
+    *listed = rule->proto;
+    // A rule held unfit (its definition does not compile) matches nothing, whatever it asked.
+    if (!rule->unfit.empty()) listed->set_active(false);
   }
   return response;
 }
@@ -632,7 +737,10 @@ absl::StatusOr<pb::ExplainResponse> EventsService::Explain(const tenancy::Actor&
   }
   response.set_granted(granted);
   std::string summary;
-  if (!response.event_type_matches()) {
+  if (!rule.unfit.empty()) {
+    summary = absl::StrCat("the rule is held inactive: its definition does not compile (",
+                           rule.unfit, ")");
+  } else if (!response.event_type_matches()) {
     summary =
         absl::StrCat("the rule listens to ", rule.proto.event_type(), ", not ", event->event_type);
   } else if (!response.org_covered()) {

@@ -66,6 +66,9 @@ class EventsService {
                                               const pb::ExplainRequest& request);
 
   const RuleBook& rules() const { return rules_; }
+  // How long after its end an ended campaign's rule still matches the events that occurred before
+  // the end and arrive late (config late_events_s; decision 010, amended 2026-11-29, later).
+  void set_late_events(absl::Duration late) { late_events_s_.store(absl::ToInt64Seconds(late)); }
   // The period of the reload of types and rules (tests shorten it).
   void set_refresh_every(absl::Duration period) {
     absl::MutexLock lock(&refresh_mu_);
@@ -89,6 +92,12 @@ class EventsService {
   // condition no longer fits its type is held inactive, never matched at the old slots. Runs when
   // the types changed since the last run (types_generation_).
   void RecompileForChangedTypes();
+  absl::Duration late_events() const { return absl::Seconds(late_events_s_.load()); }
+  // Holds `rule` (HoldRule) and, when it does not compile, logs why at error level and counts it
+  // (mkt_events_unfit_rules_total{source}); `source` says where the definition came from.
+  std::shared_ptr<const CompiledRule> Hold(const pb::TriggerRule& rule,
+                                           const RuleLifecycle& lifecycle, const char* source,
+                                           absl::Status* status);
 
   EventStore& store_;
   const CustomerTags* tags_;
@@ -96,6 +105,7 @@ class EventsService {
   EventTypeRegistry types_;
   RuleBook rules_;
   std::function<void()> on_grants_;
+  std::atomic<int64_t> late_events_s_{259'200};
 
   absl::Mutex types_load_mu_;  // serialises the loads of the event types
   std::atomic<int64_t> types_loads_started_{0};
@@ -124,6 +134,13 @@ class EventsService {
 absl::Status ApplyIsolatingRefusedEvents(
     size_t count, const std::function<absl::Status(size_t begin, size_t end)>& apply,
     const std::function<void(size_t index, const absl::Status& status)>& refused);
+
+// Returns the lifecycle of a campaign's rule after `change`, given the rule `held` (null: none):
+// PAUSED opens a paused period at its changed_at, ONLINE closes it (a resume), ENDED records the
+// end, ARCHIVED drops it (no late events). A change at a revision no higher than the held one (a
+// replay) changes nothing.
+RuleLifecycle NextLifecycle(const CompiledRule* held,
+                            const ::marketing::campaigns::v1::CampaignChanged& change);
 
 // Returns the rule an EVENT_TRIGGER campaign's change describes, or nullopt for campaigns of
 // other kinds. The event type comes from the trigger expression's `event.type == "..."`; the

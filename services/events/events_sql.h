@@ -11,14 +11,15 @@ inline constexpr char kUpsertEventType[] =
 inline constexpr char kSelectEventTypes[] = "SELECT definition FROM event_types ORDER BY name";
 
 inline constexpr char kUpsertRule[] =
-    "INSERT INTO trigger_rules (rule_id, campaign_id, revision, definition) "
-    "VALUES ($1, $2, $3, $4) "
+    "INSERT INTO trigger_rules (rule_id, campaign_id, revision, definition, lifecycle) "
+    "VALUES ($1, $2, $3, $4, $5) "
     "ON CONFLICT (rule_id) DO UPDATE SET campaign_id = EXCLUDED.campaign_id, "
-    "  revision = EXCLUDED.revision, definition = EXCLUDED.definition, updated_at = now() "
+    "  revision = EXCLUDED.revision, definition = EXCLUDED.definition, "
+    "  lifecycle = EXCLUDED.lifecycle, updated_at = now() "
     "WHERE trigger_rules.revision <= EXCLUDED.revision RETURNING rule_id";
 // The rules written since a moment (microseconds since the epoch), and a minute before it.
 inline constexpr char kSelectRulesChangedSince[] =
-    "SELECT definition FROM trigger_rules WHERE updated_at > "
+    "SELECT definition, lifecycle FROM trigger_rules WHERE updated_at > "
     "to_timestamp($1::bigint / 1000000.0) - interval '1 minute' ORDER BY rule_id";
 // The stored definitions of rules a reversal needs that are not held in memory.
 inline constexpr char kSelectRuleDefinitions[] =

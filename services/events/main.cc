@@ -99,6 +99,7 @@ int main(int argc, char** argv) {
   }
   events::EventStore store(**pool);
   events::EventsService service(store, tags.get(), audiences.get());
+  service.set_late_events(absl::Seconds(cfg->late_events_s));
   if (auto s = service.Start(); !s.ok()) return Fail(s);
 
   events::GrantSender sender(store, {.rewards_address = cfg->rewards_address,

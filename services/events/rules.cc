@@ -12,6 +12,7 @@
 #include "libs/core/status.h"
 #include "libs/core/text.h"
 #include "libs/tenancy/tenancy.h"
+#include "nlohmann/json.hpp"
 
 namespace mkt::events {
 namespace {
@@ -73,7 +74,56 @@ std::string AudienceKey(const pb::TriggerRule& rule) {
   return key;
 }
 
+// A moment as stored in a lifecycle: microseconds since the epoch, null for InfiniteFuture.
+nlohmann::json MomentJson(absl::Time t) {
+  if (t == absl::InfiniteFuture()) return nullptr;
+  return absl::ToUnixMicros(t);
+}
+
+absl::StatusOr<absl::Time> MomentFromJson(const nlohmann::json& j) {
+  if (j.is_null()) return absl::InfiniteFuture();
+  if (!j.is_number_integer()) return InvalidArgument("lifecycle", "a moment is an integer");
+  return absl::FromUnixMicros(j.get<int64_t>());
+}
+
 }  // namespace
+
+std::string LifecycleToJson(const RuleLifecycle& lifecycle) {
+  if (lifecycle == RuleLifecycle{}) return "";
+  nlohmann::json j = nlohmann::json::object();
+  j["ended"] = lifecycle.ended;
+  j["ended_at"] = MomentJson(lifecycle.ended_at);
+  nlohmann::json paused = nlohmann::json::array();
+  for (const auto& [from, to] : lifecycle.paused) {
+    paused.push_back(nlohmann::json::array({MomentJson(from), MomentJson(to)}));
+  }
+  j["paused"] = std::move(paused);
+  return j.dump();
+}
+
+absl::StatusOr<RuleLifecycle> LifecycleFromJson(std::string_view json) {
+  RuleLifecycle lifecycle;
+  if (json.empty()) return lifecycle;
+  const nlohmann::json j = nlohmann::json::parse(json, nullptr, /*allow_exceptions=*/false);
+  if (!j.is_object()) return InvalidArgument("lifecycle", "not a JSON object");
+  if (auto it = j.find("ended"); it != j.end() && it->is_boolean()) {
+    lifecycle.ended = it->get<bool>();
+  }
+  if (auto it = j.find("ended_at"); it != j.end()) {
+    MKT_ASSIGN_OR_RETURN(lifecycle.ended_at, MomentFromJson(*it));
+  }
+  if (auto it = j.find("paused"); it != j.end() && it->is_array()) {
+    for (const nlohmann::json& period : *it) {
+      if (!period.is_array() || period.size() != 2) {
+        return InvalidArgument("lifecycle", "a paused period is [from, to]");
+      }
+      MKT_ASSIGN_OR_RETURN(absl::Time from, MomentFromJson(period[0]));
+      MKT_ASSIGN_OR_RETURN(absl::Time to, MomentFromJson(period[1]));
+      lifecycle.paused.emplace_back(from, to);
+    }
+  }
+  return lifecycle;
+}
 
 absl::StatusOr<std::shared_ptr<const CompiledRule>> CompileRule(const pb::TriggerRule& rule,
                                                                 const EventTypeRegistry& types) {
@@ -143,6 +193,38 @@ absl::StatusOr<std::shared_ptr<const CompiledRule>> CompileRule(const pb::Trigge
   return std::shared_ptr<const CompiledRule>(std::move(compiled));
 }
 
+std::shared_ptr<const CompiledRule> HoldRule(const pb::TriggerRule& rule,
+                                             const RuleLifecycle& lifecycle,
+                                             absl::Duration late_events,
+                                             const EventTypeRegistry& types, absl::Status* status) {
+  absl::StatusOr<std::shared_ptr<const CompiledRule>> compiled = CompileRule(rule, types);
+  *status = compiled.status();
+  std::shared_ptr<CompiledRule> held;
+  if (compiled.ok()) {
+    held = std::make_shared<CompiledRule>(**compiled);
+  } else {
+    held = std::make_shared<CompiledRule>();
+    held->proto = rule;
+    held->unfit = std::string(compiled.status().message());
+    if (held->unfit.empty()) held->unfit = "it does not compile";
+    if (auto type = types.Find(rule.event_type()); type != nullptr) {
+      held->type_version = type->proto().version();  // compiled again at its next version
+    }
+  }
+  held->lifecycle = lifecycle;
+  if (lifecycle.ended) {
+    held->end = std::min(held->end, lifecycle.ended_at);
+    // Ended at no stated moment, with no window end: no late event can be told from a new one.
+    if (held->end != absl::InfiniteFuture()) held->late_until = held->end + late_events;
+  }
+  return held;
+}
+
+bool Receives(const CompiledRule& rule, absl::Time now) {
+  if (!rule.unfit.empty()) return false;
+  return rule.proto.active() || now < rule.late_until;
+}
+
 RuleBook::RuleBook() : index_(std::make_shared<RuleIndex>()) {}
 
 std::shared_ptr<const RuleIndex> RuleBook::Snapshot() const {
@@ -162,9 +244,24 @@ bool RuleBook::Upsert(std::shared_ptr<const CompiledRule> rule) {
   for (auto& [type, rules] : next->by_type) {
     std::erase_if(rules, [&](const auto& r) { return r->proto.rule_id() == id; });
   }
-  if (rule->proto.active()) next->by_type[rule->proto.event_type()].push_back(rule);
+  if (Receives(*rule, absl::Now())) next->by_type[rule->proto.event_type()].push_back(rule);
   index_ = std::move(next);
   return true;
+}
+
+size_t RuleBook::DropExpired(absl::Time now) {
+  absl::MutexLock lock(&mu_);
+  size_t expired = 0;
+  for (const auto& [type, rules] : index_->by_type) {
+    for (const auto& rule : rules) expired += Receives(*rule, now) ? 0 : 1;
+  }
+  if (expired == 0) return 0;
+  auto next = std::make_shared<RuleIndex>(*index_);
+  for (auto& [type, rules] : next->by_type) {
+    std::erase_if(rules, [&](const auto& r) { return !Receives(*r, now); });
+  }
+  index_ = std::move(next);
+  return expired;
 }
 
 size_t RuleBook::active_count() const {
@@ -176,6 +273,9 @@ size_t RuleBook::active_count() const {
 
 std::optional<std::string> WindowKey(const CompiledRule& rule, absl::Time occurred_at) {
   if (occurred_at < rule.start || occurred_at >= rule.end) return std::nullopt;
+  for (const auto& [from, to] : rule.lifecycle.paused) {
+    if (occurred_at >= from && occurred_at < to) return std::nullopt;
+  }
   static const absl::TimeZone kChina = absl::FixedTimeZone(8 * 3600);
   switch (rule.proto.window()) {
     case pb::CALENDAR_MONTH:

@@ -11,6 +11,7 @@
 #include <set>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -20,6 +21,25 @@
 #include "services/events/event_types.h"
 
 namespace mkt::events {
+
+// What a campaign's state changes did to its rule over time (decision 010, amended 2026-11-29, later):
+// when it ended, and when it was paused. Stored with the rule (trigger_rules.lifecycle), since the
+// changes that built it are not replayed on top of a rule stored at a later revision.
+struct RuleLifecycle {
+  // The campaign ENDED: its rule still matches events that occurred before `ended_at` (the ENDED
+  // change's changed_at, when earlier than the window's end) and arrive late, for a while.
+  bool ended = false;
+  absl::Time ended_at = absl::InfiniteFuture();
+  // [PAUSED changed_at, RESUMED changed_at): events that occurred then never match, whenever they
+  // arrive. The last period is open (InfiniteFuture) while the campaign is paused.
+  std::vector<std::pair<absl::Time, absl::Time>> paused;
+
+  bool operator==(const RuleLifecycle& other) const = default;
+};
+
+// As stored ("" for a rule with no ended or paused state), and back ("" or "{}": none).
+std::string LifecycleToJson(const RuleLifecycle& lifecycle);
+absl::StatusOr<RuleLifecycle> LifecycleFromJson(std::string_view json);
 
 // A rule ready to match: its condition compiled against its event type's schema.
 struct CompiledRule {
@@ -33,6 +53,14 @@ struct CompiledRule {
   // The version of the event type the condition was compiled against: its fields are read by
   // slot, and another version of the type may lay them out otherwise (EventsService recompiles).
   int64_t type_version = 0;
+  RuleLifecycle lifecycle;
+  // Until when an ended rule matches the events that occurred before its end and arrive late: its
+  // end + late_events_s. InfinitePast for a rule that did not end.
+  absl::Time late_until = absl::InfinitePast();
+  // Why `proto` (the definition as received) does not compile; empty when it does. An unfit rule
+  // is held at its revision but matches nothing (RuleBook indexes it under no type), whatever
+  // `proto.active()` says; it is compiled again from `proto` when its event type changes.
+  std::string unfit;
 };
 
 // Returns the compiled rule, or INVALID_ARGUMENT (parse/type errors with their position in
@@ -40,8 +68,20 @@ struct CompiledRule {
 absl::StatusOr<std::shared_ptr<const CompiledRule>> CompileRule(const pb::TriggerRule& rule,
                                                                 const EventTypeRegistry& types);
 
-// An immutable snapshot of the rules: active ones indexed by event type, every one by id (a
-// reversal must still find a rule that has since been deactivated).
+// Returns `rule` compiled (CompileRule) with `lifecycle` applied: its window ends at the end, and
+// an ended rule matches late events until `late_events` after it. When `rule` does not compile, it
+// is returned held unfit (CompiledRule::unfit) and `status` says why; else `status` is OK.
+std::shared_ptr<const CompiledRule> HoldRule(const pb::TriggerRule& rule,
+                                             const RuleLifecycle& lifecycle,
+                                             absl::Duration late_events,
+                                             const EventTypeRegistry& types, absl::Status* status);
+
+// Whether `rule` matches events that arrive at `now`: active, or ended less than late_events_s
+// ago (CompiledRule::late_until); never when unfit.
+bool Receives(const CompiledRule& rule, absl::Time now);
+
+// An immutable snapshot of the rules: those that receive events (Receives) indexed by event type,
+// every one by id (a reversal must still find a rule that has since been deactivated).
 struct RuleIndex {
   std::map<std::string, std::vector<std::shared_ptr<const CompiledRule>>, std::less<>> by_type;
   std::map<std::string, std::shared_ptr<const CompiledRule>, std::less<>> by_id;
@@ -54,6 +94,9 @@ class RuleBook {
   std::shared_ptr<const RuleIndex> Snapshot() const;
   // Adds or replaces `rule` unless a higher revision of it is held; returns whether it changed.
   bool Upsert(std::shared_ptr<const CompiledRule> rule);
+  // Takes out of the index by type the ended rules whose late events stopped before `now`;
+  // returns how many.
+  size_t DropExpired(absl::Time now);
   size_t active_count() const;
 
  private:
@@ -62,7 +105,8 @@ class RuleBook {
 };
 
 // Returns the key of the window `occurred_at` falls in for `rule` ("c" for the campaign window,
-// "m:2026-11", "d:2026-11-26" in China time), or nullopt when it is outside start..end.
+// "m:2026-11", "d:2026-11-26" in China time), or nullopt when it is outside start..end (the end of
+// an ended rule is its ENDED change's, when earlier) or in a period the campaign was paused.
 std::optional<std::string> WindowKey(const CompiledRule& rule, absl::Time occurred_at);
 
 // Whether `rule` may match `event` at all: a rule of org O matches only the events of the orgs O
