@@ -33,8 +33,8 @@ WaitingReversalMetrics& WaitingReversals() {
   return *m;
 }
 
-// Rules held unfit: their definition does not compile (decision 010, amended 2026-11-29, later), by where
-// the definition came from (campaign_change, type_change, stored).
+// Rules held unfit: their definition does not compile (decision 010, amended 2026-11-29, later), by
+// where the definition came from (campaign_change, type_change, stored).
 prometheus::Counter& UnfitRules(const char* source) {
   static auto& family = prometheus::BuildCounter()
                             .Name("mkt_events_unfit_rules_total")
@@ -516,9 +516,9 @@ absl::Status EventsService::HandleCampaignChange(const kafka::IncomingMessage& m
   const std::shared_ptr<const RuleIndex> snapshot = rules_.Snapshot();
   std::shared_ptr<const CompiledRule> held;
   if (auto it = snapshot->by_id.find(rule_id); it != snapshot->by_id.end()) held = it->second;
-  // Decision 010, amended 2026-11-29, later: a change whose config cannot become a rule still moves the
-  // campaign's rule to its revision, matching nothing, so the revision it replaces stops granting
-  // and a later pause or end is never ignored.
+  // Decision 010, amended 2026-11-29, later: a change whose config cannot become a rule still moves
+  // the campaign's rule to its revision, matching nothing, so the revision it replaces stops
+  // granting and a later pause or end is never ignored.
   pb::TriggerRule rule;
   absl::Status refused;
   if (derived.ok()) {

@@ -22,9 +22,9 @@
 
 namespace mkt::events {
 
-// What a campaign's state changes did to its rule over time (decision 010, amended 2026-11-29, later):
-// when it ended, and when it was paused. Stored with the rule (trigger_rules.lifecycle), since the
-// changes that built it are not replayed on top of a rule stored at a later revision.
+// What a campaign's state changes did to its rule over time (decision 010, amended 2026-11-29,
+// later): when it ended, and when it was paused. Stored with the rule (trigger_rules.lifecycle),
+// since the changes that built it are not replayed on top of a rule stored at a later revision.
 struct RuleLifecycle {
   // The campaign ENDED: its rule still matches events that occurred before `ended_at` (the ENDED
   // change's changed_at, when earlier than the window's end) and arrive late, for a while.
