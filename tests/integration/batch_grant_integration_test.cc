@@ -123,6 +123,29 @@ class BatchGrantIntegrationTest : public ::testing::Test {
                                 .snapshot_page = 700});
   }
 
+  // A runner of its own owner, polling every 100 ms, over `snapshots` and `issuer` (fakes that
+  // answer or act as a test needs).
+  std::unique_ptr<BatchGrantRunner> RunnerWith(RewardIssuer& issuer, AudienceSnapshots& snapshots,
+                                               BatchGrantRunnerOptions options) {
+    options.owner = "test-runner-" + RandomHex(3);
+    options.poll = absl::Milliseconds(100);
+    return std::make_unique<BatchGrantRunner>(*store_, *batch_store_, snapshots,
+                                              *reference_.benefits, issuer, rewards_.channel,
+                                              std::move(options));
+  }
+
+  // Waits up to 30 s for the batch of `id` to satisfy `done`; returns its last progress.
+  absl::StatusOr<pb::BatchGrant> WaitForBatch(
+      const std::string& id, const std::function<bool(const pb::BatchGrant&)>& done) {
+    const absl::Time until = absl::Now() + absl::Seconds(30);
+    absl::StatusOr<pb::BatchGrant> p = GetBatch(planner_a_, id);
+    while (absl::Now() < until && !(p.ok() && done(*p))) {
+      absl::SleepFor(absl::Milliseconds(50));
+      p = GetBatch(planner_a_, id);
+    }
+    return p;
+  }
+
   // A BATCH_GRANT campaign of bank A: `quantity` points of bt-points-100 (unit cost 100 fen) to
   // seg-a1 minus seg-a2.
   pb::CampaignConfig PointsBatch(const std::string& name, int64_t quantity) {
@@ -136,6 +159,17 @@ class BatchGrantIntegrationTest : public ::testing::Test {
     reward->set_benefit_template_id("bt-points-100");
     reward->set_quantity(quantity);
     reward->set_kind(pb::REWARD_KIND_POINTS);
+    return c;
+  }
+
+  // A BATCH_GRANT campaign of bank A: one coupon of bt-a-gift to each recipient.
+  pb::CampaignConfig CouponBatch(const std::string& name) {
+    pb::CampaignConfig c = PointsBatch(name, 1);
+    c.clear_rewards();
+    auto* reward = c.add_rewards();
+    reward->set_benefit_template_id("bt-a-gift");
+    reward->set_quantity(1);
+    reward->set_kind(pb::REWARD_KIND_COUPON);
     return c;
   }
 
@@ -662,18 +696,9 @@ TEST_F(BatchGrantIntegrationTest, AnUnconfirmedGrantIsPutOffAndReportedWithoutHo
   ActivateCoupon("bt-a-gift", 100, 100);
   snapshots_.Set("seg-a1", Customers("stk", 8));
   snapshots_.Set("seg-a2", {});
-  auto coupon_batch = [&](const std::string& name) {
-    pb::CampaignConfig c = PointsBatch(name, 1);
-    c.clear_rewards();
-    auto* reward = c.add_rewards();
-    reward->set_benefit_template_id("bt-a-gift");
-    reward->set_quantity(1);
-    reward->set_kind(pb::REWARD_KIND_COUPON);
-    return c;
-  };
-  const std::string first = Submitted(coupon_batch("batch stuck"));
+  const std::string first = Submitted(CouponBatch("batch stuck"));
   GoOnline(first, 1'000'000);
-  const std::string second = Submitted(coupon_batch("batch after the stuck one"));
+  const std::string second = Submitted(CouponBatch("batch after the stuck one"));
   GoOnline(second, 1'000'000);
 
   AnsweringIssuer issuer(
@@ -684,14 +709,11 @@ TEST_F(BatchGrantIntegrationTest, AnUnconfirmedGrantIsPutOffAndReportedWithoutHo
                            "request_id was used for a different transfer")},
        {"stk-10006", absl::UnimplementedError("no such method")}});
   issuer.SetCampaign(first);
-  runner_ = std::make_unique<BatchGrantRunner>(
-      *store_, *batch_store_, snapshots_, *reference_.benefits, issuer, rewards_.channel,
-      BatchGrantRunnerOptions{.owner = "test-runner-" + RandomHex(3),
-                              .poll = absl::Milliseconds(100),
-                              .issuer_threads = 4,
-                              .unconfirmed_backoff = absl::Milliseconds(20),
-                              .unconfirmed_max_backoff = absl::Minutes(1),
-                              .unconfirmed_attempts = 3});
+  runner_ = RunnerWith(issuer, snapshots_,
+                       {.issuer_threads = 4,
+                        .unconfirmed_backoff = absl::Milliseconds(20),
+                        .unconfirmed_max_backoff = absl::Minutes(1),
+                        .unconfirmed_attempts = 3});
   // One pass must end (it used to work the first batch for ever).
   std::atomic<bool> returned{false};
   absl::Status pass;
@@ -858,24 +880,15 @@ TEST_F(BatchGrantIntegrationTest, AStuckItemSettledDuringTheRunIsNeverSentAgain)
   ActivateCoupon("bt-a-gift", 100, 100);
   snapshots_.Set("seg-a1", Customers("lost", 5));
   snapshots_.Set("seg-a2", {});
-  pb::CampaignConfig c = PointsBatch("batch with lost answers", 1);
-  c.clear_rewards();
-  auto* reward = c.add_rewards();
-  reward->set_benefit_template_id("bt-a-gift");
-  reward->set_quantity(1);
-  reward->set_kind(pb::REWARD_KIND_COUPON);
-  const std::string id = Submitted(c);
+  const std::string id = Submitted(CouponBatch("batch with lost answers"));
   GoOnline(id, 1'000'000);
 
   LostAnswerIssuer issuer(*issuer_, {"lost-10001", "lost-10003"});
-  runner_ = std::make_unique<BatchGrantRunner>(
-      *store_, *batch_store_, snapshots_, *reference_.benefits, issuer, rewards_.channel,
-      BatchGrantRunnerOptions{.owner = "test-runner-" + RandomHex(3),
-                              .poll = absl::Milliseconds(100),
-                              .issuer_threads = 2,
-                              .unconfirmed_backoff = absl::Milliseconds(20),
-                              .unconfirmed_max_backoff = absl::Milliseconds(200),
-                              .unconfirmed_attempts = 3});
+  runner_ = RunnerWith(issuer, snapshots_,
+                       {.issuer_threads = 2,
+                        .unconfirmed_backoff = absl::Milliseconds(20),
+                        .unconfirmed_max_backoff = absl::Milliseconds(200),
+                        .unconfirmed_attempts = 3});
   // Put off for less than a second, stuck items keep the pass going: it ends only when they are
   // settled.
   std::atomic<bool> returned{false};
@@ -884,13 +897,7 @@ TEST_F(BatchGrantIntegrationTest, AStuckItemSettledDuringTheRunIsNeverSentAgain)
     pass = runner_->RunOnce();
     returned = true;
   });
-  absl::Time until = absl::Now() + absl::Seconds(30);
-  while (absl::Now() < until) {
-    auto p = GetBatch(planner_a_, id);
-    if (p.ok() && p->stuck() == 2) break;
-    absl::SleepFor(absl::Milliseconds(50));
-  }
-  ASSERT_EQ(GetBatch(planner_a_, id)->stuck(), 2);
+  ASSERT_EQ(WaitForBatch(id, [](const pb::BatchGrant& b) { return b.stuck() == 2; })->stuck(), 2);
   EXPECT_EQ(CouponsOf(id)["lost-10001"], 1) << "sent again under one id, issued once";
 
   auto first = Settle(approver_a_, id, "lost-10001", pb::BATCH_GRANT_SETTLED_GRANTED,
@@ -910,7 +917,7 @@ TEST_F(BatchGrantIntegrationTest, AStuckItemSettledDuringTheRunIsNeverSentAgain)
                      "transfer found under the request id");
   ASSERT_TRUE(last.ok()) << last.status();
   EXPECT_EQ(last->state(), pb::BATCH_GRANT_COMPLETED);
-  until = absl::Now() + absl::Seconds(10);
+  const absl::Time until = absl::Now() + absl::Seconds(10);
   while (!returned && absl::Now() < until) absl::SleepFor(absl::Milliseconds(20));
   const bool ended_by_itself = returned;
   if (!ended_by_itself) runner_->Stop();
@@ -938,22 +945,15 @@ TEST_F(BatchGrantIntegrationTest, RecipientsRefusedBeforeTheBudgetIsFundedAreGra
   snapshots_.Set("seg-a2", {});
   const std::string id = Submitted(PointsBatch("batch before its budget", 2));
   GoOnline(id, /*budget_fen=*/0);  // ONLINE, and rewards has not funded it yet
-  runner_ = std::make_unique<BatchGrantRunner>(
-      *store_, *batch_store_, snapshots_, *reference_.benefits, *issuer_, rewards_.channel,
-      BatchGrantRunnerOptions{.owner = "test-runner-" + RandomHex(3),
-                              .poll = absl::Milliseconds(100),
-                              .issuer_threads = 2,
-                              .unconfirmed_backoff = absl::Milliseconds(50),
-                              .unconfirmed_max_backoff = absl::Milliseconds(300),
-                              .unconfirmed_attempts = 1000});
+  runner_ = RunnerWith(*issuer_, snapshots_,
+                       {.issuer_threads = 2,
+                        .unconfirmed_backoff = absl::Milliseconds(50),
+                        .unconfirmed_max_backoff = absl::Milliseconds(300),
+                        .unconfirmed_attempts = 1000});
   runner_->Start();
-  const absl::Time until = absl::Now() + absl::Seconds(30);
-  while (absl::Now() < until) {
-    auto p = GetBatch(planner_a_, id);
-    if (p.ok() && p->last_error().find("ACCOUNT_NOT_FOUND") != std::string::npos) break;
-    absl::SleepFor(absl::Milliseconds(50));
-  }
-  auto waiting = GetBatch(planner_a_, id);
+  auto waiting = WaitForBatch(id, [](const pb::BatchGrant& b) {
+    return b.last_error().find("ACCOUNT_NOT_FOUND") != std::string::npos;
+  });
   ASSERT_TRUE(waiting.ok()) << waiting.status();
   EXPECT_NE(waiting->last_error().find("ACCOUNT_NOT_FOUND"), std::string::npos)
       << waiting->last_error();
@@ -964,13 +964,8 @@ TEST_F(BatchGrantIntegrationTest, RecipientsRefusedBeforeTheBudgetIsFundedAreGra
   EXPECT_EQ(waiting->pending(), 6);
 
   Fund(rpb::BUDGET_FEN, id, 1'000'000);
-  absl::StatusOr<pb::BatchGrant> done;
-  const absl::Time later = absl::Now() + absl::Seconds(30);
-  while (absl::Now() < later) {
-    done = GetBatch(planner_a_, id);
-    if (done.ok() && done->state() == pb::BATCH_GRANT_COMPLETED) break;
-    absl::SleepFor(absl::Milliseconds(50));
-  }
+  auto done = WaitForBatch(
+      id, [](const pb::BatchGrant& b) { return b.state() == pb::BATCH_GRANT_COMPLETED; });
   runner_->Stop();
   ASSERT_TRUE(done.ok()) << done.status();
   EXPECT_EQ(done->state(), pb::BATCH_GRANT_COMPLETED) << done->last_error();
@@ -1012,12 +1007,7 @@ TEST_F(BatchGrantIntegrationTest, PausedWhileMaterialisingSendsNothing) {
     auto paused = client_->Pause(planner_a_, id);
     ASSERT_TRUE(paused.ok()) << paused.status();
   });
-  runner_ = std::make_unique<BatchGrantRunner>(
-      *store_, *batch_store_, acting, *reference_.benefits, *issuer_, rewards_.channel,
-      BatchGrantRunnerOptions{.owner = "test-runner-" + RandomHex(3),
-                              .poll = absl::Milliseconds(100),
-                              .max_in_flight = 16,
-                              .issuer_threads = 2});
+  runner_ = RunnerWith(*issuer_, acting, {.max_in_flight = 16, .issuer_threads = 2});
   ASSERT_TRUE(runner_->RunOnce().ok());
   EXPECT_TRUE(LedgerGrantsOf(id).empty()) << "granted after the campaign was paused";
   auto paused = GetBatch(planner_a_, id);
