@@ -631,15 +631,25 @@ absl::Status BatchGrantRunner::Work(const RunnableBatch& batch) {
     }
     if (active && more && queue.size() < static_cast<size_t>(sender->capacity()) &&
         now >= read_retry_at) {
-      absl::StatusOr<std::vector<std::string>> page = store_.PendingAfter(id, cursor, chunk);
+      absl::StatusOr<std::vector<PendingItem>> page = store_.PendingAfter(id, cursor, chunk);
       if (!page.ok()) {
         spdlog::warn("batch grant {}: cannot read pending items (retrying): {}", id, page.status());
         read_retry_at = now + absl::Seconds(1);
       } else {
         more = static_cast<int>(page->size()) == chunk;
-        if (!page->empty()) cursor = page->back();
-        for (std::string& c : *page) {
+        if (!page->empty()) cursor = page->back().customer_id;
+        for (PendingItem& item : *page) {
+          std::string& c = item.customer_id;
           auto d = deferred.find(c);
+          if (item.stuck && (d == deferred.end() || !d->second.stuck)) {
+            // Marked stuck by a runner that forgot it since (a restart, another replica, a pause
+            // in between): sent once now, then every max backoff, each time only while PENDING.
+            Impl::Deferred& remembered = deferred[c];
+            remembered.stuck = true;
+            remembered.attempts = std::max(remembered.attempts, options_.unconfirmed_attempts);
+            remembered.due = now;
+            d = deferred.find(c);
+          }
           if (d != deferred.end() && d->second.due > now) {
             retries.emplace(d->second.due, std::move(c));
           } else {

@@ -189,8 +189,10 @@ absl::StatusOr<pb::BatchGrant> BatchGrantService::Settle(
   spdlog::info("batch grant {}: the stuck grant to {} settled {} by {}/{}", campaign.id(),
                request.customer_id(), granted ? "granted" : "not granted", actor.org_id,
                actor.operator_id);
-  MKT_ASSIGN_OR_RETURN(std::optional<BatchGrantRun> now, store_.Get(campaign.id()));
-  return ToProto(campaign, now ? now : std::optional<BatchGrantRun>(run));
+  // The settlement is committed: a failed re-read (for the stuck count) must not answer an error,
+  // which a retry would meet as "not stuck".
+  absl::StatusOr<std::optional<BatchGrantRun>> now = store_.Get(campaign.id());
+  return ToProto(campaign, now.ok() && *now ? *now : std::optional<BatchGrantRun>(run));
 }
 
 absl::StatusOr<pb::BatchGrant> BatchGrantService::Cancel(

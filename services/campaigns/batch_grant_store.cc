@@ -192,16 +192,16 @@ absl::Status PgBatchGrantStore::FinishMaterialising(const std::string& campaign_
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::vector<std::string>> PgBatchGrantStore::PendingAfter(
+absl::StatusOr<std::vector<PendingItem>> PgBatchGrantStore::PendingAfter(
     const std::string& campaign_id, const std::string& after, int limit) {
-  std::vector<std::string> out;
+  std::vector<PendingItem> out;
   MKT_RETURN_IF_ERROR(pg::WithTransaction(pool_, [&](pqxx::work& tx) {
     out.clear();
-    for (const auto& row :
-         tx.exec_params("SELECT customer_id FROM batch_grant_items WHERE campaign_id = $1 AND "
-                        "state = 'PENDING' AND customer_id > $2 ORDER BY customer_id LIMIT $3",
-                        campaign_id, after, limit)) {
-      out.push_back(row[0].as<std::string>());
+    for (const auto& row : tx.exec_params(
+             "SELECT customer_id, reason = $4 FROM batch_grant_items WHERE campaign_id = $1 AND "
+             "state = 'PENDING' AND customer_id > $2 ORDER BY customer_id LIMIT $3",
+             campaign_id, after, limit, kStuckReason)) {
+      out.push_back({row[0].as<std::string>(), row[1].as<bool>()});
     }
     return absl::OkStatus();
   }));

@@ -50,6 +50,14 @@ struct BatchGrantRun {
   int64_t pending() const { return total - granted - failed - cancelled; }
 };
 
+// A recipient still to grant; `stuck` when it was marked so (the runner that marked it may be
+// gone: a restart, another replica, a pause in between), so every resend asks first whether an
+// operator settled it.
+struct PendingItem {
+  std::string customer_id;
+  bool stuck = false;
+};
+
 // What the rewards service answered for one recipient.
 struct BatchGrantOutcome {
   std::string customer_id;
@@ -103,8 +111,8 @@ class PgBatchGrantStore {
   // MATERIALISING → RUNNING with total = the PENDING items.
   absl::Status FinishMaterialising(const std::string& campaign_id, const std::string& owner);
 
-  // Up to `limit` PENDING customers after `after` (keyset, by customer id).
-  absl::StatusOr<std::vector<std::string>> PendingAfter(const std::string& campaign_id,
+  // Up to `limit` PENDING items after `after` (keyset, by customer id).
+  absl::StatusOr<std::vector<PendingItem>> PendingAfter(const std::string& campaign_id,
                                                         const std::string& after, int limit);
   // Records a chunk of outcomes in one UPDATE (items still PENDING or CANCELLED: a grant that
   // landed after a cancellation is still a grant) and moves the run's counters.

@@ -937,6 +937,63 @@ TEST_F(BatchGrantIntegrationTest, AStuckItemSettledDuringTheRunIsNeverSentAgain)
   EXPECT_TRUE(LedgerIntact());
 }
 
+// A runner that did not mark an item stuck (a restart, another replica, a pause in between) knows
+// it is stuck from the database: it still asks whether the item was settled before each resend.
+TEST_F(BatchGrantIntegrationTest, AStuckItemIsNeverSentAgainAfterSettlementByARunnerThatForgotIt) {
+  ActivateCoupon("bt-a-gift", 100, 100);
+  snapshots_.Set("seg-a1", Customers("forgot", 3));
+  snapshots_.Set("seg-a2", {});
+  const std::string id = Submitted(CouponBatch("batch stuck before a restart"));
+  GoOnline(id, 1'000'000);
+  LostAnswerIssuer issuer(*issuer_, {"forgot-10001"});
+  // The first runner marks it stuck at its first unconfirmed answer, then is gone.
+  runner_ = RunnerWith(issuer, snapshots_,
+                       {.issuer_threads = 2,
+                        .unconfirmed_backoff = absl::Milliseconds(20),
+                        .unconfirmed_max_backoff = absl::Minutes(1),
+                        .unconfirmed_attempts = 1});
+  ASSERT_TRUE(runner_->RunOnce().ok());
+  ASSERT_EQ(GetBatch(planner_a_, id)->stuck(), 1);
+  runner_.reset();
+
+  // The next one would give it a fresh round of quick attempts if it did not know.
+  runner_ = RunnerWith(issuer, snapshots_,
+                       {.issuer_threads = 2,
+                        .unconfirmed_backoff = absl::Milliseconds(20),
+                        .unconfirmed_max_backoff = absl::Milliseconds(200),
+                        .unconfirmed_attempts = 50});
+  const int before = issuer.Calls("forgot-10001");
+  std::atomic<bool> returned{false};
+  std::thread once([&] {
+    ASSERT_TRUE(runner_->RunOnce().ok());
+    returned = true;
+  });
+  const absl::Time sent_by = absl::Now() + absl::Seconds(30);
+  while (issuer.Calls("forgot-10001") == before && absl::Now() < sent_by) {
+    absl::SleepFor(absl::Milliseconds(5));
+  }
+  ASSERT_GT(issuer.Calls("forgot-10001"), before) << "the new runner never sent it";
+  auto settled = Settle(approver_a_, id, "forgot-10001", pb::BATCH_GRANT_SETTLED_GRANTED,
+                        "coupon found under the request id");
+  ASSERT_TRUE(settled.ok()) << settled.status();
+  const int at_settlement = issuer.Calls("forgot-10001");
+  const absl::Time until = absl::Now() + absl::Seconds(10);
+  while (!returned && absl::Now() < until) absl::SleepFor(absl::Milliseconds(20));
+  absl::SleepFor(absl::Milliseconds(500));
+  const bool ended_by_itself = returned;
+  if (!ended_by_itself) runner_->Stop();
+  once.join();
+  EXPECT_LE(issuer.Calls("forgot-10001"), at_settlement + 1) << "a settled item was sent again";
+  EXPECT_TRUE(ended_by_itself) << "the pass went on after its batch completed";
+  auto done = GetBatch(planner_a_, id);
+  ASSERT_TRUE(done.ok()) << done.status();
+  EXPECT_EQ(done->state(), pb::BATCH_GRANT_COMPLETED);
+  EXPECT_EQ(done->granted(), 3);
+  EXPECT_EQ(done->stuck(), 0);
+  for (const auto& [customer, n] : CouponsOf(id)) EXPECT_EQ(n, 1) << customer;
+  EXPECT_TRUE(LedgerIntact());
+}
+
 // The rewards service funds a campaign's budget when its own consumer of the campaign changes
 // gets there, which may be after the batch starts (a restart, a rebalance): the grants refused
 // for the missing budget account meanwhile are put off, not failed, and granted once it exists.
