@@ -727,7 +727,9 @@ GrantRow ReadGrantRow(const pqxx::row& row) {
   g.state = row[14].as<std::string>();
   g.granted = row[15].as<bool>();
   g.attempts = row[16].as<int>();
-  g.created = absl::Now() - absl::Microseconds(row[17].as<int64_t>());
+  const absl::Time now = absl::Now();
+  g.created = now - absl::Microseconds(row[17].as<int64_t>());
+  if (!row[18].is_null()) g.unfunded_since = now - absl::Microseconds(row[18].as<int64_t>());
   return g;
 }
 
@@ -794,10 +796,12 @@ absl::StatusOr<std::vector<GrantRow>> EventStore::ClaimDueAgain(int64_t up_to_se
 
 absl::Status EventStore::Finish(const std::vector<GrantResult>& results) {
   if (results.empty()) return absl::OkStatus();
-  std::string ids = "{", kinds = "{", reasons = "{";
+  std::string ids = "{", kinds = "{", reasons = "{", unfunded = "{";
   std::vector<std::string> rejected;
   for (const GrantResult& r : results) {
     pg::AppendTextArrayElement(ids, r.grant_id);
+    if (unfunded.size() > 1) unfunded += ',';
+    unfunded += r.unfunded ? 't' : 'f';
     const char* kind = "retry";
     switch (r.kind) {
       case GrantResult::Kind::kGranted:
@@ -853,7 +857,7 @@ absl::Status EventStore::Finish(const std::vector<GrantResult>& results) {
         }
       }
     }
-    tx.exec_params(kFinishGrants, ids + "}", kinds + "}", reasons + "}");
+    tx.exec_params(kFinishGrants, ids + "}", kinds + "}", reasons + "}", unfunded + "}");
     if (!give_back.empty()) {
       std::string r = "{", c = "{", w = "{", n = "{", b = "{";
       for (const auto& [key, value] : give_back) {

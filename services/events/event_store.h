@@ -64,6 +64,9 @@ struct GrantRow {
   int attempts = 0;
   // When the row was created (the database's age of the row when read, on this host's clock).
   absl::Time created = absl::InfinitePast();
+  // When the ledger first refused the grant with ACCOUNT_NOT_FOUND (its campaign's budget not
+  // funded yet), on the same clock; none if it never did.
+  std::optional<absl::Time> unfunded_since;
 };
 
 // How a grant-outbox call ended.
@@ -71,6 +74,9 @@ struct GrantResult {
   std::string grant_id;
   enum class Kind { kGranted, kRejected, kReversed, kReverseFailed, kRetry } kind;
   std::string reason;
+  // A retry because the ledger answered ACCOUNT_NOT_FOUND (the budget not funded yet): the row's
+  // unfunded_since is set unless it already is, so its retry window starts at the first one.
+  bool unfunded = false;
 };
 
 class EventStore {

@@ -44,7 +44,8 @@ const config::Schema<EventsConfig>& EventsConfigSchema() {
                "most grant outcomes the sender records per transaction")
         .Field("unfunded_retry_s", &EventsConfig::unfunded_retry_s,
                "seconds a grant refused with ACCOUNT_NOT_FOUND (the campaign's budget not funded "
-               "yet by rewards) is retried, from its creation, before it is recorded as refused")
+               "yet by rewards) is retried, from the first such refusal, before it is recorded as "
+               "refused")
         .Field("late_events_s", &EventsConfig::late_events_s,
                "seconds after an ended campaign's end during which the events that occurred "
                "before the end, arriving late, are still matched")

@@ -27,7 +27,7 @@ struct EventsConfig {
   int64_t grants_claim_batch = 1000;
   int64_t grants_finish_batch = 1000;
   // Seconds a grant refused with ACCOUNT_NOT_FOUND (the campaign's budget not funded yet) is
-  // retried, from the grant's creation, before it is recorded as refused.
+  // retried, from the first such refusal, before it is recorded as refused.
   int64_t unfunded_retry_s = 1800;
   // Seconds after its end an ended campaign's rule still matches the events that occurred before
   // the end and arrive late (T+1 files, consumer lag); in line with budget_release_after_s.

@@ -122,7 +122,8 @@ inline constexpr char kCancelUnsent[] =
 inline constexpr char kSelectDueAfter[] =
     "SELECT seq, grant_id, event_key, rule_id, tier, campaign_id, org_id, customer_id, asset, "
     "  quantity, budget_cost_fen, stock_template_id, stock_units, expiry_days, state, granted, "
-    "  attempts, (extract(epoch FROM now() - created_at) * 1000000)::bigint "
+    "  attempts, (extract(epoch FROM now() - created_at) * 1000000)::bigint, "
+    "  (extract(epoch FROM now() - unfunded_since) * 1000000)::bigint "
     "FROM grants WHERE state IN ('pending', 'reverse_pending') AND next_attempt_at <= now() "
     "  AND seq > $1 ORDER BY seq LIMIT $2";
 
@@ -131,7 +132,8 @@ inline constexpr char kSelectDueAfter[] =
 inline constexpr char kSelectDueAgain[] =
     "SELECT seq, grant_id, event_key, rule_id, tier, campaign_id, org_id, customer_id, asset, "
     "  quantity, budget_cost_fen, stock_template_id, stock_units, expiry_days, state, granted, "
-    "  attempts, (extract(epoch FROM now() - created_at) * 1000000)::bigint "
+    "  attempts, (extract(epoch FROM now() - created_at) * 1000000)::bigint, "
+    "  (extract(epoch FROM now() - unfunded_since) * 1000000)::bigint "
     "FROM grants WHERE state IN ('pending', 'reverse_pending') AND next_attempt_at <= now() "
     "  AND seq <= $1 AND seq <> ALL($2::bigint[]) ORDER BY seq LIMIT $3";
 
@@ -166,6 +168,10 @@ inline constexpr char kGiveBackGrants[] =
 // whose outcome is unknown (retry: it may have reached the ledger), goes back to reverse_pending
 // and is due at once: the grant is (idempotently) granted if need be, then reversed. Left
 // cancelled, the customer would keep a reward for a reversed event.
+//
+// A retry of a pending grant the ledger refused with ACCOUNT_NOT_FOUND (x.unfunded: its campaign's
+// budget not funded yet) stamps unfunded_since once, at the first such refusal: the sender
+// retries it for unfunded_retry from then (decision 010, amended).
 inline constexpr char kFinishGrants[] =
     "UPDATE grants g SET "
     "  granted = g.granted OR x.kind = 'granted', "
@@ -183,8 +189,13 @@ inline constexpr char kFinishGrants[] =
     "    WHEN x.kind = 'retry' "
     "    THEN now() + least(30, power(2, least(g.attempts, 5)) * 0.2) * interval '1 second' "
     "    ELSE g.next_attempt_at END, "
+    "  unfunded_since = CASE "
+    "    WHEN x.unfunded AND x.kind = 'retry' AND g.state = 'pending' "
+    "    THEN coalesce(g.unfunded_since, now()) "
+    "    ELSE g.unfunded_since END, "
     "  updated_at = now() "
-    "FROM unnest($1::text[], $2::text[], $3::text[]) AS x(id, kind, reason) "
+    "FROM unnest($1::text[], $2::text[], $3::text[], $4::boolean[]) AS x(id, kind, reason, "
+    "  unfunded) "
     "WHERE g.grant_id = x.id";
 
 inline constexpr char kListCustomerEvents[] =

@@ -93,17 +93,24 @@ std::string RefusalText(const absl::Status& status) {
 // grant says that the campaign's budget (or stock) is not funded yet: rewards creates it when its
 // own consumer handles the campaign's change, which may lag behind ours (a restart, a
 // rebalance). Such a grant is retried, with the outbox's backoff, until `unfunded_retry` after
-// the row was created, and only then recorded as refused.
+// the ledger first refused it so (the row's unfunded_since; a row never refused so far starts its
+// window now), and only then recorded as refused. The window is not counted from the row's
+// creation: a row that waited for the ledger (rewards down, its sends failing with UNAVAILABLE)
+// would otherwise be refused for good at once when rewards, back, has not funded the budget yet.
 GrantResult GrantOutcome(const GrantRow& row, const absl::Status& status,
                          absl::Duration unfunded_retry) {
   GrantResult result{row.grant_id, ClassifyGrantStatus(status), ""};
   if (status.ok()) return result;
   result.reason = RefusalText(status);
   if (result.kind == GrantResult::Kind::kRejected && row.state == "pending" &&
-      ReasonOf(status) == ::marketing::common::v1::ACCOUNT_NOT_FOUND &&
-      absl::Now() - row.created < unfunded_retry) {
-    result.kind = GrantResult::Kind::kRetry;
-    result.reason += " (retried until the budget is funded)";
+      ReasonOf(status) == ::marketing::common::v1::ACCOUNT_NOT_FOUND) {
+    const absl::Duration unfunded_for =
+        row.unfunded_since.has_value() ? absl::Now() - *row.unfunded_since : absl::ZeroDuration();
+    if (unfunded_for < unfunded_retry) {
+      result.kind = GrantResult::Kind::kRetry;
+      result.unfunded = true;
+      result.reason += " (retried until the budget is funded)";
+    }
   }
   return result;
 }

@@ -17,7 +17,8 @@
 // idempotent, and a row this sender cancels as never sent while another's Grant for it was in
 // flight goes back to reverse_pending when that Grant's outcome is recorded (kFinishGrants), so
 // its clawback still happens. A grant refused with ACCOUNT_NOT_FOUND (the campaign's budget not
-// funded yet) is retried for `unfunded_retry` before it is recorded as refused.
+// funded yet) is retried for `unfunded_retry` from the first such refusal before it is recorded
+// as refused.
 #pragma once
 
 #include <atomic>
@@ -46,9 +47,11 @@ struct GrantSenderOptions {
   // How often the outbox is read without a Notify(), and how often rows due again (retries,
   // reversals) are looked for.
   absl::Duration idle_poll = absl::Milliseconds(100);
-  // How long after a row was created a grant the ledger refuses with ACCOUNT_NOT_FOUND (the
-  // campaign's budget is not funded yet: rewards funds it when its own consumer handles the
-  // campaign's change, which may lag behind ours) is retried with backoff; a refusal after it.
+  // How long after the ledger first refused it with ACCOUNT_NOT_FOUND (the campaign's budget is
+  // not funded yet: rewards funds it when its own consumer handles the campaign's change, which
+  // may lag behind ours) a grant is retried with backoff; a refusal after it. Counted from that
+  // first refusal, not from the row's creation: time spent waiting for an unreachable ledger
+  // does not use up the window.
   absl::Duration unfunded_retry = absl::Minutes(30);
 };
 

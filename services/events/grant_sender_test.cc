@@ -536,8 +536,33 @@ TEST_F(EventsGrantSenderTest, AGrantBeforeTheBudgetIsFundedIsRetriedUntilItIs) {
   EXPECT_EQ(ledger_.GrantCalls(GrantId(3)), 3);
 }
 
-// A budget that stays unfunded past unfunded_retry (the campaign was never published in that
-// org, ...) is a refusal: recorded rejected with the reason, and not sent again.
+// The retry window starts at the row's first ACCOUNT_NOT_FOUND, not at its creation: rewards was
+// down longer than unfunded_retry (the row's sends failed with UNAVAILABLE meanwhile) and, once
+// back, serves Grant before its consumer funded the campaign. A row created 2 hours ago, first
+// refused now, is still retried within a 1-hour window and granted once the budget is funded.
+TEST_F(EventsGrantSenderTest, TheUnfundedRetryWindowStartsAtTheFirstRefusalNotAtCreation) {
+  InsertGrants(1, 1);
+  Exec("UPDATE grants SET created_at = now() - interval '2 hours' WHERE grant_id = 'g-00001'");
+  ledger_.UnfundedTimes(GrantId(1), 2);
+  StartSender({.max_in_flight = 8,
+               .grants_per_call = 8,
+               .idle_poll = absl::Milliseconds(50),
+               .unfunded_retry = absl::Hours(1)});
+  ASSERT_TRUE(WaitFor([&] {
+    const std::string state = Row(GrantId(1)).state;
+    return state == "granted" || state == "rejected";
+  })) << Row(GrantId(1)).state
+      << " " << Row(GrantId(1)).reason;
+  const RowState row = Row(GrantId(1));
+  EXPECT_EQ(row.state, "granted") << row.reason;
+  EXPECT_TRUE(row.granted);
+  EXPECT_EQ(ledger_.GrantCalls(GrantId(1)), 3);
+  EXPECT_EQ(row.attempts, 3);
+}
+
+// A budget that stays unfunded past unfunded_retry, counted from the first ACCOUNT_NOT_FOUND (the
+// campaign was never published in that org, ...), is a refusal: recorded rejected with the
+// reason, and not sent again.
 TEST_F(EventsGrantSenderTest, AGrantStillUnfundedAfterTheRetryWindowIsRejected) {
   InsertGrants(1, 1);
   ledger_.UnfundedTimes(GrantId(1), 1000);
