@@ -654,13 +654,16 @@ TEST_F(BatchGrantIntegrationTest, EndingTheCampaignStopsGranting) {
   EXPECT_TRUE(LedgerIntact());
 }
 
-// The real issuer, except for the recipients of one campaign it answers as told: an INTERNAL
-// that never goes away (a voided hold, a coupon issued while other rewards were refused),
-// IDEMPOTENCY_KEY_REUSED (the campaign's rewards were edited while the batch ran), UNIMPLEMENTED.
+// The real issuer, except for some recipients (of one campaign, when set) it answers as told: an
+// INTERNAL that never goes away (a voided hold, a coupon issued while other rewards were refused),
+// IDEMPOTENCY_KEY_REUSED (the campaign's rewards were edited while the batch ran), UNIMPLEMENTED;
+// instead of granting, or after granting (the ledger holds the grant, the answer was lost).
 class AnsweringIssuer final : public RewardIssuer {
  public:
-  AnsweringIssuer(RewardIssuer& real, std::map<std::string, absl::Status> answers)
-      : real_(real), answers_(std::move(answers)) {}
+  enum When { kInsteadOfGranting, kAfterGranting };
+  AnsweringIssuer(RewardIssuer& real, std::map<std::string, absl::Status> answers,
+                  When when = kInsteadOfGranting)
+      : real_(real), answers_(std::move(answers)), when_(when) {}
   void SetCampaign(const std::string& id) {
     std::lock_guard<std::mutex> lock(mu_);
     campaign_ = id;
@@ -670,19 +673,23 @@ class AnsweringIssuer final : public RewardIssuer {
     return calls_[customer];
   }
   absl::Status Issue(const IssueRequest& request) override {
+    std::optional<absl::Status> answer;
     {
       std::lock_guard<std::mutex> lock(mu_);
-      if (request.campaign_id == campaign_) {
+      if (campaign_.empty() || request.campaign_id == campaign_) {
         ++calls_[request.customer_id];
-        if (auto it = answers_.find(request.customer_id); it != answers_.end()) return it->second;
+        if (auto it = answers_.find(request.customer_id); it != answers_.end()) answer = it->second;
       }
     }
-    return real_.Issue(request);
+    if (!answer) return real_.Issue(request);
+    if (when_ == kAfterGranting) (void)real_.Issue(request);
+    return *answer;
   }
 
  private:
   RewardIssuer& real_;
   const std::map<std::string, absl::Status> answers_;
+  const When when_;
   std::mutex mu_;
   std::string campaign_;
   std::map<std::string, int> calls_;
@@ -848,30 +855,14 @@ TEST_F(BatchGrantIntegrationTest, AnUnconfirmedGrantIsPutOffAndReportedWithoutHo
   EXPECT_TRUE(LedgerIntact());
 }
 
-// The real issuer, except that for some recipients the answer is lost after the grant landed: the
-// ledger holds the grant, the runner hears INTERNAL every time.
-class LostAnswerIssuer final : public RewardIssuer {
- public:
-  LostAnswerIssuer(RewardIssuer& real, std::set<std::string> customers)
-      : real_(real), customers_(std::move(customers)) {}
-  int Calls(const std::string& customer) {
-    std::lock_guard<std::mutex> lock(mu_);
-    return calls_[customer];
+// Grants that land while their answer is lost: the runner hears INTERNAL every time.
+AnsweringIssuer LostAnswers(RewardIssuer& real, const std::vector<std::string>& customers) {
+  std::map<std::string, absl::Status> answers;
+  for (const auto& c : customers) {
+    answers[c] = Error(absl::StatusCode::kInternal, common::INTERNAL, "the answer was lost");
   }
-  absl::Status Issue(const IssueRequest& request) override {
-    absl::Status s = real_.Issue(request);
-    if (!customers_.count(request.customer_id)) return s;
-    std::lock_guard<std::mutex> lock(mu_);
-    ++calls_[request.customer_id];
-    return Error(absl::StatusCode::kInternal, common::INTERNAL, "the answer was lost");
-  }
-
- private:
-  RewardIssuer& real_;
-  const std::set<std::string> customers_;
-  std::mutex mu_;
-  std::map<std::string, int> calls_;
-};
+  return AnsweringIssuer(real, std::move(answers), AnsweringIssuer::kAfterGranting);
+}
 
 // An item settled while the runner is still working its batch (sending its stuck items again every
 // few hundred milliseconds) is never sent again, and the batch completes once the last one is
@@ -883,7 +874,7 @@ TEST_F(BatchGrantIntegrationTest, AStuckItemSettledDuringTheRunIsNeverSentAgain)
   const std::string id = Submitted(CouponBatch("batch with lost answers"));
   GoOnline(id, 1'000'000);
 
-  LostAnswerIssuer issuer(*issuer_, {"lost-10001", "lost-10003"});
+  AnsweringIssuer issuer = LostAnswers(*issuer_, {"lost-10001", "lost-10003"});
   runner_ = RunnerWith(issuer, snapshots_,
                        {.issuer_threads = 2,
                         .unconfirmed_backoff = absl::Milliseconds(20),
@@ -945,7 +936,7 @@ TEST_F(BatchGrantIntegrationTest, AStuckItemIsNeverSentAgainAfterSettlementByARu
   snapshots_.Set("seg-a2", {});
   const std::string id = Submitted(CouponBatch("batch stuck before a restart"));
   GoOnline(id, 1'000'000);
-  LostAnswerIssuer issuer(*issuer_, {"forgot-10001"});
+  AnsweringIssuer issuer = LostAnswers(*issuer_, {"forgot-10001"});
   // The first runner marks it stuck at its first unconfirmed answer, then is gone.
   runner_ = RunnerWith(issuer, snapshots_,
                        {.issuer_threads = 2,

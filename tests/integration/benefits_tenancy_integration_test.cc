@@ -3,6 +3,7 @@
 // a sibling bank's coupon, redemption or QR token is answered exactly like a missing one and
 // nothing changes; the owning bank, its branches and (for a federation coupon) any member bank
 // may use it; the wallet never shows another bank's coupons; calls naming no actor are refused.
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -187,6 +188,48 @@ class BenefitsTenancyTest : public ::testing::Test {
   std::unique_ptr<PgLedgerStore> store_;
   // Set by a derived fixture's constructor to run the same service otherwise.
   absl::Duration wallet_cache_ttl_ = absl::ZeroDuration();
+  // A bank's own traffic on three of its coupons: one locked (r1), one locked and confirmed
+  // (r2), one with a QR token.
+  struct Traffic {
+    pb::Coupon locked, redeemed, fresh;
+    pb::Redemption r1, r2;
+    pb::QrToken token;
+  };
+  Traffic TrafficOf(const Actor& a, const std::function<pb::Coupon()>& issue) {
+    Traffic t{.locked = issue(), .redeemed = issue(), .fresh = issue()};
+    auto r1 = Lock(a, t.locked.code(), "o-1");
+    EXPECT_TRUE(r1.ok()) << r1.status();
+    auto r2 = Lock(a, t.redeemed.code(), "o-2");
+    EXPECT_TRUE(r2.ok()) << r2.status();
+    if (r2.ok()) {
+      EXPECT_TRUE(Resolve(a, "confirm", r2->id()).ok());
+    }
+    auto token = Qr(a, t.fresh.code());
+    EXPECT_TRUE(token.ok()) << token.status();
+    t.r1 = r1.value_or(pb::Redemption());
+    t.r2 = r2.value_or(pb::Redemption());
+    t.token = token.value_or(pb::QrToken());
+    return t;
+  }
+
+  // Every call of sibling `b` on `t` answers exactly as for a missing coupon or redemption.
+  void ExpectSiblingSeesNone(const Actor& b, const Traffic& t, const absl::Status& missing_coupon) {
+    ExpectSameAnswer(Lock(b, t.fresh.code(), "o-3").status(), missing_coupon);
+    ExpectSameAnswer(Qr(b, t.fresh.code()).status(), missing_coupon);
+    ExpectSameAnswer(Resolve(b, "confirm", t.r1.id()).status(), NoSuchRedemption(t.r1.id()));
+    ExpectSameAnswer(Resolve(b, "cancel", t.r1.id()).status(), NoSuchRedemption(t.r1.id()));
+    ExpectSameAnswer(Resolve(b, "reverse", t.r2.id()).status(), NoSuchRedemption(t.r2.id()));
+    ExpectSameAnswer(RedeemQr(b, t.token.token()).status(), UnknownQrToken());
+    pb::MarkCollectedRequest collect;
+    collect.set_coupon_code(t.fresh.code());
+    collect.set_terminal_id("t-1");
+    collect.set_customer_id(kCustomer);
+    ExpectSameAnswer(
+        Call<pb::MarkCollectedRequest, pb::Coupon>(&b, &pb::Benefits::Stub::MarkCollected, collect)
+            .status(),
+        missing_coupon);
+  }
+
   int worker_threads_ = 4;
   size_t max_queued_ = 1000;
   std::unique_ptr<Benefits> benefits_;
@@ -204,16 +247,8 @@ TEST_F(BenefitsTenancyTest, SiblingBankGetsTheMissingAnswerAndChangesNothing) {
   const Actor a = Channel("bank-a");
   const Actor b = Channel("bank-b");
   // Bank-a's own traffic: one coupon locked, one redeemed, one untouched, and a QR token.
-  const pb::Coupon locked = Issue("bank-a");
-  const pb::Coupon redeemed = Issue("bank-a");
-  const pb::Coupon fresh = Issue("bank-a");
-  auto r1 = Lock(a, locked.code(), "o-1");
-  ASSERT_TRUE(r1.ok()) << r1.status();
-  auto r2 = Lock(a, redeemed.code(), "o-2");
-  ASSERT_TRUE(r2.ok()) << r2.status();
-  ASSERT_TRUE(Resolve(a, "confirm", r2->id()).ok());
-  auto token = Qr(a, fresh.code());
-  ASSERT_TRUE(token.ok()) << token.status();
+  const Traffic t = TrafficOf(a, [&] { return Issue("bank-a"); });
+  ASSERT_FALSE(HasFailure());
   const int64_t events = Count("SELECT count(*) FROM coupon_events");
   const int64_t redemptions = Count("SELECT count(*) FROM redemptions");
 
@@ -225,20 +260,7 @@ TEST_F(BenefitsTenancyTest, SiblingBankGetsTheMissingAnswerAndChangesNothing) {
   ASSERT_EQ(NoSuchRedemption("x").code(), absl::StatusCode::kNotFound);
 
   // Bank-b probing bank-a's ids.
-  ExpectSameAnswer(Lock(b, fresh.code(), "o-3").status(), missing_coupon);
-  ExpectSameAnswer(Qr(b, fresh.code()).status(), missing_coupon);
-  ExpectSameAnswer(Resolve(b, "confirm", r1->id()).status(), NoSuchRedemption(r1->id()));
-  ExpectSameAnswer(Resolve(b, "cancel", r1->id()).status(), NoSuchRedemption(r1->id()));
-  ExpectSameAnswer(Resolve(b, "reverse", r2->id()).status(), NoSuchRedemption(r2->id()));
-  ExpectSameAnswer(RedeemQr(b, token->token()).status(), UnknownQrToken());
-  pb::MarkCollectedRequest collect;
-  collect.set_coupon_code(fresh.code());
-  collect.set_terminal_id("t-1");
-  collect.set_customer_id(kCustomer);
-  ExpectSameAnswer(
-      Call<pb::MarkCollectedRequest, pb::Coupon>(&b, &pb::Benefits::Stub::MarkCollected, collect)
-          .status(),
-      missing_coupon);
+  ExpectSiblingSeesNone(b, t, missing_coupon);
   // A grant naming bank-b may not draw on bank-a's template either.
   pb::IssueCouponRequest issue;
   issue.set_request_id("iss-b");
@@ -250,19 +272,19 @@ TEST_F(BenefitsTenancyTest, SiblingBankGetsTheMissingAnswerAndChangesNothing) {
       NoSuchTemplate("tpl-bank-a"));
 
   // Nothing moved.
-  EXPECT_EQ(StateOf(locked.code()), pb::COUPON_LOCKED);
-  EXPECT_EQ(StateOf(redeemed.code()), pb::COUPON_REDEEMED);
-  EXPECT_EQ(StateOf(fresh.code()), pb::COUPON_ISSUED);
+  EXPECT_EQ(StateOf(t.locked.code()), pb::COUPON_LOCKED);
+  EXPECT_EQ(StateOf(t.redeemed.code()), pb::COUPON_REDEEMED);
+  EXPECT_EQ(StateOf(t.fresh.code()), pb::COUPON_ISSUED);
   EXPECT_EQ(Count("SELECT count(*) FROM coupon_events"), events);
   EXPECT_EQ(Count("SELECT count(*) FROM redemptions"), redemptions);
   EXPECT_EQ(Count("SELECT count(*) FROM coupons WHERE issue_request_id = 'iss-b'"), 0);
 
   // ...and bank-a can still finish all of it: the refusals were not side effects.
-  EXPECT_TRUE(Resolve(a, "cancel", r1->id()).ok());
-  EXPECT_TRUE(Resolve(a, "reverse", r2->id()).ok());
-  auto used = RedeemQr(a, token->token());
+  EXPECT_TRUE(Resolve(a, "cancel", t.r1.id()).ok());
+  EXPECT_TRUE(Resolve(a, "reverse", t.r2.id()).ok());
+  auto used = RedeemQr(a, t.token.token());
   EXPECT_TRUE(used.ok()) << used.status();
-  EXPECT_EQ(StateOf(fresh.code()), pb::COUPON_REDEEMED);
+  EXPECT_EQ(StateOf(t.fresh.code()), pb::COUPON_REDEEMED);
 }
 
 TEST_F(BenefitsTenancyTest, TheOwningBankAndItsBranchesUseTheBanksCoupons) {
@@ -335,19 +357,11 @@ TEST_F(BenefitsTenancyTest, ABanksCouponOfAFederationTemplateIsNotASiblingBanks)
     EXPECT_EQ(c.ok() ? c->org_id() : "", "fed");
     return c.ok() ? *c : pb::Coupon();
   };
-  const pb::Coupon locked = held_by_a("tpl-fed");
-  const pb::Coupon redeemed = held_by_a("tpl-fed");
-  const pb::Coupon fresh = held_by_a("tpl-fed");
-  const pb::Coupon benefit = held_by_a("tpl-fed-3p");
   const Actor a = Channel("bank-a");
   const Actor b = Channel("bank-b");
-  auto r1 = Lock(a, locked.code(), "o-1");
-  ASSERT_TRUE(r1.ok()) << r1.status();
-  auto r2 = Lock(a, redeemed.code(), "o-2");
-  ASSERT_TRUE(r2.ok()) << r2.status();
-  ASSERT_TRUE(Resolve(a, "confirm", r2->id()).ok());
-  auto token = Qr(a, fresh.code());
-  ASSERT_TRUE(token.ok()) << token.status();
+  const Traffic t = TrafficOf(a, [&] { return held_by_a("tpl-fed"); });
+  const pb::Coupon benefit = held_by_a("tpl-fed-3p");
+  ASSERT_FALSE(HasFailure());
   const int64_t events = Count("SELECT count(*) FROM coupon_events");
   const int64_t redemptions = Count("SELECT count(*) FROM redemptions");
   const int64_t transfers = Count("SELECT count(*) FROM transfers");
@@ -364,28 +378,15 @@ TEST_F(BenefitsTenancyTest, ABanksCouponOfAFederationTemplateIsNotASiblingBanks)
   ASSERT_EQ(missing_fulfilment.code(), absl::StatusCode::kNotFound) << Describe(missing_fulfilment);
 
   // Bank-b's channel on bank-a's coupons of the federation's template.
-  ExpectSameAnswer(Lock(b, fresh.code(), "o-3").status(), missing_coupon);
-  ExpectSameAnswer(Qr(b, fresh.code()).status(), missing_coupon);
-  ExpectSameAnswer(Resolve(b, "confirm", r1->id()).status(), NoSuchRedemption(r1->id()));
-  ExpectSameAnswer(Resolve(b, "cancel", r1->id()).status(), NoSuchRedemption(r1->id()));
-  ExpectSameAnswer(Resolve(b, "reverse", r2->id()).status(), NoSuchRedemption(r2->id()));
-  ExpectSameAnswer(RedeemQr(b, token->token()).status(), UnknownQrToken());
-  pb::MarkCollectedRequest collect;
-  collect.set_coupon_code(fresh.code());
-  collect.set_terminal_id("t-1");
-  collect.set_customer_id(kCustomer);
-  ExpectSameAnswer(
-      Call<pb::MarkCollectedRequest, pb::Coupon>(&b, &pb::Benefits::Stub::MarkCollected, collect)
-          .status(),
-      missing_coupon);
+  ExpectSiblingSeesNone(b, t, missing_coupon);
   ExpectSameAnswer(fulfilment(b, benefit.code()).status(), missing_fulfilment);
   ExpectSameAnswer(fulfilment(Channel("bank-b.branch-01"), benefit.code()).status(),
                    missing_fulfilment);
 
   // Nothing moved.
-  EXPECT_EQ(StateOf(locked.code()), pb::COUPON_LOCKED);
-  EXPECT_EQ(StateOf(redeemed.code()), pb::COUPON_REDEEMED);
-  EXPECT_EQ(StateOf(fresh.code()), pb::COUPON_ISSUED);
+  EXPECT_EQ(StateOf(t.locked.code()), pb::COUPON_LOCKED);
+  EXPECT_EQ(StateOf(t.redeemed.code()), pb::COUPON_REDEEMED);
+  EXPECT_EQ(StateOf(t.fresh.code()), pb::COUPON_ISSUED);
   EXPECT_EQ(Count("SELECT count(*) FROM coupon_events"), events);
   EXPECT_EQ(Count("SELECT count(*) FROM redemptions"), redemptions);
   EXPECT_EQ(Count("SELECT count(*) FROM transfers"), transfers);
@@ -396,13 +397,13 @@ TEST_F(BenefitsTenancyTest, ABanksCouponOfAFederationTemplateIsNotASiblingBanks)
     ASSERT_TRUE(seen.ok()) << Describe(seen.status());
     EXPECT_EQ(seen->coupon_code(), benefit.code());
   }
-  EXPECT_TRUE(Resolve(Channel("bank-a.branch-01"), "cancel", r1->id()).ok());
-  EXPECT_TRUE(Resolve(a, "reverse", r2->id()).ok());
-  auto used = RedeemQr(a, token->token());
+  EXPECT_TRUE(Resolve(Channel("bank-a.branch-01"), "cancel", t.r1.id()).ok());
+  EXPECT_TRUE(Resolve(a, "reverse", t.r2.id()).ok());
+  auto used = RedeemQr(a, t.token.token());
   EXPECT_TRUE(used.ok()) << Describe(used.status());
-  EXPECT_EQ(StateOf(locked.code()), pb::COUPON_ISSUED);
-  EXPECT_EQ(StateOf(redeemed.code()), pb::COUPON_ISSUED);
-  EXPECT_EQ(StateOf(fresh.code()), pb::COUPON_REDEEMED);
+  EXPECT_EQ(StateOf(t.locked.code()), pb::COUPON_ISSUED);
+  EXPECT_EQ(StateOf(t.redeemed.code()), pb::COUPON_ISSUED);
+  EXPECT_EQ(StateOf(t.fresh.code()), pb::COUPON_REDEEMED);
 }
 
 TEST_F(BenefitsTenancyTest, TheWalletShowsOnlyTheCallersLineage) {
